@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine, as root: installs what is missing,
+# builds the Release, sanitizer and fuzzing configurations, and runs every test tier
+# (unit, kernel, e2e) plus a bounded run of each fuzz target.
+#
+#   bash test/run.sh                  everything
+#   FUZZ_SECONDS=5 bash test/run.sh   shorter fuzzing
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fuzz_seconds=${FUZZ_SECONDS:-30}
+jobs=$(nproc)
+
+stage() { printf '\n==> %s\n' "$*"; }
+
+stage "dependencies"
+bash test/install-deps.sh
+
+stage "release build"
+cmake --preset release >/dev/null
+cmake --build --preset release -j "$jobs"
+stage "release tests (unit, kernel, e2e)"
+ctest --preset release -j "$jobs"
+
+stage "sanitizer build (ASan + UBSan)"
+cmake --preset asan >/dev/null
+cmake --build --preset asan -j "$jobs"
+stage "sanitizer tests"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --preset asan -j "$jobs"
+
+stage "fuzz targets (${fuzz_seconds}s each)"
+cmake --preset fuzz -DNODEMESH_FUZZ_SECONDS="$fuzz_seconds" >/dev/null
+cmake --build --preset fuzz -j "$jobs"
+ctest --preset fuzz -j "$jobs"
+
+stage "all tests passed"
