@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build ccache clang llvm libclang-rt-14-dev pkg-config
   # libraries
   libbpf-dev libelf-dev zlib1g-dev bpftool linux-libc-dev
-  libabsl-dev libfmt-dev libnghttp2-dev node-llhttp catch2
+  libabsl-dev libfmt-dev libnghttp2-dev node-llhttp catch2 libbenchmark-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # real peers and tools for tests and benchmarks
   iproute2 procps curl jq nginx-light haproxy wrk nghttp2-client nghttp2-server

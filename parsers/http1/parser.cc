@@ -1,7 +1,5 @@
 #include "parsers/http1/parser.h"
 
-#include <algorithm>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -13,6 +11,16 @@ namespace {
 constexpr int kHasBody = 0;
 constexpr int kNoBody = 1;
 constexpr int kNoBodyThenSwitch = 2;
+
+// `name` equals `lowercase` ignoring ASCII case. Inline and length-first, as it runs for
+// every header of every message and most names differ in length.
+bool NameIs(const std::string& name, std::string_view lowercase) {
+  if (name.size() != lowercase.size()) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    if (absl::ascii_tolower(static_cast<unsigned char>(name[i])) != lowercase[i]) return false;
+  }
+  return true;
+}
 
 llhttp_settings_t EmptySettings() {
   llhttp_settings_t settings;
@@ -49,21 +57,59 @@ const llhttp_settings_t Parser::kResponseSettings = [] {
   return s;
 }();
 
+// --- the pending-request ring ---------------------------------------------------------
+
+void Parser::PendingQueue::push_back(const Pending& pending) {
+  if (size_ == slots_.size()) {
+    std::vector<Pending> grown;
+    grown.reserve(std::max<size_t>(4, 2 * slots_.size()));
+    for (size_t i = 0; i < size_; ++i) grown.push_back((*this)[i]);
+    grown.resize(grown.capacity());
+    slots_ = std::move(grown);
+    head_ = 0;
+  }
+  slots_[(head_ + size_) % slots_.size()] = pending;
+  ++size_;
+}
+
+void Parser::PendingQueue::pop_front() {
+  head_ = (head_ + 1) % slots_.size();
+  --size_;
+}
+
+// --- feeding --------------------------------------------------------------------------
+
 Parser::Parser(const ParserConfig& config, EventSink& sink) : config_(config), sink_(sink) {
-  for (auto [http, settings] : {std::pair{&request_http_, &kRequestSettings},
-                                std::pair{&response_http_, &kResponseSettings}}) {
-    llhttp_init(http, http == &request_http_ ? HTTP_REQUEST : HTTP_RESPONSE, settings);
-    http->data = this;
+  for (Side* side : {&client_, &server_}) {
+    side->parser = this;
+    side->request = side == &client_;
+    llhttp_init(&side->http, side->request ? HTTP_REQUEST : HTTP_RESPONSE,
+                side->request ? &kRequestSettings : &kResponseSettings);
+    side->http.data = side;
     // An observer follows what the peers actually do: if a client keeps sending after
     // "Connection: close", the server decides, not the parser.
-    llhttp_set_lenient_keep_alive(http, 1);
+    llhttp_set_lenient_keep_alive(&side->http, 1);
   }
+  for (const std::string& name : config_.captured_headers) {
+    longest_wanted_name_ = std::max(longest_wanted_name_, name.size());
+  }
+  client_.headers = &request_.headers;
+  server_.headers = &response_.headers;
+  request_.scheme = "http";
 }
 
 ParserState Parser::Feed(Peer from, std::string_view bytes, Timestamp now) {
   if (state_ != ParserState::kParsing || bytes.empty()) return state_;
   now_ = now;
-  return from == Peer::kClient ? FeedClient(bytes) : FeedServer(bytes);
+  if (from == Peer::kClient) return FeedClient(bytes);
+  Execute(server_, bytes);
+  if (state_ == ParserState::kParsing && !client_awaits_upgrade_ && !held_client_bytes_.empty()) {
+    // The upgrade was refused: the client's held bytes are HTTP/1 after all.
+    std::string held = std::move(held_client_bytes_);
+    held_client_bytes_.clear();
+    FeedClient(held);
+  }
+  return state_;
 }
 
 ParserState Parser::FeedClient(std::string_view bytes) {
@@ -75,40 +121,30 @@ ParserState Parser::FeedClient(std::string_view bytes) {
     held_client_bytes_.append(bytes);
     return state_;
   }
-  CheckResult(&request_http_, llhttp_execute(&request_http_, bytes.data(), bytes.size()), bytes);
+  Execute(client_, bytes);
   return state_;
 }
 
-ParserState Parser::FeedServer(std::string_view bytes) {
-  CheckResult(&response_http_, llhttp_execute(&response_http_, bytes.data(), bytes.size()),
-              bytes);
-  if (state_ == ParserState::kParsing && !client_awaits_upgrade_ && !held_client_bytes_.empty()) {
-    // The upgrade was refused: the client's held bytes are HTTP/1 after all.
-    std::string held = std::move(held_client_bytes_);
-    held_client_bytes_.clear();
-    FeedClient(held);
-  }
-  return state_;
-}
-
-void Parser::CheckResult(llhttp_t* http, llhttp_errno_t result, std::string_view bytes) {
+void Parser::Execute(Side& side, std::string_view bytes) {
+  const llhttp_errno_t result = bytes.empty() ? llhttp_finish(&side.http)
+                                              : llhttp_execute(&side.http, bytes.data(), bytes.size());
   if (state_ != ParserState::kParsing || result == HPE_OK) return;
   if (result == HPE_PAUSED_UPGRADE) {
-    if (!IsRequest(http)) {
+    if (!side.request) {
       state_ = ParserState::kSwitched;
       return;
     }
     // An Upgrade or CONNECT request: whether the bytes after it are still HTTP/1 depends
     // on the response.
     client_awaits_upgrade_ = true;
-    const char* stop = llhttp_get_error_pos(http);
+    const char* stop = llhttp_get_error_pos(&side.http);
     held_client_bytes_.assign(stop, bytes.data() + bytes.size() - stop);
     return;
   }
   if (error_ == ParseError::kNone) {
     Fail(ParseError::kMalformed,
-         absl::StrCat(IsRequest(http) ? "request: " : "response: ", llhttp_errno_name(result),
-                      ": ", llhttp_get_error_reason(http)));
+         absl::StrCat(side.request ? "request: " : "response: ", llhttp_errno_name(result), ": ",
+                      llhttp_get_error_reason(&side.http)));
   }
   state_ = ParserState::kFailed;
 }
@@ -116,16 +152,16 @@ void Parser::CheckResult(llhttp_t* http, llhttp_errno_t result, std::string_view
 ParserState Parser::EndOfInput(Peer from, Timestamp now) {
   if (state_ != ParserState::kParsing) return state_;
   now_ = now;
-  llhttp_t* http = from == Peer::kClient ? &request_http_ : &response_http_;
-  if (from == Peer::kClient && client_awaits_upgrade_) return state_;
+  Side& side = from == Peer::kClient ? client_ : server_;
+  if (side.request && client_awaits_upgrade_) return state_;
   // Completes a body delimited by EOF; a message cut short is left for Close() to abort.
-  if (llhttp_message_needs_eof(http)) CheckResult(http, llhttp_finish(http), {});
+  if (llhttp_message_needs_eof(&side.http)) Execute(side, {});
   return state_;
 }
 
 void Parser::Close(Timestamp now) {
-  for (Pending& pending : pending_) {
-    if (pending.started) EndStream(pending, EndReason::kAborted, now);
+  for (size_t i = 0; i < pending_.size(); ++i) {
+    if (pending_[i].started) EndStream(pending_[i], EndReason::kAborted, now);
   }
   pending_.clear();
 }
@@ -137,45 +173,39 @@ int Parser::Fail(ParseError error, std::string detail) {
   return HPE_USER;
 }
 
-int Parser::CountHeadBytes(llhttp_t* http, size_t length) {
-  Head& head = HeadOf(http);
-  head.bytes += length;
-  if (head.bytes > config_.limits.max_header_bytes) {
-    return Fail(ParseError::kHeadersTooLarge,
-                absl::StrCat(IsRequest(http) ? "request" : "response", " head over ",
-                             config_.limits.max_header_bytes, " bytes"));
-  }
-  return HPE_OK;
+int Parser::HeadTooLarge(Side& side) {
+  return Fail(ParseError::kHeadersTooLarge,
+              absl::StrCat(side.request ? "request" : "response", " head over ",
+                           config_.limits.max_header_bytes, " bytes"));
 }
 
 // --- request side ---------------------------------------------------------------------
 
 int Parser::OnRequestBegin(llhttp_t* http) {
-  Parser& self = Of(http);
+  Side& side = SideOf(http);
+  Parser& self = *side.parser;
   if (self.pending_.size() >= self.config_.limits.max_pending_requests) {
     return self.Fail(ParseError::kTooManyStreams,
                      absl::StrCat("over ", self.config_.limits.max_pending_requests,
                                   " pipelined requests awaiting a response"));
   }
   self.pending_.push_back(Pending{.stream_id = self.next_stream_id_++, .request_at = self.now_});
-  self.request_head_.bytes = 0;
-  RequestStart& request = self.request_;
-  request.method.clear();
-  request.authority.clear();
-  request.path.clear();
-  request.headers.clear();
-  request.grpc = false;
+  side.head_bytes = 0;
+  side.captured = 0;
+  self.request_.authority.clear();
+  self.request_.path.clear();
+  self.request_.grpc = false;
   return HPE_OK;
 }
 
 int Parser::OnUrl(llhttp_t* http, const char* at, size_t length) {
-  Parser& self = Of(http);
-  self.request_.path.append(at, length);
-  return self.CountHeadBytes(http, length);
+  Side& side = SideOf(http);
+  side.parser->request_.path.append(at, length);
+  return side.parser->CountHeadBytes(side, length);
 }
 
 int Parser::OnRequestHeadersComplete(llhttp_t* http) {
-  Parser& self = Of(http);
+  Parser& self = *SideOf(http).parser;
   Pending& pending = self.pending_.back();
   pending.method = llhttp_get_method(http);
   self.StartRequest(pending);
@@ -183,16 +213,16 @@ int Parser::OnRequestHeadersComplete(llhttp_t* http) {
 }
 
 void Parser::StartRequest(Pending& pending) {
+  EndCapture(client_);
   request_.stream_id = pending.stream_id;
   request_.at = pending.request_at;
   request_.method = llhttp_method_name(static_cast<llhttp_method_t>(pending.method));
-  request_.scheme = "http";
   pending.started = true;
   sink_.OnRequestStart(request_);
 }
 
 int Parser::OnRequestBody(llhttp_t* http, const char*, size_t length) {
-  Parser& self = Of(http);
+  Parser& self = *SideOf(http).parser;
   // The response may have ended the exchange already (an early error answer).
   if (!self.pending_.empty()) self.pending_.back().request_bytes += length;
   return HPE_OK;
@@ -201,23 +231,26 @@ int Parser::OnRequestBody(llhttp_t* http, const char*, size_t length) {
 // --- response side --------------------------------------------------------------------
 
 int Parser::OnResponseBegin(llhttp_t* http) {
-  Parser& self = Of(http);
+  Side& side = SideOf(http);
+  Parser& self = *side.parser;
   if (self.pending_.empty()) {
     return self.Fail(ParseError::kUnexpectedResponse, "response with no request to answer");
   }
-  self.response_head_.bytes = 0;
+  side.head_bytes = 0;
+  side.captured = 0;
   self.response_at_ = self.now_;
   self.response_bytes_ = 0;
-  self.response_.headers.clear();
   return HPE_OK;
 }
 
 int Parser::OnStatus(llhttp_t* http, const char*, size_t length) {
-  return Of(http).CountHeadBytes(http, length);
+  Side& side = SideOf(http);
+  return side.parser->CountHeadBytes(side, length);
 }
 
 int Parser::OnResponseHeadersComplete(llhttp_t* http) {
-  Parser& self = Of(http);
+  Side& side = SideOf(http);
+  Parser& self = *side.parser;
   Pending& pending = self.pending_.front();
   const int status = llhttp_get_status_code(http);
   const bool connect = pending.method == HTTP_CONNECT;
@@ -227,28 +260,31 @@ int Parser::OnResponseHeadersComplete(llhttp_t* http) {
   // A server may answer before the request head is complete (e.g. 431): report the request
   // with what is known of it.
   if (!pending.started) self.StartRequest(pending);
+  EndCapture(side);
   self.response_.stream_id = pending.stream_id;
   self.response_.at = self.response_at_;
   self.response_.status = status;
   pending.responded = true;
   self.sink_.OnResponseStart(self.response_);
   if (self.switching_) return kNoBodyThenSwitch;
-  return pending.method == HTTP_HEAD ? kNoBody : kHasBody;
+  // RFC 9110 6.4.1: whatever Content-Length says, these never carry a body.
+  const bool bodiless = pending.method == HTTP_HEAD || status == 204 || status == 304;
+  return bodiless ? kNoBody : kHasBody;
 }
 
 int Parser::OnResponseBody(llhttp_t* http, const char*, size_t length) {
-  Of(http).response_bytes_ += length;
+  SideOf(http).parser->response_bytes_ += length;
   return HPE_OK;
 }
 
 int Parser::OnResponseComplete(llhttp_t* http) {
-  Parser& self = Of(http);
+  Parser& self = *SideOf(http).parser;
   if (!self.final_response_) return HPE_OK;
   self.EndStream(self.pending_.front(), EndReason::kComplete, self.now_);
   self.pending_.pop_front();
   if (self.client_awaits_upgrade_ && self.pending_.empty()) {
     self.client_awaits_upgrade_ = false;
-    if (!self.switching_) llhttp_resume_after_upgrade(&self.request_http_);
+    if (!self.switching_) llhttp_resume_after_upgrade(&self.client_.http);
   }
   return HPE_OK;
 }
@@ -271,47 +307,64 @@ void Parser::EndStream(const Pending& pending, EndReason reason, Timestamp at) {
 // --- headers, both sides --------------------------------------------------------------
 
 int Parser::OnHeaderField(llhttp_t* http, const char* at, size_t length) {
-  Parser& self = Of(http);
-  self.HeadOf(http).field.append(at, length);
-  return self.CountHeadBytes(http, length);
+  Side& side = SideOf(http);
+  Parser& self = *side.parser;
+  // A name longer than every wanted one is never copied.
+  side.field_length += length;
+  if (side.field_length <= self.longest_wanted_name_) side.field.append(at, length);
+  return self.CountHeadBytes(side, length);
 }
 
 int Parser::OnHeaderFieldComplete(llhttp_t* http) {
-  Parser& self = Of(http);
-  Head& head = self.HeadOf(http);
-  absl::AsciiStrToLower(&head.field);
-  const std::vector<std::string>& captured = self.config_.captured_headers;
-  head.keep_value = (self.IsRequest(http) && (head.field == "host" || head.field == "content-type")) ||
-                    std::find(captured.begin(), captured.end(), head.field) != captured.end();
+  Side& side = SideOf(http);
+  const std::string& name = side.field;
+  side.field_length = 0;
+  side.is_host = side.request && NameIs(name, "host");
+  side.is_content_type = side.request && NameIs(name, "content-type");
+  side.captured_as = nullptr;
+  for (const std::string& captured : side.parser->config_.captured_headers) {
+    if (NameIs(name, captured)) {
+      side.captured_as = &captured;
+      break;
+    }
+  }
   return HPE_OK;
 }
 
 int Parser::OnHeaderValue(llhttp_t* http, const char* at, size_t length) {
-  Parser& self = Of(http);
-  Head& head = self.HeadOf(http);
-  if (head.keep_value) head.value.append(at, length);
-  return self.CountHeadBytes(http, length);
+  Side& side = SideOf(http);
+  if (side.is_host || side.is_content_type || side.captured_as != nullptr) {
+    side.value.append(at, length);
+  }
+  return side.parser->CountHeadBytes(side, length);
 }
 
 int Parser::OnHeaderValueComplete(llhttp_t* http) {
-  Parser& self = Of(http);
-  Head& head = self.HeadOf(http);
-  if (head.keep_value) self.KeepHeader(http, head);
-  head.field.clear();
-  head.value.clear();
+  Side& side = SideOf(http);
+  side.parser->KeepHeader(side);
+  side.field.clear();
+  side.value.clear();
+  side.is_host = side.is_content_type = false;
+  side.captured_as = nullptr;
   return HPE_OK;
 }
 
-void Parser::KeepHeader(llhttp_t* http, const Head& head) {
-  const bool request = IsRequest(http);
-  if (request && head.field == "host") request_.authority = head.value;
-  if (request && head.field == "content-type") {
-    request_.grpc = absl::StartsWithIgnoreCase(head.value, "application/grpc");
+void Parser::KeepHeader(Side& side) {
+  if (side.is_host) request_.authority = side.value;
+  if (side.is_content_type) {
+    request_.grpc = absl::StartsWithIgnoreCase(side.value, "application/grpc");
   }
-  const std::vector<std::string>& captured = config_.captured_headers;
-  if (std::find(captured.begin(), captured.end(), head.field) != captured.end()) {
-    (request ? request_.headers : response_.headers).push_back(Header{head.field, head.value});
-  }
+  if (side.captured_as == nullptr) return;
+  std::vector<Header>& headers = *side.headers;
+  if (side.captured == headers.size()) headers.emplace_back();
+  Header& header = headers[side.captured++];
+  header.name = *side.captured_as;
+  header.value = side.value;
+}
+
+void Parser::EndCapture(Side& side) {
+  // Drops the headers the previous message of this side had and this one has not.
+  side.headers->resize(std::min(side.headers->size(), side.captured));
 }
 
 }  // namespace nodemesh::parsers::http1

@@ -3,8 +3,8 @@
 // no body, Upgrade and CONNECT switching the connection to another protocol.
 #pragma once
 
-#include <deque>
 #include <string>
+#include <vector>
 
 #include "llhttp.h"
 #include "parsers/parser.h"
@@ -30,18 +30,48 @@ class Parser final : public ConnectionParser {
   struct Pending {
     uint32_t stream_id = 0;
     Timestamp request_at = 0;
-    uint8_t method = 0;  // llhttp_method_t, known once the request line is parsed
+    uint8_t method = 0;      // llhttp_method_t, known once the request head is parsed
     bool started = false;    // RequestStart emitted
     bool responded = false;  // ResponseStart emitted
     uint64_t request_bytes = 0;
   };
 
-  // Head state of one direction's current message.
-  struct Head {
-    size_t bytes = 0;  // request line or status line plus headers, for the size limit
-    std::string field;
-    bool keep_value = false;  // the value is used: Host, Content-Type or a captured header
-    std::string value;
+  // Requests awaiting responses, oldest first: a ring that grows to the pipelining depth
+  // seen and then stops allocating.
+  class PendingQueue {
+   public:
+    bool empty() const { return size_ == 0; }
+    size_t size() const { return size_; }
+    Pending& front() { return slots_[head_]; }
+    Pending& back() { return slots_[(head_ + size_ - 1) % slots_.size()]; }
+    Pending& operator[](size_t i) { return slots_[(head_ + i) % slots_.size()]; }
+    void push_back(const Pending& pending);
+    void pop_front();
+    void clear() { head_ = size_ = 0; }
+
+   private:
+    std::vector<Pending> slots_;
+    size_t head_ = 0;
+    size_t size_ = 0;
+  };
+
+  // One direction: its llhttp instance and the head being parsed.
+  struct Side {
+    Parser* parser = nullptr;
+    bool request = false;
+    llhttp_t http;
+    size_t head_bytes = 0;  // start line plus headers so far, for max_header_bytes
+    std::string field;      // the header name being parsed, unless longer than any wanted
+    size_t field_length = 0;
+    std::string value;      // its value, when one of the wanted headers
+    // What the current header is, known when its name is complete.
+    bool is_host = false;
+    bool is_content_type = false;
+    const std::string* captured_as = nullptr;  // the configured name, if captured
+    // The event whose headers this side fills, and how many it has filled so far: the
+    // vector keeps its elements between messages so their strings keep their storage.
+    std::vector<Header>* headers = nullptr;
+    size_t captured = 0;
   };
 
   static const llhttp_settings_t kRequestSettings;
@@ -62,35 +92,36 @@ class Parser final : public ConnectionParser {
   static int OnHeaderValue(llhttp_t* http, const char* at, size_t length);
   static int OnHeaderValueComplete(llhttp_t* http);
 
-  static Parser& Of(llhttp_t* http) { return *static_cast<Parser*>(http->data); }
-  bool IsRequest(const llhttp_t* http) const { return http == &request_http_; }
-  Head& HeadOf(const llhttp_t* http) { return IsRequest(http) ? request_head_ : response_head_; }
+  static Side& SideOf(llhttp_t* http) { return *static_cast<Side*>(http->data); }
 
   ParserState FeedClient(std::string_view bytes);
-  ParserState FeedServer(std::string_view bytes);
-  // Maps an llhttp result to the parser state; `bytes` is what was fed.
-  void CheckResult(llhttp_t* http, llhttp_errno_t result, std::string_view bytes);
-  int CountHeadBytes(llhttp_t* http, size_t length);
+  void Execute(Side& side, std::string_view bytes);
+  int CountHeadBytes(Side& side, size_t length) {
+    side.head_bytes += length;
+    return side.head_bytes <= config_.limits.max_header_bytes ? HPE_OK : HeadTooLarge(side);
+  }
+  int HeadTooLarge(Side& side);
   int Fail(ParseError error, std::string detail);
   void StartRequest(Pending& pending);
   void EndStream(const Pending& pending, EndReason reason, Timestamp at);
-  void KeepHeader(llhttp_t* http, const Head& head);
+  void KeepHeader(Side& side);
+  static void EndCapture(Side& side);
 
   const ParserConfig& config_;
   EventSink& sink_;
-  llhttp_t request_http_;
-  llhttp_t response_http_;
+  Side client_;
+  Side server_;
+  size_t longest_wanted_name_ = std::string_view("content-type").size();
   Timestamp now_ = 0;
   ParserState state_ = ParserState::kParsing;
   ParseError error_ = ParseError::kNone;
   std::string error_detail_;
 
   uint32_t next_stream_id_ = 1;
-  std::deque<Pending> pending_;
-  Head request_head_;
-  Head response_head_;
-  RequestStart request_;    // scratch for the request head being parsed
-  ResponseStart response_;  // scratch for the response head being parsed
+  PendingQueue pending_;
+  // Scratch events, reused so that a steady connection does not allocate per request.
+  RequestStart request_;
+  ResponseStart response_;
   Timestamp response_at_ = 0;  // first byte of the response being parsed
   uint64_t response_bytes_ = 0;
   bool final_response_ = false;  // the current response is not 1xx
