@@ -1,0 +1,314 @@
+#include "agent/agent.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_join.h"
+#include "agent/local_inventory.h"
+#include "agent/log.h"
+
+namespace nodemesh::agent {
+namespace {
+
+// A pod must be enrolled again (not just relabelled) when any of these change.
+bool SameDataPlane(const PodInfo& a, const PodInfo& b) {
+  return a.ips == b.ips && a.cgroup == b.cgroup && a.netns == b.netns &&
+         a.inbound_ports == b.inbound_ports;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& options) {
+  std::unique_ptr<Agent> agent(new Agent(options));
+  absl::StatusOr<std::string> mount = FindCgroup2Mount();
+  if (!mount.ok()) return mount.status();
+  agent->cgroup_mount_ = *mount;
+  absl::StatusOr<Netns> home = Netns::Current();
+  if (!home.ok()) return home.status();
+  agent->home_ = std::make_unique<Netns>(*std::move(home));
+
+  DatapathOptions datapath;
+  datapath.cgroup_dir =
+      agent->cgroup_mount_ + (options.cgroup_root == "/" ? "" : options.cgroup_root);
+  datapath.outbound_port = options.outbound_port;
+  datapath.agent_mark = options.agent_mark;
+  absl::StatusOr<std::unique_ptr<Datapath>> loaded = Datapath::Load(datapath);
+  if (!loaded.ok()) return loaded.status();
+  agent->datapath_ = *std::move(loaded);
+  for (uint16_t port : options.excluded_ports) {
+    if (absl::Status status = agent->datapath_->SetExcludedPort(port, true); !status.ok()) {
+      return status;
+    }
+  }
+  for (int i = 0; i < options.workers; ++i) {
+    agent->workers_.push_back(std::make_unique<Worker>(i, options.worker, *agent->datapath_));
+    if (absl::Status status = agent->workers_.back()->Start(); !status.ok()) return status;
+  }
+  Log(LogLevel::kInfo, "node {}: kernel programs attached to cgroup {}, {} workers", options.node,
+      datapath.cgroup_dir, options.workers);
+  return agent;
+}
+
+Agent::~Agent() {
+  {
+    std::lock_guard lock(mutex_);
+    std::vector<std::string> keys;
+    for (const auto& [key, pod] : enrolled_) keys.push_back(key);
+    for (const std::string& key : keys) Release(key);
+  }
+  for (auto& worker : workers_) worker->Stop();
+}
+
+absl::Status Agent::Run(int stop_fd) {
+  LocalInventory inventory(options_.inventory_path);
+  absl::Status first = absl::OkStatus();
+  bool started = false;
+  absl::Status status = inventory.Start([&](const Inventory& update) {
+    absl::Status applied = Apply(update);
+    if (!started) first = applied;  // the first version must apply cleanly
+  });
+  started = true;
+  if (!status.ok()) return status;
+  if (!first.ok()) return first;
+
+  for (;;) {
+    pollfd stop{stop_fd, POLLIN, 0};
+    if (poll(&stop, 1, 1000) > 0) break;
+    std::lock_guard lock(mutex_);
+    for (auto& [key, pod] : enrolled_) RefreshMeshedPorts(pod);
+  }
+  inventory.Stop();
+  return absl::OkStatus();
+}
+
+absl::Status Agent::Apply(const Inventory& inventory) {
+  std::lock_guard lock(mutex_);
+  absl::flat_hash_map<std::string, const PodInfo*> wanted;
+  for (const PodInfo& pod : inventory.pods) {
+    if (pod.meshed) wanted[pod.key()] = &pod;
+  }
+  std::vector<std::string> to_release;
+  for (const auto& [key, pod] : enrolled_) {
+    auto it = wanted.find(key);
+    if (it == wanted.end() || !SameDataPlane(*pod.runtime->info(), *it->second)) {
+      to_release.push_back(key);
+    }
+  }
+  for (const std::string& key : to_release) Release(key);
+  std::vector<std::string> errors;
+  for (const PodInfo& pod : inventory.pods) {
+    if (!pod.meshed) continue;
+    auto it = enrolled_.find(pod.key());
+    if (it != enrolled_.end()) {
+      // Same data plane: only identity fields (labels, owner, ...) may have changed.
+      it->second.runtime->set_info(pod);
+      continue;
+    }
+    if (absl::Status status = Enrol(pod); !status.ok()) {
+      Log(LogLevel::kError, "pod {}: not enrolled: {}", pod.key(), status.message());
+      errors.push_back(fmt::format("pod {}: {}", pod.key(), status.message()));
+    }
+  }
+  inventory_ = inventory;
+  if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<UniqueFd>> Agent::MakeListeners(const Netns& netns,
+                                                           const Endpoint& address) {
+  std::vector<UniqueFd> listeners;
+  ScopedNetns in_pod(netns, *home_);
+  if (!in_pod.status().ok()) return in_pod.status();
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    UniqueFd fd(socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) return ErrnoStatus("listener socket", errno);
+    const int one = 1;
+    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    if (address.family() == AF_INET6) {
+      setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    sockaddr_storage storage;
+    const socklen_t length = address.ToSockaddr(&storage);
+    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&storage), length) != 0) {
+      return ErrnoStatus(fmt::format("listening on {} in {}", address.ToString(), netns.path()),
+                         errno);
+    }
+    if (listen(fd.get(), 4096) != 0) return ErrnoStatus("listen", errno);
+    listeners.push_back(std::move(fd));
+  }
+  return listeners;
+}
+
+void Agent::GiveListeners(std::vector<UniqueFd> listeners, const std::shared_ptr<PodRuntime>& pod,
+                          Direction direction) {
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    Worker& worker = *workers_[i];
+    UniqueFd fd = std::move(listeners[i]);
+    worker.RunAndWait([&] { worker.AddListener(std::move(fd), pod, direction); });
+  }
+}
+
+absl::Status Agent::Enrol(const PodInfo& info) {
+  const std::string cgroup_dir = cgroup_mount_ + info.cgroup;
+  absl::StatusOr<uint64_t> cgroup_id = CgroupId(cgroup_dir);
+  if (!cgroup_id.ok()) return cgroup_id.status();
+  absl::StatusOr<Netns> netns = Netns::Open(info.netns);
+  if (!netns.ok()) return netns.status();
+
+  EnrolledPod pod;
+  pod.cgroup_id = *cgroup_id;
+  pod.runtime = std::make_shared<PodRuntime>(next_pod_id_++, info, *std::move(netns));
+  const Netns& pod_netns = pod.runtime->netns();
+
+  // Listeners first: once the kernel redirects, something must be there to accept.
+  absl::StatusOr<std::vector<UniqueFd>> outbound4 =
+      MakeListeners(pod_netns, Endpoint{IpAddress::Loopback4(), options_.outbound_port});
+  if (!outbound4.ok()) return outbound4.status();
+  // IPv6 where the pod has it; without ::1 the kernel keeps IPv6 connects direct.
+  absl::StatusOr<std::vector<UniqueFd>> outbound6 =
+      MakeListeners(pod_netns, Endpoint{IpAddress::Loopback6(), options_.outbound_port});
+  const bool ipv6 = outbound6.ok();
+
+  struct InboundListeners {
+    IpAddress pod_ip;
+    std::vector<UniqueFd> fds;
+  };
+  std::vector<InboundListeners> inbound;
+  bool have_inbound4 = false, have_inbound6 = false;
+  for (const IpAddress& ip : info.ips) {
+    bool& have = ip.is_v4() ? have_inbound4 : have_inbound6;
+    if (have) continue;  // one listener group per family serves every address of the pod
+    have = true;
+    const IpAddress loopback = ip.is_v4() ? IpAddress::Loopback4() : IpAddress::Loopback6();
+    absl::StatusOr<std::vector<UniqueFd>> fds =
+        MakeListeners(pod_netns, Endpoint{loopback, options_.inbound_port});
+    if (!fds.ok()) return fds.status();
+    inbound.push_back({ip, *std::move(fds)});
+  }
+  if (!info.inbound_ports) {
+    absl::StatusOr<ListeningPorts> listening = ListeningPorts::Open(pod_netns, *home_);
+    if (!listening.ok()) return listening.status();
+    pod.listening.emplace(*std::move(listening));
+  }
+  absl::StatusOr<std::unique_ptr<NetnsLink>> link = datapath_->AttachInbound(pod_netns.fd());
+  if (!link.ok()) return link.status();
+  pod.inbound_link = *std::move(link);
+
+  // The sockhash keeps a reference to the listener's socket, so it is filled while the fds
+  // are still ours, before they go to the workers.
+  for (const IpAddress& ip : info.ips) {
+    for (const InboundListeners& group : inbound) {
+      if (group.pod_ip.is_v4() != ip.is_v4()) continue;
+      if (absl::Status status = datapath_->SetInboundListener(ip, group.fds[0].get());
+          !status.ok()) {
+        return status;
+      }
+    }
+  }
+  GiveListeners(*std::move(outbound4), pod.runtime, Direction::kOutbound);
+  if (ipv6) GiveListeners(*std::move(outbound6), pod.runtime, Direction::kOutbound);
+  for (InboundListeners& group : inbound) {
+    GiveListeners(std::move(group.fds), pod.runtime, Direction::kInbound);
+  }
+  RefreshMeshedPorts(pod);
+  if (absl::Status status = datapath_->EnrolCgroup(pod.cgroup_id, pod.runtime->id(), ipv6);
+      !status.ok()) {
+    return status;
+  }
+  std::vector<std::string> ports;
+  for (const Endpoint& endpoint : pod.meshed) ports.push_back(endpoint.ToString());
+  std::sort(ports.begin(), ports.end());
+  Log(LogLevel::kInfo, "enrolled {} (cgroup {}, netns {}): outbound via port {}{}, inbound {}",
+      info.key(), info.cgroup, info.netns, options_.outbound_port, ipv6 ? " (IPv4 and IPv6)" : "",
+      ports.empty() ? std::string("on no port yet") : absl::StrJoin(ports, " "));
+  enrolled_.emplace(info.key(), std::move(pod));
+  return absl::OkStatus();
+}
+
+void Agent::Release(const std::string& key) {
+  auto it = enrolled_.find(key);
+  if (it == enrolled_.end()) return;
+  EnrolledPod& pod = it->second;
+  // New connects go direct from here on; connections already proxied carry on.
+  datapath_->ReleaseCgroup(pod.cgroup_id);
+  for (const Endpoint& endpoint : pod.meshed) datapath_->RemoveMeshedPort(endpoint);
+  for (const IpAddress& ip : pod.runtime->info()->ips) datapath_->RemoveInboundListener(ip);
+  pod.inbound_link.reset();
+  const uint32_t pod_id = pod.runtime->id();
+  for (auto& worker : workers_) {
+    worker->RunAndWait([&] { worker->RemoveListeners(pod_id); });
+  }
+  Log(LogLevel::kInfo, "released {}: its new connections go direct", key);
+  enrolled_.erase(it);
+}
+
+void Agent::RefreshMeshedPorts(EnrolledPod& pod) {
+  const std::shared_ptr<const PodInfo> snapshot = pod.runtime->info();
+  const PodInfo& info = *snapshot;
+  absl::flat_hash_set<Endpoint> wanted;
+  if (info.inbound_ports) {
+    for (const IpAddress& ip : info.ips) {
+      for (uint16_t port : *info.inbound_ports) wanted.insert(Endpoint{ip, port});
+    }
+  } else {
+    absl::StatusOr<std::vector<Endpoint>> listening = pod.listening->List();
+    if (!listening.ok()) {
+      Log(LogLevel::kWarning, "pod {}: listing its ports: {}", info.key(),
+          listening.status().message());
+      return;
+    }
+    for (const Endpoint& endpoint : *listening) {
+      if (endpoint.ip.is_loopback()) continue;  // unreachable from outside the pod anyway
+      const bool wildcard = endpoint.ip == IpAddress{} || endpoint.ip == IpAddress::V4(0);
+      for (const IpAddress& ip : info.ips) {
+        if (endpoint.ip == ip ||
+            (wildcard && (endpoint.ip.is_v4() == ip.is_v4() || endpoint.ip == IpAddress{}))) {
+          wanted.insert(Endpoint{ip, endpoint.port});
+        }
+      }
+    }
+  }
+  for (auto it = pod.meshed.begin(); it != pod.meshed.end();) {
+    if (!wanted.contains(*it)) {
+      datapath_->RemoveMeshedPort(*it);
+      pod.meshed.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  for (const Endpoint& endpoint : wanted) {
+    if (pod.meshed.contains(endpoint)) continue;
+    if (absl::Status status = datapath_->AddMeshedPort(endpoint); !status.ok()) {
+      Log(LogLevel::kWarning, "pod {}: capturing {}: {}", info.key(), endpoint.ToString(),
+          status.message());
+      continue;
+    }
+    pod.meshed.insert(endpoint);
+    Log(LogLevel::kDebug, "pod {}: capturing inbound {}", info.key(), endpoint.ToString());
+  }
+}
+
+Agent::Stats Agent::CollectStats() const {
+  Stats totals;
+  for (const auto& worker : workers_) {
+    const WorkerStats& s = worker->stats();
+    const auto get = [](const std::atomic<uint64_t>& v) {
+      return v.load(std::memory_order_relaxed);
+    };
+    totals.accepted_outbound += get(s.accepted[0]);
+    totals.accepted_inbound += get(s.accepted[1]);
+    totals.active += get(s.accepted[0]) + get(s.accepted[1]) - get(s.closed);
+    totals.origin_missing += get(s.origin_missing);
+    totals.upstream_refused += get(s.upstream_refused);
+    totals.upstream_failed += get(s.upstream_failed);
+    totals.requests += get(s.requests);
+    totals.parse_failures += get(s.parse_failures);
+  }
+  return totals;
+}
+
+}  // namespace nodemesh::agent

@@ -1,0 +1,233 @@
+#include "agent/connection.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "agent/log.h"
+#include "agent/worker.h"
+#include "parsers/detect.h"
+
+namespace nodemesh::agent {
+namespace {
+
+// Closing with SO_LINGER {1, 0} sends RST instead of FIN.
+void ArmReset(int fd) {
+  if (fd < 0) return;
+  const linger hard{.l_onoff = 1, .l_linger = 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+}
+
+}  // namespace
+
+Connection::Connection(Worker& worker, std::shared_ptr<const PodRuntime> pod, Direction direction,
+                       UniqueFd client, UniqueFd upstream, Endpoint destination, int64_t now_ns)
+    : worker_(worker),
+      pod_(std::move(pod)),
+      direction_(direction),
+      client_(std::move(client)),
+      upstream_(std::move(upstream)),
+      destination_(destination),
+      started_ns_(now_ns),
+      last_activity_ns_(now_ns) {
+  to_upstream_.from = client_.get();
+  to_upstream_.to = upstream_.get();
+  to_upstream_.sender = parsers::Peer::kClient;
+  to_client_.from = upstream_.get();
+  to_client_.to = client_.get();
+  to_client_.sender = parsers::Peer::kServer;
+}
+
+Connection::~Connection() {
+  worker_.buffers().Release(std::move(to_upstream_.buffer));
+  worker_.buffers().Release(std::move(to_client_.buffer));
+}
+
+void Connection::OnEvents(int64_t now_ns) {
+  if (state_ == State::kConnecting) FinishConnect(now_ns);
+  if (state_ != State::kProxying) return;
+  const uint64_t moved_before = to_upstream_.bytes + to_client_.bytes;
+  const PumpResult up = Pump(to_upstream_, now_ns);
+  const PumpResult down = up == PumpResult::kPeerReset ? up : Pump(to_client_, now_ns);
+  if (up == PumpResult::kPeerReset || down == PumpResult::kPeerReset) {
+    worker_.stats().Add(worker_.stats().resets);
+    Close(/*reset=*/true, now_ns);
+    return;
+  }
+  if (to_upstream_.bytes + to_client_.bytes != moved_before) {
+    last_activity_ns_ = now_ns;
+    worker_.Touch(this, now_ns);
+  }
+  if (up == PumpResult::kDone && down == PumpResult::kDone) Close(/*reset=*/false, now_ns);
+}
+
+void Connection::FinishConnect(int64_t now_ns) {
+  int error = 0;
+  socklen_t length = sizeof error;
+  getsockopt(upstream_.get(), SOL_SOCKET, SO_ERROR, &error, &length);
+  if (error == 0) {
+    // SO_ERROR is also 0 while the handshake is still in flight.
+    if (!Endpoint::Peer(upstream_.get())) return;
+    state_ = State::kProxying;
+    worker_.ConnectionEstablished(this, now_ns);
+    return;
+  }
+  // The application sees what a direct connect would have shown as closely as TCP allows:
+  // a refused connect becomes a reset of its (already accepted) connection.
+  WorkerStats& stats = worker_.stats();
+  stats.Add(error == ECONNREFUSED ? stats.upstream_refused : stats.upstream_failed);
+  Log(LogLevel::kDebug, "{} {} -> {}: upstream connect failed: {}", DirectionName(direction_),
+      pod_->info()->key(), destination_.ToString(), std::strerror(error));
+  Close(/*reset=*/true, now_ns);
+}
+
+void Connection::ConnectTimedOut(int64_t now_ns) {
+  worker_.stats().Add(worker_.stats().connect_timeouts);
+  Log(LogLevel::kDebug, "{} {} -> {}: upstream connect timed out", DirectionName(direction_),
+      pod_->info()->key(), destination_.ToString());
+  Close(/*reset=*/true, now_ns);
+}
+
+void Connection::IdleTimedOut(int64_t now_ns) {
+  worker_.stats().Add(worker_.stats().idle_timeouts);
+  Close(/*reset=*/false, now_ns);
+}
+
+Connection::PumpResult Connection::Pump(Flow& flow, int64_t now_ns) {
+  for (;;) {
+    if (flow.buffer && !flow.buffer->empty()) {
+      const ssize_t sent =
+          ::send(flow.to, flow.buffer->pending(), flow.buffer->pending_size(), MSG_NOSIGNAL);
+      if (sent > 0) {
+        flow.buffer->Drained(static_cast<size_t>(sent));
+        flow.bytes += static_cast<uint64_t>(sent);
+        continue;
+      }
+      if (sent < 0 && (errno == EAGAIN || errno == EINTR)) return PumpResult::kBlocked;
+      return PumpResult::kPeerReset;
+    }
+    // Nothing pending: give the buffer back, so idle connections hold none.
+    worker_.buffers().Release(std::move(flow.buffer));
+    if (flow.eof) {
+      if (!flow.shut) {
+        ::shutdown(flow.to, SHUT_WR);
+        flow.shut = true;
+      }
+      return PumpResult::kDone;
+    }
+    flow.buffer = worker_.buffers().Acquire();
+    if (!flow.buffer) {
+      worker_.WaitForBuffer(this);
+      return PumpResult::kBlocked;
+    }
+    const ssize_t received = ::recv(flow.from, flow.buffer->space(), flow.buffer->space_size(), 0);
+    if (received > 0) {
+      flow.buffer->Filled(static_cast<size_t>(received));
+      Observe(flow.sender, std::string_view(flow.buffer->pending(), flow.buffer->pending_size()),
+              now_ns);
+      continue;
+    }
+    if (received == 0) {
+      flow.eof = true;
+      ObserveEnd(flow.sender, now_ns);
+      continue;
+    }
+    if (errno == EAGAIN || errno == EINTR) {
+      worker_.buffers().Release(std::move(flow.buffer));
+      return PumpResult::kBlocked;
+    }
+    return PumpResult::kPeerReset;
+  }
+}
+
+void Connection::Observe(parsers::Peer sender, std::string_view bytes, int64_t now_ns) {
+  WorkerStats& stats = worker_.stats();
+  stats.Add(sender == parsers::Peer::kClient ? stats.bytes_to_upstream : stats.bytes_to_client,
+            bytes.size());
+  if (detecting_) {
+    if (sender == parsers::Peer::kServer) {
+      // The server spoke first: not a protocol the parsers know.
+      detecting_ = false;
+      first_bytes_.clear();
+      stats.Add(stats.protocols[static_cast<int>(parsers::Protocol::kOpaque)]);
+      return;
+    }
+    const size_t room = parsers::kMaxDetectionBytes - first_bytes_.size();
+    first_bytes_.append(bytes.substr(0, room));
+    std::optional<parsers::Detection> detection = parsers::DetectProtocol(first_bytes_);
+    if (!detection) return;
+    detecting_ = false;
+    protocol_ = detection->protocol;
+    stats.Add(stats.protocols[static_cast<int>(protocol_)]);
+    if (!detection->sni.empty()) {
+      Log(LogLevel::kDebug, "{} {} -> {}: TLS for {}", DirectionName(direction_),
+          pod_->info()->key(), destination_.ToString(), detection->sni);
+    }
+    StartParser(protocol_, now_ns);
+    // The parser sees every byte from the first: what detection held, then the rest of
+    // this read beyond it.
+    const std::string held = std::move(first_bytes_);
+    first_bytes_.clear();
+    if (parser_) parser_->Feed(parsers::Peer::kClient, held, now_ns);
+    if (parser_ && bytes.size() > room) {
+      parser_->Feed(parsers::Peer::kClient, bytes.substr(room), now_ns);
+    }
+  } else if (parser_) {
+    parser_->Feed(sender, bytes, now_ns);
+  }
+  if (parser_ && parser_->state() != parsers::ParserState::kParsing) StopParser();
+}
+
+void Connection::ObserveEnd(parsers::Peer sender, int64_t now_ns) {
+  if (!parser_) return;
+  parser_->EndOfInput(sender, now_ns);
+  if (parser_->state() != parsers::ParserState::kParsing) StopParser();
+}
+
+void Connection::StartParser(parsers::Protocol protocol, int64_t) {
+  parser_ = parsers::MakeParser(protocol, worker_.options().parser_config, *this);
+}
+
+void Connection::StopParser() {
+  WorkerStats& stats = worker_.stats();
+  if (parser_->state() == parsers::ParserState::kFailed) {
+    stats.Add(stats.parse_failures);
+    Log(LogLevel::kDebug, "{} {} -> {}: {} parse failed ({}: {}); forwarding as opaque TCP",
+        DirectionName(direction_), pod_->info()->key(), destination_.ToString(),
+        parsers::ProtocolName(protocol_), parsers::ParseErrorName(parser_->error()),
+        parser_->error_detail());
+  } else {
+    stats.Add(stats.protocol_switches);
+  }
+  parser_.reset();
+}
+
+void Connection::Close(bool reset, int64_t now_ns) {
+  if (state_ == State::kClosed) return;
+  state_ = State::kClosed;
+  if (parser_) parser_->Close(now_ns);
+  if (reset) {
+    ArmReset(client_.get());
+    ArmReset(upstream_.get());
+  }
+  client_.Reset();
+  upstream_.Reset();
+  worker_.ConnectionClosed(this);
+}
+
+void Connection::OnRequestStart(const parsers::RequestStart& request) {
+  worker_.stats().Add(worker_.stats().requests);
+  Log(LogLevel::kDebug, "{} {} -> {}: request {} {} {}", DirectionName(direction_),
+      pod_->info()->key(), destination_.ToString(), request.stream_id, request.method,
+      request.path);
+}
+
+void Connection::OnResponseStart(const parsers::ResponseStart&) {}
+
+void Connection::OnStreamEnd(const parsers::StreamEnd&) {
+  worker_.stats().Add(worker_.stats().stream_ends);
+}
+
+}  // namespace nodemesh::agent

@@ -1,0 +1,96 @@
+// One proxied TCP connection: the application's socket and the agent's upstream socket,
+// bytes copied unchanged both ways, observed on the way by protocol detection and an L7
+// parser. Lives on one worker thread from accept to close.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+
+#include "agent/address.h"
+#include "agent/buffer_pool.h"
+#include "agent/pod.h"
+#include "agent/system.h"
+#include "parsers/parser.h"
+
+namespace nodemesh::agent {
+
+class Worker;
+
+class Connection final : public parsers::EventSink {
+ public:
+  // `client` is the accepted socket, `upstream` a socket with a connect in flight.
+  Connection(Worker& worker, std::shared_ptr<const PodRuntime> pod, Direction direction,
+             UniqueFd client, UniqueFd upstream, Endpoint destination, int64_t now_ns);
+  ~Connection() override;
+
+  enum class State : uint8_t { kConnecting, kProxying, kClosed };
+  State state() const { return state_; }
+  int client_fd() const { return client_.get(); }
+  int upstream_fd() const { return upstream_.get(); }
+  int64_t started_ns() const { return started_ns_; }
+  int64_t last_activity_ns() const { return last_activity_ns_; }
+  const Endpoint& destination() const { return destination_; }
+  Direction direction() const { return direction_; }
+
+  // Epoll reported something on either socket.
+  void OnEvents(int64_t now_ns);
+  // A buffer came back to the pool while this connection was waiting for one.
+  void OnBufferAvailable(int64_t now_ns) { OnEvents(now_ns); }
+  // The upstream did not answer in time: the application sees a reset, as from a dead peer.
+  void ConnectTimedOut(int64_t now_ns);
+  void IdleTimedOut(int64_t now_ns);
+
+  // Where the worker keeps this connection in its timeout lists.
+  std::list<Connection*>::iterator timer_position;
+  bool connecting = true;  // in the connect list, else in the idle list
+  bool waiting_for_buffer = false;
+
+  // parsers::EventSink
+  void OnRequestStart(const parsers::RequestStart& request) override;
+  void OnResponseStart(const parsers::ResponseStart& response) override;
+  void OnStreamEnd(const parsers::StreamEnd& end) override;
+
+ private:
+  // One direction of the copy.
+  struct Flow {
+    int from = -1;
+    int to = -1;
+    parsers::Peer sender = parsers::Peer::kClient;
+    std::unique_ptr<Buffer> buffer;
+    bool eof = false;   // `from` sent FIN
+    bool shut = false;  // FIN passed on to `to`
+    uint64_t bytes = 0;
+  };
+  enum class PumpResult : uint8_t { kBlocked, kDone, kPeerReset };
+
+  void FinishConnect(int64_t now_ns);
+  PumpResult Pump(Flow& flow, int64_t now_ns);
+  void Observe(parsers::Peer sender, std::string_view bytes, int64_t now_ns);
+  void ObserveEnd(parsers::Peer sender, int64_t now_ns);
+  void StartParser(parsers::Protocol protocol, int64_t now_ns);
+  void StopParser();
+  // Ends the connection: a clean close, or a reset of both sockets.
+  void Close(bool reset, int64_t now_ns);
+
+  Worker& worker_;
+  const std::shared_ptr<const PodRuntime> pod_;
+  const Direction direction_;
+  UniqueFd client_;
+  UniqueFd upstream_;
+  const Endpoint destination_;
+  State state_ = State::kConnecting;
+  const int64_t started_ns_;
+  int64_t last_activity_ns_;
+  Flow to_upstream_;
+  Flow to_client_;
+
+  // Protocol detection: the client's first bytes, until they decide.
+  bool detecting_ = true;
+  std::string first_bytes_;
+  parsers::Protocol protocol_ = parsers::Protocol::kOpaque;
+  std::unique_ptr<parsers::ConnectionParser> parser_;
+};
+
+}  // namespace nodemesh::agent

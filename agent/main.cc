@@ -1,0 +1,117 @@
+// nodemesh-agent: one per node. Redirects the connections of meshed pods to itself in the
+// kernel, proxies them unchanged and observes them.
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+
+#include <CLI/CLI.hpp>
+#include <thread>
+
+#include "absl/time/time.h"
+#include "agent/agent.h"
+#include "agent/log.h"
+
+namespace {
+
+using nodemesh::Log;
+using nodemesh::LogLevel;
+
+// CLI11 validator for durations such as "500ms", "10s", "1h".
+struct DurationValidator : CLI::Validator {
+  DurationValidator() {
+    name_ = "DURATION";
+    func_ = [](std::string& text) {
+      absl::Duration duration;
+      if (!absl::ParseDuration(text, &duration) || duration <= absl::ZeroDuration()) {
+        return std::string("expected a positive duration such as 500ms, 10s or 1h, not '") + text +
+               "'";
+      }
+      return std::string();
+    };
+  }
+};
+
+int64_t Nanoseconds(const std::string& text) {
+  absl::Duration duration;
+  absl::ParseDuration(text, &duration);
+  return absl::ToInt64Nanoseconds(duration);
+}
+
+// More descriptors than the default 1024: two per proxied connection.
+void RaiseFileLimit() {
+  rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  nodemesh::agent::AgentOptions options;
+  options.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::string connect_timeout = "10s", idle_timeout = "1h", log_level = "info";
+
+  CLI::App app{
+      "nodemesh node agent: transparently proxies and observes the connections of the "
+      "meshed pods on this node",
+      "nodemesh-agent"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--node", options.node, "Name of this node")->required();
+  app.add_option("--inventory", options.inventory_path,
+                 "Local pod inventory (JSON), watched for changes")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--cgroup-root", options.cgroup_root,
+                 "cgroup (under the cgroup v2 mount) whose subtree holds this node's pods");
+  app.add_option("--workers", options.workers, "Proxy worker threads")->check(CLI::Range(1, 256));
+  app.add_option("--outbound-port", options.outbound_port,
+                 "Port of the agent's outbound listener in every pod")
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--inbound-port", options.inbound_port,
+                 "Port of the agent's inbound listener in every pod")
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--exclude-ports", options.excluded_ports,
+                 "Destination ports never intercepted (comma-separated)")
+      ->delimiter(',');
+  app.add_option("--connect-timeout", connect_timeout, "Upstream connect timeout")
+      ->check(DurationValidator());
+  app.add_option("--idle-timeout", idle_timeout, "Close connections idle this long")
+      ->check(DurationValidator());
+  app.add_option("--max-buffers", options.worker.max_buffers,
+                 "I/O buffers (64 KiB) per worker; connections wait for one beyond that")
+      ->check(CLI::Range(16, 1 << 20));
+  app.add_option("--log-level", log_level, "debug, info, warning or error")
+      ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
+  CLI11_PARSE(app, argc, argv);
+
+  LogLevel level;
+  nodemesh::ParseLogLevel(log_level, &level);
+  nodemesh::SetLogLevel(level);
+  options.worker.connect_timeout_ns = Nanoseconds(connect_timeout);
+  options.worker.idle_timeout_ns = Nanoseconds(idle_timeout);
+  options.worker.agent_mark = options.agent_mark;
+  RaiseFileLimit();
+
+  // Signals are taken synchronously from a signalfd; every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  const int stop_fd = signalfd(-1, &signals, SFD_CLOEXEC);
+
+  auto agent = nodemesh::agent::Agent::Create(options);
+  if (!agent.ok()) {
+    fmt::print(stderr, "nodemesh-agent: {}\n", agent.status().message());
+    return 1;
+  }
+  if (absl::Status status = (*agent)->Run(stop_fd); !status.ok()) {
+    fmt::print(stderr, "nodemesh-agent: {}\n", status.message());
+    return 1;
+  }
+  Log(LogLevel::kInfo, "stopping: kernel programs detached, traffic flows direct");
+  return 0;
+}

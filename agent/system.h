@@ -1,0 +1,78 @@
+// Thin owners of kernel resources: file descriptors, network namespaces, cgroups.
+#pragma once
+
+#include <unistd.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace nodemesh::agent {
+
+// Owns a file descriptor.
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) Reset(std::exchange(other.fd_, -1));
+    return *this;
+  }
+  ~UniqueFd() { Reset(); }
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  int Release() { return std::exchange(fd_, -1); }
+  void Reset(int fd = -1) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// "what: strerror(errno)" as an absl::Status.
+absl::Status ErrnoStatus(std::string_view what, int error);
+
+// A network namespace, held open by file descriptor.
+class Netns {
+ public:
+  static absl::StatusOr<Netns> Open(const std::string& path);
+  // The calling thread's current network namespace.
+  static absl::StatusOr<Netns> Current();
+  int fd() const { return fd_.get(); }
+  const std::string& path() const { return path_; }
+
+ private:
+  Netns(UniqueFd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
+  UniqueFd fd_;
+  std::string path_;
+};
+
+// Moves the calling thread into `target` for its lifetime, then back to `home`. Sockets
+// made meanwhile belong to `target` for good.
+class ScopedNetns {
+ public:
+  ScopedNetns(const Netns& target, const Netns& home);
+  ~ScopedNetns();
+  ScopedNetns(const ScopedNetns&) = delete;
+  ScopedNetns& operator=(const ScopedNetns&) = delete;
+  const absl::Status& status() const { return status_; }
+
+ private:
+  const Netns& home_;
+  absl::Status status_;
+};
+
+// Where cgroup v2 is mounted ("/sys/fs/cgroup", or "/sys/fs/cgroup/unified" in hybrid
+// mode), from /proc/self/mountinfo.
+absl::StatusOr<std::string> FindCgroup2Mount();
+
+// The id the kernel gives a cgroup v2 directory (bpf_get_current_cgroup_id's answer).
+absl::StatusOr<uint64_t> CgroupId(const std::string& absolute_path);
+
+}  // namespace nodemesh::agent

@@ -1,0 +1,70 @@
+/* Types shared by the kernel programs (nodemesh.bpf.c) and the agent that loads them.
+ * One definition for both sides: fixed-width types, explicit padding, no hand-synced copy.
+ * Addresses are 16 bytes, IPv4 as v4-mapped IPv6 (::ffff:a.b.c.d), ports in host order. */
+#ifndef NODEMESH_BPF_NODEMESH_H_
+#define NODEMESH_BPF_NODEMESH_H_
+
+#include <linux/types.h>
+
+/* Deepest cgroup level searched for an enrolled ancestor (a pod cgroup, whose containers
+ * may sit in child cgroups). */
+#define NM_MAX_CGROUP_DEPTH 12
+
+/* nm_pod.flags */
+#define NM_POD_IPV6 1 /* the agent listens on [::1] in this pod: IPv6 connects go there too */
+
+/* Value of enrolled_cgroups: the pod a cgroup belongs to. */
+struct nm_pod {
+  __u32 pod_id; /* the agent's handle for the pod */
+  __u32 flags;
+};
+
+/* Where a redirected socket was going. Kept by socket cookie while the socket lives (so
+ * that getpeername can answer with it) and copied under the connection's tuple. */
+struct nm_origin {
+  __u8 addr[16];
+  __u16 port;
+  __u16 family; /* AF_INET or AF_INET6, as the application asked */
+  __u32 pod_id;
+  __u64 cgroup_id;
+};
+
+/* A redirected connection as the agent sees it after accept(): its netns cookie
+ * (SO_NETNS_COOKIE), the application's address (getpeername) and the agent listener's
+ * address (getsockname). */
+struct nm_tuple {
+  __u64 netns_cookie;
+  __u8 src_addr[16];
+  __u8 dst_addr[16];
+  __u16 src_port;
+  __u16 dst_port;
+  __u32 reserved;
+};
+
+/* A pod address and port, for inbound capture. */
+struct nm_endpoint {
+  __u8 addr[16];
+  __u16 port;
+  __u16 reserved1;
+  __u32 reserved2;
+};
+
+/* Per-CPU event counters, summed by the agent. */
+enum nm_counter {
+  NM_REDIRECTED_V4, /* connects redirected to the outbound listener */
+  NM_REDIRECTED_V6,
+  NM_ORIGIN_SAVE_FAILED,         /* map full or error: the connect went direct */
+  NM_ESTABLISHED_WITHOUT_ORIGIN, /* redirected socket whose origin vanished (LRU eviction) */
+  NM_TUPLE_SAVE_FAILED,          /* the agent will not find the original destination */
+  NM_INBOUND_STEERED,            /* SYNs assigned to an inbound listener */
+  NM_INBOUND_NO_LISTENER,        /* meshed port but no listener registered: passed */
+  NM_INBOUND_ASSIGN_FAILED,
+  NM_PEERNAME_REWRITTEN, /* getpeername answered with the original destination */
+  NM_COUNTER_COUNT,
+};
+
+#define NM_MAX_CONNECTIONS 262144 /* redirected connections in flight, per map */
+#define NM_MAX_PODS 4096
+#define NM_MAX_MESHED_PORTS 65536
+
+#endif /* NODEMESH_BPF_NODEMESH_H_ */
