@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "agent/local_inventory.h"
 #include "agent/log.h"
+#include "agent/pod_routing.h"
 
 namespace nodemesh::agent {
 namespace {
@@ -35,6 +36,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& options
       agent->cgroup_mount_ + (options.cgroup_root == "/" ? "" : options.cgroup_root);
   datapath.outbound_port = options.outbound_port;
   datapath.agent_mark = options.agent_mark;
+  datapath.transparent_mark = options.transparent_mark;
   absl::StatusOr<std::unique_ptr<Datapath>> loaded = Datapath::Load(datapath);
   if (!loaded.ok()) return loaded.status();
   agent->datapath_ = *std::move(loaded);
@@ -188,6 +190,11 @@ absl::Status Agent::Enrol(const PodInfo& info) {
         MakeListeners(pod_netns, Endpoint{loopback, options_.inbound_port});
     if (!fds.ok()) return fds.status();
     inbound.push_back({ip, *std::move(fds)});
+  }
+  if (absl::Status status = PrepareTransparentInbound(pod_netns, *home_, options_.transparent_mark,
+                                                      options_.transparent_table);
+      !status.ok()) {
+    return status;
   }
   if (!info.inbound_ports) {
     absl::StatusOr<ListeningPorts> listening = ListeningPorts::Open(pod_netns, *home_);

@@ -27,7 +27,9 @@ struct AgentOptions {
   int workers = 2;
   uint16_t outbound_port = 15001;
   uint16_t inbound_port = 15006;
-  uint32_t agent_mark = 0x6e6d;  // "nm"
+  uint32_t agent_mark = 0x6e6d0001;        // outbound upstream sockets
+  uint32_t transparent_mark = 0x6e6d0002;  // inbound legs carrying the caller's address
+  uint32_t transparent_table = 0x6e6d;     // pod routing table for their replies
   std::vector<uint16_t> excluded_ports;
   WorkerOptions worker;
 };

@@ -23,13 +23,15 @@ void ArmReset(int fd) {
 }  // namespace
 
 Connection::Connection(Worker& worker, std::shared_ptr<const PodRuntime> pod, Direction direction,
-                       UniqueFd client, UniqueFd upstream, Endpoint destination, int64_t now_ns)
+                       UniqueFd client, UniqueFd upstream, Endpoint destination,
+                       std::optional<Endpoint> bound_as_caller, int64_t now_ns)
     : worker_(worker),
       pod_(std::move(pod)),
       direction_(direction),
       client_(std::move(client)),
       upstream_(std::move(upstream)),
       destination_(destination),
+      bound_as_caller_(bound_as_caller),
       started_ns_(now_ns),
       last_activity_ns_(now_ns) {
   to_upstream_.from = client_.get();
@@ -214,6 +216,7 @@ void Connection::Close(bool reset, int64_t now_ns) {
   }
   client_.Reset();
   upstream_.Reset();
+  if (bound_as_caller_) worker_.datapath().ForgetPassthrough(*bound_as_caller_, destination_);
   worker_.ConnectionClosed(this);
 }
 

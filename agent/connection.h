@@ -21,8 +21,11 @@ class Worker;
 class Connection final : public parsers::EventSink {
  public:
   // `client` is the accepted socket, `upstream` a socket with a connect in flight.
+  // Inbound, `bound_as_caller` is the upstream socket's transparent source address, whose
+  // passthrough entry goes when the connection does.
   Connection(Worker& worker, std::shared_ptr<const PodRuntime> pod, Direction direction,
-             UniqueFd client, UniqueFd upstream, Endpoint destination, int64_t now_ns);
+             UniqueFd client, UniqueFd upstream, Endpoint destination,
+             std::optional<Endpoint> bound_as_caller, int64_t now_ns);
   ~Connection() override;
 
   enum class State : uint8_t { kConnecting, kProxying, kClosed };
@@ -80,6 +83,7 @@ class Connection final : public parsers::EventSink {
   UniqueFd client_;
   UniqueFd upstream_;
   const Endpoint destination_;
+  const std::optional<Endpoint> bound_as_caller_;
   State state_ = State::kConnecting;
   const int64_t started_ns_;
   int64_t last_activity_ns_;

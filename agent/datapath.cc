@@ -23,6 +23,15 @@ nm_endpoint ToKey(const Endpoint& endpoint) {
   return key;
 }
 
+nm_tuple FlowKey(const Endpoint& source, const Endpoint& destination) {
+  nm_tuple key{};
+  std::memcpy(key.src_addr, source.ip.bytes.data(), 16);
+  std::memcpy(key.dst_addr, destination.ip.bytes.data(), 16);
+  key.src_port = source.port;
+  key.dst_port = destination.port;
+  return key;
+}
+
 absl::Status MapStatus(std::string_view what, int result) {
   // libbpf returns -errno and sets errno.
   return result == 0 ? absl::OkStatus() : ErrnoStatus(what, -result);
@@ -64,6 +73,7 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
   if (datapath->skeleton_ == nullptr) return ErrnoStatus("opening the BPF programs", errno);
   datapath->skeleton_->rodata->outbound_port = options.outbound_port;
   datapath->skeleton_->rodata->agent_mark = options.agent_mark;
+  datapath->skeleton_->rodata->transparent_mark = options.transparent_mark;
   if (const int err = nodemesh_bpf__load(datapath->skeleton_); err != 0) {
     const absl::Status status = ErrnoStatus("loading the BPF programs", -err);
     if (absl::IsPermissionDenied(status)) {
@@ -141,6 +151,19 @@ void Datapath::RemoveMeshedPort(const Endpoint& endpoint) {
   bpf_map__delete_elem(skeleton_->maps.meshed_ports, &key, sizeof key, 0);
 }
 
+absl::Status Datapath::AllowPassthrough(const Endpoint& caller, const Endpoint& pod) {
+  const nm_tuple key = FlowKey(caller, pod);
+  const uint8_t yes = 1;
+  return MapStatus("allowing a connection through",
+                   bpf_map__update_elem(skeleton_->maps.passthrough, &key, sizeof key, &yes,
+                                        sizeof yes, BPF_ANY));
+}
+
+void Datapath::ForgetPassthrough(const Endpoint& caller, const Endpoint& pod) {
+  const nm_tuple key = FlowKey(caller, pod);
+  bpf_map__delete_elem(skeleton_->maps.passthrough, &key, sizeof key, 0);
+}
+
 absl::Status Datapath::SetExcludedPort(uint16_t port, bool excluded) {
   const uint32_t key = port;
   const uint8_t value = excluded ? 1 : 0;
@@ -152,12 +175,8 @@ absl::Status Datapath::SetExcludedPort(uint16_t port, bool excluded) {
 std::optional<OriginalDestination> Datapath::TakeOriginalDestination(uint64_t netns_cookie,
                                                                      const Endpoint& app,
                                                                      const Endpoint& listener) {
-  nm_tuple key{};
+  nm_tuple key = FlowKey(app, listener);
   key.netns_cookie = netns_cookie;
-  std::memcpy(key.src_addr, app.ip.bytes.data(), 16);
-  std::memcpy(key.dst_addr, listener.ip.bytes.data(), 16);
-  key.src_port = app.port;
-  key.dst_port = listener.port;
   nm_origin origin{};
   if (bpf_map__lookup_and_delete_elem(skeleton_->maps.origins_by_tuple, &key, sizeof key, &origin,
                                       sizeof origin, 0) != 0) {

@@ -22,6 +22,7 @@ struct DatapathOptions {
   std::string cgroup_dir;          // absolute; outbound programs cover this cgroup subtree
   uint16_t outbound_port = 15001;  // the agent's listener in every pod netns
   uint32_t agent_mark = 0;         // SO_MARK of the agent's own sockets, never redirected
+  uint32_t transparent_mark = 0;   // SO_MARK of its inbound legs (see pod_routing.h)
 };
 
 // Where an intercepted connection was going, as the application asked.
@@ -64,6 +65,11 @@ class Datapath {
   void RemoveInboundListener(const IpAddress& pod_ip);
   absl::Status AddMeshedPort(const Endpoint& endpoint);
   void RemoveMeshedPort(const Endpoint& endpoint);
+
+  // The agent's connection from `caller` (the original caller's address, bound
+  // transparently) to `pod` reaches the application instead of being captured again.
+  absl::Status AllowPassthrough(const Endpoint& caller, const Endpoint& pod);
+  void ForgetPassthrough(const Endpoint& caller, const Endpoint& pod);
 
   absl::Status SetExcludedPort(uint16_t port, bool excluded);
 

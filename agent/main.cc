@@ -92,6 +92,7 @@ int main(int argc, char** argv) {
   options.worker.connect_timeout_ns = Nanoseconds(connect_timeout);
   options.worker.idle_timeout_ns = Nanoseconds(idle_timeout);
   options.worker.agent_mark = options.agent_mark;
+  options.worker.transparent_mark = options.transparent_mark;
   RaiseFileLimit();
 
   // Signals are taken synchronously from a signalfd; every thread inherits the mask.

@@ -179,44 +179,23 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
     destination = original->endpoint;
   }
 
-  // The upstream socket is made inside the pod's netns: the server sees the pod's own
-  // address, and routing is the pod's.
-  UniqueFd upstream;
-  {
-    static thread_local absl::StatusOr<Netns> home = Netns::Current();
-    if (!home.ok()) return;
-    ScopedNetns in_pod(pod.netns(), *home);
-    if (!in_pod.status().ok()) {
-      Log(LogLevel::kError, "{}", in_pod.status().message());
-      return;
-    }
-    upstream.Reset(socket(destination.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  }
+  int error = 0;
+  std::optional<Endpoint> bound_as_caller;
+  UniqueFd upstream =
+      ConnectUpstream(pod, listener.direction, *app, destination, &bound_as_caller, &error);
   if (!upstream.valid()) {
-    Log(LogLevel::kError, "worker {}: upstream socket: {}", index_, std::strerror(errno));
-    return;
-  }
-  if (options_.agent_mark != 0) {
-    setsockopt(upstream.get(), SOL_SOCKET, SO_MARK, &options_.agent_mark,
-               sizeof options_.agent_mark);
-  }
-  const int one = 1;
-  setsockopt(upstream.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  sockaddr_storage address;
-  const socklen_t address_length = destination.ToSockaddr(&address);
-  if (connect(upstream.get(), reinterpret_cast<sockaddr*>(&address), address_length) != 0 &&
-      errno != EINPROGRESS) {
     // Refused at once (e.g. nothing listens on a local address): mirror it.
-    stats_.Add(errno == ECONNREFUSED ? stats_.upstream_refused : stats_.upstream_failed);
+    stats_.Add(error == ECONNREFUSED ? stats_.upstream_refused : stats_.upstream_failed);
     const linger hard{.l_onoff = 1, .l_linger = 0};
     setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
     return;
   }
+  const int one = 1;
+  setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
   auto connection =
       std::make_unique<Connection>(*this, listener.pod, listener.direction, std::move(client),
-                                   std::move(upstream), destination, now_ns);
+                                   std::move(upstream), destination, bound_as_caller, now_ns);
   Connection* raw = connection.get();
   connections_.emplace(raw, std::move(connection));
   connecting_.push_back(raw);
@@ -224,6 +203,81 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
   constexpr uint32_t kEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   Watch(raw->client_fd(), raw, kEvents);
   Watch(raw->upstream_fd(), raw, kEvents);
+}
+
+UniqueFd Worker::MakeUpstreamSocket(const PodRuntime& pod, int family) {
+  // Made inside the pod's netns: outbound, the server sees the pod's own address and the
+  // pod's routing applies; inbound, the application is reached locally.
+  static thread_local absl::StatusOr<Netns> home = Netns::Current();
+  if (!home.ok()) {
+    errno = EBADF;
+    return UniqueFd();
+  }
+  ScopedNetns in_pod(pod.netns(), *home);
+  if (!in_pod.status().ok()) {
+    Log(LogLevel::kError, "{}", in_pod.status().message());
+    errno = EBADF;
+    return UniqueFd();
+  }
+  return UniqueFd(socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+}
+
+UniqueFd Worker::ConnectUpstream(const PodRuntime& pod, Direction direction, const Endpoint& caller,
+                                 const Endpoint& destination,
+                                 std::optional<Endpoint>* bound_as_caller, int* error) {
+  const int one = 1;
+  UniqueFd upstream;
+  // Inbound, the socket takes the caller's address with a port of its own; should the
+  // kernel pick the caller's very port, the application's SYN would match the accepted
+  // connection's 4-tuple from the other side, so that socket is dropped for another.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    upstream = MakeUpstreamSocket(pod, destination.family());
+    if (!upstream.valid()) break;
+    if (direction == Direction::kOutbound) {
+      setsockopt(upstream.get(), SOL_SOCKET, SO_MARK, &options_.agent_mark,
+                 sizeof options_.agent_mark);
+      break;
+    }
+    setsockopt(upstream.get(), SOL_SOCKET, SO_MARK, &options_.transparent_mark,
+               sizeof options_.transparent_mark);
+    if (caller.ip.is_v4()) {
+      setsockopt(upstream.get(), SOL_IP, IP_TRANSPARENT, &one, sizeof one);
+    } else {
+      setsockopt(upstream.get(), SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one);
+    }
+    sockaddr_storage address;
+    const socklen_t length = Endpoint{caller.ip, 0}.ToSockaddr(&address);
+    if (bind(upstream.get(), reinterpret_cast<sockaddr*>(&address), length) != 0) {
+      upstream.Reset();
+      break;
+    }
+    *bound_as_caller = Endpoint::Local(upstream.get());
+    if (*bound_as_caller && (*bound_as_caller)->port != caller.port) break;
+    bound_as_caller->reset();
+    upstream.Reset();
+  }
+  if (!upstream.valid()) {
+    *error = errno;
+    return upstream;
+  }
+  if (*bound_as_caller) {
+    if (absl::Status status = datapath_.AllowPassthrough(**bound_as_caller, destination);
+        !status.ok()) {
+      Log(LogLevel::kWarning, "inbound {}: {}", destination.ToString(), status.message());
+      *error = ENOSPC;
+      return UniqueFd();
+    }
+  }
+  setsockopt(upstream.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  sockaddr_storage address;
+  const socklen_t address_length = destination.ToSockaddr(&address);
+  if (connect(upstream.get(), reinterpret_cast<sockaddr*>(&address), address_length) != 0 &&
+      errno != EINPROGRESS) {
+    *error = errno;
+    if (*bound_as_caller) datapath_.ForgetPassthrough(**bound_as_caller, destination);
+    upstream.Reset();
+  }
+  return upstream;
 }
 
 void Worker::ConnectionEstablished(Connection* connection, int64_t) {

@@ -29,6 +29,7 @@ struct WorkerOptions {
   int64_t connect_timeout_ns = 10'000'000'000;
   int64_t idle_timeout_ns = 3600'000'000'000;
   uint32_t agent_mark = 0;
+  uint32_t transparent_mark = 0;
   parsers::ParserConfig parser_config;
 };
 
@@ -74,6 +75,7 @@ class Worker {
   size_t connection_count() const { return connections_.size(); }
 
   // For connections, on the worker thread.
+  Datapath& datapath() { return datapath_; }
   const WorkerOptions& options() const { return options_; }
   BufferPool& buffers() { return buffers_; }
   WorkerStats& stats() { return stats_; }
@@ -96,6 +98,12 @@ class Worker {
   void DrainTasks();
   void Accept(Listener& listener, int64_t now_ns);
   void StartConnection(Listener& listener, UniqueFd client, int64_t now_ns);
+  // A non-blocking socket in the pod's netns with a connect to `destination` in flight;
+  // inbound, bound to the caller's address so that the application sees the caller.
+  UniqueFd ConnectUpstream(const PodRuntime& pod, Direction direction, const Endpoint& caller,
+                           const Endpoint& destination, std::optional<Endpoint>* bound_as_caller,
+                           int* error);
+  UniqueFd MakeUpstreamSocket(const PodRuntime& pod, int family);
   void ExpireTimers(int64_t now_ns);
   void ReturnBuffers(int64_t now_ns);
   void Watch(int fd, void* target, uint32_t events);

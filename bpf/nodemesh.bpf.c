@@ -29,7 +29,8 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Set by the agent before load. */
 const volatile __u16 outbound_port = 15001;
-const volatile __u32 agent_mark = 0;
+const volatile __u32 agent_mark = 0;       /* the agent's outbound upstream sockets */
+const volatile __u32 transparent_mark = 0; /* its inbound legs, sent with the caller's address */
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
@@ -58,6 +59,16 @@ struct {
   __type(key, struct nm_tuple);
   __type(value, struct nm_origin);
 } origins_by_tuple SEC(".maps");
+
+/* Connections the agent itself makes to a pod's meshed port, with the caller's address:
+ * sk_lookup lets them through to the application. Key: netns_cookie 0, src the caller,
+ * dst the pod. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, NM_MAX_CONNECTIONS);
+  __type(key, struct nm_tuple);
+  __type(value, __u8);
+} passthrough SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
@@ -133,7 +144,9 @@ static __always_inline int should_redirect(struct bpf_sock_addr* ctx, __u16 port
                                            struct nm_origin* origin, struct nm_pod** pod) {
   if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP) return 0;
   struct bpf_sock* sk = ctx->sk;
-  if (!sk || (agent_mark != 0 && sk->mark == agent_mark)) return 0;
+  if (!sk) return 0;
+  const __u32 mark = sk->mark;
+  if (mark != 0 && (mark == agent_mark || mark == transparent_mark)) return 0;
   __u32 port_key = port;
   __u8* excluded = bpf_map_lookup_elem(&excluded_ports, &port_key);
   if (excluded && *excluded) return 0;
@@ -265,12 +278,13 @@ int nm_getpeername6(struct bpf_sock_addr* ctx) {
 }
 
 /* Attached to each enrolled pod's netns: a SYN for one of the pod's meshed ports goes to
- * the agent's inbound listener in that netns. Connections from the pod's own address (the
- * agent forwarding to the application, or the pod calling itself) pass. */
+ * the agent's inbound listener in that netns. The agent's own legs to the application
+ * (in passthrough) and a pod calling its own address pass. */
 SEC("sk_lookup")
 int nm_sk_lookup(struct bpf_sk_lookup* ctx) {
   if (ctx->protocol != IPPROTO_TCP) return SK_PASS;
   struct nm_endpoint local = {.port = (__u16)ctx->local_port};
+  struct nm_tuple flow = {.src_port = bpf_ntohs(ctx->remote_port), .dst_port = local.port};
   __u8 remote[16];
   if (ctx->family == AF_INET) {
     if (is_loopback_v4(ctx->remote_ip4)) return SK_PASS;
@@ -285,6 +299,9 @@ int nm_sk_lookup(struct bpf_sk_lookup* ctx) {
     copy_v6(remote, r);
   }
   if (same_addr(local.addr, remote)) return SK_PASS;
+  __builtin_memcpy(flow.src_addr, remote, 16);
+  __builtin_memcpy(flow.dst_addr, local.addr, 16);
+  if (bpf_map_lookup_elem(&passthrough, &flow)) return SK_PASS;
   if (!bpf_map_lookup_elem(&meshed_ports, &local)) return SK_PASS;
   local.port = 0;
   struct bpf_sock* listener = bpf_map_lookup_elem(&inbound_listeners, &local);
