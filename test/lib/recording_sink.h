@@ -7,6 +7,15 @@
 
 #include "parsers/parser.h"
 
+#include <ostream>
+
+namespace nodemesh::parsers {
+// For readable test failures.
+inline std::ostream& operator<<(std::ostream& out, const Header& header) {
+  return out << header.name << ": " << header.value;
+}
+}  // namespace nodemesh::parsers
+
 namespace nodemesh::testing {
 
 using Event = std::variant<parsers::RequestStart, parsers::ResponseStart, parsers::StreamEnd>;
