@@ -189,7 +189,8 @@ int Parser::OnRequestBegin(llhttp_t* http) {
                      absl::StrCat("over ", self.config_.limits.max_pending_requests,
                                   " pipelined requests awaiting a response"));
   }
-  self.pending_.push_back(Pending{.stream_id = self.next_stream_id_++, .request_at = self.now_});
+  self.client_stream_id_ = self.next_stream_id_++;
+  self.pending_.push_back(Pending{.stream_id = self.client_stream_id_, .request_at = self.now_});
   side.head_bytes = 0;
   side.captured = 0;
   self.request_.authority.clear();
@@ -204,11 +205,19 @@ int Parser::OnUrl(llhttp_t* http, const char* at, size_t length) {
   return side.parser->CountHeadBytes(side, length);
 }
 
+Parser::Pending* Parser::CurrentRequest() {
+  // Absent once an early response has answered it and gone.
+  if (pending_.empty() || pending_.back().stream_id != client_stream_id_) return nullptr;
+  return &pending_.back();
+}
+
 int Parser::OnRequestHeadersComplete(llhttp_t* http) {
   Parser& self = *SideOf(http).parser;
-  Pending& pending = self.pending_.back();
-  pending.method = llhttp_get_method(http);
-  self.StartRequest(pending);
+  Pending* pending = self.CurrentRequest();
+  // A request already reported (its response came first) is not reported twice.
+  if (pending == nullptr || pending->started) return kHasBody;
+  pending->method = llhttp_get_method(http);
+  self.StartRequest(*pending);
   return kHasBody;
 }
 
@@ -222,9 +231,8 @@ void Parser::StartRequest(Pending& pending) {
 }
 
 int Parser::OnRequestBody(llhttp_t* http, const char*, size_t length) {
-  Parser& self = *SideOf(http).parser;
   // The response may have ended the exchange already (an early error answer).
-  if (!self.pending_.empty()) self.pending_.back().request_bytes += length;
+  if (Pending* pending = SideOf(http).parser->CurrentRequest()) pending->request_bytes += length;
   return HPE_OK;
 }
 
@@ -259,7 +267,10 @@ int Parser::OnResponseHeadersComplete(llhttp_t* http) {
   if (!self.final_response_) return kNoBody;  // 100 Continue and friends: a final one follows
   // A server may answer before the request head is complete (e.g. 431): report the request
   // with what is known of it.
-  if (!pending.started) self.StartRequest(pending);
+  if (!pending.started) {
+    pending.method = llhttp_get_method(&self.client_.http);
+    self.StartRequest(pending);
+  }
   EndCapture(side);
   self.response_.stream_id = pending.stream_id;
   self.response_.at = self.response_at_;

@@ -103,6 +103,8 @@ class Parser final : public ConnectionParser {
   int HeadTooLarge(Side& side);
   int Fail(ParseError error, std::string detail);
   void StartRequest(Pending& pending);
+  // The request the client side is parsing, if it still awaits its response.
+  Pending* CurrentRequest();
   void EndStream(const Pending& pending, EndReason reason, Timestamp at);
   void KeepHeader(Side& side);
   static void EndCapture(Side& side);
@@ -118,6 +120,7 @@ class Parser final : public ConnectionParser {
   std::string error_detail_;
 
   uint32_t next_stream_id_ = 1;
+  uint32_t client_stream_id_ = 0;  // the request the client side is parsing
   PendingQueue pending_;
   // Scratch events, reused so that a steady connection does not allocate per request.
   RequestStart request_;

@@ -192,6 +192,24 @@ TEST_CASE("http1: a server may answer a request whose head never completed") {
   CHECK(c.sink.ends()[0].status == 431);
 }
 
+TEST_CASE("http1: a request answered early is reported once, and the next one pairs right") {
+  Conversation c;
+  c.Client("GET /slow HTTP/1.1\r\nHost: h\r\nX-A: 1");
+  c.Server("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+  c.Client("\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n");
+  c.Server("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  const auto requests = c.sink.requests();
+  REQUIRE(requests.size() == 2);
+  CHECK(requests[0].method == "GET");
+  CHECK(requests[0].path == "/slow");
+  CHECK(requests[1].path == "/next");
+  const auto ends = c.sink.ends();
+  REQUIRE(ends.size() == 2);
+  CHECK(ends[0].status == 400);
+  CHECK(ends[1].stream_id == requests[1].stream_id);
+  CHECK(ends[1].status == 200);
+}
+
 TEST_CASE("http1: an accepted Upgrade switches the connection") {
   Conversation c;
   c.Client(
