@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_join.h"
 #include "agent/local_inventory.h"
@@ -299,23 +300,109 @@ void Agent::RefreshMeshedPorts(EnrolledPod& pod) {
   }
 }
 
-Agent::Stats Agent::CollectStats() const {
-  Stats totals;
-  for (const auto& worker : workers_) {
-    const WorkerStats& s = worker->stats();
-    const auto get = [](const std::atomic<uint64_t>& v) {
-      return v.load(std::memory_order_relaxed);
+void Agent::ServeAdmin(HttpServer& server) {
+  const auto json_response = [](const nlohmann::json& body) {
+    return HttpResponse{200, "application/json", body.dump(2) + "\n"};
+  };
+  server.Handle("/stats", [this, json_response](const HttpRequest&) {
+    nlohmann::json totals = nlohmann::json::object();
+    const auto add = [&](const char* name, const std::atomic<uint64_t>& value) {
+      totals[name] = totals.value(name, uint64_t{0}) + value.load(std::memory_order_relaxed);
     };
-    totals.accepted_outbound += get(s.accepted[0]);
-    totals.accepted_inbound += get(s.accepted[1]);
-    totals.active += get(s.accepted[0]) + get(s.accepted[1]) - get(s.closed);
-    totals.origin_missing += get(s.origin_missing);
-    totals.upstream_refused += get(s.upstream_refused);
-    totals.upstream_failed += get(s.upstream_failed);
-    totals.requests += get(s.requests);
-    totals.parse_failures += get(s.parse_failures);
-  }
-  return totals;
+    for (const auto& worker : workers_) {
+      const WorkerStats& s = worker->stats();
+      add("accepted_outbound", s.accepted[0]);
+      add("accepted_inbound", s.accepted[1]);
+      add("closed", s.closed);
+      add("origin_missing", s.origin_missing);
+      add("upstream_refused", s.upstream_refused);
+      add("upstream_failed", s.upstream_failed);
+      add("connect_timeouts", s.connect_timeouts);
+      add("idle_timeouts", s.idle_timeouts);
+      add("resets", s.resets);
+      add("bytes_to_upstream", s.bytes_to_upstream);
+      add("bytes_to_client", s.bytes_to_client);
+      add("http1", s.protocols[static_cast<int>(parsers::Protocol::kHttp1)]);
+      add("http2", s.protocols[static_cast<int>(parsers::Protocol::kHttp2)]);
+      add("tls", s.protocols[static_cast<int>(parsers::Protocol::kTls)]);
+      add("opaque", s.protocols[static_cast<int>(parsers::Protocol::kOpaque)]);
+      add("parse_failures", s.parse_failures);
+      add("protocol_switches", s.protocol_switches);
+      add("requests", s.requests);
+      add("stream_ends", s.stream_ends);
+      add("accept_errors", s.accept_errors);
+    }
+    totals["active"] = totals["accepted_outbound"].get<uint64_t>() +
+                       totals["accepted_inbound"].get<uint64_t>() -
+                       totals["closed"].get<uint64_t>();
+    nlohmann::json kernel = nlohmann::json::object();
+    const CounterValues counters = datapath_->ReadCounters();
+    for (uint32_t i = 0; i < NM_COUNTER_COUNT; ++i) {
+      kernel[std::string(CounterName(static_cast<nm_counter>(i)))] = counters[i];
+    }
+    return json_response({{"node", options_.node}, {"proxy", totals}, {"kernel", kernel}});
+  });
+  server.Handle("/pods", [this, json_response](const HttpRequest&) {
+    std::lock_guard lock(mutex_);
+    nlohmann::json pods = nlohmann::json::array();
+    for (const PodInfo& info : inventory_.pods) {
+      nlohmann::json pod = {{"namespace", info.namespace_name},
+                            {"name", info.name},
+                            {"owner", {{"kind", info.owner_kind}, {"name", info.owner_name}}},
+                            {"meshed", info.meshed},
+                            {"cgroup", info.cgroup},
+                            {"netns", info.netns}};
+      nlohmann::json ips = nlohmann::json::array();
+      for (const IpAddress& ip : info.ips) ips.push_back(ip.ToString());
+      pod["ips"] = ips;
+      const auto enrolled = enrolled_.find(info.key());
+      pod["enrolled"] = enrolled != enrolled_.end();
+      if (enrolled != enrolled_.end()) {
+        std::vector<std::string> inbound;
+        for (const Endpoint& endpoint : enrolled->second.meshed)
+          inbound.push_back(endpoint.ToString());
+        std::sort(inbound.begin(), inbound.end());
+        pod["inbound"] = inbound;
+        pod["cgroup_id"] = enrolled->second.cgroup_id;
+      }
+      pods.push_back(pod);
+    }
+    return json_response({{"node", options_.node}, {"pods", pods}});
+  });
+  server.Handle("/connections", [this, json_response](const HttpRequest&) {
+    nlohmann::json connections = nlohmann::json::array();
+    for (const auto& worker : workers_) {
+      std::vector<ConnectionSummary> summaries;
+      worker->RunAndWait([&] { summaries = worker->ListConnections(); });
+      for (const ConnectionSummary& c : summaries) {
+        connections.push_back({{"worker", worker->index()},
+                               {"direction", DirectionName(c.direction)},
+                               {"pod", c.pod},
+                               {"client", c.client.ToString()},
+                               {"destination", c.destination.ToString()},
+                               {"protocol", c.protocol},
+                               {"state", c.state},
+                               {"age_ms", c.age_ns / 1'000'000},
+                               {"bytes_to_upstream", c.bytes_to_upstream},
+                               {"bytes_to_client", c.bytes_to_client}});
+      }
+    }
+    return json_response({{"node", options_.node}, {"connections", connections}});
+  });
+  server.Handle("/log-level", [](const HttpRequest& request) {
+    if (request.method != "POST" && request.method != "PUT") {
+      return HttpResponse{405, "text/plain; charset=utf-8", "use POST /log-level?level=debug\n"};
+    }
+    LogLevel level;
+    const auto it = request.query.find("level");
+    if (it == request.query.end() || !ParseLogLevel(it->second, &level)) {
+      return HttpResponse{400, "text/plain; charset=utf-8",
+                          "level must be debug, info, warning or error\n"};
+    }
+    SetLogLevel(level);
+    Log(LogLevel::kInfo, "log level set to {}", it->second);
+    return HttpResponse{200, "text/plain; charset=utf-8", "ok\n"};
+  });
 }
 
 }  // namespace nodemesh::agent

@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "agent/datapath.h"
+#include "agent/http_server.h"
 #include "agent/inventory.h"
 #include "agent/listening_ports.h"
 #include "agent/pod.h"
@@ -48,12 +49,8 @@ class Agent {
   // Applies an inventory: enrols, releases and updates pods. Thread-safe.
   absl::Status Apply(const Inventory& inventory);
 
-  // Totals over all workers.
-  struct Stats {
-    uint64_t accepted_outbound = 0, accepted_inbound = 0, active = 0, origin_missing = 0,
-             upstream_refused = 0, upstream_failed = 0, requests = 0, parse_failures = 0;
-  };
-  Stats CollectStats() const;
+  // The admin API (see README): GET /stats, /pods, /connections; POST /log-level?level=.
+  void ServeAdmin(HttpServer& server);
 
  private:
   struct EnrolledPod {

@@ -30,6 +30,7 @@ Connection::Connection(Worker& worker, std::shared_ptr<const PodRuntime> pod, Di
       direction_(direction),
       client_(std::move(client)),
       upstream_(std::move(upstream)),
+      client_address_(Endpoint::Peer(client_.get()).value_or(Endpoint{})),
       destination_(destination),
       bound_as_caller_(bound_as_caller),
       started_ns_(now_ns),
@@ -45,6 +46,20 @@ Connection::Connection(Worker& worker, std::shared_ptr<const PodRuntime> pod, Di
 Connection::~Connection() {
   worker_.buffers().Release(std::move(to_upstream_.buffer));
   worker_.buffers().Release(std::move(to_client_.buffer));
+}
+
+ConnectionSummary Connection::Summary(int64_t now_ns) const {
+  ConnectionSummary summary;
+  summary.direction = direction_;
+  summary.pod = pod_->info()->key();
+  summary.client = client_address_;
+  summary.destination = destination_;
+  summary.protocol = detecting_ ? "detecting" : std::string(parsers::ProtocolName(protocol_));
+  summary.state = state_ == State::kConnecting ? "connecting" : "proxying";
+  summary.age_ns = now_ns - started_ns_;
+  summary.bytes_to_upstream = to_upstream_.bytes;
+  summary.bytes_to_client = to_client_.bytes;
+  return summary;
 }
 
 void Connection::OnEvents(int64_t now_ns) {

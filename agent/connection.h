@@ -17,6 +17,7 @@
 namespace nodemesh::agent {
 
 class Worker;
+struct ConnectionSummary;
 
 class Connection final : public parsers::EventSink {
  public:
@@ -36,6 +37,8 @@ class Connection final : public parsers::EventSink {
   int64_t last_activity_ns() const { return last_activity_ns_; }
   const Endpoint& destination() const { return destination_; }
   Direction direction() const { return direction_; }
+
+  ConnectionSummary Summary(int64_t now_ns) const;
 
   // Epoll reported something on either socket.
   void OnEvents(int64_t now_ns);
@@ -82,6 +85,7 @@ class Connection final : public parsers::EventSink {
   const Direction direction_;
   UniqueFd client_;
   UniqueFd upstream_;
+  const Endpoint client_address_;
   const Endpoint destination_;
   const std::optional<Endpoint> bound_as_caller_;
   State state_ = State::kConnecting;

@@ -5,6 +5,7 @@
 #include <sys/signalfd.h>
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <thread>
 
 #include "absl/time/time.h"
@@ -52,6 +53,7 @@ int main(int argc, char** argv) {
   nodemesh::agent::AgentOptions options;
   options.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::string connect_timeout = "10s", idle_timeout = "1h", log_level = "info";
+  std::string admin_socket = "/run/nodemesh/agent.sock";
 
   CLI::App app{
       "nodemesh node agent: transparently proxies and observes the connections of the "
@@ -82,6 +84,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-buffers", options.worker.max_buffers,
                  "I/O buffers (64 KiB) per worker; connections wait for one beyond that")
       ->check(CLI::Range(16, 1 << 20));
+  app.add_option("--admin-socket", admin_socket,
+                 "Unix socket of the admin API (root only): /stats, /pods, /connections");
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   CLI11_PARSE(app, argc, argv);
@@ -109,6 +113,15 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "nodemesh-agent: {}\n", agent.status().message());
     return 1;
   }
+  std::error_code ignored;
+  std::filesystem::create_directories(std::filesystem::path(admin_socket).parent_path(), ignored);
+  auto admin = nodemesh::agent::HttpServer::ListenUnix(admin_socket);
+  if (!admin.ok()) {
+    fmt::print(stderr, "nodemesh-agent: {}\n", admin.status().message());
+    return 1;
+  }
+  (*agent)->ServeAdmin(**admin);
+  (*admin)->Start();
   if (absl::Status status = (*agent)->Run(stop_fd); !status.ok()) {
     fmt::print(stderr, "nodemesh-agent: {}\n", status.message());
     return 1;

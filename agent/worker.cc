@@ -280,6 +280,13 @@ UniqueFd Worker::ConnectUpstream(const PodRuntime& pod, Direction direction, con
   return upstream;
 }
 
+std::vector<ConnectionSummary> Worker::ListConnections() const {
+  std::vector<ConnectionSummary> out;
+  const int64_t now = MonotonicNs();
+  for (const auto& [raw, connection] : connections_) out.push_back(connection->Summary(now));
+  return out;
+}
+
 void Worker::ConnectionEstablished(Connection* connection, int64_t) {
   connecting_.erase(connection->timer_position);
   connection->connecting = false;

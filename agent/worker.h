@@ -57,6 +57,19 @@ struct WorkerStats {
   }
 };
 
+// A live connection, for the admin API.
+struct ConnectionSummary {
+  Direction direction;
+  std::string pod;
+  Endpoint client;
+  Endpoint destination;
+  std::string protocol;  // "detecting", "http1", ...
+  std::string state;     // "connecting", "proxying"
+  int64_t age_ns = 0;
+  uint64_t bytes_to_upstream = 0;
+  uint64_t bytes_to_client = 0;
+};
+
 class Worker {
  public:
   Worker(int index, const WorkerOptions& options, Datapath& datapath);
@@ -73,6 +86,7 @@ class Worker {
   void AddListener(UniqueFd fd, std::shared_ptr<const PodRuntime> pod, Direction direction);
   void RemoveListeners(uint32_t pod_id);
   size_t connection_count() const { return connections_.size(); }
+  std::vector<ConnectionSummary> ListConnections() const;
 
   // For connections, on the worker thread.
   Datapath& datapath() { return datapath_; }

@@ -1,6 +1,7 @@
 #include "parsers/parser.h"
 
 #include "parsers/http1/parser.h"
+#include "parsers/http2/parser.h"
 
 namespace nodemesh::parsers {
 
@@ -31,7 +32,8 @@ std::unique_ptr<ConnectionParser> MakeParser(Protocol protocol, const ParserConf
   switch (protocol) {
     case Protocol::kHttp1:
       return std::make_unique<http1::Parser>(config, sink);
-    case Protocol::kHttp2:  // parsers/http2 lands next
+    case Protocol::kHttp2:
+      return std::make_unique<http2::Parser>(config, sink);
     case Protocol::kTls:
     case Protocol::kOpaque:
       return nullptr;

@@ -1,0 +1,237 @@
+#include "agent/http_server.h"
+
+#include <netdb.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "agent/address.h"
+#include "agent/format.h"
+#include "agent/log.h"
+#include "llhttp.h"
+
+namespace nodemesh::agent {
+namespace {
+
+constexpr size_t kMaxRequestBytes = 16 * 1024;
+constexpr auto kReadTimeout = std::chrono::seconds(5);
+
+std::string_view Reason(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    default:
+      return "Error";
+  }
+}
+
+// Collects the request line's target; llhttp does the parsing.
+struct RequestReader {
+  llhttp_t parser;
+  std::string url;
+  bool complete = false;
+
+  static int OnUrl(llhttp_t* p, const char* at, size_t length) {
+    static_cast<RequestReader*>(p->data)->url.append(at, length);
+    return 0;
+  }
+  static int OnComplete(llhttp_t* p) {
+    static_cast<RequestReader*>(p->data)->complete = true;
+    return HPE_PAUSED;
+  }
+};
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Query-string decoding: %XX and '+'; a malformed escape stays as written.
+std::string QueryDecode(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size() && HexValue(text[i + 1]) >= 0 &&
+        HexValue(text[i + 2]) >= 0) {
+      out += static_cast<char>(HexValue(text[i + 1]) * 16 + HexValue(text[i + 2]));
+      i += 2;
+    } else {
+      out += text[i] == '+' ? ' ' : text[i];
+    }
+  }
+  return out;
+}
+
+std::map<std::string, std::string> ParseQuery(std::string_view query) {
+  std::map<std::string, std::string> out;
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    const size_t equals = pair.find('=');
+    out[QueryDecode(pair.substr(0, equals))] =
+        equals == std::string_view::npos ? "" : QueryDecode(pair.substr(equals + 1));
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+  }
+  return out;
+}
+
+}  // namespace
+
+HttpServer::HttpServer(UniqueFd listener, std::string address, std::string unix_path)
+    : listener_(std::move(listener)),
+      address_(std::move(address)),
+      unix_path_(std::move(unix_path)) {
+  stop_.Reset(eventfd(0, EFD_CLOEXEC));
+}
+
+HttpServer::~HttpServer() {
+  Stop();
+  if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::ListenTcp(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(
+        fmt::format("'{}' is not HOST:PORT (e.g. 0.0.0.0:9990 or :9990)", address));
+  }
+  std::string host = address.substr(0, colon);
+  const std::string port = address.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (const int rc =
+          getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &found);
+      rc != 0) {
+    return absl::InvalidArgumentError(fmt::format("'{}': {}", address, gai_strerror(rc)));
+  }
+  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> owner(found, freeaddrinfo);
+  UniqueFd fd(socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return ErrnoStatus("socket", errno);
+  const int one = 1;
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(fd.get(), found->ai_addr, found->ai_addrlen) != 0) {
+    return ErrnoStatus(fmt::format("listening on {}", address), errno);
+  }
+  if (listen(fd.get(), 64) != 0) return ErrnoStatus("listen", errno);
+  const std::optional<Endpoint> bound = Endpoint::Local(fd.get());
+  return std::unique_ptr<HttpServer>(
+      new HttpServer(std::move(fd), bound ? bound->ToString() : address, ""));
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::ListenUnix(const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.size() >= sizeof address.sun_path) {
+    return absl::InvalidArgumentError(fmt::format("socket path too long: {}", path));
+  }
+  std::memcpy(address.sun_path, path.c_str(), path.size());
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return ErrnoStatus("socket", errno);
+  ::unlink(path.c_str());
+  // Created owner-only from the start, not chmod-ed after: no window where others may connect.
+  const mode_t old_mask = ::umask(0177);
+  const int rc = bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address);
+  ::umask(old_mask);
+  if (rc != 0) return ErrnoStatus(fmt::format("admin socket {}", path), errno);
+  if (listen(fd.get(), 16) != 0) return ErrnoStatus("listen", errno);
+  return std::unique_ptr<HttpServer>(new HttpServer(std::move(fd), path, path));
+}
+
+void HttpServer::Start() {
+  thread_ = std::thread([this] { Serve(); });
+}
+
+void HttpServer::Stop() {
+  if (!thread_.joinable()) return;
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(stop_.get(), &one, sizeof one);
+  thread_.join();
+}
+
+void HttpServer::Serve() {
+  for (;;) {
+    pollfd fds[2] = {{listener_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0 && errno != EINTR) return;
+    if (fds[1].revents != 0) return;
+    if (fds[0].revents == 0) continue;
+    UniqueFd client(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (client.valid()) ServeOne(client.get());
+  }
+}
+
+void HttpServer::ServeOne(int fd) {
+  const timeval timeout{.tv_sec = std::chrono::seconds(kReadTimeout).count(), .tv_usec = 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+
+  llhttp_settings_t settings;
+  llhttp_settings_init(&settings);
+  settings.on_url = &RequestReader::OnUrl;
+  settings.on_message_complete = &RequestReader::OnComplete;
+  RequestReader reader;
+  llhttp_init(&reader.parser, HTTP_REQUEST, &settings);
+  reader.parser.data = &reader;
+
+  HttpResponse response;
+  size_t total = 0;
+  char buffer[4096];
+  while (!reader.complete) {
+    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    if (n <= 0) return;
+    total += static_cast<size_t>(n);
+    const llhttp_errno_t rc = llhttp_execute(&reader.parser, buffer, static_cast<size_t>(n));
+    if ((rc != HPE_OK && rc != HPE_PAUSED) || total > kMaxRequestBytes) {
+      response = {400, "text/plain; charset=utf-8", "bad request\n"};
+      break;
+    }
+  }
+  if (reader.complete) {
+    HttpRequest request;
+    request.method = llhttp_method_name(static_cast<llhttp_method_t>(reader.parser.method));
+    const size_t question = reader.url.find('?');
+    request.path = reader.url.substr(0, question);
+    if (question != std::string::npos) {
+      request.query = ParseQuery(std::string_view(reader.url).substr(question + 1));
+    }
+    const auto handler = handlers_.find(request.path);
+    if (handler == handlers_.end()) {
+      std::string paths;
+      for (const auto& [path, unused] : handlers_) paths += "  " + path + "\n";
+      response = {404, "text/plain; charset=utf-8",
+                  fmt::format("no such endpoint: {}\navailable:\n{}", request.path, paths)};
+    } else {
+      response = handler->second(request);
+    }
+  }
+  std::string reply = fmt::format(
+      "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+      response.status, Reason(response.status), response.content_type, response.body.size());
+  reply += response.body;
+  for (size_t sent = 0; sent < reply.size();) {
+    const ssize_t n = ::send(fd, reply.data() + sent, reply.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return;
+    sent += static_cast<size_t>(n);
+  }
+}
+
+}  // namespace nodemesh::agent

@@ -1,0 +1,60 @@
+// A small HTTP/1.1 server for the agent's own endpoints: /metrics for Prometheus on TCP,
+// and the admin API on a root-only Unix socket. One thread, one request per connection,
+// bounded request size and read time: these endpoints serve a scraper and a person, not
+// the data path.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "agent/system.h"
+
+namespace nodemesh::agent {
+
+struct HttpRequest {
+  std::string method;
+  std::string path;  // without the query
+  std::map<std::string, std::string> query;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+};
+
+class HttpServer {
+ public:
+  using Handler = std::function<HttpResponse(const HttpRequest&)>;
+
+  // "127.0.0.1:9090", "[::]:9090" or ":9090" (all addresses).
+  static absl::StatusOr<std::unique_ptr<HttpServer>> ListenTcp(const std::string& address);
+  // A Unix socket only its owner (root) may use; an old socket file is replaced.
+  static absl::StatusOr<std::unique_ptr<HttpServer>> ListenUnix(const std::string& path);
+  ~HttpServer();
+
+  // Before Start().
+  void Handle(const std::string& path, Handler handler) { handlers_[path] = std::move(handler); }
+  void Start();
+  void Stop();
+  // The bound address, e.g. "127.0.0.1:39123" (useful with port 0).
+  const std::string& address() const { return address_; }
+
+ private:
+  HttpServer(UniqueFd listener, std::string address, std::string unix_path);
+  void Serve();
+  void ServeOne(int fd);
+
+  UniqueFd listener_;
+  UniqueFd stop_;
+  std::string address_;
+  std::string unix_path_;
+  std::map<std::string, Handler> handlers_;
+  std::thread thread_;
+};
+
+}  // namespace nodemesh::agent
