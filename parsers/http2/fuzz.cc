@@ -1,6 +1,7 @@
 // libFuzzer target: one HTTP/2 connection, both directions.
 //
-// The input is a sequence of records, the format the connection-parser fuzz targets share:
+// The input is a sequence of records, the format the connection-parser fuzz targets share
+// (test/lib/fuzz_input.h; parsers/corpus/make_seeds.py writes seeds from captures):
 //
 //   flags (1 byte) | length (2 bytes, little endian) | bytes
 //
