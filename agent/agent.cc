@@ -47,7 +47,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& options
     }
   }
   for (int i = 0; i < options.workers; ++i) {
-    agent->workers_.push_back(std::make_unique<Worker>(i, options.worker, *agent->datapath_));
+    agent->workers_.push_back(std::make_unique<Worker>(
+        i, options.worker, *agent->datapath_,
+        MetricsContext{agent->identities_, agent->routes_, agent->directory_}));
     if (absl::Status status = agent->workers_.back()->Start(); !status.ok()) return status;
   }
   Log(LogLevel::kInfo, "node {}: kernel programs attached to cgroup {}, {} workers", options.node,
@@ -80,6 +82,7 @@ absl::Status Agent::Run(int stop_fd) {
   for (;;) {
     pollfd stop{stop_fd, POLLIN, 0};
     if (poll(&stop, 1, 1000) > 0) break;
+    CollectMetrics();
     std::lock_guard lock(mutex_);
     for (auto& [key, pod] : enrolled_) RefreshMeshedPorts(pod);
   }
@@ -90,24 +93,28 @@ absl::Status Agent::Run(int stop_fd) {
 absl::Status Agent::Apply(const Inventory& inventory) {
   std::lock_guard lock(mutex_);
   absl::flat_hash_map<std::string, const PodInfo*> wanted;
+  PeerDirectory::Map directory;
   for (const PodInfo& pod : inventory.pods) {
-    if (pod.meshed) wanted[pod.key()] = &pod;
+    if (pod.meshed && OnThisNode(pod)) wanted[pod.key()] = &pod;
+    const metrics::IdentityTable::Id identity = identities_.Intern(IdentityOf(pod));
+    for (const IpAddress& ip : pod.ips) directory[ip] = identity;
   }
+  directory_.Replace(std::move(directory));
   std::vector<std::string> to_release;
   for (const auto& [key, pod] : enrolled_) {
     auto it = wanted.find(key);
-    if (it == wanted.end() || !SameDataPlane(*pod.runtime->info(), *it->second)) {
+    if (it == wanted.end() || !SameDataPlane(pod.runtime->view()->info, *it->second)) {
       to_release.push_back(key);
     }
   }
   for (const std::string& key : to_release) Release(key);
   std::vector<std::string> errors;
   for (const PodInfo& pod : inventory.pods) {
-    if (!pod.meshed) continue;
+    if (!pod.meshed || !OnThisNode(pod)) continue;
     auto it = enrolled_.find(pod.key());
     if (it != enrolled_.end()) {
       // Same data plane: only identity fields (labels, owner, ...) may have changed.
-      it->second.runtime->set_info(pod);
+      it->second.runtime->set_view(PodView{pod, identities_.Intern(IdentityOf(pod))});
       continue;
     }
     if (absl::Status status = Enrol(pod); !status.ok()) {
@@ -164,7 +171,8 @@ absl::Status Agent::Enrol(const PodInfo& info) {
 
   EnrolledPod pod;
   pod.cgroup_id = *cgroup_id;
-  pod.runtime = std::make_shared<PodRuntime>(next_pod_id_++, info, *std::move(netns));
+  pod.runtime = std::make_shared<PodRuntime>(
+      next_pod_id_++, PodView{info, identities_.Intern(IdentityOf(info))}, *std::move(netns));
   const Netns& pod_netns = pod.runtime->netns();
 
   // Listeners first: once the kernel redirects, something must be there to accept.
@@ -244,7 +252,7 @@ void Agent::Release(const std::string& key) {
   // New connects go direct from here on; connections already proxied carry on.
   datapath_->ReleaseCgroup(pod.cgroup_id);
   for (const Endpoint& endpoint : pod.meshed) datapath_->RemoveMeshedPort(endpoint);
-  for (const IpAddress& ip : pod.runtime->info()->ips) datapath_->RemoveInboundListener(ip);
+  for (const IpAddress& ip : pod.runtime->view()->info.ips) datapath_->RemoveInboundListener(ip);
   pod.inbound_link.reset();
   const uint32_t pod_id = pod.runtime->id();
   for (auto& worker : workers_) {
@@ -255,8 +263,8 @@ void Agent::Release(const std::string& key) {
 }
 
 void Agent::RefreshMeshedPorts(EnrolledPod& pod) {
-  const std::shared_ptr<const PodInfo> snapshot = pod.runtime->info();
-  const PodInfo& info = *snapshot;
+  const std::shared_ptr<const PodView> snapshot = pod.runtime->view();
+  const PodInfo& info = snapshot->info;
   absl::flat_hash_set<Endpoint> wanted;
   if (info.inbound_ports) {
     for (const IpAddress& ip : info.ips) {
@@ -298,6 +306,50 @@ void Agent::RefreshMeshedPorts(EnrolledPod& pod) {
     pod.meshed.insert(endpoint);
     Log(LogLevel::kDebug, "pod {}: capturing inbound {}", info.key(), endpoint.ToString());
   }
+}
+
+metrics::Identity Agent::IdentityOf(const PodInfo& pod) const {
+  return metrics::Identity{pod.namespace_name,  pod.name,
+                           pod.owner_kind,      pod.owner_name,
+                           pod.service_account, pod.node.empty() ? options_.node : pod.node};
+}
+
+void Agent::CollectMetrics() {
+  metrics::Delta delta;
+  for (const auto& worker : workers_) {
+    worker->RunAndWait([&] { worker->CollectMetrics(&delta); });
+  }
+  registry_.Add(delta);
+  // The agent's own counters, as totals.
+  static constexpr const char* kProtocols[] = {"http1", "http2", "tls", "opaque"};
+  for (int protocol = 0; protocol < 2; ++protocol) {
+    for (int error = 1; error < 8; ++error) {
+      uint64_t total = 0;
+      for (const auto& worker : workers_) {
+        total += worker->stats().parse_errors[protocol][error].load(std::memory_order_relaxed);
+      }
+      registry_.SetInternal(
+          "nodemesh_parse_failures_total",
+          "Connections whose parser gave up; they were forwarded unchanged as opaque TCP.",
+          fmt::format("protocol=\"{}\",reason=\"{}\"", kProtocols[protocol],
+                      parsers::ParseErrorName(static_cast<parsers::ParseError>(error))),
+          total);
+    }
+  }
+  const CounterValues counters = datapath_->ReadCounters();
+  for (uint32_t i = 0; i < NM_COUNTER_COUNT; ++i) {
+    registry_.SetInternal("nodemesh_kernel_events_total",
+                          "Events counted by the kernel programs (redirects, steering, errors).",
+                          fmt::format("event=\"{}\"", CounterName(static_cast<nm_counter>(i))),
+                          counters[i]);
+  }
+}
+
+void Agent::ServeMetrics(HttpServer& server) {
+  server.Handle("/metrics", [this](const HttpRequest&) {
+    return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                        registry_.PrometheusText()};
+  });
 }
 
 void Agent::ServeAdmin(HttpServer& server) {

@@ -15,6 +15,9 @@
 #include "agent/http_server.h"
 #include "agent/inventory.h"
 #include "agent/listening_ports.h"
+#include "agent/metrics/identity.h"
+#include "agent/metrics/registry.h"
+#include "agent/metrics/route.h"
 #include "agent/pod.h"
 #include "agent/worker.h"
 
@@ -32,6 +35,7 @@ struct AgentOptions {
   uint32_t transparent_mark = 0x6e6d0002;  // inbound legs carrying the caller's address
   uint32_t transparent_table = 0x6e6d;     // pod routing table for their replies
   std::vector<uint16_t> excluded_ports;
+  size_t max_routes_per_workload = 100;
   WorkerOptions worker;
 };
 
@@ -51,6 +55,11 @@ class Agent {
 
   // The admin API (see README): GET /stats, /pods, /connections; POST /log-level?level=.
   void ServeAdmin(HttpServer& server);
+  // GET /metrics in the Prometheus text format.
+  void ServeMetrics(HttpServer& server);
+
+  // Gathers every worker's metrics into the registry (Run does it once a second).
+  void CollectMetrics();
 
  private:
   struct EnrolledPod {
@@ -61,7 +70,14 @@ class Agent {
     absl::flat_hash_set<Endpoint> meshed;
   };
 
-  explicit Agent(const AgentOptions& options) : options_(options) {}
+  explicit Agent(const AgentOptions& options)
+      : options_(options),
+        routes_(options.max_routes_per_workload),
+        registry_(identities_, routes_) {}
+  metrics::Identity IdentityOf(const PodInfo& pod) const;
+  bool OnThisNode(const PodInfo& pod) const {
+    return pod.node.empty() || pod.node == options_.node;
+  }
   absl::Status Enrol(const PodInfo& info);
   void Release(const std::string& key);
   // One SO_REUSEPORT listener per worker on `address`, made inside `netns`.
@@ -74,6 +90,10 @@ class Agent {
   std::string cgroup_mount_;
   std::unique_ptr<Netns> home_;
   std::unique_ptr<Datapath> datapath_;
+  metrics::IdentityTable identities_;
+  metrics::RouteTable routes_;
+  metrics::Registry registry_;
+  PeerDirectory directory_;
   std::vector<std::unique_ptr<Worker>> workers_;
   uint32_t next_pod_id_ = 1;
 

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "agent/log.h"
+#include "agent/metrics/classification.h"
 #include "agent/worker.h"
 #include "parsers/detect.h"
 
@@ -41,6 +42,14 @@ Connection::Connection(Worker& worker, std::shared_ptr<const PodRuntime> pod, Di
   to_client_.from = upstream_.get();
   to_client_.to = client_.get();
   to_client_.sender = parsers::Peer::kServer;
+  // Outbound, the pod calls out to the destination; inbound, the client calls the pod.
+  const metrics::IdentityTable::Id local = pod_->view()->identity;
+  const metrics::IdentityTable::Id remote = worker_.metrics().directory.Lookup(
+      direction_ == Direction::kOutbound ? destination_.ip : client_address_.ip);
+  traffic_ = direction_ == Direction::kOutbound
+                 ? metrics::TrafficKey{local, remote, Direction::kOutbound}
+                 : metrics::TrafficKey{remote, local, Direction::kInbound};
+  tcp_series_ = worker_.shard().OpenConnection(traffic_);
 }
 
 Connection::~Connection() {
@@ -51,7 +60,7 @@ Connection::~Connection() {
 ConnectionSummary Connection::Summary(int64_t now_ns) const {
   ConnectionSummary summary;
   summary.direction = direction_;
-  summary.pod = pod_->info()->key();
+  summary.pod = pod_->view()->info.key();
   summary.client = client_address_;
   summary.destination = destination_;
   summary.protocol = detecting_ ? "detecting" : std::string(parsers::ProtocolName(protocol_));
@@ -96,14 +105,14 @@ void Connection::FinishConnect(int64_t now_ns) {
   WorkerStats& stats = worker_.stats();
   stats.Add(error == ECONNREFUSED ? stats.upstream_refused : stats.upstream_failed);
   Log(LogLevel::kDebug, "{} {} -> {}: upstream connect failed: {}", DirectionName(direction_),
-      pod_->info()->key(), destination_.ToString(), std::strerror(error));
+      pod_->view()->info.key(), destination_.ToString(), std::strerror(error));
   Close(/*reset=*/true, now_ns);
 }
 
 void Connection::ConnectTimedOut(int64_t now_ns) {
   worker_.stats().Add(worker_.stats().connect_timeouts);
   Log(LogLevel::kDebug, "{} {} -> {}: upstream connect timed out", DirectionName(direction_),
-      pod_->info()->key(), destination_.ToString());
+      pod_->view()->info.key(), destination_.ToString());
   Close(/*reset=*/true, now_ns);
 }
 
@@ -120,6 +129,8 @@ Connection::PumpResult Connection::Pump(Flow& flow, int64_t now_ns) {
       if (sent > 0) {
         flow.buffer->Drained(static_cast<size_t>(sent));
         flow.bytes += static_cast<uint64_t>(sent);
+        if (flow.sender == parsers::Peer::kServer)
+          tcp_series_->write_bytes += static_cast<uint64_t>(sent);
         continue;
       }
       if (sent < 0 && (errno == EAGAIN || errno == EINTR)) return PumpResult::kBlocked;
@@ -142,6 +153,9 @@ Connection::PumpResult Connection::Pump(Flow& flow, int64_t now_ns) {
     const ssize_t received = ::recv(flow.from, flow.buffer->space(), flow.buffer->space_size(), 0);
     if (received > 0) {
       flow.buffer->Filled(static_cast<size_t>(received));
+      if (flow.sender == parsers::Peer::kClient) {
+        tcp_series_->read_bytes += static_cast<uint64_t>(received);
+      }
       Observe(flow.sender, std::string_view(flow.buffer->pending(), flow.buffer->pending_size()),
               now_ns);
       continue;
@@ -180,7 +194,7 @@ void Connection::Observe(parsers::Peer sender, std::string_view bytes, int64_t n
     stats.Add(stats.protocols[static_cast<int>(protocol_)]);
     if (!detection->sni.empty()) {
       Log(LogLevel::kDebug, "{} {} -> {}: TLS for {}", DirectionName(direction_),
-          pod_->info()->key(), destination_.ToString(), detection->sni);
+          pod_->view()->info.key(), destination_.ToString(), detection->sni);
     }
     StartParser(protocol_, now_ns);
     // The parser sees every byte from the first: what detection held, then the rest of
@@ -211,8 +225,9 @@ void Connection::StopParser() {
   WorkerStats& stats = worker_.stats();
   if (parser_->state() == parsers::ParserState::kFailed) {
     stats.Add(stats.parse_failures);
+    stats.Add(stats.parse_errors[static_cast<int>(protocol_)][static_cast<int>(parser_->error())]);
     Log(LogLevel::kDebug, "{} {} -> {}: {} parse failed ({}: {}); forwarding as opaque TCP",
-        DirectionName(direction_), pod_->info()->key(), destination_.ToString(),
+        DirectionName(direction_), pod_->view()->info.key(), destination_.ToString(),
         parsers::ProtocolName(protocol_), parsers::ParseErrorName(parser_->error()),
         parser_->error_detail());
   } else {
@@ -225,6 +240,7 @@ void Connection::Close(bool reset, int64_t now_ns) {
   if (state_ == State::kClosed) return;
   state_ = State::kClosed;
   if (parser_) parser_->Close(now_ns);
+  metrics::Shard::CloseConnection(tcp_series_, now_ns - started_ns_, reset);
   if (reset) {
     ArmReset(client_.get());
     ArmReset(upstream_.get());
@@ -237,15 +253,27 @@ void Connection::Close(bool reset, int64_t now_ns) {
 
 void Connection::OnRequestStart(const parsers::RequestStart& request) {
   worker_.stats().Add(worker_.stats().requests);
+  const metrics::RouteTable::Id route = worker_.RouteOf(request, traffic_.destination);
+  stream_routes_[request.stream_id] = route;
+  worker_.shard().CountRequest(metrics::RequestKey{traffic_, route});
   Log(LogLevel::kDebug, "{} {} -> {}: request {} {} {}", DirectionName(direction_),
-      pod_->info()->key(), destination_.ToString(), request.stream_id, request.method,
+      pod_->view()->info.key(), destination_.ToString(), request.stream_id, request.method,
       request.path);
 }
 
 void Connection::OnResponseStart(const parsers::ResponseStart&) {}
 
-void Connection::OnStreamEnd(const parsers::StreamEnd&) {
+void Connection::OnStreamEnd(const parsers::StreamEnd& end) {
   worker_.stats().Add(worker_.stats().stream_ends);
+  const auto it = stream_routes_.find(end.stream_id);
+  if (it == stream_routes_.end()) return;  // the parser reports ends of started streams only
+  const int grpc_status = end.grpc_status.value_or(-1);
+  const metrics::ResponseKey key{
+      metrics::RequestKey{traffic_, it->second}, static_cast<uint16_t>(end.status),
+      static_cast<int16_t>(grpc_status), metrics::IsFailure(end.status, grpc_status, end.reason)};
+  stream_routes_.erase(it);
+  worker_.shard().CountResponse(key, end.at - end.request_at,
+                                end.response_at != 0 ? end.response_at - end.request_at : -1);
 }
 
 }  // namespace nodemesh::agent

@@ -8,8 +8,11 @@
 #include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "agent/address.h"
 #include "agent/buffer_pool.h"
+#include "agent/metrics/route.h"
+#include "agent/metrics/shard.h"
 #include "agent/pod.h"
 #include "agent/system.h"
 #include "parsers/parser.h"
@@ -93,6 +96,12 @@ class Connection final : public parsers::EventSink {
   int64_t last_activity_ns_;
   Flow to_upstream_;
   Flow to_client_;
+
+  // Metrics: who talks to whom, this connection's TCP series, and the route of each
+  // request in flight by stream id.
+  metrics::TrafficKey traffic_;
+  metrics::TcpSeries* tcp_series_ = nullptr;
+  absl::flat_hash_map<uint32_t, metrics::RouteTable::Id> stream_routes_;
 
   // Protocol detection: the client's first bytes, until they decide.
   bool detecting_ = true;

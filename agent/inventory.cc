@@ -56,6 +56,7 @@ class PodReader {
       }
       if (error_.empty() && pod.ips.empty()) error_ = "\"ips\" must list at least one address";
     }
+    pod.node = String(entry_, "node", false);
     pod.cgroup = String(entry_, "cgroup");
     pod.netns = String(entry_, "netns");
     if (error_.empty() && (pod.cgroup.empty() || pod.cgroup[0] != '/')) {

@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   options.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::string connect_timeout = "10s", idle_timeout = "1h", log_level = "info";
   std::string admin_socket = "/run/nodemesh/agent.sock";
+  std::string metrics_address = "0.0.0.0:4191";
 
   CLI::App app{
       "nodemesh node agent: transparently proxies and observes the connections of the "
@@ -86,6 +87,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(16, 1 << 20));
   app.add_option("--admin-socket", admin_socket,
                  "Unix socket of the admin API (root only): /stats, /pods, /connections");
+  app.add_option("--metrics-address", metrics_address,
+                 "HOST:PORT serving /metrics to Prometheus (port 0: any free port)");
+  app.add_option("--max-routes", options.max_routes_per_workload,
+                 "Routes kept per destination workload; the rest share one overflow series")
+      ->check(CLI::Range(1, 100000));
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   CLI11_PARSE(app, argc, argv);
@@ -122,6 +128,15 @@ int main(int argc, char** argv) {
   }
   (*agent)->ServeAdmin(**admin);
   (*admin)->Start();
+  auto metrics = nodemesh::agent::HttpServer::ListenTcp(metrics_address);
+  if (!metrics.ok()) {
+    fmt::print(stderr, "nodemesh-agent: metrics: {}\n", metrics.status().message());
+    return 1;
+  }
+  (*agent)->ServeMetrics(**metrics);
+  (*metrics)->Start();
+  Log(LogLevel::kInfo, "serving /metrics on {}, admin API on {}", (*metrics)->address(),
+      admin_socket);
   if (absl::Status status = (*agent)->Run(stop_fd); !status.ok()) {
     fmt::print(stderr, "nodemesh-agent: {}\n", status.message());
     return 1;

@@ -5,38 +5,62 @@
 #include <cstdint>
 #include <memory>
 
+#include "absl/container/flat_hash_map.h"
 #include "agent/inventory.h"
+#include "agent/metrics/identity.h"
+#include "agent/metrics/sample.h"
 #include "agent/system.h"
 
 namespace nodemesh::agent {
 
 // Which side of a pod the agent is proxying for: its calls out, or calls into it.
-enum class Direction : uint8_t { kOutbound, kInbound };
+using metrics::Direction;
+using metrics::DirectionName;
 
-inline std::string_view DirectionName(Direction direction) {
-  return direction == Direction::kOutbound ? "outbound" : "inbound";
-}
+// What the data plane knows of a pod at one moment.
+struct PodView {
+  PodInfo info;
+  metrics::IdentityTable::Id identity = metrics::IdentityTable::kExternal;
+};
 
 class PodRuntime {
  public:
-  PodRuntime(uint32_t id, PodInfo info, Netns netns)
+  PodRuntime(uint32_t id, PodView view, Netns netns)
       : id_(id),
         netns_(std::move(netns)),
-        info_(std::make_shared<const PodInfo>(std::move(info))) {}
+        view_(std::make_shared<const PodView>(std::move(view))) {}
 
   uint32_t id() const { return id_; }
   const Netns& netns() const { return netns_; }
   // Identity fields (labels, owner, ...) may change while connections run: readers get a
   // consistent snapshot.
-  std::shared_ptr<const PodInfo> info() const { return info_.load(std::memory_order_acquire); }
-  void set_info(PodInfo info) {
-    info_.store(std::make_shared<const PodInfo>(std::move(info)), std::memory_order_release);
+  std::shared_ptr<const PodView> view() const { return view_.load(std::memory_order_acquire); }
+  void set_view(PodView view) {
+    view_.store(std::make_shared<const PodView>(std::move(view)), std::memory_order_release);
   }
 
  private:
   const uint32_t id_;
   const Netns netns_;
-  std::atomic<std::shared_ptr<const PodInfo>> info_;
+  std::atomic<std::shared_ptr<const PodView>> view_;
+};
+
+// Which identity each pod address of the cluster has, for naming the other end of a
+// connection. Replaced whole when the inventory changes; read once per connection.
+class PeerDirectory {
+ public:
+  using Map = absl::flat_hash_map<IpAddress, metrics::IdentityTable::Id>;
+  metrics::IdentityTable::Id Lookup(const IpAddress& ip) const {
+    const std::shared_ptr<const Map> map = map_.load(std::memory_order_acquire);
+    const auto it = map->find(ip);
+    return it == map->end() ? metrics::IdentityTable::kExternal : it->second;
+  }
+  void Replace(Map map) {
+    map_.store(std::make_shared<const Map>(std::move(map)), std::memory_order_release);
+  }
+
+ private:
+  std::atomic<std::shared_ptr<const Map>> map_{std::make_shared<const Map>()};
 };
 
 }  // namespace nodemesh::agent

@@ -32,11 +32,19 @@ int64_t MonotonicNs() {
 
 }  // namespace
 
-Worker::Worker(int index, const WorkerOptions& options, Datapath& datapath)
+Worker::Worker(int index, const WorkerOptions& options, Datapath& datapath, MetricsContext metrics)
     : index_(index),
       options_(options),
       datapath_(datapath),
-      buffers_(options.buffer_size, options.max_buffers) {}
+      buffers_(options.buffer_size, options.max_buffers),
+      metrics_(metrics),
+      route_cache_(metrics.routes, metrics.identities) {}
+
+metrics::RouteTable::Id Worker::RouteOf(const parsers::RequestStart& request,
+                                        metrics::IdentityTable::Id destination) {
+  metrics::TemplateRoute(request, &route_scratch_);
+  return route_cache_.Lookup(destination, route_scratch_);
+}
 
 Worker::~Worker() { Stop(); }
 
@@ -142,8 +150,8 @@ void Worker::Accept(Listener& listener, int64_t now_ns) {
     if (!client.valid()) {
       if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
         stats_.Add(stats_.accept_errors);
-        Log(LogLevel::kWarning, "worker {}: accept in {}: {}", index_, listener.pod->info()->key(),
-            std::strerror(errno));
+        Log(LogLevel::kWarning, "worker {}: accept in {}: {}", index_,
+            listener.pod->view()->info.key(), std::strerror(errno));
       }
       return;
     }
@@ -171,7 +179,7 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
       // Never guess where the application meant to go.
       stats_.Add(stats_.origin_missing);
       Log(LogLevel::kWarning, "outbound {} from {}: original destination not found; closing",
-          pod.info()->key(), app->ToString());
+          pod.view()->info.key(), app->ToString());
       const linger hard{.l_onoff = 1, .l_linger = 0};
       setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
       return;

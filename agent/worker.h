@@ -17,6 +17,8 @@
 #include "agent/buffer_pool.h"
 #include "agent/connection.h"
 #include "agent/datapath.h"
+#include "agent/metrics/route.h"
+#include "agent/metrics/shard.h"
 #include "agent/pod.h"
 #include "agent/system.h"
 #include "parsers/parser.h"
@@ -47,6 +49,8 @@ struct WorkerStats {
   std::atomic<uint64_t> bytes_to_client = {};
   std::atomic<uint64_t> protocols[4] = {};  // by parsers::Protocol
   std::atomic<uint64_t> parse_failures = {};
+  // By parsers::Protocol and parsers::ParseError.
+  std::atomic<uint64_t> parse_errors[4][8] = {};
   std::atomic<uint64_t> protocol_switches = {};
   std::atomic<uint64_t> requests = {};
   std::atomic<uint64_t> stream_ends = {};
@@ -55,6 +59,14 @@ struct WorkerStats {
   void Add(std::atomic<uint64_t>& counter, uint64_t n = 1) {
     counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
+};
+
+// What workers share for naming traffic: interned identities and routes, and the
+// address-to-identity directory. All owned by the agent.
+struct MetricsContext {
+  metrics::IdentityTable& identities;
+  metrics::RouteTable& routes;
+  const PeerDirectory& directory;
 };
 
 // A live connection, for the admin API.
@@ -72,7 +84,7 @@ struct ConnectionSummary {
 
 class Worker {
  public:
-  Worker(int index, const WorkerOptions& options, Datapath& datapath);
+  Worker(int index, const WorkerOptions& options, Datapath& datapath, MetricsContext metrics);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -87,9 +99,16 @@ class Worker {
   void RemoveListeners(uint32_t pod_id);
   size_t connection_count() const { return connections_.size(); }
   std::vector<ConnectionSummary> ListConnections() const;
+  // Hands over the metrics counted since the last call (see metrics::Shard::Collect).
+  void CollectMetrics(metrics::Delta* out) { shard_.Collect(out); }
 
   // For connections, on the worker thread.
   Datapath& datapath() { return datapath_; }
+  const MetricsContext& metrics() const { return metrics_; }
+  metrics::Shard& shard() { return shard_; }
+  // The route id of `request` to `destination`; no allocation once the route is known.
+  metrics::RouteTable::Id RouteOf(const parsers::RequestStart& request,
+                                  metrics::IdentityTable::Id destination);
   const WorkerOptions& options() const { return options_; }
   BufferPool& buffers() { return buffers_; }
   WorkerStats& stats() { return stats_; }
@@ -127,6 +146,10 @@ class Worker {
   Datapath& datapath_;
   BufferPool buffers_;
   WorkerStats stats_;
+  MetricsContext metrics_;
+  metrics::Shard shard_;
+  metrics::RouteCache route_cache_;
+  std::string route_scratch_;
   UniqueFd epoll_;
   UniqueFd wake_;  // eventfd: tasks are queued
   std::thread thread_;

@@ -1,0 +1,172 @@
+#include "agent/metrics/registry.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace nodemesh::metrics {
+namespace {
+
+// Prometheus label values escape backslash, double quote and newline.
+std::string Escape(const std::string& value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+void AppendIdentity(std::string* out, const char* prefix, const Identity& identity) {
+  *out += fmt::format(
+      "{0}_namespace=\"{1}\",{0}_pod=\"{2}\",{0}_owner_kind=\"{3}\",{0}_owner_name=\"{4}\","
+      "{0}_service_account=\"{5}\"",
+      prefix, Escape(identity.namespace_name), Escape(identity.pod), Escape(identity.owner_kind),
+      Escape(identity.owner_name), Escape(identity.service_account));
+}
+
+// Exposition lines of one histogram family member.
+void AppendHistogram(std::string* out, const std::string& name, const std::string& labels,
+                     const Histogram& histogram) {
+  for (double bound : kLatencyBoundsSeconds) {
+    const auto limit_ns = static_cast<int64_t>(bound * 1e9);
+    *out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", name, labels, bound,
+                        histogram.CountAtOrBelow(limit_ns));
+  }
+  *out += fmt::format("{}_bucket{{{},le=\"+Inf\"}} {}\n", name, labels, histogram.count());
+  *out += fmt::format("{}_sum{{{}}} {:.9f}\n", name, labels, double(histogram.sum_ns()) / 1e9);
+  *out += fmt::format("{}_count{{{}}} {}\n", name, labels, histogram.count());
+}
+
+void Header(std::string* out, const char* name, const char* type, const char* help) {
+  *out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+}
+
+}  // namespace
+
+void Registry::Add(const Delta& delta) {
+  std::lock_guard lock(mutex_);
+  for (const RequestSample& sample : delta.requests) {
+    requests_[sample.key].requests += sample.requests;
+  }
+  for (const ResponseSample& sample : delta.responses) {
+    ResponseTotals& totals = responses_[sample.key];
+    totals.responses += sample.responses;
+    totals.latency.Add(sample.latency.buckets, static_cast<uint64_t>(sample.latency.sum_ns));
+    totals.first_byte.Add(sample.first_byte.buckets,
+                          static_cast<uint64_t>(sample.first_byte.sum_ns));
+  }
+  // Several workers may report the same key: their gauges add up, so reset first.
+  absl::flat_hash_map<TrafficKey, int64_t> open_now;
+  for (const TcpSample& sample : delta.tcp) {
+    TcpTotals& totals = tcp_[sample.key];
+    totals.opened += sample.opened;
+    totals.closed += sample.closed;
+    totals.closed_failed += sample.closed_failed;
+    totals.read_bytes += sample.read_bytes;
+    totals.write_bytes += sample.write_bytes;
+    totals.duration.Add(sample.duration.buckets, static_cast<uint64_t>(sample.duration.sum_ns));
+    open_now[sample.key] += sample.open_now;
+  }
+  for (auto& [key, totals] : tcp_) {
+    const auto it = open_now.find(key);
+    totals.open_now = it == open_now.end() ? 0 : it->second;
+  }
+}
+
+void Registry::SetInternal(const std::string& family, const std::string& help,
+                           const std::string& labels, uint64_t value) {
+  std::lock_guard lock(mutex_);
+  InternalCounter& counter = internal_[family];
+  counter.help = help;
+  counter.values[labels] = value;
+}
+
+std::string Registry::PrometheusText() const {
+  std::lock_guard lock(mutex_);
+  const auto traffic_labels = [&](const TrafficKey& key) {
+    std::string labels = fmt::format("direction=\"{}\",", DirectionName(key.direction));
+    AppendIdentity(&labels, "src", identities_.Get(key.source));
+    labels += ',';
+    AppendIdentity(&labels, "dst", identities_.Get(key.destination));
+    return labels;
+  };
+  const auto route_label = [&](uint32_t route) {
+    return fmt::format("route=\"{}\"", Escape(routes_.Get(route)));
+  };
+  const auto response_labels = [&](const ResponseKey& key) {
+    return fmt::format("{},{},status_code=\"{}\",grpc_status=\"{}\",classification=\"{}\"",
+                       traffic_labels(key.request.traffic), route_label(key.request.route),
+                       key.status == 0 ? std::string() : std::to_string(key.status),
+                       key.grpc_status < 0 ? std::string() : std::to_string(key.grpc_status),
+                       key.failure ? "failure" : "success");
+  };
+
+  std::string out;
+  Header(&out, "request_total", "counter", "Requests received, by route.");
+  for (const auto& [key, totals] : requests_) {
+    out += fmt::format("request_total{{{},{}}} {}\n", traffic_labels(key.traffic),
+                       route_label(key.route), totals.requests);
+  }
+  Header(&out, "response_total", "counter",
+         "Responses (and streams ended without one), by status and classification.");
+  for (const auto& [key, totals] : responses_) {
+    out += fmt::format("response_total{{{}}} {}\n", response_labels(key), totals.responses);
+  }
+  Header(&out, "response_latency_seconds", "histogram",
+         "From the first byte of the request to the end of the response.");
+  for (const auto& [key, totals] : responses_) {
+    AppendHistogram(&out, "response_latency_seconds", response_labels(key), totals.latency);
+  }
+  Header(&out, "response_first_byte_seconds", "histogram",
+         "From the first byte of the request to the first byte of the response.");
+  for (const auto& [key, totals] : responses_) {
+    if (totals.first_byte.empty()) continue;
+    AppendHistogram(&out, "response_first_byte_seconds", response_labels(key), totals.first_byte);
+  }
+  Header(&out, "tcp_open_total", "counter", "TCP connections opened.");
+  for (const auto& [key, totals] : tcp_) {
+    out += fmt::format("tcp_open_total{{{}}} {}\n", traffic_labels(key), totals.opened);
+  }
+  Header(&out, "tcp_close_total", "counter",
+         "TCP connections closed; failure: reset, refused or timed out.");
+  for (const auto& [key, totals] : tcp_) {
+    out += fmt::format("tcp_close_total{{{},classification=\"success\"}} {}\n", traffic_labels(key),
+                       totals.closed - totals.closed_failed);
+    out += fmt::format("tcp_close_total{{{},classification=\"failure\"}} {}\n", traffic_labels(key),
+                       totals.closed_failed);
+  }
+  Header(&out, "tcp_open_connections", "gauge", "TCP connections open now.");
+  for (const auto& [key, totals] : tcp_) {
+    out += fmt::format("tcp_open_connections{{{}}} {}\n", traffic_labels(key), totals.open_now);
+  }
+  Header(&out, "tcp_read_bytes_total", "counter", "Bytes received from the client.");
+  for (const auto& [key, totals] : tcp_) {
+    out += fmt::format("tcp_read_bytes_total{{{}}} {}\n", traffic_labels(key), totals.read_bytes);
+  }
+  Header(&out, "tcp_write_bytes_total", "counter", "Bytes sent to the client.");
+  for (const auto& [key, totals] : tcp_) {
+    out += fmt::format("tcp_write_bytes_total{{{}}} {}\n", traffic_labels(key), totals.write_bytes);
+  }
+  Header(&out, "tcp_connection_duration_seconds", "histogram", "Lifetime of closed connections.");
+  for (const auto& [key, totals] : tcp_) {
+    if (totals.duration.empty()) continue;
+    AppendHistogram(&out, "tcp_connection_duration_seconds", traffic_labels(key), totals.duration);
+  }
+  for (const auto& [family, counter] : internal_) {
+    Header(&out, family.c_str(), "counter", counter.help.c_str());
+    for (const auto& [labels, value] : counter.values) {
+      out += fmt::format("{}{{{}}} {}\n", family, labels, value);
+    }
+  }
+  return out;
+}
+
+}  // namespace nodemesh::metrics
