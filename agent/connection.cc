@@ -179,9 +179,18 @@ void Connection::Observe(parsers::Peer sender, std::string_view bytes, int64_t n
             bytes.size());
   if (detecting_) {
     if (sender == parsers::Peer::kServer) {
-      // The server spoke first: not a protocol the parsers know.
+      // An HTTP/2 server may send its SETTINGS before the client's preface arrives (gRPC
+      // servers do, on every connection), so a server speaking first is not yet proof of
+      // an unknown protocol: its first few bytes wait for the client's to decide. More
+      // than a preface's worth is a server-first protocol the parsers do not know.
+      constexpr size_t kMaxServerPrefaceBytes = 4096;
+      if (server_first_bytes_.size() + bytes.size() <= kMaxServerPrefaceBytes) {
+        server_first_bytes_.append(bytes);
+        return;
+      }
       detecting_ = false;
       first_bytes_.clear();
+      server_first_bytes_.clear();
       stats.Add(stats.protocols[static_cast<int>(parsers::Protocol::kOpaque)]);
       return;
     }
@@ -191,6 +200,11 @@ void Connection::Observe(parsers::Peer sender, std::string_view bytes, int64_t n
     if (!detection) return;
     detecting_ = false;
     protocol_ = detection->protocol;
+    // Only HTTP/2 servers speak first; any other protocol with a server that did is not
+    // what its first client bytes suggest.
+    if (!server_first_bytes_.empty() && protocol_ != parsers::Protocol::kHttp2) {
+      protocol_ = parsers::Protocol::kOpaque;
+    }
     stats.Add(stats.protocols[static_cast<int>(protocol_)]);
     if (!detection->sni.empty()) {
       Log(LogLevel::kDebug, "{} {} -> {}: TLS for {}", DirectionName(direction_),
@@ -205,6 +219,9 @@ void Connection::Observe(parsers::Peer sender, std::string_view bytes, int64_t n
     if (parser_ && bytes.size() > room) {
       parser_->Feed(parsers::Peer::kClient, bytes.substr(room), now_ns);
     }
+    const std::string server_held = std::move(server_first_bytes_);
+    server_first_bytes_.clear();
+    if (parser_ && !server_held.empty()) parser_->Feed(parsers::Peer::kServer, server_held, now_ns);
   } else if (parser_) {
     parser_->Feed(sender, bytes, now_ns);
   }

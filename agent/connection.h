@@ -103,9 +103,12 @@ class Connection final : public parsers::EventSink {
   metrics::TcpSeries* tcp_series_ = nullptr;
   absl::flat_hash_map<uint32_t, metrics::RouteTable::Id> stream_routes_;
 
-  // Protocol detection: the client's first bytes, until they decide.
+  // Protocol detection: the client's first bytes, until they decide. An HTTP/2 server
+  // sends its preface (SETTINGS) without waiting for the client's, so what the server
+  // says meanwhile is held too (a little of it: see Observe) for the parser.
   bool detecting_ = true;
   std::string first_bytes_;
+  std::string server_first_bytes_;
   parsers::Protocol protocol_ = parsers::Protocol::kOpaque;
   std::unique_ptr<parsers::ConnectionParser> parser_;
 };
