@@ -28,6 +28,9 @@ IpAddress IpAddress::Loopback6() {
 }
 
 std::optional<IpAddress> IpAddress::Parse(std::string_view text) {
+  // inet_pton stops at a NUL: "10.0.0.1\0junk" (possible in JSON as \u0000) is not an
+  // address, whatever its prefix.
+  if (text.find('\0') != std::string_view::npos) return std::nullopt;
   const std::string nul_terminated(text);
   in_addr v4;
   if (inet_pton(AF_INET, nul_terminated.c_str(), &v4) == 1) return V4(ntohl(v4.s_addr));

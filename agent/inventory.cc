@@ -27,8 +27,11 @@ class PodReader {
     }
     who_ = fmt::format("pod {}: ", pod.key());
     if (const json* owner = Field(entry_, "owner", json::value_t::object, false)) {
+      // Qualified, or a missing owner name would read as the pod's own "name".
+      parent_ = "\"owner\".";
       pod.owner_kind = String(*owner, "kind");
       pod.owner_name = String(*owner, "name");
+      parent_.clear();
     } else {
       pod.owner_kind = "Pod";
       pod.owner_name = pod.name;
@@ -89,11 +92,12 @@ class PodReader {
     if (!error_.empty()) return nullptr;
     const auto it = object.find(name);
     if (it == object.end() || it->is_null()) {
-      if (required) error_ = fmt::format("\"{}\" is missing", name);
+      if (required) error_ = fmt::format("{}\"{}\" is missing", parent_, name);
       return nullptr;
     }
     if (it->type() != type) {
-      error_ = fmt::format("\"{}\" must be {}, not {}", name, TypeName(type), it->dump());
+      error_ =
+          fmt::format("{}\"{}\" must be {}, not {}", parent_, name, TypeName(type), it->dump());
       return nullptr;
     }
     return &*it;
@@ -121,6 +125,7 @@ class PodReader {
 
   const json& entry_;
   std::string who_;
+  std::string parent_;  // prefix of nested field names in messages: "owner".
   std::string error_;
 };
 
