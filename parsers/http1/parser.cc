@@ -153,6 +153,10 @@ ParserState Parser::EndOfInput(Peer from, Timestamp now) {
   if (state_ != ParserState::kParsing) return state_;
   now_ = now;
   Side& side = from == Peer::kClient ? client_ : server_;
+  // A peer ends once. llhttp_finish() would complete an EOF-delimited message again on a
+  // second call, so a repeated end is ignored here.
+  if (side.ended) return state_;
+  side.ended = true;
   if (side.request && client_awaits_upgrade_) return state_;
   // Completes a body delimited by EOF; a message cut short is left for Close() to abort.
   if (llhttp_message_needs_eof(&side.http)) Execute(side, {});
@@ -291,6 +295,9 @@ int Parser::OnResponseBody(llhttp_t* http, const char*, size_t length) {
 int Parser::OnResponseComplete(llhttp_t* http) {
   Parser& self = *SideOf(http).parser;
   if (!self.final_response_) return HPE_OK;
+  if (self.pending_.empty()) {
+    return self.Fail(ParseError::kUnexpectedResponse, "response ended with no request open");
+  }
   self.EndStream(self.pending_.front(), EndReason::kComplete, self.now_);
   self.pending_.pop_front();
   if (self.client_awaits_upgrade_ && self.pending_.empty()) {

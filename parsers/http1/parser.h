@@ -72,6 +72,7 @@ class Parser final : public ConnectionParser {
     // vector keeps its elements between messages so their strings keep their storage.
     std::vector<Header>* headers = nullptr;
     size_t captured = 0;
+    bool ended = false;  // EndOfInput() seen
   };
 
   static const llhttp_settings_t kRequestSettings;

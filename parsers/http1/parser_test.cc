@@ -139,6 +139,17 @@ TEST_CASE("http1: a body delimited by the server's EOF ends at EndOfInput") {
   CHECK(c.parser.state() == ParserState::kParsing);
 }
 
+TEST_CASE("http1: a repeated end of input ends a body once") {
+  Conversation c;
+  c.Client("GET /stream HTTP/1.1\r\nHost: h\r\n\r\n");
+  c.Server("HTTP/1.0 200 OK\r\n\r\nbody");
+  c.parser.EndOfInput(Peer::kServer, 3);
+  c.parser.EndOfInput(Peer::kServer, 4);
+  c.parser.Close(5);
+  REQUIRE(c.sink.ends().size() == 1);
+  CHECK(c.sink.ends()[0].reason == EndReason::kComplete);
+}
+
 TEST_CASE("http1: 204 and 304 have no body") {
   Conversation c;
   c.Client("GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n");
