@@ -229,6 +229,16 @@ void Connection::Observe(parsers::Peer sender, std::string_view bytes, int64_t n
 }
 
 void Connection::ObserveEnd(parsers::Peer sender, int64_t now_ns) {
+  if (detecting_) {
+    // Either side ended before the client's bytes decided: opaque, as detect.h asks (and
+    // counted, so that every connection has a protocol).
+    detecting_ = false;
+    first_bytes_.clear();
+    server_first_bytes_.clear();
+    WorkerStats& stats = worker_.stats();
+    stats.Add(stats.protocols[static_cast<int>(parsers::Protocol::kOpaque)]);
+    return;
+  }
   if (!parser_) return;
   parser_->EndOfInput(sender, now_ns);
   if (parser_->state() != parsers::ParserState::kParsing) StopParser();

@@ -161,10 +161,13 @@ void Worker::Accept(Listener& listener, int64_t now_ns) {
 
 void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns) {
   stats_.Add(stats_.accepted[static_cast<int>(listener.direction)]);
+  // A connection turned away here never becomes a Connection, so it is counted closed
+  // here too: "active" (accepted - closed) must not grow with every one of them.
+  const auto turn_away = [this] { stats_.Add(stats_.closed); };
   const PodRuntime& pod = *listener.pod;
   const std::optional<Endpoint> app = Endpoint::Peer(client.get());
   const std::optional<Endpoint> local = Endpoint::Local(client.get());
-  if (!app || !local) return;  // already gone
+  if (!app || !local) return turn_away();  // already gone
 
   // Outbound: the original destination is in the map the kernel side filled. Inbound: the
   // SYN was steered without rewriting, so the destination is the accepted socket's address.
@@ -182,7 +185,7 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
           pod.view()->info.key(), app->ToString());
       const linger hard{.l_onoff = 1, .l_linger = 0};
       setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
-      return;
+      return turn_away();
     }
     destination = original->endpoint;
   }
@@ -196,7 +199,7 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
     stats_.Add(error == ECONNREFUSED ? stats_.upstream_refused : stats_.upstream_failed);
     const linger hard{.l_onoff = 1, .l_linger = 0};
     setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
-    return;
+    return turn_away();
   }
   const int one = 1;
   setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
