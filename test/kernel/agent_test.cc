@@ -1,0 +1,612 @@
+// Kernel tier for the agent: the real nodemesh-agent binary, its eBPF programs attached to
+// a simulated node's cgroup subtree and pod namespaces, and plain TCP peers in the pods.
+// Every check through the agent is made against the same traffic sent direct first.
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "test/lib/agent_process.h"
+#include "test/lib/peers.h"
+#include "test/lib/process.h"
+#include "test/lib/test_node.h"
+
+namespace nodemesh::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr uint16_t kEchoPort = 7000;
+constexpr uint16_t kClosedPort = 7999;  // nothing listens there
+
+void RequireRoot() {
+  if (::geteuid() != 0) {
+    FAIL(
+        "kernel tests need root (netns, cgroups, eBPF): run `sudo ctest --preset release -L "
+        "kernel`");
+  }
+}
+
+AgentProcessOptions AgentOptions() {
+  return {.binary = NODEMESH_AGENT_BINARY, .log_level = "debug"};
+}
+
+// One node with an agent (node-a) and one without (node-b), on one pod network. node-b's
+// pods stand for the rest of the cluster: servers and callers the agent does not own.
+struct Cluster {
+  struct RootRequired {
+    RootRequired() { RequireRoot(); }
+  } root_required;  // first, so the check runs before anything is created
+  PodNetwork network;
+  TestNode node_a{network, "node-a"};
+  TestNode node_b{network, "node-b"};
+  const Pod& client = node_a.AddPod({.namespace_name = "emojivoto",
+                                     .name = "web-1",
+                                     .owner_name = "web",
+                                     .labels = {{"app", "web"}},
+                                     .service_account = "web",
+                                     .meshed = true});
+  const Pod& server = node_a.AddPod({.namespace_name = "emojivoto",
+                                     .name = "emoji-1",
+                                     .owner_name = "emoji",
+                                     .service_account = "emoji",
+                                     .meshed = true});
+  const Pod& plain = node_a.AddPod({.namespace_name = "emojivoto",
+                                    .name = "vote-bot-1",
+                                    .owner_name = "vote-bot",
+                                    .meshed = false});
+  const Pod& remote = node_b.AddPod({.namespace_name = "emojivoto",
+                                     .name = "voting-1",
+                                     .owner_name = "voting",
+                                     .meshed = true});  // but node-b runs no agent
+};
+
+// Everything a dial reported, for failure messages.
+std::string Describe(const CommandResult& result) {
+  return (result.timed_out ? "timed out; " : "exit " + std::to_string(result.exit_code) + "; ") +
+         result.output;
+}
+
+// Polls until the echo server has logged `count` connections in all.
+bool WaitForAccepted(const Process& server, size_t count) {
+  return PollUntil([&] { return AcceptedFrom(server).size() >= count; }, 10s);
+}
+
+// The agent exits cleanly on SIGTERM: under the sanitizer build this is where leaks and
+// other reports would show.
+void StopCleanly(AgentProcess& agent) {
+  const std::optional<ExitStatus> status = agent.Stop();
+  INFO(agent.output());
+  REQUIRE(status);
+  CHECK(status->ok());
+  CHECK(agent.output().find("Sanitizer") == std::string::npos);
+}
+
+// Programs attached to a cgroup directly (not inherited), as bpftool lists them.
+std::string AttachedPrograms(const std::string& cgroup_dir) {
+  const CommandResult listed = RunCommand({"bpftool", "cgroup", "show", cgroup_dir});
+  return listed.output;
+}
+
+TEST_CASE("an outbound connection is proxied and the server sees the client pod's address") {
+  Cluster cluster;
+  Process meshed_server = StartEchoServer(cluster.server, kEchoPort);
+  Process other_server = StartEchoServer(cluster.remote, kEchoPort);
+  const std::string to_meshed = Target(cluster.server, kEchoPort);
+  const std::string to_other = Target(cluster.remote, kEchoPort);
+
+  // Direct, before the agent exists.
+  for (const std::string& target : {to_meshed, to_other}) {
+    const CommandResult direct = Dial(cluster.client, target);
+    INFO(Describe(direct));
+    REQUIRE(direct.exit_code == 0);
+    CHECK(FieldOf(direct.output, "dial 0 ok", "peer") == target);
+  }
+  REQUIRE(WaitForAccepted(meshed_server, 1));
+  REQUIRE(WaitForAccepted(other_server, 1));
+
+  AgentProcess agent(cluster.node_a, AgentOptions());
+  REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
+  // The meshed server's side is proxied too: the caller is on the same node, so one
+  // connection goes out of web-1 and into emoji-1 through the agent.
+  for (const std::string& target : {to_meshed, to_other}) {
+    const CommandResult proxied = Dial(cluster.client, target);
+    INFO(Describe(proxied) << "\nagent:\n" << agent.output());
+    REQUIRE(proxied.exit_code == 0);
+    CHECK(FieldOf(proxied.output, "dial 0 ok", "peer") == target);
+  }
+  REQUIRE(WaitForAccepted(meshed_server, 2));
+  REQUIRE(WaitForAccepted(other_server, 2));
+  CHECK(AcceptedFrom(meshed_server) ==
+        std::vector<std::string>{cluster.client.ip, cluster.client.ip});
+  CHECK(AcceptedFrom(other_server) ==
+        std::vector<std::string>{cluster.client.ip, cluster.client.ip});
+
+  const nlohmann::json stats = agent.Get("/stats");
+  INFO(stats.dump(2));
+  CHECK(stats["proxy"]["accepted_outbound"] == 2);
+  CHECK(stats["proxy"]["accepted_inbound"] == 1);
+  CHECK(stats["proxy"]["origin_missing"] == 0);
+  CHECK(stats["proxy"]["upstream_refused"] == 0);
+  CHECK(stats["kernel"]["redirected_ipv4"] == 2);
+  CHECK(stats["kernel"]["inbound_steered"] == 1);
+  // "dial <i>\n" from each side: the bytes went through the agent, both ways.
+  CHECK(stats["proxy"]["bytes_to_upstream"].get<uint64_t>() > 0);
+  CHECK(stats["proxy"]["bytes_to_client"] == stats["proxy"]["bytes_to_upstream"]);
+  StopCleanly(agent);
+}
+
+TEST_CASE("the client's getpeername sees the address it dialled over IPv4 and v4-mapped IPv6") {
+  Cluster cluster;
+  Process server = StartEchoServer(cluster.remote, kEchoPort);
+  const std::string v4 = Target(cluster.remote, kEchoPort);
+  const std::string mapped = "[::ffff:" + cluster.remote.ip + "]:" + std::to_string(kEchoPort);
+  const std::string mapped_peer = "::ffff:" + cluster.remote.ip + ":" + std::to_string(kEchoPort);
+
+  const CommandResult direct_v4 = Dial(cluster.client, v4);
+  const CommandResult direct_mapped = Dial(cluster.client, mapped);
+  INFO(Describe(direct_v4) << Describe(direct_mapped));
+  REQUIRE(FieldOf(direct_v4.output, "dial 0 ok", "peer") == v4);
+  REQUIRE(FieldOf(direct_mapped.output, "dial 0 ok", "peer") == mapped_peer);
+
+  AgentProcess agent(cluster.node_a, AgentOptions());
+  const CommandResult proxied_v4 = Dial(cluster.client, v4);
+  const CommandResult proxied_mapped = Dial(cluster.client, mapped);
+  INFO(Describe(proxied_v4) << Describe(proxied_mapped) << "\nagent:\n" << agent.output());
+  CHECK(FieldOf(proxied_v4.output, "dial 0 ok", "peer") == v4);
+  CHECK(FieldOf(proxied_mapped.output, "dial 0 ok", "peer") == mapped_peer);
+  // Both were intercepted: the answers above came from the getpeername programs.
+  REQUIRE(WaitForAccepted(server, 4));
+  CHECK(AcceptedFrom(server) == std::vector<std::string>(4, cluster.client.ip));
+  const nlohmann::json stats = agent.Get("/stats");
+  INFO(stats.dump(2));
+  CHECK(stats["proxy"]["accepted_outbound"] == 2);
+  CHECK(stats["kernel"]["redirected_ipv4"] == 1);
+  CHECK(stats["kernel"]["redirected_ipv6"] == 1);
+  CHECK(stats["kernel"]["peername_rewritten"].get<uint64_t>() >= 2);
+  StopCleanly(agent);
+}
+
+TEST_CASE("a refused upstream connect fails the client's connection") {
+  Cluster cluster;
+  Process server = StartEchoServer(cluster.server, kEchoPort);  // a meshed pod, other port
+  const std::vector<std::string> targets = {Target(cluster.server, kClosedPort),
+                                            Target(cluster.remote, kClosedPort)};
+  for (const std::string& target : targets) {
+    const CommandResult direct = Dial(cluster.client, target);
+    INFO(Describe(direct));
+    CHECK(direct.exit_code == 1);
+    CHECK(direct.output.starts_with("dial 0 connect-error ECONNREFUSED"));
+  }
+
+  AgentProcess agent(cluster.node_a, AgentOptions());
+  REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
+  for (const std::string& target : targets) {
+    // The agent accepted the connect before it knew the upstream would refuse: the client
+    // sees its connection reset instead of refused (while connecting or on first use, as
+    // the reset races the client), never a success and never a hang.
+    const CommandResult proxied = Dial(cluster.client, target, 1, 30s);
+    INFO(Describe(proxied) << "\nagent:\n" << agent.output());
+    CHECK_FALSE(proxied.timed_out);
+    CHECK(proxied.exit_code == 1);
+    const bool refused = proxied.output.starts_with("dial 0 connect-error ECONNREFUSED");
+    const bool reset = proxied.output.starts_with("dial 0 connect-error ECONNRESET") ||
+                       proxied.output.starts_with("dial 0 io-error ECONNRESET");
+    CHECK((refused || reset));
+  }
+  const nlohmann::json stats = agent.Get("/stats");
+  INFO(stats.dump(2));
+  CHECK(stats["proxy"]["accepted_outbound"] == 2);
+  CHECK(stats["proxy"]["upstream_refused"] == 2);
+  // The closed port of a meshed pod is not captured inbound: only listening ports are.
+  CHECK(stats["proxy"]["accepted_inbound"] == 0);
+
+  // The agent carries on.
+  const CommandResult after = Dial(cluster.client, Target(cluster.server, kEchoPort));
+  INFO(Describe(after));
+  CHECK(after.exit_code == 0);
+  StopCleanly(agent);
+}
+
+TEST_CASE("an upstream connect the kernel rejects at once fails the client's connection") {
+  Cluster cluster;
+  // TCP to a broadcast address fails in connect() itself, before any packet is sent.
+  const std::string subnet = cluster.network.subnet();
+  const std::string target =
+      subnet.substr(0, subnet.rfind('.')) + ".255:" + std::to_string(kEchoPort);
+  const CommandResult direct = Dial(cluster.client, target);
+  INFO(Describe(direct));
+  REQUIRE(direct.output.starts_with("dial 0 connect-error ENETUNREACH"));
+
+  AgentProcess agent(cluster.node_a, AgentOptions());
+  const CommandResult proxied = Dial(cluster.client, target, 1, 30s);
+  INFO(Describe(proxied) << "\nagent:\n" << agent.output());
+  CHECK(proxied.exit_code == 1);
+  CHECK((proxied.output.starts_with("dial 0 connect-error ECONNRESET") ||
+         proxied.output.starts_with("dial 0 io-error ECONNRESET")));
+  const nlohmann::json stats = agent.Get("/stats");
+  INFO(stats.dump(2));
+  CHECK(stats["proxy"]["accepted_outbound"] == 1);
+  CHECK(stats["proxy"]["upstream_failed"] == 1);
+  // Nothing is left of it: a connection the agent could not proxy is closed, not active.
+  CHECK(stats["proxy"]["active"] == 0);
+  CHECK(stats["proxy"]["closed"] == 1);
+  CHECK(agent.Get("/connections")["connections"].empty());
+  StopCleanly(agent);
+}
+
+TEST_CASE("every proxied connection is classified even when it ends before its protocol is known") {
+  Cluster cluster;
+  Process server = StartEchoServer(cluster.remote, kEchoPort);
+  AgentProcess agent(cluster.node_a, AgentOptions());
+  // Nothing at all; the start of an HTTP/1 request; the start of the HTTP/2 preface.
+  for (const std::string message : {"", "GE", "PRI * HTTP/2"}) {
+    const CommandResult dialled = cluster.client.RunCommand(
+        {kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect",
+         Target(cluster.remote, kEchoPort), "--message", message});
+    INFO(Describe(dialled));
+    CHECK(dialled.exit_code == 0);
+  }
+  nlohmann::json stats;
+  const bool all_closed = PollUntil(
+      [&] {
+        stats = agent.Get("/stats");
+        return stats["proxy"]["closed"] == 3;
+      },
+      10s);
+  INFO(stats.dump(2) << "\nagent:\n" << agent.output());
+  REQUIRE(all_closed);
+  CHECK(stats["proxy"]["accepted_outbound"] == 3);
+  // None of them said enough to be HTTP: opaque, once each.
+  CHECK(stats["proxy"]["opaque"] == 3);
+  CHECK(stats["proxy"]["http1"] == 0);
+  CHECK(stats["proxy"]["http2"] == 0);
+  StopCleanly(agent);
+}
+
+TEST_CASE("loopback and excluded ports and unmeshed pods pass the agent untouched") {
+  Cluster cluster;
+  Process server = StartEchoServer(cluster.remote, kEchoPort);
+  Process excluded_server = StartEchoServer(cluster.remote, kEchoPort + 1);
+  Process loopback_server =
+      cluster.client.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "echo-server",
+                          "--listen", "127.0.0.1", "--port", std::to_string(kEchoPort)});
+  REQUIRE(loopback_server.WaitForOutput("listening", 20s));
+  AgentProcessOptions options = AgentOptions();
+  options.extra_args = {"--exclude-ports", std::to_string(kEchoPort + 1)};
+  AgentProcess agent(cluster.node_a, options);
+
+  const std::vector<std::pair<const Pod*, std::string>> untouched = {
+      {&cluster.client, "127.0.0.1:" + std::to_string(kEchoPort)},
+      {&cluster.client, Target(cluster.remote, kEchoPort + 1)},
+      {&cluster.plain, Target(cluster.remote, kEchoPort)}};
+  for (const auto& [caller, target] : untouched) {
+    const CommandResult dialled = Dial(*caller, target);
+    INFO(caller->name << " -> " << target << ": " << Describe(dialled));
+    CHECK(dialled.exit_code == 0);
+  }
+  const nlohmann::json stats = agent.Get("/stats");
+  INFO(stats.dump(2));
+  CHECK(stats["proxy"]["accepted_outbound"] == 0);
+  CHECK(stats["kernel"]["redirected_ipv4"] == 0);
+  REQUIRE(WaitForAccepted(loopback_server, 1));
+  CHECK(AcceptedFrom(loopback_server) == std::vector<std::string>{"127.0.0.1"});
+  REQUIRE(WaitForAccepted(excluded_server, 1));
+  CHECK(AcceptedFrom(excluded_server) == std::vector<std::string>{cluster.client.ip});
+  REQUIRE(WaitForAccepted(server, 1));
+  CHECK(AcceptedFrom(server) == std::vector<std::string>{cluster.plain.ip});
+
+  // And the same pod to a port that is not excluded is intercepted.
+  const CommandResult intercepted = Dial(cluster.client, Target(cluster.remote, kEchoPort));
+  INFO(Describe(intercepted));
+  CHECK(intercepted.exit_code == 0);
+  CHECK(agent.ProxyCounter("accepted_outbound") == 1);
+  StopCleanly(agent);
+}
+
+TEST_CASE("when the agent is killed new connections go direct") {
+  Cluster cluster;
+  Process server = StartEchoServer(cluster.remote, kEchoPort);
+  Process meshed_server = StartEchoServer(cluster.server, kEchoPort);
+  const std::string target = Target(cluster.remote, kEchoPort);
+
+  AgentProcess agent(cluster.node_a, AgentOptions());
+  REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
+  const CommandResult proxied = Dial(cluster.client, target);
+  REQUIRE(proxied.exit_code == 0);
+  REQUIRE(agent.ProxyCounter("accepted_outbound") == 1);
+  REQUIRE_FALSE(AttachedPrograms(cluster.node_a.cgroup_dir()).empty());
+
+  agent.Kill();
+  CHECK_FALSE(agent.TryGet("/stats"));
+  // The links died with the process: nothing is left on the node's cgroup.
+  CHECK(PollUntil([&] { return AttachedPrograms(cluster.node_a.cgroup_dir()).empty(); }, 10s));
+
+  // Outbound from a formerly meshed pod, and inbound into one, both direct.
+  const CommandResult out = Dial(cluster.client, target, 3);
+  INFO(Describe(out));
+  CHECK(out.exit_code == 0);
+  CHECK(FieldOf(out.output, "dial 2 ok", "peer") == target);
+  const CommandResult in = Dial(cluster.remote, Target(cluster.server, kEchoPort));
+  INFO(Describe(in));
+  CHECK(in.exit_code == 0);
+  REQUIRE(WaitForAccepted(server, 4));
+  CHECK(AcceptedFrom(server) == std::vector<std::string>(4, cluster.client.ip));
+  REQUIRE(WaitForAccepted(meshed_server, 1));
+  CHECK(AcceptedFrom(meshed_server) == std::vector<std::string>{cluster.remote.ip});
+
+  // A new agent takes over where the dead one left (its rules in the pods are still there).
+  AgentProcess restarted(cluster.node_a, AgentOptions());
+  REQUIRE(restarted.WaitForInboundPort(cluster.server, kEchoPort));
+  const CommandResult again = Dial(cluster.client, Target(cluster.server, kEchoPort));
+  INFO(Describe(again) << "\nagent:\n" << restarted.output());
+  CHECK(again.exit_code == 0);
+  CHECK(restarted.ProxyCounter("accepted_outbound") == 1);
+  CHECK(restarted.ProxyCounter("accepted_inbound") == 1);
+  REQUIRE(WaitForAccepted(meshed_server, 2));
+  CHECK(AcceptedFrom(meshed_server).back() == cluster.client.ip);
+  StopCleanly(restarted);
+}
+
+TEST_CASE("a client pod released live goes direct while its open connection keeps working") {
+  Cluster cluster;
+  Process server = StartEchoServer(cluster.remote, kEchoPort);
+  const std::string target = Target(cluster.remote, kEchoPort);
+  AgentProcess agent(cluster.node_a, AgentOptions());
+
+  Process held = cluster.client.Run(
+      {kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "hold", "--connect", target});
+  REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
+  REQUIRE(agent.ProxyCounter("accepted_outbound") == 1);
+  REQUIRE(agent.Get("/connections")["connections"].size() == 1);
+
+  cluster.node_a.SetMeshed(cluster.client, false);
+  REQUIRE(agent.WaitUntilEnrolled(cluster.client, false));
+  INFO("agent:\n" << agent.output());
+  CHECK(agent.output().find("released emojivoto/web-1") != std::string::npos);
+
+  // New connections go direct: the server still sees the pod, the agent nothing.
+  const CommandResult direct = Dial(cluster.client, target, 2);
+  INFO(Describe(direct));
+  CHECK(direct.exit_code == 0);
+  CHECK(FieldOf(direct.output, "dial 1 ok", "peer") == target);
+  REQUIRE(WaitForAccepted(server, 3));
+  CHECK(AcceptedFrom(server) == std::vector<std::string>(3, cluster.client.ip));
+  const nlohmann::json stats = agent.Get("/stats");
+  CHECK(stats["proxy"]["accepted_outbound"] == 1);
+  CHECK(stats["kernel"]["redirected_ipv4"] == 1);
+
+  // The connection opened before the release is still proxied, and still flows.
+  const int pings_at_release = CountLines(held.output(), "ping ");
+  CHECK(
+      PollUntil([&] { return CountLines(held.output(), "ping ") >= pings_at_release + 10; }, 20s));
+  CHECK(held.IsRunning());
+  CHECK(held.output().find("error") == std::string::npos);
+  const nlohmann::json connections = agent.Get("/connections")["connections"];
+  INFO(connections.dump(2));
+  REQUIRE(connections.size() == 1);
+  CHECK(connections[0]["destination"] == target);
+  CHECK(connections[0]["bytes_to_upstream"].get<uint64_t>() >= 10 * std::string("ping 0\n").size());
+  StopCleanly(agent);
+}
+
+TEST_CASE("a server pod released live stops capturing while its open connection keeps working") {
+  Cluster cluster;
+  Process server = StartEchoServer(cluster.server, kEchoPort);
+  const std::string target = Target(cluster.server, kEchoPort);
+  AgentProcess agent(cluster.node_a, AgentOptions());
+  REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
+
+  // From node-b, outside the agent's reach: only the inbound side is proxied.
+  Process held = cluster.remote.Run(
+      {kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "hold", "--connect", target});
+  REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
+  REQUIRE(agent.ProxyCounter("accepted_inbound") == 1);
+
+  cluster.node_a.SetMeshed(cluster.server, false);
+  REQUIRE(agent.WaitUntilEnrolled(cluster.server, false));
+  const CommandResult direct = Dial(cluster.remote, target, 2);
+  INFO(Describe(direct) << "\nagent:\n" << agent.output());
+  CHECK(direct.exit_code == 0);
+  REQUIRE(WaitForAccepted(server, 3));
+  CHECK(AcceptedFrom(server) == std::vector<std::string>(3, cluster.remote.ip));
+  CHECK(agent.ProxyCounter("accepted_inbound") == 1);
+  CHECK(agent.KernelCounter("inbound_steered") == 1);
+
+  const int pings_at_release = CountLines(held.output(), "ping ");
+  CHECK(
+      PollUntil([&] { return CountLines(held.output(), "ping ") >= pings_at_release + 10; }, 20s));
+  CHECK(held.IsRunning());
+  CHECK(held.output().find("error") == std::string::npos);
+  CHECK(agent.Get("/connections")["connections"].size() == 1);
+  StopCleanly(agent);
+}
+
+TEST_CASE("a pod enrolled live is intercepted without restarting its processes") {
+  Cluster cluster;
+  cluster.node_a.SetMeshed(cluster.client, false);
+  Process server = StartEchoServer(cluster.remote, kEchoPort);
+  const std::string target = Target(cluster.remote, kEchoPort);
+  AgentProcess agent(cluster.node_a, AgentOptions());
+
+  // One process that keeps dialling, started before the pod is meshed.
+  Process dialler = cluster.client.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial",
+                                        "--connect", target, "--count", "0"});
+  const pid_t pid = dialler.pid();
+  REQUIRE(dialler.WaitForOutput("dial 2 ok", 20s));
+  CHECK(agent.ProxyCounter("accepted_outbound") == 0);
+
+  cluster.node_a.SetMeshed(cluster.client, true);
+  REQUIRE(agent.WaitUntilEnrolled(cluster.client));
+  INFO("dialler:\n" << dialler.output() << "\nagent:\n" << agent.output());
+  CHECK(agent.output().find("enrolled emojivoto/web-1") != std::string::npos);
+  CHECK(PollUntil([&] { return agent.ProxyCounter("accepted_outbound") >= 3; }, 20s));
+  const int dials_when_intercepted = CountLines(dialler.output(), "dial ");
+  CHECK(PollUntil(
+      [&] { return CountLines(dialler.output(), "dial ") >= dials_when_intercepted + 3; }, 20s));
+
+  // The same process all along, every connection fine, the server seeing the pod's address.
+  CHECK(dialler.IsRunning());
+  CHECK(dialler.pid() == pid);
+  dialler.Kill();
+  const std::string output = dialler.output();
+  CHECK(CountLines(output, "dial ") >= 6);
+  CHECK(output.find("error") == std::string::npos);
+  CHECK(output.find("short-echo") == std::string::npos);
+  const std::vector<std::string> accepted = AcceptedFrom(server);
+  CHECK(accepted.size() >= 6);
+  CHECK(accepted == std::vector<std::string>(accepted.size(), cluster.client.ip));
+  StopCleanly(agent);
+}
+
+TEST_CASE("enrolling and releasing pods while they dial breaks none of their connections") {
+  Cluster cluster;
+  Process server = StartEchoServer(cluster.server, kEchoPort);
+  Process other_server = StartEchoServer(cluster.remote, kEchoPort);
+  AgentProcess agent(cluster.node_a, AgentOptions());
+  REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
+
+  // As fast as they can: out of a pod being toggled, and into one being toggled.
+  Process outbound =
+      cluster.client.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect",
+                          Target(cluster.remote, kEchoPort), "--count", "0", "--interval", "0"});
+  Process inbound =
+      cluster.remote.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect",
+                          Target(cluster.server, kEchoPort), "--count", "0", "--interval", "0"});
+  for (int round = 0; round < 4; ++round) {
+    for (const bool meshed : {false, true}) {
+      cluster.node_a.SetMeshed(cluster.client, meshed);
+      cluster.node_a.SetMeshed(cluster.server, meshed);
+      REQUIRE(agent.WaitUntilEnrolled(cluster.client, meshed));
+      REQUIRE(agent.WaitUntilEnrolled(cluster.server, meshed));
+      if (meshed) REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
+      // Let some connections through in this state.
+      for (Process* dialler : {&outbound, &inbound}) {
+        const int dials = CountLines(dialler->output(), "dial ");
+        REQUIRE(
+            PollUntil([&] { return CountLines(dialler->output(), "dial ") >= dials + 20; }, 20s));
+      }
+    }
+  }
+  outbound.Kill();
+  inbound.Kill();
+  INFO("outbound:\n"
+       << outbound.output() << "\ninbound:\n"
+       << inbound.output() << "\nagent:\n"
+       << agent.output());
+  CHECK(outbound.output().find("error") == std::string::npos);
+  CHECK(inbound.output().find("error") == std::string::npos);
+  CHECK(outbound.output().find("short-echo") == std::string::npos);
+  CHECK(inbound.output().find("short-echo") == std::string::npos);
+  CHECK(agent.ProxyCounter("accepted_outbound") > 0);
+  CHECK(agent.ProxyCounter("accepted_inbound") > 0);
+  CHECK(agent.ProxyCounter("origin_missing") == 0);
+  StopCleanly(agent);
+}
+
+TEST_CASE("an unmeshed caller reaching a meshed pod is captured inbound") {
+  Cluster cluster;
+  Process server = StartEchoServer(cluster.server, kEchoPort);
+  const std::string target = Target(cluster.server, kEchoPort);
+  // From another node and from an unmeshed pod on this node.
+  for (const Pod* caller : {&cluster.remote, &cluster.plain}) {
+    const CommandResult direct = Dial(*caller, target);
+    INFO(Describe(direct));
+    REQUIRE(direct.exit_code == 0);
+  }
+
+  AgentProcess agent(cluster.node_a, AgentOptions());
+  REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
+  for (const Pod* caller : {&cluster.remote, &cluster.plain}) {
+    const CommandResult captured = Dial(*caller, target, 2);
+    INFO(Describe(captured) << "\nagent:\n" << agent.output());
+    CHECK(captured.exit_code == 0);
+    // The caller sees the server's address: nothing was rewritten on its side.
+    CHECK(FieldOf(captured.output, "dial 1 ok", "peer") == target);
+  }
+  REQUIRE(WaitForAccepted(server, 6));
+  // The application sees the real callers, not the agent.
+  CHECK(AcceptedFrom(server) == std::vector<std::string>{cluster.remote.ip, cluster.plain.ip,
+                                                         cluster.remote.ip, cluster.remote.ip,
+                                                         cluster.plain.ip, cluster.plain.ip});
+  const nlohmann::json stats = agent.Get("/stats");
+  INFO(stats.dump(2));
+  CHECK(stats["proxy"]["accepted_inbound"] == 4);
+  CHECK(stats["proxy"]["accepted_outbound"] == 0);
+  CHECK(stats["kernel"]["inbound_steered"] == 4);
+  CHECK(stats["kernel"]["redirected_ipv4"] == 0);
+  StopCleanly(agent);
+}
+
+// ---- startup errors ----
+
+struct NodeForErrors {
+  struct RootRequired {
+    RootRequired() { RequireRoot(); }
+  } root_required;
+  PodNetwork network;
+  TestNode node{network, "node-a"};
+  TempDir dir;
+  std::string inventory = dir.path() + "/pods.json";
+
+  CommandResult RunAgent(const std::string& cgroup_root) {
+    return RunCommand({NODEMESH_AGENT_BINARY, "--node", node.name(), "--inventory", inventory,
+                       "--cgroup-root", cgroup_root, "--admin-socket", dir.path() + "/admin.sock",
+                       "--metrics-address", "127.0.0.1:0"},
+                      30s);
+  }
+  CommandResult RunAgent() { return RunAgent(node.cgroup_path()); }
+
+  void WriteInventory(const std::string& text) { std::ofstream(inventory) << text; }
+};
+
+TEST_CASE("the agent refuses a bad inventory entry and names the pod and the field") {
+  NodeForErrors setup;
+  const Pod& pod = setup.node.AddPod({.namespace_name = "emojivoto", .name = "web-1"});
+  setup.WriteInventory(R"({"pods":[{"namespace":"emojivoto","name":"web-1","ips":["10.77.0"],)"
+                       R"("cgroup":")" +
+                       pod.cgroup_path + R"(","netns":")" + pod.netns_path +
+                       R"(","meshed":true}]})");
+  const CommandResult result = setup.RunAgent();
+  INFO(result.output);
+  CHECK(result.exit_code == 1);
+  CHECK(result.output.find("nodemesh-agent: inventory " + setup.inventory +
+                           ": pods[0]: pod emojivoto/web-1: \"ips\"[0]: \"10.77.0\" is not an IP "
+                           "address") != std::string::npos);
+  // It cleaned up after itself: no programs stay attached to the node.
+  CHECK(AttachedPrograms(setup.node.cgroup_dir()).empty());
+}
+
+TEST_CASE("the agent refuses a meshed pod it cannot enrol and names the pod") {
+  NodeForErrors setup;
+  const Pod& pod = setup.node.AddPod({.namespace_name = "emojivoto", .name = "web-1"});
+  setup.WriteInventory(R"({"pods":[{"namespace":"emojivoto","name":"web-1","ips":[")" + pod.ip +
+                       R"("],"cgroup":")" + pod.cgroup_path +
+                       R"(","netns":"/var/run/netns/nodemesh-no-such-netns","meshed":true}]})");
+  const CommandResult result = setup.RunAgent();
+  INFO(result.output);
+  CHECK(result.exit_code == 1);
+  CHECK(result.output.find("pod emojivoto/web-1: network namespace "
+                           "/var/run/netns/nodemesh-no-such-netns: No such file or directory") !=
+        std::string::npos);
+}
+
+TEST_CASE("the agent says which file is missing or which cgroup does not exist") {
+  NodeForErrors setup;
+  const CommandResult missing = setup.RunAgent();  // nothing written yet
+  INFO(missing.output);
+  CHECK(missing.exit_code != 0);
+  CHECK(missing.output.find(setup.inventory) != std::string::npos);
+
+  setup.WriteInventory(R"({"pods":[]})");
+  const CommandResult no_cgroup = setup.RunAgent(setup.node.cgroup_path() + "/no-such-cgroup");
+  INFO(no_cgroup.output);
+  CHECK(no_cgroup.exit_code == 1);
+  CHECK(no_cgroup.output.find("no-such-cgroup: No such file or directory") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace nodemesh::testing

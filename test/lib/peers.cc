@@ -1,0 +1,86 @@
+#include "test/lib/peers.h"
+
+#include <fmt/format.h>
+#include <stdlib.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <sstream>
+#include <stdexcept>
+
+namespace nodemesh::testing {
+
+std::string SourcePath(const std::string& relative) {
+  return std::string(NODEMESH_SOURCE_DIR) + "/" + relative;
+}
+
+TempDir::TempDir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "nodemesh-test-XXXXXX").string();
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    throw std::runtime_error(fmt::format("mkdtemp {}: {}", pattern, std::strerror(errno)));
+  }
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
+std::string Target(const Pod& pod, uint16_t port) { return fmt::format("{}:{}", pod.ip, port); }
+
+Process StartEchoServer(const Pod& pod, uint16_t port) {
+  Process server = pod.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "echo-server",
+                            "--listen", pod.ip, "--port", std::to_string(port)});
+  if (!server.WaitForOutput("listening", std::chrono::seconds(20))) {
+    throw std::runtime_error(
+        fmt::format("echo server in {} did not start: {}", pod.name, server.output()));
+  }
+  return server;
+}
+
+CommandResult Dial(const Pod& client, const std::string& target, int count,
+                   std::chrono::milliseconds timeout) {
+  return client.RunCommand({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect",
+                            target, "--count", std::to_string(count)},
+                           timeout);
+}
+
+std::string FieldOf(const std::string& output, const std::string& line_prefix,
+                    const std::string& key) {
+  std::istringstream lines(output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (!line.starts_with(line_prefix)) continue;
+    std::istringstream words(line);
+    std::string word;
+    while (words >> word) {
+      if (word.starts_with(key + "=")) return word.substr(key.size() + 1);
+    }
+    return "";
+  }
+  return "";
+}
+
+int CountLines(const std::string& output, const std::string& prefix) {
+  std::istringstream lines(output);
+  std::string line;
+  int count = 0;
+  while (std::getline(lines, line)) count += line.starts_with(prefix) ? 1 : 0;
+  return count;
+}
+
+std::vector<std::string> AcceptedFrom(const Process& echo_server) {
+  std::istringstream lines(echo_server.output());
+  std::string line;
+  std::vector<std::string> peers;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    std::string verb, ip;
+    if (words >> verb >> ip && verb == "accepted") peers.push_back(ip);
+  }
+  return peers;
+}
+
+}  // namespace nodemesh::testing

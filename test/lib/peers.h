@@ -1,0 +1,57 @@
+// Test peers started inside pods by the kernel and end-to-end tiers: the TCP peers of
+// tcp_peer.py (echo server, dialer, long-lived and many-connection clients), and small
+// helpers to read what they print.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "test/lib/process.h"
+#include "test/lib/test_node.h"
+
+namespace nodemesh::testing {
+
+// Debian's interpreter, which has python3-grpcio (the first python3 on PATH may not).
+inline constexpr const char* kPython = "/usr/bin/python3";
+
+// Absolute path of a file in the source tree, e.g. SourcePath("test/lib/tcp_peer.py").
+std::string SourcePath(const std::string& relative);
+
+// A temporary directory, removed with everything in it when the object goes.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// "ip:port".
+std::string Target(const Pod& pod, uint16_t port);
+
+// tcp_peer.py echo-server on the pod's address; returns once it listens. Throws
+// std::runtime_error with its output if it does not start.
+Process StartEchoServer(const Pod& pod, uint16_t port);
+
+// tcp_peer.py dial from `client` to `target`, `count` connections one after the other.
+CommandResult Dial(const Pod& client, const std::string& target, int count = 1,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+// The value of `key=` in the first line of `output` that starts with `line_prefix`, or
+// "" if there is none: FieldOf("dial 0 ok peer=1.2.3.4:80 local=...", "dial 0 ok", "peer").
+std::string FieldOf(const std::string& output, const std::string& line_prefix,
+                    const std::string& key);
+
+// How many lines of `output` start with `prefix`.
+int CountLines(const std::string& output, const std::string& prefix);
+
+// The peer addresses an echo server logged ("accepted <ip> <port>"), in order.
+std::vector<std::string> AcceptedFrom(const Process& echo_server);
+
+}  // namespace nodemesh::testing
