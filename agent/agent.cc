@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -47,9 +48,10 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& options
     }
   }
   for (int i = 0; i < options.workers; ++i) {
-    agent->workers_.push_back(std::make_unique<Worker>(
-        i, options.worker, *agent->datapath_,
-        MetricsContext{agent->identities_, agent->routes_, agent->directory_}));
+    agent->workers_.push_back(
+        std::make_unique<Worker>(i, options.worker, *agent->datapath_,
+                                 MetricsContext{agent->identities_, agent->routes_,
+                                                agent->directory_, agent->tap_, options.node}));
     if (absl::Status status = agent->workers_.back()->Start(); !status.ok()) return status;
   }
   Log(LogLevel::kInfo, "node {}: kernel programs attached to cgroup {}, {} workers", options.node,
@@ -79,6 +81,18 @@ absl::Status Agent::Run(int stop_fd) {
   if (!status.ok()) return status;
   if (!first.ok()) return first;
 
+  if (!options_.aggregator_address.empty()) {
+    AggregatorClient::Hooks hooks;
+    hooks.pods = [this] { return PodsForAggregator(); };
+    hooks.drain_tap = [this](std::vector<v1::TapEvent>* out) {
+      uint64_t dropped = 0;
+      for (const auto& worker : workers_) dropped += worker->tap_outbox().Drain(out);
+      return dropped;
+    };
+    aggregator_ = std::make_unique<AggregatorClient>(options_.aggregator_address, options_.node,
+                                                     tap_, std::move(hooks));
+    aggregator_->Start();
+  }
   for (;;) {
     pollfd stop{stop_fd, POLLIN, 0};
     if (poll(&stop, 1, 1000) > 0) break;
@@ -87,6 +101,7 @@ absl::Status Agent::Run(int stop_fd) {
     for (auto& [key, pod] : enrolled_) RefreshMeshedPorts(pod);
   }
   inventory.Stop();
+  if (aggregator_) aggregator_->Stop();
   return absl::OkStatus();
 }
 
@@ -123,6 +138,7 @@ absl::Status Agent::Apply(const Inventory& inventory) {
     }
   }
   inventory_ = inventory;
+  if (aggregator_) aggregator_->PodsChanged();
   if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
   return absl::OkStatus();
 }
@@ -320,6 +336,13 @@ void Agent::CollectMetrics() {
     worker->RunAndWait([&] { worker->CollectMetrics(&delta); });
   }
   registry_.Add(delta);
+  if (aggregator_) {
+    const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    // The counts were gathered over the second that just ended.
+    aggregator_->SendMetrics(ToProto(delta, identities_, routes_, now - 1));
+  }
   // The agent's own counters, as totals.
   static constexpr const char* kProtocols[] = {"http1", "http2", "tls", "opaque"};
   for (int protocol = 0; protocol < 2; ++protocol) {
@@ -343,6 +366,21 @@ void Agent::CollectMetrics() {
                           fmt::format("event=\"{}\"", CounterName(static_cast<nm_counter>(i))),
                           counters[i]);
   }
+}
+
+std::vector<v1::Pod> Agent::PodsForAggregator() {
+  std::lock_guard lock(mutex_);
+  std::vector<v1::Pod> pods;
+  for (const PodInfo& info : inventory_.pods) {
+    if (!OnThisNode(info)) continue;
+    v1::Pod& pod = pods.emplace_back();
+    *pod.mutable_identity() = ToProto(IdentityOf(info));
+    for (const auto& [key, value] : info.labels) (*pod.mutable_labels())[key] = value;
+    for (const IpAddress& ip : info.ips) pod.add_ips(ip.ToString());
+    pod.set_meshed(info.meshed);
+    pod.set_enrolled(enrolled_.contains(info.key()));
+  }
+  return pods;
 }
 
 void Agent::ServeMetrics(HttpServer& server) {

@@ -11,6 +11,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "agent/aggregator_client.h"
 #include "agent/datapath.h"
 #include "agent/http_server.h"
 #include "agent/inventory.h"
@@ -26,6 +27,7 @@ namespace nodemesh::agent {
 struct AgentOptions {
   std::string node;
   std::string inventory_path;
+  std::string aggregator_address;  // empty: no aggregator
   // Where the outbound programs attach, under the cgroup v2 mount ("/" covers the node).
   std::string cgroup_root = "/";
   int workers = 2;
@@ -94,6 +96,9 @@ class Agent {
   metrics::RouteTable routes_;
   metrics::Registry registry_;
   PeerDirectory directory_;
+  TapSubscriptions tap_;
+  std::unique_ptr<AggregatorClient> aggregator_;
+  std::vector<v1::Pod> PodsForAggregator();
   std::vector<std::unique_ptr<Worker>> workers_;
   uint32_t next_pod_id_ = 1;
 

@@ -4,8 +4,10 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
+#include "agent/aggregator_client.h"
 #include "agent/log.h"
 #include "agent/metrics/classification.h"
 #include "agent/worker.h"
@@ -33,6 +35,7 @@ Connection::Connection(Worker& worker, std::shared_ptr<const PodRuntime> pod, Di
       upstream_(std::move(upstream)),
       client_address_(Endpoint::Peer(client_.get()).value_or(Endpoint{})),
       destination_(destination),
+      sequence_(worker.NextConnectionSequence()),
       bound_as_caller_(bound_as_caller),
       started_ns_(now_ns),
       last_activity_ns_(now_ns) {
@@ -283,12 +286,25 @@ void Connection::OnRequestStart(const parsers::RequestStart& request) {
   const metrics::RouteTable::Id route = worker_.RouteOf(request, traffic_.destination);
   stream_routes_[request.stream_id] = route;
   worker_.shard().CountRequest(metrics::RequestKey{traffic_, route});
+  if (worker_.tap_subscriptions().active()) MaybeTap(request);
   Log(LogLevel::kDebug, "{} {} -> {}: request {} {} {}", DirectionName(direction_),
       pod_->view()->info.key(), destination_.ToString(), request.stream_id, request.method,
       request.path);
 }
 
-void Connection::OnResponseStart(const parsers::ResponseStart&) {}
+void Connection::OnResponseStart(const parsers::ResponseStart& response) {
+  const auto tapped = tapped_.find(response.stream_id);
+  if (tapped == tapped_.end()) return;
+  EmitTap(response.stream_id, tapped->second.subscriptions, [&](v1::TapEvent& event) {
+    v1::TapResponse& out = *event.mutable_response();
+    out.set_status(static_cast<uint32_t>(response.status));
+    out.set_latency_ns(response.at - tapped->second.request_at);
+    for (const parsers::Header& header : response.headers) {
+      (*out.mutable_headers())[header.name] =
+          IsSensitiveHeader(header.name) ? "[redacted]" : header.value;
+    }
+  });
+}
 
 void Connection::OnStreamEnd(const parsers::StreamEnd& end) {
   worker_.stats().Add(worker_.stats().stream_ends);
@@ -299,8 +315,88 @@ void Connection::OnStreamEnd(const parsers::StreamEnd& end) {
       metrics::RequestKey{traffic_, it->second}, static_cast<uint16_t>(end.status),
       static_cast<int16_t>(grpc_status), metrics::IsFailure(end.status, grpc_status, end.reason)};
   stream_routes_.erase(it);
+  if (const auto tapped = tapped_.find(end.stream_id); tapped != tapped_.end()) {
+    EmitTap(end.stream_id, tapped->second.subscriptions, [&](v1::TapEvent& event) {
+      v1::TapEnd& out = *event.mutable_end();
+      out.set_reason(static_cast<v1::TapEnd::Reason>(static_cast<int>(end.reason) + 1));
+      out.set_grpc_status(grpc_status);
+      out.set_grpc_message(end.grpc_message);
+      out.set_error_code(end.error_code);
+      out.set_duration_ns(end.at - end.request_at);
+      out.set_request_bytes(end.request_bytes);
+      out.set_response_bytes(end.response_bytes);
+      out.set_request_messages(end.request_messages);
+      out.set_response_messages(end.response_messages);
+    });
+    tapped_.erase(tapped);
+  }
   worker_.shard().CountResponse(key, end.at - end.request_at,
                                 end.response_at != 0 ? end.response_at - end.request_at : -1);
+}
+
+const metrics::Identity& Connection::SourceIdentity() {
+  if (!source_identity_) source_identity_ = worker_.metrics().identities.Get(traffic_.source);
+  return *source_identity_;
+}
+
+const metrics::Identity& Connection::DestinationIdentity() {
+  if (!destination_identity_) {
+    destination_identity_ = worker_.metrics().identities.Get(traffic_.destination);
+  }
+  return *destination_identity_;
+}
+
+void Connection::MaybeTap(const parsers::RequestStart& request) {
+  const std::shared_ptr<const TapSubscriptions::List> filters =
+      worker_.tap_subscriptions().Current();
+  std::vector<uint64_t> matched;
+  for (const TapFilter& filter : *filters) {
+    if (!filter.Matches(SourceIdentity(), DestinationIdentity(), request)) continue;
+    // The agent's rate is shared by its workers.
+    if (!worker_.tap_limiter().Allow(filter.id, filter.max_rps / worker_.options().worker_count,
+                                     request.at)) {
+      continue;
+    }
+    matched.push_back(filter.id);
+  }
+  if (matched.empty()) return;
+  EmitTap(request.stream_id, matched, [&](v1::TapEvent& event) {
+    v1::TapRequest& out = *event.mutable_request();
+    out.set_method(request.method);
+    out.set_scheme(request.scheme);
+    out.set_authority(request.authority);
+    out.set_path(request.path);
+    out.set_grpc(request.grpc);
+    for (const parsers::Header& header : request.headers) {
+      (*out.mutable_headers())[header.name] =
+          IsSensitiveHeader(header.name) ? "[redacted]" : header.value;
+    }
+  });
+  tapped_[request.stream_id] = TappedStream{std::move(matched), request.at};
+}
+
+void Connection::EmitTap(uint32_t stream_id, const std::vector<uint64_t>& subscriptions,
+                         const std::function<void(v1::TapEvent&)>& fill) {
+  v1::TapEvent event;
+  event.set_request_id(
+      fmt::format("{}:{}-{}:{}", worker_.node(), worker_.index(), sequence_, stream_id));
+  *event.mutable_source() = ToProto(SourceIdentity());
+  *event.mutable_destination() = ToProto(DestinationIdentity());
+  event.set_source_address(client_address_.ToString());
+  event.set_destination_address(destination_.ToString());
+  event.set_direction(direction_ == Direction::kOutbound ? v1::OUTBOUND : v1::INBOUND);
+  event.set_unix_micros(std::chrono::duration_cast<std::chrono::microseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count());
+  fill(event);
+  for (size_t i = 0; i < subscriptions.size(); ++i) {
+    event.set_subscription(subscriptions[i]);
+    if (i + 1 == subscriptions.size()) {
+      worker_.tap_outbox().Push(std::move(event));
+    } else {
+      worker_.tap_outbox().Push(event);
+    }
+  }
 }
 
 }  // namespace nodemesh::agent

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <string>
@@ -15,6 +16,7 @@
 #include "agent/metrics/shard.h"
 #include "agent/pod.h"
 #include "agent/system.h"
+#include "agent/tap.h"
 #include "parsers/parser.h"
 
 namespace nodemesh::agent {
@@ -90,6 +92,7 @@ class Connection final : public parsers::EventSink {
   UniqueFd upstream_;
   const Endpoint client_address_;
   const Endpoint destination_;
+  const uint64_t sequence_;  // unique on its worker, for tap request ids
   const std::optional<Endpoint> bound_as_caller_;
   State state_ = State::kConnecting;
   const int64_t started_ns_;
@@ -102,6 +105,21 @@ class Connection final : public parsers::EventSink {
   metrics::TrafficKey traffic_;
   metrics::TcpSeries* tcp_series_ = nullptr;
   absl::flat_hash_map<uint32_t, metrics::RouteTable::Id> stream_routes_;
+
+  // Tap: the subscriptions each tapped stream matched, and both ends' identities, looked up
+  // the first time a tap needs them.
+  void MaybeTap(const parsers::RequestStart& request);
+  void EmitTap(uint32_t stream_id, const std::vector<uint64_t>& subscriptions,
+               const std::function<void(v1::TapEvent&)>& fill);
+  const metrics::Identity& SourceIdentity();
+  const metrics::Identity& DestinationIdentity();
+  struct TappedStream {
+    std::vector<uint64_t> subscriptions;
+    parsers::Timestamp request_at = 0;
+  };
+  absl::flat_hash_map<uint32_t, TappedStream> tapped_;
+  std::optional<metrics::Identity> source_identity_;
+  std::optional<metrics::Identity> destination_identity_;
 
   // Protocol detection: the client's first bytes, until they decide. An HTTP/2 server
   // sends its preface (SETTINGS) without waiting for the client's, so what the server

@@ -66,6 +66,8 @@ int main(int argc, char** argv) {
                  "Local pod inventory (JSON), watched for changes")
       ->required()
       ->check(CLI::ExistingFile);
+  app.add_option("--aggregator", options.aggregator_address,
+                 "HOST:PORT of the aggregator to stream metrics and tap events to");
   app.add_option("--cgroup-root", options.cgroup_root,
                  "cgroup (under the cgroup v2 mount) whose subtree holds this node's pods");
   app.add_option("--workers", options.workers, "Proxy worker threads")->check(CLI::Range(1, 256));
@@ -103,6 +105,7 @@ int main(int argc, char** argv) {
   options.worker.idle_timeout_ns = Nanoseconds(idle_timeout);
   options.worker.agent_mark = options.agent_mark;
   options.worker.transparent_mark = options.transparent_mark;
+  options.worker.worker_count = options.workers;
   RaiseFileLimit();
 
   // Signals are taken synchronously from a signalfd; every thread inherits the mask.

@@ -21,6 +21,7 @@
 #include "agent/metrics/shard.h"
 #include "agent/pod.h"
 #include "agent/system.h"
+#include "agent/tap.h"
 #include "parsers/parser.h"
 
 namespace nodemesh::agent {
@@ -32,6 +33,7 @@ struct WorkerOptions {
   int64_t idle_timeout_ns = 3600'000'000'000;
   uint32_t agent_mark = 0;
   uint32_t transparent_mark = 0;
+  int worker_count = 1;  // of the agent: tap rates are shared among them
   parsers::ParserConfig parser_config;
 };
 
@@ -67,6 +69,8 @@ struct MetricsContext {
   metrics::IdentityTable& identities;
   metrics::RouteTable& routes;
   const PeerDirectory& directory;
+  const TapSubscriptions& tap;
+  std::string node;
 };
 
 // A live connection, for the admin API.
@@ -106,6 +110,11 @@ class Worker {
   Datapath& datapath() { return datapath_; }
   const MetricsContext& metrics() const { return metrics_; }
   metrics::Shard& shard() { return shard_; }
+  const TapSubscriptions& tap_subscriptions() const { return metrics_.tap; }
+  TapRateLimiter& tap_limiter() { return tap_limiter_; }
+  TapOutbox& tap_outbox() { return tap_outbox_; }
+  const std::string& node() const { return metrics_.node; }
+  uint64_t NextConnectionSequence() { return ++connection_sequence_; }
   // The route id of `request` to `destination`; no allocation once the route is known.
   metrics::RouteTable::Id RouteOf(const parsers::RequestStart& request,
                                   metrics::IdentityTable::Id destination);
@@ -150,6 +159,9 @@ class Worker {
   metrics::Shard shard_;
   metrics::RouteCache route_cache_;
   std::string route_scratch_;
+  TapRateLimiter tap_limiter_;
+  TapOutbox tap_outbox_;
+  uint64_t connection_sequence_ = 0;
   UniqueFd epoll_;
   UniqueFd wake_;  // eventfd: tasks are queued
   std::thread thread_;

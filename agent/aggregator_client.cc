@@ -1,0 +1,267 @@
+#include "agent/aggregator_client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <random>
+
+#include "absl/container/flat_hash_map.h"
+#include "agent/log.h"
+#include "nodemesh/v1/nodemesh.grpc.pb.h"
+
+namespace nodemesh::agent {
+namespace {
+
+constexpr size_t kMaxPendingDeltas = 300;  // five minutes of seconds
+constexpr auto kTapFlushInterval = std::chrono::milliseconds(100);
+constexpr auto kMinBackoff = std::chrono::milliseconds(500);
+constexpr auto kMaxBackoff = std::chrono::seconds(30);
+
+v1::Histogram ToProto(const metrics::SparseHistogram& histogram) {
+  v1::Histogram out;
+  for (const auto& [bucket, count] : histogram.buckets) {
+    out.add_buckets(bucket);
+    out.add_counts(count);
+  }
+  out.set_sum_ns(histogram.sum_ns);
+  return out;
+}
+
+}  // namespace
+
+v1::Identity ToProto(const metrics::Identity& identity) {
+  v1::Identity out;
+  out.set_namespace_(identity.namespace_name);
+  out.set_pod(identity.pod);
+  out.set_owner_kind(identity.owner_kind);
+  out.set_owner_name(identity.owner_name);
+  out.set_service_account(identity.service_account);
+  out.set_node(identity.node);
+  return out;
+}
+
+v1::MetricsDelta ToProto(const metrics::Delta& delta, const metrics::IdentityTable& identities,
+                         const metrics::RouteTable& routes, int64_t unix_seconds) {
+  v1::MetricsDelta out;
+  out.set_unix_seconds(unix_seconds);
+  absl::flat_hash_map<uint32_t, uint32_t> identity_index, route_index;
+  const auto identity = [&](uint32_t id) {
+    auto [it, inserted] = identity_index.try_emplace(id, out.identities_size());
+    if (inserted) *out.add_identities() = ToProto(identities.Get(id));
+    return it->second;
+  };
+  const auto route = [&](uint32_t id) {
+    auto [it, inserted] = route_index.try_emplace(id, out.routes_size());
+    if (inserted) out.add_routes(routes.Get(id));
+    return it->second;
+  };
+  const auto traffic = [&](const metrics::TrafficKey& key, v1::TrafficKey* to) {
+    to->set_source(identity(key.source));
+    to->set_destination(identity(key.destination));
+    to->set_direction(key.direction == metrics::Direction::kOutbound ? v1::OUTBOUND : v1::INBOUND);
+  };
+  for (const metrics::RequestSample& sample : delta.requests) {
+    v1::RequestSeries& series = *out.add_requests();
+    traffic(sample.key.traffic, series.mutable_traffic());
+    series.set_route(route(sample.key.route));
+    series.set_requests(sample.requests);
+  }
+  for (const metrics::ResponseSample& sample : delta.responses) {
+    v1::ResponseSeries& series = *out.add_responses();
+    traffic(sample.key.request.traffic, series.mutable_traffic());
+    series.set_route(route(sample.key.request.route));
+    series.set_status_code(sample.key.status);
+    series.set_grpc_status(sample.key.grpc_status);
+    series.set_failure(sample.key.failure);
+    series.set_responses(sample.responses);
+    *series.mutable_latency() = ToProto(sample.latency);
+    *series.mutable_first_byte() = ToProto(sample.first_byte);
+  }
+  for (const metrics::TcpSample& sample : delta.tcp) {
+    v1::TcpSeries& series = *out.add_tcp();
+    traffic(sample.key, series.mutable_traffic());
+    series.set_opened(sample.opened);
+    series.set_closed(sample.closed);
+    series.set_closed_failed(sample.closed_failed);
+    series.set_open_now(sample.open_now);
+    series.set_read_bytes(sample.read_bytes);
+    series.set_write_bytes(sample.write_bytes);
+    *series.mutable_duration() = ToProto(sample.duration);
+  }
+  return out;
+}
+
+AggregatorClient::AggregatorClient(std::string address, std::string node, TapSubscriptions& tap,
+                                   Hooks hooks)
+    : address_(std::move(address)), node_(std::move(node)), tap_(tap), hooks_(std::move(hooks)) {}
+
+AggregatorClient::~AggregatorClient() { Stop(); }
+
+void AggregatorClient::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void AggregatorClient::Stop() {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    stopping_ = true;
+    if (context_ != nullptr) context_->TryCancel();
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void AggregatorClient::SendMetrics(v1::MetricsDelta delta) {
+  {
+    std::lock_guard lock(mutex_);
+    pending_metrics_.push_back(std::move(delta));
+    while (pending_metrics_.size() > kMaxPendingDeltas) pending_metrics_.pop_front();
+  }
+  wake_.notify_all();
+}
+
+void AggregatorClient::PodsChanged() {
+  {
+    std::lock_guard lock(mutex_);
+    pods_changed_ = true;
+  }
+  wake_.notify_all();
+}
+
+bool AggregatorClient::connected() const {
+  std::lock_guard lock(mutex_);
+  return connected_;
+}
+
+bool AggregatorClient::WaitBeforeRetry(std::chrono::milliseconds delay) {
+  std::unique_lock lock(mutex_);
+  return !wake_.wait_for(lock, delay, [&] { return stopping_; });
+}
+
+void AggregatorClient::Run() {
+  std::mt19937 rng(std::random_device{}());
+  std::chrono::milliseconds backoff = kMinBackoff;
+  for (;;) {
+    const auto started = std::chrono::steady_clock::now();
+    Session();
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return;
+    }
+    // A session that lasted a while was healthy: start the backoff over.
+    if (std::chrono::steady_clock::now() - started > std::chrono::seconds(10))
+      backoff = kMinBackoff;
+    const auto jittered = std::chrono::milliseconds(
+        std::uniform_int_distribution<int64_t>(backoff.count() / 2, backoff.count())(rng));
+    if (!WaitBeforeRetry(jittered)) return;
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, kMaxBackoff);
+  }
+}
+
+void AggregatorClient::Session() {
+  auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+  auto stub = v1::AgentService::NewStub(channel);
+  grpc::ClientContext context;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    context_ = &context;
+  }
+  std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::AggregatorMessage>> stream =
+      stub->Connect(&context);
+
+  v1::AgentMessage hello;
+  hello.mutable_hello()->set_node(node_);
+  hello.mutable_hello()->set_version(NODEMESH_VERSION);
+  for (v1::Pod& pod : hooks_.pods()) *hello.mutable_hello()->add_pods() = std::move(pod);
+  bool healthy = stream->Write(hello);
+  if (healthy) {
+    std::lock_guard lock(mutex_);
+    connected_ = true;
+    in_outage_ = false;
+    pods_changed_ = false;
+    Log(LogLevel::kInfo, "connected to the aggregator at {}", address_);
+  }
+
+  // Subscriptions come down on their own thread; they belong to this session.
+  std::thread reader([&] {
+    v1::AggregatorMessage message;
+    while (stream->Read(&message)) {
+      if (message.has_subscribe()) {
+        tap_.Add(TapFilter::FromProto(message.subscribe()));
+        Log(LogLevel::kInfo, "tap {} started", message.subscribe().id());
+      } else if (message.has_cancel()) {
+        tap_.Remove(message.cancel().id());
+        Log(LogLevel::kInfo, "tap {} stopped", message.cancel().id());
+      }
+    }
+    std::lock_guard lock(mutex_);
+    connected_ = false;
+    wake_.notify_all();
+  });
+
+  while (healthy) {
+    std::deque<v1::MetricsDelta> metrics;
+    bool send_pods = false;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait_for(lock, kTapFlushInterval, [&] {
+        return stopping_ || !connected_ || !pending_metrics_.empty() || pods_changed_;
+      });
+      if (stopping_ || !connected_) break;
+      metrics.swap(pending_metrics_);
+      send_pods = std::exchange(pods_changed_, false);
+    }
+    if (send_pods) {
+      v1::AgentMessage message;
+      for (v1::Pod& pod : hooks_.pods()) *message.mutable_pods()->add_pods() = std::move(pod);
+      healthy = stream->Write(message);
+    }
+    while (healthy && !metrics.empty()) {
+      v1::AgentMessage message;
+      *message.mutable_metrics() = std::move(metrics.front());
+      healthy = stream->Write(message);
+      if (healthy) metrics.pop_front();
+    }
+    if (!healthy) {
+      // Unsent deltas go back to the front of the queue for the next session.
+      std::lock_guard lock(mutex_);
+      for (auto it = metrics.rbegin(); it != metrics.rend(); ++it) {
+        pending_metrics_.push_front(std::move(*it));
+      }
+      break;
+    }
+    std::vector<v1::TapEvent> events;
+    uint64_t dropped = hooks_.drain_tap(&events);
+    // In batches, so that one message stays small whatever the tap rate.
+    constexpr size_t kBatch = 512;
+    for (size_t first = 0; healthy && (first < events.size() || dropped != 0); first += kBatch) {
+      v1::AgentMessage message;
+      v1::TapEvents& batch = *message.mutable_tap();
+      for (size_t i = first; i < std::min(events.size(), first + kBatch); ++i) {
+        *batch.add_events() = std::move(events[i]);
+      }
+      batch.set_dropped(std::exchange(dropped, 0));
+      healthy = stream->Write(message);
+    }
+  }
+
+  context.TryCancel();
+  reader.join();
+  const grpc::Status status = stream->Finish();
+  {
+    std::lock_guard lock(mutex_);
+    context_ = nullptr;
+    // Said once per outage, not at every retry.
+    const bool outage_starts = connected_ || !in_outage_;
+    Log(outage_starts ? LogLevel::kWarning : LogLevel::kDebug,
+        "aggregator stream to {} ended: {}; retrying with backoff", address_,
+        status.ok() ? "closed" : status.error_message());
+    in_outage_ = true;
+    connected_ = false;
+  }
+  // Subscriptions end with the stream; the aggregator sends them again on reconnect.
+  tap_.Clear();
+}
+
+}  // namespace nodemesh::agent

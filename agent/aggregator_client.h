@@ -1,0 +1,76 @@
+// The agent's side of its stream to the aggregator: one bidirectional gRPC stream held
+// for the agent's lifetime, re-dialled with backoff when it breaks. Up: hello (node and
+// pods), metric deltas every second, pod lists when they change, tap events. Down: tap
+// subscriptions and cancellations, applied to the workers' TapSubscriptions.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/metrics/identity.h"
+#include "agent/metrics/route.h"
+#include "agent/metrics/sample.h"
+#include "agent/tap.h"
+#include "nodemesh/v1/nodemesh.pb.h"
+
+namespace grpc {
+class ClientContext;
+}
+
+namespace nodemesh::agent {
+
+// A worker delta in the wire form, identities and routes resolved into its tables.
+v1::MetricsDelta ToProto(const metrics::Delta& delta, const metrics::IdentityTable& identities,
+                         const metrics::RouteTable& routes, int64_t unix_seconds);
+v1::Identity ToProto(const metrics::Identity& identity);
+
+class AggregatorClient {
+ public:
+  struct Hooks {
+    // This node's pods as they are now.
+    std::function<std::vector<v1::Pod>()> pods;
+    // Moves the workers' queued tap events into the vector; returns how many were dropped.
+    std::function<uint64_t(std::vector<v1::TapEvent>*)> drain_tap;
+  };
+
+  AggregatorClient(std::string address, std::string node, TapSubscriptions& tap, Hooks hooks);
+  ~AggregatorClient();
+
+  void Start();
+  void Stop();
+
+  // Queues a delta. While disconnected the last few minutes' deltas are kept and sent on
+  // reconnect (the aggregator files them under their own second).
+  void SendMetrics(v1::MetricsDelta delta);
+  void PodsChanged();
+  bool connected() const;
+
+ private:
+  void Run();
+  // One connected session; returns when the stream breaks or Stop() is called.
+  void Session();
+  bool WaitBeforeRetry(std::chrono::milliseconds delay);
+
+  const std::string address_;
+  const std::string node_;
+  TapSubscriptions& tap_;
+  const Hooks hooks_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  bool connected_ = false;
+  bool in_outage_ = false;  // the last session failed
+  bool pods_changed_ = false;
+  std::deque<v1::MetricsDelta> pending_metrics_;
+  grpc::ClientContext* context_ = nullptr;  // the live session's, to cancel it on Stop()
+  std::thread thread_;
+};
+
+}  // namespace nodemesh::agent
