@@ -479,6 +479,27 @@ void Agent::ServeAdmin(HttpServer& server) {
     }
     return json_response({{"node", options_.node}, {"connections", connections}});
   });
+  server.Handle("/routes", [this, json_response](const HttpRequest&) {
+    nlohmann::json routes = nlohmann::json::array();
+    const auto workload = [this](uint32_t id) {
+      const metrics::Identity identity = identities_.Get(id);
+      return nlohmann::json{{"namespace", identity.namespace_name},
+                            {"pod", identity.pod},
+                            {"owner_kind", identity.owner_kind},
+                            {"owner_name", identity.owner_name}};
+    };
+    for (const metrics::Registry::RouteTotals& route : registry_.Routes()) {
+      routes.push_back(
+          {{"direction", metrics::DirectionName(route.traffic.direction)},
+           {"source", workload(route.traffic.source)},
+           {"destination", workload(route.traffic.destination)},
+           {"route", route.route},
+           {"responses", route.responses},
+           {"failures", route.failures},
+           {"latency_ns", {{"p50", route.p50_ns}, {"p95", route.p95_ns}, {"p99", route.p99_ns}}}});
+    }
+    return json_response({{"node", options_.node}, {"routes", routes}});
+  });
   server.Handle("/log-level", [](const HttpRequest& request) {
     if (request.method != "POST" && request.method != "PUT") {
       return HttpResponse{405, "text/plain; charset=utf-8", "use POST /log-level?level=debug\n"};

@@ -55,7 +55,8 @@ class Agent {
   // Applies an inventory: enrols, releases and updates pods. Thread-safe.
   absl::Status Apply(const Inventory& inventory);
 
-  // The admin API (see README): GET /stats, /pods, /connections; POST /log-level?level=.
+  // The admin API (see README): GET /stats, /pods, /connections, /routes;
+  // POST /log-level?level=.
   void ServeAdmin(HttpServer& server);
   // GET /metrics in the Prometheus text format.
   void ServeMetrics(HttpServer& server);

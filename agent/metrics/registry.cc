@@ -169,4 +169,26 @@ std::string Registry::PrometheusText() const {
   return out;
 }
 
+std::vector<Registry::RouteTotals> Registry::Routes() const {
+  std::lock_guard lock(mutex_);
+  absl::flat_hash_map<RequestKey, std::pair<RouteTotals, Histogram>> merged;
+  for (const auto& [key, totals] : responses_) {
+    auto& [route, latency] = merged[key.request];
+    route.responses += totals.responses;
+    if (key.failure) route.failures += totals.responses;
+    latency.Merge(totals.latency);
+  }
+  std::vector<RouteTotals> out;
+  for (auto& [key, entry] : merged) {
+    auto& [route, latency] = entry;
+    route.traffic = key.traffic;
+    route.route = routes_.Get(key.route);
+    route.p50_ns = latency.Quantile(0.5);
+    route.p95_ns = latency.Quantile(0.95);
+    route.p99_ns = latency.Quantile(0.99);
+    out.push_back(std::move(route));
+  }
+  return out;
+}
+
 }  // namespace nodemesh::metrics

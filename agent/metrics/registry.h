@@ -5,6 +5,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/node_hash_map.h"
@@ -33,6 +34,17 @@ class Registry {
 
   // The Prometheus text exposition format (version 0.0.4).
   std::string PrometheusText() const;
+
+  // Totals per (direction, source, destination, route) since the agent started, with
+  // latency percentiles from the merged histograms: the node-level view of routes.
+  struct RouteTotals {
+    TrafficKey traffic;
+    std::string route;
+    uint64_t responses = 0;
+    uint64_t failures = 0;
+    int64_t p50_ns = 0, p95_ns = 0, p99_ns = 0;
+  };
+  std::vector<RouteTotals> Routes() const;
 
  private:
   struct RequestTotals {
