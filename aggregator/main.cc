@@ -1,0 +1,67 @@
+// nodemesh-aggregator: one per cluster. Node agents stream their metrics and tap events to
+// it; meshctl and the debugging shell ask it about the whole cluster.
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+
+#include "agent/log.h"
+#include "aggregator/server.h"
+
+namespace {
+
+using nodemesh::Log;
+using nodemesh::LogLevel;
+
+// Blocks SIGINT and SIGTERM in every thread (gRPC's included, which start later) and waits for
+// one of them here.
+int WaitForTerminationSignal() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  int received = 0;
+  sigwait(&signals, &received);
+  return received;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  nodemesh::aggregator::ServerOptions options;
+  std::string log_level = "info";
+
+  CLI::App app{
+      "nodemesh aggregator: merges the node agents' metrics into an hour of per-second "
+      "windows and serves stat, edges, routes and tap to meshctl",
+      "nodemesh-aggregator"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--listen", options.listen_address,
+                 "HOST:PORT to serve agents and clients on (gRPC, nodemesh.v1)");
+  app.add_option("--log-level", log_level, "debug, info, warning or error")
+      ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
+  CLI11_PARSE(app, argc, argv);
+
+  LogLevel level = LogLevel::kInfo;
+  nodemesh::ParseLogLevel(log_level, &level);
+  nodemesh::SetLogLevel(level);
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  nodemesh::aggregator::AggregatorServer server(options);
+  const absl::StatusOr<int> port = server.Start();
+  if (!port.ok()) {
+    Log(LogLevel::kError, "{}", port.status().message());
+    return EXIT_FAILURE;
+  }
+  Log(LogLevel::kInfo, "nodemesh-aggregator {} serving agents and clients on {} (port {})",
+      NODEMESH_VERSION, options.listen_address, *port);
+  const int signal = WaitForTerminationSignal();
+  Log(LogLevel::kInfo, "{}: shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
+  server.Shutdown();
+  return EXIT_SUCCESS;
+}

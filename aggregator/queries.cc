@@ -1,0 +1,485 @@
+#include "aggregator/queries.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <tuple>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/container/node_hash_map.h"
+#include "agent/metrics/histogram.h"
+
+namespace nodemesh::aggregator {
+namespace {
+
+Workload WorkloadOf(const metrics::Identity& identity) {
+  return Workload{identity.namespace_name, identity.pod, identity.owner_kind, identity.owner_name};
+}
+
+Workload WorkloadOf(const v1::Identity& identity) {
+  return Workload{identity.namespace_(), identity.pod(), identity.owner_kind(),
+                  identity.owner_name()};
+}
+
+struct PairId {
+  IdentityId source = 0;
+  IdentityId destination = 0;
+  RouteId route = 0;  // 0 unless grouping by route
+
+  bool operator==(const PairId&) const = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const PairId& p) {
+    return H::combine(std::move(h), p.source, p.destination, p.route);
+  }
+};
+
+// First pass: the identity pairs that the query's own side reported in the window.
+class ReportedPairs : public StoreVisitor {
+ public:
+  explicit ReportedPairs(metrics::Direction side) : side_(side) {}
+  void Response(int64_t, const ResponseLabels& labels, const ResponseCounts&) override {
+    Note(labels.traffic);
+  }
+  void Tcp(int64_t, const TrafficLabels& labels, const TcpCounts&) override { Note(labels); }
+  bool Contains(const TrafficLabels& labels) const {
+    return pairs_.contains(PairId{labels.source, labels.destination, 0});
+  }
+
+ private:
+  void Note(const TrafficLabels& labels) {
+    if (labels.direction == side_) pairs_.insert(PairId{labels.source, labels.destination, 0});
+  }
+  const metrics::Direction side_;
+  absl::flat_hash_set<PairId> pairs_;
+};
+
+// Everything counted for one row, edge or route.
+struct Totals {
+  uint64_t responses = 0;
+  uint64_t successes = 0;
+  std::unique_ptr<metrics::Histogram> latency;  // 8 KiB: only for groups with responses
+  absl::flat_hash_set<TrafficLabels> gauges_seen;
+  int64_t open_connections = 0;
+  uint64_t read_bytes = 0;
+  uint64_t write_bytes = 0;
+  bool any_series = false;
+  std::set<std::string> source_accounts;
+  std::set<std::string> destination_accounts;
+
+  void AddResponse(const ResponseLabels& labels, const ResponseCounts& counts,
+                   metrics::SparseBuckets* scratch) {
+    any_series = true;
+    responses += counts.responses;
+    if (!labels.failure) successes += counts.responses;
+    if (counts.latency.empty()) return;
+    if (!latency) latency = std::make_unique<metrics::Histogram>();
+    counts.latency.AddTo(latency.get(), scratch);
+  }
+  // Scans run newest second first, so the first gauge of a series is its latest.
+  void AddTcp(const TrafficLabels& labels, const TcpCounts& counts) {
+    any_series = true;
+    read_bytes += counts.read_bytes;
+    write_bytes += counts.write_bytes;
+    if (gauges_seen.insert(labels).second) open_connections += counts.open_now;
+  }
+};
+
+double SuccessRate(const Totals& totals) {
+  return totals.responses == 0 ? 0.0 : double(totals.successes) / double(totals.responses);
+}
+
+void FillLatencies(const Totals& totals, v1::Latencies* out) {
+  if (!totals.latency || totals.latency->empty()) return;
+  out->set_p50_ns(totals.latency->Quantile(0.50));
+  out->set_p95_ns(totals.latency->Quantile(0.95));
+  out->set_p99_ns(totals.latency->Quantile(0.99));
+}
+
+std::string JoinAccounts(const std::set<std::string>& accounts) {
+  std::string joined;
+  for (const std::string& account : accounts) {
+    if (account.empty()) continue;
+    if (!joined.empty()) joined += ",";
+    joined += account;
+  }
+  return joined;
+}
+
+// Second pass: the series the counting rule admits, grouped by what `classify` makes of
+// their two ends (nullopt: not part of the answer), and by route when asked.
+template <typename Key>
+class Aggregation : public StoreVisitor {
+ public:
+  using Classify = std::function<std::optional<Key>(const metrics::Identity& source,
+                                                    const metrics::Identity& destination)>;
+  using Groups = std::map<std::pair<Key, RouteId>, Totals>;
+
+  Aggregation(const Store& store, metrics::Direction side, Classify classify, bool by_route)
+      : store_(store), side_(side), classify_(std::move(classify)), by_route_(by_route) {}
+
+  Groups Run(const Window& window) {
+    ReportedPairs reported(side_);
+    store_.Scan(window.first_second, window.last_second, reported);
+    reported_ = &reported;
+    store_.Scan(window.first_second, window.last_second, *this);
+    reported_ = nullptr;
+    return std::move(groups_);
+  }
+
+  void Response(int64_t, const ResponseLabels& labels, const ResponseCounts& counts) override {
+    if (!Counted(labels.traffic)) return;
+    if (Totals* totals = GroupOf(labels.traffic, by_route_ ? labels.route : 0)) {
+      totals->AddResponse(labels, counts, &scratch_);
+    }
+  }
+  void Tcp(int64_t, const TrafficLabels& labels, const TcpCounts& counts) override {
+    if (by_route_ || !Counted(labels)) return;
+    if (Totals* totals = GroupOf(labels, 0)) totals->AddTcp(labels, counts);
+  }
+
+ private:
+  bool Counted(const TrafficLabels& labels) const {
+    return labels.direction == side_ || !reported_->Contains(labels);
+  }
+
+  const metrics::Identity* IdentityOf(IdentityId id) {
+    auto [it, inserted] = identities_.try_emplace(id);
+    if (inserted) it->second = store_.identity(id);
+    return it->second ? &*it->second : nullptr;
+  }
+
+  Totals* GroupOf(const TrafficLabels& labels, RouteId route) {
+    const PairId pair{labels.source, labels.destination, route};
+    if (const auto cached = groups_of_.find(pair); cached != groups_of_.end()) {
+      return cached->second;
+    }
+    Totals* totals = nullptr;
+    const metrics::Identity* source = IdentityOf(labels.source);
+    const metrics::Identity* destination = IdentityOf(labels.destination);
+    if (source != nullptr && destination != nullptr) {
+      if (std::optional<Key> key = classify_(*source, *destination)) {
+        totals = &groups_[{std::move(*key), route}];
+        totals->source_accounts.insert(source->service_account);
+        totals->destination_accounts.insert(destination->service_account);
+      }
+    }
+    groups_of_.emplace(pair, totals);
+    return totals;
+  }
+
+  const Store& store_;
+  const metrics::Direction side_;
+  const Classify classify_;
+  const bool by_route_;
+  const ReportedPairs* reported_ = nullptr;
+  absl::node_hash_map<IdentityId, std::optional<metrics::Identity>> identities_;
+  absl::flat_hash_map<PairId, Totals*> groups_of_;
+  Groups groups_;
+  metrics::SparseBuckets scratch_;
+};
+
+// Pods and meshed pods per resource of the selector.
+struct PodCounts {
+  uint32_t running = 0;
+  uint32_t meshed = 0;
+};
+
+std::map<ResourceKey, PodCounts> CountPods(const std::vector<PodEntry>& pods,
+                                           const Selector& selector) {
+  std::map<ResourceKey, PodCounts> counts;
+  for (const PodEntry& entry : pods) {
+    const std::optional<ResourceKey> key =
+        ResourceOf(WorkloadOf(entry.pod.identity()), selector.type);
+    if (!key || !selector.Matches(*key)) continue;
+    PodCounts& count = counts[*key];
+    ++count.running;
+    if (entry.pod.enrolled() || entry.pod.meshed()) ++count.meshed;
+  }
+  return counts;
+}
+
+template <typename Response>
+void AddStaleNodes(const QueryContext& context, Response* response) {
+  for (const v1::NodeStatus& node : context.stale_nodes) *response->add_stale_nodes() = node;
+}
+
+// One end of an edge: a resource of the asked type, else the pod, else "external".
+struct EdgeEnd {
+  std::string type;
+  ResourceKey key;
+
+  auto operator<=>(const EdgeEnd&) const = default;
+};
+
+EdgeEnd EdgeEndOf(const metrics::Identity& identity, ResourceType type) {
+  const Workload workload = WorkloadOf(identity);
+  if (IsExternal(workload)) return EdgeEnd{"external", ResourceKey{"", "external"}};
+  if (std::optional<ResourceKey> key = ResourceOf(workload, type)) {
+    return EdgeEnd{std::string(ResourceTypeName(type)), std::move(*key)};
+  }
+  return EdgeEnd{std::string(ResourceTypeName(ResourceType::kPod)),
+                 *ResourceOf(workload, ResourceType::kPod)};
+}
+
+v1::Resource ToProto(const EdgeEnd& end) {
+  v1::Resource resource;
+  resource.set_type(end.type);
+  resource.set_namespace_(end.key.namespace_name);
+  resource.set_name(end.key.name);
+  return resource;
+}
+
+}  // namespace
+
+Window WindowEndingAt(int64_t now_seconds, int64_t seconds) {
+  return Window{now_seconds - seconds, now_seconds - 1, seconds};
+}
+
+absl::StatusOr<int64_t> ValidateWindow(int64_t window_seconds) {
+  if (window_seconds == 0) return kDefaultWindowSeconds;
+  if (window_seconds < kMinWindowSeconds || window_seconds > kMaxWindowSeconds) {
+    return absl::InvalidArgumentError(
+        fmt::format("window_seconds {} is out of range: the aggregator keeps one hour of "
+                    "per-second data, so ask for {} to {} seconds (e.g. 10s, 1m, 1h)",
+                    window_seconds, kMinWindowSeconds, kMaxWindowSeconds));
+  }
+  return window_seconds;
+}
+
+bool IsSet(const v1::Resource& resource) {
+  return !resource.type().empty() || !resource.namespace_().empty() || !resource.name().empty();
+}
+
+absl::StatusOr<Selector> ToSelector(const v1::Resource& resource, std::string_view field) {
+  const std::optional<ResourceType> type = ParseResourceType(resource.type());
+  if (!type) return UnknownResourceTypeError(fmt::format("{} type", field), resource.type());
+  if (resource.name().find('/') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} name '{}' contains '/': give the type and the name in their own fields",
+                    field, resource.name()));
+  }
+  return Selector{*type, resource.namespace_(), resource.name()};
+}
+
+v1::Resource ToProto(ResourceType type, const ResourceKey& key) {
+  v1::Resource resource;
+  resource.set_type(std::string(ResourceTypeName(type)));
+  resource.set_namespace_(key.namespace_name);
+  resource.set_name(key.name);
+  return resource;
+}
+
+absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
+                                                    const v1::StatSummaryRequest& request) {
+  const absl::StatusOr<Selector> selector = ToSelector(request.selector(), "selector");
+  if (!selector.ok()) return selector.status();
+  const absl::StatusOr<int64_t> window_seconds = ValidateWindow(request.window_seconds());
+  if (!window_seconds.ok()) return window_seconds.status();
+  const bool has_from = IsSet(request.from()), has_to = IsSet(request.to());
+  if (has_from && has_to) {
+    return absl::InvalidArgumentError(
+        "from and to cannot be combined: ask for the traffic from one resource, or to one");
+  }
+  std::optional<Selector> from, to;
+  if (has_from) {
+    absl::StatusOr<Selector> parsed = ToSelector(request.from(), "from");
+    if (!parsed.ok()) return parsed.status();
+    from = *std::move(parsed);
+  }
+  if (has_to) {
+    absl::StatusOr<Selector> parsed = ToSelector(request.to(), "to");
+    if (!parsed.ok()) return parsed.status();
+    to = *std::move(parsed);
+  }
+
+  const ResourceType type = selector->type;
+  using Key = ResourceKey;
+  Aggregation<Key>::Classify classify;
+  metrics::Direction side = metrics::Direction::kInbound;
+  if (from) {
+    side = metrics::Direction::kOutbound;
+    classify = [&](const metrics::Identity& source,
+                   const metrics::Identity& destination) -> std::optional<Key> {
+      if (!from->Contains(WorkloadOf(source))) return std::nullopt;
+      std::optional<Key> key = ResourceOf(WorkloadOf(destination), type);
+      return key && selector->Matches(*key) ? key : std::nullopt;
+    };
+  } else if (to) {
+    side = metrics::Direction::kOutbound;
+    classify = [&](const metrics::Identity& source,
+                   const metrics::Identity& destination) -> std::optional<Key> {
+      if (!to->Contains(WorkloadOf(destination))) return std::nullopt;
+      std::optional<Key> key = ResourceOf(WorkloadOf(source), type);
+      return key && selector->Matches(*key) ? key : std::nullopt;
+    };
+  } else {
+    classify = [&](const metrics::Identity&,
+                   const metrics::Identity& destination) -> std::optional<Key> {
+      std::optional<Key> key = ResourceOf(WorkloadOf(destination), type);
+      return key && selector->Matches(*key) ? key : std::nullopt;
+    };
+  }
+  const Window window = WindowEndingAt(context.now_seconds, *window_seconds);
+  Aggregation<Key>::Groups groups =
+      Aggregation<Key>(context.store, side, std::move(classify), false).Run(window);
+
+  const std::map<ResourceKey, PodCounts> pods = CountPods(context.pods, *selector);
+  // Rows: every resource with traffic; without from/to also every resource with pods, and a
+  // named resource always, so that asking about one gives an answer about it.
+  std::set<ResourceKey> rows;
+  for (const auto& [key, totals] : groups) rows.insert(key.first);
+  for (const auto& [key, counts] : pods) {
+    if ((!from && !to) || !selector->name.empty()) rows.insert(key);
+  }
+
+  v1::StatSummaryResponse response;
+  response.set_window_seconds(window.seconds);
+  for (const ResourceKey& key : rows) {
+    v1::StatRow& row = *response.add_rows();
+    *row.mutable_resource() = ToProto(type, key);
+    if (const auto found = pods.find(key); found != pods.end()) {
+      row.set_meshed_pods(found->second.meshed);
+      row.set_running_pods(found->second.running);
+    }
+    const auto group = groups.find({key, 0});
+    if (group == groups.end()) continue;
+    const Totals& totals = group->second;
+    row.set_has_traffic(totals.any_series);
+    row.set_requests(totals.responses);
+    row.set_successes(totals.successes);
+    row.set_success_rate(SuccessRate(totals));
+    row.set_rps(double(totals.responses) / double(window.seconds));
+    FillLatencies(totals, row.mutable_latency());
+    row.set_tcp_open_connections(totals.open_connections);
+    row.set_read_bytes_per_second(double(totals.read_bytes) / double(window.seconds));
+    row.set_write_bytes_per_second(double(totals.write_bytes) / double(window.seconds));
+  }
+  AddStaleNodes(context, &response);
+  return response;
+}
+
+absl::StatusOr<v1::EdgesResponse> Edges(const QueryContext& context,
+                                        const v1::EdgesRequest& request) {
+  const absl::StatusOr<Selector> selector = ToSelector(request.selector(), "selector");
+  if (!selector.ok()) return selector.status();
+  const absl::StatusOr<int64_t> window_seconds = ValidateWindow(request.window_seconds());
+  if (!window_seconds.ok()) return window_seconds.status();
+
+  const ResourceType type = selector->type;
+  using Key = std::pair<EdgeEnd, EdgeEnd>;
+  const auto in_selector = [&](const EdgeEnd& end) {
+    return end.type == ResourceTypeName(type) && selector->Matches(end.key);
+  };
+  Aggregation<Key>::Classify classify =
+      [&](const metrics::Identity& source,
+          const metrics::Identity& destination) -> std::optional<Key> {
+    EdgeEnd from = EdgeEndOf(source, type), to = EdgeEndOf(destination, type);
+    if (!in_selector(from) && !in_selector(to)) return std::nullopt;
+    return Key{std::move(from), std::move(to)};
+  };
+  const Window window = WindowEndingAt(context.now_seconds, *window_seconds);
+  const Aggregation<Key>::Groups groups =
+      Aggregation<Key>(context.store, metrics::Direction::kOutbound, std::move(classify), false)
+          .Run(window);
+
+  v1::EdgesResponse response;
+  for (const auto& [key, totals] : groups) {
+    v1::Edge& edge = *response.add_edges();
+    *edge.mutable_source() = ToProto(key.first.first);
+    *edge.mutable_destination() = ToProto(key.first.second);
+    edge.set_requests(totals.responses);
+    edge.set_success_rate(SuccessRate(totals));
+    edge.set_rps(double(totals.responses) / double(window.seconds));
+    FillLatencies(totals, edge.mutable_latency());
+    edge.set_tcp_open_connections(totals.open_connections);
+    edge.set_source_service_account(JoinAccounts(totals.source_accounts));
+    edge.set_destination_service_account(JoinAccounts(totals.destination_accounts));
+  }
+  AddStaleNodes(context, &response);
+  return response;
+}
+
+absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const QueryContext& context,
+                                                const v1::TopRoutesRequest& request) {
+  const absl::StatusOr<Selector> selector = ToSelector(request.selector(), "selector");
+  if (!selector.ok()) return selector.status();
+  const absl::StatusOr<int64_t> window_seconds = ValidateWindow(request.window_seconds());
+  if (!window_seconds.ok()) return window_seconds.status();
+  std::optional<Selector> from;
+  if (IsSet(request.from())) {
+    absl::StatusOr<Selector> parsed = ToSelector(request.from(), "from");
+    if (!parsed.ok()) return parsed.status();
+    from = *std::move(parsed);
+  }
+
+  const ResourceType type = selector->type;
+  using Key = ResourceKey;
+  Aggregation<Key>::Classify classify =
+      [&](const metrics::Identity& source,
+          const metrics::Identity& destination) -> std::optional<Key> {
+    if (from && !from->Contains(WorkloadOf(source))) return std::nullopt;
+    std::optional<Key> key = ResourceOf(WorkloadOf(destination), type);
+    return key && selector->Matches(*key) ? key : std::nullopt;
+  };
+  const Window window = WindowEndingAt(context.now_seconds, *window_seconds);
+  const metrics::Direction side =
+      from ? metrics::Direction::kOutbound : metrics::Direction::kInbound;
+  const Aggregation<Key>::Groups groups =
+      Aggregation<Key>(context.store, side, std::move(classify), true).Run(window);
+
+  struct Route {
+    std::string name;
+    const ResourceKey* destination;
+    const Totals* totals;
+  };
+  std::vector<Route> routes;
+  routes.reserve(groups.size());
+  for (const auto& [key, totals] : groups) {
+    if (totals.responses == 0) continue;
+    routes.push_back(
+        Route{context.store.route(key.second).value_or("[unknown]"), &key.first, &totals});
+  }
+  std::sort(routes.begin(), routes.end(), [](const Route& a, const Route& b) {
+    return std::tie(b.totals->responses, a.name, *a.destination) <
+           std::tie(a.totals->responses, b.name, *b.destination);
+  });
+  if (request.limit() != 0 && routes.size() > request.limit()) routes.resize(request.limit());
+
+  v1::TopRoutesResponse response;
+  for (const Route& route : routes) {
+    v1::RouteRow& row = *response.add_routes();
+    row.set_route(route.name);
+    *row.mutable_destination() = ToProto(type, *route.destination);
+    row.set_requests(route.totals->responses);
+    row.set_success_rate(SuccessRate(*route.totals));
+    row.set_rps(double(route.totals->responses) / double(window.seconds));
+    FillLatencies(*route.totals, row.mutable_latency());
+  }
+  AddStaleNodes(context, &response);
+  return response;
+}
+
+v1::ListPodsResponse ListPods(const std::vector<PodEntry>& pods,
+                              const std::vector<v1::NodeStatus>& nodes,
+                              const v1::ListPodsRequest& request) {
+  v1::ListPodsResponse response;
+  for (const PodEntry& entry : pods) {
+    if (!request.namespace_().empty() && entry.pod.identity().namespace_() != request.namespace_())
+      continue;
+    v1::Pod& pod = *response.add_pods();
+    pod = entry.pod;
+    // A pod whose record names no node runs on the node of the agent that reports it.
+    if (pod.identity().node().empty()) pod.mutable_identity()->set_node(entry.node);
+  }
+  for (const v1::NodeStatus& node : nodes) *response.add_nodes() = node;
+  return response;
+}
+
+}  // namespace nodemesh::aggregator

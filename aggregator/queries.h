@@ -1,0 +1,79 @@
+// The client API's answers, computed from the store and the cluster's pods: StatSummary,
+// Edges, TopRoutes and ListPods. Pure functions of their inputs (no locks of their own), so
+// they are tested without a server.
+//
+// Counting rule shared by all of them. A request between two meshed pods is reported twice:
+// OUTBOUND by the caller's agent and INBOUND by the server's. Each query names the side that
+// answers it (the destination's for stat and routes, the caller's for --from/--to and edges),
+// and counts a pair of identities from the other side only when the named side reported
+// nothing for that pair in the window: callers that are not meshed (or external) are seen
+// only inbound, servers that are not meshed only outbound, and nothing is counted twice.
+//
+// Windows: a window of W seconds at time `now` covers the W complete seconds before the
+// current one, [now - W, now - 1]; rates divide by W.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "aggregator/cluster.h"
+#include "aggregator/resource.h"
+#include "aggregator/store.h"
+#include "nodemesh/v1/nodemesh.pb.h"
+
+namespace nodemesh::aggregator {
+
+inline constexpr int64_t kMinWindowSeconds = 10;
+inline constexpr int64_t kMaxWindowSeconds = 3600;
+// What a request that leaves the window unset (0) gets, as Linkerd's default.
+inline constexpr int64_t kDefaultWindowSeconds = 60;
+
+// What every query reads: the store, and the cluster as of one instant.
+struct QueryContext {
+  const Store& store;
+  std::vector<PodEntry> pods;
+  std::vector<v1::NodeStatus> stale_nodes;
+  int64_t now_seconds = 0;
+};
+
+struct Window {
+  int64_t first_second = 0;
+  int64_t last_second = 0;
+  int64_t seconds = 0;
+};
+Window WindowEndingAt(int64_t now_seconds, int64_t seconds);
+
+// 0 gives the default; anything else outside 10..3600 is INVALID_ARGUMENT.
+absl::StatusOr<int64_t> ValidateWindow(int64_t window_seconds);
+
+// A request's resource as a selector. `field` names it in errors ("selector", "from").
+absl::StatusOr<Selector> ToSelector(const v1::Resource& resource, std::string_view field);
+// Whether an optional resource field (from, to) was given at all.
+bool IsSet(const v1::Resource& resource);
+v1::Resource ToProto(ResourceType type, const ResourceKey& key);
+
+// Rows for the selector's resources. Without from/to: every resource of the selector that
+// has pods or inbound traffic, from the INBOUND view. With `from`: the selector's resources
+// that `from` called, from the OUTBOUND view. With `to`: the selector's resources that called
+// `to`, from the OUTBOUND view.
+absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
+                                                    const v1::StatSummaryRequest& request);
+
+// Who calls whom, per pair of resources of the selector's type, for pairs with either end in
+// the selector. A caller or callee that is no resource of the type appears as its pod
+// (type "pod"), or as type "external", name "external" for peers outside the inventory.
+absl::StatusOr<v1::EdgesResponse> Edges(const QueryContext& context,
+                                        const v1::EdgesRequest& request);
+
+// Per route and destination resource, busiest first.
+absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const QueryContext& context,
+                                                const v1::TopRoutesRequest& request);
+
+// The known pods (in `namespace_name`, or all when empty) and every node's status.
+v1::ListPodsResponse ListPods(const std::vector<PodEntry>& pods,
+                              const std::vector<v1::NodeStatus>& nodes,
+                              const v1::ListPodsRequest& request);
+
+}  // namespace nodemesh::aggregator

@@ -1,0 +1,85 @@
+// The aggregator as a gRPC server: AgentService (one long stream per node agent) and Api
+// (the clients' queries and taps) on one address. Built on gRPC's synchronous API: each
+// agent stream holds a handler thread reading it and a writer thread for the tap
+// subscriptions going down; each tap client holds one thread. Queries run on gRPC's pool.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "aggregator/clock.h"
+#include "aggregator/cluster.h"
+#include "aggregator/store.h"
+#include "aggregator/tap_hub.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace nodemesh::aggregator {
+
+struct ServerOptions {
+  std::string listen_address = "0.0.0.0:8085";
+  Clock clock = SystemClock();
+  StoreOptions store;
+  TapHubOptions tap;
+  // A connected node is stale after this long without a delta.
+  int stale_after_seconds = 5;
+  // How often a tap client hears of dropped events (when there were any).
+  std::chrono::milliseconds tap_drops_interval{1000};
+  // Expiry of old data and stale-node notices run this often on their own thread; zero: no
+  // thread, the owner calls Housekeep().
+  std::chrono::milliseconds housekeeping_interval{1000};
+};
+
+class AggregatorServer {
+ public:
+  explicit AggregatorServer(ServerOptions options);
+  ~AggregatorServer();
+  AggregatorServer(const AggregatorServer&) = delete;
+  AggregatorServer& operator=(const AggregatorServer&) = delete;
+
+  // Binds and serves. Returns the port bound (the one asked for, or the one picked for port
+  // 0); UNAVAILABLE when the address cannot be bound.
+  absl::StatusOr<int> Start();
+  // Ends agent streams and taps, then stops serving. Idempotent.
+  void Shutdown();
+
+  // Ages out data past the retention, notes nodes going stale (and coming back) in the log,
+  // and forgets nodes gone for longer than the retention.
+  void Housekeep();
+
+  const Store& store() const { return store_; }
+  const Cluster& cluster() const { return cluster_; }
+  const TapHub& tap_hub() const { return tap_hub_; }
+
+ private:
+  class AgentServiceImpl;
+  class ApiServiceImpl;
+  int64_t NowSeconds() const { return UnixSeconds(options_.clock()); }
+  void HousekeepingLoop();
+
+  const ServerOptions options_;
+  Store store_;
+  Cluster cluster_;
+  TapHub tap_hub_;
+  std::unique_ptr<AgentServiceImpl> agent_service_;
+  std::unique_ptr<ApiServiceImpl> api_service_;
+  std::unique_ptr<grpc::Server> server_;
+
+  std::mutex housekeeping_mutex_;
+  std::condition_variable housekeeping_wake_;
+  bool stopping_ = false;
+  std::thread housekeeping_;
+  std::mutex stale_mutex_;
+  std::set<std::string> stale_nodes_;  // as of the last Housekeep, for logging changes
+};
+
+}  // namespace nodemesh::aggregator

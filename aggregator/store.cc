@@ -1,0 +1,251 @@
+#include "aggregator/store.h"
+
+#include <fmt/format.h>
+
+#include <limits>
+#include <vector>
+
+namespace nodemesh::aggregator {
+namespace {
+
+constexpr int64_t kEmptySlot = std::numeric_limits<int64_t>::min();
+
+// Identities and routes stay interned for this long past the retention, so that a query
+// scanning the oldest retained second never meets an id that was just reused.
+constexpr int64_t kForgetMarginSeconds = 120;
+
+metrics::Identity ToIdentity(const v1::Identity& identity) {
+  return metrics::Identity{identity.namespace_(),      identity.pod(),
+                           identity.owner_kind(),      identity.owner_name(),
+                           identity.service_account(), identity.node()};
+}
+
+metrics::SparseBuckets ToBuckets(const v1::Histogram& histogram) {
+  metrics::SparseBuckets buckets;
+  const int n = std::min(histogram.buckets_size(), histogram.counts_size());
+  buckets.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    const uint32_t bucket = histogram.buckets(i);
+    if (bucket >= static_cast<uint32_t>(metrics::Histogram::kBuckets)) continue;
+    buckets.emplace_back(static_cast<uint16_t>(bucket), histogram.counts(i));
+  }
+  return buckets;
+}
+
+}  // namespace
+
+struct Store::Slot {
+  mutable std::mutex mutex;
+  int64_t second = kEmptySlot;
+  absl::flat_hash_map<ResponseLabels, ResponseCounts> responses;
+  absl::flat_hash_map<TrafficLabels, TcpCounts> tcp;
+
+  void Reset(int64_t new_second) {
+    second = new_second;
+    // Swapping with empty maps gives their memory back; clear() would keep it.
+    absl::flat_hash_map<ResponseLabels, ResponseCounts>().swap(responses);
+    absl::flat_hash_map<TrafficLabels, TcpCounts>().swap(tcp);
+  }
+  size_t series() const { return responses.size() + tcp.size(); }
+};
+
+Store::Store(StoreOptions options)
+    : options_(options), slots_(new Slot[static_cast<size_t>(options.retention_seconds)]) {}
+
+Store::~Store() = default;
+
+Store::Slot& Store::SlotOf(int64_t second) const {
+  const int64_t size = options_.retention_seconds;
+  return slots_[static_cast<size_t>(((second % size) + size) % size)];
+}
+
+absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
+  deltas_.fetch_add(1, std::memory_order_relaxed);
+  const size_t total_series =
+      static_cast<size_t>(delta.responses_size()) + static_cast<size_t>(delta.tcp_size());
+  int64_t second = delta.unix_seconds();
+  if (second <= now_seconds - options_.retention_seconds) {
+    dropped_too_old_.fetch_add(total_series, std::memory_order_relaxed);
+    return absl::OutOfRangeError(
+        fmt::format("a delta for {} is older than the retention of {} s (now {}); dropped", second,
+                    options_.retention_seconds, now_seconds));
+  }
+  if (second > now_seconds + options_.max_future_seconds) {
+    future_deltas_.fetch_add(1, std::memory_order_relaxed);
+    second = now_seconds;
+  }
+
+  std::vector<IdentityId> identity_ids;
+  std::vector<RouteId> route_ids;
+  const bool identities_fit = identities_.InternAll(delta.identities(), ToIdentity, second,
+                                                    options_.max_identities, &identity_ids);
+  const bool routes_fit = routes_.InternAll(
+      delta.routes(), [](const std::string& route) { return route; }, second, options_.max_routes,
+      &route_ids);
+
+  // Resolves a series' traffic labels; false when they refer past the delta's tables (or to
+  // identities that did not fit).
+  const auto resolve = [&](const v1::TrafficKey& key, TrafficLabels* labels) {
+    if (key.source() >= identity_ids.size() || key.destination() >= identity_ids.size()) {
+      return false;
+    }
+    if (key.direction() != v1::OUTBOUND && key.direction() != v1::INBOUND) return false;
+    labels->source = identity_ids[key.source()];
+    labels->destination = identity_ids[key.destination()];
+    labels->direction = key.direction() == v1::OUTBOUND ? metrics::Direction::kOutbound
+                                                        : metrics::Direction::kInbound;
+    return true;
+  };
+
+  // Combine the delta's own series first (an agent may send one key once per worker), so the
+  // slot's lock is held only for the merge.
+  absl::flat_hash_map<ResponseLabels, ResponseCounts> responses;
+  absl::flat_hash_map<TrafficLabels, TcpCounts> tcp;
+  uint64_t invalid = 0;
+  for (const v1::ResponseSeries& series : delta.responses()) {
+    ResponseLabels labels;
+    if (!resolve(series.traffic(), &labels.traffic) || series.route() >= route_ids.size() ||
+        series.status_code() > std::numeric_limits<uint16_t>::max() || series.grpc_status() < -1 ||
+        series.grpc_status() > std::numeric_limits<int16_t>::max()) {
+      ++invalid;
+      continue;
+    }
+    labels.route = route_ids[series.route()];
+    labels.status_code = static_cast<uint16_t>(series.status_code());
+    labels.grpc_status = static_cast<int16_t>(series.grpc_status());
+    labels.failure = series.failure();
+    ResponseCounts& counts = responses[labels];
+    counts.responses += series.responses();
+    counts.latency_sum_ns += series.latency().sum_ns();
+    counts.latency.Merge(PackedHistogram::Pack(ToBuckets(series.latency())));
+  }
+  for (const v1::TcpSeries& series : delta.tcp()) {
+    TrafficLabels labels;
+    if (!resolve(series.traffic(), &labels)) {
+      ++invalid;
+      continue;
+    }
+    TcpCounts& counts = tcp[labels];
+    counts.opened += series.opened();
+    counts.closed += series.closed();
+    counts.closed_failed += series.closed_failed();
+    counts.read_bytes += series.read_bytes();
+    counts.write_bytes += series.write_bytes();
+    counts.open_now += series.open_now();  // one agent's workers: their gauges add up
+  }
+
+  uint64_t over_limit = 0;
+  bool too_old = false;
+  {
+    Slot& slot = SlotOf(second);
+    std::lock_guard lock(slot.mutex);
+    if (slot.second != second) {
+      if (slot.second > second) {
+        too_old = true;  // the ring has moved past this second
+      } else {
+        slot.Reset(second);
+      }
+    }
+    if (!too_old) {
+      for (auto& [labels, counts] : responses) {
+        auto found = slot.responses.find(labels);
+        if (found == slot.responses.end()) {
+          if (slot.series() >= options_.max_series_per_second) {
+            ++over_limit;
+            continue;
+          }
+          slot.responses.emplace(labels, std::move(counts));
+          continue;
+        }
+        ResponseCounts& into = found->second;
+        into.responses += counts.responses;
+        into.latency_sum_ns += counts.latency_sum_ns;
+        into.latency.Merge(counts.latency);
+      }
+      for (const auto& [labels, counts] : tcp) {
+        auto found = slot.tcp.find(labels);
+        if (found == slot.tcp.end()) {
+          if (slot.series() >= options_.max_series_per_second) {
+            ++over_limit;
+            continue;
+          }
+          slot.tcp.emplace(labels, counts);
+          continue;
+        }
+        TcpCounts& into = found->second;
+        into.opened += counts.opened;
+        into.closed += counts.closed;
+        into.closed_failed += counts.closed_failed;
+        into.read_bytes += counts.read_bytes;
+        into.write_bytes += counts.write_bytes;
+        // Identities carry the reporting node, so one key has one reporter: a second delta
+        // for the same second (the agent's timer ran twice in it) holds the newer gauge.
+        into.open_now = counts.open_now;
+      }
+    }
+  }
+
+  if (too_old) {
+    dropped_too_old_.fetch_add(total_series, std::memory_order_relaxed);
+    return absl::OutOfRangeError(
+        fmt::format("a delta for {} arrived after its slot was reused; dropped", second));
+  }
+  series_.fetch_add(total_series - invalid - over_limit, std::memory_order_relaxed);
+  dropped_invalid_.fetch_add(invalid, std::memory_order_relaxed);
+  dropped_over_limit_.fetch_add(over_limit, std::memory_order_relaxed);
+  if (!identities_fit || !routes_fit) {
+    return absl::ResourceExhaustedError(
+        fmt::format("the aggregator holds its maximum of {} identities or {} routes; {} series "
+                    "of second {} dropped",
+                    options_.max_identities, options_.max_routes, invalid, second));
+  }
+  if (invalid != 0) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} series of second {} refer to identities or routes the delta does not "
+                    "carry, or have no direction; dropped",
+                    invalid, second));
+  }
+  if (over_limit != 0) {
+    return absl::ResourceExhaustedError(
+        fmt::format("second {} holds its maximum of {} series; {} dropped", second,
+                    options_.max_series_per_second, over_limit));
+  }
+  return absl::OkStatus();
+}
+
+void Store::Scan(int64_t first_second, int64_t last_second, StoreVisitor& visitor) const {
+  for (int64_t second = last_second;
+       second >= first_second && second > last_second - options_.retention_seconds; --second) {
+    const Slot& slot = SlotOf(second);
+    std::lock_guard lock(slot.mutex);
+    if (slot.second != second) continue;
+    for (const auto& [labels, counts] : slot.responses) visitor.Response(second, labels, counts);
+    for (const auto& [labels, counts] : slot.tcp) visitor.Tcp(second, labels, counts);
+  }
+}
+
+void Store::Expire(int64_t now_seconds) {
+  const int64_t oldest_kept = now_seconds - options_.retention_seconds + 1;
+  for (int i = 0; i < options_.retention_seconds; ++i) {
+    Slot& slot = slots_[static_cast<size_t>(i)];
+    std::lock_guard lock(slot.mutex);
+    if (slot.second != kEmptySlot && slot.second < oldest_kept) slot.Reset(kEmptySlot);
+  }
+  identities_.ForgetUnusedBefore(oldest_kept - kForgetMarginSeconds);
+  routes_.ForgetUnusedBefore(oldest_kept - kForgetMarginSeconds);
+}
+
+Store::Stats Store::stats() const {
+  Stats stats;
+  stats.deltas = deltas_.load(std::memory_order_relaxed);
+  stats.series = series_.load(std::memory_order_relaxed);
+  stats.dropped_too_old = dropped_too_old_.load(std::memory_order_relaxed);
+  stats.dropped_invalid = dropped_invalid_.load(std::memory_order_relaxed);
+  stats.dropped_over_limit = dropped_over_limit_.load(std::memory_order_relaxed);
+  stats.future_deltas = future_deltas_.load(std::memory_order_relaxed);
+  stats.identities = identities_.size();
+  stats.routes = routes_.size();
+  return stats;
+}
+
+}  // namespace nodemesh::aggregator

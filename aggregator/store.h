@@ -1,0 +1,152 @@
+// The aggregator's memory of traffic: one slot per unix second for the retention (an hour),
+// in a ring. Every agent's MetricsDelta for a second merges into that second's slot, keyed by
+// resolved labels (direction, source and destination identity, route, and for responses the
+// status, gRPC status and failure classification). Identities and routes are interned, and
+// latency histograms kept packed; queries scan a range of seconds and merge histograms
+// themselves. Thread-safe: each slot has its own lock, so agents writing the current second
+// and queries reading the past rarely meet.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "agent/metrics/identity.h"
+#include "agent/metrics/sample.h"
+#include "aggregator/interner.h"
+#include "aggregator/packed_histogram.h"
+#include "nodemesh/v1/nodemesh.pb.h"
+
+namespace nodemesh::aggregator {
+
+struct StoreOptions {
+  int retention_seconds = 3600;
+  // Series (response plus TCP) one second may hold, all agents together; more are dropped
+  // and counted. With a few dozen bytes per series, the default bounds an hour near 2 GiB in
+  // the worst case; real clusters sit far below.
+  size_t max_series_per_second = 50'000;
+  size_t max_identities = 1'000'000;
+  size_t max_routes = 1'000'000;
+  // A delta stamped further ahead of the aggregator's clock than this (a node's clock
+  // running fast) is stored at the aggregator's present second rather than lost.
+  int max_future_seconds = 10;
+};
+
+using IdentityId = uint32_t;
+using RouteId = uint32_t;
+
+struct TrafficLabels {
+  IdentityId source = 0;
+  IdentityId destination = 0;
+  metrics::Direction direction = metrics::Direction::kOutbound;
+
+  bool operator==(const TrafficLabels&) const = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const TrafficLabels& k) {
+    return H::combine(std::move(h), k.source, k.destination, k.direction);
+  }
+};
+
+struct ResponseLabels {
+  TrafficLabels traffic;
+  RouteId route = 0;
+  uint16_t status_code = 0;  // 0: ended without a response
+  int16_t grpc_status = -1;  // -1: none
+  bool failure = false;
+
+  bool operator==(const ResponseLabels&) const = default;
+  template <typename H>
+  friend H AbslHashValue(H h, const ResponseLabels& k) {
+    return H::combine(std::move(h), k.traffic, k.route, k.status_code, k.grpc_status, k.failure);
+  }
+};
+
+struct ResponseCounts {
+  uint64_t responses = 0;
+  int64_t latency_sum_ns = 0;
+  PackedHistogram latency;
+};
+
+struct TcpCounts {
+  uint64_t opened = 0;
+  uint64_t closed = 0;
+  uint64_t closed_failed = 0;
+  uint64_t read_bytes = 0;
+  uint64_t write_bytes = 0;
+  // A gauge: the connections open at the end of the second.
+  int64_t open_now = 0;
+};
+
+// What a scan hands out, one series of one second at a time. Called with that second's slot
+// locked: visitors must not call back into the store's scan.
+class StoreVisitor {
+ public:
+  virtual ~StoreVisitor() = default;
+  virtual void Response(int64_t second, const ResponseLabels& labels,
+                        const ResponseCounts& counts) = 0;
+  virtual void Tcp(int64_t second, const TrafficLabels& labels, const TcpCounts& counts) = 0;
+};
+
+class Store {
+ public:
+  explicit Store(StoreOptions options = {});
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Merges one agent's delta into the slot of its second; `now_seconds` is the aggregator's
+  // clock. Whatever is valid is merged even when the result is an error, which says what
+  // was left out: OUT_OF_RANGE for a second older than the retention, INVALID_ARGUMENT for
+  // series referring to identities or routes the delta does not carry, RESOURCE_EXHAUSTED
+  // when the second's series limit was reached.
+  absl::Status Add(const v1::MetricsDelta& delta, int64_t now_seconds);
+
+  // Visits the series of the seconds [first_second, last_second], newest second first. Seconds
+  // outside the retention are skipped.
+  void Scan(int64_t first_second, int64_t last_second, StoreVisitor& visitor) const;
+
+  // nullopt only for an id that no retained second refers to.
+  std::optional<metrics::Identity> identity(IdentityId id) const { return identities_.Get(id); }
+  std::optional<std::string> route(RouteId id) const { return routes_.Get(id); }
+
+  // Frees the slots older than the retention and forgets identities and routes that no
+  // retained second refers to. Called once a second.
+  void Expire(int64_t now_seconds);
+
+  int retention_seconds() const { return options_.retention_seconds; }
+
+  struct Stats {
+    uint64_t deltas = 0;
+    uint64_t series = 0;
+    uint64_t dropped_too_old = 0;     // series
+    uint64_t dropped_invalid = 0;     // series
+    uint64_t dropped_over_limit = 0;  // series
+    uint64_t future_deltas = 0;       // deltas stored at the present second instead of their own
+    size_t identities = 0;
+    size_t routes = 0;
+  };
+  Stats stats() const;
+
+ private:
+  struct Slot;
+  Slot& SlotOf(int64_t second) const;
+
+  const StoreOptions options_;
+  std::unique_ptr<Slot[]> slots_;
+  Interner<metrics::Identity> identities_;
+  Interner<std::string> routes_;
+
+  std::atomic<uint64_t> deltas_{0};
+  std::atomic<uint64_t> series_{0};
+  std::atomic<uint64_t> dropped_too_old_{0};
+  std::atomic<uint64_t> dropped_invalid_{0};
+  std::atomic<uint64_t> dropped_over_limit_{0};
+  std::atomic<uint64_t> future_deltas_{0};
+};
+
+}  // namespace nodemesh::aggregator
