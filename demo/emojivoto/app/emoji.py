@@ -41,13 +41,17 @@ def main() -> None:
     catalog = [Emoji(shortcode=e.shortcode, unicode=e.unicode) for e in common.CATALOG]
     by_shortcode = {emoji.shortcode: emoji for emoji in catalog}
 
-    def list_all(_request, _context):
+    # At debug level every call is logged with the caller's address, e.g.
+    # "ipv4:10.77.0.14:40312": new ports show clients reconnecting.
+    def list_all(_request, context):
+        log.debug("ListAll from %s", context.peer())
         return ListAllEmojiResponse(list=catalog)
 
-    def find_by_shortcode(request, _context):
+    def find_by_shortcode(request, context):
         found = by_shortcode.get(request.shortcode)
+        log.debug("FindByShortcode %s from %s: %s", request.shortcode, context.peer(),
+                  "found" if found is not None else "no such emoji")
         if found is None:
-            log.debug("FindByShortcode %r: no such emoji", request.shortcode)
             return FindByShortcodeResponse()
         return FindByShortcodeResponse(emoji=found)
 

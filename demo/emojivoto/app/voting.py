@@ -69,17 +69,21 @@ def main() -> None:
     ResultsResponse = api.message("ResultsResponse")
     tally = Tally()
 
+    # At debug level every call is logged with the caller's address, e.g.
+    # "ipv4:10.77.0.14:40312": new ports show clients reconnecting.
     def vote_handler(shortcode):
         def vote(_request, context):
             if shortcode in FAILING_SHORTCODES:
-                log.debug("vote for %s: failing on purpose", shortcode)
+                log.debug("vote for %s from %s: failing on purpose", shortcode,
+                          context.peer())
                 context.abort(grpc.StatusCode.UNKNOWN, "ERROR")
             total = tally.add(shortcode)
-            log.debug("vote for %s: %d so far", shortcode, total)
+            log.debug("vote for %s from %s: %d so far", shortcode, context.peer(), total)
             return VoteResponse()
         return vote
 
-    def results(_request, _context):
+    def results(_request, context):
+        log.debug("Results from %s", context.peer())
         return ResultsResponse(results=[
             VotingResult(shortcode=shortcode, votes=min(votes, INT32_MAX))
             for shortcode, votes in tally.ranking()])
