@@ -33,10 +33,13 @@ run_dir=$(mktemp -d /tmp/emojivoto-ready.XXXXXX)  # the ready files
 
 [[ -x $python ]] || { echo "run-local: $python not found (Debian's python3)" >&2; exit 1; }
 "$python" -c 'import grpc, google.protobuf' 2>/dev/null || {
-  echo "run-local: $python lacks grpc or protobuf: apt-get install python3-grpcio python3-protobuf" >&2
+  echo "run-local: $python lacks grpc: apt-get install python3-grpcio" >&2
   exit 1
 }
-command -v protoc >/dev/null || { echo "run-local: protoc missing: apt-get install protobuf-compiler" >&2; exit 1; }
+command -v protoc >/dev/null || {
+  echo "run-local: protoc missing: apt-get install protobuf-compiler" >&2
+  exit 1
+}
 
 pids=()
 names=()

@@ -26,7 +26,7 @@ import threading
 import time
 from concurrent import futures
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 # gRPC's default c-ares resolver does not always honour /etc/hosts; the pods of the local
 # cluster resolve each other's names through a bind-mounted /etc/hosts, so use the
@@ -154,9 +154,6 @@ class Api:
                 self._pool.FindMessageTypeByName(full_name), self._pool)
         return self._classes[full_name]
 
-    def method_names(self, service_name: str) -> List[str]:
-        return [method.name for method in self.service(service_name).methods]
-
     def stub(self, channel: grpc.Channel, service_name: str) -> "Stub":
         return Stub(self, channel, service_name)
 
@@ -240,6 +237,7 @@ class GrpcServer:
         except RuntimeError:  # newer grpcio raises; older returns 0
             port = 0
         if port == 0:
+            self._server.stop(grace=None)
             self._executor.shutdown(wait=True)
             raise StartupError(f"cannot listen on {listen} (address in use or invalid?)")
         self.address = format_hostport(host, port)
@@ -339,14 +337,21 @@ def add_logging_flag(parser: argparse.ArgumentParser) -> None:
                         help="default: $LOG_LEVEL or info")
 
 
-def stop_on_signals(log: logging.Logger) -> threading.Event:
-    """An event set by SIGTERM or SIGINT. The main thread polls it (Event.wait with a
-    timeout) so the handler always gets to run."""
-    stop = threading.Event()
+class StopEvent(threading.Event):
+    """Set by SIGTERM or SIGINT; signal_name says which came first."""
+
+    signal_name: Optional[str] = None
+
+
+def stop_on_signals() -> StopEvent:
+    """Installs the handlers. The handler only records the signal (logging from it could
+    re-enter a log call the main thread is in the middle of); the main thread polls the
+    event (Event.wait with a timeout, so the handler always gets to run) and logs."""
+    stop = StopEvent()
 
     def on_signal(signum, _frame):
-        if not stop.is_set():
-            log.info("received %s, stopping", signal.Signals(signum).name)
+        if stop.signal_name is None:
+            stop.signal_name = signal.Signals(signum).name
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -354,9 +359,10 @@ def stop_on_signals(log: logging.Logger) -> threading.Event:
     return stop
 
 
-def wait_until_stopped(stop: threading.Event) -> None:
+def wait_until_stopped(stop: StopEvent, log: logging.Logger) -> None:
     while not stop.wait(timeout=0.5):
         pass
+    log.info("received %s, stopping", stop.signal_name or "a stop request")
 
 
 def write_ready_file(path: Optional[str], address: str) -> None:

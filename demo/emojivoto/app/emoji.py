@@ -32,7 +32,7 @@ def main() -> None:
     common.add_grpc_server_flags(parser)
     args = parser.parse_args()
     log = common.setup_logging("emoji", args.log_level)
-    stop = common.stop_on_signals(log)
+    stop = common.stop_on_signals()
     api = common.Api(args.proto)
 
     Emoji = api.message("Emoji")
@@ -66,7 +66,7 @@ def main() -> None:
         common.write_ready_file(args.ready_file, server.address)
         log.info("ready: serving %s on %s (%d emoji)", common.EMOJI_SERVICE,
                  server.address, len(catalog))
-        common.wait_until_stopped(stop)
+        common.wait_until_stopped(stop, log)
     finally:
         common.remove_ready_file(args.ready_file)
         server.stop()

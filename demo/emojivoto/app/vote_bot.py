@@ -26,7 +26,8 @@ logged and retried after --retry-delay with the same choice, for as long as it t
 the bot never gives up. Output, one line per event:
     <time> vote-bot INFO vote n=7 choice=:joy: status=200 ms=3.1
     <time> vote-bot INFO vote n=8 choice=:doughnut: status=500 ms=2.7 error="voting: UNKNOWN: ERROR"
-    <time> vote-bot WARNING retry n=9 step=list attempt=1 error="ConnectionRefusedError(...)" retry_in=1.0s
+    <time> vote-bot WARNING retry n=9 step=list attempt=1 error="ConnectionRefusedError(..)"
+        retry_in=1.0s          (one line)
     <time> vote-bot INFO done votes=100 ok=85 failed=15 errors=0
 """
 
@@ -142,7 +143,7 @@ def main() -> None:
         parser.error("--count must be >= 0, --doughnut-share in [0, 1], --timeout > 0")
 
     log = common.setup_logging("vote-bot", args.log_level)
-    stop = common.stop_on_signals(log)
+    stop = common.stop_on_signals()
     client = WebClient(args.web_addr, args.timeout, args.requests_per_connection)
     rng = random.Random(args.seed)
     interval = 1.0 / args.rate if args.rate > 0 else 0.0
@@ -192,6 +193,8 @@ def main() -> None:
             next_vote_at = max(next_vote_at + interval, time.monotonic())
     finally:
         client.close()
+    if stop.signal_name:
+        log.info("received %s, stopping", stop.signal_name)
     log.info("done votes=%d ok=%d failed=%d errors=%d", answered, ok, failed, errors)
     common.check_threads_finished(log, timeout_s=0)
 

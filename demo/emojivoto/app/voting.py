@@ -61,7 +61,7 @@ def main() -> None:
     common.add_grpc_server_flags(parser)
     args = parser.parse_args()
     log = common.setup_logging("voting", args.log_level)
-    stop = common.stop_on_signals(log)
+    stop = common.stop_on_signals()
     api = common.Api(args.proto)
 
     VoteResponse = api.message("VoteResponse")
@@ -101,7 +101,7 @@ def main() -> None:
         common.write_ready_file(args.ready_file, server.address)
         log.info("ready: serving %s on %s (%d vote methods)", common.VOTING_SERVICE,
                  server.address, len(implementations) - 1)
-        common.wait_until_stopped(stop)
+        common.wait_until_stopped(stop, log)
     finally:
         common.remove_ready_file(args.ready_file)
         server.stop()

@@ -369,7 +369,7 @@ def main() -> None:
         parser.error("--rpc-timeout and --idle-timeout must be positive")
 
     log = common.setup_logging("web", args.log_level)
-    stop = common.stop_on_signals(log)
+    stop = common.stop_on_signals()
     api = common.Api(args.proto)
     app = WebApp(api, args.emoji_addr, args.voting_addr, args.rpc_timeout, log)
     try:
@@ -387,7 +387,7 @@ def main() -> None:
         common.write_ready_file(args.ready_file, server.address)
         log.info("ready: serving HTTP on %s (emoji at %s, voting at %s)", server.address,
                  args.emoji_addr, args.voting_addr)
-        common.wait_until_stopped(stop)
+        common.wait_until_stopped(stop, log)
     finally:
         common.remove_ready_file(args.ready_file)
         server.stop()
