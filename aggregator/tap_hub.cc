@@ -214,6 +214,13 @@ size_t TapHub::sessions() const {
   return taps_.size();
 }
 
+std::vector<std::string> TapHub::agents() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> nodes;
+  for (const auto& [node, link] : links_) nodes.push_back(node);
+  return nodes;
+}
+
 void TapHub::PlanLocked(Tap& tap, std::map<std::string, Subscriptions>* desired) {
   // Target pods per node, the unenrolled ones, and the `to` pods per node.
   std::map<std::string, std::vector<std::string>> target_pods, to_pods;

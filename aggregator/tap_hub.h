@@ -109,6 +109,8 @@ class TapHub {
   void Shutdown();
 
   size_t sessions() const;
+  // The nodes whose agents are attached now.
+  std::vector<std::string> agents() const;
 
  private:
   struct Tap {
