@@ -30,6 +30,7 @@ int WaitForTerminationSignal() {
 int main(int argc, char** argv) {
   nodemesh::aggregator::ServerOptions options;
   std::string log_level = "info";
+  size_t max_memory_mb = options.store.max_memory_bytes >> 20;
 
   CLI::App app{
       "nodemesh aggregator: merges the node agents' metrics into an hour of per-second "
@@ -38,9 +39,13 @@ int main(int argc, char** argv) {
   app.option_defaults()->always_capture_default();
   app.add_option("--listen", options.listen_address,
                  "HOST:PORT to serve agents and clients on (gRPC, nodemesh.v1)");
+  app.add_option("--max-memory-mb", max_memory_mb,
+                 "Memory for the hour of per-second metrics; past it the oldest seconds go first")
+      ->check(CLI::Range(size_t{64}, size_t{1} << 20));
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   CLI11_PARSE(app, argc, argv);
+  options.store.max_memory_bytes = max_memory_mb << 20;
 
   LogLevel level = LogLevel::kInfo;
   nodemesh::ParseLogLevel(log_level, &level);

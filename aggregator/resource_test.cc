@@ -61,7 +61,7 @@ TEST_CASE("An identity belongs to the resource its owner names", "[unit]") {
   }
 }
 
-TEST_CASE("Selectors match by namespace and name; namespaces by name only", "[unit]") {
+TEST_CASE("Selectors match by namespace and name, namespaces by name only", "[unit]") {
   const Selector all_deployments{ResourceType::kDeployment, "", ""};
   const Selector in_emojivoto{ResourceType::kDeployment, "emojivoto", ""};
   const Selector web{ResourceType::kDeployment, "emojivoto", "web"};

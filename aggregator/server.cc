@@ -367,6 +367,7 @@ void AggregatorServer::HousekeepingLoop() {
 void AggregatorServer::Housekeep() {
   const int64_t now = NowSeconds();
   store_.Expire(now);
+  const Store::Stats stats = store_.stats();
 
   const std::vector<std::string> forgotten =
       cluster_.ForgetDisconnected(now, store_.retention_seconds());
@@ -382,6 +383,14 @@ void AggregatorServer::Housekeep() {
     stale.emplace(status.node(), std::move(status));
   }
   std::lock_guard lock(stale_mutex_);
+  if (stats.evicted_for_memory > evicted_for_memory_) {
+    Log(LogLevel::kWarning,
+        "memory budget of {} MiB reached: dropped the {} oldest seconds early, so long windows "
+        "see less than {} s (give the aggregator more with --max-memory-mb)",
+        options_.store.max_memory_bytes >> 20, stats.evicted_for_memory - evicted_for_memory_,
+        store_.retention_seconds());
+    evicted_for_memory_ = stats.evicted_for_memory;
+  }
   for (const auto& [node, status] : stale) {
     if (stale_nodes_.contains(node) || !status.connected()) continue;
     if (status.last_report_unix_seconds() == 0) {

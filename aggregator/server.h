@@ -78,7 +78,8 @@ class AggregatorServer {
   std::condition_variable housekeeping_wake_;
   bool stopping_ = false;
   std::thread housekeeping_;
-  std::mutex stale_mutex_;
+  std::mutex stale_mutex_;  // for the two below
+  uint64_t evicted_for_memory_ = 0;
   std::set<std::string> stale_nodes_;  // as of the last Housekeep, for logging changes
 };
 

@@ -934,7 +934,7 @@ TEST_CASE("Tap of a target without pods is NOT_FOUND, saying so", "[unit]") {
   CHECK(node_a->received().empty());
 }
 
-TEST_CASE("A tap session's queue is bounded; drops are counted and reported", "[unit]") {
+TEST_CASE("A tap session's queue is bounded, its drops counted and reported", "[unit]") {
   TapSession session(1, 4);
   for (int i = 0; i < 10; ++i) session.Push(v1::TapEvent());
   session.AddAgentDrops(3);

@@ -39,14 +39,22 @@ struct Store::Slot {
   int64_t second = kEmptySlot;
   absl::flat_hash_map<ResponseLabels, ResponseCounts> responses;
   absl::flat_hash_map<TrafficLabels, TcpCounts> tcp;
+  size_t histogram_bytes = 0;  // packed histograms' heap memory
+  size_t bytes = 0;            // as last accounted in memory_bytes_
 
   void Reset(int64_t new_second) {
     second = new_second;
     // Swapping with empty maps gives their memory back; clear() would keep it.
     absl::flat_hash_map<ResponseLabels, ResponseCounts>().swap(responses);
     absl::flat_hash_map<TrafficLabels, TcpCounts>().swap(tcp);
+    histogram_bytes = 0;
   }
   size_t series() const { return responses.size() + tcp.size(); }
+  // The maps' tables (an entry and a control byte per unit of capacity) and the histograms.
+  size_t MemoryBytes() const {
+    return responses.capacity() * (sizeof(decltype(responses)::value_type) + 1) +
+           tcp.capacity() * (sizeof(decltype(tcp)::value_type) + 1) + histogram_bytes;
+  }
 };
 
 Store::Store(StoreOptions options)
@@ -154,13 +162,16 @@ absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
             ++over_limit;
             continue;
           }
+          slot.histogram_bytes += counts.latency.memory_bytes();
           slot.responses.emplace(labels, std::move(counts));
           continue;
         }
         ResponseCounts& into = found->second;
         into.responses += counts.responses;
         into.latency_sum_ns += counts.latency_sum_ns;
+        slot.histogram_bytes -= into.latency.memory_bytes();
         into.latency.Merge(counts.latency);
+        slot.histogram_bytes += into.latency.memory_bytes();
       }
       for (const auto& [labels, counts] : tcp) {
         auto found = slot.tcp.find(labels);
@@ -182,6 +193,7 @@ absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
         // for the same second (the agent's timer ran twice in it) holds the newer gauge.
         into.open_now = counts.open_now;
       }
+      Account(slot);
     }
   }
 
@@ -224,12 +236,38 @@ void Store::Scan(int64_t first_second, int64_t last_second, StoreVisitor& visito
   }
 }
 
+void Store::Account(Slot& slot) {
+  const size_t bytes = slot.MemoryBytes();
+  if (bytes >= slot.bytes) {
+    memory_bytes_.fetch_add(bytes - slot.bytes, std::memory_order_relaxed);
+  } else {
+    memory_bytes_.fetch_sub(slot.bytes - bytes, std::memory_order_relaxed);
+  }
+  slot.bytes = bytes;
+}
+
 void Store::Expire(int64_t now_seconds) {
   const int64_t oldest_kept = now_seconds - options_.retention_seconds + 1;
   for (int i = 0; i < options_.retention_seconds; ++i) {
     Slot& slot = slots_[static_cast<size_t>(i)];
     std::lock_guard lock(slot.mutex);
-    if (slot.second != kEmptySlot && slot.second < oldest_kept) slot.Reset(kEmptySlot);
+    if (slot.second != kEmptySlot && slot.second < oldest_kept) {
+      slot.Reset(kEmptySlot);
+      Account(slot);
+    }
+  }
+  // Over budget: the oldest seconds go first, but never the newest two, which agents are
+  // still writing.
+  for (int64_t second = oldest_kept;
+       second < now_seconds - 1 &&
+       memory_bytes_.load(std::memory_order_relaxed) > options_.max_memory_bytes;
+       ++second) {
+    Slot& slot = SlotOf(second);
+    std::lock_guard lock(slot.mutex);
+    if (slot.second != second) continue;
+    slot.Reset(kEmptySlot);
+    Account(slot);
+    evicted_for_memory_.fetch_add(1, std::memory_order_relaxed);
   }
   identities_.ForgetUnusedBefore(oldest_kept - kForgetMarginSeconds);
   routes_.ForgetUnusedBefore(oldest_kept - kForgetMarginSeconds);
@@ -243,6 +281,8 @@ Store::Stats Store::stats() const {
   stats.dropped_invalid = dropped_invalid_.load(std::memory_order_relaxed);
   stats.dropped_over_limit = dropped_over_limit_.load(std::memory_order_relaxed);
   stats.future_deltas = future_deltas_.load(std::memory_order_relaxed);
+  stats.evicted_for_memory = evicted_for_memory_.load(std::memory_order_relaxed);
+  stats.memory_bytes = memory_bytes_.load(std::memory_order_relaxed);
   stats.identities = identities_.size();
   stats.routes = routes_.size();
   return stats;

@@ -26,9 +26,12 @@ namespace nodemesh::aggregator {
 
 struct StoreOptions {
   int retention_seconds = 3600;
+  // Memory for the stored seconds, approximately (a series takes about 100 bytes a second).
+  // Past it, the oldest seconds go first, so windows reach back less than the retention
+  // rather than new data being refused.
+  size_t max_memory_bytes = size_t{2} << 30;
   // Series (response plus TCP) one second may hold, all agents together; more are dropped
-  // and counted. With a few dozen bytes per series, the default bounds an hour near 2 GiB in
-  // the worst case; real clusters sit far below.
+  // and counted, so that one runaway second cannot take the whole budget.
   size_t max_series_per_second = 50'000;
   size_t max_identities = 1'000'000;
   size_t max_routes = 1'000'000;
@@ -114,8 +117,9 @@ class Store {
   std::optional<metrics::Identity> identity(IdentityId id) const { return identities_.Get(id); }
   std::optional<std::string> route(RouteId id) const { return routes_.Get(id); }
 
-  // Frees the slots older than the retention and forgets identities and routes that no
-  // retained second refers to. Called once a second.
+  // Frees the slots older than the retention, and the oldest ones while over the memory
+  // budget, and forgets identities and routes that no retained second refers to. Called once
+  // a second.
   void Expire(int64_t now_seconds);
 
   int retention_seconds() const { return options_.retention_seconds; }
@@ -127,6 +131,8 @@ class Store {
     uint64_t dropped_invalid = 0;     // series
     uint64_t dropped_over_limit = 0;  // series
     uint64_t future_deltas = 0;       // deltas stored at the present second instead of their own
+    uint64_t evicted_for_memory = 0;  // seconds dropped before their time
+    size_t memory_bytes = 0;
     size_t identities = 0;
     size_t routes = 0;
   };
@@ -135,6 +141,8 @@ class Store {
  private:
   struct Slot;
   Slot& SlotOf(int64_t second) const;
+  // Brings memory_bytes_ up to date with `slot`'s size; called with its lock held.
+  void Account(Slot& slot);
 
   const StoreOptions options_;
   std::unique_ptr<Slot[]> slots_;
@@ -147,6 +155,8 @@ class Store {
   std::atomic<uint64_t> dropped_invalid_{0};
   std::atomic<uint64_t> dropped_over_limit_{0};
   std::atomic<uint64_t> future_deltas_{0};
+  std::atomic<uint64_t> evicted_for_memory_{0};
+  std::atomic<size_t> memory_bytes_{0};
 };
 
 }  // namespace nodemesh::aggregator

@@ -185,7 +185,7 @@ TEST_CASE("A second holds at most its series limit", "[unit]") {
   CHECK(recorder.responses.size() == 2);
 }
 
-TEST_CASE("Old seconds age out; their identities and routes are forgotten later", "[unit]") {
+TEST_CASE("Old seconds age out, their identities and routes are forgotten later", "[unit]") {
   Store store(StoreOptions{.retention_seconds = 60});
   REQUIRE(store
               .Add(DeltaBuilder(kNow - 1)
@@ -217,6 +217,28 @@ TEST_CASE("Old seconds age out; their identities and routes are forgotten later"
   store.Expire(kNow + 60 + 59 + 60 + 120);
   CHECK(store.stats().routes == 0);
   CHECK(store.stats().identities == 0);
+}
+
+TEST_CASE("Over the memory budget, the oldest seconds go first", "[unit]") {
+  Store store(StoreOptions{.max_memory_bytes = 1});
+  for (int64_t second = kNow - 10; second < kNow; ++second) {
+    REQUIRE(store
+                .Add(DeltaBuilder(second)
+                         .Responses(Web(), Voting(), v1::INBOUND, "GET /vote", 1, 1'000'000)
+                         .Tcp(Web(), Voting(), v1::INBOUND, 1)
+                         .delta(),
+                     kNow)
+                .ok());
+  }
+  const size_t before = store.stats().memory_bytes;
+  CHECK(before > 10 * (sizeof(ResponseLabels) + sizeof(TrafficLabels)));
+  store.Expire(kNow);
+  CHECK(store.stats().evicted_for_memory == 9);
+  CHECK(store.stats().memory_bytes < before / 5);
+  Recorder recorder;
+  store.Scan(kNow - 10, kNow - 1, recorder);
+  REQUIRE(recorder.responses.size() == 1);  // the second agents may still be writing stays
+  CHECK(recorder.responses[0].second == kNow - 1);
 }
 
 }  // namespace
