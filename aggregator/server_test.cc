@@ -903,6 +903,37 @@ TEST_CASE("Tap with --to: one subscription per node of the target, rate split", 
   CHECK(updated[1].subscribe().max_rps() == Approx(10.0 / 3));
 }
 
+TEST_CASE("Tap with --to sees unenrolled targets' requests where they arrive", "[unit]") {
+  Harness harness;
+  Cast cast;
+  v1::Pod web_u = MakePod("emojivoto", "web-u", "Deployment", "web", "node-c", false);
+  auto node_a = harness.Connect("node-a", {cast.web_a});
+  auto node_b = harness.Connect("node-b", {cast.voting});
+  auto node_c = harness.Connect("node-c", {web_u});
+
+  v1::TapRequestSpec spec;
+  *spec.mutable_target() = Resource("deploy", "web");
+  *spec.mutable_to() = Resource("deploy", "voting");
+  spec.set_max_rps(30);
+  TapClient client(*harness.api, spec);
+  const std::vector<v1::AggregatorMessage> on_a = node_a->WaitForMessages(1);
+  const std::vector<v1::AggregatorMessage> on_b = node_b->WaitForMessages(1);
+  const std::vector<v1::AggregatorMessage> on_c = node_c->WaitForMessages(1);
+  REQUIRE(on_a.size() == 1);
+  REQUIRE(on_b.size() == 1);
+  REQUIRE(on_c.size() == 1);
+  CHECK(Pods(on_a[0].subscribe().match().source_pods()) ==
+        std::vector<std::string>{"emojivoto/web-a", "emojivoto/web-u"});
+  // node-b hosts no web pod, but web-u's calls to voting-1 are seen only there.
+  CHECK(Pods(on_b[0].subscribe().match().source_pods()) ==
+        std::vector<std::string>{"emojivoto/web-u"});
+  CHECK(Pods(on_b[0].subscribe().match().destination_pods()) ==
+        std::vector<std::string>{"emojivoto/voting-1"});
+  for (const auto* message : {&on_a[0], &on_b[0], &on_c[0]}) {
+    CHECK(message->subscribe().max_rps() == Approx(10.0));
+  }
+}
+
 TEST_CASE("Tap of a target without pods is NOT_FOUND, saying so", "[unit]") {
   Harness harness;
   Cast cast;

@@ -270,8 +270,13 @@ void TapHub::PlanLocked(Tap& tap, std::map<std::string, Subscriptions>* desired)
     const std::vector<std::string>& local = target_pods[node];
     Subscriptions& subscriptions = (*desired)[node];
     if (tap.to) {
+      // The local target pods' requests, and those of unenrolled target pods elsewhere, seen
+      // arriving at `to` pods here.
+      std::set<std::string> sources(local.begin(), local.end());
+      sources.insert(unenrolled_targets.begin(), unenrolled_targets.end());
       subscriptions[tap.from_target_id] =
-          subscription(tap.from_target_id, local, all_to_pods, share);
+          subscription(tap.from_target_id, std::vector<std::string>(sources.begin(), sources.end()),
+                       all_to_pods, share);
     } else {
       subscriptions[tap.from_target_id] = subscription(tap.from_target_id, local, {}, share / 2);
       subscriptions[tap.to_target_id] = subscription(tap.to_target_id, {}, local, share / 2);

@@ -11,8 +11,10 @@
 //   those pods (source_pods) and one for requests to them (destination_pods). A request
 //   from one local target pod to another matches both; the copy of the second is dropped.
 // - with `to`: on each node hosting target pods, requests from them to the `to` pods.
-//   Target pods that are not enrolled make no outbound requests the mesh sees, so the
-//   nodes hosting `to` pods also get a subscription for requests from those pods.
+//   Target pods that are not enrolled make no outbound requests the mesh sees, so every node
+//   hosting `to` pods also watches for requests from those pods arriving there.
+// - without `to`, the requests of target pods that are not enrolled are not tapped: only
+//   their peers' agents see them, and which peers is not known in advance.
 // - max_rps (default 100) is the whole tap's: split evenly between the connected agents
 //   involved, and between the two subscriptions of a node where there are two.
 #pragma once
