@@ -1,0 +1,61 @@
+// The aggregator's client API as meshctl uses it: a bounded wait to connect, a deadline on
+// every answer, and failures turned into one line that says what to do.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "cli/cancel.h"
+#include "nodemesh/v1/nodemesh.grpc.pb.h"
+
+namespace nodemesh::cli {
+
+inline constexpr std::string_view kDefaultAggregator = "127.0.0.1:8085";
+
+// HOST:PORT, [IPV6]:PORT; an error saying what is expected otherwise.
+absl::Status ValidateAggregatorAddress(std::string_view address);
+
+struct ClientOptions {
+  std::string address;
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds answer_timeout{10000};
+};
+
+class ApiClient {
+ public:
+  explicit ApiClient(ClientOptions options);
+
+  absl::StatusOr<v1::StatSummaryResponse> StatSummary(const v1::StatSummaryRequest& request);
+  absl::StatusOr<v1::EdgesResponse> Edges(const v1::EdgesRequest& request);
+  absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const v1::TopRoutesRequest& request);
+  absl::StatusOr<v1::ListPodsResponse> ListPods(const v1::ListPodsRequest& request);
+
+  // Hands each message to `on_message` until it returns false or `cancel` fires (both OK,
+  // and the RPC is cancelled), or the stream fails or the aggregator ends it (an error).
+  absl::Status Tap(const v1::TapRequestSpec& spec, CancelSource& cancel,
+                   const std::function<bool(const v1::TapStreamMessage&)>& on_message);
+
+  const std::string& address() const { return options_.address; }
+
+ private:
+  template <typename Request, typename Response>
+  using Method = grpc::Status (v1::Api::Stub::*)(grpc::ClientContext*, const Request&, Response*);
+  template <typename Request, typename Response>
+  absl::StatusOr<Response> Call(std::string_view rpc, Method<Request, Response> method,
+                                const Request& request);
+
+  // Waits (up to connect_timeout) until the channel is connected or has failed; a failed
+  // one makes the next call fail at once with the reason.
+  absl::Status WaitUntilReachable();
+  absl::Status Explain(const grpc::Status& status, std::string_view rpc) const;
+
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Api::Stub> stub_;
+};
+
+}  // namespace nodemesh::cli

@@ -1,0 +1,56 @@
+// What every meshctl command shares: the parsed global flags, the context, and one way to
+// fail.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "agent/format.h"
+#include "cli/client.h"
+#include "cli/meshctl.h"
+#include "cli/resource.h"
+
+namespace nodemesh::cli {
+
+struct Invocation {
+  const Context& context;
+  std::string aggregator;
+  // Set by the subcommand that parsed; run once parsing is over.
+  std::function<int()> run;
+
+  // A client of the --aggregator address, or why that address is unusable.
+  absl::StatusOr<ApiClient> Client() const;
+  // Prints "meshctl: <message>" and returns the exit code: 2 for a usage error, else 1.
+  int Fail(const absl::Status& status) const;
+  // For a problem with one flag's value: "--from: <message>".
+  int Fail(std::string_view flag, const absl::Status& status) const;
+};
+
+// Each adds its subcommand; the subcommand sets `invocation.run` when it is the one given.
+void AddStatCommand(CLI::App& app, Invocation& invocation);
+void AddTapCommand(CLI::App& app, Invocation& invocation);
+void AddTopCommand(CLI::App& app, Invocation& invocation);
+void AddRoutesCommand(CLI::App& app, Invocation& invocation);
+void AddEdgesCommand(CLI::App& app, Invocation& invocation);
+void AddInjectCommands(CLI::App& app, Invocation& invocation);
+void AddCheckCommand(CLI::App& app, Invocation& invocation);
+void AddVersionCommand(CLI::App& app, Invocation& invocation);
+
+// Options more than one command has, spelled and explained the same everywhere.
+CLI::Option* AddNamespaceOption(CLI::App& command, std::string& namespace_name);
+CLI::Option* AddWindowOption(CLI::App& command, std::string& window);
+CLI::Option* AddOutputOption(CLI::App& command, std::string& output, std::string_view formats);
+CLI::Option* AddResourceArgument(CLI::App& command, std::vector<std::string>& words);
+
+inline absl::Status NamespaceOrAllError() {
+  return absl::InvalidArgumentError("use -n NAMESPACE or -A (every namespace), not both");
+}
+
+// --from / --to: TYPE/NAME in `namespace_name`.
+absl::StatusOr<v1::Resource> PeerResource(const std::string& text,
+                                          const std::string& namespace_name);
+
+}  // namespace nodemesh::cli

@@ -1,0 +1,105 @@
+// meshctl tap RESOURCE: live requests, as they happen.
+#include <fmt/format.h>
+
+#include <memory>
+
+#include "cli/commands/command.h"
+#include "cli/views.h"
+
+namespace nodemesh::cli {
+namespace {
+
+struct TapFlags {
+  std::vector<std::string> words;
+  std::string namespace_name = "default";
+  std::string to, to_namespace;
+  std::string method, path, authority, scheme;
+  double max_rps = 0;
+  uint64_t max_events = 0;
+  std::string output;
+};
+
+int RunTap(const TapFlags& flags, const Invocation& invocation) {
+  const absl::StatusOr<ResourceRef> ref = ParseResourceWords(flags.words, "tap");
+  if (!ref.ok()) return invocation.Fail(ref.status());
+  OutputFormat format = OutputFormat::kTable;
+  if (!flags.output.empty()) {
+    const absl::StatusOr<OutputFormat> parsed =
+        ParseOutputFormat(flags.output, "tap", {OutputFormat::kWide, OutputFormat::kJson});
+    if (!parsed.ok()) return invocation.Fail(parsed.status());
+    format = *parsed;
+  }
+  if (!flags.path.empty() && flags.path[0] != '/') {
+    return invocation.Fail(absl::InvalidArgumentError(
+        fmt::format("--path '{}' must start with /: e.g. --path /api", flags.path)));
+  }
+  if (flags.max_rps < 0) {
+    return invocation.Fail(absl::InvalidArgumentError(
+        "--max-rps must be positive (0 leaves the aggregator's default, 100)"));
+  }
+
+  v1::TapRequestSpec spec;
+  *spec.mutable_target() = ToApiResource(*ref, flags.namespace_name);
+  if (!flags.to.empty()) {
+    absl::StatusOr<v1::Resource> to = PeerResource(
+        flags.to, flags.to_namespace.empty() ? flags.namespace_name : flags.to_namespace);
+    if (!to.ok()) return invocation.Fail("--to", to.status());
+    *spec.mutable_to() = *std::move(to);
+  }
+  spec.set_method(flags.method);
+  spec.set_path_prefix(flags.path);
+  spec.set_authority(flags.authority);
+  spec.set_scheme(flags.scheme);
+  spec.set_max_rps(flags.max_rps);
+
+  absl::StatusOr<ApiClient> client = invocation.Client();
+  if (!client.ok()) return invocation.Fail(client.status());
+  const Context& context = invocation.context;
+  uint64_t events = 0;
+  const absl::Status status =
+      client->Tap(spec, context.cancel, [&](const v1::TapStreamMessage& message) {
+        if (message.has_drops()) {
+          context.err << RenderTapDrops(message.drops()) << std::flush;
+          return true;
+        }
+        if (!message.has_event()) return true;
+        // Flushed per line: tap is read live, often through a pipe.
+        context.out << RenderTapEvent(message.event(), format) << std::flush;
+        // A reader that went away (a closed pipe) ends the stream too.
+        if (!context.out) return false;
+        ++events;
+        return flags.max_events == 0 || events < flags.max_events;
+      });
+  if (!status.ok()) return invocation.Fail(status);
+  return 0;
+}
+
+}  // namespace
+
+void AddTapCommand(CLI::App& app, Invocation& invocation) {
+  auto flags = std::make_shared<TapFlags>();
+  CLI::App* command =
+      app.add_subcommand("tap", "Watch requests to and from a resource live, until Ctrl-C");
+  AddResourceArgument(*command, flags->words);
+  AddNamespaceOption(*command, flags->namespace_name);
+  command->add_option("--to", flags->to, "Only requests to this resource (TYPE/NAME)");
+  command->add_option("--to-namespace", flags->to_namespace, "Namespace of --to (default: -n)");
+  command->add_option("--method", flags->method, "Only requests with this method (e.g. POST)");
+  command->add_option("--path", flags->path, "Only requests whose path starts with this prefix");
+  command->add_option("--authority", flags->authority, "Only requests to this authority");
+  command->add_option("--scheme", flags->scheme, "Only requests with this scheme (http, https)");
+  command->add_option("--max-rps", flags->max_rps,
+                      "Most requests per second to tap, cluster-wide (default 100)");
+  command->add_option("--max-events", flags->max_events,
+                      "Stop after this many events (default: until Ctrl-C)");
+  AddOutputOption(*command, flags->output, "wide or json (default: one line per event)");
+  command->footer(
+      "Examples:\n"
+      "  meshctl tap deploy/web -n emojivoto --to deploy/voting\n"
+      "  meshctl tap deploy/voting -n emojivoto --path /emojivoto.v1.VotingService/ -o json");
+  command->callback([flags, &invocation] {
+    invocation.run = [flags, &invocation] { return RunTap(*flags, invocation); };
+  });
+}
+
+}  // namespace nodemesh::cli

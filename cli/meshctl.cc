@@ -1,0 +1,154 @@
+#include "cli/meshctl.h"
+
+#include <fmt/format.h>
+
+#include <cctype>
+
+#include "agent/format.h"
+#include "cli/commands/command.h"
+
+namespace nodemesh::cli {
+
+absl::StatusOr<ApiClient> Invocation::Client() const {
+  if (absl::Status valid = ValidateAggregatorAddress(aggregator); !valid.ok()) return valid;
+  return ApiClient(ClientOptions{.address = aggregator});
+}
+
+int Invocation::Fail(const absl::Status& status) const {
+  context.err << fmt::format("meshctl: {}\n", status.message());
+  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+int Invocation::Fail(std::string_view flag, const absl::Status& status) const {
+  return Fail(absl::Status(status.code(), fmt::format("{}: {}", flag, status.message())));
+}
+
+CLI::Option* AddNamespaceOption(CLI::App& command, std::string& namespace_name) {
+  return command.add_option("-n,--namespace", namespace_name, "Namespace of the resource")
+      ->capture_default_str();
+}
+
+CLI::Option* AddWindowOption(CLI::App& command, std::string& window) {
+  return command
+      .add_option("-t,--time-window", window,
+                  "Window the metrics are taken over, from 10s to 1h (e.g. 30s, 5m, 1h)")
+      ->capture_default_str();
+}
+
+CLI::Option* AddOutputOption(CLI::App& command, std::string& output, std::string_view formats) {
+  return command.add_option("-o,--output", output, fmt::format("Output format: {}", formats))
+      ->capture_default_str();
+}
+
+CLI::Option* AddResourceArgument(CLI::App& command, std::vector<std::string>& words) {
+  return command.add_option("resource", words,
+                            "TYPE[/NAME]: pod (po), deployment (deploy), statefulset (sts), "
+                            "daemonset (ds) or namespace (ns); e.g. deploy/web");
+}
+
+absl::StatusOr<v1::Resource> PeerResource(const std::string& text,
+                                          const std::string& namespace_name) {
+  absl::StatusOr<ResourceRef> ref = ParseResourceRef(text);
+  if (!ref.ok()) return ref.status();
+  return ToApiResource(*ref, namespace_name);
+}
+
+namespace {
+
+// The subcommand the arguments name, for pointing at its help.
+std::string CommandOf(const CLI::App& app, const std::vector<std::string>& args) {
+  for (const std::string& arg : args) {
+    if (arg.empty() || arg[0] == '-') continue;
+    for (const CLI::App* command : app.get_subcommands({})) {
+      if (command->check_name(arg)) return "meshctl " + arg;
+    }
+    break;
+  }
+  return "meshctl";
+}
+
+std::string CommandNames(const CLI::App& app) {
+  std::vector<std::string> names;
+  for (const CLI::App* command : app.get_subcommands({})) names.push_back(command->get_name());
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
+// The first argument that is neither a flag nor a global flag's value.
+std::optional<std::string> FirstWord(const std::vector<std::string>& args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--aggregator") {
+      ++i;
+    } else if (!args[i].empty() && args[i][0] != '-') {
+      return args[i];
+    }
+  }
+  return std::nullopt;
+}
+
+// CLI11's messages, made into one line that ends with where to look.
+std::string ParseErrorLine(const CLI::ParseError& error, const std::string& command) {
+  std::string message = error.what();
+  for (char& c : message) {
+    if (c == '\n') c = ' ';
+  }
+  while (!message.empty() && message.back() == ' ') message.pop_back();
+  // CLI11 writes sentences; within our line they continue it ("The following" -> "the").
+  if (message.size() > 1 && std::isupper(static_cast<unsigned char>(message[0])) &&
+      std::islower(static_cast<unsigned char>(message[1]))) {
+    message[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(message[0])));
+  }
+  return fmt::format("meshctl: {}: see '{} --help'\n", message, command);
+}
+
+}  // namespace
+
+int RunMeshctl(const std::vector<std::string>& args, const Context& context) {
+  CLI::App app{"meshctl: see what the meshed pods do to each other, and mesh or unmesh them live",
+               "meshctl"};
+  Invocation invocation{context, std::string(kDefaultAggregator), {}};
+  if (std::optional<std::string> address = context.getenv("NODEMESH_AGGREGATOR")) {
+    invocation.aggregator = *address;
+  }
+  app.add_option("--aggregator", invocation.aggregator,
+                 "HOST:PORT of the nodemesh aggregator (environment: NODEMESH_AGGREGATOR)")
+      ->capture_default_str();
+  // Global flags also after the command: `meshctl stat deploy --aggregator HOST:PORT`.
+  app.fallthrough();
+  app.require_subcommand(0, 1);
+  AddStatCommand(app, invocation);
+  AddTapCommand(app, invocation);
+  AddTopCommand(app, invocation);
+  AddRoutesCommand(app, invocation);
+  AddEdgesCommand(app, invocation);
+  AddInjectCommands(app, invocation);
+  AddCheckCommand(app, invocation);
+  AddVersionCommand(app, invocation);
+
+  std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them so
+  try {
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp& help) {
+    return app.exit(help, context.out, context.err);
+  } catch (const CLI::CallForAllHelp& help) {
+    return app.exit(help, context.out, context.err);
+  } catch (const CLI::ParseError& error) {
+    const std::string command = CommandOf(app, args);
+    if (command == "meshctl" && dynamic_cast<const CLI::ExtrasError*>(&error) != nullptr) {
+      if (std::optional<std::string> word = FirstWord(args)) {
+        context.err << fmt::format("meshctl: unknown command '{}': use {} (see 'meshctl --help')\n",
+                                   *word, CommandNames(app));
+        return 2;
+      }
+    }
+    context.err << ParseErrorLine(error, command);
+    return 2;
+  }
+  if (!invocation.run) {
+    context.err << fmt::format("meshctl: give a command: {} (see 'meshctl --help')\n",
+                               CommandNames(app));
+    return 2;
+  }
+  return invocation.run();
+}
+
+}  // namespace nodemesh::cli

@@ -1,0 +1,610 @@
+// meshctl end to end in one process: arguments in, exit code and output out, against a
+// real gRPC server implementing nodemesh.v1.Api with canned answers.
+#include "cli/meshctl.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "cli/client.h"
+#include "cli/golden.h"
+#include "cli/views.h"
+#include "nodemesh/v1/nodemesh.grpc.pb.h"
+
+namespace nodemesh::cli {
+namespace {
+
+using testing::ReadTestdata;
+using testing::ReadTextProto;
+
+constexpr int64_t kNow = 1700000012;
+
+// The aggregator's client API with canned answers; it keeps what it was asked.
+class FakeApi final : public v1::Api::Service {
+ public:
+  v1::StatSummaryResponse stat_response;
+  v1::EdgesResponse edges_response;
+  v1::TopRoutesResponse routes_response;
+  v1::ListPodsResponse pods_response;
+  std::vector<v1::TapStreamMessage> tap_messages;
+  grpc::Status failure = grpc::Status::OK;  // answered to every call when not OK
+
+  std::mutex mutex;
+  std::vector<v1::StatSummaryRequest> stat_requests;
+  std::vector<v1::EdgesRequest> edges_requests;
+  std::vector<v1::TopRoutesRequest> routes_requests;
+  std::vector<v1::TapRequestSpec> tap_requests;
+  std::atomic<int> calls{0};
+  std::atomic<bool> tap_streaming{false};
+  std::atomic<bool> tap_cancelled{false};
+
+  grpc::Status StatSummary(grpc::ServerContext*, const v1::StatSummaryRequest* request,
+                           v1::StatSummaryResponse* response) override {
+    return Answer(*request, stat_requests, stat_response, response);
+  }
+  grpc::Status Edges(grpc::ServerContext*, const v1::EdgesRequest* request,
+                     v1::EdgesResponse* response) override {
+    return Answer(*request, edges_requests, edges_response, response);
+  }
+  grpc::Status TopRoutes(grpc::ServerContext*, const v1::TopRoutesRequest* request,
+                         v1::TopRoutesResponse* response) override {
+    return Answer(*request, routes_requests, routes_response, response);
+  }
+  grpc::Status ListPods(grpc::ServerContext*, const v1::ListPodsRequest* request,
+                        v1::ListPodsResponse* response) override {
+    std::vector<v1::ListPodsRequest> ignored;
+    return Answer(*request, ignored, pods_response, response);
+  }
+  // Sends the canned messages, then holds the stream open until the client cancels it,
+  // as the aggregator does.
+  grpc::Status Tap(grpc::ServerContext* context, const v1::TapRequestSpec* request,
+                   grpc::ServerWriter<v1::TapStreamMessage>* writer) override {
+    ++calls;
+    {
+      std::lock_guard lock(mutex);
+      tap_requests.push_back(*request);
+    }
+    if (!failure.ok()) return failure;
+    for (const v1::TapStreamMessage& message : tap_messages) writer->Write(message);
+    tap_streaming = true;
+    while (!context->IsCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    tap_cancelled = true;
+    return grpc::Status::CANCELLED;
+  }
+
+ private:
+  template <typename Request, typename Response>
+  grpc::Status Answer(const Request& request, std::vector<Request>& seen, const Response& canned,
+                      Response* response) {
+    ++calls;
+    std::lock_guard lock(mutex);
+    seen.push_back(request);
+    if (!failure.ok()) return failure;
+    *response = canned;
+    return grpc::Status::OK;
+  }
+};
+
+class FakeAggregator {
+ public:
+  FakeAggregator() {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&api);
+    server_ = builder.BuildAndStart();
+    REQUIRE(server_ != nullptr);
+  }
+  ~FakeAggregator() {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  }
+  std::string address() const { return fmt::format("127.0.0.1:{}", port_); }
+
+  FakeApi api;
+
+ private:
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+Result Run(const std::vector<std::string>& args, std::map<std::string, std::string> env = {},
+           bool tty = false, CancelSource* cancel = nullptr) {
+  std::ostringstream out, err;
+  CancelSource never;
+  const Context context{
+      .out = out,
+      .err = err,
+      .out_is_tty = tty,
+      .getenv = [env](const std::string& name) -> std::optional<std::string> {
+        const auto it = env.find(name);
+        if (it == env.end()) return std::nullopt;
+        return it->second;
+      },
+      .now_unix_seconds = [] { return kNow; },
+      .cancel = cancel != nullptr ? *cancel : never,
+  };
+  Result result;
+  result.code = RunMeshctl(args, context);
+  result.out = out.str();
+  result.err = err.str();
+  return result;
+}
+
+std::vector<std::string> With(std::vector<std::string> args, const FakeAggregator& aggregator) {
+  args.push_back("--aggregator");
+  args.push_back(aggregator.address());
+  return args;
+}
+
+// A port nothing listens on: bound once, then closed.
+int ClosedPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  socklen_t length = sizeof address;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+bool IsOneLine(const std::string& text) {
+  return !text.empty() && text.back() == '\n' && std::count(text.begin(), text.end(), '\n') == 1;
+}
+
+TEST_CASE("stat asks for the workloads and prints Linkerd's table", "[meshctl][stat]") {
+  FakeAggregator aggregator;
+  aggregator.api.stat_response =
+      ReadTextProto<v1::StatSummaryResponse>("stat_deployments.textproto");
+  const Result result = Run(With({"stat", "deploy", "-n", "emojivoto"}, aggregator));
+  CHECK(result.code == 0);
+  CHECK(result.out == ReadTestdata("stat_table.golden"));
+  CHECK(result.err ==
+        "warning: node node-2 is disconnected and has not reported for 12s; its data may be "
+        "missing from this window\n");
+  REQUIRE(aggregator.api.stat_requests.size() == 1);
+  const v1::StatSummaryRequest& request = aggregator.api.stat_requests[0];
+  CHECK(request.selector().type() == "deployment");
+  CHECK(request.selector().namespace_() == "emojivoto");
+  CHECK(request.selector().name().empty());
+  CHECK(request.window_seconds() == 60);
+  CHECK_FALSE(request.has_from());
+  CHECK_FALSE(request.has_to());
+}
+
+TEST_CASE("stat --from, -t and -o json", "[meshctl][stat]") {
+  FakeAggregator aggregator;
+  aggregator.api.stat_response =
+      ReadTextProto<v1::StatSummaryResponse>("stat_deployments.textproto");
+  const Result result =
+      Run(With({"stat", "deployments/voting", "-n", "emojivoto", "--from", "deploy/web", "--to",
+                "sts/db", "--to-namespace", "data", "-t", "10m", "-o", "json"},
+               aggregator));
+  CHECK(result.code == 0);
+  CHECK(result.out == ReadTestdata("stat_json.golden"));
+  REQUIRE(aggregator.api.stat_requests.size() == 1);
+  const v1::StatSummaryRequest& request = aggregator.api.stat_requests[0];
+  CHECK(request.selector().name() == "voting");
+  CHECK(request.window_seconds() == 600);
+  CHECK(request.from().type() == "deployment");
+  CHECK(request.from().namespace_() == "emojivoto");
+  CHECK(request.from().name() == "web");
+  CHECK(request.to().type() == "statefulset");
+  CHECK(request.to().namespace_() == "data");
+  CHECK(request.to().name() == "db");
+}
+
+TEST_CASE("stat -A asks for every namespace and adds the NAMESPACE column", "[meshctl][stat]") {
+  FakeAggregator aggregator;
+  aggregator.api.stat_response =
+      ReadTextProto<v1::StatSummaryResponse>("stat_all_namespaces.textproto");
+  const Result result = Run(With({"stat", "deploy", "-A", "-o", "wide"}, aggregator));
+  CHECK(result.code == 0);
+  CHECK(result.out == ReadTestdata("stat_all_namespaces_wide.golden"));
+  CHECK(result.err == ReadTestdata("stale_warnings.golden"));
+  CHECK(aggregator.api.stat_requests.at(0).selector().namespace_().empty());
+}
+
+TEST_CASE("stat ns lists namespaces without a NAMESPACE column", "[meshctl][stat]") {
+  FakeAggregator aggregator;
+  v1::StatRow* row = aggregator.api.stat_response.add_rows();
+  row->mutable_resource()->set_type("namespace");
+  row->mutable_resource()->set_namespace_("emojivoto");
+  row->mutable_resource()->set_name("emojivoto");
+  row->set_meshed_pods(4);
+  row->set_running_pods(4);
+  const Result result = Run(With({"stat", "ns", "-A"}, aggregator));
+  CHECK(result.code == 0);
+  CHECK(
+      result.out ==
+      "NAME        MESHED   SUCCESS   RPS   LATENCY_P50   LATENCY_P95   LATENCY_P99   TCP_CONN\n"
+      "emojivoto      4/4         -     -             -             -             -          -\n");
+  const v1::Resource& selector = aggregator.api.stat_requests.at(0).selector();
+  CHECK(selector.type() == "namespace");
+  CHECK(selector.namespace_().empty());
+}
+
+TEST_CASE("stat with nothing to show says so on stderr", "[meshctl][stat]") {
+  FakeAggregator aggregator;
+  const Result result = Run(With({"stat", "sts", "-n", "emojivoto"}, aggregator));
+  CHECK(result.code == 0);
+  CHECK(result.out.empty());
+  CHECK(result.err == "No statefulsets found in namespace emojivoto.\n");
+}
+
+TEST_CASE("the aggregator's address: flag, environment, default", "[meshctl]") {
+  FakeAggregator aggregator;
+  SECTION("from NODEMESH_AGGREGATOR") {
+    const Result result = Run({"stat", "deploy"}, {{"NODEMESH_AGGREGATOR", aggregator.address()}});
+    CHECK(result.code == 0);
+    CHECK(aggregator.api.calls == 1);
+  }
+  SECTION("the flag wins over the environment, before or after the command") {
+    const Result before = Run({"--aggregator", aggregator.address(), "stat", "deploy"},
+                              {{"NODEMESH_AGGREGATOR", "127.0.0.1:1"}});
+    CHECK(before.code == 0);
+    const Result after = Run({"stat", "deploy", "--aggregator", aggregator.address()},
+                             {{"NODEMESH_AGGREGATOR", "127.0.0.1:1"}});
+    CHECK(after.code == 0);
+    CHECK(aggregator.api.calls == 2);
+  }
+}
+
+TEST_CASE("an unreachable aggregator: one line, quickly", "[meshctl][errors]") {
+  const std::string address = fmt::format("127.0.0.1:{}", ClosedPort());
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"stat", "deploy"},
+                                               {"tap", "deploy/web"},
+                                               {"check"},
+                                               {"top", "deploy/web"},
+                                               {"routes", "deploy/web"},
+                                               {"edges", "deploy"}}) {
+    INFO(fmt::format("{}", fmt::join(args, " ")));
+    const auto start = std::chrono::steady_clock::now();
+    const Result result = Run(args, {{"NODEMESH_AGGREGATOR", address}});
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(4));
+    CHECK(result.code == 1);
+    CHECK(result.out.empty());
+    CHECK(result.err ==
+          fmt::format("meshctl: cannot reach the aggregator at {} (connection refused): start "
+                      "it, or point --aggregator / NODEMESH_AGGREGATOR at it\n",
+                      address));
+  }
+}
+
+TEST_CASE("an aggregator that accepts but never answers: bounded wait", "[meshctl][errors]") {
+  // Listening, never accepting: the TCP handshake completes, the HTTP/2 one never does.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  REQUIRE(::listen(fd, 16) == 0);
+  socklen_t length = sizeof address;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  const std::string target = fmt::format("127.0.0.1:{}", ntohs(address.sin_port));
+
+  ApiClient client(
+      ClientOptions{.address = target, .connect_timeout = std::chrono::milliseconds(300)});
+  const auto start = std::chrono::steady_clock::now();
+  const auto response = client.StatSummary(v1::StatSummaryRequest());
+  CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(3));
+  REQUIRE_FALSE(response.ok());
+  CHECK(std::string(response.status().message()) ==
+        fmt::format("cannot reach the aggregator at {} (no answer within 0s): start it, or point "
+                    "--aggregator / NODEMESH_AGGREGATOR at it",
+                    target));
+  ::close(fd);
+}
+
+TEST_CASE("the aggregator's refusals are passed on, one line", "[meshctl][errors]") {
+  FakeAggregator aggregator;
+  aggregator.api.failure =
+      grpc::Status(grpc::StatusCode::NOT_FOUND, "no deployment emojivoto/webb");
+  const Result refused = Run(With({"stat", "deploy/webb", "-n", "emojivoto"}, aggregator));
+  CHECK(refused.code == 2);
+  CHECK(refused.err ==
+        "meshctl: the aggregator refused StatSummary: no deployment emojivoto/webb\n");
+
+  aggregator.api.failure = grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "");
+  const Result old = Run(With({"edges", "deploy"}, aggregator));
+  CHECK(old.code == 1);
+  CHECK(old.err == fmt::format("meshctl: the aggregator at {} does not serve Edges: run an "
+                               "aggregator of the same version as meshctl\n",
+                               aggregator.address()));
+
+  aggregator.api.failure = grpc::Status(grpc::StatusCode::INTERNAL, "store corrupted");
+  const Result internal = Run(With({"tap", "deploy/web"}, aggregator));
+  CHECK(internal.code == 1);
+  CHECK(internal.err == fmt::format("meshctl: Tap failed at the aggregator {} (Internal: store "
+                                    "corrupted): see its log\n",
+                                    aggregator.address()));
+}
+
+TEST_CASE("argument errors: one line saying what to do, exit 2, no call", "[meshctl][errors]") {
+  FakeAggregator aggregator;
+  const std::map<std::vector<std::string>, std::string> cases = {
+      {{"stat", "svc/web"},
+       "meshctl: unknown resource type 'svc': use pod (po), deployment (deploy), statefulset "
+       "(sts), daemonset (ds) or namespace (ns)\n"},
+      {{"stat", "deploy", "-t", "5s"},
+       "meshctl: bad time window '5s': use 10s to 1h, written like 10s, 90s, 1m30s, 5m or 1h\n"},
+      {{"routes", "deploy/web", "-t", "2h"},
+       "meshctl: bad time window '2h': use 10s to 1h, written like 10s, 90s, 1m30s, 5m or 1h\n"},
+      {{"stat"},
+       "meshctl: stat needs a resource, e.g. deploy, deploy/web or ns/emojivoto: see 'meshctl "
+       "stat --help'\n"},
+      {{"tap"},
+       "meshctl: tap needs a resource, e.g. deploy, deploy/web or ns/emojivoto: see 'meshctl tap "
+       "--help'\n"},
+      {{"stat", "deploy", "-o", "yaml"},
+       "meshctl: unknown output format 'yaml' for stat: use -o table, -o wide or -o json\n"},
+      {{"tap", "deploy/web", "-o", "table"},
+       "meshctl: unknown output format 'table' for tap: use -o wide or -o json\n"},
+      {{"stat", "deploy", "--from", "web"},
+       "meshctl: --from: unknown resource type 'web': use pod (po), deployment (deploy), "
+       "statefulset (sts), daemonset (ds) or namespace (ns)\n"},
+      {{"stat", "deploy", "-A", "--from", "deploy/web"},
+       "meshctl: --from: with -A, say which namespace deploy/web is in with --from-namespace\n"},
+      {{"tap", "deploy/web", "--path", "api"},
+       "meshctl: --path 'api' must start with /: e.g. --path /api\n"},
+      {{"stat", "deploy", "-A", "-n", "emojivoto"},
+       "meshctl: use -n NAMESPACE or -A (every namespace), not both\n"},
+      {{"edges", "deploy", "-n", "emojivoto", "-A"},
+       "meshctl: use -n NAMESPACE or -A (every namespace), not both\n"},
+      {{"stat", "deploy", "--bogus"},
+       "meshctl: the following argument was not expected: --bogus: see 'meshctl stat --help'\n"},
+      {{"tap", "deploy/web", "--max-events", "many"},
+       "meshctl: could not convert: --max-events = many: see 'meshctl tap --help'\n"},
+      {{},
+       "meshctl: give a command: stat, tap, top, routes, edges, inject, uninject, check, version "
+       "(see 'meshctl --help')\n"},
+      {{"stats", "deploy"},
+       "meshctl: unknown command 'stats': use stat, tap, top, routes, edges, inject, uninject, "
+       "check, version (see 'meshctl --help')\n"},
+  };
+  for (const auto& [args, message] : cases) {
+    INFO(fmt::format("meshctl {}", fmt::join(args, " ")));
+    const Result result = Run(With(args, aggregator));
+    CHECK(result.code == 2);
+    CHECK(result.out.empty());
+    CHECK(IsOneLine(result.err));
+    CHECK(result.err == message);
+  }
+  CHECK(aggregator.api.calls == 0);
+
+  const Result address = Run({"stat", "deploy", "--aggregator", "localhost"});
+  CHECK(address.code == 2);
+  CHECK(address.err ==
+        "meshctl: --aggregator 'localhost' is not HOST:PORT: write e.g. 127.0.0.1:8085 or "
+        "aggregator.local:8085\n");
+}
+
+TEST_CASE("help goes to stdout and exits 0", "[meshctl]") {
+  const Result result = Run({"stat", "--help"});
+  CHECK(result.code == 0);
+  CHECK(result.out.find("Usage: meshctl stat [OPTIONS] [resource...]") != std::string::npos);
+  CHECK(result.out.find("meshctl stat deploy -n emojivoto --from deploy/web") != std::string::npos);
+  CHECK(result.err.empty());
+}
+
+v1::TapStreamMessage Drops(uint64_t agents, uint64_t stream) {
+  v1::TapStreamMessage message;
+  message.mutable_drops()->set_agent_dropped(agents);
+  message.mutable_drops()->set_stream_dropped(stream);
+  return message;
+}
+
+void CannedTap(FakeApi& api) {
+  const auto events = ReadTextProto<v1::TapEvents>("tap_events.textproto");
+  for (int i = 0; i < events.events_size(); ++i) {
+    if (i == 3) api.tap_messages.push_back(Drops(2, 10));
+    api.tap_messages.emplace_back().mutable_event()->CopyFrom(events.events(i));
+  }
+}
+
+TEST_CASE("tap streams lines until --max-events, then cancels the stream", "[meshctl][tap]") {
+  FakeAggregator aggregator;
+  CannedTap(aggregator.api);
+  const Result result =
+      Run(With({"tap", "deploy/web", "-n", "emojivoto", "--to", "deploy/voting", "--method", "POST",
+                "--path", "/emojivoto.v1.VotingService/", "--authority", "voting-svc:8080",
+                "--scheme", "http", "--max-rps", "5", "--max-events", "11"},
+               aggregator));
+  CHECK(result.code == 0);
+  CHECK(result.out == ReadTestdata("tap.golden"));
+  CHECK(result.err ==
+        "tap: 12 events dropped (agents 2, stream 10): raise --max-rps or narrow the match\n");
+  REQUIRE(aggregator.api.tap_requests.size() == 1);
+  const v1::TapRequestSpec& spec = aggregator.api.tap_requests[0];
+  CHECK(spec.target().type() == "deployment");
+  CHECK(spec.target().namespace_() == "emojivoto");
+  CHECK(spec.target().name() == "web");
+  CHECK(spec.to().name() == "voting");
+  CHECK(spec.to().namespace_() == "emojivoto");
+  CHECK(spec.method() == "POST");
+  CHECK(spec.path_prefix() == "/emojivoto.v1.VotingService/");
+  CHECK(spec.authority() == "voting-svc:8080");
+  CHECK(spec.scheme() == "http");
+  CHECK(spec.max_rps() == 5);
+  // The server sees the client go.
+  for (int i = 0; i < 400 && !aggregator.api.tap_cancelled; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(aggregator.api.tap_cancelled);
+}
+
+TEST_CASE("tap -o json and -o wide", "[meshctl][tap]") {
+  FakeAggregator aggregator;
+  CannedTap(aggregator.api);
+  const Result json =
+      Run(With({"tap", "deploy/web", "--max-events", "11", "-o", "json"}, aggregator));
+  CHECK(json.code == 0);
+  CHECK(json.out == ReadTestdata("tap_json.golden"));
+  const Result wide =
+      Run(With({"tap", "deploy/web", "--max-events", "11", "-o", "wide"}, aggregator));
+  CHECK(wide.code == 0);
+  CHECK(wide.out == ReadTestdata("tap_wide.golden"));
+}
+
+TEST_CASE("Ctrl-C ends tap cleanly: exit 0, the stream cancelled", "[meshctl][tap]") {
+  FakeAggregator aggregator;
+  CannedTap(aggregator.api);
+  CancelSource cancel;
+  auto run = std::async(std::launch::async, [&] {
+    return Run(With({"tap", "deploy/web"}, aggregator), {}, false, &cancel);
+  });
+  for (int i = 0; i < 400 && !aggregator.api.tap_streaming; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  REQUIRE(aggregator.api.tap_streaming);
+  CHECK(cancel.Cancel());  // the command was listening
+  REQUIRE(run.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  const Result result = run.get();
+  CHECK(result.code == 0);
+  CHECK(result.out == ReadTestdata("tap.golden"));
+  for (int i = 0; i < 400 && !aggregator.api.tap_cancelled; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  CHECK(aggregator.api.tap_cancelled);
+}
+
+TEST_CASE("top piped: one table of the busiest routes, then exit", "[meshctl][top]") {
+  FakeAggregator aggregator;
+  aggregator.api.routes_response = ReadTextProto<v1::TopRoutesResponse>("routes.textproto");
+  const Result result = Run(With({"top", "ns/emojivoto"}, aggregator));
+  CHECK(result.code == 0);
+  CHECK(result.out == ReadTestdata("top.golden"));
+  CHECK(result.err ==
+        "warning: node node-2 has not reported for 24s; its data may be missing from this "
+        "window\n");
+  const v1::TopRoutesRequest& request = aggregator.api.routes_requests.at(0);
+  CHECK(request.selector().type() == "namespace");
+  CHECK(request.selector().name() == "emojivoto");
+  CHECK(request.window_seconds() == 10);
+  CHECK(request.limit() == 20);
+}
+
+TEST_CASE("top on a terminal refreshes in place until Ctrl-C", "[meshctl][top]") {
+  FakeAggregator aggregator;
+  aggregator.api.routes_response = ReadTextProto<v1::TopRoutesResponse>("routes.textproto");
+  aggregator.api.routes_response.clear_stale_nodes();
+  CancelSource cancel;
+  auto run = std::async(std::launch::async, [&] {
+    return Run(
+        With({"top", "deploy/voting", "-n", "emojivoto", "-t", "30s", "--limit", "5"}, aggregator),
+        {}, true, &cancel);
+  });
+  for (int i = 0; i < 1000 && aggregator.api.calls < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  REQUIRE(aggregator.api.calls >= 2);
+  cancel.Cancel();
+  REQUIRE(run.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
+  const Result result = run.get();
+  CHECK(result.code == 0);
+  const std::string frame = RenderTop(aggregator.api.routes_response,
+                                      "Busiest routes of deploy/voting in namespace emojivoto "
+                                      "over the last 30s (every 2s; Ctrl-C to quit)",
+                                      true);
+  CHECK(result.out == frame + frame);
+  CHECK(aggregator.api.routes_requests.at(0).limit() == 5);
+}
+
+TEST_CASE("routes by route, with --from", "[meshctl][routes]") {
+  FakeAggregator aggregator;
+  aggregator.api.routes_response = ReadTextProto<v1::TopRoutesResponse>("routes.textproto");
+  const Result result =
+      Run(With({"routes", "deploy/voting", "-n", "emojivoto", "--from", "deploy/web"}, aggregator));
+  CHECK(result.code == 0);
+  CHECK(result.out == ReadTestdata("routes_table.golden"));
+  const v1::TopRoutesRequest& request = aggregator.api.routes_requests.at(0);
+  CHECK(request.selector().name() == "voting");
+  CHECK(request.from().name() == "web");
+  CHECK(request.from().namespace_() == "emojivoto");
+  CHECK(request.window_seconds() == 60);
+  CHECK(request.limit() == 0);
+}
+
+TEST_CASE("edges -A -o json", "[meshctl][edges]") {
+  FakeAggregator aggregator;
+  aggregator.api.edges_response = ReadTextProto<v1::EdgesResponse>("edges.textproto");
+  const Result result = Run(With({"edges", "deploy", "-A", "-o", "json"}, aggregator));
+  CHECK(result.code == 0);
+  CHECK(result.out == ReadTestdata("edges_json.golden"));
+  const v1::EdgesRequest& request = aggregator.api.edges_requests.at(0);
+  CHECK(request.selector().type() == "deployment");
+  CHECK(request.selector().namespace_().empty());
+}
+
+TEST_CASE("check: exit 0 when all is well, 1 with the problems", "[meshctl][check]") {
+  FakeAggregator aggregator;
+  aggregator.api.pods_response = ReadTextProto<v1::ListPodsResponse>("pods_healthy.textproto");
+  const Result healthy = Run(With({"check"}, aggregator));
+  CHECK(healthy.code == 0);
+  CHECK(healthy.out == RenderCheck(aggregator.address(), aggregator.api.pods_response, kNow).text);
+  CHECK(healthy.err.empty());
+
+  aggregator.api.pods_response = ReadTextProto<v1::ListPodsResponse>("pods_problems.textproto");
+  const Result problems = Run(With({"check"}, aggregator));
+  CHECK(problems.code == 1);
+  CHECK(problems.err == "meshctl: check found 3 problems (marked ×)\n");
+}
+
+TEST_CASE("inject and uninject through the command line", "[meshctl][inject]") {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / fmt::format("meshctl-cli-{}", ::getpid());
+  std::filesystem::create_directories(dir);
+  const std::string node1 = (dir / "node-1.json").string(), node2 = (dir / "node-2.json").string();
+  const std::string inventory =
+      R"({"pods":[{"namespace":"emojivoto","name":"web-1","owner":{"kind":"Deployment","name":"web"},"ips":["10.77.0.11"],"cgroup":"/web-1","netns":"/run/netns/web-1","meshed":false}]})";
+  std::ofstream(node1) << inventory;
+  std::ofstream(node2) << inventory;
+
+  const Result injected = Run({"inject", "deploy/web", "-n", "emojivoto"},
+                              {{"NODEMESH_INVENTORY", node1 + ":" + node2}});
+  CHECK(injected.code == 0);
+  CHECK(injected.out == "pod emojivoto/web-1 meshed\n");
+
+  const Result again =
+      Run({"inject", "deploy/web", "-n", "emojivoto", "--inventory", node1, "--inventory", node2});
+  CHECK(again.code == 0);
+  CHECK(again.out == "pod emojivoto/web-1 already meshed (no change)\n");
+
+  const Result unmeshed = Run({"uninject", "--inventory", node1, "pod/web-1", "-n", "emojivoto"});
+  CHECK(unmeshed.code == 0);
+  CHECK(unmeshed.out == "pod emojivoto/web-1 unmeshed\n");
+
+  const Result missing = Run({"inject", "deploy/web"}, {{"NODEMESH_INVENTORY", node1}});
+  CHECK(missing.code == 1);
+  CHECK(missing.err == fmt::format("meshctl: namespace default has no pods in {}: use -n with "
+                                   "one of emojivoto\n",
+                                   node1));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("version", "[meshctl]") {
+  const Result result = Run({"version"});
+  CHECK(result.code == 0);
+  CHECK(result.out == fmt::format("meshctl version {}\n", NODEMESH_VERSION));
+}
+
+}  // namespace
+}  // namespace nodemesh::cli

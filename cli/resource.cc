@@ -1,0 +1,183 @@
+#include "cli/resource.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+
+namespace nodemesh::cli {
+namespace {
+
+struct TypeSpelling {
+  ResourceType type;
+  std::string_view api_name;
+  std::string_view plural;
+  std::string_view short_name;  // as accepted on the command line
+  std::string_view label;       // as printed
+  std::string_view owner_kind;
+};
+
+constexpr std::array<TypeSpelling, 5> kTypes = {{
+    {ResourceType::kPod, "pod", "pods", "po", "pod", ""},
+    {ResourceType::kDeployment, "deployment", "deployments", "deploy", "deploy", "Deployment"},
+    {ResourceType::kStatefulSet, "statefulset", "statefulsets", "sts", "sts", "StatefulSet"},
+    {ResourceType::kDaemonSet, "daemonset", "daemonsets", "ds", "ds", "DaemonSet"},
+    {ResourceType::kNamespace, "namespace", "namespaces", "ns", "ns", ""},
+}};
+
+const TypeSpelling& Spelling(ResourceType type) {
+  return *std::find_if(kTypes.begin(), kTypes.end(),
+                       [type](const TypeSpelling& spelling) { return spelling.type == type; });
+}
+
+std::string Lowercase(std::string_view text) {
+  std::string lower(text);
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return lower;
+}
+
+absl::Status UnknownType(std::string_view text) {
+  return absl::InvalidArgumentError(
+      fmt::format("unknown resource type '{}': use {}", text, ValidResourceTypes()));
+}
+
+}  // namespace
+
+std::optional<ResourceType> ParseResourceType(std::string_view text) {
+  const std::string lower = Lowercase(text);
+  for (const TypeSpelling& spelling : kTypes) {
+    if (lower == spelling.api_name || lower == spelling.plural || lower == spelling.short_name) {
+      return spelling.type;
+    }
+  }
+  return std::nullopt;
+}
+
+std::string_view ApiName(ResourceType type) { return Spelling(type).api_name; }
+std::string_view ShortName(ResourceType type) { return Spelling(type).label; }
+std::string_view PluralName(ResourceType type) { return Spelling(type).plural; }
+std::string_view OwnerKind(ResourceType type) { return Spelling(type).owner_kind; }
+
+std::string ValidResourceTypes() {
+  std::string text;
+  for (size_t i = 0; i < kTypes.size(); ++i) {
+    if (i > 0) text += i + 1 == kTypes.size() ? " or " : ", ";
+    text += fmt::format("{} ({})", kTypes[i].api_name, kTypes[i].short_name);
+  }
+  return text;
+}
+
+std::string Label(const ResourceRef& ref) {
+  if (ref.name.empty()) return std::string(ShortName(ref.type));
+  return fmt::format("{}/{}", ShortName(ref.type), ref.name);
+}
+
+absl::StatusOr<ResourceRef> ParseResourceRef(std::string_view text) {
+  const size_t slash = text.find('/');
+  const std::string_view type_text = text.substr(0, slash);
+  if (slash != std::string_view::npos && text.find('/', slash + 1) != std::string_view::npos) {
+    return absl::InvalidArgumentError(fmt::format(
+        "'{}' is not TYPE/NAME: write e.g. deploy/web and give the namespace with -n", text));
+  }
+  const std::optional<ResourceType> type = ParseResourceType(type_text);
+  if (!type) return UnknownType(type_text);
+  ResourceRef ref{*type, ""};
+  if (slash != std::string_view::npos) {
+    ref.name = std::string(text.substr(slash + 1));
+    if (ref.name.empty()) {
+      return absl::InvalidArgumentError(
+          fmt::format("'{}' names no resource: write TYPE/NAME, e.g. deploy/web", text));
+    }
+  }
+  return ref;
+}
+
+absl::StatusOr<ResourceRef> ParseResourceWords(const std::vector<std::string>& words,
+                                               std::string_view command) {
+  if (words.empty()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "{} needs a resource, e.g. deploy, deploy/web or ns/emojivoto: see 'meshctl {} --help'",
+        command, command));
+  }
+  if (words.size() > 2) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} takes one resource, not '{}': write TYPE/NAME, e.g. deploy/web", command,
+                    fmt::join(words, " ")));
+  }
+  absl::StatusOr<ResourceRef> ref = ParseResourceRef(words[0]);
+  if (!ref.ok() || words.size() == 1) return ref;
+  if (!ref->name.empty()) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} takes one resource, not '{} {}': write TYPE/NAME, e.g. deploy/web", command,
+                    words[0], words[1]));
+  }
+  ref->name = words[1];
+  return ref;
+}
+
+v1::Resource ToApiResource(const ResourceRef& ref, std::string_view namespace_name) {
+  v1::Resource resource;
+  resource.set_type(std::string(ApiName(ref.type)));
+  resource.set_name(ref.name);
+  resource.set_namespace_(ref.type == ResourceType::kNamespace ? ref.name
+                                                               : std::string(namespace_name));
+  return resource;
+}
+
+std::string ResourceLabel(const v1::Resource& resource) {
+  const std::optional<ResourceType> type = ParseResourceType(resource.type());
+  const std::string type_label = type ? std::string(ShortName(*type)) : resource.type();
+  if (type_label.empty()) return resource.name();
+  return fmt::format("{}/{}", type_label, resource.name());
+}
+
+std::string WorkloadLabel(const v1::Identity& identity) {
+  if (identity.pod().empty() || identity.owner_kind() == "External") return "";
+  for (const TypeSpelling& spelling : kTypes) {
+    if (!spelling.owner_kind.empty() && identity.owner_kind() == spelling.owner_kind) {
+      return fmt::format("{}/{}", spelling.label, identity.owner_name());
+    }
+  }
+  if (identity.owner_kind().empty() || identity.owner_kind() == "Pod") {
+    return fmt::format("pod/{}", identity.pod());
+  }
+  return fmt::format("{}/{}", Lowercase(identity.owner_kind()), identity.owner_name());
+}
+
+absl::StatusOr<int64_t> ParseWindow(std::string_view text) {
+  const auto bad = [&] {
+    return absl::InvalidArgumentError(fmt::format(
+        "bad time window '{}': use 10s to 1h, written like 10s, 90s, 1m30s, 5m or 1h", text));
+  };
+  int64_t seconds = 0;
+  size_t i = 0;
+  if (text.empty()) return bad();
+  while (i < text.size()) {
+    int64_t number = 0;
+    const size_t digits_start = i;
+    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])) &&
+           i - digits_start < 6) {
+      number = number * 10 + (text[i++] - '0');
+    }
+    if (i == digits_start || i == text.size()) return bad();
+    switch (text[i++]) {
+      case 'h':
+        seconds += number * 3600;
+        break;
+      case 'm':
+        seconds += number * 60;
+        break;
+      case 's':
+        seconds += number;
+        break;
+      default:
+        return bad();
+    }
+  }
+  if (seconds < kMinWindowSeconds || seconds > kMaxWindowSeconds) return bad();
+  return seconds;
+}
+
+}  // namespace nodemesh::cli

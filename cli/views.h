@@ -1,0 +1,58 @@
+// What each command prints, as pure functions of the API's answers: no I/O and no clock
+// (the time is a parameter), so every format is checked byte for byte against golden files.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "nodemesh/v1/nodemesh.pb.h"
+
+namespace nodemesh::cli {
+
+enum class OutputFormat { kTable, kWide, kJson };
+
+// `-o` of `command`: one of the accepted names ("table", "wide", "json"), or an error
+// listing them.
+absl::StatusOr<OutputFormat> ParseOutputFormat(std::string_view text, std::string_view command,
+                                               std::initializer_list<OutputFormat> accepted);
+
+// One "warning: node n2 has not reported for 12s; ..." line per node, by node name.
+std::string RenderStaleWarnings(const google::protobuf::RepeatedPtrField<v1::NodeStatus>& nodes,
+                                int64_t now_unix_seconds);
+
+// stat: rows by namespace and name. `namespace_column` adds NAMESPACE first (-A).
+std::string RenderStat(const v1::StatSummaryResponse& response, OutputFormat format,
+                       bool namespace_column);
+
+// tap: one line per event, with its newline. kTable is Linkerd's line, kWide adds addresses
+// and workloads, kJson is one JSON object.
+std::string RenderTapEvent(const v1::TapEvent& event, OutputFormat format);
+// "tap: 12 events dropped (agents 2, stream 10): ...", for stderr.
+std::string RenderTapDrops(const v1::TapDrops& drops);
+
+// top: the busiest routes first. `title` heads a frame; `clear_screen` starts it by moving
+// to the top of a cleared terminal.
+std::string RenderTop(const v1::TopRoutesResponse& response, std::string_view title,
+                      bool clear_screen);
+
+// routes: by route, then destination.
+std::string RenderRoutes(const v1::TopRoutesResponse& response, OutputFormat format);
+
+// edges: by source namespace and name, then destination name and namespace.
+std::string RenderEdges(const v1::EdgesResponse& response, OutputFormat format);
+
+struct CheckReport {
+  std::string text;
+  int problems = 0;
+};
+// check: the nodes and pods the aggregator knows, and a line per check passed or failed.
+CheckReport RenderCheck(std::string_view aggregator, const v1::ListPodsResponse& pods,
+                        int64_t now_unix_seconds);
+
+// A node counts as stale when its last report is older than this (agents report every
+// second, so this allows for several lost or late reports).
+inline constexpr int64_t kStaleAfterSeconds = 10;
+
+}  // namespace nodemesh::cli

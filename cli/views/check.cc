@@ -1,0 +1,150 @@
+// meshctl check: is the aggregator there, do the nodes report, are the meshed pods
+// intercepted.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "cli/format.h"
+#include "cli/views.h"
+
+namespace nodemesh::cli {
+namespace {
+
+constexpr std::string_view kPassed = "√";
+constexpr std::string_view kFailed = "×";
+// Enough names to find them in the agent's log; the count says how many there are.
+constexpr size_t kMaxListedPods = 5;
+
+struct NodePods {
+  int running = 0;
+  int meshed = 0;
+  int enrolled = 0;
+};
+
+enum class NodeState { kConnected, kStale, kDisconnected };
+
+NodeState StateOf(const v1::NodeStatus& node, int64_t now) {
+  if (!node.connected()) return NodeState::kDisconnected;
+  if (node.last_report_unix_seconds() > 0 &&
+      now - node.last_report_unix_seconds() > kStaleAfterSeconds) {
+    return NodeState::kStale;
+  }
+  return NodeState::kConnected;
+}
+
+std::string_view StateName(NodeState state) {
+  switch (state) {
+    case NodeState::kConnected:
+      return "connected";
+    case NodeState::kStale:
+      return "stale";
+    case NodeState::kDisconnected:
+      return "disconnected";
+  }
+  return "";
+}
+
+std::string LastReport(const v1::NodeStatus& node, int64_t now) {
+  if (node.last_report_unix_seconds() <= 0) return "never";
+  return FormatSeconds(now - node.last_report_unix_seconds()) + " ago";
+}
+
+}  // namespace
+
+CheckReport RenderCheck(std::string_view aggregator, const v1::ListPodsResponse& response,
+                        int64_t now_unix_seconds) {
+  std::map<std::string, NodePods> by_node;
+  NodePods total;
+  for (const v1::Pod& pod : response.pods()) {
+    NodePods& node = by_node[pod.identity().node()];
+    for (NodePods* counts : {&node, &total}) {
+      ++counts->running;
+      counts->meshed += pod.meshed() ? 1 : 0;
+      counts->enrolled += pod.enrolled() ? 1 : 0;
+    }
+  }
+  std::vector<const v1::NodeStatus*> nodes;
+  for (const v1::NodeStatus& node : response.nodes()) nodes.push_back(&node);
+  std::sort(nodes.begin(), nodes.end(),
+            [](const auto* a, const auto* b) { return a->node() < b->node(); });
+
+  CheckReport report;
+  using Align = Table::Align;
+  Table table({{"NODE", Align::kLeft},
+               {"STATE", Align::kLeft},
+               {"LAST_REPORT"},
+               {"PODS"},
+               {"MESHED"},
+               {"ENROLLED"}});
+  std::set<std::string> healthy_nodes;
+  std::vector<std::string> lines = {
+      fmt::format("{} aggregator reachable at {}", kPassed, aggregator)};
+  for (const v1::NodeStatus* node : nodes) {
+    const NodeState state = StateOf(*node, now_unix_seconds);
+    const NodePods counts = by_node[node->node()];
+    table.AddRow({node->node(), std::string(StateName(state)), LastReport(*node, now_unix_seconds),
+                  fmt::format("{}", counts.running), fmt::format("{}", counts.meshed),
+                  fmt::format("{}", counts.enrolled)});
+    switch (state) {
+      case NodeState::kConnected:
+        healthy_nodes.insert(node->node());
+        lines.push_back(
+            fmt::format("{} node {} is connected and reporting", kPassed, node->node()));
+        break;
+      case NodeState::kStale:
+        ++report.problems;
+        lines.push_back(fmt::format(
+            "{} node {} is connected but has not reported for {}: check its nodemesh-agent's log",
+            kFailed, node->node(),
+            FormatSeconds(now_unix_seconds - node->last_report_unix_seconds())));
+        break;
+      case NodeState::kDisconnected:
+        ++report.problems;
+        lines.push_back(fmt::format(
+            "{} node {} is disconnected (last report {}): start its nodemesh-agent with "
+            "--aggregator {}",
+            kFailed, node->node(), LastReport(*node, now_unix_seconds), aggregator));
+        break;
+    }
+  }
+  if (nodes.empty()) {
+    ++report.problems;
+    lines.push_back(fmt::format(
+        "{} no node agent has connected: start nodemesh-agent --aggregator {} on every node",
+        kFailed, aggregator));
+  }
+  lines.push_back(fmt::format("{} {} pods running, {} meshed, {} enrolled", kPassed, total.running,
+                              total.meshed, total.enrolled));
+
+  // Pods of a node already reported above would only repeat that node's problem.
+  std::vector<std::string> not_enrolled;
+  for (const v1::Pod& pod : response.pods()) {
+    if (pod.meshed() && !pod.enrolled() && healthy_nodes.contains(pod.identity().node())) {
+      not_enrolled.push_back(
+          fmt::format("{}/{}", pod.identity().namespace_(), pod.identity().pod()));
+    }
+  }
+  if (!not_enrolled.empty()) {
+    ++report.problems;
+    std::sort(not_enrolled.begin(), not_enrolled.end());
+    const size_t listed = std::min(not_enrolled.size(), kMaxListedPods);
+    std::string names =
+        fmt::format("{}", fmt::join(not_enrolled.begin(), not_enrolled.begin() + listed, ", "));
+    if (listed < not_enrolled.size()) {
+      names += fmt::format(" and {} more", not_enrolled.size() - listed);
+    }
+    lines.push_back(fmt::format(
+        "{} {} meshed pod{} not enrolled by {} agent: {}: see the nodemesh-agent log on {} node",
+        kFailed, not_enrolled.size(), not_enrolled.size() == 1 ? " is" : "s are",
+        not_enrolled.size() == 1 ? "its" : "their", names,
+        not_enrolled.size() == 1 ? "its" : "their"));
+  }
+
+  report.text = nodes.empty() ? "" : table.Render() + "\n";
+  for (const std::string& line : lines) report.text += line + "\n";
+  return report;
+}
+
+}  // namespace nodemesh::cli
