@@ -53,6 +53,10 @@ Connection::Connection(Worker& worker, std::shared_ptr<const PodRuntime> pod, Di
                  ? metrics::TrafficKey{local, remote, Direction::kOutbound}
                  : metrics::TrafficKey{remote, local, Direction::kInbound};
   tcp_series_ = worker_.shard().OpenConnection(traffic_);
+  if (!worker_.options().l7) {
+    detecting_ = false;  // opaque from the first byte: Observe only counts bytes
+    worker_.stats().Add(worker_.stats().protocols[static_cast<int>(parsers::Protocol::kOpaque)]);
+  }
 }
 
 Connection::~Connection() {

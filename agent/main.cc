@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
   std::string connect_timeout = "10s", idle_timeout = "1h", log_level = "info";
   std::string admin_socket = "/run/nodemesh/agent.sock";
   std::string metrics_address = "0.0.0.0:4191";
+  std::string l7 = "on";
 
   CLI::App app{
       "nodemesh node agent: transparently proxies and observes the connections of the "
@@ -94,6 +95,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-routes", options.max_routes_per_workload,
                  "Routes kept per destination workload; the rest share one overflow series")
       ->check(CLI::Range(1, 100000));
+  app.add_option("--l7", l7,
+                 "on: detect and parse HTTP/1, HTTP/2 and gRPC for request metrics and tap; "
+                 "off: proxy every connection as opaque TCP (connection metrics only)")
+      ->check(CLI::IsMember({"on", "off"}));
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   CLI11_PARSE(app, argc, argv);
@@ -106,6 +111,7 @@ int main(int argc, char** argv) {
   options.worker.agent_mark = options.agent_mark;
   options.worker.transparent_mark = options.transparent_mark;
   options.worker.worker_count = options.workers;
+  options.worker.l7 = l7 == "on";
   RaiseFileLimit();
 
   // Signals are taken synchronously from a signalfd; every thread inherits the mask.

@@ -35,6 +35,9 @@ struct WorkerOptions {
   uint32_t transparent_mark = 0;
   int worker_count = 1;  // of the agent: tap rates are shared among them
   parsers::ParserConfig parser_config;
+  // false: every connection is proxied as opaque TCP, with no protocol detection or parsing
+  // (and so no request metrics): the proxy's own cost, for comparison.
+  bool l7 = true;
 };
 
 // Counters a worker alone writes and anyone may read.
