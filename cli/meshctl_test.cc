@@ -190,26 +190,33 @@ TEST_CASE("stat asks for the workloads and prints Linkerd's table", "[meshctl][s
   CHECK_FALSE(request.has_to());
 }
 
-TEST_CASE("stat --from, -t and -o json", "[meshctl][stat]") {
+TEST_CASE("stat --from, --to, -t and -o json", "[meshctl][stat]") {
   FakeAggregator aggregator;
   aggregator.api.stat_response =
       ReadTextProto<v1::StatSummaryResponse>("stat_deployments.textproto");
-  const Result result =
-      Run(With({"stat", "deployments/voting", "-n", "emojivoto", "--from", "deploy/web", "--to",
-                "sts/db", "--to-namespace", "data", "-t", "10m", "-o", "json"},
+  const Result from = Run(With({"stat", "deployments/voting", "-n", "emojivoto", "--from",
+                                "deploy/web", "-t", "10m", "-o", "json"},
+                               aggregator));
+  CHECK(from.code == 0);
+  CHECK(from.out == ReadTestdata("stat_json.golden"));
+  const Result to =
+      Run(With({"stat", "deploy", "-n", "emojivoto", "--to", "sts/db", "--to-namespace", "data"},
                aggregator));
-  CHECK(result.code == 0);
-  CHECK(result.out == ReadTestdata("stat_json.golden"));
-  REQUIRE(aggregator.api.stat_requests.size() == 1);
-  const v1::StatSummaryRequest& request = aggregator.api.stat_requests[0];
-  CHECK(request.selector().name() == "voting");
-  CHECK(request.window_seconds() == 600);
-  CHECK(request.from().type() == "deployment");
-  CHECK(request.from().namespace_() == "emojivoto");
-  CHECK(request.from().name() == "web");
-  CHECK(request.to().type() == "statefulset");
-  CHECK(request.to().namespace_() == "data");
-  CHECK(request.to().name() == "db");
+  CHECK(to.code == 0);
+
+  REQUIRE(aggregator.api.stat_requests.size() == 2);
+  const v1::StatSummaryRequest& first = aggregator.api.stat_requests[0];
+  CHECK(first.selector().name() == "voting");
+  CHECK(first.window_seconds() == 600);
+  CHECK(first.from().type() == "deployment");
+  CHECK(first.from().namespace_() == "emojivoto");
+  CHECK(first.from().name() == "web");
+  CHECK_FALSE(first.has_to());
+  const v1::StatSummaryRequest& second = aggregator.api.stat_requests[1];
+  CHECK_FALSE(second.has_from());
+  CHECK(second.to().type() == "statefulset");
+  CHECK(second.to().namespace_() == "data");
+  CHECK(second.to().name() == "db");
 }
 
 TEST_CASE("stat -A asks for every namespace and adds the NAMESPACE column", "[meshctl][stat]") {
@@ -343,7 +350,7 @@ TEST_CASE("argument errors: one line saying what to do, exit 2, no call", "[mesh
   const std::map<std::vector<std::string>, std::string> cases = {
       {{"stat", "svc/web"},
        "meshctl: unknown resource type 'svc': use pod (po), deployment (deploy), statefulset "
-       "(sts), daemonset (ds) or namespace (ns)\n"},
+       "(sts), daemonset (ds), namespace (ns)\n"},
       {{"stat", "deploy", "-t", "5s"},
        "meshctl: bad time window '5s': use 10s to 1h, written like 10s, 90s, 1m30s, 5m or 1h\n"},
       {{"routes", "deploy/web", "-t", "2h"},
@@ -360,7 +367,10 @@ TEST_CASE("argument errors: one line saying what to do, exit 2, no call", "[mesh
        "meshctl: unknown output format 'table' for tap: use -o wide or -o json\n"},
       {{"stat", "deploy", "--from", "web"},
        "meshctl: --from: unknown resource type 'web': use pod (po), deployment (deploy), "
-       "statefulset (sts), daemonset (ds) or namespace (ns)\n"},
+       "statefulset (sts), daemonset (ds), namespace (ns)\n"},
+      {{"stat", "deploy", "--from", "deploy/web", "--to", "deploy/voting"},
+       "meshctl: --from and --to cannot be combined: ask for the traffic from one resource, or "
+       "to one\n"},
       {{"stat", "deploy", "-A", "--from", "deploy/web"},
        "meshctl: --from: with -A, say which namespace deploy/web is in with --from-namespace\n"},
       {{"tap", "deploy/web", "--path", "api"},

@@ -9,26 +9,25 @@
 namespace nodemesh::cli {
 namespace {
 
-struct TypeSpelling {
+// How output names each type: Linkerd's short forms for workloads, "pod" and "ns" as
+// kubectl users read them.
+struct TypeLabel {
   ResourceType type;
-  std::string_view api_name;
+  std::string_view label;
   std::string_view plural;
-  std::string_view short_name;  // as accepted on the command line
-  std::string_view label;       // as printed
-  std::string_view owner_kind;
 };
 
-constexpr std::array<TypeSpelling, 5> kTypes = {{
-    {ResourceType::kPod, "pod", "pods", "po", "pod", ""},
-    {ResourceType::kDeployment, "deployment", "deployments", "deploy", "deploy", "Deployment"},
-    {ResourceType::kStatefulSet, "statefulset", "statefulsets", "sts", "sts", "StatefulSet"},
-    {ResourceType::kDaemonSet, "daemonset", "daemonsets", "ds", "ds", "DaemonSet"},
-    {ResourceType::kNamespace, "namespace", "namespaces", "ns", "ns", ""},
+constexpr std::array<TypeLabel, 5> kLabels = {{
+    {ResourceType::kPod, "pod", "pods"},
+    {ResourceType::kDeployment, "deploy", "deployments"},
+    {ResourceType::kStatefulSet, "sts", "statefulsets"},
+    {ResourceType::kDaemonSet, "ds", "daemonsets"},
+    {ResourceType::kNamespace, "ns", "namespaces"},
 }};
 
-const TypeSpelling& Spelling(ResourceType type) {
-  return *std::find_if(kTypes.begin(), kTypes.end(),
-                       [type](const TypeSpelling& spelling) { return spelling.type == type; });
+const TypeLabel& LabelOf(ResourceType type) {
+  return *std::find_if(kLabels.begin(), kLabels.end(),
+                       [type](const TypeLabel& label) { return label.type == type; });
 }
 
 std::string Lowercase(std::string_view text) {
@@ -40,34 +39,19 @@ std::string Lowercase(std::string_view text) {
 
 absl::Status UnknownType(std::string_view text) {
   return absl::InvalidArgumentError(
-      fmt::format("unknown resource type '{}': use {}", text, ValidResourceTypes()));
+      fmt::format("unknown resource type '{}': use {}", text, aggregator::ResourceTypesHelp()));
 }
 
 }  // namespace
 
 std::optional<ResourceType> ParseResourceType(std::string_view text) {
-  const std::string lower = Lowercase(text);
-  for (const TypeSpelling& spelling : kTypes) {
-    if (lower == spelling.api_name || lower == spelling.plural || lower == spelling.short_name) {
-      return spelling.type;
-    }
-  }
-  return std::nullopt;
+  return aggregator::ParseResourceType(text);
 }
 
-std::string_view ApiName(ResourceType type) { return Spelling(type).api_name; }
-std::string_view ShortName(ResourceType type) { return Spelling(type).label; }
-std::string_view PluralName(ResourceType type) { return Spelling(type).plural; }
-std::string_view OwnerKind(ResourceType type) { return Spelling(type).owner_kind; }
-
-std::string ValidResourceTypes() {
-  std::string text;
-  for (size_t i = 0; i < kTypes.size(); ++i) {
-    if (i > 0) text += i + 1 == kTypes.size() ? " or " : ", ";
-    text += fmt::format("{} ({})", kTypes[i].api_name, kTypes[i].short_name);
-  }
-  return text;
-}
+std::string_view ApiName(ResourceType type) { return aggregator::ResourceTypeName(type); }
+std::string_view ShortName(ResourceType type) { return LabelOf(type).label; }
+std::string_view PluralName(ResourceType type) { return LabelOf(type).plural; }
+std::string_view OwnerKind(ResourceType type) { return aggregator::OwnerKindOf(type); }
 
 std::string Label(const ResourceRef& ref) {
   if (ref.name.empty()) return std::string(ShortName(ref.type));
@@ -127,6 +111,8 @@ v1::Resource ToApiResource(const ResourceRef& ref, std::string_view namespace_na
 }
 
 std::string ResourceLabel(const v1::Resource& resource) {
+  // The aggregator's one resource for every address outside the inventory.
+  if (resource.type() == "external") return "external";
   const std::optional<ResourceType> type = ParseResourceType(resource.type());
   const std::string type_label = type ? std::string(ShortName(*type)) : resource.type();
   if (type_label.empty()) return resource.name();
@@ -134,10 +120,13 @@ std::string ResourceLabel(const v1::Resource& resource) {
 }
 
 std::string WorkloadLabel(const v1::Identity& identity) {
-  if (identity.pod().empty() || identity.owner_kind() == "External") return "";
-  for (const TypeSpelling& spelling : kTypes) {
-    if (!spelling.owner_kind.empty() && identity.owner_kind() == spelling.owner_kind) {
-      return fmt::format("{}/{}", spelling.label, identity.owner_name());
+  if (aggregator::IsExternal(
+          {identity.namespace_(), identity.pod(), identity.owner_kind(), identity.owner_name()})) {
+    return "";
+  }
+  for (const TypeLabel& label : kLabels) {
+    if (!OwnerKind(label.type).empty() && identity.owner_kind() == OwnerKind(label.type)) {
+      return fmt::format("{}/{}", label.label, identity.owner_name());
     }
   }
   if (identity.owner_kind().empty() || identity.owner_kind() == "Pod") {

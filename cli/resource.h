@@ -9,11 +9,14 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "aggregator/resource.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 
 namespace nodemesh::cli {
 
-enum class ResourceType { kPod, kDeployment, kStatefulSet, kDaemonSet, kNamespace };
+// The types and the spellings accepted for them are the aggregator's, so that meshctl
+// and the API agree on every alias.
+using aggregator::ResourceType;
 
 // Accepts the singular, plural and short forms ("deployment", "deployments", "deploy").
 std::optional<ResourceType> ParseResourceType(std::string_view text);
@@ -25,8 +28,6 @@ std::string_view ShortName(ResourceType type);
 std::string_view PluralName(ResourceType type);
 // The owner kind of pods of this workload type ("Deployment"); empty for pod and namespace.
 std::string_view OwnerKind(ResourceType type);
-// For error messages: "pod (po), deployment (deploy), ... or namespace (ns)".
-std::string ValidResourceTypes();
 
 // A type and, optionally, one name of it. No name: every resource of the type.
 struct ResourceRef {

@@ -40,7 +40,7 @@ TEST_CASE("TYPE, TYPE/NAME and TYPE NAME", "[resource]") {
 TEST_CASE("resource errors say what to write instead", "[resource]") {
   CHECK(ErrorOf(ParseResourceRef("svc/web").status()) ==
         "unknown resource type 'svc': use pod (po), deployment (deploy), statefulset (sts), "
-        "daemonset (ds) or namespace (ns)");
+        "daemonset (ds), namespace (ns)");
   CHECK(ErrorOf(ParseResourceRef("deploy/").status()) ==
         "'deploy/' names no resource: write TYPE/NAME, e.g. deploy/web");
   CHECK(ErrorOf(ParseResourceRef("emojivoto/deploy/web").status()) ==
@@ -69,8 +69,12 @@ TEST_CASE("the API's resources", "[resource]") {
   CHECK(ResourceLabel(ns) == "ns/emojivoto");
   v1::Resource external;
   external.set_type("external");
-  external.set_name("93.184.216.34:443");
-  CHECK(ResourceLabel(external) == "external/93.184.216.34:443");
+  external.set_name("external");
+  CHECK(ResourceLabel(external) == "external");
+  v1::Resource unknown;
+  unknown.set_type("replicaset");
+  unknown.set_name("web-7d9f");
+  CHECK(ResourceLabel(unknown) == "replicaset/web-7d9f");
   CHECK(Label({ResourceType::kDaemonSet, ""}) == "ds");
 }
 

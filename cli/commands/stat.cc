@@ -43,6 +43,11 @@ int RunStat(const StatFlags& flags, const Invocation& invocation) {
   const absl::StatusOr<int64_t> window = ParseWindow(flags.window);
   if (!window.ok()) return invocation.Fail(window.status());
 
+  if (!flags.from.empty() && !flags.to.empty()) {
+    return invocation.Fail(absl::InvalidArgumentError(
+        "--from and --to cannot be combined: ask for the traffic from one resource, or to one"));
+  }
+
   v1::StatSummaryRequest request;
   *request.mutable_selector() =
       ToApiResource(*ref, flags.all_namespaces ? "" : flags.namespace_name);
