@@ -21,7 +21,7 @@ std::string Lowercase(std::string text) {
 // The part of gRPC's connection error a person can act on.
 std::string ConnectionFailure(const std::string& grpc_message) {
   const std::string message = Lowercase(grpc_message);
-  static constexpr std::array<std::pair<std::string_view, std::string_view>, 9> kKnown = {{
+  static constexpr std::array<std::pair<std::string_view, std::string_view>, 11> kKnown = {{
       {"connection refused", "connection refused"},
       {"no route to host", "no route to host"},
       {"network is unreachable", "network unreachable"},
@@ -31,12 +31,24 @@ std::string ConnectionFailure(const std::string& grpc_message) {
       {"connection reset", "connection reset"},
       {"timed out", "connection timed out"},
       {"socket closed", "connection closed"},
+      {"failed parsing http/2", "the server there does not speak gRPC"},
+      {"http1.x server", "the server there does not speak gRPC"},
   }};
   for (const auto& [needle, reason] : kKnown) {
     if (message.find(needle) != std::string::npos) return std::string(reason);
   }
-  std::string first_line = grpc_message.substr(0, grpc_message.find('\n'));
-  return first_line.empty() ? "unavailable" : first_line;
+  // gRPC wraps the cause: "failed to connect to all addresses; last error: UNKNOWN:
+  // ipv4:10.0.0.1:8085: <cause>". The cause is what the user can act on.
+  std::string cause = grpc_message.substr(0, grpc_message.find('\n'));
+  if (const size_t colon = cause.rfind(": "); colon != std::string::npos) {
+    cause = cause.substr(colon + 2);
+  }
+  if (cause.empty()) return "unavailable";
+  if (cause.size() > 1 && std::isupper(static_cast<unsigned char>(cause[0])) &&
+      std::islower(static_cast<unsigned char>(cause[1]))) {
+    cause[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(cause[0])));
+  }
+  return cause;
 }
 
 std::string Seconds(std::chrono::milliseconds duration) {
@@ -92,6 +104,15 @@ absl::Status ApiClient::WaitUntilReachable() {
 
 absl::Status ApiClient::Explain(const grpc::Status& status, std::string_view rpc) const {
   const std::string& message = status.error_message();
+  // An HTTP/2 server that is not a gRPC one (a proxy, another service on that port) answers
+  // with a plain HTTP status, which gRPC reports under some code or other.
+  constexpr std::string_view kHttpStatus = "Received http2 header with status: ";
+  if (const size_t at = message.find(kHttpStatus); at != std::string::npos) {
+    return absl::UnavailableError(
+        fmt::format("the server at {} is not a nodemesh aggregator (it answered HTTP {}): point "
+                    "--aggregator / NODEMESH_AGGREGATOR at the aggregator",
+                    options_.address, message.substr(at + kHttpStatus.size())));
+  }
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
       return absl::UnavailableError(

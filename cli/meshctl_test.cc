@@ -321,6 +321,37 @@ TEST_CASE("an aggregator that accepts but never answers: bounded wait", "[meshct
   ::close(fd);
 }
 
+TEST_CASE("a server that does not speak gRPC is named as such", "[meshctl][errors]") {
+  // An HTTP/1 server, as on the agent's /metrics port.
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  REQUIRE(::listen(fd, 16) == 0);
+  socklen_t length = sizeof address;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  std::thread server([fd] {
+    for (;;) {
+      const int connection = ::accept(fd, nullptr, nullptr);
+      if (connection < 0) return;
+      constexpr std::string_view kAnswer = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+      [[maybe_unused]] const ssize_t written = ::write(connection, kAnswer.data(), kAnswer.size());
+      ::close(connection);
+    }
+  });
+  const std::string target = fmt::format("127.0.0.1:{}", ntohs(address.sin_port));
+  const Result result = Run({"stat", "deploy", "--aggregator", target});
+  ::shutdown(fd, SHUT_RDWR);
+  ::close(fd);
+  server.join();
+  CHECK(result.code == 1);
+  CHECK(result.err == fmt::format("meshctl: cannot reach the aggregator at {} (the server there "
+                                  "does not speak gRPC): start it, or point --aggregator / "
+                                  "NODEMESH_AGGREGATOR at it\n",
+                                  target));
+}
+
 TEST_CASE("the aggregator's refusals are passed on, one line", "[meshctl][errors]") {
   FakeAggregator aggregator;
   aggregator.api.failure =
