@@ -4,7 +4,6 @@
 // subscriptions going down; each tap client holds one thread. Queries run on gRPC's pool.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
