@@ -100,8 +100,12 @@ TEST_CASE("top: busiest first", "[views][top]") {
 
 TEST_CASE("top: a terminal frame clears the screen and has a title", "[views][top]") {
   const auto response = ReadTextProto<v1::TopRoutesResponse>("routes.textproto");
-  CheckGolden("top_tty.golden",
-              RenderTop(response, "Busiest routes of ns/emojivoto in namespace emojivoto", true));
+  CheckGolden(
+      "top_tty.golden",
+      RenderTop(
+          response,
+          "Busiest routes in namespace emojivoto over the last 10s (every 2s; Ctrl-C to quit)",
+          true));
 }
 
 TEST_CASE("routes: table, wide and json", "[views][routes]") {

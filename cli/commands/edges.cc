@@ -21,8 +21,9 @@ struct EdgesFlags {
 int RunEdges(const EdgesFlags& flags, const Invocation& invocation) {
   const absl::StatusOr<ResourceRef> ref = ParseResourceWords(flags.words, "edges");
   if (!ref.ok()) return invocation.Fail(ref.status());
-  if (flags.all_namespaces && flags.namespace_option->count() > 0)
+  if (flags.all_namespaces && flags.namespace_option->count() > 0) {
     return invocation.Fail(NamespaceOrAllError());
+  }
   const absl::StatusOr<OutputFormat> format =
       ParseOutputFormat(flags.output, "edges", {OutputFormat::kTable, OutputFormat::kJson});
   if (!format.ok()) return invocation.Fail(format.status());

@@ -81,9 +81,13 @@ int RunTop(const TopFlags& flags, const Invocation& invocation) {
     context.err << RenderStaleWarnings(response->stale_nodes(), context.now_unix_seconds());
     return 0;
   }
-  const std::string title = fmt::format(
-      "Busiest routes of {} in namespace {} over the last {} (every {}s; Ctrl-C to quit)",
-      Label(*ref), request.selector().namespace_(), flags.window, kTopRefresh.count());
+  const std::string what =
+      ref->type == ResourceType::kNamespace
+          ? fmt::format("in namespace {}", request.selector().namespace_())
+          : fmt::format("of {} in namespace {}", Label(*ref), request.selector().namespace_());
+  const std::string title =
+      fmt::format("Busiest routes {} over the last {} (every {}s; Ctrl-C to quit)", what,
+                  flags.window, kTopRefresh.count());
   for (;;) {
     std::string frame;
     if (response.ok()) {

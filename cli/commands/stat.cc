@@ -24,8 +24,8 @@ struct StatFlags {
 absl::StatusOr<v1::Resource> Peer(const StatFlags& flags, const std::string& text,
                                   const std::string& peer_namespace, std::string_view flag) {
   if (!peer_namespace.empty()) return PeerResource(text, peer_namespace);
-  if (flags.all_namespaces && ParseResourceRef(text).ok() &&
-      ParseResourceRef(text)->type != ResourceType::kNamespace) {
+  const absl::StatusOr<ResourceRef> ref = ParseResourceRef(text);
+  if (flags.all_namespaces && ref.ok() && ref->type != ResourceType::kNamespace) {
     return absl::InvalidArgumentError(
         fmt::format("with -A, say which namespace {} is in with --{}-namespace", text, flag));
   }
@@ -35,8 +35,9 @@ absl::StatusOr<v1::Resource> Peer(const StatFlags& flags, const std::string& tex
 int RunStat(const StatFlags& flags, const Invocation& invocation) {
   const absl::StatusOr<ResourceRef> ref = ParseResourceWords(flags.words, "stat");
   if (!ref.ok()) return invocation.Fail(ref.status());
-  if (flags.all_namespaces && flags.namespace_option->count() > 0)
+  if (flags.all_namespaces && flags.namespace_option->count() > 0) {
     return invocation.Fail(NamespaceOrAllError());
+  }
   const absl::StatusOr<OutputFormat> format = ParseOutputFormat(
       flags.output, "stat", {OutputFormat::kTable, OutputFormat::kWide, OutputFormat::kJson});
   if (!format.ok()) return invocation.Fail(format.status());
