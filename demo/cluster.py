@@ -91,6 +91,8 @@ class Cluster:
         self.aggregator = f"127.0.0.1:{aggregator_port}"
         self.metrics_port = metrics_port
         self.cgroup_root = f"/{name}"
+        # Interface names have 15 characters at most: a short tag unique to the name.
+        self.short = "nm" + hashlib.sha256(name.encode()).hexdigest()[:6]
         self.state = {"links": [], "netns": [], "etc_netns": [], "cgroups": [], "pids": {}}
         if self.state_file.exists():
             self.state = json.loads(self.state_file.read_text())
@@ -108,11 +110,13 @@ class Cluster:
         temporary.rename(self.state_file)
 
     def binary(self, name):
-        path = self.bin_dir / name
-        if not path.exists():
-            raise RuntimeError(f"{path} not found: build with `cmake --preset release && "
-                               f"cmake --build --preset release`, or pass --bin")
-        return str(path)
+        # A directory of binaries, or a CMake build tree with them in their folders.
+        for folder in ("", "agent", "aggregator", "cli"):
+            path = self.bin_dir / folder / name
+            if path.exists():
+                return str(path)
+        raise RuntimeError(f"{name} not found in {self.bin_dir}: build with `cmake --preset "
+                           f"release && cmake --build --preset release`, or pass --bin")
 
     # --- up ---------------------------------------------------------------------------
 
@@ -127,7 +131,7 @@ class Cluster:
             self.binary(tool)
         hosts = list(self.subnet.hosts())
         gateway, addresses = hosts[0], hosts[10:]
-        bridge = f"{self.name[:9]}-br"
+        bridge = f"{self.short}br"
         self.check_subnet_free()
         say(f"pod network {self.subnet} on bridge {bridge}")
         run("ip", "link", "add", bridge, "type", "bridge")
@@ -145,7 +149,7 @@ class Cluster:
         for index, (deployment, node, account, service, _) in enumerate(PODS):
             name = pod_name(deployment, self.name)
             netns = f"{self.name}-{deployment}"
-            veth = f"{self.name[:8]}{index}h"
+            veth = f"{self.short}p{index}"
             ip = str(addresses[index])
             cgroup = f"{self.cgroup_root}/{node}/{name}"
             (mount / cgroup.lstrip("/")).mkdir(parents=True, exist_ok=True)
@@ -279,6 +283,94 @@ class Cluster:
         shutil.rmtree(self.state_dir, ignore_errors=True)
         say(f"cluster {self.name} removed")
 
+    # --- story ------------------------------------------------------------------------
+
+    def meshctl(self, *args, check=True, timeout=60):
+        env = dict(os.environ, NODEMESH_AGGREGATOR=self.aggregator,
+                   NODEMESH_INVENTORY=str(self.inventory))
+        result = subprocess.run([self.binary("meshctl"), *args], capture_output=True, text=True,
+                                env=env, timeout=timeout)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"meshctl {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def app_pids(self):
+        return {name: pid for name, pid in self.state["pids"].items()
+                if name in {deployment for deployment, *_ in PODS}}
+
+    def stat_rows(self, *args):
+        return json.loads(self.meshctl("stat", "deploy", "-n", NAMESPACE, *args,
+                                       "-o", "json").stdout)["rows"]
+
+    def wait_for_mesh_traffic(self, timeout=120):
+        """Until every deployment that serves requests has some in the window, and at
+        least half a minute of them, so the first numbers mean something."""
+        started = time.monotonic()
+        served = {"web", "emoji", "voting"}
+        while time.monotonic() - started < timeout:
+            rows = {row["name"]: row for row in self.stat_rows()}
+            ready = all(rows.get(name, {}).get("requests", 0) > 0 for name in served)
+            elapsed = time.monotonic() - started
+            progress(f"waiting for traffic through the mesh: {elapsed:3.0f}s")
+            if ready and elapsed >= 30:
+                progress(None)
+                return
+            time.sleep(2)
+        progress(None)
+        raise RuntimeError("no traffic through the mesh after two minutes: see the agents' "
+                           f"logs in {self.logs}")
+
+    def story(self):
+        def show(*args):
+            say(f"\n$ meshctl {' '.join(args)}")
+            say(self.meshctl(*args).stdout.rstrip())
+
+        pids_before = self.app_pids()
+        say("\nemojivoto runs, and fails some of the time, but nothing shows why: it is not "
+            "meshed.")
+        show("stat", "deploy", "-n", NAMESPACE)
+        say("\nMeshing the running app live: no restart, no sidecar.")
+        show("inject", "ns/emojivoto")
+        self.wait_for_mesh_traffic()
+        say("\nWhich workloads fail? web and voting, not emoji:")
+        show("stat", "deploy", "-n", NAMESPACE)
+        say("\nWhat does web call, and how do those calls do?")
+        show("stat", "deploy", "-n", NAMESPACE, "--from", "deploy/web")
+        say("\nThe failing requests, live (web to voting):")
+        tap = self.meshctl("tap", "deploy/web", "-n", NAMESPACE, "--to", "deploy/voting",
+                           "--path", "/emojivoto.v1.VotingService/VoteDoughnut",
+                           "--max-events", "6", timeout=60)
+        say(f"$ meshctl tap deploy/web -n {NAMESPACE} --to deploy/voting "
+            f"--path /emojivoto.v1.VotingService/VoteDoughnut")
+        say(tap.stdout.rstrip())
+        say("\nThe one failing method: /emojivoto.v1.VotingService/VoteDoughnut answers "
+            "grpc-status Unknown. Tell the voting team.")
+        pids_after = self.app_pids()
+        unchanged = all(alive(pid) for pid in pids_after.values()) and pids_before == pids_after
+        say("The app's processes were never restarted: " +
+            ", ".join(f"{name} pid {pid}" for name, pid in sorted(pids_after.items())) +
+            (" (unchanged)" if unchanged else " (CHANGED)"))
+        if not unchanged:
+            raise RuntimeError("an application process was restarted or died")
+
+    def explain(self):
+        env = f"NODEMESH_INVENTORY={self.inventory}"
+        bin_dir = self.bin_dir
+        say(f"""
+The cluster keeps running. Explore it:
+  export PATH={bin_dir}:$PATH {env}
+  meshctl stat deploy -n emojivoto -t 10s          # -o wide adds bytes/s, -o json for scripts
+  meshctl routes deploy/voting -n emojivoto        # per-route metrics, no profile needed
+  meshctl edges deploy -n emojivoto                # who calls whom
+  meshctl tap deploy/web -n emojivoto              # every request, live (Ctrl-C stops)
+  meshctl top deploy/voting -n emojivoto           # the busiest routes, refreshed in place
+  meshctl uninject deploy/web -n emojivoto         # release a workload, live
+  meshctl check                                    # nodes and pods
+  curl -s 127.0.0.1:{self.metrics_port}/metrics | grep ^response_total   # node-1's Prometheus metrics
+  curl -s --unix-socket {self.state_dir}/node-1.sock http://agent/connections
+Logs are in {self.logs}. Tear everything down with:
+  bash demo/run.sh down""")
+
     def status(self):
         if not self.state_file.exists():
             say(f"no cluster {self.name}")
@@ -286,6 +378,19 @@ class Cluster:
         for name, pid in sorted(self.state["pids"].items()):
             say(f"{name:<12} pid {pid:<8} {'running' if alive(pid) else 'EXITED'}")
         return 0
+
+
+_last_progress = [0.0]
+
+
+def progress(line):
+    """One line rewritten in place on a terminal; elsewhere a line every ten seconds.
+    None ends it."""
+    if sys.stdout.isatty():
+        print("\r  " + line if line else "", end="" if line else "\n", flush=True)
+    elif line and time.monotonic() - _last_progress[0] >= 10:
+        _last_progress[0] = time.monotonic()
+        say("  " + line)
 
 
 def alive(pid):
@@ -342,7 +447,7 @@ def tail(path, lines=15):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "story", "down", "status"])
     parser.add_argument("--name", default="nodemesh-demo")
     parser.add_argument("--subnet", default="10.88.0.0/24")
     parser.add_argument("--bin", help="directory with meshctl, nodemesh-agent, "
@@ -357,11 +462,16 @@ def main():
     try:
         if args.command == "up":
             cluster.up()
+        elif args.command == "story":
+            if not cluster.state_file.exists():
+                sys.exit(f"cluster.py: no cluster {args.name}: run `demo/cluster.py up` first")
+            cluster.story()
+            cluster.explain()
         elif args.command == "down":
             cluster.down()
         else:
             return cluster.status()
-    except (RuntimeError, OSError) as error:
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
         sys.exit(f"cluster.py: {error}")
     return 0
 
