@@ -109,8 +109,22 @@ void Worker::AddListener(UniqueFd fd, std::shared_ptr<const PodRuntime> pod, Dir
 }
 
 void Worker::RemoveListeners(uint32_t pod_id) {
-  // Closing the fd removes it from epoll; accepted connections live on.
-  listeners_.remove_if([&](const auto& listener) { return listener->pod->id() == pod_id; });
+  // Accepted connections live on. Connections still in a listener's accept queue were
+  // redirected before the release and would be reset by its close, so they are accepted
+  // first; no more arrive, as the pod's cgroup and sk_lookup link are gone by now. The
+  // listener itself is freed only after the current event batch, which may still hold an
+  // event for it (freeing it here was a use-after-free in Run).
+  const int64_t now = MonotonicNs();
+  for (auto it = listeners_.begin(); it != listeners_.end();) {
+    if ((*it)->pod->id() != pod_id) {
+      ++it;
+      continue;
+    }
+    while (Accept(**it, now)) {
+    }
+    retired_listeners_.push_back(std::move(*it));
+    it = listeners_.erase(it);
+  }
 }
 
 void Worker::Run() {
@@ -138,25 +152,29 @@ void Worker::Run() {
     ReturnBuffers(now);
     ExpireTimers(now);
     closed_.clear();
+    retired_listeners_.clear();  // closing the fd takes it out of epoll
   }
+  retired_listeners_.clear();
   listeners_.clear();
   connections_.clear();
 }
 
-void Worker::Accept(Listener& listener, int64_t now_ns) {
+bool Worker::Accept(Listener& listener, int64_t now_ns) {
   // Bounded per wakeup, so one busy listener cannot starve the others.
   for (int i = 0; i < 64; ++i) {
     UniqueFd client(accept4(listener.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (!client.valid()) {
-      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;  // others may still wait
+      if (errno != EAGAIN) {
         stats_.Add(stats_.accept_errors);
         Log(LogLevel::kWarning, "worker {}: accept in {}: {}", index_,
             listener.pod->view()->info.key(), std::strerror(errno));
       }
-      return;
+      return false;
     }
     StartConnection(listener, std::move(client), now_ns);
   }
+  return true;
 }
 
 void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns) {

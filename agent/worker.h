@@ -141,7 +141,8 @@ class Worker {
 
   void Run();
   void DrainTasks();
-  void Accept(Listener& listener, int64_t now_ns);
+  // Accepts what is waiting, up to a bound; true if it stopped at the bound.
+  bool Accept(Listener& listener, int64_t now_ns);
   void StartConnection(Listener& listener, UniqueFd client, int64_t now_ns);
   // A non-blocking socket in the pod's netns with a connect to `destination` in flight;
   // inbound, bound to the caller's address so that the application sees the caller.
@@ -174,6 +175,8 @@ class Worker {
   std::vector<std::function<void()>> tasks_;
 
   std::list<std::unique_ptr<Listener>> listeners_;
+  // Removed listeners, freed after the event batch, which may still hold events for them.
+  std::vector<std::unique_ptr<Listener>> retired_listeners_;
   absl::flat_hash_map<Connection*, std::unique_ptr<Connection>> connections_;
   std::vector<std::unique_ptr<Connection>> closed_;  // freed after the event batch
   // Timeout lists, oldest first: connects in flight, and established connections by last
