@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -462,45 +463,62 @@ TEST_CASE("a pod enrolled live is intercepted without restarting its processes")
   StopCleanly(agent);
 }
 
+// The lines of a dialler's output that report a failed attempt.
+std::string FailedDials(const std::string& output) {
+  std::istringstream lines(output);
+  std::string line, failed;
+  while (std::getline(lines, line)) {
+    if (line.starts_with("dial ") && line.find(" ok ") == std::string::npos) failed += line + "\n";
+  }
+  return failed;
+}
+
 TEST_CASE("enrolling and releasing pods while they dial breaks none of their connections") {
   Cluster cluster;
   Process server = StartEchoServer(cluster.server, kEchoPort);
   Process other_server = StartEchoServer(cluster.remote, kEchoPort);
-  AgentProcess agent(cluster.node_a, AgentOptions());
+  // One worker takes every event, so releases land in busy event batches, where a removed
+  // listener may still have an event pending (under the sanitizer build this caught a
+  // use-after-free in about one run in eight).
+  AgentProcessOptions options = AgentOptions();
+  options.workers = 1;
+  AgentProcess agent(cluster.node_a, options);
   REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
 
-  // As fast as they can: out of a pod being toggled, and into one being toggled.
-  Process outbound =
-      cluster.client.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect",
-                          Target(cluster.remote, kEchoPort), "--count", "0", "--interval", "0"});
-  Process inbound =
-      cluster.remote.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect",
-                          Target(cluster.server, kEchoPort), "--count", "0", "--interval", "0"});
-  for (int round = 0; round < 4; ++round) {
+  // As fast as they can, several at once so that the agent's workers are busy when a
+  // release comes: out of a pod being toggled, and into one being toggled.
+  constexpr int kDiallersEachWay = 3;
+  std::vector<Process> diallers;
+  for (int i = 0; i < kDiallersEachWay; ++i) {
+    diallers.push_back(
+        cluster.client.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect",
+                            Target(cluster.remote, kEchoPort), "--count", "0", "--interval", "0"}));
+    diallers.push_back(
+        cluster.remote.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect",
+                            Target(cluster.server, kEchoPort), "--count", "0", "--interval", "0"}));
+  }
+  for (int round = 0; round < 6; ++round) {
     for (const bool meshed : {false, true}) {
       cluster.node_a.SetMeshed(cluster.client, meshed);
       cluster.node_a.SetMeshed(cluster.server, meshed);
+      INFO("round " << round << ", meshed " << meshed << "\nagent:\n" << agent.output());
       REQUIRE(agent.WaitUntilEnrolled(cluster.client, meshed));
       REQUIRE(agent.WaitUntilEnrolled(cluster.server, meshed));
       if (meshed) REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
       // Let some connections through in this state.
-      for (Process* dialler : {&outbound, &inbound}) {
-        const int dials = CountLines(dialler->output(), "dial ");
+      for (Process& dialler : diallers) {
+        const int dials = CountLines(dialler.output(), "dial ");
         REQUIRE(
-            PollUntil([&] { return CountLines(dialler->output(), "dial ") >= dials + 20; }, 20s));
+            PollUntil([&] { return CountLines(dialler.output(), "dial ") >= dials + 20; }, 20s));
       }
     }
   }
-  outbound.Kill();
-  inbound.Kill();
-  INFO("outbound:\n"
-       << outbound.output() << "\ninbound:\n"
-       << inbound.output() << "\nagent:\n"
-       << agent.output());
-  CHECK(outbound.output().find("error") == std::string::npos);
-  CHECK(inbound.output().find("error") == std::string::npos);
-  CHECK(outbound.output().find("short-echo") == std::string::npos);
-  CHECK(inbound.output().find("short-echo") == std::string::npos);
+  for (Process& dialler : diallers) {
+    dialler.Kill();
+    INFO(dialler.command());
+    CHECK(FailedDials(dialler.output()).empty());
+  }
+  INFO("agent:\n" << agent.output());
   CHECK(agent.ProxyCounter("accepted_outbound") > 0);
   CHECK(agent.ProxyCounter("accepted_inbound") > 0);
   CHECK(agent.ProxyCounter("origin_missing") == 0);
