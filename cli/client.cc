@@ -81,9 +81,20 @@ absl::Status ValidateAggregatorAddress(std::string_view address) {
   return absl::OkStatus();
 }
 
+namespace {
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
+  grpc::ChannelArguments arguments;
+  // gRPC's default of 4 MiB is a few thousand pods of `stat pods -A`.
+  arguments.SetMaxReceiveMessageSize(256 << 20);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), arguments);
+}
+
+}  // namespace
+
 ApiClient::ApiClient(ClientOptions options)
     : options_(std::move(options)),
-      channel_(grpc::CreateChannel(options_.address, grpc::InsecureChannelCredentials())),
+      channel_(MakeChannel(options_.address)),
       stub_(v1::Api::NewStub(channel_)) {}
 
 absl::Status ApiClient::WaitUntilReachable() {
