@@ -54,13 +54,13 @@ std::string Directory(const std::string& path) {
 
 // Two meshctl runs editing one inventory would lose one's change: each holds a lock on the
 // directory (which, unlike the file, survives the rename) from reading to replacing.
-absl::StatusOr<Fd> LockDirectory(const std::string& directory) {
+absl::StatusOr<Fd> LockDirectory(const std::string& directory, const std::string& inventory) {
   Fd fd(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd.valid() || ::flock(fd.get(), LOCK_EX) != 0) {
     return absl::FailedPreconditionError(
-        fmt::format("cannot open the inventory directory {} ({}): pass --inventory PATH or set "
-                    "NODEMESH_INVENTORY",
-                    directory, std::strerror(errno)));
+        fmt::format("cannot read the inventory {} (its directory: {}): pass --inventory PATH or "
+                    "set NODEMESH_INVENTORY",
+                    inventory, std::strerror(errno)));
   }
   return fd;
 }
@@ -223,15 +223,15 @@ absl::StatusOr<std::vector<MeshChange>> SetMeshed(const std::vector<std::string>
     std::filesystem::path canonical = std::filesystem::weakly_canonical(path, error);
     if (seen.insert(error ? path : canonical.string()).second) unique_paths.push_back(path);
   }
-  std::set<std::string> directories;
+  std::map<std::string, std::string> directories;  // to the first inventory in each
   for (const std::string& path : unique_paths) {
     std::error_code error;
     std::filesystem::path canonical = std::filesystem::weakly_canonical(Directory(path), error);
-    directories.insert(error ? Directory(path) : canonical.string());
+    directories.emplace(error ? Directory(path) : canonical.string(), path);
   }
   std::vector<Fd> locks;
-  for (const std::string& directory : directories) {
-    absl::StatusOr<Fd> lock = LockDirectory(directory);
+  for (const auto& [directory, inventory] : directories) {
+    absl::StatusOr<Fd> lock = LockDirectory(directory, inventory);
     if (!lock.ok()) return lock.status();
     locks.push_back(*std::move(lock));
   }

@@ -244,6 +244,15 @@ TEST_CASE("unreadable and invalid inventories are reported, nothing is written",
                     "PATH or set NODEMESH_INVENTORY",
                     missing));
 
+  const std::string nowhere = (dir.path() / "absent" / "inventory.json").string();
+  const auto no_directory =
+      SetMeshed({nowhere}, {ResourceType::kDeployment, "web"}, "emojivoto", true);
+  REQUIRE_FALSE(no_directory.ok());
+  CHECK(Message(no_directory.status()) ==
+        fmt::format("cannot read the inventory {} (its directory: No such file or directory): "
+                    "pass --inventory PATH or set NODEMESH_INVENTORY",
+                    nowhere));
+
   const std::string good = dir.Write("good.json", kCompact);
   const std::string bad = dir.Write("bad.json", R"({"pods":[{"namespace":"a"}]})");
   const auto invalid =
