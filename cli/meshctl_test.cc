@@ -16,6 +16,7 @@
 #include <fstream>
 #include <future>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -48,7 +49,6 @@ class FakeApi final : public v1::Api::Service {
   std::vector<v1::TopRoutesRequest> routes_requests;
   std::vector<v1::TapRequestSpec> tap_requests;
   std::atomic<int> calls{0};
-  std::atomic<bool> tap_streaming{false};
   std::atomic<bool> tap_cancelled{false};
 
   grpc::Status StatSummary(grpc::ServerContext*, const v1::StatSummaryRequest* request,
@@ -79,7 +79,6 @@ class FakeApi final : public v1::Api::Service {
     }
     if (!failure.ok()) return failure;
     for (const v1::TapStreamMessage& message : tap_messages) writer->Write(message);
-    tap_streaming = true;
     while (!context->IsCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     tap_cancelled = true;
     return grpc::Status::CANCELLED;
@@ -124,9 +123,42 @@ struct Result {
   std::string out, err;
 };
 
+// Standard output a test can watch while a command still writes to it.
+class WatchedOutput : public std::streambuf {
+ public:
+  std::string text() const {
+    std::lock_guard lock(mutex_);
+    return text_;
+  }
+  int lines() const {
+    std::lock_guard lock(mutex_);
+    return static_cast<int>(std::count(text_.begin(), text_.end(), '\n'));
+  }
+
+ protected:
+  // No put area: every write comes here or to overflow().
+  std::streamsize xsputn(const char* data, std::streamsize size) override {
+    std::lock_guard lock(mutex_);
+    text_.append(data, static_cast<size_t>(size));
+    return size;
+  }
+  int_type overflow(int_type c) override {
+    if (c == traits_type::eof()) return traits_type::not_eof(c);
+    std::lock_guard lock(mutex_);
+    text_ += traits_type::to_char_type(c);
+    return c;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::string text_;
+};
+
 Result Run(const std::vector<std::string>& args, std::map<std::string, std::string> env = {},
-           bool tty = false, CancelSource* cancel = nullptr) {
-  std::ostringstream out, err;
+           bool tty = false, CancelSource* cancel = nullptr, WatchedOutput* watched = nullptr) {
+  std::ostringstream own_out, err;
+  std::ostream watched_out(watched);
+  std::ostream& out = watched != nullptr ? watched_out : own_out;
   CancelSource never;
   const Context context{
       .out = out,
@@ -142,7 +174,7 @@ Result Run(const std::vector<std::string>& args, std::map<std::string, std::stri
   };
   Result result;
   result.code = RunMeshctl(args, context);
-  result.out = out.str();
+  result.out = watched != nullptr ? watched->text() : own_out.str();
   result.err = err.str();
   return result;
 }
@@ -509,13 +541,15 @@ TEST_CASE("Ctrl-C ends tap cleanly: exit 0, the stream cancelled", "[meshctl][ta
   FakeAggregator aggregator;
   CannedTap(aggregator.api);
   CancelSource cancel;
+  WatchedOutput out;
   auto run = std::async(std::launch::async, [&] {
-    return Run(With({"tap", "deploy/web"}, aggregator), {}, false, &cancel);
+    return Run(With({"tap", "deploy/web"}, aggregator), {}, false, &cancel, &out);
   });
-  for (int i = 0; i < 400 && !aggregator.api.tap_streaming; ++i) {
+  // Every canned event printed, the stream still open.
+  for (int i = 0; i < 1000 && out.lines() < 11; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  REQUIRE(aggregator.api.tap_streaming);
+  REQUIRE(out.lines() == 11);
   CHECK(cancel.Cancel());  // the command was listening
   REQUIRE(run.wait_for(std::chrono::seconds(5)) == std::future_status::ready);
   const Result result = run.get();
