@@ -4,7 +4,6 @@
 // pod and into the server pod. Each scenario runs direct first (before the agent starts)
 // and then through the agent, and the two runs must give the same results.
 #include <fmt/format.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
