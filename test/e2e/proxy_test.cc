@@ -454,6 +454,54 @@ TEST_CASE("1 GiB each way over opaque TCP with half-close arrives intact through
   StopCleanly(*agent);
 }
 
+TEST_CASE("a receiver that stops reading stalls its sender instead of filling the agent") {
+  Scenario scenario;
+  constexpr uint64_t kBytes = uint64_t{512} << 20;
+  constexpr uint16_t kPort = 9100;
+  const std::string go = scenario.dir.path() + "/go";
+  std::unique_ptr<AgentProcess> agent = scenario.StartAgent();
+  Process server = scenario.server.Run({NODEMESH_STREAM_PEER, "server", "--listen",
+                                        Target(scenario.server, kPort), "--send", "0", "--seed",
+                                        "2", "--read-after", go});
+  REQUIRE(server.WaitForOutput("listening", 20s));
+  REQUIRE(agent->WaitForInboundPort(scenario.server, kPort));
+  Process client = scenario.client.Run({NODEMESH_STREAM_PEER, "client", "--connect",
+                                        Target(scenario.server, kPort), "--send",
+                                        std::to_string(kBytes), "--seed", "1"});
+
+  // Wait until the agent stops taking bytes from the client (two readings alike).
+  uint64_t taken = 0;
+  const bool settled = PollUntil(
+      [&] {
+        const uint64_t now = agent->ProxyCounter("bytes_to_upstream");
+        const bool same = now > 0 && now == taken;
+        taken = now;
+        return same;
+      },
+      60s, 500ms);
+  INFO("taken " << taken << "\nclient: " << client.output() << "\nserver: " << server.output());
+  REQUIRE(settled);
+  // What is in flight fits in the sockets' buffers and a pooled buffer per direction of
+  // each leg, nowhere near the whole stream: the agent stopped reading, not buffering.
+  CHECK(taken < kBytes / 4);
+  CHECK(client.IsRunning());
+
+  WriteFile(go, "");
+  const std::optional<ExitStatus> client_status = client.Wait(120s);
+  const std::optional<ExitStatus> server_status = server.Wait(60s);
+  INFO("client: " << client.output() << "\nserver: " << server.output());
+  REQUIRE(client_status);
+  REQUIRE(server_status);
+  CHECK(client_status->ok());
+  CHECK(server_status->ok());
+  CHECK(FieldOf(server.output(), "role=server", "received") == std::to_string(kBytes));
+  CHECK(FieldOf(server.output(), "role=server", "received_sha256") ==
+        FieldOf(client.output(), "role=client", "sent_sha256"));
+  CHECK(FieldOf(client.output(), "role=client", "received") == "0");
+  CHECK(agent->ProxyCounter("bytes_to_upstream") == 2 * kBytes);
+  StopCleanly(*agent);
+}
+
 // ---- 1000 concurrent connections ----
 
 constexpr uint16_t kEchoPort = 7000;

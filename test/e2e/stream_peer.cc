@@ -3,11 +3,15 @@
 // every byte unchanged and passed each side's FIN on while the other kept sending.
 //
 //   stream_peer server --listen IP:PORT --send BYTES --seed N [--send-after-eof]
+//                      [--read-after PATH]
 //   stream_peer client --connect IP:PORT --send BYTES --seed N [--send-after-eof]
+//                      [--read-after PATH]
 //
 // Each side sends BYTES from its seed, then shutdown(SHUT_WR), while it reads the other
 // side's bytes until EOF (both directions at once). With --send-after-eof it reads to EOF
 // first and only then sends, so its peer must still receive after having half-closed.
+// With --read-after it reads nothing until PATH exists (at most 120 s), so that its peer's
+// sending stalls: what is in flight meanwhile shows how much a proxy between them holds.
 // The server prints "listening" once it accepts, serves one connection and exits. Each
 // ends by printing one line:
 //   role=<server|client> peer=<ip:port> sent=<n> sent_sha256=<hex> received=<n>
@@ -110,6 +114,7 @@ struct Options {
   uint64_t bytes = 0;
   uint64_t seed = 0;
   bool send_after_eof = false;
+  std::string read_after;  // a file that must exist before the first read
 };
 
 Options ParseOptions(int argc, char** argv) {
@@ -132,6 +137,8 @@ Options ParseOptions(int argc, char** argv) {
       options.seed = std::strtoull(value().c_str(), nullptr, 10);
     } else if (flag == "--send-after-eof") {
       options.send_after_eof = true;
+    } else if (flag == "--read-after") {
+      options.read_after = value();
     } else {
       Die("unknown flag " + flag);
     }
@@ -223,7 +230,15 @@ struct Received {
   std::string sha256;
 };
 
-Received ReceiveToEof(int fd) {
+void WaitForFile(const std::string& path) {
+  for (int waited_ms = 0; access(path.c_str(), F_OK) != 0; waited_ms += 10) {
+    if (waited_ms >= 120'000) Die("nobody created " + path);
+    usleep(10'000);
+  }
+}
+
+Received ReceiveToEof(int fd, const std::string& read_after) {
+  if (!read_after.empty()) WaitForFile(read_after);
   std::vector<unsigned char> buffer(kChunk);
   Sha256 hash;
   Received received;
@@ -268,11 +283,11 @@ int main(int argc, char** argv) {
   std::string sent_sha256;
   Received received;
   if (options.send_after_eof) {
-    received = ReceiveToEof(fd);
+    received = ReceiveToEof(fd, options.read_after);
     sent_sha256 = SendAndShutdown(fd, options.bytes, options.seed);
   } else {
     std::thread sender([&] { sent_sha256 = SendAndShutdown(fd, options.bytes, options.seed); });
-    received = ReceiveToEof(fd);
+    received = ReceiveToEof(fd, options.read_after);
     sender.join();
   }
   close(fd);
