@@ -84,6 +84,7 @@ absl::Status Agent::Run(int stop_fd) {
   if (!options_.aggregator_address.empty()) {
     AggregatorClient::Hooks hooks;
     hooks.pods = [this] { return PodsForAggregator(); };
+    hooks.cluster_pods = [this](std::vector<v1::Pod> pods) { SetClusterPods(std::move(pods)); };
     hooks.drain_tap = [this](std::vector<v1::TapEvent>* out) {
       uint64_t dropped = 0;
       for (const auto& worker : workers_) dropped += worker->tap_outbox().Drain(out);
@@ -107,14 +108,13 @@ absl::Status Agent::Run(int stop_fd) {
 
 absl::Status Agent::Apply(const Inventory& inventory) {
   std::lock_guard lock(mutex_);
+  // Names first, so that the first connections of pods enrolled below are named right.
+  inventory_ = inventory;
+  RebuildDirectory();
   absl::flat_hash_map<std::string, const PodInfo*> wanted;
-  PeerDirectory::Map directory;
   for (const PodInfo& pod : inventory.pods) {
     if (pod.meshed && OnThisNode(pod)) wanted[pod.key()] = &pod;
-    const metrics::IdentityTable::Id identity = identities_.Intern(IdentityOf(pod));
-    for (const IpAddress& ip : pod.ips) directory[ip] = identity;
   }
-  directory_.Replace(std::move(directory));
   std::vector<std::string> to_release;
   for (const auto& [key, pod] : enrolled_) {
     auto it = wanted.find(key);
@@ -137,7 +137,6 @@ absl::Status Agent::Apply(const Inventory& inventory) {
       errors.push_back(fmt::format("pod {}: {}", pod.key(), status.message()));
     }
   }
-  inventory_ = inventory;
   if (aggregator_) aggregator_->PodsChanged();
   if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
   return absl::OkStatus();
@@ -366,6 +365,32 @@ void Agent::CollectMetrics() {
                           fmt::format("event=\"{}\"", CounterName(static_cast<nm_counter>(i))),
                           counters[i]);
   }
+}
+
+void Agent::SetClusterPods(std::vector<v1::Pod> pods) {
+  std::lock_guard lock(mutex_);
+  cluster_pods_ = std::move(pods);
+  RebuildDirectory();
+}
+
+void Agent::RebuildDirectory() {
+  PeerDirectory::Map directory;
+  // The cluster's pods first; the local inventory, which may be newer for this node's own
+  // pods, has the last word.
+  for (const v1::Pod& pod : cluster_pods_) {
+    const v1::Identity& id = pod.identity();
+    const metrics::IdentityTable::Id identity =
+        identities_.Intern(metrics::Identity{id.namespace_(), id.pod(), id.owner_kind(),
+                                             id.owner_name(), id.service_account(), id.node()});
+    for (const std::string& text : pod.ips()) {
+      if (const std::optional<IpAddress> ip = IpAddress::Parse(text)) directory[*ip] = identity;
+    }
+  }
+  for (const PodInfo& pod : inventory_.pods) {
+    const metrics::IdentityTable::Id identity = identities_.Intern(IdentityOf(pod));
+    for (const IpAddress& ip : pod.ips) directory[ip] = identity;
+  }
+  directory_.Replace(std::move(directory));
 }
 
 std::vector<v1::Pod> Agent::PodsForAggregator() {

@@ -100,6 +100,10 @@ class Agent {
   TapSubscriptions tap_;
   std::unique_ptr<AggregatorClient> aggregator_;
   std::vector<v1::Pod> PodsForAggregator();
+  // Pods of other nodes, from the aggregator: they name peers the inventory does not list.
+  void SetClusterPods(std::vector<v1::Pod> pods);
+  void RebuildDirectory();  // under mutex_
+  std::vector<v1::Pod> cluster_pods_;
   std::vector<std::unique_ptr<Worker>> workers_;
   uint32_t next_pod_id_ = 1;
 

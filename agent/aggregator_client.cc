@@ -193,6 +193,9 @@ void AggregatorClient::Session() {
       } else if (message.has_cancel()) {
         tap_.Remove(message.cancel().id());
         Log(LogLevel::kInfo, "tap {} stopped", message.cancel().id());
+      } else if (message.has_cluster_pods() && hooks_.cluster_pods) {
+        const auto& pods = message.cluster_pods().pods();
+        hooks_.cluster_pods(std::vector<v1::Pod>(pods.begin(), pods.end()));
       }
     }
     std::lock_guard lock(mutex_);

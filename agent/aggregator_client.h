@@ -37,6 +37,8 @@ class AggregatorClient {
     std::function<std::vector<v1::Pod>()> pods;
     // Moves the workers' queued tap events into the vector; returns how many were dropped.
     std::function<uint64_t(std::vector<v1::TapEvent>*)> drain_tap;
+    // Every pod of the cluster, as the aggregator knows them.
+    std::function<void(std::vector<v1::Pod>)> cluster_pods;
   };
 
   AggregatorClient(std::string address, std::string node, TapSubscriptions& tap, Hooks hooks);

@@ -37,6 +37,7 @@ Connection::Connection(Worker& worker, std::shared_ptr<const PodRuntime> pod, Di
       destination_(destination),
       sequence_(worker.NextConnectionSequence()),
       bound_as_caller_(bound_as_caller),
+      source_address_(client_address_),
       started_ns_(now_ns),
       last_activity_ns_(now_ns) {
   to_upstream_.from = client_.get();
@@ -104,6 +105,11 @@ void Connection::FinishConnect(int64_t now_ns) {
     // SO_ERROR is also 0 while the handshake is still in flight.
     if (!Endpoint::Peer(upstream_.get())) return;
     state_ = State::kProxying;
+    // Outbound, the application's own socket sits on the pod's loopback (it was redirected
+    // there); the address the server sees is the upstream socket's.
+    if (direction_ == Direction::kOutbound) {
+      source_address_ = Endpoint::Local(upstream_.get()).value_or(client_address_);
+    }
     worker_.ConnectionEstablished(this, now_ns);
     return;
   }
@@ -386,7 +392,7 @@ void Connection::EmitTap(uint32_t stream_id, const std::vector<uint64_t>& subscr
       fmt::format("{}:{}-{}:{}", worker_.node(), worker_.index(), sequence_, stream_id));
   *event.mutable_source() = ToProto(SourceIdentity());
   *event.mutable_destination() = ToProto(DestinationIdentity());
-  event.set_source_address(client_address_.ToString());
+  event.set_source_address(source_address_.ToString());
   event.set_destination_address(destination_.ToString());
   event.set_direction(direction_ == Direction::kOutbound ? v1::OUTBOUND : v1::INBOUND);
   event.set_unix_micros(std::chrono::duration_cast<std::chrono::microseconds>(

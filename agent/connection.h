@@ -94,6 +94,7 @@ class Connection final : public parsers::EventSink {
   const Endpoint destination_;
   const uint64_t sequence_;  // unique on its worker, for tap request ids
   const std::optional<Endpoint> bound_as_caller_;
+  Endpoint source_address_;  // the client as the server sees it
   State state_ = State::kConnecting;
   const int64_t started_ns_;
   int64_t last_activity_ns_;

@@ -155,6 +155,7 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
     }
     server_.tap_hub_.AttachAgent(node, link);
     server_.tap_hub_.PodsChanged();
+    BroadcastPods();
 
     std::chrono::steady_clock::time_point last_error_log{};
     while (stream->Read(&message)) {
@@ -173,11 +174,13 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
         case v1::AgentMessage::kPods:
           server_.cluster_.SetPods(node, generation, PodsOf(message.pods().pods()));
           server_.tap_hub_.PodsChanged();
+          BroadcastPods();
           break;
         case v1::AgentMessage::kHello:
           // Not expected twice; its pods are still the node's news.
           server_.cluster_.SetPods(node, generation, PodsOf(message.hello().pods()));
           server_.tap_hub_.PodsChanged();
+          BroadcastPods();
           break;
         case v1::AgentMessage::kTap:
           server_.tap_hub_.Deliver(node, message.tap());
@@ -199,6 +202,18 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
           "node {} disconnected: marked stale; its pods and data are kept until it is back", node);
     }
     return grpc::Status::OK;
+  }
+
+  // Tells every agent about every pod of the cluster, so that each names peers on other
+  // nodes as the pods they are rather than as external addresses.
+  void BroadcastPods() {
+    v1::AggregatorMessage message;
+    for (PodEntry& entry : server_.cluster_.Pods()) {
+      v1::Pod& pod = *message.mutable_cluster_pods()->add_pods() = std::move(entry.pod);
+      pod.mutable_identity()->set_node(entry.node);
+    }
+    std::lock_guard lock(mutex_);
+    for (auto& [node, current] : streams_) current.link->Send(message);
   }
 
   // Ends every agent stream (shutting down).

@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -70,7 +71,12 @@ class FakeAgent {
       v1::AggregatorMessage message;
       while (stream_->Read(&message)) {
         std::lock_guard lock(mutex_);
-        received_.push_back(message);
+        // The cluster's pod list is kept apart: the tap tests count subscriptions.
+        if (message.has_cluster_pods()) {
+          cluster_pods_ = message.cluster_pods();
+        } else {
+          received_.push_back(message);
+        }
         arrived_.notify_all();
       }
       std::lock_guard lock(mutex_);
@@ -117,6 +123,17 @@ class FakeAgent {
     std::lock_guard lock(mutex_);
     return received_;
   }
+  // Waits until the last cluster pod list from the aggregator has `count` pods.
+  std::optional<v1::PodList> WaitForClusterPods(size_t count,
+                                                std::chrono::milliseconds timeout = 10s) {
+    std::unique_lock lock(mutex_);
+    if (!arrived_.wait_for(lock, timeout, [&] {
+          return static_cast<size_t>(cluster_pods_.pods_size()) == count || closed_;
+        })) {
+      return std::nullopt;
+    }
+    return cluster_pods_;
+  }
   bool WaitClosed(std::chrono::milliseconds timeout = 10s) {
     std::unique_lock lock(mutex_);
     return arrived_.wait_for(lock, timeout, [&] { return closed_; });
@@ -131,6 +148,7 @@ class FakeAgent {
   std::mutex mutex_;
   std::condition_variable arrived_;
   std::vector<v1::AggregatorMessage> received_;
+  v1::PodList cluster_pods_;
   bool closed_ = false;
   bool disconnected_ = false;
   std::thread reader_;
@@ -499,6 +517,26 @@ TEST_CASE("A reconnect of the same node replaces its old stream", "[unit]") {
   CHECK(pods.nodes(0).connected());
   harness.Deliver(*second, DeltaBuilder(kStart - 1).delta());
   CHECK(harness.Stat(Resource("deploy", ""), 10).stale_nodes().empty());
+}
+
+TEST_CASE("Every agent hears of every pod of the cluster, with its node, as pods change",
+          "[unit]") {
+  Harness harness;
+  Cast cast;
+  auto node_a = harness.Connect("node-a", {cast.web_a, cast.emoji});
+  auto node_b = harness.Connect("node-b", {cast.voting});
+  // Both hear of all three, node-a also of node-b's pod that arrived after it.
+  for (FakeAgent* agent : {node_a.get(), node_b.get()}) {
+    CAPTURE(agent->node());
+    const std::optional<v1::PodList> pods = agent->WaitForClusterPods(3);
+    REQUIRE(pods.has_value());
+    std::map<std::string, std::string> node_of;
+    for (const v1::Pod& pod : pods->pods()) node_of[pod.identity().pod()] = pod.identity().node();
+    CHECK(node_of == std::map<std::string, std::string>{
+                         {"web-a", "node-a"}, {"emoji-1", "node-a"}, {"voting-1", "node-b"}});
+  }
+  node_b->SendPods({cast.voting, cast.web_b});
+  CHECK(node_a->WaitForClusterPods(4).has_value());
 }
 
 TEST_CASE("MESHED counts enrolled pods out of running ones, per resource", "[unit]") {
