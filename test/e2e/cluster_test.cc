@@ -16,6 +16,7 @@
 #include "test/lib/peers.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
+#include "test/lib/tier.h"
 
 namespace nodemesh::testing {
 namespace {
@@ -23,25 +24,11 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-void RequireRoot() {
-  if (::geteuid() != 0) {
-    FAIL("e2e tests need root (netns, cgroups, eBPF): run `sudo ctest --preset release -L e2e`");
-  }
-}
-
-// A free TCP port on loopback (released before use: the race is acceptable in a test).
-uint16_t FreePort() {
-  const CommandResult probe = RunCommand(
-      {kPython, "-c",
-       "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"});
-  return static_cast<uint16_t>(std::stoi(probe.output));
-}
-
 // node-a runs the caller (deployment "load"), node-b the servers ("api" answers HTTP/1,
 // "rpc" gRPC); every pod meshed; agents on both nodes report to one aggregator.
 struct Cluster {
   struct RootRequired {
-    RootRequired() { RequireRoot(); }
+    RootRequired() { RequireRoot("e2e"); }
   } root_required;
   PodNetwork network;
   TestNode node_a{network, "node-a"};
@@ -61,19 +48,19 @@ struct Cluster {
                                   .owner_name = "rpc",
                                   .service_account = "rpc",
                                   .meshed = true});
-  const std::string aggregator_address = fmt::format("127.0.0.1:{}", FreePort());
+  const std::string aggregator_address = fmt::format("127.0.0.1:{}", FreeLoopbackPort());
   Process aggregator{{NODEMESH_AGGREGATOR_BINARY, "--listen", aggregator_address}};
   std::vector<std::unique_ptr<Process>> servers;
   std::unique_ptr<AgentProcess> agent_a;
   std::unique_ptr<AgentProcess> agent_b;
 
   Cluster() {
-    servers.push_back(std::make_unique<Process>(
-        api.Run({kPython, SourcePath("test/e2e/metrics_peer.py"), "http-server", "--listen",
-                 Target(api, 8080)})));
-    servers.push_back(std::make_unique<Process>(
-        rpc.Run({kPython, SourcePath("test/e2e/metrics_peer.py"), "grpc-server", "--listen",
-                 Target(rpc, 9090)})));
+    servers.push_back(
+        std::make_unique<Process>(api.Run({kPython, SourcePath("test/e2e/metrics_peer.py"),
+                                           "http-server", "--listen", Target(api, 8080)})));
+    servers.push_back(
+        std::make_unique<Process>(rpc.Run({kPython, SourcePath("test/e2e/metrics_peer.py"),
+                                           "grpc-server", "--listen", Target(rpc, 9090)})));
     for (const auto& server : servers) REQUIRE(server->WaitForOutput("listening", 10s));
     const AgentProcessOptions options{.binary = NODEMESH_AGENT_BINARY,
                                       .extra_args = {"--aggregator", aggregator_address}};
@@ -84,8 +71,8 @@ struct Cluster {
   }
 
   CommandResult Meshctl(std::vector<std::string> arguments) const {
-    arguments.insert(arguments.begin(), {NODEMESH_MESHCTL_BINARY, "--aggregator",
-                                         aggregator_address});
+    arguments.insert(arguments.begin(),
+                     {NODEMESH_MESHCTL_BINARY, "--aggregator", aggregator_address});
     return RunCommand(arguments, 60s);
   }
 
@@ -201,8 +188,8 @@ TEST_CASE("meshctl sees two nodes' traffic through one aggregator, exactly") {
 TEST_CASE("meshctl tap streams requests of a workload across nodes, gRPC statuses named") {
   Cluster c;
   // Tap first, then make traffic: the tap must see it live.
-  Process tap({NODEMESH_MESHCTL_BINARY, "--aggregator", c.aggregator_address, "tap",
-               "deploy/load", "-n", "shop", "--to", "deploy/rpc", "--max-events", "6"});
+  Process tap({NODEMESH_MESHCTL_BINARY, "--aggregator", c.aggregator_address, "tap", "deploy/load",
+               "-n", "shop", "--to", "deploy/rpc", "--max-events", "6"});
   // The subscription reaches the agents asynchronously; keep calling until the tap ends.
   const bool done = PollUntil(
       [&] {
@@ -219,8 +206,8 @@ TEST_CASE("meshctl tap streams requests of a workload across nodes, gRPC statuse
                                           std::regex::multiline)));
   CHECK(std::regex_search(out, std::regex(R"(^rsp id=\S+ .* :status=200 latency=\d+\.\d{3}ms)",
                                           std::regex::multiline)));
-  CHECK(std::regex_search(out, std::regex(R"(^end id=\S+ .* grpc-status=Unknown duration=)",
-                                          std::regex::multiline)));
+  CHECK(std::regex_search(
+      out, std::regex(R"(^end id=\S+ .* grpc-status=Unknown duration=)", std::regex::multiline)));
 }
 
 TEST_CASE("a node whose agent is gone is reported stale, its data kept") {
@@ -252,10 +239,10 @@ TEST_CASE("a node whose agent is gone is reported stale, its data kept") {
 }
 
 TEST_CASE("meshctl says what to do when the aggregator is unreachable") {
-  RequireRoot();
+  RequireRoot("e2e");
   const CommandResult result =
-      RunCommand({NODEMESH_MESHCTL_BINARY, "--aggregator", fmt::format("127.0.0.1:{}", FreePort()),
-                  "stat", "deploy", "-n", "shop"},
+      RunCommand({NODEMESH_MESHCTL_BINARY, "--aggregator",
+                  fmt::format("127.0.0.1:{}", FreeLoopbackPort()), "stat", "deploy", "-n", "shop"},
                  30s);
   CHECK(result.exit_code != 0);
   CHECK_THAT(result.output, Catch::Contains("cannot reach the aggregator"));

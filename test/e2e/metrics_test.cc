@@ -19,18 +19,13 @@
 #include "test/lib/peers.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
+#include "test/lib/tier.h"
 
 namespace nodemesh::testing {
 namespace {
 
 using namespace std::chrono_literals;
 using Labels = std::map<std::string, std::string>;
-
-void RequireRoot() {
-  if (::geteuid() != 0) {
-    FAIL("e2e tests need root (netns, cgroups, eBPF): run `sudo ctest --preset release -L e2e`");
-  }
-}
 
 // One sample line of the Prometheus text format.
 struct Sample {
@@ -80,7 +75,7 @@ double Sum(const std::vector<Sample>& samples, const std::string& name, const La
 // (deployment "api"), and an agent with /metrics on a free loopback port.
 struct Scenario {
   struct RootRequired {
-    RootRequired() { RequireRoot(); }
+    RootRequired() { RequireRoot("e2e"); }
   } root_required;
   PodNetwork network;
   TestNode node{network, "node-a"};
@@ -101,13 +96,13 @@ struct Scenario {
   // Starts `mode` of metrics_peer.py in the server pod on port 8080, then the agent, and
   // waits until the agent captures that port.
   void Start(const std::string& server_mode) {
-    server_process = std::make_unique<Process>(server.Run(
-        {kPython, SourcePath("test/e2e/metrics_peer.py"), server_mode, "--listen",
-         Target(server, 8080)}));
+    server_process =
+        std::make_unique<Process>(server.Run({kPython, SourcePath("test/e2e/metrics_peer.py"),
+                                              server_mode, "--listen", Target(server, 8080)}));
     REQUIRE(server_process->WaitForOutput("listening", 10s));
     // AgentProcess serves /metrics on a free loopback port.
-    agent = std::make_unique<AgentProcess>(node,
-                                           AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY});
+    agent =
+        std::make_unique<AgentProcess>(node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY});
     REQUIRE(agent->WaitForInboundPort(server, 8080));
     static const std::regex serving(R"(serving /metrics on (\S+),)");
     std::smatch match;
@@ -148,11 +143,16 @@ struct Scenario {
 };
 
 Labels Traffic(const std::string& direction) {
-  return {{"direction", direction},        {"src_namespace", "shop"},
-          {"src_owner_kind", "Deployment"}, {"src_owner_name", "load"},
-          {"src_pod", "load-1"},           {"src_service_account", "load"},
-          {"dst_namespace", "shop"},       {"dst_owner_kind", "Deployment"},
-          {"dst_owner_name", "api"},       {"dst_pod", "api-1"},
+  return {{"direction", direction},
+          {"src_namespace", "shop"},
+          {"src_owner_kind", "Deployment"},
+          {"src_owner_name", "load"},
+          {"src_pod", "load-1"},
+          {"src_service_account", "load"},
+          {"dst_namespace", "shop"},
+          {"dst_owner_kind", "Deployment"},
+          {"dst_owner_name", "api"},
+          {"dst_pod", "api-1"},
           {"dst_service_account", "api"}};
 }
 
@@ -216,8 +216,8 @@ TEST_CASE("gRPC calls count by grpc-status, and streams reset mid-way are failur
 TEST_CASE("opaque TCP connections count their bytes exactly") {
   Scenario s;
   s.server_process = std::make_unique<Process>(StartEchoServer(s.server, 8080));
-  s.agent = std::make_unique<AgentProcess>(
-      s.node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY});
+  s.agent =
+      std::make_unique<AgentProcess>(s.node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY});
   REQUIRE(s.agent->WaitForInboundPort(s.server, 8080));
   std::smatch match;
   const std::string output = s.agent->output();
@@ -244,9 +244,9 @@ TEST_CASE("latency percentiles are within the histogram's error of the real late
   Scenario s;
   s.Start("http-server");
   constexpr int kDelayMs = 37;  // off every Prometheus bucket boundary
-  const CommandResult client = s.RunClient({"http-client", "--target", Target(s.server, 8080),
-                                            "--delay-ms", std::to_string(kDelayMs), "--count",
-                                            "40"});
+  const CommandResult client =
+      s.RunClient({"http-client", "--target", Target(s.server, 8080), "--delay-ms",
+                   std::to_string(kDelayMs), "--count", "40"});
   std::vector<double> client_ms;
   std::istringstream lines(client.output);
   std::string word;
@@ -284,16 +284,12 @@ TEST_CASE("a real Prometheus scraping the agent returns the expected request_tot
   Scenario s;
   s.Start("http-server");
   TempDir prometheus_dir;
-  const CommandResult port_probe = RunCommand(
-      {kPython, "-c",
-       "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"});
-  const std::string web = "127.0.0.1:" + port_probe.output.substr(0, port_probe.output.find('\n'));
-  std::ofstream(prometheus_dir.path() + "/prometheus.yml")
-      << fmt::format(
-             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-             "scrape_configs:\n  - job_name: nodemesh-agent\n    static_configs:\n"
-             "      - targets: ['{}']\n",
-             s.metrics_address);
+  const std::string web = fmt::format("127.0.0.1:{}", FreeLoopbackPort());
+  std::ofstream(prometheus_dir.path() + "/prometheus.yml") << fmt::format(
+      "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+      "scrape_configs:\n  - job_name: nodemesh-agent\n    static_configs:\n"
+      "      - targets: ['{}']\n",
+      s.metrics_address);
   Process prometheus({"prometheus", "--config.file=" + prometheus_dir.path() + "/prometheus.yml",
                       "--storage.tsdb.path=" + prometheus_dir.path() + "/data",
                       "--web.listen-address=" + web});
@@ -305,9 +301,9 @@ TEST_CASE("a real Prometheus scraping the agent returns the expected request_tot
   std::string answer;
   const bool answered = PollUntil(
       [&] {
-        const CommandResult result = RunCommand(
-            {"curl", "-sS", "--max-time", "3", "-G", "http://" + web + "/api/v1/query",
-             "--data-urlencode", "query=" + query});
+        const CommandResult result =
+            RunCommand({"curl", "-sS", "--max-time", "3", "-G", "http://" + web + "/api/v1/query",
+                        "--data-urlencode", "query=" + query});
         answer = result.output;
         if (result.exit_code != 0) return false;
         const nlohmann::json body = nlohmann::json::parse(answer, nullptr, false);
@@ -319,11 +315,11 @@ TEST_CASE("a real Prometheus scraping the agent returns the expected request_tot
   INFO("last answer: " << answer << "\nprometheus: " << prometheus.output());
   CHECK(answered);
   // Failures as Prometheus sees them: the 503s.
-  const CommandResult failures = RunCommand(
-      {"curl", "-sS", "--max-time", "3", "-G", "http://" + web + "/api/v1/query",
-       "--data-urlencode",
-       "query=sum(response_total{direction=\"inbound\",dst_owner_name=\"api\","
-       "classification=\"failure\"})"});
+  const CommandResult failures =
+      RunCommand({"curl", "-sS", "--max-time", "3", "-G", "http://" + web + "/api/v1/query",
+                  "--data-urlencode",
+                  "query=sum(response_total{direction=\"inbound\",dst_owner_name=\"api\","
+                  "classification=\"failure\"})"});
   const nlohmann::json body = nlohmann::json::parse(failures.output, nullptr, false);
   REQUIRE_FALSE(body.is_discarded());
   REQUIRE(body["data"]["result"].size() == 1);

@@ -20,28 +20,12 @@
 #include "test/lib/peers.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
+#include "test/lib/tier.h"
 
 namespace nodemesh::testing {
 namespace {
 
 using namespace std::chrono_literals;
-
-void RequireRoot() {
-  if (::geteuid() != 0) {
-    FAIL("e2e tests need root (netns, cgroups, eBPF): run `sudo ctest --preset release -L e2e`");
-  }
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
-}
-
-void WriteFile(const std::string& path, const std::string& contents) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << contents;
-}
 
 std::string RandomBytes(size_t size, uint32_t seed) {
   std::mt19937 generator(seed);
@@ -58,16 +42,11 @@ std::vector<std::string> Lines(const std::string& text) {
   return lines;
 }
 
-std::string Describe(const CommandResult& result) {
-  return (result.timed_out ? "timed out; " : "exit " + std::to_string(result.exit_code) + "; ") +
-         result.output;
-}
-
 // A node with a meshed client pod and a meshed server pod, and a scratch directory the
 // peers in both pods can read and write.
 struct Scenario {
   struct RootRequired {
-    RootRequired() { RequireRoot(); }
+    RootRequired() { RequireRoot("e2e"); }
   } root_required;
   PodNetwork network;
   TestNode node{network, "node-a"};

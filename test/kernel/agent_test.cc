@@ -13,6 +13,7 @@
 #include "test/lib/peers.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
+#include "test/lib/tier.h"
 
 namespace nodemesh::testing {
 namespace {
@@ -22,14 +23,6 @@ using namespace std::chrono_literals;
 constexpr uint16_t kEchoPort = 7000;
 constexpr uint16_t kClosedPort = 7999;  // nothing listens there
 
-void RequireRoot() {
-  if (::geteuid() != 0) {
-    FAIL(
-        "kernel tests need root (netns, cgroups, eBPF): run `sudo ctest --preset release -L "
-        "kernel`");
-  }
-}
-
 AgentProcessOptions AgentOptions() {
   return {.binary = NODEMESH_AGENT_BINARY, .log_level = "debug"};
 }
@@ -38,7 +31,7 @@ AgentProcessOptions AgentOptions() {
 // pods stand for the rest of the cluster: servers and callers the agent does not own.
 struct Cluster {
   struct RootRequired {
-    RootRequired() { RequireRoot(); }
+    RootRequired() { RequireRoot("kernel"); }
   } root_required;  // first, so the check runs before anything is created
   PodNetwork network;
   TestNode node_a{network, "node-a"};
@@ -63,12 +56,6 @@ struct Cluster {
                                      .owner_name = "voting",
                                      .meshed = true});  // but node-b runs no agent
 };
-
-// Everything a dial reported, for failure messages.
-std::string Describe(const CommandResult& result) {
-  return (result.timed_out ? "timed out; " : "exit " + std::to_string(result.exit_code) + "; ") +
-         result.output;
-}
 
 // Polls until the echo server has logged `count` connections in all.
 bool WaitForAccepted(const Process& server, size_t count) {
@@ -562,7 +549,7 @@ TEST_CASE("an unmeshed caller reaching a meshed pod is captured inbound") {
 
 struct NodeForErrors {
   struct RootRequired {
-    RootRequired() { RequireRoot(); }
+    RootRequired() { RequireRoot("kernel"); }
   } root_required;
   PodNetwork network;
   TestNode node{network, "node-a"};

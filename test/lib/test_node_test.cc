@@ -16,30 +16,13 @@
 #include <sstream>
 #include <string>
 
+#include "test/lib/tier.h"
+
 namespace nodemesh::testing {
 namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-
-void RequireRoot() {
-  if (::geteuid() != 0) {
-    FAIL(
-        "kernel tests need root: they create network namespaces, veth pairs, a bridge and "
-        "cgroups. Run them as root, e.g. `sudo ctest --preset release -L kernel`.");
-  }
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
-}
-
-void WriteFile(const std::string& path, const std::string& contents) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << contents;
-}
 
 bool Exists(const std::string& path) {
   struct stat st {};
@@ -86,7 +69,7 @@ class TempDir {
 // Two simulated nodes on one pod network, two pods each, as in the emojivoto demo.
 struct Cluster {
   struct RootRequired {
-    RootRequired() { RequireRoot(); }
+    RootRequired() { RequireRoot("kernel"); }
   } root_required;  // first, so the check runs before anything is created
   PodNetwork network;
   TestNode node_a{network, "node-a"};
@@ -269,7 +252,7 @@ TEST_CASE("the inventory lists the node's pods in the agent's format") {
 }
 
 TEST_CASE("destroying the fixture removes everything it created") {
-  RequireRoot();
+  RequireRoot("kernel");
   std::string id, cgroup_root, marker;
   std::vector<std::string> netns_names, veths;
   {
@@ -301,7 +284,7 @@ TEST_CASE("destroying the fixture removes everything it created") {
 }
 
 TEST_CASE("processes still running in a pod are killed when the fixture goes") {
-  RequireRoot();
+  RequireRoot("kernel");
   // Outlive the fixture, as a test that forgot to stop them would.
   std::optional<Process> in_pod;
   std::optional<Process> netns_only;
@@ -353,7 +336,7 @@ std::string UnusedId() {
 }
 
 TEST_CASE("a new pod network sweeps what a dead run left behind") {
-  RequireRoot();
+  RequireRoot("kernel");
   // Built under a marker naming this (live) process, so that tests running in parallel
   // leave it alone; then the marker is changed to name a process that no longer exists.
   const std::string dead = UnusedId();

@@ -1,0 +1,53 @@
+// What the kernel and end-to-end test files share: the root check their tiers need, and
+// small file and port helpers. Include after catch.hpp.
+#pragma once
+
+#include <unistd.h>
+
+#include <cstdint>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "test/lib/peers.h"
+#include "test/lib/process.h"
+
+namespace nodemesh::testing {
+
+// Fails the test (never skips it) when not root: network namespaces, cgroups and eBPF need
+// it. `tier` is the CTest label to rerun, "kernel" or "e2e".
+inline void RequireRoot(const std::string& tier) {
+  if (::geteuid() != 0) {
+    FAIL(tier << " tests need root (network namespaces, veths, cgroups, eBPF): run them as "
+                 "root, e.g. `sudo ctest --preset release -L "
+              << tier << "`");
+  }
+}
+
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+inline void WriteFile(const std::string& path, const std::string& contents) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << contents;
+}
+
+// Everything a command reported, for failure messages.
+inline std::string Describe(const CommandResult& result) {
+  return (result.timed_out ? "timed out; " : "exit " + std::to_string(result.exit_code) + "; ") +
+         result.output;
+}
+
+// A free TCP port on loopback. It is released before use: another process could take it
+// in between, which a test may accept.
+inline uint16_t FreeLoopbackPort() {
+  const CommandResult probe = RunCommand(
+      {kPython, "-c",
+       "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"});
+  return static_cast<uint16_t>(std::stoi(probe.output));
+}
+
+}  // namespace nodemesh::testing
