@@ -355,7 +355,9 @@ class Cluster:
 
     def explain(self):
         env = f"NODEMESH_INVENTORY={self.inventory}"
-        bin_dir = self.bin_dir
+        if self.aggregator != "127.0.0.1:8085":
+            env += f" NODEMESH_AGGREGATOR={self.aggregator}"
+        bin_dir = Path(self.binary("meshctl")).parent
         say(f"""
 The cluster keeps running. Explore it:
   export PATH={bin_dir}:$PATH {env}
