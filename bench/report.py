@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Turns Google Benchmark JSON into the tables of bench/RESULTS.md: medians, and each
-workload's ratio to the baseline run on the same input in the same process."""
+workload's ratio to (or, for costs in ns, its excess over) the baseline run on the same
+input in the same process."""
 import json
 import sys
 
 # Benchmark name -> the baseline it is compared with.
-BASELINES = {"BM_Http1Parser": "BM_BareLlhttp"}
+BASELINES = {"BM_Http1Parser": "BM_BareLlhttp", "BM_Http2GrpcParser": "BM_BareHpack"}
 
 
 def medians(path):
@@ -32,7 +33,32 @@ def parsers(path):
         print(f"{name:<24} {mbps:>10.1f} {rate:>12,.0f} {ratio:>12}")
 
 
+def nanoseconds(run):
+    scale = {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9}[run["time_unit"]]
+    return run["cpu_time"] * scale
+
+
+def metrics(path):
+    rows = medians(path)
+    loop = nanoseconds(rows["BM_InputLoop"])
+    record = nanoseconds(rows["BM_HistogramRecord"])
+    print(f"{'per request':<22} {'ns':>8} {'above loop':>11} {'x record':>9}")
+    for name, run in rows.items():
+        if name.startswith("BM_Collect"):
+            continue
+        ns = nanoseconds(run)
+        print(f"{name:<22} {ns:>8.1f} {ns - loop:>11.1f} {ns / record:>9.1f}")
+    print()
+    print(f"{'collection':<22} {'series':>8} {'us total':>11} {'ns/series':>10}")
+    for name, run in rows.items():
+        if not name.startswith("BM_Collect"):
+            continue
+        series = int(name.partition("/")[2])
+        ns = nanoseconds(run)
+        print(f"{name:<22} {series:>8} {ns / 1e3:>11.1f} {ns / series:>10.0f}")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "parsers":
-        sys.exit("usage: report.py parsers RESULTS.json")
-    parsers(sys.argv[2])
+    if len(sys.argv) != 3 or sys.argv[1] not in ("parsers", "metrics"):
+        sys.exit("usage: report.py parsers|metrics RESULTS.json")
+    {"parsers": parsers, "metrics": metrics}[sys.argv[1]](sys.argv[2])

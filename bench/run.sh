@@ -3,11 +3,16 @@
 # measured in the same run. Results worth keeping go to bench/RESULTS.md with this command.
 #
 #   bash bench/run.sh parsers     parser throughput vs bare llhttp
+#   bash bench/run.sh metrics     cost per request of recording metrics vs the bare loop
+#   bash bench/run.sh proxy [proxy_bench flags]
+#                                 added latency and throughput through the agent vs direct,
+#                                 with and without L7 parsing (root; about 8 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: bash bench/run.sh parsers" >&2; exit 2; }
-[[ $# -eq 1 ]] || usage
+usage() { echo "usage: bash bench/run.sh parsers|metrics|proxy [proxy_bench flags]" >&2; exit 2; }
+[[ $# -ge 1 ]] || usage
+[[ $# -eq 1 || $1 == proxy ]] || usage
 
 build() {
   bash test/install-deps.sh >/dev/null
@@ -24,6 +29,25 @@ case "$1" in
     ./build/release/bench/parsers_bench --benchmark_repetitions=5 \
       --benchmark_report_aggregates_only=true --benchmark_format=json >"$out"
     /usr/bin/python3 bench/report.py parsers "$out"
+    ;;
+  metrics)
+    build metrics_bench
+    out=$(mktemp)
+    trap 'rm -f "$out"' EXIT
+    echo "metrics recording cost, 5 repetitions, medians (this takes about a minute)" >&2
+    ./build/release/bench/metrics_bench --benchmark_repetitions=5 \
+      --benchmark_report_aggregates_only=true --benchmark_format=json >"$out"
+    /usr/bin/python3 bench/report.py metrics "$out"
+    ;;
+  proxy)
+    if [[ $EUID -ne 0 ]]; then
+      echo "bench/run.sh proxy needs root (netns, cgroups, eBPF): run it with sudo" >&2
+      exit 2
+    fi
+    build proxy_bench nodemesh-agent nodemesh-loadgen
+    # Three interleaved rounds, medians: one busy spell of the machine cannot decide a
+    # scenario. Pinning and workers are explained in bench/RESULTS.md.
+    ./build/release/bench/proxy_bench --rounds 3 "${@:2}"
     ;;
   *) usage ;;
 esac

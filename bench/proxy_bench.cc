@@ -1,0 +1,490 @@
+// Added latency and throughput of the agent (issue 3), and the cost of L7 parsing (issue 4):
+// HTTP/1.1 keep-alive requests from a client pod to nginx in a server pod of one simulated
+// node, measured in one run in four scenarios, back to back:
+//   direct         no agent
+//   outbound       the client pod meshed: one hop through the agent
+//   two-hop        both pods meshed: out of the client pod and into the server pod
+//   outbound-l4    as outbound, with the agent's --l7 off (opaque TCP, no parsing)
+// Each scenario is measured at a fixed rate (open loop: latency) and at saturation (closed
+// loop: throughput) with nodemesh-loadgen. With --rounds N the four scenarios run N times,
+// interleaved, and the medians are reported, so that a slow spell of the machine does not
+// land on one scenario only.
+//
+// Needs root (netns, cgroups, eBPF). Run through `bash bench/run.sh proxy`; never a test.
+// Exits non-zero if any measurement had errors or the traffic did not take the expected
+// path through the agent. Everything it creates (network, pods, nginx, agents, temporary
+// files) is removed by the fixture's destructors, also on failure.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test/lib/agent_process.h"
+#include "test/lib/peers.h"
+#include "test/lib/process.h"
+#include "test/lib/test_node.h"
+
+namespace nodemesh::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr uint16_t kServerPort = 8080;
+
+struct Settings {
+  double rate = 2000;
+  int rate_connections = 4;
+  int saturate_connections = 8;
+  std::string duration = "10s";
+  int rounds = 1;
+  int workers = 1;
+  // CPUs for the load generator, nginx and the agent ("0", "1", "0,1"), or empty: unpinned.
+  std::string loadgen_cpus, nginx_cpus, agent_cpus;
+  // The machine is shared: a load during which other processes used more than this much
+  // CPU (in CPUs, averaged over the load) is run again, up to `retries` times.
+  double max_interference = 0.1;
+  int retries = 2;
+  int settle_timeout_s = 120;  // waiting for the machine to be quiet before each load
+};
+
+struct Scenario {
+  std::string name;
+  bool client_meshed = false;
+  bool server_meshed = false;
+  bool l7 = true;
+  int hops = 0;
+};
+
+// One nodemesh-loadgen run, as it reported it.
+struct LoadResult {
+  uint64_t requests = 0;
+  uint64_t errors = 0;
+  double rps = 0;
+  double duration = 0;  // measured seconds, after the warm-up
+  double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
+  double interference = 0;  // CPUs used by processes other than the benchmark's meanwhile
+  // CPU time per request of the agent (all hops) and of nginx, over the whole run.
+  double agent_cpu_us = 0;
+  double server_cpu_us = 0;
+};
+
+struct Measurement {
+  LoadResult rate;
+  LoadResult saturate;
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+void WriteFile(const std::string& path, const std::string& contents) {
+  std::ofstream out(path, std::ios::trunc);
+  out << contents;
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+// argv prefixed with taskset when `cpus` is set.
+std::vector<std::string> Pinned(const std::string& cpus, std::vector<std::string> argv) {
+  if (!cpus.empty()) argv.insert(argv.begin(), {"taskset", "-c", cpus});
+  return argv;
+}
+
+Process StartNginx(const Pod& server, const Pod& client, const std::string& dir,
+                   const Settings& settings) {
+  const std::string root = dir + "/nginx";
+  std::filesystem::create_directories(root + "/tmp");
+  // The smallest answer nginx can give, with keep-alive that outlasts every run: what is
+  // measured is the path between the pods, not the server's work.
+  WriteFile(root + "/nginx.conf", fmt::format(R"(
+master_process on;
+worker_processes 1;
+user root;
+error_log {0}/error.log warn;
+pid {0}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  default_type text/plain;
+  client_body_temp_path {0}/tmp/body;
+  proxy_temp_path {0}/tmp/proxy;
+  fastcgi_temp_path {0}/tmp/fastcgi;
+  uwsgi_temp_path {0}/tmp/uwsgi;
+  scgi_temp_path {0}/tmp/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  server {{
+    listen {1}:{2};
+    location / {{ return 200 "ok\n"; }}
+  }}
+}}
+)",
+                                              root, server.ip, kServerPort));
+  Process nginx =
+      server.Run(Pinned(settings.nginx_cpus, {"nginx", "-p", root, "-e", root + "/error.log", "-c",
+                                              root + "/nginx.conf", "-g", "daemon off;"}));
+  const std::string probe = fmt::format("http://{}:{}/", server.ip, kServerPort);
+  const bool up = PollUntil(
+      [&] {
+        return client.RunCommand({"curl", "-sS", "--max-time", "2", "-o", "/dev/null", probe}, 10s)
+                   .exit_code == 0;
+      },
+      20s, 100ms);
+  if (!up) {
+    throw std::runtime_error("nginx did not start: " + nginx.output() +
+                             ReadFile(root + "/error.log"));
+  }
+  return nginx;
+}
+
+// CPU time in microseconds: of the whole machine (user and system, without interrupts,
+// which are charged to no process), of a cgroup, and of a process with all its threads.
+double MachineCpuUs() {
+  std::istringstream stat(ReadFile("/proc/stat"));
+  std::string cpu;
+  uint64_t user = 0, nice = 0, system = 0;
+  stat >> cpu >> user >> nice >> system;
+  return static_cast<double>(user + nice + system) * 1e6 /
+         static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double CgroupCpuUs(const std::string& cgroup_dir) {
+  std::istringstream stat(ReadFile(cgroup_dir + "/cpu.stat"));
+  std::string key;
+  uint64_t value = 0;
+  while (stat >> key >> value) {
+    if (key == "usage_usec") return static_cast<double>(value);
+  }
+  return 0;
+}
+
+double ProcessCpuUs(pid_t pid) {
+  const std::string stat = ReadFile(fmt::format("/proc/{}/stat", pid));
+  // utime and stime are the 12th and 13th fields after the parenthesised command name.
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 0; i < 11; ++i) fields >> field;
+  fields >> utime >> stime;
+  return static_cast<double>(utime + stime) * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// What the benchmark's own processes use: the pods (load generator, nginx) and the agent.
+struct CpuMeter {
+  const Pod& client;
+  const Pod& server;
+  AgentProcess* agent;  // null when direct
+
+  double AgentUs() const { return agent ? ProcessCpuUs(agent->process().pid()) : 0; }
+  // CPUs used by everything else between two calls.
+  struct Mark {
+    double machine_us, client_us, server_us, agent_us;
+    std::chrono::steady_clock::time_point at;
+    double ours_us() const { return client_us + server_us + agent_us; }
+  };
+  Mark Now() const {
+    return {MachineCpuUs(), CgroupCpuUs(client.cgroup_dir), CgroupCpuUs(server.cgroup_dir),
+            AgentUs(), std::chrono::steady_clock::now()};
+  }
+  static double Others(const Mark& from, const Mark& to) {
+    const double wall_us = std::chrono::duration<double, std::micro>(to.at - from.at).count();
+    return std::max(0.0, (to.machine_us - from.machine_us) - (to.ours_us() - from.ours_us())) /
+           wall_us;
+  }
+};
+
+// Waits (boundedly) until the machine is quiet, so that a load starts on idle CPUs.
+void Settle(const CpuMeter& meter, const Settings& settings) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(settings.settle_timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    const CpuMeter::Mark before = meter.Now();
+    std::this_thread::sleep_for(2s);
+    const double others = CpuMeter::Others(before, meter.Now());
+    if (others <= settings.max_interference) return;
+    fmt::print(stderr, "    waiting: other processes use {:.2f} CPUs\n", others);
+  }
+}
+
+LoadResult RunLoad(const Pod& client, const Pod& server, const Settings& settings, bool saturate) {
+  std::vector<std::string> argv = {
+      NODEMESH_LOADGEN_BINARY,
+      "--target",
+      Target(server, kServerPort),
+      "--duration",
+      settings.duration,
+      "--connections",
+      std::to_string(saturate ? settings.saturate_connections : settings.rate_connections)};
+  if (saturate) {
+    argv.push_back("--saturate");
+  } else {
+    argv.insert(argv.end(), {"--rate", fmt::format("{}", settings.rate)});
+  }
+  const CommandResult result =
+      client.RunCommand(Pinned(settings.loadgen_cpus, argv), 120s);  // loads end by themselves
+  std::optional<nlohmann::json> report;
+  std::istringstream lines(result.output);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.starts_with("{")) report = nlohmann::json::parse(line, nullptr, false);
+  }
+  if (result.exit_code != 0 || !report || report->is_discarded()) {
+    throw std::runtime_error(fmt::format("nodemesh-loadgen failed (exit {}{}):\n{}",
+                                         result.exit_code, result.timed_out ? ", timed out" : "",
+                                         result.output));
+  }
+  LoadResult load;
+  load.requests = (*report)["requests"];
+  load.errors = (*report)["errors"];
+  load.rps = (*report)["rps"];
+  load.p50 = (*report)["p50"];
+  load.p90 = (*report)["p90"];
+  load.p99 = (*report)["p99"];
+  load.p999 = (*report)["p999"];
+  load.max = (*report)["max"];
+  load.duration = (*report)["duration"];
+  if (load.errors > 0) {
+    throw std::runtime_error(fmt::format("{} errors: {}", load.errors, report->dump()));
+  }
+  return load;
+}
+
+// A load, run again while other processes disturbed it (up to settings.retries times); the
+// least disturbed run is kept.
+LoadResult MeasureLoad(const CpuMeter& meter, const Settings& settings, bool saturate) {
+  std::optional<LoadResult> best;
+  for (int attempt = 0; attempt <= settings.retries; ++attempt) {
+    Settle(meter, settings);
+    const CpuMeter::Mark before = meter.Now();
+    LoadResult load = RunLoad(meter.client, meter.server, settings, saturate);
+    const CpuMeter::Mark after = meter.Now();
+    load.interference = CpuMeter::Others(before, after);
+    // The loads run at the measured rate through their warm-up too.
+    const double requests = load.rps * (load.duration + 1);
+    load.agent_cpu_us = (after.agent_us - before.agent_us) / requests;
+    load.server_cpu_us = (after.server_us - before.server_us) / requests;
+    fmt::print(stderr,
+               "    {} p50 {:.1f} p99 {:.1f} p99.9 {:.1f} us, {:.0f} req/s; CPU per request: "
+               "agent {:.1f} us, nginx {:.1f} us; others {:.2f} CPUs\n",
+               saturate ? "saturate" : "rate    ", load.p50, load.p99, load.p999, load.rps,
+               load.agent_cpu_us, load.server_cpu_us, load.interference);
+    if (!best || load.interference < best->interference) best = load;
+    if (load.interference <= settings.max_interference) break;
+  }
+  return *best;
+}
+
+Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
+                        const Scenario& scenario, const Settings& settings,
+                        const std::string& scratch) {
+  // Each agent writes its inventory into its own directory, which goes with it: the node
+  // is pointed back at a file of ours before the pods' flags change for the next one.
+  node.WriteInventory(scratch + "/pods.json");
+  node.SetMeshed(client, scenario.client_meshed);
+  node.SetMeshed(server, scenario.server_meshed);
+  std::unique_ptr<AgentProcess> agent;
+  if (scenario.hops > 0) {
+    agent = std::make_unique<AgentProcess>(
+        node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY,
+                                  .log_level = "warning",
+                                  .workers = settings.workers,
+                                  .extra_args = {"--l7", scenario.l7 ? "on" : "off"}});
+    if (scenario.server_meshed && !agent->WaitForInboundPort(server, kServerPort)) {
+      throw std::runtime_error("the agent did not capture the server's port:\n" + agent->output());
+    }
+    if (!settings.agent_cpus.empty()) {
+      const CommandResult pinned = RunCommand({"taskset", "-a", "-p", "-c", settings.agent_cpus,
+                                               std::to_string(agent->process().pid())});
+      if (pinned.exit_code != 0) throw std::runtime_error("taskset: " + pinned.output);
+    }
+  }
+  Measurement measurement;
+  try {
+    const CpuMeter meter{client, server, agent.get()};
+    measurement.rate = MeasureLoad(meter, settings, /*saturate=*/false);
+    measurement.saturate = MeasureLoad(meter, settings, /*saturate=*/true);
+  } catch (const std::exception& error) {
+    if (!agent) throw;
+    throw std::runtime_error(
+        fmt::format("{}: {}\nagent /stats: {}\nagent output:\n{}", scenario.name, error.what(),
+                    agent->TryGet("/stats").value_or(nullptr).dump(), agent->output()));
+  }
+  if (agent) {
+    // The traffic took the path the scenario names: every connection intercepted on the
+    // way out (and in), and parsed into requests only with L7 on.
+    const nlohmann::json proxy = agent->Get("/stats")["proxy"];
+    fmt::print(stderr, "    agent: {}\n", proxy.dump());
+    const uint64_t connections = settings.rate_connections + settings.saturate_connections;
+    const bool intercepted =
+        proxy["accepted_outbound"].get<uint64_t>() >= connections &&
+        (!scenario.server_meshed || proxy["accepted_inbound"].get<uint64_t>() >= connections);
+    const uint64_t parsed = proxy["requests"];
+    const bool parsing_as_asked =
+        scenario.l7 ? parsed >= measurement.rate.requests : parsed == 0 && proxy["http1"] == 0;
+    if (!intercepted || !parsing_as_asked) {
+      throw std::runtime_error(
+          fmt::format("{}: the traffic did not take the expected path through the agent: {}",
+                      scenario.name, proxy.dump()));
+    }
+    const std::optional<ExitStatus> status = agent->Stop();
+    if (!status || !status->ok()) {
+      throw std::runtime_error("the agent did not stop cleanly:\n" + agent->output());
+    }
+  }
+  return measurement;
+}
+
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+// The medians over rounds of one scenario.
+struct Summary {
+  double p50 = 0, p99 = 0, p999 = 0, rps = 0;
+  double agent_cpu_us = 0, server_cpu_us = 0;  // per request, at the fixed rate
+  double interference = 0;  // CPUs other processes used during its loads (the worse of two)
+};
+
+Summary Summarize(const std::vector<Measurement>& rounds) {
+  const auto median = [&](auto field) {
+    std::vector<double> values;
+    for (const Measurement& m : rounds) values.push_back(field(m));
+    return Median(values);
+  };
+  return {median([](const Measurement& m) { return m.rate.p50; }),
+          median([](const Measurement& m) { return m.rate.p99; }),
+          median([](const Measurement& m) { return m.rate.p999; }),
+          median([](const Measurement& m) { return m.saturate.rps; }),
+          median([](const Measurement& m) { return m.rate.agent_cpu_us; }),
+          median([](const Measurement& m) { return m.rate.server_cpu_us; }),
+          median([](const Measurement& m) {
+            return std::max(m.rate.interference, m.saturate.interference);
+          })};
+}
+
+std::string LoadAverage() {
+  std::string text = ReadFile("/proc/loadavg");
+  return text.substr(0, text.find(' ', text.find(' ', text.find(' ') + 1) + 1));
+}
+
+int Run(const Settings& settings) {
+  if (::geteuid() != 0) {
+    fmt::print(stderr, "proxy_bench needs root (netns, cgroups, eBPF): run it with sudo\n");
+    return 2;
+  }
+  const std::vector<Scenario> scenarios = {
+      {.name = "direct", .hops = 0},
+      {.name = "outbound", .client_meshed = true, .hops = 1},
+      {.name = "two-hop", .client_meshed = true, .server_meshed = true, .hops = 2},
+      {.name = "outbound-l4", .client_meshed = true, .l7 = false, .hops = 1},
+  };
+  fmt::print(
+      "rate: {} req/s over {} connections; saturation: {} connections; {} each after 1 s of "
+      "warm-up; {} round(s); agent --workers {}; CPUs: loadgen {}, nginx {}, agent {}\n",
+      settings.rate, settings.rate_connections, settings.saturate_connections, settings.duration,
+      settings.rounds, settings.workers,
+      settings.loadgen_cpus.empty() ? "any" : settings.loadgen_cpus,
+      settings.nginx_cpus.empty() ? "any" : settings.nginx_cpus,
+      settings.agent_cpus.empty() ? "any" : settings.agent_cpus);
+  fmt::print("load average before: {}\n", LoadAverage());
+  std::fflush(stdout);  // before the progress lines on stderr
+
+  PodNetwork network;
+  TestNode node(network, "bench");
+  const Pod& client = node.AddPod(
+      {.namespace_name = "bench", .name = "client-1", .owner_name = "client", .meshed = false});
+  const Pod& server = node.AddPod(
+      {.namespace_name = "bench", .name = "server-1", .owner_name = "server", .meshed = false});
+  TempDir scratch;
+  Process nginx = StartNginx(server, client, scratch.path(), settings);
+
+  std::vector<std::vector<Measurement>> results(scenarios.size());
+  for (int round = 0; round < settings.rounds; ++round) {
+    for (size_t i = 0; i < scenarios.size(); ++i) {
+      fmt::print(stderr, "round {}: {}\n", round + 1, scenarios[i].name);
+      results[i].push_back(
+          RunScenario(node, client, server, scenarios[i], settings, scratch.path()));
+    }
+  }
+  fmt::print("load average after: {}\n\n", LoadAverage());
+
+  const Summary direct = Summarize(results[0]);
+  fmt::print("{:<12} {:>8} {:>8} {:>9} {:>12} {:>12} {:>9} {:>7} {:>13} {:>10} {:>7}\n", "scenario",
+             "p50 us", "p99 us", "p99.9 us", "+p50 us/hop", "+p99 us/hop", "sat. rps", "vs dir.",
+             "agent CPU us", "nginx CPU", "others");
+  fmt::print("{:<12} {:>8} {:>8} {:>9} {:>12} {:>12} {:>9} {:>7} {:>13} {:>10} {:>7}\n", "", "", "",
+             "", "", "", "", "", "per req/hop", "us/req", "CPUs");
+  for (size_t i = 0; i < scenarios.size(); ++i) {
+    const Summary s = Summarize(results[i]);
+    const int hops = scenarios[i].hops;
+    const auto per_hop = [&](double value) {
+      return hops ? fmt::format("{:+.1f}", value / hops) : std::string();
+    };
+    fmt::print(
+        "{:<12} {:>8.1f} {:>8.1f} {:>9.1f} {:>12} {:>12} {:>9.0f} {:>6.0f}% {:>13} {:>10.1f} "
+        "{:>7.2f}\n",
+        scenarios[i].name, s.p50, s.p99, s.p999, per_hop(s.p50 - direct.p50),
+        per_hop(s.p99 - direct.p99), s.rps, 100 * s.rps / direct.rps,
+        hops ? fmt::format("{:.1f}", s.agent_cpu_us / hops) : std::string(), s.server_cpu_us,
+        s.interference);
+  }
+  fmt::print(
+      "\nLatency at the fixed rate, throughput at saturation; medians over {} round(s), each "
+      "load's figures on stderr. CPU per request: at the fixed rate, warm-up included. "
+      "'others': CPUs used by processes outside the benchmark during the loads (median of each "
+      "round's worse load); a load above {:.2f} was run again, up to {} times.\n",
+      settings.rounds, settings.max_interference, settings.retries);
+  return 0;
+}
+
+}  // namespace
+}  // namespace nodemesh::testing
+
+int main(int argc, char** argv) {
+  nodemesh::testing::Settings settings;
+  CLI::App app{"Added latency and throughput of the nodemesh agent versus direct", "proxy_bench"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--rate", settings.rate, "Open-loop rate, requests/s")->check(CLI::PositiveNumber);
+  app.add_option("--rate-connections", settings.rate_connections, "Connections at the fixed rate")
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--saturate-connections", settings.saturate_connections,
+                 "Connections at saturation")
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--duration", settings.duration, "Measured time of each load, after 1 s warm-up");
+  app.add_option("--rounds", settings.rounds, "Interleaved repetitions; medians are reported")
+      ->check(CLI::Range(1, 20));
+  app.add_option("--workers", settings.workers, "The agent's worker threads")
+      ->check(CLI::Range(1, 16));
+  app.add_option("--loadgen-cpus", settings.loadgen_cpus, "taskset CPU list of the load generator");
+  app.add_option("--nginx-cpus", settings.nginx_cpus, "taskset CPU list of nginx");
+  app.add_option("--agent-cpus", settings.agent_cpus, "taskset CPU list of the agent");
+  app.add_option("--max-interference", settings.max_interference,
+                 "CPUs other processes may use during a load before it is run again");
+  app.add_option("--retries", settings.retries, "Runs again of a disturbed load")
+      ->check(CLI::Range(0, 20));
+  app.add_option("--settle-timeout", settings.settle_timeout_s,
+                 "Seconds to wait for a quiet machine before each load")
+      ->check(CLI::Range(0, 3600));
+  CLI11_PARSE(app, argc, argv);
+  try {
+    return nodemesh::testing::Run(settings);
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "proxy_bench: {}\n", error.what());
+    return 1;
+  }
+}
