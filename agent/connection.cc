@@ -1,6 +1,7 @@
 #include "agent/connection.h"
 
 #include <netinet/in.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -79,13 +80,43 @@ ConnectionSummary Connection::Summary(int64_t now_ns) const {
   return summary;
 }
 
-void Connection::OnEvents(int64_t now_ns) {
-  if (state_ == State::kConnecting) FinishConnect(now_ns);
+void Connection::OnEvents(Socket socket, uint32_t events, int64_t now_ns) {
+  if (state_ == State::kConnecting) {
+    // The client's bytes wait in its socket; PumpBoth takes them once connected.
+    if (socket == Socket::kUpstream) FinishConnect(now_ns);
+    return;
+  }
+  if (state_ != State::kProxying) return;
+  // Only what this edge can have changed: the direction reading from this socket, and the
+  // one writing to it if bytes were waiting for room. A reported hang-up or FIN means the
+  // socket must be read to its end, not only until a short read.
+  Flow& reading = socket == Socket::kClient ? to_upstream_ : to_client_;
+  Flow& writing = socket == Socket::kClient ? to_client_ : to_upstream_;
+  const bool readable = (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+  const bool ending = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+  const bool can_write = (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0 && writing.buffer &&
+                         !writing.buffer->empty();
+  const uint64_t moved_before = to_upstream_.bytes + to_client_.bytes;
+  const PumpResult read = readable ? Pump(reading, /*stop_at_short_read=*/!ending, now_ns)
+                                   : PumpResult::kBlocked;
+  const PumpResult written = can_write && read != PumpResult::kPeerReset
+                                 ? Pump(writing, /*stop_at_short_read=*/false, now_ns)
+                                 : PumpResult::kBlocked;
+  AfterPumps(read, written, moved_before, now_ns);
+}
+
+void Connection::PumpBoth(int64_t now_ns) {
   if (state_ != State::kProxying) return;
   const uint64_t moved_before = to_upstream_.bytes + to_client_.bytes;
-  const PumpResult up = Pump(to_upstream_, now_ns);
-  const PumpResult down = up == PumpResult::kPeerReset ? up : Pump(to_client_, now_ns);
-  if (up == PumpResult::kPeerReset || down == PumpResult::kPeerReset) {
+  const PumpResult up = Pump(to_upstream_, /*stop_at_short_read=*/false, now_ns);
+  const PumpResult down = up == PumpResult::kPeerReset
+                              ? up
+                              : Pump(to_client_, /*stop_at_short_read=*/false, now_ns);
+  AfterPumps(up, down, moved_before, now_ns);
+}
+
+void Connection::AfterPumps(PumpResult a, PumpResult b, uint64_t moved_before, int64_t now_ns) {
+  if (a == PumpResult::kPeerReset || b == PumpResult::kPeerReset) {
     worker_.stats().Add(worker_.stats().resets);
     Close(/*reset=*/true, now_ns);
     return;
@@ -94,7 +125,7 @@ void Connection::OnEvents(int64_t now_ns) {
     last_activity_ns_ = now_ns;
     worker_.Touch(this, now_ns);
   }
-  if (up == PumpResult::kDone && down == PumpResult::kDone) Close(/*reset=*/false, now_ns);
+  if (to_upstream_.shut && to_client_.shut) Close(/*reset=*/false, now_ns);
 }
 
 void Connection::FinishConnect(int64_t now_ns) {
@@ -111,6 +142,8 @@ void Connection::FinishConnect(int64_t now_ns) {
       source_address_ = Endpoint::Local(upstream_.get()).value_or(client_address_);
     }
     worker_.ConnectionEstablished(this, now_ns);
+    // The client may have spoken already, and its edge is spent.
+    PumpBoth(now_ns);
     return;
   }
   // The application sees what a direct connect would have shown as closely as TCP allows:
@@ -134,7 +167,8 @@ void Connection::IdleTimedOut(int64_t now_ns) {
   Close(/*reset=*/false, now_ns);
 }
 
-Connection::PumpResult Connection::Pump(Flow& flow, int64_t now_ns) {
+Connection::PumpResult Connection::Pump(Flow& flow, bool stop_at_short_read, int64_t now_ns) {
+  bool drained = false;
   for (;;) {
     if (flow.buffer && !flow.buffer->empty()) {
       const ssize_t sent =
@@ -158,13 +192,16 @@ Connection::PumpResult Connection::Pump(Flow& flow, int64_t now_ns) {
       }
       return PumpResult::kDone;
     }
+    if (drained) return PumpResult::kBlocked;
     flow.buffer = worker_.buffers().Acquire();
     if (!flow.buffer) {
       worker_.WaitForBuffer(this);
       return PumpResult::kBlocked;
     }
-    const ssize_t received = ::recv(flow.from, flow.buffer->space(), flow.buffer->space_size(), 0);
+    const size_t room = flow.buffer->space_size();
+    const ssize_t received = ::recv(flow.from, flow.buffer->space(), room, 0);
     if (received > 0) {
+      drained = stop_at_short_read && static_cast<size_t>(received) < room;
       flow.buffer->Filled(static_cast<size_t>(received));
       if (flow.sender == parsers::Peer::kClient) {
         tcp_series_->read_bytes += static_cast<uint64_t>(received);

@@ -45,10 +45,12 @@ class Connection final : public parsers::EventSink {
 
   ConnectionSummary Summary(int64_t now_ns) const;
 
-  // Epoll reported something on either socket.
-  void OnEvents(int64_t now_ns);
+  // Which of its two sockets an epoll event is for.
+  enum class Socket : uint8_t { kClient, kUpstream };
+  // Epoll reported `events` (edge-triggered) on one of the sockets.
+  void OnEvents(Socket socket, uint32_t events, int64_t now_ns);
   // A buffer came back to the pool while this connection was waiting for one.
-  void OnBufferAvailable(int64_t now_ns) { OnEvents(now_ns); }
+  void OnBufferAvailable(int64_t now_ns) { PumpBoth(now_ns); }
   // The upstream did not answer in time: the application sees a reset, as from a dead peer.
   void ConnectTimedOut(int64_t now_ns);
   void IdleTimedOut(int64_t now_ns);
@@ -77,7 +79,15 @@ class Connection final : public parsers::EventSink {
   enum class PumpResult : uint8_t { kBlocked, kDone, kPeerReset };
 
   void FinishConnect(int64_t now_ns);
-  PumpResult Pump(Flow& flow, int64_t now_ns);
+  // Moves what `flow.from` has to `flow.to` until one of them blocks. With
+  // `stop_at_short_read`, a read that did not fill the buffer ends it too: the socket was
+  // drained, and the next bytes (or a FIN not yet reported) bring a new edge.
+  PumpResult Pump(Flow& flow, bool stop_at_short_read, int64_t now_ns);
+  // Both directions, each until it blocks: when no edge says which one can move.
+  void PumpBoth(int64_t now_ns);
+  // After the pumps of one event: a reset ends the connection; activity restarts its idle
+  // timer; both directions shut ends it cleanly.
+  void AfterPumps(PumpResult a, PumpResult b, uint64_t moved_before, int64_t now_ns);
   void Observe(parsers::Peer sender, std::string_view bytes, int64_t now_ns);
   void ObserveEnd(parsers::Peer sender, int64_t now_ns);
   void StartParser(parsers::Protocol protocol, int64_t now_ns);

@@ -16,8 +16,9 @@
 namespace nodemesh::agent {
 namespace {
 
-// epoll_event.data carries a pointer whose low bits say what it points to.
-enum Tag : uintptr_t { kConnectionTag = 0, kListenerTag = 1, kWakeTag = 2 };
+// epoll_event.data carries a pointer whose low bits say what it points to: a connection
+// (and which of its sockets), a listener, or the wake-up eventfd.
+enum Tag : uintptr_t { kClientTag = 0, kListenerTag = 1, kWakeTag = 2, kUpstreamTag = 3 };
 constexpr uintptr_t kTagMask = 3;
 
 int64_t MonotonicNs() {
@@ -143,8 +144,10 @@ void Worker::Run() {
           Accept(*reinterpret_cast<Listener*>(data & ~kTagMask), now);
           break;
         default: {
-          auto* connection = reinterpret_cast<Connection*>(data);
-          connection->OnEvents(now);
+          auto* connection = reinterpret_cast<Connection*>(data & ~kTagMask);
+          connection->OnEvents((data & kTagMask) == kUpstreamTag ? Connection::Socket::kUpstream
+                                                                 : Connection::Socket::kClient,
+                               events[i].events, now);
           break;
         }
       }
@@ -230,8 +233,9 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
   connecting_.push_back(raw);
   raw->timer_position = std::prev(connecting_.end());
   constexpr uint32_t kEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-  Watch(raw->client_fd(), raw, kEvents);
-  Watch(raw->upstream_fd(), raw, kEvents);
+  Watch(raw->client_fd(), raw, kEvents);  // kClientTag is 0
+  Watch(raw->upstream_fd(),
+        reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(raw) | kUpstreamTag), kEvents);
 }
 
 UniqueFd Worker::MakeUpstreamSocket(const PodRuntime& pod, int family) {
