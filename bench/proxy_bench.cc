@@ -1,10 +1,14 @@
-// Added latency and throughput of the agent (issue 3), and the cost of L7 parsing (issue 4):
-// HTTP/1.1 keep-alive requests from a client pod to nginx in a server pod of one simulated
-// node, measured in one run in four scenarios, back to back:
-//   direct         no agent
+// Added latency and throughput of the agent, and the cost of L7 parsing: HTTP/1.1
+// keep-alive requests from a client pod to nginx in a server pod of one simulated node,
+// measured in one run in these scenarios, back to back:
+//   direct         no proxy
 //   outbound       the client pod meshed: one hop through the agent
 //   two-hop        both pods meshed: out of the client pod and into the server pod
 //   outbound-l4    as outbound, with the agent's --l7 off (opaque TCP, no parsing)
+//   haproxy-l4     the reference: HAProxy (one thread, mode tcp) in the client pod's netns,
+//                  dialled explicitly on the pod's loopback, as the agent's outbound
+//                  listener is: the same hop through a well-tuned userspace proxy
+//   haproxy-http   as haproxy-l4 in mode http (parsing every request and response)
 // Each scenario is measured at a fixed rate (open loop: latency) and at saturation (closed
 // loop: throughput) with nodemesh-loadgen. With --rounds N the four scenarios run N times,
 // interleaved, and the medians are reported, so that a slow spell of the machine does not
@@ -56,6 +60,8 @@ struct Settings {
   // CPU (in CPUs, averaged over the load) is run again, up to `retries` times.
   double max_interference = 0.1;
   int retries = 2;
+  // Scenarios to run besides "direct", the baseline, which always runs; empty: all.
+  std::vector<std::string> scenarios;
   int settle_timeout_s = 120;  // waiting for the machine to be quiet before each load
 };
 
@@ -64,8 +70,12 @@ struct Scenario {
   bool client_meshed = false;
   bool server_meshed = false;
   bool l7 = true;
+  std::string haproxy_mode{};  // "tcp" or "http": HAProxy instead of the agent
   int hops = 0;
 };
+
+// Where the client pod dials HAProxy.
+constexpr std::string_view kHaproxyListen = "127.0.0.1:15001";
 
 // One nodemesh-loadgen run, as it reported it.
 struct LoadResult {
@@ -75,8 +85,9 @@ struct LoadResult {
   double duration = 0;  // measured seconds, after the warm-up
   double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
   double interference = 0;  // CPUs used by processes other than the benchmark's meanwhile
-  // CPU time per request of the agent (all hops) and of nginx, over the whole run.
-  double agent_cpu_us = 0;
+  // CPU time per request of the proxy (the agent, all hops; or HAProxy) and of nginx, over
+  // the whole run.
+  double proxy_cpu_us = 0;
   double server_cpu_us = 0;
 };
 
@@ -183,22 +194,23 @@ double ProcessCpuUs(pid_t pid) {
   return static_cast<double>(utime + stime) * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
-// What the benchmark's own processes use: the pods (load generator, nginx) and the agent.
+// What the benchmark's own processes use: the pods (load generator, nginx) and the proxy.
 struct CpuMeter {
   const Pod& client;
   const Pod& server;
-  AgentProcess* agent;  // null when direct
+  pid_t proxy = 0;  // the agent or HAProxy (outside the pods' cgroups); 0 when direct
+  std::string target;  // what the load generator dials
 
-  double AgentUs() const { return agent ? ProcessCpuUs(agent->process().pid()) : 0; }
+  double ProxyUs() const { return proxy ? ProcessCpuUs(proxy) : 0; }
   // CPUs used by everything else between two calls.
   struct Mark {
-    double machine_us, client_us, server_us, agent_us;
+    double machine_us, client_us, server_us, proxy_us;
     std::chrono::steady_clock::time_point at;
-    double ours_us() const { return client_us + server_us + agent_us; }
+    double ours_us() const { return client_us + server_us + proxy_us; }
   };
   Mark Now() const {
     return {MachineCpuUs(), CgroupCpuUs(client.cgroup_dir), CgroupCpuUs(server.cgroup_dir),
-            AgentUs(), std::chrono::steady_clock::now()};
+            ProxyUs(), std::chrono::steady_clock::now()};
   }
   static double Others(const Mark& from, const Mark& to) {
     const double wall_us = std::chrono::duration<double, std::micro>(to.at - from.at).count();
@@ -220,11 +232,12 @@ void Settle(const CpuMeter& meter, const Settings& settings) {
   }
 }
 
-LoadResult RunLoad(const Pod& client, const Pod& server, const Settings& settings, bool saturate) {
+LoadResult RunLoad(const Pod& client, const std::string& target, const Settings& settings,
+                   bool saturate) {
   std::vector<std::string> argv = {
       NODEMESH_LOADGEN_BINARY,
       "--target",
-      Target(server, kServerPort),
+      target,
       "--duration",
       settings.duration,
       "--connections",
@@ -269,22 +282,53 @@ LoadResult MeasureLoad(const CpuMeter& meter, const Settings& settings, bool sat
   for (int attempt = 0; attempt <= settings.retries; ++attempt) {
     Settle(meter, settings);
     const CpuMeter::Mark before = meter.Now();
-    LoadResult load = RunLoad(meter.client, meter.server, settings, saturate);
+    LoadResult load = RunLoad(meter.client, meter.target, settings, saturate);
     const CpuMeter::Mark after = meter.Now();
     load.interference = CpuMeter::Others(before, after);
     // The loads run at the measured rate through their warm-up too.
     const double requests = load.rps * (load.duration + 1);
-    load.agent_cpu_us = (after.agent_us - before.agent_us) / requests;
+    load.proxy_cpu_us = (after.proxy_us - before.proxy_us) / requests;
     load.server_cpu_us = (after.server_us - before.server_us) / requests;
     fmt::print(stderr,
                "    {} p50 {:.1f} p99 {:.1f} p99.9 {:.1f} us, {:.0f} req/s; CPU per request: "
-               "agent {:.1f} us, nginx {:.1f} us; others {:.2f} CPUs\n",
+               "proxy {:.1f} us, nginx {:.1f} us; others {:.2f} CPUs\n",
                saturate ? "saturate" : "rate    ", load.p50, load.p99, load.p999, load.rps,
-               load.agent_cpu_us, load.server_cpu_us, load.interference);
+               load.proxy_cpu_us, load.server_cpu_us, load.interference);
     if (!best || load.interference < best->interference) best = load;
     if (load.interference <= settings.max_interference) break;
   }
   return *best;
+}
+
+// HAProxy as the reference hop: one thread, in the client pod's netns (not its cgroup, so
+// that its CPU is measured apart from the load generator's), forwarding to nginx.
+Process StartHaproxy(const Pod& client, const Pod& server, const std::string& mode,
+                     const std::string& dir, const Settings& settings) {
+  const std::string config = dir + "/haproxy-" + mode + ".cfg";
+  WriteFile(config, fmt::format(R"(global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode {0}
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+listen bench
+  bind {1}
+  server nginx {2}:{3}
+)",
+                                mode, kHaproxyListen, server.ip, kServerPort));
+  Process haproxy(Pinned(settings.agent_cpus, {"haproxy", "-db", "-f", config}),
+                  {.netns_path = client.netns_path});
+  const std::string probe = fmt::format("http://{}/", kHaproxyListen);
+  const bool up = PollUntil(
+      [&] {
+        return client.RunCommand({"curl", "-sS", "--max-time", "2", "-o", "/dev/null", probe}, 10s)
+                   .exit_code == 0;
+      },
+      20s, 100ms);
+  if (!up) throw std::runtime_error("haproxy did not start: " + haproxy.output());
+  return haproxy;
 }
 
 Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
@@ -296,7 +340,13 @@ Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
   node.SetMeshed(client, scenario.client_meshed);
   node.SetMeshed(server, scenario.server_meshed);
   std::unique_ptr<AgentProcess> agent;
-  if (scenario.hops > 0) {
+  std::optional<Process> haproxy;
+  CpuMeter meter{client, server, 0, Target(server, kServerPort)};
+  if (!scenario.haproxy_mode.empty()) {
+    haproxy = StartHaproxy(client, server, scenario.haproxy_mode, scratch, settings);
+    meter.proxy = haproxy->pid();
+    meter.target = kHaproxyListen;
+  } else if (scenario.hops > 0) {
     agent = std::make_unique<AgentProcess>(
         node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY,
                                   .log_level = "warning",
@@ -310,10 +360,10 @@ Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
                                                std::to_string(agent->process().pid())});
       if (pinned.exit_code != 0) throw std::runtime_error("taskset: " + pinned.output);
     }
+    meter.proxy = agent->process().pid();
   }
   Measurement measurement;
   try {
-    const CpuMeter meter{client, server, agent.get()};
     measurement.rate = MeasureLoad(meter, settings, /*saturate=*/false);
     measurement.saturate = MeasureLoad(meter, settings, /*saturate=*/true);
   } catch (const std::exception& error) {
@@ -356,7 +406,7 @@ double Median(std::vector<double> values) {
 // The medians over rounds of one scenario.
 struct Summary {
   double p50 = 0, p99 = 0, p999 = 0, rps = 0;
-  double agent_cpu_us = 0, server_cpu_us = 0;  // per request, at the fixed rate
+  double proxy_cpu_us = 0, server_cpu_us = 0;  // per request, at the fixed rate
   double interference = 0;  // CPUs other processes used during its loads (the worse of two)
 };
 
@@ -370,7 +420,7 @@ Summary Summarize(const std::vector<Measurement>& rounds) {
           median([](const Measurement& m) { return m.rate.p99; }),
           median([](const Measurement& m) { return m.rate.p999; }),
           median([](const Measurement& m) { return m.saturate.rps; }),
-          median([](const Measurement& m) { return m.rate.agent_cpu_us; }),
+          median([](const Measurement& m) { return m.rate.proxy_cpu_us; }),
           median([](const Measurement& m) { return m.rate.server_cpu_us; }),
           median([](const Measurement& m) {
             return std::max(m.rate.interference, m.saturate.interference);
@@ -387,15 +437,30 @@ int Run(const Settings& settings) {
     fmt::print(stderr, "proxy_bench needs root (netns, cgroups, eBPF): run it with sudo\n");
     return 2;
   }
-  const std::vector<Scenario> scenarios = {
+  std::vector<Scenario> scenarios = {
       {.name = "direct", .hops = 0},
       {.name = "outbound", .client_meshed = true, .hops = 1},
       {.name = "two-hop", .client_meshed = true, .server_meshed = true, .hops = 2},
       {.name = "outbound-l4", .client_meshed = true, .l7 = false, .hops = 1},
+      {.name = "haproxy-l4", .haproxy_mode = "tcp", .hops = 1},
+      {.name = "haproxy-http", .haproxy_mode = "http", .hops = 1},
   };
+  for (const std::string& name : settings.scenarios) {
+    if (std::none_of(scenarios.begin(), scenarios.end(),
+                     [&](const Scenario& s) { return s.name == name; })) {
+      fmt::print(stderr, "proxy_bench: no scenario '{}'; see --help for the list\n", name);
+      return 2;
+    }
+  }
+  if (!settings.scenarios.empty()) {
+    std::erase_if(scenarios, [&](const Scenario& s) {
+      return s.name != "direct" && std::find(settings.scenarios.begin(), settings.scenarios.end(),
+                                             s.name) == settings.scenarios.end();
+    });
+  }
   fmt::print(
       "rate: {} req/s over {} connections; saturation: {} connections; {} each after 1 s of "
-      "warm-up; {} round(s); agent --workers {}; CPUs: loadgen {}, nginx {}, agent {}\n",
+      "warm-up; {} round(s); agent --workers {}; CPUs: loadgen {}, nginx {}, proxy {}\n",
       settings.rate, settings.rate_connections, settings.saturate_connections, settings.duration,
       settings.rounds, settings.workers,
       settings.loadgen_cpus.empty() ? "any" : settings.loadgen_cpus,
@@ -426,7 +491,7 @@ int Run(const Settings& settings) {
   const Summary direct = Summarize(results[0]);
   fmt::print("{:<12} {:>8} {:>8} {:>9} {:>12} {:>12} {:>9} {:>7} {:>13} {:>10} {:>7}\n", "scenario",
              "p50 us", "p99 us", "p99.9 us", "+p50 us/hop", "+p99 us/hop", "sat. rps", "vs dir.",
-             "agent CPU us", "nginx CPU", "others");
+             "proxy CPU us", "nginx CPU", "others");
   fmt::print("{:<12} {:>8} {:>8} {:>9} {:>12} {:>12} {:>9} {:>7} {:>13} {:>10} {:>7}\n", "", "", "",
              "", "", "", "", "", "per req/hop", "us/req", "CPUs");
   for (size_t i = 0; i < scenarios.size(); ++i) {
@@ -440,7 +505,7 @@ int Run(const Settings& settings) {
         "{:>7.2f}\n",
         scenarios[i].name, s.p50, s.p99, s.p999, per_hop(s.p50 - direct.p50),
         per_hop(s.p99 - direct.p99), s.rps, 100 * s.rps / direct.rps,
-        hops ? fmt::format("{:.1f}", s.agent_cpu_us / hops) : std::string(), s.server_cpu_us,
+        hops ? fmt::format("{:.1f}", s.proxy_cpu_us / hops) : std::string(), s.server_cpu_us,
         s.interference);
   }
   fmt::print(
@@ -472,9 +537,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 16));
   app.add_option("--loadgen-cpus", settings.loadgen_cpus, "taskset CPU list of the load generator");
   app.add_option("--nginx-cpus", settings.nginx_cpus, "taskset CPU list of nginx");
-  app.add_option("--agent-cpus", settings.agent_cpus, "taskset CPU list of the agent");
+  app.add_option("--agent-cpus", settings.agent_cpus, "taskset CPU list of the agent (or HAProxy)");
   app.add_option("--max-interference", settings.max_interference,
                  "CPUs other processes may use during a load before it is run again");
+  app.add_option("--scenarios", settings.scenarios,
+                 "Scenarios besides direct (always run): outbound, two-hop, outbound-l4, "
+                 "haproxy-l4, haproxy-http; default all")
+      ->delimiter(',');
   app.add_option("--retries", settings.retries, "Runs again of a disturbed load")
       ->check(CLI::Range(0, 20));
   app.add_option("--settle-timeout", settings.settle_timeout_s,
