@@ -25,7 +25,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -36,6 +35,7 @@
 #include <vector>
 
 #include "test/lib/agent_process.h"
+#include "test/lib/files.h"
 #include "test/lib/peers.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
@@ -95,19 +95,6 @@ struct Measurement {
   LoadResult rate;
   LoadResult saturate;
 };
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
-}
-
-void WriteFile(const std::string& path, const std::string& contents) {
-  std::ofstream out(path, std::ios::trunc);
-  out << contents;
-  if (!out) throw std::runtime_error("cannot write " + path);
-}
 
 // argv prefixed with taskset when `cpus` is set.
 std::vector<std::string> Pinned(const std::string& cpus, std::vector<std::string> argv) {

@@ -2,11 +2,12 @@
 # Runs a benchmark on demand and prints its figures with ratios against the baseline
 # measured in the same run. Results worth keeping go to bench/RESULTS.md with this command.
 #
-#   bash bench/run.sh parsers     parser throughput vs bare llhttp
+#   bash bench/run.sh parsers     parser throughput vs bare llhttp and bare HPACK decoding
 #   bash bench/run.sh metrics     cost per request of recording metrics vs the bare loop
 #   bash bench/run.sh proxy [proxy_bench flags]
 #                                 added latency and throughput through the agent vs direct,
-#                                 with and without L7 parsing (root; about 8 minutes)
+#                                 with and without L7 parsing, and HAProxy in the same hop
+#                                 (root; about 13 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,25 +21,21 @@ build() {
   cmake --build --preset release --target "$@" >/dev/null
 }
 
+# A Google Benchmark binary: 5 repetitions, medians, then report.py's table of them.
+google_benchmark() {
+  local name=$1 what=$2
+  build "${name}_bench"
+  out=$(mktemp)
+  trap 'rm -f "$out"' EXIT
+  echo "$what, 5 repetitions, medians (this takes about a minute)" >&2
+  "./build/release/bench/${name}_bench" --benchmark_repetitions=5 \
+    --benchmark_report_aggregates_only=true --benchmark_format=json >"$out"
+  /usr/bin/python3 bench/report.py "$name" "$out"
+}
+
 case "$1" in
-  parsers)
-    build parsers_bench
-    out=$(mktemp)
-    trap 'rm -f "$out"' EXIT
-    echo "parser throughput, 5 repetitions, medians (this takes about a minute)" >&2
-    ./build/release/bench/parsers_bench --benchmark_repetitions=5 \
-      --benchmark_report_aggregates_only=true --benchmark_format=json >"$out"
-    /usr/bin/python3 bench/report.py parsers "$out"
-    ;;
-  metrics)
-    build metrics_bench
-    out=$(mktemp)
-    trap 'rm -f "$out"' EXIT
-    echo "metrics recording cost, 5 repetitions, medians (this takes about a minute)" >&2
-    ./build/release/bench/metrics_bench --benchmark_repetitions=5 \
-      --benchmark_report_aggregates_only=true --benchmark_format=json >"$out"
-    /usr/bin/python3 bench/report.py metrics "$out"
-    ;;
+  parsers) google_benchmark parsers "parser throughput" ;;
+  metrics) google_benchmark metrics "metrics recording cost" ;;
   proxy)
     if [[ $EUID -ne 0 ]]; then
       echo "bench/run.sh proxy needs root (netns, cgroups, eBPF): run it with sudo" >&2

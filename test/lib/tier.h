@@ -1,14 +1,13 @@
 // What the kernel and end-to-end test files share: the root check their tiers need, and
-// small file and port helpers. Include after catch.hpp.
+// small file (files.h) and port helpers. Include after catch.hpp.
 #pragma once
 
 #include <unistd.h>
 
 #include <cstdint>
-#include <fstream>
-#include <sstream>
 #include <string>
 
+#include "test/lib/files.h"
 #include "test/lib/peers.h"
 #include "test/lib/process.h"
 
@@ -22,17 +21,6 @@ inline void RequireRoot(const std::string& tier) {
                  "root, e.g. `sudo ctest --preset release -L "
               << tier << "`");
   }
-}
-
-inline std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
-}
-
-inline void WriteFile(const std::string& path, const std::string& contents) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << contents;
 }
 
 // Everything a command reported, for failure messages.
