@@ -225,6 +225,76 @@ TEST_CASE("an upstream connect the kernel rejects at once fails the client's con
   StopCleanly(agent);
 }
 
+TEST_CASE("an upstream that does not answer in time fails the client's connection") {
+  Cluster cluster;
+  // An address of the pod network that no pod has: the SYN waits for an ARP answer that
+  // never comes, and a direct connect fails only when the kernel gives up on it (~3 s).
+  const std::string subnet = cluster.network.subnet();
+  const std::string target =
+      subnet.substr(0, subnet.rfind('.')) + ".254:" + std::to_string(kEchoPort);
+  const CommandResult direct = Dial(cluster.client, target, 1, 30s);
+  INFO(Describe(direct));
+  REQUIRE(direct.exit_code == 1);
+  CHECK((direct.output.starts_with("dial 0 connect-error EHOSTUNREACH") ||
+         direct.output.starts_with("dial 0 connect-error timeout")));
+
+  AgentProcessOptions options = AgentOptions();
+  options.extra_args = {"--connect-timeout", "1s"};
+  AgentProcess agent(cluster.node_a, options);
+  const CommandResult proxied = Dial(cluster.client, target, 1, 30s);
+  INFO(Describe(proxied) << "\nagent:\n" << agent.output());
+  // The agent accepted at once; its own connect gave up after 1 s, before the kernel would
+  // have (that would count as upstream_failed), and the client's connection was reset.
+  CHECK(proxied.exit_code == 1);
+  CHECK((proxied.output.starts_with("dial 0 io-error ECONNRESET") ||
+         proxied.output.starts_with("dial 0 connect-error ECONNRESET")));
+  const nlohmann::json stats = agent.Get("/stats");
+  INFO(stats.dump(2));
+  CHECK(stats["proxy"]["accepted_outbound"] == 1);
+  CHECK(stats["proxy"]["connect_timeouts"] == 1);
+  CHECK(stats["proxy"]["upstream_failed"] == 0);
+  CHECK(stats["proxy"]["active"] == 0);
+  StopCleanly(agent);
+}
+
+TEST_CASE("a connection idle past the idle timeout is closed, a busy one is not") {
+  Cluster cluster;
+  Process server = StartEchoServer(cluster.remote, kEchoPort);
+  const std::string target = Target(cluster.remote, kEchoPort);
+  AgentProcessOptions options = AgentOptions();
+  options.extra_args = {"--idle-timeout", "1s"};
+  AgentProcess agent(cluster.node_a, options);
+
+  // One connection pings every 0.2 s, the other every 3 s.
+  const std::string peer = SourcePath("test/lib/tcp_peer.py");
+  Process busy =
+      cluster.client.Run({kPython, "-u", peer, "hold", "--connect", target, "--interval", "0.2"});
+  Process idle =
+      cluster.client.Run({kPython, "-u", peer, "hold", "--connect", target, "--interval", "3"});
+  REQUIRE(busy.WaitForOutput("ping 0 ok", 20s));
+  REQUIRE(idle.WaitForOutput("ping 0 ok", 20s));
+
+  // The idle one is closed by the agent while it sleeps: its next ping finds the
+  // connection gone. The busy one carries on through it all.
+  const std::optional<ExitStatus> ended = idle.Wait(20s);
+  INFO("idle:\n" << idle.output() << "\nbusy:\n" << busy.output() << "\nagent:\n"
+                  << agent.output());
+  REQUIRE(ended);
+  CHECK(idle.output().find("hold error") != std::string::npos);
+  CHECK(idle.output().find("ping 1 ok") == std::string::npos);
+  const int busy_pings = CountLines(busy.output(), "ping ");
+  CHECK(PollUntil([&] { return CountLines(busy.output(), "ping ") >= busy_pings + 10; }, 20s));
+  CHECK(busy.IsRunning());
+  CHECK(busy.output().find("error") == std::string::npos);
+
+  const nlohmann::json stats = agent.Get("/stats");
+  INFO(stats.dump(2));
+  CHECK(stats["proxy"]["idle_timeouts"] == 1);
+  CHECK(stats["proxy"]["accepted_outbound"] == 2);
+  CHECK(agent.Get("/connections")["connections"].size() == 1);
+  StopCleanly(agent);
+}
+
 TEST_CASE("every proxied connection is classified even when it ends before its protocol is known") {
   Cluster cluster;
   Process server = StartEchoServer(cluster.remote, kEchoPort);
