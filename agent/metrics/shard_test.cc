@@ -1,6 +1,7 @@
 // A worker's shard: exact counts through a collection, and the promise of shard.h that the
-// per-request path (route, request count, classification, response with latency) does not
-// allocate once its series exist, which this binary checks by counting every operator new.
+// per-request path (route, request count, classification, response with latency), with the
+// HTTP/1 parser in front of it, does not allocate once its series exist, which this binary
+// checks by counting every operator new.
 #include "agent/metrics/shard.h"
 
 #include <atomic>
@@ -8,8 +9,10 @@
 #include <cstdlib>
 #include <new>
 
+#include "absl/container/flat_hash_map.h"
 #include "agent/metrics/classification.h"
 #include "agent/metrics/route.h"
+#include "parsers/http1/parser.h"
 
 namespace {
 std::atomic<uint64_t> allocations{0};
@@ -135,6 +138,70 @@ TEST_CASE("shard: the per-request path allocates nothing once its series exist")
   Record({Request("GET", "/a/path/never/seen/before/by/this/worker"), f.exchanges[0].traffic},
          f.cache, f.shard, &f.scratch, 1000);
   CHECK(allocations.load() > probe);
+}
+
+// What a connection does with the HTTP/1 parser's events (agent/connection.cc), without
+// the sockets: route and request count at the start, response count and latency at the end.
+class RecordingSink final : public parsers::EventSink {
+ public:
+  RecordingSink(Fixture& f, TrafficKey traffic) : f_(f), traffic_(traffic) {}
+  void OnRequestStart(const parsers::RequestStart& request) override {
+    TemplateRoute(request, &f_.scratch);
+    const RequestKey key{traffic_, f_.cache.Lookup(traffic_.destination, f_.scratch)};
+    routes_[request.stream_id] = key.route;
+    f_.shard.CountRequest(key);
+  }
+  void OnResponseStart(const parsers::ResponseStart&) override {}
+  void OnStreamEnd(const parsers::StreamEnd& end) override {
+    const auto it = routes_.find(end.stream_id);
+    if (it == routes_.end()) return;
+    const int grpc = end.grpc_status.value_or(-1);
+    f_.shard.CountResponse({{traffic_, it->second}, static_cast<uint16_t>(end.status),
+                            static_cast<int16_t>(grpc), IsFailure(end.status, grpc, end.reason)},
+                           end.at - end.request_at, end.response_at - end.request_at);
+    routes_.erase(it);
+    ++ends;
+  }
+  uint64_t ends = 0;
+
+ private:
+  Fixture& f_;
+  const TrafficKey traffic_;
+  absl::flat_hash_map<uint32_t, RouteTable::Id> routes_;
+};
+
+TEST_CASE("shard: HTTP/1 parsing and recording together allocate nothing per request once warm") {
+  Fixture f;
+  RecordingSink sink(f, f.exchanges[3].traffic);
+  parsers::ParserConfig config;  // captures content-type and user-agent
+  parsers::http1::Parser parser(config, sink);
+  // Long paths, a numeric segment, captured headers longer than any small-string buffer.
+  const std::string request =
+      "GET /api/users/123456/orders?expand=items HTTP/1.1\r\nHost: web.emojivoto.svc:8080\r\n"
+      "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36\r\n"
+      "Content-Type: application/json; charset=utf-8\r\n\r\n";
+  const std::string response =
+      "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+      "Content-Length: 2\r\n\r\n{}";
+  int64_t now = 1'000'000;
+  // No assertion inside the measured loop: only the code under test may run there.
+  bool parsing = true;
+  const auto exchange = [&] {
+    parsing &= parser.Feed(parsers::Peer::kClient, request, now += 1000) ==
+               parsers::ParserState::kParsing;
+    parsing &= parser.Feed(parsers::Peer::kServer, response, now += 250'000) ==
+               parsers::ParserState::kParsing;
+  };
+  for (int i = 0; i < 10; ++i) exchange();
+  Delta delta;
+  f.shard.Collect(&delta);
+
+  const uint64_t before = allocations.load();
+  for (int i = 0; i < 1000; ++i) exchange();
+  const uint64_t during = allocations.load() - before;
+  CHECK(parsing);
+  CHECK(during == 0);
+  CHECK(sink.ends == 1010);
 }
 
 }  // namespace
