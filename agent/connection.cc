@@ -97,8 +97,8 @@ void Connection::OnEvents(Socket socket, uint32_t events, int64_t now_ns) {
   const bool can_write = (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0 && writing.buffer &&
                          !writing.buffer->empty();
   const uint64_t moved_before = to_upstream_.bytes + to_client_.bytes;
-  const PumpResult read = readable ? Pump(reading, /*stop_at_short_read=*/!ending, now_ns)
-                                   : PumpResult::kBlocked;
+  const PumpResult read =
+      readable ? Pump(reading, /*stop_at_short_read=*/!ending, now_ns) : PumpResult::kBlocked;
   const PumpResult written = can_write && read != PumpResult::kPeerReset
                                  ? Pump(writing, /*stop_at_short_read=*/false, now_ns)
                                  : PumpResult::kBlocked;
@@ -109,9 +109,8 @@ void Connection::PumpBoth(int64_t now_ns) {
   if (state_ != State::kProxying) return;
   const uint64_t moved_before = to_upstream_.bytes + to_client_.bytes;
   const PumpResult up = Pump(to_upstream_, /*stop_at_short_read=*/false, now_ns);
-  const PumpResult down = up == PumpResult::kPeerReset
-                              ? up
-                              : Pump(to_client_, /*stop_at_short_read=*/false, now_ns);
+  const PumpResult down =
+      up == PumpResult::kPeerReset ? up : Pump(to_client_, /*stop_at_short_read=*/false, now_ns);
   AfterPumps(up, down, moved_before, now_ns);
 }
 

@@ -185,7 +185,7 @@ double ProcessCpuUs(pid_t pid) {
 struct CpuMeter {
   const Pod& client;
   const Pod& server;
-  pid_t proxy = 0;  // the agent or HAProxy (outside the pods' cgroups); 0 when direct
+  pid_t proxy = 0;     // the agent or HAProxy (outside the pods' cgroups); 0 when direct
   std::string target;  // what the load generator dials
 
   double ProxyUs() const { return proxy ? ProcessCpuUs(proxy) : 0; }

@@ -100,10 +100,10 @@ struct Fixture {
         {Request("POST", "/emojivoto.v1.VotingService/VoteDoughnut", true), out, 200, 2},
         {Request("POST", "/emojivoto.v1.VotingService/VoteDoughnut", true), in, 200, 2},
         {Request("POST", "/emojivoto.v1.VotingService/VoteJoy", true), out, 200, 0},
-        {Request("GET", "/api/users/123456/orders/3f2504e0-4f89-11d3-9a0c-0305e82c3301"),
-         external, 200},
-        {Request("GET", "/api/users/987/orders/0f2504e0-4f89-11d3-9a0c-0305e82c3301?x=1"),
-         external, 503},
+        {Request("GET", "/api/users/123456/orders/3f2504e0-4f89-11d3-9a0c-0305e82c3301"), external,
+         200},
+        {Request("GET", "/api/users/987/orders/0f2504e0-4f89-11d3-9a0c-0305e82c3301?x=1"), external,
+         503},
         {Request("GET", "/api/list"), out, 200, -1, parsers::EndReason::kReset},
     };
   }
@@ -172,8 +172,10 @@ class RecordingSink final : public parsers::EventSink {
     const auto it = routes_.find(end.stream_id);
     if (it == routes_.end()) return;
     const int grpc = end.grpc_status.value_or(-1);
-    f_.shard.CountResponse({{traffic_, it->second}, static_cast<uint16_t>(end.status),
-                            static_cast<int16_t>(grpc), IsFailure(end.status, grpc, end.reason)},
+    f_.shard.CountResponse({{traffic_, it->second},
+                            static_cast<uint16_t>(end.status),
+                            static_cast<int16_t>(grpc),
+                            IsFailure(end.status, grpc, end.reason)},
                            end.at - end.request_at, end.response_at - end.request_at);
     routes_.erase(it);
     ++ends;
@@ -203,8 +205,8 @@ TEST_CASE("shard: HTTP/1 parsing and recording together allocate nothing per req
   // No assertion inside the measured loop: only the code under test may run there.
   bool parsing = true;
   const auto exchange = [&] {
-    parsing &= parser.Feed(parsers::Peer::kClient, request, now += 1000) ==
-               parsers::ParserState::kParsing;
+    parsing &=
+        parser.Feed(parsers::Peer::kClient, request, now += 1000) == parsers::ParserState::kParsing;
     parsing &= parser.Feed(parsers::Peer::kServer, response, now += 250'000) ==
                parsers::ParserState::kParsing;
   };

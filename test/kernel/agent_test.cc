@@ -277,8 +277,10 @@ TEST_CASE("a connection idle past the idle timeout is closed, a busy one is not"
   // The idle one is closed by the agent while it sleeps: its next ping finds the
   // connection gone. The busy one carries on through it all.
   const std::optional<ExitStatus> ended = idle.Wait(20s);
-  INFO("idle:\n" << idle.output() << "\nbusy:\n" << busy.output() << "\nagent:\n"
-                  << agent.output());
+  INFO("idle:\n"
+       << idle.output() << "\nbusy:\n"
+       << busy.output() << "\nagent:\n"
+       << agent.output());
   REQUIRE(ended);
   CHECK(idle.output().find("hold error") != std::string::npos);
   CHECK(idle.output().find("ping 1 ok") == std::string::npos);
