@@ -157,6 +157,50 @@ TEST_CASE("the client's getpeername sees the address it dialled over IPv4 and v4
   StopCleanly(agent);
 }
 
+TEST_CASE("an IPv6 connection is proxied out of one pod and into another, addresses kept") {
+  RequireRoot("kernel");
+  PodNetwork network;
+  TestNode node(network, "node-a");
+  const Pod& client = node.AddPod({.namespace_name = "emojivoto",
+                                   .name = "web-1",
+                                   .owner_name = "web",
+                                   .meshed = true,
+                                   .ipv6 = true});
+  const Pod& server = node.AddPod({.namespace_name = "emojivoto",
+                                   .name = "emoji-1",
+                                   .owner_name = "emoji",
+                                   .meshed = true,
+                                   .ipv6 = true});
+  Process echo = StartEchoServer(server, kEchoPort, server.ip6);
+  // As tcp_peer.py prints addresses: "host:port", no brackets.
+  const std::string target = server.ip6 + ":" + std::to_string(kEchoPort);
+
+  const CommandResult direct = Dial(client, target);
+  INFO(Describe(direct));
+  REQUIRE(direct.exit_code == 0);
+  REQUIRE(FieldOf(direct.output, "dial 0 ok", "peer") == target);
+  REQUIRE(WaitForAccepted(echo, 1));
+
+  AgentProcess agent(node, AgentOptions());
+  REQUIRE(agent.WaitForInboundPort(server, kEchoPort, 20s, /*ipv6=*/true));
+  const CommandResult proxied = Dial(client, target);
+  INFO(Describe(proxied) << "\nagent:\n" << agent.output());
+  REQUIRE(proxied.exit_code == 0);
+  CHECK(FieldOf(proxied.output, "dial 0 ok", "peer") == target);
+  REQUIRE(WaitForAccepted(echo, 2));
+  // Out through the agent and into the server pod through it again, and the server still
+  // sees the client pod's own IPv6 address.
+  CHECK(AcceptedFrom(echo) == std::vector<std::string>(2, client.ip6));
+  const nlohmann::json stats = agent.Get("/stats");
+  INFO(stats.dump(2));
+  CHECK(stats["kernel"]["redirected_ipv6"] == 1);
+  CHECK(stats["kernel"]["inbound_steered"] == 1);
+  CHECK(stats["proxy"]["accepted_outbound"] == 1);
+  CHECK(stats["proxy"]["accepted_inbound"] == 1);
+  CHECK(stats["proxy"]["origin_missing"] == 0);
+  StopCleanly(agent);
+}
+
 TEST_CASE("a refused upstream connect fails the client's connection") {
   Cluster cluster;
   Process server = StartEchoServer(cluster.server, kEchoPort);  // a meshed pod, other port

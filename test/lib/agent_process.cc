@@ -182,8 +182,9 @@ bool AgentProcess::WaitUntilEnrolled(const Pod& pod, bool enrolled,
 }
 
 bool AgentProcess::WaitForInboundPort(const Pod& pod, uint16_t port,
-                                      std::chrono::milliseconds timeout) const {
-  const std::string endpoint = fmt::format("{}:{}", pod.ip, port);
+                                      std::chrono::milliseconds timeout, bool ipv6) const {
+  const std::string endpoint =
+      ipv6 ? fmt::format("[{}]:{}", pod.ip6, port) : fmt::format("{}:{}", pod.ip, port);
   return PollUntil(
       [&] {
         const std::optional<nlohmann::json> entry = FindPod(pod);

@@ -61,10 +61,11 @@ class AgentProcess {
   // Polls /pods until `pod` is enrolled (or released, for enrolled = false).
   bool WaitUntilEnrolled(const Pod& pod, bool enrolled = true,
                          std::chrono::milliseconds timeout = std::chrono::seconds(20)) const;
-  // Polls /pods until `pod` is captured inbound on <its ip>:`port` (the agent finds a
-  // pod's listening ports once a second).
+  // Polls /pods until `pod` is captured inbound on <its ip>:`port`, or on
+  // [<its ip6>]:`port` with `ipv6` (the agent finds a pod's listening ports once a second).
   bool WaitForInboundPort(const Pod& pod, uint16_t port,
-                          std::chrono::milliseconds timeout = std::chrono::seconds(20)) const;
+                          std::chrono::milliseconds timeout = std::chrono::seconds(20),
+                          bool ipv6 = false) const;
 
   // SIGTERM, then waits for a clean exit (SIGKILL after `grace`). The agent's exit status.
   std::optional<ExitStatus> Stop(std::chrono::milliseconds grace = std::chrono::seconds(10));

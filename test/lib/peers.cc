@@ -30,9 +30,10 @@ TempDir::~TempDir() {
 
 std::string Target(const Pod& pod, uint16_t port) { return fmt::format("{}:{}", pod.ip, port); }
 
-Process StartEchoServer(const Pod& pod, uint16_t port) {
-  Process server = pod.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "echo-server",
-                            "--listen", pod.ip, "--port", std::to_string(port)});
+Process StartEchoServer(const Pod& pod, uint16_t port, const std::string& address) {
+  Process server =
+      pod.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "echo-server", "--listen",
+               address.empty() ? pod.ip : address, "--port", std::to_string(port)});
   if (!server.WaitForOutput("listening", std::chrono::seconds(20))) {
     throw std::runtime_error(
         fmt::format("echo server in {} did not start: {}", pod.name, server.output()));

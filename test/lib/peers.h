@@ -35,9 +35,9 @@ class TempDir {
 // "ip:port".
 std::string Target(const Pod& pod, uint16_t port);
 
-// tcp_peer.py echo-server on the pod's address; returns once it listens. Throws
-// std::runtime_error with its output if it does not start.
-Process StartEchoServer(const Pod& pod, uint16_t port);
+// tcp_peer.py echo-server on the pod's address (or on `address`, e.g. its pod.ip6);
+// returns once it listens. Throws std::runtime_error with its output if it does not start.
+Process StartEchoServer(const Pod& pod, uint16_t port, const std::string& address = "");
 
 // tcp_peer.py dial from `client` to `target`, `count` connections one after the other.
 CommandResult Dial(const Pod& client, const std::string& target, int count = 1,

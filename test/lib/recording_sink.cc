@@ -7,7 +7,8 @@ namespace {
 
 std::string HeadersToString(const std::vector<parsers::Header>& headers) {
   std::string out;
-  for (const parsers::Header& header : headers) out += fmt::format(" {}={}", header.name, header.value);
+  for (const parsers::Header& header : headers)
+    out += fmt::format(" {}={}", header.name, header.value);
   return out;
 }
 

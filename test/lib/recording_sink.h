@@ -1,13 +1,12 @@
 // An EventSink that keeps every event, for comparing parser runs in tests.
 #pragma once
 
+#include <ostream>
 #include <string>
 #include <variant>
 #include <vector>
 
 #include "parsers/parser.h"
-
-#include <ostream>
 
 namespace nodemesh::parsers {
 // For readable test failures.

@@ -472,6 +472,18 @@ std::string FormatIpv4(uint32_t address) {
                      address & 0xff);
 }
 
+// fd77:0:0:<subnet>::<host>, written as inet_ntop writes it (as peers print addresses).
+std::string PodIpv6(int subnet_index, int host) {
+  in6_addr address{};
+  address.s6_addr[0] = 0xfd;
+  address.s6_addr[1] = 0x77;
+  address.s6_addr[6] = static_cast<uint8_t>(subnet_index >> 8);
+  address.s6_addr[7] = static_cast<uint8_t>(subnet_index);
+  address.s6_addr[15] = static_cast<uint8_t>(host);
+  char text[INET6_ADDRSTRLEN];
+  return inet_ntop(AF_INET6, &address, text, sizeof text);
+}
+
 // Requires the StateLock, after the sweep: every remaining marker is a live run.
 int PickSubnet() {
   std::set<int> taken;
@@ -629,13 +641,14 @@ void PodNetwork::Teardown() noexcept {
   }
 }
 
-std::pair<std::string, std::string> PodNetwork::AllocatePodAddress() {
+PodNetwork::PodAddress PodNetwork::AllocatePodAddress() {
   if (next_host_octet_ > kLastHostOctet) {
     throw std::runtime_error(fmt::format("pod network {} is full", subnet_));
   }
-  const std::string ip = FormatIpv4(SubnetBase(subnet_index_) | next_host_octet_++);
-  const std::string veth = fmt::format("{}{}p{}", kNamePrefix, id_, next_veth_++);
-  return {ip, veth};
+  const int octet = next_host_octet_++;
+  return {.ip = FormatIpv4(SubnetBase(subnet_index_) | static_cast<uint32_t>(octet)),
+          .ip6 = PodIpv6(subnet_index_, octet),
+          .veth = fmt::format("{}{}p{}", kNamePrefix, id_, next_veth_++)};
 }
 
 void PodNetwork::AddToHosts(const Pod* pod) {
@@ -712,7 +725,10 @@ const Pod& TestNode::AddPod(PodSpec spec) {
   }
   auto pod = std::make_unique<Pod>();
   static_cast<PodSpec&>(*pod) = std::move(spec);
-  std::tie(pod->ip, pod->host_veth) = network_.AllocatePodAddress();
+  PodNetwork::PodAddress address = network_.AllocatePodAddress();
+  pod->ip = std::move(address.ip);
+  if (pod->ipv6) pod->ip6 = std::move(address.ip6);
+  pod->host_veth = std::move(address.veth);
   pod->netns_name = fmt::format("{}{}-{}", kNamePrefix, network_.id(), pod->name);
   pod->netns_path = fmt::format("{}/{}", kNetnsDir, pod->netns_name);
   pod->cgroup_path = fmt::format("{}/{}_{}", cgroup_path_, pod->namespace_name, pod->name);
@@ -750,6 +766,11 @@ void TestNode::CreatePodResources(Pod& pod) {
   RunOrThrow({"ip", "link", "set", pod.host_veth, "master", network_.bridge(), "up"});
   RunOrThrow({"ip", "-n", pod.netns_name, "addr", "add",
               fmt::format("{}/{}", pod.ip, kPrefixLength), "dev", "eth0"});
+  if (!pod.ip6.empty()) {
+    // nodad: usable at once, not after duplicate address detection.
+    RunOrThrow({"ip", "-n", pod.netns_name, "addr", "add", fmt::format("{}/64", pod.ip6), "dev",
+                "eth0", "nodad"});
+  }
   RunOrThrow({"ip", "-n", pod.netns_name, "link", "set", "lo", "up"});
   RunOrThrow({"ip", "-n", pod.netns_name, "link", "set", "eth0", "up"});
   RunOrThrow({"ip", "-n", pod.netns_name, "route", "add", "default", "via", network_.gateway()});
@@ -798,7 +819,8 @@ std::string TestNode::InventoryJson() const {
         {"owner", {{"kind", pod->owner_kind}, {"name", pod->owner_name}}},
         {"labels", labels},
         {"serviceAccount", pod->service_account},
-        {"ips", nlohmann::ordered_json::array({pod->ip})},
+        {"ips", pod->ip6.empty() ? nlohmann::ordered_json::array({pod->ip})
+                                 : nlohmann::ordered_json::array({pod->ip, pod->ip6})},
         {"cgroup", pod->cgroup_path},
         {"netns", pod->netns_path},
         {"meshed", pod->meshed},

@@ -57,10 +57,12 @@ struct PodSpec {
   std::map<std::string, std::string> labels{};
   std::string service_account = "default";
   bool meshed = true;
+  bool ipv6 = false;  // dual-stack: an IPv6 address on eth0 too, listed in the inventory
 };
 
 struct Pod : PodSpec {
   std::string ip;           // 10.77.N.x, on eth0 inside the pod
+  std::string ip6;          // fd77:0:0:N::x on eth0 too if PodSpec::ipv6, else empty
   std::string netns_name;   // nmt<id>-<name>, usable with `ip netns exec` / `ip -n`
   std::string netns_path;   // /var/run/netns/<netns_name>
   std::string cgroup_path;  // under the cgroup2 mount, with a leading '/', as in the inventory
@@ -100,7 +102,10 @@ class PodNetwork {
   void CreateBridge();
   void Teardown() noexcept;
   // The next free address and host-side veth name; throws when the /24 is full.
-  std::pair<std::string, std::string> AllocatePodAddress();
+  struct PodAddress {
+    std::string ip, ip6, veth;
+  };
+  PodAddress AllocatePodAddress();
   void AddToHosts(const Pod* pod);
   void RemoveFromHosts(const Pod* pod) noexcept;
   void WriteHostsFiles() const;
