@@ -27,9 +27,7 @@ using nlohmann::json;
 // node-a runs the caller (deployment "load"), node-b the servers ("api" answers HTTP/1,
 // "rpc" gRPC); every pod meshed; agents on both nodes report to one aggregator.
 struct Cluster {
-  struct RootRequired {
-    RootRequired() { RequireRoot("e2e"); }
-  } root_required;
+  RootRequired root_required{"e2e"};
   PodNetwork network;
   TestNode node_a{network, "node-a"};
   TestNode node_b{network, "node-b"};

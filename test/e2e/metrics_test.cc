@@ -74,9 +74,7 @@ double Sum(const std::vector<Sample>& samples, const std::string& name, const La
 // A node with a meshed client pod (deployment "load") and a meshed server pod
 // (deployment "api"), and an agent with /metrics on a free loopback port.
 struct Scenario {
-  struct RootRequired {
-    RootRequired() { RequireRoot("e2e"); }
-  } root_required;
+  RootRequired root_required{"e2e"};
   PodNetwork network;
   TestNode node{network, "node-a"};
   const Pod& client = node.AddPod({.namespace_name = "shop",

@@ -45,9 +45,7 @@ std::vector<std::string> Lines(const std::string& text) {
 // A node with a meshed client pod and a meshed server pod, and a scratch directory the
 // peers in both pods can read and write.
 struct Scenario {
-  struct RootRequired {
-    RootRequired() { RequireRoot("e2e"); }
-  } root_required;
+  RootRequired root_required{"e2e"};
   PodNetwork network;
   TestNode node{network, "node-a"};
   const Pod& client = node.AddPod({.namespace_name = "emojivoto",

@@ -30,9 +30,7 @@ AgentProcessOptions AgentOptions() {
 // One node with an agent (node-a) and one without (node-b), on one pod network. node-b's
 // pods stand for the rest of the cluster: servers and callers the agent does not own.
 struct Cluster {
-  struct RootRequired {
-    RootRequired() { RequireRoot("kernel"); }
-  } root_required;  // first, so the check runs before anything is created
+  RootRequired root_required{"kernel"};
   PodNetwork network;
   TestNode node_a{network, "node-a"};
   TestNode node_b{network, "node-b"};
@@ -664,9 +662,7 @@ TEST_CASE("an unmeshed caller reaching a meshed pod is captured inbound") {
 // ---- startup errors ----
 
 struct NodeForErrors {
-  struct RootRequired {
-    RootRequired() { RequireRoot("kernel"); }
-  } root_required;
+  RootRequired root_required{"kernel"};
   PodNetwork network;
   TestNode node{network, "node-a"};
   TempDir dir;

@@ -68,9 +68,7 @@ class TempDir {
 
 // Two simulated nodes on one pod network, two pods each, as in the emojivoto demo.
 struct Cluster {
-  struct RootRequired {
-    RootRequired() { RequireRoot("kernel"); }
-  } root_required;  // first, so the check runs before anything is created
+  RootRequired root_required{"kernel"};
   PodNetwork network;
   TestNode node_a{network, "node-a"};
   TestNode node_b{network, "node-b"};
