@@ -40,26 +40,6 @@ struct PairId {
   }
 };
 
-// First pass: the identity pairs that the query's own side reported in the window.
-class ReportedPairs : public StoreVisitor {
- public:
-  explicit ReportedPairs(metrics::Direction side) : side_(side) {}
-  void Response(int64_t, const ResponseLabels& labels, const ResponseCounts&) override {
-    Note(labels.traffic);
-  }
-  void Tcp(int64_t, const TrafficLabels& labels, const TcpCounts&) override { Note(labels); }
-  bool Contains(const TrafficLabels& labels) const {
-    return pairs_.contains(PairId{labels.source, labels.destination, 0});
-  }
-
- private:
-  void Note(const TrafficLabels& labels) {
-    if (labels.direction == side_) pairs_.insert(PairId{labels.source, labels.destination, 0});
-  }
-  const metrics::Direction side_;
-  absl::flat_hash_set<PairId> pairs_;
-};
-
 // Everything counted for one row, edge or route.
 struct Totals {
   uint64_t responses = 0;
@@ -69,13 +49,11 @@ struct Totals {
   int64_t open_connections = 0;
   uint64_t read_bytes = 0;
   uint64_t write_bytes = 0;
-  bool any_series = false;
   std::set<std::string> source_accounts;
   std::set<std::string> destination_accounts;
 
   void AddResponse(const ResponseLabels& labels, const ResponseCounts& counts,
                    metrics::SparseBuckets* scratch) {
-    any_series = true;
     responses += counts.responses;
     if (!labels.failure) successes += counts.responses;
     if (counts.latency.empty()) return;
@@ -84,10 +62,22 @@ struct Totals {
   }
   // Scans run newest second first, so the first gauge of a series is its latest.
   void AddTcp(const TrafficLabels& labels, const TcpCounts& counts) {
-    any_series = true;
     read_bytes += counts.read_bytes;
     write_bytes += counts.write_bytes;
     if (gauges_seen.insert(labels).second) open_connections += counts.open_now;
+  }
+  // Adds the totals of other series (their gauges are of other labels than ours).
+  void Merge(const Totals& other) {
+    responses += other.responses;
+    successes += other.successes;
+    if (other.latency) {
+      if (!latency) latency = std::make_unique<metrics::Histogram>();
+      latency->Merge(*other.latency);
+    }
+    gauges_seen.insert(other.gauges_seen.begin(), other.gauges_seen.end());
+    open_connections += other.open_connections;
+    read_bytes += other.read_bytes;
+    write_bytes += other.write_bytes;
   }
 };
 
@@ -112,8 +102,12 @@ std::string JoinAccounts(const std::set<std::string>& accounts) {
   return joined;
 }
 
-// Second pass: the series the counting rule admits, grouped by what `classify` makes of
-// their two ends (nullopt: not part of the answer), and by route when asked.
+// The series the counting rule admits, grouped by what `classify` makes of their two ends
+// (nullopt: not part of the answer), and by route when asked. The rule: a pair's series
+// from the query's own side count; the other side's count only for pairs the own side did
+// not report in the window (an unmeshed peer). One scan: the other side's series are
+// totalled apart and merged at the end for the pairs found unreported, so that a second
+// arriving between two scans cannot make a pair count twice.
 template <typename Key>
 class Aggregation : public StoreVisitor {
  public:
@@ -125,28 +119,32 @@ class Aggregation : public StoreVisitor {
       : store_(store), side_(side), classify_(std::move(classify)), by_route_(by_route) {}
 
   Groups Run(const Window& window) {
-    ReportedPairs reported(side_);
-    store_.Scan(window.first_second, window.last_second, reported);
-    reported_ = &reported;
     store_.Scan(window.first_second, window.last_second, *this);
-    reported_ = nullptr;
+    for (const auto& [pair, totals] : other_side_) {
+      if (reported_.contains(PairId{pair.source, pair.destination, 0})) continue;
+      if (Totals* group = GroupOf(pair)) group->Merge(totals);
+    }
     return std::move(groups_);
   }
 
   void Response(int64_t, const ResponseLabels& labels, const ResponseCounts& counts) override {
-    if (!Counted(labels.traffic)) return;
-    if (Totals* totals = GroupOf(labels.traffic, by_route_ ? labels.route : 0)) {
+    if (Totals* totals = TotalsOf(labels.traffic, by_route_ ? labels.route : 0)) {
       totals->AddResponse(labels, counts, &scratch_);
     }
   }
   void Tcp(int64_t, const TrafficLabels& labels, const TcpCounts& counts) override {
-    if (by_route_ || !Counted(labels)) return;
-    if (Totals* totals = GroupOf(labels, 0)) totals->AddTcp(labels, counts);
+    if (by_route_) return;
+    if (Totals* totals = TotalsOf(labels, 0)) totals->AddTcp(labels, counts);
   }
 
  private:
-  bool Counted(const TrafficLabels& labels) const {
-    return labels.direction == side_ || !reported_->Contains(labels);
+  // Own side: the series' group, and the pair noted as reported. Other side: its totals
+  // held apart until the scan has shown whether the own side reported the pair.
+  Totals* TotalsOf(const TrafficLabels& labels, RouteId route) {
+    const PairId pair{labels.source, labels.destination, route};
+    if (labels.direction != side_) return &other_side_[pair];
+    reported_.insert(PairId{labels.source, labels.destination, 0});
+    return GroupOf(pair);
   }
 
   const metrics::Identity* IdentityOf(IdentityId id) {
@@ -155,17 +153,16 @@ class Aggregation : public StoreVisitor {
     return it->second ? &*it->second : nullptr;
   }
 
-  Totals* GroupOf(const TrafficLabels& labels, RouteId route) {
-    const PairId pair{labels.source, labels.destination, route};
+  Totals* GroupOf(const PairId& pair) {
     if (const auto cached = groups_of_.find(pair); cached != groups_of_.end()) {
       return cached->second;
     }
     Totals* totals = nullptr;
-    const metrics::Identity* source = IdentityOf(labels.source);
-    const metrics::Identity* destination = IdentityOf(labels.destination);
+    const metrics::Identity* source = IdentityOf(pair.source);
+    const metrics::Identity* destination = IdentityOf(pair.destination);
     if (source != nullptr && destination != nullptr) {
       if (std::optional<Key> key = classify_(*source, *destination)) {
-        totals = &groups_[{std::move(*key), route}];
+        totals = &groups_[{std::move(*key), pair.route}];
         totals->source_accounts.insert(source->service_account);
         totals->destination_accounts.insert(destination->service_account);
       }
@@ -178,7 +175,8 @@ class Aggregation : public StoreVisitor {
   const metrics::Direction side_;
   const Classify classify_;
   const bool by_route_;
-  const ReportedPairs* reported_ = nullptr;
+  absl::flat_hash_set<PairId> reported_;  // route 0
+  absl::node_hash_map<PairId, Totals> other_side_;
   absl::node_hash_map<IdentityId, std::optional<metrics::Identity>> identities_;
   absl::flat_hash_map<PairId, Totals*> groups_of_;
   Groups groups_;
@@ -351,7 +349,7 @@ absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
     const auto group = groups.find({key, 0});
     if (group == groups.end()) continue;
     const Totals& totals = group->second;
-    row.set_has_traffic(totals.any_series);
+    row.set_has_traffic(true);  // a group exists only for a series it counted
     row.set_requests(totals.responses);
     row.set_successes(totals.successes);
     row.set_success_rate(SuccessRate(totals));
