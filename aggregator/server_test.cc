@@ -876,13 +876,19 @@ TEST_CASE("Tap subscribes the target's agents, forwards their events, cancels wi
                    // voting calling itself matches both subscriptions: one copy goes through.
                    Event(from_voting, "node-b:3:1", cast.voting, cast.voting),
                    Event(to_voting, "node-b:3:1", cast.voting, cast.voting),
-                   Event(999, "node-b:4:1", cast.web_a, cast.voting)});
-  REQUIRE(client->WaitUntil([](const TapClient& c) { return c.events().size() >= 3; }));
-  std::this_thread::sleep_for(50ms);  // nothing more is coming
+                   Event(999, "node-b:4:1", cast.web_a, cast.voting),
+                   // Sent last: once it is through, the duplicate and the unknown
+                   // subscription's event would have been too.
+                   Event(to_voting, "node-b:5:1", cast.web_a, cast.voting)});
   REQUIRE(client->WaitUntil([](const TapClient& c) {
-    return c.events().size() == 3 && c.events()[0].request_id() == "node-b:1:1" &&
-           c.events()[1].request_id() == "node-b:2:1" && c.events()[2].request_id() == "node-b:3:1";
+    return !c.events().empty() && c.events().back().request_id() == "node-b:5:1";
   }));
+  const std::vector<std::string> ids = client->Read([](const TapClient& c) {
+    std::vector<std::string> out;
+    for (const v1::TapEvent& event : c.events()) out.push_back(event.request_id());
+    return out;
+  });
+  CHECK(ids == std::vector<std::string>{"node-b:1:1", "node-b:2:1", "node-b:3:1", "node-b:5:1"});
   // node-a hosts no voting pod: it heard nothing.
   CHECK(node_a->received().empty());
 

@@ -51,8 +51,9 @@ std::string ConnectionFailure(const std::string& grpc_message) {
   return cause;
 }
 
+// Rounded up: a wait of 300 ms is "within 1s", never "within 0s".
 std::string Seconds(std::chrono::milliseconds duration) {
-  return FormatSeconds(std::chrono::duration_cast<std::chrono::seconds>(duration).count());
+  return FormatSeconds(std::chrono::ceil<std::chrono::seconds>(duration).count());
 }
 
 }  // namespace
