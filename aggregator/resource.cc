@@ -73,23 +73,6 @@ absl::Status UnknownResourceTypeError(std::string_view what, std::string_view te
 
 std::string_view OwnerKindOf(ResourceType type) { return SpellingOf(type).owner_kind; }
 
-absl::StatusOr<ResourceRef> ParseResourceRef(std::string_view text) {
-  const size_t slash = text.find('/');
-  const std::string_view type_text = text.substr(0, slash);
-  const std::optional<ResourceType> type = ParseResourceType(type_text);
-  if (!type) return UnknownResourceTypeError("resource type", type_text);
-  ResourceRef ref{*type, ""};
-  if (slash != std::string_view::npos) {
-    const std::string_view name = text.substr(slash + 1);
-    if (name.empty() || name.find('/') != std::string_view::npos) {
-      return absl::InvalidArgumentError(
-          fmt::format("'{}' is not a resource: write TYPE or TYPE/NAME, e.g. deploy/web", text));
-    }
-    ref.name = std::string(name);
-  }
-  return ref;
-}
-
 bool IsExternal(const Workload& workload) {
   return workload.pod.empty() || workload.owner_kind == "External";
 }

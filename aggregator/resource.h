@@ -35,16 +35,6 @@ absl::Status UnknownResourceTypeError(std::string_view what, std::string_view te
 // namespace, which are not owners.
 std::string_view OwnerKindOf(ResourceType type);
 
-// A resource as typed on a command line: "deploy/web", "deployment" (all of them),
-// "ns/emojivoto". `name` empty means every resource of the type.
-struct ResourceRef {
-  ResourceType type = ResourceType::kPod;
-  std::string name;
-};
-
-// Parses TYPE[/NAME]. Errors (INVALID_ARGUMENT) say what was wrong and what is accepted.
-absl::StatusOr<ResourceRef> ParseResourceRef(std::string_view text);
-
 // One end of a connection or a pod, as far as resource membership goes. Peers outside the
 // inventory have owner_kind "External" (and no pod).
 struct Workload {

@@ -24,28 +24,6 @@ TEST_CASE("Resource types accept names, plurals and kubectl's short names", "[un
   }
 }
 
-TEST_CASE("Resource references parse TYPE and TYPE/NAME, with clear errors", "[unit]") {
-  const absl::StatusOr<ResourceRef> web = ParseResourceRef("deploy/web");
-  REQUIRE(web.ok());
-  CHECK(web->type == ResourceType::kDeployment);
-  CHECK(web->name == "web");
-
-  const absl::StatusOr<ResourceRef> all = ParseResourceRef("sts");
-  REQUIRE(all.ok());
-  CHECK(all->type == ResourceType::kStatefulSet);
-  CHECK(all->name.empty());
-
-  const absl::StatusOr<ResourceRef> unknown = ParseResourceRef("svc/web");
-  REQUIRE_FALSE(unknown.ok());
-  CHECK(unknown.status().code() == absl::StatusCode::kInvalidArgument);
-  const std::string message(unknown.status().message());
-  CHECK(message.find("'svc'") != std::string::npos);
-  CHECK(message.find("deployment (deploy)") != std::string::npos);
-
-  CHECK_FALSE(ParseResourceRef("deploy/").ok());
-  CHECK_FALSE(ParseResourceRef("deploy/a/b").ok());
-}
-
 TEST_CASE("An identity belongs to the resource its owner names", "[unit]") {
   const Workload web_pod{"emojivoto", "web-5d8f", "Deployment", "web"};
   CHECK(ResourceOf(web_pod, ResourceType::kDeployment) == ResourceKey{"emojivoto", "web"});

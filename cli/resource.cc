@@ -119,11 +119,13 @@ std::string ResourceLabel(const v1::Resource& resource) {
   return fmt::format("{}/{}", type_label, resource.name());
 }
 
+bool IsExternal(const v1::Identity& identity) {
+  return aggregator::IsExternal(
+      {identity.namespace_(), identity.pod(), identity.owner_kind(), identity.owner_name()});
+}
+
 std::string WorkloadLabel(const v1::Identity& identity) {
-  if (aggregator::IsExternal(
-          {identity.namespace_(), identity.pod(), identity.owner_kind(), identity.owner_name()})) {
-    return "";
-  }
+  if (IsExternal(identity)) return "";
   for (const TypeLabel& label : kLabels) {
     if (!OwnerKind(label.type).empty() && identity.owner_kind() == OwnerKind(label.type)) {
       return fmt::format("{}/{}", label.label, identity.owner_name());

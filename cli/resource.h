@@ -54,6 +54,8 @@ v1::Resource ToApiResource(const ResourceRef& ref, std::string_view namespace_na
 std::string ResourceLabel(const v1::Resource& resource);
 // "deploy/web" for the workload that owns a pod; empty for an address outside the inventory.
 std::string WorkloadLabel(const v1::Identity& identity);
+// A peer outside the inventory (aggregator::IsExternal of the identity).
+bool IsExternal(const v1::Identity& identity);
 
 inline constexpr int64_t kMinWindowSeconds = 10;
 inline constexpr int64_t kMaxWindowSeconds = 3600;

@@ -15,7 +15,7 @@ using views::Json;
 
 // "emojivoto/web-7d9f" for a pod, the address for anything outside the inventory.
 std::string Peer(const v1::Identity& identity, const std::string& address) {
-  if (!identity.pod().empty() && identity.owner_kind() != "External") {
+  if (!IsExternal(identity)) {
     return fmt::format("{}/{}", identity.namespace_(), identity.pod());
   }
   return address.empty() ? "unknown" : address;
@@ -125,9 +125,8 @@ Json HeadersJson(const google::protobuf::Map<std::string, std::string>& headers)
 }
 
 Json PeerJson(const v1::Identity& identity, const std::string& address) {
-  const bool external = identity.pod().empty() || identity.owner_kind() == "External";
   Json json;
-  json["external"] = external;
+  json["external"] = IsExternal(identity);
   json["namespace"] = identity.namespace_();
   json["pod"] = identity.pod();
   json["resource"] = WorkloadLabel(identity);
