@@ -124,7 +124,6 @@ absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
     labels.failure = series.failure();
     ResponseCounts& counts = responses[labels];
     counts.responses += series.responses();
-    counts.latency_sum_ns += series.latency().sum_ns();
     counts.latency.Merge(PackedHistogram::Pack(ToBuckets(series.latency())));
   }
   for (const v1::TcpSeries& series : delta.tcp()) {
@@ -134,9 +133,6 @@ absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
       continue;
     }
     TcpCounts& counts = tcp[labels];
-    counts.opened += series.opened();
-    counts.closed += series.closed();
-    counts.closed_failed += series.closed_failed();
     counts.read_bytes += series.read_bytes();
     counts.write_bytes += series.write_bytes();
     counts.open_now += series.open_now();  // one agent's workers: their gauges add up
@@ -168,7 +164,6 @@ absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
         }
         ResponseCounts& into = found->second;
         into.responses += counts.responses;
-        into.latency_sum_ns += counts.latency_sum_ns;
         slot.histogram_bytes -= into.latency.memory_bytes();
         into.latency.Merge(counts.latency);
         slot.histogram_bytes += into.latency.memory_bytes();
@@ -184,9 +179,6 @@ absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
           continue;
         }
         TcpCounts& into = found->second;
-        into.opened += counts.opened;
-        into.closed += counts.closed;
-        into.closed_failed += counts.closed_failed;
         into.read_bytes += counts.read_bytes;
         into.write_bytes += counts.write_bytes;
         // Identities carry the reporting node, so one key has one reporter: a second delta

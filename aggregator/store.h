@@ -71,14 +71,11 @@ struct ResponseLabels {
 
 struct ResponseCounts {
   uint64_t responses = 0;
-  int64_t latency_sum_ns = 0;
   PackedHistogram latency;
 };
 
+// What the queries read of a TCP series: bytes, and the gauge of open connections.
 struct TcpCounts {
-  uint64_t opened = 0;
-  uint64_t closed = 0;
-  uint64_t closed_failed = 0;
   uint64_t read_bytes = 0;
   uint64_t write_bytes = 0;
   // A gauge: the connections open at the end of the second.
