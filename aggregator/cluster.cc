@@ -71,30 +71,27 @@ std::vector<PodEntry> Cluster::Pods() const {
   return pods;
 }
 
-v1::NodeStatus Cluster::StatusOf(const std::string& name, const Node& node) const {
+v1::NodeStatus Cluster::StatusOf(const std::string& name, const Node& node,
+                                 int64_t now_seconds) const {
   v1::NodeStatus status;
   status.set_node(name);
   status.set_connected(node.connected);
   status.set_last_report_unix_seconds(node.last_report);
+  const int64_t heard = std::max(node.last_report, node.connected_at);
+  status.set_stale(!node.connected || now_seconds - heard > stale_after_seconds_);
   return status;
 }
 
-std::vector<v1::NodeStatus> Cluster::Nodes() const {
+std::vector<v1::NodeStatus> Cluster::Nodes(int64_t now_seconds) const {
   std::lock_guard lock(mutex_);
   std::vector<v1::NodeStatus> statuses;
-  for (const auto& [name, node] : nodes_) statuses.push_back(StatusOf(name, node));
+  for (const auto& [name, node] : nodes_) statuses.push_back(StatusOf(name, node, now_seconds));
   return statuses;
 }
 
 std::vector<v1::NodeStatus> Cluster::StaleNodes(int64_t now_seconds) const {
-  std::lock_guard lock(mutex_);
-  std::vector<v1::NodeStatus> stale;
-  for (const auto& [name, node] : nodes_) {
-    const int64_t heard = std::max(node.last_report, node.connected_at);
-    if (!node.connected || now_seconds - heard > stale_after_seconds_) {
-      stale.push_back(StatusOf(name, node));
-    }
-  }
+  std::vector<v1::NodeStatus> stale = Nodes(now_seconds);
+  std::erase_if(stale, [](const v1::NodeStatus& status) { return !status.stale(); });
   return stale;
 }
 

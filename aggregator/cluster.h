@@ -40,7 +40,7 @@ class Cluster {
   // when a stale node's list is out of date, counts for the one that reported it last).
   std::vector<PodEntry> Pods() const;
   // Every node, sorted by name.
-  std::vector<v1::NodeStatus> Nodes() const;
+  std::vector<v1::NodeStatus> Nodes(int64_t now_seconds) const;
   // The nodes whose data may be missing: disconnected, or no delta for too long.
   std::vector<v1::NodeStatus> StaleNodes(int64_t now_seconds) const;
   // Forgets nodes disconnected for more than `after_seconds`; returns their names.
@@ -57,7 +57,7 @@ class Cluster {
     uint64_t pods_updated = 0;  // order of the last pod list among all nodes'
     std::vector<v1::Pod> pods;
   };
-  v1::NodeStatus StatusOf(const std::string& name, const Node& node) const;
+  v1::NodeStatus StatusOf(const std::string& name, const Node& node, int64_t now_seconds) const;
 
   const int stale_after_seconds_;
   mutable std::mutex mutex_;

@@ -253,7 +253,8 @@ class AggregatorServer::ApiServiceImpl final : public v1::Api::Service {
 
   grpc::Status ListPods(grpc::ServerContext*, const v1::ListPodsRequest* request,
                         v1::ListPodsResponse* response) override {
-    *response = aggregator::ListPods(server_.cluster_.Pods(), server_.cluster_.Nodes(), *request);
+    *response = aggregator::ListPods(server_.cluster_.Pods(),
+                                     server_.cluster_.Nodes(server_.NowSeconds()), *request);
     return grpc::Status::OK;
   }
 

@@ -489,11 +489,28 @@ TEST_CASE("A lost agent's node is stale and its pods and data stay", "[unit]") {
   // Every response says so, not only stat's.
   CHECK(IsStale(harness.Edges(Resource("deploy", ""), 10).stale_nodes(), "node-b"));
 
-  // Silence is stale too: a connected node with no delta for more than five seconds.
+  // ListPods (meshctl check) carries the same judgement, node by node.
+  const auto listed_stale = [&](const std::string& name) {
+    const v1::ListPodsResponse listed = harness.Pods();
+    for (const v1::NodeStatus& node : listed.nodes()) {
+      if (node.node() == name) return node.stale();
+    }
+    FAIL("no node " << name);
+    return false;
+  };
+  CHECK(listed_stale("node-b"));
+  CHECK_FALSE(listed_stale("node-a"));
+
+  // Silence is stale too: a connected node with no delta for more than five seconds, and
+  // one that connected more than five seconds ago and never reported.
+  auto node_c = harness.Connect("node-c", {});
   harness.clock.Advance(6);
   const v1::StatSummaryResponse silent = harness.Stat(Resource("deploy", "web"), 10);
   REQUIRE(IsStale(silent.stale_nodes(), "node-a", &connected));
   CHECK(connected);
+  CHECK(IsStale(silent.stale_nodes(), "node-c"));
+  CHECK(listed_stale("node-a"));
+  CHECK(listed_stale("node-c"));
   harness.server->Housekeep();  // logs the change; nothing is dropped
   CHECK(harness.Pods().pods_size() == 4);
 

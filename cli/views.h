@@ -51,8 +51,4 @@ struct CheckReport {
 CheckReport RenderCheck(std::string_view aggregator, const v1::ListPodsResponse& pods,
                         int64_t now_unix_seconds);
 
-// A node counts as stale when its last report is older than this: the aggregator's own
-// threshold for stale_nodes (agents report every second), which ListPods does not carry.
-inline constexpr int64_t kStaleAfterSeconds = 5;
-
 }  // namespace nodemesh::cli

@@ -25,13 +25,10 @@ struct NodePods {
 
 enum class NodeState { kConnected, kStale, kDisconnected };
 
-NodeState StateOf(const v1::NodeStatus& node, int64_t now) {
+// As the aggregator judged it (NodeStatus.stale), not by a threshold of our own.
+NodeState StateOf(const v1::NodeStatus& node) {
   if (!node.connected()) return NodeState::kDisconnected;
-  if (node.last_report_unix_seconds() > 0 &&
-      now - node.last_report_unix_seconds() > kStaleAfterSeconds) {
-    return NodeState::kStale;
-  }
-  return NodeState::kConnected;
+  return node.stale() ? NodeState::kStale : NodeState::kConnected;
 }
 
 std::string_view StateName(NodeState state) {
@@ -82,7 +79,7 @@ CheckReport RenderCheck(std::string_view aggregator, const v1::ListPodsResponse&
   std::vector<std::string> lines = {
       fmt::format("{} aggregator reachable at {}", kPassed, aggregator)};
   for (const v1::NodeStatus* node : nodes) {
-    const NodeState state = StateOf(*node, now_unix_seconds);
+    const NodeState state = StateOf(*node);
     const NodePods counts = by_node[node->node()];
     table.AddRow({node->node(), std::string(StateName(state)), LastReport(*node, now_unix_seconds),
                   fmt::format("{}", counts.running), fmt::format("{}", counts.meshed),
