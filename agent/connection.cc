@@ -38,7 +38,6 @@ Connection::Connection(Worker& worker, std::shared_ptr<const PodRuntime> pod, Di
       destination_(destination),
       sequence_(worker.NextConnectionSequence()),
       bound_as_caller_(bound_as_caller),
-      source_address_(client_address_),
       started_ns_(now_ns),
       last_activity_ns_(now_ns) {
   to_upstream_.from = client_.get();
@@ -55,10 +54,6 @@ Connection::Connection(Worker& worker, std::shared_ptr<const PodRuntime> pod, Di
                  ? metrics::TrafficKey{local, remote, Direction::kOutbound}
                  : metrics::TrafficKey{remote, local, Direction::kInbound};
   tcp_series_ = worker_.shard().OpenConnection(traffic_);
-  if (!worker_.options().l7) {
-    detecting_ = false;  // opaque from the first byte: Observe only counts bytes
-    worker_.stats().Add(worker_.stats().protocols[static_cast<int>(parsers::Protocol::kOpaque)]);
-  }
 }
 
 Connection::~Connection() {
@@ -135,12 +130,8 @@ void Connection::FinishConnect(int64_t now_ns) {
     // SO_ERROR is also 0 while the handshake is still in flight.
     if (!Endpoint::Peer(upstream_.get())) return;
     state_ = State::kProxying;
-    // Outbound, the application's own socket sits on the pod's loopback (it was redirected
-    // there); the address the server sees is the upstream socket's.
-    if (direction_ == Direction::kOutbound) {
-      source_address_ = Endpoint::Local(upstream_.get()).value_or(client_address_);
-    }
     worker_.ConnectionEstablished(this, now_ns);
+    if (!worker_.options().l7) SettleOpaque();  // opaque from the first byte
     // The client may have spoken already, and its edge is spent.
     PumpBoth(now_ns);
     return;
@@ -237,10 +228,7 @@ void Connection::Observe(parsers::Peer sender, std::string_view bytes, int64_t n
         server_first_bytes_.append(bytes);
         return;
       }
-      detecting_ = false;
-      first_bytes_.clear();
-      server_first_bytes_.clear();
-      stats.Add(stats.protocols[static_cast<int>(parsers::Protocol::kOpaque)]);
+      SettleOpaque();
       return;
     }
     const size_t room = parsers::kMaxDetectionBytes - first_bytes_.size();
@@ -281,16 +269,31 @@ void Connection::ObserveEnd(parsers::Peer sender, int64_t now_ns) {
   if (detecting_) {
     // Either side ended before the client's bytes decided: opaque, as detect.h asks (and
     // counted, so that every connection has a protocol).
-    detecting_ = false;
-    first_bytes_.clear();
-    server_first_bytes_.clear();
-    WorkerStats& stats = worker_.stats();
-    stats.Add(stats.protocols[static_cast<int>(parsers::Protocol::kOpaque)]);
+    SettleOpaque();
     return;
   }
   if (!parser_) return;
   parser_->EndOfInput(sender, now_ns);
   if (parser_->state() != parsers::ParserState::kParsing) StopParser();
+}
+
+void Connection::SettleOpaque() {
+  detecting_ = false;
+  first_bytes_.clear();
+  server_first_bytes_.clear();
+  WorkerStats& stats = worker_.stats();
+  stats.Add(stats.protocols[static_cast<int>(parsers::Protocol::kOpaque)]);
+}
+
+const Endpoint& Connection::SourceAddress() {
+  if (!source_address_) {
+    // Outbound, the application's own socket sits on the pod's loopback (it was redirected
+    // there); the address the server sees is the upstream socket's.
+    source_address_ = direction_ == Direction::kInbound
+                          ? client_address_
+                          : Endpoint::Local(upstream_.get()).value_or(client_address_);
+  }
+  return *source_address_;
 }
 
 void Connection::StartParser(parsers::Protocol protocol, int64_t) {
@@ -428,7 +431,7 @@ void Connection::EmitTap(uint32_t stream_id, const std::vector<uint64_t>& subscr
       fmt::format("{}:{}-{}:{}", worker_.node(), worker_.index(), sequence_, stream_id));
   *event.mutable_source() = ToProto(SourceIdentity());
   *event.mutable_destination() = ToProto(DestinationIdentity());
-  event.set_source_address(source_address_.ToString());
+  event.set_source_address(SourceAddress().ToString());
   event.set_destination_address(destination_.ToString());
   event.set_direction(direction_ == Direction::kOutbound ? v1::OUTBOUND : v1::INBOUND);
   event.set_unix_micros(std::chrono::duration_cast<std::chrono::microseconds>(

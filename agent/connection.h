@@ -90,6 +90,8 @@ class Connection final : public parsers::EventSink {
   void AfterPumps(PumpResult a, PumpResult b, uint64_t moved_before, int64_t now_ns);
   void Observe(parsers::Peer sender, std::string_view bytes, int64_t now_ns);
   void ObserveEnd(parsers::Peer sender, int64_t now_ns);
+  // No protocol to find: every byte from here on is only counted.
+  void SettleOpaque();
   void StartParser(parsers::Protocol protocol, int64_t now_ns);
   void StopParser();
   // Ends the connection: a clean close, or a reset of both sockets.
@@ -104,7 +106,6 @@ class Connection final : public parsers::EventSink {
   const Endpoint destination_;
   const uint64_t sequence_;  // unique on its worker, for tap request ids
   const std::optional<Endpoint> bound_as_caller_;
-  Endpoint source_address_;  // the client as the server sees it
   State state_ = State::kConnecting;
   const int64_t started_ns_;
   int64_t last_activity_ns_;
@@ -123,6 +124,8 @@ class Connection final : public parsers::EventSink {
   void EmitTap(uint32_t stream_id, const std::vector<uint64_t>& subscriptions,
                const std::function<void(v1::TapEvent&)>& fill);
   const metrics::Identity& SourceIdentity();
+  // The client as the server sees it, found the first time a tap needs it.
+  const Endpoint& SourceAddress();
   const metrics::Identity& DestinationIdentity();
   struct TappedStream {
     std::vector<uint64_t> subscriptions;
@@ -131,6 +134,7 @@ class Connection final : public parsers::EventSink {
   absl::flat_hash_map<uint32_t, TappedStream> tapped_;
   std::optional<metrics::Identity> source_identity_;
   std::optional<metrics::Identity> destination_identity_;
+  std::optional<Endpoint> source_address_;
 
   // Protocol detection: the client's first bytes, until they decide. An HTTP/2 server
   // sends its preface (SETTINGS) without waiting for the client's, so what the server

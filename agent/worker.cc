@@ -143,7 +143,8 @@ void Worker::Run() {
         case kListenerTag:
           Accept(*reinterpret_cast<Listener*>(data & ~kTagMask), now);
           break;
-        default: {
+        case kClientTag:
+        case kUpstreamTag: {
           auto* connection = reinterpret_cast<Connection*>(data & ~kTagMask);
           connection->OnEvents((data & kTagMask) == kUpstreamTag ? Connection::Socket::kUpstream
                                                                  : Connection::Socket::kClient,
@@ -157,7 +158,6 @@ void Worker::Run() {
     closed_.clear();
     retired_listeners_.clear();  // closing the fd takes it out of epoll
   }
-  retired_listeners_.clear();
   listeners_.clear();
   connections_.clear();
 }
@@ -233,7 +233,8 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
   connecting_.push_back(raw);
   raw->timer_position = std::prev(connecting_.end());
   constexpr uint32_t kEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-  Watch(raw->client_fd(), raw, kEvents);  // kClientTag is 0
+  Watch(raw->client_fd(), reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(raw) | kClientTag),
+        kEvents);
   Watch(raw->upstream_fd(),
         reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(raw) | kUpstreamTag), kEvents);
 }

@@ -368,6 +368,35 @@ TEST_CASE("every proxied connection is classified even when it ends before its p
   StopCleanly(agent);
 }
 
+TEST_CASE("with --l7 off every connection is opaque TCP, its bytes passed on unparsed") {
+  Cluster cluster;
+  Process server = StartEchoServer(cluster.remote, kEchoPort);
+  const std::string target = Target(cluster.remote, kEchoPort);
+  // Bytes that read as an HTTP request: with L7 on they would be parsed as one.
+  const std::string request = "GET /api/list HTTP/1.1\r\nHost: voting\r\n\r\n";
+  const auto dial = [&] {
+    return cluster.client.RunCommand({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial",
+                                      "--connect", target, "--message", request});
+  };
+  for (const bool l7 : {true, false}) {
+    INFO("--l7 " << (l7 ? "on" : "off"));
+    AgentProcessOptions options = AgentOptions();
+    options.extra_args = {"--l7", l7 ? "on" : "off"};
+    AgentProcess agent(cluster.node_a, options);
+    const CommandResult proxied = dial();
+    INFO(Describe(proxied) << "\nagent:\n" << agent.output());
+    CHECK(proxied.exit_code == 0);  // echoed byte for byte either way
+    const nlohmann::json stats = agent.Get("/stats");
+    INFO(stats.dump(2));
+    CHECK(stats["proxy"]["accepted_outbound"] == 1);
+    CHECK(stats["proxy"]["http1"] == (l7 ? 1 : 0));
+    CHECK(stats["proxy"]["requests"] == (l7 ? 1 : 0));
+    CHECK(stats["proxy"]["opaque"] == (l7 ? 0 : 1));
+    CHECK(stats["proxy"]["bytes_to_upstream"] == request.size());
+    StopCleanly(agent);
+  }
+}
+
 TEST_CASE("loopback and excluded ports and unmeshed pods pass the agent untouched") {
   Cluster cluster;
   Process server = StartEchoServer(cluster.remote, kEchoPort);
