@@ -275,6 +275,7 @@ v1::Resource ToProto(ResourceType type, const ResourceKey& key) {
 }
 
 absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
+                                                    const std::vector<PodEntry>& cluster_pods,
                                                     const v1::StatSummaryRequest& request) {
   const absl::StatusOr<Selector> selector = ToSelector(request.selector(), "selector");
   if (!selector.ok()) return selector.status();
@@ -328,7 +329,7 @@ absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
   Aggregation<Key>::Groups groups =
       Aggregation<Key>(context.store, side, std::move(classify), false).Run(window);
 
-  const std::map<ResourceKey, PodCounts> pods = CountPods(context.pods, *selector);
+  const std::map<ResourceKey, PodCounts> pods = CountPods(cluster_pods, *selector);
   // Rows: every resource with traffic; without from/to also every resource with pods, and a
   // named resource always, so that asking about one gives an answer about it.
   std::set<ResourceKey> rows;

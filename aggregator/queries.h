@@ -30,10 +30,9 @@ inline constexpr int64_t kMaxWindowSeconds = 3600;
 // What a request that leaves the window unset (0) gets, as Linkerd's default.
 inline constexpr int64_t kDefaultWindowSeconds = 60;
 
-// What every query reads: the store, and the cluster as of one instant.
+// What every query reads: the store, and the nodes as of one instant.
 struct QueryContext {
   const Store& store;
-  std::vector<PodEntry> pods;
   std::vector<v1::NodeStatus> stale_nodes;
   int64_t now_seconds = 0;
 };
@@ -58,7 +57,9 @@ v1::Resource ToProto(ResourceType type, const ResourceKey& key);
 // has pods or inbound traffic, from the INBOUND view. With `from`: the selector's resources
 // that `from` called, from the OUTBOUND view. With `to`: the selector's resources that called
 // `to`, from the OUTBOUND view.
+// `pods`: the cluster's pods, for the MESHED column and rows of resources without traffic.
 absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
+                                                    const std::vector<PodEntry>& pods,
                                                     const v1::StatSummaryRequest& request);
 
 // Who calls whom, per pair of resources of the selector's type, for pairs with either end in

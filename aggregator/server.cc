@@ -238,7 +238,7 @@ class AggregatorServer::ApiServiceImpl final : public v1::Api::Service {
 
   grpc::Status StatSummary(grpc::ServerContext*, const v1::StatSummaryRequest* request,
                            v1::StatSummaryResponse* response) override {
-    return Answer(aggregator::StatSummary(Context(), *request), response);
+    return Answer(aggregator::StatSummary(Context(), server_.cluster_.Pods(), *request), response);
   }
 
   grpc::Status Edges(grpc::ServerContext*, const v1::EdgesRequest* request,
@@ -305,8 +305,7 @@ class AggregatorServer::ApiServiceImpl final : public v1::Api::Service {
  private:
   QueryContext Context() const {
     const int64_t now = server_.NowSeconds();
-    return QueryContext{server_.store_, server_.cluster_.Pods(), server_.cluster_.StaleNodes(now),
-                        now};
+    return QueryContext{server_.store_, server_.cluster_.StaleNodes(now), now};
   }
 
   template <typename Response>
