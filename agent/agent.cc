@@ -84,7 +84,7 @@ absl::Status Agent::Run(int stop_fd) {
   if (!options_.aggregator_address.empty()) {
     AggregatorClient::Hooks hooks;
     hooks.pods = [this] { return PodsForAggregator(); };
-    hooks.cluster_pods = [this](std::vector<v1::Pod> pods) { SetClusterPods(std::move(pods)); };
+    hooks.cluster_pods = [this](const v1::PodList& pods) { SetClusterPods(pods); };
     hooks.drain_tap = [this](std::vector<v1::TapEvent>* out) {
       uint64_t dropped = 0;
       for (const auto& worker : workers_) dropped += worker->tap_outbox().Drain(out);
@@ -367,25 +367,23 @@ void Agent::CollectMetrics() {
   }
 }
 
-void Agent::SetClusterPods(std::vector<v1::Pod> pods) {
-  std::lock_guard lock(mutex_);
-  cluster_pods_ = std::move(pods);
-  RebuildDirectory();
-}
-
-void Agent::RebuildDirectory() {
+void Agent::SetClusterPods(const v1::PodList& pods) {
   PeerDirectory::Map directory;
-  // The cluster's pods first; the local inventory, which may be newer for this node's own
-  // pods, has the last word.
-  for (const v1::Pod& pod : cluster_pods_) {
-    const v1::Identity& id = pod.identity();
-    const metrics::IdentityTable::Id identity =
-        identities_.Intern(metrics::Identity{id.namespace_(), id.pod(), id.owner_kind(),
-                                             id.owner_name(), id.service_account(), id.node()});
+  for (const v1::Pod& pod : pods.pods()) {
+    const metrics::IdentityTable::Id identity = identities_.Intern(FromProto(pod.identity()));
     for (const std::string& text : pod.ips()) {
       if (const std::optional<IpAddress> ip = IpAddress::Parse(text)) directory[*ip] = identity;
     }
   }
+  std::lock_guard lock(mutex_);
+  cluster_directory_ = std::move(directory);
+  RebuildDirectory();
+}
+
+void Agent::RebuildDirectory() {
+  // The cluster's pods first; the local inventory, which may be newer for this node's own
+  // pods, has the last word.
+  PeerDirectory::Map directory = cluster_directory_;
   for (const PodInfo& pod : inventory_.pods) {
     const metrics::IdentityTable::Id identity = identities_.Intern(IdentityOf(pod));
     for (const IpAddress& ip : pod.ips) directory[ip] = identity;

@@ -101,9 +101,9 @@ class Agent {
   std::unique_ptr<AggregatorClient> aggregator_;
   std::vector<v1::Pod> PodsForAggregator();
   // Pods of other nodes, from the aggregator: they name peers the inventory does not list.
-  void SetClusterPods(std::vector<v1::Pod> pods);
-  void RebuildDirectory();  // under mutex_
-  std::vector<v1::Pod> cluster_pods_;
+  void SetClusterPods(const v1::PodList& pods);
+  void RebuildDirectory();                // under mutex_
+  PeerDirectory::Map cluster_directory_;  // the cluster's pods by address, as last sent
   std::vector<std::unique_ptr<Worker>> workers_;
   uint32_t next_pod_id_ = 1;
 

@@ -39,6 +39,12 @@ v1::Identity ToProto(const metrics::Identity& identity) {
   return out;
 }
 
+metrics::Identity FromProto(const v1::Identity& identity) {
+  return metrics::Identity{identity.namespace_(),      identity.pod(),
+                           identity.owner_kind(),      identity.owner_name(),
+                           identity.service_account(), identity.node()};
+}
+
 v1::MetricsDelta ToProto(const metrics::Delta& delta, const metrics::IdentityTable& identities,
                          const metrics::RouteTable& routes, int64_t unix_seconds) {
   v1::MetricsDelta out;
@@ -194,8 +200,7 @@ void AggregatorClient::Session() {
         tap_.Remove(message.cancel().id());
         Log(LogLevel::kInfo, "tap {} stopped", message.cancel().id());
       } else if (message.has_cluster_pods() && hooks_.cluster_pods) {
-        const auto& pods = message.cluster_pods().pods();
-        hooks_.cluster_pods(std::vector<v1::Pod>(pods.begin(), pods.end()));
+        hooks_.cluster_pods(message.cluster_pods());
       }
     }
     std::lock_guard lock(mutex_);

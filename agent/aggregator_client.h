@@ -29,6 +29,7 @@ namespace nodemesh::agent {
 v1::MetricsDelta ToProto(const metrics::Delta& delta, const metrics::IdentityTable& identities,
                          const metrics::RouteTable& routes, int64_t unix_seconds);
 v1::Identity ToProto(const metrics::Identity& identity);
+metrics::Identity FromProto(const v1::Identity& identity);
 
 class AggregatorClient {
  public:
@@ -38,7 +39,7 @@ class AggregatorClient {
     // Moves the workers' queued tap events into the vector; returns how many were dropped.
     std::function<uint64_t(std::vector<v1::TapEvent>*)> drain_tap;
     // Every pod of the cluster, as the aggregator knows them.
-    std::function<void(std::vector<v1::Pod>)> cluster_pods;
+    std::function<void(const v1::PodList&)> cluster_pods;
   };
 
   AggregatorClient(std::string address, std::string node, TapSubscriptions& tap, Hooks hooks);
