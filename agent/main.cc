@@ -6,7 +6,6 @@
 
 #include <CLI/CLI.hpp>
 #include <filesystem>
-#include <thread>
 
 #include "absl/time/time.h"
 #include "agent/agent.h"
@@ -51,7 +50,7 @@ void RaiseFileLimit() {
 
 int main(int argc, char** argv) {
   nodemesh::agent::AgentOptions options;
-  options.workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  options.workers = nodemesh::agent::AllowedCpuCount();
   std::string connect_timeout = "10s", idle_timeout = "1h", log_level = "info";
   std::string admin_socket = "/run/nodemesh/agent.sock";
   std::string metrics_address = "0.0.0.0:4191";
@@ -71,7 +70,9 @@ int main(int argc, char** argv) {
                  "HOST:PORT of the aggregator to stream metrics and tap events to");
   app.add_option("--cgroup-root", options.cgroup_root,
                  "cgroup (under the cgroup v2 mount) whose subtree holds this node's pods");
-  app.add_option("--workers", options.workers, "Proxy worker threads")->check(CLI::Range(1, 256));
+  app.add_option("--workers", options.workers,
+                 "Proxy worker threads (default: one per CPU the agent may use)")
+      ->check(CLI::Range(1, 256));
   app.add_option("--outbound-port", options.outbound_port,
                  "Port of the agent's outbound listener in every pod")
       ->check(CLI::Range(1, 65535));

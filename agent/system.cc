@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -85,6 +86,12 @@ absl::StatusOr<uint64_t> CgroupId(const std::string& absolute_path) {
     return absl::InvalidArgumentError(fmt::format("cgroup {} is not a directory", absolute_path));
   }
   return static_cast<uint64_t>(st.st_ino);
+}
+
+int AllowedCpuCount() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+  return std::max(1, CPU_COUNT(&set));
 }
 
 }  // namespace nodemesh::agent

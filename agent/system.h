@@ -75,4 +75,8 @@ absl::StatusOr<std::string> FindCgroup2Mount();
 // The id the kernel gives a cgroup v2 directory (bpf_get_current_cgroup_id's answer).
 absl::StatusOr<uint64_t> CgroupId(const std::string& absolute_path);
 
+// How many CPUs this process may run on: its affinity mask, so a container's cpuset, not
+// the machine's count. At least 1.
+int AllowedCpuCount();
+
 }  // namespace nodemesh::agent
