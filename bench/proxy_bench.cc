@@ -9,8 +9,10 @@
 //                  dialled explicitly on the pod's loopback, as the agent's outbound
 //                  listener is: the same hop through a well-tuned userspace proxy
 //   haproxy-http   as haproxy-l4 in mode http (parsing every request and response)
+//   relay          the floor: nodemesh-relay (a blocking recv/send thread per direction)
+//                  dialled as HAProxy is: what any userspace hop costs on the machine
 // Each scenario is measured at a fixed rate (open loop: latency) and at saturation (closed
-// loop: throughput) with nodemesh-loadgen. With --rounds N the four scenarios run N times,
+// loop: throughput) with nodemesh-loadgen. With --rounds N the scenarios run N times,
 // interleaved, and the medians are reported, so that a slow spell of the machine does not
 // land on one scenario only.
 //
@@ -71,11 +73,12 @@ struct Scenario {
   bool server_meshed = false;
   bool l7 = true;
   std::string haproxy_mode{};  // "tcp" or "http": HAProxy instead of the agent
+  bool relay = false;          // nodemesh-relay instead of the agent
   int hops = 0;
 };
 
-// Where the client pod dials HAProxy.
-constexpr std::string_view kHaproxyListen = "127.0.0.1:15001";
+// Where the client pod dials HAProxy or the relay.
+constexpr std::string_view kBaselineListen = "127.0.0.1:15001";
 
 // One nodemesh-loadgen run, as it reported it.
 struct LoadResult {
@@ -287,6 +290,18 @@ LoadResult MeasureLoad(const CpuMeter& meter, const Settings& settings, bool sat
   return *best;
 }
 
+// Waits until nginx answers through the baseline proxy the client pod dials.
+void WaitUntilServing(const Pod& client, const Process& proxy, std::string_view name) {
+  const std::string probe = fmt::format("http://{}/", kBaselineListen);
+  const bool up = PollUntil(
+      [&] {
+        return client.RunCommand({"curl", "-sS", "--max-time", "2", "-o", "/dev/null", probe}, 10s)
+                   .exit_code == 0;
+      },
+      20s, 100ms);
+  if (!up) throw std::runtime_error(fmt::format("{} did not start: {}", name, proxy.output()));
+}
+
 // HAProxy as the reference hop: one thread, in the client pod's netns (not its cgroup, so
 // that its CPU is measured apart from the load generator's), forwarding to nginx.
 Process StartHaproxy(const Pod& client, const Pod& server, const std::string& mode,
@@ -304,18 +319,21 @@ listen bench
   bind {1}
   server nginx {2}:{3}
 )",
-                                mode, kHaproxyListen, server.ip, kServerPort));
+                                mode, kBaselineListen, server.ip, kServerPort));
   Process haproxy(Pinned(settings.agent_cpus, {"haproxy", "-db", "-f", config}),
                   {.netns_path = client.netns_path});
-  const std::string probe = fmt::format("http://{}/", kHaproxyListen);
-  const bool up = PollUntil(
-      [&] {
-        return client.RunCommand({"curl", "-sS", "--max-time", "2", "-o", "/dev/null", probe}, 10s)
-                   .exit_code == 0;
-      },
-      20s, 100ms);
-  if (!up) throw std::runtime_error("haproxy did not start: " + haproxy.output());
+  WaitUntilServing(client, haproxy, "haproxy");
   return haproxy;
+}
+
+// The relay, the floor of a userspace hop, where HAProxy would be.
+Process StartRelay(const Pod& client, const Pod& server, const Settings& settings) {
+  Process relay(
+      Pinned(settings.agent_cpus, {NODEMESH_RELAY_BINARY, "--listen", std::string(kBaselineListen),
+                                   "--to", fmt::format("{}:{}", server.ip, kServerPort)}),
+      {.netns_path = client.netns_path});
+  WaitUntilServing(client, relay, "nodemesh-relay");
+  return relay;
 }
 
 Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
@@ -327,12 +345,14 @@ Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
   node.SetMeshed(client, scenario.client_meshed);
   node.SetMeshed(server, scenario.server_meshed);
   std::unique_ptr<AgentProcess> agent;
-  std::optional<Process> haproxy;
+  std::optional<Process> baseline;  // HAProxy or the relay
   CpuMeter meter{client, server, 0, Target(server, kServerPort)};
-  if (!scenario.haproxy_mode.empty()) {
-    haproxy = StartHaproxy(client, server, scenario.haproxy_mode, scratch, settings);
-    meter.proxy = haproxy->pid();
-    meter.target = kHaproxyListen;
+  if (!scenario.haproxy_mode.empty() || scenario.relay) {
+    baseline = scenario.relay
+                   ? StartRelay(client, server, settings)
+                   : StartHaproxy(client, server, scenario.haproxy_mode, scratch, settings);
+    meter.proxy = baseline->pid();
+    meter.target = kBaselineListen;
   } else if (scenario.hops > 0) {
     agent = std::make_unique<AgentProcess>(
         node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY,
@@ -431,6 +451,7 @@ int Run(const Settings& settings) {
       {.name = "outbound-l4", .client_meshed = true, .l7 = false, .hops = 1},
       {.name = "haproxy-l4", .haproxy_mode = "tcp", .hops = 1},
       {.name = "haproxy-http", .haproxy_mode = "http", .hops = 1},
+      {.name = "relay", .relay = true, .hops = 1},
   };
   for (const std::string& name : settings.scenarios) {
     if (std::none_of(scenarios.begin(), scenarios.end(),
@@ -529,7 +550,7 @@ int main(int argc, char** argv) {
                  "CPUs other processes may use during a load before it is run again");
   app.add_option("--scenarios", settings.scenarios,
                  "Scenarios besides direct (always run): outbound, two-hop, outbound-l4, "
-                 "haproxy-l4, haproxy-http; default all")
+                 "haproxy-l4, haproxy-http, relay; default all")
       ->delimiter(',');
   app.add_option("--retries", settings.retries, "Runs again of a disturbed load")
       ->check(CLI::Range(0, 20));

@@ -6,7 +6,8 @@
 #   bash bench/run.sh metrics     cost per request of recording metrics vs the bare loop
 #   bash bench/run.sh proxy [proxy_bench flags]
 #                                 added latency and throughput through the agent vs direct,
-#                                 with and without L7 parsing, and HAProxy in the same hop
+#                                 with and without L7 parsing, and HAProxy and a bare relay
+#                                 in the same hop
 #                                 (root; about 13 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +42,7 @@ case "$1" in
       echo "bench/run.sh proxy needs root (netns, cgroups, eBPF): run it with sudo" >&2
       exit 2
     fi
-    build proxy_bench nodemesh-agent nodemesh-loadgen
+    build proxy_bench nodemesh-agent nodemesh-loadgen nodemesh-relay
     # Three interleaved rounds, medians: one busy spell of the machine cannot decide a
     # scenario. Pinning and workers are explained in bench/RESULTS.md.
     ./build/release/bench/proxy_bench --rounds 3 "${@:2}"
