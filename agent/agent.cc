@@ -246,7 +246,8 @@ absl::Status Agent::Enrol(const PodInfo& info) {
     GiveListeners(std::move(group.fds), pod.runtime, Direction::kInbound);
   }
   RefreshMeshedPorts(pod);
-  if (absl::Status status = datapath_->EnrolCgroup(pod.cgroup_id, pod.runtime->id(), ipv6);
+  if (absl::Status status =
+          datapath_->EnrolCgroup(pod.cgroup_id, pod.runtime->id(), ipv6, info.ips);
       !status.ok()) {
     return status;
   }

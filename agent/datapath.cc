@@ -59,6 +59,8 @@ std::string_view CounterName(nm_counter counter) {
       return "inbound_assign_failed";
     case NM_PEERNAME_REWRITTEN:
       return "peername_rewritten";
+    case NM_SOCKNAME_REWRITTEN:
+      return "sockname_rewritten";
     case NM_COUNTER_COUNT:
       break;
   }
@@ -90,7 +92,8 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
   nodemesh_bpf* skel = datapath->skeleton_;
   for (bpf_program* program :
        {skel->progs.nm_connect4, skel->progs.nm_connect6, skel->progs.nm_sockops,
-        skel->progs.nm_getpeername4, skel->progs.nm_getpeername6}) {
+        skel->progs.nm_getpeername4, skel->progs.nm_getpeername6, skel->progs.nm_getsockname4,
+        skel->progs.nm_getsockname6}) {
     bpf_link* link = bpf_program__attach_cgroup(program, datapath->cgroup_fd_);
     if (link == nullptr) {
       return ErrnoStatus(
@@ -108,8 +111,19 @@ Datapath::~Datapath() {
   nodemesh_bpf__destroy(skeleton_);
 }
 
-absl::Status Datapath::EnrolCgroup(uint64_t cgroup_id, uint32_t pod_id, bool has_ipv6_listener) {
-  const nm_pod pod{.pod_id = pod_id, .flags = has_ipv6_listener ? NM_POD_IPV6 : 0u};
+absl::Status Datapath::EnrolCgroup(uint64_t cgroup_id, uint32_t pod_id, bool has_ipv6_listener,
+                                   const std::vector<IpAddress>& pod_ips) {
+  nm_pod pod{};
+  pod.pod_id = pod_id;
+  pod.flags = has_ipv6_listener ? NM_POD_IPV6 : 0u;
+  // The first address of each family, as the pod's network has it.
+  bool ipv4 = false, ipv6 = false;
+  for (const IpAddress& ip : pod_ips) {
+    bool& set = ip.is_v4() ? ipv4 : ipv6;
+    if (set) continue;
+    std::memcpy(ip.is_v4() ? pod.ipv4 : pod.ipv6, ip.bytes.data(), 16);
+    set = true;
+  }
   return MapStatus("enrolling a cgroup",
                    bpf_map__update_elem(skeleton_->maps.enrolled_cgroups, &cgroup_id,
                                         sizeof cgroup_id, &pod, sizeof pod, BPF_ANY));

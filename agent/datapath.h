@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "agent/address.h"
@@ -54,8 +55,10 @@ class Datapath {
   Datapath(const Datapath&) = delete;
   Datapath& operator=(const Datapath&) = delete;
 
-  // Connects from this cgroup (or its descendants) are redirected from now on.
-  absl::Status EnrolCgroup(uint64_t cgroup_id, uint32_t pod_id, bool has_ipv6_listener);
+  // Connects from this cgroup (or its descendants) are redirected from now on; their
+  // getsockname answers with the pod's address (`pod_ips`' first of each family).
+  absl::Status EnrolCgroup(uint64_t cgroup_id, uint32_t pod_id, bool has_ipv6_listener,
+                           const std::vector<IpAddress>& pod_ips);
   void ReleaseCgroup(uint64_t cgroup_id);
 
   // Inbound capture of a pod: the sk_lookup program on its netns, the listener SYNs go to,

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* nodemesh's kernel side. Outbound: connects of enrolled pod cgroups are rewritten to the
  * agent's listener inside the pod's own netns, with the original destination kept for the
- * agent (and for getpeername). Inbound: SYNs for a pod's meshed ports are steered to the
+ * agent (and for getpeername; getsockname answers with the pod's address). Inbound: SYNs for a pod's meshed ports are steered to the
  * agent's inbound listener in that netns. Everything else passes untouched, and if the
  * agent goes away its links go with it: traffic then flows direct. */
 #include "bpf/nodemesh.h"
@@ -274,6 +274,60 @@ int nm_getpeername6(struct bpf_sock_addr* ctx) {
   ctx->user_ip6[3] = words[3];
   ctx->user_port = bpf_htons(origin->port);
   count(NM_PEERNAME_REWRITTEN);
+  return 1;
+}
+
+/* A redirected socket is connected over the pod's loopback; getsockname answers with the
+ * pod's own address of the family dialled (the port is the socket's own), as it would
+ * without the agent. */
+static __always_inline const struct nm_pod* redirected_pod(struct bpf_sock_addr* ctx,
+                                                           __u16 family,
+                                                           const struct nm_origin** origin) {
+  __u64 cookie = bpf_get_socket_cookie(ctx);
+  *origin = bpf_map_lookup_elem(&origins_by_cookie, &cookie);
+  if (!*origin || (*origin)->family != family) return 0;
+  return bpf_map_lookup_elem(&enrolled_cgroups, &(*origin)->cgroup_id);
+}
+
+static __always_inline int is_v4_mapped(const __u8 addr[16]) {
+  __u32 words[3];
+  __builtin_memcpy(words, addr, 12);
+  return words[0] == 0 && words[1] == 0 && words[2] == bpf_htonl(0xffff);
+}
+
+static __always_inline int is_unset(const __u8 addr[16]) {
+  __u64 words[2];
+  __builtin_memcpy(words, addr, 16);
+  return words[0] == 0 && words[1] == 0;
+}
+
+SEC("cgroup/getsockname4")
+int nm_getsockname4(struct bpf_sock_addr* ctx) {
+  const struct nm_origin* origin;
+  const struct nm_pod* pod = redirected_pod(ctx, AF_INET, &origin);
+  if (!pod || is_unset(pod->ipv4)) return 1;
+  __u32 ip4;
+  __builtin_memcpy(&ip4, &pod->ipv4[12], 4);
+  ctx->user_ip4 = ip4;
+  count(NM_SOCKNAME_REWRITTEN);
+  return 1;
+}
+
+SEC("cgroup/getsockname6")
+int nm_getsockname6(struct bpf_sock_addr* ctx) {
+  const struct nm_origin* origin;
+  const struct nm_pod* pod = redirected_pod(ctx, AF_INET6, &origin);
+  if (!pod) return 1;
+  /* A v4-mapped destination was reached from the pod's IPv4 address, v4-mapped. */
+  const __u8* local = is_v4_mapped(origin->addr) ? pod->ipv4 : pod->ipv6;
+  if (is_unset(local)) return 1;
+  __u32 words[4];
+  __builtin_memcpy(words, local, 16);
+  ctx->user_ip6[0] = words[0];
+  ctx->user_ip6[1] = words[1];
+  ctx->user_ip6[2] = words[2];
+  ctx->user_ip6[3] = words[3];
+  count(NM_SOCKNAME_REWRITTEN);
   return 1;
 }
 

@@ -17,6 +17,8 @@
 struct nm_pod {
   __u32 pod_id; /* the agent's handle for the pod */
   __u32 flags;
+  __u8 ipv4[16]; /* the pod's IPv4 address, v4-mapped; all zero if it has none */
+  __u8 ipv6[16]; /* its IPv6 address; all zero if it has none */
 };
 
 /* Where a redirected socket was going. Kept by socket cookie while the socket lives (so
@@ -60,6 +62,7 @@ enum nm_counter {
   NM_INBOUND_NO_LISTENER,        /* meshed port but no listener registered: passed */
   NM_INBOUND_ASSIGN_FAILED,
   NM_PEERNAME_REWRITTEN, /* getpeername answered with the original destination */
+  NM_SOCKNAME_REWRITTEN, /* getsockname answered with the pod's address, not loopback */
   NM_COUNTER_COUNT,
 };
 

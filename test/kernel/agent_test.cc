@@ -124,7 +124,10 @@ TEST_CASE("an outbound connection is proxied and the server sees the client pod'
   StopCleanly(agent);
 }
 
-TEST_CASE("the client's getpeername sees the address it dialled over IPv4 and v4-mapped IPv6") {
+// "10.77.0.11:40312" -> "10.77.0.11", "::ffff:10.77.0.11:40312" -> "::ffff:10.77.0.11".
+std::string HostOf(const std::string& address) { return address.substr(0, address.rfind(':')); }
+
+TEST_CASE("the client's getpeername sees the address it dialled, getsockname the pod's own") {
   Cluster cluster;
   Process server = StartEchoServer(cluster.remote, kEchoPort);
   const std::string v4 = Target(cluster.remote, kEchoPort);
@@ -136,6 +139,9 @@ TEST_CASE("the client's getpeername sees the address it dialled over IPv4 and v4
   INFO(Describe(direct_v4) << Describe(direct_mapped));
   REQUIRE(FieldOf(direct_v4.output, "dial 0 ok", "peer") == v4);
   REQUIRE(FieldOf(direct_mapped.output, "dial 0 ok", "peer") == mapped_peer);
+  REQUIRE(HostOf(FieldOf(direct_v4.output, "dial 0 ok", "local")) == cluster.client.ip);
+  REQUIRE(HostOf(FieldOf(direct_mapped.output, "dial 0 ok", "local")) ==
+          "::ffff:" + cluster.client.ip);
 
   AgentProcess agent(cluster.node_a, AgentOptions());
   const CommandResult proxied_v4 = Dial(cluster.client, v4);
@@ -143,7 +149,12 @@ TEST_CASE("the client's getpeername sees the address it dialled over IPv4 and v4
   INFO(Describe(proxied_v4) << Describe(proxied_mapped) << "\nagent:\n" << agent.output());
   CHECK(FieldOf(proxied_v4.output, "dial 0 ok", "peer") == v4);
   CHECK(FieldOf(proxied_mapped.output, "dial 0 ok", "peer") == mapped_peer);
-  // Both were intercepted: the answers above came from the getpeername programs.
+  // The pod's address, not the loopback the socket is connected to the agent over.
+  CHECK(HostOf(FieldOf(proxied_v4.output, "dial 0 ok", "local")) == cluster.client.ip);
+  CHECK(HostOf(FieldOf(proxied_mapped.output, "dial 0 ok", "local")) ==
+        "::ffff:" + cluster.client.ip);
+  // Both were intercepted: the answers above came from the getpeername and getsockname
+  // programs.
   REQUIRE(WaitForAccepted(server, 4));
   CHECK(AcceptedFrom(server) == std::vector<std::string>(4, cluster.client.ip));
   const nlohmann::json stats = agent.Get("/stats");
@@ -152,6 +163,7 @@ TEST_CASE("the client's getpeername sees the address it dialled over IPv4 and v4
   CHECK(stats["kernel"]["redirected_ipv4"] == 1);
   CHECK(stats["kernel"]["redirected_ipv6"] == 1);
   CHECK(stats["kernel"]["peername_rewritten"].get<uint64_t>() >= 2);
+  CHECK(stats["kernel"]["sockname_rewritten"].get<uint64_t>() >= 2);
   StopCleanly(agent);
 }
 
@@ -177,6 +189,7 @@ TEST_CASE("an IPv6 connection is proxied out of one pod and into another, addres
   INFO(Describe(direct));
   REQUIRE(direct.exit_code == 0);
   REQUIRE(FieldOf(direct.output, "dial 0 ok", "peer") == target);
+  REQUIRE(HostOf(FieldOf(direct.output, "dial 0 ok", "local")) == client.ip6);
   REQUIRE(WaitForAccepted(echo, 1));
 
   AgentProcess agent(node, AgentOptions());
@@ -185,6 +198,7 @@ TEST_CASE("an IPv6 connection is proxied out of one pod and into another, addres
   INFO(Describe(proxied) << "\nagent:\n" << agent.output());
   REQUIRE(proxied.exit_code == 0);
   CHECK(FieldOf(proxied.output, "dial 0 ok", "peer") == target);
+  CHECK(HostOf(FieldOf(proxied.output, "dial 0 ok", "local")) == client.ip6);
   REQUIRE(WaitForAccepted(echo, 2));
   // Out through the agent and into the server pod through it again, and the server still
   // sees the client pod's own IPv6 address.
