@@ -8,7 +8,7 @@
 #                                 added latency and throughput through the agent vs direct,
 #                                 with and without L7 parsing, and HAProxy and a bare relay
 #                                 in the same hop
-#                                 (root; about 13 minutes)
+#                                 (root; about 16 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
