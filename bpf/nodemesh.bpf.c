@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* nodemesh's kernel side. Outbound: connects of enrolled pod cgroups are rewritten to the
  * agent's listener inside the pod's own netns, with the original destination kept for the
- * agent (and for getpeername; getsockname answers with the pod's address). Inbound: SYNs for a pod's meshed ports are steered to the
- * agent's inbound listener in that netns. Everything else passes untouched, and if the
+ * agent (and for getpeername; getsockname answers with the pod's address). Inbound: SYNs
+ * for a pod's meshed ports are steered to the agent's inbound listener in that netns. Everything else passes untouched, and if the
  * agent goes away its links go with it: traffic then flows direct. */
 #include "bpf/nodemesh.h"
 
@@ -248,6 +248,15 @@ int nm_sockops(struct bpf_sock_ops* skops) {
   return 1;
 }
 
+static __always_inline void set_user_ip6(struct bpf_sock_addr* ctx, const __u8 addr[16]) {
+  __u32 words[4];
+  __builtin_memcpy(words, addr, 16);
+  ctx->user_ip6[0] = words[0];
+  ctx->user_ip6[1] = words[1];
+  ctx->user_ip6[2] = words[2];
+  ctx->user_ip6[3] = words[3];
+}
+
 SEC("cgroup/getpeername4")
 int nm_getpeername4(struct bpf_sock_addr* ctx) {
   __u64 cookie = bpf_get_socket_cookie(ctx);
@@ -266,12 +275,7 @@ int nm_getpeername6(struct bpf_sock_addr* ctx) {
   __u64 cookie = bpf_get_socket_cookie(ctx);
   struct nm_origin* origin = bpf_map_lookup_elem(&origins_by_cookie, &cookie);
   if (!origin || origin->family != AF_INET6) return 1;
-  __u32 words[4];
-  __builtin_memcpy(words, origin->addr, 16);
-  ctx->user_ip6[0] = words[0];
-  ctx->user_ip6[1] = words[1];
-  ctx->user_ip6[2] = words[2];
-  ctx->user_ip6[3] = words[3];
+  set_user_ip6(ctx, origin->addr);
   ctx->user_port = bpf_htons(origin->port);
   count(NM_PEERNAME_REWRITTEN);
   return 1;
@@ -321,12 +325,7 @@ int nm_getsockname6(struct bpf_sock_addr* ctx) {
   /* A v4-mapped destination was reached from the pod's IPv4 address, v4-mapped. */
   const __u8* local = is_v4_mapped(origin->addr) ? pod->ipv4 : pod->ipv6;
   if (is_unset(local)) return 1;
-  __u32 words[4];
-  __builtin_memcpy(words, local, 16);
-  ctx->user_ip6[0] = words[0];
-  ctx->user_ip6[1] = words[1];
-  ctx->user_ip6[2] = words[2];
-  ctx->user_ip6[3] = words[3];
+  set_user_ip6(ctx, local);
   count(NM_SOCKNAME_REWRITTEN);
   return 1;
 }
