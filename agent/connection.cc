@@ -360,9 +360,8 @@ void Connection::OnStreamEnd(const parsers::StreamEnd& end) {
   const auto it = stream_routes_.find(end.stream_id);
   if (it == stream_routes_.end()) return;  // the parser reports ends of started streams only
   const int grpc_status = end.grpc_status.value_or(-1);
-  const metrics::ResponseKey key{
-      metrics::RequestKey{traffic_, it->second}, static_cast<uint16_t>(end.status),
-      static_cast<int16_t>(grpc_status), metrics::IsFailure(end.status, grpc_status, end.reason)};
+  const metrics::ResponseKey key = metrics::ResponseKeyOf(metrics::RequestKey{traffic_, it->second},
+                                                          end.status, grpc_status, end.reason);
   stream_routes_.erase(it);
   if (const auto tapped = tapped_.find(end.stream_id); tapped != tapped_.end()) {
     EmitTap(end.stream_id, tapped->second.subscriptions, [&](v1::TapEvent& event) {

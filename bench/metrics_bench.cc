@@ -218,9 +218,9 @@ void BM_RecordRequest(benchmark::State& state) {
     TemplateRoute(e.request, &scratch);
     const RequestKey request{e.traffic, cache.Lookup(e.traffic.destination, scratch)};
     shard.CountRequest(request);
-    const ResponseKey response{request, e.status, e.grpc_status,
-                               IsFailure(e.status, e.grpc_status, parsers::EndReason::kComplete)};
-    shard.CountResponse(response, e.latency_ns, e.first_byte_ns);
+    shard.CountResponse(
+        ResponseKeyOf(request, e.status, e.grpc_status, parsers::EndReason::kComplete),
+        e.latency_ns, e.first_byte_ns);
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }

@@ -88,7 +88,7 @@ struct LoadResult {
   double duration = 0;  // measured seconds, after the warm-up
   double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
   double interference = 0;  // CPUs used by processes other than the benchmark's meanwhile
-  // CPU time per request of the proxy (the agent, all hops; or HAProxy) and of nginx, over
+  // CPU time per request of the proxy (the agent, all hops; HAProxy; the relay) and of nginx, over
   // the whole run.
   double proxy_cpu_us = 0;
   double server_cpu_us = 0;
@@ -188,7 +188,7 @@ double ProcessCpuUs(pid_t pid) {
 struct CpuMeter {
   const Pod& client;
   const Pod& server;
-  pid_t proxy = 0;     // the agent or HAProxy (outside the pods' cgroups); 0 when direct
+  pid_t proxy = 0;     // the agent, HAProxy or the relay (outside the pods' cgroups); 0 direct
   std::string target;  // what the load generator dials
 
   double ProxyUs() const { return proxy ? ProcessCpuUs(proxy) : 0; }
@@ -545,7 +545,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 16));
   app.add_option("--loadgen-cpus", settings.loadgen_cpus, "taskset CPU list of the load generator");
   app.add_option("--nginx-cpus", settings.nginx_cpus, "taskset CPU list of nginx");
-  app.add_option("--agent-cpus", settings.agent_cpus, "taskset CPU list of the agent (or HAProxy)");
+  app.add_option("--agent-cpus", settings.agent_cpus,
+                 "taskset CPU list of the agent (or HAProxy, or the relay)");
   app.add_option("--max-interference", settings.max_interference,
                  "CPUs other processes may use during a load before it is run again");
   app.add_option("--scenarios", settings.scenarios,

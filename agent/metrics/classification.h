@@ -1,6 +1,7 @@
 // Success or failure of a request, as DESIGN.md section 5 defines it.
 #pragma once
 
+#include "agent/metrics/sample.h"
 #include "parsers/parser.h"
 
 namespace nodemesh::metrics {
@@ -20,6 +21,13 @@ inline bool IsFailure(int http_status, int grpc_status, parsers::EndReason reaso
     default:
       return false;
   }
+}
+
+// The response series a request's end counts in: its statuses, and whether it failed.
+inline ResponseKey ResponseKeyOf(const RequestKey& request, int http_status, int grpc_status,
+                                 parsers::EndReason reason) {
+  return ResponseKey{request, static_cast<uint16_t>(http_status), static_cast<int16_t>(grpc_status),
+                     IsFailure(http_status, grpc_status, reason)};
 }
 
 }  // namespace nodemesh::metrics

@@ -74,10 +74,8 @@ void Record(const Exchange& e, RouteCache& cache, Shard& shard, std::string* scr
   TemplateRoute(e.request, scratch);
   const RequestKey request{e.traffic, cache.Lookup(e.traffic.destination, *scratch)};
   shard.CountRequest(request);
-  const ResponseKey response{request, static_cast<uint16_t>(e.status),
-                             static_cast<int16_t>(e.grpc_status),
-                             IsFailure(e.status, e.grpc_status, e.end)};
-  shard.CountResponse(response, latency_ns, latency_ns / 2);
+  shard.CountResponse(ResponseKeyOf(request, e.status, e.grpc_status, e.end), latency_ns,
+                      latency_ns / 2);
 }
 
 struct Fixture {
@@ -171,12 +169,9 @@ class RecordingSink final : public parsers::EventSink {
   void OnStreamEnd(const parsers::StreamEnd& end) override {
     const auto it = routes_.find(end.stream_id);
     if (it == routes_.end()) return;
-    const int grpc = end.grpc_status.value_or(-1);
-    f_.shard.CountResponse({{traffic_, it->second},
-                            static_cast<uint16_t>(end.status),
-                            static_cast<int16_t>(grpc),
-                            IsFailure(end.status, grpc, end.reason)},
-                           end.at - end.request_at, end.response_at - end.request_at);
+    f_.shard.CountResponse(
+        ResponseKeyOf({traffic_, it->second}, end.status, end.grpc_status.value_or(-1), end.reason),
+        end.at - end.request_at, end.response_at - end.request_at);
     routes_.erase(it);
     ++ends;
   }

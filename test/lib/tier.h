@@ -23,13 +23,13 @@ inline void RequireRoot(const std::string& tier) {
   }
 }
 
-// Everything a command reported, for failure messages.
 // RequireRoot as the first member of a fixture, so that the check runs before any other
 // member creates namespaces, cgroups or processes: `RootRequired root_required{"e2e"};`.
 struct RootRequired {
   explicit RootRequired(const std::string& tier) { RequireRoot(tier); }
 };
 
+// Everything a command reported, for failure messages.
 inline std::string Describe(const CommandResult& result) {
   return (result.timed_out ? "timed out; " : "exit " + std::to_string(result.exit_code) + "; ") +
          result.output;
