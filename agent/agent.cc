@@ -9,9 +9,10 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_join.h"
-#include "agent/local_inventory.h"
-#include "agent/log.h"
-#include "agent/pod_routing.h"
+#include "agent/inventory/local.h"
+#include "agent/kernel/pod_routing.h"
+#include "common/base/log.h"
+#include "common/wire/convert.h"
 
 namespace nodemesh::agent {
 namespace {
@@ -341,7 +342,9 @@ void Agent::CollectMetrics() {
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
     // The counts were gathered over the second that just ended.
-    aggregator_->SendMetrics(ToProto(delta, identities_, routes_, now - 1));
+    aggregator_->SendMetrics(wire::ToProto(
+        delta, [this](uint32_t id) { return identities_.Get(id); },
+        [this](uint32_t id) { return routes_.Get(id); }, now - 1));
   }
   // The agent's own counters, as totals.
   static constexpr const char* kProtocols[] = {"http1", "http2", "tls", "opaque"};
@@ -371,7 +374,7 @@ void Agent::CollectMetrics() {
 void Agent::SetClusterPods(const v1::PodList& pods) {
   PeerDirectory::Map directory;
   for (const v1::Pod& pod : pods.pods()) {
-    const metrics::IdentityTable::Id identity = identities_.Intern(FromProto(pod.identity()));
+    const metrics::IdentityTable::Id identity = identities_.Intern(wire::FromProto(pod.identity()));
     for (const std::string& text : pod.ips()) {
       if (const std::optional<IpAddress> ip = IpAddress::Parse(text)) directory[*ip] = identity;
     }
@@ -398,7 +401,7 @@ std::vector<v1::Pod> Agent::PodsForAggregator() {
   for (const PodInfo& info : inventory_.pods) {
     if (!OnThisNode(info)) continue;
     v1::Pod& pod = pods.emplace_back();
-    *pod.mutable_identity() = ToProto(IdentityOf(info));
+    *pod.mutable_identity() = wire::ToProto(IdentityOf(info));
     for (const auto& [key, value] : info.labels) (*pod.mutable_labels())[key] = value;
     for (const IpAddress& ip : info.ips) pod.add_ips(ip.ToString());
     pod.set_meshed(info.meshed);

@@ -12,15 +12,15 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "agent/aggregator_client.h"
-#include "agent/datapath.h"
 #include "agent/http_server.h"
-#include "agent/inventory.h"
-#include "agent/listening_ports.h"
-#include "agent/metrics/identity.h"
+#include "agent/kernel/datapath.h"
+#include "agent/kernel/listening_ports.h"
 #include "agent/metrics/registry.h"
 #include "agent/metrics/route.h"
 #include "agent/pod.h"
-#include "agent/worker.h"
+#include "agent/proxy/worker.h"
+#include "common/inventory/inventory.h"
+#include "common/metrics/identity.h"
 
 namespace nodemesh::agent {
 

@@ -5,7 +5,8 @@
 #include <random>
 
 #include "absl/container/flat_hash_map.h"
-#include "agent/log.h"
+#include "common/base/log.h"
+#include "common/base/version.h"
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 
 namespace nodemesh::agent {
@@ -16,85 +17,7 @@ constexpr auto kTapFlushInterval = std::chrono::milliseconds(100);
 constexpr auto kMinBackoff = std::chrono::milliseconds(500);
 constexpr auto kMaxBackoff = std::chrono::seconds(30);
 
-v1::Histogram ToProto(const metrics::SparseHistogram& histogram) {
-  v1::Histogram out;
-  for (const auto& [bucket, count] : histogram.buckets) {
-    out.add_buckets(bucket);
-    out.add_counts(count);
-  }
-  out.set_sum_ns(histogram.sum_ns);
-  return out;
-}
-
 }  // namespace
-
-v1::Identity ToProto(const metrics::Identity& identity) {
-  v1::Identity out;
-  out.set_namespace_(identity.namespace_name);
-  out.set_pod(identity.pod);
-  out.set_owner_kind(identity.owner_kind);
-  out.set_owner_name(identity.owner_name);
-  out.set_service_account(identity.service_account);
-  out.set_node(identity.node);
-  return out;
-}
-
-metrics::Identity FromProto(const v1::Identity& identity) {
-  return metrics::Identity{identity.namespace_(),      identity.pod(),
-                           identity.owner_kind(),      identity.owner_name(),
-                           identity.service_account(), identity.node()};
-}
-
-v1::MetricsDelta ToProto(const metrics::Delta& delta, const metrics::IdentityTable& identities,
-                         const metrics::RouteTable& routes, int64_t unix_seconds) {
-  v1::MetricsDelta out;
-  out.set_unix_seconds(unix_seconds);
-  absl::flat_hash_map<uint32_t, uint32_t> identity_index, route_index;
-  const auto identity = [&](uint32_t id) {
-    auto [it, inserted] = identity_index.try_emplace(id, out.identities_size());
-    if (inserted) *out.add_identities() = ToProto(identities.Get(id));
-    return it->second;
-  };
-  const auto route = [&](uint32_t id) {
-    auto [it, inserted] = route_index.try_emplace(id, out.routes_size());
-    if (inserted) out.add_routes(routes.Get(id));
-    return it->second;
-  };
-  const auto traffic = [&](const metrics::TrafficKey& key, v1::TrafficKey* to) {
-    to->set_source(identity(key.source));
-    to->set_destination(identity(key.destination));
-    to->set_direction(key.direction == metrics::Direction::kOutbound ? v1::OUTBOUND : v1::INBOUND);
-  };
-  for (const metrics::RequestSample& sample : delta.requests) {
-    v1::RequestSeries& series = *out.add_requests();
-    traffic(sample.key.traffic, series.mutable_traffic());
-    series.set_route(route(sample.key.route));
-    series.set_requests(sample.requests);
-  }
-  for (const metrics::ResponseSample& sample : delta.responses) {
-    v1::ResponseSeries& series = *out.add_responses();
-    traffic(sample.key.request.traffic, series.mutable_traffic());
-    series.set_route(route(sample.key.request.route));
-    series.set_status_code(sample.key.status);
-    series.set_grpc_status(sample.key.grpc_status);
-    series.set_failure(sample.key.failure);
-    series.set_responses(sample.responses);
-    *series.mutable_latency() = ToProto(sample.latency);
-    *series.mutable_first_byte() = ToProto(sample.first_byte);
-  }
-  for (const metrics::TcpSample& sample : delta.tcp) {
-    v1::TcpSeries& series = *out.add_tcp();
-    traffic(sample.key, series.mutable_traffic());
-    series.set_opened(sample.opened);
-    series.set_closed(sample.closed);
-    series.set_closed_failed(sample.closed_failed);
-    series.set_open_now(sample.open_now);
-    series.set_read_bytes(sample.read_bytes);
-    series.set_write_bytes(sample.write_bytes);
-    *series.mutable_duration() = ToProto(sample.duration);
-  }
-  return out;
-}
 
 AggregatorClient::AggregatorClient(std::string address, std::string node, TapSubscriptions& tap,
                                    Hooks hooks)
@@ -178,7 +101,7 @@ void AggregatorClient::Session() {
 
   v1::AgentMessage hello;
   hello.mutable_hello()->set_node(node_);
-  hello.mutable_hello()->set_version(NODEMESH_VERSION);
+  hello.mutable_hello()->set_version(std::string(kVersion));
   for (v1::Pod& pod : hooks_.pods()) *hello.mutable_hello()->add_pods() = std::move(pod);
   bool healthy = stream->Write(hello);
   if (healthy) {

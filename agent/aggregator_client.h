@@ -13,10 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "agent/metrics/identity.h"
-#include "agent/metrics/route.h"
-#include "agent/metrics/sample.h"
-#include "agent/tap.h"
+#include "agent/observer/tap.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 
 namespace grpc {
@@ -24,12 +21,6 @@ class ClientContext;
 }
 
 namespace nodemesh::agent {
-
-// A worker delta in the wire form, identities and routes resolved into its tables.
-v1::MetricsDelta ToProto(const metrics::Delta& delta, const metrics::IdentityTable& identities,
-                         const metrics::RouteTable& routes, int64_t unix_seconds);
-v1::Identity ToProto(const metrics::Identity& identity);
-metrics::Identity FromProto(const v1::Identity& identity);
 
 class AggregatorClient {
  public:

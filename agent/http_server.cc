@@ -12,9 +12,9 @@
 #include <chrono>
 #include <cstring>
 
-#include "agent/address.h"
-#include "agent/format.h"
-#include "agent/log.h"
+#include "common/base/format.h"
+#include "common/base/log.h"
+#include "common/net/address.h"
 #include "llhttp.h"
 
 namespace nodemesh::agent {

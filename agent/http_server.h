@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
-#include "agent/system.h"
+#include "agent/kernel/system.h"
 
 namespace nodemesh::agent {
 

@@ -9,7 +9,7 @@
 
 #include "absl/time/time.h"
 #include "agent/agent.h"
-#include "agent/log.h"
+#include "common/base/log.h"
 
 namespace {
 

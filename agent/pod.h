@@ -6,10 +6,10 @@
 #include <memory>
 
 #include "absl/container/flat_hash_map.h"
-#include "agent/inventory.h"
-#include "agent/metrics/identity.h"
-#include "agent/metrics/sample.h"
-#include "agent/system.h"
+#include "agent/kernel/system.h"
+#include "agent/metrics/identity_table.h"
+#include "common/inventory/inventory.h"
+#include "common/metrics/sample.h"
 
 namespace nodemesh::agent {
 

@@ -5,8 +5,9 @@
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 
-#include "agent/log.h"
 #include "aggregator/server.h"
+#include "common/base/log.h"
+#include "common/base/version.h"
 
 namespace {
 
@@ -64,7 +65,7 @@ int main(int argc, char** argv) {
     return EXIT_FAILURE;
   }
   Log(LogLevel::kInfo, "nodemesh-aggregator {} serving agents and clients on {} (port {})",
-      NODEMESH_VERSION, options.listen_address, *port);
+      nodemesh::kVersion, options.listen_address, *port);
   const int signal = WaitForTerminationSignal();
   Log(LogLevel::kInfo, "{}: shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
   server.Shutdown();

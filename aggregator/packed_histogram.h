@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <string>
 
-#include "agent/metrics/histogram.h"
-#include "agent/metrics/sample.h"
+#include "common/metrics/histogram.h"
+#include "common/metrics/sample.h"
 
 namespace nodemesh::aggregator {
 

@@ -14,19 +14,13 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_map.h"
-#include "agent/metrics/histogram.h"
+#include "common/metrics/histogram.h"
+#include "common/wire/convert.h"
 
 namespace nodemesh::aggregator {
 namespace {
 
-Workload WorkloadOf(const metrics::Identity& identity) {
-  return Workload{identity.namespace_name, identity.pod, identity.owner_kind, identity.owner_name};
-}
-
-Workload WorkloadOf(const v1::Identity& identity) {
-  return Workload{identity.namespace_(), identity.pod(), identity.owner_kind(),
-                  identity.owner_name()};
-}
+using wire::WorkloadOf;
 
 struct PairId {
   IdentityId source = 0;

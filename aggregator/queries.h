@@ -19,16 +19,11 @@
 
 #include "absl/status/statusor.h"
 #include "aggregator/cluster.h"
-#include "aggregator/resource.h"
 #include "aggregator/store.h"
+#include "common/resource/resource.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 
 namespace nodemesh::aggregator {
-
-inline constexpr int64_t kMinWindowSeconds = 10;
-inline constexpr int64_t kMaxWindowSeconds = 3600;
-// What a request that leaves the window unset (0) gets, as Linkerd's default.
-inline constexpr int64_t kDefaultWindowSeconds = 60;
 
 // What every query reads: the store, and the nodes as of one instant.
 struct QueryContext {

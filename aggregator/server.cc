@@ -8,8 +8,8 @@
 #include <utility>
 #include <vector>
 
-#include "agent/log.h"
 #include "aggregator/queries.h"
+#include "common/base/log.h"
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 
 namespace nodemesh::aggregator {

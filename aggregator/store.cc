@@ -5,6 +5,8 @@
 #include <limits>
 #include <vector>
 
+#include "common/wire/convert.h"
+
 namespace nodemesh::aggregator {
 namespace {
 
@@ -13,24 +15,6 @@ constexpr int64_t kEmptySlot = std::numeric_limits<int64_t>::min();
 // Identities and routes stay interned for this long past the retention, so that a query
 // scanning the oldest retained second never meets an id that was just reused.
 constexpr int64_t kForgetMarginSeconds = 120;
-
-metrics::Identity ToIdentity(const v1::Identity& identity) {
-  return metrics::Identity{identity.namespace_(),      identity.pod(),
-                           identity.owner_kind(),      identity.owner_name(),
-                           identity.service_account(), identity.node()};
-}
-
-metrics::SparseBuckets ToBuckets(const v1::Histogram& histogram) {
-  metrics::SparseBuckets buckets;
-  const int n = std::min(histogram.buckets_size(), histogram.counts_size());
-  buckets.reserve(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) {
-    const uint32_t bucket = histogram.buckets(i);
-    if (bucket >= static_cast<uint32_t>(metrics::Histogram::kBuckets)) continue;
-    buckets.emplace_back(static_cast<uint16_t>(bucket), histogram.counts(i));
-  }
-  return buckets;
-}
 
 }  // namespace
 
@@ -85,8 +69,9 @@ absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
 
   std::vector<IdentityId> identity_ids;
   std::vector<RouteId> route_ids;
-  const bool identities_fit = identities_.InternAll(delta.identities(), ToIdentity, second,
-                                                    options_.max_identities, &identity_ids);
+  const bool identities_fit = identities_.InternAll(
+      delta.identities(), [](const v1::Identity& identity) { return wire::FromProto(identity); },
+      second, options_.max_identities, &identity_ids);
   const bool routes_fit = routes_.InternAll(
       delta.routes(), [](const std::string& route) { return route; }, second, options_.max_routes,
       &route_ids);
@@ -97,11 +82,11 @@ absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
     if (key.source() >= identity_ids.size() || key.destination() >= identity_ids.size()) {
       return false;
     }
-    if (key.direction() != v1::OUTBOUND && key.direction() != v1::INBOUND) return false;
+    const std::optional<metrics::Direction> direction = wire::FromProto(key.direction());
+    if (!direction) return false;
     labels->source = identity_ids[key.source()];
     labels->destination = identity_ids[key.destination()];
-    labels->direction = key.direction() == v1::OUTBOUND ? metrics::Direction::kOutbound
-                                                        : metrics::Direction::kInbound;
+    labels->direction = *direction;
     return true;
   };
 
@@ -124,7 +109,7 @@ absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
     labels.failure = series.failure();
     ResponseCounts& counts = responses[labels];
     counts.responses += series.responses();
-    counts.latency.Merge(PackedHistogram::Pack(ToBuckets(series.latency())));
+    counts.latency.Merge(PackedHistogram::Pack(wire::FromProto(series.latency())));
   }
   for (const v1::TcpSeries& series : delta.tcp()) {
     TrafficLabels labels;

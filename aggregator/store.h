@@ -16,10 +16,10 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
-#include "agent/metrics/identity.h"
-#include "agent/metrics/sample.h"
-#include "aggregator/interner.h"
 #include "aggregator/packed_histogram.h"
+#include "common/base/interner.h"
+#include "common/metrics/identity.h"
+#include "common/metrics/sample.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 
 namespace nodemesh::aggregator {

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "aggregator/queries.h"
+#include "common/wire/convert.h"
 
 namespace nodemesh::aggregator {
 namespace {
@@ -14,10 +15,7 @@ std::string PodName(const v1::Identity& identity) {
   return identity.namespace_() + "/" + identity.pod();
 }
 
-Workload WorkloadOf(const v1::Identity& identity) {
-  return Workload{identity.namespace_(), identity.pod(), identity.owner_kind(),
-                  identity.owner_name()};
-}
+using wire::WorkloadOf;
 
 std::string NodeList(const std::set<std::string>& nodes) {
   std::string list;

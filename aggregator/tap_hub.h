@@ -35,7 +35,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "aggregator/cluster.h"
-#include "aggregator/resource.h"
+#include "common/resource/resource.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 
 namespace nodemesh::aggregator {

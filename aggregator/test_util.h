@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/metrics/histogram.h"
+#include "common/metrics/histogram.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 
 namespace nodemesh::aggregator::testing {

@@ -35,7 +35,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "agent/metrics/histogram.h"
+#include "common/metrics/histogram.h"
 #include "llhttp.h"
 
 namespace {

@@ -13,11 +13,11 @@
 #include <string>
 #include <vector>
 
-#include "agent/metrics/classification.h"
-#include "agent/metrics/histogram.h"
-#include "agent/metrics/identity.h"
+#include "agent/metrics/identity_table.h"
 #include "agent/metrics/route.h"
 #include "agent/metrics/shard.h"
+#include "common/metrics/classification.h"
+#include "common/metrics/histogram.h"
 
 namespace nodemesh::metrics {
 namespace {

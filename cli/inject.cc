@@ -13,36 +13,19 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "agent/format.h"
-#include "agent/inventory.h"
+#include "common/base/format.h"
+#include "common/base/unique_fd.h"
+#include "common/inventory/inventory.h"
 
 namespace nodemesh::cli {
 namespace {
 
 using Json = nlohmann::ordered_json;
 
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    std::swap(fd_, other.fd_);
-    return *this;
-  }
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-
- private:
-  int fd_;
-};
-
 struct InventoryFile {
   std::string path;
   std::string text;
-  agent::Inventory inventory;
+  Inventory inventory;
   Json document;  // the same file, for editing with every field kept in place
   bool changed = false;
 };
@@ -54,8 +37,8 @@ std::string Directory(const std::string& path) {
 
 // Two meshctl runs editing one inventory would lose one's change: each holds a lock on the
 // directory (which, unlike the file, survives the rename) from reading to replacing.
-absl::StatusOr<Fd> LockDirectory(const std::string& directory, const std::string& inventory) {
-  Fd fd(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+absl::StatusOr<UniqueFd> LockDirectory(const std::string& directory, const std::string& inventory) {
+  UniqueFd fd(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd.valid() || ::flock(fd.get(), LOCK_EX) != 0) {
     return absl::FailedPreconditionError(
         fmt::format("cannot read the inventory {} (its directory: {}): pass --inventory PATH or "
@@ -67,7 +50,7 @@ absl::StatusOr<Fd> LockDirectory(const std::string& directory, const std::string
 
 absl::StatusOr<InventoryFile> ReadInventory(const std::string& path) {
   InventoryFile file{path, "", {}, {}, false};
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) {
     return absl::NotFoundError(fmt::format(
         "cannot read the inventory {} ({}): pass --inventory PATH or set NODEMESH_INVENTORY", path,
@@ -84,7 +67,7 @@ absl::StatusOr<InventoryFile> ReadInventory(const std::string& path) {
     if (n == 0) break;
     file.text.append(buffer, static_cast<size_t>(n));
   }
-  absl::StatusOr<agent::Inventory> inventory = agent::ParseInventory(file.text);
+  absl::StatusOr<Inventory> inventory = ParseInventory(file.text);
   if (!inventory.ok()) {
     return absl::InvalidArgumentError(fmt::format("inventory {} is invalid ({}): fix it first",
                                                   path, inventory.status().message()));
@@ -94,16 +77,17 @@ absl::StatusOr<InventoryFile> ReadInventory(const std::string& path) {
   return file;
 }
 
-bool Matches(const agent::PodInfo& pod, const ResourceRef& ref, std::string_view namespace_name) {
+bool Matches(const PodInfo& pod, const ResourceRef& ref, std::string_view namespace_name) {
   if (ref.type == ResourceType::kNamespace) {
     return pod.namespace_name == (ref.name.empty() ? namespace_name : ref.name);
   }
   if (pod.namespace_name != namespace_name) return false;
   if (ref.type == ResourceType::kPod) return ref.name.empty() || pod.name == ref.name;
-  return pod.owner_kind == OwnerKind(ref.type) && (ref.name.empty() || pod.owner_name == ref.name);
+  return pod.owner_kind == OwnerKindOf(ref.type) &&
+         (ref.name.empty() || pod.owner_name == ref.name);
 }
 
-std::string WorkloadOf(const agent::PodInfo& pod) {
+std::string WorkloadOf(const PodInfo& pod) {
   v1::Identity identity;
   identity.set_pod(pod.name);
   identity.set_owner_kind(pod.owner_kind);
@@ -119,7 +103,7 @@ absl::Status NoMatch(const std::vector<InventoryFile>& files, const ResourceRef&
   const std::string_view wanted_namespace =
       ref.type == ResourceType::kNamespace && !ref.name.empty() ? ref.name : namespace_name;
   for (const InventoryFile& file : files) {
-    for (const agent::PodInfo& pod : file.inventory.pods) {
+    for (const PodInfo& pod : file.inventory.pods) {
       namespaces.insert(pod.namespace_name);
       if (pod.namespace_name == wanted_namespace) workloads.insert(WorkloadOf(pod));
     }
@@ -169,7 +153,7 @@ absl::Status ReplaceAtomically(const std::string& path, const std::string& text)
   const std::filesystem::path target(path);
   std::string temporary =
       fmt::format("{}/.{}.meshctl-XXXXXX", Directory(path), target.filename().string());
-  Fd fd(::mkostemp(temporary.data(), O_CLOEXEC));
+  UniqueFd fd(::mkostemp(temporary.data(), O_CLOEXEC));
   if (!fd.valid()) return failed("create a temporary file next to");
   const auto discard = [&](std::string_view what) {
     const absl::Status status = failed(what);
@@ -187,7 +171,7 @@ absl::Status ReplaceAtomically(const std::string& path, const std::string& text)
   [[maybe_unused]] const int owner_kept = ::fchown(fd.get(), original.st_uid, original.st_gid);
   if (::fsync(fd.get()) != 0) return discard("flush");
   if (::rename(temporary.c_str(), path.c_str()) != 0) return discard("replace");
-  Fd directory(::open(Directory(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd directory(::open(Directory(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (directory.valid()) ::fsync(directory.get());
   return absl::OkStatus();
 }
@@ -229,9 +213,9 @@ absl::StatusOr<std::vector<MeshChange>> SetMeshed(const std::vector<std::string>
     std::filesystem::path canonical = std::filesystem::weakly_canonical(Directory(path), error);
     directories.emplace(error ? Directory(path) : canonical.string(), path);
   }
-  std::vector<Fd> locks;
+  std::vector<UniqueFd> locks;
   for (const auto& [directory, inventory] : directories) {
-    absl::StatusOr<Fd> lock = LockDirectory(directory, inventory);
+    absl::StatusOr<UniqueFd> lock = LockDirectory(directory, inventory);
     if (!lock.ok()) return lock.status();
     locks.push_back(*std::move(lock));
   }
@@ -246,7 +230,7 @@ absl::StatusOr<std::vector<MeshChange>> SetMeshed(const std::vector<std::string>
   std::map<std::string, bool> changed_by_pod;
   for (InventoryFile& file : files) {
     for (size_t i = 0; i < file.inventory.pods.size(); ++i) {
-      const agent::PodInfo& pod = file.inventory.pods[i];
+      const PodInfo& pod = file.inventory.pods[i];
       if (!Matches(pod, ref, namespace_name)) continue;
       bool& changed = changed_by_pod[pod.key()];
       if (pod.meshed == meshed) continue;

@@ -11,8 +11,9 @@
 #include <mutex>
 #include <sstream>
 
-#include "agent/format.h"
-#include "agent/local_inventory.h"
+#include "common/base/format.h"
+#include "common/inventory/inventory.h"
+#include "test/lib/files.h"
 
 namespace nodemesh::cli {
 namespace {
@@ -67,41 +68,17 @@ constexpr std::string_view kIndented = R"({
     ]
 })";
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "meshctl-test-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  std::string Write(const std::string& name, std::string_view text) const {
-    const std::string file = (path_ / name).string();
-    std::ofstream(file, std::ios::binary) << text;
-    return file;
-  }
-  std::vector<std::string> Entries() const {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(path_)) {
-      names.push_back(entry.path().filename().string());
-    }
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-  const fs::path& path() const { return path_; }
+using testing::ReadFile;
+using testing::TempDir;
 
- private:
-  fs::path path_;
-};
-
-std::string Read(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+// The names in `directory`, sorted.
+std::vector<std::string> Entries(const std::string& directory) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(directory)) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 ino_t Inode(const std::string& path) {
@@ -137,12 +114,12 @@ TEST_CASE("inject flips only `meshed` of the workload's pods, atomically", "[inj
   // A pod without the field gets it, last, as the agent's writers would add it.
   expected = ReplaceAfter(expected, R"("name":"web-2")", R"("node":"node-2"})",
                           R"("node":"node-2","meshed":true})");
-  CHECK(Read(path) == expected);
+  CHECK(ReadFile(path) == expected);
   CHECK(Inode(path) != before);  // replaced by a rename, not rewritten in place
   struct stat info;
   REQUIRE(::stat(path.c_str(), &info) == 0);
   CHECK((info.st_mode & 07777) == 0640);
-  CHECK(dir.Entries() == std::vector<std::string>{"inventory.json"});  // no temporary left
+  CHECK(Entries(dir.path()) == std::vector<std::string>{"inventory.json"});  // no temporary left
 
   SECTION("again: no change, and the file is left alone") {
     const ino_t replaced = Inode(path);
@@ -151,7 +128,7 @@ TEST_CASE("inject flips only `meshed` of the workload's pods, atomically", "[inj
     CHECK(RenderMeshChanges(*again, true) ==
           "pod emojivoto/web-1 already meshed (no change)\n"
           "pod emojivoto/web-2 already meshed (no change)\n");
-    CHECK(Read(path) == expected);
+    CHECK(ReadFile(path) == expected);
     CHECK(Inode(path) == replaced);
   }
 
@@ -162,8 +139,9 @@ TEST_CASE("inject flips only `meshed` of the workload's pods, atomically", "[inj
           "pod emojivoto/web-1 unmeshed\n"
           "pod emojivoto/web-2 unmeshed\n");
     // web-1 as it was; web-2 keeps the field, now false.
-    CHECK(Read(path) == ReplaceAfter(std::string(kCompact), R"("name":"web-2")",
-                                     R"("node":"node-2"})", R"("node":"node-2","meshed":false})"));
+    CHECK(ReadFile(path) == ReplaceAfter(std::string(kCompact), R"("name":"web-2")",
+                                         R"("node":"node-2"})",
+                                         R"("node":"node-2","meshed":false})"));
   }
 }
 
@@ -173,8 +151,8 @@ TEST_CASE("an indented inventory keeps its layout, key order and unknown fields"
   const auto changes = SetMeshed({path}, {ResourceType::kPod, "voting-1"}, "emojivoto", true);
   REQUIRE(changes.ok());
   CHECK(RenderMeshChanges(*changes, true) == "pod emojivoto/voting-1 meshed\n");
-  CHECK(Read(path) == ReplaceAfter(std::string(kIndented), R"("name": "voting-1")",
-                                   R"("meshed": false)", R"("meshed": true)"));
+  CHECK(ReadFile(path) == ReplaceAfter(std::string(kIndented), R"("name": "voting-1")",
+                                       R"("meshed": false)", R"("meshed": true)"));
 }
 
 TEST_CASE("inject by statefulset, pod and namespace", "[inject]") {
@@ -195,9 +173,9 @@ TEST_CASE("inject by statefulset, pod and namespace", "[inject]") {
                                         {"emojivoto/voting-1", true},
                                         {"emojivoto/web-1", false},
                                         {"emojivoto/web-2", false}});
-  const auto parsed = agent::ParseInventory(Read(path));
+  const auto parsed = ParseInventory(ReadFile(path));
   REQUIRE(parsed.ok());
-  for (const agent::PodInfo& info : parsed->pods) {
+  for (const PodInfo& info : parsed->pods) {
     CHECK(info.meshed == (info.key() == "default/debug"));
   }
 }
@@ -212,8 +190,8 @@ TEST_CASE("every node's inventory that lists the pod is edited; one line per pod
   CHECK(RenderMeshChanges(*changes, false) == "pod emojivoto/voting-1 unmeshed\n");
   const std::string expected = ReplaceAfter(std::string(kCompact), R"("name":"voting-1")",
                                             R"("meshed":true)", R"("meshed":false)");
-  CHECK(Read(node1) == expected);
-  CHECK(Read(node2) == expected);
+  CHECK(ReadFile(node1) == expected);
+  CHECK(ReadFile(node2) == expected);
 }
 
 TEST_CASE("a resource with no pod is named, with the workloads there", "[inject]") {
@@ -231,12 +209,12 @@ TEST_CASE("a resource with no pod is named, with the workloads there", "[inject]
   CHECK(Message(no_namespace.status()) ==
         fmt::format("namespace emoji has no pods in {}: use -n with one of default, emojivoto",
                     path));
-  CHECK(Read(path) == kCompact);
+  CHECK(ReadFile(path) == kCompact);
 }
 
 TEST_CASE("unreadable and invalid inventories are reported, nothing is written", "[inject]") {
   TempDir dir;
-  const std::string missing = (dir.path() / "absent.json").string();
+  const std::string missing = dir.path() + "/absent.json";
   const auto absent = SetMeshed({missing}, {ResourceType::kDeployment, "web"}, "emojivoto", true);
   REQUIRE_FALSE(absent.ok());
   CHECK(Message(absent.status()) ==
@@ -244,7 +222,7 @@ TEST_CASE("unreadable and invalid inventories are reported, nothing is written",
                     "PATH or set NODEMESH_INVENTORY",
                     missing));
 
-  const std::string nowhere = (dir.path() / "absent" / "inventory.json").string();
+  const std::string nowhere = dir.path() + "/absent/inventory.json";
   const auto no_directory =
       SetMeshed({nowhere}, {ResourceType::kDeployment, "web"}, "emojivoto", true);
   REQUIRE_FALSE(no_directory.ok());
@@ -260,7 +238,7 @@ TEST_CASE("unreadable and invalid inventories are reported, nothing is written",
   REQUIRE_FALSE(invalid.ok());
   CHECK(Message(invalid.status()) ==
         fmt::format("inventory {} is invalid (pods[0]: \"name\" is missing): fix it first", bad));
-  CHECK(Read(good) == kCompact);
+  CHECK(ReadFile(good) == kCompact);
 }
 
 TEST_CASE("inventory paths: flags, else the environment's list, else the default", "[inject]") {
@@ -270,32 +248,6 @@ TEST_CASE("inventory paths: flags, else the environment's list, else the default
   CHECK(InventoryPaths({}, std::nullopt) ==
         std::vector<std::string>{"/run/nodemesh/inventory.json"});
   CHECK(InventoryPaths({}, "") == std::vector<std::string>{"/run/nodemesh/inventory.json"});
-}
-
-TEST_CASE("the agent's inventory watcher sees the change", "[inject]") {
-  TempDir dir;
-  const std::string path = dir.Write("inventory.json", kCompact);
-  std::mutex mutex;
-  std::condition_variable changed;
-  std::vector<agent::Inventory> versions;
-  agent::LocalInventory watcher(path);
-  REQUIRE(watcher
-              .Start([&](const agent::Inventory& inventory) {
-                std::lock_guard lock(mutex);
-                versions.push_back(inventory);
-                changed.notify_all();
-              })
-              .ok());
-  REQUIRE(SetMeshed({path}, {ResourceType::kDeployment, "web"}, "emojivoto", true).ok());
-  std::unique_lock lock(mutex);
-  REQUIRE(changed.wait_for(lock, std::chrono::seconds(5), [&] { return versions.size() >= 2; }));
-  const agent::Inventory& latest = versions.back();
-  for (const agent::PodInfo& pod : latest.pods) {
-    INFO(pod.key());
-    CHECK(pod.meshed == (pod.owner_name == "web" || pod.owner_name == "voting"));
-  }
-  lock.unlock();
-  watcher.Stop();
 }
 
 }  // namespace

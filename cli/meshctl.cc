@@ -4,8 +4,8 @@
 
 #include <cctype>
 
-#include "agent/format.h"
 #include "cli/commands/command.h"
+#include "common/base/format.h"
 
 namespace nodemesh::cli {
 

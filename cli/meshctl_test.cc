@@ -23,6 +23,7 @@
 #include "cli/client.h"
 #include "cli/golden.h"
 #include "cli/views.h"
+#include "common/base/version.h"
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 
 namespace nodemesh::cli {
@@ -675,7 +676,7 @@ TEST_CASE("inject and uninject through the command line", "[meshctl][inject]") {
 TEST_CASE("version", "[meshctl]") {
   const Result result = Run({"version"});
   CHECK(result.code == 0);
-  CHECK(result.out == fmt::format("meshctl version {}\n", NODEMESH_VERSION));
+  CHECK(result.out == fmt::format("meshctl version {}\n", kVersion));
 }
 
 }  // namespace

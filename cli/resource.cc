@@ -39,19 +39,13 @@ std::string Lowercase(std::string_view text) {
 
 absl::Status UnknownType(std::string_view text) {
   return absl::InvalidArgumentError(
-      fmt::format("unknown resource type '{}': use {}", text, aggregator::ResourceTypesHelp()));
+      fmt::format("unknown resource type '{}': use {}", text, ResourceTypesHelp()));
 }
 
 }  // namespace
 
-std::optional<ResourceType> ParseResourceType(std::string_view text) {
-  return aggregator::ParseResourceType(text);
-}
-
-std::string_view ApiName(ResourceType type) { return aggregator::ResourceTypeName(type); }
 std::string_view ShortName(ResourceType type) { return LabelOf(type).label; }
 std::string_view PluralName(ResourceType type) { return LabelOf(type).plural; }
-std::string_view OwnerKind(ResourceType type) { return aggregator::OwnerKindOf(type); }
 
 std::string Label(const ResourceRef& ref) {
   if (ref.name.empty()) return std::string(ShortName(ref.type));
@@ -103,7 +97,7 @@ absl::StatusOr<ResourceRef> ParseResourceWords(const std::vector<std::string>& w
 
 v1::Resource ToApiResource(const ResourceRef& ref, std::string_view namespace_name) {
   v1::Resource resource;
-  resource.set_type(std::string(ApiName(ref.type)));
+  resource.set_type(std::string(ResourceTypeName(ref.type)));
   resource.set_name(ref.name);
   resource.set_namespace_(ref.type == ResourceType::kNamespace ? ref.name
                                                                : std::string(namespace_name));
@@ -120,14 +114,13 @@ std::string ResourceLabel(const v1::Resource& resource) {
 }
 
 bool IsExternal(const v1::Identity& identity) {
-  return aggregator::IsExternal(
-      {identity.namespace_(), identity.pod(), identity.owner_kind(), identity.owner_name()});
+  return nodemesh::IsExternal(wire::WorkloadOf(identity));
 }
 
 std::string WorkloadLabel(const v1::Identity& identity) {
   if (IsExternal(identity)) return "";
   for (const TypeLabel& label : kLabels) {
-    if (!OwnerKind(label.type).empty() && identity.owner_kind() == OwnerKind(label.type)) {
+    if (!OwnerKindOf(label.type).empty() && identity.owner_kind() == OwnerKindOf(label.type)) {
       return fmt::format("{}/{}", label.label, identity.owner_name());
     }
   }

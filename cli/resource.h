@@ -9,25 +9,19 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "aggregator/resource.h"
+#include "common/resource/resource.h"
+#include "common/wire/convert.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 
 namespace nodemesh::cli {
 
-// The types and the spellings accepted for them are the aggregator's, so that meshctl
-// and the API agree on every alias.
-using aggregator::ResourceType;
+// The types and the spellings accepted for them (ParseResourceType, ResourceTypeName,
+// OwnerKindOf) are common/resource's, so that meshctl and the API agree on every alias.
 
-// Accepts the singular, plural and short forms ("deployment", "deployments", "deploy").
-std::optional<ResourceType> ParseResourceType(std::string_view text);
-// The name in the API: "pod", "deployment", "statefulset", "daemonset", "namespace".
-std::string_view ApiName(ResourceType type);
 // The short form used in output: "pod", "deploy", "sts", "ds", "ns".
 std::string_view ShortName(ResourceType type);
 // "pods", "deployments", ...
 std::string_view PluralName(ResourceType type);
-// The owner kind of pods of this workload type ("Deployment"); empty for pod and namespace.
-std::string_view OwnerKind(ResourceType type);
 
 // A type and, optionally, one name of it. No name: every resource of the type.
 struct ResourceRef {
@@ -54,11 +48,8 @@ v1::Resource ToApiResource(const ResourceRef& ref, std::string_view namespace_na
 std::string ResourceLabel(const v1::Resource& resource);
 // "deploy/web" for the workload that owns a pod; empty for an address outside the inventory.
 std::string WorkloadLabel(const v1::Identity& identity);
-// A peer outside the inventory (aggregator::IsExternal of the identity).
+// A peer outside the inventory.
 bool IsExternal(const v1::Identity& identity);
-
-inline constexpr int64_t kMinWindowSeconds = 10;
-inline constexpr int64_t kMaxWindowSeconds = 3600;
 
 // "10s", "90s", "1m30s", "5m", "1h": seconds from 10 s to 1 h.
 absl::StatusOr<int64_t> ParseWindow(std::string_view text);

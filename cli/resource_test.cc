@@ -2,7 +2,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "agent/format.h"
+#include "common/base/format.h"
 
 namespace nodemesh::cli {
 namespace {

@@ -9,10 +9,10 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/node_hash_map.h"
-#include "agent/metrics/histogram.h"
-#include "agent/metrics/identity.h"
+#include "agent/metrics/identity_table.h"
 #include "agent/metrics/route.h"
-#include "agent/metrics/sample.h"
+#include "common/metrics/histogram.h"
+#include "common/metrics/sample.h"
 
 namespace nodemesh::metrics {
 

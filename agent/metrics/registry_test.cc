@@ -2,8 +2,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "agent/metrics/classification.h"
 #include "agent/metrics/shard.h"
+#include "common/metrics/classification.h"
 
 namespace nodemesh::metrics {
 namespace {
@@ -26,15 +26,16 @@ struct Fixture {
   IdentityTable identities;
   RouteTable routes{100};
   Registry registry{identities, routes};
-  IdentityTable::Id web = identities.Intern({"emojivoto", "web-1", "Deployment", "web", "web", "n1"});
+  IdentityTable::Id web =
+      identities.Intern({"emojivoto", "web-1", "Deployment", "web", "web", "n1"});
   IdentityTable::Id voting =
       identities.Intern({"emojivoto", "voting-1", "Deployment", "voting", "voting", "n1"});
 };
 
 TEST_CASE("registry: shard deltas become cumulative Prometheus series") {
   Fixture f;
-  const RouteTable::Id vote = f.routes.Intern("emojivoto/Deployment/voting",
-                                              "/emojivoto.v1.VotingService/VoteDoughnut");
+  const RouteTable::Id vote =
+      f.routes.Intern("emojivoto/Deployment/voting", "/emojivoto.v1.VotingService/VoteDoughnut");
   const TrafficKey traffic{f.web, f.voting, Direction::kOutbound};
   Shard shard;
   TcpSeries* tcp = shard.OpenConnection(traffic);
@@ -62,13 +63,13 @@ TEST_CASE("registry: shard deltas become cumulative Prometheus series") {
       "dst_owner_name=\"voting\",dst_service_account=\"voting\"";
   const std::string route = "route=\"/emojivoto.v1.VotingService/VoteDoughnut\"";
   CHECK_THAT(text, Catch::Contains("request_total{" + labels + "," + route + "} 4\n"));
-  const std::string response = labels + "," + route +
-                               ",status_code=\"200\",grpc_status=\"2\",classification=\"failure\"";
+  const std::string response =
+      labels + "," + route + ",status_code=\"200\",grpc_status=\"2\",classification=\"failure\"";
   CHECK_THAT(text, Catch::Contains("response_total{" + response + "} 4\n"));
-  CHECK_THAT(text, Catch::Contains("response_latency_seconds_bucket{" + response +
-                                   ",le=\"0.002\"} 3\n"));
-  CHECK_THAT(text, Catch::Contains("response_latency_seconds_bucket{" + response +
-                                   ",le=\"+Inf\"} 4\n"));
+  CHECK_THAT(text,
+             Catch::Contains("response_latency_seconds_bucket{" + response + ",le=\"0.002\"} 3\n"));
+  CHECK_THAT(text,
+             Catch::Contains("response_latency_seconds_bucket{" + response + ",le=\"+Inf\"} 4\n"));
   CHECK_THAT(text, Catch::Contains("response_latency_seconds_count{" + response + "} 4\n"));
   CHECK_THAT(text, Catch::Contains("response_first_byte_seconds_count{" + response + "} 3\n"));
   CHECK_THAT(text, Catch::Contains("tcp_open_total{" + labels + "} 1\n"));
@@ -84,8 +85,8 @@ TEST_CASE("registry: shard deltas become cumulative Prometheus series") {
   f.registry.Add(third);
   const std::string after = f.registry.PrometheusText();
   CHECK_THAT(after, Catch::Contains("tcp_open_connections{" + labels + "} 0\n"));
-  CHECK_THAT(after, Catch::Contains("tcp_close_total{" + labels +
-                                    ",classification=\"failure\"} 1\n"));
+  CHECK_THAT(after,
+             Catch::Contains("tcp_close_total{" + labels + ",classification=\"failure\"} 1\n"));
   CHECK_THAT(after, Catch::Contains("request_total{" + labels + "," + route + "} 4\n"));
 }
 

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "agent/metrics/identity.h"
+#include "agent/metrics/identity_table.h"
 #include "parsers/parser.h"
 
 namespace nodemesh::metrics {

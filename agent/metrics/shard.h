@@ -5,8 +5,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/node_hash_map.h"
-#include "agent/metrics/histogram.h"
-#include "agent/metrics/sample.h"
+#include "common/metrics/histogram.h"
+#include "common/metrics/sample.h"
 
 namespace nodemesh::metrics {
 

@@ -10,8 +10,8 @@
 #include <new>
 
 #include "absl/container/flat_hash_map.h"
-#include "agent/metrics/classification.h"
 #include "agent/metrics/route.h"
+#include "common/metrics/classification.h"
 #include "parsers/http1/parser.h"
 
 // The sanitizer runtime brings its own allocation functions, which these cannot

@@ -3,6 +3,7 @@
 
 #include "cli/commands/command.h"
 #include "cli/views.h"
+#include "common/base/version.h"
 
 namespace nodemesh::cli {
 namespace {
@@ -34,7 +35,7 @@ void AddVersionCommand(CLI::App& app, Invocation& invocation) {
   CLI::App* command = app.add_subcommand("version", "Print meshctl's version");
   command->callback([&invocation] {
     invocation.run = [&invocation] {
-      invocation.context.out << fmt::format("meshctl version {}\n", NODEMESH_VERSION);
+      invocation.context.out << fmt::format("meshctl version {}\n", kVersion);
       return 0;
     };
   });

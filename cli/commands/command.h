@@ -8,10 +8,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "agent/format.h"
 #include "cli/client.h"
 #include "cli/meshctl.h"
 #include "cli/resource.h"
+#include "common/base/format.h"
 
 namespace nodemesh::cli {
 

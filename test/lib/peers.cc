@@ -15,19 +15,6 @@ std::string SourcePath(const std::string& relative) {
   return std::string(NODEMESH_SOURCE_DIR) + "/" + relative;
 }
 
-TempDir::TempDir() {
-  std::string pattern = (std::filesystem::temp_directory_path() / "nodemesh-test-XXXXXX").string();
-  if (::mkdtemp(pattern.data()) == nullptr) {
-    throw std::runtime_error(fmt::format("mkdtemp {}: {}", pattern, std::strerror(errno)));
-  }
-  path_ = pattern;
-}
-
-TempDir::~TempDir() {
-  std::error_code ignored;
-  std::filesystem::remove_all(path_, ignored);
-}
-
 std::string Target(const Pod& pod, uint16_t port) { return fmt::format("{}:{}", pod.ip, port); }
 
 Process StartEchoServer(const Pod& pod, uint16_t port, const std::string& address) {

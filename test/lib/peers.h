@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "test/lib/files.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
 
@@ -18,19 +19,6 @@ inline constexpr const char* kPython = "/usr/bin/python3";
 
 // Absolute path of a file in the source tree, e.g. SourcePath("test/lib/tcp_peer.py").
 std::string SourcePath(const std::string& relative);
-
-// A temporary directory, removed with everything in it when the object goes.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // "ip:port".
 std::string Target(const Pod& pod, uint16_t port);

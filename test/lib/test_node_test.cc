@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 
+#include "test/lib/files.h"
 #include "test/lib/tier.h"
 
 namespace nodemesh::testing {
@@ -48,23 +49,6 @@ std::string Run(std::vector<std::string> argv) {
   REQUIRE(result.exit_code == 0);
   return result.output;
 }
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "nodemesh-test-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // Two simulated nodes on one pod network, two pods each, as in the emojivoto demo.
 struct Cluster {

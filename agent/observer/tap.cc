@@ -1,0 +1,99 @@
+#include "agent/observer/tap.h"
+
+#include <algorithm>
+
+namespace nodemesh::agent {
+namespace {
+
+bool Listed(const std::vector<std::string>& pods, const metrics::Identity& identity) {
+  if (pods.empty()) return true;
+  if (identity.pod.empty()) return false;  // external peers are never a named pod
+  const std::string key = identity.namespace_name + "/" + identity.pod;
+  return std::find(pods.begin(), pods.end(), key) != pods.end();
+}
+
+}  // namespace
+
+TapFilter TapFilter::FromProto(const v1::TapSubscription& subscription) {
+  TapFilter filter;
+  filter.id = subscription.id();
+  const v1::TapMatch& match = subscription.match();
+  filter.sources.assign(match.source_pods().begin(), match.source_pods().end());
+  filter.destinations.assign(match.destination_pods().begin(), match.destination_pods().end());
+  filter.method = match.method();
+  filter.path_prefix = match.path_prefix();
+  filter.authority = match.authority();
+  filter.scheme = match.scheme();
+  filter.max_rps = subscription.max_rps();
+  return filter;
+}
+
+bool TapFilter::Matches(const metrics::Identity& source, const metrics::Identity& destination,
+                        const parsers::RequestStart& request) const {
+  return Listed(sources, source) && Listed(destinations, destination) &&
+         (method.empty() || method == request.method) &&
+         (path_prefix.empty() || request.path.starts_with(path_prefix)) &&
+         (authority.empty() || authority == request.authority) &&
+         (scheme.empty() || scheme == request.scheme);
+}
+
+void TapSubscriptions::Add(TapFilter filter) {
+  std::lock_guard lock(mutex_);
+  List list = *Current();
+  std::erase_if(list, [&](const TapFilter& f) { return f.id == filter.id; });
+  list.push_back(std::move(filter));
+  Publish(std::move(list));
+}
+
+void TapSubscriptions::Remove(uint64_t id) {
+  std::lock_guard lock(mutex_);
+  List list = *Current();
+  std::erase_if(list, [&](const TapFilter& f) { return f.id == id; });
+  Publish(std::move(list));
+}
+
+void TapSubscriptions::Clear() {
+  std::lock_guard lock(mutex_);
+  Publish({});
+}
+
+void TapSubscriptions::Publish(List list) {
+  const bool any = !list.empty();
+  list_.store(std::make_shared<const List>(std::move(list)), std::memory_order_release);
+  active_.store(any, std::memory_order_relaxed);
+}
+
+void TapOutbox::Push(v1::TapEvent event) {
+  std::lock_guard lock(mutex_);
+  if (events_.size() >= capacity_) {
+    ++dropped_;
+    return;
+  }
+  events_.push_back(std::move(event));
+}
+
+uint64_t TapOutbox::Drain(std::vector<v1::TapEvent>* out) {
+  std::lock_guard lock(mutex_);
+  for (v1::TapEvent& event : events_) out->push_back(std::move(event));
+  events_.clear();
+  return std::exchange(dropped_, 0);
+}
+
+bool TapRateLimiter::Allow(uint64_t subscription, double rate, int64_t now_ns) {
+  if (rate <= 0) return true;
+  Bucket& bucket = buckets_[subscription];
+  if (bucket.refilled_ns == 0) bucket.tokens = rate;  // a new subscription starts full
+  const double elapsed_s = double(now_ns - bucket.refilled_ns) / 1e9;
+  bucket.tokens = std::min(rate, bucket.tokens + (bucket.refilled_ns == 0 ? 0 : elapsed_s * rate));
+  bucket.refilled_ns = now_ns;
+  if (bucket.tokens < 1) return false;
+  bucket.tokens -= 1;
+  return true;
+}
+
+bool IsSensitiveHeader(std::string_view name) {
+  return name == "authorization" || name == "proxy-authorization" || name == "cookie" ||
+         name == "set-cookie" || name == "x-api-key" || name == "x-auth-token";
+}
+
+}  // namespace nodemesh::agent

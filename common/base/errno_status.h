@@ -1,0 +1,14 @@
+// A failed system call as an absl::Status.
+#pragma once
+
+#include <string_view>
+
+#include "absl/status/status.h"
+
+namespace nodemesh {
+
+// "what: strerror(error)", with the status code that fits the error (ENOENT: NOT_FOUND,
+// EPERM and EACCES: PERMISSION_DENIED, EINVAL: INVALID_ARGUMENT, else INTERNAL).
+absl::Status ErrnoStatus(std::string_view what, int error);
+
+}  // namespace nodemesh

@@ -1,0 +1,50 @@
+// The pods an agent knows, as any inventory source gives them (the agent's local JSON file,
+// the Kubernetes API), and the local JSON format, which meshctl edits too.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/net/address.h"
+
+namespace nodemesh {
+
+struct PodInfo {
+  std::string namespace_name;
+  std::string name;
+  std::string owner_kind;  // "Deployment", "StatefulSet", "DaemonSet", "Pod", ...
+  std::string owner_name;
+  std::map<std::string, std::string> labels;
+  std::string service_account;
+  std::vector<IpAddress> ips;
+  std::string cgroup;  // path under the cgroup v2 mount
+  std::string netns;   // path of the network namespace, e.g. /var/run/netns/web-1
+  // The node the pod runs on. An agent enrols only its own node's pods (or pods with no
+  // node); the others name the far end of connections.
+  std::string node;
+  bool meshed = false;
+  // Ports captured inbound; when absent, every port the pod listens on.
+  std::optional<std::vector<uint16_t>> inbound_ports;
+
+  std::string key() const { return namespace_name + "/" + name; }
+  bool operator==(const PodInfo&) const = default;
+};
+
+struct Inventory {
+  std::vector<PodInfo> pods;
+};
+
+// Parses the local inventory format:
+//   {"pods":[{"namespace":"emojivoto","name":"web-1","owner":{"kind":"Deployment","name":"web"},
+//     "labels":{"app":"web"},"serviceAccount":"web","ips":["10.77.0.11"],
+//     "cgroup":"/nodemesh/web-1","netns":"/var/run/netns/web-1","meshed":true,
+//     "inboundPorts":[8080],"node":"node-1"}]}
+// Errors name the pod and the field: `pod emojivoto/web-1: "ips"[0]: "10.77.0" is not an IP
+// address`.
+absl::StatusOr<Inventory> ParseInventory(std::string_view json);
+
+}  // namespace nodemesh

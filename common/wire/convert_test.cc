@@ -1,0 +1,62 @@
+// The metric model in wire form: round trips, and a delta's identities and routes sent once.
+#include "common/wire/convert.h"
+
+#include <catch2/catch.hpp>
+#include <string>
+
+#include "common/metrics/histogram.h"
+
+namespace nodemesh::wire {
+namespace {
+
+TEST_CASE("identities and directions survive the wire", "[unit]") {
+  const metrics::Identity web{"emojivoto", "web-1", "Deployment", "web", "web-sa", "node-1"};
+  CHECK(FromProto(ToProto(web)) == web);
+  CHECK(FromProto(ToProto(metrics::ExternalIdentity())) == metrics::ExternalIdentity());
+  CHECK(FromProto(ToProto(metrics::Direction::kOutbound)) == metrics::Direction::kOutbound);
+  CHECK(FromProto(ToProto(metrics::Direction::kInbound)) == metrics::Direction::kInbound);
+  CHECK_FALSE(FromProto(v1::DIRECTION_UNSPECIFIED).has_value());
+}
+
+TEST_CASE("histograms keep their buckets; buckets outside the layout are dropped", "[unit]") {
+  const metrics::SparseHistogram histogram{{{3, 7}, {700, 1}}, 12345};
+  v1::Histogram proto = ToProto(histogram);
+  CHECK(proto.sum_ns() == 12345);
+  CHECK(FromProto(proto) == histogram.buckets);
+  proto.add_buckets(metrics::Histogram::kBuckets);
+  proto.add_counts(9);
+  CHECK(FromProto(proto) == histogram.buckets);
+}
+
+TEST_CASE("a delta names each identity and route once, and series refer to them", "[unit]") {
+  const metrics::Identity names[] = {metrics::ExternalIdentity(),
+                                     {"emojivoto", "web-1", "Deployment", "web", "web", "n1"},
+                                     {"emojivoto", "voting-1", "Deployment", "voting", "v", "n2"}};
+  const std::string routes[] = {"GET /", "/emojivoto.v1.VotingService/VoteDoughnut"};
+  const metrics::TrafficKey web_to_voting{1, 2, metrics::Direction::kOutbound};
+  metrics::Delta delta;
+  delta.requests.push_back({{web_to_voting, 1}, 10});
+  delta.responses.push_back({metrics::ResponseKey{{web_to_voting, 1}, 200, 2, true}, 10, {}, {}});
+  delta.tcp.push_back({web_to_voting, 1, 0, 0, 1, 100, 200, {}});
+  delta.tcp.push_back(
+      {metrics::TrafficKey{0, 1, metrics::Direction::kInbound}, 1, 1, 0, 0, 5, 6, {}});
+
+  const v1::MetricsDelta proto = ToProto(
+      delta, [&](uint32_t id) { return names[id]; }, [&](uint32_t id) { return routes[id]; },
+      1'700'000'000);
+  CHECK(proto.unix_seconds() == 1'700'000'000);
+  REQUIRE(proto.identities_size() == 3);  // web, voting, external: once each
+  REQUIRE(proto.routes_size() == 1);
+  CHECK(proto.routes(0) == routes[1]);
+  const auto identity_at = [&](uint32_t index) { return FromProto(proto.identities(index)); };
+  CHECK(identity_at(proto.requests(0).traffic().source()) == names[1]);
+  CHECK(identity_at(proto.requests(0).traffic().destination()) == names[2]);
+  CHECK(proto.responses(0).grpc_status() == 2);
+  CHECK(proto.responses(0).failure());
+  CHECK(proto.tcp(0).write_bytes() == 200);
+  CHECK(identity_at(proto.tcp(1).traffic().source()) == metrics::ExternalIdentity());
+  CHECK(proto.tcp(1).traffic().direction() == v1::INBOUND);
+}
+
+}  // namespace
+}  // namespace nodemesh::wire
