@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -9,6 +10,8 @@
 namespace nodemesh::parsers {
 
 enum class Protocol : uint8_t { kHttp1, kHttp2, kTls, kOpaque };
+// Arrays indexed by Protocol are sized by this: kOpaque stays the last enumerator.
+inline constexpr size_t kProtocolCount = static_cast<size_t>(Protocol::kOpaque) + 1;
 
 std::string_view ProtocolName(Protocol protocol);
 

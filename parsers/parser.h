@@ -117,6 +117,8 @@ enum class ParseError : uint8_t {
   kUnexpectedResponse,  // a response with no request to pair it with
   kBufferedTooMuch,     // over max_buffered_client_bytes
 };
+// Arrays indexed by ParseError are sized by this: kBufferedTooMuch stays the last enumerator.
+inline constexpr size_t kParseErrorCount = static_cast<size_t>(ParseError::kBufferedTooMuch) + 1;
 
 std::string_view ParseErrorName(ParseError error);
 
@@ -136,7 +138,10 @@ class ConnectionParser {
   virtual std::string_view error_detail() const = 0;
 };
 
-// A parser for a detected protocol; nullptr for TLS and opaque connections.
+// The protocols MakeParser has a parser for.
+inline constexpr Protocol kParsedProtocols[] = {Protocol::kHttp1, Protocol::kHttp2};
+
+// A parser for a detected protocol; nullptr for the others (TLS, opaque).
 std::unique_ptr<ConnectionParser> MakeParser(Protocol protocol, const ParserConfig& config,
                                              EventSink& sink);
 
