@@ -1,12 +1,16 @@
 #!/usr/bin/python3
 """Writes fuzz seeds from the recorded captures (test/fixtures/parsers/*.capture) in the
-input format of test/lib/fuzz_input.h, so the connection-parser fuzz targets start from
+input format of parsers/fuzz_harness.h, so the connection-parser fuzz targets start from
 real conversations:
 
     /usr/bin/python3 parsers/corpus/make_seeds.py
 
 http1-*.capture seeds corpus/http1/; h2-* and grpc-* seed corpus/http2/. Segments are cut
-to 4 KiB records so that seeds stay small enough for the fuzzer to mutate."""
+to 4 KiB records so that seeds stay small enough for the fuzzer to mutate.
+
+The other seeds in corpus/http2/ (continuation, padded, goaway, push, reset, ...) were
+framed once from the conversations that http2/parser_test.cc builds; nothing regenerates
+them, so they stay as committed."""
 import glob
 import os
 import struct

@@ -1,26 +1,33 @@
-// libFuzzer target: one HTTP/1 connection, both directions, from test/lib/fuzz_input.h.
+// libFuzzer target: one HTTP/1 connection, both directions, fed as parsers/fuzz_harness.h
+// describes.
 #include <cstddef>
 #include <cstdint>
 
+#include "parsers/fuzz_harness.h"
 #include "parsers/http1/parser.h"
-#include "test/lib/fuzz_input.h"
 
 namespace {
 
-// Checks the contract that holds for any input: events of a stream come in order, and a
-// stopped parser stays stopped.
-class CheckingSink final : public nodemesh::parsers::EventSink {
+using nodemesh::parsers::ParserConfig;
+using nodemesh::parsers::RequestStart;
+using nodemesh::parsers::ResponseStart;
+using nodemesh::parsers::StreamEnd;
+
+// The contract that holds for any input: requests start with growing ids, and nothing
+// answers or ends a request that has not started.
+class Contract {
  public:
-  void OnRequestStart(const nodemesh::parsers::RequestStart& request) override {
+  void OnRequestStart(const RequestStart& request) {
     if (request.stream_id <= last_started_) __builtin_trap();
     last_started_ = request.stream_id;
   }
-  void OnResponseStart(const nodemesh::parsers::ResponseStart& response) override {
+  void OnResponseStart(const ResponseStart& response) const {
     if (response.stream_id > last_started_) __builtin_trap();
   }
-  void OnStreamEnd(const nodemesh::parsers::StreamEnd& end) override {
+  void OnStreamEnd(const StreamEnd& end) const {
     if (end.stream_id > last_started_) __builtin_trap();
   }
+  void Closed() const {}
 
  private:
   uint32_t last_started_ = 0;
@@ -29,17 +36,19 @@ class CheckingSink final : public nodemesh::parsers::EventSink {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const nodemesh::parsers::ParserConfig config = [] {
-    nodemesh::parsers::ParserConfig c;
-    c.limits.max_header_bytes = 4096;  // small limits reach the limit paths too
-    c.limits.max_pending_requests = 8;
-    c.limits.max_buffered_client_bytes = 1024;
+  static const ParserConfig config = [] {
+    ParserConfig c;
     c.captured_headers = {"content-type", "user-agent", "x-request-id"};
     return c;
   }();
-  CheckingSink sink;
-  nodemesh::parsers::http1::Parser parser(config, sink);
-  nodemesh::testing::FeedFuzzInput(
-      parser, std::string_view(reinterpret_cast<const char*>(data), size));
+  static const ParserConfig small = [] {
+    ParserConfig c = config;
+    c.limits.max_header_bytes = 4096;
+    c.limits.max_pending_requests = 8;
+    c.limits.max_buffered_client_bytes = 1024;
+    return c;
+  }();
+  nodemesh::parsers::fuzz::CheckInput<nodemesh::parsers::http1::Parser, Contract>(
+      nodemesh::parsers::fuzz::DecodeRecords(data, size), config, small);
   return 0;
 }

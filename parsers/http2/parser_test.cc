@@ -3,8 +3,6 @@
 #include <nghttp2/nghttp2.h>
 
 #include <catch2/catch.hpp>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <random>
 #include <utility>
@@ -1017,29 +1015,6 @@ TEST_CASE("http2: any split of the same bytes gives the same events") {
       REQUIRE(split_sink.events == whole_sink.events);
       REQUIRE(split.state() == whole.state());
     }
-  }
-}
-
-// Writes the conversations above as seeds for http2_fuzz, in its record format (see
-// fuzz.cc): `parsers_test "[.seeds]"` refreshes parsers/corpus/http2.
-TEST_CASE("seeds: write the http2 fuzz corpus", "[.seeds]") {
-  const std::filesystem::path dir =
-      std::filesystem::path(NODEMESH_SOURCE_DIR) / "parsers" / "corpus" / "http2";
-  std::filesystem::create_directories(dir);
-  for (const auto& [name, build] : kConversations) {
-    std::string seed;
-    for (const Segment& segment : Segments(build)) {
-      std::string_view bytes = segment.bytes;
-      do {  // records hold at most 64 KiB
-        const std::string_view piece = bytes.substr(0, 0xffff);
-        seed += static_cast<char>(segment.from == Peer::kServer ? 1 : 0);
-        seed += static_cast<char>(piece.size() & 0xff);
-        seed += static_cast<char>(piece.size() >> 8);
-        seed.append(piece);
-        bytes.remove_prefix(piece.size());
-      } while (!bytes.empty());
-    }
-    std::ofstream(dir / name, std::ios::binary) << seed;
   }
 }
 
