@@ -1,5 +1,6 @@
-// Building blocks for the aggregator's tests: pods, and metric deltas as an agent would send
-// them (identity and route tables, series referring to them by index).
+// Building blocks for the aggregator's tests: pods, metric deltas as an agent would send them
+// (identity and route tables, series referring to them by index), the resources requests name,
+// and lookups in the answers. Shared by the query tests and the server's.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +35,41 @@ inline v1::Identity External() {
   identity.set_owner_kind("External");
   identity.set_owner_name("external");
   return identity;
+}
+
+// The emojivoto cast: web and emoji on node-a with an unmeshed vote-bot; voting on node-b.
+struct Cast {
+  v1::Pod web_a = MakePod("emojivoto", "web-a", "Deployment", "web", "node-a", true);
+  v1::Pod web_b = MakePod("emojivoto", "web-b", "Deployment", "web", "node-b", true);
+  v1::Pod emoji = MakePod("emojivoto", "emoji-1", "Deployment", "emoji", "node-a", true);
+  v1::Pod vote_bot = MakePod("emojivoto", "vote-bot-1", "Deployment", "vote-bot", "node-a", false);
+  v1::Pod voting = MakePod("emojivoto", "voting-1", "Deployment", "voting", "node-b", true);
+};
+
+// A resource as a client's request names it; in the cast's namespace unless told otherwise.
+inline v1::Resource Resource(const std::string& type, const std::string& name,
+                             const std::string& namespace_name = "emojivoto") {
+  v1::Resource resource;
+  resource.set_type(type);
+  resource.set_namespace_(namespace_name);
+  resource.set_name(name);
+  return resource;
+}
+
+// nullptr when the answer has no such row or edge.
+inline const v1::StatRow* FindRow(const v1::StatSummaryResponse& response,
+                                  const std::string& name) {
+  for (const v1::StatRow& row : response.rows()) {
+    if (row.resource().name() == name) return &row;
+  }
+  return nullptr;
+}
+inline const v1::Edge* FindEdge(const v1::EdgesResponse& response, const std::string& source,
+                                const std::string& destination) {
+  for (const v1::Edge& edge : response.edges()) {
+    if (edge.source().name() == source && edge.destination().name() == destination) return &edge;
+  }
+  return nullptr;
 }
 
 class DeltaBuilder {

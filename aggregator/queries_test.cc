@@ -1,0 +1,766 @@
+// The answers of stat, edges, routes and ListPods, computed from a store filled by hand and a
+// list of pods, as the server would hand them over: no server, no channel, no clock but `now`.
+#include "aggregator/queries.h"
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "aggregator/test_util.h"
+#include "common/metrics/histogram.h"
+
+namespace nodemesh::aggregator {
+namespace {
+
+using testing::Cast;
+using testing::DeltaBuilder;
+using testing::External;
+using testing::FindEdge;
+using testing::FindRow;
+using testing::MakePod;
+using testing::Resource;
+
+constexpr int64_t kNow = 1'700'000'000;
+
+v1::StatSummaryRequest StatRequest(const v1::Resource& selector, int64_t window_seconds = 10) {
+  v1::StatSummaryRequest request;
+  *request.mutable_selector() = selector;
+  request.set_window_seconds(window_seconds);
+  return request;
+}
+v1::EdgesRequest EdgesRequestFor(const v1::Resource& selector, int64_t window_seconds = 10) {
+  v1::EdgesRequest request;
+  *request.mutable_selector() = selector;
+  request.set_window_seconds(window_seconds);
+  return request;
+}
+v1::TopRoutesRequest RoutesRequest(const v1::Resource& selector, int64_t window_seconds = 10) {
+  v1::TopRoutesRequest request;
+  *request.mutable_selector() = selector;
+  request.set_window_seconds(window_seconds);
+  return request;
+}
+
+// What the server hands a query, filled by hand: the store (deltas added as of `now`), the
+// cluster's pods with their reporting nodes, and the stale nodes.
+struct Fixture {
+  void Add(const v1::MetricsDelta& delta) {
+    const absl::Status status = store.Add(delta, now);
+    INFO(status.ToString());
+    REQUIRE(status.ok());
+  }
+  void AddPods(const std::string& node, const std::vector<v1::Pod>& node_pods) {
+    for (const v1::Pod& pod : node_pods) pods.push_back(PodEntry{pod, node});
+  }
+  QueryContext Context() const { return QueryContext{store, stale_nodes, now}; }
+
+  v1::StatSummaryResponse Stat(const v1::StatSummaryRequest& request) const {
+    absl::StatusOr<v1::StatSummaryResponse> response = StatSummary(Context(), pods, request);
+    INFO(response.status().ToString());
+    REQUIRE(response.ok());
+    return *std::move(response);
+  }
+  v1::StatSummaryResponse Stat(const v1::Resource& selector, int64_t window_seconds = 10) const {
+    return Stat(StatRequest(selector, window_seconds));
+  }
+  v1::EdgesResponse EdgesOf(const v1::Resource& selector, int64_t window_seconds = 10) const {
+    absl::StatusOr<v1::EdgesResponse> response =
+        Edges(Context(), EdgesRequestFor(selector, window_seconds));
+    INFO(response.status().ToString());
+    REQUIRE(response.ok());
+    return *std::move(response);
+  }
+  v1::TopRoutesResponse Routes(const v1::TopRoutesRequest& request) const {
+    absl::StatusOr<v1::TopRoutesResponse> response = TopRoutes(Context(), request);
+    INFO(response.status().ToString());
+    REQUIRE(response.ok());
+    return *std::move(response);
+  }
+
+  Cast cast;
+  Store store;
+  std::vector<PodEntry> pods;
+  std::vector<v1::NodeStatus> stale_nodes;
+  int64_t now = kNow;
+};
+
+// The row or edge, failing the test when the answer has none.
+const v1::StatRow& Row(const v1::StatSummaryResponse& response, const std::string& name) {
+  const v1::StatRow* row = FindRow(response, name);
+  INFO("no row " << name);
+  REQUIRE(row != nullptr);
+  return *row;
+}
+const v1::Edge& EdgeOf(const v1::EdgesResponse& response, const std::string& source,
+                       const std::string& destination) {
+  const v1::Edge* edge = FindEdge(response, source, destination);
+  INFO("no edge " << source << " -> " << destination);
+  REQUIRE(edge != nullptr);
+  return *edge;
+}
+
+// Within the histogram's stated error of the exact value.
+bool WithinBucketError(int64_t measured, int64_t exact) {
+  return std::abs(double(measured - exact)) <= double(exact) / 64.0;
+}
+
+// Traffic seen from both ends where both are meshed, at kNow - 1:
+//   web-a -> voting-1  outbound at node-a, inbound at node-b (VoteDoughnut fails)
+//   web-a -> emoji-1   outbound and inbound at node-a
+//   vote-bot -> web-a  inbound only: vote-bot is not meshed
+//   external -> web-a  inbound only
+// Each end times the requests its own way, so a latency tells whose view was counted.
+struct Scenario : Fixture {
+  Scenario() {
+    AddPods("node-a", {cast.web_a, cast.vote_bot, cast.emoji});
+    AddPods("node-b", {cast.voting});
+    const v1::Identity& web = cast.web_a.identity();
+    const v1::Identity& voting = cast.voting.identity();
+    const v1::Identity& emoji = cast.emoji.identity();
+    const v1::Identity& bot = cast.vote_bot.identity();
+    Add(DeltaBuilder(kNow - 1)
+            .Responses(web, voting, v1::OUTBOUND, kDoughnut, 10, 5'000'000, 200, true, 2)
+            .Responses(web, voting, v1::OUTBOUND, kPizza, 30, 2'000'000, 200, false, 0)
+            .Responses(web, emoji, v1::OUTBOUND, kListAll, 20, 1'000'000, 200, false, 0)
+            .Responses(web, emoji, v1::INBOUND, kListAll, 20, 900'000, 200, false, 0)
+            .Responses(bot, web, v1::INBOUND, "GET /api/vote", 40, 8'000'000)
+            .Responses(External(), web, v1::INBOUND, "GET /", 5, 3'000'000)
+            .Tcp(web, voting, v1::OUTBOUND, 2, 500, 600)
+            .Tcp(bot, web, v1::INBOUND, 1, 6000, 12000)
+            .delta());
+    Add(DeltaBuilder(kNow - 1)
+            .Responses(web, voting, v1::INBOUND, kDoughnut, 10, 4'000'000, 200, true, 2)
+            .Responses(web, voting, v1::INBOUND, kPizza, 30, 1'500'000, 200, false, 0)
+            .Tcp(web, voting, v1::INBOUND, 2, 500, 600)
+            .delta());
+  }
+  static constexpr const char* kDoughnut = "/emojivoto.v1.VotingService/VoteDoughnut";
+  static constexpr const char* kPizza = "/emojivoto.v1.VotingService/VotePizza";
+  static constexpr const char* kListAll = "/emojivoto.v1.EmojiService/ListAll";
+};
+
+TEST_CASE("A window is the W complete seconds before now, and rates divide by W", "[unit]") {
+  const Window window = WindowEndingAt(kNow, 10);
+  CHECK(window.first_second == kNow - 10);
+  CHECK(window.last_second == kNow - 1);
+  CHECK(window.seconds == 10);
+
+  Fixture fixture;
+  const Cast& cast = fixture.cast;
+  fixture.AddPods("node-a", {cast.web_a, cast.vote_bot});
+  for (int64_t second = kNow - 15; second <= kNow; ++second) {
+    fixture.Add(DeltaBuilder(second)
+                    .Responses(cast.vote_bot.identity(), cast.web_a.identity(), v1::INBOUND,
+                               "GET /api/vote", 10, 1'000'000)
+                    .Tcp(cast.vote_bot.identity(), cast.web_a.identity(), v1::INBOUND, 1, 100, 50)
+                    .delta());
+  }
+  // The current second (kNow) is still being written: it is not in.
+  const v1::StatSummaryResponse ten = fixture.Stat(Resource("deploy", "web"), 10);
+  CHECK(ten.window_seconds() == 10);
+  REQUIRE(ten.rows_size() == 1);
+  CHECK(ten.rows(0).resource().type() == "deployment");
+  CHECK(ten.rows(0).requests() == 100);
+  CHECK(ten.rows(0).rps() == Approx(10.0));
+  CHECK(ten.rows(0).read_bytes_per_second() == Approx(100.0));
+  CHECK(ten.rows(0).write_bytes_per_second() == Approx(50.0));
+  CHECK(ten.rows(0).success_rate() == 1.0);
+  CHECK(ten.rows(0).has_traffic());
+  CHECK(fixture.Stat(Resource("deploy", "web"), 15).rows(0).requests() == 150);
+
+  // Unset is Linkerd's default minute; the rate is over the minute, not over the 15 seconds
+  // that hold data.
+  const v1::StatSummaryResponse minute = fixture.Stat(Resource("deploy", "web"), 0);
+  CHECK(minute.window_seconds() == 60);
+  CHECK(minute.rows(0).requests() == 150);
+  CHECK(minute.rows(0).rps() == Approx(2.5));
+
+  fixture.now = kNow + 5;  // [kNow - 5, kNow + 4]: six seconds hold data
+  CHECK(fixture.Stat(Resource("deploy", "web"), 10).rows(0).requests() == 60);
+
+  fixture.now = kNow + 3599;  // an hour covers [kNow - 1, kNow + 3598]: the oldest retained
+  CHECK(fixture.Stat(Resource("deploy", "web"), 3600).rows(0).requests() == 20);
+}
+
+TEST_CASE("Windows outside 10 to 3600 seconds are INVALID_ARGUMENT, for every query", "[unit]") {
+  CHECK(ValidateWindow(0).value_or(-1) == kDefaultWindowSeconds);
+  CHECK(ValidateWindow(10).value_or(-1) == 10);
+  CHECK(ValidateWindow(3600).value_or(-1) == 3600);
+  for (const int64_t bad : {int64_t{9}, int64_t{3601}, int64_t{-60}}) {
+    CAPTURE(bad);
+    const absl::StatusOr<int64_t> window = ValidateWindow(bad);
+    CHECK(window.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(window.status().message()), Catch::Contains("10 to 3600"));
+  }
+
+  Fixture fixture;
+  const v1::Resource selector = Resource("deploy", "");
+  CHECK(StatSummary(fixture.Context(), fixture.pods, StatRequest(selector, 5)).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(Edges(fixture.Context(), EdgesRequestFor(selector, 3601)).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  CHECK(TopRoutes(fixture.Context(), RoutesRequest(selector, 9)).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("Stat without from/to counts what each resource serves, from its inbound side",
+          "[unit]") {
+  Scenario scenario;
+  const v1::StatSummaryResponse response = scenario.Stat(Resource("deploy", ""));
+  const v1::StatRow& web = Row(response, "web");
+  CHECK(web.requests() == 45);
+  CHECK(web.success_rate() == 1.0);
+  CHECK(web.tcp_open_connections() == 1);
+  CHECK(web.read_bytes_per_second() == Approx(600.0));
+  CHECK(web.write_bytes_per_second() == Approx(1200.0));
+  const v1::StatRow& voting = Row(response, "voting");
+  CHECK(voting.requests() == 40);  // once, though both ends reported it
+  CHECK(voting.successes() == 30);
+  CHECK(voting.success_rate() == Approx(0.75));
+  CHECK(voting.rps() == Approx(4.0));
+  CHECK(WithinBucketError(voting.latency().p50_ns(), 1'500'000));  // the server's view
+  CHECK(WithinBucketError(voting.latency().p99_ns(), 4'000'000));
+  CHECK(voting.tcp_open_connections() == 2);
+  CHECK(Row(response, "emoji").requests() == 20);
+  CHECK_FALSE(Row(response, "vote-bot").has_traffic());
+}
+
+TEST_CASE("Stat --from and --to take the callers' view, inbound only for unmeshed callers",
+          "[unit]") {
+  Scenario scenario;
+
+  v1::StatSummaryRequest from_web = StatRequest(Resource("deploy", ""));
+  *from_web.mutable_from() = Resource("deploy", "web");
+  const v1::StatSummaryResponse called = scenario.Stat(from_web);
+  REQUIRE(called.rows_size() == 2);
+  const v1::StatRow& voting = Row(called, "voting");
+  CHECK(voting.requests() == 40);
+  CHECK(voting.success_rate() == Approx(0.75));
+  CHECK(WithinBucketError(voting.latency().p50_ns(), 2'000'000));  // the caller's view
+  CHECK(WithinBucketError(voting.latency().p99_ns(), 5'000'000));
+  CHECK(voting.tcp_open_connections() == 2);
+  CHECK(Row(called, "emoji").requests() == 20);
+
+  v1::StatSummaryRequest to_voting = StatRequest(Resource("deploy", ""));
+  *to_voting.mutable_to() = Resource("deploy", "voting");
+  const v1::StatSummaryResponse callers = scenario.Stat(to_voting);
+  REQUIRE(callers.rows_size() == 1);
+  CHECK(callers.rows(0).resource().name() == "web");
+  CHECK(callers.rows(0).requests() == 40);
+
+  // vote-bot is not meshed: its calls are known only from web's inbound side.
+  v1::StatSummaryRequest to_web = StatRequest(Resource("deploy", ""));
+  *to_web.mutable_to() = Resource("deploy", "web");
+  const v1::StatSummaryResponse web_callers = scenario.Stat(to_web);
+  REQUIRE(web_callers.rows_size() == 1);  // external callers are no deployment
+  CHECK(web_callers.rows(0).resource().name() == "vote-bot");
+  CHECK(web_callers.rows(0).requests() == 40);
+  CHECK(web_callers.rows(0).meshed_pods() == 0);
+  CHECK(web_callers.rows(0).running_pods() == 1);
+
+  // A named selector answers about that resource even without traffic.
+  v1::StatSummaryRequest emoji_from_bot = StatRequest(Resource("deploy", "emoji"));
+  *emoji_from_bot.mutable_from() = Resource("deploy", "vote-bot");
+  const v1::StatSummaryResponse none = scenario.Stat(emoji_from_bot);
+  REQUIRE(none.rows_size() == 1);
+  CHECK_FALSE(none.rows(0).has_traffic());
+
+  // Pods work the same way.
+  v1::StatSummaryRequest pods_from_web = StatRequest(Resource("po", ""));
+  *pods_from_web.mutable_from() = Resource("po", "web-a");
+  const v1::StatSummaryResponse pods = scenario.Stat(pods_from_web);
+  REQUIRE(pods.rows_size() == 2);
+  CHECK(Row(pods, "voting-1").requests() == 40);
+}
+
+TEST_CASE("Unmeshed servers are seen only outbound; the other side counts pair by pair", "[unit]") {
+  Fixture fixture;
+  const Cast& cast = fixture.cast;
+  // A rollout half way: voting-2 is not enrolled yet, nor is legacy at all.
+  const v1::Pod voting_2 =
+      MakePod("emojivoto", "voting-2", "Deployment", "voting", "node-b", false);
+  const v1::Pod legacy = MakePod("emojivoto", "legacy-1", "Deployment", "legacy", "node-b", false);
+  fixture.AddPods("node-a", {cast.web_a});
+  fixture.AddPods("node-b", {cast.voting, voting_2, legacy});
+  const v1::Identity& web = cast.web_a.identity();
+  fixture.Add(DeltaBuilder(kNow - 1)
+                  .Responses(web, cast.voting.identity(), v1::OUTBOUND, "POST /vote", 10, 2'000'000)
+                  .Responses(web, voting_2.identity(), v1::OUTBOUND, "POST /vote", 6, 2'000'000)
+                  .Responses(web, legacy.identity(), v1::OUTBOUND, "GET /legacy", 4, 3'000'000)
+                  .delta());
+  fixture.Add(DeltaBuilder(kNow - 1)
+                  .Responses(web, cast.voting.identity(), v1::INBOUND, "POST /vote", 10, 1'000'000)
+                  .delta());
+
+  // voting-1's inbound view, and web's outbound one for the pair nobody saw arrive.
+  const v1::StatSummaryResponse deployments = fixture.Stat(Resource("deploy", ""));
+  CHECK(Row(deployments, "voting").requests() == 16);
+  CHECK(Row(deployments, "legacy").requests() == 4);
+  CHECK_FALSE(Row(deployments, "web").has_traffic());
+  const v1::StatSummaryResponse pods = fixture.Stat(Resource("po", ""));
+  CHECK(Row(pods, "voting-1").requests() == 10);
+  CHECK(WithinBucketError(Row(pods, "voting-1").latency().p50_ns(), 1'000'000));
+  CHECK(Row(pods, "voting-2").requests() == 6);
+  CHECK(WithinBucketError(Row(pods, "voting-2").latency().p50_ns(), 2'000'000));
+  CHECK(Row(pods, "legacy-1").requests() == 4);
+
+  const v1::TopRoutesResponse routes = fixture.Routes(RoutesRequest(Resource("deploy", "")));
+  REQUIRE(routes.routes_size() == 2);
+  CHECK(routes.routes(0).route() == "POST /vote");
+  CHECK(routes.routes(0).requests() == 16);
+  CHECK(routes.routes(1).route() == "GET /legacy");
+  CHECK(routes.routes(1).destination().name() == "legacy");
+
+  // The rule looks at the whole window, not second by second: once voting-2's side has
+  // reported the pair in the window, web's reports of it no longer count, whatever second.
+  fixture.Add(DeltaBuilder(kNow - 20)
+                  .Responses(web, voting_2.identity(), v1::INBOUND, "POST /vote", 3, 1'000'000)
+                  .delta());
+  CHECK(Row(fixture.Stat(Resource("deploy", "voting"), 10), "voting").requests() == 16);
+  CHECK(Row(fixture.Stat(Resource("deploy", "voting"), 30), "voting").requests() == 13);
+}
+
+TEST_CASE("Open connections are each series' latest gauge; TCP alone makes traffic", "[unit]") {
+  Fixture fixture;
+  const Cast& cast = fixture.cast;
+  fixture.AddPods("node-b", {cast.voting});
+  const v1::Identity& voting = cast.voting.identity();
+  fixture.Add(
+      DeltaBuilder(kNow - 5).Tcp(cast.web_a.identity(), voting, v1::INBOUND, 5, 100, 10).delta());
+  fixture.Add(
+      DeltaBuilder(kNow - 3).Tcp(cast.web_b.identity(), voting, v1::INBOUND, 1, 100, 10).delta());
+  fixture.Add(
+      DeltaBuilder(kNow - 1).Tcp(cast.web_a.identity(), voting, v1::INBOUND, 2, 100, 10).delta());
+
+  const v1::StatSummaryResponse response = fixture.Stat(Resource("deploy", "voting"));
+  REQUIRE(response.rows_size() == 1);
+  const v1::StatRow& row = response.rows(0);
+  CHECK(row.has_traffic());
+  CHECK(row.requests() == 0);
+  CHECK(row.success_rate() == 0.0);                    // no responses: 0, not NaN
+  CHECK(row.tcp_open_connections() == 3);              // web-a's 2 of kNow - 1, and web-b's 1
+  CHECK(row.read_bytes_per_second() == Approx(30.0));  // bytes add up
+  CHECK(row.write_bytes_per_second() == Approx(3.0));
+
+  // Edges take the callers' side, which reported nothing: the servers' gauges count.
+  const v1::EdgesResponse edges = fixture.EdgesOf(Resource("deploy", "voting"));
+  REQUIRE(edges.edges_size() == 1);
+  CHECK(edges.edges(0).tcp_open_connections() == 3);
+}
+
+TEST_CASE("Stat groups by each resource type: pod, deployment, statefulset, daemonset, namespace",
+          "[unit]") {
+  Fixture fixture;
+  const Cast& cast = fixture.cast;
+  const v1::Pod db = MakePod("emojivoto", "db-0", "StatefulSet", "db", "node-b", true);
+  const v1::Pod migrate = MakePod("emojivoto", "migrate-x", "Job", "migrate", "node-a", true);
+  const v1::Pod prometheus =
+      MakePod("monitoring", "prometheus-0", "StatefulSet", "prometheus", "node-a", true);
+  const v1::Pod exporter_a =
+      MakePod("monitoring", "exporter-a", "DaemonSet", "node-exporter", "node-a", true);
+  const v1::Pod exporter_b =
+      MakePod("monitoring", "exporter-b", "DaemonSet", "node-exporter", "node-b", false);
+  fixture.AddPods("node-a", {cast.web_a, migrate, prometheus, exporter_a});
+  fixture.AddPods("node-b", {cast.web_b, db, exporter_b});
+  fixture.Add(
+      DeltaBuilder(kNow - 1)
+          .Responses(cast.web_a.identity(), db.identity(), v1::INBOUND, "query", 10, 1'000'000)
+          .Responses(cast.web_b.identity(), db.identity(), v1::INBOUND, "query", 20, 1'000'000)
+          .Responses(migrate.identity(), db.identity(), v1::INBOUND, "query", 1, 1'000'000)
+          .Responses(prometheus.identity(), exporter_a.identity(), v1::INBOUND, "GET /metrics", 5,
+                     1'000'000)
+          .Responses(prometheus.identity(), exporter_b.identity(), v1::OUTBOUND, "GET /metrics", 5,
+                     1'000'000)
+          .delta());
+
+  const v1::StatSummaryResponse statefulsets = fixture.Stat(Resource("sts", ""));
+  REQUIRE(statefulsets.rows_size() == 1);  // prometheus is in another namespace
+  CHECK(statefulsets.rows(0).resource().type() == "statefulset");
+  CHECK(statefulsets.rows(0).resource().name() == "db");
+  CHECK(statefulsets.rows(0).requests() == 31);
+  CHECK(statefulsets.rows(0).running_pods() == 1);
+  const v1::StatSummaryResponse all_statefulsets = fixture.Stat(Resource("sts", "", ""));
+  CHECK(all_statefulsets.rows_size() == 2);
+  CHECK_FALSE(Row(all_statefulsets, "prometheus").has_traffic());
+
+  const v1::StatSummaryResponse daemonsets = fixture.Stat(Resource("ds", "", "monitoring"));
+  REQUIRE(daemonsets.rows_size() == 1);
+  CHECK(daemonsets.rows(0).resource().type() == "daemonset");
+  CHECK(daemonsets.rows(0).requests() == 10);
+  CHECK(daemonsets.rows(0).meshed_pods() == 1);
+  CHECK(daemonsets.rows(0).running_pods() == 2);
+  CHECK(fixture.Stat(Resource("ds", "")).rows_size() == 0);
+
+  const v1::StatSummaryResponse namespaces = fixture.Stat(Resource("ns", "", ""));
+  REQUIRE(namespaces.rows_size() == 2);
+  const v1::StatRow& emojivoto = Row(namespaces, "emojivoto");
+  CHECK(emojivoto.resource().type() == "namespace");
+  CHECK(emojivoto.resource().namespace_() == "emojivoto");
+  CHECK(emojivoto.requests() == 31);
+  CHECK(emojivoto.running_pods() == 4);
+  CHECK(Row(namespaces, "monitoring").requests() == 10);
+  CHECK(fixture.Stat(Resource("ns", "monitoring", "")).rows_size() == 1);
+
+  const v1::StatSummaryResponse monitoring_pods = fixture.Stat(Resource("po", "", "monitoring"));
+  CHECK(monitoring_pods.rows_size() == 3);
+  CHECK(Row(monitoring_pods, "exporter-b").requests() == 5);
+  CHECK(Row(monitoring_pods, "exporter-b").resource().type() == "pod");
+
+  // A Job's pod belongs to no deployment: it is no row of its own.
+  const v1::StatSummaryResponse deployments = fixture.Stat(Resource("deploy", ""));
+  REQUIRE(deployments.rows_size() == 1);
+  CHECK(deployments.rows(0).resource().name() == "web");
+  CHECK(deployments.rows(0).running_pods() == 2);
+
+  // --from picks the callers by their resource, of whatever type.
+  v1::StatSummaryRequest from_web = StatRequest(Resource("sts", ""));
+  *from_web.mutable_from() = Resource("deploy", "web");
+  CHECK(Row(fixture.Stat(from_web), "db").requests() == 30);
+}
+
+TEST_CASE("MESHED counts enrolled pods out of running ones; resources without traffic are rows",
+          "[unit]") {
+  Fixture fixture;
+  const Cast& cast = fixture.cast;
+  v1::Pod web_b_unenrolled = cast.web_b;
+  web_b_unenrolled.set_enrolled(false);
+  web_b_unenrolled.set_meshed(false);
+  fixture.AddPods("node-a", {cast.web_a, cast.vote_bot, cast.emoji});
+  fixture.AddPods("node-b", {web_b_unenrolled, cast.voting});
+
+  const v1::StatSummaryResponse deployments = fixture.Stat(Resource("deployment", ""), 60);
+  REQUIRE(deployments.rows_size() == 4);  // resources with pods, traffic or not
+  const v1::StatRow& web = Row(deployments, "web");
+  CHECK(web.meshed_pods() == 1);
+  CHECK(web.running_pods() == 2);
+  CHECK_FALSE(web.has_traffic());
+  CHECK(Row(deployments, "vote-bot").meshed_pods() == 0);
+  CHECK(Row(deployments, "vote-bot").running_pods() == 1);
+  CHECK(Row(deployments, "voting").meshed_pods() == 1);
+
+  CHECK(fixture.Stat(Resource("pods", ""), 60).rows_size() == 5);
+  const v1::StatSummaryResponse namespaces = fixture.Stat(Resource("ns", "", "default"), 60);
+  REQUIRE(namespaces.rows_size() == 1);  // a client's default namespace does not narrow it
+  CHECK(namespaces.rows(0).resource().name() == "emojivoto");
+  CHECK(namespaces.rows(0).meshed_pods() == 3);
+  CHECK(namespaces.rows(0).running_pods() == 5);
+  CHECK(fixture.Stat(Resource("deploy", "", "other"), 60).rows_size() == 0);
+  CHECK(fixture.Stat(Resource("deploy", "", ""), 60).rows_size() == 4);  // all namespaces
+}
+
+TEST_CASE("Percentiles come from histograms merged across agents and seconds, never averaged",
+          "[unit]") {
+  Fixture fixture;
+  const Cast& cast = fixture.cast;
+  fixture.AddPods("node-a", {cast.web_a, cast.vote_bot});
+  fixture.AddPods("node-b", {cast.web_b});
+
+  // node-a's web pod answers in about 1 ms, node-b's in about 100 ms.
+  std::vector<int64_t> fast, slow, all;
+  for (int i = 0; i < 900; ++i) fast.push_back(900'000 + i * 222);
+  for (int i = 0; i < 100; ++i) slow.push_back(90'000'000 + i * 200'000);
+  all = fast;
+  all.insert(all.end(), slow.begin(), slow.end());
+  std::sort(all.begin(), all.end());
+
+  // node-a's fall in two seconds: the query merges across seconds as well as agents.
+  const std::vector<int64_t> fast_first(fast.begin(), fast.begin() + 400),
+      fast_rest(fast.begin() + 400, fast.end());
+  fixture.Add(DeltaBuilder(kNow - 2)
+                  .ResponsesWithLatencies(cast.vote_bot.identity(), cast.web_a.identity(),
+                                          v1::INBOUND, "GET /api/vote", fast_first)
+                  .delta());
+  fixture.Add(DeltaBuilder(kNow - 1)
+                  .ResponsesWithLatencies(cast.vote_bot.identity(), cast.web_a.identity(),
+                                          v1::INBOUND, "GET /api/vote", fast_rest)
+                  .delta());
+  fixture.Add(DeltaBuilder(kNow - 1)
+                  .ResponsesWithLatencies(External(), cast.web_b.identity(), v1::INBOUND,
+                                          "GET /api/vote", slow)
+                  .delta());
+
+  metrics::Histogram reference;
+  for (int64_t value : all) reference.Record(value);
+  const v1::StatSummaryResponse response = fixture.Stat(Resource("deploy", "web"));
+  REQUIRE(response.rows_size() == 1);
+  const v1::StatRow& web = response.rows(0);
+  CHECK(web.requests() == 1000);
+  CHECK(web.latency().p50_ns() == reference.Quantile(0.50));
+  CHECK(web.latency().p95_ns() == reference.Quantile(0.95));
+  CHECK(web.latency().p99_ns() == reference.Quantile(0.99));
+  // Nearest rank over the exact values.
+  const auto exact = [&](double q) { return all[static_cast<size_t>(std::ceil(q * 1000)) - 1]; };
+  CHECK(WithinBucketError(web.latency().p50_ns(), exact(0.50)));
+  CHECK(WithinBucketError(web.latency().p95_ns(), exact(0.95)));
+  CHECK(WithinBucketError(web.latency().p99_ns(), exact(0.99)));
+  CHECK(web.latency().p50_ns() < 1'200'000);   // node-a's
+  CHECK(web.latency().p99_ns() > 90'000'000);  // node-b's
+
+  // Per pod, each agent's own.
+  const v1::StatSummaryResponse pods = fixture.Stat(Resource("po", ""));
+  const v1::StatRow& web_b = Row(pods, "web-b");
+  CHECK(web_b.requests() == 100);
+  CHECK(WithinBucketError(web_b.latency().p50_ns(), slow[49]));
+}
+
+TEST_CASE("Edges: pairs with either end in the selector, from the callers' side", "[unit]") {
+  Scenario scenario;
+  const v1::EdgesResponse all = scenario.EdgesOf(Resource("deploy", ""));
+  CHECK(all.edges_size() == 4);
+  const v1::Edge& web_voting = EdgeOf(all, "web", "voting");
+  CHECK(web_voting.source().type() == "deployment");
+  CHECK(web_voting.destination().type() == "deployment");
+  CHECK(web_voting.requests() == 40);  // once, though both ends reported it
+  CHECK(web_voting.success_rate() == Approx(0.75));
+  CHECK(web_voting.rps() == Approx(4.0));
+  CHECK(WithinBucketError(web_voting.latency().p50_ns(), 2'000'000));  // the caller's view
+  CHECK(web_voting.tcp_open_connections() == 2);
+  CHECK(web_voting.source_service_account() == "web");
+  CHECK(web_voting.destination_service_account() == "voting");
+  CHECK(EdgeOf(all, "web", "emoji").requests() == 20);
+  // vote-bot is not meshed: its calls are known only from web's inbound side.
+  const v1::Edge& bot_web = EdgeOf(all, "vote-bot", "web");
+  CHECK(bot_web.requests() == 40);
+  CHECK(bot_web.tcp_open_connections() == 1);
+
+  // voting is only called; web calls and is called.
+  const v1::EdgesResponse voting = scenario.EdgesOf(Resource("deploy", "voting"));
+  REQUIRE(voting.edges_size() == 1);
+  CHECK(voting.edges(0).source().name() == "web");
+  CHECK(scenario.EdgesOf(Resource("deploy", "web")).edges_size() == 4);
+
+  const v1::EdgesResponse pods = scenario.EdgesOf(Resource("po", "voting-1"));
+  REQUIRE(pods.edges_size() == 1);
+  CHECK(pods.edges(0).source().name() == "web-a");
+  CHECK(pods.edges(0).source().type() == "pod");
+
+  // A caller that is no resource of the type, a Job's pod, is an end as its pod.
+  const v1::Pod migrate = MakePod("emojivoto", "migrate-x", "Job", "migrate", "node-a", true);
+  scenario.Add(DeltaBuilder(kNow - 2)
+                   .Responses(migrate.identity(), scenario.cast.emoji.identity(), v1::OUTBOUND,
+                              Scenario::kListAll, 2, 1'000'000)
+                   .delta());
+  const v1::EdgesResponse emoji = scenario.EdgesOf(Resource("deploy", "emoji"));
+  CHECK(emoji.edges_size() == 2);
+  const v1::Edge& job = EdgeOf(emoji, "migrate-x", "emoji");
+  CHECK(job.source().type() == "pod");
+  CHECK(job.source().namespace_() == "emojivoto");
+  CHECK(job.destination().type() == "deployment");
+  CHECK(job.requests() == 2);
+}
+
+TEST_CASE("Peers outside the inventory are one external end, and no resource of any type",
+          "[unit]") {
+  Fixture fixture;
+  const Cast& cast = fixture.cast;
+  fixture.AddPods("node-a", {cast.web_a});
+  const v1::Identity& web = cast.web_a.identity();
+  fixture.Add(DeltaBuilder(kNow - 1)
+                  .Responses(External(), web, v1::INBOUND, "GET /", 5, 1'000'000)
+                  .Responses(web, External(), v1::OUTBOUND, "GET /rates", 3, 1'000'000)
+                  .delta());
+
+  const v1::EdgesResponse edges = fixture.EdgesOf(Resource("deploy", "web"));
+  REQUIRE(edges.edges_size() == 2);
+  const v1::Edge& in = EdgeOf(edges, "external", "web");
+  CHECK(in.source().type() == "external");
+  CHECK(in.source().namespace_().empty());
+  CHECK(in.destination().type() == "deployment");
+  CHECK(in.requests() == 5);
+  const v1::Edge& out = EdgeOf(edges, "web", "external");
+  CHECK(out.destination().type() == "external");
+  CHECK(out.requests() == 3);
+  CHECK(fixture.EdgesOf(Resource("po", "web-a")).edges_size() == 2);
+
+  // Stat has rows of resources only: web serves the external caller; the outside API it
+  // calls is no row, and the external caller is no deployment calling web.
+  const v1::StatSummaryResponse deployments = fixture.Stat(Resource("deploy", ""));
+  REQUIRE(deployments.rows_size() == 1);
+  CHECK(deployments.rows(0).requests() == 5);
+  CHECK(fixture.Stat(Resource("po", "")).rows_size() == 1);
+  CHECK(fixture.Stat(Resource("ns", "", "")).rows_size() == 1);
+  v1::StatSummaryRequest to_web = StatRequest(Resource("deploy", ""));
+  *to_web.mutable_to() = Resource("deploy", "web");
+  CHECK(fixture.Stat(to_web).rows_size() == 0);
+}
+
+TEST_CASE("Top routes: per route, busiest first, inbound unless --from, without profiles",
+          "[unit]") {
+  Scenario scenario;
+  v1::TopRoutesRequest request = RoutesRequest(Resource("deploy", "voting"));
+  const v1::TopRoutesResponse routes = scenario.Routes(request);
+  REQUIRE(routes.routes_size() == 2);
+  CHECK(routes.routes(0).route() == Scenario::kPizza);
+  CHECK(routes.routes(0).requests() == 30);
+  CHECK(routes.routes(0).success_rate() == 1.0);
+  CHECK(routes.routes(0).rps() == Approx(3.0));
+  CHECK(routes.routes(0).destination().name() == "voting");
+  CHECK(routes.routes(0).destination().type() == "deployment");
+  CHECK(routes.routes(1).route() == Scenario::kDoughnut);
+  CHECK(routes.routes(1).requests() == 10);
+  CHECK(routes.routes(1).success_rate() == 0.0);
+  CHECK(WithinBucketError(routes.routes(1).latency().p50_ns(), 4'000'000));  // inbound
+
+  request.set_limit(1);
+  const v1::TopRoutesResponse top = scenario.Routes(request);
+  REQUIRE(top.routes_size() == 1);
+  CHECK(top.routes(0).route() == Scenario::kPizza);
+  request.set_limit(0);
+
+  *request.mutable_from() = Resource("deploy", "web");
+  const v1::TopRoutesResponse from_web = scenario.Routes(request);
+  REQUIRE(from_web.routes_size() == 2);
+  CHECK(WithinBucketError(from_web.routes(1).latency().p50_ns(), 5'000'000));  // outbound
+  *request.mutable_from() = Resource("deploy", "vote-bot");
+  CHECK(scenario.Routes(request).routes_size() == 0);
+
+  const v1::TopRoutesResponse web = scenario.Routes(RoutesRequest(Resource("deploy", "web")));
+  REQUIRE(web.routes_size() == 2);
+  CHECK(web.routes(0).route() == "GET /api/vote");
+  CHECK(web.routes(1).route() == "GET /");
+
+  // Every deployment's routes in one list.
+  const v1::TopRoutesResponse everything = scenario.Routes(RoutesRequest(Resource("deploy", "")));
+  std::vector<std::string> order;
+  for (const v1::RouteRow& row : everything.routes()) order.push_back(row.route());
+  CHECK(order == std::vector<std::string>{"GET /api/vote", Scenario::kPizza, Scenario::kListAll,
+                                          Scenario::kDoughnut, "GET /"});
+}
+
+TEST_CASE("Top routes as busy as each other go by route, then by destination", "[unit]") {
+  Fixture fixture;
+  const Cast& cast = fixture.cast;
+  const v1::Identity& web = cast.web_a.identity();
+  fixture.Add(DeltaBuilder(kNow - 1)
+                  .Responses(web, cast.voting.identity(), v1::INBOUND, "b", 5, 1'000'000)
+                  .Responses(web, cast.voting.identity(), v1::INBOUND, "a", 5, 1'000'000)
+                  .Responses(web, cast.emoji.identity(), v1::INBOUND, "a", 5, 1'000'000)
+                  .Responses(web, cast.emoji.identity(), v1::INBOUND, "c", 9, 1'000'000)
+                  .delta());
+  const v1::TopRoutesResponse routes = fixture.Routes(RoutesRequest(Resource("deploy", "")));
+  std::vector<std::string> order;
+  for (const v1::RouteRow& row : routes.routes()) {
+    order.push_back(row.route() + " " + row.destination().name());
+  }
+  CHECK(order == std::vector<std::string>{"c emoji", "a emoji", "a voting", "b voting"});
+}
+
+TEST_CASE("ListPods lists the namespace's pods, or all, with their nodes, and every node",
+          "[unit]") {
+  const Cast cast;
+  const v1::Pod nodeless = MakePod("emojivoto", "web-c", "Deployment", "web", "", true);
+  const v1::Pod db = MakePod("other", "db-0", "StatefulSet", "db", "node-b", true);
+  const std::vector<PodEntry> pods = {{cast.web_a, "node-a"}, {nodeless, "node-c"}, {db, "node-b"}};
+  std::vector<v1::NodeStatus> nodes(3);
+  nodes[0].set_node("node-a");
+  nodes[1].set_node("node-b");
+  nodes[2].set_node("node-c");
+  const auto names = [](const v1::ListPodsResponse& response) {
+    std::vector<std::string> out;
+    for (const v1::Pod& pod : response.pods()) {
+      out.push_back(pod.identity().pod() + "@" + pod.identity().node());
+    }
+    return out;
+  };
+
+  v1::ListPodsRequest request;
+  const v1::ListPodsResponse all = ListPods(pods, nodes, request);
+  // A pod whose record names no node runs on its reporter's.
+  CHECK(names(all) == std::vector<std::string>{"web-a@node-a", "web-c@node-c", "db-0@node-b"});
+  CHECK(all.nodes_size() == 3);
+
+  request.set_namespace_("emojivoto");
+  const v1::ListPodsResponse emojivoto = ListPods(pods, nodes, request);
+  CHECK(names(emojivoto) == std::vector<std::string>{"web-a@node-a", "web-c@node-c"});
+  CHECK(emojivoto.nodes_size() == 3);  // nodes are in no namespace
+
+  request.set_namespace_("nope");
+  const v1::ListPodsResponse none = ListPods(pods, nodes, request);
+  CHECK(none.pods_size() == 0);
+  CHECK(none.nodes_size() == 3);
+}
+
+TEST_CASE("Selectors take any spelling of a type; bad ones are INVALID_ARGUMENT naming the field",
+          "[unit]") {
+  const absl::StatusOr<Selector> deployments = ToSelector(Resource("Deployments", "web"), "to");
+  REQUIRE(deployments.ok());
+  CHECK(deployments->type == ResourceType::kDeployment);
+  CHECK(deployments->namespace_name == "emojivoto");
+  CHECK(deployments->name == "web");
+
+  const auto error = [](const v1::Resource& resource, std::string_view field) {
+    const absl::StatusOr<Selector> selector = ToSelector(resource, field);
+    CHECK(selector.status().code() == absl::StatusCode::kInvalidArgument);
+    return std::string(selector.status().message());
+  };
+  CHECK_THAT(error(Resource("service", "web"), "selector"),
+             Catch::Contains("selector type 'service'") && Catch::Contains("deployment (deploy)"));
+  CHECK_THAT(error(Resource("", "web"), "from"), Catch::Contains("from type is missing"));
+  CHECK_THAT(error(Resource("deploy", "emojivoto/web"), "to"),
+             Catch::Contains("to name 'emojivoto/web' contains '/'"));
+
+  CHECK_FALSE(IsSet(v1::Resource()));
+  CHECK(IsSet(Resource("", "", "emojivoto")));
+  CHECK(IsSet(Resource("deploy", "", "")));
+
+  const v1::Resource ns = ToProto(ResourceType::kNamespace, ResourceKey{"emojivoto", "emojivoto"});
+  CHECK(ns.type() == "namespace");
+  CHECK(ns.namespace_() == "emojivoto");
+  CHECK(ns.name() == "emojivoto");
+
+  // Each query checks its request's resources so, and stat the two it cannot combine.
+  Fixture fixture;
+  const auto stat_error = [&](const v1::StatSummaryRequest& request) {
+    const absl::StatusOr<v1::StatSummaryResponse> response =
+        StatSummary(fixture.Context(), fixture.pods, request);
+    CHECK(response.status().code() == absl::StatusCode::kInvalidArgument);
+    return std::string(response.status().message());
+  };
+  CHECK_THAT(stat_error(StatRequest(Resource("service", "web"))),
+             Catch::Contains("selector type 'service'"));
+  v1::StatSummaryRequest request = StatRequest(Resource("deploy", ""));
+  *request.mutable_from() = Resource("deploy", "web");
+  *request.mutable_to() = Resource("deploy", "voting");
+  CHECK_THAT(stat_error(request), Catch::Contains("cannot be combined"));
+  request.clear_to();
+  *request.mutable_from() = Resource("", "web");
+  CHECK_THAT(stat_error(request), Catch::Contains("from type"));
+  request.clear_from();
+  *request.mutable_to() = Resource("sts", "emojivoto/db");
+  CHECK_THAT(stat_error(request), Catch::Contains("to name"));
+
+  const absl::StatusOr<v1::EdgesResponse> edges =
+      Edges(fixture.Context(), EdgesRequestFor(v1::Resource()));
+  CHECK(edges.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(edges.status().message()), Catch::Contains("selector type is missing"));
+  v1::TopRoutesRequest routes = RoutesRequest(Resource("deploy", "voting"));
+  *routes.mutable_from() = Resource("svc", "web");
+  const absl::StatusOr<v1::TopRoutesResponse> routes_response =
+      TopRoutes(fixture.Context(), routes);
+  CHECK(routes_response.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(routes_response.status().message()), Catch::Contains("from type 'svc'"));
+}
+
+TEST_CASE("Every answer names the stale nodes it is given", "[unit]") {
+  Fixture fixture;
+  v1::NodeStatus gone;
+  gone.set_node("node-b");
+  gone.set_connected(false);
+  gone.set_last_report_unix_seconds(kNow - 30);
+  gone.set_stale(true);
+  fixture.stale_nodes = {gone};
+  const auto only_gone = [](const google::protobuf::RepeatedPtrField<v1::NodeStatus>& stale) {
+    return stale.size() == 1 && stale[0].node() == "node-b" && !stale[0].connected() &&
+           stale[0].last_report_unix_seconds() == kNow - 30;
+  };
+  CHECK(only_gone(fixture.Stat(Resource("deploy", "")).stale_nodes()));
+  CHECK(only_gone(fixture.EdgesOf(Resource("deploy", "")).stale_nodes()));
+  CHECK(only_gone(fixture.Routes(RoutesRequest(Resource("deploy", ""))).stale_nodes()));
+}
+
+}  // namespace
+}  // namespace nodemesh::aggregator
