@@ -127,8 +127,13 @@ class Aggregation : public StoreVisitor {
     }
   }
   void Tcp(int64_t, const TrafficLabels& labels, const TcpCounts& counts) override {
-    if (by_route_) return;
-    if (Totals* totals = TotalsOf(labels, 0)) totals->AddTcp(labels, counts);
+    if (!by_route_) {
+      if (Totals* totals = TotalsOf(labels, 0)) totals->AddTcp(labels, counts);
+    } else if (labels.direction == side_) {
+      // Routes total no TCP, but an own-side TCP series is still a report of the pair: without
+      // it, routes would count the other side's responses where stat and edges do not.
+      reported_.insert(PairId{labels.source, labels.destination, 0});
+    }
   }
 
  private:

@@ -324,6 +324,23 @@ TEST_CASE("Unmeshed servers are seen only outbound; the other side counts pair b
   CHECK(Row(fixture.Stat(Resource("deploy", "voting"), 30), "voting").requests() == 13);
 }
 
+TEST_CASE("A pair its named side reported only over TCP is reported, for routes as for stat",
+          "[unit]") {
+  Fixture fixture;
+  const Cast& cast = fixture.cast;
+  fixture.AddPods("node-b", {cast.voting});
+  const v1::Identity& web = cast.web_a.identity();
+  // voting's agent saw the connection but no responses on it; web's saw 10 responses.
+  fixture.Add(DeltaBuilder(kNow - 1)
+                  .Responses(web, cast.voting.identity(), v1::OUTBOUND, "POST /vote", 10, 1'000'000)
+                  .Tcp(web, cast.voting.identity(), v1::INBOUND, 1, 100, 100)
+                  .delta());
+  const v1::StatSummaryResponse stat = fixture.Stat(Resource("deploy", "voting"));
+  REQUIRE(stat.rows_size() == 1);
+  CHECK(stat.rows(0).requests() == 0);
+  CHECK(fixture.Routes(RoutesRequest(Resource("deploy", "voting"))).routes_size() == 0);
+}
+
 TEST_CASE("Open connections are each series' latest gauge; TCP alone makes traffic", "[unit]") {
   Fixture fixture;
   const Cast& cast = fixture.cast;
