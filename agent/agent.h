@@ -1,45 +1,52 @@
-// The node agent's control plane: keeps the pods of the inventory enrolled (listeners in
-// their netns on every worker, then the kernel maps) or released, live, and runs the
-// workers that proxy their connections.
+// The node agent's control plane: keeps the pods of the inventory enrolled (enrolment.h) or
+// released, live, runs the workers that proxy their connections, and gathers what they
+// count for /metrics and the aggregator.
+//
+// Threads, and what each owns (docs/ARCHITECTURE.md draws the same map):
+//   control   The thread that calls Run(). Once a second it collects every worker's metrics
+//             into the registry and the aggregator client's queue, refreshes the ports each
+//             pod is captured on and retries pods that failed to enrol; every few seconds it
+//             forgets identities nothing refers to any more.
+//   inventory The source's own thread (inventory/local.h: the file watcher) calls Apply()
+//             with every valid version of the inventory; the first one before Run goes on.
+//   workers   One per CPU (proxy/worker.h), each with its epoll loop, its listeners, its
+//             connections (relay + observer), buffers, metric shard and tap outbox. Nothing
+//             else touches those: other threads hand a worker a task with RunAndWait() and
+//             wait for it to run there (add or remove listeners, collect metrics, list
+//             connections, forget identities).
+//   aggregator The client's session threads (aggregator_client.h) read this node's pods
+//             through a hook (under mutex_), drain the workers' tap outboxes (each has its
+//             own lock), publish tap subscriptions and hand over the cluster's pods.
+//   http      The admin API and /metrics servers, one thread each: their handlers take
+//             mutex_ or go through RunAndWait like the control thread.
+// Shared state: mutex_ guards the inventory, the enrolments and every interning of an
+// identity; the address directory, pod views and tap subscriptions are immutable snapshots
+// swapped atomically and read without a lock by the workers; the identity and route tables
+// and the registry have their own locks, taken per connection or per second, never per
+// request.
 #pragma once
 
-#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "agent/aggregator_client.h"
+#include "agent/enrolment.h"
 #include "agent/http_server.h"
 #include "agent/kernel/datapath.h"
-#include "agent/kernel/listening_ports.h"
+#include "agent/kernel/system.h"
+#include "agent/metrics/identity_table.h"
 #include "agent/metrics/registry.h"
 #include "agent/metrics/route.h"
+#include "agent/observer/tap.h"
+#include "agent/options.h"
 #include "agent/pod.h"
 #include "agent/proxy/worker.h"
 #include "common/inventory/inventory.h"
-#include "common/metrics/identity.h"
 
 namespace nodemesh::agent {
-
-struct AgentOptions {
-  std::string node;
-  std::string inventory_path;
-  std::string aggregator_address;  // empty: no aggregator
-  // Where the outbound programs attach, under the cgroup v2 mount ("/" covers the node).
-  std::string cgroup_root = "/";
-  int workers = 2;
-  uint16_t outbound_port = 15001;
-  uint16_t inbound_port = 15006;
-  uint32_t agent_mark = 0x6e6d0001;        // outbound upstream sockets
-  uint32_t transparent_mark = 0x6e6d0002;  // inbound legs carrying the caller's address
-  uint32_t transparent_table = 0x6e6d;     // pod routing table for their replies
-  std::vector<uint16_t> excluded_ports;
-  size_t max_routes_per_workload = 100;
-  WorkerOptions worker;
-};
 
 class Agent {
  public:
@@ -52,7 +59,8 @@ class Agent {
   // eventfd or signalfd). Fails if the first inventory cannot be applied.
   absl::Status Run(int stop_fd);
 
-  // Applies an inventory: enrols, releases and updates pods. Thread-safe.
+  // Applies an inventory: enrols, releases and updates pods. Thread-safe. Fails listing the
+  // pods that could not be enrolled (they are tried again later).
   absl::Status Apply(const Inventory& inventory);
 
   // The admin API (see README): GET /stats, /pods, /connections, /routes;
@@ -63,31 +71,23 @@ class Agent {
 
   // Gathers every worker's metrics into the registry (Run does it once a second).
   void CollectMetrics();
+  // Forgets the series idle past the retention, then the identities nothing refers to.
+  void ForgetUnusedIdentities();
 
  private:
-  struct EnrolledPod {
-    std::shared_ptr<PodRuntime> runtime;
-    uint64_t cgroup_id = 0;
-    std::unique_ptr<NetnsLink> inbound_link;
-    std::optional<ListeningPorts> listening;  // when the inbound ports are discovered
-    absl::flat_hash_set<Endpoint> meshed;
-  };
-
-  explicit Agent(const AgentOptions& options)
-      : options_(options),
-        routes_(options.max_routes_per_workload),
-        registry_(identities_, routes_) {}
+  explicit Agent(const AgentOptions& options);
   metrics::Identity IdentityOf(const PodInfo& pod) const;
   bool OnThisNode(const PodInfo& pod) const {
     return pod.node.empty() || pod.node == options_.node;
   }
-  absl::Status Enrol(const PodInfo& info);
-  void Release(const std::string& key);
-  // One SO_REUSEPORT listener per worker on `address`, made inside `netns`.
-  absl::StatusOr<std::vector<UniqueFd>> MakeListeners(const Netns& netns, const Endpoint& address);
-  void GiveListeners(std::vector<UniqueFd> listeners, const std::shared_ptr<PodRuntime>& pod,
-                     Direction direction);
-  void RefreshMeshedPorts(EnrolledPod& pod);
+  // Enrols the pods of inventory_ that should be and are not; under mutex_. Returns the
+  // failures, one line per pod.
+  std::vector<std::string> EnrolWanted();
+  std::vector<v1::Pod> PodsForAggregator();
+  // Pods of other nodes, from the aggregator: they name peers the inventory does not list.
+  void SetClusterPods(const v1::PodList& pods);
+  void RebuildDirectory();  // under mutex_
+  uint64_t ListenerCount();
 
   const AgentOptions options_;
   std::string cgroup_mount_;
@@ -98,18 +98,17 @@ class Agent {
   metrics::Registry registry_;
   PeerDirectory directory_;
   TapSubscriptions tap_;
-  std::unique_ptr<AggregatorClient> aggregator_;
-  std::vector<v1::Pod> PodsForAggregator();
-  // Pods of other nodes, from the aggregator: they name peers the inventory does not list.
-  void SetClusterPods(const v1::PodList& pods);
-  void RebuildDirectory();                // under mutex_
-  PeerDirectory::Map cluster_directory_;  // the cluster's pods by address, as last sent
   std::vector<std::unique_ptr<Worker>> workers_;
-  uint32_t next_pod_id_ = 1;
+  // Made before anything can call it (Apply tells it of pod changes); started by Run.
+  std::unique_ptr<AggregatorClient> aggregator_;
 
-  std::mutex mutex_;  // the fields below, held by Apply and the refresh loop
-  absl::flat_hash_map<std::string, EnrolledPod> enrolled_;
+  std::mutex mutex_;  // the fields below, and interning (see the thread map above)
   Inventory inventory_;
+  PeerDirectory::Map cluster_directory_;  // the cluster's pods by address, as last sent
+  absl::flat_hash_map<std::string, std::unique_ptr<PodEnrolment>> enrolled_;
+  // Pods that should be enrolled and are not, with the reason, until a retry succeeds.
+  absl::flat_hash_map<std::string, std::string> not_enrolled_;
+  uint32_t next_pod_id_ = 1;
 };
 
 }  // namespace nodemesh::agent

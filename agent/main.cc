@@ -9,6 +9,7 @@
 
 #include "absl/time/time.h"
 #include "agent/agent.h"
+#include "agent/kernel/system.h"
 #include "common/base/log.h"
 
 namespace {
@@ -51,7 +52,8 @@ void RaiseFileLimit() {
 int main(int argc, char** argv) {
   nodemesh::agent::AgentOptions options;
   options.workers = nodemesh::agent::AllowedCpuCount();
-  std::string connect_timeout = "10s", idle_timeout = "1h", log_level = "info";
+  std::string connect_timeout = "10s", idle_timeout = "1h", retain_idle = "10m";
+  std::string log_level = "info";
   std::string admin_socket = "/run/nodemesh/agent.sock";
   std::string metrics_address = "0.0.0.0:4191";
   std::string l7 = "on";
@@ -86,16 +88,22 @@ int main(int argc, char** argv) {
       ->check(DurationValidator());
   app.add_option("--idle-timeout", idle_timeout, "Close connections idle this long")
       ->check(DurationValidator());
-  app.add_option("--max-buffers", options.worker.max_buffers,
+  app.add_option("--max-buffers", options.proxy.max_buffers,
                  "I/O buffers (64 KiB) per worker; connections wait for one beyond that")
       ->check(CLI::Range(16, 1 << 20));
   app.add_option("--admin-socket", admin_socket,
                  "Unix socket of the admin API (root only): /stats, /pods, /connections");
   app.add_option("--metrics-address", metrics_address,
                  "HOST:PORT serving /metrics to Prometheus (port 0: any free port)");
-  app.add_option("--max-routes", options.max_routes_per_workload,
+  app.add_option("--max-routes", options.observer.max_routes_per_workload,
                  "Routes kept per destination workload; the rest share one overflow series")
       ->check(CLI::Range(1, 100000));
+  app.add_option("--metrics-retain-idle", retain_idle,
+                 "How long a metric series with no traffic stays in /metrics")
+      ->check(DurationValidator());
+  app.add_option("--max-pods", options.max_pods,
+                 "Pods enrolled at once (sizes the kernel maps that hold them)")
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--l7", l7,
                  "on: detect and parse HTTP/1, HTTP/2 and gRPC for request metrics and tap; "
                  "off: proxy every connection as opaque TCP (connection metrics only)")
@@ -107,12 +115,10 @@ int main(int argc, char** argv) {
   LogLevel level;
   nodemesh::ParseLogLevel(log_level, &level);
   nodemesh::SetLogLevel(level);
-  options.worker.connect_timeout_ns = Nanoseconds(connect_timeout);
-  options.worker.idle_timeout_ns = Nanoseconds(idle_timeout);
-  options.worker.agent_mark = options.agent_mark;
-  options.worker.transparent_mark = options.transparent_mark;
-  options.worker.worker_count = options.workers;
-  options.worker.l7 = l7 == "on";
+  options.proxy.connect_timeout_ns = Nanoseconds(connect_timeout);
+  options.proxy.idle_timeout_ns = Nanoseconds(idle_timeout);
+  options.observer.retain_idle_ns = Nanoseconds(retain_idle);
+  options.observer.l7 = l7 == "on";
   RaiseFileLimit();
 
   // Signals are taken synchronously from a signalfd; every thread inherits the mask.

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "agent/kernel/system.h"
 #include "agent/metrics/identity_table.h"
 #include "common/inventory/inventory.h"
@@ -57,6 +58,9 @@ class PeerDirectory {
   }
   void Replace(Map map) {
     map_.store(std::make_shared<const Map>(std::move(map)), std::memory_order_release);
+  }
+  void AddReferencedIdentities(absl::flat_hash_set<metrics::IdentityTable::Id>* ids) const {
+    for (const auto& [ip, id] : *map_.load(std::memory_order_acquire)) ids->insert(id);
   }
 
  private:

@@ -2,8 +2,9 @@
 /* nodemesh's kernel side. Outbound: connects of enrolled pod cgroups are rewritten to the
  * agent's listener inside the pod's own netns, with the original destination kept for the
  * agent (and for getpeername; getsockname answers with the pod's address). Inbound: SYNs
- * for a pod's meshed ports are steered to the agent's inbound listener in that netns. Everything else passes untouched, and if the
- * agent goes away its links go with it: traffic then flows direct. */
+ * for a pod's meshed ports are steered to the agent's inbound listener in that netns. Everything
+ * else passes untouched, and if the agent goes away its links go with it: traffic then flows
+ * direct. */
 #include "bpf/nodemesh.h"
 
 #include <bpf/bpf_endian.h>
@@ -23,13 +24,21 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* What cgroup sock_addr programs return: the call goes on (its address possibly rewritten).
+ * The other verdict, 0, would fail the application's call with EPERM: nodemesh never
+ * refuses a connection, it only redirects it or lets it be. */
+#define NM_CONTINUE 1
+/* sockops programs answer through skops->reply where an op asks for one; the return value
+ * is ignored, 1 by convention. */
+#define NM_SOCKOPS_DONE 1
+
 /* Context fields must be read with their own width: clang would otherwise merge two
  * adjacent 32-bit loads into one 64-bit load that the verifier rejects. */
 #define CTX_U32(field) (*(volatile __u32*)&(field))
 
 /* Set by the agent before load. */
 const volatile __u16 outbound_port = 15001;
-const volatile __u32 agent_mark = 0;       /* the agent's outbound upstream sockets */
+const volatile __u32 upstream_mark = 0;    /* the agent's outbound upstream sockets */
 const volatile __u32 transparent_mark = 0; /* its inbound legs, sent with the caller's address */
 
 struct {
@@ -41,7 +50,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_ARRAY);
-  __uint(max_entries, 65536);
+  __uint(max_entries, NM_PORT_COUNT);
   __type(key, __u32);  /* destination port */
   __type(value, __u8); /* non-zero: never redirect */
 } excluded_ports SEC(".maps");
@@ -79,7 +88,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_SOCKHASH);
-  __uint(max_entries, NM_MAX_PODS);
+  __uint(max_entries, NM_MAX_PODS* NM_MAX_POD_ADDRESSES);
   __type(key, struct nm_endpoint); /* pod address, port 0 */
   __type(value, __u64);
 } inbound_listeners SEC(".maps");
@@ -146,7 +155,7 @@ static __always_inline int should_redirect(struct bpf_sock_addr* ctx, __u16 port
   struct bpf_sock* sk = ctx->sk;
   if (!sk) return 0;
   const __u32 mark = sk->mark;
-  if (mark != 0 && (mark == agent_mark || mark == transparent_mark)) return 0;
+  if (mark != 0 && (mark == upstream_mark || mark == transparent_mark)) return 0;
   __u32 port_key = port;
   __u8* excluded = bpf_map_lookup_elem(&excluded_ports, &port_key);
   if (excluded && *excluded) return 0;
@@ -171,16 +180,16 @@ static __always_inline int save_origin(void* ctx, const struct nm_origin* origin
 SEC("cgroup/connect4")
 int nm_connect4(struct bpf_sock_addr* ctx) {
   const __u32 dst = ctx->user_ip4;
-  if (is_loopback_v4(dst)) return 1;
+  if (is_loopback_v4(dst)) return NM_CONTINUE;
   struct nm_origin origin = {.family = AF_INET};
   struct nm_pod* pod = 0;
-  if (!should_redirect(ctx, bpf_ntohs((__u16)ctx->user_port), &origin, &pod)) return 1;
+  if (!should_redirect(ctx, bpf_ntohs((__u16)ctx->user_port), &origin, &pod)) return NM_CONTINUE;
   map_v4(origin.addr, dst);
-  if (!save_origin(ctx, &origin)) return 1; /* fail open: the connect goes direct */
+  if (!save_origin(ctx, &origin)) return NM_CONTINUE; /* fail open: the connect goes direct */
   ctx->user_ip4 = bpf_htonl(0x7f000001);
   ctx->user_port = bpf_htons(outbound_port);
   count(NM_REDIRECTED_V4);
-  return 1;
+  return NM_CONTINUE;
 }
 
 SEC("cgroup/connect6")
@@ -188,15 +197,16 @@ int nm_connect6(struct bpf_sock_addr* ctx) {
   const __u32 w0 = CTX_U32(ctx->user_ip6[0]), w1 = CTX_U32(ctx->user_ip6[1]),
               w2 = CTX_U32(ctx->user_ip6[2]), w3 = CTX_U32(ctx->user_ip6[3]);
   const int v4_mapped = w0 == 0 && w1 == 0 && w2 == bpf_htonl(0xffff);
-  if (v4_mapped && is_loopback_v4(w3)) return 1;
-  if (!v4_mapped && w0 == 0 && w1 == 0 && w2 == 0 && w3 == bpf_htonl(1)) return 1; /* ::1 */
+  if (v4_mapped && is_loopback_v4(w3)) return NM_CONTINUE;
+  if (!v4_mapped && w0 == 0 && w1 == 0 && w2 == 0 && w3 == bpf_htonl(1))
+    return NM_CONTINUE; /* ::1 */
   struct nm_origin origin = {.family = AF_INET6};
   struct nm_pod* pod = 0;
-  if (!should_redirect(ctx, bpf_ntohs((__u16)ctx->user_port), &origin, &pod)) return 1;
-  if (!v4_mapped && !(pod->flags & NM_POD_IPV6)) return 1;
+  if (!should_redirect(ctx, bpf_ntohs((__u16)ctx->user_port), &origin, &pod)) return NM_CONTINUE;
+  if (!v4_mapped && !(pod->flags & NM_POD_IPV6)) return NM_CONTINUE;
   const __u32 words[4] = {w0, w1, w2, w3};
   copy_v6(origin.addr, words);
-  if (!save_origin(ctx, &origin)) return 1;
+  if (!save_origin(ctx, &origin)) return NM_CONTINUE;
   if (v4_mapped) {
     ctx->user_ip6[3] = bpf_htonl(0x7f000001); /* ::ffff:127.0.0.1, the IPv4 listener */
   } else {
@@ -207,7 +217,7 @@ int nm_connect6(struct bpf_sock_addr* ctx) {
   }
   ctx->user_port = bpf_htons(outbound_port);
   count(NM_REDIRECTED_V6);
-  return 1;
+  return NM_CONTINUE;
 }
 
 /* Once a redirected connect completes, the 4-tuple is known: file the original destination
@@ -217,14 +227,14 @@ int nm_sockops(struct bpf_sock_ops* skops) {
   __u64 cookie = bpf_get_socket_cookie(skops);
   if (skops->op == BPF_SOCK_OPS_STATE_CB) {
     if (skops->args[1] == BPF_TCP_CLOSE) bpf_map_delete_elem(&origins_by_cookie, &cookie);
-    return 1;
+    return NM_SOCKOPS_DONE;
   }
-  if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) return 1;
+  if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) return NM_SOCKOPS_DONE;
   struct nm_origin* origin = bpf_map_lookup_elem(&origins_by_cookie, &cookie);
-  if (!origin) return 1; /* not a redirected socket */
+  if (!origin) return NM_SOCKOPS_DONE; /* not a redirected socket */
   if (skops->remote_port == 0) {
     count(NM_ESTABLISHED_WITHOUT_ORIGIN);
-    return 1;
+    return NM_SOCKOPS_DONE;
   }
   struct nm_tuple key = {.netns_cookie = bpf_get_netns_cookie(skops)};
   if (skops->family == AF_INET) {
@@ -245,7 +255,7 @@ int nm_sockops(struct bpf_sock_ops* skops) {
   }
   /* Hear about the close, to drop the cookie entry kept for getpeername. */
   bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-  return 1;
+  return NM_SOCKOPS_DONE;
 }
 
 static __always_inline void set_user_ip6(struct bpf_sock_addr* ctx, const __u8 addr[16]) {
@@ -261,31 +271,30 @@ SEC("cgroup/getpeername4")
 int nm_getpeername4(struct bpf_sock_addr* ctx) {
   __u64 cookie = bpf_get_socket_cookie(ctx);
   struct nm_origin* origin = bpf_map_lookup_elem(&origins_by_cookie, &cookie);
-  if (!origin || origin->family != AF_INET) return 1;
+  if (!origin || origin->family != AF_INET) return NM_CONTINUE;
   __u32 ip4;
   __builtin_memcpy(&ip4, &origin->addr[12], 4);
   ctx->user_ip4 = ip4;
   ctx->user_port = bpf_htons(origin->port);
   count(NM_PEERNAME_REWRITTEN);
-  return 1;
+  return NM_CONTINUE;
 }
 
 SEC("cgroup/getpeername6")
 int nm_getpeername6(struct bpf_sock_addr* ctx) {
   __u64 cookie = bpf_get_socket_cookie(ctx);
   struct nm_origin* origin = bpf_map_lookup_elem(&origins_by_cookie, &cookie);
-  if (!origin || origin->family != AF_INET6) return 1;
+  if (!origin || origin->family != AF_INET6) return NM_CONTINUE;
   set_user_ip6(ctx, origin->addr);
   ctx->user_port = bpf_htons(origin->port);
   count(NM_PEERNAME_REWRITTEN);
-  return 1;
+  return NM_CONTINUE;
 }
 
 /* A redirected socket is connected over the pod's loopback; getsockname answers with the
  * pod's own address of the family dialled (the port is the socket's own), as it would
  * without the agent. */
-static __always_inline const struct nm_pod* redirected_pod(struct bpf_sock_addr* ctx,
-                                                           __u16 family,
+static __always_inline const struct nm_pod* redirected_pod(struct bpf_sock_addr* ctx, __u16 family,
                                                            const struct nm_origin** origin) {
   __u64 cookie = bpf_get_socket_cookie(ctx);
   *origin = bpf_map_lookup_elem(&origins_by_cookie, &cookie);
@@ -309,25 +318,25 @@ SEC("cgroup/getsockname4")
 int nm_getsockname4(struct bpf_sock_addr* ctx) {
   const struct nm_origin* origin;
   const struct nm_pod* pod = redirected_pod(ctx, AF_INET, &origin);
-  if (!pod || is_unset(pod->ipv4)) return 1;
+  if (!pod || is_unset(pod->ipv4)) return NM_CONTINUE;
   __u32 ip4;
   __builtin_memcpy(&ip4, &pod->ipv4[12], 4);
   ctx->user_ip4 = ip4;
   count(NM_SOCKNAME_REWRITTEN);
-  return 1;
+  return NM_CONTINUE;
 }
 
 SEC("cgroup/getsockname6")
 int nm_getsockname6(struct bpf_sock_addr* ctx) {
   const struct nm_origin* origin;
   const struct nm_pod* pod = redirected_pod(ctx, AF_INET6, &origin);
-  if (!pod) return 1;
+  if (!pod) return NM_CONTINUE;
   /* A v4-mapped destination was reached from the pod's IPv4 address, v4-mapped. */
   const __u8* local = is_v4_mapped(origin->addr) ? pod->ipv4 : pod->ipv6;
-  if (is_unset(local)) return 1;
+  if (is_unset(local)) return NM_CONTINUE;
   set_user_ip6(ctx, local);
   count(NM_SOCKNAME_REWRITTEN);
-  return 1;
+  return NM_CONTINUE;
 }
 
 /* Attached to each enrolled pod's netns: a SYN for one of the pod's meshed ports goes to

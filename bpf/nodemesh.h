@@ -67,7 +67,11 @@ enum nm_counter {
 };
 
 #define NM_MAX_CONNECTIONS 262144 /* redirected connections in flight, per map */
+/* Pods enrolled at once, by default: the agent sizes the pod maps to its --max-pods before
+ * loading (enrolled_cgroups holds one entry a pod, inbound_listeners one per pod address). */
 #define NM_MAX_PODS 4096
-#define NM_MAX_MESHED_PORTS 65536
+#define NM_MAX_POD_ADDRESSES 2    /* an IPv4 and an IPv6 address */
+#define NM_MAX_MESHED_PORTS 65536 /* pod address and port pairs captured inbound */
+#define NM_PORT_COUNT 65536       /* every TCP port: excluded_ports is indexed by port */
 
 #endif /* NODEMESH_BPF_NODEMESH_H_ */

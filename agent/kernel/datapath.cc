@@ -69,13 +69,23 @@ std::string_view CounterName(nm_counter counter) {
 
 NetnsLink::~NetnsLink() { bpf_link__destroy(link_); }
 
-absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& options) {
+absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const AgentOptions& options,
+                                                         const std::string& cgroup_dir) {
   std::unique_ptr<Datapath> datapath(new Datapath());
   datapath->skeleton_ = nodemesh_bpf__open();
   if (datapath->skeleton_ == nullptr) return ErrnoStatus("opening the BPF programs", errno);
-  datapath->skeleton_->rodata->outbound_port = options.outbound_port;
-  datapath->skeleton_->rodata->agent_mark = options.agent_mark;
-  datapath->skeleton_->rodata->transparent_mark = options.transparent_mark;
+  nodemesh_bpf* skel = datapath->skeleton_;
+  skel->rodata->outbound_port = options.outbound_port;
+  skel->rodata->upstream_mark = options.marks.upstream;
+  skel->rodata->transparent_mark = options.marks.transparent;
+  for (const auto& [map, entries] :
+       {std::pair{skel->maps.enrolled_cgroups, options.max_pods},
+        std::pair{skel->maps.inbound_listeners, options.max_pods * NM_MAX_POD_ADDRESSES}}) {
+    if (const int err = bpf_map__set_max_entries(map, entries); err != 0) {
+      return ErrnoStatus(fmt::format("sizing {} for {} pods", bpf_map__name(map), options.max_pods),
+                         -err);
+    }
+  }
   if (const int err = nodemesh_bpf__load(datapath->skeleton_); err != 0) {
     const absl::Status status = ErrnoStatus("loading the BPF programs", -err);
     if (absl::IsPermissionDenied(status)) {
@@ -85,11 +95,8 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
     }
     return status;
   }
-  datapath->cgroup_fd_ = ::open(options.cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (datapath->cgroup_fd_ < 0) {
-    return ErrnoStatus(fmt::format("cgroup {}", options.cgroup_dir), errno);
-  }
-  nodemesh_bpf* skel = datapath->skeleton_;
+  datapath->cgroup_fd_ = ::open(cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (datapath->cgroup_fd_ < 0) return ErrnoStatus(fmt::format("cgroup {}", cgroup_dir), errno);
   for (bpf_program* program :
        {skel->progs.nm_connect4, skel->progs.nm_connect6, skel->progs.nm_sockops,
         skel->progs.nm_getpeername4, skel->progs.nm_getpeername6, skel->progs.nm_getsockname4,
@@ -97,8 +104,7 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const DatapathOptions& 
     bpf_link* link = bpf_program__attach_cgroup(program, datapath->cgroup_fd_);
     if (link == nullptr) {
       return ErrnoStatus(
-          fmt::format("attaching {} to cgroup {}", bpf_program__name(program), options.cgroup_dir),
-          errno);
+          fmt::format("attaching {} to cgroup {}", bpf_program__name(program), cgroup_dir), errno);
     }
     datapath->cgroup_links_.push_back(link);
   }
@@ -152,7 +158,7 @@ void Datapath::RemoveInboundListener(const IpAddress& pod_ip) {
   bpf_map__delete_elem(skeleton_->maps.inbound_listeners, &key, sizeof key, 0);
 }
 
-absl::Status Datapath::AddMeshedPort(const Endpoint& endpoint) {
+absl::Status Datapath::AddCapturedPort(const Endpoint& endpoint) {
   const nm_endpoint key = ToKey(endpoint);
   const uint8_t yes = 1;
   return MapStatus("adding a meshed port",
@@ -160,7 +166,7 @@ absl::Status Datapath::AddMeshedPort(const Endpoint& endpoint) {
                                         sizeof yes, BPF_ANY));
 }
 
-void Datapath::RemoveMeshedPort(const Endpoint& endpoint) {
+void Datapath::RemoveCapturedPort(const Endpoint& endpoint) {
   const nm_endpoint key = ToKey(endpoint);
   bpf_map__delete_elem(skeleton_->maps.meshed_ports, &key, sizeof key, 0);
 }

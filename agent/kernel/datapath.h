@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "agent/options.h"
 #include "bpf/nodemesh.h"
 #include "common/net/address.h"
 
@@ -18,13 +19,6 @@ struct nodemesh_bpf;
 struct bpf_link;
 
 namespace nodemesh::agent {
-
-struct DatapathOptions {
-  std::string cgroup_dir;          // absolute; outbound programs cover this cgroup subtree
-  uint16_t outbound_port = 15001;  // the agent's listener in every pod netns
-  uint32_t agent_mark = 0;         // SO_MARK of the agent's own sockets, never redirected
-  uint32_t transparent_mark = 0;   // SO_MARK of its inbound legs (see pod_routing.h)
-};
 
 // Where an intercepted connection was going, as the application asked.
 struct OriginalDestination {
@@ -50,7 +44,11 @@ class NetnsLink {
 
 class Datapath {
  public:
-  static absl::StatusOr<std::unique_ptr<Datapath>> Load(const DatapathOptions& options);
+  // Loads the programs (told the outbound port and the socket marks, their pod maps sized
+  // for max_pods) and attaches the cgroup ones to `cgroup_dir`, an absolute path: they
+  // cover that cgroup's subtree.
+  static absl::StatusOr<std::unique_ptr<Datapath>> Load(const AgentOptions& options,
+                                                        const std::string& cgroup_dir);
   ~Datapath();
   Datapath(const Datapath&) = delete;
   Datapath& operator=(const Datapath&) = delete;
@@ -66,8 +64,8 @@ class Datapath {
   absl::StatusOr<std::unique_ptr<NetnsLink>> AttachInbound(int netns_fd);
   absl::Status SetInboundListener(const IpAddress& pod_ip, int listener_fd);
   void RemoveInboundListener(const IpAddress& pod_ip);
-  absl::Status AddMeshedPort(const Endpoint& endpoint);
-  void RemoveMeshedPort(const Endpoint& endpoint);
+  absl::Status AddCapturedPort(const Endpoint& endpoint);
+  void RemoveCapturedPort(const Endpoint& endpoint);
 
   // The agent's connection from `caller` (the original caller's address, bound
   // transparently) to `pod` reaches the application instead of being captured again.

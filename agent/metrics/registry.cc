@@ -51,14 +51,17 @@ void Header(std::string* out, const char* name, const char* type, const char* he
 
 }  // namespace
 
-void Registry::Add(const Delta& delta) {
+void Registry::Add(const Delta& delta, int64_t now_s) {
   std::lock_guard lock(mutex_);
   for (const RequestSample& sample : delta.requests) {
-    requests_[sample.key].requests += sample.requests;
+    RequestTotals& totals = requests_[sample.key];
+    totals.requests += sample.requests;
+    totals.updated_s = now_s;
   }
   for (const ResponseSample& sample : delta.responses) {
     ResponseTotals& totals = responses_[sample.key];
     totals.responses += sample.responses;
+    totals.updated_s = now_s;
     totals.latency.Add(sample.latency.buckets, static_cast<uint64_t>(sample.latency.sum_ns));
     totals.first_byte.Add(sample.first_byte.buckets,
                           static_cast<uint64_t>(sample.first_byte.sum_ns));
@@ -73,12 +76,32 @@ void Registry::Add(const Delta& delta) {
     totals.read_bytes += sample.read_bytes;
     totals.write_bytes += sample.write_bytes;
     totals.duration.Add(sample.duration.buckets, static_cast<uint64_t>(sample.duration.sum_ns));
+    totals.updated_s = now_s;
     open_now[sample.key] += sample.open_now;
   }
   for (auto& [key, totals] : tcp_) {
     const auto it = open_now.find(key);
     totals.open_now = it == open_now.end() ? 0 : it->second;
   }
+}
+
+void Registry::ForgetIdle(int64_t oldest_s) {
+  std::lock_guard lock(mutex_);
+  const auto idle = [oldest_s](const auto& entry) { return entry.second.updated_s < oldest_s; };
+  absl::erase_if(requests_, idle);
+  absl::erase_if(responses_, idle);
+  absl::erase_if(tcp_, idle);
+}
+
+void Registry::AddReferencedIdentities(absl::flat_hash_set<uint32_t>* ids) const {
+  std::lock_guard lock(mutex_);
+  const auto add = [ids](const TrafficKey& key) {
+    ids->insert(key.source);
+    ids->insert(key.destination);
+  };
+  for (const auto& [key, totals] : requests_) add(key.traffic);
+  for (const auto& [key, totals] : responses_) add(key.request.traffic);
+  for (const auto& [key, totals] : tcp_) add(key);
 }
 
 void Registry::SetInternal(const std::string& family, const std::string& help,
@@ -189,6 +212,14 @@ std::vector<Registry::RouteTotals> Registry::Routes() const {
     out.push_back(std::move(route));
   }
   return out;
+}
+
+std::vector<IdentityTable::Id> ForgetUnusedIdentities(IdentityTable& identities, Registry& registry,
+                                                      absl::flat_hash_set<IdentityTable::Id> in_use,
+                                                      int64_t oldest_s) {
+  registry.ForgetIdle(oldest_s);
+  registry.AddReferencedIdentities(&in_use);
+  return identities.Retain(in_use);
 }
 
 }  // namespace nodemesh::metrics

@@ -1,5 +1,5 @@
 // The agent's cumulative metrics: every worker's deltas merged, once a second, and served
-// to Prometheus in its text format with the vocabulary of DESIGN.md section 5.
+// to Prometheus in its text format with the metric vocabulary of docs/ARCHITECTURE.md.
 #pragma once
 
 #include <map>
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_map.h"
 #include "agent/metrics/identity_table.h"
 #include "agent/metrics/route.h"
@@ -26,7 +27,13 @@ class Registry {
   Registry(const IdentityTable& identities, const RouteTable& routes)
       : identities_(identities), routes_(routes) {}
 
-  void Add(const Delta& delta);
+  // Merges the workers' delta of the second ending at `now_s`.
+  void Add(const Delta& delta, int64_t now_s);
+  // Drops the series nothing was added to since `oldest_s`: /metrics follows the traffic of
+  // the last while (Prometheus sees the series go stale), not every pair there ever was.
+  void ForgetIdle(int64_t oldest_s);
+  // Adds the identity ids the kept series refer to.
+  void AddReferencedIdentities(absl::flat_hash_set<uint32_t>* ids) const;
   // A counter the agent keeps about itself (parse failures, kernel events), exported with
   // the rest: `labels` is the inside of the braces, e.g. `protocol="http2",reason="hpack"`.
   void SetInternal(const std::string& family, const std::string& help, const std::string& labels,
@@ -49,9 +56,11 @@ class Registry {
  private:
   struct RequestTotals {
     uint64_t requests = 0;
+    int64_t updated_s = 0;
   };
   struct ResponseTotals {
     uint64_t responses = 0;
+    int64_t updated_s = 0;
     Histogram latency;
     Histogram first_byte;
   };
@@ -63,6 +72,7 @@ class Registry {
     uint64_t read_bytes = 0;
     uint64_t write_bytes = 0;
     Histogram duration;
+    int64_t updated_s = 0;
   };
 
   const IdentityTable& identities_;
@@ -77,5 +87,13 @@ class Registry {
   };
   std::map<std::string, InternalCounter> internal_;
 };
+
+// Forgets what the agent no longer needs to name: the registry's series idle since
+// `oldest_s`, then every identity neither a remaining series nor `in_use` (what the caller
+// holds: pods, the address directory, the workers' shards) refers to. Returns the ids
+// forgotten, which may be given out again from now on.
+std::vector<IdentityTable::Id> ForgetUnusedIdentities(IdentityTable& identities, Registry& registry,
+                                                      absl::flat_hash_set<IdentityTable::Id> in_use,
+                                                      int64_t oldest_s);
 
 }  // namespace nodemesh::metrics

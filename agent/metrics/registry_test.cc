@@ -53,7 +53,7 @@ TEST_CASE("registry: shard deltas become cumulative Prometheus series") {
   Delta first;
   shard.Collect(&first);
   other.Collect(&first);
-  f.registry.Add(first);
+  f.registry.Add(first, 1);
 
   const std::string text = f.registry.PrometheusText();
   const std::string labels =
@@ -82,7 +82,7 @@ TEST_CASE("registry: shard deltas become cumulative Prometheus series") {
   Shard::CloseConnection(tcp, 5'000'000, /*failed=*/true);
   Delta third;
   shard.Collect(&third);
-  f.registry.Add(third);
+  f.registry.Add(third, 3);
   const std::string after = f.registry.PrometheusText();
   CHECK_THAT(after, Catch::Contains("tcp_open_connections{" + labels + "} 0\n"));
   CHECK_THAT(after,
@@ -97,7 +97,7 @@ TEST_CASE("registry: label values are escaped") {
   shard.OpenConnection({odd, IdentityTable::kExternal, Direction::kInbound});
   Delta delta;
   shard.Collect(&delta);
-  f.registry.Add(delta);
+  f.registry.Add(delta, 1);
   CHECK_THAT(f.registry.PrometheusText(), Catch::Contains("src_pod=\"p\\\"q\\\\r\\ns\""));
   CHECK_THAT(f.registry.PrometheusText(), Catch::Contains("dst_owner_kind=\"External\""));
 }

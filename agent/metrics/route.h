@@ -56,6 +56,10 @@ class RouteCache {
       : table_(table), identities_(identities) {}
   // The route id of `route` (as from TemplateRoute) for requests to `destination`.
   RouteTable::Id Lookup(IdentityTable::Id destination, const std::string& route);
+  // Drops what is cached for identities the agent forgot: their ids will name others.
+  void Forget(const std::vector<IdentityTable::Id>& destinations) {
+    for (IdentityTable::Id id : destinations) cache_.erase(id);
+  }
 
  private:
   static constexpr size_t kMaxCachedPerWorkload = 4096;

@@ -27,6 +27,16 @@ void Age(Map& map, int evict_after, Busy busy) {
 
 }  // namespace
 
+void Shard::AddReferencedIdentities(absl::flat_hash_set<uint32_t>* ids) const {
+  const auto add = [ids](const TrafficKey& key) {
+    ids->insert(key.source);
+    ids->insert(key.destination);
+  };
+  for (const auto& [key, series] : requests_) add(key.traffic);
+  for (const auto& [key, series] : responses_) add(key.request.traffic);
+  for (const auto& [key, series] : tcp_) add(key);
+}
+
 void Shard::Collect(Delta* out, int evict_after) {
   for (auto& [key, series] : requests_) {
     if (series.requests == 0) continue;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_map.h"
 #include "common/metrics/histogram.h"
 #include "common/metrics/sample.h"
@@ -48,6 +49,9 @@ class Shard {
     --series->open_now;
     series->duration.Record(duration_ns);
   }
+
+  // Adds the identity ids of every series kept, those of open connections among them.
+  void AddReferencedIdentities(absl::flat_hash_set<uint32_t>* ids) const;
 
   // Moves everything counted since the last call into `out` and zeroes it. Series idle for
   // `evict_after` collections (and with no open connection) are dropped.

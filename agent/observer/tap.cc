@@ -91,9 +91,12 @@ bool TapRateLimiter::Allow(uint64_t subscription, double rate, int64_t now_ns) {
   return true;
 }
 
-bool IsSensitiveHeader(std::string_view name) {
-  return name == "authorization" || name == "proxy-authorization" || name == "cookie" ||
-         name == "set-cookie" || name == "x-api-key" || name == "x-auth-token";
+std::string TapHeaderValue(const parsers::Header& header) {
+  const std::string_view name = header.name;  // lowercase, as parsers give it
+  const bool sensitive = name == "authorization" || name == "proxy-authorization" ||
+                         name == "cookie" || name == "set-cookie" || name == "x-api-key" ||
+                         name == "x-auth-token";
+  return sensitive ? "[redacted]" : header.value;
 }
 
 }  // namespace nodemesh::agent

@@ -79,7 +79,8 @@ class TapRateLimiter {
   absl::flat_hash_map<uint64_t, Bucket> buckets_;
 };
 
-// Headers never shown in tap output.
-bool IsSensitiveHeader(std::string_view lowercase_name);
+// A header's value as tap shows it: "[redacted]" for headers that carry credentials
+// (authorization, cookies, API keys), the value itself otherwise.
+std::string TapHeaderValue(const parsers::Header& header);
 
 }  // namespace nodemesh::agent

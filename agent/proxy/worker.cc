@@ -21,6 +21,14 @@ namespace {
 enum Tag : uintptr_t { kClientTag = 0, kListenerTag = 1, kWakeTag = 2, kUpstreamTag = 3 };
 constexpr uintptr_t kTagMask = 3;
 
+// Events per epoll_wait, and how long it sleeps with nothing to do (timers are checked
+// after every batch, so this bounds how late a timeout fires).
+constexpr int kMaxEvents = 256;
+constexpr int kMaxSleepMs = 250;
+// Connections accepted from one listener per wakeup, so one busy listener cannot starve
+// the others.
+constexpr int kAcceptBatch = 64;
+
 int64_t MonotonicNs() {
   timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);
@@ -31,21 +39,75 @@ int64_t MonotonicNs() {
 #define SO_NETNS_COOKIE 71
 #endif
 
+// The application gets a reset, as from a server that refused it.
+void TurnAway(int fd) {
+  const linger hard{.l_onoff = 1, .l_linger = 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+}
+
 }  // namespace
 
-Worker::Worker(int index, const WorkerOptions& options, Datapath& datapath, MetricsContext metrics)
+// A relay and its observer, and the worker's bookkeeping of them: their deadlines, whether
+// they wait for a buffer, and the passthrough entry an inbound leg leaves in the kernel.
+struct Worker::Connection final : RelayHost {
+  Connection(Worker& owner, const Listener& listener, UniqueFd client_fd, UniqueFd upstream_fd,
+             const Endpoint& client_address, const Endpoint& destination_address,
+             std::optional<Endpoint> caller_address, int64_t now_ns)
+      : worker(owner),
+        direction(listener.direction),
+        client(client_address),
+        destination(destination_address),
+        bound_as_caller(caller_address),
+        observer(
+            owner.observers_, listener.pod, listener.direction, client_address, destination_address,
+            [this] { return SourceAddress(); }, now_ns),
+        relay(*this, observer, std::move(client_fd), std::move(upstream_fd), now_ns) {}
+
+  // The client as the server sees it. Outbound, the application's own socket sits on the
+  // pod's loopback (it was redirected there); the address the server sees is the upstream
+  // socket's.
+  Endpoint SourceAddress() const {
+    if (direction == Direction::kInbound) return client;
+    return Endpoint::Local(relay.fd(Side::kUpstream)).value_or(client);
+  }
+
+  std::unique_ptr<Buffer> AcquireBuffer() override {
+    std::unique_ptr<Buffer> buffer = worker.buffers_.Acquire();
+    if (!buffer && !waiting_for_buffer) {
+      waiting_for_buffer = true;
+      worker.waiting_for_buffers_.push_back(this);
+    }
+    return buffer;
+  }
+  void ReleaseBuffer(std::unique_ptr<Buffer> buffer) override {
+    worker.buffers_.Release(std::move(buffer));
+  }
+  void OnEstablished(int64_t) override { worker.timeouts_.Active(timer, relay); }
+  void OnActivity(int64_t) override { worker.timeouts_.Active(timer, relay); }
+  void OnEnded(RelayEnd end, int64_t) override { worker.Ended(*this, end); }
+
+  Worker& worker;
+  const Direction direction;
+  const Endpoint client;
+  const Endpoint destination;
+  // Inbound: the upstream socket's transparent source address (the caller's), whose
+  // passthrough entry goes when the connection does.
+  const std::optional<Endpoint> bound_as_caller;
+  RelayTimeouts::Entry timer;
+  bool waiting_for_buffer = false;
+  ConnectionObserver observer;
+  Relay relay;
+};
+
+Worker::Worker(int index, const AgentOptions& options, Datapath& datapath, const Netns& home,
+               const AgentTables& tables)
     : index_(index),
       options_(options),
       datapath_(datapath),
-      buffers_(options.buffer_size, options.max_buffers),
-      metrics_(metrics),
-      route_cache_(metrics.routes, metrics.identities) {}
-
-metrics::RouteTable::Id Worker::RouteOf(const parsers::RequestStart& request,
-                                        metrics::IdentityTable::Id destination) {
-  metrics::TemplateRoute(request, &route_scratch_);
-  return route_cache_.Lookup(destination, route_scratch_);
-}
+      home_(home),
+      buffers_(options.proxy.buffer_size, options.proxy.max_buffers),
+      timeouts_(options.proxy.connect_timeout_ns, options.proxy.idle_timeout_ns),
+      observers_(tables, options.observer, index, options.workers) {}
 
 Worker::~Worker() { Stop(); }
 
@@ -110,11 +172,10 @@ void Worker::AddListener(UniqueFd fd, std::shared_ptr<const PodRuntime> pod, Dir
 }
 
 void Worker::RemoveListeners(uint32_t pod_id) {
-  // Accepted connections live on. Connections still in a listener's accept queue were
-  // redirected before the release and would be reset by its close, so they are accepted
-  // first; no more arrive, as the pod's cgroup and sk_lookup link are gone by now. The
-  // listener itself is freed only after the current event batch, which may still hold an
-  // event for it (freeing it here was a use-after-free in Run).
+  // Connections still in a listener's accept queue were redirected before the release and
+  // would be reset by its close, so they are accepted first; no more arrive, as the pod's
+  // cgroup and sk_lookup link are gone by now. The listener itself is freed only after the
+  // current event batch, which may still hold an event for it.
   const int64_t now = MonotonicNs();
   for (auto it = listeners_.begin(); it != listeners_.end();) {
     if ((*it)->pod->id() != pod_id) {
@@ -129,10 +190,9 @@ void Worker::RemoveListeners(uint32_t pod_id) {
 }
 
 void Worker::Run() {
-  constexpr int kMaxEvents = 256;
   epoll_event events[kMaxEvents];
   while (!stopping_) {
-    const int n = epoll_wait(epoll_.get(), events, kMaxEvents, 250);
+    const int n = epoll_wait(epoll_.get(), events, kMaxEvents, kMaxSleepMs);
     const int64_t now = MonotonicNs();
     for (int i = 0; i < n; ++i) {
       const auto data = reinterpret_cast<uintptr_t>(events[i].data.ptr);
@@ -146,16 +206,16 @@ void Worker::Run() {
         case kClientTag:
         case kUpstreamTag: {
           auto* connection = reinterpret_cast<Connection*>(data & ~kTagMask);
-          connection->OnEvents((data & kTagMask) == kUpstreamTag ? Connection::Socket::kUpstream
-                                                                 : Connection::Socket::kClient,
-                               events[i].events, now);
+          connection->relay.OnEvents(
+              (data & kTagMask) == kUpstreamTag ? Side::kUpstream : Side::kClient, events[i].events,
+              now);
           break;
         }
       }
     }
-    ReturnBuffers(now);
-    ExpireTimers(now);
-    closed_.clear();
+    ServeBufferWaiters(now);
+    timeouts_.Expire(now);
+    ended_.clear();
     retired_listeners_.clear();  // closing the fd takes it out of epoll
   }
   listeners_.clear();
@@ -163,13 +223,12 @@ void Worker::Run() {
 }
 
 bool Worker::Accept(Listener& listener, int64_t now_ns) {
-  // Bounded per wakeup, so one busy listener cannot starve the others.
-  for (int i = 0; i < 64; ++i) {
+  for (int i = 0; i < kAcceptBatch; ++i) {
     UniqueFd client(accept4(listener.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (!client.valid()) {
       if (errno == EINTR || errno == ECONNABORTED) continue;  // others may still wait
       if (errno != EAGAIN) {
-        stats_.Add(stats_.accept_errors);
+        stats_.accept_errors.Add();
         Log(LogLevel::kWarning, "worker {}: accept in {}: {}", index_,
             listener.pod->view()->info.key(), std::strerror(errno));
       }
@@ -181,10 +240,10 @@ bool Worker::Accept(Listener& listener, int64_t now_ns) {
 }
 
 void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns) {
-  stats_.Add(stats_.accepted[static_cast<int>(listener.direction)]);
+  stats_.accepted[static_cast<size_t>(listener.direction)].Add();
   // A connection turned away here never becomes a Connection, so it is counted closed
   // here too: "active" (accepted - closed) must not grow with every one of them.
-  const auto turn_away = [this] { stats_.Add(stats_.closed); };
+  const auto turn_away = [this] { stats_.closed.Add(); };
   const PodRuntime& pod = *listener.pod;
   const std::optional<Endpoint> app = Endpoint::Peer(client.get());
   const std::optional<Endpoint> local = Endpoint::Local(client.get());
@@ -201,11 +260,10 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
         datapath_.TakeOriginalDestination(cookie, *app, *local);
     if (!original) {
       // Never guess where the application meant to go.
-      stats_.Add(stats_.origin_missing);
+      stats_.origin_missing.Add();
       Log(LogLevel::kWarning, "outbound {} from {}: original destination not found; closing",
           pod.view()->info.key(), app->ToString());
-      const linger hard{.l_onoff = 1, .l_linger = 0};
-      setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+      TurnAway(client.get());
       return turn_away();
     }
     destination = original->endpoint;
@@ -217,37 +275,30 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
       ConnectUpstream(pod, listener.direction, *app, destination, &bound_as_caller, &error);
   if (!upstream.valid()) {
     // Refused at once (e.g. nothing listens on a local address): mirror it.
-    stats_.Add(error == ECONNREFUSED ? stats_.upstream_refused : stats_.upstream_failed);
-    const linger hard{.l_onoff = 1, .l_linger = 0};
-    setsockopt(client.get(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+    (error == ECONNREFUSED ? stats_.upstream_refused : stats_.upstream_failed).Add();
+    TurnAway(client.get());
     return turn_away();
   }
   const int one = 1;
   setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
-  auto connection =
-      std::make_unique<Connection>(*this, listener.pod, listener.direction, std::move(client),
-                                   std::move(upstream), destination, bound_as_caller, now_ns);
-  Connection* raw = connection.get();
-  connections_.emplace(raw, std::move(connection));
-  connecting_.push_back(raw);
-  raw->timer_position = std::prev(connecting_.end());
+  auto owned = std::make_unique<Connection>(*this, listener, std::move(client), std::move(upstream),
+                                            *app, destination, bound_as_caller, now_ns);
+  Connection* connection = owned.get();
+  connections_.emplace(connection, std::move(owned));
+  timeouts_.Connecting(connection->timer, connection->relay);
   constexpr uint32_t kEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-  Watch(raw->client_fd(), reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(raw) | kClientTag),
-        kEvents);
-  Watch(raw->upstream_fd(),
-        reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(raw) | kUpstreamTag), kEvents);
+  const auto tagged = [connection](Tag tag) {
+    return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(connection) | tag);
+  };
+  Watch(connection->relay.fd(Side::kClient), tagged(kClientTag), kEvents);
+  Watch(connection->relay.fd(Side::kUpstream), tagged(kUpstreamTag), kEvents);
 }
 
 UniqueFd Worker::MakeUpstreamSocket(const PodRuntime& pod, int family) {
   // Made inside the pod's netns: outbound, the server sees the pod's own address and the
   // pod's routing applies; inbound, the application is reached locally.
-  static thread_local absl::StatusOr<Netns> home = Netns::Current();
-  if (!home.ok()) {
-    errno = EBADF;
-    return UniqueFd();
-  }
-  ScopedNetns in_pod(pod.netns(), *home);
+  ScopedNetns in_pod(pod.netns(), home_);
   if (!in_pod.status().ok()) {
     Log(LogLevel::kError, "{}", in_pod.status().message());
     errno = EBADF;
@@ -264,16 +315,14 @@ UniqueFd Worker::ConnectUpstream(const PodRuntime& pod, Direction direction, con
   // Inbound, the socket takes the caller's address with a port of its own; should the
   // kernel pick the caller's very port, the application's SYN would match the accepted
   // connection's 4-tuple from the other side, so that socket is dropped for another.
-  for (int attempt = 0; attempt < 3; ++attempt) {
+  constexpr int kBindAttempts = 3;
+  for (int attempt = 0; attempt < kBindAttempts; ++attempt) {
     upstream = MakeUpstreamSocket(pod, destination.family());
     if (!upstream.valid()) break;
-    if (direction == Direction::kOutbound) {
-      setsockopt(upstream.get(), SOL_SOCKET, SO_MARK, &options_.agent_mark,
-                 sizeof options_.agent_mark);
-      break;
-    }
-    setsockopt(upstream.get(), SOL_SOCKET, SO_MARK, &options_.transparent_mark,
-               sizeof options_.transparent_mark);
+    const uint32_t mark =
+        direction == Direction::kOutbound ? options_.marks.upstream : options_.marks.transparent;
+    setsockopt(upstream.get(), SOL_SOCKET, SO_MARK, &mark, sizeof mark);
+    if (direction == Direction::kOutbound) break;
     if (caller.ip.is_v4()) {
       setsockopt(upstream.get(), SOL_IP, IP_TRANSPARENT, &one, sizeof one);
     } else {
@@ -317,52 +366,60 @@ UniqueFd Worker::ConnectUpstream(const PodRuntime& pod, Direction direction, con
 std::vector<ConnectionSummary> Worker::ListConnections() const {
   std::vector<ConnectionSummary> out;
   const int64_t now = MonotonicNs();
-  for (const auto& [raw, connection] : connections_) out.push_back(connection->Summary(now));
+  for (const auto& [raw, connection] : connections_) {
+    const Relay& relay = connection->relay;
+    ConnectionSummary& summary = out.emplace_back();
+    summary.direction = connection->direction;
+    summary.pod = connection->observer.pod_key();
+    summary.client = connection->client;
+    summary.destination = connection->destination;
+    summary.protocol = std::string(connection->observer.protocol_name());
+    summary.state = relay.state() == Relay::State::kConnecting ? "connecting" : "proxying";
+    summary.age_ns = now - relay.started_ns();
+    summary.idle_ns = now - relay.last_activity_ns();
+    summary.bytes_to_upstream = relay.bytes_from(Side::kClient);
+    summary.bytes_to_client = relay.bytes_from(Side::kUpstream);
+    summary.requests = connection->observer.requests();
+  }
   return out;
 }
 
-void Worker::ConnectionEstablished(Connection* connection, int64_t) {
-  connecting_.erase(connection->timer_position);
-  connection->connecting = false;
-  established_.push_back(connection);
-  connection->timer_position = std::prev(established_.end());
+void Worker::Ended(Connection& connection, RelayEnd end) {
+  stats_.closed.Add();
+  switch (end) {
+    case RelayEnd::kClosed:
+      break;
+    case RelayEnd::kIdleTimeout:
+      stats_.idle_timeouts.Add();
+      break;
+    case RelayEnd::kReset:
+      stats_.resets.Add();
+      break;
+    case RelayEnd::kRefused:
+      stats_.upstream_refused.Add();
+      break;
+    case RelayEnd::kConnectFailed:
+      stats_.upstream_failed.Add();
+      break;
+    case RelayEnd::kConnectTimeout:
+      stats_.connect_timeouts.Add();
+      break;
+  }
+  if (connection.bound_as_caller) {
+    datapath_.ForgetPassthrough(*connection.bound_as_caller, connection.destination);
+  }
+  timeouts_.Remove(connection.timer);
+  if (connection.waiting_for_buffer) waiting_for_buffers_.remove(&connection);
+  auto node = connections_.extract(&connection);
+  ended_.push_back(std::move(node.mapped()));
 }
 
-void Worker::Touch(Connection* connection, int64_t) {
-  established_.splice(established_.end(), established_, connection->timer_position);
-}
-
-void Worker::WaitForBuffer(Connection* connection) {
-  if (connection->waiting_for_buffer) return;
-  connection->waiting_for_buffer = true;
-  waiting_for_buffers_.push_back(connection);
-}
-
-void Worker::ConnectionClosed(Connection* connection) {
-  stats_.Add(stats_.closed);
-  (connection->connecting ? connecting_ : established_).erase(connection->timer_position);
-  if (connection->waiting_for_buffer) waiting_for_buffers_.remove(connection);
-  auto node = connections_.extract(connection);
-  closed_.push_back(std::move(node.mapped()));
-}
-
-void Worker::ReturnBuffers(int64_t now_ns) {
-  while (!waiting_for_buffers_.empty() && buffers_.in_use() < options_.max_buffers) {
+void Worker::ServeBufferWaiters(int64_t now_ns) {
+  while (!waiting_for_buffers_.empty() && buffers_.in_use() < options_.proxy.max_buffers) {
     Connection* connection = waiting_for_buffers_.front();
     waiting_for_buffers_.pop_front();
     connection->waiting_for_buffer = false;
-    connection->OnBufferAvailable(now_ns);
-  }
-}
-
-void Worker::ExpireTimers(int64_t now_ns) {
-  while (!connecting_.empty() &&
-         now_ns - connecting_.front()->started_ns() > options_.connect_timeout_ns) {
-    connecting_.front()->ConnectTimedOut(now_ns);
-  }
-  while (!established_.empty() &&
-         now_ns - established_.front()->last_activity_ns() > options_.idle_timeout_ns) {
-    established_.front()->IdleTimedOut(now_ns);
+    connection->relay.OnBufferAvailable(now_ns);
   }
 }
 

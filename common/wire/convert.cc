@@ -39,6 +39,20 @@ std::optional<metrics::Direction> FromProto(v1::Direction direction) {
   }
 }
 
+v1::TapEnd::Reason ToProto(parsers::EndReason reason) {
+  switch (reason) {
+    case parsers::EndReason::kComplete:
+      return v1::TapEnd::COMPLETE;
+    case parsers::EndReason::kReset:
+      return v1::TapEnd::RESET;
+    case parsers::EndReason::kRefused:
+      return v1::TapEnd::REFUSED;
+    case parsers::EndReason::kAborted:
+      return v1::TapEnd::ABORTED;
+  }
+  return v1::TapEnd::REASON_UNSPECIFIED;
+}
+
 v1::Histogram ToProto(const metrics::SparseHistogram& histogram) {
   v1::Histogram out;
   for (const auto& [bucket, count] : histogram.buckets) {

@@ -11,6 +11,7 @@
 #include "common/metrics/sample.h"
 #include "common/resource/resource.h"
 #include "nodemesh/v1/nodemesh.pb.h"
+#include "parsers/parser.h"
 
 namespace nodemesh::wire {
 
@@ -20,6 +21,8 @@ metrics::Identity FromProto(const v1::Identity& identity);
 v1::Direction ToProto(metrics::Direction direction);
 // nullopt for a direction the API leaves unset.
 std::optional<metrics::Direction> FromProto(v1::Direction direction);
+
+v1::TapEnd::Reason ToProto(parsers::EndReason reason);
 
 v1::Histogram ToProto(const metrics::SparseHistogram& histogram);
 // The buckets of the wire form; buckets outside the histogram layout are dropped.

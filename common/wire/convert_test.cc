@@ -18,6 +18,13 @@ TEST_CASE("identities and directions survive the wire", "[unit]") {
   CHECK_FALSE(FromProto(v1::DIRECTION_UNSPECIFIED).has_value());
 }
 
+TEST_CASE("every way a stream ends has its tap reason", "[unit]") {
+  CHECK(ToProto(parsers::EndReason::kComplete) == v1::TapEnd::COMPLETE);
+  CHECK(ToProto(parsers::EndReason::kReset) == v1::TapEnd::RESET);
+  CHECK(ToProto(parsers::EndReason::kRefused) == v1::TapEnd::REFUSED);
+  CHECK(ToProto(parsers::EndReason::kAborted) == v1::TapEnd::ABORTED);
+}
+
 TEST_CASE("histograms keep their buckets; buckets outside the layout are dropped", "[unit]") {
   const metrics::SparseHistogram histogram{{{3, 7}, {700, 1}}, 12345};
   v1::Histogram proto = ToProto(histogram);

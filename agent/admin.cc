@@ -1,0 +1,156 @@
+// The agent's admin API (JSON on a root-only Unix socket, documented in the README) and its
+// /metrics endpoint. Everything they show is read from the running agent and its kernel
+// maps at the moment of the request.
+#include <nlohmann/json.hpp>
+
+#include "agent/agent.h"
+#include "common/base/log.h"
+
+namespace nodemesh::agent {
+namespace {
+
+HttpResponse JsonResponse(const nlohmann::json& body) {
+  return HttpResponse{200, "application/json", body.dump(2) + "\n"};
+}
+
+nlohmann::json ProxyTotals(const std::vector<std::unique_ptr<Worker>>& workers) {
+  nlohmann::json totals = nlohmann::json::object();
+  const auto add = [&](const char* name, const Counter& counter) {
+    totals[name] = totals.value(name, uint64_t{0}) + counter.value();
+  };
+  for (const auto& worker : workers) {
+    const ProxyStats& s = worker->stats();
+    add("accepted_outbound", s.accepted[static_cast<size_t>(Direction::kOutbound)]);
+    add("accepted_inbound", s.accepted[static_cast<size_t>(Direction::kInbound)]);
+    add("closed", s.closed);
+    add("origin_missing", s.origin_missing);
+    add("upstream_refused", s.upstream_refused);
+    add("upstream_failed", s.upstream_failed);
+    add("connect_timeouts", s.connect_timeouts);
+    add("idle_timeouts", s.idle_timeouts);
+    add("resets", s.resets);
+    add("accept_errors", s.accept_errors);
+    const ObserverStats& o = worker->observer_stats();
+    add("bytes_to_upstream", o.bytes_to_upstream);
+    add("bytes_to_client", o.bytes_to_client);
+    for (size_t p = 0; p < parsers::kProtocolCount; ++p) {
+      add(std::string(parsers::ProtocolName(static_cast<parsers::Protocol>(p))).c_str(),
+          o.protocols[p]);
+    }
+    add("parse_failures", o.parse_failures);
+    add("protocol_switches", o.protocol_switches);
+    add("requests", o.requests);
+    add("stream_ends", o.stream_ends);
+  }
+  totals["active"] = totals["accepted_outbound"].get<uint64_t>() +
+                     totals["accepted_inbound"].get<uint64_t>() - totals["closed"].get<uint64_t>();
+  return totals;
+}
+
+}  // namespace
+
+void Agent::ServeMetrics(HttpServer& server) {
+  server.Handle("/metrics", [this](const HttpRequest&) {
+    return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                        registry_.PrometheusText()};
+  });
+}
+
+void Agent::ServeAdmin(HttpServer& server) {
+  server.Handle("/stats", [this](const HttpRequest&) {
+    nlohmann::json proxy = ProxyTotals(workers_);
+    proxy["listeners"] = ListenerCount();
+    proxy["identities"] = identities_.size();
+    nlohmann::json kernel = nlohmann::json::object();
+    const CounterValues counters = datapath_->ReadCounters();
+    for (uint32_t i = 0; i < NM_COUNTER_COUNT; ++i) {
+      kernel[std::string(CounterName(static_cast<nm_counter>(i)))] = counters[i];
+    }
+    return JsonResponse({{"node", options_.node}, {"proxy", proxy}, {"kernel", kernel}});
+  });
+  server.Handle("/pods", [this](const HttpRequest&) {
+    std::lock_guard lock(mutex_);
+    nlohmann::json pods = nlohmann::json::array();
+    for (const PodInfo& info : inventory_.pods) {
+      nlohmann::json pod = {{"namespace", info.namespace_name},
+                            {"name", info.name},
+                            {"owner", {{"kind", info.owner_kind}, {"name", info.owner_name}}},
+                            {"meshed", info.meshed},
+                            {"cgroup", info.cgroup},
+                            {"netns", info.netns}};
+      nlohmann::json ips = nlohmann::json::array();
+      for (const IpAddress& ip : info.ips) ips.push_back(ip.ToString());
+      pod["ips"] = ips;
+      const auto enrolled = enrolled_.find(info.key());
+      pod["enrolled"] = enrolled != enrolled_.end();
+      if (enrolled != enrolled_.end()) {
+        pod["inbound"] = enrolled->second->CapturedPorts();
+        pod["cgroup_id"] = enrolled->second->cgroup_id();
+      }
+      if (const auto failed = not_enrolled_.find(info.key()); failed != not_enrolled_.end()) {
+        pod["enrolment_error"] = failed->second;
+      }
+      pods.push_back(pod);
+    }
+    return JsonResponse({{"node", options_.node}, {"pods", pods}});
+  });
+  server.Handle("/connections", [this](const HttpRequest&) {
+    nlohmann::json connections = nlohmann::json::array();
+    for (const auto& worker : workers_) {
+      std::vector<ConnectionSummary> summaries;
+      worker->RunAndWait([&] { summaries = worker->ListConnections(); });
+      for (const ConnectionSummary& c : summaries) {
+        connections.push_back({{"worker", worker->index()},
+                               {"direction", DirectionName(c.direction)},
+                               {"pod", c.pod},
+                               {"client", c.client.ToString()},
+                               {"destination", c.destination.ToString()},
+                               {"protocol", c.protocol},
+                               {"state", c.state},
+                               {"age_ms", c.age_ns / 1'000'000},
+                               {"idle_ms", c.idle_ns / 1'000'000},
+                               {"bytes_to_upstream", c.bytes_to_upstream},
+                               {"bytes_to_client", c.bytes_to_client},
+                               {"requests", c.requests}});
+      }
+    }
+    return JsonResponse({{"node", options_.node}, {"connections", connections}});
+  });
+  server.Handle("/routes", [this](const HttpRequest&) {
+    nlohmann::json routes = nlohmann::json::array();
+    const auto workload = [this](uint32_t id) {
+      const metrics::Identity identity = identities_.Get(id);
+      return nlohmann::json{{"namespace", identity.namespace_name},
+                            {"pod", identity.pod},
+                            {"owner_kind", identity.owner_kind},
+                            {"owner_name", identity.owner_name}};
+    };
+    for (const metrics::Registry::RouteTotals& route : registry_.Routes()) {
+      routes.push_back(
+          {{"direction", metrics::DirectionName(route.traffic.direction)},
+           {"source", workload(route.traffic.source)},
+           {"destination", workload(route.traffic.destination)},
+           {"route", route.route},
+           {"responses", route.responses},
+           {"failures", route.failures},
+           {"latency_ns", {{"p50", route.p50_ns}, {"p95", route.p95_ns}, {"p99", route.p99_ns}}}});
+    }
+    return JsonResponse({{"node", options_.node}, {"routes", routes}});
+  });
+  server.Handle("/log-level", [](const HttpRequest& request) {
+    if (request.method != "POST" && request.method != "PUT") {
+      return HttpResponse{405, "text/plain; charset=utf-8", "use POST /log-level?level=debug\n"};
+    }
+    LogLevel level;
+    const auto it = request.query.find("level");
+    if (it == request.query.end() || !ParseLogLevel(it->second, &level)) {
+      return HttpResponse{400, "text/plain; charset=utf-8",
+                          "level must be debug, info, warning or error\n"};
+    }
+    SetLogLevel(level);
+    Log(LogLevel::kInfo, "log level set to {}", it->second);
+    return HttpResponse{200, "text/plain; charset=utf-8", "ok\n"};
+  });
+}
+
+}  // namespace nodemesh::agent

@@ -1,0 +1,279 @@
+#include "agent/observer/observer.h"
+
+#include <chrono>
+
+#include "common/base/format.h"
+#include "common/base/log.h"
+#include "common/metrics/classification.h"
+#include "common/wire/convert.h"
+#include "parsers/detect.h"
+
+namespace nodemesh::agent {
+namespace {
+
+parsers::Peer PeerOf(Side side) {
+  return side == Side::kClient ? parsers::Peer::kClient : parsers::Peer::kServer;
+}
+
+// An HTTP/2 server may send its SETTINGS before the client's preface arrives (gRPC servers
+// do, on every connection), so a server speaking first is not yet proof of an unknown
+// protocol: its first bytes, up to this many, wait for the client's to decide. More than a
+// preface's worth is a server-first protocol the parsers do not know.
+constexpr size_t kMaxServerPrefaceBytes = 4096;
+
+}  // namespace
+
+metrics::RouteTable::Id ObserverContext::RouteOf(const parsers::RequestStart& request,
+                                                 metrics::IdentityTable::Id destination) {
+  metrics::TemplateRoute(request, &route_scratch_);
+  return route_cache_.Lookup(destination, route_scratch_);
+}
+
+std::string ObserverContext::NextConnectionName() {
+  return fmt::format("{}:{}-{}", tables_.node, worker_index_, ++connection_sequence_);
+}
+
+ConnectionObserver::ConnectionObserver(ObserverContext& context,
+                                       std::shared_ptr<const PodRuntime> pod, Direction direction,
+                                       const Endpoint& client, const Endpoint& destination,
+                                       std::function<Endpoint()> source_address, int64_t now_ns)
+    : context_(context),
+      pod_(std::move(pod)),
+      direction_(direction),
+      destination_(destination),
+      started_ns_(now_ns),
+      find_source_address_(std::move(source_address)) {
+  // Outbound, the pod calls out to the destination; inbound, the client calls the pod.
+  const metrics::IdentityTable::Id local = pod_->view()->identity;
+  const metrics::IdentityTable::Id remote = context_.tables().directory.Lookup(
+      direction_ == Direction::kOutbound ? destination.ip : client.ip);
+  traffic_ = direction_ == Direction::kOutbound
+                 ? metrics::TrafficKey{local, remote, Direction::kOutbound}
+                 : metrics::TrafficKey{remote, local, Direction::kInbound};
+  tcp_series_ = context_.shard().OpenConnection(traffic_);
+}
+
+std::string_view ConnectionObserver::protocol_name() const {
+  return detecting_ ? "detecting" : parsers::ProtocolName(protocol_);
+}
+
+std::string ConnectionObserver::Describe() const {
+  return fmt::format("{} {} -> {}", DirectionName(direction_), pod_->view()->info.key(),
+                     destination_.ToString());
+}
+
+void ConnectionObserver::OnConnected(int64_t) {
+  if (!context_.options().l7) SettleOpaque();  // opaque from the first byte
+}
+
+void ConnectionObserver::OnBytes(Side from, std::string_view bytes, int64_t now_ns) {
+  ObserverStats& stats = context_.stats();
+  if (from == Side::kClient) {
+    stats.bytes_to_upstream.Add(bytes.size());
+    tcp_series_->read_bytes += bytes.size();
+  } else {
+    stats.bytes_to_client.Add(bytes.size());
+    tcp_series_->write_bytes += bytes.size();
+  }
+  if (detecting_) {
+    Detect(PeerOf(from), bytes, now_ns);
+  } else if (parser_) {
+    parser_->Feed(PeerOf(from), bytes, now_ns);
+  }
+  if (parser_ && parser_->state() != parsers::ParserState::kParsing) StopParser();
+}
+
+void ConnectionObserver::Detect(parsers::Peer sender, std::string_view bytes, int64_t now_ns) {
+  if (sender == parsers::Peer::kServer) {
+    if (server_first_bytes_.size() + bytes.size() <= kMaxServerPrefaceBytes) {
+      server_first_bytes_.append(bytes);
+    } else {
+      SettleOpaque();
+    }
+    return;
+  }
+  const size_t room = parsers::kMaxDetectionBytes - first_bytes_.size();
+  first_bytes_.append(bytes.substr(0, room));
+  const std::optional<parsers::Detection> detection = parsers::DetectProtocol(first_bytes_);
+  if (!detection) return;
+  detecting_ = false;
+  protocol_ = detection->protocol;
+  // Only HTTP/2 servers speak first; any other protocol with a server that did is not what
+  // its first client bytes suggest.
+  if (!server_first_bytes_.empty() && protocol_ != parsers::Protocol::kHttp2) {
+    protocol_ = parsers::Protocol::kOpaque;
+  }
+  context_.stats().protocols[static_cast<size_t>(protocol_)].Add();
+  if (!detection->sni.empty()) Log(LogLevel::kDebug, "{}: TLS for {}", Describe(), detection->sni);
+  parser_ = parsers::MakeParser(protocol_, context_.options().parser_config, *this);
+  if (!parser_) {
+    first_bytes_.clear();
+    server_first_bytes_.clear();
+    return;
+  }
+  // The parser sees every byte from the first: what detection held, then the rest of this
+  // read beyond it, then what the server said meanwhile.
+  const std::string held = std::move(first_bytes_);
+  first_bytes_.clear();
+  parser_->Feed(parsers::Peer::kClient, held, now_ns);
+  if (bytes.size() > room) parser_->Feed(parsers::Peer::kClient, bytes.substr(room), now_ns);
+  const std::string server_held = std::move(server_first_bytes_);
+  server_first_bytes_.clear();
+  if (!server_held.empty()) parser_->Feed(parsers::Peer::kServer, server_held, now_ns);
+}
+
+void ConnectionObserver::OnHalfClose(Side from, int64_t now_ns) {
+  if (detecting_) {
+    // Either side ended before the client's bytes decided: opaque, as detect.h asks (and
+    // counted, so that every connection has a protocol).
+    SettleOpaque();
+    return;
+  }
+  if (!parser_) return;
+  parser_->EndOfInput(PeerOf(from), now_ns);
+  if (parser_->state() != parsers::ParserState::kParsing) StopParser();
+}
+
+void ConnectionObserver::OnClosed(RelayEnd end, int64_t now_ns) {
+  if (parser_) parser_->Close(now_ns);
+  metrics::Shard::CloseConnection(tcp_series_, now_ns - started_ns_, IsFailedEnd(end));
+  if (end != RelayEnd::kClosed) Log(LogLevel::kDebug, "{}: {}", Describe(), RelayEndName(end));
+}
+
+void ConnectionObserver::SettleOpaque() {
+  detecting_ = false;
+  first_bytes_.clear();
+  server_first_bytes_.clear();
+  context_.stats().protocols[static_cast<size_t>(parsers::Protocol::kOpaque)].Add();
+}
+
+void ConnectionObserver::StopParser() {
+  ObserverStats& stats = context_.stats();
+  if (parser_->state() == parsers::ParserState::kFailed) {
+    stats.parse_failures.Add();
+    stats.parse_errors[static_cast<size_t>(protocol_)][static_cast<size_t>(parser_->error())].Add();
+    Log(LogLevel::kDebug, "{}: {} parse failed ({}: {}); forwarding as opaque TCP", Describe(),
+        parsers::ProtocolName(protocol_), parsers::ParseErrorName(parser_->error()),
+        parser_->error_detail());
+  } else {
+    stats.protocol_switches.Add();
+  }
+  parser_.reset();
+}
+
+void ConnectionObserver::OnRequestStart(const parsers::RequestStart& request) {
+  ++requests_;
+  context_.stats().requests.Add();
+  const metrics::RouteTable::Id route = context_.RouteOf(request, traffic_.destination);
+  stream_routes_[request.stream_id] = route;
+  context_.shard().CountRequest(metrics::RequestKey{traffic_, route});
+  if (context_.tables().tap.active()) MaybeTap(request);
+  Log(LogLevel::kDebug, "{}: request {} {} {}", Describe(), request.stream_id, request.method,
+      request.path);
+}
+
+void ConnectionObserver::OnResponseStart(const parsers::ResponseStart& response) {
+  const auto tapped = tapped_.find(response.stream_id);
+  if (tapped == tapped_.end()) return;
+  EmitTap(response.stream_id, tapped->second.subscriptions, [&](v1::TapEvent& event) {
+    v1::TapResponse& out = *event.mutable_response();
+    out.set_status(static_cast<uint32_t>(response.status));
+    out.set_latency_ns(response.at - tapped->second.request_at);
+    for (const parsers::Header& header : response.headers) {
+      (*out.mutable_headers())[header.name] = TapHeaderValue(header);
+    }
+  });
+}
+
+void ConnectionObserver::OnStreamEnd(const parsers::StreamEnd& end) {
+  context_.stats().stream_ends.Add();
+  const auto it = stream_routes_.find(end.stream_id);
+  if (it == stream_routes_.end()) return;  // the parser reports ends of started streams only
+  const int grpc_status = end.grpc_status.value_or(-1);
+  const metrics::ResponseKey key = metrics::ResponseKeyOf(metrics::RequestKey{traffic_, it->second},
+                                                          end.status, grpc_status, end.reason);
+  stream_routes_.erase(it);
+  if (const auto tapped = tapped_.find(end.stream_id); tapped != tapped_.end()) {
+    EmitTap(end.stream_id, tapped->second.subscriptions, [&](v1::TapEvent& event) {
+      v1::TapEnd& out = *event.mutable_end();
+      out.set_reason(wire::ToProto(end.reason));
+      out.set_grpc_status(grpc_status);
+      out.set_grpc_message(end.grpc_message);
+      out.set_error_code(end.error_code);
+      out.set_duration_ns(end.at - end.request_at);
+      out.set_request_bytes(end.request_bytes);
+      out.set_response_bytes(end.response_bytes);
+      out.set_request_messages(end.request_messages);
+      out.set_response_messages(end.response_messages);
+    });
+    tapped_.erase(tapped);
+  }
+  context_.shard().CountResponse(key, end.at - end.request_at,
+                                 end.response_at != 0 ? end.response_at - end.request_at : -1);
+}
+
+const metrics::Identity& ConnectionObserver::SourceIdentity() {
+  if (!source_identity_) source_identity_ = context_.tables().identities.Get(traffic_.source);
+  return *source_identity_;
+}
+
+const metrics::Identity& ConnectionObserver::DestinationIdentity() {
+  if (!destination_identity_) {
+    destination_identity_ = context_.tables().identities.Get(traffic_.destination);
+  }
+  return *destination_identity_;
+}
+
+const Endpoint& ConnectionObserver::SourceAddress() {
+  if (!source_address_) source_address_ = find_source_address_();
+  return *source_address_;
+}
+
+void ConnectionObserver::MaybeTap(const parsers::RequestStart& request) {
+  const std::shared_ptr<const TapSubscriptions::List> filters = context_.tables().tap.Current();
+  std::vector<uint64_t> matched;
+  for (const TapFilter& filter : *filters) {
+    if (!filter.Matches(SourceIdentity(), DestinationIdentity(), request)) continue;
+    if (!context_.AllowTap(filter, request.at)) continue;
+    matched.push_back(filter.id);
+  }
+  if (matched.empty()) return;
+  EmitTap(request.stream_id, matched, [&](v1::TapEvent& event) {
+    v1::TapRequest& out = *event.mutable_request();
+    out.set_method(request.method);
+    out.set_scheme(request.scheme);
+    out.set_authority(request.authority);
+    out.set_path(request.path);
+    out.set_grpc(request.grpc);
+    for (const parsers::Header& header : request.headers) {
+      (*out.mutable_headers())[header.name] = TapHeaderValue(header);
+    }
+  });
+  tapped_[request.stream_id] = TappedStream{std::move(matched), request.at};
+}
+
+void ConnectionObserver::EmitTap(uint32_t stream_id, const std::vector<uint64_t>& subscriptions,
+                                 const std::function<void(v1::TapEvent&)>& fill) {
+  if (tap_name_.empty()) tap_name_ = context_.NextConnectionName();
+  v1::TapEvent event;
+  event.set_request_id(fmt::format("{}:{}", tap_name_, stream_id));
+  *event.mutable_source() = wire::ToProto(SourceIdentity());
+  *event.mutable_destination() = wire::ToProto(DestinationIdentity());
+  event.set_source_address(SourceAddress().ToString());
+  event.set_destination_address(destination_.ToString());
+  event.set_direction(wire::ToProto(direction_));
+  event.set_unix_micros(std::chrono::duration_cast<std::chrono::microseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count());
+  fill(event);
+  for (size_t i = 0; i < subscriptions.size(); ++i) {
+    event.set_subscription(subscriptions[i]);
+    if (i + 1 == subscriptions.size()) {
+      context_.tap_outbox().Push(std::move(event));
+    } else {
+      context_.tap_outbox().Push(event);
+    }
+  }
+}
+
+}  // namespace nodemesh::agent

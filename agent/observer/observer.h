@@ -1,0 +1,176 @@
+// What one connection's bytes say, as its relay passes them by: the protocol (detected from
+// the first bytes), the requests and responses (its parser's events), recorded in the
+// worker's metric shard and sent to tap subscribers. An observer never touches a socket and
+// never changes what is relayed: a parse failure turns its connection opaque, counted.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "agent/counter.h"
+#include "agent/metrics/route.h"
+#include "agent/metrics/shard.h"
+#include "agent/observer/tap.h"
+#include "agent/options.h"
+#include "agent/pod.h"
+#include "agent/proxy/relay.h"
+#include "common/net/address.h"
+#include "parsers/parser.h"
+
+namespace nodemesh::agent {
+
+// What the observers of one worker saw. The worker's thread writes; anyone reads.
+struct ObserverStats {
+  Counter bytes_to_upstream;
+  Counter bytes_to_client;
+  Counter protocols[parsers::kProtocolCount];  // connections, by the protocol detected
+  Counter parse_failures;
+  Counter parse_errors[parsers::kProtocolCount][parsers::kParseErrorCount];
+  Counter protocol_switches;  // upgrades: the rest of the connection is another protocol
+  Counter requests;
+  Counter stream_ends;
+};
+
+// The agent's tables, shared by every worker's observers: read on the data path, written
+// by the control thread (see agent.h).
+struct AgentTables {
+  const metrics::IdentityTable& identities;
+  metrics::RouteTable& routes;
+  const PeerDirectory& directory;
+  const TapSubscriptions& tap;
+  const std::string& node;
+};
+
+// What the observers of one worker share: the agent's tables and options, and the worker's
+// own shard, route cache, tap limiter and outbox, which only that worker's thread touches.
+class ObserverContext {
+ public:
+  ObserverContext(const AgentTables& tables, const ObserverOptions& options, int worker_index,
+                  int worker_count)
+      : tables_(tables),
+        options_(options),
+        worker_index_(worker_index),
+        worker_count_(worker_count),
+        route_cache_(tables.routes, tables.identities) {}
+
+  const AgentTables& tables() const { return tables_; }
+  const ObserverOptions& options() const { return options_; }
+  metrics::Shard& shard() { return shard_; }
+  const metrics::Shard& shard() const { return shard_; }
+  ObserverStats& stats() { return stats_; }
+  const ObserverStats& stats() const { return stats_; }
+  TapOutbox& tap_outbox() { return tap_outbox_; }
+  // Whether `subscription`'s tap may emit one more event now: its rate is the whole
+  // agent's, shared by the workers.
+  bool AllowTap(const TapFilter& filter, int64_t now_ns) {
+    return tap_limiter_.Allow(filter.id, filter.max_rps / worker_count_, now_ns);
+  }
+  // The route id of `request` to `destination`; no allocation once the route is known.
+  metrics::RouteTable::Id RouteOf(const parsers::RequestStart& request,
+                                  metrics::IdentityTable::Id destination);
+  // Drops the cached routes of identities the agent forgot (their ids will be reused).
+  void ForgetIdentities(const std::vector<metrics::IdentityTable::Id>& ids) {
+    route_cache_.Forget(ids);
+  }
+  // "node:worker-sequence", unique in the cluster for a connection's tap request ids.
+  std::string NextConnectionName();
+
+ private:
+  const AgentTables tables_;
+  const ObserverOptions& options_;
+  const int worker_index_;
+  const int worker_count_;
+  metrics::Shard shard_;
+  metrics::RouteCache route_cache_;
+  std::string route_scratch_;
+  TapRateLimiter tap_limiter_;
+  TapOutbox tap_outbox_;
+  ObserverStats stats_;
+  uint64_t connection_sequence_ = 0;
+};
+
+// The observer of one connection, owned with its relay by the worker.
+class ConnectionObserver final : public RelayObserver, private parsers::EventSink {
+ public:
+  // `pod` is the enrolled pod the connection belongs to; `client` the application's or
+  // caller's address as accepted, `destination` where it was going. `source_address` says
+  // from which address the server sees the client, asked the first time a tap needs it.
+  ConnectionObserver(ObserverContext& context, std::shared_ptr<const PodRuntime> pod,
+                     Direction direction, const Endpoint& client, const Endpoint& destination,
+                     std::function<Endpoint()> source_address, int64_t now_ns);
+
+  // "detecting" until the first bytes decide, then the protocol's name.
+  std::string_view protocol_name() const;
+  uint64_t requests() const { return requests_; }
+  std::string pod_key() const { return pod_->view()->info.key(); }
+
+  // RelayObserver
+  void OnConnected(int64_t now_ns) override;
+  void OnBytes(Side from, std::string_view bytes, int64_t now_ns) override;
+  void OnHalfClose(Side from, int64_t now_ns) override;
+  void OnClosed(RelayEnd end, int64_t now_ns) override;
+
+ private:
+  // parsers::EventSink
+  void OnRequestStart(const parsers::RequestStart& request) override;
+  void OnResponseStart(const parsers::ResponseStart& response) override;
+  void OnStreamEnd(const parsers::StreamEnd& end) override;
+
+  // The client's first bytes, until they decide the protocol.
+  void Detect(parsers::Peer sender, std::string_view bytes, int64_t now_ns);
+  // No protocol to find: every byte from here on is only counted.
+  void SettleOpaque();
+  void StopParser();
+  // "outbound emojivoto/web-1 -> 10.77.0.12:8080", for log lines.
+  std::string Describe() const;
+
+  // Tap: the subscriptions each tapped stream matched, and both ends' identities, looked up
+  // the first time a tap needs them.
+  void MaybeTap(const parsers::RequestStart& request);
+  void EmitTap(uint32_t stream_id, const std::vector<uint64_t>& subscriptions,
+               const std::function<void(v1::TapEvent&)>& fill);
+  const metrics::Identity& SourceIdentity();
+  const metrics::Identity& DestinationIdentity();
+  const Endpoint& SourceAddress();
+
+  ObserverContext& context_;
+  const std::shared_ptr<const PodRuntime> pod_;
+  const Direction direction_;
+  const Endpoint destination_;
+  const int64_t started_ns_;
+  std::function<Endpoint()> find_source_address_;
+  uint64_t requests_ = 0;
+
+  // Metrics: who talks to whom, this connection's TCP series, and the route of each request
+  // in flight by stream id.
+  metrics::TrafficKey traffic_;
+  metrics::TcpSeries* tcp_series_ = nullptr;
+  absl::flat_hash_map<uint32_t, metrics::RouteTable::Id> stream_routes_;
+
+  struct TappedStream {
+    std::vector<uint64_t> subscriptions;
+    parsers::Timestamp request_at = 0;
+  };
+  absl::flat_hash_map<uint32_t, TappedStream> tapped_;
+  std::string tap_name_;  // node:worker-sequence, given the first time a tap needs it
+  std::optional<metrics::Identity> source_identity_;
+  std::optional<metrics::Identity> destination_identity_;
+  std::optional<Endpoint> source_address_;
+
+  // Protocol detection: the client's first bytes, until they decide. An HTTP/2 server sends
+  // its preface (SETTINGS) without waiting for the client's, so what the server says
+  // meanwhile is held too (a little of it: see Detect) for the parser.
+  bool detecting_ = true;
+  std::string first_bytes_;
+  std::string server_first_bytes_;
+  parsers::Protocol protocol_ = parsers::Protocol::kOpaque;
+  std::unique_ptr<parsers::ConnectionParser> parser_;
+};
+
+}  // namespace nodemesh::agent

@@ -1,0 +1,59 @@
+// Everything the agent is configured with, in one struct: the workers, the kernel programs
+// and the observers read their parts of it by reference, so no setting is copied by hand
+// from one options struct into another.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "parsers/parser.h"
+
+namespace nodemesh::agent {
+
+// SO_MARK values that tell the kernel programs (and the pods' routing) which sockets are
+// the agent's own.
+struct SocketMarks {
+  uint32_t upstream = 0x6e6d0001;       // outbound upstream sockets: never redirected again
+  uint32_t transparent = 0x6e6d0002;    // inbound legs carrying the caller's address
+  uint32_t transparent_table = 0x6e6d;  // the pod routing table for their replies
+};
+
+// The byte relay of every connection.
+struct ProxyOptions {
+  size_t buffer_size = 64 * 1024;
+  size_t max_buffers = 4096;  // per worker: 256 MiB at most in flight with 64 KiB buffers
+  int64_t connect_timeout_ns = 10'000'000'000;
+  int64_t idle_timeout_ns = 3600'000'000'000;
+};
+
+// What is made of the bytes.
+struct ObserverOptions {
+  // false: every connection is proxied as opaque TCP, with no protocol detection or parsing
+  // (and so no request metrics): the proxy's own cost, for comparison.
+  bool l7 = true;
+  parsers::ParserConfig parser_config;
+  size_t max_routes_per_workload = 100;
+  // Series with no activity for this long leave /metrics (and free their identities).
+  int64_t retain_idle_ns = 600'000'000'000;
+};
+
+struct AgentOptions {
+  std::string node;
+  std::string inventory_path;
+  std::string aggregator_address;  // empty: no aggregator
+  // Where the outbound programs attach, under the cgroup v2 mount ("/" covers the node).
+  std::string cgroup_root = "/";
+  int workers = 2;
+  uint16_t outbound_port = 15001;  // the agent's outbound listener in every pod
+  uint16_t inbound_port = 15006;   // its inbound listener in every pod
+  // Pods enrolled at once: sizes the kernel maps that hold them.
+  uint32_t max_pods = 4096;
+  std::vector<uint16_t> excluded_ports;
+  SocketMarks marks;
+  ProxyOptions proxy;
+  ObserverOptions observer;
+};
+
+}  // namespace nodemesh::agent
