@@ -1,4 +1,4 @@
-// Success or failure of a request, as DESIGN.md section 5 defines it.
+// Success or failure of a request, as docs/ARCHITECTURE.md section 6 defines it.
 #pragma once
 
 #include "common/metrics/sample.h"

@@ -42,7 +42,7 @@ struct ProcessOptions {
   std::string cwd{};  // empty: the test's working directory
   ProcessOutput output = ProcessOutput::kCapture;
   // An absolute cgroup v2 directory the child joins first, while it still sees the
-  // host's /sys (DESIGN.md section 2).
+  // host's /sys (docs/ARCHITECTURE.md section 8, simulated nodes).
   std::string cgroup_dir{};
   // A network namespace file (/var/run/netns/<name>) the child enters with setns()
   // after joining the cgroup. Unlike `ip netns exec`, /sys is not remounted.
