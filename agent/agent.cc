@@ -5,7 +5,6 @@
 #include <chrono>
 
 #include "absl/strings/str_join.h"
-#include "agent/inventory/local.h"
 #include "common/base/log.h"
 #include "common/wire/convert.h"
 
@@ -35,7 +34,9 @@ Agent::Agent(const AgentOptions& options)
       routes_(options.observer.max_routes_per_workload),
       registry_(identities_, routes_) {}
 
-absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& options) {
+absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& requested) {
+  AgentOptions options = requested;
+  if (options.workers <= 0) options.workers = AllowedCpuCount();
   std::unique_ptr<Agent> agent(new Agent(options));
   absl::StatusOr<std::string> mount = FindCgroup2Mount();
   if (!mount.ok()) return mount.status();
@@ -88,8 +89,7 @@ Agent::~Agent() {
   for (auto& worker : workers_) worker->Stop();
 }
 
-absl::Status Agent::Run(int stop_fd) {
-  LocalInventory inventory(options_.inventory_path);
+absl::Status Agent::Run(InventorySource& inventory, int stop_fd) {
   absl::Status first = absl::OkStatus();
   bool started = false;
   absl::Status status = inventory.Start([&](const Inventory& update) {

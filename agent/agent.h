@@ -35,6 +35,7 @@
 #include "agent/aggregator_client.h"
 #include "agent/enrolment.h"
 #include "agent/http_server.h"
+#include "agent/inventory/source.h"
 #include "agent/kernel/datapath.h"
 #include "agent/kernel/system.h"
 #include "agent/metrics/identity_table.h"
@@ -52,12 +53,12 @@ class Agent {
  public:
   // Loads the kernel programs and starts the workers. Fails with a message that says what
   // to do: no BPF permission, no cgroup v2, a bad inventory entry (which pod, what).
-  static absl::StatusOr<std::unique_ptr<Agent>> Create(const AgentOptions& options);
+  static absl::StatusOr<std::unique_ptr<Agent>> Create(const AgentOptions& requested);
   ~Agent();
 
-  // Watches the inventory and keeps pods enrolled until `stop` becomes readable (an
-  // eventfd or signalfd). Fails if the first inventory cannot be applied.
-  absl::Status Run(int stop_fd);
+  // Follows `inventory` and keeps pods enrolled until `stop` becomes readable (an eventfd or
+  // signalfd). Fails if the first inventory cannot be applied.
+  absl::Status Run(InventorySource& inventory, int stop_fd);
 
   // Applies an inventory: enrols, releases and updates pods. Thread-safe. Fails listing the
   // pods that could not be enrolled (they are tried again later).

@@ -3,7 +3,9 @@
 // steered to), and last its cgroup in the kernel's map, from which moment its connects are
 // redirected. Made whole or not at all: a step that fails undoes the ones before it, so a
 // retry starts from nothing. Undone when it goes (release): new connections go direct,
-// those already proxied carry on.
+// those already proxied carry on. The pod's routing for transparent inbound legs
+// (pod_routing.h: a sysctl, a rule and a route that only touch packets with the agent's mark)
+// is set up once and left in place: it is idempotent and changes nothing else.
 #pragma once
 
 #include <cstdint>

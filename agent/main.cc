@@ -9,7 +9,7 @@
 
 #include "absl/time/time.h"
 #include "agent/agent.h"
-#include "agent/kernel/system.h"
+#include "agent/inventory/local.h"
 #include "common/base/log.h"
 
 namespace {
@@ -51,7 +51,6 @@ void RaiseFileLimit() {
 
 int main(int argc, char** argv) {
   nodemesh::agent::AgentOptions options;
-  options.workers = nodemesh::agent::AllowedCpuCount();
   std::string connect_timeout = "10s", idle_timeout = "1h", retain_idle = "10m";
   std::string log_level = "info";
   std::string admin_socket = "/run/nodemesh/agent.sock";
@@ -73,8 +72,9 @@ int main(int argc, char** argv) {
   app.add_option("--cgroup-root", options.cgroup_root,
                  "cgroup (under the cgroup v2 mount) whose subtree holds this node's pods");
   app.add_option("--workers", options.workers,
-                 "Proxy worker threads (default: one per CPU the agent may use)")
-      ->check(CLI::Range(1, 256));
+                 "Proxy worker threads; by default one per CPU the agent may run on")
+      ->check(CLI::Range(1, 256))
+      ->default_str("CPUs");
   app.add_option("--outbound-port", options.outbound_port,
                  "Port of the agent's outbound listener in every pod")
       ->check(CLI::Range(1, 65535));
@@ -153,7 +153,8 @@ int main(int argc, char** argv) {
   (*metrics)->Start();
   Log(LogLevel::kInfo, "serving /metrics on {}, admin API on {}", (*metrics)->address(),
       admin_socket);
-  if (absl::Status status = (*agent)->Run(stop_fd); !status.ok()) {
+  nodemesh::agent::LocalInventory inventory(options.inventory_path);
+  if (absl::Status status = (*agent)->Run(inventory, stop_fd); !status.ok()) {
     fmt::print(stderr, "nodemesh-agent: {}\n", status.message());
     return 1;
   }

@@ -45,7 +45,7 @@ struct AgentOptions {
   std::string aggregator_address;  // empty: no aggregator
   // Where the outbound programs attach, under the cgroup v2 mount ("/" covers the node).
   std::string cgroup_root = "/";
-  int workers = 2;
+  int workers = 0;                 // 0: one per CPU the agent may run on (its affinity mask)
   uint16_t outbound_port = 15001;  // the agent's outbound listener in every pod
   uint16_t inbound_port = 15006;   // its inbound listener in every pod
   // Pods enrolled at once: sizes the kernel maps that hold them.

@@ -1,5 +1,5 @@
 // One series' latency histogram for one second, packed: the non-empty buckets of the
-// agents' log-linear layout (agent/metrics/histogram.h) as varint pairs (gap from the previous
+// agents' log-linear layout (common/metrics/histogram.h) as varint pairs (gap from the previous
 // bucket, count). A second of a busy series takes a few dozen bytes where the dense form
 // takes 8 KiB, which is what makes an hour of per-second histograms affordable. Queries
 // unpack into a metrics::Histogram and merge there.

@@ -25,8 +25,10 @@ inline constexpr size_t kMaxDetectionBytes = 5 + (1 << 14);
 
 // Decides from the client's first bytes; nullopt while they are a prefix of something
 // recognisable and more are needed. Given kMaxDetectionBytes or more it always decides.
-// A caller that sees the client stop (EOF, or a server that speaks first) treats the
-// connection as opaque.
+// A caller that sees either side end before the client's bytes decide treats the connection
+// as opaque; so does one whose server speaks first, unless what the server says is an HTTP/2
+// server's preface (its SETTINGS may arrive before the client's preface), which the caller
+// holds until the client's bytes decide.
 std::optional<Detection> DetectProtocol(std::string_view first_bytes);
 
 }  // namespace nodemesh::parsers

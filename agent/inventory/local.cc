@@ -56,7 +56,6 @@ void LocalInventory::Stop() {
 
 void LocalInventory::Watch() {
   const std::string file_name = std::filesystem::path(path_).filename().string();
-  Inventory last_valid;
   std::string last_error;
   for (;;) {
     pollfd fds[2] = {{inotify_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};

@@ -1,5 +1,6 @@
-// Where the agent learns its node's pods: one interface, one implementation per source
-// (local.h: a JSON file; a Kubernetes API source sits beside it).
+// Where the agent learns its node's pods: one interface, one implementation per source, each
+// in this folder (local.h: a JSON file the agent watches). main.cc picks the source; the
+// agent only sees this interface.
 #pragma once
 
 #include <functional>

@@ -3,24 +3,9 @@
 #include <catch2/catch.hpp>
 
 #include "agent/metrics/shard.h"
-#include "common/metrics/classification.h"
 
 namespace nodemesh::metrics {
 namespace {
-
-TEST_CASE("classification follows the failure rule") {
-  using parsers::EndReason;
-  CHECK_FALSE(IsFailure(200, -1, EndReason::kComplete));
-  CHECK_FALSE(IsFailure(404, -1, EndReason::kComplete));
-  CHECK(IsFailure(500, -1, EndReason::kComplete));
-  CHECK(IsFailure(503, -1, EndReason::kComplete));
-  CHECK_FALSE(IsFailure(200, 0, EndReason::kComplete));
-  CHECK_FALSE(IsFailure(200, 5, EndReason::kComplete));  // NotFound is the caller's problem
-  for (int failing : {2, 4, 13, 14, 15}) CHECK(IsFailure(200, failing, EndReason::kComplete));
-  CHECK(IsFailure(200, 0, EndReason::kReset));
-  CHECK(IsFailure(0, -1, EndReason::kAborted));
-  CHECK(IsFailure(0, -1, EndReason::kRefused));
-}
 
 struct Fixture {
   IdentityTable identities;
@@ -100,6 +85,39 @@ TEST_CASE("registry: label values are escaped") {
   f.registry.Add(delta, 1);
   CHECK_THAT(f.registry.PrometheusText(), Catch::Contains("src_pod=\"p\\\"q\\\\r\\ns\""));
   CHECK_THAT(f.registry.PrometheusText(), Catch::Contains("dst_owner_kind=\"External\""));
+}
+
+TEST_CASE("registry: series idle past the retention leave /metrics and free their names") {
+  Fixture f;
+  const IdentityTable::Id emoji =
+      f.identities.Intern({"emojivoto", "emoji-1", "Deployment", "emoji", "emoji", "n1"});
+  Shard shard;
+  shard.CountRequest({{f.web, f.voting, Direction::kOutbound}, 0});
+  Delta old;
+  shard.Collect(&old);
+  f.registry.Add(old, 100);
+  TcpSeries* open = shard.OpenConnection({f.web, emoji, Direction::kOutbound});
+  Delta recent;
+  shard.Collect(&recent);
+  f.registry.Add(recent, 160);
+
+  f.registry.ForgetIdle(150);
+  const std::string text = f.registry.PrometheusText();
+  CHECK_THAT(text, !Catch::Contains("dst_pod=\"voting-1\""));
+  CHECK_THAT(text, Catch::Contains("dst_pod=\"emoji-1\""));
+  absl::flat_hash_set<IdentityTable::Id> referenced;
+  f.registry.AddReferencedIdentities(&referenced);
+  CHECK(referenced == absl::flat_hash_set<IdentityTable::Id>{f.web, emoji});
+
+  // An open connection keeps its series reported, so it never goes idle.
+  for (int64_t second = 161; second < 400; ++second) {
+    Delta delta;
+    shard.Collect(&delta);
+    f.registry.Add(delta, second);
+  }
+  f.registry.ForgetIdle(390);
+  CHECK_THAT(f.registry.PrometheusText(), Catch::Contains("tcp_open_connections{"));
+  Shard::CloseConnection(open, 1, false);
 }
 
 TEST_CASE("shard: idle series are evicted, open connections never") {

@@ -124,8 +124,8 @@ void ConnectionObserver::Detect(parsers::Peer sender, std::string_view bytes, in
 
 void ConnectionObserver::OnHalfClose(Side from, int64_t now_ns) {
   if (detecting_) {
-    // Either side ended before the client's bytes decided: opaque, as detect.h asks (and
-    // counted, so that every connection has a protocol).
+    // Either side ended before the client's bytes decided: opaque (and counted, so that
+    // every connection has a protocol).
     SettleOpaque();
     return;
   }

@@ -66,7 +66,7 @@ class ObserverContext {
   ObserverStats& stats() { return stats_; }
   const ObserverStats& stats() const { return stats_; }
   TapOutbox& tap_outbox() { return tap_outbox_; }
-  // Whether `subscription`'s tap may emit one more event now: its rate is the whole
+  // Whether `filter`'s tap may emit one more event now: its rate is the whole
   // agent's, shared by the workers.
   bool AllowTap(const TapFilter& filter, int64_t now_ns) {
     return tap_limiter_.Allow(filter.id, filter.max_rps / worker_count_, now_ns);

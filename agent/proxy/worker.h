@@ -29,8 +29,8 @@ namespace nodemesh::agent {
 
 // What happened to the connections of one worker. Its thread writes; anyone reads.
 struct ProxyStats {
-  Counter accepted[2];  // by Direction
-  Counter closed;       // including those turned away before they could be proxied
+  Counter accepted[metrics::kDirectionCount];
+  Counter closed;  // including those turned away before they could be proxied
   Counter origin_missing;
   Counter upstream_refused;
   Counter upstream_failed;

@@ -2,6 +2,7 @@
 // previous collection, histograms as their non-empty buckets.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -9,6 +10,8 @@
 namespace nodemesh::metrics {
 
 enum class Direction : uint8_t { kOutbound, kInbound };
+// Arrays indexed by Direction are sized by this: kInbound stays the last enumerator.
+inline constexpr size_t kDirectionCount = static_cast<size_t>(Direction::kInbound) + 1;
 
 inline const char* DirectionName(Direction direction) {
   return direction == Direction::kOutbound ? "outbound" : "inbound";

@@ -702,6 +702,91 @@ TEST_CASE("an unmeshed caller reaching a meshed pod is captured inbound") {
   StopCleanly(agent);
 }
 
+// The agent's listeners (outbound 15001, inbound 15006) in a pod's network namespace.
+int AgentListenersIn(const Pod& pod) {
+  const CommandResult listening = pod.RunCommand({"ss", "-Hltn"});
+  std::istringstream lines(listening.output);
+  std::string line;
+  int count = 0;
+  while (std::getline(lines, line)) {
+    if (line.find(":15001 ") != std::string::npos || line.find(":15006 ") != std::string::npos) {
+      ++count;
+    }
+  }
+  return count;
+}
+
+TEST_CASE("a pod whose enrolment fails at its last step leaves nothing behind; a retry enrols it") {
+  Cluster cluster;
+  cluster.node_a.SetMeshed(cluster.server, false);
+  Process server = StartEchoServer(cluster.server, kEchoPort);
+  Process remote_server = StartEchoServer(cluster.remote, kEchoPort);
+  // The kernel's pod map has room for one pod: web-1 takes it, and emoji-1's enrolment
+  // fails at its very last step, after its listeners and inbound capture were set up.
+  AgentProcessOptions options = AgentOptions();
+  options.extra_args = {"--max-pods", "1"};
+  AgentProcess agent(cluster.node_a, options);
+  const uint64_t listeners = agent.ProxyCounter("listeners");
+  REQUIRE(AgentListenersIn(cluster.client) == static_cast<int>(listeners));
+
+  cluster.node_a.SetMeshed(cluster.server, true);
+  nlohmann::json pod;
+  const bool refused = PollUntil(
+      [&] {
+        const nlohmann::json pods = agent.Get("/pods");
+        for (const nlohmann::json& entry : pods["pods"]) {
+          if (entry["name"] == cluster.server.name && entry.contains("enrolment_error")) {
+            pod = entry;
+            return true;
+          }
+        }
+        return false;
+      },
+      20s);
+  INFO(pod.dump(2) << "\nagent:\n" << agent.output());
+  REQUIRE(refused);
+  CHECK(pod["enrolled"] == false);
+  CHECK(pod["enrolment_error"].get<std::string>().starts_with("enrolling a cgroup"));
+  CHECK(agent.output().find("pod emojivoto/emoji-1: not enrolled: enrolling a cgroup") !=
+        std::string::npos);
+  // Nothing of it is left: no listener in its netns or on a worker, no inbound capture, no
+  // redirection of its connects.
+  CHECK(agent.ProxyCounter("listeners") == listeners);
+  CHECK(AgentListenersIn(cluster.server) == 0);
+  const CommandResult inbound = Dial(cluster.remote, Target(cluster.server, kEchoPort));
+  const CommandResult outbound = Dial(cluster.server, Target(cluster.remote, kEchoPort));
+  INFO(Describe(inbound) << Describe(outbound));
+  CHECK(inbound.exit_code == 0);
+  CHECK(outbound.exit_code == 0);
+  REQUIRE(WaitForAccepted(server, 1));
+  REQUIRE(WaitForAccepted(remote_server, 1));
+  nlohmann::json stats = agent.Get("/stats");
+  CHECK(stats["proxy"]["accepted_inbound"] == 0);
+  CHECK(stats["proxy"]["accepted_outbound"] == 0);
+  CHECK(stats["kernel"]["inbound_steered"] == 0);
+  CHECK(stats["kernel"]["redirected_ipv4"] == 0);
+
+  // Room again: releasing web-1 frees the map, and the retry enrols emoji-1 whole, with as
+  // many listeners as web-1 had, not one more.
+  cluster.node_a.SetMeshed(cluster.client, false);
+  REQUIRE(agent.WaitUntilEnrolled(cluster.server));
+  REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
+  CHECK(agent.ProxyCounter("listeners") == listeners);
+  CHECK(AgentListenersIn(cluster.server) == static_cast<int>(listeners));
+  CHECK(AgentListenersIn(cluster.client) == 0);
+  CHECK(Dial(cluster.remote, Target(cluster.server, kEchoPort)).exit_code == 0);
+  CHECK(Dial(cluster.server, Target(cluster.remote, kEchoPort)).exit_code == 0);
+  REQUIRE(WaitForAccepted(server, 2));
+  REQUIRE(WaitForAccepted(remote_server, 2));
+  CHECK(AcceptedFrom(server).back() == cluster.remote.ip);
+  CHECK(AcceptedFrom(remote_server).back() == cluster.server.ip);
+  stats = agent.Get("/stats");
+  CHECK(stats["proxy"]["accepted_inbound"] == 1);
+  CHECK(stats["proxy"]["accepted_outbound"] == 1);
+  CHECK(agent.Get("/pods")["pods"][1].contains("enrolment_error") == false);
+  StopCleanly(agent);
+}
+
 // ---- startup errors ----
 
 struct NodeForErrors {
