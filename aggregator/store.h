@@ -43,17 +43,8 @@ struct StoreOptions {
 using IdentityId = uint32_t;
 using RouteId = uint32_t;
 
-struct TrafficLabels {
-  IdentityId source = 0;
-  IdentityId destination = 0;
-  metrics::Direction direction = metrics::Direction::kOutbound;
-
-  bool operator==(const TrafficLabels&) const = default;
-  template <typename H>
-  friend H AbslHashValue(H h, const TrafficLabels& k) {
-    return H::combine(std::move(h), k.source, k.destination, k.direction);
-  }
-};
+// Who talks to whom, seen from which side: the agents' key, with the store's own ids.
+using TrafficLabels = metrics::TrafficKey;
 
 struct ResponseLabels {
   TrafficLabels traffic;

@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "common/base/interner.h"
 #include "common/metrics/identity.h"
+#include "common/metrics/sample.h"
 
 namespace nodemesh::metrics {
 
@@ -36,5 +37,11 @@ class IdentityTable {
  private:
   Interner<Identity> table_;
 };
+
+// Adds both ends of `key` to `ids`.
+inline void AddIdentitiesOf(const TrafficKey& key, absl::flat_hash_set<IdentityTable::Id>* ids) {
+  ids->insert(key.source);
+  ids->insert(key.destination);
+}
 
 }  // namespace nodemesh::metrics

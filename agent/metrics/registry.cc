@@ -95,13 +95,9 @@ void Registry::ForgetIdle(int64_t oldest_s) {
 
 void Registry::AddReferencedIdentities(absl::flat_hash_set<uint32_t>* ids) const {
   std::lock_guard lock(mutex_);
-  const auto add = [ids](const TrafficKey& key) {
-    ids->insert(key.source);
-    ids->insert(key.destination);
-  };
-  for (const auto& [key, totals] : requests_) add(key.traffic);
-  for (const auto& [key, totals] : responses_) add(key.request.traffic);
-  for (const auto& [key, totals] : tcp_) add(key);
+  for (const auto& [key, totals] : requests_) AddIdentitiesOf(key.traffic, ids);
+  for (const auto& [key, totals] : responses_) AddIdentitiesOf(key.request.traffic, ids);
+  for (const auto& [key, totals] : tcp_) AddIdentitiesOf(key, ids);
 }
 
 void Registry::SetInternal(const std::string& family, const std::string& help,

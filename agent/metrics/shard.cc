@@ -28,13 +28,9 @@ void Age(Map& map, int evict_after, Busy busy) {
 }  // namespace
 
 void Shard::AddReferencedIdentities(absl::flat_hash_set<uint32_t>* ids) const {
-  const auto add = [ids](const TrafficKey& key) {
-    ids->insert(key.source);
-    ids->insert(key.destination);
-  };
-  for (const auto& [key, series] : requests_) add(key.traffic);
-  for (const auto& [key, series] : responses_) add(key.request.traffic);
-  for (const auto& [key, series] : tcp_) add(key);
+  for (const auto& [key, series] : requests_) AddIdentitiesOf(key.traffic, ids);
+  for (const auto& [key, series] : responses_) AddIdentitiesOf(key.request.traffic, ids);
+  for (const auto& [key, series] : tcp_) AddIdentitiesOf(key, ids);
 }
 
 void Shard::Collect(Delta* out, int evict_after) {

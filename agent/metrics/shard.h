@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_map.h"
+#include "agent/metrics/identity_table.h"
 #include "common/metrics/histogram.h"
 #include "common/metrics/sample.h"
 

@@ -1,6 +1,8 @@
 // Kernel tier for the agent: the real nodemesh-agent binary, its eBPF programs attached to
 // a simulated node's cgroup subtree and pod namespaces, and plain TCP peers in the pods.
 // Every check through the agent is made against the same traffic sent direct first.
+#include <fmt/format.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "test/lib/agent_process.h"
+#include "test/lib/files.h"
 #include "test/lib/peers.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
@@ -784,6 +787,51 @@ TEST_CASE("a pod whose enrolment fails at its last step leaves nothing behind; a
   CHECK(stats["proxy"]["accepted_inbound"] == 1);
   CHECK(stats["proxy"]["accepted_outbound"] == 1);
   CHECK(agent.Get("/pods")["pods"][1].contains("enrolment_error") == false);
+  StopCleanly(agent);
+}
+
+TEST_CASE("the agent forgets the names of pods that left the cluster") {
+  Cluster cluster;
+  AgentProcess agent(cluster.node_a, AgentOptions());
+  const nlohmann::json original = nlohmann::json::parse(ReadFile(agent.inventory_path()));
+  const uint64_t named = agent.ProxyCounter("identities");
+  // The inventory with 100 pods of another node, numbered from `first`, in place of the
+  // last ones: pods come and go elsewhere in the cluster.
+  const auto write_with_pods = [&](int first) {
+    nlohmann::json inventory = original;
+    for (int i = first; i < first + 100; ++i) {
+      inventory["pods"].push_back(nlohmann::json{
+          {"namespace", "elsewhere"},
+          {"name", fmt::format("gone-{}", i)},
+          {"ips", {fmt::format("10.{}.{}.{}", 100 + i / 60'000, i / 250 % 240, i % 250 + 1)}},
+          {"cgroup", "/elsewhere"},
+          {"netns", "/var/run/netns/elsewhere"},
+          {"node", "node-z"}});
+    }
+    const std::string temporary = agent.inventory_path() + ".tmp";
+    WriteFile(temporary, inventory.dump());
+    REQUIRE(::rename(temporary.c_str(), agent.inventory_path().c_str()) == 0);
+  };
+  write_with_pods(0);
+  REQUIRE(PollUntil([&] { return agent.ProxyCounter("identities") == named + 100; }, 10s));
+  // The first hundred are named nowhere any more: the next forgetting pass (every 10 s)
+  // forgets exactly them, and the new hundred stay.
+  const auto forgotten = [&] {
+    const std::string output = agent.output();
+    int count = 0;
+    for (size_t at = output.find("forgot 100 identities"); at != std::string::npos;
+         at = output.find("forgot 100 identities", at + 1)) {
+      ++count;
+    }
+    return count;
+  };
+  CHECK(forgotten() == 0);
+  write_with_pods(100);
+  CHECK(PollUntil([&] { return forgotten() == 1; }, 30s));
+  CHECK(agent.ProxyCounter("identities") == named + 100);
+  write_with_pods(100'000);  // and again with another hundred
+  CHECK(PollUntil([&] { return forgotten() == 2; }, 30s));
+  CHECK(agent.ProxyCounter("identities") == named + 100);
   StopCleanly(agent);
 }
 
