@@ -9,6 +9,27 @@
 #include "parsers/detect.h"
 
 namespace nodemesh::agent {
+
+// How log lines name a connection: "outbound emojivoto/web-1 -> 10.77.0.12:8080". Formatted
+// only when a line is written, so that debug lines cost nothing per request otherwise.
+struct ConnectionName {
+  Direction direction;
+  const PodRuntime& pod;
+  const Endpoint& destination;
+};
+
+}  // namespace nodemesh::agent
+
+template <>
+struct fmt::formatter<nodemesh::agent::ConnectionName> : fmt::formatter<std::string_view> {
+  auto format(const nodemesh::agent::ConnectionName& name, fmt::format_context& context) const {
+    return fmt::format_to(context.out(), "{} {} -> {}",
+                          nodemesh::metrics::DirectionName(name.direction),
+                          name.pod.view()->info.key(), name.destination.ToString());
+  }
+};
+
+namespace nodemesh::agent {
 namespace {
 
 parsers::Peer PeerOf(Side side) {
@@ -57,9 +78,8 @@ std::string_view ConnectionObserver::protocol_name() const {
   return detecting_ ? "detecting" : parsers::ProtocolName(protocol_);
 }
 
-std::string ConnectionObserver::Describe() const {
-  return fmt::format("{} {} -> {}", DirectionName(direction_), pod_->view()->info.key(),
-                     destination_.ToString());
+ConnectionName ConnectionObserver::Name() const {
+  return ConnectionName{direction_, *pod_, destination_};
 }
 
 void ConnectionObserver::OnConnected(int64_t) {
@@ -104,7 +124,7 @@ void ConnectionObserver::Detect(parsers::Peer sender, std::string_view bytes, in
     protocol_ = parsers::Protocol::kOpaque;
   }
   context_.stats().protocols[static_cast<size_t>(protocol_)].Add();
-  if (!detection->sni.empty()) Log(LogLevel::kDebug, "{}: TLS for {}", Describe(), detection->sni);
+  if (!detection->sni.empty()) Log(LogLevel::kDebug, "{}: TLS for {}", Name(), detection->sni);
   parser_ = parsers::MakeParser(protocol_, context_.options().parser_config, *this);
   if (!parser_) {
     first_bytes_.clear();
@@ -137,7 +157,7 @@ void ConnectionObserver::OnHalfClose(Side from, int64_t now_ns) {
 void ConnectionObserver::OnClosed(RelayEnd end, int64_t now_ns) {
   if (parser_) parser_->Close(now_ns);
   metrics::Shard::CloseConnection(tcp_series_, now_ns - started_ns_, IsFailedEnd(end));
-  if (end != RelayEnd::kClosed) Log(LogLevel::kDebug, "{}: {}", Describe(), RelayEndName(end));
+  if (end != RelayEnd::kClosed) Log(LogLevel::kDebug, "{}: {}", Name(), RelayEndName(end));
 }
 
 void ConnectionObserver::SettleOpaque() {
@@ -152,7 +172,7 @@ void ConnectionObserver::StopParser() {
   if (parser_->state() == parsers::ParserState::kFailed) {
     stats.parse_failures.Add();
     stats.parse_errors[static_cast<size_t>(protocol_)][static_cast<size_t>(parser_->error())].Add();
-    Log(LogLevel::kDebug, "{}: {} parse failed ({}: {}); forwarding as opaque TCP", Describe(),
+    Log(LogLevel::kDebug, "{}: {} parse failed ({}: {}); forwarding as opaque TCP", Name(),
         parsers::ProtocolName(protocol_), parsers::ParseErrorName(parser_->error()),
         parser_->error_detail());
   } else {
@@ -168,7 +188,7 @@ void ConnectionObserver::OnRequestStart(const parsers::RequestStart& request) {
   stream_routes_[request.stream_id] = route;
   context_.shard().CountRequest(metrics::RequestKey{traffic_, route});
   if (context_.tables().tap.active()) MaybeTap(request);
-  Log(LogLevel::kDebug, "{}: request {} {} {}", Describe(), request.stream_id, request.method,
+  Log(LogLevel::kDebug, "{}: request {} {} {}", Name(), request.stream_id, request.method,
       request.path);
 }
 

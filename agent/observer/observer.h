@@ -25,6 +25,8 @@
 
 namespace nodemesh::agent {
 
+struct ConnectionName;
+
 // What the observers of one worker saw. The worker's thread writes; anyone reads.
 struct ObserverStats {
   Counter bytes_to_upstream;
@@ -127,8 +129,8 @@ class ConnectionObserver final : public RelayObserver, private parsers::EventSin
   // No protocol to find: every byte from here on is only counted.
   void SettleOpaque();
   void StopParser();
-  // "outbound emojivoto/web-1 -> 10.77.0.12:8080", for log lines.
-  std::string Describe() const;
+  // For log lines (see observer.cc).
+  ConnectionName Name() const;
 
   // Tap: the subscriptions each tapped stream matched, and both ends' identities, looked up
   // the first time a tap needs them.
