@@ -1,0 +1,77 @@
+// The promise of the data path: once a connection's series, routes and cache entries exist,
+// observing its requests (detection done, the HTTP/1 parser, route templating, the shard's
+// counts) allocates nothing per request. This binary counts every operator new.
+#include <catch2/catch.hpp>
+#include <memory>
+#include <string>
+
+#include "agent/observer/observer.h"
+#include "test/lib/allocation_counter.h"
+
+namespace nodemesh::agent {
+namespace {
+
+#if NODEMESH_COUNT_ALLOCATIONS
+TEST_CASE("observer: HTTP/1 requests allocate nothing once their series exist", "[unit]") {
+  metrics::IdentityTable identities;
+  metrics::RouteTable routes{100};
+  PeerDirectory directory;
+  TapSubscriptions tap;
+  const std::string node = "node-1";
+  const ObserverOptions options;  // captures content-type and user-agent
+  const AgentTables tables{identities, routes, directory, tap, node};
+  ObserverContext context(tables, options, 0, 1);
+  const Endpoint server{*IpAddress::Parse("10.77.0.12"), 8080};
+  directory.Replace({{server.ip, identities.Intern({"emojivoto", "web-1", "Deployment", "web",
+                                                    "web", "node-2"})}});
+  PodInfo info;
+  info.namespace_name = "emojivoto";
+  info.name = "vote-bot-1";
+  absl::StatusOr<Netns> netns = Netns::Open("/proc/self/ns/net");
+  REQUIRE(netns.ok());
+  const auto pod = std::make_shared<PodRuntime>(
+      1,
+      PodView{info, identities.Intern({"emojivoto", "vote-bot-1", "Deployment", "vote-bot",
+                                       "default", "node-1"})},
+      *std::move(netns));
+  ConnectionObserver observer(
+      context, pod, Direction::kOutbound, server, server, [&] { return server; }, 0);
+  observer.OnConnected(0);
+
+  // Long paths, a numeric segment, captured headers longer than any small-string buffer.
+  const std::string request =
+      "GET /api/users/123456/orders?expand=items HTTP/1.1\r\nHost: web.emojivoto.svc:8080\r\n"
+      "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36\r\n"
+      "Content-Type: application/json; charset=utf-8\r\n\r\n";
+  const std::string response =
+      "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+      "Content-Length: 2\r\n\r\n{}";
+  int64_t now = 1'000'000;
+  // No assertion inside the measured loop: only the code under test may run there.
+  const auto exchange = [&] {
+    observer.OnBytes(Side::kClient, request, now += 1000);
+    observer.OnBytes(Side::kUpstream, response, now += 250'000);
+  };
+  for (int i = 0; i < 10; ++i) exchange();
+  metrics::Delta delta;
+  context.shard().Collect(&delta);  // a collection in between must not make the next allocate
+
+  const uint64_t before = testing::allocations.load();
+  for (int i = 0; i < 1000; ++i) exchange();
+  const uint64_t during = testing::allocations.load() - before;
+  CHECK(during == 0);
+  CHECK(observer.protocol_name() == "http1");
+  CHECK(observer.requests() == 1010);
+  CHECK(context.stats().parse_failures.value() == 0);
+
+  // The counter works: a route not seen before allocates (its name, its cache entry).
+  const uint64_t probe = testing::allocations.load();
+  observer.OnBytes(Side::kClient, "GET /a/path/never/seen/before HTTP/1.1\r\nHost: a\r\n\r\n",
+                   now += 1000);
+  CHECK(testing::allocations.load() > probe);
+  observer.OnClosed(RelayEnd::kClosed, now);
+}
+#endif  // NODEMESH_COUNT_ALLOCATIONS
+
+}  // namespace
+}  // namespace nodemesh::agent
