@@ -1,6 +1,6 @@
 // A worker's shard: exact counts through a collection, and the promise of shard.h that the
 // per-request path (route, request count, classification, response with latency) does not
-// allocate once its series exist, which this binary checks by counting every operator new.
+// allocate once its series exist, which agent_alloc_test checks by counting every operator new.
 // (agent/observer/observer_alloc_test.cc checks the same with the parser and the observer
 // in front of it.)
 #include "agent/metrics/shard.h"

@@ -1,6 +1,6 @@
 // The promise of the data path: once a connection's series, routes and cache entries exist,
 // observing its requests (detection done, the HTTP/1 parser, route templating, the shard's
-// counts) allocates nothing per request. This binary counts every operator new.
+// counts) allocates nothing per request; agent_alloc_test counts every operator new.
 #include <catch2/catch.hpp>
 #include <memory>
 #include <string>
