@@ -126,8 +126,9 @@ ParserState Parser::FeedClient(std::string_view bytes) {
 }
 
 void Parser::Execute(Side& side, std::string_view bytes) {
-  const llhttp_errno_t result = bytes.empty() ? llhttp_finish(&side.http)
-                                              : llhttp_execute(&side.http, bytes.data(), bytes.size());
+  const llhttp_errno_t result = bytes.empty()
+                                    ? llhttp_finish(&side.http)
+                                    : llhttp_execute(&side.http, bytes.data(), bytes.size());
   if (state_ != ParserState::kParsing || result == HPE_OK) return;
   if (result == HPE_PAUSED_UPGRADE) {
     if (!side.request) {
@@ -327,9 +328,14 @@ void Parser::EndStream(const Pending& pending, EndReason reason, Timestamp at) {
 int Parser::OnHeaderField(llhttp_t* http, const char* at, size_t length) {
   Side& side = SideOf(http);
   Parser& self = *side.parser;
-  // A name longer than every wanted one is never copied.
+  // A name longer than every wanted one matches none, whatever pieces it came in: what was
+  // copied of it so far is dropped, or its first piece could pass for a wanted name.
   side.field_length += length;
-  if (side.field_length <= self.longest_wanted_name_) side.field.append(at, length);
+  if (side.field_length <= self.longest_wanted_name_) {
+    side.field.append(at, length);
+  } else {
+    side.field.clear();
+  }
   return self.CountHeadBytes(side, length);
 }
 

@@ -83,6 +83,20 @@ TEST_CASE("http1: header names match whatever their case, values keep theirs") {
         std::vector<Header>{{"x-request-id", "AbC"}, {"content-type", "application/grpc+proto"}});
 }
 
+TEST_CASE("http1: a longer name that starts like a wanted one is not it, however split") {
+  // Fed in two pieces, the first of which is exactly a wanted name.
+  for (const size_t split : {size_t{0}, std::string_view("GET / HTTP/1.1\r\nUser-Agent").size()}) {
+    INFO("split at " << split);
+    Conversation c;
+    const std::string_view head =
+        "GET / HTTP/1.1\r\nUser-Agent-Extra: no\r\nUser-Agent: yes\r\nHost: a\r\n\r\n";
+    if (split > 0) c.Client(head.substr(0, split));
+    c.Client(head.substr(split));
+    REQUIRE(c.sink.requests().size() == 1);
+    CHECK(c.sink.requests()[0].headers == std::vector<Header>{{"user-agent", "yes"}});
+  }
+}
+
 TEST_CASE("http1: pipelined requests pair with responses in order") {
   Conversation c;
   c.Client(
@@ -165,8 +179,7 @@ TEST_CASE("http1: 204 and 304 have no body") {
 
 TEST_CASE("http1: 100-continue is informational; the final response ends the request") {
   Conversation c;
-  c.Client(
-      "PUT /big HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+  c.Client("PUT /big HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
   c.Server("HTTP/1.1 100 Continue\r\n\r\n");
   CHECK(c.sink.responses().empty());
   c.Client("data");
@@ -337,17 +350,20 @@ std::vector<std::vector<Segment>> Conversations() {
   const auto client = [](std::string bytes) { return Segment{Peer::kClient, std::move(bytes)}; };
   const auto server = [](std::string bytes) { return Segment{Peer::kServer, std::move(bytes)}; };
   return {
-      {client("GET /a HTTP/1.1\r\nHost: h\r\nUser-Agent: u\r\n\r\nHEAD /b HTTP/1.1\r\nHost: h\r\n\r\n"),
+      {client("GET /a HTTP/1.1\r\nHost: h\r\nUser-Agent: u\r\n\r\nHEAD /b HTTP/1.1\r\nHost: "
+              "h\r\n\r\n"),
        server("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: t\r\n\r\nabc"),
        server("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"),
-       client("POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+       client("POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: "
+              "chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
        server("HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nerror\r\n0\r\n\r\n")},
       {client("PUT /p HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"),
-       server("HTTP/1.1 100 Continue\r\n\r\n"), client("ok"),
-       server("HTTP/1.1 200 OK\r\n\r\n"), client("GET /last HTTP/1.0\r\n\r\n"),
-       server("HTTP/1.0 200 OK\r\n\r\nuntil eof"), Segment{Peer::kServer, "", true}},
+       server("HTTP/1.1 100 Continue\r\n\r\n"), client("ok"), server("HTTP/1.1 200 OK\r\n\r\n"),
+       client("GET /last HTTP/1.0\r\n\r\n"), server("HTTP/1.0 200 OK\r\n\r\nuntil eof"),
+       Segment{Peer::kServer, "", true}},
       {client("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
-       server("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
+       server(
+           "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
        client("\x81\x02hi")},
   };
 }
