@@ -561,7 +561,7 @@ void SweepStaleTestResources() {
 // ---- Pod ----
 
 Process Pod::Run(std::vector<std::string> argv, Process::Options options) const {
-  options.cgroup_dir = cgroup_dir;
+  options.cgroup_dir = process_cgroup_dir;
   options.netns_path = netns_path;
   if (options.hosts_file.empty()) options.hosts_file = hosts_file;
   return Process(std::move(argv), std::move(options));
@@ -569,7 +569,7 @@ Process Pod::Run(std::vector<std::string> argv, Process::Options options) const 
 
 CommandResult Pod::RunCommand(std::vector<std::string> argv, std::chrono::milliseconds timeout,
                               Process::Options options) const {
-  options.cgroup_dir = cgroup_dir;
+  options.cgroup_dir = process_cgroup_dir;
   options.netns_path = netns_path;
   if (options.hosts_file.empty()) options.hosts_file = hosts_file;
   return testing::RunCommand(std::move(argv), timeout, std::move(options));
@@ -731,8 +731,13 @@ const Pod& TestNode::AddPod(PodSpec spec) {
   pod->host_veth = std::move(address.veth);
   pod->netns_name = fmt::format("{}{}-{}", kNamePrefix, network_.id(), pod->name);
   pod->netns_path = fmt::format("{}/{}", kNetnsDir, pod->netns_name);
-  pod->cgroup_path = fmt::format("{}/{}_{}", cgroup_path_, pod->namespace_name, pod->name);
+  pod->cgroup_path = pod->cgroup_subpath.empty()
+                         ? fmt::format("{}/{}_{}", cgroup_path_, pod->namespace_name, pod->name)
+                         : fmt::format("{}/{}", cgroup_path_, pod->cgroup_subpath);
   pod->cgroup_dir = CgroupMount() + pod->cgroup_path;
+  pod->process_cgroup_dir = pod->container_cgroup.empty()
+                                ? pod->cgroup_dir
+                                : fmt::format("{}/{}", pod->cgroup_dir, pod->container_cgroup);
   pod->hosts_file = fmt::format("{}/{}/hosts", kEtcNetnsDir, pod->netns_name);
   pods_.push_back(std::move(pod));
   Pod& added = *pods_.back();
@@ -747,8 +752,16 @@ const Pod& TestNode::AddPod(PodSpec spec) {
 }
 
 void TestNode::CreatePodResources(Pod& pod) {
+  // The kubelet's parents (QoS slices) may exist already, shared with other pods.
+  std::error_code parents_error;
+  fs::create_directories(fs::path(pod.cgroup_dir).parent_path(), parents_error);
   if (::mkdir(pod.cgroup_dir.c_str(), 0755) != 0) {
     throw std::runtime_error(fmt::format("cannot create cgroup {}: {}", pod.cgroup_dir, Errno()));
+  }
+  if (pod.process_cgroup_dir != pod.cgroup_dir &&
+      ::mkdir(pod.process_cgroup_dir.c_str(), 0755) != 0) {
+    throw std::runtime_error(
+        fmt::format("cannot create cgroup {}: {}", pod.process_cgroup_dir, Errno()));
   }
   struct stat cgroup {};
   if (::stat(pod.cgroup_dir.c_str(), &cgroup) != 0) {

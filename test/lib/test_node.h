@@ -58,6 +58,13 @@ struct PodSpec {
   std::string service_account = "default";
   bool meshed = true;
   bool ipv6 = false;  // dual-stack: an IPv6 address on eth0 too, listed in the inventory
+  // The pod's cgroup relative to the node's, as a kubelet lays it out (for example
+  // "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid_>.slice");
+  // empty: "<namespace>_<name>". Parents are made as needed.
+  std::string cgroup_subpath{};
+  // A sub-cgroup of the pod's where Run starts processes, as a container runtime would
+  // ("cri-containerd-<id>.scope"); empty: the pod's cgroup itself.
+  std::string container_cgroup{};
 };
 
 struct Pod : PodSpec {
@@ -67,9 +74,10 @@ struct Pod : PodSpec {
   std::string netns_path;   // /var/run/netns/<netns_name>
   std::string cgroup_path;  // under the cgroup2 mount, with a leading '/', as in the inventory
   std::string cgroup_dir;   // absolute directory of that cgroup
-  uint64_t cgroup_id = 0;   // what bpf_get_current_cgroup_id() returns for its processes
-  std::string hosts_file;   // /etc/netns/<netns_name>/hosts
-  std::string host_veth;    // the veth end on the bridge
+  std::string process_cgroup_dir;  // where Run starts processes: cgroup_dir or its container
+  uint64_t cgroup_id = 0;          // what bpf_get_current_cgroup_id() returns for its processes
+  std::string hosts_file;          // /etc/netns/<netns_name>/hosts
+  std::string host_veth;           // the veth end on the bridge
 
   // Starts a process inside the pod: its cgroup first, then its netns, with the pod's
   // /etc/hosts bind-mounted in a private mount namespace (unless options name another).
