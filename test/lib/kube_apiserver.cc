@@ -1,0 +1,318 @@
+#include "test/lib/kube_apiserver.h"
+
+#include <curl/curl.h>
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <random>
+#include <stdexcept>
+
+#include "test/lib/peers.h"
+#include "test/lib/process.h"
+
+namespace nodemesh::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::chrono::milliseconds kStartTimeout = 15s;
+constexpr long kRequestTimeoutMs = 10000;
+
+std::string Tail(const std::string& text, size_t max_bytes = 8192) {
+  return text.size() <= max_bytes ? text : "..." + text.substr(text.size() - max_bytes);
+}
+
+void Run(std::vector<std::string> argv) {
+  const std::string command = fmt::format("{}", fmt::join(argv, " "));
+  const CommandResult result = RunCommand(std::move(argv), 30s);
+  if (result.exit_code != 0) {
+    throw std::runtime_error(
+        fmt::format("`{}` failed ({}): {}", command,
+                    result.timed_out ? "timed out" : "exit " + std::to_string(result.exit_code),
+                    result.output));
+  }
+}
+
+// A self-signed CA: its certificate and key in `dir`, as <name>.crt and <name>.key. The
+// extensions are explicit so as not to depend on the system's openssl.cnf.
+void MakeCa(const TempDir& dir, const std::string& name) {
+  const std::string& d = dir.path();
+  Run({"openssl",
+       "req",
+       "-x509",
+       "-newkey",
+       "ec",
+       "-pkeyopt",
+       "ec_paramgen_curve:P-256",
+       "-nodes",
+       "-keyout",
+       d + "/" + name + ".key",
+       "-out",
+       d + "/" + name + ".crt",
+       "-days",
+       "7",
+       "-subj",
+       "/CN=" + name,
+       "-addext",
+       "basicConstraints=critical,CA:TRUE",
+       "-addext",
+       "keyUsage=critical,keyCertSign,cRLSign"});
+}
+
+// A server certificate for 127.0.0.1 and localhost signed by the CA `ca`, as server.crt and
+// server.key. The extensions are those strict verifiers (Go's, OpenSSL's strict mode) ask for.
+void MakeServerCertificate(const TempDir& dir, const std::string& ca) {
+  const std::string& d = dir.path();
+  Run({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+       "-keyout", d + "/server.key", "-out", d + "/server.csr", "-subj", "/CN=127.0.0.1"});
+  const std::string extensions = dir.Write("server.ext",
+                                           "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                           "basicConstraints=CA:FALSE\n"
+                                           "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                                           "extendedKeyUsage=serverAuth\n"
+                                           "subjectKeyIdentifier=hash\n"
+                                           "authorityKeyIdentifier=keyid,issuer\n");
+  Run({"openssl", "x509", "-req", "-in", d + "/server.csr", "-CA", d + "/" + ca + ".crt", "-CAkey",
+       d + "/" + ca + ".key", "-CAcreateserial", "-out", d + "/server.crt", "-days", "7",
+       "-extfile", extensions});
+}
+
+std::string RandomToken() {
+  std::random_device random;
+  std::string token;
+  for (int i = 0; i < 4; ++i) token += fmt::format("{:08x}", random());
+  return token;
+}
+
+size_t AppendBody(char* data, size_t size, size_t count, void* body) {
+  static_cast<std::string*>(body)->append(data, size * count);
+  return size * count;
+}
+
+void InitCurlOnce() {
+  static const bool initialised = [] {
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
+  }();
+  if (!initialised) throw std::runtime_error("curl_global_init failed");
+}
+
+std::string Quoted(std::string_view text) { return nlohmann::json(std::string(text)).dump(); }
+
+}  // namespace
+
+nlohmann::json KubeApiServer::Response::json() const { return nlohmann::json::parse(body); }
+
+KubeApiServer::KubeApiServer(KubeApiServerOptions options)
+    : options_(std::move(options)), admin_token_(RandomToken()) {
+  InitCurlOnce();
+  MakeCa(dir_, "ca");
+  MakeCa(dir_, "other-ca");
+  MakeServerCertificate(dir_, "ca");
+  Start();
+}
+
+KubeApiServer::~KubeApiServer() = default;  // the Process stops the server
+
+std::string KubeApiServer::url() const { return fmt::format("https://{}:{}", host(), port_); }
+std::string KubeApiServer::host() const { return "127.0.0.1"; }
+int KubeApiServer::port() const { return port_; }
+std::string KubeApiServer::ca_file() const { return dir_.path() + "/ca.crt"; }
+std::string KubeApiServer::other_ca_file() const { return dir_.path() + "/other-ca.crt"; }
+std::string KubeApiServer::admin_token() const { return admin_token_; }
+
+void KubeApiServer::Start() {
+  if (running()) throw std::runtime_error("KubeApiServer::Start: already running");
+  const std::string ready_file = dir_.path() + "/ready";
+  std::filesystem::remove(ready_file);
+  const std::string& d = dir_.path();
+  std::vector<std::string> argv = {kPython, "-u", SourcePath("test/lib/kube_apiserver.py")};
+  argv.insert(argv.end(), {"--port", std::to_string(port_), "--ready-file", ready_file});
+  argv.insert(argv.end(), {"--cert", d + "/server.crt", "--key", d + "/server.key"});
+  argv.insert(argv.end(), {"--admin-token", admin_token_, "--state", d + "/state.json"});
+  argv.insert(argv.end(), {"--bookmark-interval",
+                           fmt::format("{:.3f}", options_.bookmark_interval.count() / 1e3)});
+  if (!options_.rbac_file.empty()) {
+    argv.insert(argv.end(), {"--rbac", options_.rbac_file});
+  }
+  process_ = std::make_unique<Process>(std::move(argv));
+  const bool ready = PollUntil(
+      [&] { return !process_->IsRunning() || !ReadFile(ready_file).empty(); }, kStartTimeout);
+  if (!process_->IsRunning() || !ready) {
+    const std::string output = process_->output();
+    process_.reset();
+    throw std::runtime_error(
+        fmt::format("the test Kubernetes API server {}:\n{}",
+                    ready ? "exited before it listened" : "did not listen in time", Tail(output)));
+  }
+  port_ = std::stoi(ReadFile(ready_file));
+}
+
+void KubeApiServer::Stop() {
+  if (!process_) return;
+  try {
+    earlier_requests_ = Requests();
+  } catch (const std::exception&) {
+    // It died already: the requests it answered are gone with it.
+  }
+  earlier_log_ += process_->output();
+  process_.reset();  // SIGTERM; the state file is written on every change, so nothing is lost
+}
+
+bool KubeApiServer::running() const { return process_ && process_->IsRunning(); }
+
+std::string KubeApiServer::log() const {
+  return earlier_log_ + (process_ ? process_->output() : std::string());
+}
+
+KubeApiServer::Response KubeApiServer::Call(std::string_view method, std::string_view path,
+                                            std::string_view token, std::string_view body,
+                                            std::string_view content_type) const {
+  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
+  if (!curl) throw std::runtime_error("curl_easy_init failed");
+  curl_slist* headers = nullptr;
+  const std::string authorization = fmt::format("Authorization: Bearer {}", token);
+  const std::string type = fmt::format("Content-Type: {}", content_type);
+  if (!token.empty()) headers = curl_slist_append(headers, authorization.c_str());
+  headers = curl_slist_append(headers, type.c_str());
+  headers = curl_slist_append(headers, "Accept: application/json");
+  headers = curl_slist_append(headers, "Expect:");
+  std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> header_list(headers,
+                                                                          curl_slist_free_all);
+  const std::string target = url() + std::string(path);
+  const std::string verb(method);
+  const std::string ca = ca_file();
+  Response response;
+  char error[CURL_ERROR_SIZE] = {};
+  CURL* c = curl.get();
+  curl_easy_setopt(c, CURLOPT_URL, target.c_str());
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, verb.c_str());
+  if (!body.empty()) {
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  }
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(c, CURLOPT_CAINFO, ca.c_str());
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, kRequestTimeoutMs);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, AppendBody);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &response.body);
+  const CURLcode result = curl_easy_perform(c);
+  if (result != CURLE_OK) {
+    throw std::runtime_error(
+        fmt::format("{} {}: {} ({})", verb, target, curl_easy_strerror(result), error));
+  }
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  response.status = static_cast<int>(status);
+  return response;
+}
+
+nlohmann::json KubeApiServer::Admin(std::string_view method, std::string_view path,
+                                    const nlohmann::json& body, std::string_view content_type) {
+  const Response response =
+      Call(method, path, admin_token_, body.is_null() ? "" : body.dump(), content_type);
+  if (response.status < 200 || response.status > 299) {
+    throw std::runtime_error(
+        fmt::format("{} {}: HTTP {}: {}", method, path, response.status, response.body));
+  }
+  return response.json();
+}
+
+nlohmann::json KubeApiServer::Create(std::string_view collection_path,
+                                     const nlohmann::json& object) {
+  return Admin("POST", collection_path, object);
+}
+
+nlohmann::json KubeApiServer::Get(std::string_view path) { return Admin("GET", path, nullptr); }
+
+nlohmann::json KubeApiServer::MergePatch(std::string_view path, const nlohmann::json& patch) {
+  return Admin("PATCH", path, patch, "application/merge-patch+json");
+}
+
+void KubeApiServer::Delete(std::string_view path) { Admin("DELETE", path, nullptr); }
+
+std::string KubeApiServer::IssueToken(std::string_view namespace_name,
+                                      std::string_view service_account) {
+  const nlohmann::json user =
+      fmt::format("system:serviceaccount:{}:{}", namespace_name, service_account);
+  return Admin("POST", "/_test/tokens", {{"user", user}}).at("token").get<std::string>();
+}
+
+void KubeApiServer::RevokeToken(std::string_view token) {
+  Admin("DELETE", fmt::format("/_test/tokens/{}", token), nullptr);
+}
+
+void KubeApiServer::ExpireHistory(GoneMode mode) {
+  Admin("POST", "/_test/expire-history",
+        {{"mode", mode == GoneMode::kHttpStatus ? "status" : "event"}});
+}
+
+void KubeApiServer::StallWatches(bool stalled) {
+  Admin("POST", "/_test/stall-watches", {{"stalled", stalled}});
+}
+
+void KubeApiServer::CloseWatches() {
+  Admin("POST", "/_test/close-watches", nlohmann::json::object());
+}
+
+int KubeApiServer::OpenWatches() {
+  return Admin("GET", "/_test/watches", nullptr).at("open").get<int>();
+}
+
+std::vector<KubeApiServer::Request> KubeApiServer::Requests() {
+  std::vector<Request> requests = earlier_requests_;
+  const nlohmann::json answer = Admin("GET", "/_test/requests", nullptr);
+  for (const nlohmann::json& r : answer.at("requests")) {
+    requests.push_back({.method = r.at("method"),
+                        .path = r.at("path"),
+                        .user = r.at("user"),
+                        .status = r.at("status"),
+                        .watch = r.at("watch"),
+                        .rule = r.at("rule")});
+  }
+  return requests;
+}
+
+std::map<std::string, int> KubeApiServer::RbacRuleUses() {
+  std::map<std::string, int> uses;
+  const nlohmann::json answer = Admin("GET", "/_test/rbac", nullptr);
+  for (const nlohmann::json& rule : answer.at("rules")) {
+    uses[rule.at("rule")] = rule.at("uses");
+  }
+  return uses;
+}
+
+void KubeApiServer::WriteServiceAccountDir(const std::string& dir, std::string_view token,
+                                           std::string_view namespace_name) const {
+  std::filesystem::create_directories(dir);
+  WriteFile(dir + "/ca.crt", ReadFile(ca_file()));
+  WriteFile(dir + "/token", token);
+  WriteFile(dir + "/namespace", namespace_name);
+}
+
+void KubeApiServer::WriteKubeconfig(const std::string& path, std::string_view token,
+                                    std::string_view context) const {
+  // Double-quoted JSON strings are YAML strings too.
+  const std::string name = Quoted(context);
+  WriteFile(path, fmt::format("apiVersion: v1\n"
+                              "kind: Config\n"
+                              "clusters:\n"
+                              "- name: {0}\n"
+                              "  cluster:\n"
+                              "    server: {1}\n"
+                              "    certificate-authority: {2}\n"
+                              "users:\n"
+                              "- name: {0}\n"
+                              "  user:\n"
+                              "    token: {3}\n"
+                              "contexts:\n"
+                              "- name: {0}\n"
+                              "  context:\n"
+                              "    cluster: {0}\n"
+                              "    user: {0}\n"
+                              "current-context: {0}\n",
+                              name, Quoted(url()), Quoted(ca_file()), Quoted(token)));
+}
+
+}  // namespace nodemesh::testing

@@ -1,0 +1,132 @@
+// A Kubernetes API server for tests (test/lib/kube_apiserver.py): real HTTPS, bearer tokens,
+// optional RBAC, in-memory objects with list, watch (bookmarks, 410 Gone), create, update,
+// patch and delete, and switches to make it misbehave (stalled watches, expired history,
+// down then up). Each KubeApiServer has its own CA, certificates, tokens and state in a
+// temporary directory, and stops its process when it goes, even when a test fails.
+//
+// The object and control calls use the admin token; they throw std::runtime_error with the
+// server's answer when it is not the expected one. Calls may come from any thread, but
+// Start and Stop from one thread at a time, with no other call running.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "test/lib/files.h"
+
+namespace nodemesh::testing {
+
+class Process;
+
+struct KubeApiServerOptions {
+  // How often a watch that allows bookmarks gets one.
+  std::chrono::milliseconds bookmark_interval{1000};
+  // A JSON list of ClusterRole, ClusterRoleBinding, Role and RoleBinding objects. Empty: no
+  // RBAC, every valid token may do anything.
+  std::string rbac_file{};
+};
+
+class KubeApiServer {
+ public:
+  // Makes the certificates and starts the server; returns once it listens.
+  explicit KubeApiServer(KubeApiServerOptions options = {});
+  ~KubeApiServer();
+  KubeApiServer(const KubeApiServer&) = delete;
+  KubeApiServer& operator=(const KubeApiServer&) = delete;
+
+  std::string url() const;   // https://127.0.0.1:PORT
+  std::string host() const;  // 127.0.0.1
+  int port() const;
+  std::string ca_file() const;        // the CA that signed the server's certificate
+  std::string other_ca_file() const;  // an unrelated CA: TLS verification must fail with it
+  std::string admin_token() const;
+
+  // A token for user system:serviceaccount:<ns>:<name>, valid from now on.
+  std::string IssueToken(std::string_view namespace_name, std::string_view service_account);
+  void RevokeToken(std::string_view token);
+
+  // client-go's in-cluster layout in `dir` (made if missing): ca.crt, token, namespace.
+  void WriteServiceAccountDir(const std::string& dir, std::string_view token,
+                              std::string_view namespace_name) const;
+  // A kubeconfig (YAML) for this server and `token`, context named `context`, with
+  // current-context set. The CA is referenced by path.
+  void WriteKubeconfig(const std::string& path, std::string_view token,
+                       std::string_view context = "test") const;
+
+  // Objects through the real API with the admin token; each returns the object as stored.
+  // Paths as Kubernetes has them: Create("/api/v1/namespaces/x/pods", pod),
+  // Get("/apis/apps/v1/namespaces/x/deployments/web").
+  nlohmann::json Create(std::string_view collection_path, const nlohmann::json& object);
+  nlohmann::json Get(std::string_view path);
+  nlohmann::json MergePatch(std::string_view path, const nlohmann::json& patch);
+  void Delete(std::string_view path);
+
+  // Any request with any token (empty: no Authorization header), for tests of what the API
+  // answers. Throws only if there is no HTTP answer.
+  struct Response {
+    int status = 0;
+    std::string body;
+    nlohmann::json json() const;  // the body parsed; throws if it is not JSON
+  };
+  Response Call(std::string_view method, std::string_view path, std::string_view token,
+                std::string_view body = "",
+                std::string_view content_type = "application/json") const;
+
+  // Every resourceVersion up to the current one becomes too old: a watch from one gets an
+  // HTTP 410 Status (kHttpStatus) or a 200 stream whose only event is an ERROR carrying
+  // that Status (kErrorEvent). The counter then moves on by one, so a new list can be
+  // watched from.
+  enum class GoneMode { kHttpStatus, kErrorEvent };
+  void ExpireHistory(GoneMode mode);
+  // While stalled, watch streams (open and new) send nothing at all, a new one not even its
+  // response headers, and stay open; they carry on when the stall ends.
+  void StallWatches(bool stalled);
+  // Ends every open watch stream and closes its connection.
+  void CloseWatches();
+  // Watch streams open now.
+  int OpenWatches();
+
+  void Stop();  // the process ends; objects kept in its state file
+  // Again, on the same port, with the same objects, resourceVersion and tokens. A watch
+  // from the last resourceVersion resumes; one from an older version is too old (410), as
+  // after a real API server's restart.
+  void Start();
+  bool running() const;
+
+  // Every API request answered (control calls excluded) since construction, across Stop
+  // and Start, oldest first. `rule` names the RBAC rule that allowed it,
+  // "ClusterRole/<name>#<index>" or "Role/<namespace>/<name>#<index>"; "admin" for the
+  // admin token, "system:discovery" for discovery paths, "" without RBAC or when denied.
+  struct Request {
+    std::string method, path, user;
+    int status = 0;
+    bool watch = false;
+    std::string rule;
+  };
+  std::vector<Request> Requests();
+  // Every rule of the RBAC file and how many requests it allowed (since the last Start): a
+  // test can check that none is unused.
+  std::map<std::string, int> RbacRuleUses();
+
+  // What the server logged (one line per request), for failure messages.
+  std::string log() const;
+
+ private:
+  nlohmann::json Admin(std::string_view method, std::string_view path, const nlohmann::json& body,
+                       std::string_view content_type = "application/json");
+
+  KubeApiServerOptions options_;
+  TempDir dir_;
+  std::string admin_token_;
+  int port_ = 0;                           // 0 until the first start: the server picks one
+  std::vector<Request> earlier_requests_;  // answered before the last Stop
+  std::string earlier_log_;
+  std::unique_ptr<Process> process_;
+};
+
+}  // namespace nodemesh::testing

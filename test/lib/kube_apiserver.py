@@ -1,0 +1,1474 @@
+#!/usr/bin/python3
+"""A Kubernetes API server for tests, speaking the real wire protocol over HTTPS.
+
+    kube_apiserver.py --cert FILE --key FILE --admin-token TOKEN [--port N]
+        [--ready-file FILE] [--tokens FILE] [--rbac FILE] [--state FILE]
+        [--bookmark-interval SECONDS] [--max-watch-seconds SECONDS]
+
+Listens on 127.0.0.1 (port 0: any free port); once listening it writes the port to the
+ready file. Standard library only. What it implements, as the Kubernetes API documents it:
+
+- Authentication by bearer token: --admin-token (user "admin", allowed everything), the
+  --tokens file ({"token": "username"}, re-read when it changes) and tokens added through
+  the control endpoints. Service accounts are "system:serviceaccount:<ns>:<name>", in the
+  groups system:serviceaccounts, system:serviceaccounts:<ns> and system:authenticated.
+- Authorization by RBAC when --rbac names a JSON list (or a List) of ClusterRole,
+  ClusterRoleBinding, Role and RoleBinding objects; otherwise every valid token may do
+  anything. Discovery paths (/api, /apis, /version...) are open to every authenticated user,
+  as the default system:discovery binding makes them.
+- In-memory objects: pods, services, namespaces, serviceaccounts, nodes (v1); deployments,
+  replicasets, statefulsets, daemonsets (apps/v1); jobs, cronjobs (batch/v1); endpointslices
+  (discovery.k8s.io/v1). get, list, watch, create, update (PUT), patch (merge, strategic
+  merge, JSON patch), delete; labelSelector and fieldSelector; the status subresource.
+- One resourceVersion counter for everything, and the history of every change, from which
+  watches replay. Watches are chunked streams of JSON events, with bookmarks.
+
+Simplifications, each chosen because tests do not need more:
+- Objects are taken as sent, status included (a real server takes the status only through
+  the status subresource, and resets a new pod's status). Missing pod phases become
+  "Pending" and missing namespace phases "Active", as a real server sets them.
+- Deletion is immediate: no graceful deletion of pods, no finalizers, and deleting a
+  namespace leaves the objects in it. DELETE answers with the object as deleted.
+- Objects may be created in namespaces that do not exist.
+- list ignores limit/continue and returns everything at once (a real server does the same
+  when it answers from its watch cache); sendInitialEvents is not supported.
+- A strategic merge patch is applied as a JSON merge patch (RFC 7386): right for labels,
+  annotations and scalar fields, but lists are replaced instead of merged by key.
+
+Watch semantics follow the real watch cache: a MODIFIED event for an object that stops
+matching the watch's selectors is sent as DELETED, and one for an object that starts
+matching as ADDED (both with the object's new state). A watch without resourceVersion, or
+with "0", starts with a synthetic ADDED event per current object. After a restart from
+--state the history is empty: a watch from the stored resourceVersion resumes, one from an
+older version is too old (410), as with a freshly started server's watch cache.
+
+Control endpoints, admin token only, JSON bodies:
+  POST   /_test/expire-history   {"mode": "status"|"event"}  every resourceVersion up to
+         the current one becomes too old; the counter then moves on by one, so that a list
+         made after it returns a version a watch can start from. A watch from a too-old
+         version gets an HTTP 410 Status ("status") or a 200 stream with one ERROR event
+         carrying that Status ("event").
+  POST   /_test/stall-watches    {"stalled": true|false}  while stalled, watch streams
+         (open and new) send nothing at all, a new one not even its response headers, and
+         stay open past their timeout; they carry on when the stall ends.
+  POST   /_test/close-watches    ends every open watch stream and closes its connection.
+  POST   /_test/tokens           {"user": "...", ["token": "..."]} -> {"token", "user"}
+  DELETE /_test/tokens/<token>   revokes a token, wherever it came from.
+  GET    /_test/requests         {"requests": [{method, path, user, status, watch, rule}]}
+         every API request answered (control requests excluded), oldest first.
+  DELETE /_test/requests         forgets them.
+  POST   /_test/bookmark-interval {"seconds": 0.5}
+  GET    /_test/rbac             {"rules": [{"rule", "uses"}]}: every RBAC rule and how
+         many requests it allowed.
+  GET    /_test/watches          {"open": N}: watch streams currently open.
+
+A rule is named "<Kind>/<name>#<index>" ("Role/<namespace>/<name>#<index>" for a Role);
+requests allowed by the admin token have the rule "admin", discovery "system:discovery",
+and requests without --rbac "".
+
+Every request is logged to stderr as one line: method, path, user, status.
+"""
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import re
+import secrets
+import select
+import socket
+import ssl
+import sys
+import threading
+import time
+import traceback
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+ADMIN_USER = "admin"
+# Granularity of a watch's loop: how soon it notices a deadline, a bookmark that is due,
+# the end of a stall or a client that went away. Changes wake it at once.
+WATCH_TICK_SECONDS = 0.05
+
+
+class Resource:
+    def __init__(self, group, version, plural, kind, namespaced, fields=()):
+        self.group = group
+        self.version = version
+        self.plural = plural
+        self.kind = kind
+        self.namespaced = namespaced
+        # Field selectors this resource supports besides metadata.name/namespace.
+        self.fields = ("metadata.name", "metadata.namespace") + tuple(fields)
+
+    @property
+    def api_version(self):
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def group_resource(self):
+        # As Kubernetes prints a GroupResource in messages: "pods", "deployments.apps".
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def key(self):
+        return (self.group, self.plural)
+
+
+POD_FIELDS = ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
+              "spec.serviceAccountName", "status.phase", "status.podIP",
+              "status.nominatedNodeName")
+RESOURCE_LIST = [
+    Resource("", "v1", "pods", "Pod", True, POD_FIELDS),
+    Resource("", "v1", "services", "Service", True),
+    Resource("", "v1", "namespaces", "Namespace", False, ("status.phase",)),
+    Resource("", "v1", "serviceaccounts", "ServiceAccount", True),
+    Resource("", "v1", "nodes", "Node", False, ("spec.unschedulable",)),
+    Resource("apps", "v1", "deployments", "Deployment", True),
+    Resource("apps", "v1", "replicasets", "ReplicaSet", True),
+    Resource("apps", "v1", "statefulsets", "StatefulSet", True),
+    Resource("apps", "v1", "daemonsets", "DaemonSet", True),
+    Resource("batch", "v1", "jobs", "Job", True),
+    Resource("batch", "v1", "cronjobs", "CronJob", True),
+    Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
+]
+RESOURCES = {(r.group, r.version, r.plural): r for r in RESOURCE_LIST}
+RESOURCES_BY_KEY = {r.key: r for r in RESOURCE_LIST}
+GROUP_VERSIONS = sorted({(r.group, r.version) for r in RESOURCE_LIST})
+SUBRESOURCES = ("status",)
+
+VERSION_INFO = {
+    "major": "1", "minor": "29", "gitVersion": "v1.29.0", "gitCommit": "",
+    "gitTreeState": "clean", "buildDate": "2024-01-01T00:00:00Z", "goVersion": "go1.21.5",
+    "compiler": "gc", "platform": "linux/amd64",
+}
+
+
+class ApiError(Exception):
+    """An error answered as a Kubernetes Status object."""
+
+    def __init__(self, code, reason, message, details=None):
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details
+
+
+def status_object(code, reason, message, details=None):
+    status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+              "message": message, "reason": reason, "code": code}
+    if details:
+        status["details"] = details
+    return status
+
+
+def error_details(resource, name):
+    details = {}
+    if name:
+        details["name"] = name
+    if resource.group:
+        details["group"] = resource.group
+    details["kind"] = resource.plural
+    return details
+
+
+def not_found(resource, name):
+    return ApiError(404, "NotFound", f'{resource.group_resource} "{name}" not found',
+                    error_details(resource, name))
+
+
+def conflict(resource, name):
+    return ApiError(409, "Conflict",
+                    f'Operation cannot be fulfilled on {resource.group_resource} "{name}": the '
+                    "object has been modified; please apply your changes to the latest version "
+                    "and try again", error_details(resource, name))
+
+
+def bad_request(message):
+    return ApiError(400, "BadRequest", message)
+
+
+def invalid(resource, name, message):
+    return ApiError(422, "Invalid", f'{resource.kind} "{name}" is invalid: {message}',
+                    error_details(resource, name))
+
+
+NO_ROUTE = ApiError(404, "NotFound", "the server could not find the requested resource",
+                    {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]})
+
+
+def now_timestamp():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------------------------------
+# Selectors
+
+LABEL_KEY = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+SET_REQUIREMENT = re.compile(r"^(\S+)\s+(in|notin)\s*\((.*)\)$")
+COMPARISON = re.compile(r"^([^!=<>\s]+)\s*(==|!=|=|<|>)\s*(.*)$")
+
+
+def split_top_level(text):
+    """Splits at commas outside parentheses: "a in (x,y),b" -> ["a in (x,y)", "b"]."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(text):
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def check_label(key, values=()):
+    if not LABEL_KEY.match(key):
+        raise bad_request(f"unable to parse requirement: invalid label key \"{key}\"")
+    for value in values:
+        if not LABEL_VALUE.match(value):
+            raise bad_request(f"unable to parse requirement: invalid label value: \"{value}\"")
+
+
+def parse_label_selector(text):
+    """A list of (key, operator, values) requirements, all of which must hold."""
+    requirements = []
+    if not text or not text.strip():
+        return requirements
+    for part in split_top_level(text):
+        part = part.strip()
+        if not part:
+            raise bad_request("unable to parse requirement: found '', expected: identifier")
+        match = SET_REQUIREMENT.match(part)
+        if match:
+            values = [v.strip() for v in match.group(3).split(",")]
+            check_label(match.group(1), values)
+            requirements.append((match.group(1), match.group(2), values))
+            continue
+        if part.startswith("!"):
+            key = part[1:].strip()
+            check_label(key)
+            requirements.append((key, "!", []))
+            continue
+        match = COMPARISON.match(part)
+        if match:
+            key, op, value = match.group(1), match.group(2), match.group(3).strip()
+            if op in ("<", ">"):
+                check_label(key)
+                try:
+                    int(value)
+                except ValueError:
+                    raise bad_request("unable to parse requirement: for 'gt', 'lt' operators, "
+                                      "the value must be an integer")
+            else:
+                check_label(key, [value])
+            requirements.append((key, "=" if op == "==" else op, [value]))
+            continue
+        check_label(part)
+        requirements.append((part, "exists", []))
+    return requirements
+
+
+def labels_match(requirements, labels):
+    for key, op, values in requirements:
+        present = key in labels
+        value = labels.get(key)
+        if op == "=" and value != values[0]:
+            return False
+        if op == "!=" and value == values[0]:
+            return False
+        if op == "in" and value not in values:
+            return False
+        if op == "notin" and present and value in values:
+            return False
+        if op == "exists" and not present:
+            return False
+        if op == "!" and present:
+            return False
+        if op in ("<", ">"):
+            try:
+                number = int(value)
+            except (TypeError, ValueError):
+                return False
+            if (op == "<" and not number < int(values[0])) or \
+               (op == ">" and not number > int(values[0])):
+                return False
+    return True
+
+
+def parse_field_selector(text, resource):
+    requirements = []
+    if not text or not text.strip():
+        return requirements
+    for part in text.split(","):
+        match = COMPARISON.match(part.strip())
+        if not match or match.group(2) in ("<", ">"):
+            raise bad_request(f"invalid selector: '{text}'; can't understand '{part}'")
+        field, op, value = match.group(1), match.group(2), match.group(3)
+        if field not in resource.fields:
+            raise bad_request(f'field label not supported: {field}')
+        requirements.append((field, "!=" if op == "!=" else "=", value))
+    return requirements
+
+
+def field_value(obj, field):
+    value = obj
+    for step in field.split("."):
+        value = value.get(step) if isinstance(value, dict) else None
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def fields_match(requirements, obj):
+    for field, op, value in requirements:
+        if (field_value(obj, field) == value) != (op == "="):
+            return False
+    return True
+
+
+class Selector:
+    def __init__(self, query, resource):
+        self.labels = parse_label_selector(query_value(query, "labelSelector"))
+        self.fields = parse_field_selector(query_value(query, "fieldSelector"), resource)
+
+    def matches(self, obj):
+        if obj is None:
+            return False
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return labels_match(self.labels, labels) and fields_match(self.fields, obj)
+
+
+def query_value(query, name, default=""):
+    values = query.get(name)
+    return values[-1] if values else default
+
+
+def query_bool(query, name):
+    return query_value(query, name).lower() in ("1", "t", "true")
+
+
+# ---------------------------------------------------------------------------------------
+# Patches
+
+def merge_patch(target, patch, strategic=False):
+    """RFC 7386. A strategic merge patch's "$..." directives are dropped (see the module doc)."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if strategic and key.startswith("$"):
+            continue
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value, strategic)
+    return result
+
+
+class JsonPatchError(Exception):
+    pass
+
+
+def pointer_steps(pointer):
+    if pointer == "":
+        return []
+    if not pointer.startswith("/"):
+        raise JsonPatchError(f"invalid JSON pointer {pointer!r}")
+    return [s.replace("~1", "/").replace("~0", "~") for s in pointer[1:].split("/")]
+
+
+def resolve_parent(document, pointer):
+    steps = pointer_steps(pointer)
+    if not steps:
+        raise JsonPatchError("the whole document cannot be the target")
+    parent = document
+    for step in steps[:-1]:
+        parent = child_of(parent, step, pointer)
+    return parent, steps[-1]
+
+
+def child_of(node, step, pointer):
+    if isinstance(node, dict):
+        if step not in node:
+            raise JsonPatchError(f"path {pointer} does not exist")
+        return node[step]
+    if isinstance(node, list):
+        index = list_index(node, step, pointer, allow_end=False)
+        return node[index]
+    raise JsonPatchError(f"path {pointer} does not exist")
+
+
+def list_index(node, step, pointer, allow_end):
+    if allow_end and step == "-":
+        return len(node)
+    if not step.isdigit() or (len(step) > 1 and step.startswith("0")):
+        raise JsonPatchError(f"invalid index {step!r} in {pointer}")
+    index = int(step)
+    if index > len(node) or (index == len(node) and not allow_end):
+        raise JsonPatchError(f"index {index} out of range in {pointer}")
+    return index
+
+
+def pointer_get(document, pointer):
+    node = document
+    for step in pointer_steps(pointer):
+        node = child_of(node, step, pointer)
+    return node
+
+
+def pointer_add(document, pointer, value):
+    parent, last = resolve_parent(document, pointer)
+    if isinstance(parent, dict):
+        parent[last] = value
+    elif isinstance(parent, list):
+        parent.insert(list_index(parent, last, pointer, allow_end=True), value)
+    else:
+        raise JsonPatchError(f"path {pointer} does not exist")
+
+
+def pointer_remove(document, pointer):
+    parent, last = resolve_parent(document, pointer)
+    if isinstance(parent, dict):
+        if last not in parent:
+            raise JsonPatchError(f"path {pointer} does not exist")
+        return parent.pop(last)
+    if isinstance(parent, list):
+        return parent.pop(list_index(parent, last, pointer, allow_end=False))
+    raise JsonPatchError(f"path {pointer} does not exist")
+
+
+def json_patch(document, operations):
+    """RFC 6902: add, remove, replace, move, copy, test."""
+    if not isinstance(operations, list):
+        raise JsonPatchError("a JSON patch must be a list of operations")
+    document = copy.deepcopy(document)
+    for operation in operations:
+        if not isinstance(operation, dict) or "op" not in operation or "path" not in operation:
+            raise JsonPatchError(f"invalid operation {operation!r}")
+        op, path = operation["op"], operation["path"]
+        if op in ("add", "replace", "test") and "value" not in operation:
+            raise JsonPatchError(f"operation {op} on {path} has no value")
+        if op == "add":
+            pointer_add(document, path, copy.deepcopy(operation["value"]))
+        elif op == "remove":
+            pointer_remove(document, path)
+        elif op == "replace":
+            pointer_remove(document, path)
+            pointer_add(document, path, copy.deepcopy(operation["value"]))
+        elif op == "move":
+            value = pointer_remove(document, operation.get("from", ""))
+            pointer_add(document, path, value)
+        elif op == "copy":
+            pointer_add(document, path, copy.deepcopy(pointer_get(document, operation.get("from", ""))))
+        elif op == "test":
+            if pointer_get(document, path) != operation["value"]:
+                raise JsonPatchError(f"testing value {path} failed")
+        else:
+            raise JsonPatchError(f"unknown operation {op!r}")
+    return document
+
+
+# ---------------------------------------------------------------------------------------
+# Requests as Kubernetes sees them (RequestInfo), and RBAC
+
+class RequestInfo:
+    def __init__(self):
+        self.is_resource = False
+        self.path = "/"
+        self.verb = ""
+        self.group = ""
+        self.version = ""
+        self.plural = ""
+        self.subresource = ""
+        self.namespace = ""
+        self.name = ""
+
+
+def parse_request(method, path, query):
+    """The attributes RBAC sees, derived from the path as Kubernetes' RequestInfoFactory does."""
+    info = RequestInfo()
+    info.path = path
+    info.verb = method.lower()
+    parts = path.strip("/").split("/")
+    if not parts or parts[0] not in ("api", "apis"):
+        return info
+    if parts[0] == "api":
+        if len(parts) < 3:
+            return info
+        info.version, rest = parts[1], parts[2:]
+    else:
+        if len(parts) < 4:
+            return info
+        info.group, info.version, rest = parts[1], parts[2], parts[3:]
+    info.is_resource = True
+    watch_path = False
+    if rest and rest[0] == "watch":
+        watch_path, rest = True, rest[1:]
+    if rest and rest[0] == "namespaces" and len(rest) > 1:
+        info.namespace = rest[1]
+        if len(rest) > 2 and rest[2] not in ("status", "finalize"):
+            rest = rest[2:]
+    if len(rest) >= 3:
+        info.subresource = rest[2]
+    if len(rest) >= 2:
+        info.name = rest[1]
+    if rest:
+        info.plural = rest[0]
+    verbs = {"post": "create", "put": "update", "patch": "patch", "get": "get", "head": "get",
+             "delete": "delete"}
+    info.verb = verbs.get(info.verb, info.verb)
+    if watch_path:
+        info.verb = "watch"
+    elif info.verb == "get" and not info.name:
+        info.verb = "watch" if query_bool(query, "watch") else "list"
+    elif info.verb == "delete" and not info.name:
+        info.verb = "deletecollection"
+    if info.verb in ("list", "watch") and not info.name:
+        # A list or watch of one name (fieldSelector=metadata.name=x) is authorized for that
+        # name, so rules with resourceNames can allow it.
+        for part in query_value(query, "fieldSelector").split(","):
+            match = re.match(r"^\s*metadata\.name\s*==?\s*(\S+)\s*$", part)
+            if match:
+                info.name = match.group(1)
+    return info
+
+
+def extra_parts(path):
+    """Path segments after the resource/name/subresource Kubernetes reads, which no handler
+    here serves."""
+    parts = path.strip("/").split("/")
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    if rest and rest[0] == "watch":
+        rest = rest[1:]
+    if rest and rest[0] == "namespaces" and len(rest) > 2 and rest[2] not in ("status", "finalize"):
+        rest = rest[2:]
+    return rest[3:]
+
+
+class Rbac:
+    def __init__(self, path):
+        with open(path) as f:
+            document = json.load(f)
+        items = document.get("items", []) if isinstance(document, dict) else document
+        self.cluster_roles = {}
+        self.roles = {}
+        self.cluster_bindings = []
+        self.bindings = []
+        for item in items:
+            kind = item.get("kind")
+            metadata = item.get("metadata", {})
+            if kind == "ClusterRole":
+                self.cluster_roles[metadata["name"]] = item
+            elif kind == "Role":
+                self.roles[(metadata.get("namespace", ""), metadata["name"])] = item
+            elif kind == "ClusterRoleBinding":
+                self.cluster_bindings.append(item)
+            elif kind == "RoleBinding":
+                self.bindings.append(item)
+            else:
+                raise ValueError(f"{path}: unexpected kind {kind!r}")
+        self.uses = {}
+        for name, role in self.cluster_roles.items():
+            for i in range(len(role.get("rules") or [])):
+                self.uses[f"ClusterRole/{name}#{i}"] = 0
+        for (namespace, name), role in self.roles.items():
+            for i in range(len(role.get("rules") or [])):
+                self.uses[f"Role/{namespace}/{name}#{i}"] = 0
+
+    @staticmethod
+    def subject_matches(subject, user, groups, binding_namespace):
+        kind, name = subject.get("kind"), subject.get("name")
+        if kind == "User":
+            return name == user
+        if kind == "Group":
+            return name in groups
+        if kind == "ServiceAccount":
+            namespace = subject.get("namespace") or binding_namespace
+            return user == f"system:serviceaccount:{namespace}:{name}"
+        return False
+
+    @staticmethod
+    def rule_allows(rule, info):
+        verbs = rule.get("verbs") or []
+        if "*" not in verbs and info.verb not in verbs:
+            return False
+        if not info.is_resource:
+            for url in rule.get("nonResourceURLs") or []:
+                if url == "*" or url == info.path or \
+                   (url.endswith("*") and info.path.startswith(url[:-1])):
+                    return True
+            return False
+        groups = rule.get("apiGroups") or []
+        if "*" not in groups and info.group not in groups:
+            return False
+        combined = info.plural + ("/" + info.subresource if info.subresource else "")
+        resources = rule.get("resources") or []
+        if not ("*" in resources or combined in resources or
+                (info.subresource and "*/" + info.subresource in resources)):
+            return False
+        names = rule.get("resourceNames") or []
+        return not names or info.name in names
+
+    def authorize(self, user, groups, info):
+        """The name of the first rule that allows the request, or None."""
+        candidates = []
+        for binding in self.cluster_bindings:
+            candidates.append((binding, ""))
+        if info.namespace:
+            for binding in self.bindings:
+                if binding.get("metadata", {}).get("namespace", "") == info.namespace:
+                    candidates.append((binding, info.namespace))
+        for binding, namespace in candidates:
+            if not any(self.subject_matches(s, user, groups, namespace)
+                       for s in binding.get("subjects") or []):
+                continue
+            ref = binding.get("roleRef", {})
+            if ref.get("kind") == "ClusterRole":
+                role, prefix = self.cluster_roles.get(ref.get("name")), f"ClusterRole/{ref.get('name')}"
+            elif ref.get("kind") == "Role" and namespace:
+                role, prefix = self.roles.get((namespace, ref.get("name"))), \
+                    f"Role/{namespace}/{ref.get('name')}"
+            else:
+                continue
+            if role is None:
+                continue
+            for i, rule in enumerate(role.get("rules") or []):
+                if self.rule_allows(rule, info):
+                    name = f"{prefix}#{i}"
+                    self.uses[name] = self.uses.get(name, 0) + 1
+                    return name
+        return None
+
+
+def forbidden(user, info):
+    resource = info.plural + ("/" + info.subresource if info.subresource else "")
+    if not info.is_resource:
+        return ApiError(403, "Forbidden", f'forbidden: User "{user}" cannot {info.verb} path '
+                        f'"{info.path}"', {})
+    scope = f'in the namespace "{info.namespace}"' if info.namespace else "at the cluster scope"
+    reason = (f'User "{user}" cannot {info.verb} resource "{resource}" in API group '
+              f'"{info.group}" {scope}')
+    group_resource = f"{info.plural}.{info.group}" if info.group else info.plural
+    details = {}
+    if info.name:
+        details["name"] = info.name
+    if info.group:
+        details["group"] = info.group
+    details["kind"] = info.plural
+    if info.name:
+        message = f'{group_resource} "{info.name}" is forbidden: {reason}'
+    else:
+        message = f"{group_resource} is forbidden: {reason}"
+    return ApiError(403, "Forbidden", message, details)
+
+
+DISCOVERY_PATHS = ("/api", "/apis", "/version", "/healthz", "/livez", "/readyz")
+
+
+def is_discovery(path):
+    return any(path == p or path.startswith(p + "/") for p in DISCOVERY_PATHS) or \
+        path.startswith("/openapi/")
+
+
+# ---------------------------------------------------------------------------------------
+# The store
+
+class Change:
+    __slots__ = ("rv", "type", "key", "obj", "old")
+
+    def __init__(self, rv, type_, key, obj, old):
+        self.rv, self.type, self.key, self.obj, self.old = rv, type_, key, obj, old
+
+
+class Store:
+    """Objects, the resourceVersion counter, the change history, tokens and test switches.
+    Everything is guarded by `cond`; stored objects are never modified in place (a change
+    stores a new dict), so they can be shared with the history and serialized unlocked."""
+
+    def __init__(self, state_path, bookmark_interval):
+        self.cond = threading.Condition()
+        self.state_path = state_path
+        self.objects = {}  # (group, plural, namespace, name) -> object
+        self.rv = 1
+        self.history = []  # Change, rv increasing
+        self.expired_at = 0  # a watch from this version or older is too old
+        self.gone_mode = "status"
+        self.tokens = {}  # token -> user, from the control endpoints
+        self.revoked = set()
+        self.stalled = False
+        self.close_generation = 0
+        self.open_watches = 0
+        self.bookmark_interval = bookmark_interval
+        self.requests = []
+        if state_path and os.path.exists(state_path):
+            self.load()
+
+    def load(self):
+        with open(self.state_path) as f:
+            state = json.load(f)
+        self.rv = int(state["resourceVersion"])
+        for entry in state.get("objects", []):
+            obj = entry["object"]
+            metadata = obj["metadata"]
+            self.objects[(entry["group"], entry["resource"], metadata.get("namespace", ""),
+                          metadata["name"])] = obj
+        self.tokens = dict(state.get("tokens", {}))
+        self.revoked = set(state.get("revoked", []))
+        self.gone_mode = state.get("goneMode", "status")
+        # The history did not survive: only the current version can be watched from.
+        self.expired_at = self.rv - 1
+
+    def save(self):
+        if not self.state_path:
+            return
+        state = {
+            "resourceVersion": str(self.rv),
+            "objects": [{"group": k[0], "resource": k[1], "object": o}
+                        for k, o in sorted(self.objects.items())],
+            "tokens": self.tokens,
+            "revoked": sorted(self.revoked),
+            "goneMode": self.gone_mode,
+        }
+        temporary = f"{self.state_path}.tmp"
+        with open(temporary, "w") as f:
+            json.dump(state, f)
+        os.replace(temporary, self.state_path)
+
+    def history_after(self, position):
+        """True if a change newer than `position` is recorded."""
+        return bool(self.history) and self.history[-1].rv > position
+
+    def commit(self, type_, key, obj, old):
+        """Records a change: the new version, the object stored (or removed), the history."""
+        self.rv += 1
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        if type_ == "DELETED":
+            del self.objects[key]
+        else:
+            self.objects[key] = obj
+        self.history.append(Change(self.rv, type_, key, obj, old))
+        self.save()
+        self.cond.notify_all()
+        return obj
+
+
+# ---------------------------------------------------------------------------------------
+# HTTP
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, context, store, options):
+        self.context = context
+        self.store = store
+        self.options = options
+        self.rbac = Rbac(options.rbac) if options.rbac else None
+        self.tokens_file_state = None
+        self.file_tokens = {}
+        super().__init__(address, Handler)
+
+    def get_request(self):
+        # The TLS handshake happens in the connection's own thread (Handler.setup), so a
+        # client that never completes it cannot hold up the others.
+        sock, address = self.socket.accept()
+        # Headers, body and watch events are separate writes: without this, Nagle's algorithm
+        # holds each one back until the client's delayed ACK (40 ms). Go servers do the same.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return self.context.wrap_socket(sock, server_side=True,
+                                        do_handshake_on_connect=False), address
+
+    def handle_error(self, request, client_address):
+        error = sys.exc_info()[1]
+        if isinstance(error, (ssl.SSLError, ConnectionError, TimeoutError, OSError)):
+            log(f"connection from {client_address[0]}:{client_address[1]} ended: {error}")
+        else:
+            log(f"error on connection from {client_address[0]}:{client_address[1]}:\n"
+                f"{traceback.format_exc()}")
+
+    def user_of(self, token):
+        """The user a token belongs to, or None. The tokens file is re-read when it changes.
+        Called with the store's lock held."""
+        if not token:
+            return None
+        if token == self.options.admin_token:
+            return ADMIN_USER
+        path = self.options.tokens
+        if path:
+            try:
+                st = os.stat(path)
+                current = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except OSError:
+                current = None
+            if current != self.tokens_file_state:
+                try:
+                    with open(path) as f:
+                        self.file_tokens = json.load(f) if current else {}
+                except (OSError, ValueError) as e:
+                    log(f"cannot read tokens file {path}: {e}")
+                    self.file_tokens = {}
+                self.tokens_file_state = current
+        if token in self.store.revoked:
+            return None
+        return self.store.tokens.get(token) or self.file_tokens.get(token)
+
+
+def groups_of(user):
+    groups = ["system:authenticated"]
+    if user == ADMIN_USER:
+        groups.append("system:masters")
+    match = re.match(r"^system:serviceaccount:([^:]+):([^:]+)$", user)
+    if match:
+        groups += ["system:serviceaccounts", f"system:serviceaccounts:{match.group(1)}"]
+    return groups
+
+
+def log(line):
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "kube-apiserver-test"
+    # Idle keep-alive connections are closed after this long.
+    timeout = 300
+
+    def setup(self):
+        self.request.settimeout(10)
+        self.request.do_handshake()
+        super().setup()
+
+    def version_string(self):
+        return self.server_version
+
+    def log_message(self, format, *args):  # record() writes the one line per request
+        pass
+
+    def do_GET(self):
+        self.dispatch()
+
+    def do_POST(self):
+        self.dispatch()
+
+    def do_PUT(self):
+        self.dispatch()
+
+    def do_PATCH(self):
+        self.dispatch()
+
+    def do_DELETE(self):
+        self.dispatch()
+
+    # -- plumbing
+
+    @property
+    def store(self):
+        return self.server.store
+
+    def read_body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def record(self, status, watch=False):
+        line = f"{self.command} {self.path} {self.user or '-'} {status}{' watch' if watch else ''}"
+        log(line)
+        if not self.control:
+            with self.store.cond:
+                self.store.requests.append({"method": self.command, "path": self.path,
+                                            "user": self.user or "", "status": status,
+                                            "watch": watch, "rule": self.rule or ""})
+
+    def answer(self, code, body, watch=False):
+        payload = to_json(body)
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-cache, private")
+        self.send_header("Audit-Id", str(uuid.uuid4()))
+        self.end_headers()
+        self.wfile.write(payload)
+        self.record(code, watch)
+
+    def answer_error(self, error, watch=False):
+        self.answer(error.code, status_object(error.code, error.reason, error.message,
+                                              error.details), watch)
+
+    def dispatch(self):
+        self.user = None
+        self.rule = None
+        self.control = False
+        self.watching = False
+        try:
+            body = self.read_body()
+            url = urlsplit(self.path)
+            path = url.path.rstrip("/") or "/"
+            query = parse_qs(url.query, keep_blank_values=True)
+            self.control = path.startswith("/_test/") or path == "/_test"
+            info = parse_request(self.command, path, query)
+            watch = info.verb == "watch"
+            auth = self.headers.get("Authorization", "")
+            token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+            with self.store.cond:
+                self.user = self.server.user_of(token)
+            if self.user is None:
+                self.answer_error(ApiError(401, "Unauthorized", "Unauthorized"), watch)
+                return
+            if self.control:
+                if self.user != ADMIN_USER:
+                    raise ApiError(403, "Forbidden", "control endpoints need the admin token")
+                self.handle_control(path, body)
+                return
+            self.authorize(info)
+            if not info.is_resource:
+                self.handle_discovery(path)
+                return
+            self.handle_resource(info, query, body)
+        except ApiError as error:
+            self.answer_error(error, self.watching)
+        except (ConnectionError, TimeoutError, ssl.SSLError, OSError):
+            self.close_connection = True
+        except Exception:
+            log(traceback.format_exc())
+            self.answer_error(ApiError(500, "InternalError", "internal error in the test server"))
+
+    def authorize(self, info):
+        if self.user == ADMIN_USER:
+            self.rule = "admin"
+            return
+        if self.server.rbac is None:
+            return
+        if not info.is_resource and is_discovery(info.path):
+            self.rule = "system:discovery"
+            return
+        with self.store.cond:
+            self.rule = self.server.rbac.authorize(self.user, groups_of(self.user), info)
+        if self.rule is None:
+            raise forbidden(self.user, info)
+
+    # -- discovery
+
+    def handle_discovery(self, path):
+        if self.command != "GET":
+            raise ApiError(405, "MethodNotAllowed",
+                           "the server does not allow this method on the requested resource")
+        if path == "/version":
+            return self.answer(200, VERSION_INFO)
+        if path in ("/healthz", "/livez", "/readyz"):
+            body = b"ok"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return self.record(200)
+        address = f"127.0.0.1:{self.server.server_address[1]}"
+        if path == "/api":
+            return self.answer(200, {"kind": "APIVersions", "versions": ["v1"],
+                                     "serverAddressByClientCIDRs": [
+                                         {"clientCIDR": "0.0.0.0/0", "serverAddress": address}]})
+        groups = {}
+        for group, version in GROUP_VERSIONS:
+            if group:
+                gv = {"groupVersion": f"{group}/{version}", "version": version}
+                groups[group] = {"name": group, "versions": [gv], "preferredVersion": gv}
+        if path == "/apis":
+            return self.answer(200, {"kind": "APIGroupList", "apiVersion": "v1",
+                                     "groups": list(groups.values())})
+        parts = path.strip("/").split("/")
+        if parts[0] == "apis" and len(parts) == 2 and parts[1] in groups:
+            return self.answer(200, dict(kind="APIGroup", apiVersion="v1", **groups[parts[1]]))
+        group, version = ("", parts[1]) if parts[0] == "api" and len(parts) == 2 else \
+            (parts[1], parts[2]) if parts[0] == "apis" and len(parts) == 3 else (None, None)
+        if (group, version) in GROUP_VERSIONS:
+            resources = []
+            for r in RESOURCE_LIST:
+                if (r.group, r.version) != (group, version):
+                    continue
+                resources.append({"name": r.plural, "singularName": r.kind.lower(),
+                                  "namespaced": r.namespaced, "kind": r.kind,
+                                  "verbs": ["create", "delete", "get", "list", "patch",
+                                            "update", "watch"]})
+                resources.append({"name": f"{r.plural}/status", "singularName": "",
+                                  "namespaced": r.namespaced, "kind": r.kind,
+                                  "verbs": ["get", "patch", "update"]})
+            return self.answer(200, {"kind": "APIResourceList", "apiVersion": "v1",
+                                     "groupVersion": f"{group}/{version}" if group else version,
+                                     "resources": resources})
+        raise NO_ROUTE
+
+    # -- resources
+
+    def handle_resource(self, info, query, body):
+        resource = RESOURCES.get((info.group, info.version, info.plural))
+        if resource is None or extra_parts(info.path) or \
+           (info.subresource and info.subresource not in SUBRESOURCES):
+            raise NO_ROUTE
+        # Kubernetes reads /api/v1/namespaces/x as namespace x of the namespaces resource.
+        namespace = info.namespace if resource.namespaced else ""
+        if not resource.namespaced and info.namespace and info.plural != "namespaces":
+            raise NO_ROUTE
+        name = info.name
+        if info.verb in ("list", "watch"):
+            name = ""  # a metadata.name field selector named it for RBAC only
+        if not name:
+            if self.command == "GET":
+                selector = Selector(query, resource)
+                if info.verb == "watch":
+                    return self.serve_watch(resource, namespace, selector, query)
+                return self.serve_list(resource, namespace, selector)
+            if self.command == "POST" and (namespace or not resource.namespaced):
+                return self.create(resource, namespace, parse_json(body))
+            raise ApiError(405, "MethodNotAllowed",
+                           "the server does not allow this method on the requested resource")
+        if resource.namespaced and not namespace:
+            raise NO_ROUTE
+        key = (resource.group, resource.plural, namespace, name)
+        status_only = info.subresource == "status"
+        if self.command == "GET":
+            with self.store.cond:
+                obj = self.store.objects.get(key)
+            if obj is None:
+                raise not_found(resource, name)
+            return self.answer(200, obj)
+        if self.command == "PUT":
+            return self.update(resource, key, parse_json(body), status_only)
+        if self.command == "PATCH":
+            return self.patch(resource, key, body, status_only)
+        if self.command == "DELETE" and not status_only:
+            with self.store.cond:
+                old = self.store.objects.get(key)
+                if old is None:
+                    raise not_found(resource, name)
+                deleted = self.store.commit("DELETED", key, old, old)
+            return self.answer(200, deleted)
+        raise ApiError(405, "MethodNotAllowed",
+                       "the server does not allow this method on the requested resource")
+
+    def serve_list(self, resource, namespace, selector):
+        with self.store.cond:
+            rv = self.store.rv
+            items = [o for k, o in sorted(self.store.objects.items())
+                     if k[:2] == resource.key and (not namespace or k[2] == namespace)
+                     and selector.matches(o)]
+        # The real API leaves kind and apiVersion out of list items.
+        items = [{k: v for k, v in o.items() if k not in ("kind", "apiVersion")} for o in items]
+        self.answer(200, {"kind": f"{resource.kind}List", "apiVersion": resource.api_version,
+                          "metadata": {"resourceVersion": str(rv)}, "items": items})
+
+    def prepare(self, resource, namespace, obj):
+        if not isinstance(obj, dict):
+            raise bad_request("the body of the request must be a JSON object")
+        kind = obj.get("kind")
+        if kind is not None and kind != resource.kind or \
+           obj.get("apiVersion") not in (None, resource.api_version):
+            raise bad_request(f"the API version in the data ({obj.get('apiVersion')}) does not "
+                              f"match the expected API version ({resource.api_version}) or kind "
+                              f"({kind}) the expected kind ({resource.kind})")
+        obj = copy.deepcopy(obj)
+        obj.pop("kind", None)
+        obj.pop("apiVersion", None)
+        obj = {"kind": resource.kind, "apiVersion": resource.api_version, **obj}
+        metadata = obj.setdefault("metadata", {})
+        if not isinstance(metadata, dict):
+            raise bad_request("metadata must be an object")
+        if resource.namespaced:
+            if metadata.get("namespace", namespace) != namespace:
+                raise bad_request("the namespace of the provided object does not match the "
+                                  "namespace sent on the request")
+            metadata["namespace"] = namespace
+        else:
+            metadata.pop("namespace", None)
+        return obj
+
+    def create(self, resource, namespace, obj):
+        obj = self.prepare(resource, namespace, obj)
+        metadata = obj["metadata"]
+        if not metadata.get("name") and metadata.get("generateName"):
+            alphabet = "bcdfghjklmnpqrstvwxz2456789"
+            metadata["name"] = metadata["generateName"] + \
+                "".join(secrets.choice(alphabet) for _ in range(5))
+        name = metadata.get("name")
+        if not name:
+            raise invalid(resource, "", "metadata.name: Required value: name or generateName is "
+                                        "required")
+        metadata.pop("resourceVersion", None)
+        metadata["uid"] = str(uuid.uuid4())
+        metadata["creationTimestamp"] = now_timestamp()
+        metadata["generation"] = 1
+        if resource.plural == "pods":
+            obj.setdefault("status", {}).setdefault("phase", "Pending")
+        if resource.plural == "namespaces":
+            obj.setdefault("status", {}).setdefault("phase", "Active")
+        key = (resource.group, resource.plural, namespace, name)
+        with self.store.cond:
+            if key in self.store.objects:
+                raise ApiError(409, "AlreadyExists",
+                               f'{resource.group_resource} "{name}" already exists',
+                               error_details(resource, name))
+            created = self.store.commit("ADDED", key, obj, None)
+        self.answer(201, created)
+
+    def store_update(self, resource, key, old, new, status_only):
+        """Stores `new` in place of `old` (both whole objects) and answers. Fields the client
+        cannot change keep their stored values; an update that changes nothing is not a
+        change (no new resourceVersion), as in Kubernetes."""
+        new = self.prepare(resource, key[2], new)
+        metadata = new["metadata"]
+        given_rv = metadata.get("resourceVersion")
+        if given_rv and given_rv != old["metadata"]["resourceVersion"]:
+            raise conflict(resource, key[3])
+        if metadata.get("name", key[3]) != key[3]:
+            raise bad_request("the name of the object does not match the name on the URL")
+        if status_only:
+            # The status subresource changes the status and nothing else.
+            status = new.get("status")
+            new = copy.deepcopy(old)
+            if status is None:
+                new.pop("status", None)
+            else:
+                new["status"] = status
+            metadata = new["metadata"]
+        for field in ("name", "uid", "creationTimestamp", "generation", "resourceVersion"):
+            if field in old["metadata"]:
+                metadata[field] = old["metadata"][field]
+        if resource.namespaced:
+            metadata["namespace"] = key[2]
+        if new == old:
+            return self.answer(200, old)
+        if {k: v for k, v in new.items() if k not in ("metadata", "status")} != \
+           {k: v for k, v in old.items() if k not in ("metadata", "status")}:
+            metadata["generation"] = old["metadata"].get("generation", 1) + 1
+        stored = self.store.commit("MODIFIED", key, new, old)
+        self.answer(200, stored)
+
+    def update(self, resource, key, obj, status_only):
+        with self.store.cond:
+            old = self.store.objects.get(key)
+            if old is None:
+                raise not_found(resource, key[3])
+            self.store_update(resource, key, old, obj, status_only)
+
+    def patch(self, resource, key, body, status_only):
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip()
+        if content_type not in ("application/merge-patch+json",
+                                "application/strategic-merge-patch+json",
+                                "application/json-patch+json"):
+            raise ApiError(415, "UnsupportedMediaType",
+                           "the body of the request was in an unknown format - accepted media "
+                           "types include: application/json-patch+json, "
+                           "application/merge-patch+json, application/apply-patch+yaml, "
+                           "application/strategic-merge-patch+json")
+        patch = parse_json(body)
+        with self.store.cond:
+            old = self.store.objects.get(key)
+            if old is None:
+                raise not_found(resource, key[3])
+            if content_type == "application/json-patch+json":
+                try:
+                    new = json_patch(old, patch)
+                except JsonPatchError as e:
+                    raise ApiError(422, "Invalid", f"the server rejected our request due to an "
+                                                   f"error in our request: {e}")
+            else:
+                if not isinstance(patch, dict):
+                    raise bad_request("a merge patch must be a JSON object")
+                new = merge_patch(old, patch, content_type.startswith("application/strategic"))
+            # A resourceVersion left unchanged by the patch is not a precondition.
+            if new.get("metadata", {}).get("resourceVersion") == old["metadata"]["resourceVersion"]:
+                new = copy.deepcopy(new)
+                new["metadata"].pop("resourceVersion", None)
+            self.store_update(resource, key, old, new, status_only)
+
+    # -- watch
+
+    def write_chunk(self, data):
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def write_event(self, type_, obj):
+        self.write_chunk(to_json({"type": type_, "object": obj}) + b"\n")
+
+    def client_gone(self):
+        """True if the client closed the connection (or sent something: it may not while
+        streaming)."""
+        sock = self.connection
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        if not readable:
+            return False
+        previous = sock.gettimeout()
+        try:
+            sock.settimeout(0)
+            sock.recv(1)
+            return True
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return False
+        except OSError:
+            return True
+        finally:
+            try:
+                sock.settimeout(previous)
+            except OSError:
+                pass
+
+    def serve_watch(self, resource, namespace, selector, query):
+        self.watching = True
+        store = self.store
+        options = self.server.options
+        try:
+            timeout = float(query_value(query, "timeoutSeconds") or 0)
+        except ValueError:
+            raise bad_request("timeoutSeconds must be a number")
+        # As in Kubernetes, no timeout (or 0) means the server's own limit.
+        timeout = min(timeout, options.max_watch_seconds) if timeout > 0 else \
+            options.max_watch_seconds
+        bookmarks = query_bool(query, "allowWatchBookmarks")
+        rv_text = query_value(query, "resourceVersion")
+        if rv_text not in ("", "0") and not rv_text.isdigit():
+            raise bad_request(f'resourceVersion: Invalid value: "{rv_text}": must be an integer')
+        with store.cond:
+            store.open_watches += 1
+            generation = store.close_generation
+        try:
+            self.stream_watch(resource, namespace, selector, rv_text, timeout, bookmarks,
+                              generation)
+        except (ConnectionError, TimeoutError, ssl.SSLError, OSError):
+            self.close_connection = True
+        finally:
+            with store.cond:
+                store.open_watches -= 1
+
+    def stream_watch(self, resource, namespace, selector, rv_text, timeout, bookmarks, generation):
+        store = self.store
+        # A stalled server answers nothing at all, not even the response headers.
+        while True:
+            with store.cond:
+                if store.close_generation != generation:
+                    self.close_connection = True
+                    return
+                if not store.stalled:
+                    break
+                store.cond.wait(WATCH_TICK_SECONDS)
+            if self.client_gone():
+                self.close_connection = True
+                return
+        with store.cond:
+            gone, pending = None, []
+            if rv_text in ("", "0"):
+                position = store.rv
+                pending = [("ADDED", o) for k, o in sorted(store.objects.items())
+                           if k[:2] == resource.key and (not namespace or k[2] == namespace)
+                           and selector.matches(o)]
+            elif int(rv_text) <= store.expired_at:
+                gone = status_object(410, "Expired", f"too old resource version: {rv_text} "
+                                                     f"({store.expired_at + 1})")
+                gone_mode = store.gone_mode
+            else:
+                position = int(rv_text)
+        if gone is not None and gone_mode == "status":
+            return self.answer(410, gone, watch=True)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.send_header("Audit-Id", str(uuid.uuid4()))
+        self.end_headers()
+        self.record(200, watch=True)
+        if gone is not None:
+            self.write_event("ERROR", gone)
+            self.write_chunk(b"")
+            return
+        started = time.monotonic()
+        deadline = started + timeout
+        next_bookmark = started + store.bookmark_interval
+        while True:
+            with store.cond:
+                if store.close_generation != generation:
+                    # Ends the response properly, then drops the connection.
+                    self.write_chunk(b"")
+                    self.close_connection = True
+                    return
+                stalled = store.stalled
+                events, due = [], False
+                if not stalled:
+                    events = pending + self.changes_after(position, resource, namespace, selector)
+                    pending = []
+                    position = store.rv
+                    now = time.monotonic()
+                    due = bookmarks and now >= next_bookmark
+                    if due:
+                        next_bookmark = now + store.bookmark_interval
+            for type_, obj in events:
+                self.write_event(type_, obj)
+            if due:
+                self.write_event("BOOKMARK", {"kind": resource.kind,
+                                              "apiVersion": resource.api_version,
+                                              "metadata": {"resourceVersion": str(position)}})
+            # A stalled stream stays open past its timeout: it ends once the stall does.
+            if not stalled and time.monotonic() >= deadline:
+                self.write_chunk(b"")
+                return
+            if self.client_gone():
+                self.close_connection = True
+                return
+            with store.cond:
+                if store.close_generation == generation and \
+                        (store.stalled or not store.history_after(position)):
+                    store.cond.wait(WATCH_TICK_SECONDS)
+
+    def changes_after(self, position, resource, namespace, selector):
+        """The events a watch sees for changes after `position`. Called with the lock held."""
+        history = self.store.history
+        low, high = 0, len(history)
+        while low < high:  # the first change after `position`
+            middle = (low + high) // 2
+            if history[middle].rv <= position:
+                low = middle + 1
+            else:
+                high = middle
+        events = []
+        for change in history[low:]:
+            if change.key[:2] != resource.key or (namespace and change.key[2] != namespace):
+                continue
+            now_matches = selector.matches(change.obj)
+            if change.type == "MODIFIED":
+                before = selector.matches(change.old)
+                if now_matches and not before:
+                    events.append(("ADDED", change.obj))
+                elif before and not now_matches:
+                    events.append(("DELETED", change.obj))
+                elif now_matches:
+                    events.append(("MODIFIED", change.obj))
+            elif now_matches:
+                events.append((change.type, change.obj))
+        return events
+
+    # -- control
+
+    def handle_control(self, path, body):
+        store = self.store
+        request = parse_json(body) if body else {}
+        command = (self.command, path)
+        if command == ("POST", "/_test/expire-history"):
+            mode = request.get("mode", "status")
+            if mode not in ("status", "event"):
+                raise bad_request('mode must be "status" or "event"')
+            with store.cond:
+                store.expired_at = store.rv
+                store.gone_mode = mode
+                store.rv += 1
+                store.save()
+                return self.answer(200, {"expiredAt": str(store.expired_at),
+                                         "resourceVersion": str(store.rv)})
+        if command == ("POST", "/_test/stall-watches"):
+            with store.cond:
+                store.stalled = bool(request.get("stalled", True))
+                store.cond.notify_all()
+            return self.answer(200, {"stalled": store.stalled})
+        if command == ("POST", "/_test/close-watches"):
+            with store.cond:
+                store.close_generation += 1
+                store.cond.notify_all()
+            return self.answer(200, {})
+        if command == ("POST", "/_test/tokens"):
+            user = request.get("user")
+            if not user:
+                raise bad_request("user is required")
+            token = request.get("token") or secrets.token_hex(24)
+            with store.cond:
+                store.tokens[token] = user
+                store.revoked.discard(token)
+                store.save()
+            return self.answer(200, {"token": token, "user": user})
+        if self.command == "DELETE" and path.startswith("/_test/tokens/"):
+            token = path[len("/_test/tokens/"):]
+            with store.cond:
+                store.tokens.pop(token, None)
+                store.revoked.add(token)
+                store.save()
+            return self.answer(200, {})
+        if command == ("GET", "/_test/requests"):
+            with store.cond:
+                requests = list(store.requests)
+            return self.answer(200, {"requests": requests})
+        if command == ("DELETE", "/_test/requests"):
+            with store.cond:
+                store.requests.clear()
+            return self.answer(200, {})
+        if command == ("POST", "/_test/bookmark-interval"):
+            with store.cond:
+                store.bookmark_interval = float(request["seconds"])
+            return self.answer(200, {})
+        if command == ("GET", "/_test/rbac"):
+            rbac = self.server.rbac
+            with store.cond:
+                rules = [{"rule": r, "uses": n} for r, n in (rbac.uses.items() if rbac else [])]
+            return self.answer(200, {"rules": rules})
+        if command == ("GET", "/_test/watches"):
+            with store.cond:
+                return self.answer(200, {"open": store.open_watches})
+        raise NO_ROUTE
+
+
+def to_json(value):
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def parse_json(body):
+    try:
+        return json.loads(body or b"null")
+    except ValueError as e:
+        raise bad_request(f"the body of the request is not valid JSON: {e}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--cert", required=True, help="server certificate (PEM)")
+    parser.add_argument("--key", required=True, help="its private key (PEM)")
+    parser.add_argument("--admin-token", required=True)
+    parser.add_argument("--tokens", help='JSON file {"token": "username"}, re-read on change')
+    parser.add_argument("--rbac", help="JSON list of RBAC objects; without it, no authorization")
+    parser.add_argument("--state", help="file the objects and tokens are kept in across restarts")
+    parser.add_argument("--ready-file", help="the port is written here once listening")
+    parser.add_argument("--bookmark-interval", type=float, default=1.0)
+    parser.add_argument("--max-watch-seconds", type=float, default=1800.0)
+    options = parser.parse_args()
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(options.cert, options.key)
+    store = Store(options.state, options.bookmark_interval)
+    server = Server(("127.0.0.1", options.port), context, store, options)
+    port = server.server_address[1]
+    if options.ready_file:
+        temporary = options.ready_file + ".tmp"
+        with open(temporary, "w") as f:
+            f.write(f"{port}\n")
+        os.replace(temporary, options.ready_file)
+    log(f"listening on https://127.0.0.1:{port} (resourceVersion {store.rv})")
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

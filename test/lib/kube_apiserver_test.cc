@@ -1,0 +1,628 @@
+// Unit tier: the test Kubernetes API server answers as the real one does, over real HTTPS,
+// and its switches (stalled watches, expired history, down then up) do what they say.
+#include "test/lib/kube_apiserver.h"
+
+#include <curl/curl.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "test/lib/files.h"
+#include "test/lib/process.h"
+
+namespace nodemesh::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+// A watch (or any streamed GET) read on its own thread, line by line as it arrives.
+class WatchStream {
+ public:
+  WatchStream(const KubeApiServer& server, const std::string& path, const std::string& token)
+      : url_(server.url() + path),
+        ca_(server.ca_file()),
+        authorization_("Authorization: Bearer " + token),
+        multi_(curl_multi_init()) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~WatchStream() {
+    stop_ = true;
+    curl_multi_wakeup(multi_);
+    thread_.join();
+    curl_multi_cleanup(multi_);
+  }
+
+  // The next event, or nullopt if none came within `timeout` (or the stream ended).
+  std::optional<json> Next(std::chrono::milliseconds timeout = 5s) {
+    std::unique_lock lock(mutex_);
+    changed_.wait_for(lock, timeout, [&] { return !lines_.empty() || done_; });
+    if (lines_.empty()) return std::nullopt;
+    const std::string line = std::move(lines_.front());
+    lines_.pop_front();
+    return json::parse(line);
+  }
+  // The next event that is not a BOOKMARK.
+  std::optional<json> NextChange(std::chrono::milliseconds timeout = 5s) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left <= 0ms) return std::nullopt;
+      std::optional<json> event = Next(left);
+      if (!event || event->at("type") != "BOOKMARK") return event;
+    }
+  }
+  // Waits for the stream to end; false if it still runs after `timeout`.
+  bool WaitDone(std::chrono::milliseconds timeout = 5s) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, timeout, [&] { return done_; });
+  }
+  // Bytes received so far, response headers included.
+  size_t bytes() {
+    std::lock_guard lock(mutex_);
+    return bytes_;
+  }
+  // The HTTP status once the response headers came, waiting up to `timeout`; 0 if none did.
+  long status(std::chrono::milliseconds timeout = 5s) {
+    std::unique_lock lock(mutex_);
+    changed_.wait_for(lock, timeout, [&] { return status_ != 0 || done_; });
+    return status_;
+  }
+  CURLcode result() {
+    std::lock_guard lock(mutex_);
+    return result_;
+  }
+
+ private:
+  static size_t Write(char* data, size_t size, size_t count, void* self_pointer) {
+    auto* self = static_cast<WatchStream*>(self_pointer);
+    std::lock_guard lock(self->mutex_);
+    self->bytes_ += size * count;
+    self->partial_.append(data, size * count);
+    for (size_t end; (end = self->partial_.find('\n')) != std::string::npos;) {
+      self->lines_.push_back(self->partial_.substr(0, end));
+      self->partial_.erase(0, end + 1);
+    }
+    self->changed_.notify_all();
+    return size * count;
+  }
+
+  static size_t Header(char* data, size_t size, size_t count, void* self_pointer) {
+    auto* self = static_cast<WatchStream*>(self_pointer);
+    const std::string_view line(data, size * count);
+    std::lock_guard lock(self->mutex_);
+    self->bytes_ += line.size();
+    if (line.starts_with("HTTP/") && line.size() > 12) {
+      self->status_ = std::stoi(std::string(line.substr(9, 3)));
+      self->changed_.notify_all();
+    }
+    return line.size();
+  }
+
+  void Run() {
+    CURL* curl = curl_easy_init();
+    curl_slist* headers = curl_slist_append(nullptr, authorization_.c_str());
+    curl_easy_setopt(curl, CURLOPT_URL, url_.c_str());
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_CAINFO, ca_.c_str());
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Write);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, this);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, Header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, this);
+    curl_multi_add_handle(multi_, curl);
+    CURLcode result = CURLE_OK;
+    for (int running = 1; running && !stop_;) {
+      curl_multi_perform(multi_, &running);
+      int queued = 0;
+      while (CURLMsg* message = curl_multi_info_read(multi_, &queued)) {
+        if (message->msg == CURLMSG_DONE) result = message->data.result;
+      }
+      if (running) curl_multi_poll(multi_, nullptr, 0, 100, nullptr);
+    }
+    curl_multi_remove_handle(multi_, curl);
+    curl_easy_cleanup(curl);
+    curl_slist_free_all(headers);
+    std::lock_guard lock(mutex_);
+    result_ = result;
+    done_ = true;
+    changed_.notify_all();
+  }
+
+  const std::string url_, ca_, authorization_;
+  CURLM* const multi_;
+  std::atomic<bool> stop_{false};
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::string partial_;
+  std::deque<std::string> lines_;
+  size_t bytes_ = 0;
+  bool done_ = false;
+  long status_ = 0;
+  CURLcode result_ = CURLE_OK;
+  std::thread thread_;  // last: it uses everything above
+};
+
+json Pod(const std::string& name, json labels, const std::string& node = "node-1") {
+  return {{"apiVersion", "v1"},
+          {"kind", "Pod"},
+          {"metadata", {{"name", name}, {"labels", std::move(labels)}}},
+          {"spec", {{"nodeName", node}, {"containers", {{{"name", "app"}, {"image", "app:1"}}}}}}};
+}
+
+std::string RvOf(const json& object) { return object.at("metadata").at("resourceVersion"); }
+
+std::vector<std::string> NamesOf(const json& list) {
+  std::vector<std::string> names;
+  for (const json& item : list.at("items")) names.push_back(item.at("metadata").at("name"));
+  return names;
+}
+
+// A list through the API as the admin, with the query given.
+json List(KubeApiServer& server, const std::string& path_and_query) {
+  const KubeApiServer::Response response = server.Call("GET", path_and_query, server.admin_token());
+  INFO(path_and_query << ": " << response.body);
+  REQUIRE(response.status == 200);
+  return response.json();
+}
+
+// Waits until the server has `count` watch streams open: a watch is only guaranteed to see
+// changes made after that.
+void WaitForWatches(KubeApiServer& server, int count) {
+  REQUIRE(PollUntil([&] { return server.OpenWatches() == count; }, 5s));
+}
+
+// The CURLcode of a plain GET of /version verified with `ca_file`, to `host`.
+CURLcode TlsGet(const KubeApiServer& server, const std::string& ca_file,
+                const std::string& host = "127.0.0.1") {
+  CURL* curl = curl_easy_init();
+  const std::string url = "https://" + host + ":" + std::to_string(server.port()) + "/version";
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_CAINFO, ca_file.c_str());
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
+  curl_easy_setopt(
+      curl, CURLOPT_WRITEFUNCTION,
+      +[](char*, size_t size, size_t count, void*) { return size * count; });
+  const CURLcode result = curl_easy_perform(curl);
+  curl_easy_cleanup(curl);
+  return result;
+}
+
+TEST_CASE("the test API server speaks TLS with its own CA only, and checks bearer tokens") {
+  KubeApiServer server;
+  CHECK(server.url() == "https://127.0.0.1:" + std::to_string(server.port()));
+  CHECK(TlsGet(server, server.ca_file()) == CURLE_OK);
+  CHECK(TlsGet(server, server.ca_file(), "localhost") == CURLE_OK);
+  CHECK(TlsGet(server, server.other_ca_file()) == CURLE_PEER_FAILED_VERIFICATION);
+
+  const json unauthorized = {
+      {"kind", "Status"},    {"apiVersion", "v1"},        {"metadata", json::object()},
+      {"status", "Failure"}, {"message", "Unauthorized"}, {"reason", "Unauthorized"},
+      {"code", 401}};
+  for (const std::string token : {"", "wrong"}) {
+    const KubeApiServer::Response response = server.Call("GET", "/api/v1/pods", token);
+    CHECK(response.status == 401);
+    CHECK(response.json() == unauthorized);
+  }
+
+  const std::string token = server.IssueToken("nodemesh", "nodemesh-agent");
+  CHECK(server.Call("GET", "/api/v1/pods", token).status == 200);
+  CHECK(server.Call("GET", "/version", token).json().at("gitVersion") == "v1.29.0");
+  server.RevokeToken(token);
+  CHECK(server.Call("GET", "/api/v1/pods", token).status == 401);
+  // Control calls take the admin token only.
+  CHECK(server.Call("GET", "/_test/requests", server.IssueToken("a", "b")).status == 403);
+
+  // Logged: the two TLS probes that got through (no token), then the calls above.
+  const std::vector<KubeApiServer::Request> requests = server.Requests();
+  REQUIRE(requests.size() == 7);
+  CHECK(requests[0].path == "/version");
+  CHECK(requests[0].status == 401);
+  CHECK(requests[2].user.empty());
+  CHECK(requests[2].status == 401);
+  CHECK(requests[4].method == "GET");
+  CHECK(requests[4].path == "/api/v1/pods");
+  CHECK(requests[4].user == "system:serviceaccount:nodemesh:nodemesh-agent");
+  CHECK(requests[4].status == 200);
+  CHECK_FALSE(requests[4].watch);
+}
+
+TEST_CASE("the test API server creates, gets, lists with selectors, patches, updates and deletes") {
+  KubeApiServer server;
+  const std::string pods = "/api/v1/namespaces/emojivoto/pods";
+  const json web = server.Create(pods, Pod("web-1", {{"app", "web"}, {"tier", "front"}}));
+  CHECK(web.at("kind") == "Pod");
+  CHECK(web.at("metadata").at("namespace") == "emojivoto");
+  CHECK(web.at("metadata").at("uid").get<std::string>().size() == 36);
+  CHECK(web.at("metadata").at("generation") == 1);
+  CHECK(web.at("metadata").contains("creationTimestamp"));
+  server.Create(pods, Pod("voting-1", {{"app", "voting"}}, "node-2"));
+  server.Create("/api/v1/namespaces/other/pods", Pod("web-1", {{"app", "web"}}, "node-2"));
+  server.Create("/api/v1/namespaces", {{"metadata", {{"name", "emojivoto"}}}});
+  server.Create("/apis/apps/v1/namespaces/emojivoto/deployments",
+                {{"metadata", {{"name", "web"}}}, {"spec", {{"replicas", 1}}}});
+
+  const KubeApiServer::Response duplicate =
+      server.Call("POST", pods, server.admin_token(), Pod("web-1", json::object()).dump());
+  CHECK(duplicate.status == 409);
+  CHECK(duplicate.json().at("reason") == "AlreadyExists");
+  CHECK(duplicate.json().at("message") == R"(pods "web-1" already exists)");
+
+  CHECK(server.Get(pods + "/web-1") == web);
+  CHECK(server.Get("/api/v1/namespaces/emojivoto").at("status").at("phase") == "Active");
+  CHECK(server.Get("/apis/apps/v1/namespaces/emojivoto/deployments/web").at("apiVersion") ==
+        "apps/v1");
+
+  const json all = List(server, "/api/v1/pods");
+  CHECK(all.at("kind") == "PodList");
+  CHECK(all.at("metadata").at("resourceVersion") == "6");
+  CHECK(NamesOf(all) == std::vector<std::string>{"voting-1", "web-1", "web-1"});
+  CHECK_FALSE(all.at("items")[0].contains("kind"));  // as the real API lists them
+  CHECK(NamesOf(List(server, pods)) == std::vector<std::string>{"voting-1", "web-1"});
+  const auto names = [&](const std::string& query) {
+    return NamesOf(List(server, pods + "?" + query));
+  };
+  using Names = std::vector<std::string>;
+  CHECK(names("labelSelector=app%3Dweb") == Names{"web-1"});
+  CHECK(names("labelSelector=app%3D%3Dvoting") == Names{"voting-1"});
+  CHECK(names("labelSelector=app!%3Dweb") == Names{"voting-1"});
+  CHECK(names("labelSelector=app%20in%20(web,voting)") == Names{"voting-1", "web-1"});
+  CHECK(names("labelSelector=app%20notin%20(web)") == Names{"voting-1"});
+  CHECK(names("labelSelector=tier") == Names{"web-1"});
+  CHECK(names("labelSelector=!tier") == Names{"voting-1"});
+  CHECK(names("labelSelector=app%3Dweb,!tier").empty());
+  CHECK(names("fieldSelector=spec.nodeName%3Dnode-2") == Names{"voting-1"});
+  CHECK(names("fieldSelector=metadata.name%3Dweb-1,status.phase%3DPending") == Names{"web-1"});
+  CHECK(NamesOf(List(server, "/api/v1/pods?fieldSelector=metadata.namespace%3Dother")) ==
+        Names{"web-1"});
+  const KubeApiServer::Response bad_field =
+      server.Call("GET", pods + "?fieldSelector=spec.bogus%3Dx", server.admin_token());
+  CHECK(bad_field.status == 400);
+  CHECK(bad_field.json().at("reason") == "BadRequest");
+
+  // Merge patch, strategic merge patch (applied as a merge patch), JSON patch.
+  const json patched =
+      server.MergePatch(pods + "/web-1", {{"metadata", {{"labels", {{"tier", nullptr}}}}}});
+  CHECK(patched.at("metadata").at("labels") == json{{"app", "web"}});
+  CHECK(std::stoi(RvOf(patched)) > std::stoi(RvOf(web)));
+  CHECK(patched.at("metadata").at("uid") == web.at("metadata").at("uid"));
+  CHECK(server
+            .Call("PATCH", pods + "/web-1", server.admin_token(),
+                  R"({"metadata":{"annotations":{"a":"1"}}})",
+                  "application/strategic-merge-patch+json")
+            .status == 200);
+  const KubeApiServer::Response json_patched =
+      server.Call("PATCH", pods + "/web-1", server.admin_token(),
+                  R"([{"op":"test","path":"/metadata/annotations/a","value":"1"},
+          {"op":"replace","path":"/metadata/labels/app","value":"web2"},
+          {"op":"add","path":"/metadata/labels/new","value":"x"},
+          {"op":"remove","path":"/metadata/annotations"}])",
+                  "application/json-patch+json");
+  REQUIRE(json_patched.status == 200);
+  CHECK(json_patched.json().at("metadata").at("labels") == json{{"app", "web2"}, {"new", "x"}});
+  CHECK_FALSE(json_patched.json().at("metadata").contains("annotations"));
+  CHECK(server
+            .Call("PATCH", pods + "/web-1", server.admin_token(),
+                  R"([{"op":"test","path":"/metadata/labels/app","value":"no"}])",
+                  "application/json-patch+json")
+            .status == 422);
+  CHECK(server.Call("PATCH", pods + "/web-1", server.admin_token(), "{}", "application/json")
+            .status == 415);
+
+  // PUT: a stale resourceVersion is a conflict; the current one replaces the object.
+  json replacement = Pod("web-1", {{"app", "web3"}});
+  replacement["metadata"]["resourceVersion"] = RvOf(web);
+  const KubeApiServer::Response stale =
+      server.Call("PUT", pods + "/web-1", server.admin_token(), replacement.dump());
+  CHECK(stale.status == 409);
+  CHECK(stale.json().at("reason") == "Conflict");
+  CHECK(stale.json().at("message") ==
+        R"(Operation cannot be fulfilled on pods "web-1": the object has been modified; please )"
+        "apply your changes to the latest version and try again");
+  replacement["metadata"]["resourceVersion"] = RvOf(json_patched.json());
+  replacement["spec"]["nodeName"] = "node-3";
+  const KubeApiServer::Response replaced =
+      server.Call("PUT", pods + "/web-1", server.admin_token(), replacement.dump());
+  REQUIRE(replaced.status == 200);
+  CHECK(replaced.json().at("metadata").at("labels") == json{{"app", "web3"}});
+  CHECK(replaced.json().at("metadata").at("generation") == 2);  // the spec changed
+
+  server.Delete(pods + "/web-1");
+  const KubeApiServer::Response gone = server.Call("GET", pods + "/web-1", server.admin_token());
+  CHECK(gone.status == 404);
+  CHECK(gone.json() == json{{"kind", "Status"},
+                            {"apiVersion", "v1"},
+                            {"metadata", json::object()},
+                            {"status", "Failure"},
+                            {"message", R"(pods "web-1" not found)"},
+                            {"reason", "NotFound"},
+                            {"details", {{"name", "web-1"}, {"kind", "pods"}}},
+                            {"code", 404}});
+  CHECK(server
+            .Call("DELETE", "/apis/apps/v1/namespaces/emojivoto/deployments/nope",
+                  server.admin_token())
+            .json()
+            .at("message") == R"(deployments.apps "nope" not found)");
+  CHECK(NamesOf(List(server, pods)) == Names{"voting-1"});
+}
+
+TEST_CASE("the test API server's watches replay, follow selectors and send bookmarks") {
+  KubeApiServer server({.bookmark_interval = 200ms});
+  const std::string pods = "/api/v1/namespaces/emojivoto/pods";
+  server.Create(pods, Pod("old-1", {{"app", "web"}}));
+  const std::string rv = List(server, pods).at("metadata").at("resourceVersion");
+
+  WatchStream all(server, pods + "?watch=1&allowWatchBookmarks=true&resourceVersion=" + rv,
+                  server.admin_token());
+  WatchStream web(server, pods + "?watch=true&labelSelector=app%3Dweb&resourceVersion=" + rv,
+                  server.admin_token());
+  WaitForWatches(server, 2);
+  // Without a resourceVersion: the current objects first, as synthetic ADDED events.
+  WatchStream from_now(server, pods + "?watch=1&timeoutSeconds=1", server.admin_token());
+  const std::optional<json> current = from_now.Next();
+  REQUIRE(current);
+  CHECK(current->at("type") == "ADDED");
+  CHECK(current->at("object").at("metadata").at("name") == "old-1");
+  CHECK(from_now.status() == 200);
+
+  const json created = server.Create(pods, Pod("web-1", {{"app", "web"}}));
+  server.MergePatch(pods + "/web-1", {{"metadata", {{"labels", {{"app", "other"}}}}}});
+  server.MergePatch(pods + "/web-1", {{"metadata", {{"labels", {{"app", "web"}}}}}});
+  server.Delete(pods + "/web-1");
+
+  std::vector<std::string> types;
+  for (int i = 0; i < 4; ++i) {
+    const std::optional<json> event = all.NextChange();
+    REQUIRE(event);
+    types.push_back(event->at("type"));
+    CHECK(event->at("object").at("kind") == "Pod");
+    CHECK(event->at("object").at("metadata").at("name") == "web-1");
+  }
+  CHECK(types == std::vector<std::string>{"ADDED", "MODIFIED", "MODIFIED", "DELETED"});
+  // An object that stops matching the selector is DELETED for the watch; when it matches
+  // again it is ADDED.
+  types.clear();
+  for (int i = 0; i < 4; ++i) {
+    const std::optional<json> event = web.Next();
+    REQUIRE(event);
+    types.push_back(event->at("type"));
+  }
+  CHECK(types == std::vector<std::string>{"ADDED", "DELETED", "ADDED", "DELETED"});
+
+  // Bookmarks carry the kind and the latest resourceVersion, nothing else.
+  std::optional<json> bookmark;
+  REQUIRE(PollUntil([&] { return (bookmark = all.Next(1s)) && bookmark->at("type") == "BOOKMARK"; },
+                    3s));
+  CHECK(bookmark->at("object") ==
+        json{{"kind", "Pod"},
+             {"apiVersion", "v1"},
+             {"metadata", {{"resourceVersion", std::to_string(std::stoi(RvOf(created)) + 3)}}}});
+  CHECK_FALSE(web.Next(500ms));  // it did not ask for bookmarks
+
+  // A watch resumes from any version the history still holds.
+  WatchStream resumed(server, pods + "?watch=1&timeoutSeconds=1&resourceVersion=" + RvOf(created),
+                      server.admin_token());
+  const std::optional<json> first = resumed.Next();
+  REQUIRE(first);
+  CHECK(first->at("type") == "MODIFIED");
+
+  CHECK(from_now.WaitDone());  // timeoutSeconds=1 ends the stream
+  CHECK(from_now.result() == CURLE_OK);
+
+  const std::vector<KubeApiServer::Request> requests = server.Requests();
+  CHECK(std::count_if(requests.begin(), requests.end(),
+                      [](const KubeApiServer::Request& r) { return r.watch; }) == 4);
+}
+
+TEST_CASE(
+    "a watch from an expired resourceVersion gets 410 Gone, as a Status or as an ERROR event") {
+  KubeApiServer server;
+  const std::string pods = "/api/v1/namespaces/default/pods";
+  const std::string old_rv = RvOf(server.Create(pods, Pod("a", json::object())));
+
+  server.ExpireHistory(KubeApiServer::GoneMode::kHttpStatus);
+  const KubeApiServer::Response gone =
+      server.Call("GET", pods + "?watch=1&resourceVersion=" + old_rv, server.admin_token());
+  CHECK(gone.status == 410);
+  CHECK(gone.json().at("kind") == "Status");
+  CHECK(gone.json().at("reason") == "Expired");
+  CHECK(gone.json().at("code") == 410);
+  const std::string expected_message =
+      "too old resource version: " + old_rv + " (" + std::to_string(std::stoi(old_rv) + 1) + ")";
+  CHECK(gone.json().at("message") == expected_message);
+
+  // A new list gives a version that can be watched from.
+  const std::string listed_rv = List(server, pods).at("metadata").at("resourceVersion");
+  CHECK(std::stoi(listed_rv) > std::stoi(old_rv));
+  CHECK(WatchStream(server, pods + "?watch=1&resourceVersion=" + listed_rv, server.admin_token())
+            .status() == 200);
+
+  server.ExpireHistory(KubeApiServer::GoneMode::kErrorEvent);
+  WatchStream stream(server, pods + "?watch=1&resourceVersion=" + listed_rv, server.admin_token());
+  const std::optional<json> error = stream.Next();
+  REQUIRE(error);
+  CHECK(error->at("type") == "ERROR");
+  CHECK(error->at("object").at("kind") == "Status");
+  CHECK(error->at("object").at("code") == 410);
+  CHECK(error->at("object").at("reason") == "Expired");
+  CHECK(stream.WaitDone());
+  CHECK(stream.status() == 200);
+  CHECK(stream.result() == CURLE_OK);
+  CHECK_FALSE(stream.Next(0ms));
+}
+
+TEST_CASE("stalled watches send nothing, then carry on, and closing ends them") {
+  KubeApiServer server({.bookmark_interval = 100ms});
+  const std::string pods = "/api/v1/namespaces/default/pods";
+  const std::string rv = List(server, pods).at("metadata").at("resourceVersion");
+  const std::string query = pods + "?watch=1&allowWatchBookmarks=true&resourceVersion=" + rv;
+  WatchStream open_before(server, query, server.admin_token());
+  REQUIRE(open_before.Next());  // a bookmark: the stream is live
+
+  server.StallWatches(true);
+  WatchStream opened_while_stalled(server, query, server.admin_token());
+  WaitForWatches(server, 2);
+  std::this_thread::sleep_for(300ms);  // anything already on its way has arrived
+  const size_t bytes_before = open_before.bytes();
+  server.Create(pods, Pod("a", json::object()));
+  std::this_thread::sleep_for(2200ms);
+  CHECK(open_before.bytes() == bytes_before);
+  CHECK(opened_while_stalled.bytes() == 0);
+  CHECK(server.OpenWatches() == 2);
+
+  server.StallWatches(false);
+  for (WatchStream* stream : {&open_before, &opened_while_stalled}) {
+    const std::optional<json> event = stream->NextChange();
+    REQUIRE(event);
+    CHECK(event->at("type") == "ADDED");
+  }
+
+  server.CloseWatches();
+  CHECK(open_before.WaitDone());
+  CHECK(opened_while_stalled.WaitDone());
+  CHECK(open_before.result() == CURLE_OK);  // a proper end of the stream
+  CHECK(PollUntil([&] { return server.OpenWatches() == 0; }, 5s));
+}
+
+TEST_CASE("the test API server down then up keeps objects, resourceVersion and tokens") {
+  KubeApiServer server;
+  const std::string pods = "/api/v1/namespaces/default/pods";
+  const json pod = server.Create(pods, Pod("a", {{"app", "a"}}));
+  const std::string token = server.IssueToken("default", "reader");
+  const std::string rv = List(server, pods).at("metadata").at("resourceVersion");
+  const int port = server.port();
+
+  server.Stop();
+  CHECK_FALSE(server.running());
+  CHECK_THROWS_AS(server.Call("GET", pods, token), std::runtime_error);  // connection refused
+
+  server.Start();
+  CHECK(server.running());
+  CHECK(server.port() == port);
+  CHECK(server.Get(pods + "/a") == pod);
+  CHECK(List(server, pods).at("metadata").at("resourceVersion") == rv);
+  CHECK(server.Call("GET", pods, token).status == 200);
+
+  // Watching on from the last version works; from an older one it is too old.
+  CHECK(WatchStream(server, pods + "?watch=1&resourceVersion=" + rv, token).status() == 200);
+  CHECK(server
+            .Call("GET", pods + "?watch=1&resourceVersion=" + std::to_string(std::stoi(rv) - 1),
+                  token)
+            .status == 410);
+  const json added = server.Create(pods, Pod("b", json::object()));
+  CHECK(std::stoi(RvOf(added)) == std::stoi(rv) + 1);
+
+  // The requests answered before the restart are still listed.
+  const std::vector<KubeApiServer::Request> requests = server.Requests();
+  REQUIRE(requests.size() == 8);
+  CHECK(requests[0].method == "POST");
+}
+
+TEST_CASE("RBAC allows by rule and denies with the real 403 message") {
+  TempDir dir;
+  const json rbac = json::parse(R"([
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+     "metadata": {"name": "nodemesh-agent"},
+     "rules": [{"apiGroups": [""], "resources": ["pods", "namespaces"], "verbs": ["get", "list", "watch"]},
+               {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"],
+                "resourceNames": ["web"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+     "metadata": {"name": "nodemesh-agent"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "nodemesh-agent"},
+     "subjects": [{"kind": "ServiceAccount", "name": "nodemesh-agent", "namespace": "nodemesh"}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+     "metadata": {"name": "services", "namespace": "team"},
+     "rules": [{"apiGroups": [""], "resources": ["services"], "verbs": ["*"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+     "metadata": {"name": "services", "namespace": "team"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "services"},
+     "subjects": [{"kind": "Group", "name": "system:serviceaccounts:nodemesh"}]}
+  ])");
+  KubeApiServer server({.rbac_file = dir.Write("rbac.json", rbac.dump())});
+  const std::string agent = server.IssueToken("nodemesh", "nodemesh-agent");
+  const std::string stranger = server.IssueToken("default", "stranger");
+  const std::string user = "system:serviceaccount:nodemesh:nodemesh-agent";
+
+  CHECK(server.Call("GET", "/api/v1/pods", agent).status == 200);
+  CHECK(WatchStream(server, "/api/v1/pods?watch=1", agent).status() == 200);
+  CHECK(server.Call("GET", "/api/v1/namespaces/nodemesh", agent).status == 404);  // allowed
+  CHECK(server.Call("GET", "/apis/apps/v1/namespaces/x/deployments/web", agent).status == 404);
+  CHECK(server.Call("GET", "/api/v1/namespaces/team/services", agent).status == 200);
+  CHECK(server.Call("GET", "/api", agent).status == 200);  // discovery is open to all
+
+  const auto denied = [&](const std::string& path, const std::string& token) {
+    const KubeApiServer::Response response = server.Call("GET", path, token);
+    INFO(path << ": " << response.body);
+    CHECK(response.status == 403);
+    CHECK(response.json().at("reason") == "Forbidden");
+    CHECK(response.json().at("code") == 403);
+    return response.json().at("message").get<std::string>();
+  };
+  CHECK(denied("/api/v1/pods", stranger) ==
+        R"(pods is forbidden: User "system:serviceaccount:default:stranger" cannot list )"
+        R"(resource "pods" in API group "" at the cluster scope)");
+  CHECK(denied("/api/v1/services", agent) ==
+        R"(services is forbidden: User ")" + user +
+            R"(" cannot list resource "services" in API group "" at the cluster scope)");
+  CHECK(denied("/api/v1/namespaces/other/services/db", agent) ==
+        R"(services "db" is forbidden: User ")" + user +
+            R"(" cannot get resource "services" in API group "" in the namespace "other")");
+  CHECK(denied("/apis/apps/v1/namespaces/x/deployments/db", agent) ==
+        R"(deployments.apps "db" is forbidden: User ")" + user +
+            R"(" cannot get resource "deployments" in API group "apps" in the namespace "x")");
+  CHECK(denied("/api/v1/namespaces/x/pods/p/status", agent) ==
+        R"(pods "p" is forbidden: User ")" + user +
+            R"(" cannot get resource "pods/status" in API group "" in the namespace "x")");
+
+  for (const auto& [rule, uses] : server.RbacRuleUses()) {
+    INFO(rule);
+    CHECK(uses > 0);
+  }
+  CHECK(server.RbacRuleUses().size() == 3);
+  // The request log says which rule allowed each request.
+  std::set<std::string> used;
+  for (const KubeApiServer::Request& request : server.Requests()) {
+    if (request.user == user && request.status != 403) used.insert(request.rule);
+  }
+  CHECK(used == std::set<std::string>{"ClusterRole/nodemesh-agent#0",
+                                      "ClusterRole/nodemesh-agent#1", "Role/team/services#0",
+                                      "system:discovery"});
+}
+
+TEST_CASE("the in-cluster files and the kubeconfig lead a real client to the test API server") {
+  KubeApiServer server;
+  TempDir dir;
+  const std::string token = server.IssueToken("nodemesh", "nodemesh-agent");
+  server.WriteServiceAccountDir(dir.path() + "/sa", token, "nodemesh");
+  CHECK(ReadFile(dir.path() + "/sa/token") == token);
+  CHECK(ReadFile(dir.path() + "/sa/namespace") == "nodemesh");
+  CHECK(ReadFile(dir.path() + "/sa/ca.crt") == ReadFile(server.ca_file()));
+
+  server.WriteKubeconfig(dir.path() + "/config", token, "kind-test");
+  const std::string config = ReadFile(dir.path() + "/config");
+  CHECK(config.find("current-context: \"kind-test\"\n") != std::string::npos);
+  CHECK(config.find("server: \"" + server.url() + "\"\n") != std::string::npos);
+  CHECK(config.find("token: \"" + token + "\"\n") != std::string::npos);
+
+  // The files work for a real client: curl with the CA and token read back from them.
+  const CommandResult curl = RunCommand(
+      {"curl", "-sS", "--fail", "--cacert", dir.path() + "/sa/ca.crt", "-H",
+       "Authorization: Bearer " + ReadFile(dir.path() + "/sa/token"),
+       server.url() + "/api/v1/namespaces/" + ReadFile(dir.path() + "/sa/namespace") + "/pods"});
+  INFO(curl.output);
+  CHECK(curl.exit_code == 0);
+  CHECK(json::parse(curl.output).at("kind") == "PodList");
+}
+
+}  // namespace
+}  // namespace nodemesh::testing
