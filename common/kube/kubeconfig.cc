@@ -1,0 +1,378 @@
+// LoadKubeconfig: the subset of kubectl's kubeconfig rules nodemesh needs (client.h says
+// which fields), with errors that say what to do next.
+#include <yaml-cpp/yaml.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "common/base/format.h"
+#include "common/kube/client.h"
+
+namespace nodemesh::kube {
+namespace {
+
+struct KubeconfigFile {
+  std::string path;
+  std::filesystem::path directory;  // relative paths inside the file are relative to it
+  YAML::Node root;
+};
+
+// One named entry of `clusters`, `contexts` or `users`, with the file it came from.
+struct Entry {
+  YAML::Node body;  // the map under "cluster", "context" or "user"
+  const KubeconfigFile* file = nullptr;
+};
+
+// The files kubectl would read, in order of precedence. `explicit_path` is one file that
+// must exist; the files of $KUBECONFIG that do not exist are skipped, as kubectl does.
+struct Sources {
+  std::vector<std::string> paths;
+  bool from_environment = false;
+};
+
+Sources FindSources(std::string_view explicit_path) {
+  if (!explicit_path.empty()) return {{std::string(explicit_path)}, false};
+  const char* environment = std::getenv("KUBECONFIG");
+  if (environment != nullptr && *environment != '\0') {
+    Sources sources{{}, true};
+    std::string_view list(environment);
+    while (!list.empty()) {
+      const size_t colon = list.find(':');
+      const std::string_view path = list.substr(0, colon);
+      if (!path.empty()) sources.paths.emplace_back(path);
+      if (colon == std::string_view::npos) break;
+      list.remove_prefix(colon + 1);
+    }
+    if (!sources.paths.empty()) return sources;
+  }
+  const char* home = std::getenv("HOME");
+  if (home == nullptr || *home == '\0') return {};
+  return {{(std::filesystem::path(home) / ".kube" / "config").string()}, false};
+}
+
+std::string Describe(const Sources& sources) {
+  if (sources.paths.size() == 1) return fmt::format("kubeconfig {}", sources.paths[0]);
+  return fmt::format("kubeconfig files {} (KUBECONFIG)", fmt::join(sources.paths, ":"));
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(std::strerror(errno));
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(std::strerror(errno));
+  return contents.str();
+}
+
+// A scalar child as a string; empty if absent or not a scalar.
+std::string ScalarAt(const YAML::Node& map, const char* key) {
+  if (!map.IsMap()) return {};
+  const YAML::Node value = map[key];
+  if (!value || !value.IsScalar()) return {};
+  return value.Scalar();
+}
+
+bool HasKey(const YAML::Node& map, const char* key) {
+  return map.IsMap() && map[key] && !map[key].IsNull();
+}
+
+// `clusters`, `contexts` or `users` of every file, merged: the first file naming one wins.
+absl::StatusOr<std::map<std::string, Entry>> Merge(const std::vector<KubeconfigFile>& files,
+                                                   const char* list_key, const char* body_key) {
+  std::map<std::string, Entry> merged;
+  for (const KubeconfigFile& file : files) {
+    const YAML::Node list = file.root[list_key];
+    if (!list || list.IsNull()) continue;
+    if (!list.IsSequence()) {
+      return absl::FailedPreconditionError(
+          fmt::format("kubeconfig {}: '{}' is not a list", file.path, list_key));
+    }
+    for (const YAML::Node& item : list) {
+      const std::string name = ScalarAt(item, "name");
+      if (name.empty()) continue;
+      YAML::Node body = item[body_key];
+      merged.try_emplace(name, Entry{body ? body : YAML::Node(YAML::NodeType::Map), &file});
+    }
+  }
+  return merged;
+}
+
+std::string Names(const std::map<std::string, Entry>& entries) {
+  std::vector<std::string> names;
+  for (const auto& [name, entry] : entries) names.push_back(name);
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
+// A path from the kubeconfig: relative ones are relative to the file's directory.
+std::string Resolve(const std::string& path, const KubeconfigFile& file) {
+  if (path.empty() || std::filesystem::path(path).is_absolute()) return path;
+  return (file.directory / path).lexically_normal().string();
+}
+
+// A -data field: base64 in the file, PEM (or a token) once decoded.
+absl::StatusOr<std::string> Decode(const std::string& base64, std::string_view field,
+                                   std::string_view owner, const KubeconfigFile& file) {
+  std::string decoded;
+  if (!absl::Base64Unescape(base64, &decoded)) {
+    return absl::FailedPreconditionError(
+        fmt::format("{} of {} in kubeconfig {} is not valid base64", field, owner, file.path));
+  }
+  return decoded;
+}
+
+// A file the kubeconfig names must be readable now, so the error names the kubeconfig
+// rather than surfacing later as a TLS or authentication failure.
+absl::Status CheckReadable(const std::string& path, std::string_view field, std::string_view owner,
+                           const KubeconfigFile& file) {
+  std::ifstream in(path, std::ios::binary);
+  if (in) return absl::OkStatus();
+  return absl::NotFoundError(fmt::format("cannot read {} {} of {} in kubeconfig {} ({})", field,
+                                         path, owner, file.path, std::strerror(errno)));
+}
+
+absl::Status UnsupportedCredentials(std::string_view how, std::string_view user,
+                                    std::string_view context, const KubeconfigFile& file) {
+  return absl::UnimplementedError(fmt::format(
+      "user {} of context {} (kubeconfig {}) authenticates with {}, which nodemesh does not "
+      "run: nodemesh supports bearer tokens and client certificates. Use a token, e.g. "
+      "'kubectl create token SERVICE_ACCOUNT -n NAMESPACE' and 'kubectl config set-credentials "
+      "{} --token=TOKEN' (with a kubeconfig of its own, or the plugin's own token)",
+      user, context, file.path, how, user));
+}
+
+absl::Status FillCluster(const std::string& name, const Entry& entry, Config& config) {
+  const YAML::Node& cluster = entry.body;
+  const KubeconfigFile& file = *entry.file;
+  const std::string owner = fmt::format("cluster {}", name);
+  config.server = ScalarAt(cluster, "server");
+  if (config.server.empty()) {
+    return absl::FailedPreconditionError(fmt::format(
+        "cluster {} in kubeconfig {} has no server: set it with 'kubectl config set-cluster {} "
+        "--server=https://HOST:PORT'",
+        name, file.path, name));
+  }
+  while (config.server.size() > 1 && config.server.back() == '/') config.server.pop_back();
+  if (const std::string data = ScalarAt(cluster, "certificate-authority-data"); !data.empty()) {
+    absl::StatusOr<std::string> pem = Decode(data, "certificate-authority-data", owner, file);
+    if (!pem.ok()) return pem.status();
+    config.ca_data = *std::move(pem);
+  } else if (const std::string path = ScalarAt(cluster, "certificate-authority"); !path.empty()) {
+    config.ca_file = Resolve(path, file);
+    if (absl::Status readable = CheckReadable(config.ca_file, "certificate-authority", owner, file);
+        !readable.ok()) {
+      return readable;
+    }
+  }
+  if (HasKey(cluster, "insecure-skip-tls-verify")) {
+    try {
+      config.insecure_skip_tls_verify = cluster["insecure-skip-tls-verify"].as<bool>();
+    } catch (const YAML::Exception&) {
+      return absl::FailedPreconditionError(fmt::format(
+          "insecure-skip-tls-verify of cluster {} in kubeconfig {} is not true or false", name,
+          file.path));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FillUser(const std::string& name, const std::string& context_name, const Entry& entry,
+                      Config& config) {
+  const YAML::Node& user = entry.body;
+  const KubeconfigFile& file = *entry.file;
+  const std::string owner = fmt::format("user {}", name);
+  if (HasKey(user, "exec")) {
+    const std::string command = ScalarAt(user["exec"], "command");
+    return UnsupportedCredentials(command.empty() ? std::string("an exec plugin")
+                                                  : fmt::format("an exec plugin ({})", command),
+                                  name, context_name, file);
+  }
+  if (HasKey(user, "auth-provider")) {
+    const std::string provider = ScalarAt(user["auth-provider"], "name");
+    return UnsupportedCredentials(provider.empty() ? std::string("an auth-provider")
+                                                   : fmt::format("an auth-provider ({})", provider),
+                                  name, context_name, file);
+  }
+  if (HasKey(user, "username") || HasKey(user, "password")) {
+    if (!HasKey(user, "token") && !HasKey(user, "tokenFile") &&
+        !HasKey(user, "client-certificate") && !HasKey(user, "client-certificate-data")) {
+      return UnsupportedCredentials("a username and password", name, context_name, file);
+    }
+  }
+
+  config.token = ScalarAt(user, "token");
+  if (const std::string path = ScalarAt(user, "tokenFile"); !path.empty()) {
+    config.token_file = Resolve(path, file);
+    if (absl::Status readable = CheckReadable(config.token_file, "tokenFile", owner, file);
+        !readable.ok()) {
+      return readable;
+    }
+  }
+
+  // A client certificate and its key: each from -data or a file, both or neither.
+  const auto load = [&](const char* data_key, const char* file_key, std::string& data,
+                        std::string& path) -> absl::Status {
+    if (const std::string base64 = ScalarAt(user, data_key); !base64.empty()) {
+      absl::StatusOr<std::string> pem = Decode(base64, data_key, owner, file);
+      if (!pem.ok()) return pem.status();
+      data = *std::move(pem);
+    } else if (const std::string relative = ScalarAt(user, file_key); !relative.empty()) {
+      path = Resolve(relative, file);
+      return CheckReadable(path, file_key, owner, file);
+    }
+    return absl::OkStatus();
+  };
+  if (absl::Status status = load("client-certificate-data", "client-certificate",
+                                 config.client_certificate_data, config.client_certificate_file);
+      !status.ok()) {
+    return status;
+  }
+  if (absl::Status status =
+          load("client-key-data", "client-key", config.client_key_data, config.client_key_file);
+      !status.ok()) {
+    return status;
+  }
+  const bool has_certificate =
+      !config.client_certificate_data.empty() || !config.client_certificate_file.empty();
+  const bool has_key = !config.client_key_data.empty() || !config.client_key_file.empty();
+  if (has_certificate != has_key) {
+    return absl::FailedPreconditionError(
+        fmt::format("user {} in kubeconfig {} has a client {} but no client {}: give both "
+                    "client-certificate(-data) and client-key(-data)",
+                    name, file.path, has_certificate ? "certificate" : "key",
+                    has_certificate ? "key" : "certificate"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Config> LoadKubeconfig(std::string_view path, std::string_view context_name) {
+  const Sources sources = FindSources(path);
+  if (sources.paths.empty()) {
+    return absl::NotFoundError(
+        "no kubeconfig: HOME is not set, so there is no ~/.kube/config; pass --kubeconfig PATH "
+        "or set KUBECONFIG");
+  }
+
+  std::vector<KubeconfigFile> files;
+  files.reserve(sources.paths.size());  // entries point at their file
+  std::vector<std::string> unreadable;
+  for (const std::string& file_path : sources.paths) {
+    absl::StatusOr<std::string> text = ReadWholeFile(file_path);
+    if (!text.ok()) {
+      if (!sources.from_environment) {
+        return absl::NotFoundError(fmt::format(
+            "cannot read kubeconfig {} ({}): pass --kubeconfig PATH or set KUBECONFIG to a "
+            "kubeconfig file (kubectl config view --raw shows the one kubectl uses)",
+            file_path, text.status().message()));
+      }
+      unreadable.push_back(fmt::format("{} ({})", file_path, text.status().message()));
+      continue;
+    }
+    KubeconfigFile file{file_path, std::filesystem::path(file_path).parent_path(), {}};
+    try {
+      file.root = YAML::Load(*text);
+    } catch (const YAML::Exception& error) {
+      return absl::FailedPreconditionError(
+          fmt::format("kubeconfig {} is not valid YAML: {}", file_path, error.what()));
+    }
+    if (file.root.IsNull()) file.root = YAML::Node(YAML::NodeType::Map);  // an empty file
+    if (!file.root.IsMap()) {
+      return absl::FailedPreconditionError(
+          fmt::format("kubeconfig {} is not a kubeconfig (not a YAML map)", file_path));
+    }
+    files.push_back(std::move(file));
+  }
+  if (files.empty()) {
+    return absl::NotFoundError(
+        fmt::format("cannot read any file of KUBECONFIG: {}; point KUBECONFIG or --kubeconfig at a "
+                    "kubeconfig file",
+                    fmt::join(unreadable, ", ")));
+  }
+
+  absl::StatusOr<std::map<std::string, Entry>> clusters = Merge(files, "clusters", "cluster");
+  if (!clusters.ok()) return clusters.status();
+  absl::StatusOr<std::map<std::string, Entry>> contexts = Merge(files, "contexts", "context");
+  if (!contexts.ok()) return contexts.status();
+  absl::StatusOr<std::map<std::string, Entry>> users = Merge(files, "users", "user");
+  if (!users.ok()) return users.status();
+
+  const std::string where = Describe(sources);
+  std::string chosen(context_name);
+  if (chosen.empty()) {
+    for (const KubeconfigFile& file : files) {
+      chosen = ScalarAt(file.root, "current-context");
+      if (!chosen.empty()) break;
+    }
+  }
+  if (chosen.empty()) {
+    if (contexts->empty()) {
+      return absl::FailedPreconditionError(fmt::format(
+          "{} has no contexts: add one (kubectl config set-context NAME --cluster=CLUSTER "
+          "--user=USER) or point --kubeconfig at another file",
+          where));
+    }
+    return absl::FailedPreconditionError(
+        fmt::format("{} sets no current-context: pass --context NAME (one of {}) or run "
+                    "'kubectl config use-context NAME'",
+                    where, Names(*contexts)));
+  }
+  const auto context = contexts->find(chosen);
+  if (context == contexts->end()) {
+    return absl::NotFoundError(fmt::format(
+        "context {} is not in {}: {}", chosen, where,
+        contexts->empty()
+            ? std::string("it has no contexts")
+            : fmt::format("use one of {} (kubectl config get-contexts)", Names(*contexts))));
+  }
+  const KubeconfigFile& context_file = *context->second.file;
+
+  Config config;
+  config.source = fmt::format("kubeconfig {}, context {}", context_file.path, chosen);
+  const std::string cluster_name = ScalarAt(context->second.body, "cluster");
+  const auto cluster = clusters->find(cluster_name);
+  if (cluster_name.empty() || cluster == clusters->end()) {
+    return absl::FailedPreconditionError(fmt::format(
+        "context {} in kubeconfig {} names {}: set it with 'kubectl config set-context {} "
+        "--cluster=NAME'{}",
+        chosen, context_file.path,
+        cluster_name.empty() ? std::string("no cluster")
+                             : fmt::format("cluster {}, which is not in {}", cluster_name, where),
+        chosen, clusters->empty() ? "" : fmt::format(" (one of {})", Names(*clusters))));
+  }
+  if (absl::Status status = FillCluster(cluster_name, cluster->second, config); !status.ok()) {
+    return status;
+  }
+
+  // A context without a user is anonymous, as with kubectl.
+  if (const std::string user_name = ScalarAt(context->second.body, "user"); !user_name.empty()) {
+    const auto user = users->find(user_name);
+    if (user == users->end()) {
+      return absl::FailedPreconditionError(
+          fmt::format("context {} in kubeconfig {} names user {}, which is not in {}: set it "
+                      "with 'kubectl config set-credentials {} --token=TOKEN'",
+                      chosen, context_file.path, user_name, where, user_name));
+    }
+    if (absl::Status status = FillUser(user_name, chosen, user->second, config); !status.ok()) {
+      return status;
+    }
+  }
+
+  if (const std::string namespace_name = ScalarAt(context->second.body, "namespace");
+      !namespace_name.empty()) {
+    config.namespace_name = namespace_name;
+  }
+  return config;
+}
+
+}  // namespace nodemesh::kube
