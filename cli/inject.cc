@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "cli/views/common.h"
 #include "common/base/format.h"
 #include "common/base/unique_fd.h"
 #include "common/inventory/inventory.h"
@@ -252,7 +253,24 @@ absl::StatusOr<std::vector<MeshChange>> SetMeshed(const std::vector<std::string>
   return changes;
 }
 
-std::string RenderMeshChanges(const std::vector<MeshChange>& changes, bool meshed) {
+std::string RenderMeshChanges(const std::vector<MeshChange>& changes, bool meshed,
+                              OutputFormat format) {
+  if (format == OutputFormat::kJson) {
+    views::Json list = views::Json::array();
+    for (const MeshChange& change : changes) {
+      const size_t slash = change.pod.find('/');
+      views::Json entry;
+      entry["type"] = "pod";
+      entry["namespace"] = change.pod.substr(0, slash);
+      entry["name"] = slash == std::string::npos ? change.pod : change.pod.substr(slash + 1);
+      entry["meshed"] = meshed;
+      entry["changed"] = change.changed;
+      list.push_back(std::move(entry));
+    }
+    views::Json document;
+    document["changes"] = std::move(list);
+    return views::Document(document);
+  }
   const std::string_view state = meshed ? "meshed" : "unmeshed";
   std::string text;
   for (const MeshChange& change : changes) {

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "cli/resource.h"
+#include "cli/views.h"
 
 namespace nodemesh::cli {
 
@@ -36,7 +37,9 @@ absl::StatusOr<std::vector<MeshChange>> SetMeshed(const std::vector<std::string>
                                                   const ResourceRef& ref,
                                                   std::string_view namespace_name, bool meshed);
 
-// "pod emojivoto/web-1 meshed", or "pod emojivoto/web-1 already meshed (no change)".
-std::string RenderMeshChanges(const std::vector<MeshChange>& changes, bool meshed);
+// "pod emojivoto/web-1 meshed", or "pod emojivoto/web-1 already meshed (no change)";
+// kJson: {"changes": [{"type": "pod", "namespace", "name", "meshed", "changed"}]}.
+std::string RenderMeshChanges(const std::vector<MeshChange>& changes, bool meshed,
+                              OutputFormat format = OutputFormat::kTable);
 
 }  // namespace nodemesh::cli

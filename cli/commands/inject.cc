@@ -1,52 +1,136 @@
-// meshctl inject / uninject RESOURCE: mesh or unmesh running pods on the local cluster.
+// meshctl inject / uninject RESOURCE: mesh or unmesh running pods with no restart, on the
+// local cluster (node inventories) or on a Kubernetes cluster (labels and an annotation
+// through the API server).
 #include "cli/inject.h"
 
 #include <fmt/format.h>
 
+#include <filesystem>
 #include <memory>
 
 #include "cli/commands/command.h"
+#include "cli/kube_inject.h"
+#include "common/kube/client.h"
 
 namespace nodemesh::cli {
 namespace {
 
+constexpr std::string_view kModeHelp =
+    "Where: on a Kubernetes cluster (labels and an annotation through the API server) or on\n"
+    "the local cluster (node inventories), chosen in this order:\n"
+    "  --inventory: local; --kubeconfig or --context: Kubernetes (not with --inventory);\n"
+    "  else NODEMESH_INVENTORY set: local; else KUBECONFIG set: Kubernetes;\n"
+    "  else ~/.kube/config exists: Kubernetes; else local (/run/nodemesh/inventory.json).\n"
+    "\n"
+    "On Kubernetes nothing is restarted and no pod template changes:\n"
+    "  ns/NAME         labels the namespace nodemesh.io/mesh=enabled (uninject removes the\n"
+    "                  label; pods and workloads with a setting of their own keep it)\n"
+    "  deploy/NAME     sets \"Deployment/NAME\" to enabled (uninject: disabled) in the\n"
+    "                  namespace's nodemesh.io/mesh-workloads annotation, for the pods to come,\n"
+    "                  and labels its running pods nodemesh.io/mesh=enabled (or disabled);\n"
+    "                  sts/NAME and ds/NAME alike\n"
+    "  pod/NAME        labels the pod nodemesh.io/mesh=enabled (uninject: disabled)\n"
+    "-n defaults to the kubeconfig context's namespace there, to \"default\" locally.\n";
+
 struct InjectFlags {
   std::vector<std::string> words;
-  std::string namespace_name = "default";
+  std::string namespace_name;  // empty: the mode's default
   std::vector<std::string> inventories;
+  std::string kubeconfig;
+  std::string context;
+  std::string output = "table";
 };
+
+InjectModeInputs ModeInputs(const InjectFlags& flags, const Context& context) {
+  const auto set = [&](const char* name) {
+    const std::optional<std::string> value = context.getenv(name);
+    return value.has_value() && !value->empty();
+  };
+  InjectModeInputs inputs;
+  inputs.inventory_flag = !flags.inventories.empty();
+  inputs.kubeconfig_flags = !flags.kubeconfig.empty() || !flags.context.empty();
+  inputs.inventory_environment = set("NODEMESH_INVENTORY");
+  inputs.kubeconfig_environment = set("KUBECONFIG");
+  if (const std::optional<std::string> home = context.getenv("HOME"); home && !home->empty()) {
+    std::error_code error;
+    inputs.default_kubeconfig_exists =
+        std::filesystem::exists(std::filesystem::path(*home) / ".kube" / "config", error);
+  }
+  return inputs;
+}
+
+int RunLocal(const InjectFlags& flags, const ResourceRef& ref, OutputFormat format,
+             const Invocation& invocation, bool meshed) {
+  const std::vector<std::string> paths =
+      InventoryPaths(flags.inventories, invocation.context.getenv("NODEMESH_INVENTORY"));
+  const absl::StatusOr<std::vector<MeshChange>> changes = SetMeshed(
+      paths, ref, flags.namespace_name.empty() ? "default" : flags.namespace_name, meshed);
+  if (!changes.ok()) return invocation.Fail(changes.status());
+  invocation.context.out << RenderMeshChanges(*changes, meshed, format);
+  return 0;
+}
+
+int RunKubernetes(const InjectFlags& flags, const ResourceRef& ref, OutputFormat format,
+                  const Invocation& invocation, bool meshed) {
+  // The kubeconfig is found as kubectl finds it (--kubeconfig, else $KUBECONFIG, else
+  // ~/.kube/config), from the process's environment.
+  absl::StatusOr<kube::Config> config = kube::LoadKubeconfig(flags.kubeconfig, flags.context);
+  if (!config.ok()) return invocation.Fail(config.status());
+  const std::string namespace_name =
+      flags.namespace_name.empty() ? config->namespace_name : flags.namespace_name;
+  kube::Client client(*std::move(config));
+  const absl::StatusOr<KubeInjectResult> result =
+      SetMeshedInKubernetes(client, ref, namespace_name, meshed);
+  if (!result.ok()) return invocation.Fail(result.status());
+  invocation.context.out << RenderKubeChanges(result->changes, format);
+  for (const std::string& note : result->notes) {
+    invocation.context.err << fmt::format("meshctl: note: {}\n", note);
+  }
+  return 0;
+}
 
 int RunInject(const InjectFlags& flags, const Invocation& invocation, bool meshed) {
   const std::string_view command = meshed ? "inject" : "uninject";
   const absl::StatusOr<ResourceRef> ref = ParseResourceWords(flags.words, command);
   if (!ref.ok()) return invocation.Fail(ref.status());
-  const std::vector<std::string> paths =
-      InventoryPaths(flags.inventories, invocation.context.getenv("NODEMESH_INVENTORY"));
-  const absl::StatusOr<std::vector<MeshChange>> changes =
-      SetMeshed(paths, *ref, flags.namespace_name, meshed);
-  if (!changes.ok()) return invocation.Fail(changes.status());
-  invocation.context.out << RenderMeshChanges(*changes, meshed);
-  return 0;
+  const absl::StatusOr<OutputFormat> format =
+      ParseOutputFormat(flags.output, command, {OutputFormat::kTable, OutputFormat::kJson});
+  if (!format.ok()) return invocation.Fail(format.status());
+  const absl::StatusOr<InjectMode> mode = ChooseInjectMode(ModeInputs(flags, invocation.context));
+  if (!mode.ok()) return invocation.Fail(mode.status());
+  return *mode == InjectMode::kKubernetes ? RunKubernetes(flags, *ref, *format, invocation, meshed)
+                                          : RunLocal(flags, *ref, *format, invocation, meshed);
 }
 
 void AddInjectCommand(CLI::App& app, Invocation& invocation, bool meshed) {
   auto flags = std::make_shared<InjectFlags>();
-  CLI::App* command = app.add_subcommand(
-      meshed ? "inject" : "uninject",
-      meshed ? "Mesh the running pods of a resource, with no restart (local cluster)"
-             : "Stop meshing the pods of a resource, with no restart (local cluster)");
+  CLI::App* command =
+      app.add_subcommand(meshed ? "inject" : "uninject",
+                         meshed ? "Mesh the running pods of a resource, with no restart"
+                                : "Stop meshing the pods of a resource, with no restart");
   AddResourceArgument(*command, flags->words);
-  AddNamespaceOption(*command, flags->namespace_name);
+  command->add_option("-n,--namespace", flags->namespace_name,
+                      "Namespace of the resource (default: the kubeconfig context's namespace on "
+                      "Kubernetes, \"default\" locally)");
   command
       ->add_option("--inventory", flags->inventories,
-                   fmt::format("Node inventory file to edit; repeat for several nodes "
-                               "(default: NODEMESH_INVENTORY, colon-separated, else {})",
+                   fmt::format("Local cluster: node inventory file to edit; repeat for several "
+                               "nodes (default: NODEMESH_INVENTORY, colon-separated, else {})",
                                kDefaultInventory))
       // One path per --inventory, so that a resource after it is not taken for a path.
       ->allow_extra_args(false)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  command->footer(meshed ? "Example:\n  meshctl inject deploy -n emojivoto"
-                         : "Example:\n  meshctl uninject deploy/web -n emojivoto");
+  command->add_option("--kubeconfig", flags->kubeconfig,
+                      "Kubernetes: the kubeconfig file (default: KUBECONFIG, else "
+                      "~/.kube/config)");
+  command->add_option("--context", flags->context,
+                      "Kubernetes: the kubeconfig context (default: its current-context)");
+  AddOutputOption(*command, flags->output, "table or json");
+  command->footer(
+      fmt::format("{}\nExamples:\n  meshctl {} ns/emojivoto\n  meshctl {} deploy/web -n emojivoto\n"
+                  "  meshctl {} deploy -n emojivoto --inventory /run/nodemesh/inventory.json",
+                  kModeHelp, meshed ? "inject" : "uninject", meshed ? "inject" : "uninject",
+                  meshed ? "inject" : "uninject"));
   command->callback([flags, &invocation, meshed] {
     invocation.run = [flags, &invocation, meshed] { return RunInject(*flags, invocation, meshed); };
   });

@@ -1,0 +1,629 @@
+#include "cli/kube_inject.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <utility>
+
+#include "cli/views/common.h"
+#include "common/base/format.h"
+
+namespace nodemesh::cli {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::string_view kEnabled = "enabled";
+constexpr std::string_view kDisabled = "disabled";
+// Two runs racing on one namespace's annotation: each conflict means the other run
+// succeeded, so a few attempts are plenty.
+constexpr int kAnnotationAttempts = 5;
+constexpr std::string_view kPodPageSize = "500";
+
+const json* Find(const json& object, std::string_view key) {
+  if (!object.is_object()) return nullptr;
+  const auto it = object.find(key);
+  return it == object.end() ? nullptr : &*it;
+}
+
+std::string StringAt(const json& object, std::string_view key) {
+  const json* value = Find(object, key);
+  return value != nullptr && value->is_string() ? value->get<std::string>() : std::string();
+}
+
+std::string MetadataString(const json& object, std::string_view key) {
+  const json* metadata = Find(object, "metadata");
+  return metadata != nullptr ? StringAt(*metadata, key) : std::string();
+}
+
+// Percent-encoding of a path segment or query value: everything but RFC 3986's unreserved
+// characters.
+std::string Escape(std::string_view text) {
+  std::string escaped;
+  for (const char c : text) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (std::isalnum(byte) || c == '-' || c == '.' || c == '_' || c == '~') {
+      escaped += c;
+    } else {
+      escaped += fmt::format("%{:02X}", byte);
+    }
+  }
+  return escaped;
+}
+
+// The API's collection for a workload type ("deployments"), and its kubectl name for
+// messages ("deployment").
+std::string_view CollectionOf(ResourceType type) {
+  switch (type) {
+    case ResourceType::kDeployment:
+      return "deployments";
+    case ResourceType::kStatefulSet:
+      return "statefulsets";
+    case ResourceType::kDaemonSet:
+      return "daemonsets";
+    case ResourceType::kPod:
+      return "pods";
+    case ResourceType::kNamespace:
+      return "namespaces";
+  }
+  return "";
+}
+
+std::string NamespacePath(std::string_view namespace_name) {
+  return fmt::format("/api/v1/namespaces/{}", Escape(namespace_name));
+}
+
+std::string PodPath(std::string_view namespace_name, std::string_view name) {
+  return fmt::format("/api/v1/namespaces/{}/pods/{}", Escape(namespace_name), Escape(name));
+}
+
+std::string WorkloadsPath(ResourceType type, std::string_view namespace_name) {
+  return fmt::format("/apis/apps/v1/namespaces/{}/{}", Escape(namespace_name), CollectionOf(type));
+}
+
+// "deploy/web" for the workloads meshctl can name, else "Job/nightly-28433" (kind/name).
+std::string WorkloadLabelOf(const kube::Workload& workload) {
+  for (const ResourceType type :
+       {ResourceType::kDeployment, ResourceType::kStatefulSet, ResourceType::kDaemonSet}) {
+    if (workload.kind == OwnerKindOf(type)) {
+      return fmt::format("{}/{}", ShortName(type), workload.name);
+    }
+  }
+  if (workload.kind == "Pod") return fmt::format("pod/{}", workload.name);
+  return workload.Ref();
+}
+
+bool MeshctlCanName(const kube::Workload& workload) {
+  return workload.kind == "Pod" || workload.kind == OwnerKindOf(ResourceType::kDeployment) ||
+         workload.kind == OwnerKindOf(ResourceType::kStatefulSet) ||
+         workload.kind == OwnerKindOf(ResourceType::kDaemonSet);
+}
+
+// Pods nodemesh never meshes, whatever their labels say.
+bool NeverMeshed(const json& pod) {
+  const json* spec = Find(pod, "spec");
+  const json* host_network = spec != nullptr ? Find(*spec, "hostNetwork") : nullptr;
+  if (host_network != nullptr && host_network->is_boolean() && host_network->get<bool>()) {
+    return true;
+  }
+  return kube::LabelOf(pod, kube::kPartOfLabel) == kube::kPartOfNodemesh;
+}
+
+// An API failure in words that say what to do. `verb` and `resource` are the permission
+// the request needs ("patch", "pods"); `namespace_name` is empty for a namespace itself,
+// whose name is then `name`.
+absl::Status Explain(const absl::Status& status, const kube::Config& config, std::string_view verb,
+                     std::string_view resource, std::string_view namespace_name,
+                     std::string_view name) {
+  const std::string source = config.source.empty() ? config.server : config.source;
+  switch (status.code()) {
+    case absl::StatusCode::kPermissionDenied: {
+      const std::string permission =
+          namespace_name.empty()
+              ? fmt::format("{} {} {}", verb, resource, name)
+              : fmt::format("{} {} in namespace {}", verb, resource, namespace_name);
+      const std::string check =
+          namespace_name.empty()
+              ? fmt::format("kubectl auth can-i {} {}/{}", verb, resource, name)
+              : fmt::format("kubectl auth can-i {} {} -n {}", verb, resource, namespace_name);
+      return absl::PermissionDeniedError(
+          fmt::format("{}: the credentials of {} lack the permission to {} (check with '{}')",
+                      status.message(), source, permission, check));
+    }
+    case absl::StatusCode::kUnauthenticated:
+      return absl::UnauthenticatedError(fmt::format(
+          "{}: the API server did not accept the credentials of {}; if they are a token, it may "
+          "have expired (kubectl create token SERVICE_ACCOUNT -n NAMESPACE makes a new one)",
+          status.message(), source));
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded: {
+      const std::string message(status.message());
+      const std::string server = message.find(config.server) == std::string::npos
+                                     ? fmt::format("server {}, ", config.server)
+                                     : "";
+      return absl::UnavailableError(
+          fmt::format("{} ({}{}): check that the cluster is up, or choose another kubeconfig or "
+                      "context (--kubeconfig, --context)",
+                      message, server, source));
+    }
+    case absl::StatusCode::kInvalidArgument:
+      // The client's word for an unusable server address: a problem of the kubeconfig, not of
+      // meshctl's arguments (exit 1, not 2).
+      return absl::FailedPreconditionError(fmt::format("{} (from {})", status.message(), source));
+    default:
+      return absl::Status(status.code(), fmt::format("{} ({})", status.message(), source));
+  }
+}
+
+// The requests of one run, each error explained.
+class Api {
+ public:
+  explicit Api(kube::Client& client) : client_(client) {}
+
+  absl::StatusOr<json> GetNamespace(std::string_view name) {
+    absl::StatusOr<json> object = client_.Get(NamespacePath(name));
+    if (object.status().code() == absl::StatusCode::kNotFound) {
+      return absl::NotFoundError(fmt::format(
+          "namespace {} not found (kubectl get namespaces lists them; {})", name, Source()));
+    }
+    if (!object.ok()) return Explain(object.status(), "get", "namespaces", "", name);
+    return object;
+  }
+
+  // GET of one workload or pod; a 404 says which was not found where.
+  absl::StatusOr<json> GetNamed(ResourceType type, std::string_view namespace_name,
+                                std::string_view name) {
+    const std::string path =
+        type == ResourceType::kPod
+            ? PodPath(namespace_name, name)
+            : fmt::format("{}/{}", WorkloadsPath(type, namespace_name), Escape(name));
+    absl::StatusOr<json> object = client_.Get(path);
+    if (object.status().code() == absl::StatusCode::kNotFound) {
+      return absl::NotFoundError(
+          fmt::format("{} {} not found in namespace {} (kubectl get {} -n {} lists them; {})",
+                      ResourceTypeName(type), name, namespace_name, CollectionOf(type),
+                      namespace_name, Source()));
+    }
+    if (!object.ok()) {
+      return Explain(object.status(), "get", CollectionOf(type), namespace_name, name);
+    }
+    return object;
+  }
+
+  // The items of a collection, every page of it.
+  absl::StatusOr<std::vector<json>> List(std::string_view path, std::string_view resource,
+                                         std::string_view namespace_name,
+                                         std::string_view label_selector = {}) {
+    std::vector<json> items;
+    std::string continue_token;
+    do {
+      std::string query = fmt::format("?limit={}", kPodPageSize);
+      if (!label_selector.empty()) query += "&labelSelector=" + Escape(label_selector);
+      if (!continue_token.empty()) query += "&continue=" + Escape(continue_token);
+      absl::StatusOr<json> page = client_.Get(fmt::format("{}{}", path, query));
+      if (!page.ok()) return Explain(page.status(), "list", resource, namespace_name, "");
+      if (const json* page_items = Find(*page, "items");
+          page_items != nullptr && page_items->is_array()) {
+        for (const json& item : *page_items) items.push_back(item);
+      }
+      continue_token = MetadataString(*page, "continue");
+    } while (!continue_token.empty());
+    return items;
+  }
+
+  absl::StatusOr<std::vector<json>> ListPods(std::string_view namespace_name,
+                                             std::string_view label_selector = {}) {
+    return List(fmt::format("/api/v1/namespaces/{}/pods", Escape(namespace_name)), "pods",
+                namespace_name, label_selector);
+  }
+
+  // The merge patch of `edit` on the object at `path`; returns the object as it is now. A
+  // 409 Conflict (the resourceVersion moved) comes back as ABORTED, unexplained, so the
+  // caller can read the object again and retry.
+  absl::StatusOr<json> Patch(const std::string& path, const KubeEdit& edit) {
+    absl::StatusOr<json> object = client_.MergePatch(path, edit.patch);
+    if (object.ok() || object.status().code() == absl::StatusCode::kAborted) return object;
+    const bool is_namespace = edit.change.type == "namespace";
+    return Explain(object.status(), "patch", is_namespace ? "namespaces" : "pods",
+                   edit.change.namespace_name, edit.change.name);
+  }
+
+ private:
+  absl::Status Explain(const absl::Status& status, std::string_view verb, std::string_view resource,
+                       std::string_view namespace_name, std::string_view name) {
+    return cli::Explain(status, client_.config(), verb, resource, namespace_name, name);
+  }
+  std::string Source() const {
+    return client_.config().source.empty() ? client_.config().server : client_.config().source;
+  }
+
+  kube::Client& client_;
+};
+
+bool ByName(const json& a, const json& b) {
+  return MetadataString(a, "name") < MetadataString(b, "name");
+}
+
+// Labels every pod of `pods` whose label is not `value` yet; returns the pods as they are
+// now, and adds a change per pod.
+absl::StatusOr<std::vector<json>> LabelPods(Api& api, std::vector<json> pods,
+                                            std::string_view value,
+                                            std::vector<KubeChange>& changes) {
+  std::sort(pods.begin(), pods.end(), ByName);
+  std::vector<json> now;
+  for (json& pod : pods) {
+    const KubeEdit edit = PlanMeshLabel(pod, "pod", value);
+    if (!edit.patch.is_null()) {
+      absl::StatusOr<json> patched =
+          api.Patch(PodPath(edit.change.namespace_name, edit.change.name), edit);
+      if (patched.status().code() == absl::StatusCode::kNotFound) {
+        continue;  // the pod left between the list and the patch: nothing to mesh
+      }
+      if (!patched.ok()) return patched.status();
+      pod = *std::move(patched);
+    }
+    changes.push_back(edit.change);
+    now.push_back(std::move(pod));
+  }
+  return now;
+}
+
+// Sets the workloads' entries in the namespace's annotation, reading the namespace again
+// when another writer got in between. Returns the namespace as it is now.
+absl::StatusOr<json> AnnotateWorkloads(Api& api, std::string_view namespace_name,
+                                       const std::vector<kube::Workload>& workloads,
+                                       std::string_view value, std::vector<KubeChange>& changes) {
+  for (int attempt = 1;; ++attempt) {
+    absl::StatusOr<json> namespace_object = api.GetNamespace(namespace_name);
+    if (!namespace_object.ok()) return namespace_object.status();
+    absl::StatusOr<std::vector<KubeEdit>> edits =
+        PlanWorkloadEntries(*namespace_object, workloads, value);
+    if (!edits.ok()) return edits.status();
+    // One patch carries every entry; it is on each edit.
+    const auto with_patch = std::find_if(
+        edits->begin(), edits->end(), [](const KubeEdit& edit) { return !edit.patch.is_null(); });
+    if (with_patch != edits->end()) {
+      absl::StatusOr<json> patched = api.Patch(NamespacePath(namespace_name), *with_patch);
+      if (patched.status().code() == absl::StatusCode::kAborted) {
+        if (attempt < kAnnotationAttempts) continue;
+        return absl::AbortedError(fmt::format(
+            "{}: the namespace kept changing while meshctl edited it ({} attempts); run meshctl "
+            "again",
+            patched.status().message(), kAnnotationAttempts));
+      }
+      if (!patched.ok()) return patched.status();
+      namespace_object = *std::move(patched);
+    }
+    for (const KubeEdit& edit : *edits) changes.push_back(edit.change);
+    return namespace_object;
+  }
+}
+
+absl::StatusOr<KubeInjectResult> MeshNamespace(Api& api, std::string_view namespace_name,
+                                               bool meshed) {
+  absl::StatusOr<json> namespace_object = api.GetNamespace(namespace_name);
+  if (!namespace_object.ok()) return namespace_object.status();
+  // Uninject removes the label rather than writing "disabled": the namespace is as it was
+  // before inject, and a namespace-wide "disabled" would be one more setting to undo later.
+  const KubeEdit edit = PlanMeshLabel(*namespace_object, "namespace",
+                                      meshed ? std::optional(kEnabled) : std::nullopt);
+  if (!edit.patch.is_null()) {
+    namespace_object = api.Patch(NamespacePath(namespace_name), edit);
+    if (!namespace_object.ok()) return namespace_object.status();
+  }
+  KubeInjectResult result;
+  result.changes.push_back(edit.change);
+  // Advice only: credentials that may patch the namespace but not list its pods still did
+  // what was asked.
+  if (absl::StatusOr<std::vector<json>> pods = api.ListPods(namespace_name); pods.ok()) {
+    result.notes = MeshNotes(*pods, *namespace_object, meshed);
+  }
+  return result;
+}
+
+absl::StatusOr<KubeInjectResult> MeshPods(Api& api, const ResourceRef& ref,
+                                          std::string_view namespace_name, bool meshed) {
+  std::vector<json> pods;
+  if (!ref.name.empty()) {
+    absl::StatusOr<json> pod = api.GetNamed(ResourceType::kPod, namespace_name, ref.name);
+    if (!pod.ok()) return pod.status();
+    pods.push_back(*std::move(pod));
+  } else {
+    absl::StatusOr<std::vector<json>> listed = api.ListPods(namespace_name);
+    if (!listed.ok()) return listed.status();
+    if (listed->empty()) {
+      return absl::NotFoundError(fmt::format("namespace {} has no pods", namespace_name));
+    }
+    pods = *std::move(listed);
+  }
+  KubeInjectResult result;
+  absl::StatusOr<std::vector<json>> labelled =
+      LabelPods(api, std::move(pods), meshed ? kEnabled : kDisabled, result.changes);
+  if (!labelled.ok()) return labelled.status();
+  // The pods' own labels decide now; only what never meshes can disagree.
+  result.notes = MeshNotes(*labelled, json::object(), meshed);
+  return result;
+}
+
+absl::StatusOr<KubeInjectResult> MeshWorkloads(Api& api, const ResourceRef& ref,
+                                               std::string_view namespace_name, bool meshed) {
+  const std::string kind(OwnerKindOf(ref.type));
+  std::vector<kube::Workload> workloads;
+  std::string selector;
+  if (!ref.name.empty()) {
+    absl::StatusOr<json> workload = api.GetNamed(ref.type, namespace_name, ref.name);
+    if (!workload.ok()) return workload.status();
+    workloads.push_back({kind, ref.name});
+    absl::StatusOr<std::string> workload_selector = LabelSelectorOf(*workload);
+    if (!workload_selector.ok()) return workload_selector.status();
+    selector = *std::move(workload_selector);
+  } else {
+    absl::StatusOr<std::vector<json>> listed =
+        api.List(WorkloadsPath(ref.type, namespace_name), CollectionOf(ref.type), namespace_name);
+    if (!listed.ok()) return listed.status();
+    for (const json& workload : *listed) {
+      workloads.push_back({kind, MetadataString(workload, "name")});
+    }
+    if (workloads.empty()) {
+      return absl::NotFoundError(
+          fmt::format("namespace {} has no {}", namespace_name, CollectionOf(ref.type)));
+    }
+    std::sort(workloads.begin(), workloads.end(),
+              [](const auto& a, const auto& b) { return a.name < b.name; });
+  }
+
+  // The annotation first: a pod started after the list below follows it.
+  const std::string_view value = meshed ? kEnabled : kDisabled;
+  KubeInjectResult result;
+  absl::StatusOr<json> namespace_object =
+      AnnotateWorkloads(api, namespace_name, workloads, value, result.changes);
+  if (!namespace_object.ok()) return namespace_object.status();
+
+  absl::StatusOr<std::vector<json>> candidates = api.ListPods(namespace_name, selector);
+  if (!candidates.ok()) return candidates.status();
+  absl::StatusOr<std::vector<json>> labelled =
+      LabelPods(api, PodsOfWorkloads(json(*candidates), workloads), value, result.changes);
+  if (!labelled.ok()) return labelled.status();
+  result.notes = MeshNotes(*labelled, *namespace_object, meshed);
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<InjectMode> ChooseInjectMode(const InjectModeInputs& inputs) {
+  if (inputs.inventory_flag && inputs.kubeconfig_flags) {
+    return absl::InvalidArgumentError(
+        "--inventory (a local cluster) and --kubeconfig/--context (a Kubernetes cluster) do not "
+        "go together: give one or the other");
+  }
+  if (inputs.inventory_flag) return InjectMode::kLocal;
+  if (inputs.kubeconfig_flags) return InjectMode::kKubernetes;
+  if (inputs.inventory_environment) return InjectMode::kLocal;
+  if (inputs.kubeconfig_environment || inputs.default_kubeconfig_exists) {
+    return InjectMode::kKubernetes;
+  }
+  return InjectMode::kLocal;
+}
+
+KubeEdit PlanMeshLabel(const json& object, std::string_view type,
+                       std::optional<std::string_view> value) {
+  KubeEdit edit;
+  KubeChange& change = edit.change;
+  change.type = std::string(type);
+  change.name = MetadataString(object, "name");
+  if (type != "namespace") change.namespace_name = MetadataString(object, "namespace");
+  change.key = std::string(kube::kMeshLabel);
+  if (value) change.value = std::string(*value);
+  change.previous = kube::LabelOf(object, kube::kMeshLabel);
+  change.changed = change.previous != change.value;
+  if (change.changed) {
+    json label_value = change.value ? json(*change.value) : json(nullptr);
+    edit.patch = {{"metadata", {{"labels", {{change.key, std::move(label_value)}}}}}};
+  }
+  return edit;
+}
+
+absl::StatusOr<std::vector<KubeEdit>> PlanWorkloadEntries(
+    const json& namespace_object, const std::vector<kube::Workload>& workloads,
+    std::string_view value) {
+  const std::string namespace_name = MetadataString(namespace_object, "name");
+  const json* metadata = Find(namespace_object, "metadata");
+  const json* annotations = metadata != nullptr ? Find(*metadata, "annotations") : nullptr;
+  const std::string text =
+      annotations != nullptr ? StringAt(*annotations, kube::kMeshWorkloadsAnnotation) : "";
+  json entries = json::object();
+  if (!text.empty()) {
+    entries = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (!entries.is_object()) {
+      return absl::FailedPreconditionError(fmt::format(
+          "namespace {} has an annotation {} that is not a JSON object ('{}'): fix it, or remove "
+          "it with 'kubectl annotate namespace {} {}-' and run meshctl again",
+          namespace_name, kube::kMeshWorkloadsAnnotation, text, namespace_name,
+          kube::kMeshWorkloadsAnnotation));
+    }
+  }
+  std::vector<KubeEdit> edits;
+  bool changed = false;
+  for (const kube::Workload& workload : workloads) {
+    KubeEdit edit;
+    KubeChange& change = edit.change;
+    change.type = "namespace";
+    change.name = namespace_name;
+    change.key = std::string(kube::kMeshWorkloadsAnnotation);
+    change.entry = workload.Ref();
+    change.value = std::string(value);
+    if (const json* previous = Find(entries, change.entry); previous != nullptr) {
+      change.previous = previous->is_string() ? previous->get<std::string>() : previous->dump();
+    }
+    change.changed = change.previous != change.value;
+    if (change.changed) {
+      entries[change.entry] = std::string(value);
+      changed = true;
+    }
+    edits.push_back(std::move(edit));
+  }
+  if (changed) {
+    json patch_metadata = {{"annotations", {{kube::kMeshWorkloadsAnnotation, entries.dump()}}}};
+    if (const std::string version = MetadataString(namespace_object, "resourceVersion");
+        !version.empty()) {
+      patch_metadata["resourceVersion"] = version;
+    }
+    const json patch = {{"metadata", std::move(patch_metadata)}};
+    for (KubeEdit& edit : edits) edit.patch = patch;
+  }
+  return edits;
+}
+
+absl::StatusOr<std::string> LabelSelectorOf(const json& workload) {
+  const json* spec = Find(workload, "spec");
+  const json* selector = spec != nullptr ? Find(*spec, "selector") : nullptr;
+  std::vector<std::string> terms;
+  if (selector == nullptr) return std::string();
+  if (const json* labels = Find(*selector, "matchLabels");
+      labels != nullptr && labels->is_object()) {
+    for (const auto& [key, value] : labels->items()) {
+      if (value.is_string()) terms.push_back(fmt::format("{}={}", key, value.get<std::string>()));
+    }
+  }
+  if (const json* expressions = Find(*selector, "matchExpressions");
+      expressions != nullptr && expressions->is_array()) {
+    for (const json& expression : *expressions) {
+      const std::string key = StringAt(expression, "key");
+      const std::string op = StringAt(expression, "operator");
+      std::vector<std::string> values;
+      if (const json* list = Find(expression, "values"); list != nullptr && list->is_array()) {
+        for (const json& value : *list) {
+          if (value.is_string()) values.push_back(value.get<std::string>());
+        }
+      }
+      if (op == "In") {
+        terms.push_back(fmt::format("{} in ({})", key, fmt::join(values, ",")));
+      } else if (op == "NotIn") {
+        terms.push_back(fmt::format("{} notin ({})", key, fmt::join(values, ",")));
+      } else if (op == "Exists") {
+        terms.push_back(key);
+      } else if (op == "DoesNotExist") {
+        terms.push_back("!" + key);
+      } else {
+        return absl::FailedPreconditionError(
+            fmt::format("{} {} has a selector with the operator '{}', which meshctl does not know",
+                        StringAt(workload, "kind"), MetadataString(workload, "name"), op));
+      }
+    }
+  }
+  return fmt::format("{}", fmt::join(terms, ","));
+}
+
+std::vector<json> PodsOfWorkloads(const json& items, const std::vector<kube::Workload>& workloads) {
+  std::vector<json> pods;
+  if (!items.is_array()) return pods;
+  for (const json& pod : items) {
+    if (std::find(workloads.begin(), workloads.end(), kube::WorkloadOf(pod)) != workloads.end()) {
+      pods.push_back(pod);
+    }
+  }
+  std::sort(pods.begin(), pods.end(), ByName);
+  return pods;
+}
+
+std::vector<std::string> MeshNotes(const std::vector<json>& pods, const json& namespace_object,
+                                   bool meshed) {
+  struct Group {
+    std::string namespace_name;
+    kube::Workload workload;
+    bool fixable = false;
+    int pods = 0;
+  };
+  // By workload and reason, so that a reason reads once however many pods share it.
+  std::map<std::pair<std::string, std::string>, Group> groups;
+  for (const json& pod : pods) {
+    const kube::MeshDecision decision = kube::DecideMeshing(pod, &namespace_object);
+    if (decision.meshed == meshed) continue;
+    const kube::Workload workload = kube::WorkloadOf(pod);
+    Group& group = groups[{workload.Ref(), decision.because}];
+    group.namespace_name = MetadataString(pod, "namespace");
+    group.workload = workload;
+    group.fixable = !NeverMeshed(pod) && MeshctlCanName(workload);
+    ++group.pods;
+  }
+  std::vector<std::string> notes;
+  for (const auto& [key, group] : groups) {
+    std::string note =
+        fmt::format("{}: {} pod{} stay{} {}: {}", WorkloadLabelOf(group.workload), group.pods,
+                    group.pods == 1 ? "" : "s", group.pods == 1 ? "s" : "",
+                    meshed ? "unmeshed" : "meshed", key.second);
+    if (group.fixable) {
+      note += fmt::format(" ('meshctl {} {} -n {}' changes that)", meshed ? "inject" : "uninject",
+                          WorkloadLabelOf(group.workload), group.namespace_name);
+    }
+    notes.push_back(std::move(note));
+  }
+  return notes;
+}
+
+std::string RenderKubeChanges(const std::vector<KubeChange>& changes, OutputFormat format) {
+  if (format == OutputFormat::kJson) {
+    views::Json list = views::Json::array();
+    for (const KubeChange& change : changes) {
+      views::Json entry;
+      entry["type"] = change.type;
+      entry["namespace"] = change.type == "namespace" ? change.name : change.namespace_name;
+      entry["name"] = change.name;
+      entry["field"] = change.entry.empty() ? "label" : "annotation";
+      entry["key"] = change.key;
+      entry["entry"] = change.entry.empty() ? views::Json(nullptr) : views::Json(change.entry);
+      entry["value"] = change.value ? views::Json(*change.value) : views::Json(nullptr);
+      entry["previous"] = change.previous ? views::Json(*change.previous) : views::Json(nullptr);
+      entry["changed"] = change.changed;
+      list.push_back(std::move(entry));
+    }
+    views::Json document;
+    document["changes"] = std::move(list);
+    return views::Document(document);
+  }
+  std::string text;
+  for (const KubeChange& change : changes) {
+    const std::string object =
+        change.type == "namespace"
+            ? fmt::format("namespace {}", change.name)
+            : fmt::format("{} {}/{}", change.type, change.namespace_name, change.name);
+    std::string line;
+    if (!change.entry.empty()) {
+      const std::string what =
+          fmt::format("annotated {} {}={}", change.key, change.entry, change.value.value_or(""));
+      line = change.changed ? fmt::format("{} {}", object, what)
+                            : fmt::format("{} already {} (no change)", object, what);
+    } else if (change.value) {
+      const std::string what = fmt::format("labelled {}={}", change.key, *change.value);
+      line = change.changed ? fmt::format("{} {}", object, what)
+                            : fmt::format("{} already {} (no change)", object, what);
+    } else {
+      line = change.changed ? fmt::format("{} unlabelled {} (was {})", object, change.key,
+                                          change.previous.value_or(""))
+                            : fmt::format("{} not labelled {} (no change)", object, change.key);
+    }
+    text += line + "\n";
+  }
+  return text;
+}
+
+absl::StatusOr<KubeInjectResult> SetMeshedInKubernetes(kube::Client& client, const ResourceRef& ref,
+                                                       std::string_view namespace_name,
+                                                       bool meshed) {
+  Api api(client);
+  switch (ref.type) {
+    case ResourceType::kNamespace:
+      return MeshNamespace(api, ref.name.empty() ? namespace_name : ref.name, meshed);
+    case ResourceType::kPod:
+      return MeshPods(api, ref, namespace_name, meshed);
+    case ResourceType::kDeployment:
+    case ResourceType::kStatefulSet:
+    case ResourceType::kDaemonSet:
+      return MeshWorkloads(api, ref, namespace_name, meshed);
+  }
+  return absl::InternalError("unknown resource type");
+}
+
+}  // namespace nodemesh::cli
