@@ -16,6 +16,7 @@ namespace nodemesh {
 struct PodInfo {
   std::string namespace_name;
   std::string name;
+  std::string uid;         // metadata.uid in Kubernetes; empty in the local file
   std::string owner_kind;  // "Deployment", "StatefulSet", "DaemonSet", "Pod", ...
   std::string owner_name;
   std::map<std::string, std::string> labels;
@@ -29,22 +30,43 @@ struct PodInfo {
   bool meshed = false;
   // Ports captured inbound; when absent, every port the pod listens on.
   std::optional<std::vector<uint16_t>> inbound_ports;
+  // Why the source decided the pod is meshed or not ("namespace emojivoto is labelled
+  // nodemesh.io/mesh=enabled"); empty when the decision was written down (the local file).
+  std::string mesh_reason;
+  // Why a meshed pod cannot be enrolled yet ("its containers have not started"), empty when
+  // it can: cgroup and netns are then known. The source tells again when that changes.
+  std::string pending;
 
   std::string key() const { return namespace_name + "/" + name; }
   bool operator==(const PodInfo&) const = default;
 };
 
+// A Kubernetes Service with a virtual IP: connections dialled to one of its cluster IPs are
+// sent by the node's NAT (kube-proxy) to one of its pods.
+struct ServiceInfo {
+  std::string namespace_name;
+  std::string name;
+  std::vector<IpAddress> cluster_ips;  // spec.clusterIPs (IPv4 and IPv6)
+
+  std::string key() const { return namespace_name + "/" + name; }
+  bool operator==(const ServiceInfo&) const = default;
+};
+
 struct Inventory {
   std::vector<PodInfo> pods;
+  // The cluster's Services with a cluster IP (from the Kubernetes API, or the local file's
+  // optional "services").
+  std::vector<ServiceInfo> services;
 };
 
 // Parses the local inventory format:
 //   {"pods":[{"namespace":"emojivoto","name":"web-1","owner":{"kind":"Deployment","name":"web"},
 //     "labels":{"app":"web"},"serviceAccount":"web","ips":["10.77.0.11"],
 //     "cgroup":"/nodemesh/web-1","netns":"/var/run/netns/web-1","meshed":true,
-//     "inboundPorts":[8080],"node":"node-1"}]}
-// Errors name the pod and the field: `pod emojivoto/web-1: "ips"[0]: "10.77.0" is not an IP
-// address`.
+//     "inboundPorts":[8080],"node":"node-1"}],
+//    "services":[{"namespace":"emojivoto","name":"web-svc","clusterIPs":["10.96.0.10"]}]}
+// ("services" optional). Errors name the entry and the field: `pod emojivoto/web-1: "ips"[0]:
+// "10.77.0" is not an IP address`, `service emojivoto/web-svc: "clusterIPs" is missing`.
 absl::StatusOr<Inventory> ParseInventory(std::string_view json);
 
 }  // namespace nodemesh

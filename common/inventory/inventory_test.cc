@@ -185,5 +185,61 @@ TEST_CASE("ParseInventory rejects a pod listed twice") {
   CHECK(parsed->pods.size() == 2);
 }
 
+// An inventory of one pod and the Services `services` (raw JSON: the array's entries).
+std::string WithServices(const std::string& services) {
+  return R"({"pods":[)" + PodEntry() + R"(],"services":[)" + services + "]}";
+}
+
+TEST_CASE("ParseInventory reads Services and their cluster IPs, optional") {
+  const absl::StatusOr<Inventory> parsed = ParseInventory(WithServices(
+      R"({"namespace":"emojivoto","name":"web-svc","clusterIPs":["10.96.0.10","fd00:96::10"]},)"
+      R"({"namespace":"emojivoto","name":"emoji-svc","clusterIPs":["10.96.0.11"]})"));
+  INFO(parsed.status().ToString());
+  REQUIRE(parsed.ok());
+  REQUIRE(parsed->services.size() == 2);
+  CHECK(parsed->services[0] ==
+        ServiceInfo{"emojivoto",
+                    "web-svc",
+                    {*IpAddress::Parse("10.96.0.10"), *IpAddress::Parse("fd00:96::10")}});
+  CHECK(parsed->services[1].key() == "emojivoto/emoji-svc");
+  // Without "services", none.
+  const absl::StatusOr<Inventory> none = ParseInventory(Pods(PodEntry()));
+  REQUIRE(none.ok());
+  CHECK(none->services.empty());
+  CHECK(ParseInventory(WithServices("")).ok());
+}
+
+TEST_CASE("ParseInventory names the Service and the field of a bad entry") {
+  const std::string service = "services[0]: service emojivoto/web-svc: ";
+  const auto with_ips = [](const std::string& ips) {
+    return WithServices(R"({"namespace":"emojivoto","name":"web-svc","clusterIPs":)" + ips + "}");
+  };
+  CHECK(ErrorOf(with_ips(R"(["10.96.0"])")) ==
+        service + R"("clusterIPs"[0]: "10.96.0" is not an IP address)");
+  CHECK(ErrorOf(with_ips("[]")) == service + R"("clusterIPs" must list at least one address)");
+  CHECK(ErrorOf(with_ips(R"("10.96.0.10")")) ==
+        service + R"("clusterIPs" must be an array, not "10.96.0.10")");
+  CHECK(ErrorOf(WithServices(R"({"namespace":"emojivoto","name":"web-svc"})")) ==
+        service + R"("clusterIPs" is missing)");
+  CHECK(ErrorOf(WithServices(R"({"namespace":"emojivoto","clusterIPs":["10.96.0.10"]})")) ==
+        R"(services[0]: "name" is missing)");
+  CHECK(ErrorOf(WithServices(R"({"namespace":"","name":"x","clusterIPs":["10.96.0.10"]})")) ==
+        R"(services[0]: "namespace" and "name" must not be empty)");
+  CHECK(ErrorOf(WithServices(R"("web-svc")")) == "services[0]: a service must be a JSON object");
+  CHECK(ErrorOf(R"({"pods":[],"services":{}})") == R"("services" must be an array, not {})");
+}
+
+TEST_CASE("ParseInventory rejects a Service listed twice, or an address of two Services") {
+  const std::string web =
+      R"({"namespace":"emojivoto","name":"web-svc","clusterIPs":["10.96.0.10"]})";
+  CHECK(ErrorOf(WithServices(web + "," + web)) ==
+        "services[1]: service emojivoto/web-svc is listed twice");
+  CHECK(
+      ErrorOf(WithServices(
+          web + R"(,{"namespace":"emojivoto","name":"emoji-svc","clusterIPs":["10.96.0.10"]})")) ==
+      R"(services[1]: service emojivoto/emoji-svc: "clusterIPs": 10.96.0.10 is service )"
+      "emojivoto/web-svc's already");
+}
+
 }  // namespace
 }  // namespace nodemesh
