@@ -25,12 +25,13 @@ using wire::WorkloadOf;
 struct PairId {
   IdentityId source = 0;
   IdentityId destination = 0;
-  RouteId route = 0;  // 0 unless grouping by route
+  RouteId route = 0;                // 0 unless grouping by route
+  IdentityId service = kNoService;  // the Service dialled; kNoService for a pair as reported
 
   bool operator==(const PairId&) const = default;
   template <typename H>
   friend H AbslHashValue(H h, const PairId& p) {
-    return H::combine(std::move(h), p.source, p.destination, p.route);
+    return H::combine(std::move(h), p.source, p.destination, p.route, p.service);
   }
 };
 
@@ -96,17 +97,19 @@ std::string JoinAccounts(const std::set<std::string>& accounts) {
   return joined;
 }
 
-// The series the counting rule admits, grouped by what `classify` makes of their two ends
-// (nullopt: not part of the answer), and by route when asked. The rule: a pair's series
-// from the query's own side count; the other side's count only for pairs the own side did
-// not report in the window (an unmeshed peer). One scan: the other side's series are
+// The series the counting rule admits, grouped by what `classify` makes of their two ends and
+// the Service dialled, if any (nullopt: not part of the answer), and by route when asked. The rule:
+// a pair's series from the query's own side count; the other side's count only for pairs the own
+// side did not report in the window (an unmeshed peer). One scan: the other side's series are
 // totalled apart and merged at the end for the pairs found unreported, so that a second
 // arriving between two scans cannot make a pair count twice.
 template <typename Key>
 class Aggregation : public StoreVisitor {
  public:
+  // `service` is null for series dialled to no Service (inbound ones among them).
   using Classify = std::function<std::optional<Key>(const metrics::Identity& source,
-                                                    const metrics::Identity& destination)>;
+                                                    const metrics::Identity& destination,
+                                                    const metrics::Identity* service)>;
   using Groups = std::map<std::pair<Key, RouteId>, Totals>;
 
   Aggregation(const Store& store, metrics::Direction side, Classify classify, bool by_route)
@@ -115,7 +118,7 @@ class Aggregation : public StoreVisitor {
   Groups Run(const Window& window) {
     store_.Scan(window.first_second, window.last_second, *this);
     for (const auto& [pair, totals] : other_side_) {
-      if (reported_.contains(PairId{pair.source, pair.destination, 0})) continue;
+      if (reported_.contains(PairId{pair.source, pair.destination})) continue;
       if (Totals* group = GroupOf(pair)) group->Merge(totals);
     }
     return std::move(groups_);
@@ -132,17 +135,18 @@ class Aggregation : public StoreVisitor {
     } else if (labels.direction == side_) {
       // Routes total no TCP, but an own-side TCP series is still a report of the pair: without
       // it, routes would count the other side's responses where stat and edges do not.
-      reported_.insert(PairId{labels.source, labels.destination, 0});
+      reported_.insert(PairId{labels.source, labels.destination});
     }
   }
 
  private:
   // Own side: the series' group, and the pair noted as reported. Other side: its totals
   // held apart until the scan has shown whether the own side reported the pair.
+  // A pair is reported whichever Service its caller dialled: the server's side sees none.
   Totals* TotalsOf(const TrafficLabels& labels, RouteId route) {
-    const PairId pair{labels.source, labels.destination, route};
+    const PairId pair{labels.source, labels.destination, route, labels.service};
     if (labels.direction != side_) return &other_side_[pair];
-    reported_.insert(PairId{labels.source, labels.destination, 0});
+    reported_.insert(PairId{labels.source, labels.destination});
     return GroupOf(pair);
   }
 
@@ -159,8 +163,11 @@ class Aggregation : public StoreVisitor {
     Totals* totals = nullptr;
     const metrics::Identity* source = IdentityOf(pair.source);
     const metrics::Identity* destination = IdentityOf(pair.destination);
-    if (source != nullptr && destination != nullptr) {
-      if (std::optional<Key> key = classify_(*source, *destination)) {
+    const metrics::Identity* service =
+        pair.service == kNoService ? nullptr : IdentityOf(pair.service);
+    const bool service_known = pair.service == kNoService || service != nullptr;
+    if (source != nullptr && destination != nullptr && service_known) {
+      if (std::optional<Key> key = classify_(*source, *destination, service)) {
         totals = &groups_[{std::move(*key), pair.route}];
         totals->source_accounts.insert(source->service_account);
         totals->destination_accounts.insert(destination->service_account);
@@ -174,7 +181,7 @@ class Aggregation : public StoreVisitor {
   const metrics::Direction side_;
   const Classify classify_;
   const bool by_route_;
-  absl::flat_hash_set<PairId> reported_;  // route 0
+  absl::flat_hash_set<PairId> reported_;  // route 0, no Service
   absl::node_hash_map<PairId, Totals> other_side_;
   absl::node_hash_map<IdentityId, std::optional<metrics::Identity>> identities_;
   absl::flat_hash_map<PairId, Totals*> groups_of_;
@@ -265,6 +272,16 @@ absl::StatusOr<Selector> ToSelector(const v1::Resource& resource, std::string_vi
   return Selector{*type, resource.namespace_(), resource.name()};
 }
 
+absl::StatusOr<Selector> ServiceSelector(const v1::Resource& resource, std::string_view field) {
+  if (resource.name().find('/') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} name '{}' contains '/': give the type and the name in their own fields",
+                    field, resource.name()));
+  }
+  // The type is unused: Matches compares namespace and name.
+  return Selector{ResourceType::kPod, resource.namespace_(), resource.name()};
+}
+
 v1::Resource ToProto(ResourceType type, const ResourceKey& key) {
   v1::Resource resource;
   resource.set_type(std::string(ResourceTypeName(type)));
@@ -276,7 +293,12 @@ v1::Resource ToProto(ResourceType type, const ResourceKey& key) {
 absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
                                                     const std::vector<PodEntry>& cluster_pods,
                                                     const v1::StatSummaryRequest& request) {
-  const absl::StatusOr<Selector> selector = ToSelector(request.selector(), "selector");
+  // Services (common/resource) are no ResourceType: as the selector, a row per Service with
+  // what its callers dialled to it; as `to`, the callers of one. Both from the callers' side,
+  // the only one that knows the Service.
+  const bool by_service = IsServiceType(request.selector().type());
+  absl::StatusOr<Selector> selector = by_service ? ServiceSelector(request.selector(), "selector")
+                                                 : ToSelector(request.selector(), "selector");
   if (!selector.ok()) return selector.status();
   const absl::StatusOr<int64_t> window_seconds = ValidateWindow(request.window_seconds());
   if (!window_seconds.ok()) return window_seconds.status();
@@ -286,40 +308,68 @@ absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
         "from and to cannot be combined: ask for the traffic from one resource, or to one");
   }
   std::optional<Selector> from, to;
+  const bool to_service = has_to && IsServiceType(request.to().type());
   if (has_from) {
+    if (IsServiceType(request.from().type())) {
+      return absl::InvalidArgumentError(
+          "from cannot be a service: a Service is dialled, it calls nothing; ask for the "
+          "traffic to it (to service/NAME), or stat the services");
+    }
     absl::StatusOr<Selector> parsed = ToSelector(request.from(), "from");
     if (!parsed.ok()) return parsed.status();
     from = *std::move(parsed);
   }
   if (has_to) {
-    absl::StatusOr<Selector> parsed = ToSelector(request.to(), "to");
+    if (by_service) {
+      return absl::InvalidArgumentError(
+          "services with to: a Service calls nothing; ask for the services `from` a resource "
+          "called");
+    }
+    absl::StatusOr<Selector> parsed =
+        to_service ? ServiceSelector(request.to(), "to") : ToSelector(request.to(), "to");
     if (!parsed.ok()) return parsed.status();
     to = *std::move(parsed);
   }
 
   const ResourceType type = selector->type;
   using Key = ResourceKey;
+  // The Service a series was dialled to, when it is one `service_selector` matches.
+  const auto service_in = [](const Selector& service_selector,
+                             const metrics::Identity* service) -> std::optional<Key> {
+    if (service == nullptr) return std::nullopt;
+    std::optional<Key> key = ServiceOf(WorkloadOf(*service));
+    return key && service_selector.Matches(*key) ? key : std::nullopt;
+  };
   Aggregation<Key>::Classify classify;
   metrics::Direction side = metrics::Direction::kInbound;
-  if (from) {
+  if (by_service) {
     side = metrics::Direction::kOutbound;
-    classify = [&](const metrics::Identity& source,
-                   const metrics::Identity& destination) -> std::optional<Key> {
+    classify = [&](const metrics::Identity& source, const metrics::Identity&,
+                   const metrics::Identity* service) -> std::optional<Key> {
+      if (from && !from->Contains(WorkloadOf(source))) return std::nullopt;
+      return service_in(*selector, service);
+    };
+  } else if (from) {
+    side = metrics::Direction::kOutbound;
+    classify = [&](const metrics::Identity& source, const metrics::Identity& destination,
+                   const metrics::Identity*) -> std::optional<Key> {
       if (!from->Contains(WorkloadOf(source))) return std::nullopt;
       std::optional<Key> key = ResourceOf(WorkloadOf(destination), type);
       return key && selector->Matches(*key) ? key : std::nullopt;
     };
   } else if (to) {
     side = metrics::Direction::kOutbound;
-    classify = [&](const metrics::Identity& source,
-                   const metrics::Identity& destination) -> std::optional<Key> {
-      if (!to->Contains(WorkloadOf(destination))) return std::nullopt;
+    classify = [&](const metrics::Identity& source, const metrics::Identity& destination,
+                   const metrics::Identity* service) -> std::optional<Key> {
+      if (to_service ? !service_in(*to, service) : !to->Contains(WorkloadOf(destination))) {
+        return std::nullopt;
+      }
       std::optional<Key> key = ResourceOf(WorkloadOf(source), type);
       return key && selector->Matches(*key) ? key : std::nullopt;
     };
   } else {
-    classify = [&](const metrics::Identity&,
-                   const metrics::Identity& destination) -> std::optional<Key> {
+    classify = [&](const metrics::Identity&, const metrics::Identity& destination,
+                   const metrics::Identity*) -> std::optional<Key> {
       std::optional<Key> key = ResourceOf(WorkloadOf(destination), type);
       return key && selector->Matches(*key) ? key : std::nullopt;
     };
@@ -328,7 +378,9 @@ absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
   Aggregation<Key>::Groups groups =
       Aggregation<Key>(context.store, side, std::move(classify), false).Run(window);
 
-  const std::map<ResourceKey, PodCounts> pods = CountPods(cluster_pods, *selector);
+  // No pod belongs to a Service by owner: service rows count none.
+  const std::map<ResourceKey, PodCounts> pods =
+      by_service ? std::map<ResourceKey, PodCounts>() : CountPods(cluster_pods, *selector);
   // Rows: every resource with traffic; without from/to also every resource with pods, and a
   // named resource always, so that asking about one gives an answer about it.
   std::set<ResourceKey> rows;
@@ -336,12 +388,16 @@ absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
   for (const auto& [key, counts] : pods) {
     if ((!from && !to) || !selector->name.empty()) rows.insert(key);
   }
+  if (by_service && !selector->name.empty()) {
+    rows.insert(ResourceKey{selector->namespace_name, selector->name});
+  }
 
   v1::StatSummaryResponse response;
   response.set_window_seconds(window.seconds);
   for (const ResourceKey& key : rows) {
     v1::StatRow& row = *response.add_rows();
     *row.mutable_resource() = ToProto(type, key);
+    if (by_service) row.mutable_resource()->set_type(std::string(kServiceTypeName));
     if (const auto found = pods.find(key); found != pods.end()) {
       row.set_meshed_pods(found->second.meshed);
       row.set_running_pods(found->second.running);
@@ -375,9 +431,9 @@ absl::StatusOr<v1::EdgesResponse> Edges(const QueryContext& context,
   const auto in_selector = [&](const EdgeEnd& end) {
     return end.type == ResourceTypeName(type) && selector->Matches(end.key);
   };
-  Aggregation<Key>::Classify classify =
-      [&](const metrics::Identity& source,
-          const metrics::Identity& destination) -> std::optional<Key> {
+  Aggregation<Key>::Classify classify = [&](const metrics::Identity& source,
+                                            const metrics::Identity& destination,
+                                            const metrics::Identity*) -> std::optional<Key> {
     EdgeEnd from = EdgeEndOf(source, type), to = EdgeEndOf(destination, type);
     if (!in_selector(from) && !in_selector(to)) return std::nullopt;
     return Key{std::move(from), std::move(to)};
@@ -419,9 +475,9 @@ absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const QueryContext& context,
 
   const ResourceType type = selector->type;
   using Key = ResourceKey;
-  Aggregation<Key>::Classify classify =
-      [&](const metrics::Identity& source,
-          const metrics::Identity& destination) -> std::optional<Key> {
+  Aggregation<Key>::Classify classify = [&](const metrics::Identity& source,
+                                            const metrics::Identity& destination,
+                                            const metrics::Identity*) -> std::optional<Key> {
     if (from && !from->Contains(WorkloadOf(source))) return std::nullopt;
     std::optional<Key> key = ResourceOf(WorkloadOf(destination), type);
     return key && selector->Matches(*key) ? key : std::nullopt;

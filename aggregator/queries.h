@@ -44,6 +44,8 @@ absl::StatusOr<int64_t> ValidateWindow(int64_t window_seconds);
 
 // A request's resource as a selector. `field` names it in errors ("selector", "from").
 absl::StatusOr<Selector> ToSelector(const v1::Resource& resource, std::string_view field);
+// A Service (type "service", see common/resource) as a selector of its namespace and name.
+absl::StatusOr<Selector> ServiceSelector(const v1::Resource& resource, std::string_view field);
 // Whether an optional resource field (from, to) was given at all.
 bool IsSet(const v1::Resource& resource);
 v1::Resource ToProto(ResourceType type, const ResourceKey& key);
@@ -51,7 +53,9 @@ v1::Resource ToProto(ResourceType type, const ResourceKey& key);
 // Rows for the selector's resources. Without from/to: every resource of the selector that
 // has pods or inbound traffic, from the INBOUND view. With `from`: the selector's resources
 // that `from` called, from the OUTBOUND view. With `to`: the selector's resources that called
-// `to`, from the OUTBOUND view.
+// `to` (a resource, or a Service they dialled), from the OUTBOUND view. A selector of type
+// "service": a row per Service with the traffic its callers dialled to it (all of them, or
+// `from`'s), from the OUTBOUND view, the only one that knows the Service; no `to`.
 // `pods`: the cluster's pods, for the MESHED column and rows of resources without traffic.
 absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
                                                     const std::vector<PodEntry>& pods,

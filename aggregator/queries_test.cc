@@ -324,6 +324,125 @@ TEST_CASE("Unmeshed servers are seen only outbound; the other side counts pair b
   CHECK(Row(fixture.Stat(Resource("deploy", "voting"), 30), "voting").requests() == 13);
 }
 
+TEST_CASE("Stat svc: per Service, what its callers dialled to it; --to svc/NAME its callers",
+          "[unit]") {
+  Fixture fixture;
+  const Cast& cast = fixture.cast;
+  fixture.AddPods("node-a", {cast.web_a, cast.emoji, cast.vote_bot});
+  fixture.AddPods("node-b", {cast.voting});
+  const v1::Identity voting_svc = testing::ServiceIdentity("emojivoto", "voting-svc");
+  const v1::Identity emoji_svc = testing::ServiceIdentity("emojivoto", "emoji-svc");
+  const v1::Identity& web = cast.web_a.identity();
+  // web dials voting-svc (its NAT chose voting-1, or the agent could not tell: External) and
+  // emoji-svc; it also calls voting-1 by its pod address. voting's agent sees web's calls
+  // inbound, with no Service.
+  fixture.Add(DeltaBuilder(kNow - 1)
+                  .Via(voting_svc)
+                  .Responses(web, cast.voting.identity(), v1::OUTBOUND, "POST /vote", 8, 2'000'000)
+                  .Tcp(web, cast.voting.identity(), v1::OUTBOUND, 2, 100, 200)
+                  .Responses(web, External(), v1::OUTBOUND, "POST /vote", 2, 2'000'000, 503, true)
+                  .Via(emoji_svc)
+                  .Responses(web, cast.emoji.identity(), v1::OUTBOUND, "GET /list", 5, 1'000'000)
+                  .Direct()
+                  .Responses(web, cast.voting.identity(), v1::OUTBOUND, "POST /vote", 3, 2'000'000)
+                  .Responses(cast.vote_bot.identity(), cast.emoji.identity(), v1::OUTBOUND, "GET /",
+                             7, 1'000'000)
+                  .delta());
+  fixture.Add(DeltaBuilder(kNow - 1)
+                  .Responses(web, cast.voting.identity(), v1::INBOUND, "POST /vote", 11, 1'000'000)
+                  .delta());
+
+  const v1::StatSummaryResponse services = fixture.Stat(Resource("svc", ""));
+  REQUIRE(services.rows_size() == 2);
+  const v1::StatRow& voting = Row(services, "voting-svc");
+  CHECK(voting.resource().type() == "service");
+  CHECK(voting.requests() == 10);  // the pod reached, and where the NAT was not seen
+  CHECK(voting.successes() == 8);
+  CHECK(voting.tcp_open_connections() == 2);
+  CHECK(voting.meshed_pods() == 0);
+  CHECK(voting.running_pods() == 0);
+  CHECK(Row(services, "emoji-svc").requests() == 5);
+  // Named: that Service only, and a row even without traffic.
+  CHECK(fixture.Stat(Resource("service", "emoji-svc")).rows_size() == 1);
+  const v1::StatSummaryResponse idle = fixture.Stat(Resource("svc", "other-svc"));
+  REQUIRE(idle.rows_size() == 1);
+  CHECK_FALSE(idle.rows(0).has_traffic());
+  CHECK(fixture.Stat(Resource("svc", "", "elsewhere")).rows_size() == 0);
+
+  // Per caller: --from narrows the Services to one caller's.
+  v1::StatSummaryRequest from_bot = StatRequest(Resource("svc", ""));
+  *from_bot.mutable_from() = Resource("deploy", "vote-bot");
+  CHECK(fixture.Stat(from_bot).rows_size() == 0);
+
+  // The callers of a Service, from their side.
+  v1::StatSummaryRequest to_voting_svc = StatRequest(Resource("deploy", ""));
+  *to_voting_svc.mutable_to() = Resource("svc", "voting-svc");
+  const v1::StatSummaryResponse callers = fixture.Stat(to_voting_svc);
+  REQUIRE(callers.rows_size() == 1);
+  CHECK(callers.rows(0).resource().name() == "web");
+  CHECK(callers.rows(0).requests() == 10);
+
+  // Deployments are counted as before: voting's own (inbound) view, which knows no Service,
+  // and not the caller's on top of it.
+  const v1::StatSummaryResponse deployments = fixture.Stat(Resource("deploy", ""));
+  CHECK(Row(deployments, "voting").requests() == 11);
+  CHECK(Row(deployments, "emoji").requests() == 12);  // emoji is not meshed here: outbound
+  // And --to a deployment counts the calls reached through its Service too.
+  v1::StatSummaryRequest to_voting = StatRequest(Resource("deploy", ""));
+  *to_voting.mutable_to() = Resource("deploy", "voting");
+  CHECK(Row(fixture.Stat(to_voting), "web").requests() == 11);
+
+  // A Service calls nothing.
+  v1::StatSummaryRequest from_svc = StatRequest(Resource("deploy", ""));
+  *from_svc.mutable_from() = Resource("svc", "voting-svc");
+  CHECK(StatSummary(fixture.Context(), fixture.pods, from_svc).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  v1::StatSummaryRequest svc_to = StatRequest(Resource("svc", ""));
+  *svc_to.mutable_to() = Resource("deploy", "web");
+  CHECK(StatSummary(fixture.Context(), fixture.pods, svc_to).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  // Other queries know no such type.
+  CHECK(Edges(fixture.Context(), EdgesRequestFor(Resource("svc", ""))).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("The store keeps the Service of a series apart, and old agents' series have none",
+          "[unit]") {
+  Store store;
+  const v1::Identity web =
+      MakePod("emojivoto", "web-a", "Deployment", "web", "node-a", true).identity();
+  const v1::Identity voting =
+      MakePod("emojivoto", "voting-1", "Deployment", "voting", "node-b", true).identity();
+  REQUIRE(store
+              .Add(DeltaBuilder(kNow - 1)
+                       .Via(testing::ServiceIdentity("emojivoto", "voting-svc"))
+                       .Tcp(web, voting, v1::OUTBOUND, 1)
+                       .Direct()
+                       .Tcp(web, voting, v1::OUTBOUND, 1)
+                       .delta(),
+                   kNow)
+              .ok());
+  struct Services : StoreVisitor {
+    void Response(int64_t, const ResponseLabels&, const ResponseCounts&) override {}
+    void Tcp(int64_t, const TrafficLabels& labels, const TcpCounts&) override {
+      names.push_back(labels.service == kNoService ? ""
+                                                   : store->identity(labels.service)->owner_name);
+    }
+    const Store* store = nullptr;
+    std::vector<std::string> names;
+  } services;
+  services.store = &store;
+  store.Scan(kNow - 1, kNow - 1, services);
+  std::sort(services.names.begin(), services.names.end());
+  CHECK(services.names == std::vector<std::string>{"", "voting-svc"});
+  CHECK(store.identity(kNoService) == metrics::ExternalIdentity());
+
+  // A Service index past the delta's identities is refused like any other.
+  v1::MetricsDelta bad = DeltaBuilder(kNow - 1).Tcp(web, voting, v1::OUTBOUND, 1).delta();
+  bad.mutable_tcp(0)->mutable_traffic()->set_service(99);
+  CHECK(store.Add(bad, kNow).code() == absl::StatusCode::kInvalidArgument);
+}
+
 TEST_CASE("A pair its named side reported only over TCP is reported, for routes as for stat",
           "[unit]") {
   Fixture fixture;
@@ -737,8 +856,8 @@ TEST_CASE("Selectors take any spelling of a type; bad ones are INVALID_ARGUMENT 
     CHECK(response.status().code() == absl::StatusCode::kInvalidArgument);
     return std::string(response.status().message());
   };
-  CHECK_THAT(stat_error(StatRequest(Resource("service", "web"))),
-             Catch::Contains("selector type 'service'"));
+  CHECK_THAT(stat_error(StatRequest(Resource("replicaset", "web"))),
+             Catch::Contains("selector type 'replicaset'"));
   v1::StatSummaryRequest request = StatRequest(Resource("deploy", ""));
   *request.mutable_from() = Resource("deploy", "web");
   *request.mutable_to() = Resource("deploy", "voting");

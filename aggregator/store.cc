@@ -42,7 +42,11 @@ struct Store::Slot {
 };
 
 Store::Store(StoreOptions options)
-    : options_(options), slots_(new Slot[static_cast<size_t>(options.retention_seconds)]) {}
+    : options_(options), slots_(new Slot[static_cast<size_t>(options.retention_seconds)]) {
+  // External holds id 0 for good, as in the agents' tables, so that a Service id of 0 means
+  // "no Service" (External is never one).
+  identities_.Intern(metrics::ExternalIdentity(), std::numeric_limits<int64_t>::max());
+}
 
 Store::~Store() = default;
 
@@ -87,6 +91,11 @@ absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
     labels->source = identity_ids[key.source()];
     labels->destination = identity_ids[key.destination()];
     labels->direction = *direction;
+    labels->service = 0;
+    if (key.has_service()) {
+      if (key.service() >= identity_ids.size()) return false;
+      labels->service = identity_ids[key.service()];
+    }
     return true;
   };
 
@@ -260,7 +269,7 @@ Store::Stats Store::stats() const {
   stats.future_deltas = future_deltas_.load(std::memory_order_relaxed);
   stats.evicted_for_memory = evicted_for_memory_.load(std::memory_order_relaxed);
   stats.memory_bytes = memory_bytes_.load(std::memory_order_relaxed);
-  stats.identities = identities_.size();
+  stats.identities = identities_.size() - 1;  // External, held for good, aside
   stats.routes = routes_.size();
   return stats;
 }

@@ -1,10 +1,10 @@
 // The aggregator's memory of traffic: one slot per unix second for the retention (an hour),
 // in a ring. Every agent's MetricsDelta for a second merges into that second's slot, keyed by
-// resolved labels (direction, source and destination identity, route, and for responses the
-// status, gRPC status and failure classification). Identities and routes are interned, and
-// latency histograms kept packed; queries scan a range of seconds and merge histograms
-// themselves. Thread-safe: each slot has its own lock, so agents writing the current second
-// and queries reading the past rarely meet.
+// resolved labels (direction, source and destination identity, the Service dialled, route,
+// and for responses the status, gRPC status and failure classification). Identities and
+// routes are interned, and latency histograms kept packed; queries scan a range of seconds
+// and merge histograms themselves. Thread-safe: each slot has its own lock, so agents
+// writing the current second and queries reading the past rarely meet.
 #pragma once
 
 #include <atomic>
@@ -43,8 +43,10 @@ struct StoreOptions {
 using IdentityId = uint32_t;
 using RouteId = uint32_t;
 
-// Who talks to whom, seen from which side: the agents' key, with the store's own ids.
+// Who talks to whom, seen from which side, and the Service dialled: the agents' key, with
+// the store's own ids (External is 0 there too, so a `service` of 0 is none).
 using TrafficLabels = metrics::TrafficKey;
+inline constexpr IdentityId kNoService = 0;
 
 struct ResponseLabels {
   TrafficLabels traffic;
@@ -121,7 +123,7 @@ class Store {
     uint64_t future_deltas = 0;       // deltas stored at the present second instead of their own
     uint64_t evicted_for_memory = 0;  // seconds dropped before their time
     size_t memory_bytes = 0;
-    size_t identities = 0;
+    size_t identities = 0;  // besides External, which the store always holds (id 0)
     size_t routes = 0;
   };
   Stats stats() const;

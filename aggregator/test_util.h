@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,15 @@ inline v1::Pod MakePod(const std::string& namespace_name, const std::string& nam
   pod.set_meshed(enrolled);
   pod.set_enrolled(enrolled);
   return pod;
+}
+
+// A Service, as agents send the one a connection was dialled to.
+inline v1::Identity ServiceIdentity(const std::string& namespace_name, const std::string& name) {
+  v1::Identity identity;
+  identity.set_namespace_(namespace_name);
+  identity.set_owner_kind("Service");
+  identity.set_owner_name(name);
+  return identity;
 }
 
 inline v1::Identity External() {
@@ -75,6 +85,16 @@ inline const v1::Edge* FindEdge(const v1::EdgesResponse& response, const std::st
 class DeltaBuilder {
  public:
   explicit DeltaBuilder(int64_t unix_seconds) { delta_.set_unix_seconds(unix_seconds); }
+
+  // The series added from here on were dialled to `service` (until Direct()).
+  DeltaBuilder& Via(const v1::Identity& service) {
+    service_ = service;
+    return *this;
+  }
+  DeltaBuilder& Direct() {
+    service_.reset();
+    return *this;
+  }
 
   // `count` responses, each with latency `latency_ns` unless `latencies_ns` gives them all.
   DeltaBuilder& Responses(const v1::Identity& source, const v1::Identity& destination,
@@ -139,9 +159,11 @@ class DeltaBuilder {
     key->set_source(Identity(source));
     key->set_destination(Identity(destination));
     key->set_direction(direction);
+    if (service_) key->set_service(Identity(*service_));
   }
 
   v1::MetricsDelta delta_;
+  std::optional<v1::Identity> service_;
   std::map<std::string, uint32_t> identities_;
   std::map<std::string, uint32_t> routes_;
 };

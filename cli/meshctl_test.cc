@@ -282,6 +282,43 @@ TEST_CASE("stat ns lists namespaces without a NAMESPACE column", "[meshctl][stat
   CHECK(selector.namespace_().empty());
 }
 
+TEST_CASE("stat svc asks for Services; --to svc/NAME for their callers", "[meshctl][stat]") {
+  FakeAggregator aggregator;
+  aggregator.api.stat_response = ReadTextProto<v1::StatSummaryResponse>("stat_services.textproto");
+  const Result services = Run(With({"stat", "svc", "-n", "emojivoto"}, aggregator));
+  CHECK(services.code == 0);
+  CHECK(services.out == ReadTestdata("stat_services.golden"));
+  const Result one = Run(With({"stat", "services", "web-svc", "-n", "emojivoto"}, aggregator));
+  CHECK(one.code == 0);
+  const Result callers =
+      Run(With({"stat", "deploy", "-n", "emojivoto", "--to", "svc/web-svc"}, aggregator));
+  CHECK(callers.code == 0);
+
+  REQUIRE(aggregator.api.stat_requests.size() == 3);
+  const v1::Resource& all = aggregator.api.stat_requests[0].selector();
+  CHECK(all.type() == "service");
+  CHECK(all.namespace_() == "emojivoto");
+  CHECK(all.name().empty());
+  CHECK(aggregator.api.stat_requests[1].selector().name() == "web-svc");
+  const v1::StatSummaryRequest& to = aggregator.api.stat_requests[2];
+  CHECK(to.selector().type() == "deployment");
+  CHECK(to.to().type() == "service");
+  CHECK(to.to().namespace_() == "emojivoto");
+  CHECK(to.to().name() == "web-svc");
+
+  // A Service must be named, once.
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"stat", "deploy", "--to", "svc"},
+        std::vector<std::string>{"stat", "svc/web-svc", "extra"},
+        std::vector<std::string>{"stat", "svc/"}}) {
+    const Result result = Run(With(bad, aggregator));
+    INFO(result.err);
+    CHECK(result.code == 2);
+    CHECK(IsOneLine(result.err));
+  }
+  CHECK(aggregator.api.stat_requests.size() == 3);
+}
+
 TEST_CASE("stat with nothing to show says so on stderr", "[meshctl][stat]") {
   FakeAggregator aggregator;
   const Result result = Run(With({"stat", "sts", "-n", "emojivoto"}, aggregator));
@@ -409,8 +446,8 @@ TEST_CASE("the aggregator's refusals are passed on, one line", "[meshctl][errors
 TEST_CASE("argument errors: one line saying what to do, exit 2, no call", "[meshctl][errors]") {
   FakeAggregator aggregator;
   const std::map<std::vector<std::string>, std::string> cases = {
-      {{"stat", "svc/web"},
-       "meshctl: unknown resource type 'svc': use pod (po), deployment (deploy), statefulset "
+      {{"stat", "rs/web"},
+       "meshctl: unknown resource type 'rs': use pod (po), deployment (deploy), statefulset "
        "(sts), daemonset (ds), namespace (ns)\n"},
       {{"stat", "deploy", "-t", "5s"},
        "meshctl: bad time window '5s': use 10s to 1h, written like 10s, 90s, 1m30s, 5m or 1h\n"},

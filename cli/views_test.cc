@@ -34,6 +34,12 @@ TEST_CASE("stat: every namespace adds NAMESPACE first", "[views][stat]") {
   CheckGolden("stat_all_namespaces_wide.golden", RenderStat(response, OutputFormat::kWide, true));
 }
 
+TEST_CASE("stat: services, with no pods to count", "[views][stat]") {
+  const auto response = ReadTextProto<v1::StatSummaryResponse>("stat_services.textproto");
+  CheckGolden("stat_services.golden", RenderStat(response, OutputFormat::kTable, false));
+  CheckGolden("stat_services_json.golden", RenderStat(response, OutputFormat::kJson, false));
+}
+
 TEST_CASE("stat: stale nodes are warned about, one line each", "[views][stat]") {
   const auto response = ReadTextProto<v1::StatSummaryResponse>("stat_all_namespaces.textproto");
   CheckGolden("stale_warnings.golden", RenderStaleWarnings(response.stale_nodes(), kNow));
@@ -67,6 +73,13 @@ TEST_CASE("tap: wide adds addresses and workloads", "[views][tap]") {
 TEST_CASE("tap: json, one object per line", "[views][tap]") {
   const auto events = ReadTextProto<v1::TapEvents>("tap_events.textproto");
   CheckGolden("tap_json.golden", RenderAll(events, OutputFormat::kJson));
+}
+
+TEST_CASE("tap: calls dialled to a Service name it next to the pod reached", "[views][tap]") {
+  const auto events = ReadTextProto<v1::TapEvents>("tap_service_events.textproto");
+  CheckGolden("tap_service.golden", RenderAll(events, OutputFormat::kTable));
+  CheckGolden("tap_service_wide.golden", RenderAll(events, OutputFormat::kWide));
+  CheckGolden("tap_service_json.golden", RenderAll(events, OutputFormat::kJson));
 }
 
 TEST_CASE("tap: every gRPC status by name", "[views][tap]") {

@@ -38,10 +38,11 @@ class IdentityTable {
   Interner<Identity> table_;
 };
 
-// Adds both ends of `key` to `ids`.
+// Adds both ends of `key`, and the Service dialled, to `ids`.
 inline void AddIdentitiesOf(const TrafficKey& key, absl::flat_hash_set<IdentityTable::Id>* ids) {
   ids->insert(key.source);
   ids->insert(key.destination);
+  if (key.service != IdentityTable::kExternal) ids->insert(key.service);
 }
 
 }  // namespace nodemesh::metrics

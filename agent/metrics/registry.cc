@@ -115,6 +115,13 @@ std::string Registry::PrometheusText() const {
     AppendIdentity(&labels, "src", identities_.Get(key.source));
     labels += ',';
     AppendIdentity(&labels, "dst", identities_.Get(key.destination));
+    if (key.service != IdentityTable::kExternal) {
+      // The Service the caller dialled; its namespace too, so that two Services of one name
+      // never make two series with the same labels.
+      const Identity service = identities_.Get(key.service);
+      labels += fmt::format(",dst_service_namespace=\"{}\",dst_service=\"{}\"",
+                            Escape(service.namespace_name), Escape(service.owner_name));
+    }
     return labels;
   };
   const auto route_label = [&](uint32_t route) {

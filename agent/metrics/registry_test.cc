@@ -75,6 +75,37 @@ TEST_CASE("registry: shard deltas become cumulative Prometheus series") {
   CHECK_THAT(after, Catch::Contains("request_total{" + labels + "," + route + "} 4\n"));
 }
 
+TEST_CASE("registry: outbound series dialled to a Service carry it as dst_service") {
+  Fixture f;
+  const IdentityTable::Id service =
+      f.identities.Intern({"emojivoto", "", "Service", "voting-svc", "", ""});
+  const TrafficKey via_service{f.web, f.voting, Direction::kOutbound, service};
+  const TrafficKey direct{f.web, f.voting, Direction::kOutbound};
+  Shard shard;
+  shard.OpenConnection(via_service);
+  shard.OpenConnection(direct);
+  shard.OpenConnection(direct);
+  Delta delta;
+  shard.Collect(&delta);
+  f.registry.Add(delta, 1);
+
+  const std::string text = f.registry.PrometheusText();
+  const std::string labels =
+      "direction=\"outbound\",src_namespace=\"emojivoto\",src_pod=\"web-1\","
+      "src_owner_kind=\"Deployment\",src_owner_name=\"web\",src_service_account=\"web\","
+      "dst_namespace=\"emojivoto\",dst_pod=\"voting-1\",dst_owner_kind=\"Deployment\","
+      "dst_owner_name=\"voting\",dst_service_account=\"voting\"";
+  CHECK_THAT(text, Catch::Contains("tcp_open_total{" + labels +
+                                   ",dst_service_namespace=\"emojivoto\","
+                                   "dst_service=\"voting-svc\"} 1\n"));
+  CHECK_THAT(text, Catch::Contains("tcp_open_total{" + labels + "} 2\n"));
+
+  // The Service's name stays while a series refers to it.
+  absl::flat_hash_set<uint32_t> referenced;
+  f.registry.AddReferencedIdentities(&referenced);
+  CHECK(referenced.contains(service));
+}
+
 TEST_CASE("registry: label values are escaped") {
   Fixture f;
   const auto odd = f.identities.Intern({"ns", "p\"q\\r\ns", "Pod", "x", "sa", "n1"});

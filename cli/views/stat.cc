@@ -7,6 +7,7 @@
 #include "cli/format.h"
 #include "cli/views.h"
 #include "cli/views/common.h"
+#include "common/resource/resource.h"
 
 namespace nodemesh::cli {
 namespace {
@@ -74,7 +75,10 @@ std::string RenderStat(const v1::StatSummaryResponse& response, OutputFormat for
     std::vector<std::string> cells;
     if (namespace_column) cells.push_back(row->resource().namespace_());
     cells.push_back(row->resource().name());
-    cells.push_back(fmt::format("{}/{}", row->meshed_pods(), row->running_pods()));
+    // No pod belongs to a Service by owner: nothing to count.
+    cells.push_back(row->resource().type() == kServiceTypeName
+                        ? std::string("-")
+                        : fmt::format("{}/{}", row->meshed_pods(), row->running_pods()));
     cells.push_back(HasResponses(*row) ? FormatSuccessRate(row->success_rate()) : "-");
     cells.push_back(row->has_traffic() ? FormatRps(row->rps()) : "-");
     for (std::string& cell : views::LatencyCells(row->latency(), HasResponses(*row))) {

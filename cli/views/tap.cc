@@ -74,11 +74,19 @@ std::string_view EndReasonName(v1::TapEnd::Reason reason) {
   }
 }
 
+// "emojivoto/web-svc": the Service the caller dialled, next to the pod the node's NAT chose.
+std::string Service(const v1::Identity& service) {
+  return fmt::format("{}/{}", service.namespace_(), service.owner_name());
+}
+
 std::string TapLine(const v1::TapEvent& event, bool wide) {
   std::string line =
       fmt::format("{} id={} proxy={} src={} dst={}", EventType(event), event.request_id(),
                   Proxy(event.direction()), Peer(event.source(), event.source_address()),
                   Peer(event.destination(), event.destination_address()));
+  if (event.has_destination_service()) {
+    line += " dst_svc=" + Service(event.destination_service());
+  }
   switch (event.kind_case()) {
     case v1::TapEvent::kRequest: {
       const v1::TapRequest& request = event.request();
@@ -147,6 +155,14 @@ std::string TapJson(const v1::TapEvent& event) {
   json["unix_micros"] = event.unix_micros();
   json["source"] = PeerJson(event.source(), event.source_address());
   json["destination"] = PeerJson(event.destination(), event.destination_address());
+  if (event.has_destination_service()) {
+    Json service;
+    service["namespace"] = event.destination_service().namespace_();
+    service["name"] = event.destination_service().owner_name();
+    json["destination_service"] = std::move(service);
+  } else {
+    json["destination_service"] = nullptr;
+  }
   switch (event.kind_case()) {
     case v1::TapEvent::kRequest: {
       const v1::TapRequest& request = event.request();

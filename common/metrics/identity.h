@@ -25,4 +25,10 @@ struct Identity {
 // Every peer outside the inventory is one identity, not one series per address.
 inline Identity ExternalIdentity() { return Identity{"", "", "External", "external", "", ""}; }
 
+// A Kubernetes Service, as the destination_service of traffic dialled to its cluster IP: no
+// pod, owner kind "Service" (common/resource's kServiceOwnerKind).
+inline Identity ServiceIdentity(std::string namespace_name, std::string name) {
+  return Identity{std::move(namespace_name), "", "Service", std::move(name), "", ""};
+}
+
 }  // namespace nodemesh::metrics

@@ -22,11 +22,16 @@ struct TrafficKey {
   uint32_t source = 0;  // IdentityTable ids
   uint32_t destination = 0;
   Direction direction = Direction::kOutbound;
+  // The Service the caller dialled (its cluster IP), when the node's NAT sent the connection
+  // on to `destination`, one of its pods: an identity of owner kind "Service". 0 (External's
+  // id, never a Service) when the connection was dialled to no Service. Outbound only: the
+  // server's side sees no Service.
+  uint32_t service = 0;
 
   bool operator==(const TrafficKey&) const = default;
   template <typename H>
   friend H AbslHashValue(H h, const TrafficKey& k) {
-    return H::combine(std::move(h), k.source, k.destination, k.direction);
+    return H::combine(std::move(h), k.source, k.destination, k.direction, k.service);
   }
 };
 

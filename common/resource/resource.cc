@@ -96,6 +96,16 @@ std::optional<ResourceKey> ResourceOf(const Workload& workload, ResourceType typ
   return std::nullopt;
 }
 
+bool IsServiceType(std::string_view text) {
+  return EqualsIgnoringCase(text, kServiceTypeName) || EqualsIgnoringCase(text, "services") ||
+         EqualsIgnoringCase(text, "svc");
+}
+
+std::optional<ResourceKey> ServiceOf(const Workload& workload) {
+  if (workload.owner_kind != kServiceOwnerKind || workload.owner_name.empty()) return std::nullopt;
+  return ResourceKey{std::string(workload.namespace_name), std::string(workload.owner_name)};
+}
+
 bool Selector::Matches(const ResourceKey& key) const {
   if (type == ResourceType::kNamespace) return name.empty() || key.name == name;
   return (namespace_name.empty() || key.namespace_name == namespace_name) &&

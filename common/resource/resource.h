@@ -79,6 +79,18 @@ struct Selector {
   std::string Describe() const;
 };
 
+// Kubernetes Services. A Service is no workload (no pod is owned by one) and never either
+// end of a connection: an agent names it as where an outbound connection was dialled (its
+// cluster IP), next to the pod the node's NAT chose. So it is a type apart from ResourceType,
+// which `stat` accepts as its selector and as `to` only.
+inline constexpr std::string_view kServiceTypeName = "service";
+// The owner kind of the identity that stands for a Service (its pod empty).
+inline constexpr std::string_view kServiceOwnerKind = "Service";
+// "service", "services", "svc", in any case.
+bool IsServiceType(std::string_view text);
+// The Service `workload` stands for; nullopt for anything but a Service's identity.
+std::optional<ResourceKey> ServiceOf(const Workload& workload);
+
 // The time windows stat, edges and routes accept, in seconds.
 inline constexpr int64_t kMinWindowSeconds = 10;
 inline constexpr int64_t kMaxWindowSeconds = 3600;

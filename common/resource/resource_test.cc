@@ -39,6 +39,23 @@ TEST_CASE("An identity belongs to the resource its owner names", "[unit]") {
   }
 }
 
+TEST_CASE("A Service is a type apart: no pod belongs to one, its identity names it", "[unit]") {
+  CHECK(IsServiceType("svc"));
+  CHECK(IsServiceType("Services"));
+  CHECK(IsServiceType(kServiceTypeName));
+  CHECK_FALSE(IsServiceType("deploy"));
+  CHECK_FALSE(ParseResourceType("svc"));
+
+  const Workload web_svc{"emojivoto", "", kServiceOwnerKind, "web-svc"};
+  CHECK(ServiceOf(web_svc) == ResourceKey{"emojivoto", "web-svc"});
+  CHECK_FALSE(ServiceOf(Workload{"emojivoto", "web-5d8f", "Deployment", "web"}));
+  CHECK_FALSE(ServiceOf(Workload{"", "", "External", "external"}));
+  // Not a pod: no workload type claims it.
+  for (ResourceType type : {ResourceType::kPod, ResourceType::kDeployment}) {
+    CHECK_FALSE(ResourceOf(web_svc, type));
+  }
+}
+
 TEST_CASE("Selectors match by namespace and name, namespaces by name only", "[unit]") {
   const Selector all_deployments{ResourceType::kDeployment, "", ""};
   const Selector in_emojivoto{ResourceType::kDeployment, "emojivoto", ""};

@@ -95,6 +95,8 @@ v1::MetricsDelta ToProto(const metrics::Delta& delta,
     to->set_source(identity_of(key.source));
     to->set_destination(identity_of(key.destination));
     to->set_direction(ToProto(key.direction));
+    // 0 is External's id, never a Service: no Service dialled, nothing sent.
+    if (key.service != 0) to->set_service(identity_of(key.service));
   };
   for (const metrics::RequestSample& sample : delta.requests) {
     v1::RequestSeries& series = *out.add_requests();
@@ -134,6 +136,21 @@ Workload WorkloadOf(const v1::Identity& identity) {
 
 Workload WorkloadOf(const metrics::Identity& identity) {
   return Workload{identity.namespace_name, identity.pod, identity.owner_kind, identity.owner_name};
+}
+
+std::string_view PodStateName(v1::PodState state) {
+  switch (state) {
+    case v1::UNMESHED:
+      return "unmeshed";
+    case v1::ENROLLED:
+      return "enrolled";
+    case v1::PENDING:
+      return "pending";
+    case v1::FAILED:
+      return "failed";
+    default:
+      return "unknown";
+  }
 }
 
 }  // namespace nodemesh::wire

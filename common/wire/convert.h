@@ -40,4 +40,7 @@ v1::MetricsDelta ToProto(const metrics::Delta& delta,
 Workload WorkloadOf(const v1::Identity& identity);
 Workload WorkloadOf(const metrics::Identity& identity);
 
+// "unmeshed", "enrolled", "pending", "failed": the word the admin API and meshctl use.
+std::string_view PodStateName(v1::PodState state);
+
 }  // namespace nodemesh::wire

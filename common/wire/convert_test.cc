@@ -65,5 +65,43 @@ TEST_CASE("a delta names each identity and route once, and series refer to them"
   CHECK(proto.tcp(1).traffic().direction() == v1::INBOUND);
 }
 
+TEST_CASE("the Service a connection was dialled to travels with its key, once", "[unit]") {
+  const metrics::Identity names[] = {metrics::ExternalIdentity(),
+                                     {"emojivoto", "web-1", "Deployment", "web", "web", "n1"},
+                                     {"emojivoto", "voting-1", "Deployment", "voting", "v", "n2"},
+                                     {"emojivoto", "", "Service", "voting-svc", "", ""}};
+  const std::string routes[] = {"GET /"};
+  metrics::Delta delta;
+  // Reached a pod through the Service; the Service's NAT unknown (External); no Service.
+  delta.tcp.push_back({{1, 2, metrics::Direction::kOutbound, 3}, 1, 0, 0, 1, 0, 0, {}});
+  delta.tcp.push_back({{1, 0, metrics::Direction::kOutbound, 3}, 1, 0, 0, 1, 0, 0, {}});
+  delta.requests.push_back({{{1, 2, metrics::Direction::kOutbound, 3}, 0}, 4});
+  delta.tcp.push_back({{1, 2, metrics::Direction::kOutbound}, 1, 0, 0, 1, 0, 0, {}});
+
+  const v1::MetricsDelta proto = ToProto(
+      delta, [&](uint32_t id) { return names[id]; }, [&](uint32_t id) { return routes[id]; }, 1);
+  REQUIRE(proto.identities_size() == 4);
+  const auto identity_at = [&](uint32_t index) { return FromProto(proto.identities(index)); };
+  REQUIRE(proto.tcp(0).traffic().has_service());
+  CHECK(identity_at(proto.tcp(0).traffic().service()) == names[3]);
+  CHECK(identity_at(proto.tcp(0).traffic().destination()) == names[2]);
+  REQUIRE(proto.tcp(1).traffic().has_service());
+  CHECK(proto.tcp(1).traffic().service() == proto.tcp(0).traffic().service());
+  CHECK(identity_at(proto.tcp(1).traffic().destination()) == metrics::ExternalIdentity());
+  REQUIRE(proto.requests(0).traffic().has_service());
+  CHECK(identity_at(proto.requests(0).traffic().service()) == names[3]);
+  // No Service: the field is absent, as from an agent that predates it.
+  CHECK_FALSE(proto.tcp(2).traffic().has_service());
+
+  // An old reader skips the unknown field; a new reader of old bytes sees no Service.
+  v1::TrafficKey old_key;
+  old_key.set_source(1);
+  old_key.set_destination(2);
+  old_key.set_direction(v1::OUTBOUND);
+  v1::TrafficKey parsed;
+  REQUIRE(parsed.ParseFromString(old_key.SerializeAsString()));
+  CHECK_FALSE(parsed.has_service());
+}
+
 }  // namespace
 }  // namespace nodemesh::wire
