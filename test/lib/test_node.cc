@@ -37,6 +37,8 @@ constexpr std::string_view kEtcNetnsDir = "/etc/netns";
 constexpr std::string_view kSysClassNet = "/sys/class/net";
 constexpr int kPrefixLength = 24;
 constexpr int kLastHostOctet = 254;
+// Services' cluster IPs: 10.96.N.<kFirstServiceOctet...>, N the pod subnet's.
+constexpr int kFirstServiceOctet = 10;
 // Bounds every wait for the kernel during cleanup, so a stuck resource costs a warning
 // instead of a hung test.
 constexpr auto kCleanupTimeout = std::chrono::seconds(10);
@@ -129,6 +131,37 @@ std::optional<std::string> IdOfCgroup(std::string_view name) {
   const std::string_view id = name.substr(kCgroupPrefix.size());
   if (!IsHex4(id)) return std::nullopt;
   return std::string(id);
+}
+
+// The run id of an nftables table of ours ("nodemesh-test-<id>", family ip).
+std::optional<std::string> IdOfNatTable(std::string_view name) { return IdOfCgroup(name); }
+
+// Where nft is, if it is installed: machines without it cannot have tables of ours.
+const std::optional<std::string>& NftPath() {
+  static const std::optional<std::string> path = []() -> std::optional<std::string> {
+    for (const char* candidate : {"/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"}) {
+      if (::access(candidate, X_OK) == 0) return std::string(candidate);
+    }
+    return std::nullopt;
+  }();
+  return path;
+}
+
+// The names of the ip-family nftables tables of the host netns.
+std::vector<std::string> NatTables() {
+  std::vector<std::string> names;
+  if (!NftPath()) return names;
+  std::istringstream lines(
+      RunCommand({*NftPath(), "list", "tables", "ip"}, kCommandTimeout).output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    std::string table, family, name;
+    if (words >> table >> family >> name && table == "table" && family == "ip") {
+      names.push_back(name);
+    }
+  }
+  return names;
 }
 
 std::optional<std::string> IdOfMarker(std::string_view name) {
@@ -392,6 +425,9 @@ void RemoveAllWithId(const std::string& id) noexcept {
     for (const std::string& name : ListDirectory(kEtcNetnsDir)) {
       if (IdOfNetns(name) == id) RemoveEtcNetns(name);
     }
+    for (const std::string& name : NatTables()) {
+      if (IdOfNatTable(name) == id) RunAndWarn({*NftPath(), "delete", "table", "ip", name});
+    }
     RemoveCgroupTree(cgroup_root);
   } catch (const std::exception& e) {
     Warn("cleanup of run {}: {}", id, e.what());
@@ -413,6 +449,9 @@ void SweepLocked() {
   collect(kNetnsDir, IdOfNetns);
   collect(kEtcNetnsDir, IdOfNetns);
   collect(CgroupMount(), IdOfCgroup);
+  for (const std::string& name : NatTables()) {
+    if (std::optional<std::string> id = IdOfNatTable(name)) ids.insert(*id);
+  }
   for (const std::string& id : ids) {
     const std::optional<Marker> marker = ReadMarker(id);
     if (marker && OwnerAlive(*marker)) continue;
@@ -465,6 +504,10 @@ std::vector<std::pair<uint32_t, int>> HostIpv4Prefixes() {
 
 uint32_t SubnetBase(int index) {
   return (10u << 24) | (77u << 16) | (static_cast<uint32_t>(index) << 8);
+}
+
+uint32_t ServiceBase(int index) {
+  return (10u << 24) | (96u << 16) | (static_cast<uint32_t>(index) << 8);
 }
 
 std::string FormatIpv4(uint32_t address) {
@@ -577,7 +620,9 @@ CommandResult Pod::RunCommand(std::vector<std::string> argv, std::chrono::millis
 
 // ---- PodNetwork ----
 
-PodNetwork::PodNetwork() {
+std::string Service::target() const { return fmt::format("{}:{}", cluster_ip, port); }
+
+PodNetwork::PodNetwork(PodNetworkOptions options) : options_(options) {
   if (::geteuid() != 0) {
     throw std::runtime_error(
         "PodNetwork needs root (netns, veth, bridge and cgroup creation): run kernel tests as "
@@ -614,6 +659,17 @@ void PodNetwork::CreateBridge() {
   RunOrThrow({"ip", "link", "add", "name", bridge_, "address", mac, "type", "bridge"});
   RunOrThrow({"ip", "addr", "add", fmt::format("{}/{}", gateway_, kPrefixLength), "dev", bridge_});
   RunOrThrow({"ip", "link", "set", bridge_, "up"});
+  if (options_.routed) {
+    // The bridge's own setting, gone with it: the host's global ip_forward is not touched.
+    const std::string forwarding = fmt::format("/proc/sys/net/ipv4/conf/{}/forwarding", bridge_);
+    std::ofstream(forwarding) << "1";
+    if (ReadFile(forwarding) != "1\n") {
+      throw std::runtime_error(fmt::format("cannot enable forwarding in {}", forwarding));
+    }
+    RunOrThrow({"ip", "route", "add",
+                fmt::format("{}/{}", FormatIpv4(ServiceBase(subnet_index_)), kPrefixLength), "dev",
+                bridge_});
+  }
   if (::mkdir(cgroup_root_.c_str(), 0755) != 0) {
     throw std::runtime_error(fmt::format("cannot create cgroup {}: {}", cgroup_root_, Errno()));
   }
@@ -639,6 +695,74 @@ void PodNetwork::Teardown() noexcept {
   } catch (const std::exception& e) {
     Warn("cleanup: cannot remove the marker of run {}: {}", id_, e.what());
   }
+}
+
+std::string PodNetwork::nat_table() const { return fmt::format("{}{}", kCgroupPrefix, id_); }
+
+const Service& PodNetwork::AddService(ServiceSpec spec) {
+  if (!options_.routed) {
+    throw std::invalid_argument(
+        "Services need a routed pod network (PodNetworkOptions::routed): on a plain bridge "
+        "a backend's replies would bypass the host's NAT");
+  }
+  if (!NftPath()) throw std::runtime_error("Services need nft (apt-get install nftables)");
+  if (!IsDnsLabel(spec.name) || !IsDnsLabel(spec.namespace_name) || spec.backends.empty()) {
+    throw std::invalid_argument(
+        fmt::format("service {}/{}: names must be DNS labels, and it needs backends",
+                    spec.namespace_name, spec.name));
+  }
+  const int octet = kFirstServiceOctet + static_cast<int>(services_.size());
+  if (octet > kLastHostOctet) throw std::runtime_error("no cluster IP left for a Service");
+  for (const auto& other : services_) {
+    if (other->name == spec.name) {
+      throw std::invalid_argument(fmt::format("a service named {} already exists", spec.name));
+    }
+  }
+  auto service = std::make_unique<Service>();
+  static_cast<ServiceSpec&>(*service) = std::move(spec);
+  service->cluster_ip = FormatIpv4(ServiceBase(subnet_index_) | static_cast<uint32_t>(octet));
+  service->chain = "svc-" + service->name;
+  const std::string table = nat_table();
+  if (!nat_table_created_) {
+    RunOrThrow({*NftPath(), "add table ip " + table});
+    nat_table_created_ = true;
+    RunOrThrow({*NftPath(), "add chain ip " + table +
+                                " prerouting { type nat hook prerouting priority dstnat; "
+                                "policy accept; }"});
+  }
+  RunOrThrow({*NftPath(), fmt::format("add chain ip {} {}", table, service->chain)});
+  AddServiceRules(*service);
+  RunOrThrow({*NftPath(), fmt::format("add rule ip {} prerouting ip daddr {} tcp dport {} jump {}",
+                                      table, service->cluster_ip, service->port, service->chain)});
+  services_.push_back(std::move(service));
+  return *services_.back();
+}
+
+void PodNetwork::AddServiceRules(const Service& service) {
+  std::vector<std::string> entries;
+  for (size_t i = 0; i < service.backends.size(); ++i) {
+    const std::string& backend = service.backends[i];
+    const size_t colon = backend.rfind(':');
+    if (colon == std::string::npos) {
+      throw std::invalid_argument(fmt::format("backend '{}' is not ip:port", backend));
+    }
+    entries.push_back(
+        fmt::format("{} : {} . {}", i, backend.substr(0, colon), backend.substr(colon + 1)));
+  }
+  // In turn (numgen inc), so that a test knows which connection goes where.
+  RunOrThrow({*NftPath(), fmt::format("add rule ip {} {} meta l4proto tcp dnat ip addr . port to "
+                                      "numgen inc mod {} map {{ {} }}",
+                                      nat_table(), service.chain, service.backends.size(),
+                                      fmt::join(entries, ", "))});
+}
+
+void PodNetwork::RemoveServiceNat(const Service& service) {
+  RunOrThrow({*NftPath(), fmt::format("flush chain ip {} {}", nat_table(), service.chain)});
+}
+
+void PodNetwork::RestoreServiceNat(const Service& service) {
+  RemoveServiceNat(service);
+  AddServiceRules(service);
 }
 
 PodNetwork::PodAddress PodNetwork::AllocatePodAddress() {
@@ -777,8 +901,12 @@ void TestNode::CreatePodResources(Pod& pod) {
   RunOrThrow({"ip", "link", "add", pod.host_veth, "type", "veth", "peer", "name", "eth0", "netns",
               pod.netns_name});
   RunOrThrow({"ip", "link", "set", pod.host_veth, "master", network_.bridge(), "up"});
-  RunOrThrow({"ip", "-n", pod.netns_name, "addr", "add",
-              fmt::format("{}/{}", pod.ip, kPrefixLength), "dev", "eth0"});
+  // Routed: no on-link route for the /24 (see PodNetworkOptions::routed).
+  std::vector<std::string> add_address = {
+      "ip",  "-n",  pod.netns_name, "addr", "add", fmt::format("{}/{}", pod.ip, kPrefixLength),
+      "dev", "eth0"};
+  if (network_.routed()) add_address.push_back("noprefixroute");
+  RunOrThrow(add_address);
   if (!pod.ip6.empty()) {
     // nodad: usable at once, not after duplicate address detection.
     RunOrThrow({"ip", "-n", pod.netns_name, "addr", "add", fmt::format("{}/64", pod.ip6), "dev",
@@ -786,6 +914,16 @@ void TestNode::CreatePodResources(Pod& pod) {
   }
   RunOrThrow({"ip", "-n", pod.netns_name, "link", "set", "lo", "up"});
   RunOrThrow({"ip", "-n", pod.netns_name, "link", "set", "eth0", "up"});
+  if (network_.routed()) {
+    RunOrThrow({"ip", "-n", pod.netns_name, "route", "add", network_.gateway(), "dev", "eth0",
+                "scope", "link"});
+    RunOrThrow(
+        {"ip", "-n", pod.netns_name, "route", "add", network_.subnet(), "via", network_.gateway()});
+    // The host would tell the pod to go direct (the backend is on the same link), and the
+    // replies would then bypass its NAT.
+    RunOrThrow({"ip", "netns", "exec", pod.netns_name, "sysctl", "-q", "-w",
+                "net.ipv4.conf.all.accept_redirects=0", "net.ipv4.conf.eth0.accept_redirects=0"});
+  }
   RunOrThrow({"ip", "-n", pod.netns_name, "route", "add", "default", "via", network_.gateway()});
   std::error_code error;
   fs::create_directories(fs::path(pod.hosts_file).parent_path(), error);
@@ -840,6 +978,15 @@ std::string TestNode::InventoryJson() const {
     });
   }
   nlohmann::ordered_json inventory = {{"pods", pods}};
+  if (!network_.services().empty()) {
+    nlohmann::ordered_json services = nlohmann::ordered_json::array();
+    for (const auto& service : network_.services()) {
+      services.push_back({{"namespace", service->namespace_name},
+                          {"name", service->name},
+                          {"clusterIPs", nlohmann::ordered_json::array({service->cluster_ip})}});
+    }
+    inventory["services"] = services;
+  }
   return inventory.dump() + "\n";
 }
 

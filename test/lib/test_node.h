@@ -14,9 +14,15 @@
 //   Process server = web.Run({"/usr/bin/python3", "-m", "http.server", "8080"});
 //   node_a.WriteInventory(dir + "/pods.json");  // the agent's local inventory
 //
+// A routed network (PodNetworkOptions::routed) sends pod-to-pod traffic through the host's
+// IP stack instead of straight across the bridge, as on a node where kube-proxy's NAT must
+// see both directions of a connection; on it, AddService makes kube-proxy-style Services:
+// cluster IPs in 10.96.N.0/24 DNATed (nftables, in the host netns) to pods.
+//
 // Every resource of a run carries the network's id: bridge nmt<id>br, host-side veths
 // nmt<id>p<n>, netns nmt<id>-<pod>, /etc/netns/nmt<id>-<pod>/, cgroups under
-// <cgroup2 mount>/nodemesh-test-<id>/, and the owner marker
+// <cgroup2 mount>/nodemesh-test-<id>/, the nftables table ip nodemesh-test-<id> (Services),
+// and the owner marker
 // /run/nodemesh-test/<id>.owner ("pid=<pid> start=<start time in ticks> subnet=<N>").
 // Destructors remove all of it, killing whatever still runs in the pods. Runs that died
 // before they could clean up are swept when the next PodNetwork is created: any id whose
@@ -87,11 +93,39 @@ struct Pod : PodSpec {
                            Process::Options options = {}) const;
 };
 
+struct PodNetworkOptions {
+  // Pods reach each other through the host (IPv4): each pod routes the /24 via the gateway
+  // (a link route to the gateway, the /24 via it, ICMP redirects ignored inside the pod),
+  // and the host forwards on the bridge (net.ipv4.conf.<bridge>.forwarding=1, a setting of
+  // the bridge alone: the host's global ip_forward is left as it is). So the host's
+  // netfilter sees both directions of every pod-to-pod connection, whether or not the
+  // machine has br_netfilter, and a Service's DNAT is undone on the replies even when client
+  // and backend share the bridge. Also routes 10.96.N.0/24 (the Services' cluster IPs) to
+  // the bridge, so that a cluster IP without NAT never leaves the machine.
+  bool routed = false;
+};
+
+// A kube-proxy-style Service of a routed network.
+struct ServiceSpec {
+  std::string namespace_name = "default";
+  std::string name{};
+  uint16_t port = 80;
+  // "ip:port" of each pod it sends connections to, taken in turn (nft numgen inc).
+  std::vector<std::string> backends{};
+};
+
+struct Service : ServiceSpec {
+  std::string cluster_ip;      // 10.96.N.x
+  std::string chain;           // its nftables chain in the network's table
+  std::string target() const;  // "cluster_ip:port"
+};
+
 class PodNetwork {
  public:
   // Sweeps stale runs, picks a free id and subnet, and creates the bridge. Throws
   // std::runtime_error (after cleaning up what it made) if that fails.
-  PodNetwork();
+  PodNetwork() : PodNetwork(PodNetworkOptions{}) {}
+  explicit PodNetwork(PodNetworkOptions options);
   // Every TestNode on this network must be destroyed first.
   ~PodNetwork();
   PodNetwork(const PodNetwork&) = delete;
@@ -103,6 +137,20 @@ class PodNetwork {
   const std::string& gateway() const { return gateway_; }  // 10.77.N.1, on the bridge
   // <cgroup2 mount>/nodemesh-test-<id>: the nodes' subtrees are below it.
   const std::string& cgroup_root() const { return cgroup_root_; }
+  bool routed() const { return options_.routed; }
+
+  // Services (routed networks only). AddService gives the next cluster IP of 10.96.N.0/24
+  // and DNATs connections to cluster_ip:port (from pods, in the host's prerouting) to the
+  // backends in turn. Nodes list the network's Services in their inventories: add them
+  // before writing one (or changing it, which rewrites it). Throws std::runtime_error.
+  const Service& AddService(ServiceSpec spec);
+  // Takes the Service's DNAT away (the Service stays listed): its cluster IP is then dialled
+  // as it is, routed to the bridge. RestoreServiceNat puts it back.
+  void RemoveServiceNat(const Service& service);
+  void RestoreServiceNat(const Service& service);
+  const std::vector<std::unique_ptr<Service>>& services() const { return services_; }
+  // "nodemesh-test-<id>": the nftables table (family ip) of the Services' NAT.
+  std::string nat_table() const;
 
  private:
   friend class TestNode;
@@ -118,6 +166,9 @@ class PodNetwork {
   void RemoveFromHosts(const Pod* pod) noexcept;
   void WriteHostsFiles() const;
 
+  void AddServiceRules(const Service& service);
+
+  const PodNetworkOptions options_;
   std::string id_;
   int subnet_index_ = -1;
   std::string bridge_;
@@ -128,6 +179,8 @@ class PodNetwork {
   int next_veth_ = 0;
   std::set<std::string> node_names_;
   std::vector<const Pod*> pods_;  // of every node, for the hosts files
+  std::vector<std::unique_ptr<Service>> services_;
+  bool nat_table_created_ = false;
 };
 
 class TestNode {
@@ -151,9 +204,10 @@ class TestNode {
   const Pod& pod(std::string_view name) const;  // throws std::out_of_range
   std::vector<const Pod*> pods() const;
 
-  // The node's pods in the agent's local inventory format:
+  // The node's pods in the agent's local inventory format, with the network's Services:
   // {"pods":[{"namespace":…,"name":…,"owner":{"kind":…,"name":…},"labels":{…},
-  //   "serviceAccount":…,"ips":[…],"cgroup":…,"netns":…,"meshed":…}]}
+  //   "serviceAccount":…,"ips":[…],"cgroup":…,"netns":…,"meshed":…}],
+  //  "services":[{"namespace":…,"name":…,"clusterIPs":[…]}]}
   std::string InventoryJson() const;
   // Writes the inventory to `path` (temp file + rename) and keeps it current: AddPod and
   // SetMeshed rewrite it the same way, so a watcher sees each change as one rename.

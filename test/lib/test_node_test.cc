@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -181,6 +182,68 @@ TEST_CASE("a pod on one node reaches a server in a pod on the other node") {
   CHECK(server.WaitForOutput(cluster.network.gateway() + " - - [", 5s));
 }
 
+// A routed network with a Service of two backends: its cluster IP reaches each in turn,
+// without any agent, and a backend's replies come back through the host's NAT though client
+// and backend share the bridge.
+TEST_CASE("a routed network's Service reaches its backends in turn through the host's NAT") {
+  RequireRoot("kernel");
+  std::string table;
+  {
+    PodNetwork network({.routed = true});
+    TestNode node(network, "node-a");
+    const Pod& client = node.AddPod({.name = "client-1", .owner_name = "client"});
+    const Pod& backend_a = node.AddPod({.name = "web-a", .owner_name = "web"});
+    const Pod& backend_b = node.AddPod({.name = "web-b", .owner_name = "web"});
+    TempDir docroot_a, docroot_b;
+    WriteFile(docroot_a.path() + "/who", "web-a\n");
+    WriteFile(docroot_b.path() + "/who", "web-b\n");
+    Process server_a = StartHttpServer(backend_a, docroot_a.path());
+    Process server_b = StartHttpServer(backend_b, docroot_b.path());
+    const Service& service =
+        network.AddService({.name = "web-svc",
+                            .port = 80,
+                            .backends = {backend_a.ip + ":8080", backend_b.ip + ":8080"}});
+    table = network.nat_table();
+    CHECK(service.cluster_ip.starts_with("10.96."));
+    const std::string url = "http://" + service.target() + "/who";
+
+    // Pod to pod goes through the host too: the server sees the client's own address.
+    REQUIRE(FetchWhenUp(client, "http://" + backend_a.ip + ":8080/who").output == "web-a\n");
+    REQUIRE(FetchWhenUp(client, "http://" + backend_b.ip + ":8080/who").output == "web-b\n");
+    std::set<std::string> answered;
+    for (int i = 0; i < 4; ++i) {
+      const CommandResult fetched = client.RunCommand({"curl", "-sS", "--max-time", "5", url});
+      INFO("curl: " << fetched.output);
+      REQUIRE(fetched.exit_code == 0);
+      answered.insert(fetched.output);
+    }
+    CHECK(answered == std::set<std::string>{"web-a\n", "web-b\n"});
+    CHECK(server_a.WaitForOutput(client.ip + " - - [", 5s));
+    CHECK(server_b.WaitForOutput(client.ip + " - - [", 5s));
+    CHECK(Run({"nft", "list", "table", "ip", table}).find(service.cluster_ip) != std::string::npos);
+
+    // Without its NAT the cluster IP belongs to no one: routed to the bridge, unanswered.
+    network.RemoveServiceNat(service);
+    CHECK(client.RunCommand({"curl", "-sS", "--max-time", "2", url}).exit_code != 0);
+    network.RestoreServiceNat(service);
+    CHECK(client.RunCommand({"curl", "-sS", "--max-time", "5", url}).exit_code == 0);
+
+    // The node's inventory lists the Service.
+    const nlohmann::json inventory = nlohmann::json::parse(node.InventoryJson());
+    REQUIRE(inventory["services"].size() == 1);
+    CHECK(inventory["services"][0]["name"] == "web-svc");
+    CHECK(inventory["services"][0]["clusterIPs"][0] == service.cluster_ip);
+  }
+  CHECK(Run({"nft", "list", "tables", "ip"}).find(table) == std::string::npos);
+}
+
+TEST_CASE("a Service needs a routed network") {
+  RequireRoot("kernel");
+  PodNetwork network;
+  CHECK_THROWS_AS(network.AddService({.name = "web-svc", .backends = {"10.77.0.11:8080"}}),
+                  std::invalid_argument);
+}
+
 TEST_CASE("the inventory lists the node's pods in the agent's format") {
   Cluster cluster;
   TempDir dir;
@@ -341,6 +404,10 @@ TEST_CASE("a new pod network sweeps what a dead run left behind") {
                                       .netns_path = "/var/run/netns/" + netns});
   WriteMarker(dead, "0");  // a start time no live process has
 
+  // Its Services' NAT, if nft is here.
+  const bool have_nft = ::access("/usr/sbin/nft", X_OK) == 0;
+  if (have_nft) Run({"nft", "add", "table", "ip", "nodemesh-test-" + dead});
+
   // No marker at all: a crash between removing resources and the marker is impossible,
   // but a resource of an id without one can only be a leftover.
   const std::string unmarked = UnusedId();
@@ -358,6 +425,9 @@ TEST_CASE("a new pod network sweeps what a dead run left behind") {
   CHECK_FALSE(Exists("/sys/class/net/nmt" + dead + "br"));
   CHECK_FALSE(Exists("/sys/class/net/nmt" + dead + "p0"));
   CHECK_FALSE(Exists(cgroup));
+  if (have_nft) {
+    CHECK(Run({"nft", "list", "tables", "ip"}).find("nodemesh-test-" + dead) == std::string::npos);
+  }
   CHECK_FALSE(Exists(std::string(kTestStateDir) + "/" + dead + ".owner"));
   CHECK_FALSE(Exists("/sys/class/net/nmt" + unmarked + "br"));
 }
