@@ -277,7 +277,7 @@ TEST_CASE("Stat --from and --to take the callers' view, inbound only for unmeshe
   CHECK(Row(pods, "voting-1").requests() == 40);
 }
 
-TEST_CASE("Unmeshed servers are seen only outbound; the other side counts pair by pair", "[unit]") {
+TEST_CASE("Unmeshed servers are seen only outbound: the other side counts pair by pair", "[unit]") {
   Fixture fixture;
   const Cast& cast = fixture.cast;
   // A rollout half way: voting-2 is not enrolled yet, nor is legacy at all.
@@ -324,7 +324,7 @@ TEST_CASE("Unmeshed servers are seen only outbound; the other side counts pair b
   CHECK(Row(fixture.Stat(Resource("deploy", "voting"), 30), "voting").requests() == 13);
 }
 
-TEST_CASE("Stat svc: per Service, what its callers dialled to it; --to svc/NAME its callers",
+TEST_CASE("Stat svc: per Service, what its callers dialled to it: --to svc/NAME its callers",
           "[unit]") {
   Fixture fixture;
   const Cast& cast = fixture.cast;
@@ -460,7 +460,7 @@ TEST_CASE("A pair its named side reported only over TCP is reported, for routes 
   CHECK(fixture.Routes(RoutesRequest(Resource("deploy", "voting"))).routes_size() == 0);
 }
 
-TEST_CASE("Open connections are each series' latest gauge; TCP alone makes traffic", "[unit]") {
+TEST_CASE("Open connections are each series' latest gauge: TCP alone makes traffic", "[unit]") {
   Fixture fixture;
   const Cast& cast = fixture.cast;
   fixture.AddPods("node-b", {cast.voting});
@@ -558,7 +558,7 @@ TEST_CASE("Stat groups by each resource type: pod, deployment, statefulset, daem
   CHECK(Row(fixture.Stat(from_web), "db").requests() == 30);
 }
 
-TEST_CASE("MESHED counts enrolled pods out of running ones; resources without traffic are rows",
+TEST_CASE("MESHED counts enrolled pods out of running ones: resources without traffic are rows",
           "[unit]") {
   Fixture fixture;
   const Cast& cast = fixture.cast;
@@ -820,7 +820,7 @@ TEST_CASE("ListPods lists the namespace's pods, or all, with their nodes, and ev
   CHECK(none.nodes_size() == 3);
 }
 
-TEST_CASE("Selectors take any spelling of a type; bad ones are INVALID_ARGUMENT naming the field",
+TEST_CASE("Selectors take any spelling of a type: bad ones are INVALID_ARGUMENT naming the field",
           "[unit]") {
   const absl::StatusOr<Selector> deployments = ToSelector(Resource("Deployments", "web"), "to");
   REQUIRE(deployments.ok());

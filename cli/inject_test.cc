@@ -180,7 +180,7 @@ TEST_CASE("inject by statefulset, pod and namespace", "[inject]") {
   }
 }
 
-TEST_CASE("every node's inventory that lists the pod is edited; one line per pod", "[inject]") {
+TEST_CASE("every node's inventory that lists the pod is edited: one line per pod", "[inject]") {
   TempDir dir;
   const std::string node1 = dir.Write("node-1.json", kCompact);
   const std::string node2 = dir.Write("node-2.json", kCompact);

@@ -282,7 +282,7 @@ TEST_CASE("stat ns lists namespaces without a NAMESPACE column", "[meshctl][stat
   CHECK(selector.namespace_().empty());
 }
 
-TEST_CASE("stat svc asks for Services; --to svc/NAME for their callers", "[meshctl][stat]") {
+TEST_CASE("stat svc asks for Services: --to svc/NAME for their callers", "[meshctl][stat]") {
   FakeAggregator aggregator;
   aggregator.api.stat_response = ReadTextProto<v1::StatSummaryResponse>("stat_services.textproto");
   const Result services = Run(With({"stat", "svc", "-n", "emojivoto"}, aggregator));

@@ -462,7 +462,7 @@ TEST_CASE("relay: an upstream that does not answer in time resets the applicatio
   CHECK(ReceiveAll(app.get()).error == ECONNRESET);
 }
 
-TEST_CASE("relay: an idle connection is closed at its deadline; activity postpones it", "[unit]") {
+TEST_CASE("relay: an idle connection is closed at its deadline: activity postpones it", "[unit]") {
   Loop loop;
   TcpHop hop(loop);
   loop.Advance(kIdleTimeout * 6 / 10);

@@ -91,7 +91,7 @@ TEST_CASE("an explicit kubeconfig: server, CA data, token, the context's namespa
   CHECK(config->source == fmt::format("kubeconfig {}, context kind-dev", path));
 }
 
-TEST_CASE("file fields are relative to the kubeconfig's directory; data fields are decoded",
+TEST_CASE("file fields are relative to the kubeconfig's directory: data fields are decoded",
           "[kube]") {
   TempDir dir;
   std::filesystem::create_directories(dir.path() + "/kube/pki");

@@ -25,7 +25,7 @@ TEST_CASE("every way a stream ends has its tap reason", "[unit]") {
   CHECK(ToProto(parsers::EndReason::kAborted) == v1::TapEnd::ABORTED);
 }
 
-TEST_CASE("histograms keep their buckets; buckets outside the layout are dropped", "[unit]") {
+TEST_CASE("histograms keep their buckets: buckets outside the layout are dropped", "[unit]") {
   const metrics::SparseHistogram histogram{{{3, 7}, {700, 1}}, 12345};
   v1::Histogram proto = ToProto(histogram);
   CHECK(proto.sum_ns() == 12345);

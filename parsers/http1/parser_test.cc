@@ -177,7 +177,7 @@ TEST_CASE("http1: 204 and 304 have no body") {
   CHECK(ends[1].response_bytes == 0);
 }
 
-TEST_CASE("http1: 100-continue is informational; the final response ends the request") {
+TEST_CASE("http1: 100-continue is informational: the final response ends the request") {
   Conversation c;
   c.Client("PUT /big HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
   c.Server("HTTP/1.1 100 Continue\r\n\r\n");

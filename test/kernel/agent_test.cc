@@ -719,7 +719,7 @@ int AgentListenersIn(const Pod& pod) {
   return count;
 }
 
-TEST_CASE("a pod whose enrolment fails at its last step leaves nothing behind; a retry enrols it") {
+TEST_CASE("a pod whose enrolment fails at its last step leaves nothing behind: a retry enrols it") {
   Cluster cluster;
   cluster.node_a.SetMeshed(cluster.server, false);
   Process server = StartEchoServer(cluster.server, kEchoPort);
