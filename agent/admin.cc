@@ -5,6 +5,7 @@
 
 #include "agent/agent.h"
 #include "common/base/log.h"
+#include "common/wire/convert.h"
 
 namespace nodemesh::agent {
 namespace {
@@ -41,6 +42,13 @@ nlohmann::json ProxyTotals(const std::vector<std::unique_ptr<Worker>>& workers) 
     add("protocol_switches", o.protocol_switches);
     add("requests", o.requests);
     add("stream_ends", o.stream_ends);
+    // Connections dialled to a Service: the pod its NAT chose found, not found, or not asked.
+    if (const ConntrackStats* c = worker->conntrack_stats()) {
+      add("service_translated", c->translated);
+      add("service_not_translated", c->not_translated);
+      add("service_lookup_failed", c->failed);
+    }
+    add("service_lookup_unavailable", s.service_lookups_unavailable);
   }
   totals["active"] = totals["accepted_outbound"].get<uint64_t>() +
                      totals["accepted_inbound"].get<uint64_t>() - totals["closed"].get<uint64_t>();
@@ -66,7 +74,11 @@ void Agent::ServeAdmin(HttpServer& server) {
     for (uint32_t i = 0; i < NM_COUNTER_COUNT; ++i) {
       kernel[std::string(CounterName(static_cast<nm_counter>(i)))] = counters[i];
     }
-    return JsonResponse({{"node", options_.node}, {"proxy", proxy}, {"kernel", kernel}});
+    nlohmann::json response = {{"node", options_.node}, {"proxy", proxy}, {"kernel", kernel}};
+    if (const InventorySource* source = source_.load(std::memory_order_acquire)) {
+      if (nlohmann::json status = source->Status(); !status.empty()) response["kubernetes"] = status;
+    }
+    return JsonResponse(response);
   });
   server.Handle("/pods", [this](const HttpRequest&) {
     std::lock_guard lock(mutex_);
@@ -90,6 +102,10 @@ void Agent::ServeAdmin(HttpServer& server) {
       if (const auto failed = not_enrolled_.find(info.key()); failed != not_enrolled_.end()) {
         pod["enrolment_error"] = failed->second;
       }
+      const PodStatus status = StatusOf(info);
+      pod["state"] = wire::PodStateName(status.state);
+      pod["state_reason"] = status.reason;
+      if (!info.uid.empty()) pod["uid"] = info.uid;
       pods.push_back(pod);
     }
     return JsonResponse({{"node", options_.node}, {"pods", pods}});

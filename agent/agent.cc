@@ -55,8 +55,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& request
       return status;
     }
   }
-  const AgentTables tables{agent->identities_, agent->routes_, agent->directory_, agent->tap_,
-                           agent->options_.node};
+  const AgentTables tables{agent->identities_, agent->routes_, agent->directory_,
+                           agent->services_,   agent->tap_,    agent->options_.node};
   for (int i = 0; i < options.workers; ++i) {
     agent->workers_.push_back(
         std::make_unique<Worker>(i, agent->options_, *agent->datapath_, *agent->home_, tables));
@@ -90,6 +90,7 @@ Agent::~Agent() {
 }
 
 absl::Status Agent::Run(InventorySource& inventory, int stop_fd) {
+  source_.store(&inventory, std::memory_order_release);
   absl::Status first = absl::OkStatus();
   bool started = false;
   absl::Status status = inventory.Start([&](const Inventory& update) {
@@ -112,8 +113,9 @@ absl::Status Agent::Run(InventorySource& inventory, int stop_fd) {
     }
     if (tick % kForgetEverySeconds == 0) ForgetUnusedIdentities();
   }
-  inventory.Stop();
   if (aggregator_) aggregator_->Stop();
+  source_.store(nullptr, std::memory_order_release);
+  inventory.Stop();
   return absl::OkStatus();
 }
 
@@ -124,7 +126,7 @@ absl::Status Agent::Apply(const Inventory& inventory) {
   RebuildDirectory();
   absl::flat_hash_map<std::string, const PodInfo*> wanted;
   for (const PodInfo& pod : inventory_.pods) {
-    if (pod.meshed && OnThisNode(pod)) wanted[pod.key()] = &pod;
+    if (Enrollable(pod)) wanted[pod.key()] = &pod;
   }
   std::vector<std::string> to_release;
   for (const auto& [key, pod] : enrolled_) {
@@ -153,7 +155,7 @@ std::vector<std::string> Agent::EnrolWanted() {
   std::vector<std::string> errors;
   const PodEnrolment::Context context{options_, *datapath_, *home_, cgroup_mount_, workers_};
   for (const PodInfo& pod : inventory_.pods) {
-    if (!pod.meshed || !OnThisNode(pod) || enrolled_.contains(pod.key())) continue;
+    if (!Enrollable(pod) || enrolled_.contains(pod.key())) continue;
     absl::StatusOr<std::unique_ptr<PodEnrolment>> enrolment = PodEnrolment::Enrol(
         context, next_pod_id_++, PodView{pod, identities_.Intern(IdentityOf(pod))});
     if (enrolment.ok()) {
@@ -221,11 +223,12 @@ void Agent::CollectMetrics() {
 void Agent::ForgetUnusedIdentities() {
   // Under mutex_, nothing is interned meanwhile: every identity in use is either held by
   // what is marked here or by a worker's series, marked worker by worker (a connection a
-  // worker opens after its turn names only identities of pods and the directory).
+  // worker opens after its turn names only identities of pods and the directories).
   std::lock_guard lock(mutex_);
   absl::flat_hash_set<metrics::IdentityTable::Id> in_use;
   for (const auto& [key, pod] : enrolled_) in_use.insert(pod->runtime().view()->identity);
   directory_.AddReferencedIdentities(&in_use);
+  services_.AddReferencedIdentities(&in_use);
   for (const auto& worker : workers_) {
     worker->RunAndWait([&] { worker->AddReferencedIdentities(&in_use); });
   }
@@ -261,6 +264,14 @@ void Agent::RebuildDirectory() {
     for (const IpAddress& ip : pod.ips) directory[ip] = identity;
   }
   directory_.Replace(std::move(directory));
+  // Services by cluster IP: the connections dialled to one are named after it too.
+  ServiceDirectory::Map services;
+  for (const ServiceInfo& service : inventory_.services) {
+    const metrics::IdentityTable::Id identity =
+        identities_.Intern(metrics::ServiceIdentity(service.namespace_name, service.name));
+    for (const IpAddress& ip : service.cluster_ips) services[ip] = identity;
+  }
+  services_.Replace(std::move(services));
 }
 
 std::vector<v1::Pod> Agent::PodsForAggregator() {
@@ -274,8 +285,21 @@ std::vector<v1::Pod> Agent::PodsForAggregator() {
     for (const IpAddress& ip : info.ips) pod.add_ips(ip.ToString());
     pod.set_meshed(info.meshed);
     pod.set_enrolled(enrolled_.contains(info.key()));
+    const PodStatus status = StatusOf(info);
+    pod.set_state(status.state);
+    pod.set_state_reason(status.reason);
   }
   return pods;
+}
+
+Agent::PodStatus Agent::StatusOf(const PodInfo& pod) const {
+  if (!pod.meshed) return {v1::UNMESHED, pod.mesh_reason};
+  if (enrolled_.contains(pod.key())) return {v1::ENROLLED, pod.mesh_reason};
+  if (!pod.pending.empty()) return {v1::PENDING, pod.pending};
+  if (const auto failed = not_enrolled_.find(pod.key()); failed != not_enrolled_.end()) {
+    return {v1::FAILED, failed->second};
+  }
+  return {v1::PENDING, "not enrolled yet"};
 }
 
 uint64_t Agent::ListenerCount() {

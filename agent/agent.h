@@ -7,10 +7,12 @@
 //             into the registry and the aggregator client's queue, refreshes the ports each
 //             pod is captured on and retries pods that failed to enrol; every few seconds it
 //             forgets identities nothing refers to any more.
-//   inventory The source's own thread (inventory/local.h: the file watcher) calls Apply()
+//   inventory The source's own thread (inventory/local.h: the file watcher; kubernetes.h: a
+//             resolver woken by one reflector thread per watched collection) calls Apply()
 //             with every valid version of the inventory; the first one before Run goes on.
 //   workers   One per CPU (proxy/worker.h), each with its epoll loop, its listeners, its
-//             connections (relay + observer), buffers, metric shard and tap outbox. Nothing
+//             connections (relay + observer), buffers, metric shard, tap outbox and
+//             conntrack socket (kernel/conntrack.h, opened in the agent's netns). Nothing
 //             else touches those: other threads hand a worker a task with RunAndWait() and
 //             wait for it to run there (add or remove listeners, collect metrics, list
 //             connections, forget identities).
@@ -20,12 +22,13 @@
 //   http      The admin API and /metrics servers, one thread each: their handlers take
 //             mutex_ or go through RunAndWait like the control thread.
 // Shared state: mutex_ guards the inventory, the enrolments and every interning of an
-// identity; the address directory, pod views and tap subscriptions are immutable snapshots
-// swapped atomically and read without a lock by the workers; the identity and route tables
-// and the registry have their own locks, taken per connection or per second, never per
-// request.
+// identity; the address and Service directories, pod views and tap subscriptions are
+// immutable snapshots swapped atomically and read without a lock by the workers; the
+// identity and route tables and the registry have their own locks, taken per connection or
+// per second, never per request.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -81,13 +84,22 @@ class Agent {
   bool OnThisNode(const PodInfo& pod) const {
     return pod.node.empty() || pod.node == options_.node;
   }
+  // Meshed, on this node, and not waiting for anything outside the agent.
+  bool Enrollable(const PodInfo& pod) const {
+    return pod.meshed && OnThisNode(pod) && pod.pending.empty();
+  }
+  struct PodStatus {
+    v1::PodState state;
+    std::string reason;
+  };
+  PodStatus StatusOf(const PodInfo& pod) const;  // under mutex_
   // Enrols the pods of inventory_ that should be and are not; under mutex_. Returns the
   // failures, one line per pod.
   std::vector<std::string> EnrolWanted();
   std::vector<v1::Pod> PodsForAggregator();
   // Pods of other nodes, from the aggregator: they name peers the inventory does not list.
   void SetClusterPods(const v1::PodList& pods);
-  void RebuildDirectory();  // under mutex_
+  void RebuildDirectory();  // under mutex_; the Services' too
   uint64_t ListenerCount();
 
   const AgentOptions options_;
@@ -98,10 +110,13 @@ class Agent {
   metrics::RouteTable routes_;
   metrics::Registry registry_;
   PeerDirectory directory_;
+  ServiceDirectory services_;
   TapSubscriptions tap_;
   std::vector<std::unique_ptr<Worker>> workers_;
   // Made before anything can call it (Apply tells it of pod changes); started by Run.
   std::unique_ptr<AggregatorClient> aggregator_;
+  // The source Run follows, for /stats; null outside Run.
+  std::atomic<InventorySource*> source_{nullptr};
 
   std::mutex mutex_;  // the fields below, and interning (see the thread map above)
   Inventory inventory_;

@@ -9,6 +9,7 @@
 
 #include "absl/time/time.h"
 #include "agent/agent.h"
+#include "agent/inventory/kubernetes.h"
 #include "agent/inventory/local.h"
 #include "common/base/log.h"
 
@@ -31,6 +32,8 @@ struct DurationValidator : CLI::Validator {
     };
   }
 };
+
+constexpr std::string_view kKubernetes = "kubernetes";
 
 int64_t Nanoseconds(const std::string& text) {
   absl::Duration duration;
@@ -56,6 +59,8 @@ int main(int argc, char** argv) {
   std::string admin_socket = "/run/nodemesh/agent.sock";
   std::string metrics_address = "0.0.0.0:4191";
   std::string l7 = "on";
+  nodemesh::agent::KubernetesOptions kubernetes;
+  std::string watch_stall_timeout = "90s";
 
   CLI::App app{
       "nodemesh node agent: transparently proxies and observes the connections of the "
@@ -64,9 +69,23 @@ int main(int argc, char** argv) {
   app.option_defaults()->always_capture_default();
   app.add_option("--node", options.node, "Name of this node")->required();
   app.add_option("--inventory", options.inventory_path,
-                 "Local pod inventory (JSON), watched for changes")
+                 "Where this node's pods come from: `kubernetes` (the API server), or the path "
+                 "of a local pod inventory (JSON), watched for changes")
       ->required()
-      ->check(CLI::ExistingFile);
+      ->check(CLI::IsMember({std::string(kKubernetes)}) | CLI::ExistingFile);
+  app.add_option("--kubeconfig", kubernetes.kubeconfig,
+                 "With --inventory kubernetes: a kubeconfig to reach the API server with, for an "
+                 "agent outside a pod (default: in-cluster, the pod's service account)");
+  app.add_option("--kube-context", kubernetes.context,
+                 "The kubeconfig's context to use (default: its current-context)");
+  app.add_option("--service-account-dir", kubernetes.service_account_dir,
+                 "In-cluster credentials: the service account's token, ca.crt and namespace");
+  app.add_option("--proc-root", kubernetes.paths.proc_root,
+                 "The host's /proc, where pods' processes and network namespaces are found "
+                 "(mounted elsewhere when the agent does not share the host's pid namespace)");
+  app.add_option("--watch-stall-timeout", watch_stall_timeout,
+                 "An API watch silent for this long (not even a bookmark) is started again")
+      ->check(DurationValidator());
   app.add_option("--aggregator", options.aggregator_address,
                  "HOST:PORT of the aggregator to stream metrics and tap events to");
   app.add_option("--cgroup-root", options.cgroup_root,
@@ -153,8 +172,20 @@ int main(int argc, char** argv) {
   (*metrics)->Start();
   Log(LogLevel::kInfo, "serving /metrics on {}, admin API on {}", (*metrics)->address(),
       admin_socket);
-  nodemesh::agent::LocalInventory inventory(options.inventory_path);
-  if (absl::Status status = (*agent)->Run(inventory, stop_fd); !status.ok()) {
+  std::unique_ptr<nodemesh::agent::InventorySource> inventory;
+  if (options.inventory_path == kKubernetes) {
+    kubernetes.node = options.node;
+    kubernetes.paths.cgroup_root = options.cgroup_root;
+    if (absl::StatusOr<std::string> mount = nodemesh::agent::FindCgroup2Mount(); mount.ok()) {
+      kubernetes.paths.cgroup_mount = *mount;
+    }
+    kubernetes.watch_stall_timeout =
+        std::chrono::milliseconds(Nanoseconds(watch_stall_timeout) / 1'000'000);
+    inventory = std::make_unique<nodemesh::agent::KubernetesInventory>(std::move(kubernetes));
+  } else {
+    inventory = std::make_unique<nodemesh::agent::LocalInventory>(options.inventory_path);
+  }
+  if (absl::Status status = (*agent)->Run(*inventory, stop_fd); !status.ok()) {
     fmt::print(stderr, "nodemesh-agent: {}\n", status.message());
     return 1;
   }

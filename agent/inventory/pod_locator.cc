@@ -55,6 +55,14 @@ bool IsUuid(std::string_view text, char separator) {
   return true;
 }
 
+// What the kubelet names a pod's cgroup after: its UID, or for a static pod the hash of its
+// manifest (32 hex digits, no separators), which the mirror pod's kubernetes.io/config.mirror
+// annotation carries.
+bool IsPodId(std::string_view text, char separator) {
+  if (text.size() == 32) return std::all_of(text.begin(), text.end(), IsLowerHex);
+  return IsUuid(text, separator);
+}
+
 // The parents a systemd pod slice's name spells out, '-' between them: the kubelet's own
 // "kubepods" (below whatever its --cgroup-root adds, like kind's "kubelet"), then at most
 // the QoS class. The kubelet escapes '-' inside a name, so no part is empty.
@@ -296,7 +304,7 @@ std::optional<std::string> PodUidOfCgroupName(std::string_view name) {
   constexpr std::string_view kPod = "pod";
   if (name.starts_with(kPod)) {
     name.remove_prefix(kPod.size());
-    if (!IsUuid(name, '-')) return std::nullopt;
+    if (!IsPodId(name, '-')) return std::nullopt;
     return std::string(name);
   }
   // systemd driver: <parents>-pod<uid, '-' as '_'>.slice.
@@ -308,7 +316,7 @@ std::optional<std::string> PodUidOfCgroupName(std::string_view name) {
   std::string_view leaf = name.substr(last_dash + 1);
   if (!leaf.starts_with(kPod)) return std::nullopt;
   leaf.remove_prefix(kPod.size());
-  if (!IsUuid(leaf, '_') || !IsKubepodsSliceParents(name.substr(0, last_dash))) {
+  if (!IsPodId(leaf, '_') || !IsKubepodsSliceParents(name.substr(0, last_dash))) {
     return std::nullopt;
   }
   std::string uid(leaf);

@@ -83,6 +83,12 @@ TEST_CASE("pod locator: a pod directory's name gives its UID, a container's or a
     INFO(name);
     CHECK(PodUidOfCgroupName(name) == uid);
   }
+  // A static pod's cgroup is named after its manifest's hash (32 hex digits), which its
+  // mirror pod carries in the kubernetes.io/config.mirror annotation.
+  const std::string hash = Replace(uid, "-", "");
+  CHECK(PodUidOfCgroupName("pod" + hash) == hash);
+  CHECK(PodUidOfCgroupName("kubepods-burstable-pod" + hash + ".slice") == hash);
+  CHECK_FALSE(PodUidOfCgroupName("pod" + hash.substr(1)));
   for (const std::string& name :
        {"cri-containerd-" + cid + ".scope",
         "crio-" + cid + ".scope",
@@ -99,7 +105,6 @@ TEST_CASE("pod locator: a pod directory's name gives its UID, a container's or a
         "pod" + Replace(uid, "4f6b", "4F6B"),         // not lowercase
         "pod" + uid + "x",                            // not 36 characters
         "pod" + uid.substr(1),                        // not 36 characters
-        "pod" + Replace(uid, "-", ""),                // 32 digits: a static pod's config hash
         "pod" + Replace(uid, "7a1e", "7a1g"),         // not hex
         "pod" + uid_,                                 // cgroupfs with '_'
         "kubepods-burstable-pod" + uid + ".slice",    // systemd with '-'

@@ -1,5 +1,5 @@
 // Where the agent learns its node's pods: one interface, one implementation per source, each
-// in this folder (local.h: a JSON file the agent watches). main.cc picks the source; the
+// in this folder (local.h: a JSON file the agent watches; kubernetes.h: the API server). main.cc picks the source; the
 // agent only sees this interface.
 #pragma once
 
@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "common/inventory/inventory.h"
+#include "nlohmann/json.hpp"
 
 namespace nodemesh::agent {
 
@@ -17,6 +18,8 @@ class InventorySource {
   // before Start returns. Returns the error if the first version is invalid.
   virtual absl::Status Start(std::function<void(const Inventory&)> on_change) = 0;
   virtual void Stop() = 0;
+  // What the source knows of its own health, for the admin API's /stats.
+  virtual nlohmann::json Status() const { return nlohmann::json::object(); }
 };
 
 }  // namespace nodemesh::agent

@@ -54,11 +54,11 @@ Workload WorkloadOf(const json& pod) {
     const std::string kind = StringAt(owner, "kind");
     const std::string name = StringAt(owner, "name");
     if (kind.empty() || name.empty()) break;
+    if (kind == "Node") break;  // a static pod's mirror: the pod is its own workload
     if (kind == "ReplicaSet") {
       // A Deployment's ReplicaSet is named <deployment>-<pod-template-hash>.
       const std::optional<std::string> hash = LabelOf(pod, "pod-template-hash");
-      if (hash && !hash->empty() && name.size() > hash->size() + 1 &&
-          name.ends_with("-" + *hash)) {
+      if (hash && !hash->empty() && name.size() > hash->size() + 1 && name.ends_with("-" + *hash)) {
         return {"Deployment", name.substr(0, name.size() - hash->size() - 1)};
       }
     } else if (kind == "Job") {

@@ -33,7 +33,7 @@ struct Workload {
 // The workload a pod belongs to, from its controller ownerReference alone (no API call):
 // a ReplicaSet named <deployment>-<the pod's pod-template-hash label> is that Deployment;
 // a Job named <cronjob>-<digits> is that CronJob; StatefulSet, DaemonSet and others as they
-// are; no controller: the pod itself.
+// are; no controller (or a static pod's mirror, owned by its Node): the pod itself.
 Workload WorkloadOf(const nlohmann::json& pod);
 
 // Why a pod is or is not meshed, for `meshctl check` and the agent's /pods.
