@@ -11,10 +11,12 @@ packages=(
   libbpf-dev libelf-dev zlib1g-dev bpftool linux-libc-dev
   libabsl-dev libfmt-dev libnghttp2-dev node-llhttp catch2 libbenchmark-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc nlohmann-json3-dev libcli11-dev
-  libssl-dev
+  libssl-dev libcurl4-openssl-dev libyaml-cpp-dev libnetfilter-conntrack-dev
   # real peers and tools for tests and benchmarks
   iproute2 procps curl jq nginx-light haproxy wrk nghttp2-client nghttp2-server
   python3 python3-grpcio prometheus
+  # Kubernetes mode: kube-proxy-style Service NAT and its conntrack entries
+  nftables conntrack openssl
 )
 
 missing=()

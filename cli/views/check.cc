@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "cli/format.h"
 #include "cli/views.h"
+#include "common/wire/convert.h"
 
 namespace nodemesh::cli {
 namespace {
@@ -116,31 +118,52 @@ CheckReport RenderCheck(std::string_view aggregator, const v1::ListPodsResponse&
                               total.meshed, total.enrolled));
 
   // Pods of a node already reported above would only repeat that node's problem.
-  std::vector<std::string> not_enrolled;
+  std::vector<const v1::Pod*> not_enrolled;
   for (const v1::Pod& pod : response.pods()) {
     if (pod.meshed() && !pod.enrolled() && healthy_nodes.contains(pod.identity().node())) {
-      not_enrolled.push_back(
-          fmt::format("{}/{}", pod.identity().namespace_(), pod.identity().pod()));
+      not_enrolled.push_back(&pod);
     }
   }
+  std::string not_enrolled_list;
   if (!not_enrolled.empty()) {
     ++report.problems;
-    std::sort(not_enrolled.begin(), not_enrolled.end());
+    std::sort(not_enrolled.begin(), not_enrolled.end(), [](const auto* a, const auto* b) {
+      return std::tie(a->identity().namespace_(), a->identity().pod()) <
+             std::tie(b->identity().namespace_(), b->identity().pod());
+    });
+    lines.push_back(fmt::format("{} {} meshed pod{} not enrolled by {} agent:", kFailed,
+                                not_enrolled.size(), not_enrolled.size() == 1 ? " is" : "s are",
+                                not_enrolled.size() == 1 ? "its" : "their"));
+    // Each with what its agent says it waits for or failed at.
+    Table pods({{"POD", Align::kLeft}, {"NODE", Align::kLeft}, {"STATE", Align::kLeft},
+                {"WHY", Align::kLeft}});
     const size_t listed = std::min(not_enrolled.size(), kMaxListedPods);
-    std::string names =
-        fmt::format("{}", fmt::join(not_enrolled.begin(), not_enrolled.begin() + listed, ", "));
-    if (listed < not_enrolled.size()) {
-      names += fmt::format(" and {} more", not_enrolled.size() - listed);
+    for (size_t i = 0; i < listed; ++i) {
+      const v1::Pod& pod = *not_enrolled[i];
+      const bool known = pod.state() != v1::POD_STATE_UNSPECIFIED;
+      pods.AddRow({fmt::format("{}/{}", pod.identity().namespace_(), pod.identity().pod()),
+                   pod.identity().node(),
+                   known ? std::string(wire::PodStateName(pod.state())) : "not enrolled",
+                   pod.state_reason().empty() ? "see the nodemesh-agent log on its node"
+                                              : pod.state_reason()});
     }
-    lines.push_back(fmt::format(
-        "{} {} meshed pod{} not enrolled by {} agent: {}: see the nodemesh-agent log on {} node",
-        kFailed, not_enrolled.size(), not_enrolled.size() == 1 ? " is" : "s are",
-        not_enrolled.size() == 1 ? "its" : "their", names,
-        not_enrolled.size() == 1 ? "its" : "their"));
+    std::string table_text = pods.Render();
+    for (size_t begin = 0; begin < table_text.size();) {
+      const size_t end = table_text.find('\n', begin);
+      const std::string_view row =
+          std::string_view(table_text).substr(begin, end == std::string::npos ? end : end - begin);
+      if (!row.empty()) not_enrolled_list += fmt::format("    {}\n", row);
+      if (end == std::string::npos) break;
+      begin = end + 1;
+    }
+    if (listed < not_enrolled.size()) {
+      not_enrolled_list += fmt::format("    and {} more\n", not_enrolled.size() - listed);
+    }
   }
 
   report.text = nodes.empty() ? "" : table.Render() + "\n";
   for (const std::string& line : lines) report.text += line + "\n";
+  report.text += not_enrolled_list;
   return report;
 }
 

@@ -81,18 +81,29 @@ AgentProcess::AgentProcess(TestNode& node, AgentProcessOptions options) : node_(
   inventory_path_ = directory_ + "/pods.json";
   admin_socket_ = directory_ + "/admin.sock";
   try {
-    node_.WriteInventory(inventory_path_);
-    std::vector<std::string> argv = {
-        options.binary, "--node", node_.name(), "--inventory", inventory_path_, "--cgroup-root",
-        node_.cgroup_path(), "--admin-socket", admin_socket_, "--workers",
-        std::to_string(options.workers), "--log-level", options.log_level,
-        // Any free port: agents of tests running at once
-        // must not compete for the default one.
-        "--metrics-address", "127.0.0.1:0"};
+    std::vector<std::string> argv = {options.binary, "--node", node_.name()};
+    if (options.inventory.empty()) {
+      node_.WriteInventory(inventory_path_);
+      argv.insert(argv.end(), {"--inventory", inventory_path_});
+    } else {
+      argv.insert(argv.end(), options.inventory.begin(), options.inventory.end());
+    }
+    argv.insert(argv.end(),
+                {"--cgroup-root", node_.cgroup_path(), "--admin-socket", admin_socket_, "--workers",
+                 std::to_string(options.workers), "--log-level", options.log_level,
+                 // Any free port: agents of tests running at once
+                 // must not compete for the default one.
+                 "--metrics-address", "127.0.0.1:0"});
     argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
+    argv.insert(argv.begin(), options.launcher.begin(), options.launcher.end());
+    const bool local = options.inventory.empty();
     process_.emplace(std::move(argv), Process::Options{.kill_grace = std::chrono::seconds(10)});
-    const bool ready = PollUntil([&] { return !process_->IsRunning() || AllMeshedPodsEnrolled(); },
-                                 options.ready_timeout, std::chrono::milliseconds(50));
+    const bool ready = PollUntil(
+        [&] {
+          return !process_->IsRunning() ||
+                 (local ? AllMeshedPodsEnrolled() : TryGet("/pods").has_value());
+        },
+        options.ready_timeout, std::chrono::milliseconds(50));
     if (!process_->IsRunning()) {
       throw std::runtime_error(fmt::format(
           "nodemesh-agent for {} exited ({}) before it was ready:\n{}", node_.name(),

@@ -30,6 +30,12 @@ struct AgentProcessOptions {
   std::string log_level = "info";
   int workers = 2;
   std::vector<std::string> extra_args{};  // appended to the command line
+  // Empty: the node's local inventory file, kept current by the node. Otherwise the
+  // arguments naming the source instead ({"--inventory", "kubernetes", "--kubeconfig", ...}):
+  // the agent is then ready once its admin API answers.
+  std::vector<std::string> inventory{};
+  // A command the agent runs under, e.g. {"unshare", "--cgroup"}: empty, none.
+  std::vector<std::string> launcher{};
   // Bounds the wait for the admin API and for every meshed pod to be enrolled.
   std::chrono::milliseconds ready_timeout{std::chrono::seconds(30)};
 };

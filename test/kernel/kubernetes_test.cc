@@ -1,0 +1,451 @@
+// Kernel tier for the agent in Kubernetes mode: the real nodemesh-agent with
+// `--inventory kubernetes` against a test API server speaking the real list/watch protocol
+// (test/lib/kube_apiserver.h), on a simulated node whose pods are made the way a kubelet
+// makes them (test/lib/kubelet.h: the Pod object first, then kubelet cgroups, a netns and a
+// container process, then the status).
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <thread>
+
+#include "test/lib/agent_process.h"
+#include "test/lib/files.h"
+#include "test/lib/kube_apiserver.h"
+#include "test/lib/kubelet.h"
+#include "test/lib/peers.h"
+#include "test/lib/test_node.h"
+#include "test/lib/tier.h"
+
+namespace nodemesh::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+constexpr uint16_t kEchoPort = 7000;
+constexpr std::string_view kMeshLabel = "nodemesh.io/mesh";
+
+std::vector<std::string> EchoServer(uint16_t port) {
+  return {"/usr/bin/python3",
+          "-u",
+          SourcePath("test/lib/tcp_peer.py"),
+          "echo-server",
+          "--listen",
+          "0.0.0.0",
+          "--port",
+          std::to_string(port)};
+}
+const std::vector<std::string> kIdle = {"sleep", "3600"};
+
+// One node of a cluster: an API server, a kubelet (systemd cgroup driver unless said), and
+// the agent once StartAgent is called, with its own service account's token.
+struct KubeNode {
+  explicit KubeNode(CgroupDriver driver = CgroupDriver::kSystemd) : kubelet(api, node, driver) {
+    token = api.IssueToken("nodemesh", "nodemesh-agent");
+    kubeconfig = directory.path() + "/kubeconfig";
+    api.WriteKubeconfig(kubeconfig, token);
+  }
+
+  // With a kubeconfig unless `in_cluster` (the service account directory and environment a
+  // pod gets). Short stall timeout and retention so that tests see them act.
+  AgentProcess& StartAgent(bool in_cluster = false, std::vector<std::string> extra = {},
+                           std::vector<std::string> launcher = {}) {
+    std::vector<std::string> inventory = {"--inventory", "kubernetes"};
+    if (in_cluster) {
+      service_account_dir = directory.path() + "/serviceaccount";
+      api.WriteServiceAccountDir(service_account_dir, token, "nodemesh");
+      inventory.insert(inventory.end(), {"--service-account-dir", service_account_dir});
+    } else {
+      inventory.insert(inventory.end(), {"--kubeconfig", kubeconfig});
+    }
+    extra.insert(extra.end(), {"--watch-stall-timeout", "2s"});
+    agent.emplace(node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY,
+                                            .log_level = "debug",
+                                            .extra_args = std::move(extra),
+                                            .inventory = std::move(inventory),
+                                            .launcher = std::move(launcher)});
+    return *agent;
+  }
+
+  // The pod as the agent's /pods shows it, or null.
+  json AgentPod(const KubePod& pod) const {
+    const json pods = agent->Get("/pods")["pods"];
+    for (const json& entry : pods) {
+      if (entry["namespace"] == pod.spec.namespace_name && entry["name"] == pod.spec.name) {
+        return entry;
+      }
+    }
+    return nullptr;
+  }
+  std::string StateOf(const KubePod& pod) const {
+    const json entry = AgentPod(pod);
+    return entry.is_null() ? "absent" : entry["state"].get<std::string>();
+  }
+  bool WaitForState(const KubePod& pod, std::string_view state,
+                    std::chrono::milliseconds timeout = 20s) const {
+    return PollUntil([&] { return StateOf(pod) == state; }, timeout);
+  }
+  json KubernetesStats() const { return agent->Get("/stats")["kubernetes"]; }
+
+  void LabelNamespace(const std::string& name, std::optional<std::string> value) {
+    api.MergePatch("/api/v1/namespaces/" + name,
+                   {{"metadata", {{"labels", {{kMeshLabel, value ? json(*value) : json()}}}}}});
+  }
+
+  RootRequired root_required{"kernel"};
+  TempDir directory;
+  KubeApiServer api;
+  PodNetwork network;
+  TestNode node{network, "node-a"};
+  Kubelet kubelet;
+  std::string token, kubeconfig, service_account_dir;
+  std::optional<AgentProcess> agent;
+};
+
+// A caller and an echo server in namespace `ns`, both Deployments' pods.
+struct ShopPods {
+  explicit ShopPods(KubeNode& cluster, const std::string& ns = "shop")
+      : server(cluster.kubelet.StartPod({.namespace_name = ns,
+                                         .name = "cart-7f9c4-x2k8p",
+                                         .workload_name = "cart",
+                                         .labels = {{"app", "cart"}},
+                                         .service_account = "cart"},
+                                        EchoServer(kEchoPort))),
+        client(cluster.kubelet.StartPod(
+            {.namespace_name = ns, .name = "web-5d8c9-q7w2e", .workload_name = "web"}, kIdle)) {
+    REQUIRE(server.process->WaitForOutput("listening", 20s));
+  }
+  std::string target() const { return server.pod->ip + ":" + std::to_string(kEchoPort); }
+  KubePod& server;
+  KubePod& client;
+};
+
+TEST_CASE("kubernetes: a namespace labelled live has its running pods enrolled and then released") {
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop");
+  ShopPods shop(cluster);
+  const int server_pid = shop.server.process->pid();
+  AgentProcess& agent = cluster.StartAgent();
+  INFO("agent:\n" << agent.output());
+
+  // Unlabelled: seen, named, not meshed, and why.
+  REQUIRE(cluster.WaitForState(shop.client, "unmeshed"));
+  json web = cluster.AgentPod(shop.client);
+  CHECK(web["owner"] == json({{"kind", "Deployment"}, {"name", "web"}}));
+  CHECK(web["uid"] == shop.client.uid);
+  CHECK(web["state_reason"].get<std::string>().find("nodemesh.io/mesh=enabled") !=
+        std::string::npos);
+  CHECK(Dial(*shop.client.pod, shop.target()).exit_code == 0);
+  CHECK(agent.ProxyCounter("accepted_outbound") == 0);
+
+  cluster.LabelNamespace("shop", "enabled");
+  REQUIRE(cluster.WaitForState(shop.client, "enrolled"));
+  REQUIRE(cluster.WaitForState(shop.server, "enrolled"));
+  web = cluster.AgentPod(shop.client);
+  // The pod-level cgroup of the kubelet's systemd layout, and a netns of its process.
+  CHECK(web["cgroup"].get<std::string>().ends_with(
+      Kubelet::PodCgroup(CgroupDriver::kSystemd, QosClass::kBestEffort, shop.client.uid)));
+  CHECK(web["netns"].get<std::string>().ends_with("/ns/net"));
+  CHECK(web["state_reason"] == "namespace shop is labelled nodemesh.io/mesh=enabled");
+
+  // Held across the release below: a live connection through the agent.
+  Process held = shop.client.pod->Run({"/usr/bin/python3", "-u", SourcePath("test/lib/tcp_peer.py"),
+                                       "hold", "--connect", shop.target()});
+  REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
+  const CommandResult dialled = Dial(*shop.client.pod, shop.target());
+  INFO(Describe(dialled));
+  CHECK(dialled.exit_code == 0);
+  CHECK(agent.ProxyCounter("accepted_outbound") == 2);
+  CHECK(shop.server.process->pid() == server_pid);  // nothing restarted
+
+  // A pod label overrides its namespace.
+  cluster.api.MergePatch(shop.server.path(),
+                         {{"metadata", {{"labels", {{kMeshLabel, "disabled"}}}}}});
+  REQUIRE(cluster.WaitForState(shop.server, "unmeshed"));
+  CHECK(cluster.AgentPod(shop.server)["state_reason"] ==
+        "the pod is labelled nodemesh.io/mesh=disabled");
+  CHECK(cluster.StateOf(shop.client) == "enrolled");
+
+  // The label removed: released, and the held connection carries on.
+  cluster.LabelNamespace("shop", std::nullopt);
+  REQUIRE(cluster.WaitForState(shop.client, "unmeshed"));
+  const int pings = CountLines(held.output(), "ping ");
+  CHECK(PollUntil([&] { return CountLines(held.output(), "ping ") >= pings + 5; }, 20s));
+  CHECK(held.IsRunning());
+  CHECK(held.output().find("error") == std::string::npos);
+  CHECK(Dial(*shop.client.pod, shop.target()).exit_code == 0);
+  CHECK(agent.ProxyCounter("accepted_outbound") == 2);  // the new one went direct
+}
+
+TEST_CASE(
+    "kubernetes: a pod that starts after its namespace is labelled is enrolled once it runs") {
+  KubeNode cluster(CgroupDriver::kCgroupfs);
+  cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
+  AgentProcess& agent = cluster.StartAgent();
+  INFO("agent:\n" << agent.output());
+
+  // Scheduled, not started: the agent says what it waits for.
+  KubePod& server = cluster.kubelet.StartPod({.namespace_name = "shop",
+                                              .name = "cart-0",
+                                              .workload_kind = "StatefulSet",
+                                              .workload_name = "cart",
+                                              .qos = QosClass::kGuaranteed},
+                                             {}, /*start=*/false);
+  REQUIRE(cluster.WaitForState(server, "pending"));
+  const std::string reason = cluster.AgentPod(server)["state_reason"];
+  CHECK((reason == "it has no IP address yet" || reason == "its containers have not started yet"));
+
+  cluster.kubelet.RunPod(server, EchoServer(kEchoPort));
+  REQUIRE(server.process->WaitForOutput("listening", 20s));
+  REQUIRE(cluster.WaitForState(server, "enrolled"));
+  const json entry = cluster.AgentPod(server);
+  CHECK(entry["owner"] == json({{"kind", "StatefulSet"}, {"name", "cart"}}));
+  // Guaranteed pods have no QoS level in the cgroupfs layout.
+  CHECK(entry["cgroup"].get<std::string>().ends_with("/kubepods/pod" + server.uid));
+
+  // Captured inbound: a caller outside the mesh reaches it through the agent.
+  KubePod& caller = cluster.kubelet.StartPod({.namespace_name = "shop",
+                                              .name = "probe",
+                                              .workload_kind = "",
+                                              .labels = {{std::string(kMeshLabel), "disabled"}}},
+                                             kIdle);
+  REQUIRE(agent.WaitForInboundPort(*server.pod, kEchoPort));
+  CHECK(Dial(*caller.pod, server.pod->ip + ":" + std::to_string(kEchoPort)).exit_code == 0);
+  CHECK(PollUntil([&] { return agent.ProxyCounter("accepted_inbound") >= 1; }, 10s));
+}
+
+TEST_CASE("kubernetes: a static pod is found by its manifest hash and named as its own workload") {
+  KubeNode cluster(CgroupDriver::kCgroupfs);
+  cluster.kubelet.CreateNamespace("kube-system", {{std::string(kMeshLabel), "enabled"}});
+  KubePod& pod = cluster.kubelet.StartPod({.namespace_name = "kube-system",
+                                           .name = "etcd-node-a",
+                                           .workload_kind = "",
+                                           .qos = QosClass::kBurstable,
+                                           .static_pod = true},
+                                          EchoServer(kEchoPort));
+  REQUIRE(pod.process->WaitForOutput("listening", 20s));
+  AgentProcess& agent = cluster.StartAgent();
+  INFO("agent:\n" << agent.output());
+  REQUIRE(cluster.WaitForState(pod, "enrolled"));
+  const json entry = cluster.AgentPod(pod);
+  CHECK(entry["owner"] == json({{"kind", "Pod"}, {"name", "etcd-node-a"}}));
+  CHECK(entry["cgroup"].get<std::string>().ends_with("/kubepods/burstable/pod" + pod.cgroup_id));
+}
+
+TEST_CASE("kubernetes: host-network pods and nodemesh's own pods are never meshed") {
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
+  KubePod& host = cluster.kubelet.StartPod({.namespace_name = "shop",
+                                            .name = "node-exporter-abcde",
+                                            .workload_kind = "DaemonSet",
+                                            .workload_name = "node-exporter",
+                                            .host_network = true},
+                                           kIdle);
+  KubePod& own = cluster.kubelet.StartPod({.namespace_name = "shop",
+                                           .name = "nodemesh-aggregator-6b7d8-zz9x1",
+                                           .workload_name = "nodemesh-aggregator",
+                                           .labels = {{"app.kubernetes.io/part-of", "nodemesh"}}},
+                                          kIdle);
+  ShopPods shop(cluster);
+  cluster.StartAgent();
+  REQUIRE(cluster.WaitForState(shop.client, "enrolled"));
+  CHECK(cluster.StateOf(host) == "unmeshed");
+  CHECK(cluster.AgentPod(host)["state_reason"].get<std::string>().find("hostNetwork") !=
+        std::string::npos);
+  CHECK(cluster.StateOf(own) == "unmeshed");
+  // Not even the pod label can mesh a host-network pod.
+  cluster.api.MergePatch(host.path(), {{"metadata", {{"labels", {{kMeshLabel, "enabled"}}}}}});
+  std::this_thread::sleep_for(2s);
+  CHECK(cluster.StateOf(host) == "unmeshed");
+}
+
+TEST_CASE("kubernetes: a pod deleted while enrolled is released and its identity forgotten") {
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
+  ShopPods shop(cluster);
+  AgentProcess& agent = cluster.StartAgent(false, {"--metrics-retain-idle", "1s"});
+  INFO("agent:\n" << agent.output());
+  REQUIRE(cluster.WaitForState(shop.client, "enrolled"));
+  REQUIRE(cluster.WaitForState(shop.server, "enrolled"));
+  REQUIRE(Dial(*shop.client.pod, shop.target()).exit_code == 0);
+  const uint64_t identities = agent.Get("/stats")["proxy"]["identities"];
+
+  cluster.kubelet.DeletePod(shop.server);
+  REQUIRE(cluster.WaitForState(shop.server, "absent"));
+  CHECK(agent.output().find("released shop/cart-7f9c4-x2k8p") != std::string::npos);
+  // Forgotten within a forgetting round (10 s) once its series went idle (1 s).
+  CHECK(PollUntil(
+      [&] { return agent.Get("/stats")["proxy"]["identities"].get<uint64_t>() < identities; },
+      25s));
+}
+
+TEST_CASE("kubernetes: in-cluster credentials work and a rotated token is used without a restart") {
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop");
+  ShopPods shop(cluster);
+  // The environment a pod gets for the API server's Service.
+  setenv("KUBERNETES_SERVICE_HOST", cluster.api.host().c_str(), 1);
+  setenv("KUBERNETES_SERVICE_PORT", std::to_string(cluster.api.port()).c_str(), 1);
+  AgentProcess& agent = cluster.StartAgent(/*in_cluster=*/true);
+  unsetenv("KUBERNETES_SERVICE_HOST");
+  unsetenv("KUBERNETES_SERVICE_PORT");
+  INFO("agent:\n" << agent.output());
+  REQUIRE(cluster.WaitForState(shop.client, "unmeshed"));
+
+  // The kubelet writes a new token and the old one expires.
+  const std::string rotated = cluster.api.IssueToken("nodemesh", "nodemesh-agent");
+  WriteFile(cluster.service_account_dir + "/token.new", rotated);
+  REQUIRE(::rename((cluster.service_account_dir + "/token.new").c_str(),
+                   (cluster.service_account_dir + "/token").c_str()) == 0);
+  cluster.api.RevokeToken(cluster.token);
+  cluster.api.CloseWatches();  // the next requests need a token
+
+  cluster.LabelNamespace("shop", "enabled");
+  REQUIRE(cluster.WaitForState(shop.client, "enrolled"));
+  CHECK(cluster.KubernetesStats()["token_reloads"].get<uint64_t>() >= 1);
+  for (const KubeApiServer::Request& request : cluster.api.Requests()) {
+    if (request.user != "admin") CHECK(request.status != 401);
+  }
+}
+
+TEST_CASE("kubernetes: a 410 Gone as a status or inside the stream makes the agent list again") {
+  const auto mode =
+      GENERATE(KubeApiServer::GoneMode::kHttpStatus, KubeApiServer::GoneMode::kErrorEvent);
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop");
+  ShopPods shop(cluster);
+  cluster.StartAgent();
+  INFO("agent:\n" << cluster.agent->output());
+  REQUIRE(cluster.WaitForState(shop.client, "unmeshed"));
+  const uint64_t lists = cluster.KubernetesStats()["namespaces"]["lists"];
+
+  cluster.api.ExpireHistory(mode);
+  cluster.api.CloseWatches();
+  cluster.LabelNamespace("shop", "enabled");
+  REQUIRE(cluster.WaitForState(shop.client, "enrolled"));
+  const json stats = cluster.KubernetesStats();
+  INFO(stats.dump(2));
+  CHECK(stats["namespaces"]["gone"].get<uint64_t>() >= 1);
+  CHECK(stats["namespaces"]["lists"].get<uint64_t>() > lists);
+}
+
+TEST_CASE("kubernetes: a stalled watch is started again from where it was without a new list") {
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop");
+  ShopPods shop(cluster);
+  cluster.StartAgent();
+  INFO("agent:\n" << cluster.agent->output());
+  REQUIRE(cluster.WaitForState(shop.client, "unmeshed"));
+  const json before = cluster.KubernetesStats();
+
+  cluster.api.StallWatches(true);
+  cluster.LabelNamespace("shop", "enabled");
+  // Silence past the stall timeout (2 s): the watch is given up and started again.
+  CHECK(PollUntil([&] { return cluster.KubernetesStats()["namespaces"]["stalls"] >= 1; }, 10s));
+  cluster.api.StallWatches(false);
+  REQUIRE(cluster.WaitForState(shop.client, "enrolled"));
+  const json after = cluster.KubernetesStats();
+  INFO(after.dump(2));
+  CHECK(after["namespaces"]["lists"] == before["namespaces"]["lists"]);
+}
+
+TEST_CASE(
+    "kubernetes: with the API server down the agent keeps its pods and proxies and then catches "
+    "up") {
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
+  ShopPods shop(cluster);
+  AgentProcess& agent = cluster.StartAgent();
+  INFO("agent:\n" << agent.output());
+  REQUIRE(cluster.WaitForState(shop.client, "enrolled"));
+
+  cluster.api.Stop();
+  std::this_thread::sleep_for(3s);  // past a stall timeout: watches and lists fail meanwhile
+  CHECK(cluster.StateOf(shop.client) == "enrolled");
+  CHECK(Dial(*shop.client.pod, shop.target()).exit_code == 0);
+  CHECK(agent.ProxyCounter("accepted_outbound") == 1);
+  CHECK_FALSE(cluster.KubernetesStats()["pods"]["last_error"].get<std::string>().empty());
+
+  cluster.api.Start();
+  cluster.api.MergePatch(shop.client.path(),
+                         {{"metadata", {{"labels", {{kMeshLabel, "disabled"}}}}}});
+  REQUIRE(cluster.WaitForState(shop.client, "unmeshed", 40s));
+  CHECK(cluster.KubernetesStats()["pods"]["last_error"] == "");
+  CHECK(agent.process().IsRunning());
+}
+
+TEST_CASE("kubernetes: a refused token is logged and retried until a valid one is written") {
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
+  ShopPods shop(cluster);
+  const std::string valid = cluster.token;
+  cluster.token = "not-a-token";
+  setenv("KUBERNETES_SERVICE_HOST", cluster.api.host().c_str(), 1);
+  setenv("KUBERNETES_SERVICE_PORT", std::to_string(cluster.api.port()).c_str(), 1);
+  AgentProcess& agent = cluster.StartAgent(/*in_cluster=*/true);
+  unsetenv("KUBERNETES_SERVICE_HOST");
+  unsetenv("KUBERNETES_SERVICE_PORT");
+  CHECK(PollUntil(
+      [&] {
+        return cluster.KubernetesStats()["pods"]["last_error"].get<std::string>().find("401") !=
+               std::string::npos;
+      },
+      20s));
+  CHECK(cluster.StateOf(shop.client) == "absent");
+  CHECK(agent.process().IsRunning());
+
+  WriteFile(cluster.service_account_dir + "/token", valid);
+  REQUIRE(cluster.WaitForState(shop.client, "enrolled", 60s));
+  CHECK(cluster.KubernetesStats()["pods"]["last_error"] == "");
+  INFO("agent:\n" << agent.output());
+  CHECK(agent.output().find("401") != std::string::npos);  // said in its log
+}
+
+TEST_CASE("kubernetes: an API server whose certificate does not verify is refused and said so") {
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
+  ShopPods shop(cluster);
+  std::string text = ReadFile(cluster.kubeconfig);
+  const size_t at = text.find(cluster.api.ca_file());
+  REQUIRE(at != std::string::npos);
+  text.replace(at, cluster.api.ca_file().size(), cluster.api.other_ca_file());
+  WriteFile(cluster.kubeconfig, text);
+  AgentProcess& agent = cluster.StartAgent();
+  CHECK(PollUntil(
+      [&] {
+        return cluster.KubernetesStats()["pods"]["last_error"].get<std::string>().find(
+                   cluster.api.other_ca_file()) != std::string::npos;
+      },
+      20s));
+  CHECK(cluster.StateOf(shop.client) == "absent");
+  CHECK(agent.process().IsRunning());
+  for (const KubeApiServer::Request& request : cluster.api.Requests()) {
+    CHECK(request.user == "admin");  // nothing of the agent's got through
+  }
+}
+
+TEST_CASE("kubernetes: an agent inside a cgroup namespace of its own finds and enrols the pods") {
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
+  ShopPods shop(cluster);
+  // As a container runtime would start it: its own cgroup, then a cgroup namespace rooted
+  // there, so that the pods' cgroups lie outside it ("/.." in /proc/<pid>/cgroup).
+  const std::string own = cluster.node.cgroup_dir() + "/nodemesh-agent";
+  REQUIRE(::mkdir(own.c_str(), 0755) == 0);
+  AgentProcess& agent = cluster.StartAgent(
+      false, {},
+      {"/bin/sh", "-c",
+       "echo $$ > " + own + "/cgroup.procs && exec unshare --cgroup \"$0\" \"$@\""});
+  INFO("agent:\n" << agent.output());
+  REQUIRE(cluster.WaitForState(shop.client, "enrolled"));
+  REQUIRE(cluster.WaitForState(shop.server, "enrolled"));
+  CHECK(std::filesystem::read_symlink(fmt::format("/proc/{}/ns/cgroup", agent.process().pid())) !=
+        std::filesystem::read_symlink("/proc/self/ns/cgroup"));
+  CHECK(Dial(*shop.client.pod, shop.target()).exit_code == 0);
+  CHECK(agent.ProxyCounter("accepted_outbound") == 1);
+}
+
+}  // namespace
+}  // namespace nodemesh::testing
