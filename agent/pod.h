@@ -67,4 +67,9 @@ class PeerDirectory {
   std::atomic<std::shared_ptr<const Map>> map_{std::make_shared<const Map>()};
 };
 
+// Which Service each cluster IP belongs to (an identity of owner kind "Service", pod empty),
+// for the connections dialled to one: Lookup gives kExternal for an address of no Service.
+// Replaced whole when the inventory changes, like the peers'.
+using ServiceDirectory = PeerDirectory;
+
 }  // namespace nodemesh::agent

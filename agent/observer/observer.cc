@@ -68,10 +68,22 @@ ConnectionObserver::ConnectionObserver(ObserverContext& context,
   const metrics::IdentityTable::Id local = pod_->view()->identity;
   const metrics::IdentityTable::Id remote = context_.tables().directory.Lookup(
       direction_ == Direction::kOutbound ? destination.ip : client.ip);
+  // Inbound, the caller's address is its own: a Service's NAT changes only destinations.
   traffic_ = direction_ == Direction::kOutbound
-                 ? metrics::TrafficKey{local, remote, Direction::kOutbound}
+                 ? metrics::TrafficKey{local, remote, Direction::kOutbound,
+                                       context_.tables().services.Lookup(destination.ip)}
                  : metrics::TrafficKey{remote, local, Direction::kInbound};
+  if (!dialled_service()) OpenTcpSeries();
+}
+
+void ConnectionObserver::OpenTcpSeries() {
   tcp_series_ = context_.shard().OpenConnection(traffic_);
+}
+
+void ConnectionObserver::SetTranslatedDestination(const std::optional<Endpoint>& destination) {
+  if (tcp_series_ != nullptr || !destination) return;
+  traffic_.destination = context_.tables().directory.Lookup(destination->ip);
+  destination_identity_.reset();
 }
 
 std::string_view ConnectionObserver::protocol_name() const {
@@ -83,6 +95,7 @@ ConnectionName ConnectionObserver::Name() const {
 }
 
 void ConnectionObserver::OnConnected(int64_t) {
+  if (tcp_series_ == nullptr) OpenTcpSeries();
   if (!context_.options().l7) SettleOpaque();  // opaque from the first byte
 }
 
@@ -155,6 +168,8 @@ void ConnectionObserver::OnHalfClose(Side from, int64_t now_ns) {
 }
 
 void ConnectionObserver::OnClosed(RelayEnd end, int64_t now_ns) {
+  // Dialled to a Service and never connected: no pod was reached, the cluster IP names it.
+  if (tcp_series_ == nullptr) OpenTcpSeries();
   if (parser_) parser_->Close(now_ns);
   metrics::Shard::CloseConnection(tcp_series_, now_ns - started_ns_, IsFailedEnd(end));
   if (end != RelayEnd::kClosed) Log(LogLevel::kDebug, "{}: {}", Name(), RelayEndName(end));
@@ -279,6 +294,10 @@ void ConnectionObserver::EmitTap(uint32_t stream_id, const std::vector<uint64_t>
   event.set_request_id(fmt::format("{}:{}", tap_name_, stream_id));
   *event.mutable_source() = wire::ToProto(SourceIdentity());
   *event.mutable_destination() = wire::ToProto(DestinationIdentity());
+  if (dialled_service()) {
+    if (!service_identity_) service_identity_ = context_.tables().identities.Get(traffic_.service);
+    *event.mutable_destination_service() = wire::ToProto(*service_identity_);
+  }
   event.set_source_address(SourceAddress().ToString());
   event.set_destination_address(destination_.ToString());
   event.set_direction(wire::ToProto(direction_));

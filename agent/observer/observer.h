@@ -45,6 +45,7 @@ struct AgentTables {
   const metrics::IdentityTable& identities;
   metrics::RouteTable& routes;
   const PeerDirectory& directory;
+  const ServiceDirectory& services;
   const TapSubscriptions& tap;
   const std::string& node;
 };
@@ -112,6 +113,14 @@ class ConnectionObserver final : public RelayObserver, private parsers::EventSin
   uint64_t requests() const { return requests_; }
   std::string pod_key() const { return pod_->view()->info.key(); }
 
+  // Outbound and dialled to a Service's cluster IP: the connection is named by the pod the
+  // node's NAT sends it to, which the worker finds out once the upstream has connected and
+  // tells with SetTranslatedDestination, before OnConnected.
+  bool dialled_service() const { return traffic_.service != metrics::IdentityTable::kExternal; }
+  // Where the NAT sent a connection dialled to a Service; nullopt when that is not known (the
+  // destination stays what the cluster IP names: External).
+  void SetTranslatedDestination(const std::optional<Endpoint>& destination);
+
   // RelayObserver
   void OnConnected(int64_t now_ns) override;
   void OnBytes(Side from, std::string_view bytes, int64_t now_ns) override;
@@ -150,7 +159,10 @@ class ConnectionObserver final : public RelayObserver, private parsers::EventSin
   uint64_t requests_ = 0;
 
   // Metrics: who talks to whom, this connection's TCP series, and the route of each request
-  // in flight by stream id.
+  // in flight by stream id. A connection dialled to a Service opens its series once its
+  // destination is known (connected, or failed to): nothing is counted under the cluster IP
+  // it was not going to.
+  void OpenTcpSeries();
   metrics::TrafficKey traffic_;
   metrics::TcpSeries* tcp_series_ = nullptr;
   absl::flat_hash_map<uint32_t, metrics::RouteTable::Id> stream_routes_;
@@ -163,6 +175,7 @@ class ConnectionObserver final : public RelayObserver, private parsers::EventSin
   std::string tap_name_;  // node:worker-sequence, given the first time a tap needs it
   std::optional<metrics::Identity> source_identity_;
   std::optional<metrics::Identity> destination_identity_;
+  std::optional<metrics::Identity> service_identity_;
   std::optional<Endpoint> source_address_;
 
   // Protocol detection: the client's first bytes, until they decide. An HTTP/2 server sends

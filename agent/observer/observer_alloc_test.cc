@@ -16,10 +16,11 @@ TEST_CASE("observer: HTTP/1 requests allocate nothing once their series exist", 
   metrics::IdentityTable identities;
   metrics::RouteTable routes{100};
   PeerDirectory directory;
+  ServiceDirectory services;
   TapSubscriptions tap;
   const std::string node = "node-1";
   const ObserverOptions options;  // captures content-type and user-agent
-  const AgentTables tables{identities, routes, directory, tap, node};
+  const AgentTables tables{identities, routes, directory, services, tap, node};
   ObserverContext context(tables, options, 0, 1);
   const Endpoint server{*IpAddress::Parse("10.77.0.12"), 8080};
   directory.Replace({{server.ip, identities.Intern({"emojivoto", "web-1", "Deployment", "web",

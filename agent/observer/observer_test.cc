@@ -25,10 +25,11 @@ struct Fixture {
   metrics::IdentityTable identities;
   metrics::RouteTable routes{100};
   PeerDirectory directory;
+  ServiceDirectory services;
   TapSubscriptions tap;
   std::string node = "node-1";
   ObserverOptions options;
-  AgentTables tables{identities, routes, directory, tap, node};
+  AgentTables tables{identities, routes, directory, services, tap, node};
   std::unique_ptr<ObserverContext> context;
   metrics::IdentityTable::Id web =
       identities.Intern({"emojivoto", "web-1", "Deployment", "web", "web", "node-1"});
@@ -48,10 +49,10 @@ struct Fixture {
     REQUIRE(netns.ok());
     pod = std::make_shared<PodRuntime>(1, PodView{info, web}, *std::move(netns));
   }
-  // web-1 calling voting-1, as an outbound relay sees it.
-  std::unique_ptr<ConnectionObserver> Outbound() {
+  // web-1 calling voting-1 (or `destination`), as an outbound relay sees it.
+  std::unique_ptr<ConnectionObserver> Outbound(const Endpoint& destination = kVotingAddress) {
     auto observer = std::make_unique<ConnectionObserver>(
-        *context, pod, Direction::kOutbound, At("127.0.0.1", 51000), kVotingAddress,
+        *context, pod, Direction::kOutbound, At("127.0.0.1", 51000), destination,
         [] { return kWebAddress; }, now);
     observer->OnConnected(now);
     return observer;
@@ -255,6 +256,86 @@ TEST_CASE("observer: a tapped request gives request, response and end events, cr
   CHECK(events[2].end().reason() == v1::TapEnd::COMPLETE);
   CHECK(events[2].end().response_bytes() == 4);
   observer->OnClosed(RelayEnd::kClosed, f.now);
+}
+
+TEST_CASE("observer: a connection dialled to a Service is named by the pod its NAT chose",
+          "[unit]") {
+  Fixture f;
+  const Endpoint cluster_ip = At("10.96.0.20", 80);
+  const metrics::IdentityTable::Id service =
+      f.identities.Intern({"emojivoto", "", "Service", "voting-svc", "", ""});
+  f.services.Replace({{cluster_ip.ip, service}});
+  TapFilter filter;
+  filter.id = 7;
+  filter.destinations = {"emojivoto/voting-1"};
+  f.tap.Add(filter);
+
+  // Until it connects, it is counted nowhere: not under the cluster IP (External).
+  ConnectionObserver observer(
+      *f.context, f.pod, Direction::kOutbound, At("127.0.0.1", 51000), cluster_ip,
+      [] { return kWebAddress; }, f.now);
+  CHECK(observer.dialled_service());
+  CHECK(f.Collect().tcp.empty());
+  observer.SetTranslatedDestination(kVotingAddress);
+  observer.OnConnected(f.now);
+  observer.OnBytes(Side::kClient, kVoteRequest, f.now);
+  observer.OnBytes(Side::kUpstream, kFailure, f.now + 2'000'000);
+  observer.OnClosed(RelayEnd::kClosed, f.now + 3'000'000);
+
+  const metrics::TrafficKey traffic{f.web, f.voting, Direction::kOutbound, service};
+  const metrics::Delta delta = f.Collect();
+  REQUIRE(delta.tcp.size() == 1);
+  CHECK(delta.tcp[0].key == traffic);
+  CHECK(delta.tcp[0].opened == 1);
+  CHECK(delta.tcp[0].closed == 1);
+  REQUIRE(delta.requests.size() == 1);
+  CHECK(delta.requests[0].key.traffic == traffic);
+  REQUIRE(delta.responses.size() == 1);
+  CHECK(delta.responses[0].key.request.traffic == traffic);
+
+  // Tap sees the pod reached, the Service dialled, and the address dialled.
+  std::vector<v1::TapEvent> events;
+  f.context->tap_outbox().Drain(&events);
+  REQUIRE(events.size() == 3);
+  CHECK(events[0].destination().pod() == "voting-1");
+  CHECK(events[0].destination_service().owner_kind() == "Service");
+  CHECK(events[0].destination_service().owner_name() == "voting-svc");
+  CHECK(events[0].destination_address() == "10.96.0.20:80");
+}
+
+TEST_CASE("observer: a Service connection whose NAT is unknown stays the cluster IP's", "[unit]") {
+  Fixture f;
+  const Endpoint cluster_ip = At("10.96.0.20", 80);
+  const metrics::IdentityTable::Id service =
+      f.identities.Intern({"emojivoto", "", "Service", "voting-svc", "", ""});
+  f.services.Replace({{cluster_ip.ip, service}});
+  const metrics::TrafficKey unknown{f.web, metrics::IdentityTable::kExternal, Direction::kOutbound,
+                                    service};
+
+  ConnectionObserver observer(
+      *f.context, f.pod, Direction::kOutbound, At("127.0.0.1", 51000), cluster_ip,
+      [] { return kWebAddress; }, f.now);
+  observer.SetTranslatedDestination(std::nullopt);
+  observer.OnConnected(f.now);
+  observer.OnClosed(RelayEnd::kClosed, f.now + 1);
+  // Refused before any pod was reached: counted, failed, under the cluster IP.
+  ConnectionObserver refused(
+      *f.context, f.pod, Direction::kOutbound, At("127.0.0.1", 51002), cluster_ip,
+      [] { return kWebAddress; }, f.now);
+  refused.OnClosed(RelayEnd::kRefused, f.now + 1);
+
+  const metrics::Delta delta = f.Collect();
+  REQUIRE(delta.tcp.size() == 1);
+  CHECK(delta.tcp[0].key == unknown);
+  CHECK(delta.tcp[0].opened == 2);
+  CHECK(delta.tcp[0].closed_failed == 1);
+
+  // Inbound connections name no Service, whatever address they came to.
+  ConnectionObserver inbound(
+      *f.context, f.pod, Direction::kInbound, kVotingAddress, cluster_ip,
+      [] { return kVotingAddress; }, f.now);
+  CHECK_FALSE(inbound.dialled_service());
+  inbound.OnClosed(RelayEnd::kClosed, f.now + 1);
 }
 
 }  // namespace

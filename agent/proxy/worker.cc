@@ -82,7 +82,15 @@ struct Worker::Connection final : RelayHost {
   void ReleaseBuffer(std::unique_ptr<Buffer> buffer) override {
     worker.buffers_.Release(std::move(buffer));
   }
-  void OnEstablished(int64_t) override { worker.timeouts_.Active(timer, relay); }
+  void OnEstablished(int64_t) override {
+    worker.timeouts_.Active(timer, relay);
+    // The NAT has chosen by now (at the SYN): the observer names the connection after it
+    // before it counts anything.
+    if (observer.dialled_service()) {
+      observer.SetTranslatedDestination(
+          worker.TranslatedDestination(relay.fd(Side::kUpstream), destination));
+    }
+  }
   void OnActivity(int64_t) override { worker.timeouts_.Active(timer, relay); }
   void OnEnded(RelayEnd end, int64_t) override { worker.Ended(*this, end); }
 
@@ -117,6 +125,13 @@ absl::Status Worker::Start() {
   wake_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake_.valid()) return ErrnoStatus("eventfd", errno);
   Watch(wake_.get(), reinterpret_cast<void*>(kWakeTag), EPOLLIN);
+  if (absl::StatusOr<std::unique_ptr<Conntrack>> conntrack = Conntrack::Open(); conntrack.ok()) {
+    conntrack_ = *std::move(conntrack);
+  } else if (index_ == 0) {
+    Log(LogLevel::kWarning,
+        "{}: connections to Services will be named by their cluster IP, not the pod reached",
+        conntrack.status().message());
+  }
   thread_ = std::thread([this] { Run(); });
   return absl::OkStatus();
 }
@@ -361,6 +376,16 @@ UniqueFd Worker::ConnectUpstream(const PodRuntime& pod, Direction direction, con
     upstream.Reset();
   }
   return upstream;
+}
+
+std::optional<Endpoint> Worker::TranslatedDestination(int upstream_fd, const Endpoint& dialled) {
+  if (!conntrack_) {
+    stats_.service_lookups_unavailable.Add();
+    return std::nullopt;
+  }
+  const std::optional<Endpoint> local = Endpoint::Local(upstream_fd);
+  if (!local) return std::nullopt;
+  return conntrack_->TranslatedDestination(*local, dialled);
 }
 
 std::vector<ConnectionSummary> Worker::ListConnections() const {

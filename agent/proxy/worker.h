@@ -5,6 +5,7 @@
 // through RunAndWait(); see agent.h for the whole thread map.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -16,6 +17,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "agent/counter.h"
+#include "agent/kernel/conntrack.h"
 #include "agent/kernel/datapath.h"
 #include "agent/kernel/system.h"
 #include "agent/observer/observer.h"
@@ -38,6 +40,7 @@ struct ProxyStats {
   Counter idle_timeouts;
   Counter resets;
   Counter accept_errors;
+  Counter service_lookups_unavailable;  // dialled to a Service with no conntrack socket
 };
 
 // A live connection, for the admin API.
@@ -57,7 +60,8 @@ struct ConnectionSummary {
 
 class Worker {
  public:
-  // `options` and `home` (the agent's own network namespace) outlive the worker.
+  // `options` and `home` (the agent's own network namespace) outlive the worker. Start runs
+  // in `home`: its conntrack socket is opened there.
   Worker(int index, const AgentOptions& options, Datapath& datapath, const Netns& home,
          const AgentTables& tables);
   ~Worker();
@@ -72,6 +76,10 @@ class Worker {
   int index() const { return index_; }
   const ProxyStats& stats() const { return stats_; }
   const ObserverStats& observer_stats() const { return observers_.stats(); }
+  // Where Service connections went (see kernel/conntrack.h); null without a conntrack socket.
+  const ConntrackStats* conntrack_stats() const {
+    return conntrack_ ? &conntrack_->stats() : nullptr;
+  }
   // Filled by the worker, drained by the aggregator client; thread-safe.
   TapOutbox& tap_outbox() { return observers_.tap_outbox(); }
 
@@ -83,7 +91,12 @@ class Worker {
   size_t listener_count() const { return listeners_.size(); }
   std::vector<ConnectionSummary> ListConnections() const;
   // Hands over the metrics counted since the last call (see metrics::Shard::Collect).
-  void CollectMetrics(metrics::Delta* out) { observers_.shard().Collect(out); }
+  // An idle series leaves the shard after a minute, or sooner if the agent keeps idle series
+  // for less (--metrics-retain-idle): their names can then be forgotten as early.
+  void CollectMetrics(metrics::Delta* out) {
+    observers_.shard().Collect(out, static_cast<int>(std::min<int64_t>(
+                                        60, options_.observer.retain_idle_ns / 1'000'000'000)));
+  }
   // The identity ids the worker's series refer to (its live connections' among them).
   void AddReferencedIdentities(absl::flat_hash_set<metrics::IdentityTable::Id>* ids) const {
     observers_.shard().AddReferencedIdentities(ids);
@@ -111,6 +124,8 @@ class Worker {
                            const Endpoint& destination, std::optional<Endpoint>* bound_as_caller,
                            int* error);
   UniqueFd MakeUpstreamSocket(const PodRuntime& pod, int family);
+  // The pod a connection dialled to a Service's cluster IP was sent to by the node's NAT.
+  std::optional<Endpoint> TranslatedDestination(int upstream_fd, const Endpoint& dialled);
   // A buffer came back: the connections waiting for one go on, while there are buffers.
   void ServeBufferWaiters(int64_t now_ns);
   void Ended(Connection& connection, RelayEnd end);
@@ -124,6 +139,9 @@ class Worker {
   RelayTimeouts timeouts_;
   ProxyStats stats_;
   ObserverContext observers_;
+  // In the agent's home netns, where kube-proxy's NAT is; null if it could not be opened
+  // (Service connections then stay named by their cluster IP).
+  std::unique_ptr<Conntrack> conntrack_;
   UniqueFd epoll_;
   UniqueFd wake_;  // eventfd: tasks are queued
   std::thread thread_;
