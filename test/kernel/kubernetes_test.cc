@@ -191,7 +191,8 @@ TEST_CASE(
                                               .name = "cart-0",
                                               .workload_kind = "StatefulSet",
                                               .workload_name = "cart",
-                                              .qos = QosClass::kGuaranteed},
+                                              .qos = QosClass::kGuaranteed,
+                                              .ipv6 = true},
                                              {}, /*start=*/false);
   REQUIRE(cluster.WaitForState(server, "pending"));
   const std::string reason = cluster.AgentPod(server)["state_reason"];
@@ -202,6 +203,7 @@ TEST_CASE(
   REQUIRE(cluster.WaitForState(server, "enrolled"));
   const json entry = cluster.AgentPod(server);
   CHECK(entry["owner"] == json({{"kind", "StatefulSet"}, {"name", "cart"}}));
+  CHECK(entry["ips"] == json({server.pod->ip, server.pod->ip6}));  // status.podIPs, both families
   // Guaranteed pods have no QoS level in the cgroupfs layout.
   CHECK(entry["cgroup"].get<std::string>().ends_with("/kubepods/pod" + server.uid));
 

@@ -161,12 +161,14 @@ void Kubelet::RunPod(KubePod& pod, std::vector<std::string> command) {
     spec.labels = pod.spec.labels;
     spec.service_account = pod.spec.service_account;
     spec.meshed = false;  // the API decides, not a local inventory
+    spec.ipv6 = pod.spec.ipv6;
     spec.cgroup_subpath = pod_cgroup;
     spec.container_cgroup = container_cgroup;
     pod.pod = &node_.AddPod(std::move(spec));
     pod.cgroup_dir = pod.pod->cgroup_dir;
     pod.process = std::make_unique<Process>(pod.pod->Run(std::move(command)));
     ips.push_back(pod.pod->ip);
+    if (!pod.pod->ip6.empty()) ips.push_back(pod.pod->ip6);
   }
   nlohmann::json pod_ips = nlohmann::json::array();
   for (const std::string& ip : ips) pod_ips.push_back({{"ip", ip}});

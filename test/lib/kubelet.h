@@ -38,6 +38,7 @@ struct KubePodSpec {
   std::string service_account = "default";
   QosClass qos = QosClass::kBestEffort;
   bool host_network = false;  // runs in the node's own network namespace, with its IP
+  bool ipv6 = false;          // dual-stack: status.podIPs lists an IPv6 address too
   // A static pod: the kubelet runs it from a manifest, names its cgroup after the manifest's
   // hash, and the API holds a mirror pod owned by the Node, with the hash in an annotation.
   bool static_pod = false;
