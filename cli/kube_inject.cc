@@ -9,10 +9,13 @@
 
 #include "cli/views/common.h"
 #include "common/base/format.h"
+#include "common/kube/object.h"
 
 namespace nodemesh::cli {
 namespace {
 
+using kube::At;
+using kube::StringAt;
 using nlohmann::json;
 
 constexpr std::string_view kEnabled = "enabled";
@@ -22,20 +25,8 @@ constexpr std::string_view kDisabled = "disabled";
 constexpr int kAnnotationAttempts = 5;
 constexpr std::string_view kPodPageSize = "500";
 
-const json* Find(const json& object, std::string_view key) {
-  if (!object.is_object()) return nullptr;
-  const auto it = object.find(key);
-  return it == object.end() ? nullptr : &*it;
-}
-
-std::string StringAt(const json& object, std::string_view key) {
-  const json* value = Find(object, key);
-  return value != nullptr && value->is_string() ? value->get<std::string>() : std::string();
-}
-
 std::string MetadataString(const json& object, std::string_view key) {
-  const json* metadata = Find(object, "metadata");
-  return metadata != nullptr ? StringAt(*metadata, key) : std::string();
+  return StringAt(At(object, "metadata"), key);
 }
 
 // Percent-encoding of a path segment or query value: everything but RFC 3986's unreserved
@@ -102,14 +93,7 @@ bool MeshctlCanName(const kube::Workload& workload) {
 }
 
 // Pods nodemesh never meshes, whatever their labels say.
-bool NeverMeshed(const json& pod) {
-  const json* spec = Find(pod, "spec");
-  const json* host_network = spec != nullptr ? Find(*spec, "hostNetwork") : nullptr;
-  if (host_network != nullptr && host_network->is_boolean() && host_network->get<bool>()) {
-    return true;
-  }
-  return kube::LabelOf(pod, kube::kPartOfLabel) == kube::kPartOfNodemesh;
-}
+bool NeverMeshed(const json& pod) { return kube::NeverMeshedBecause(pod).has_value(); }
 
 // An API failure in words that say what to do. `verb` and `resource` are the permission
 // the request needs ("patch", "pods"); `namespace_name` is empty for a namespace itself,
@@ -204,9 +188,8 @@ class Api {
       if (!continue_token.empty()) query += "&continue=" + Escape(continue_token);
       absl::StatusOr<json> page = client_.Get(fmt::format("{}{}", path, query));
       if (!page.ok()) return Explain(page.status(), "list", resource, namespace_name, "");
-      if (const json* page_items = Find(*page, "items");
-          page_items != nullptr && page_items->is_array()) {
-        for (const json& item : *page_items) items.push_back(item);
+      if (const json& page_items = At(*page, "items"); page_items.is_array()) {
+        for (const json& item : page_items) items.push_back(item);
       }
       continue_token = MetadataString(*page, "continue");
     } while (!continue_token.empty());
@@ -429,10 +412,8 @@ absl::StatusOr<std::vector<KubeEdit>> PlanWorkloadEntries(
     const json& namespace_object, const std::vector<kube::Workload>& workloads,
     std::string_view value) {
   const std::string namespace_name = MetadataString(namespace_object, "name");
-  const json* metadata = Find(namespace_object, "metadata");
-  const json* annotations = metadata != nullptr ? Find(*metadata, "annotations") : nullptr;
   const std::string text =
-      annotations != nullptr ? StringAt(*annotations, kube::kMeshWorkloadsAnnotation) : "";
+      StringAt(At(At(namespace_object, "metadata"), "annotations"), kube::kMeshWorkloadsAnnotation);
   json entries = json::object();
   if (!text.empty()) {
     entries = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -454,8 +435,8 @@ absl::StatusOr<std::vector<KubeEdit>> PlanWorkloadEntries(
     change.key = std::string(kube::kMeshWorkloadsAnnotation);
     change.entry = workload.Ref();
     change.value = std::string(value);
-    if (const json* previous = Find(entries, change.entry); previous != nullptr) {
-      change.previous = previous->is_string() ? previous->get<std::string>() : previous->dump();
+    if (const json& previous = At(entries, change.entry); !previous.is_null()) {
+      change.previous = previous.is_string() ? previous.get<std::string>() : previous.dump();
     }
     change.changed = change.previous != change.value;
     if (change.changed) {
@@ -477,24 +458,21 @@ absl::StatusOr<std::vector<KubeEdit>> PlanWorkloadEntries(
 }
 
 absl::StatusOr<std::string> LabelSelectorOf(const json& workload) {
-  const json* spec = Find(workload, "spec");
-  const json* selector = spec != nullptr ? Find(*spec, "selector") : nullptr;
+  const json& selector = At(At(workload, "spec"), "selector");
   std::vector<std::string> terms;
-  if (selector == nullptr) return std::string();
-  if (const json* labels = Find(*selector, "matchLabels");
-      labels != nullptr && labels->is_object()) {
-    for (const auto& [key, value] : labels->items()) {
+  if (selector.is_null()) return std::string();
+  if (const json& labels = At(selector, "matchLabels"); labels.is_object()) {
+    for (const auto& [key, value] : labels.items()) {
       if (value.is_string()) terms.push_back(fmt::format("{}={}", key, value.get<std::string>()));
     }
   }
-  if (const json* expressions = Find(*selector, "matchExpressions");
-      expressions != nullptr && expressions->is_array()) {
-    for (const json& expression : *expressions) {
+  if (const json& expressions = At(selector, "matchExpressions"); expressions.is_array()) {
+    for (const json& expression : expressions) {
       const std::string key = StringAt(expression, "key");
       const std::string op = StringAt(expression, "operator");
       std::vector<std::string> values;
-      if (const json* list = Find(expression, "values"); list != nullptr && list->is_array()) {
-        for (const json& value : *list) {
+      if (const json& list = At(expression, "values"); list.is_array()) {
+        for (const json& value : list) {
           if (value.is_string()) values.push_back(value.get<std::string>());
         }
       }

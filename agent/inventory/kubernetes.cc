@@ -7,27 +7,18 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "common/base/log.h"
+#include "common/kube/object.h"
 #include "common/kube/pods.h"
 
 namespace nodemesh::agent {
 namespace {
 
+using kube::At;
+using kube::StringAt;
 using nlohmann::json;
 
 // Pods not looked at again for this long have their cached location checked anyway.
 constexpr auto kFullRecheck = std::chrono::seconds(10);
-
-const json& At(const json& object, std::string_view key) {
-  static const json kNull;
-  if (!object.is_object()) return kNull;
-  const auto it = object.find(key);
-  return it == object.end() ? kNull : *it;
-}
-
-std::string StringAt(const json& object, std::string_view key) {
-  const json& value = At(object, key);
-  return value.is_string() ? value.get<std::string>() : std::string();
-}
 
 // Succeeded and Failed pods keep their API object until deleted, but nothing of them runs.
 bool Terminated(const json& pod) {
@@ -71,8 +62,7 @@ bool ContainersRunning(const json& pod) {
   const json& statuses = At(At(pod, "status"), "containerStatuses");
   if (!statuses.is_array()) return false;
   for (const json& container : statuses) {
-    if (!StringAt(container, "containerID").empty() &&
-        At(container, "state").contains("running")) {
+    if (!StringAt(container, "containerID").empty() && At(container, "state").contains("running")) {
       return true;
     }
   }
@@ -94,16 +84,11 @@ uint64_t InodeOf(const std::string& path) {
 
 json ReflectorStatus(const kube::Reflector& reflector) {
   const kube::ReflectorStats& stats = reflector.stats();
-  return {{"synced", reflector.synced()},
-          {"resource_version", reflector.resource_version()},
-          {"lists", stats.lists.load()},
-          {"watches", stats.watches.load()},
-          {"events", stats.events.load()},
-          {"bookmarks", stats.bookmarks.load()},
-          {"gone", stats.gone.load()},
-          {"stalls", stats.stalls.load()},
-          {"errors", stats.errors.load()},
-          {"last_error", reflector.last_error()}};
+  return {{"synced", reflector.synced()},  {"resource_version", reflector.resource_version()},
+          {"lists", stats.lists.load()},   {"watches", stats.watches.load()},
+          {"events", stats.events.load()}, {"bookmarks", stats.bookmarks.load()},
+          {"gone", stats.gone.load()},     {"stalls", stats.stalls.load()},
+          {"errors", stats.errors.load()}, {"last_error", reflector.last_error()}};
 }
 
 }  // namespace
@@ -120,8 +105,8 @@ absl::Status KubernetesInventory::Start(std::function<void(const Inventory&)> on
                                   : kube::LoadKubeconfig(options_.kubeconfig, options_.context);
   if (!config.ok()) return config.status();
   client_ = std::make_unique<kube::Client>(*std::move(config));
-  Log(LogLevel::kInfo, "kubernetes: API server {} ({}), pods of node {}",
-      client_->config().server, client_->config().source, options_.node);
+  Log(LogLevel::kInfo, "kubernetes: API server {} ({}), pods of node {}", client_->config().server,
+      client_->config().source, options_.node);
 
   const auto changed = [this] {
     {
@@ -282,14 +267,10 @@ Inventory KubernetesInventory::Build() {
 json KubernetesInventory::Status() const {
   if (!client_) return json::object();
   const kube::ClientStats& stats = client_->stats();
-  return {{"server", client_->config().server},
-          {"config", client_->config().source},
-          {"requests", stats.requests.load()},
-          {"failures", stats.failures.load()},
-          {"token_reloads", stats.token_reloads.load()},
-          {"pods", ReflectorStatus(*pods_)},
-          {"namespaces", ReflectorStatus(*namespaces_)},
-          {"services", ReflectorStatus(*services_)}};
+  return {{"server", client_->config().server},          {"config", client_->config().source},
+          {"requests", stats.requests.load()},           {"failures", stats.failures.load()},
+          {"token_reloads", stats.token_reloads.load()}, {"pods", ReflectorStatus(*pods_)},
+          {"namespaces", ReflectorStatus(*namespaces_)}, {"services", ReflectorStatus(*services_)}};
 }
 
 }  // namespace nodemesh::agent

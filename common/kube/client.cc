@@ -572,10 +572,12 @@ absl::StatusOr<Response> Client::Request(std::string_view method, std::string_vi
   return response;
 }
 
-absl::StatusOr<nlohmann::json> Client::Get(std::string_view path) {
-  absl::StatusOr<Response> response = Request("GET", path);
+namespace {
+
+// The object a successful answer carries, or the error the answer means.
+absl::StatusOr<nlohmann::json> ObjectOf(const absl::StatusOr<Response>& response,
+                                        const std::string& what) {
   if (!response.ok()) return response.status();
-  const std::string what = Describe("GET", path);
   if (response->status >= 300) return StatusFromResponse(*response, what);
   nlohmann::json object =
       nlohmann::json::parse(response->body, nullptr, /*allow_exceptions=*/false);
@@ -586,20 +588,17 @@ absl::StatusOr<nlohmann::json> Client::Get(std::string_view path) {
   return object;
 }
 
+}  // namespace
+
+absl::StatusOr<nlohmann::json> Client::Get(std::string_view path) {
+  return ObjectOf(Request("GET", path), Describe("GET", path));
+}
+
 absl::StatusOr<nlohmann::json> Client::MergePatch(std::string_view path,
                                                   const nlohmann::json& patch) {
   const std::string body = patch.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  absl::StatusOr<Response> response = Request("PATCH", path, body, "application/merge-patch+json");
-  if (!response.ok()) return response.status();
-  const std::string what = Describe("PATCH", path);
-  if (response->status >= 300) return StatusFromResponse(*response, what);
-  nlohmann::json object =
-      nlohmann::json::parse(response->body, nullptr, /*allow_exceptions=*/false);
-  if (object.is_discarded()) {
-    return absl::InternalError(fmt::format(
-        "{}: the API server answered {} with a body that is not JSON", what, response->status));
-  }
-  return object;
+  return ObjectOf(Request("PATCH", path, body, "application/merge-patch+json"),
+                  Describe("PATCH", path));
 }
 
 absl::Status Client::Stream(std::string_view path, std::chrono::milliseconds stall_timeout,

@@ -4,22 +4,12 @@
 #include <cctype>
 
 #include "common/base/format.h"
+#include "common/kube/object.h"
 
 namespace nodemesh::kube {
 namespace {
 
 using nlohmann::json;
-
-const json* Find(const json& object, std::string_view key) {
-  if (!object.is_object()) return nullptr;
-  const auto it = object.find(key);
-  return it == object.end() ? nullptr : &*it;
-}
-
-std::string StringAt(const json& object, std::string_view key) {
-  const json* value = Find(object, key);
-  return value != nullptr && value->is_string() ? value->get<std::string>() : std::string();
-}
 
 bool AllDigits(std::string_view text) {
   return !text.empty() &&
@@ -36,21 +26,19 @@ std::optional<bool> MeshValue(const std::optional<std::string>& value) {
 }  // namespace
 
 std::optional<std::string> LabelOf(const json& object, std::string_view key) {
-  const json* metadata = Find(object, "metadata");
-  const json* labels = metadata != nullptr ? Find(*metadata, "labels") : nullptr;
-  const json* value = labels != nullptr ? Find(*labels, key) : nullptr;
-  if (value == nullptr || !value->is_string()) return std::nullopt;
-  return value->get<std::string>();
+  const json& value = At(At(At(object, "metadata"), "labels"), key);
+  if (!value.is_string()) return std::nullopt;
+  return value.get<std::string>();
 }
 
 Workload WorkloadOf(const json& pod) {
-  const json* metadata = Find(pod, "metadata");
-  const std::string pod_name = metadata != nullptr ? StringAt(*metadata, "name") : "";
-  const json* owners = metadata != nullptr ? Find(*metadata, "ownerReferences") : nullptr;
-  if (owners == nullptr || !owners->is_array()) return {"Pod", pod_name};
-  for (const json& owner : *owners) {
-    const json* controller = Find(owner, "controller");
-    if (controller == nullptr || !controller->is_boolean() || !controller->get<bool>()) continue;
+  const json& metadata = At(pod, "metadata");
+  const std::string pod_name = StringAt(metadata, "name");
+  const json& owners = At(metadata, "ownerReferences");
+  if (!owners.is_array()) return {"Pod", pod_name};
+  for (const json& owner : owners) {
+    const json& controller = At(owner, "controller");
+    if (!controller.is_boolean() || !controller.get<bool>()) continue;
     const std::string kind = StringAt(owner, "kind");
     const std::string name = StringAt(owner, "name");
     if (kind.empty() || name.empty()) break;
@@ -73,29 +61,30 @@ Workload WorkloadOf(const json& pod) {
   return {"Pod", pod_name};
 }
 
-MeshDecision DecideMeshing(const json& pod, const json* namespace_object) {
-  const json* spec = Find(pod, "spec");
-  const json* host_network = spec != nullptr ? Find(*spec, "hostNetwork") : nullptr;
-  if (host_network != nullptr && host_network->is_boolean() && host_network->get<bool>()) {
-    return {false, "it uses the host's network namespace (hostNetwork): never meshed"};
+std::optional<std::string> NeverMeshedBecause(const json& pod) {
+  const json& host_network = At(At(pod, "spec"), "hostNetwork");
+  if (host_network.is_boolean() && host_network.get<bool>()) {
+    return "it uses the host's network namespace (hostNetwork): never meshed";
   }
   if (LabelOf(pod, kPartOfLabel) == kPartOfNodemesh) {
-    return {false, fmt::format("it is part of nodemesh ({}={}): never meshed", kPartOfLabel,
-                               kPartOfNodemesh)};
+    return fmt::format("it is part of nodemesh ({}={}): never meshed", kPartOfLabel,
+                       kPartOfNodemesh);
   }
+  return std::nullopt;
+}
+
+MeshDecision DecideMeshing(const json& pod, const json* namespace_object) {
+  if (std::optional<std::string> never = NeverMeshedBecause(pod)) return {false, *std::move(never)};
   const std::optional<std::string> pod_label = LabelOf(pod, kMeshLabel);
   if (const std::optional<bool> meshed = MeshValue(pod_label)) {
     return {*meshed, fmt::format("the pod is labelled {}={}", kMeshLabel, *pod_label)};
   }
-  const json* metadata = Find(pod, "metadata");
-  const std::string namespace_name = metadata != nullptr ? StringAt(*metadata, "namespace") : "";
+  const std::string namespace_name = StringAt(At(pod, "metadata"), "namespace");
   if (namespace_object == nullptr) {
     return {false, fmt::format("namespace {} is not known yet", namespace_name)};
   }
-  const json* ns_metadata = Find(*namespace_object, "metadata");
-  const json* annotations = ns_metadata != nullptr ? Find(*ns_metadata, "annotations") : nullptr;
   const std::string workloads_text =
-      annotations != nullptr ? StringAt(*annotations, kMeshWorkloadsAnnotation) : "";
+      StringAt(At(At(*namespace_object, "metadata"), "annotations"), kMeshWorkloadsAnnotation);
   if (!workloads_text.empty()) {
     const json workloads = json::parse(workloads_text, nullptr, /*allow_exceptions=*/false);
     const Workload workload = WorkloadOf(pod);

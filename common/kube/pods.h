@@ -42,6 +42,10 @@ struct MeshDecision {
   std::string because;  // "namespace emojivoto is labelled nodemesh.io/mesh=enabled"
 };
 
+// Why nodemesh never meshes this pod, whatever its labels say (it uses the host's network
+// namespace, or it is part of nodemesh), or nullopt.
+std::optional<std::string> NeverMeshedBecause(const nlohmann::json& pod);
+
 // The pod's label wins, then the namespace's workloads annotation, then the namespace's
 // label; host-network pods and nodemesh's own pods are never meshed. `namespace_object` may
 // be null (not seen yet: not meshed by it).
