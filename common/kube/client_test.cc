@@ -17,6 +17,7 @@
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
 #include "test/lib/process.h"
+#include "test/lib/scoped_env.h"
 
 namespace nodemesh::kube {
 namespace {
@@ -25,35 +26,10 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 using testing::KubeApiServer;
 using testing::KubeApiServerOptions;
+using testing::ScopedEnv;
 using testing::TempDir;
 
 std::string MessageOf(const absl::Status& status) { return std::string(status.message()); }
-
-// Sets an environment variable (or unsets it with nullopt) for one test, then restores it.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, std::optional<std::string> value) : name_(name) {
-    if (const char* old = ::getenv(name)) old_ = old;
-    if (value) {
-      ::setenv(name, value->c_str(), 1);
-    } else {
-      ::unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (old_) {
-      ::setenv(name_, old_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 
 json Pod(const std::string& namespace_name, const std::string& name) {
   return {{"apiVersion", "v1"},

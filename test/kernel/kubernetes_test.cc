@@ -15,6 +15,7 @@
 #include "test/lib/kube_apiserver.h"
 #include "test/lib/kubelet.h"
 #include "test/lib/peers.h"
+#include "test/lib/scoped_env.h"
 #include "test/lib/test_node.h"
 #include "test/lib/tier.h"
 
@@ -53,7 +54,11 @@ struct KubeNode {
   AgentProcess& StartAgent(bool in_cluster = false, std::vector<std::string> extra = {},
                            std::vector<std::string> launcher = {}) {
     std::vector<std::string> inventory = {"--inventory", "kubernetes"};
+    // The environment a pod gets for the API server's Service, while the agent starts.
+    std::optional<ScopedEnv> host, port;
     if (in_cluster) {
+      host.emplace("KUBERNETES_SERVICE_HOST", api.host());
+      port.emplace("KUBERNETES_SERVICE_PORT", std::to_string(api.port()));
       service_account_dir = directory.path() + "/serviceaccount";
       api.WriteServiceAccountDir(service_account_dir, token, "nodemesh");
       inventory.insert(inventory.end(), {"--service-account-dir", service_account_dir});
@@ -287,12 +292,7 @@ TEST_CASE("kubernetes: in-cluster credentials work and a rotated token is used w
   KubeNode cluster;
   cluster.kubelet.CreateNamespace("shop");
   ShopPods shop(cluster);
-  // The environment a pod gets for the API server's Service.
-  setenv("KUBERNETES_SERVICE_HOST", cluster.api.host().c_str(), 1);
-  setenv("KUBERNETES_SERVICE_PORT", std::to_string(cluster.api.port()).c_str(), 1);
   AgentProcess& agent = cluster.StartAgent(/*in_cluster=*/true);
-  unsetenv("KUBERNETES_SERVICE_HOST");
-  unsetenv("KUBERNETES_SERVICE_PORT");
   INFO("agent:\n" << agent.output());
   REQUIRE(cluster.WaitForState(shop.client, "unmeshed"));
 
@@ -384,11 +384,7 @@ TEST_CASE("kubernetes: a refused token is logged and retried until a valid one i
   ShopPods shop(cluster);
   const std::string valid = cluster.token;
   cluster.token = "not-a-token";
-  setenv("KUBERNETES_SERVICE_HOST", cluster.api.host().c_str(), 1);
-  setenv("KUBERNETES_SERVICE_PORT", std::to_string(cluster.api.port()).c_str(), 1);
   AgentProcess& agent = cluster.StartAgent(/*in_cluster=*/true);
-  unsetenv("KUBERNETES_SERVICE_HOST");
-  unsetenv("KUBERNETES_SERVICE_PORT");
   CHECK(PollUntil(
       [&] {
         return cluster.KubernetesStats()["pods"]["last_error"].get<std::string>().find("401") !=
