@@ -135,6 +135,8 @@ absl::Status KubernetesInventory::Start(std::function<void(const Inventory&)> on
   for (kube::Reflector* reflector : {pods_.get(), namespaces_.get(), services_.get()}) {
     reflector->Start();
   }
+  // The admin thread may ask for Status from now on, while the first lists are awaited.
+  watching_.store(true, std::memory_order_release);
   const auto deadline = std::chrono::steady_clock::now() + options_.first_sync_timeout;
   bool synced = true;
   for (kube::Reflector* reflector : {pods_.get(), namespaces_.get(), services_.get()}) {
@@ -265,7 +267,7 @@ Inventory KubernetesInventory::Build() {
 }
 
 json KubernetesInventory::Status() const {
-  if (!client_) return json::object();
+  if (!watching_.load(std::memory_order_acquire)) return json::object();
   const kube::ClientStats& stats = client_->stats();
   return {{"server", client_->config().server},          {"config", client_->config().source},
           {"requests", stats.requests.load()},           {"failures", stats.failures.load()},

@@ -12,6 +12,7 @@
 // unreachable the last view stays: the agent carries on with the pods it knows.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -63,6 +64,8 @@ class KubernetesInventory final : public InventorySource {
   std::unique_ptr<kube::Reflector> pods_;
   std::unique_ptr<kube::Reflector> namespaces_;
   std::unique_ptr<kube::Reflector> services_;
+  // Set once the client and reflectors above exist (Start), for Status on another thread.
+  std::atomic<bool> watching_{false};
   PodLocator locator_;
   std::function<void(const Inventory&)> on_change_;
   Inventory last_;  // as last handed over; the resolver thread's
