@@ -13,12 +13,13 @@
 
 namespace nodemesh::agent {
 
-absl::StatusOr<Inventory> LocalInventory::Read() const {
+absl::StatusOr<Inventory> LocalInventory::Read(std::string& text) const {
   std::ifstream in(path_);
   if (!in) return ErrnoStatus(fmt::format("inventory {}", path_), errno);
-  std::stringstream text;
-  text << in.rdbuf();
-  absl::StatusOr<Inventory> inventory = ParseInventory(text.str());
+  std::stringstream contents;
+  contents << in.rdbuf();
+  text = contents.str();
+  absl::StatusOr<Inventory> inventory = ParseInventory(text);
   if (!inventory.ok()) {
     return absl::InvalidArgumentError(
         fmt::format("inventory {}: {}", path_, inventory.status().message()));
@@ -40,7 +41,7 @@ absl::Status LocalInventory::Start(std::function<void(const Inventory&)> on_chan
   stop_.Reset(eventfd(0, EFD_CLOEXEC));
   if (!stop_.valid()) return ErrnoStatus("eventfd", errno);
 
-  absl::StatusOr<Inventory> first = Read();
+  absl::StatusOr<Inventory> first = Read(last_text_);
   if (!first.ok()) return first.status();
   on_change_(*first);
   watcher_ = std::thread([this] { Watch(); });
@@ -77,7 +78,8 @@ void LocalInventory::Watch() {
       }
     }
     if (!touched) continue;
-    absl::StatusOr<Inventory> inventory = Read();
+    std::string text;
+    absl::StatusOr<Inventory> inventory = Read(text);
     if (!inventory.ok()) {
       // A writer may be half-way through an in-place rewrite: say it once per error.
       if (std::string(inventory.status().message()) != last_error) {
@@ -87,6 +89,8 @@ void LocalInventory::Watch() {
       continue;
     }
     last_error.clear();
+    if (text == last_text_) continue;
+    last_text_ = std::move(text);
     on_change_(*inventory);
   }
 }

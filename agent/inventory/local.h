@@ -1,6 +1,8 @@
 // The inventory from a local JSON file, watched with inotify. Editors and tools that
 // replace the file (write a temporary, rename it over) and ones that rewrite it in place
-// are both seen. An invalid version is reported and ignored: the last valid one stays.
+// are both seen. An invalid version is reported and ignored: the last valid one stays. One
+// write raises several events, and a read may already see the next write's text: a version
+// identical to the one last handed over is not handed over again.
 #pragma once
 
 #include <string>
@@ -20,7 +22,8 @@ class LocalInventory final : public InventorySource {
   void Stop() override;
 
  private:
-  absl::StatusOr<Inventory> Read() const;
+  // Reads and parses the file; `text` receives what was read.
+  absl::StatusOr<Inventory> Read(std::string& text) const;
   void Watch();
 
   const std::string path_;
@@ -28,7 +31,7 @@ class LocalInventory final : public InventorySource {
   UniqueFd inotify_;
   UniqueFd stop_;  // eventfd
   std::thread watcher_;
-  std::string last_text_;
+  std::string last_text_;  // of the version last handed over; used by the watcher only
 };
 
 }  // namespace nodemesh::agent

@@ -93,6 +93,13 @@ struct KubeNode {
     return PollUntil([&] { return StateOf(pod) == state; }, timeout);
   }
   json KubernetesStats() const { return agent->Get("/stats")["kubernetes"]; }
+  // The pods watch's last error; empty also before the source has made its watches (the
+  // agent serves /stats while it still waits for its first lists).
+  std::string PodsLastError() const {
+    const json stats = KubernetesStats();
+    if (!stats.is_object() || !stats.contains("pods")) return "";
+    return stats["pods"].value("last_error", std::string());
+  }
 
   void LabelNamespace(const std::string& name, std::optional<std::string> value) {
     api.MergePatch("/api/v1/namespaces/" + name,
@@ -368,13 +375,13 @@ TEST_CASE(
   CHECK(cluster.StateOf(shop.client) == "enrolled");
   CHECK(Dial(*shop.client.pod, shop.target()).exit_code == 0);
   CHECK(agent.ProxyCounter("accepted_outbound") == 1);
-  CHECK_FALSE(cluster.KubernetesStats()["pods"]["last_error"].get<std::string>().empty());
+  CHECK_FALSE(cluster.PodsLastError().empty());
 
   cluster.api.Start();
   cluster.api.MergePatch(shop.client.path(),
                          {{"metadata", {{"labels", {{kMeshLabel, "disabled"}}}}}});
   REQUIRE(cluster.WaitForState(shop.client, "unmeshed", 40s));
-  CHECK(cluster.KubernetesStats()["pods"]["last_error"] == "");
+  CHECK(cluster.PodsLastError().empty());
   CHECK(agent.process().IsRunning());
 }
 
@@ -385,18 +392,13 @@ TEST_CASE("kubernetes: a refused token is logged and retried until a valid one i
   const std::string valid = cluster.token;
   cluster.token = "not-a-token";
   AgentProcess& agent = cluster.StartAgent(/*in_cluster=*/true);
-  CHECK(PollUntil(
-      [&] {
-        return cluster.KubernetesStats()["pods"]["last_error"].get<std::string>().find("401") !=
-               std::string::npos;
-      },
-      20s));
+  CHECK(PollUntil([&] { return cluster.PodsLastError().find("401") != std::string::npos; }, 20s));
   CHECK(cluster.StateOf(shop.client) == "absent");
   CHECK(agent.process().IsRunning());
 
   WriteFile(cluster.service_account_dir + "/token", valid);
   REQUIRE(cluster.WaitForState(shop.client, "enrolled", 60s));
-  CHECK(cluster.KubernetesStats()["pods"]["last_error"] == "");
+  CHECK(cluster.PodsLastError().empty());
   INFO("agent:\n" << agent.output());
   CHECK(agent.output().find("401") != std::string::npos);  // said in its log
 }
@@ -413,8 +415,7 @@ TEST_CASE("kubernetes: an API server whose certificate does not verify is refuse
   AgentProcess& agent = cluster.StartAgent();
   CHECK(PollUntil(
       [&] {
-        return cluster.KubernetesStats()["pods"]["last_error"].get<std::string>().find(
-                   cluster.api.other_ca_file()) != std::string::npos;
+        return cluster.PodsLastError().find(cluster.api.other_ca_file()) != std::string::npos;
       },
       20s));
   CHECK(cluster.StateOf(shop.client) == "absent");
