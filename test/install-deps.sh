@@ -17,6 +17,8 @@ packages=(
   python3 python3-grpcio prometheus
   # Kubernetes mode: kube-proxy-style Service NAT and its conntrack entries
   nftables conntrack openssl
+  # the container image: built and run with podman (runc), from a debootstrapped base
+  podman runc debootstrap
 )
 
 missing=()
