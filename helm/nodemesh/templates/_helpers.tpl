@@ -1,0 +1,46 @@
+{{/*
+The objects have fixed names (nodemesh-agent, nodemesh-aggregator): one nodemesh per cluster,
+since every agent attaches its programs to its node's whole cgroup tree.
+*/}}
+
+{{- define "nodemesh.chart" -}}
+{{ .Chart.Name }}-{{ .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "nodemesh.labels" -}}
+helm.sh/chart: {{ include "nodemesh.chart" . }}
+app.kubernetes.io/name: nodemesh
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: nodemesh
+{{- end }}
+
+{{/*
+Selector labels of a component ("agent", "aggregator"): the DaemonSet's and Deployment's
+selectors, which cannot change after install, so they hold nothing that an upgrade changes.
+*/}}
+{{- define "nodemesh.selectorLabels" -}}
+app.kubernetes.io/name: nodemesh
+app.kubernetes.io/instance: {{ .context.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+Labels of a component's objects and pods. app.kubernetes.io/part-of=nodemesh also tells
+every agent never to mesh nodemesh's own pods (common/kube/pods.h).
+*/}}
+{{- define "nodemesh.componentLabels" -}}
+{{ include "nodemesh.labels" .context }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "nodemesh.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* The aggregator's address as the agents and meshctl dial it. */}}
+{{- define "nodemesh.aggregatorAddress" -}}
+nodemesh-aggregator.{{ .Release.Namespace }}.svc:{{ .Values.aggregator.port }}
+{{- end }}
