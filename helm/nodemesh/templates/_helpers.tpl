@@ -44,3 +44,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "nodemesh.aggregatorAddress" -}}
 nodemesh-aggregator.{{ .Release.Namespace }}.svc:{{ .Values.aggregator.port }}
 {{- end }}
+
+{{/*
+The pod-security.kubernetes.io/enforce label of the release's namespace as the cluster has
+it now; empty when the label is not set, and with `helm template` or --dry-run, which see no
+cluster.
+*/}}
+{{- define "nodemesh.podSecurityLevel" -}}
+{{- $namespace := lookup "v1" "Namespace" "" .Release.Namespace -}}
+{{- dig "metadata" "labels" "pod-security.kubernetes.io/enforce" "" $namespace -}}
+{{- end }}
