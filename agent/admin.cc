@@ -10,6 +10,8 @@
 namespace nodemesh::agent {
 namespace {
 
+constexpr const char* kText = "text/plain; charset=utf-8";
+
 HttpResponse JsonResponse(const nlohmann::json& body) {
   return HttpResponse{200, "application/json", body.dump(2) + "\n"};
 }
@@ -62,6 +64,24 @@ void Agent::ServeMetrics(HttpServer& server) {
     return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
                         registry_.PrometheusText()};
   });
+  server.Handle("/readyz", [this](const HttpRequest&) {
+    if (ready_.load(std::memory_order_acquire)) return HttpResponse{200, kText, "ready\n"};
+    std::string waiting = "not ready: waiting for the first inventory";
+    if (const InventorySource* source = source_.load(std::memory_order_acquire)) {
+      for (const auto& [what, status] : source->Status().items()) {
+        if (status.is_object() && !status.value("last_error", std::string()).empty()) {
+          waiting += fmt::format("; {}: {}", what, status["last_error"].get<std::string>());
+        }
+      }
+    }
+    return HttpResponse{503, kText, waiting + "\n"};
+  });
+  server.Handle("/healthz", [this](const HttpRequest&) {
+    const int64_t silent = SecondsSinceHeartbeat();
+    if (silent < kStallSeconds) return HttpResponse{200, kText, "ok\n"};
+    return HttpResponse{
+        503, kText, fmt::format("unhealthy: the control loop has not turned for {}s\n", silent)};
+  });
 }
 
 void Agent::ServeAdmin(HttpServer& server) {
@@ -76,7 +96,8 @@ void Agent::ServeAdmin(HttpServer& server) {
     }
     nlohmann::json response = {{"node", options_.node}, {"proxy", proxy}, {"kernel", kernel}};
     if (const InventorySource* source = source_.load(std::memory_order_acquire)) {
-      if (nlohmann::json status = source->Status(); !status.empty()) response["kubernetes"] = status;
+      if (nlohmann::json status = source->Status(); !status.empty())
+        response["kubernetes"] = status;
     }
     return JsonResponse(response);
   });

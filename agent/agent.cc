@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "absl/strings/str_join.h"
+#include "agent/kernel/capabilities.h"
 #include "common/base/log.h"
 #include "common/wire/convert.h"
 
@@ -19,6 +20,12 @@ constexpr int kForgetEverySeconds = 10;
 bool SameDataPlane(const PodInfo& a, const PodInfo& b) {
   return a.ips == b.ips && a.cgroup == b.cgroup && a.netns == b.netns &&
          a.inbound_ports == b.inbound_ports;
+}
+
+int64_t SteadySeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 int64_t UnixSeconds() {
@@ -44,6 +51,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& request
   absl::StatusOr<Netns> home = Netns::Current();
   if (!home.ok()) return home.status();
   agent->home_ = std::make_unique<Netns>(*std::move(home));
+  if (absl::Status status = CheckPrivileges(*agent->home_, options.marks.upstream); !status.ok()) {
+    return status;
+  }
 
   const std::string cgroup_dir =
       agent->cgroup_mount_ + (options.cgroup_root == "/" ? "" : options.cgroup_root);
@@ -100,9 +110,11 @@ absl::Status Agent::Run(InventorySource& inventory, int stop_fd) {
   started = true;
   if (!status.ok()) return status;
   if (!first.ok()) return first;
+  ready_.store(true, std::memory_order_release);
 
   if (aggregator_) aggregator_->Start();
   for (int64_t tick = 1;; ++tick) {
+    heartbeat_.store(SteadySeconds(), std::memory_order_relaxed);
     pollfd stop{stop_fd, POLLIN, 0};
     if (poll(&stop, 1, 1000) > 0) break;
     CollectMetrics();
@@ -113,10 +125,16 @@ absl::Status Agent::Run(InventorySource& inventory, int stop_fd) {
     }
     if (tick % kForgetEverySeconds == 0) ForgetUnusedIdentities();
   }
+  ready_.store(false, std::memory_order_release);
   if (aggregator_) aggregator_->Stop();
   source_.store(nullptr, std::memory_order_release);
   inventory.Stop();
   return absl::OkStatus();
+}
+
+int64_t Agent::SecondsSinceHeartbeat() const {
+  const int64_t heartbeat = heartbeat_.load(std::memory_order_relaxed);
+  return heartbeat == 0 ? 0 : SteadySeconds() - heartbeat;
 }
 
 absl::Status Agent::Apply(const Inventory& inventory) {

@@ -70,8 +70,12 @@ class Agent {
   // The admin API (see README): GET /stats, /pods, /connections, /routes;
   // POST /log-level?level=.
   void ServeAdmin(HttpServer& server);
-  // GET /metrics in the Prometheus text format.
+  // GET /metrics in the Prometheus text format, and the probes a kubelet asks:
+  // GET /readyz, 200 once the kernel programs are attached and the first inventory is
+  // applied; GET /healthz, 200 unless the control loop (which also waits on every worker
+  // each second) has not turned for kStallSeconds.
   void ServeMetrics(HttpServer& server);
+  static constexpr int64_t kStallSeconds = 30;
 
   // Gathers every worker's metrics into the registry (Run does it once a second).
   void CollectMetrics();
@@ -101,6 +105,8 @@ class Agent {
   void SetClusterPods(const v1::PodList& pods);
   void RebuildDirectory();  // under mutex_; the Services' too
   uint64_t ListenerCount();
+  // Since the control loop's last turn; 0 before Run's loop starts.
+  int64_t SecondsSinceHeartbeat() const;
 
   const AgentOptions options_;
   std::string cgroup_mount_;
@@ -117,6 +123,8 @@ class Agent {
   std::unique_ptr<AggregatorClient> aggregator_;
   // The source Run follows, for /stats; null outside Run.
   std::atomic<InventorySource*> source_{nullptr};
+  std::atomic<bool> ready_{false};     // the first inventory applied, Run not ended
+  std::atomic<int64_t> heartbeat_{0};  // the control loop's last turn (steady seconds)
 
   std::mutex mutex_;  // the fields below, and interning (see the thread map above)
   Inventory inventory_;

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
+#include "agent/kernel/capabilities.h"
 #include "agent/kernel/system.h"
 #include "common/base/errno_status.h"
 #include "common/base/format.h"
@@ -212,9 +213,17 @@ std::vector<int> ProcessesOfPod(const std::string& proc_root, std::string_view u
 // A namespace's identity: its nsfs inode.
 using NamespaceId = std::pair<dev_t, ino_t>;
 
-std::optional<NamespaceId> NamespaceOf(const std::string& path) {
+// Nothing when the process is gone (or never was); `refused` is set when it exists but
+// the agent may not look at its namespaces.
+std::optional<NamespaceId> NamespaceOf(const std::string& path, absl::Status* refused = nullptr) {
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (refused != nullptr && (errno == EACCES || errno == EPERM)) {
+      *refused = NameMissingCapabilities(
+          ErrnoStatus(fmt::format("network namespace {}", path), errno), {CAP_SYS_PTRACE});
+    }
+    return std::nullopt;
+  }
   return NamespaceId{st.st_dev, st.st_ino};
 }
 
@@ -248,7 +257,7 @@ absl::StatusOr<bool> HoldsAnyHere(const std::string& path, const std::vector<IpA
 // it or a library opened meanwhile would land in the pod.
 absl::StatusOr<bool> NamespaceHoldsAny(const std::string& path, const std::vector<IpAddress>& ips) {
   absl::StatusOr<Netns> target = Netns::Open(path);
-  if (!target.ok()) return target.status();
+  if (!target.ok()) return NameMissingCapabilities(target.status(), {CAP_SYS_PTRACE});
   absl::StatusOr<bool> holds = false;
   const auto look = [&] {
     absl::StatusOr<Netns> home = Netns::Current();
@@ -257,7 +266,8 @@ absl::StatusOr<bool> NamespaceHoldsAny(const std::string& path, const std::vecto
       return;
     }
     ScopedNetns inside(*target, *home);
-    holds = inside.status().ok() ? HoldsAnyHere(path, ips) : inside.status();
+    holds = inside.status().ok() ? HoldsAnyHere(path, ips)
+                                 : NameMissingCapabilities(inside.status(), {CAP_SYS_ADMIN});
   };
   try {
     std::thread(look).join();
@@ -417,7 +427,7 @@ absl::StatusOr<PodLocation> PodLocator::Locate(std::string_view uid,
   absl::Status unreadable;
   for (int pid : pids) {
     std::string path = fmt::format("{}/{}/ns/net", paths_.proc_root, pid);
-    const std::optional<NamespaceId> id = NamespaceOf(path);
+    const std::optional<NamespaceId> id = NamespaceOf(path, &unreadable);
     if (!id || !seen.insert(*id).second) continue;  // gone meanwhile, or seen already
     if (host.contains(*id)) continue;
     outside_host = true;
@@ -433,7 +443,9 @@ absl::StatusOr<PodLocation> PodLocator::Locate(std::string_view uid,
     location.pid = pid;
     return location;
   }
-  if (seen.empty()) return absl::UnavailableError("no process in its cgroup yet");
+  if (seen.empty()) {
+    return unreadable.ok() ? absl::UnavailableError("no process in its cgroup yet") : unreadable;
+  }
   if (!outside_host) {
     return absl::UnavailableError("its processes are in the host's network namespace");
   }

@@ -90,7 +90,7 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const AgentOptions& opt
     const absl::Status status = ErrnoStatus("loading the BPF programs", -err);
     if (absl::IsPermissionDenied(status)) {
       return absl::PermissionDeniedError(fmt::format(
-          "{} (run the agent as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN)",
+          "{} (run the agent as root, or with CAP_SYS_ADMIN, CAP_NET_ADMIN and CAP_SYS_PTRACE)",
           status.message()));
     }
     return status;

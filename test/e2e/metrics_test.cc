@@ -102,11 +102,7 @@ struct Scenario {
     agent =
         std::make_unique<AgentProcess>(node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY});
     REQUIRE(agent->WaitForInboundPort(server, 8080));
-    static const std::regex serving(R"(serving /metrics on (\S+),)");
-    std::smatch match;
-    const std::string output = agent->output();
-    REQUIRE(std::regex_search(output, match, serving));
-    metrics_address = match[1];
+    metrics_address = agent->metrics_address();
   }
 
   CommandResult RunClient(const std::vector<std::string>& arguments) {
@@ -217,10 +213,7 @@ TEST_CASE("opaque TCP connections count their bytes exactly") {
   s.agent =
       std::make_unique<AgentProcess>(s.node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY});
   REQUIRE(s.agent->WaitForInboundPort(s.server, 8080));
-  std::smatch match;
-  const std::string output = s.agent->output();
-  REQUIRE(std::regex_search(output, match, std::regex(R"(serving /metrics on (\S+),)")));
-  s.metrics_address = match[1];
+  s.metrics_address = s.agent->metrics_address();
   // Three connections, each a line no protocol claims, echoed back.
   const CommandResult dial = Dial(s.client, Target(s.server, 8080), 3);
   REQUIRE(dial.exit_code == 0);

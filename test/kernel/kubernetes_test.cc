@@ -446,5 +446,100 @@ TEST_CASE("kubernetes: an agent inside a cgroup namespace of its own finds and e
   CHECK(agent.ProxyCounter("accepted_outbound") == 1);
 }
 
+TEST_CASE("kubernetes: the agent is ready once its first inventory is applied, and healthy") {
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
+  ShopPods shop(cluster);
+  cluster.api.Stop();  // the first lists cannot be made yet
+  AgentProcess& agent = cluster.StartAgent();
+  INFO("agent:\n" << agent.output());
+  std::optional<HttpReply> ready = agent.GetMetricsPort("/readyz");
+  REQUIRE(ready);
+  CHECK(ready->status == 503);
+  CHECK_THAT(ready->body, Catch::StartsWith("not ready: waiting for the first inventory"));
+  std::optional<HttpReply> healthy = agent.GetMetricsPort("/healthz");
+  REQUIRE(healthy);
+  CHECK(healthy->status == 200);  // starting is not failing: no restart while the API is away
+
+  cluster.api.Start();
+  CHECK(PollUntil(
+      [&] {
+        ready = agent.GetMetricsPort("/readyz");
+        return ready && ready->status == 200;
+      },
+      30s));
+  CHECK(ready->body == "ready\n");
+  CHECK(cluster.WaitForState(shop.client, "enrolled"));
+  healthy = agent.GetMetricsPort("/healthz");
+  REQUIRE(healthy);
+  CHECK(healthy->status == 200);
+  CHECK(healthy->body == "ok\n");
+}
+
+// The capabilities the Helm chart grants the agent's container, everything else dropped.
+const std::vector<std::string> kGranted = {"sys_admin", "net_admin", "sys_ptrace"};
+
+// A launcher that starts the agent, root as in its container, with only `capabilities`
+// (setpriv bounds them: root's permitted set after exec is the bounding set).
+std::vector<std::string> WithOnly(const std::vector<std::string>& capabilities) {
+  std::string set = "-all";
+  for (const std::string& capability : capabilities) set += ",+" + capability;
+  return {"setpriv", "--bounding-set", set, "--inh-caps", set, "--"};
+}
+
+std::vector<std::string> GrantedBut(const std::string& missing) {
+  std::vector<std::string> capabilities;
+  for (const std::string& capability : kGranted) {
+    if (capability != missing) capabilities.push_back(capability);
+  }
+  return WithOnly(capabilities);
+}
+
+TEST_CASE("kubernetes: the capabilities the chart grants are enough to enrol, proxy and count") {
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
+  ShopPods shop(cluster);
+  AgentProcess& agent = cluster.StartAgent(false, {}, WithOnly(kGranted));
+  INFO("agent:\n" << agent.output());
+  REQUIRE(cluster.WaitForState(shop.client, "enrolled"));
+  REQUIRE(cluster.WaitForState(shop.server, "enrolled"));
+  CHECK(Dial(*shop.client.pod, shop.target()).exit_code == 0);
+  CHECK(agent.ProxyCounter("accepted_outbound") == 1);
+  CHECK(PollUntil([&] { return agent.ProxyCounter("accepted_inbound") == 1; }, 5s));
+  const std::string status = ReadFile(fmt::format("/proc/{}/status", agent.process().pid()));
+  CHECK_THAT(status, Catch::Contains("CapEff:\t0000000000281000"));  // exactly those three
+}
+
+TEST_CASE(
+    "kubernetes: an agent without CAP_SYS_ADMIN or CAP_NET_ADMIN stops at once and names it") {
+  const auto [capability, name] = GENERATE(table<std::string, std::string>(
+      {{"sys_admin", "CAP_SYS_ADMIN"}, {"net_admin", "CAP_NET_ADMIN"}}));
+  CAPTURE(name);
+  KubeNode cluster;
+  try {
+    cluster.StartAgent(false, {}, GrantedBut(capability));
+    FAIL("the agent started without " << name);
+  } catch (const std::runtime_error& e) {
+    const std::string message = e.what();
+    INFO(message);
+    CHECK(message.find("the agent lacks " + name) != std::string::npos);
+    CHECK(message.find("grant it") != std::string::npos);
+  }
+}
+
+TEST_CASE("kubernetes: without CAP_SYS_PTRACE the agent cannot see into pods and says why") {
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
+  ShopPods shop(cluster);
+  AgentProcess& agent = cluster.StartAgent(false, {}, GrantedBut("sys_ptrace"));
+  INFO("agent:\n" << agent.output());
+  REQUIRE(cluster.WaitForState(shop.client, "pending"));
+  const std::string reason = cluster.AgentPod(shop.client)["state_reason"];
+  CHECK_THAT(reason, Catch::Contains("Permission denied") &&
+                         Catch::Contains("the agent lacks CAP_SYS_PTRACE"));
+  CHECK(Dial(*shop.client.pod, shop.target()).exit_code == 0);  // direct, as if unmeshed
+  CHECK(agent.ProxyCounter("accepted_outbound") == 0);
+}
+
 }  // namespace
 }  // namespace nodemesh::testing

@@ -109,10 +109,7 @@ struct ServiceCluster {
         node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY,
                                   .log_level = "debug",
                                   .extra_args = {"--aggregator", aggregator_address}});
-    std::smatch match;
-    const std::string output = agent->output();
-    REQUIRE(std::regex_search(output, match, std::regex(R"(serving /metrics on (\S+),)")));
-    metrics_address = match[1];
+    metrics_address = agent->metrics_address();
   }
 
   std::string Metrics() const {

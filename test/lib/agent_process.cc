@@ -1,6 +1,8 @@
 #include "test/lib/agent_process.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -10,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <regex>
 #include <stdexcept>
 
 namespace nodemesh::testing {
@@ -22,13 +25,13 @@ std::string Tail(const std::string& text, size_t max_bytes = 8192) {
 
 }  // namespace
 
-std::optional<HttpReply> HttpGetUnix(const std::string& socket_path, std::string_view path,
-                                     std::chrono::milliseconds timeout) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (socket_path.size() >= sizeof address.sun_path) return std::nullopt;
-  std::memcpy(address.sun_path, socket_path.data(), socket_path.size());
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+namespace {
+
+// GET `path` on a connected-to-be stream socket at `address`: the admin API and /metrics
+// both answer with Connection: close, so the reply ends at EOF.
+std::optional<HttpReply> HttpGet(const sockaddr* address, socklen_t length, std::string_view path,
+                                 std::chrono::milliseconds timeout) {
+  const int fd = ::socket(address->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return std::nullopt;
   struct Closer {
     int fd;
@@ -41,9 +44,7 @@ std::optional<HttpReply> HttpGetUnix(const std::string& socket_path, std::string
           std::chrono::duration_cast<std::chrono::microseconds>(timeout - seconds).count())};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
-    return std::nullopt;
-  }
+  if (::connect(fd, address, length) != 0) return std::nullopt;
   const std::string request =
       fmt::format("GET {} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n", path);
   for (size_t sent = 0; sent < request.size();) {
@@ -52,7 +53,6 @@ std::optional<HttpReply> HttpGetUnix(const std::string& socket_path, std::string
     if (n <= 0) return std::nullopt;
     sent += static_cast<size_t>(n);
   }
-  // The admin API answers with Connection: close, so the reply ends at EOF.
   std::string reply;
   char buffer[16384];
   for (;;) {
@@ -70,6 +70,30 @@ std::optional<HttpReply> HttpGetUnix(const std::string& socket_path, std::string
   parsed.status = std::atoi(reply.substr(9, 3).c_str());
   parsed.body = reply.substr(head_end + 4);
   return parsed;
+}
+
+}  // namespace
+
+std::optional<HttpReply> HttpGetUnix(const std::string& socket_path, std::string_view path,
+                                     std::chrono::milliseconds timeout) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof address.sun_path) return std::nullopt;
+  std::memcpy(address.sun_path, socket_path.data(), socket_path.size());
+  return HttpGet(reinterpret_cast<const sockaddr*>(&address), sizeof address, path, timeout);
+}
+
+std::optional<HttpReply> HttpGetTcp(const std::string& host_port, std::string_view path,
+                                    std::chrono::milliseconds timeout) {
+  const size_t colon = host_port.rfind(':');
+  if (colon == std::string::npos) return std::nullopt;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(std::atoi(host_port.c_str() + colon + 1)));
+  if (::inet_pton(AF_INET, host_port.substr(0, colon).c_str(), &address.sin_addr) != 1) {
+    return std::nullopt;
+  }
+  return HttpGet(reinterpret_cast<const sockaddr*>(&address), sizeof address, path, timeout);
 }
 
 AgentProcess::AgentProcess(TestNode& node, AgentProcessOptions options) : node_(node) {
@@ -146,6 +170,21 @@ nlohmann::json AgentProcess::Get(std::string_view path) const {
                                          Tail(process_->output())));
   }
   return *std::move(body);
+}
+
+std::string AgentProcess::metrics_address() {
+  static const std::regex serving(R"(serving /metrics on (\S+),)");
+  std::smatch match;
+  process_->WaitForOutput("serving /metrics on", std::chrono::seconds(10));
+  const std::string output = process_->output();
+  if (!std::regex_search(output, match, serving)) {
+    throw std::runtime_error("the agent has not said where it serves /metrics:\n" + Tail(output));
+  }
+  return match[1];
+}
+
+std::optional<HttpReply> AgentProcess::GetMetricsPort(std::string_view path) {
+  return HttpGetTcp(metrics_address(), path);
 }
 
 uint64_t AgentProcess::ProxyCounter(std::string_view name) const {

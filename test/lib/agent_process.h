@@ -25,6 +25,11 @@
 
 namespace nodemesh::testing {
 
+struct HttpReply {
+  int status = 0;
+  std::string body;
+};
+
 struct AgentProcessOptions {
   std::string binary{};  // path of nodemesh-agent
   std::string log_level = "info";
@@ -59,6 +64,11 @@ class AgentProcess {
   // The same, but throws std::runtime_error when there is no answer.
   nlohmann::json Get(std::string_view path) const;
 
+  // Where the agent serves /metrics, /readyz and /healthz ("127.0.0.1:PORT": tests start
+  // it on any free loopback port), from its log; throws if it has not said so within 10s.
+  std::string metrics_address();
+  // GET `path` there; nullopt if nothing answers.
+  std::optional<HttpReply> GetMetricsPort(std::string_view path);
   // One counter of /stats: "proxy" (accepted_outbound, upstream_refused, ...) or "kernel"
   // (redirected_ipv4, inbound_steered, ...). Throws if the agent does not answer.
   uint64_t ProxyCounter(std::string_view name) const;
@@ -90,12 +100,12 @@ class AgentProcess {
   std::optional<Process> process_;  // always set once constructed
 };
 
+// The same on TCP, at "127.0.0.1:4191" (IPv4).
+std::optional<HttpReply> HttpGetTcp(const std::string& host_port, std::string_view path,
+                                    std::chrono::milliseconds timeout = std::chrono::seconds(5));
+
 // GET `path` over HTTP/1.1 on the Unix socket `socket_path`: the status code and body,
 // or nullopt if nothing answers within `timeout`.
-struct HttpReply {
-  int status = 0;
-  std::string body;
-};
 std::optional<HttpReply> HttpGetUnix(const std::string& socket_path, std::string_view path,
                                      std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
