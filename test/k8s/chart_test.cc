@@ -4,25 +4,32 @@
 // the Kubernetes API's types, unknown fields refused (test/k8s/validate.js), and a copy of the
 // chart with a misspelt field refused; the PodMonitor only where the cluster serves it; the
 // install refused in a namespace whose Pod Security level would refuse the agent's pods,
-// checked against the test API server.
+// checked against the test API server; and the real agent, on a simulated node, run with the
+// chart's ClusterRole enforced by that server (this one needs root).
 //
 // Helm, kubectl and the validator's packages come from test/install-deps.sh, under
 // NODEMESH_TOOLS_DIR (a CMake cache variable, /opt/nodemesh-tools by default); without
 // them the tests fail, saying so.
+#include <yaml-cpp/yaml.h>
+
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
+#include "test/lib/kubelet.h"
 #include "test/lib/process.h"
+#include "test/lib/test_node.h"
+#include "test/lib/tier.h"
 
 namespace nodemesh::testing {
 namespace {
@@ -166,6 +173,34 @@ std::string NotesOf(const std::string& manifests) {
   const size_t end = manifests.find('\n', at + kKey.size());
   return nlohmann::json::parse(manifests.substr(at + kKey.size(), end - at - kKey.size()))
       .get<std::string>();
+}
+
+// The documents of a YAML stream as JSON, every scalar a string (enough for RBAC objects).
+nlohmann::json JsonOf(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map: {
+      nlohmann::json object = nlohmann::json::object();
+      for (const auto& entry : node) object[entry.first.as<std::string>()] = JsonOf(entry.second);
+      return object;
+    }
+    case YAML::NodeType::Sequence: {
+      nlohmann::json array = nlohmann::json::array();
+      for (const auto& item : node) array.push_back(JsonOf(item));
+      return array;
+    }
+    case YAML::NodeType::Scalar:
+      return node.as<std::string>();
+    default:
+      return nullptr;
+  }
+}
+
+nlohmann::json YamlDocuments(const std::string& text) {
+  nlohmann::json documents = nlohmann::json::array();
+  for (const YAML::Node& document : YAML::LoadAll(text)) {
+    if (document.IsMap()) documents.push_back(JsonOf(document));
+  }
+  return documents;
 }
 
 TEST_CASE("helm lint --strict passes with the default and the custom values") {
@@ -410,6 +445,56 @@ TEST_CASE("installing into a namespace whose Pod Security level refuses the agen
     const std::string notes = NotesOf(installed.output);
     CHECK(notes.find("The namespace enforces \"privileged\": nothing to do.") != std::string::npos);
     CHECK(notes.find("kubectl label namespace nodemesh pod-security") == std::string::npos);
+  }
+}
+
+// The agent's permissions are those its Kubernetes source needs: with the chart's
+// ClusterRole and binding enforced by the test API server, the real agent lists and watches
+// what it should and enrols a meshed pod, nothing it asks is refused, and each of the six
+// permissions (list and watch of pods, namespaces and Services) is asked for.
+TEST_CASE("the agent works with exactly the permissions of the chart's ClusterRole") {
+  RequireRoot("k8s");
+  Helm helm;
+  TempDir dir;
+  const nlohmann::json rbac =
+      YamlDocuments(helm.Template(kChart, {"--show-only", "templates/agent-rbac.yaml"}));
+  REQUIRE(rbac.size() == 2);
+  KubeApiServer api({.rbac_file = dir.Write("rbac.json", rbac.dump())});
+  PodNetwork network;
+  TestNode node{network, "node-a"};
+  Kubelet kubelet(api, node, CgroupDriver::kSystemd);
+  kubelet.CreateNamespace("shop", {{"nodemesh.io/mesh", "enabled"}});
+  const KubePod& web =
+      kubelet.StartPod({.namespace_name = "shop", .name = "web-5d8c-x2k", .workload_name = "web"},
+                       {"sleep", "3600"});
+  // The DaemonSet's pods run as ServiceAccount nodemesh-agent of the release's namespace.
+  const std::string user = "system:serviceaccount:nodemesh:nodemesh-agent";
+  const std::string kubeconfig = dir.path() + "/kubeconfig";
+  api.WriteKubeconfig(kubeconfig, api.IssueToken("nodemesh", "nodemesh-agent"));
+
+  AgentProcess agent(node,
+                     {.binary = NODEMESH_AGENT_BINARY,
+                      .inventory = {"--inventory", "kubernetes", "--kubeconfig", kubeconfig}});
+  INFO("agent:\n" << agent.output() << "\nAPI server:\n" << api.log());
+  CHECK(agent.WaitUntilEnrolled(*web.pod));
+
+  std::set<std::string> asked;
+  for (const KubeApiServer::Request& request : api.Requests()) {
+    if (request.user != user) continue;
+    INFO(request.method << " " << request.path << ": " << request.status);
+    CHECK(request.status == 200);
+    const std::string path = request.path.substr(0, request.path.find('?'));
+    const std::string resource = path.substr(path.rfind('/') + 1);
+    CHECK(path == "/api/v1/" + resource);  // collections, cluster-wide: never one object
+    asked.insert(
+        (request.watch ? "watch " : (request.method == "GET" ? "list " : request.method + " ")) +
+        resource);
+  }
+  CHECK(asked == std::set<std::string>{"list pods", "watch pods", "list namespaces",
+                                       "watch namespaces", "list services", "watch services"});
+  for (const auto& [rule, uses] : api.RbacRuleUses()) {
+    INFO(rule);
+    CHECK(uses > 0);
   }
 }
 
