@@ -62,7 +62,7 @@ absl::Status PodEnrolment::Build() {
   }
   if (absl::Status status =
           PrepareTransparentInbound(runtime_->netns(), context_.home, options.marks.transparent,
-                                    options.marks.transparent_table);
+                                    options.marks.transparent_table, options.proc_root);
       !status.ok()) {
     return status;
   }

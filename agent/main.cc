@@ -80,9 +80,10 @@ int main(int argc, char** argv) {
                  "The kubeconfig's context to use (default: its current-context)");
   app.add_option("--service-account-dir", kubernetes.service_account_dir,
                  "In-cluster credentials: the service account's token, ca.crt and namespace");
-  app.add_option("--proc-root", kubernetes.paths.proc_root,
+  app.add_option("--proc-root", options.proc_root,
                  "The host's /proc, where pods' processes and network namespaces are found "
-                 "(mounted elsewhere when the agent does not share the host's pid namespace)");
+                 "(mounted elsewhere when the agent does not share the host's pid namespace), "
+                 "and the pods' network sysctls are set (its sys/net writable)");
   app.add_option("--watch-stall-timeout", watch_stall_timeout,
                  "An API watch silent for this long (not even a bookmark) is started again")
       ->check(DurationValidator());
@@ -175,6 +176,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<nodemesh::agent::InventorySource> inventory;
   if (options.inventory_path == kKubernetes) {
     kubernetes.node = options.node;
+    kubernetes.paths.proc_root = options.proc_root;
     kubernetes.paths.cgroup_root = options.cgroup_root;
     if (absl::StatusOr<std::string> mount = nodemesh::agent::FindCgroup2Mount(); mount.ok()) {
       kubernetes.paths.cgroup_mount = *mount;

@@ -51,6 +51,10 @@ struct AgentOptions {
   // Pods enrolled at once: sizes the kernel maps that hold them.
   uint32_t max_pods = 4096;
   std::vector<uint16_t> excluded_ports;
+  // The host's /proc: pods' processes and network namespaces (Kubernetes inventory), and
+  // the network sysctls set in each pod (the agent's own /proc/sys is read-only in a
+  // container; <proc_root>/sys/net is then the node's, mounted writable).
+  std::string proc_root = "/proc";
   SocketMarks marks;
   ProxyOptions proxy;
   ObserverOptions observer;

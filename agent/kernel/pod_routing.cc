@@ -85,28 +85,33 @@ absl::Status AddLocalRoute(int fd, uint8_t family, uint32_t table) {
       family == AF_INET ? "adding the IPv4 local route" : "adding the IPv6 local route");
 }
 
-absl::Status WriteSysctl(const char* path, const char* value) {
-  UniqueFd fd(::open(path, O_WRONLY | O_CLOEXEC));
+absl::Status WriteSysctl(const std::string& path, std::string_view value) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd.valid() && errno == EROFS) {
+    return absl::FailedPreconditionError(fmt::format(
+        "{} is read-only, as a container's /proc/sys is: mount the node's /proc/sys/net "
+        "writable at {} and pass --proc-root",
+        path, path.substr(0, path.find("/sys/net") + 8)));
+  }
   if (!fd.valid()) return ErrnoStatus(path, errno);
-  if (::write(fd.get(), value, std::strlen(value)) < 0) return ErrnoStatus(path, errno);
+  if (::write(fd.get(), value.data(), value.size()) < 0) return ErrnoStatus(path, errno);
   return absl::OkStatus();
 }
 
 }  // namespace
 
 absl::Status PrepareTransparentInbound(const Netns& pod, const Netns& home, uint32_t mark,
-                                       uint32_t table) {
+                                       uint32_t table, const std::string& proc_root) {
   ScopedNetns in_pod(pod, home);
   if (!in_pod.status().ok()) return in_pod.status();
-  // /proc/sys/net answers for the namespace of the thread that opens it.
-  if (absl::Status status = WriteSysctl("/proc/sys/net/ipv4/tcp_fwmark_accept", "1");
+  if (absl::Status status = WriteSysctl(proc_root + "/sys/net/ipv4/tcp_fwmark_accept", "1");
       !status.ok()) {
     return status;
   }
   UniqueFd fd(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
   if (!fd.valid()) return ErrnoStatus("rtnetlink socket", errno);
   // A pod without IPv6 has no IPv6 routing to prepare.
-  const bool ipv6 = ::access("/proc/sys/net/ipv6", F_OK) == 0;
+  const bool ipv6 = ::access((proc_root + "/sys/net/ipv6").c_str(), F_OK) == 0;
   for (uint8_t family : {uint8_t{AF_INET}, uint8_t{AF_INET6}}) {
     if (family == AF_INET6 && !ipv6) continue;
     if (absl::Status status = AddRule(fd.get(), family, mark, table); !status.ok()) return status;

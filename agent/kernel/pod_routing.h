@@ -8,14 +8,17 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/status.h"
 #include "agent/kernel/system.h"
 
 namespace nodemesh::agent {
 
-// Idempotent: installs the sysctl, rule and route in `pod` if missing.
+// Idempotent: installs the sysctl, rule and route in `pod` if missing. The sysctl is
+// written under `proc_root`/sys/net, which answers for the namespace of the thread that
+// opens it, whichever procfs mount it is reached through.
 absl::Status PrepareTransparentInbound(const Netns& pod, const Netns& home, uint32_t mark,
-                                       uint32_t table);
+                                       uint32_t table, const std::string& proc_root);
 
 }  // namespace nodemesh::agent

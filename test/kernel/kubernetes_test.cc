@@ -541,5 +541,44 @@ TEST_CASE("kubernetes: without CAP_SYS_PTRACE the agent cannot see into pods and
   CHECK(agent.ProxyCounter("accepted_outbound") == 0);
 }
 
+// As a container runtime mounts it: /proc/sys read-only in a mount namespace of the
+// agent's own; `host_proc`, if not empty, gets the host's /proc (writable) beforehand, as
+// the chart mounts the node's /proc and /proc/sys/net.
+std::vector<std::string> WithReadOnlyProcSys(const std::string& host_proc) {
+  std::string script = "set -e; ";
+  if (!host_proc.empty()) script += "mount --rbind /proc " + host_proc + "; ";
+  script += "mount --bind /proc/sys /proc/sys; mount -o remount,bind,ro /proc/sys; ";
+  script += "exec \"$0\" \"$@\"";
+  return {"unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script};
+}
+
+TEST_CASE(
+    "kubernetes: with a read-only /proc/sys the agent sets pods' sysctls through --proc-root") {
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
+  ShopPods shop(cluster);
+  SECTION("through the host's /proc mounted elsewhere: enrolled, proxied both ways") {
+    const std::string host_proc = cluster.directory.path() + "/host-proc";
+    REQUIRE(::mkdir(host_proc.c_str(), 0755) == 0);
+    AgentProcess& agent =
+        cluster.StartAgent(false, {"--proc-root", host_proc}, WithReadOnlyProcSys(host_proc));
+    INFO("agent:\n" << agent.output());
+    REQUIRE(cluster.WaitForState(shop.server, "enrolled"));
+    REQUIRE(cluster.WaitForState(shop.client, "enrolled"));
+    REQUIRE(agent.WaitForInboundPort(*shop.server.pod, kEchoPort));
+    CHECK(Dial(*shop.client.pod, shop.target()).exit_code == 0);
+    CHECK(PollUntil([&] { return agent.ProxyCounter("accepted_inbound") == 1; }, 5s));
+    CHECK(shop.server.pod->RunCommand({"cat", "/proc/sys/net/ipv4/tcp_fwmark_accept"}).output ==
+          "1\n");
+  }
+  SECTION("through its own read-only /proc/sys: the pod fails and the agent says what to mount") {
+    AgentProcess& agent = cluster.StartAgent(false, {}, WithReadOnlyProcSys(""));
+    INFO("agent:\n" << agent.output());
+    REQUIRE(cluster.WaitForState(shop.server, "failed"));
+    CHECK_THAT(cluster.AgentPod(shop.server)["enrolment_error"].get<std::string>(),
+               Catch::Contains("is read-only") && Catch::Contains("/proc/sys/net writable"));
+  }
+}
+
 }  // namespace
 }  // namespace nodemesh::testing
