@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine, as root: installs what is missing,
 # builds the Release, sanitizer and fuzzing configurations, and runs every test tier
-# (unit, kernel, e2e) in Release, the unit and kernel tiers again under ASan + UBSan (the
+# (unit, kernel, e2e, k8s: the chart and the image) in Release, the unit and kernel tiers again under ASan + UBSan (the
 # kernel tier runs the sanitized agent through the proxy loop), and a bounded run of each
 # fuzz target.
 #
@@ -21,7 +21,7 @@ bash test/install-deps.sh
 stage "release build"
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$jobs"
-stage "release tests (unit, kernel, e2e)"
+stage "release tests (unit, kernel, e2e, k8s)"
 ctest --preset release -j "$jobs"
 
 stage "sanitizer build (ASan + UBSan)"
