@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine, as root: installs what is missing,
 # builds the Release, sanitizer and fuzzing configurations, and runs every test tier
-# (unit, kernel, e2e, k8s: the chart and the image) in Release, the unit and kernel tiers again under ASan + UBSan (the
-# kernel tier runs the sanitized agent through the proxy loop), and a bounded run of each
-# fuzz target.
+# (unit, kernel, e2e, and k8s: the chart and the image) in Release, the unit and kernel
+# tiers again under ASan + UBSan (the kernel tier runs the sanitized agent through the
+# proxy loop), and a bounded run of each fuzz target.
 #
 #   bash test/run.sh                  everything
 #   FUZZ_SECONDS=5 bash test/run.sh   shorter fuzzing
