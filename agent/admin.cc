@@ -1,10 +1,14 @@
 // The agent's admin API (JSON on a root-only Unix socket, documented in the README) and its
 // /metrics endpoint. Everything they show is read from the running agent and its kernel
 // maps at the moment of the request.
+#include <sys/utsname.h>
+
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/numbers.h"
 #include "agent/agent.h"
 #include "common/base/log.h"
+#include "common/base/version.h"
 #include "common/wire/convert.h"
 
 namespace nodemesh::agent {
@@ -57,6 +61,22 @@ nlohmann::json ProxyTotals(const std::vector<std::unique_ptr<Worker>>& workers) 
   return totals;
 }
 
+nlohmann::json ProgramJson(const AttachedProgram& program, std::string attach_point) {
+  nlohmann::json json = {{"name", program.name},
+                         {"type", program.type},
+                         {"attach_type", program.attach_type},
+                         {"attach_point", std::move(attach_point)},
+                         {"program_id", program.program_id},
+                         {"link_id", program.link_id}};
+  if (program.cgroup_id != 0) json["cgroup_id"] = program.cgroup_id;
+  if (program.netns_inode != 0) json["netns_inode"] = program.netns_inode;
+  return json;
+}
+
+std::string Hex(uint32_t value) { return fmt::format("{:#x}", value); }
+
+int64_t Milliseconds(int64_t nanoseconds) { return nanoseconds / 1'000'000; }
+
 }  // namespace
 
 void Agent::ServeMetrics(HttpServer& server) {
@@ -85,6 +105,107 @@ void Agent::ServeMetrics(HttpServer& server) {
 }
 
 void Agent::ServeAdmin(HttpServer& server) {
+  server.Handle("/version", [this](const HttpRequest&) {
+    utsname kernel{};
+    ::uname(&kernel);
+    return JsonResponse(
+        {{"node", options_.node}, {"version", kVersion}, {"kernel_release", kernel.release}});
+  });
+  server.Handle("/config", [this](const HttpRequest&) {
+    const bool kubernetes = options_.inventory_path == "kubernetes";
+    return JsonResponse({
+        {"node", options_.node},
+        {"version", kVersion},
+        {"inventory",
+         {{"source", kubernetes ? "kubernetes" : "file"},
+          {"path", kubernetes ? "" : options_.inventory_path}}},
+        {"aggregator", options_.aggregator_address},
+        {"cgroup_root", options_.cgroup_root},
+        {"cgroup_mount", cgroup_mount_},
+        {"proc_root", options_.proc_root},
+        {"workers", workers_.size()},
+        {"outbound_port", options_.outbound_port},
+        {"inbound_port", options_.inbound_port},
+        {"max_pods", options_.max_pods},
+        {"excluded_ports", options_.excluded_ports},
+        {"marks",
+         {{"upstream", Hex(options_.marks.upstream)},
+          {"transparent", Hex(options_.marks.transparent)},
+          {"transparent_table", Hex(options_.marks.transparent_table)}}},
+        {"timeouts_ms",
+         {{"connect", Milliseconds(options_.proxy.connect_timeout_ns)},
+          {"idle", Milliseconds(options_.proxy.idle_timeout_ns)},
+          {"metrics_retain_idle", Milliseconds(options_.observer.retain_idle_ns)}}},
+        {"buffers",
+         {{"size", options_.proxy.buffer_size}, {"per_worker", options_.proxy.max_buffers}}},
+        {"l7", options_.observer.l7 ? "on" : "off"},
+        {"max_routes", options_.observer.max_routes_per_workload},
+        {"log_level", LogLevelName(CurrentLogLevel())},
+    });
+  });
+  server.Handle("/kernel", [this](const HttpRequest&) {
+    nlohmann::json programs = nlohmann::json::array();
+    const std::string cgroup_path =
+        cgroup_mount_ + (options_.cgroup_root == "/" ? "" : options_.cgroup_root);
+    for (const AttachedProgram& program : datapath_->CgroupPrograms()) {
+      programs.push_back(ProgramJson(program, "cgroup " + cgroup_path));
+    }
+    {
+      std::lock_guard lock(mutex_);
+      for (const PodInfo& info : inventory_.pods) {
+        const auto enrolled = enrolled_.find(info.key());
+        if (enrolled == enrolled_.end() || enrolled->second->inbound_link() == nullptr) continue;
+        absl::StatusOr<AttachedProgram> program =
+            DescribeLink(enrolled->second->inbound_link()->fd(), "nm_sk_lookup");
+        if (!program.ok()) continue;
+        nlohmann::json json = ProgramJson(*program, "netns " + info.netns);
+        json["pod"] = info.key();
+        programs.push_back(json);
+      }
+    }
+    nlohmann::json maps = nlohmann::json::array();
+    for (const MapSummary& map : datapath_->Maps()) {
+      maps.push_back({{"name", map.name},
+                      {"type", map.type},
+                      {"map_id", map.map_id},
+                      {"entries", map.entries},
+                      {"capacity", map.capacity}});
+    }
+    nlohmann::json counters = nlohmann::json::object();
+    const CounterValues values = datapath_->ReadCounters();
+    for (uint32_t i = 0; i < NM_COUNTER_COUNT; ++i) {
+      counters[std::string(CounterName(static_cast<nm_counter>(i)))] = values[i];
+    }
+    return JsonResponse(
+        {{"node", options_.node}, {"programs", programs}, {"maps", maps}, {"counters", counters}});
+  });
+  server.Handle("/kernel/maps/", [this](const HttpRequest& request) {
+    const std::string name = request.path.substr(std::string_view("/kernel/maps/").size());
+    size_t limit = 1000;
+    if (const auto it = request.query.find("limit"); it != request.query.end()) {
+      if (!absl::SimpleAtoi(it->second, &limit)) {
+        return HttpResponse{400, kText, "limit must be a number of entries\n"};
+      }
+    }
+    absl::StatusOr<nlohmann::json> dump = datapath_->DumpMap(name, limit);
+    if (!dump.ok()) return HttpResponse{404, kText, std::string(dump.status().message()) + "\n"};
+    // The agent's pod ids, named.
+    absl::flat_hash_map<uint32_t, std::string> pods;
+    {
+      std::lock_guard lock(mutex_);
+      for (const auto& [key, enrolment] : enrolled_) pods[enrolment->runtime().id()] = key;
+    }
+    for (nlohmann::json& entry : (*dump)["entries"]) {
+      nlohmann::json* with_id = entry.contains("pod_id")   ? &entry
+                                : entry.contains("origin") ? &entry["origin"]
+                                                           : nullptr;
+      if (with_id == nullptr) continue;
+      const auto pod = pods.find((*with_id)["pod_id"].get<uint32_t>());
+      if (pod != pods.end()) (*with_id)["pod"] = pod->second;
+    }
+    (*dump)["node"] = options_.node;
+    return JsonResponse(*dump);
+  });
   server.Handle("/stats", [this](const HttpRequest&) {
     nlohmann::json proxy = ProxyTotals(workers_);
     proxy["listeners"] = ListenerCount();
@@ -137,7 +258,8 @@ void Agent::ServeAdmin(HttpServer& server) {
       std::vector<ConnectionSummary> summaries;
       worker->RunAndWait([&] { summaries = worker->ListConnections(); });
       for (const ConnectionSummary& c : summaries) {
-        connections.push_back({{"worker", worker->index()},
+        connections.push_back({{"id", fmt::format("{}-{}", worker->index(), c.id)},
+                               {"worker", worker->index()},
                                {"direction", DirectionName(c.direction)},
                                {"pod", c.pod},
                                {"client", c.client.ToString()},

@@ -48,6 +48,8 @@ class PodEnrolment {
   const PodRuntime& runtime() const { return *runtime_; }
   uint64_t cgroup_id() const { return cgroup_id_; }
   bool ipv6() const { return ipv6_; }
+  // The sk_lookup link on the pod's netns; null until attached.
+  const NetnsLink* inbound_link() const { return inbound_link_.get(); }
   // The pod's addresses and ports captured inbound, as "ip:port", sorted.
   std::vector<std::string> CapturedPorts() const;
 

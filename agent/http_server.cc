@@ -213,7 +213,16 @@ void HttpServer::ServeOne(int fd) {
     if (question != std::string::npos) {
       request.query = ParseQuery(std::string_view(reader.url).substr(question + 1));
     }
-    const auto handler = handlers_.find(request.path);
+    auto handler = handlers_.find(request.path);
+    if (handler == handlers_.end()) {
+      for (auto it = handlers_.begin(); it != handlers_.end(); ++it) {
+        const std::string& path = it->first;
+        if (!path.empty() && path.back() == '/' && request.path.starts_with(path) &&
+            (handler == handlers_.end() || path.size() > handler->first.size())) {
+          handler = it;
+        }
+      }
+    }
     if (handler == handlers_.end()) {
       std::string paths;
       for (const auto& [path, unused] : handlers_) paths += "  " + path + "\n";

@@ -37,7 +37,8 @@ class HttpServer {
   static absl::StatusOr<std::unique_ptr<HttpServer>> ListenUnix(const std::string& path);
   ~HttpServer();
 
-  // Before Start().
+  // Before Start(). A path ending in '/' also serves every path under it (the longest such
+  // prefix wins when no exact path matches).
   void Handle(const std::string& path, Handler handler) { handlers_[path] = std::move(handler); }
   void Start();
   void Stop();

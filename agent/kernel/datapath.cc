@@ -3,10 +3,13 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "agent/kernel/system.h"
@@ -36,6 +39,71 @@ absl::Status MapStatus(std::string_view what, int result) {
   // libbpf returns -errno and sets errno.
   return result == 0 ? absl::OkStatus() : ErrnoStatus(what, -result);
 }
+
+// The address of a shared-header struct: v4-mapped shown as IPv4, all zero as null.
+nlohmann::json AddressJson(const __u8 (&bytes)[16]) {
+  IpAddress ip;
+  std::memcpy(ip.bytes.data(), bytes, 16);
+  if (ip == IpAddress{}) return nullptr;
+  return ip.ToString();
+}
+
+std::string EndpointString(const __u8 (&bytes)[16], uint16_t port) {
+  Endpoint endpoint;
+  std::memcpy(endpoint.ip.bytes.data(), bytes, 16);
+  endpoint.port = port;
+  return endpoint.ToString();
+}
+
+nlohmann::json OriginJson(const nm_origin& origin) {
+  return {{"destination", EndpointString(origin.addr, origin.port)},
+          {"family", origin.family == AF_INET6 ? "ipv6" : "ipv4"},
+          {"pod_id", origin.pod_id},
+          {"cgroup_id", origin.cgroup_id}};
+}
+
+nlohmann::json TupleJson(const nm_tuple& tuple) {
+  nlohmann::json key = {{"source", EndpointString(tuple.src_addr, tuple.src_port)},
+                        {"destination", EndpointString(tuple.dst_addr, tuple.dst_port)}};
+  if (tuple.netns_cookie != 0) key["netns_cookie"] = tuple.netns_cookie;
+  return key;
+}
+
+bool IsArray(bpf_map_type type) {
+  return type == BPF_MAP_TYPE_ARRAY || type == BPF_MAP_TYPE_PERCPU_ARRAY;
+}
+
+bool IsPerCpu(bpf_map_type type) {
+  return type == BPF_MAP_TYPE_PERCPU_ARRAY || type == BPF_MAP_TYPE_PERCPU_HASH ||
+         type == BPF_MAP_TYPE_LRU_PERCPU_HASH;
+}
+
+// Calls `visit(key, value)` for each entry of `map` until it returns false; an array's
+// all-zero elements are skipped (they are not set). A per-CPU value comes as every CPU's,
+// each in 8 bytes.
+template <typename Visit>
+void ForEachEntry(const bpf_map* map, Visit visit) {
+  const int fd = bpf_map__fd(map);
+  const bpf_map_type type = bpf_map__type(map);
+  const size_t key_size = bpf_map__key_size(map);
+  size_t value_size = bpf_map__value_size(map);
+  if (IsPerCpu(type)) {
+    value_size = ((value_size + 7) / 8 * 8) * static_cast<size_t>(libbpf_num_possible_cpus());
+  }
+  std::vector<uint8_t> key(key_size), next(key_size), value(value_size);
+  bool first = true;
+  while (bpf_map_get_next_key(fd, first ? nullptr : key.data(), next.data()) == 0) {
+    first = false;
+    key.swap(next);
+    // An entry removed between the two calls is skipped.
+    if (bpf_map_lookup_elem(fd, key.data(), value.data()) != 0) continue;
+    if (IsArray(type) && std::all_of(value.begin(), value.end(), [](uint8_t b) { return b == 0; }))
+      continue;
+    if (!visit(key.data(), value.data())) return;
+  }
+}
+
+std::string TypeName(const char* name) { return name != nullptr ? name : "unknown"; }
 
 }  // namespace
 
@@ -68,6 +136,46 @@ std::string_view CounterName(nm_counter counter) {
 }
 
 NetnsLink::~NetnsLink() { bpf_link__destroy(link_); }
+
+int NetnsLink::fd() const { return bpf_link__fd(link_); }
+
+absl::StatusOr<AttachedProgram> DescribeLink(int link_fd, std::string name) {
+  bpf_link_info link{};
+  uint32_t length = sizeof link;
+  if (bpf_obj_get_info_by_fd(link_fd, &link, &length) != 0) {
+    return ErrnoStatus(fmt::format("reading the link of {}", name), errno);
+  }
+  AttachedProgram program;
+  program.name = std::move(name);
+  program.program_id = link.prog_id;
+  program.link_id = link.id;
+  bpf_prog_info info{};
+  length = sizeof info;
+  const int prog_fd = bpf_prog_get_fd_by_id(link.prog_id);
+  if (prog_fd >= 0) {
+    if (bpf_obj_get_info_by_fd(prog_fd, &info, &length) == 0) {
+      program.type = TypeName(libbpf_bpf_prog_type_str(static_cast<bpf_prog_type>(info.type)));
+    }
+    ::close(prog_fd);
+  }
+  switch (link.type) {
+    case BPF_LINK_TYPE_CGROUP:
+      program.cgroup_id = link.cgroup.cgroup_id;
+      program.attach_type = TypeName(
+          libbpf_bpf_attach_type_str(static_cast<bpf_attach_type>(link.cgroup.attach_type)));
+      break;
+    case BPF_LINK_TYPE_NETNS:
+      program.netns_inode = link.netns.netns_ino;
+      program.attach_type = TypeName(
+          libbpf_bpf_attach_type_str(static_cast<bpf_attach_type>(link.netns.attach_type)));
+      break;
+    default:
+      program.attach_type =
+          TypeName(libbpf_bpf_link_type_str(static_cast<bpf_link_type>(link.type)));
+      break;
+  }
+  return program;
+}
 
 absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const AgentOptions& options,
                                                          const std::string& cgroup_dir) {
@@ -107,6 +215,7 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const AgentOptions& opt
           fmt::format("attaching {} to cgroup {}", bpf_program__name(program), cgroup_dir), errno);
     }
     datapath->cgroup_links_.push_back(link);
+    datapath->cgroup_link_programs_.emplace_back(bpf_program__name(program));
   }
   return datapath;
 }
@@ -223,6 +332,119 @@ CounterValues Datapath::ReadCounters() const {
     for (uint64_t value : per_cpu) totals[counter] += value;
   }
   return totals;
+}
+
+std::vector<AttachedProgram> Datapath::CgroupPrograms() const {
+  std::vector<AttachedProgram> programs;
+  for (size_t i = 0; i < cgroup_links_.size(); ++i) {
+    absl::StatusOr<AttachedProgram> described =
+        DescribeLink(bpf_link__fd(cgroup_links_[i]), cgroup_link_programs_[i]);
+    if (described.ok()) programs.push_back(*std::move(described));
+  }
+  return programs;
+}
+
+std::vector<MapSummary> Datapath::Maps() const {
+  std::vector<MapSummary> maps;
+  bpf_map* map;
+  bpf_object__for_each_map(map, skeleton_->obj) {
+    // The programs' read-only globals (.rodata) are no map of the data path.
+    if (bpf_map__is_internal(map)) continue;
+    MapSummary& summary = maps.emplace_back();
+    summary.name = bpf_map__name(map);
+    summary.type = TypeName(libbpf_bpf_map_type_str(bpf_map__type(map)));
+    summary.capacity = bpf_map__max_entries(map);
+    bpf_map_info info{};
+    uint32_t length = sizeof info;
+    if (bpf_obj_get_info_by_fd(bpf_map__fd(map), &info, &length) == 0) summary.map_id = info.id;
+    ForEachEntry(map, [&](const void*, const void*) {
+      ++summary.entries;
+      return true;
+    });
+  }
+  return maps;
+}
+
+absl::StatusOr<nlohmann::json> Datapath::DumpMap(std::string_view name, size_t limit) const {
+  const bpf_map* map = nullptr;
+  std::vector<std::string> names;
+  const bpf_map* each;
+  bpf_object__for_each_map(each, skeleton_->obj) {
+    if (bpf_map__is_internal(each)) continue;
+    names.emplace_back(bpf_map__name(each));
+    if (names.back() == name) map = each;
+  }
+  if (map == nullptr) {
+    return absl::NotFoundError(
+        fmt::format("no map named {}: the maps are {}", name, fmt::join(names, ", ")));
+  }
+  nlohmann::json entries = nlohmann::json::array();
+  uint64_t count = 0;
+  const std::string map_name = bpf_map__name(map);
+  const auto decode = [&](const void* key, const void* value) -> nlohmann::json {
+    if (map_name == "enrolled_cgroups") {
+      nm_pod pod;
+      std::memcpy(&pod, value, sizeof pod);
+      nlohmann::json flags = nlohmann::json::array();
+      if (pod.flags & NM_POD_IPV6) flags.push_back("ipv6_listener");
+      return {{"cgroup_id", *static_cast<const uint64_t*>(key)},
+              {"pod_id", pod.pod_id},
+              {"flags", flags},
+              {"ipv4", AddressJson(pod.ipv4)},
+              {"ipv6", AddressJson(pod.ipv6)}};
+    }
+    if (map_name == "excluded_ports") return {{"port", *static_cast<const uint32_t*>(key)}};
+    if (map_name == "origins_by_cookie") {
+      nm_origin origin;
+      std::memcpy(&origin, value, sizeof origin);
+      nlohmann::json entry = {{"socket_cookie", *static_cast<const uint64_t*>(key)}};
+      entry.update(OriginJson(origin));
+      return entry;
+    }
+    if (map_name == "origins_by_tuple" || map_name == "passthrough") {
+      nm_tuple tuple;
+      std::memcpy(&tuple, key, sizeof tuple);
+      nlohmann::json entry = TupleJson(tuple);
+      if (map_name == "origins_by_tuple") {
+        nm_origin origin;
+        std::memcpy(&origin, value, sizeof origin);
+        entry["origin"] = OriginJson(origin);
+      }
+      return entry;
+    }
+    if (map_name == "meshed_ports" || map_name == "inbound_listeners") {
+      nm_endpoint endpoint;
+      std::memcpy(&endpoint, key, sizeof endpoint);
+      if (map_name == "meshed_ports") {
+        return {{"endpoint", EndpointString(endpoint.addr, endpoint.port)}};
+      }
+      // A sockhash read from user space answers with the socket's cookie.
+      return {{"pod_address", AddressJson(endpoint.addr)},
+              {"socket_cookie", *static_cast<const uint64_t*>(value)}};
+    }
+    if (map_name == "counters") {
+      const uint32_t index = *static_cast<const uint32_t*>(key);
+      uint64_t total = 0;
+      const int cpus = libbpf_num_possible_cpus();
+      for (int cpu = 0; cpu < cpus; ++cpu) total += static_cast<const uint64_t*>(value)[cpu];
+      return {{"counter", index < NM_COUNTER_COUNT
+                              ? std::string(CounterName(static_cast<nm_counter>(index)))
+                              : std::to_string(index)},
+              {"value", total}};
+    }
+    return {{"unknown", true}};
+  };
+  ForEachEntry(map, [&](const void* key, const void* value) {
+    ++count;
+    if (entries.size() < limit) entries.push_back(decode(key, value));
+    return true;
+  });
+  return nlohmann::json{{"map", map_name},
+                        {"type", TypeName(libbpf_bpf_map_type_str(bpf_map__type(map)))},
+                        {"capacity", bpf_map__max_entries(map)},
+                        {"count", count},
+                        {"entries", entries},
+                        {"truncated", count > entries.size()}};
 }
 
 }  // namespace nodemesh::agent

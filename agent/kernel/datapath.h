@@ -14,6 +14,7 @@
 #include "agent/options.h"
 #include "bpf/nodemesh.h"
 #include "common/net/address.h"
+#include "nlohmann/json_fwd.hpp"
 
 struct nodemesh_bpf;
 struct bpf_link;
@@ -30,11 +31,34 @@ struct OriginalDestination {
 using CounterValues = std::array<uint64_t, NM_COUNTER_COUNT>;
 std::string_view CounterName(nm_counter counter);
 
+// An attached program, as the kernel reports its link (for the admin API's /kernel).
+struct AttachedProgram {
+  std::string name;         // the program's name in bpf/nodemesh.bpf.c
+  std::string type;         // "cgroup_sock_addr", "sk_lookup", ... (libbpf's names)
+  std::string attach_type;  // "cgroup_inet4_connect", "sk_lookup", ...
+  uint32_t program_id = 0;  // the kernel's ids, as bpftool shows them
+  uint32_t link_id = 0;
+  uint64_t cgroup_id = 0;    // a cgroup link's cgroup
+  uint32_t netns_inode = 0;  // a netns link's namespace
+};
+// The kernel's view of the link `link_fd`; `name` is what the agent calls its program.
+absl::StatusOr<AttachedProgram> DescribeLink(int link_fd, std::string name);
+
+// One of the programs' maps, read from the kernel at the time of asking.
+struct MapSummary {
+  std::string name;
+  std::string type;  // "hash", "lru_hash", "array", "sockhash", ...
+  uint32_t map_id = 0;
+  uint64_t entries = 0;   // keys present; for an array, its non-zero elements
+  uint32_t capacity = 0;  // max_entries
+};
+
 // Detaches on destruction.
 class NetnsLink {
  public:
   explicit NetnsLink(bpf_link* link) : link_(link) {}
   ~NetnsLink();
+  int fd() const;
   NetnsLink(const NetnsLink&) = delete;
   NetnsLink& operator=(const NetnsLink&) = delete;
 
@@ -82,11 +106,20 @@ class Datapath {
 
   CounterValues ReadCounters() const;
 
+  // The programs attached to the cgroup root, and every map with its entries counted.
+  std::vector<AttachedProgram> CgroupPrograms() const;
+  std::vector<MapSummary> Maps() const;
+  // The map `name`'s entries decoded with bpf/nodemesh.h's types (addresses, ports, pod
+  // ids, socket cookies), at most `limit` of them: {"map", "type", "capacity", "count",
+  // "entries": [...], "truncated"}. NotFound names the maps there are.
+  absl::StatusOr<nlohmann::json> DumpMap(std::string_view name, size_t limit) const;
+
  private:
   Datapath() = default;
   nodemesh_bpf* skeleton_ = nullptr;
   int cgroup_fd_ = -1;
   std::vector<bpf_link*> cgroup_links_;
+  std::vector<std::string> cgroup_link_programs_;  // the program of each link
 };
 
 }  // namespace nodemesh::agent

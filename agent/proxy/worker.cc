@@ -95,6 +95,7 @@ struct Worker::Connection final : RelayHost {
   void OnEnded(RelayEnd end, int64_t) override { worker.Ended(*this, end); }
 
   Worker& worker;
+  uint64_t id = 0;  // set once the worker keeps it
   const Direction direction;
   const Endpoint client;
   const Endpoint destination;
@@ -300,6 +301,7 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
   auto owned = std::make_unique<Connection>(*this, listener, std::move(client), std::move(upstream),
                                             *app, destination, bound_as_caller, now_ns);
   Connection* connection = owned.get();
+  connection->id = ++last_connection_id_;
   connections_.emplace(connection, std::move(owned));
   timeouts_.Connecting(connection->timer, connection->relay);
   constexpr uint32_t kEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
@@ -394,6 +396,7 @@ std::vector<ConnectionSummary> Worker::ListConnections() const {
   for (const auto& [raw, connection] : connections_) {
     const Relay& relay = connection->relay;
     ConnectionSummary& summary = out.emplace_back();
+    summary.id = connection->id;
     summary.direction = connection->direction;
     summary.pod = connection->observer.pod_key();
     summary.client = connection->client;

@@ -45,6 +45,7 @@ struct ProxyStats {
 
 // A live connection, for the admin API.
 struct ConnectionSummary {
+  uint64_t id = 0;  // unique within its worker, from 1
   Direction direction;
   std::string pod;
   Endpoint client;
@@ -156,6 +157,7 @@ class Worker {
   absl::flat_hash_map<Connection*, std::unique_ptr<Connection>> connections_;
   std::vector<std::unique_ptr<Connection>> ended_;  // freed after the event batch
   std::list<Connection*> waiting_for_buffers_;
+  uint64_t last_connection_id_ = 0;
 };
 
 }  // namespace nodemesh::agent

@@ -29,6 +29,10 @@ std::string_view LevelName(LogLevel level) {
 
 void SetLogLevel(LogLevel level) { min_level.store(level, std::memory_order_relaxed); }
 
+LogLevel CurrentLogLevel() { return min_level.load(std::memory_order_relaxed); }
+
+std::string_view LogLevelName(LogLevel level) { return LevelName(level); }
+
 bool LogEnabled(LogLevel level) { return level >= min_level.load(std::memory_order_relaxed); }
 
 bool ParseLogLevel(std::string_view text, LogLevel* level) {

@@ -10,6 +10,8 @@ namespace nodemesh {
 enum class LogLevel { kDebug, kInfo, kWarning, kError };
 
 void SetLogLevel(LogLevel level);
+LogLevel CurrentLogLevel();
+std::string_view LogLevelName(LogLevel level);  // "debug", "info", "warning", "error"
 bool LogEnabled(LogLevel level);
 // Parses "debug", "info", "warning" or "error".
 bool ParseLogLevel(std::string_view text, LogLevel* level);
