@@ -1,0 +1,73 @@
+# The nodemesh image: nodemesh-agent, nodemesh-aggregator and meshctl in /usr/local/bin of a
+# slim Debian 12 holding only the libraries they load. No ENTRYPOINT: whoever runs the image
+# names the binary (the Helm chart does, for the agent and the aggregator).
+#
+#   podman build --network host --build-arg VERSION=0.1.0 -t nodemesh:0.1.0 .
+#
+# test/k8s/build-image.sh builds it with no registry: BASE is a debootstrapped Debian 12
+# imported locally, the host's apt cache is mounted at /var/cache/apt/archives and its
+# compiler cache at /ccache, and SOURCE_DIR is the host's checkout path, so that the compile
+# commands equal those of the host's release build and ccache hits (docs/ARCHITECTURE.md
+# section 8). Without those mounts the build is the same, only slower.
+ARG BASE=docker.io/library/debian:bookworm-slim
+
+FROM ${BASE} AS build
+ENV DEBIAN_FRONTEND=noninteractive
+# Docker's Debian images delete downloaded packages after each install (docker-clean), which
+# would empty an apt cache mounted into the build; this stage is thrown away anyway.
+RUN rm -f /etc/apt/apt.conf.d/docker-clean \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends \
+      g++ gcc make cmake ninja-build ccache pkg-config \
+      clang bpftool libbpf-dev libelf-dev zlib1g-dev linux-libc-dev \
+      libabsl-dev libfmt-dev libnghttp2-dev node-llhttp nlohmann-json3-dev libcli11-dev \
+      libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
+      libssl-dev libcurl4-openssl-dev libyaml-cpp-dev libnetfilter-conntrack-dev \
+ && rm -rf /var/lib/apt/lists/*
+
+# The release preset's layout: the build tree is build/release under the source. ccache
+# hashes the locale variables too (they change the compiler's messages): the host's own are
+# passed in, when set, for its cache to hit.
+ARG SOURCE_DIR=/src
+ARG LANG
+ARG LC_ALL
+ARG LC_CTYPE
+ARG LC_MESSAGES
+ENV CCACHE_DIR=/ccache CCACHE_STATSLOG=/tmp/ccache-stats.log
+WORKDIR ${SOURCE_DIR}
+COPY . .
+RUN cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_CXX_COMPILER=g++ -DCMAKE_C_COMPILER=gcc -DBUILD_TESTING=OFF \
+ && cmake --build build/release --target nodemesh-agent nodemesh-aggregator meshctl \
+ && echo "ccache, this build:" && ccache --show-log-stats \
+ && mkdir /out \
+ && install -s -m 0755 build/release/agent/nodemesh-agent \
+      build/release/aggregator/nodemesh-aggregator build/release/cli/meshctl /out/
+# The Debian packages of every shared library the binaries load, for the runtime stage.
+RUN bash -euo pipefail -c ' \
+      for binary in /out/*; do ldd "$binary"; done | awk "\$3 ~ /^\\// { print \$3 }" | sort -u \
+      | while read -r library; do \
+          dpkg -S "$library" 2>/dev/null || dpkg -S "$(readlink -f "$library")"; \
+        done \
+      | cut -d: -f1 | sort -u > /out/runtime-packages; \
+      echo "runtime packages: $(tr "\n" " " < /out/runtime-packages)"'
+
+FROM ${BASE} AS runtime
+ARG VERSION=0.0.0
+LABEL org.opencontainers.image.title="nodemesh" \
+      org.opencontainers.image.description="nodemesh-agent, nodemesh-aggregator and meshctl" \
+      org.opencontainers.image.version="${VERSION}"
+ENV DEBIAN_FRONTEND=noninteractive
+COPY --from=build /out/runtime-packages /tmp/runtime-packages
+# The downloaded packages stay out of the image, unless they are the builder's mounted cache.
+RUN rm -f /etc/apt/apt.conf.d/docker-clean \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends $(cat /tmp/runtime-packages) \
+ && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages \
+ && { mountpoint -q /var/cache/apt/archives || apt-get clean; }
+COPY --from=build /out/nodemesh-agent /out/nodemesh-aggregator /out/meshctl /usr/local/bin/
+# Root, as the chart runs the agent: loading eBPF programs, entering pods' network namespaces
+# and reading other processes' /proc entries take capabilities, and a non-root user would
+# need them as ambient capabilities, which Kubernetes cannot grant. The chart drops every
+# capability but the four the agent needs; the aggregator and meshctl need none.
+USER root
