@@ -123,6 +123,7 @@ int RunMeshctl(const std::vector<std::string>& args, const Context& context) {
   AddInjectCommands(app, invocation);
   AddCheckCommand(app, invocation);
   AddVersionCommand(app, invocation);
+  AddShellCommand(app, invocation);
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them so
   try {

@@ -482,11 +482,11 @@ TEST_CASE("argument errors: one line saying what to do, exit 2, no call", "[mesh
       {{"tap", "deploy/web", "--max-events", "many"},
        "meshctl: could not convert: --max-events = many: see 'meshctl tap --help'\n"},
       {{},
-       "meshctl: give a command: stat, tap, top, routes, edges, inject, uninject, check, version "
-       "(see 'meshctl --help')\n"},
+       "meshctl: give a command: stat, tap, top, routes, edges, inject, uninject, check, version, "
+       "shell (see 'meshctl --help')\n"},
       {{"stats", "deploy"},
        "meshctl: unknown command 'stats': use stat, tap, top, routes, edges, inject, uninject, "
-       "check, version (see 'meshctl --help')\n"},
+       "check, version, shell (see 'meshctl --help')\n"},
   };
   for (const auto& [args, message] : cases) {
     INFO(fmt::format("meshctl {}", fmt::join(args, " ")));

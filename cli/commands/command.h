@@ -38,6 +38,7 @@ void AddEdgesCommand(CLI::App& app, Invocation& invocation);
 void AddInjectCommands(CLI::App& app, Invocation& invocation);
 void AddCheckCommand(CLI::App& app, Invocation& invocation);
 void AddVersionCommand(CLI::App& app, Invocation& invocation);
+void AddShellCommand(CLI::App& app, Invocation& invocation);
 
 // Options more than one command has, spelled and explained the same everywhere.
 CLI::Option* AddNamespaceOption(CLI::App& command, std::string& namespace_name);

@@ -1,0 +1,63 @@
+// meshctl shell: flags, then one command (-c) or the interactive shell (cli/shell/).
+#include "cli/shell/shell.h"
+
+#include <sys/stat.h>
+
+#include "cli/commands/command.h"
+
+namespace nodemesh::cli {
+namespace {
+
+struct ShellFlags {
+  std::string socket = std::string(kDefaultAdminSocket);
+  std::string command;
+  std::string output = "table";
+};
+
+// $XDG_STATE_HOME/nodemesh/shell_history, else ~/.nodemesh_history; none without either.
+std::string HistoryPath(const Context& context) {
+  if (std::optional<std::string> state = context.getenv("XDG_STATE_HOME");
+      state && !state->empty()) {
+    const std::string directory = *state + "/nodemesh";
+    ::mkdir(directory.c_str(), 0700);
+    return directory + "/shell_history";
+  }
+  if (std::optional<std::string> home = context.getenv("HOME"); home && !home->empty()) {
+    return *home + "/.nodemesh_history";
+  }
+  return "";
+}
+
+int RunShell(const Invocation& invocation, const ShellFlags& flags, bool one_command) {
+  absl::StatusOr<OutputFormat> format =
+      ParseOutputFormat(flags.output, "shell", {OutputFormat::kTable, OutputFormat::kJson});
+  if (!format.ok()) return invocation.Fail("-o", format.status());
+  AdminClient agent(flags.socket);
+  Shell shell(agent, *format);
+  if (one_command) {
+    return shell.Run(flags.command, invocation.context.out, invocation.context.err).code;
+  }
+  return RunShellRepl(shell, HistoryPath(invocation.context), invocation.context.out,
+                      invocation.context.err);
+}
+
+}  // namespace
+
+void AddShellCommand(CLI::App& app, Invocation& invocation) {
+  CLI::App* command = app.add_subcommand(
+      "shell",
+      "Look inside this node's agent and kernel programs: pods, connections, programs and "
+      "maps, counters, settings (interactive, or one command with -c)");
+  auto flags = std::make_shared<ShellFlags>();
+  command->add_option("--socket", flags->socket, "The agent's admin socket")->capture_default_str();
+  CLI::Option* one = command->add_option("-c,--command", flags->command,
+                                         "Run this one command and exit (e.g. -c pods; -c help)");
+  AddOutputOption(*command, flags->output, "table or json");
+  command->callback([&invocation, flags, one] {
+    invocation.run = [&invocation, flags, one] {
+      return RunShell(invocation, *flags, one->count() > 0);
+    };
+  });
+}
+
+}  // namespace nodemesh::cli

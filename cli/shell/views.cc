@@ -1,0 +1,220 @@
+#include "cli/shell/views.h"
+
+#include <algorithm>
+#include <cctype>
+#include <vector>
+
+#include "cli/format.h"
+#include "common/base/format.h"
+
+namespace nodemesh::cli {
+namespace {
+
+using Json = nlohmann::json;
+using Align = Table::Align;
+
+std::string Text(const Json& value) {
+  if (value.is_null()) return "-";
+  if (value.is_string()) return value.get<std::string>().empty() ? "-" : value.get<std::string>();
+  if (value.is_boolean()) return value.get<bool>() ? "yes" : "no";
+  if (value.is_array()) {
+    if (value.empty()) return "-";
+    std::vector<std::string> items;
+    for (const Json& item : value) items.push_back(Text(item));
+    return fmt::format("{}", fmt::join(items, ","));
+  }
+  return value.dump();
+}
+
+std::string Field(const Json& object, const char* key) {
+  const auto it = object.find(key);
+  return it == object.end() ? "-" : Text(*it);
+}
+
+uint64_t Number(const Json& object, const char* key) {
+  const auto it = object.find(key);
+  return it != object.end() && it->is_number() ? it->get<uint64_t>() : 0;
+}
+
+// "origin.pod_id" -> "ORIGIN POD ID"
+std::string Header(std::string_view key) {
+  std::string header;
+  for (char c : key) {
+    header += (c == '_' || c == '.') ? ' ' : static_cast<char>(std::toupper(c));
+  }
+  return header;
+}
+
+// Counters as NAME VALUE rows, in the order of the object (sorted by name).
+std::string CounterTable(const Json& counters, std::string_view heading) {
+  Table table({{std::string(heading), Align::kLeft}, {"VALUE"}});
+  for (const auto& [name, value] : counters.items()) {
+    if (value.is_number()) table.AddRow({name, value.dump()});
+  }
+  return table.Render();
+}
+
+void Flatten(const Json& value, const std::string& prefix,
+             std::vector<std::pair<std::string, std::string>>* out) {
+  if (value.is_object()) {
+    for (const auto& [key, inner] : value.items()) {
+      Flatten(inner, prefix.empty() ? key : prefix + "." + key, out);
+    }
+    return;
+  }
+  out->emplace_back(prefix, Text(value));
+}
+
+}  // namespace
+
+std::string FormatAge(int64_t milliseconds) {
+  if (milliseconds < 1000) return fmt::format("{}ms", std::max<int64_t>(milliseconds, 0));
+  return FormatSeconds(milliseconds / 1000);
+}
+
+std::string RenderShellPods(const Json& pods) {
+  Table table({{"POD", Align::kLeft},
+               {"MESHED", Align::kLeft},
+               {"STATE", Align::kLeft},
+               {"IPS", Align::kLeft},
+               {"CGROUP ID"},
+               {"CGROUP", Align::kLeft},
+               {"NETNS", Align::kLeft},
+               {"CAPTURED", Align::kLeft},
+               {"REASON", Align::kLeft}});
+  for (const Json& pod : pods.value("pods", Json::array())) {
+    table.AddRow({Field(pod, "namespace") + "/" + Field(pod, "name"), Field(pod, "meshed"),
+                  Field(pod, "state"), Field(pod, "ips"), Field(pod, "cgroup_id"),
+                  Field(pod, "cgroup"), Field(pod, "netns"), Field(pod, "inbound"),
+                  Field(pod, "state_reason")});
+  }
+  if (table.rows() == 0) return "no pods in this node's inventory\n";
+  return table.Render();
+}
+
+std::string RenderShellConnections(const Json& connections) {
+  Table table({{"ID", Align::kLeft},
+               {"POD", Align::kLeft},
+               {"DIRECTION", Align::kLeft},
+               {"CLIENT", Align::kLeft},
+               {"DESTINATION", Align::kLeft},
+               {"PROTOCOL", Align::kLeft},
+               {"STATE", Align::kLeft},
+               {"AGE"},
+               {"IDLE"},
+               {"BYTES OUT"},
+               {"BYTES IN"},
+               {"REQUESTS"}});
+  for (const Json& c : connections) {
+    table.AddRow({Field(c, "id"), Field(c, "pod"), Field(c, "direction"), Field(c, "client"),
+                  Field(c, "destination"), Field(c, "protocol"), Field(c, "state"),
+                  FormatAge(static_cast<int64_t>(Number(c, "age_ms"))),
+                  FormatAge(static_cast<int64_t>(Number(c, "idle_ms"))),
+                  FormatBytes(Number(c, "bytes_to_upstream")),
+                  FormatBytes(Number(c, "bytes_to_client")),
+                  std::to_string(Number(c, "requests"))});
+  }
+  if (table.rows() == 0) return "no live connections\n";
+  return table.Render();
+}
+
+std::string RenderShellStats(const Json& stats) {
+  return fmt::format("{}\n{}", CounterTable(stats.value("proxy", Json::object()), "PROXY"),
+                     CounterTable(stats.value("kernel", Json::object()), "KERNEL"));
+}
+
+std::string RenderShellKernel(const Json& kernel) {
+  Table programs({{"PROGRAM", Align::kLeft},
+                  {"TYPE", Align::kLeft},
+                  {"ATTACH TYPE", Align::kLeft},
+                  {"ATTACH POINT", Align::kLeft},
+                  {"PROG ID"},
+                  {"LINK ID"}});
+  for (const Json& p : kernel.value("programs", Json::array())) {
+    std::string point = Field(p, "attach_point");
+    if (p.contains("pod")) point += " (" + Field(p, "pod") + ")";
+    programs.AddRow({Field(p, "name"), Field(p, "type"), Field(p, "attach_type"), point,
+                     Field(p, "program_id"), Field(p, "link_id")});
+  }
+  Table maps(
+      {{"MAP", Align::kLeft}, {"TYPE", Align::kLeft}, {"ENTRIES"}, {"CAPACITY"}, {"MAP ID"}});
+  for (const Json& m : kernel.value("maps", Json::array())) {
+    maps.AddRow({Field(m, "name"), Field(m, "type"), Field(m, "entries"), Field(m, "capacity"),
+                 Field(m, "map_id")});
+  }
+  return fmt::format("{}\n{}\n{}", programs.Render(), maps.Render(),
+                     CounterTable(kernel.value("counters", Json::object()), "COUNTER"));
+}
+
+std::string RenderShellKernelMap(const Json& map) {
+  std::string text = fmt::format("map {} ({}): {} of {} entries", Field(map, "map"),
+                                 Field(map, "type"), Number(map, "count"), Number(map, "capacity"));
+  const Json entries = map.value("entries", Json::array());
+  if (map.value("truncated", false)) text += fmt::format(", the first {} shown", entries.size());
+  text += "\n";
+  if (entries.empty()) return text;
+  // A column per field any entry has, in the order they first appear.
+  std::vector<std::string> keys;
+  std::vector<std::vector<std::pair<std::string, std::string>>> rows;
+  for (const Json& entry : entries) {
+    auto& row = rows.emplace_back();
+    Flatten(entry, "", &row);
+    for (const auto& [key, value] : row) {
+      if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+    }
+  }
+  // Keys first, then what they map to; the agent's JSON has its fields sorted by name.
+  static const std::vector<std::string_view> kOrder = {"cgroup_id",
+                                                       "socket_cookie",
+                                                       "netns_cookie",
+                                                       "source",
+                                                       "destination",
+                                                       "endpoint",
+                                                       "pod_address",
+                                                       "port",
+                                                       "counter",
+                                                       "value",
+                                                       "pod_id",
+                                                       "pod",
+                                                       "flags",
+                                                       "ipv4",
+                                                       "ipv6",
+                                                       "family",
+                                                       "origin.destination",
+                                                       "origin.family",
+                                                       "origin.pod_id",
+                                                       "origin.pod",
+                                                       "origin.cgroup_id"};
+  const auto rank = [](const std::string& key) {
+    return std::find(kOrder.begin(), kOrder.end(), key) - kOrder.begin();
+  };
+  std::stable_sort(keys.begin(), keys.end(),
+                   [&](const std::string& a, const std::string& b) { return rank(a) < rank(b); });
+  std::vector<Table::Column> columns;
+  for (const std::string& key : keys) columns.push_back({Header(key), Align::kLeft});
+  Table table(columns);
+  for (const auto& row : rows) {
+    std::vector<std::string> cells(keys.size(), "-");
+    for (const auto& [key, value] : row) {
+      cells[static_cast<size_t>(std::find(keys.begin(), keys.end(), key) - keys.begin())] = value;
+    }
+    table.AddRow(std::move(cells));
+  }
+  return text + "\n" + table.Render();
+}
+
+std::string RenderShellConfig(const Json& config) {
+  std::vector<std::pair<std::string, std::string>> settings;
+  Flatten(config, "", &settings);
+  Table table({{"SETTING", Align::kLeft}, {"VALUE", Align::kLeft}});
+  for (const auto& [key, value] : settings) table.AddRow({key, value});
+  return table.Render();
+}
+
+std::string RenderShellVersion(std::string_view meshctl_version, const Json& agent) {
+  return fmt::format("meshctl version {}\nagent version {} on node {} (kernel {})\n",
+                     meshctl_version, Field(agent, "version"), Field(agent, "node"),
+                     Field(agent, "kernel_release"));
+}
+
+}  // namespace nodemesh::cli

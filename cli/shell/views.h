@@ -1,0 +1,29 @@
+// What each meshctl shell command prints, as pure functions of the agent's admin API
+// answers (JSON, see the README): no I/O and no clock, checked against golden files.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+namespace nodemesh::cli {
+
+// GET /pods: a row per pod of the node's inventory.
+std::string RenderShellPods(const nlohmann::json& pods);
+// The connections of GET /connections (an array, filtered by the caller).
+std::string RenderShellConnections(const nlohmann::json& connections);
+// GET /stats: the proxy's counters, then the kernel's.
+std::string RenderShellStats(const nlohmann::json& stats);
+// GET /kernel: programs, maps, counters.
+std::string RenderShellKernel(const nlohmann::json& kernel);
+// GET /kernel/maps/NAME: a column per field of the decoded entries.
+std::string RenderShellKernelMap(const nlohmann::json& map);
+// GET /config: one setting a line.
+std::string RenderShellConfig(const nlohmann::json& config);
+// meshctl's version and GET /version.
+std::string RenderShellVersion(std::string_view meshctl_version, const nlohmann::json& agent);
+
+// "350ms", "12s", "1m30s".
+std::string FormatAge(int64_t milliseconds);
+
+}  // namespace nodemesh::cli
