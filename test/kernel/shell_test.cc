@@ -1,0 +1,291 @@
+// Kernel tier for meshctl shell: the real meshctl binary runs `shell -c CMD` against the
+// admin socket of a real nodemesh-agent on a simulated node, for each command, as a table
+// and as JSON, and what it shows is checked against the node, the kernel and the traffic.
+#include <fmt/format.h>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "test/lib/agent_process.h"
+#include "test/lib/peers.h"
+#include "test/lib/process.h"
+#include "test/lib/test_node.h"
+#include "test/lib/tier.h"
+
+namespace nodemesh::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Json = nlohmann::json;
+
+constexpr uint16_t kEchoPort = 7000;
+constexpr uint16_t kExcludedPort = 2379;
+
+// node-a runs the agent: two meshed pods and an unmeshed one. node-b's pod is a server
+// elsewhere in the cluster.
+struct Cluster {
+  RootRequired root_required{"kernel"};
+  PodNetwork network;
+  TestNode node_a{network, "node-a"};
+  TestNode node_b{network, "node-b"};
+  const Pod& client = node_a.AddPod(
+      {.namespace_name = "emojivoto", .name = "web-1", .owner_name = "web", .meshed = true});
+  const Pod& server = node_a.AddPod(
+      {.namespace_name = "emojivoto", .name = "emoji-1", .owner_name = "emoji", .meshed = true});
+  const Pod& plain = node_a.AddPod({.namespace_name = "emojivoto",
+                                    .name = "vote-bot-1",
+                                    .owner_name = "vote-bot",
+                                    .meshed = false});
+  const Pod& remote = node_b.AddPod(
+      {.namespace_name = "emojivoto", .name = "voting-1", .owner_name = "voting", .meshed = true});
+};
+
+CommandResult Shell(const std::string& socket, const std::string& command, bool json = false) {
+  std::vector<std::string> argv = {
+      NODEMESH_MESHCTL_BINARY, "shell", "--socket", socket, "-c", command};
+  if (json) {
+    argv.push_back("-o");
+    argv.push_back("json");
+  }
+  return RunCommand(argv, 30s);
+}
+
+// The command's JSON result; fails the test with the output if it did not succeed.
+Json ShellJson(const AgentProcess& agent, const std::string& command) {
+  const CommandResult result = Shell(agent.admin_socket(), command, /*json=*/true);
+  INFO("meshctl shell -c '" << command << "' -o json:\n" << result.output);
+  REQUIRE(result.exit_code == 0);
+  const Json json = Json::parse(result.output, nullptr, /*allow_exceptions=*/false);
+  REQUIRE_FALSE(json.is_discarded());
+  return json;
+}
+
+// The command's table; fails the test if it did not succeed.
+std::string ShellTable(const AgentProcess& agent, const std::string& command) {
+  const CommandResult result = Shell(agent.admin_socket(), command);
+  INFO("meshctl shell -c '" << command << "':\n" << result.output);
+  REQUIRE(result.exit_code == 0);
+  return result.output;
+}
+
+const Json* Find(const Json& items, const char* key, const std::string& value) {
+  for (const Json& item : items) {
+    if (item.value(key, "") == value) return &item;
+  }
+  return nullptr;
+}
+
+// The row of a table whose text contains `needle`, or "".
+std::string RowWith(const std::string& table, const std::string& needle) {
+  size_t start = 0;
+  while (start < table.size()) {
+    const size_t end = table.find('\n', start);
+    const std::string row = table.substr(start, end - start);
+    if (row.find(needle) != std::string::npos) return row;
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return "";
+}
+
+TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps and settings") {
+  Cluster cluster;
+  Process echo = StartEchoServer(cluster.remote, kEchoPort);
+  const std::string target = Target(cluster.remote, kEchoPort);
+  AgentProcess agent(cluster.node_a,
+                     {.binary = NODEMESH_AGENT_BINARY,
+                      .log_level = "debug",
+                      .extra_args = {"--exclude-ports", std::to_string(kExcludedPort)}});
+  INFO("agent:\n" << agent.output());
+  // A live proxied connection, held open with a round trip every 0.2 s.
+  Process held = cluster.client.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "hold",
+                                     "--connect", target, "--interval", "0.2"});
+  REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
+
+  const Json agent_pods = agent.Get("/pods")["pods"];
+  const Json* web = Find(agent_pods, "name", "web-1");
+  REQUIRE(web != nullptr);
+  const uint64_t web_cgroup_id = (*web)["cgroup_id"].get<uint64_t>();
+  CHECK(web_cgroup_id == cluster.client.cgroup_id);
+
+  SECTION("pods") {
+    const Json pods = ShellJson(agent, "pods")["pods"];
+    REQUIRE(pods.size() == 3);
+    const Json* client = Find(pods, "name", "web-1");
+    REQUIRE(client != nullptr);
+    CHECK((*client)["state"] == "enrolled");
+    CHECK((*client)["cgroup_id"] == web_cgroup_id);
+    CHECK((*client)["netns"] == cluster.client.netns_path);
+    CHECK((*Find(pods, "name", "vote-bot-1"))["state"] == "unmeshed");
+
+    const std::string table = ShellTable(agent, "pods");
+    const std::string row = RowWith(table, "emojivoto/web-1");
+    INFO(table);
+    CHECK(row.find("enrolled") != std::string::npos);
+    CHECK(row.find(std::to_string(web_cgroup_id)) != std::string::npos);
+    CHECK(row.find(cluster.client.netns_path) != std::string::npos);
+    CHECK(RowWith(table, "emojivoto/vote-bot-1").find("unmeshed") != std::string::npos);
+  }
+
+  SECTION("conns") {
+    // The held connection, with the bytes of its round trips so far.
+    const size_t pings = static_cast<size_t>(CountLines(held.output(), "ping "));
+    const Json conns = ShellJson(agent, "conns emojivoto/web-1")["connections"];
+    INFO(conns.dump(2));
+    REQUIRE(conns.size() == 1);
+    const Json& conn = conns[0];
+    CHECK(conn["pod"] == "emojivoto/web-1");
+    CHECK(conn["direction"] == "outbound");
+    CHECK(conn["destination"] == target);
+    CHECK(conn["state"] == "proxying");
+    CHECK(conn["bytes_to_upstream"].get<uint64_t>() >= pings * std::string("ping 0\n").size());
+    CHECK(conn["bytes_to_client"].get<uint64_t>() >= pings * std::string("ping 0\n").size());
+    const std::string id = conn["id"];
+    const std::string protocol = conn["protocol"];
+
+    // By id, by the pod's name alone, by protocol; none of another pod or protocol.
+    CHECK(ShellJson(agent, "conns " + id)["connections"].size() == 1);
+    CHECK(ShellJson(agent, "conns web-1 --proto " + protocol)["connections"].size() == 1);
+    CHECK(ShellJson(agent, "conns --proto nosuch")["connections"].empty());
+    CHECK(ShellJson(agent, "conns emoji-1")["connections"].empty());
+
+    const std::string table = ShellTable(agent, "conns");
+    INFO(table);
+    const std::string row = RowWith(table, id + " ");
+    CHECK(row.find("emojivoto/web-1") != std::string::npos);
+    CHECK(row.find(target) != std::string::npos);
+    CHECK(row.find("outbound") != std::string::npos);
+
+    const CommandResult unknown = Shell(agent.admin_socket(), "conns nosuch");
+    CHECK(unknown.exit_code == 1);
+    CHECK(unknown.output.find("no pod and no live connection 'nosuch' on node node-a") !=
+          std::string::npos);
+  }
+
+  SECTION("stats") {
+    const Json stats = ShellJson(agent, "stats");
+    CHECK(stats["proxy"]["accepted_outbound"].get<uint64_t>() >= 1);
+    CHECK(stats["kernel"]["redirected_ipv4"].get<uint64_t>() >= 1);
+    const std::string table = ShellTable(agent, "stats");
+    CHECK(RowWith(table, "accepted_outbound").find(stats["proxy"]["accepted_outbound"].dump()) !=
+          std::string::npos);
+    CHECK(RowWith(table, "redirected_ipv4") != "");
+  }
+
+  SECTION("kernel: programs, maps, counters") {
+    const Json kernel = ShellJson(agent, "kernel");
+    INFO(kernel.dump(2));
+    // Seven programs on the node's cgroup, as the kernel lists them.
+    const std::string listed =
+        RunCommand({"bpftool", "cgroup", "show", cluster.node_a.cgroup_dir()}).output;
+    int on_cgroup = 0;
+    for (const Json& program : kernel["programs"]) {
+      if (program["attach_point"].get<std::string>().starts_with("cgroup ")) {
+        ++on_cgroup;
+        CHECK(program["attach_point"] == "cgroup " + cluster.node_a.cgroup_dir());
+        CHECK(listed.find(std::to_string(program["program_id"].get<uint32_t>())) !=
+              std::string::npos);
+      }
+    }
+    CHECK(on_cgroup == 7);
+    const Json* connect4 = Find(kernel["programs"], "name", "nm_connect4");
+    REQUIRE(connect4 != nullptr);
+    CHECK((*connect4)["type"] == "cgroup_sock_addr");
+    CHECK((*connect4)["attach_type"] == "cgroup_inet4_connect");
+    // One sk_lookup link per enrolled pod, on its netns.
+    int sk_lookups = 0;
+    for (const Json& program : kernel["programs"]) {
+      if (program["name"] != "nm_sk_lookup") continue;
+      ++sk_lookups;
+      CHECK(program["type"] == "sk_lookup");
+      if (program["pod"] == "emojivoto/web-1") {
+        CHECK(program["attach_point"] == "netns " + cluster.client.netns_path);
+      }
+    }
+    CHECK(sk_lookups == 2);
+    // The maps' entries follow the node: two pods enrolled, one IPv4 listener each, one
+    // port excluded.
+    const Json* enrolled = Find(kernel["maps"], "name", "enrolled_cgroups");
+    REQUIRE(enrolled != nullptr);
+    CHECK((*enrolled)["entries"] == 2);
+    CHECK((*enrolled)["capacity"] == 4096);
+    CHECK((*Find(kernel["maps"], "name", "inbound_listeners"))["entries"] == 2);
+    CHECK((*Find(kernel["maps"], "name", "excluded_ports"))["entries"] == 1);
+    CHECK((*Find(kernel["maps"], "name", "excluded_ports"))["capacity"] == 65536);
+    CHECK(kernel["counters"]["redirected_ipv4"].get<uint64_t>() >= 1);
+
+    const std::string table = ShellTable(agent, "kernel");
+    INFO(table);
+    CHECK(RowWith(table, "nm_connect4").find("cgroup_inet4_connect") != std::string::npos);
+    CHECK(RowWith(table, "(emojivoto/web-1)").find("nm_sk_lookup") != std::string::npos);
+    CHECK(RowWith(table, "enrolled_cgroups").find("4096") != std::string::npos);
+  }
+
+  SECTION("kernel map: entries decoded") {
+    const Json cgroups = ShellJson(agent, "kernel map enrolled_cgroups");
+    INFO(cgroups.dump(2));
+    CHECK(cgroups["count"] == 2);
+    const Json* entry = nullptr;
+    for (const Json& e : cgroups["entries"]) {
+      if (e["cgroup_id"] == web_cgroup_id) entry = &e;
+    }
+    REQUIRE(entry != nullptr);
+    CHECK((*entry)["pod"] == "emojivoto/web-1");
+    CHECK((*entry)["ipv4"] == cluster.client.ip);
+    const std::string table = ShellTable(agent, "kernel map enrolled_cgroups");
+    CHECK(RowWith(table, std::to_string(web_cgroup_id)).find("emojivoto/web-1") !=
+          std::string::npos);
+
+    const Json excluded = ShellJson(agent, "kernel map excluded_ports");
+    REQUIRE(excluded["entries"].size() == 1);
+    CHECK(excluded["entries"][0]["port"] == kExcludedPort);
+    const Json listeners = ShellJson(agent, "kernel map inbound_listeners");
+    REQUIRE(listeners["entries"].size() == 2);
+    CHECK(listeners["entries"][0]["socket_cookie"].get<uint64_t>() != 0);
+    const Json meshed = ShellJson(agent, "kernel map meshed_ports --limit 1");
+    CHECK(meshed["entries"].size() <= 1);
+
+    const CommandResult unknown = Shell(agent.admin_socket(), "kernel map nosuch");
+    CHECK(unknown.exit_code == 1);
+    CHECK(unknown.output.find("no map named nosuch: the maps are") != std::string::npos);
+  }
+
+  SECTION("config, log-level, version") {
+    Json config = ShellJson(agent, "config");
+    CHECK(config["node"] == "node-a");
+    CHECK(config["excluded_ports"] == Json::array({kExcludedPort}));
+    CHECK(config["workers"] == 2);
+    CHECK(config["log_level"] == "debug");
+    CHECK(config["inventory"]["path"] == agent.inventory_path());
+    CHECK(RowWith(ShellTable(agent, "config"), "cgroup_root").find(cluster.node_a.cgroup_path()) !=
+          std::string::npos);
+
+    CHECK(ShellTable(agent, "log-level warning") == "log level set to warning\n");
+    CHECK(ShellJson(agent, "config")["log_level"] == "warning");
+
+    const Json version = ShellJson(agent, "version");
+    CHECK(version["agent"]["node"] == "node-a");
+    CHECK(version["agent"]["version"] == version["meshctl"]["version"]);
+    CHECK(ShellTable(agent, "version").starts_with("meshctl version "));
+  }
+
+  SECTION("help, an unknown command, no agent") {
+    CHECK(ShellTable(agent, "help").find("kernel map NAME") != std::string::npos);
+    const CommandResult unknown = Shell(agent.admin_socket(), "podz");
+    CHECK(unknown.exit_code == 2);
+    CHECK(unknown.output.find("unknown command 'podz': the commands are pods, conns") !=
+          std::string::npos);
+    const std::string missing = agent.admin_socket() + ".missing";
+    const CommandResult down = Shell(missing, "pods");
+    CHECK(down.exit_code == 1);
+    CHECK(down.output.find(fmt::format(
+              "no agent answers on {}: is nodemesh-agent running on this node? (--socket PATH)",
+              missing)) != std::string::npos);
+  }
+  held.Kill();
+}
+
+}  // namespace
+}  // namespace nodemesh::testing
