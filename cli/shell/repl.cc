@@ -92,7 +92,7 @@ int RunShellRepl(Shell& shell, const std::string& history_path, std::ostream& ou
   el_set(editor, EL_BIND, "^C", "nm-clear-line", nullptr);
   // While a line is edited, Ctrl-C is a key (bound above), not SIGINT, which would reach
   // meshctl's signal thread and end the process.
-  el_set(editor, EL_SETTY, "setty", "-d", "-isig", nullptr);
+  el_set(editor, EL_SETTY, "-d", "-isig", nullptr);
   el_source(editor, nullptr);  // ~/.editrc, as every libedit program reads it
 
   int code = 0;
