@@ -6,6 +6,7 @@
 
 #include "cli/format.h"
 #include "cli/shell/command_line.h"
+#include "cli/shell/explain.h"
 #include "cli/shell/views.h"
 #include "common/base/format.h"
 #include "common/base/version.h"
@@ -37,6 +38,14 @@ const std::vector<CommandSpec>& Commands() {
        "direction, protocol detected, bytes each way, age, idle time, requests, state",
        1,
        {"proto"}},
+      {"explain",
+       "explain POD|IP[:PORT]",
+       "the fate of a pod's traffic, or of traffic to an address, as a checklist: inventory, "
+       "meshed, enrolled, its cgroup in the kernel map, programs attached, ports captured, "
+       "excluded ports, loopback; the first failing step marked with what to do; the kernel "
+       "counters and the live connections that match",
+       1,
+       {}},
       {"stats", "stats", "the agent's proxy counters and the kernel programs' counters", 0, {}},
       {"kernel",
        "kernel [map NAME [--limit N]]",
@@ -119,6 +128,7 @@ class Execution {
     if (name == "stats") return Show("/stats", RenderShellStats);
     if (name == "conns") return Conns();
     if (name == "kernel") return Kernel();
+    if (name == "explain") return ExplainTarget();
     if (name == "log-level") return LogLevel();
     return std::nullopt;
   }
@@ -230,6 +240,23 @@ class Execution {
     return Show(path, RenderShellKernelMap);
   }
 
+  std::optional<Failure> ExplainTarget() {
+    if (ArgCount() != 1) return Failure{2, "give a pod (NAMESPACE/NAME or NAME) or IP[:PORT]"};
+    ExplainInputs inputs;
+    for (const auto& [path, json] :
+         {std::pair{"/pods", &inputs.pods}, std::pair{"/kernel", &inputs.kernel},
+          std::pair{"/kernel/maps/enrolled_cgroups", &inputs.enrolled_cgroups},
+          std::pair{"/config", &inputs.config}, std::pair{"/connections", &inputs.connections}}) {
+      if (auto failure = Fetch(path, json)) return failure;
+    }
+    absl::StatusOr<Json> explanation = Explain(Arg(0), inputs);
+    if (!explanation.ok()) return Failure{1, std::string(explanation.status().message())};
+    Print(*explanation, RenderShellExplain);
+    // As `meshctl check` does: a failing step is a non-zero exit, for scripts.
+    if (!(*explanation)["first_failure"].is_null()) return Failure{1, ""};
+    return std::nullopt;
+  }
+
   std::optional<Failure> LogLevel() {
     static const std::set<std::string> kLevels = {"debug", "info", "warning", "error"};
     if (ArgCount() != 1 || !kLevels.contains(Arg(0))) {
@@ -291,7 +318,7 @@ Shell::Outcome Shell::Run(std::string_view text, std::ostream& out, std::ostream
   std::optional<Failure> failure = Execution(agent_, format, *line, out).Execute(*spec);
   if (!failure) return {};
   if (failure->code == 2) return usage(failure->message);
-  err << fmt::format("error: {}: {}\n", name, failure->message);
+  if (!failure->message.empty()) err << fmt::format("error: {}: {}\n", name, failure->message);
   return {failure->code, false};
 }
 
@@ -322,6 +349,8 @@ std::vector<std::string> Shell::Complete(const std::vector<std::string>& before,
     words = {"table", "json"};
   } else if (before.back() == "--proto") {
     words = {"detecting", "http1", "http2", "tls", "opaque"};
+  } else if (before[0] == "explain" && before.size() == 1) {
+    pods();
   } else if (before[0] == "conns" && before.size() == 1) {
     pods();
     if (absl::StatusOr<Json> answer = agent_.Get("/connections"); answer.ok()) {

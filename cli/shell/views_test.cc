@@ -114,8 +114,8 @@ TEST_CASE("shell: commands, filters, JSON and failures", "[shell]") {
     Ran ran = RunLine(agent, "podz");
     CHECK(ran.outcome.code == 2);
     CHECK(ran.err ==
-          "error: unknown command 'podz': the commands are pods, conns, stats, kernel, config, "
-          "log-level, version, help, exit (help COMMAND says more)\n");
+          "error: unknown command 'podz': the commands are pods, conns, explain, stats, kernel, "
+          "config, log-level, version, help, exit (help COMMAND says more)\n");
   }
   SECTION("a flag the command does not take") {
     Ran ran = RunLine(agent, "pods --proto http1");
@@ -157,7 +157,9 @@ TEST_CASE("shell: completion of commands, pods, connection ids, maps", "[shell]"
   CannedAgent agent;
   Shell shell(agent, OutputFormat::kTable);
   CHECK(shell.Complete({}, "co") == std::vector<std::string>{"config", "conns"});
-  CHECK(shell.Complete({"help"}, "ex") == std::vector<std::string>{"exit"});
+  CHECK(shell.Complete({"help"}, "ex") == std::vector<std::string>{"exit", "explain"});
+  CHECK(shell.Complete({"explain"}, "emojivoto/v") ==
+        std::vector<std::string>{"emojivoto/voting-1"});
   CHECK(shell.Complete({"conns"}, "") ==
         std::vector<std::string>{"0-3", "1-7", "curl", "default/curl", "emojivoto/voting-1",
                                  "emojivoto/web-1", "voting-1", "web-1"});

@@ -271,6 +271,41 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
     CHECK(ShellTable(agent, "version").starts_with("meshctl version "));
   }
 
+  SECTION("explain: an enrolled pod, an unmeshed one, an excluded port") {
+    const Json enrolled = ShellJson(agent, "explain emojivoto/web-1");
+    INFO(enrolled.dump(2));
+    CHECK(enrolled["first_failure"].is_null());
+    CHECK(enrolled["steps"].size() >= 6);
+    for (const Json& step : enrolled["steps"]) CHECK(step["ok"] == true);
+    REQUIRE(enrolled["connections"].size() == 1);
+    CHECK(enrolled["connections"][0]["destination"] == target);
+    const std::string table = ShellTable(agent, "explain web-1");
+    INFO(table);
+    CHECK(table.find(fmt::format("(id {})", web_cgroup_id)) != std::string::npos);
+    CHECK(table.find("Every step passes") != std::string::npos);
+
+    // Each fails at its first failing step, marked, with what to do; exit code 1.
+    const auto first_failure = [&](const std::string& what) {
+      const CommandResult result = Shell(agent.admin_socket(), "explain " + what, true);
+      INFO(result.output);
+      CHECK(result.exit_code == 1);
+      const Json json = Json::parse(result.output, nullptr, false);
+      REQUIRE_FALSE(json.is_discarded());
+      REQUIRE(json["first_failure"].is_number());
+      const Json& step = json["steps"][json["first_failure"].get<size_t>()];
+      CHECK(step["ok"] == false);
+      CHECK_FALSE(step["fix"].get<std::string>().empty());
+      return step["check"].get<std::string>();
+    };
+    CHECK(first_failure("emojivoto/vote-bot-1") == "meshed");
+    CHECK(first_failure(Target(cluster.remote, kExcludedPort)) ==
+          fmt::format("port {} not excluded", kExcludedPort));
+    CHECK(first_failure("127.0.0.1:" + std::to_string(kEchoPort)) == "not loopback");
+    const CommandResult unmeshed = Shell(agent.admin_socket(), "explain vote-bot-1");
+    CHECK(unmeshed.output.find("FAIL  meshed") != std::string::npos);
+    CHECK(unmeshed.output.find("meshctl inject pod/vote-bot-1 -n emojivoto") != std::string::npos);
+  }
+
   SECTION("help, an unknown command, no agent") {
     CHECK(ShellTable(agent, "help").find("kernel map NAME") != std::string::npos);
     const CommandResult unknown = Shell(agent.admin_socket(), "podz");

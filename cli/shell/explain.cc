@@ -1,0 +1,266 @@
+#include "cli/shell/explain.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "cli/format.h"
+#include "cli/shell/views.h"
+#include "common/base/format.h"
+
+namespace nodemesh::cli {
+namespace {
+
+using Json = nlohmann::json;
+
+struct Address {
+  std::string ip;
+  std::optional<uint16_t> port;
+};
+
+// "10.0.0.1", "10.0.0.1:80", "fd00::1", "[fd00::1]:80".
+std::optional<Address> ParseAddress(const std::string& text) {
+  Address address;
+  std::string host = text;
+  std::string port;
+  if (text.starts_with("[")) {
+    const size_t close = text.find(']');
+    if (close == std::string::npos) return std::nullopt;
+    host = text.substr(1, close - 1);
+    if (close + 1 < text.size()) {
+      if (text[close + 1] != ':') return std::nullopt;
+      port = text.substr(close + 2);
+    }
+  } else if (std::count(text.begin(), text.end(), ':') == 1) {
+    host = text.substr(0, text.find(':'));
+    port = text.substr(text.find(':') + 1);
+  }
+  unsigned char buffer[16];
+  if (inet_pton(AF_INET, host.c_str(), buffer) != 1 &&
+      inet_pton(AF_INET6, host.c_str(), buffer) != 1) {
+    return std::nullopt;
+  }
+  address.ip = host;
+  if (!port.empty()) {
+    if (!std::all_of(port.begin(), port.end(), ::isdigit) || port.size() > 5 ||
+        std::stoi(port) < 1 || std::stoi(port) > 65535) {
+      return std::nullopt;
+    }
+    address.port = static_cast<uint16_t>(std::stoi(port));
+  }
+  return address;
+}
+
+bool IsLoopback(const std::string& ip) {
+  return ip.starts_with("127.") || ip == "::1" || ip.starts_with("::ffff:127.");
+}
+
+std::string PodKey(const Json& pod) {
+  return pod.value("namespace", "") + "/" + pod.value("name", "");
+}
+
+std::string Endpoint(const std::string& ip, uint16_t port) {
+  return ip.find(':') != std::string::npos ? fmt::format("[{}]:{}", ip, port)
+                                           : fmt::format("{}:{}", ip, port);
+}
+
+class Checklist {
+ public:
+  // Adds a step; once one has failed, the later ones are not reached (ok null) unless
+  // `always` (facts that do not depend on the earlier steps).
+  void Add(std::string check, bool ok, std::string detail, std::string fix = "") {
+    Json step = {{"check", std::move(check)}, {"detail", std::move(detail)}};
+    if (first_failure_) {
+      step["ok"] = nullptr;
+    } else {
+      step["ok"] = ok;
+      if (!ok) {
+        first_failure_ = steps_.size();
+        step["fix"] = std::move(fix);
+      }
+    }
+    steps_.push_back(std::move(step));
+  }
+  Json steps() const { return steps_; }
+  Json first_failure() const { return first_failure_ ? Json(*first_failure_) : Json(nullptr); }
+
+ private:
+  Json steps_ = Json::array();
+  std::optional<size_t> first_failure_;
+};
+
+}  // namespace
+
+absl::StatusOr<Json> Explain(const std::string& target, const ExplainInputs& in) {
+  const Json pods = in.pods.value("pods", Json::array());
+  const Json* pod = nullptr;
+  for (const Json& candidate : pods) {
+    if (PodKey(candidate) == target || candidate.value("name", "") == target) pod = &candidate;
+  }
+  std::optional<Address> address;
+  if (pod == nullptr) {
+    address = ParseAddress(target);
+    if (!address) {
+      return absl::NotFoundError(
+          fmt::format("{} is no pod of node {} and no address (IP or IP:PORT): see `pods`", target,
+                      in.pods.value("node", "?")));
+    }
+    for (const Json& candidate : pods) {
+      for (const Json& ip : candidate.value("ips", Json::array())) {
+        if (ip == address->ip) pod = &candidate;
+      }
+    }
+  }
+  const std::optional<uint16_t> port = address ? address->port : std::nullopt;
+  const std::string node = in.config.value("node", in.pods.value("node", "?"));
+  Checklist checks;
+  Json excluded = in.config.value("excluded_ports", Json::array());
+
+  if (pod == nullptr) {
+    // An address outside this node's pods: what a connect() to it from an enrolled pod
+    // meets in cgroup/connect.
+    checks.Add(fmt::format("address {}", address->ip), true,
+               fmt::format("no pod of node {}: explained as a destination of its pods", node));
+    checks.Add(
+        "not loopback", !IsLoopback(address->ip),
+        IsLoopback(address->ip) ? "connects to loopback are never redirected" : "a routed address",
+        "connections inside a pod over loopback are not meshed, by design");
+    if (port) {
+      const bool is_excluded = std::find(excluded.begin(), excluded.end(), *port) != excluded.end();
+      checks.Add(fmt::format("port {} not excluded", *port), !is_excluded,
+                 is_excluded
+                     ? fmt::format("--exclude-ports lists {}: connects to it go direct", *port)
+                     : fmt::format("--exclude-ports: {}", Json(excluded).dump()),
+                 "remove it from the agent's --exclude-ports to mesh it");
+    }
+    checks.Add("a connect() from an enrolled pod is redirected to the agent", true,
+               fmt::format("to the agent's outbound listener (port {}) in the caller's netns",
+                           in.config.value("outbound_port", 0)));
+  } else {
+    const std::string key = PodKey(*pod);
+    // /pods lists the agent's own inventory.
+    checks.Add("in this node's inventory", true, fmt::format("{} on node {}", key, node));
+    checks.Add("meshed", pod->value("meshed", false),
+               pod->value("meshed", false) ? "true in the inventory" : "false in the inventory",
+               fmt::format("mesh it: meshctl inject pod/{} -n {}", pod->value("name", ""),
+                           pod->value("namespace", "")));
+    const std::string state = pod->value("state", "");
+    checks.Add(
+        "enrolled by the agent", state == "enrolled",
+        state == "enrolled" ? "state: enrolled"
+                            : fmt::format("state: {}: {}", state, pod->value("state_reason", "")),
+        state == "pending" ? "it is enrolled as soon as what it waits for is there"
+                           : "the agent tries again every 5 seconds; the reason says what to fix "
+                             "(the agent's log has the details)");
+    // The kernel's side: the pod's cgroup in enrolled_cgroups, programs above it.
+    const Json cgroup_id = pod->value("cgroup_id", Json(nullptr));
+    bool in_map = false;
+    for (const Json& entry : in.enrolled_cgroups.value("entries", Json::array())) {
+      in_map |= !cgroup_id.is_null() && entry.value("cgroup_id", Json(nullptr)) == cgroup_id;
+    }
+    checks.Add(
+        "its cgroup is in the kernel's enrolled_cgroups", in_map,
+        fmt::format("cgroup {} (id {}){}", pod->value("cgroup", ""),
+                    cgroup_id.is_null() ? "-" : cgroup_id.dump(), in_map ? "" : ": not in the map"),
+        "the agent and its kernel map disagree: restart the agent (the pod is enrolled "
+        "again)");
+    const std::string root = in.config.value("cgroup_root", "/");
+    const std::string cgroup = pod->value("cgroup", "");
+    const bool below_root = root == "/" || cgroup == root || cgroup.starts_with(root + "/");
+    int cgroup_programs = 0;
+    for (const Json& program : in.kernel.value("programs", Json::array())) {
+      cgroup_programs += program.value("attach_point", "").starts_with("cgroup ") ? 1 : 0;
+    }
+    checks.Add("connect programs attached above its cgroup", below_root && cgroup_programs > 0,
+               fmt::format("{} programs on --cgroup-root {}{}", cgroup_programs, root,
+                           below_root ? "" : fmt::format(", which does not hold {}", cgroup)),
+               fmt::format("run the agent with a --cgroup-root that holds {}", cgroup));
+    bool sk_lookup = false;
+    for (const Json& program : in.kernel.value("programs", Json::array())) {
+      sk_lookup |= program.value("pod", "") == key && program.value("name", "") == "nm_sk_lookup";
+    }
+    checks.Add("sk_lookup attached to its netns", sk_lookup,
+               fmt::format("netns {}", pod->value("netns", "")),
+               "the agent could not attach to the pod's netns: see its log");
+    const Json inbound = pod->value("inbound", Json::array());
+    if (port) {
+      const std::string endpoint = Endpoint(address->ip, *port);
+      const bool captured = std::find(inbound.begin(), inbound.end(), endpoint) != inbound.end();
+      checks.Add(fmt::format("{} captured inbound", endpoint), captured,
+                 fmt::format("captured: {}", inbound.empty() ? "none" : inbound.dump()),
+                 "nothing listens on that port in the pod, or the inventory's inboundPorts "
+                 "leaves it out");
+      const bool is_excluded = std::find(excluded.begin(), excluded.end(), *port) != excluded.end();
+      checks.Add(fmt::format("port {} not excluded", *port), !is_excluded,
+                 is_excluded
+                     ? fmt::format("--exclude-ports lists {}: connects to it go direct", *port)
+                     : fmt::format("--exclude-ports: {}", excluded.dump()),
+                 "remove it from the agent's --exclude-ports to mesh it");
+    } else {
+      checks.Add("ports captured inbound", true,
+                 inbound.empty() ? "none yet (the agent looks for listening ports once a "
+                                   "second)"
+                                 : fmt::format("{}", inbound.dump()));
+    }
+  }
+
+  // The last connections that matched: live ones of the pod, or to or from the address.
+  Json matched = Json::array();
+  for (const Json& c : in.connections.value("connections", Json::array())) {
+    const std::string destination = c.value("destination", "");
+    const std::string client = c.value("client", "");
+    bool match;
+    if (address) {
+      const std::string wanted = port ? Endpoint(address->ip, *port) : address->ip;
+      const auto has = [&](const std::string& endpoint) {
+        return port ? endpoint == wanted
+                    : endpoint.rfind(wanted, 0) == 0 || endpoint.rfind("[" + wanted + "]", 0) == 0;
+      };
+      match = has(destination) || has(client);
+    } else {
+      match = c.value("pod", "") == PodKey(*pod);
+    }
+    if (match) matched.push_back(c);
+  }
+  return Json{{"target", target},
+              {"node", node},
+              {"pod", pod != nullptr ? Json(PodKey(*pod)) : Json(nullptr)},
+              {"steps", checks.steps()},
+              {"first_failure", checks.first_failure()},
+              {"counters", in.kernel.value("counters", Json::object())},
+              {"connections", matched}};
+}
+
+std::string RenderShellExplain(const Json& explanation) {
+  std::string text = fmt::format("explain {} on node {}", explanation.value("target", ""),
+                                 explanation.value("node", ""));
+  if (explanation["pod"].is_string() && explanation["pod"] != explanation["target"]) {
+    text += fmt::format(" (pod {})", explanation["pod"].get<std::string>());
+  }
+  text += "\n\n";
+  for (const Json& step : explanation["steps"]) {
+    const Json& ok = step["ok"];
+    const std::string mark = ok.is_null() ? "  -  " : ok.get<bool>() ? " ok  " : "FAIL ";
+    text += fmt::format("{} {}: {}\n", mark, step.value("check", ""), step.value("detail", ""));
+    if (step.contains("fix")) text += fmt::format("      -> {}\n", step.value("fix", ""));
+  }
+  if (explanation["first_failure"].is_null()) {
+    text += "\nEvery step passes: this traffic goes through the agent.\n";
+  } else {
+    text += "\nSteps marked - were not reached: fix the first failure first.\n";
+  }
+  text += "\nKernel counters (the node's, all pods):";
+  for (const auto& [name, value] : explanation["counters"].items()) {
+    if (name == "redirected_ipv4" || name == "redirected_ipv6" || name == "inbound_steered" ||
+        name == "origin_save_failed" || name == "tuple_save_failed" ||
+        name == "inbound_no_listener") {
+      text += fmt::format(" {}={}", name, value.dump());
+    }
+  }
+  text += "\n\nLive connections that match:\n";
+  text += RenderShellConnections(explanation["connections"]);
+  return text;
+}
+
+}  // namespace nodemesh::cli

@@ -1,0 +1,61 @@
+#include "cli/shell/explain.h"
+
+#include <catch2/catch.hpp>
+
+#include "cli/golden.h"
+
+namespace nodemesh::cli {
+namespace {
+
+using testing::CheckGolden;
+using testing::ReadTestdata;
+
+ExplainInputs Inputs() {
+  const auto fixture = [](const std::string& name) {
+    return nlohmann::json::parse(ReadTestdata(name));
+  };
+  return {.pods = fixture("shell_pods.json"),
+          .kernel = fixture("shell_kernel.json"),
+          .enrolled_cgroups = fixture("shell_enrolled_cgroups.json"),
+          .config = fixture("shell_config.json"),
+          .connections = fixture("shell_connections.json")};
+}
+
+// The index of the first failing step, or -1.
+int FirstFailure(const nlohmann::json& explanation) {
+  return explanation["first_failure"].is_null() ? -1 : explanation["first_failure"].get<int>();
+}
+
+std::string FailingCheck(const nlohmann::json& explanation) {
+  const int first = FirstFailure(explanation);
+  return first < 0 ? "" : explanation["steps"][first]["check"].get<std::string>();
+}
+
+TEST_CASE("explain: an enrolled pod passes every step", "[shell]") {
+  absl::StatusOr<nlohmann::json> explained = Explain("emojivoto/web-1", Inputs());
+  REQUIRE(explained.ok());
+  CHECK(FirstFailure(*explained) == -1);
+  CHECK((*explained)["connections"].size() == 2);
+  CheckGolden("shell_explain_enrolled.golden", RenderShellExplain(*explained));
+  // By name alone, and by the pod's address and a port it is captured on.
+  CHECK(FirstFailure(*Explain("web-1", Inputs())) == -1);
+  CHECK(FirstFailure(*Explain("10.77.0.11:8080", Inputs())) == -1);
+}
+
+TEST_CASE("explain: the first failing step, and what to do", "[shell]") {
+  CHECK(FailingCheck(*Explain("default/curl", Inputs())) == "meshed");
+  const nlohmann::json failed = *Explain("emojivoto/voting-1", Inputs());
+  CHECK(FailingCheck(failed) == "enrolled by the agent");
+  CheckGolden("shell_explain_failed.golden", RenderShellExplain(failed));
+  CHECK(FailingCheck(*Explain("10.77.0.11:9090", Inputs())) == "10.77.0.11:9090 captured inbound");
+  const nlohmann::json excluded = *Explain("10.96.0.10:2379", Inputs());
+  CHECK(FailingCheck(excluded) == "port 2379 not excluded");
+  CheckGolden("shell_explain_excluded.golden", RenderShellExplain(excluded));
+  CHECK(FailingCheck(*Explain("127.0.0.1:8080", Inputs())) == "not loopback");
+  CHECK(FirstFailure(*Explain("10.96.0.10:80", Inputs())) == -1);
+  CHECK(Explain("nosuch", Inputs()).status().message() ==
+        "nosuch is no pod of node node-1 and no address (IP or IP:PORT): see `pods`");
+}
+
+}  // namespace
+}  // namespace nodemesh::cli
