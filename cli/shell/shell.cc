@@ -46,6 +46,12 @@ const std::vector<CommandSpec>& Commands() {
        "counters and the live connections that match",
        1,
        {}},
+      {"routes",
+       "routes [POD]",
+       "per-route figures since the agent started (of one pod's calls, made or served): "
+       "responses, failures, success rate, latency p50/p95/p99",
+       1,
+       {}},
       {"stats", "stats", "the agent's proxy counters and the kernel programs' counters", 0, {}},
       {"kernel",
        "kernel [map NAME [--limit N]]",
@@ -129,6 +135,7 @@ class Execution {
     if (name == "conns") return Conns();
     if (name == "kernel") return Kernel();
     if (name == "explain") return ExplainTarget();
+    if (name == "routes") return Routes();
     if (name == "log-level") return LogLevel();
     return std::nullopt;
   }
@@ -240,6 +247,28 @@ class Execution {
     return Show(path, RenderShellKernelMap);
   }
 
+  std::optional<Failure> Routes() {
+    Json all;
+    if (auto failure = Fetch("/routes", &all)) return failure;
+    Json routes = all.value("routes", Json::array());
+    if (ArgCount() == 1) {
+      const auto key = [](const Json& end) {
+        return end.value("namespace", "") + "/" + end.value("pod", "");
+      };
+      Json matched = Json::array();
+      for (const Json& r : routes) {
+        if (PodMatches(key(r.value("source", Json::object())), Arg(0)) ||
+            PodMatches(key(r.value("destination", Json::object())), Arg(0))) {
+          matched.push_back(r);
+        }
+      }
+      routes = matched;
+    }
+    const Json json = {{"node", all.value("node", "")}, {"routes", routes}};
+    Print(json, [&](const Json&) { return RenderShellRoutes(routes); });
+    return std::nullopt;
+  }
+
   std::optional<Failure> ExplainTarget() {
     if (ArgCount() != 1) return Failure{2, "give a pod (NAMESPACE/NAME or NAME) or IP[:PORT]"};
     ExplainInputs inputs;
@@ -349,7 +378,7 @@ std::vector<std::string> Shell::Complete(const std::vector<std::string>& before,
     words = {"table", "json"};
   } else if (before.back() == "--proto") {
     words = {"detecting", "http1", "http2", "tls", "opaque"};
-  } else if (before[0] == "explain" && before.size() == 1) {
+  } else if ((before[0] == "explain" || before[0] == "routes") && before.size() == 1) {
     pods();
   } else if (before[0] == "conns" && before.size() == 1) {
     pods();

@@ -118,6 +118,41 @@ std::string RenderShellConnections(const Json& connections) {
   return table.Render();
 }
 
+std::string RenderShellRoutes(const Json& routes) {
+  Table table({{"DIRECTION", Align::kLeft},
+               {"SOURCE", Align::kLeft},
+               {"DESTINATION", Align::kLeft},
+               {"ROUTE", Align::kLeft},
+               {"RESPONSES"},
+               {"FAILURES"},
+               {"SUCCESS"},
+               {"P50"},
+               {"P95"},
+               {"P99"}});
+  const auto workload = [](const Json& end) {
+    const std::string pod = end.value("pod", "");
+    if (pod.empty()) return std::string("external");
+    return end.value("namespace", "") + "/" + pod;
+  };
+  for (const Json& r : routes) {
+    const uint64_t responses = Number(r, "responses");
+    const uint64_t failures = Number(r, "failures");
+    const Json latency = r.value("latency_ns", Json::object());
+    const auto percentile = [&](const char* name) {
+      return responses == 0 ? std::string("-") : FormatLatency(latency.value(name, int64_t{0}));
+    };
+    table.AddRow({Field(r, "direction"), workload(r.value("source", Json::object())),
+                  workload(r.value("destination", Json::object())), Field(r, "route"),
+                  std::to_string(responses), std::to_string(failures),
+                  responses == 0 ? std::string("-")
+                                 : FormatSuccessRate(static_cast<double>(responses - failures) /
+                                                     static_cast<double>(responses)),
+                  percentile("p50"), percentile("p95"), percentile("p99")});
+  }
+  if (table.rows() == 0) return "no routes yet (HTTP and gRPC requests through the agent)\n";
+  return table.Render();
+}
+
 std::string RenderShellStats(const Json& stats) {
   return fmt::format("{}\n{}", CounterTable(stats.value("proxy", Json::object()), "PROXY"),
                      CounterTable(stats.value("kernel", Json::object()), "KERNEL"));

@@ -12,6 +12,9 @@ namespace nodemesh::cli {
 std::string RenderShellPods(const nlohmann::json& pods);
 // The connections of GET /connections (an array, filtered by the caller).
 std::string RenderShellConnections(const nlohmann::json& connections);
+// The routes of GET /routes (an array, filtered by the caller): counts since the agent
+// started and latency percentiles.
+std::string RenderShellRoutes(const nlohmann::json& routes);
 // GET /stats: the proxy's counters, then the kernel's.
 std::string RenderShellStats(const nlohmann::json& stats);
 // GET /kernel: programs, maps, counters.

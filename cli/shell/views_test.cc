@@ -20,6 +20,7 @@ TEST_CASE("shell views: each command's table", "[shell]") {
   CheckGolden("shell_conns.golden",
               RenderShellConnections(Fixture("shell_connections.json")["connections"]));
   CheckGolden("shell_stats.golden", RenderShellStats(Fixture("shell_stats.json")));
+  CheckGolden("shell_routes.golden", RenderShellRoutes(Fixture("shell_routes.json")["routes"]));
   CheckGolden("shell_kernel.golden", RenderShellKernel(Fixture("shell_kernel.json")));
   CheckGolden("shell_kernel_map.golden", RenderShellKernelMap(Fixture("shell_kernel_map.json")));
   CheckGolden("shell_config.golden", RenderShellConfig(Fixture("shell_config.json")));
@@ -62,6 +63,7 @@ class CannedAgent : public AdminClient {
     if (path == "/pods") return Fixture("shell_pods.json");
     if (path == "/connections") return Fixture("shell_connections.json");
     if (path == "/kernel") return Fixture("shell_kernel.json");
+    if (path == "/routes") return Fixture("shell_routes.json");
     if (path == "/version") return nlohmann::json{{"version", "0.1.0"}, {"node", "node-1"}};
     return absl::NotFoundError("the agent answered 404");
   }
@@ -97,6 +99,12 @@ TEST_CASE("shell: commands, filters, JSON and failures", "[shell]") {
     REQUIRE(json["connections"].size() == 1);
     CHECK(json["connections"][0]["id"] == "0-3");
   }
+  SECTION("routes of one pod, made or served") {
+    CHECK(nlohmann::json::parse(RunLine(agent, "routes voting-1 -o json").out)["routes"].size() ==
+          1);
+    CHECK(nlohmann::json::parse(RunLine(agent, "routes web-1 -o json").out)["routes"].size() == 2);
+    CHECK(nlohmann::json::parse(RunLine(agent, "routes curl -o json").out)["routes"].empty());
+  }
   SECTION("conns of one connection id") {
     Ran ran = RunLine(agent, "conns 1-7");
     CHECK(ran.outcome.code == 0);
@@ -114,8 +122,8 @@ TEST_CASE("shell: commands, filters, JSON and failures", "[shell]") {
     Ran ran = RunLine(agent, "podz");
     CHECK(ran.outcome.code == 2);
     CHECK(ran.err ==
-          "error: unknown command 'podz': the commands are pods, conns, explain, stats, kernel, "
-          "config, log-level, version, help, exit (help COMMAND says more)\n");
+          "error: unknown command 'podz': the commands are pods, conns, explain, routes, stats, "
+          "kernel, config, log-level, version, help, exit (help COMMAND says more)\n");
   }
   SECTION("a flag the command does not take") {
     Ran ran = RunLine(agent, "pods --proto http1");

@@ -306,6 +306,34 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
     CHECK(unmeshed.output.find("meshctl inject pod/vote-bot-1 -n emojivoto") != std::string::npos);
   }
 
+  SECTION("routes: an HTTP request through the agent") {
+    Process http = cluster.remote.Run(
+        {kPython, "-u", "-m", "http.server", "8000", "--bind", cluster.remote.ip});
+    REQUIRE(http.WaitForOutput("Serving HTTP", 10s));
+    const CommandResult curl =
+        cluster.client.RunCommand({"curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                   fmt::format("http://{}:8000/", cluster.remote.ip)});
+    INFO(curl.output);
+    REQUIRE(curl.output == "200");
+    // The agent's registry takes the second's counts once a second.
+    Json routes;
+    CHECK(PollUntil(
+        [&] {
+          routes = ShellJson(agent, "routes web-1")["routes"];
+          return !routes.empty();
+        },
+        10s));
+    INFO(routes.dump(2));
+    REQUIRE(routes.size() == 1);
+    CHECK(routes[0]["route"] == "GET /");
+    CHECK(routes[0]["direction"] == "outbound");
+    CHECK(routes[0]["source"]["pod"] == "web-1");
+    CHECK(routes[0]["responses"] == 1);
+    CHECK(routes[0]["failures"] == 0);
+    CHECK(ShellJson(agent, "routes emoji-1")["routes"].empty());
+    CHECK(RowWith(ShellTable(agent, "routes"), "GET /").find("100.00%") != std::string::npos);
+  }
+
   SECTION("help, an unknown command, no agent") {
     CHECK(ShellTable(agent, "help").find("kernel map NAME") != std::string::npos);
     const CommandResult unknown = Shell(agent.admin_socket(), "podz");
