@@ -4,11 +4,13 @@
 #include <fmt/format.h>
 
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "test/lib/agent_process.h"
+#include "test/lib/files.h"
 #include "test/lib/peers.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
@@ -332,6 +334,37 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
     CHECK(routes[0]["failures"] == 0);
     CHECK(ShellJson(agent, "routes emoji-1")["routes"].empty());
     CHECK(RowWith(ShellTable(agent, "routes"), "GET /").find("100.00%") != std::string::npos);
+  }
+
+  SECTION("explain: a pod the agent could not enrol says which step and why") {
+    // A meshed pod of this node whose network namespace does not exist: enrolment fails at
+    // its first step and is retried.
+    Json inventory = Json::parse(ReadFile(agent.inventory_path()));
+    inventory["pods"].push_back({{"namespace", "emojivoto"},
+                                 {"name", "broken-1"},
+                                 {"ips", {"10.77.250.9"}},
+                                 {"cgroup", cluster.client.cgroup_path},
+                                 {"netns", "/var/run/netns/nodemesh-test-no-such-netns"},
+                                 {"meshed", true},
+                                 {"node", "node-a"}});
+    const std::string written = agent.inventory_path() + ".new";
+    WriteFile(written, inventory.dump());
+    REQUIRE(::rename(written.c_str(), agent.inventory_path().c_str()) == 0);
+    REQUIRE(PollUntil(
+        [&] {
+          const std::optional<Json> pods = agent.TryGet("/pods");
+          const Json* broken = pods ? Find((*pods)["pods"], "name", "broken-1") : nullptr;
+          return broken != nullptr && (*broken)["state"] == "failed";
+        },
+        20s));
+    const CommandResult result = Shell(agent.admin_socket(), "explain emojivoto/broken-1");
+    INFO(result.output);
+    CHECK(result.exit_code == 1);
+    CHECK(RowWith(result.output, "FAIL").find("enrolled by the agent: state: failed:") !=
+          std::string::npos);
+    CHECK(RowWith(result.output, "FAIL").find("nodemesh-test-no-such-netns") != std::string::npos);
+    CHECK(result.output.find("the agent tries again every 5 seconds") != std::string::npos);
+    CHECK(RowWith(result.output, "sk_lookup attached").starts_with("  -  "));
   }
 
   SECTION("help, an unknown command, no agent") {
