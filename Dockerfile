@@ -13,32 +13,32 @@ ARG BASE=docker.io/library/debian:bookworm-slim
 
 FROM ${BASE} AS build
 ENV DEBIAN_FRONTEND=noninteractive
+# The toolchain and libraries of test/install-deps.sh that the three binaries need.
 # Docker's Debian images delete downloaded packages after each install (docker-clean), which
 # would empty an apt cache mounted into the build; this stage is thrown away anyway.
 RUN rm -f /etc/apt/apt.conf.d/docker-clean \
  && apt-get update \
  && apt-get install -y --no-install-recommends \
-      g++ gcc make cmake ninja-build ccache pkg-config \
+      g++ gcc cmake ninja-build ccache pkg-config \
       clang bpftool libbpf-dev libelf-dev zlib1g-dev linux-libc-dev \
       libabsl-dev libfmt-dev libnghttp2-dev node-llhttp nlohmann-json3-dev libcli11-dev \
       libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
-      libssl-dev libcurl4-openssl-dev libyaml-cpp-dev libnetfilter-conntrack-dev \
+      libssl-dev libcurl4-openssl-dev libyaml-cpp-dev libnetfilter-conntrack-dev libedit-dev \
  && rm -rf /var/lib/apt/lists/*
 
-# The release preset's layout: the build tree is build/release under the source. ccache
-# hashes the locale variables too (they change the compiler's messages): the host's own are
-# passed in, when set, for its cache to hit.
+# The release preset's layout: the build tree is build/release under the source.
+# HOST_LOCALE ("LANG=C.UTF-8 ...") is the host build's locale, set for the compiler: ccache
+# hashes those variables (they change the compiler's messages), so the host's cache hits only
+# under the same ones.
 ARG SOURCE_DIR=/src
-ARG LANG
-ARG LC_ALL
-ARG LC_CTYPE
-ARG LC_MESSAGES
+ARG HOST_LOCALE=
 ENV CCACHE_DIR=/ccache CCACHE_STATSLOG=/tmp/ccache-stats.log
 WORKDIR ${SOURCE_DIR}
 COPY . .
-RUN cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release \
+RUN env ${HOST_LOCALE} cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_CXX_COMPILER=g++ -DCMAKE_C_COMPILER=gcc -DBUILD_TESTING=OFF \
- && cmake --build build/release --target nodemesh-agent nodemesh-aggregator meshctl \
+ && env ${HOST_LOCALE} cmake --build build/release \
+      --target nodemesh-agent nodemesh-aggregator meshctl \
  && echo "ccache, this build:" && ccache --show-log-stats \
  && mkdir /out \
  && install -s -m 0755 build/release/agent/nodemesh-agent \

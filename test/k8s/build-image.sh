@@ -117,14 +117,15 @@ ccache_dir=${CCACHE_DIR:-$(ccache -k cache_dir)}
 mkdir -p "$ccache_dir" /var/cache/apt/archives/partial
 
 # ccache hashes the locale variables: the build stage gets those the host build had.
-locale_args=()
+host_locale=()
 for name in LANG LC_ALL LC_CTYPE LC_MESSAGES; do
-  [[ -v $name ]] && locale_args+=(--build-arg "$name")
+  [[ -v $name ]] && host_locale+=("$name=${!name}")
 done
 
 step "podman build $image (base $base, ccache $ccache_dir)"
 started=$SECONDS
-podman build --pull=never --network host "${layers[@]}" "${locale_args[@]}" \
+podman build --pull=never --network host "${layers[@]}" \
+  --build-arg HOST_LOCALE="${host_locale[*]}" \
   --file "$root/Dockerfile" \
   --build-arg BASE="$base" \
   --build-arg VERSION="$version" \
