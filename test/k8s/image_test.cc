@@ -1,0 +1,1009 @@
+// k8s tier: the container image (Dockerfile), built with podman by test/k8s/build-image.sh
+// (the image_build fixture), and the agent run from it the way the chart's DaemonSet says.
+//
+// The podman command line is derived from `helm template` of the chart with values for this
+// machine (the image just built, the node's cgroup v2 mount and cgroup root, a free metrics
+// port): the container's command and arguments ($(NODE_NAME) expanded from its fieldRef),
+// environment, user, capabilities (everything else dropped), seccomp and privilege
+// settings, read-only root, resources, volumes and mounts (hostPath bind mounts, emptyDir
+// directories made as the kubelet makes them), host network and probes. Any field of the pod
+// or container spec this file does not know how to run fails the test, so the chart, the
+// image and this test cannot drift apart unnoticed. As the kubelet would, the test adds the
+// in-cluster credentials: KUBERNETES_SERVICE_HOST/PORT (the test API server, reached over
+// the host network) and the service account's token, ca.crt and namespace mounted at
+// /var/run/secrets/kubernetes.io/serviceaccount, the token issued for the DaemonSet's
+// ServiceAccount; the API server enforces the chart's rendered ClusterRole and binding.
+//
+// Containers are labelled with their test process and run for at most ten minutes; each is
+// removed when its test ends, and those of a test process that died are removed by the next.
+#include <fmt/format.h>
+#include <linux/capability.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <yaml-cpp/yaml.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "test/lib/agent_process.h"
+#include "test/lib/files.h"
+#include "test/lib/kube_apiserver.h"
+#include "test/lib/kubelet.h"
+#include "test/lib/process.h"
+#include "test/lib/test_node.h"
+#include "test/lib/tier.h"
+
+namespace nodemesh::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+const std::string kSourceDir = NODEMESH_SOURCE_DIR;
+const std::string kChart = kSourceDir + "/helm/nodemesh";
+const std::string kHelm = std::string(NODEMESH_TOOLS_DIR) + "/bin/helm";
+const std::string kBuildImage = kSourceDir + "/test/k8s/build-image.sh";
+const std::string kProjectVersion = NODEMESH_VERSION;
+const std::string kKubeVersion = "1.31.0";
+// The release's namespace, which the ServiceAccount's user name includes.
+const std::string kReleaseNamespace = "nodemesh";
+// Where the kubelet mounts a pod's service account credentials.
+const std::string kServiceAccountMount = "/var/run/secrets/kubernetes.io/serviceaccount";
+const std::vector<std::string> kBinaries = {"nodemesh-agent", "nodemesh-aggregator", "meshctl"};
+constexpr std::string_view kMeshLabel = "nodemesh.io/mesh";
+// Containers of this file carry it, valued "<pid>:<start time>" of the test process.
+constexpr std::string_view kOwnerLabel = "io.nodemesh.test.owner";
+// podman kills a test container after this long, even if its test was killed first.
+constexpr int kContainerLifetimeSeconds = 600;
+
+std::string Join(const std::vector<std::string>& words, std::string_view separator = " ") {
+  std::string joined;
+  for (const std::string& word : words) {
+    joined += (joined.empty() ? "" : std::string(separator)) + word;
+  }
+  return joined;
+}
+
+// The image test/k8s/build-image.sh builds (and the image_build fixture has built).
+const std::string& ImageName() {
+  static const std::string name = [] {
+    const CommandResult result = RunCommand({"bash", kBuildImage, "--tag"});
+    if (result.exit_code != 0) throw std::runtime_error("build-image.sh --tag: " + result.output);
+    return result.output.substr(0, result.output.find('\n'));
+  }();
+  return name;
+}
+
+// --- YAML as JSON -----------------------------------------------------------------------
+
+// A YAML node as JSON: plain scalars typed as YAML's core schema reads them (booleans,
+// integers, null), quoted ones strings, as the Kubernetes API decodes a manifest.
+json JsonOf(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Map: {
+      json object = json::object();
+      for (const auto& entry : node) object[entry.first.as<std::string>()] = JsonOf(entry.second);
+      return object;
+    }
+    case YAML::NodeType::Sequence: {
+      json array = json::array();
+      for (const auto& item : node) array.push_back(JsonOf(item));
+      return array;
+    }
+    case YAML::NodeType::Scalar: {
+      const std::string text = node.as<std::string>();
+      if (node.Tag() == "!") return text;  // quoted
+      if (text == "true" || text == "false") return text == "true";
+      if (text == "null" || text == "~") return nullptr;
+      if (std::regex_match(text, std::regex("[-+]?[0-9]+"))) return std::stoll(text);
+      return text;
+    }
+    default:
+      return nullptr;
+  }
+}
+
+// --- the chart ------------------------------------------------------------------------
+
+// `helm template` of the chart as release nodemesh in namespace nodemesh with `values`
+// (--set-string NAME=VALUE each), every object as JSON. Throws if Helm fails.
+json RenderChart(const std::map<std::string, std::string>& values) {
+  if (!fs::exists(kHelm)) {
+    throw std::runtime_error(kHelm + " is missing: run `bash test/install-deps.sh`");
+  }
+  TempDir home;
+  std::vector<std::string> command = {
+      kHelm,         "template",        "nodemesh",       kChart,
+      "--namespace", kReleaseNamespace, "--kube-version", kKubeVersion};
+  for (const auto& [name, value] : values) {
+    // Integers as integers, for the schema's types; everything else as a string.
+    const bool integer = std::regex_match(value, std::regex("[0-9]+"));
+    command.insert(command.end(), {integer ? "--set" : "--set-string", name + "=" + value});
+  }
+  const CommandResult result = RunCommand(command, 60s,
+                                          {.env = {{"HELM_CACHE_HOME", home.path() + "/cache"},
+                                                   {"HELM_CONFIG_HOME", home.path() + "/config"},
+                                                   {"HELM_DATA_HOME", home.path() + "/data"},
+                                                   {"KUBECONFIG", "/dev/null"}}});
+  if (result.exit_code != 0) {
+    throw std::runtime_error("helm " + Join(command) + ":\n" + result.output);
+  }
+  json objects = json::array();
+  for (const YAML::Node& document : YAML::LoadAll(result.output)) {
+    if (document.IsMap()) objects.push_back(JsonOf(document));
+  }
+  return objects;
+}
+
+const json& Find(const json& objects, std::string_view kind, std::string_view name) {
+  for (const json& object : objects) {
+    if (object.value("kind", "") == kind && object["metadata"].value("name", "") == name) {
+      return object;
+    }
+  }
+  throw std::runtime_error(fmt::format("the chart renders no {} {}", kind, name));
+}
+
+// --- podman ---------------------------------------------------------------------------
+
+// This process as the owner label names it: its pid and start time (so a reused pid is not
+// taken for it).
+std::string ProcessIdentity(int pid) {
+  const std::string stat = ReadFile(fmt::format("/proc/{}/stat", pid));
+  const size_t end_of_name = stat.rfind(')');
+  if (end_of_name == std::string::npos) return "";
+  std::istringstream fields(stat.substr(end_of_name + 2));
+  std::string field;
+  for (int index = 3; index <= 22 && fields >> field; ++index) {
+  }
+  return fmt::format("{}:{}", pid, field);  // field 22: start time
+}
+
+// podman as this machine needs it (CONTAINERS_CONF): runc, which works with the hybrid
+// cgroup layout (crun refuses it); cgroupfs, with no systemd to ask; and ulimits no higher
+// than the host's own, which a container cannot raise.
+class Podman {
+ public:
+  Podman() {
+    conf_ = dir_.Write("containers.conf", R"([containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+)");
+    SweepStale();
+  }
+
+  CommandResult Run(std::vector<std::string> args, std::chrono::milliseconds timeout = 120s) const {
+    args.insert(args.begin(), "podman");
+    return RunCommand(std::move(args), timeout, {.env = {{"CONTAINERS_CONF", conf_}}});
+  }
+  // Its output; throws std::runtime_error with it unless podman succeeds.
+  std::string Check(std::vector<std::string> args, std::chrono::milliseconds timeout = 120s) const {
+    const CommandResult result = Run(args, timeout);
+    if (result.exit_code != 0) {
+      throw std::runtime_error("podman " + Join(args) + ": " + Describe(result));
+    }
+    return result.output;
+  }
+
+ private:
+  // Removes the containers of test processes that are gone.
+  void SweepStale() const {
+    const CommandResult listed =
+        Run({"ps", "--all", "--filter", fmt::format("label={}", kOwnerLabel), "--format",
+             fmt::format("{{{{.ID}}}} {{{{index .Labels \"{}\"}}}}", kOwnerLabel)});
+    std::istringstream lines(listed.output);
+    std::string id, owner;
+    while (lines >> id >> owner) {
+      const int pid = std::atoi(owner.c_str());
+      if (pid > 0 && ProcessIdentity(pid) == owner) continue;
+      Run({"rm", "--force", "--time", "0", id});
+    }
+  }
+
+  TempDir dir_;
+  std::string conf_;
+};
+
+// A detached container, removed (stopped first if running) when the object goes.
+class Container {
+ public:
+  // `podman run --detach` with `args` (options, the image, its arguments).
+  Container(const Podman& podman, std::vector<std::string> args) : podman_(podman) {
+    const std::string cid_file = dir_.path() + "/cid";
+    std::vector<std::string> run = {
+        "run",       "--detach",
+        "--cidfile", cid_file,
+        "--label",   fmt::format("{}={}", kOwnerLabel, ProcessIdentity(::getpid())),
+        "--timeout", std::to_string(kContainerLifetimeSeconds)};
+    run.insert(run.end(), args.begin(), args.end());
+    command_ = "podman " + Join(run);
+    const CommandResult result = podman_.Run(run);
+    id_ = ReadFile(cid_file);
+    if (result.exit_code != 0) {
+      Remove();
+      throw std::runtime_error(command_ + ": " + Describe(result));
+    }
+  }
+  ~Container() { Remove(); }
+  Container(const Container&) = delete;
+  Container& operator=(const Container&) = delete;
+
+  // Its main process's pid on the host; 0 once it has ended.
+  int pid() const {
+    const CommandResult result = podman_.Run({"inspect", "--format", "{{.State.Pid}}", id_});
+    return result.exit_code == 0 ? std::atoi(result.output.c_str()) : 0;
+  }
+  // The exit code once it has ended within `timeout`.
+  std::optional<int> WaitForExit(std::chrono::milliseconds timeout) const {
+    std::optional<int> code;
+    PollUntil(
+        [&] {
+          const CommandResult result =
+              podman_.Run({"inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", id_});
+          if (result.output.starts_with("exited ")) code = std::atoi(result.output.c_str() + 7);
+          return code.has_value();
+        },
+        timeout, 250ms);
+    return code;
+  }
+  std::string Logs() const { return podman_.Run({"logs", id_}).output; }
+  // `podman stop` with `grace` before SIGKILL; the exit code.
+  std::optional<int> Stop(std::chrono::seconds grace) const {
+    podman_.Run({"stop", "--time", std::to_string(grace.count()), id_}, grace + 30s);
+    return WaitForExit(5s);
+  }
+
+ private:
+  void Remove() noexcept {
+    if (id_.empty()) return;
+    try {
+      podman_.Run({"rm", "--force", "--time", "5", id_});
+    } catch (...) {
+    }
+  }
+
+  const Podman& podman_;
+  TempDir dir_;
+  std::string id_;
+  std::string command_;
+};
+
+// --- the DaemonSet, run ---------------------------------------------------------------
+
+// Fails with the field named when `object` has a key outside `known`.
+void OnlyKnown(const json& object, const std::set<std::string>& known, std::string_view where) {
+  for (const auto& [key, value] : object.items()) {
+    if (!known.contains(key)) {
+      throw std::runtime_error(
+          fmt::format("{}.{} ({}) is not something image_test.cc knows how to run: teach it", where,
+                      key, value.dump()));
+    }
+  }
+}
+
+// A Kubernetes quantity ("128Mi", "1Gi", "100m", "2") in its base unit.
+double Quantity(const json& value) {
+  if (value.is_number()) return value.get<double>();
+  const std::string text = value.get<std::string>();
+  static const std::vector<std::pair<std::string, double>> kSuffixes = {
+      {"Ki", 1024.0}, {"Mi", 1048576.0}, {"Gi", 1073741824.0}, {"Ti", 1099511627776.0},
+      {"k", 1e3},     {"M", 1e6},        {"G", 1e9},           {"T", 1e12},
+      {"m", 1e-3}};
+  for (const auto& [suffix, factor] : kSuffixes) {
+    if (text.ends_with(suffix)) {
+      return std::stod(text.substr(0, text.size() - suffix.size())) * factor;
+    }
+  }
+  return std::stod(text);
+}
+
+// $(NAME) replaced by the variable's value when `env` defines it, $$ by $, as the kubelet
+// expands a container's command and arguments.
+std::string Expand(const std::string& text, const std::map<std::string, std::string>& env) {
+  std::string expanded;
+  for (size_t at = 0; at < text.size();) {
+    if (text.compare(at, 2, "$$") == 0) {
+      expanded += '$';
+      at += 2;
+      continue;
+    }
+    if (text.compare(at, 2, "$(") == 0) {
+      const size_t end = text.find(')', at);
+      if (end != std::string::npos) {
+        const auto value = env.find(text.substr(at + 2, end - at - 2));
+        if (value != env.end()) {
+          expanded += value->second;
+          at = end + 1;
+          continue;
+        }
+      }
+    }
+    expanded += text[at++];
+  }
+  return expanded;
+}
+
+// A tmpfs mounted on a directory for the object's life (a memory-backed emptyDir).
+class TmpfsMount {
+ public:
+  TmpfsMount(const std::string& directory, uint64_t size_bytes) : directory_(directory) {
+    const std::string options = fmt::format("size={},mode=0777", size_bytes);
+    if (::mount("tmpfs", directory.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, options.c_str()) != 0) {
+      throw std::runtime_error(
+          fmt::format("mount tmpfs on {}: {}", directory, std::strerror(errno)));
+    }
+  }
+  ~TmpfsMount() { ::umount2(directory_.c_str(), MNT_DETACH); }
+  TmpfsMount(const TmpfsMount&) = delete;
+  TmpfsMount& operator=(const TmpfsMount&) = delete;
+
+ private:
+  std::string directory_;
+};
+
+// What the kubelet of the simulated node brings to the pod.
+struct NodeSide {
+  std::string node_name;
+  std::string pod_name;
+  std::string service_account_dir;                       // token, ca.crt, namespace
+  std::vector<std::pair<std::string, std::string>> env;  // KUBERNETES_SERVICE_HOST/PORT
+  std::string volumes_dir;                               // where emptyDir volumes are made
+};
+
+// One container of the DaemonSet's pod template, as podman runs it.
+class PodContainer {
+ public:
+  PodContainer(const json& daemonset, std::string_view container_name) {
+    const json& pod = daemonset["spec"]["template"]["spec"];
+    pod_ = pod;
+    // Scheduling (node selector, tolerations, affinity, priority), pulling (pull secrets) and
+    // the DNS policy (there is no cluster DNS here) do not change how the container runs.
+    OnlyKnown(
+        pod,
+        {"serviceAccountName", "automountServiceAccountToken", "hostNetwork", "hostPID", "hostIPC",
+         "dnsPolicy", "priorityClassName", "terminationGracePeriodSeconds", "imagePullSecrets",
+         "securityContext", "containers", "volumes", "nodeSelector", "tolerations", "affinity"},
+        "spec.template.spec");
+    for (const json& container : pod["containers"]) {
+      if (container["name"] == container_name) container_ = container;
+    }
+    if (container_.is_null()) {
+      throw std::runtime_error(fmt::format("the DaemonSet has no container {}", container_name));
+    }
+    OnlyKnown(container_,
+              {"name", "image", "imagePullPolicy", "command", "args", "env", "ports",
+               "readinessProbe", "livenessProbe", "resources", "securityContext", "volumeMounts"},
+              "container " + std::string(container_name));
+    for (const json& port : container_.value("ports", json::array())) {
+      if (port.contains("name")) ports_[port["name"]] = port["containerPort"];
+    }
+  }
+
+  std::string image() const { return container_["image"]; }
+  std::string service_account() const { return pod_.value("serviceAccountName", "default"); }
+  // Capabilities added, as the chart spells them (SYS_ADMIN, ...).
+  std::vector<std::string> added_capabilities() const {
+    const json caps = SecurityContext().value("capabilities", json::object());
+    return caps.value("add", std::vector<std::string>());
+  }
+  // The path and port of an HTTP probe ("readinessProbe", "livenessProbe").
+  std::pair<std::string, int> HttpProbe(std::string_view probe) const {
+    const json& spec = container_.at(std::string(probe));
+    OnlyKnown(spec,
+              {"httpGet", "initialDelaySeconds", "periodSeconds", "failureThreshold",
+               "timeoutSeconds", "successThreshold"},
+              probe);
+    const json& get = spec.at("httpGet");
+    OnlyKnown(get, {"path", "port"}, std::string(probe) + ".httpGet");
+    const json& port = get["port"];
+    return {get.value("path", "/"),
+            port.is_string() ? ports_.at(port.get<std::string>()) : port.get<int>()};
+  }
+
+  // The container's arguments after expansion (--node=node-a, ...).
+  std::vector<std::string> Arguments(const NodeSide& node) const {
+    std::vector<std::string> args;
+    const auto env = Environment(node);
+    const std::map<std::string, std::string> variables(env.begin(), env.end());
+    for (const json& arg : container_.value("args", json::array())) {
+      args.push_back(Expand(arg.get<std::string>(), variables));
+    }
+    return args;
+  }
+
+  // Everything after `podman run --detach`: options, the image, its arguments. Makes the
+  // emptyDir volumes under node.volumes_dir (kept in `volumes`). `without` names a
+  // capability to leave out of those the container adds.
+  std::vector<std::string> PodmanArgs(const NodeSide& node, std::string_view without,
+                                      std::vector<std::unique_ptr<TmpfsMount>>& volumes) const {
+    std::vector<std::string> args = {"--name", node.pod_name, "--pull", "never"};
+    // The pod.
+    if (!pod_.value("hostNetwork", false)) {
+      throw std::runtime_error("image_test.cc runs host-network pods only");
+    }
+    args.insert(args.end(), {"--network", "host"});
+    if (pod_.value("hostPID", false)) args.insert(args.end(), {"--pid", "host"});
+    if (pod_.value("hostIPC", false)) args.insert(args.end(), {"--ipc", "host"});
+    if (pod_.contains("terminationGracePeriodSeconds")) {
+      args.insert(args.end(), {"--stop-timeout",
+                               std::to_string(pod_["terminationGracePeriodSeconds"].get<int>())});
+    }
+    // Its security context, the container's own over the pod's.
+    const json context = SecurityContext();
+    if (context.contains("runAsUser") || context.contains("runAsGroup")) {
+      args.insert(args.end(), {"--user", fmt::format("{}:{}", context.value("runAsUser", 0),
+                                                     context.value("runAsGroup", 0))});
+    }
+    if (context.value("runAsNonRoot", false) && context.value("runAsUser", 0) == 0) {
+      throw std::runtime_error("runAsNonRoot with user 0: the kubelet would refuse to start it");
+    }
+    if (context.value("privileged", false)) args.push_back("--privileged");
+    if (!context.value("allowPrivilegeEscalation", true)) {
+      args.insert(args.end(), {"--security-opt", "no-new-privileges"});
+    }
+    if (context.value("readOnlyRootFilesystem", false)) {
+      // Kubernetes adds no tmpfs of its own under a read-only root; podman would.
+      args.insert(args.end(), {"--read-only", "--read-only-tmpfs=false"});
+    }
+    const std::string seccomp = context.value("seccompProfile", json::object()).value("type", "");
+    if (seccomp == "Unconfined" || seccomp.empty()) {  // Kubernetes' default: unconfined
+      args.insert(args.end(), {"--security-opt", "seccomp=unconfined"});
+    } else if (seccomp != "RuntimeDefault") {  // RuntimeDefault: podman's default profile
+      throw std::runtime_error("seccompProfile " + seccomp + " is not known to image_test.cc");
+    }
+    const json caps = context.value("capabilities", json::object());
+    OnlyKnown(caps, {"add", "drop"}, "securityContext.capabilities");
+    for (const std::string& cap : caps.value("drop", std::vector<std::string>())) {
+      args.insert(args.end(), {"--cap-drop", cap == "ALL" ? "all" : cap});
+    }
+    for (const std::string& cap : added_capabilities()) {
+      if (cap != without) args.insert(args.end(), {"--cap-add", cap});
+    }
+    // Resources, as the kubelet sets the container's cgroup.
+    const json resources = container_.value("resources", json::object());
+    OnlyKnown(resources, {"requests", "limits"}, "resources");
+    const json limits = resources.value("limits", json::object());
+    const json requests = resources.value("requests", json::object());
+    if (limits.contains("memory")) {
+      args.insert(args.end(), {"--memory", fmt::format("{:.0f}", Quantity(limits["memory"]))});
+    }
+    if (limits.contains("cpu")) {
+      args.insert(args.end(), {"--cpus", fmt::format("{:.3f}", Quantity(limits["cpu"]))});
+    }
+    if (requests.contains("cpu")) {
+      const int shares = std::max(2, static_cast<int>(Quantity(requests["cpu"]) * 1024));
+      args.insert(args.end(), {"--cpu-shares", std::to_string(shares)});
+    }
+    // Environment: the container's, then what the kubelet adds.
+    for (const auto& [name, value] : Environment(node)) {
+      args.insert(args.end(), {"--env", name + "=" + value});
+    }
+    // Volumes.
+    std::map<std::string, std::string> sources;  // volume name -> host path
+    std::map<std::string, bool> host_paths;
+    for (const json& volume : pod_.value("volumes", json::array())) {
+      const std::string name = volume["name"];
+      OnlyKnown(volume, {"name", "hostPath", "emptyDir"}, "volume " + name);
+      if (volume.contains("hostPath")) {
+        const json& host_path = volume["hostPath"];
+        OnlyKnown(host_path, {"path", "type"}, "volume " + name + ".hostPath");
+        const std::string path = host_path["path"];
+        const std::string type = host_path.value("type", "");
+        if (type == "DirectoryOrCreate") fs::create_directories(path);
+        if ((type == "Directory" || type == "DirectoryOrCreate") && !fs::is_directory(path)) {
+          throw std::runtime_error(
+              fmt::format("volume {}: hostPath {} is not a directory "
+                          "(type {}): the kubelet would not start the pod",
+                          name, path, type));
+        }
+        if (!type.empty() && type != "Directory" && type != "DirectoryOrCreate") {
+          throw std::runtime_error("hostPath type " + type + " is not known to image_test.cc");
+        }
+        sources[name] = path;
+      } else if (volume.contains("emptyDir")) {
+        const json& empty_dir = volume["emptyDir"];
+        OnlyKnown(empty_dir, {"medium", "sizeLimit"}, "volume " + name + ".emptyDir");
+        const std::string directory = node.volumes_dir + "/" + name;
+        fs::create_directories(directory);
+        fs::permissions(directory, fs::perms::all);
+        if (empty_dir.value("medium", "") == "Memory") {
+          const uint64_t size = empty_dir.contains("sizeLimit")
+                                    ? static_cast<uint64_t>(Quantity(empty_dir["sizeLimit"]))
+                                    : 64u << 20;
+          volumes.push_back(std::make_unique<TmpfsMount>(directory, size));
+        } else if (empty_dir.contains("medium") && empty_dir["medium"] != "") {
+          throw std::runtime_error("emptyDir medium " + empty_dir["medium"].dump());
+        }
+        sources[name] = directory;
+      }
+    }
+    for (const json& mount : container_.value("volumeMounts", json::array())) {
+      OnlyKnown(mount, {"name", "mountPath", "readOnly", "mountPropagation"}, "volumeMount");
+      std::vector<std::string> options;
+      if (mount.value("readOnly", false)) options.push_back("ro");
+      const std::string propagation = mount.value("mountPropagation", "None");
+      if (propagation == "HostToContainer") options.push_back("rslave");
+      if (propagation == "Bidirectional") options.push_back("rshared");
+      args.insert(
+          args.end(),
+          {"--volume", fmt::format("{}:{}{}{}", sources.at(mount["name"].get<std::string>()),
+                                   mount["mountPath"].get<std::string>(),
+                                   options.empty() ? "" : ":", Join(options, ","))});
+    }
+    // The service account's credentials, where the kubelet mounts them.
+    if (pod_.value("automountServiceAccountToken", true)) {
+      args.insert(args.end(),
+                  {"--volume", node.service_account_dir + ":" + kServiceAccountMount + ":ro"});
+    }
+    // The command, the image, the arguments.
+    const std::vector<std::string> command =
+        container_.value("command", std::vector<std::string>());
+    if (command.empty()) throw std::runtime_error("the container names no command");
+    args.insert(args.end(), {"--entrypoint", json(command).dump(), image()});
+    for (const std::string& arg : Arguments(node)) args.push_back(arg);
+    return args;
+  }
+
+  // The container's path `container_path` on the host (through its emptyDir or hostPath).
+  std::string HostPath(const NodeSide& node, const std::string& container_path) const {
+    for (const json& mount : container_.value("volumeMounts", json::array())) {
+      const std::string mount_path = mount["mountPath"];
+      if (!container_path.starts_with(mount_path + "/")) continue;
+      for (const json& volume : pod_["volumes"]) {
+        if (volume["name"] != mount["name"]) continue;
+        const std::string rest = container_path.substr(mount_path.size());
+        if (volume.contains("emptyDir"))
+          return node.volumes_dir + "/" + mount["name"].get<std::string>() + rest;
+        return volume["hostPath"]["path"].get<std::string>() + rest;
+      }
+    }
+    throw std::runtime_error(container_path + " is on no volume of the container");
+  }
+
+ private:
+  json SecurityContext() const {
+    json context = pod_.value("securityContext", json::object());
+    OnlyKnown(context, {"seccompProfile", "runAsUser", "runAsGroup", "runAsNonRoot"},
+              "spec.template.spec.securityContext");
+    const json own = container_.value("securityContext", json::object());
+    OnlyKnown(own,
+              {"runAsUser", "runAsGroup", "runAsNonRoot", "privileged", "allowPrivilegeEscalation",
+               "readOnlyRootFilesystem", "capabilities", "seccompProfile"},
+              "container securityContext");
+    context.update(own);
+    return context;
+  }
+
+  std::vector<std::pair<std::string, std::string>> Environment(const NodeSide& node) const {
+    std::vector<std::pair<std::string, std::string>> env;
+    std::map<std::string, std::string> defined;
+    for (const json& variable : container_.value("env", json::array())) {
+      const std::string name = variable["name"];
+      OnlyKnown(variable, {"name", "value", "valueFrom"}, "env " + name);
+      std::string value;
+      if (variable.contains("valueFrom")) {
+        const json& from = variable["valueFrom"];
+        OnlyKnown(from, {"fieldRef"}, "env " + name + ".valueFrom");
+        const std::string field = from["fieldRef"]["fieldPath"];
+        if (field == "spec.nodeName") {
+          value = node.node_name;
+        } else if (field == "metadata.name") {
+          value = node.pod_name;
+        } else if (field == "metadata.namespace") {
+          value = kReleaseNamespace;
+        } else if (field == "spec.serviceAccountName") {
+          value = service_account();
+        } else {
+          throw std::runtime_error("fieldRef " + field + " is not known to image_test.cc");
+        }
+      } else {
+        value = Expand(variable.value("value", ""), defined);
+      }
+      defined[name] = value;
+      env.emplace_back(name, value);
+    }
+    env.insert(env.end(), node.env.begin(), node.env.end());
+    return env;
+  }
+
+  json pod_;
+  json container_;
+  std::map<std::string, int> ports_;
+};
+
+// The CapEff mask of `names` (SYS_ADMIN, ...).
+uint64_t CapabilityMask(const std::vector<std::string>& names) {
+  static const std::map<std::string, int> kNumbers = {
+      {"CHOWN", CAP_CHOWN},
+      {"DAC_OVERRIDE", CAP_DAC_OVERRIDE},
+      {"FOWNER", CAP_FOWNER},
+      {"KILL", CAP_KILL},
+      {"SETUID", CAP_SETUID},
+      {"SETGID", CAP_SETGID},
+      {"NET_BIND_SERVICE", CAP_NET_BIND_SERVICE},
+      {"NET_RAW", CAP_NET_RAW},
+      {"NET_ADMIN", CAP_NET_ADMIN},
+      {"SYS_ADMIN", CAP_SYS_ADMIN},
+      {"SYS_PTRACE", CAP_SYS_PTRACE},
+      {"SYS_RESOURCE", CAP_SYS_RESOURCE},
+      {"PERFMON", CAP_PERFMON},
+      {"BPF", CAP_BPF},
+      {"CHECKPOINT_RESTORE", CAP_CHECKPOINT_RESTORE}};
+  uint64_t mask = 0;
+  for (const std::string& name : names) mask |= uint64_t{1} << kNumbers.at(name);
+  return mask;
+}
+
+// "CapEff:\t..." of a process's status, as a number.
+uint64_t EffectiveCapabilities(int pid) {
+  static const std::regex kCapEff(R"(CapEff:\s*([0-9a-f]+))");
+  std::smatch match;
+  const std::string status = ReadFile(fmt::format("/proc/{}/status", pid));
+  if (!std::regex_search(status, match, kCapEff)) return ~uint64_t{0};
+  return std::stoull(match[1], nullptr, 16);
+}
+
+// The sum of the samples of `metric` whose labels include every one of `labels`.
+double MetricSum(const std::string& text, const std::string& metric,
+                 const std::map<std::string, std::string>& labels) {
+  double sum = 0;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.starts_with(metric + "{")) continue;
+    bool matches = true;
+    for (const auto& [name, value] : labels) {
+      matches = matches && line.find(fmt::format("{}=\"{}\"", name, value)) != std::string::npos;
+    }
+    if (matches) sum += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return sum;
+}
+
+// --- a node with the agent from the image ---------------------------------------------
+
+// A simulated node, an API server enforcing the chart's RBAC, the kubelet, and the agent
+// from the image as the chart's DaemonSet runs it.
+struct ImageNode {
+  ImageNode()
+      : manifests(RenderChart({{"image.repository", ImageName().substr(0, ImageName().rfind(':'))},
+                               {"image.tag", ImageName().substr(ImageName().rfind(':') + 1)},
+                               {"agent.hostCgroupPath", CgroupMount()},
+                               {"agent.cgroupRoot", node.cgroup_path()},
+                               {"agent.metricsPort", std::to_string(FreeLoopbackPort())},
+                               {"agent.logLevel", "debug"}})),
+        daemonset(Find(manifests, "DaemonSet", "nodemesh-agent")),
+        container(daemonset, "agent"),
+        api({.rbac_file = directory.Write("rbac.json", RbacObjects().dump())}),
+        kubelet(api, node, CgroupDriver::kSystemd) {
+    user =
+        fmt::format("system:serviceaccount:{}:{}", kReleaseNamespace, container.service_account());
+    token = api.IssueToken(kReleaseNamespace, container.service_account());
+    node_side = {.node_name = node.name(),
+                 .pod_name = "nodemesh-agent-" + network.id() + "-" + node.name(),
+                 .service_account_dir = directory.path() + "/serviceaccount",
+                 .env = {{"KUBERNETES_SERVICE_HOST", api.host()},
+                         {"KUBERNETES_SERVICE_PORT", std::to_string(api.port())}},
+                 .volumes_dir = directory.path() + "/volumes"};
+    api.WriteServiceAccountDir(node_side.service_account_dir, token, kReleaseNamespace);
+    const auto [readiness_path, port] = container.HttpProbe("readinessProbe");
+    readiness = readiness_path;
+    liveness = container.HttpProbe("livenessProbe").first;
+    http_address = fmt::format("127.0.0.1:{}", port);
+  }
+  // Shows what the agent and the API server said (ctest --output-on-failure prints it when
+  // the test fails), then removes the container before its volumes are unmounted.
+  ~ImageNode() {
+    std::cout << "--- " << Describe() << "--- API server:\n" << api.log() << std::flush;
+    agent.reset();
+  }
+
+  // The chart's ClusterRoles, Roles and their bindings, for the API server to enforce.
+  json RbacObjects() const {
+    json rbac = json::array();
+    for (const json& object : manifests) {
+      const std::string kind = object.value("kind", "");
+      if (kind == "ClusterRole" || kind == "ClusterRoleBinding" || kind == "Role" ||
+          kind == "RoleBinding") {
+        rbac.push_back(object);
+      }
+    }
+    return rbac;
+  }
+
+  // Starts the agent's container, without the capability `without` if one is named.
+  Container& StartAgent(std::string_view without = "") {
+    command = container.PodmanArgs(node_side, without, volumes);
+    agent.emplace(podman, command);
+    return *agent;
+  }
+
+  std::optional<HttpReply> Http(std::string_view path) const {
+    return HttpGetTcp(http_address, path, 5s);
+  }
+  int HttpStatus(std::string_view path) const {
+    const std::optional<HttpReply> reply = Http(path);
+    return reply ? reply->status : 0;
+  }
+  // The admin API, through the emptyDir the socket is in.
+  std::string AdminSocket() const {
+    std::string socket = "/run/nodemesh/agent.sock";  // the agent's default
+    const std::vector<std::string> args = container.Arguments(node_side);
+    for (size_t i = 0; i < args.size(); ++i) {
+      if (args[i].starts_with("--admin-socket=")) socket = args[i].substr(15);
+      if (args[i] == "--admin-socket" && i + 1 < args.size()) socket = args[i + 1];
+    }
+    return container.HostPath(node_side, socket);
+  }
+  json Admin(std::string_view path) const {
+    const std::optional<HttpReply> reply = HttpGetUnix(AdminSocket(), path);
+    if (!reply || reply->status != 200) return nullptr;
+    return json::parse(reply->body, nullptr, false);
+  }
+  json AgentPod(const KubePod& pod) const {
+    const json pods = Admin("/pods");
+    if (!pods.is_object()) return nullptr;
+    for (const json& entry : pods["pods"]) {
+      if (entry["namespace"] == pod.spec.namespace_name && entry["name"] == pod.spec.name) {
+        return entry;
+      }
+    }
+    return nullptr;
+  }
+  std::string StateOf(const KubePod& pod) const {
+    const json entry = AgentPod(pod);
+    return entry.is_null() ? "absent" : entry.value("state", "");
+  }
+  bool WaitForState(const KubePod& pod, std::string_view state,
+                    std::chrono::milliseconds timeout = 30s) const {
+    return PollUntil([&] { return StateOf(pod) == state; }, timeout, 100ms);
+  }
+  std::string Describe() const {
+    return fmt::format("agent: {}\n{}", Join(command), agent ? agent->Logs() : "(not started)");
+  }
+
+  RootRequired root_required{"k8s"};
+  Podman podman;
+  TempDir directory;
+  PodNetwork network;
+  TestNode node{network, "node-a"};
+  json manifests;
+  json daemonset;
+  PodContainer container;
+  KubeApiServer api;
+  Kubelet kubelet;
+  std::string user, token, readiness, liveness, http_address;
+  NodeSide node_side;
+  std::vector<std::string> command;
+  std::vector<std::unique_ptr<TmpfsMount>> volumes;
+  std::optional<Container> agent;
+};
+
+std::vector<std::string> PythonHttpServer(const std::string& directory, uint16_t port) {
+  return {kPython,  "-u",      "-m",          "http.server", std::to_string(port),
+          "--bind", "0.0.0.0", "--directory", directory};
+}
+
+// --- tests ----------------------------------------------------------------------------
+
+TEST_CASE("image: the three binaries, their runtime libraries only, and the project version") {
+  RequireRoot("k8s");
+  Podman podman;
+  const std::string image = ImageName();
+  CHECK(image.ends_with(":" + kProjectVersion));
+  CHECK(podman.Check({"image", "inspect", "--format",
+                      "{{index .Labels \"org.opencontainers.image.version\"}}", image}) ==
+        kProjectVersion + "\n");
+  // No ENTRYPOINT or CMD: whoever runs the image names the binary.
+  CHECK(podman.Check({"image", "inspect", "--format",
+                      "{{json .Config.Entrypoint}} {{json .Config.Cmd}}", image}) == "null null\n");
+
+  const auto run = [&](const std::vector<std::string>& command) {
+    std::vector<std::string> args = {"run",    "--rm",  "--network",    "host",
+                                     "--pull", "never", "--entrypoint", json(command).dump(),
+                                     image};
+    return podman.Run(args);
+  };
+  for (const std::string& binary : kBinaries) {
+    INFO(binary);
+    const CommandResult help = run({"/usr/local/bin/" + binary, "--help"});
+    INFO(Describe(help));
+    CHECK(help.exit_code == 0);
+    CHECK_THAT(help.output, Catch::Contains("Usage"));
+    const CommandResult version = run({"/usr/local/bin/" + binary, "--version"});
+    INFO(Describe(version));
+    CHECK(version.exit_code == 0);
+    CHECK_THAT(version.output, Catch::Contains(kProjectVersion));
+  }
+
+  // Runtime libraries, no compiler and no headers: every library the binaries load resolves,
+  // and no installed package is a compiler, a binutils or a -dev one.
+  const CommandResult contents =
+      run({"/bin/sh", "-c",
+           "ldd /usr/local/bin/* | grep 'not found'; "
+           "dpkg-query -W -f '${Package}\\n' | grep -E -- "
+           "'-dev$|^(gcc|g\\+\\+|cpp|clang|llvm|binutils)(-[0-9]+|-x86-64-linux-gnu)?$'; "
+           "for tool in cc c++ gcc g++ clang ld as make cmake; do command -v $tool; done; "
+           "find /usr/include -type f 2>/dev/null | head -5; echo end"});
+  INFO(Describe(contents));
+  CHECK(contents.exit_code == 0);
+  CHECK(contents.output == "end\n");
+}
+
+TEST_CASE(
+    "image: the agent from the image, run as the chart's DaemonSet says with its RBAC enforced, "
+    "enrols, proxies and counts") {
+  ImageNode cluster;
+  cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
+  TempDir site;
+  site.Write("hello.txt", "hello from cart\n");
+  KubePod& server = cluster.kubelet.StartPod({.namespace_name = "shop",
+                                              .name = "cart-7f9c4-x2k8p",
+                                              .workload_name = "cart",
+                                              .labels = {{"app", "cart"}},
+                                              .service_account = "cart"},
+                                             PythonHttpServer(site.path(), 8080));
+  KubePod& client = cluster.kubelet.StartPod(
+      {.namespace_name = "shop", .name = "web-5d8c9-q7w2e", .workload_name = "web"},
+      {"sleep", "3600"});
+  REQUIRE(server.process->WaitForOutput("Serving HTTP", 20s));
+
+  Container& agent = cluster.StartAgent();
+  // Ready as the kubelet's readiness probe asks, alive as its liveness probe asks.
+  REQUIRE(PollUntil([&] { return cluster.HttpStatus(cluster.readiness) == 200; }, 60s, 250ms));
+  CHECK(cluster.HttpStatus(cluster.liveness) == 200);
+  // Exactly the chart's capabilities, nothing else.
+  const int pid = agent.pid();
+  REQUIRE(pid > 0);
+  CHECK(EffectiveCapabilities(pid) == CapabilityMask(cluster.container.added_capabilities()));
+
+  // The node it was given ($(NODE_NAME) from spec.nodeName), the project's version.
+  const json version = cluster.Admin("/version");
+  CHECK(version.value("node", "") == cluster.node.name());
+  CHECK(version.value("version", "") == kProjectVersion);
+
+  REQUIRE(cluster.WaitForState(server, "enrolled"));
+  REQUIRE(cluster.WaitForState(client, "enrolled"));
+  // Captured inbound once the agent has seen the server listen.
+  REQUIRE(PollUntil(
+      [&] {
+        const json entry = cluster.AgentPod(server);
+        const std::string endpoint = server.pod->ip + ":8080";
+        return entry.is_object() && entry.contains("inbound") &&
+               std::find(entry["inbound"].begin(), entry["inbound"].end(), endpoint) !=
+                   entry["inbound"].end();
+      },
+      20s));
+
+  // Real HTTP between the pods, through the agent both ways: the server sees the client's
+  // own address.
+  const std::string url = fmt::format("http://{}:8080/hello.txt", server.pod->ip);
+  for (int i = 0; i < 3; ++i) {
+    const CommandResult curl =
+        client.pod->RunCommand({"curl", "-sS", "--max-time", "10", url}, 20s);
+    INFO(Describe(curl));
+    CHECK(curl.output == "hello from cart\n");
+  }
+  CHECK(CountLines(server.process->output(), client.pod->ip + " - - ") == 3);
+  const json stats = cluster.Admin("/stats");
+  INFO(stats.dump(2));
+  CHECK(stats["proxy"]["accepted_outbound"] == 3);
+  CHECK(stats["proxy"]["accepted_inbound"] == 3);
+  // Counted, on /metrics over the node's network: each request once from each side.
+  const std::map<std::string, std::string> pair = {{"src_pod", client.spec.name},
+                                                   {"dst_pod", server.spec.name}};
+  CHECK(PollUntil(
+      [&] {
+        const std::optional<HttpReply> metrics = cluster.Http("/metrics");
+        if (!metrics) return false;
+        std::map<std::string, std::string> outbound = pair, inbound = pair;
+        outbound["direction"] = "outbound";
+        inbound["direction"] = "inbound";
+        return MetricSum(metrics->body, "request_total", outbound) == 3 &&
+               MetricSum(metrics->body, "request_total", inbound) == 3;
+      },
+      10s, 250ms));
+
+  // The rest of the Kubernetes-mode lifecycle, with the chart's permissions only.
+  // A pod added once the agent runs.
+  KubePod& late = cluster.kubelet.StartPod(
+      {.namespace_name = "shop", .name = "late-6c5d4-r2d2x", .workload_name = "late"},
+      {"sleep", "3600"});
+  REQUIRE(cluster.WaitForState(late, "enrolled"));
+  // A pod labelled out of the mesh.
+  cluster.api.MergePatch(client.path(), {{"metadata", {{"labels", {{kMeshLabel, "disabled"}}}}}});
+  REQUIRE(cluster.WaitForState(client, "unmeshed"));
+  // A pod deleted.
+  cluster.kubelet.DeletePod(server);
+  REQUIRE(cluster.WaitForState(server, "absent"));
+  // History expired: the watches' next start is refused with 410 Gone and they list again.
+  const json before = cluster.Admin("/stats")["kubernetes"];
+  cluster.api.ExpireHistory(KubeApiServer::GoneMode::kHttpStatus);
+  cluster.api.CloseWatches();
+  // The namespace's label removed: its pods leave the mesh.
+  cluster.api.MergePatch("/api/v1/namespaces/shop",
+                         {{"metadata", {{"labels", {{kMeshLabel, nullptr}}}}}});
+  REQUIRE(cluster.WaitForState(late, "unmeshed"));
+  const json after = cluster.Admin("/stats")["kubernetes"];
+  INFO("before: " << before.dump() << "\nafter: " << after.dump());
+  for (const std::string watch : {"pods", "namespaces", "services"}) {
+    CHECK(after[watch]["gone"].get<uint64_t>() >= 1);
+    CHECK(after[watch]["lists"].get<uint64_t>() > before[watch]["lists"].get<uint64_t>());
+  }
+
+  // Every request of the agent's service account was allowed by a rule of the chart's
+  // ClusterRole (410 is the expired history answering), and every rule was used.
+  int requests = 0;
+  for (const KubeApiServer::Request& request : cluster.api.Requests()) {
+    if (request.user != cluster.user) continue;
+    ++requests;
+    INFO(request.method << " " << request.path << ": " << request.status << " by " << request.rule);
+    CHECK((request.status == 200 || request.status == 410));
+    CHECK(request.rule.starts_with("ClusterRole/"));
+  }
+  CHECK(requests >= 6);
+  const std::map<std::string, int> uses = cluster.api.RbacRuleUses();
+  CHECK_FALSE(uses.empty());
+  for (const auto& [rule, count] : uses) {
+    INFO(rule);
+    CHECK(count > 0);
+  }
+  // What the role does not grant is refused with the same token.
+  CHECK(cluster.api.Call("GET", "/api/v1/namespaces/nodemesh/secrets", cluster.token).status ==
+        403);
+  CHECK(cluster.api.Call("GET", late.path(), cluster.token).status == 403);
+
+  // Stopped as the kubelet stops it (SIGTERM, the grace period): a clean exit.
+  CHECK(agent.Stop(30s) == std::optional<int>(0));
+}
+
+TEST_CASE("image: with any one of the chart's capabilities removed the agent names it") {
+  const std::vector<std::string> granted =
+      PodContainer(Find(RenderChart({}), "DaemonSet", "nodemesh-agent"), "agent")
+          .added_capabilities();
+  REQUIRE_FALSE(granted.empty());
+  const std::string missing = GENERATE_COPY(from_range(granted));
+  const std::string name = "CAP_" + missing;
+  CAPTURE(name);
+  ImageNode cluster;
+  cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
+  KubePod& pod = cluster.kubelet.StartPod(
+      {.namespace_name = "shop", .name = "web-5d8c9-q7w2e", .workload_name = "web"},
+      {"sleep", "3600"});
+  Container& agent = cluster.StartAgent(missing);
+  const std::string lacks = "the agent lacks " + name;
+
+  if (missing == "SYS_ADMIN" || missing == "NET_ADMIN" || missing == "BPF") {
+    // Checked at start: the agent stops at once and says what to grant.
+    const std::optional<int> code = agent.WaitForExit(30s);
+    REQUIRE(code.has_value());
+    CHECK(*code != 0);
+    const std::string logs = agent.Logs();
+    CHECK_THAT(logs, Catch::Contains(lacks) && Catch::Contains("grant it"));
+  } else if (missing == "SYS_PTRACE") {
+    // Needed to open pods' network namespaces: the agent runs, every meshed pod is pending
+    // with the capability named, on /pods and in the log.
+    REQUIRE(cluster.WaitForState(pod, "pending"));
+    CHECK_THAT(cluster.AgentPod(pod).value("state_reason", ""), Catch::Contains(lacks));
+    CHECK(PollUntil([&] { return agent.Logs().find(lacks) != std::string::npos; }, 10s));
+  } else {
+    FAIL("the chart grants " << name
+                             << ", which this test has no expectation for: add what the "
+                                "agent does without it");
+  }
+}
+
+}  // namespace
+}  // namespace nodemesh::testing
