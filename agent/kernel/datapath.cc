@@ -92,7 +92,10 @@ void ForEachEntry(const bpf_map* map, Visit visit) {
   }
   std::vector<uint8_t> key(key_size), next(key_size), value(value_size);
   bool first = true;
-  while (bpf_map_get_next_key(fd, first ? nullptr : key.data(), next.data()) == 0) {
+  // A hash map's walk starts again from its first key when the key it stands on is deleted
+  // meanwhile: bounded, so that churn cannot keep a request going.
+  uint64_t steps = 2 * static_cast<uint64_t>(bpf_map__max_entries(map)) + 1024;
+  while (steps-- > 0 && bpf_map_get_next_key(fd, first ? nullptr : key.data(), next.data()) == 0) {
     first = false;
     key.swap(next);
     // An entry removed between the two calls is skipped.
