@@ -35,6 +35,9 @@ ARG HOST_LOCALE=
 ENV CCACHE_DIR=/ccache CCACHE_STATSLOG=/tmp/ccache-stats.log
 WORKDIR ${SOURCE_DIR}
 COPY . .
+# Then the Debian packages of every shared library the binaries load, for the runtime stage
+# (a path ldd gives or its target, whichever dpkg knows; one step, as each step's layer
+# costs a walk of the whole build tree).
 RUN env ${HOST_LOCALE} cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_CXX_COMPILER=g++ -DCMAKE_C_COMPILER=gcc -DBUILD_TESTING=OFF \
  && env ${HOST_LOCALE} cmake --build build/release \
@@ -42,15 +45,11 @@ RUN env ${HOST_LOCALE} cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=R
  && echo "ccache, this build:" && ccache --show-log-stats \
  && mkdir /out \
  && install -s -m 0755 build/release/agent/nodemesh-agent \
-      build/release/aggregator/nodemesh-aggregator build/release/cli/meshctl /out/
-# The Debian packages of every shared library the binaries load, for the runtime stage.
-RUN bash -euo pipefail -c ' \
-      for binary in /out/*; do ldd "$binary"; done | awk "\$3 ~ /^\\// { print \$3 }" | sort -u \
-      | while read -r library; do \
-          dpkg -S "$library" 2>/dev/null || dpkg -S "$(readlink -f "$library")"; \
-        done \
-      | cut -d: -f1 | sort -u > /out/runtime-packages; \
-      echo "runtime packages: $(tr "\n" " " < /out/runtime-packages)"'
+      build/release/aggregator/nodemesh-aggregator build/release/cli/meshctl /out/ \
+ && ldd /out/* | awk '$3 ~ /^\// { print $3 }' | sort -u > /tmp/libraries \
+ && { dpkg -S $(cat /tmp/libraries) $(xargs readlink -f < /tmp/libraries) 2>/dev/null || true; } \
+      | cut -d: -f1 | sort -u > /out/runtime-packages \
+ && echo "runtime packages:" $(cat /out/runtime-packages)
 
 FROM ${BASE} AS runtime
 ARG VERSION=0.0.0
@@ -66,6 +65,7 @@ RUN rm -f /etc/apt/apt.conf.d/docker-clean \
  && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages \
  && { mountpoint -q /var/cache/apt/archives || apt-get clean; }
 COPY --from=build /out/nodemesh-agent /out/nodemesh-aggregator /out/meshctl /usr/local/bin/
+RUN if ldd /usr/local/bin/* | grep 'not found'; then exit 1; fi
 # Root, as the chart runs the agent: loading eBPF programs, entering pods' network namespaces
 # and reading other processes' /proc entries take capabilities, and a non-root user would
 # need them as ambient capabilities, which Kubernetes cannot grant. The chart drops every
