@@ -12,6 +12,8 @@
 ARG BASE=docker.io/library/debian:bookworm-slim
 
 FROM ${BASE} AS build
+# Marks what this stage leaves in the builder's cache, for build-image.sh to prune.
+LABEL io.nodemesh.stage=build
 ENV DEBIAN_FRONTEND=noninteractive
 # The toolchain and libraries of test/install-deps.sh that the three binaries need.
 # Docker's Debian images delete downloaded packages after each install (docker-clean), which

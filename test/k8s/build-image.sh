@@ -122,16 +122,29 @@ for name in LANG LC_ALL LC_CTYPE LC_MESSAGES; do
   [[ -v $name ]] && host_locale+=("$name=${!name}")
 done
 
+# The build stage is tagged too, so that podman's step cache of the current build is kept
+# while what earlier builds left (untagged, unused) is pruned: without that every change of
+# the source would leave a build tree behind.
+build_image=${image%:*}-build:${image##*:}
+build() {
+  podman build --pull=never --network host \
+    --file "$root/Dockerfile" \
+    --build-arg BASE="$base" \
+    --build-arg VERSION="$version" \
+    --build-arg SOURCE_DIR="$root" \
+    --build-arg HOST_LOCALE="${host_locale[*]}" \
+    --volume /var/cache/apt/archives:/var/cache/apt/archives \
+    --volume "$ccache_dir":/ccache \
+    "$@" "$root" 2>&1 | sed -u 's/^/    /'
+}
+
 step "podman build $image (base $base, ccache $ccache_dir)"
 started=$SECONDS
-podman build --pull=never --network host "${layers[@]}" \
-  --build-arg HOST_LOCALE="${host_locale[*]}" \
-  --file "$root/Dockerfile" \
-  --build-arg BASE="$base" \
-  --build-arg VERSION="$version" \
-  --build-arg SOURCE_DIR="$root" \
-  --volume /var/cache/apt/archives:/var/cache/apt/archives \
-  --volume "$ccache_dir":/ccache \
-  --tag "$image" \
-  "$root" 2>&1 | sed -u 's/^/    /'
+build "${layers[@]}" --target build --tag "$build_image"
+build --layers --tag "$image"
 step "$image built in $((SECONDS - started)) s"
+podman image prune --force --filter label=io.nodemesh.stage=build >/dev/null
+podman image prune --force --filter label=org.opencontainers.image.title=nodemesh >/dev/null
+for old in $(podman images --format '{{.Repository}}:{{.Tag}}' localhost/nodemesh-base); do
+  [[ $old == "$base" ]] || podman rmi "$old" >/dev/null 2>&1 || true
+done
