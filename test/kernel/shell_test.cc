@@ -381,6 +381,12 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
               missing)) != std::string::npos);
   }
   held.Kill();
+  // The agent stops cleanly: under the sanitizer build, this is where its reports would show.
+  const std::optional<ExitStatus> status = agent.Stop();
+  INFO(agent.output());
+  REQUIRE(status);
+  CHECK(status->ok());
+  CHECK(agent.output().find("Sanitizer") == std::string::npos);
 }
 
 }  // namespace
