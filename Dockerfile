@@ -60,9 +60,11 @@ LABEL org.opencontainers.image.title="nodemesh" \
       org.opencontainers.image.version="${VERSION}"
 ENV DEBIAN_FRONTEND=noninteractive
 COPY --from=build /out/runtime-packages /tmp/runtime-packages
-# The downloaded packages stay out of the image, unless they are the builder's mounted cache.
+# The base's packages brought up to date (security updates), then the libraries. The
+# downloaded packages stay out of the image, unless they are the builder's mounted cache.
 RUN rm -f /etc/apt/apt.conf.d/docker-clean \
  && apt-get update \
+ && apt-get upgrade -y --no-install-recommends \
  && apt-get install -y --no-install-recommends $(cat /tmp/runtime-packages) \
  && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages \
  && { mountpoint -q /var/cache/apt/archives || apt-get clean; }
