@@ -132,6 +132,20 @@ absl::Status Agent::Run(InventorySource& inventory, int stop_fd) {
   return absl::OkStatus();
 }
 
+// A meshed pod the agent cannot enrol yet, said once per reason: a reason that lasts (a
+// capability missing, a runtime the locator does not know) must be findable in the log, not
+// only in /pods.
+void Agent::LogNewlyPending(const Inventory& before, const Inventory& after) {
+  absl::flat_hash_map<std::string, const std::string*> was;
+  for (const PodInfo& pod : before.pods) was[pod.key()] = &pod.pending;
+  for (const PodInfo& pod : after.pods) {
+    if (pod.pending.empty()) continue;
+    const auto it = was.find(pod.key());
+    if (it != was.end() && *it->second == pod.pending) continue;
+    Log(LogLevel::kInfo, "{} is meshed but not enrolled yet: {}", pod.key(), pod.pending);
+  }
+}
+
 int64_t Agent::SecondsSinceHeartbeat() const {
   const int64_t heartbeat = heartbeat_.load(std::memory_order_relaxed);
   return heartbeat == 0 ? 0 : SteadySeconds() - heartbeat;
@@ -139,6 +153,7 @@ int64_t Agent::SecondsSinceHeartbeat() const {
 
 absl::Status Agent::Apply(const Inventory& inventory) {
   std::lock_guard lock(mutex_);
+  LogNewlyPending(inventory_, inventory);
   // Names first, so that the first connections of pods enrolled below are named right.
   inventory_ = inventory;
   RebuildDirectory();

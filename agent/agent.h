@@ -105,6 +105,7 @@ class Agent {
   void SetClusterPods(const v1::PodList& pods);
   void RebuildDirectory();  // under mutex_; the Services' too
   uint64_t ListenerCount();
+  static void LogNewlyPending(const Inventory& before, const Inventory& after);
   // Since the control loop's last turn; 0 before Run's loop starts.
   int64_t SecondsSinceHeartbeat() const;
 

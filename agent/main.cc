@@ -12,6 +12,7 @@
 #include "agent/inventory/kubernetes.h"
 #include "agent/inventory/local.h"
 #include "common/base/log.h"
+#include "common/base/version.h"
 
 namespace {
 
@@ -66,6 +67,7 @@ int main(int argc, char** argv) {
       "nodemesh node agent: transparently proxies and observes the connections of the "
       "meshed pods on this node",
       "nodemesh-agent"};
+  app.set_version_flag("--version", fmt::format("nodemesh-agent version {}", nodemesh::kVersion));
   app.option_defaults()->always_capture_default();
   app.add_option("--node", options.node, "Name of this node")->required();
   app.add_option("--inventory", options.inventory_path,

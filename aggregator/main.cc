@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
       "nodemesh aggregator: merges the node agents' metrics into an hour of per-second "
       "windows and serves stat, edges, routes and tap to meshctl",
       "nodemesh-aggregator"};
+  app.set_version_flag("--version",
+                       fmt::format("nodemesh-aggregator version {}", nodemesh::kVersion));
   app.option_defaults()->always_capture_default();
   app.add_option("--listen", options.listen_address,
                  "HOST:PORT to serve agents and clients on (gRPC, nodemesh.v1)");

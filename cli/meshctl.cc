@@ -6,6 +6,7 @@
 
 #include "cli/commands/command.h"
 #include "common/base/format.h"
+#include "common/base/version.h"
 
 namespace nodemesh::cli {
 
@@ -105,6 +106,7 @@ std::string ParseErrorLine(const CLI::ParseError& error, const std::string& comm
 int RunMeshctl(const std::vector<std::string>& args, const Context& context) {
   CLI::App app{"meshctl: see what the meshed pods do to each other, and mesh or unmesh them live",
                "meshctl"};
+  app.set_version_flag("--version", fmt::format("meshctl version {}", nodemesh::kVersion));
   Invocation invocation{context, std::string(kDefaultAggregator), {}};
   if (std::optional<std::string> address = context.getenv("NODEMESH_AGGREGATOR")) {
     invocation.aggregator = *address;
@@ -132,6 +134,8 @@ int RunMeshctl(const std::vector<std::string>& args, const Context& context) {
     return app.exit(help, context.out, context.err);
   } catch (const CLI::CallForAllHelp& help) {
     return app.exit(help, context.out, context.err);
+  } catch (const CLI::CallForVersion& version) {
+    return app.exit(version, context.out, context.err);
   } catch (const CLI::ParseError& error) {
     const std::string command = CommandOf(app, args);
     if (command == "meshctl" && dynamic_cast<const CLI::ExtrasError*>(&error) != nullptr) {

@@ -710,10 +710,13 @@ TEST_CASE("inject and uninject through the command line", "[meshctl][inject]") {
   std::filesystem::remove_all(dir);
 }
 
-TEST_CASE("version", "[meshctl]") {
-  const Result result = Run({"version"});
-  CHECK(result.code == 0);
-  CHECK(result.out == fmt::format("meshctl version {}\n", kVersion));
+TEST_CASE("version, as a command and as --version", "[meshctl]") {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"version"}, std::vector<std::string>{"--version"}}) {
+    const Result result = Run(args);
+    CHECK(result.code == 0);
+    CHECK(result.out == fmt::format("meshctl version {}\n", kVersion));
+  }
 }
 
 }  // namespace

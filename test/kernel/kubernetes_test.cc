@@ -537,6 +537,10 @@ TEST_CASE("kubernetes: without CAP_SYS_PTRACE the agent cannot see into pods and
   const std::string reason = cluster.AgentPod(shop.client)["state_reason"];
   CHECK_THAT(reason, Catch::Contains("Permission denied") &&
                          Catch::Contains("the agent lacks CAP_SYS_PTRACE"));
+  CHECK_THAT(agent.output(),
+             Catch::Contains(shop.client.spec.namespace_name + "/" + shop.client.spec.name +
+                             " is meshed but not enrolled yet") &&
+                 Catch::Contains("the agent lacks CAP_SYS_PTRACE"));
   CHECK(Dial(*shop.client.pod, shop.target()).exit_code == 0);  // direct, as if unmeshed
   CHECK(agent.ProxyCounter("accepted_outbound") == 0);
 }
