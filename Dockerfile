@@ -54,7 +54,8 @@ RUN env ${HOST_LOCALE} cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=R
  && echo "runtime packages:" $(cat /out/runtime-packages)
 
 FROM ${BASE} AS runtime
-ARG VERSION=0.0.0
+# The project version (project() in CMakeLists.txt; a k8s test checks they agree).
+ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="nodemesh" \
       org.opencontainers.image.description="nodemesh-agent, nodemesh-aggregator and meshctl" \
       org.opencontainers.image.version="${VERSION}"

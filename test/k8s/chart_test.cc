@@ -203,6 +203,14 @@ nlohmann::json YamlDocuments(const std::string& text) {
   return documents;
 }
 
+TEST_CASE("the chart version and image tag and the Dockerfile label are the binaries version") {
+  const YAML::Node chart = YAML::LoadFile(kChart + "/Chart.yaml");
+  CHECK(chart["version"].as<std::string>() == NODEMESH_VERSION);
+  CHECK(chart["appVersion"].as<std::string>() == NODEMESH_VERSION);
+  CHECK_THAT(ReadFile(kSourceDir + "/Dockerfile"),
+             Catch::Contains(std::string("ARG VERSION=") + NODEMESH_VERSION + "\n"));
+}
+
 TEST_CASE("helm lint --strict passes with the default and the custom values") {
   Helm helm;
   for (const std::vector<std::string>& values :
