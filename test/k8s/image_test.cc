@@ -965,8 +965,12 @@ TEST_CASE(
         403);
   CHECK(cluster.api.Call("GET", late.path(), cluster.token).status == 403);
 
+  // Its programs are attached to the node's cgroup root while it runs.
+  CHECK_FALSE(RunCommand({"bpftool", "cgroup", "show", cluster.node.cgroup_dir()}).output.empty());
   // Stopped as the kubelet stops it (SIGTERM, the grace period): a clean exit.
   CHECK(agent.Stop(30s) == std::optional<int>(0));
+  // As after `helm uninstall`: nothing of nodemesh stays attached to the node's cgroups.
+  CHECK(RunCommand({"bpftool", "cgroup", "show", cluster.node.cgroup_dir()}).output.empty());
 }
 
 TEST_CASE("image: with any one of the chart's capabilities removed the agent names it") {
