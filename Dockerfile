@@ -35,6 +35,9 @@ RUN rm -f /etc/apt/apt.conf.d/docker-clean \
 ARG SOURCE_DIR=/src
 ARG HOST_LOCALE=
 ENV CCACHE_DIR=/ccache CCACHE_STATSLOG=/tmp/ccache-stats.log
+# A RUN names the path in the layer cache's key: buildah keys WORKDIR and COPY without the
+# ARG's value, and would reuse a layer copied to another path for the same sources.
+RUN mkdir -p "${SOURCE_DIR}"
 WORKDIR ${SOURCE_DIR}
 COPY . .
 # Then the Debian packages of every shared library the binaries load, for the runtime stage
