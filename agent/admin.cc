@@ -88,7 +88,8 @@ void Agent::ServeMetrics(HttpServer& server) {
     if (ready_.load(std::memory_order_acquire)) return HttpResponse{200, kText, "ready\n"};
     std::string waiting = "not ready: waiting for the first inventory";
     if (const InventorySource* source = source_.load(std::memory_order_acquire)) {
-      for (const auto& [what, status] : source->Status().items()) {
+      const nlohmann::json statuses = source->Status();  // items() must not outlive it
+      for (const auto& [what, status] : statuses.items()) {
         if (status.is_object() && !status.value("last_error", std::string()).empty()) {
           waiting += fmt::format("; {}: {}", what, status["last_error"].get<std::string>());
         }
