@@ -31,7 +31,6 @@ constexpr CapabilityUse kUses[] = {
      "to mark its own sockets (SO_MARK, IP_TRANSPARENT) and query conntrack"},
     {CAP_SYS_PTRACE, "CAP_SYS_PTRACE",
      "to open the network namespaces of pods' processes under /proc"},
-    {CAP_BPF, "CAP_BPF", "to load its kernel programs and maps"},
 };
 
 const CapabilityUse* UseOf(int capability) {
