@@ -1,9 +1,13 @@
 // The agent's admin API (JSON on a root-only Unix socket, documented in the README) and its
 // /metrics endpoint. Everything they show is read from the running agent and its kernel
 // maps at the moment of the request.
+#include <google/protobuf/util/json_util.h>
 #include <sys/utsname.h>
 
+#include <algorithm>
+#include <cctype>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "absl/strings/numbers.h"
 #include "agent/agent.h"
@@ -77,9 +81,58 @@ std::string Hex(uint32_t value) { return fmt::format("{:#x}", value); }
 
 int64_t Milliseconds(int64_t nanoseconds) { return nanoseconds / 1'000'000; }
 
+HttpResponse TextResponse(int status, std::string text) {
+  return HttpResponse{status, kText, std::move(text) + "\n"};
+}
+
+// A local tap's filter from the query of GET /tap; an error names the parameter.
+absl::StatusOr<TapFilter> TapFilterOf(const std::map<std::string, std::string>& query) {
+  static const std::set<std::string> kKnown = {"session",   "pod",    "method", "path",
+                                               "authority", "scheme", "max_rps"};
+  for (const auto& [name, value] : query) {
+    if (!kKnown.contains(name)) {
+      return absl::InvalidArgumentError(fmt::format(
+          "unknown parameter '{}': GET /tap takes session, pod, method, path, authority, scheme, "
+          "max_rps",
+          name));
+    }
+  }
+  const auto get = [&](const char* name) {
+    const auto it = query.find(name);
+    return it == query.end() ? std::string() : it->second;
+  };
+  TapFilter filter;
+  if (const std::string pod = get("pod"); !pod.empty()) {
+    if (pod.find('/') == std::string::npos) {
+      return absl::InvalidArgumentError(fmt::format("pod '{}': give NAMESPACE/NAME", pod));
+    }
+    filter.either.push_back(pod);
+  }
+  filter.method = get("method");
+  filter.path_prefix = get("path");
+  filter.authority = get("authority");
+  filter.scheme = get("scheme");
+  filter.max_rps = kDefaultLocalTapRps;
+  if (const std::string rate = get("max_rps"); !rate.empty()) {
+    if (!absl::SimpleAtod(rate, &filter.max_rps) || !(filter.max_rps > 0)) {
+      return absl::InvalidArgumentError(
+          fmt::format("max_rps '{}': give a number of requests a second above 0", rate));
+    }
+  }
+  return filter;
+}
+
+// A session name is the client's: short, and safe in a log line.
+bool ValidSessionName(std::string_view name) {
+  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+  });
+}
+
 }  // namespace
 
 void Agent::ServeMetrics(HttpServer& server) {
+  metrics_address_ = server.address();
   server.Handle("/metrics", [this](const HttpRequest&) {
     return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
                         registry_.PrometheusText()};
@@ -106,13 +159,23 @@ void Agent::ServeMetrics(HttpServer& server) {
 }
 
 void Agent::ServeAdmin(HttpServer& server) {
-  server.Handle("/version", [this](const HttpRequest&) {
+  admin_address_ = server.address();
+  server.Serve(admin_routes_);
+}
+
+HttpResponse Agent::AnswerRelayed(std::string_view target) const {
+  return admin_routes_.Serve(HttpRoutes::Request("GET", target));
+}
+
+HttpRoutes Agent::AdminRoutes() {
+  HttpRoutes api;
+  api.Handle("/version", [this](const HttpRequest&) {
     utsname kernel{};
     ::uname(&kernel);
     return JsonResponse(
         {{"node", options_.node}, {"version", kVersion}, {"kernel_release", kernel.release}});
   });
-  server.Handle("/config", [this](const HttpRequest&) {
+  api.Handle("/config", [this](const HttpRequest&) {
     const bool kubernetes = options_.inventory_path == "kubernetes";
     return JsonResponse({
         {"node", options_.node},
@@ -121,6 +184,8 @@ void Agent::ServeAdmin(HttpServer& server) {
          {{"source", kubernetes ? "kubernetes" : "file"},
           {"path", kubernetes ? "" : options_.inventory_path}}},
         {"aggregator", options_.aggregator_address},
+        {"admin_socket", admin_address_},
+        {"metrics_address", metrics_address_},
         {"cgroup_root", options_.cgroup_root},
         {"cgroup_mount", cgroup_mount_},
         {"proc_root", options_.proc_root},
@@ -144,7 +209,7 @@ void Agent::ServeAdmin(HttpServer& server) {
         {"log_level", LogLevelName(CurrentLogLevel())},
     });
   });
-  server.Handle("/kernel", [this](const HttpRequest&) {
+  api.Handle("/kernel", [this](const HttpRequest&) {
     nlohmann::json programs = nlohmann::json::array();
     const std::string cgroup_path =
         cgroup_mount_ + (options_.cgroup_root == "/" ? "" : options_.cgroup_root);
@@ -180,7 +245,7 @@ void Agent::ServeAdmin(HttpServer& server) {
     return JsonResponse(
         {{"node", options_.node}, {"programs", programs}, {"maps", maps}, {"counters", counters}});
   });
-  server.Handle("/kernel/maps/", [this](const HttpRequest& request) {
+  api.Handle("/kernel/maps/", [this](const HttpRequest& request) {
     const std::string name = request.path.substr(std::string_view("/kernel/maps/").size());
     size_t limit = 1000;
     if (const auto it = request.query.find("limit"); it != request.query.end()) {
@@ -207,7 +272,7 @@ void Agent::ServeAdmin(HttpServer& server) {
     (*dump)["node"] = options_.node;
     return JsonResponse(*dump);
   });
-  server.Handle("/stats", [this](const HttpRequest&) {
+  api.Handle("/stats", [this](const HttpRequest&) {
     nlohmann::json proxy = ProxyTotals(workers_);
     proxy["listeners"] = ListenerCount();
     proxy["identities"] = identities_.size();
@@ -223,7 +288,7 @@ void Agent::ServeAdmin(HttpServer& server) {
     }
     return JsonResponse(response);
   });
-  server.Handle("/pods", [this](const HttpRequest&) {
+  api.Handle("/pods", [this](const HttpRequest&) {
     std::lock_guard lock(mutex_);
     nlohmann::json pods = nlohmann::json::array();
     for (const PodInfo& info : inventory_.pods) {
@@ -253,7 +318,7 @@ void Agent::ServeAdmin(HttpServer& server) {
     }
     return JsonResponse({{"node", options_.node}, {"pods", pods}});
   });
-  server.Handle("/connections", [this](const HttpRequest&) {
+  api.Handle("/connections", [this](const HttpRequest&) {
     nlohmann::json connections = nlohmann::json::array();
     for (const auto& worker : workers_) {
       std::vector<ConnectionSummary> summaries;
@@ -276,7 +341,7 @@ void Agent::ServeAdmin(HttpServer& server) {
     }
     return JsonResponse({{"node", options_.node}, {"connections", connections}});
   });
-  server.Handle("/routes", [this](const HttpRequest&) {
+  api.Handle("/routes", [this](const HttpRequest&) {
     nlohmann::json routes = nlohmann::json::array();
     const auto workload = [this](uint32_t id) {
       const metrics::Identity identity = identities_.Get(id);
@@ -297,7 +362,36 @@ void Agent::ServeAdmin(HttpServer& server) {
     }
     return JsonResponse({{"node", options_.node}, {"routes", routes}});
   });
-  server.Handle("/log-level", [](const HttpRequest& request) {
+  api.Handle("/tap", [this](const HttpRequest& request) {
+    const auto session = request.query.find("session");
+    if (session == request.query.end() || !ValidSessionName(session->second)) {
+      return TextResponse(400,
+                          "GET /tap needs session=NAME (letters, digits, - and _; at most 64), "
+                          "the same on every poll of one tap");
+    }
+    absl::StatusOr<TapFilter> filter = TapFilterOf(request.query);
+    if (!filter.ok()) return TextResponse(400, std::string(filter.status().message()));
+    absl::StatusOr<LocalTaps::Batch> batch =
+        local_taps_->Poll(session->second, *std::move(filter), std::chrono::steady_clock::now());
+    if (!batch.ok()) {
+      const bool busy = absl::IsResourceExhausted(batch.status());
+      return TextResponse(busy ? 503 : 409, std::string(batch.status().message()));
+    }
+    nlohmann::json events = nlohmann::json::array();
+    google::protobuf::util::JsonPrintOptions print;
+    print.preserve_proto_field_names = true;
+    for (const v1::TapEvent& event : batch->events) {
+      std::string text;
+      if (google::protobuf::util::MessageToJsonString(event, &text, print).ok()) {
+        events.push_back(nlohmann::json::parse(text));
+      }
+    }
+    return JsonResponse({{"node", options_.node},
+                         {"session", session->second},
+                         {"events", events},
+                         {"dropped", batch->dropped}});
+  });
+  api.Handle("/log-level", [](const HttpRequest& request) {
     if (request.method != "POST" && request.method != "PUT") {
       return HttpResponse{405, "text/plain; charset=utf-8", "use POST /log-level?level=debug\n"};
     }
@@ -311,6 +405,7 @@ void Agent::ServeAdmin(HttpServer& server) {
     Log(LogLevel::kInfo, "log level set to {}", it->second);
     return HttpResponse{200, "text/plain; charset=utf-8", "ok\n"};
   });
+  return api;
 }
 
 }  // namespace nodemesh::agent

@@ -72,11 +72,19 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& request
         std::make_unique<Worker>(i, agent->options_, *agent->datapath_, *agent->home_, tables));
     if (absl::Status status = agent->workers_.back()->Start(); !status.ok()) return status;
   }
+  agent->local_taps_ = std::make_unique<LocalTaps>(
+      agent->tap_, [self = agent.get()](std::vector<v1::TapEvent>* out) {
+        uint64_t dropped = 0;
+        for (const auto& worker : self->workers_) dropped += worker->local_tap_outbox().Drain(out);
+        return dropped;
+      });
+  agent->admin_routes_ = agent->AdminRoutes();
   if (!options.aggregator_address.empty()) {
     Agent* self = agent.get();
     AggregatorClient::Hooks hooks;
     hooks.pods = [self] { return self->PodsForAggregator(); };
     hooks.cluster_pods = [self](const v1::PodList& pods) { self->SetClusterPods(pods); };
+    hooks.admin = [self](std::string_view target) { return self->AnswerRelayed(target); };
     hooks.drain_tap = [self](std::vector<v1::TapEvent>* out) {
       uint64_t dropped = 0;
       for (const auto& worker : self->workers_) dropped += worker->tap_outbox().Drain(out);
@@ -124,6 +132,7 @@ absl::Status Agent::Run(InventorySource& inventory, int stop_fd) {
       if (tick % kRetryEverySeconds == 0 && !not_enrolled_.empty()) EnrolWanted();
     }
     if (tick % kForgetEverySeconds == 0) ForgetUnusedIdentities();
+    local_taps_->Expire(std::chrono::steady_clock::now());
   }
   ready_.store(false, std::memory_order_release);
   if (aggregator_) aggregator_->Stop();

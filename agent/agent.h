@@ -44,6 +44,7 @@
 #include "agent/metrics/identity_table.h"
 #include "agent/metrics/registry.h"
 #include "agent/metrics/route.h"
+#include "agent/observer/local_tap.h"
 #include "agent/observer/tap.h"
 #include "agent/options.h"
 #include "agent/pod.h"
@@ -67,9 +68,13 @@ class Agent {
   // pods that could not be enrolled (they are tried again later).
   absl::Status Apply(const Inventory& inventory);
 
-  // The admin API (see README): GET /stats, /pods, /connections, /routes;
-  // POST /log-level?level=.
+  // The admin API (see README): GET /version, /config, /pods, /connections, /routes,
+  // /stats, /kernel, /kernel/maps/NAME, /tap; POST /log-level?level=. Both Serve calls come
+  // before either server starts.
   void ServeAdmin(HttpServer& server);
+  // A GET of the admin API relayed by the aggregator (meshctl shell --node): `target` is the
+  // path with its query. Answered as the admin socket answers it.
+  HttpResponse AnswerRelayed(std::string_view target) const;
   // GET /metrics in the Prometheus text format, and the probes a kubelet asks:
   // GET /readyz, 200 once the kernel programs are attached and the first inventory is
   // applied; GET /healthz, 200 unless the control loop (which also waits on every worker
@@ -105,6 +110,7 @@ class Agent {
   void SetClusterPods(const v1::PodList& pods);
   void RebuildDirectory();  // under mutex_; the Services' too
   uint64_t ListenerCount();
+  HttpRoutes AdminRoutes();
   static void LogNewlyPending(const Inventory& before, const Inventory& after);
   // Since the control loop's last turn; 0 before Run's loop starts.
   int64_t SecondsSinceHeartbeat() const;
@@ -120,6 +126,10 @@ class Agent {
   ServiceDirectory services_;
   TapSubscriptions tap_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  // The admin API's taps (meshctl shell's `tap`); made once the workers are.
+  std::unique_ptr<LocalTaps> local_taps_;
+  HttpRoutes admin_routes_;                      // made by Create, before anything may ask
+  std::string admin_address_, metrics_address_;  // set by ServeAdmin and ServeMetrics
   // Made before anything can call it (Apply tells it of pod changes); started by Run.
   std::unique_ptr<AggregatorClient> aggregator_;
   // The source Run follows, for /stats; null outside Run.

@@ -1,5 +1,6 @@
 #include "agent/aggregator_client.h"
 
+#include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 
 #include <random>
@@ -14,6 +15,9 @@ namespace {
 
 constexpr size_t kMaxPendingDeltas = 300;  // five minutes of seconds
 constexpr auto kTapFlushInterval = std::chrono::milliseconds(100);
+// A relayed admin answer reaches meshctl in one gRPC message, which a client takes up to
+// 4 MiB by default: larger answers are refused with what to do instead.
+constexpr size_t kMaxRelayedBody = 3 << 20;
 constexpr auto kMinBackoff = std::chrono::milliseconds(500);
 constexpr auto kMaxBackoff = std::chrono::seconds(30);
 
@@ -124,6 +128,11 @@ void AggregatorClient::Session() {
         Log(LogLevel::kInfo, "tap {} stopped", message.cancel().id());
       } else if (message.has_cluster_pods() && hooks_.cluster_pods) {
         hooks_.cluster_pods(message.cluster_pods());
+      } else if (message.has_admin_request() && hooks_.admin) {
+        v1::AdminResponse answer = AnswerAdmin(message.admin_request());
+        std::lock_guard lock(mutex_);
+        admin_answers_.push_back(std::move(answer));
+        wake_.notify_all();
       }
     }
     std::lock_guard lock(mutex_);
@@ -132,16 +141,25 @@ void AggregatorClient::Session() {
   });
 
   while (healthy) {
+    std::deque<v1::AdminResponse> answers;
     std::deque<v1::MetricsDelta> metrics;
     bool send_pods = false;
     {
       std::unique_lock lock(mutex_);
       wake_.wait_for(lock, kTapFlushInterval, [&] {
-        return stopping_ || !connected_ || !pending_metrics_.empty() || pods_changed_;
+        return stopping_ || !connected_ || !pending_metrics_.empty() || pods_changed_ ||
+               !admin_answers_.empty();
       });
       if (stopping_ || !connected_) break;
       metrics.swap(pending_metrics_);
+      answers.swap(admin_answers_);
       send_pods = std::exchange(pods_changed_, false);
+    }
+    for (v1::AdminResponse& answer : answers) {
+      if (!healthy) break;
+      v1::AgentMessage message;
+      *message.mutable_admin_response() = std::move(answer);
+      healthy = stream->Write(message);
     }
     if (send_pods) {
       v1::AgentMessage message;
@@ -192,7 +210,28 @@ void AggregatorClient::Session() {
     connected_ = false;
   }
   // Subscriptions end with the stream; the aggregator sends them again on reconnect.
-  tap_.Clear();
+  tap_.ClearRemote();
+  std::lock_guard lock(mutex_);
+  admin_answers_.clear();  // their callers were told the stream ended
+}
+
+v1::AdminResponse AggregatorClient::AnswerAdmin(const v1::AdminRequest& request) const {
+  const HttpResponse response = hooks_.admin(request.target());
+  v1::AdminResponse answer;
+  answer.set_id(request.id());
+  if (response.body.size() > kMaxRelayedBody) {
+    answer.set_status(413);
+    answer.set_content_type("text/plain; charset=utf-8");
+    answer.set_body(fmt::format(
+        "the answer to {} is {} bytes, more than the relay carries ({}): narrow it (e.g. "
+        "`kernel map NAME --limit N`), or run meshctl shell on the node",
+        request.target(), response.body.size(), kMaxRelayedBody));
+    return answer;
+  }
+  answer.set_status(static_cast<uint32_t>(response.status));
+  answer.set_content_type(response.content_type);
+  answer.set_body(response.body);
+  return answer;
 }
 
 }  // namespace nodemesh::agent

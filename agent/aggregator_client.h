@@ -1,7 +1,8 @@
 // The agent's side of its stream to the aggregator: one bidirectional gRPC stream held
 // for the agent's lifetime, re-dialled with backoff when it breaks. Up: hello (node and
 // pods), metric deltas every second, pod lists when they change, tap events. Down: tap
-// subscriptions and cancellations, applied to the workers' TapSubscriptions.
+// subscriptions and cancellations, applied to the workers' TapSubscriptions, and admin
+// requests relayed for meshctl shell --node, answered on the way up.
 #pragma once
 
 #include <condition_variable>
@@ -13,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/http_server.h"
 #include "agent/observer/tap.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 
@@ -31,6 +33,8 @@ class AggregatorClient {
     std::function<uint64_t(std::vector<v1::TapEvent>*)> drain_tap;
     // Every pod of the cluster, as the aggregator knows them.
     std::function<void(const v1::PodList&)> cluster_pods;
+    // Answers a relayed GET of the admin API (`target`: path and query).
+    std::function<HttpResponse(std::string_view target)> admin;
   };
 
   AggregatorClient(std::string address, std::string node, TapSubscriptions& tap, Hooks hooks);
@@ -50,6 +54,7 @@ class AggregatorClient {
   // One connected session; returns when the stream breaks or Stop() is called.
   void Session();
   bool WaitBeforeRetry(std::chrono::milliseconds delay);
+  v1::AdminResponse AnswerAdmin(const v1::AdminRequest& request) const;
 
   const std::string address_;
   const std::string node_;
@@ -63,7 +68,8 @@ class AggregatorClient {
   bool in_outage_ = false;  // the last session failed
   bool pods_changed_ = false;
   std::deque<v1::MetricsDelta> pending_metrics_;
-  grpc::ClientContext* context_ = nullptr;  // the live session's, to cancel it on Stop()
+  std::deque<v1::AdminResponse> admin_answers_;  // this session's, waiting to be written
+  grpc::ClientContext* context_ = nullptr;       // the live session's, to cancel it on Stop()
   std::thread thread_;
 };
 

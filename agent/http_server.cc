@@ -157,6 +157,33 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::ListenUnix(const std::st
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(fd), path, path));
 }
 
+HttpRequest HttpRoutes::Request(std::string method, std::string_view target) {
+  HttpRequest request;
+  request.method = std::move(method);
+  const size_t question = target.find('?');
+  request.path = std::string(target.substr(0, question));
+  if (question != std::string_view::npos) request.query = ParseQuery(target.substr(question + 1));
+  return request;
+}
+
+HttpResponse HttpRoutes::Serve(const HttpRequest& request) const {
+  auto handler = handlers_.find(request.path);
+  if (handler == handlers_.end()) {
+    for (auto it = handlers_.begin(); it != handlers_.end(); ++it) {
+      const std::string& path = it->first;
+      if (!path.empty() && path.back() == '/' && request.path.starts_with(path) &&
+          (handler == handlers_.end() || path.size() > handler->first.size())) {
+        handler = it;
+      }
+    }
+  }
+  if (handler != handlers_.end()) return handler->second(request);
+  std::string paths;
+  for (const auto& [path, unused] : handlers_) paths += "  " + path + "\n";
+  return {404, "text/plain; charset=utf-8",
+          fmt::format("no such endpoint: {}\navailable:\n{}", request.path, paths)};
+}
+
 void HttpServer::Start() {
   thread_ = std::thread([this] { Serve(); });
 }
@@ -206,31 +233,8 @@ void HttpServer::ServeOne(int fd) {
     }
   }
   if (reader.complete) {
-    HttpRequest request;
-    request.method = llhttp_method_name(static_cast<llhttp_method_t>(reader.parser.method));
-    const size_t question = reader.url.find('?');
-    request.path = reader.url.substr(0, question);
-    if (question != std::string::npos) {
-      request.query = ParseQuery(std::string_view(reader.url).substr(question + 1));
-    }
-    auto handler = handlers_.find(request.path);
-    if (handler == handlers_.end()) {
-      for (auto it = handlers_.begin(); it != handlers_.end(); ++it) {
-        const std::string& path = it->first;
-        if (!path.empty() && path.back() == '/' && request.path.starts_with(path) &&
-            (handler == handlers_.end() || path.size() > handler->first.size())) {
-          handler = it;
-        }
-      }
-    }
-    if (handler == handlers_.end()) {
-      std::string paths;
-      for (const auto& [path, unused] : handlers_) paths += "  " + path + "\n";
-      response = {404, "text/plain; charset=utf-8",
-                  fmt::format("no such endpoint: {}\navailable:\n{}", request.path, paths)};
-    } else {
-      response = handler->second(request);
-    }
+    response = routes_.Serve(HttpRoutes::Request(
+        llhttp_method_name(static_cast<llhttp_method_t>(reader.parser.method)), reader.url));
   }
   std::string reply = fmt::format(
       "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

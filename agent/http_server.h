@@ -27,9 +27,27 @@ struct HttpResponse {
   std::string body;
 };
 
-class HttpServer {
+// Paths and their handlers. A server serves them; the agent also answers the admin requests
+// the aggregator relays over its stream with them, without a socket.
+class HttpRoutes {
  public:
   using Handler = std::function<HttpResponse(const HttpRequest&)>;
+
+  // A path ending in '/' also serves every path under it (the longest such prefix wins when
+  // no exact path matches).
+  void Handle(const std::string& path, Handler handler) { handlers_[path] = std::move(handler); }
+  // The handler's answer, or 404 listing the paths.
+  HttpResponse Serve(const HttpRequest& request) const;
+  // `target` is the path with its query: "/tap?session=a1&pod=ns%2Fweb".
+  static HttpRequest Request(std::string method, std::string_view target);
+
+ private:
+  std::map<std::string, Handler> handlers_;
+};
+
+class HttpServer {
+ public:
+  using Handler = HttpRoutes::Handler;
 
   // "127.0.0.1:9090", "[::]:9090" or ":9090" (all addresses).
   static absl::StatusOr<std::unique_ptr<HttpServer>> ListenTcp(const std::string& address);
@@ -37,9 +55,11 @@ class HttpServer {
   static absl::StatusOr<std::unique_ptr<HttpServer>> ListenUnix(const std::string& path);
   ~HttpServer();
 
-  // Before Start(). A path ending in '/' also serves every path under it (the longest such
-  // prefix wins when no exact path matches).
-  void Handle(const std::string& path, Handler handler) { handlers_[path] = std::move(handler); }
+  // Before Start().
+  void Handle(const std::string& path, Handler handler) {
+    routes_.Handle(path, std::move(handler));
+  }
+  void Serve(HttpRoutes routes) { routes_ = std::move(routes); }
   void Start();
   void Stop();
   // The bound address, e.g. "127.0.0.1:39123" (useful with port 0).
@@ -54,7 +74,7 @@ class HttpServer {
   UniqueFd stop_;
   std::string address_;
   std::string unix_path_;
-  std::map<std::string, Handler> handlers_;
+  HttpRoutes routes_;
   std::thread thread_;
 };
 

@@ -164,14 +164,14 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "nodemesh-agent: {}\n", admin.status().message());
     return 1;
   }
-  (*agent)->ServeAdmin(**admin);
-  (*admin)->Start();
   auto metrics = nodemesh::agent::HttpServer::ListenTcp(metrics_address);
   if (!metrics.ok()) {
     fmt::print(stderr, "nodemesh-agent: metrics: {}\n", metrics.status().message());
     return 1;
   }
+  (*agent)->ServeAdmin(**admin);
   (*agent)->ServeMetrics(**metrics);
+  (*admin)->Start();
   (*metrics)->Start();
   Log(LogLevel::kInfo, "serving /metrics on {}, admin API on {}", (*metrics)->address(),
       admin_socket);

@@ -1,5 +1,7 @@
 #include "aggregator/server.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -24,6 +26,8 @@ constexpr size_t kMaxQueuedForAgent = 4096;
 constexpr auto kTapPollInterval = std::chrono::milliseconds(100);
 // Delta errors are logged at most this often per agent stream.
 constexpr auto kDeltaErrorLogInterval = std::chrono::seconds(60);
+// An admin API path and query: a few parameters.
+constexpr size_t kMaxAdminTarget = 4096;
 // Agent deltas of a large node (tens of thousands of series) exceed gRPC's default 4 MiB.
 constexpr int kMaxMessageBytes = 64 << 20;
 
@@ -185,12 +189,16 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
         case v1::AgentMessage::kTap:
           server_.tap_hub_.Deliver(node, message.tap());
           break;
+        case v1::AgentMessage::kAdminResponse:
+          server_.admin_relay_.Deliver(*link, std::move(*message.mutable_admin_response()));
+          break;
         case v1::AgentMessage::KIND_NOT_SET:
           break;  // from a newer agent: what this aggregator does not know, it skips
       }
     }
 
     server_.tap_hub_.DetachAgent(node, link.get());
+    server_.admin_relay_.StreamEnded(*link);
     link->Stop();
     {
       std::lock_guard lock(mutex_);
@@ -214,6 +222,14 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
     }
     std::lock_guard lock(mutex_);
     for (auto& [node, current] : streams_) current.link->Send(message);
+  }
+
+  // The stream of `node`'s agent, or null with the nodes that have one.
+  std::shared_ptr<StreamLink> LinkOf(const std::string& node, std::vector<std::string>* nodes) {
+    std::lock_guard lock(mutex_);
+    if (const auto found = streams_.find(node); found != streams_.end()) return found->second.link;
+    for (const auto& [name, current] : streams_) nodes->push_back(name);
+    return nullptr;
   }
 
   // Ends every agent stream (shutting down).
@@ -255,6 +271,34 @@ class AggregatorServer::ApiServiceImpl final : public v1::Api::Service {
                         v1::ListPodsResponse* response) override {
     *response = aggregator::ListPods(server_.cluster_.Pods(),
                                      server_.cluster_.Nodes(server_.NowSeconds()), *request);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status NodeAdmin(grpc::ServerContext* context, const v1::NodeAdminRequest* request,
+                         v1::NodeAdminResponse* response) override {
+    const std::string& target = request->target();
+    if (target.empty() || target[0] != '/' || target.size() > kMaxAdminTarget) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          fmt::format("target must be an admin API path with its query, starting "
+                                      "with / and at most {} bytes, e.g. /pods",
+                                      kMaxAdminTarget));
+    }
+    std::vector<std::string> nodes;
+    const std::shared_ptr<StreamLink> link =
+        server_.agent_service_->LinkOf(request->node(), &nodes);
+    if (link == nullptr) {
+      return grpc::Status(
+          grpc::StatusCode::NOT_FOUND,
+          fmt::format("no agent of node '{}' is connected to this aggregator (connected: {})",
+                      request->node(),
+                      nodes.empty() ? "none" : fmt::format("{}", fmt::join(nodes, ", "))));
+    }
+    absl::StatusOr<v1::AdminResponse> answer = server_.admin_relay_.Call(
+        *link, request->node(), target, [context] { return context->IsCancelled(); });
+    if (!answer.ok()) return ToGrpc(answer.status());
+    response->set_status(answer->status());
+    response->set_content_type(std::move(*answer->mutable_content_type()));
+    response->set_body(std::move(*answer->mutable_body()));
     return grpc::Status::OK;
   }
 
@@ -323,6 +367,7 @@ AggregatorServer::AggregatorServer(ServerOptions options)
       store_(options_.store),
       cluster_(options_.stale_after_seconds),
       tap_hub_([this] { return cluster_.Pods(); }, options_.tap),
+      admin_relay_(options_.admin_relay),
       agent_service_(std::make_unique<AgentServiceImpl>(*this)),
       api_service_(std::make_unique<ApiServiceImpl>(*this)) {}
 

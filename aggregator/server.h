@@ -1,7 +1,8 @@
 // The aggregator as a gRPC server: AgentService (one long stream per node agent) and Api
 // (the clients' queries and taps) on one address. Built on gRPC's synchronous API: each
 // agent stream holds a handler thread reading it and a writer thread for the tap
-// subscriptions going down; each tap client holds one thread. Queries run on gRPC's pool.
+// subscriptions going down; each tap client holds one thread. Queries, and admin requests
+// relayed to an agent (admin_relay.h), run on gRPC's pool.
 #pragma once
 
 #include <chrono>
@@ -13,6 +14,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "aggregator/admin_relay.h"
 #include "aggregator/clock.h"
 #include "aggregator/cluster.h"
 #include "aggregator/store.h"
@@ -29,6 +31,7 @@ struct ServerOptions {
   Clock clock = SystemClock();
   StoreOptions store;
   TapHubOptions tap;
+  AdminRelayOptions admin_relay;
   // A connected node is stale after this long without a delta.
   int stale_after_seconds = 5;
   // How often a tap client hears of dropped events (when there were any).
@@ -69,6 +72,7 @@ class AggregatorServer {
   Store store_;
   Cluster cluster_;
   TapHub tap_hub_;
+  AdminRelay admin_relay_;
   std::unique_ptr<AgentServiceImpl> agent_service_;
   std::unique_ptr<ApiServiceImpl> api_service_;
   std::unique_ptr<grpc::Server> server_;

@@ -34,6 +34,13 @@ class CancelSource {
     return listening;
   }
 
+  // Arms the source again after a Cancel(), for the next command of an interactive shell.
+  // Only when nothing is registered (the last command is over).
+  void Reset() {
+    std::lock_guard lock(mutex_);
+    cancelled_ = false;
+  }
+
   bool cancelled() const {
     std::lock_guard lock(mutex_);
     return cancelled_;

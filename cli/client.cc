@@ -183,6 +183,10 @@ absl::StatusOr<v1::ListPodsResponse> ApiClient::ListPods(const v1::ListPodsReque
   return Call("ListPods", &v1::Api::Stub::ListPods, request);
 }
 
+absl::StatusOr<v1::NodeAdminResponse> ApiClient::NodeAdmin(const v1::NodeAdminRequest& request) {
+  return Call("NodeAdmin", &v1::Api::Stub::NodeAdmin, request);
+}
+
 absl::Status ApiClient::Tap(const v1::TapRequestSpec& spec, CancelSource& cancel,
                             const std::function<bool(const v1::TapStreamMessage&)>& on_message) {
   if (absl::Status reachable = WaitUntilReachable(); !reachable.ok()) return reachable;

@@ -33,6 +33,7 @@ class ApiClient {
   absl::StatusOr<v1::EdgesResponse> Edges(const v1::EdgesRequest& request);
   absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const v1::TopRoutesRequest& request);
   absl::StatusOr<v1::ListPodsResponse> ListPods(const v1::ListPodsRequest& request);
+  absl::StatusOr<v1::NodeAdminResponse> NodeAdmin(const v1::NodeAdminRequest& request);
 
   // Hands each message to `on_message` until it returns false or `cancel` fires (both OK,
   // and the RPC is cancelled), or the stream fails or the aggregator ends it (an error).

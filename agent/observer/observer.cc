@@ -307,10 +307,11 @@ void ConnectionObserver::EmitTap(uint32_t stream_id, const std::vector<uint64_t>
   fill(event);
   for (size_t i = 0; i < subscriptions.size(); ++i) {
     event.set_subscription(subscriptions[i]);
+    TapOutbox& outbox = context_.tap_outbox_for(subscriptions[i]);
     if (i + 1 == subscriptions.size()) {
-      context_.tap_outbox().Push(std::move(event));
+      outbox.Push(std::move(event));
     } else {
-      context_.tap_outbox().Push(event);
+      outbox.Push(event);
     }
   }
 }

@@ -68,7 +68,12 @@ class ObserverContext {
   const metrics::Shard& shard() const { return shard_; }
   ObserverStats& stats() { return stats_; }
   const ObserverStats& stats() const { return stats_; }
+  // The aggregator's events, and the local taps'.
   TapOutbox& tap_outbox() { return tap_outbox_; }
+  TapOutbox& local_tap_outbox() { return local_tap_outbox_; }
+  TapOutbox& tap_outbox_for(uint64_t subscription) {
+    return IsLocalTap(subscription) ? local_tap_outbox_ : tap_outbox_;
+  }
   // Whether `filter`'s tap may emit one more event now: its rate is the whole
   // agent's, shared by the workers.
   bool AllowTap(const TapFilter& filter, int64_t now_ns) {
@@ -94,6 +99,7 @@ class ObserverContext {
   std::string route_scratch_;
   TapRateLimiter tap_limiter_;
   TapOutbox tap_outbox_;
+  TapOutbox local_tap_outbox_;
   ObserverStats stats_;
   uint64_t connection_sequence_ = 0;
 };

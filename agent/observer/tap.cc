@@ -31,6 +31,7 @@ TapFilter TapFilter::FromProto(const v1::TapSubscription& subscription) {
 bool TapFilter::Matches(const metrics::Identity& source, const metrics::Identity& destination,
                         const parsers::RequestStart& request) const {
   return Listed(sources, source) && Listed(destinations, destination) &&
+         (either.empty() || Listed(either, source) || Listed(either, destination)) &&
          (method.empty() || method == request.method) &&
          (path_prefix.empty() || request.path.starts_with(path_prefix)) &&
          (authority.empty() || authority == request.authority) &&
@@ -52,9 +53,11 @@ void TapSubscriptions::Remove(uint64_t id) {
   Publish(std::move(list));
 }
 
-void TapSubscriptions::Clear() {
+void TapSubscriptions::ClearRemote() {
   std::lock_guard lock(mutex_);
-  Publish({});
+  List list = *Current();
+  std::erase_if(list, [](const TapFilter& f) { return !IsLocalTap(f.id); });
+  Publish(std::move(list));
 }
 
 void TapSubscriptions::Publish(List list) {

@@ -21,6 +21,9 @@ struct TapFilter {
   uint64_t id = 0;
   std::vector<std::string> sources;       // "namespace/pod"; empty: any
   std::vector<std::string> destinations;  // "namespace/pod"; empty: any
+  // "namespace/pod", as the source or as the destination; empty: any. A local tap of one
+  // pod's requests both ways, in one subscription (the aggregator's taps use two).
+  std::vector<std::string> either;
   std::string method;
   std::string path_prefix;
   std::string authority;
@@ -32,7 +35,13 @@ struct TapFilter {
                const parsers::RequestStart& request) const;
 };
 
-// The subscriptions in force, shared by the aggregator client (writer) and the workers.
+// Subscriptions of local taps (the admin API's, see local_tap.h) carry this bit in their id;
+// the aggregator's never do. Their events go to the workers' local outboxes.
+inline constexpr uint64_t kLocalTapBit = uint64_t{1} << 63;
+inline bool IsLocalTap(uint64_t subscription) { return (subscription & kLocalTapBit) != 0; }
+
+// The subscriptions in force, shared by their writers (the aggregator client, the local
+// taps) and the workers.
 class TapSubscriptions {
  public:
   using List = std::vector<TapFilter>;
@@ -40,7 +49,8 @@ class TapSubscriptions {
   std::shared_ptr<const List> Current() const { return list_.load(std::memory_order_acquire); }
   void Add(TapFilter filter);
   void Remove(uint64_t id);
-  void Clear();
+  // Removes the aggregator's subscriptions (its stream ended); local taps stay.
+  void ClearRemote();
 
  private:
   void Publish(List list);
@@ -49,7 +59,8 @@ class TapSubscriptions {
   std::atomic<std::shared_ptr<const List>> list_{std::make_shared<const List>()};
 };
 
-// Events a worker produced, waiting for the aggregator client. Bounded: when the client
+// Events a worker produced, waiting for their consumer (the aggregator client, or the local
+// taps). Bounded: when the client
 // cannot keep up, events are dropped and counted, the data path never waits.
 class TapOutbox {
  public:

@@ -83,6 +83,7 @@ class Worker {
   }
   // Filled by the worker, drained by the aggregator client; thread-safe.
   TapOutbox& tap_outbox() { return observers_.tap_outbox(); }
+  TapOutbox& local_tap_outbox() { return observers_.local_tap_outbox(); }
 
   // On the worker thread (through RunAndWait).
   void AddListener(UniqueFd fd, std::shared_ptr<const PodRuntime> pod, Direction direction);

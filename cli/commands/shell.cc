@@ -3,6 +3,9 @@
 
 #include <sys/stat.h>
 
+#include <memory>
+#include <optional>
+
 #include "cli/commands/command.h"
 
 namespace nodemesh::cli {
@@ -10,6 +13,7 @@ namespace {
 
 struct ShellFlags {
   std::string socket = std::string(kDefaultAdminSocket);
+  std::string node;
   std::string command;
   std::string output = "table";
 };
@@ -32,8 +36,17 @@ int RunShell(const Invocation& invocation, const ShellFlags& flags, bool one_com
   absl::StatusOr<OutputFormat> format =
       ParseOutputFormat(flags.output, "shell", {OutputFormat::kTable, OutputFormat::kJson});
   if (!format.ok()) return invocation.Fail("-o", format.status());
-  AdminClient agent(flags.socket);
-  Shell shell(agent, *format);
+  std::optional<ApiClient> aggregator;
+  std::unique_ptr<AdminClient> agent;
+  if (flags.node.empty()) {
+    agent = std::make_unique<SocketAdminClient>(flags.socket);
+  } else {
+    absl::StatusOr<ApiClient> client = invocation.Client();
+    if (!client.ok()) return invocation.Fail(client.status());
+    aggregator.emplace(*std::move(client));
+    agent = std::make_unique<RelayedAdminClient>(*aggregator, flags.node);
+  }
+  Shell shell(*agent, *format, invocation.context.cancel);
   if (one_command) {
     return shell.Run(flags.command, invocation.context.out, invocation.context.err).code;
   }
@@ -49,7 +62,13 @@ void AddShellCommand(CLI::App& app, Invocation& invocation) {
       "Look inside this node's agent and kernel programs: pods, connections, programs and "
       "maps, counters, settings (interactive, or one command with -c)");
   auto flags = std::make_shared<ShellFlags>();
-  command->add_option("--socket", flags->socket, "The agent's admin socket")->capture_default_str();
+  CLI::Option* socket =
+      command->add_option("--socket", flags->socket, "The agent's admin socket, on its node")
+          ->capture_default_str();
+  command
+      ->add_option("--node", flags->node,
+                   "The agent of this node, through the aggregator (--aggregator): reads only")
+      ->excludes(socket);
   CLI::Option* one = command->add_option("-c,--command", flags->command,
                                          "Run this one command and exit (e.g. -c pods; -c help)");
   AddOutputOption(*command, flags->output, "table or json");

@@ -31,8 +31,8 @@ constexpr int kTimeoutSeconds = 10;
 
 }  // namespace
 
-absl::StatusOr<AdminClient::Reply> AdminClient::Request(std::string_view method,
-                                                        std::string_view path) {
+absl::StatusOr<AdminClient::Reply> SocketAdminClient::Request(std::string_view method,
+                                                              std::string_view path) {
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
   if (socket_path_.size() >= sizeof address.sun_path) {
@@ -110,6 +110,22 @@ absl::Status ReplyError(int status, std::string body, std::string_view method,
 }
 
 }  // namespace
+
+absl::StatusOr<AdminClient::Reply> RelayedAdminClient::Request(std::string_view method,
+                                                               std::string_view path) {
+  if (method != "GET") {
+    return absl::FailedPreconditionError(fmt::format(
+        "the aggregator relays reads only: change the agent of node {} on that node (meshctl "
+        "shell as root there, or kubectl exec into its nodemesh-agent pod)",
+        node_));
+  }
+  v1::NodeAdminRequest request;
+  request.set_node(node_);
+  request.set_target(std::string(path));
+  absl::StatusOr<v1::NodeAdminResponse> response = aggregator_.NodeAdmin(request);
+  if (!response.ok()) return response.status();
+  return Reply{static_cast<int>(response->status()), response->body()};
+}
 
 absl::StatusOr<nlohmann::json> AdminClient::Get(std::string_view path) {
   absl::StatusOr<Reply> reply = Request("GET", path);

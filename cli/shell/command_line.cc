@@ -1,24 +1,9 @@
 #include "cli/shell/command_line.h"
 
-#include <array>
-
 #include "common/base/format.h"
 
 namespace nodemesh::cli {
-namespace {
-
-struct FlagSpelling {
-  std::string_view spelling;
-  std::string_view name;
-};
-constexpr std::array<FlagSpelling, 4> kFlags = {{
-    {"--proto", "proto"},
-    {"-o", "output"},
-    {"--output", "output"},
-    {"--limit", "limit"},
-}};
-
-}  // namespace
+namespace {}  // namespace
 
 absl::StatusOr<std::vector<std::string>> SplitShellWords(std::string_view line) {
   std::vector<std::string> words;
@@ -68,13 +53,16 @@ absl::StatusOr<ShellLine> ParseShellLine(std::string_view line) {
     }
     const size_t equals = word.find('=');
     const std::string_view spelling = std::string_view(word).substr(0, equals);
-    const FlagSpelling* flag = nullptr;
-    for (const FlagSpelling& known : kFlags) {
-      if (known.spelling == spelling) flag = &known;
-    }
-    if (flag == nullptr) {
+    // Which flags a command takes is the command's to say; here only their shape.
+    std::string name;
+    if (spelling == "-o" || spelling == "--output") {
+      name = "output";
+    } else if (spelling.starts_with("--") && spelling.size() > 2) {
+      name = std::string(spelling.substr(2));
+    } else {
       return absl::InvalidArgumentError(fmt::format(
-          "unknown flag {}: the shell's flags are --proto P, -o table|json, --limit N", spelling));
+          "unknown flag {}: flags are spelt --NAME VALUE (see help COMMAND), and -o table|json",
+          spelling));
     }
     std::string value;
     if (equals != std::string::npos) {
@@ -84,7 +72,7 @@ absl::StatusOr<ShellLine> ParseShellLine(std::string_view line) {
     } else {
       return absl::InvalidArgumentError(fmt::format("{} needs a value", spelling));
     }
-    parsed.flags[std::string(flag->name)] = value;
+    parsed.flags[name] = value;
   }
   return parsed;
 }

@@ -19,8 +19,9 @@ struct ShellLine {
 // "a 'b c' d\ e" -> {a, "b c", "d e"}; an unclosed quote is an error.
 absl::StatusOr<std::vector<std::string>> SplitShellWords(std::string_view line);
 
-// Words and flags: `--proto P`, `--proto=P`, `-o P`, `-o=P`, `--output P`, `--limit N`. A
-// flag the shell does not know, or one without its value, is an error naming it.
+// Words and flags: `--NAME VALUE`, `--NAME=VALUE`, `-o P`, `-o=P` (every flag has a value;
+// which ones a command takes, the command checks). A short flag other than -o, or a flag
+// without its value, is an error naming it.
 absl::StatusOr<ShellLine> ParseShellLine(std::string_view line);
 
 }  // namespace nodemesh::cli

@@ -108,7 +108,15 @@ int RunShellRepl(Shell& shell, const std::string& history_path, std::ostream& ou
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
     ::history(history, &event, H_ENTER, line.c_str());
     if (!history_path.empty()) ::history(history, &event, H_SAVE, history_path.c_str());
-    const Shell::Outcome outcome = shell.Run(line, out, err);
+    Shell::Outcome outcome;
+    {
+      // While a command runs the terminal is back to normal: Ctrl-C is SIGINT, which
+      // meshctl's signal thread turns into a cancel. Something listening keeps it from
+      // ending the process; a live command (tap) stops.
+      const CancelSource::Registration listening = shell.cancel().OnCancel([] {});
+      outcome = shell.Run(line, out, err);
+    }
+    shell.cancel().Reset();
     out.flush();
     err.flush();
     code = outcome.code;

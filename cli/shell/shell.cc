@@ -1,7 +1,11 @@
 #include "cli/shell/shell.h"
 
+#include <google/protobuf/util/json_util.h>
+
 #include <algorithm>
+#include <cctype>
 #include <functional>
+#include <random>
 #include <set>
 
 #include "cli/format.h"
@@ -46,6 +50,13 @@ const std::vector<CommandSpec>& Commands() {
        "counters and the live connections that match",
        1,
        {}},
+      {"tap",
+       "tap [POD] [--method M] [--path PREFIX] [--authority A] [--scheme S] [--max-rps N] "
+       "[--max-events N]",
+       "live requests on this node (of one pod, made or served), the lines of meshctl tap, "
+       "until Ctrl-C or --max-events",
+       1,
+       {"method", "path", "authority", "scheme", "max-rps", "max-events"}},
       {"routes",
        "routes [POD]",
        "per-route figures since the agent started (of one pod's calls, made or served): "
@@ -119,10 +130,32 @@ struct Failure {
   std::string message;
 };
 
+// A query value as the admin API's decoder reads it back.
+std::string QueryEscape(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ||
+        c == '~' || c == '/') {
+      out += c;
+    } else {
+      out += fmt::format("%{:02X}", static_cast<unsigned char>(c));
+    }
+  }
+  return out;
+}
+
+bool IsCount(const std::string& text) {
+  return !text.empty() && text.size() <= 18 && std::all_of(text.begin(), text.end(), ::isdigit);
+}
+
+// How often a live tap asks the agent for what it saw.
+constexpr auto kTapPollInterval = std::chrono::milliseconds(250);
+
 class Execution {
  public:
-  Execution(AdminClient& agent, OutputFormat format, const ShellLine& line, std::ostream& out)
-      : agent_(agent), format_(format), line_(line), out_(out) {}
+  Execution(AdminClient& agent, OutputFormat format, CancelSource& cancel, const ShellLine& line,
+            std::ostream& out, std::ostream& err)
+      : agent_(agent), format_(format), cancel_(cancel), line_(line), out_(out), err_(err) {}
 
   // nullopt on success.
   std::optional<Failure> Execute(const CommandSpec& spec) {
@@ -136,6 +169,7 @@ class Execution {
     if (name == "kernel") return Kernel();
     if (name == "explain") return ExplainTarget();
     if (name == "routes") return Routes();
+    if (name == "tap") return Tap();
     if (name == "log-level") return LogLevel();
     return std::nullopt;
   }
@@ -269,6 +303,86 @@ class Execution {
     return std::nullopt;
   }
 
+  // The pod `wanted` names on this node, as NAMESPACE/NAME.
+  std::optional<Failure> ResolvePod(const std::string& wanted, std::string* key) {
+    Json pods;
+    if (auto failure = Fetch("/pods", &pods)) return failure;
+    std::vector<std::string> matches;
+    for (const Json& pod : pods.value("pods", Json::array())) {
+      const std::string candidate = pod.value("namespace", "") + "/" + pod.value("name", "");
+      if (PodMatches(candidate, wanted)) matches.push_back(candidate);
+    }
+    if (matches.empty()) {
+      return Failure{
+          1, fmt::format("no pod '{}' on node {}: see `pods`", wanted, pods.value("node", "?"))};
+    }
+    if (matches.size() > 1) {
+      return Failure{2, fmt::format("'{}' names pods in several namespaces ({}): give "
+                                    "NAMESPACE/NAME",
+                                    wanted, fmt::join(matches, ", "))};
+    }
+    *key = matches[0];
+    return std::nullopt;
+  }
+
+  std::optional<Failure> Tap() {
+    const auto flag = [&](const char* name) {
+      const auto it = line_.flags.find(name);
+      return it == line_.flags.end() ? std::string() : it->second;
+    };
+    std::string pod;
+    if (ArgCount() == 1) {
+      if (auto failure = ResolvePod(Arg(0), &pod)) return failure;
+    }
+    const std::string path = flag("path");
+    if (!path.empty() && path[0] != '/') {
+      return Failure{2, fmt::format("--path '{}' must start with /: e.g. --path /api", path)};
+    }
+    const std::string max_events = flag("max-events");
+    if (!max_events.empty() && !IsCount(max_events)) {
+      return Failure{2, fmt::format("--max-events {}: give a number of events", max_events)};
+    }
+    const std::string max_rps = flag("max-rps");
+    if (!max_rps.empty() && (!IsCount(max_rps) || std::stoull(max_rps) == 0)) {
+      return Failure{2, fmt::format("--max-rps {}: give a number of requests a second above 0 "
+                                    "(default 100)",
+                                    max_rps)};
+    }
+    // The session is this tap's name on the agent: it ends when we stop asking.
+    std::random_device random;
+    std::string target = fmt::format("/tap?session=shell-{:08x}{:08x}", random(), random());
+    for (const auto& [parameter, value] :
+         {std::pair{"pod", pod}, std::pair{"method", flag("method")}, std::pair{"path", path},
+          std::pair{"authority", flag("authority")}, std::pair{"scheme", flag("scheme")},
+          std::pair{"max_rps", max_rps}}) {
+      if (!value.empty()) target += fmt::format("&{}={}", parameter, QueryEscape(value));
+    }
+    const uint64_t limit = max_events.empty() ? 0 : std::stoull(max_events);
+    uint64_t shown = 0;
+    // Ctrl-C is heard while we listen, rather than ending meshctl.
+    const CancelSource::Registration listening = cancel_.OnCancel([] {});
+    // Until Ctrl-C: the REPL (or meshctl) turns SIGINT into cancel_.
+    while (!cancel_.cancelled()) {
+      Json batch;
+      if (auto failure = Fetch(target, &batch)) return failure;
+      if (const uint64_t dropped = batch.value("dropped", uint64_t{0}); dropped != 0) {
+        v1::TapDrops drops;
+        drops.set_agent_dropped(dropped);
+        err_ << RenderTapDrops(drops) << std::flush;
+      }
+      for (const Json& event_json : batch.value("events", Json::array())) {
+        v1::TapEvent event;
+        if (!google::protobuf::util::JsonStringToMessage(event_json.dump(), &event).ok()) continue;
+        out_ << RenderTapEvent(event, format_ == OutputFormat::kJson ? OutputFormat::kJson
+                                                                     : OutputFormat::kTable)
+             << std::flush;
+        if (limit != 0 && ++shown >= limit) return std::nullopt;
+      }
+      cancel_.WaitFor(kTapPollInterval);
+    }
+    return std::nullopt;
+  }
+
   std::optional<Failure> ExplainTarget() {
     if (ArgCount() != 1) return Failure{2, "give a pod (NAMESPACE/NAME or NAME) or IP[:PORT]"};
     ExplainInputs inputs;
@@ -300,8 +414,10 @@ class Execution {
 
   AdminClient& agent_;
   OutputFormat format_;
+  CancelSource& cancel_;
   const ShellLine& line_;
   std::ostream& out_;
+  std::ostream& err_;
 };
 
 }  // namespace
@@ -344,7 +460,8 @@ Shell::Outcome Shell::Run(std::string_view text, std::ostream& out, std::ostream
       return usage(fmt::format("--{} is not one of its flags", flag));
     }
   }
-  std::optional<Failure> failure = Execution(agent_, format, *line, out).Execute(*spec);
+  std::optional<Failure> failure =
+      Execution(agent_, format, cancel_, *line, out, err).Execute(*spec);
   if (!failure) return {};
   if (failure->code == 2) return usage(failure->message);
   if (!failure->message.empty()) err << fmt::format("error: {}: {}\n", name, failure->message);
@@ -378,7 +495,8 @@ std::vector<std::string> Shell::Complete(const std::vector<std::string>& before,
     words = {"table", "json"};
   } else if (before.back() == "--proto") {
     words = {"detecting", "http1", "http2", "tls", "opaque"};
-  } else if ((before[0] == "explain" || before[0] == "routes") && before.size() == 1) {
+  } else if ((before[0] == "explain" || before[0] == "routes" || before[0] == "tap") &&
+             before.size() == 1) {
     pods();
   } else if (before[0] == "conns" && before.size() == 1) {
     pods();

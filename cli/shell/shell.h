@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cli/cancel.h"
 #include "cli/shell/admin_client.h"
 #include "cli/views.h"
 
@@ -15,8 +16,10 @@ namespace nodemesh::cli {
 
 class Shell {
  public:
-  // `format`: kTable, or kJson for every command's result as JSON (`-o json`).
-  Shell(AdminClient& agent, OutputFormat format) : agent_(agent), format_(format) {}
+  // `format`: kTable, or kJson for every command's result as JSON (`-o json`). `cancel`
+  // stops a live command (tap); the REPL re-arms it after each command.
+  Shell(AdminClient& agent, OutputFormat format, CancelSource& cancel)
+      : agent_(agent), format_(format), cancel_(cancel) {}
 
   struct Outcome {
     int code = 0;  // 0 done, 1 a failure (the agent, the kernel), 2 a usage error
@@ -35,16 +38,20 @@ class Shell {
   // The node the agent runs on, or empty when it does not answer.
   std::string Node();
 
+  CancelSource& cancel() { return cancel_; }
+
  private:
   AdminClient& agent_;
   OutputFormat format_;
+  CancelSource& cancel_;
 };
 
 // The command names, in the order help lists them.
 std::vector<std::string> ShellCommandNames();
 
 // Reads commands with line editing (libedit), history in `history_path` and Tab
-// completion, until `exit` or end of input. Ctrl-C clears the line being typed.
+// completion, until `exit` or end of input. Ctrl-C clears the line being typed, and stops
+// a live command (tap) without leaving the shell.
 int RunShellRepl(Shell& shell, const std::string& history_path, std::ostream& out,
                  std::ostream& err);
 

@@ -1,5 +1,7 @@
 #include "cli/shell/views.h"
 
+#include <google/protobuf/util/json_util.h>
+
 #include <catch2/catch.hpp>
 
 #include "cli/golden.h"
@@ -49,30 +51,42 @@ TEST_CASE("shell views: ages", "[shell]") {
   CHECK(FormatAge(95000) == "1m35s");
 }
 
+// One request of a live tap, as the agent's GET /tap gives it (proto JSON field names).
+const char* const kTapBatch = R"({"node": "node-1", "session": "s", "dropped": 2, "events": [
+  {"subscription": "9223372036854775809", "request_id": "node-1:0-3:1",
+   "source": {"namespace": "emojivoto", "pod": "web-1", "owner_kind": "Deployment",
+              "owner_name": "web", "node": "node-1"},
+   "destination": {"namespace": "emojivoto", "pod": "voting-1", "owner_kind": "Deployment",
+                   "owner_name": "voting", "node": "node-1"},
+   "source_address": "10.77.0.11:40312", "destination_address": "10.77.0.12:8080",
+   "direction": "OUTBOUND", "unix_micros": "1700000000000000",
+   "request": {"method": "POST", "scheme": "http", "authority": "voting-svc:8080",
+               "path": "/emojivoto.v1.VotingService/VoteDoughnut", "grpc": true}}]})";
+
 // The agent's answers from the fixtures, and the requests made.
 class CannedAgent : public AdminClient {
  public:
-  CannedAgent() : AdminClient("/run/nodemesh/agent.sock") {}
-  absl::StatusOr<nlohmann::json> Get(std::string_view path) override {
+  std::vector<std::string> requests;
+  bool down = false;
+
+ protected:
+  absl::StatusOr<Reply> Request(std::string_view method, std::string_view path) override {
     requests.emplace_back(path);
     if (down) {
       return absl::UnavailableError(
           "no agent answers on /run/nodemesh/agent.sock: is nodemesh-agent running on this "
           "node? (--socket PATH)");
     }
-    if (path == "/pods") return Fixture("shell_pods.json");
-    if (path == "/connections") return Fixture("shell_connections.json");
-    if (path == "/kernel") return Fixture("shell_kernel.json");
-    if (path == "/routes") return Fixture("shell_routes.json");
-    if (path == "/version") return nlohmann::json{{"version", "0.1.0"}, {"node", "node-1"}};
-    return absl::NotFoundError("the agent answered 404");
+    if (method == "POST") return Reply{200, "ok\n"};
+    const auto fixture = [](const char* name) { return Reply{200, Fixture(name).dump()}; };
+    if (path == "/pods") return fixture("shell_pods.json");
+    if (path == "/connections") return fixture("shell_connections.json");
+    if (path == "/kernel") return fixture("shell_kernel.json");
+    if (path == "/routes") return fixture("shell_routes.json");
+    if (path == "/version") return Reply{200, R"({"version": "0.1.0", "node": "node-1"})"};
+    if (path.starts_with("/tap?")) return Reply{200, kTapBatch};
+    return Reply{404, "no such endpoint"};
   }
-  absl::StatusOr<std::string> Post(std::string_view path) override {
-    requests.emplace_back(path);
-    return std::string("ok\n");
-  }
-  std::vector<std::string> requests;
-  bool down = false;
 };
 
 struct Ran {
@@ -81,7 +95,8 @@ struct Ran {
 };
 
 Ran RunLine(CannedAgent& agent, std::string_view line, OutputFormat format = OutputFormat::kTable) {
-  Shell shell(agent, format);
+  CancelSource cancel;
+  Shell shell(agent, format, cancel);
   std::ostringstream out, err;
   Ran ran;
   ran.outcome = shell.Run(line, out, err);
@@ -122,8 +137,8 @@ TEST_CASE("shell: commands, filters, JSON and failures", "[shell]") {
     Ran ran = RunLine(agent, "podz");
     CHECK(ran.outcome.code == 2);
     CHECK(ran.err ==
-          "error: unknown command 'podz': the commands are pods, conns, explain, routes, stats, "
-          "kernel, config, log-level, version, help, exit (help COMMAND says more)\n");
+          "error: unknown command 'podz': the commands are pods, conns, explain, tap, routes, "
+          "stats, kernel, config, log-level, version, help, exit (help COMMAND says more)\n");
   }
   SECTION("a flag the command does not take") {
     Ran ran = RunLine(agent, "pods --proto http1");
@@ -151,6 +166,26 @@ TEST_CASE("shell: commands, filters, JSON and failures", "[shell]") {
           "error: pods: no agent answers on /run/nodemesh/agent.sock: is nodemesh-agent running "
           "on this node? (--socket PATH)\n");
   }
+  SECTION("tap of one pod: its filter goes to the agent and its lines are meshctl tap's") {
+    Ran ran = RunLine(agent, "tap web-1 --method POST --path /emojivoto.v1 --max-events 1");
+    REQUIRE(ran.outcome.code == 0);
+    REQUIRE(agent.requests.size() == 2);
+    CHECK(agent.requests[0] == "/pods");
+    CHECK(agent.requests[1].starts_with("/tap?session=shell-"));
+    CHECK(agent.requests[1].ends_with("&pod=emojivoto/web-1&method=POST&path=/emojivoto.v1"));
+    v1::TapEvent event;
+    REQUIRE(google::protobuf::util::JsonStringToMessage(
+                nlohmann::json::parse(kTapBatch)["events"][0].dump(), &event)
+                .ok());
+    CHECK(ran.out == RenderTapEvent(event, OutputFormat::kTable));
+    CHECK(ran.out.find("/emojivoto.v1.VotingService/VoteDoughnut") != std::string::npos);
+    CHECK(ran.err ==
+          "tap: 2 events dropped (agents 2, stream 0): raise --max-rps or narrow the match\n");
+    CHECK(RunLine(agent, "tap web-1 --path api").outcome.code == 2);
+    CHECK(RunLine(agent, "tap web-1 --max-rps 0").outcome.code == 2);
+    CHECK(RunLine(agent, "tap nosuch").err ==
+          "error: tap: no pod 'nosuch' on node node-1: see `pods`\n");
+  }
   SECTION("help and exit") {
     CheckGolden("shell_help.golden", RunLine(agent, "help").out);
     CHECK(RunLine(agent, "help conns").out.find("conns [POD|ID] [--proto P]") != std::string::npos);
@@ -163,7 +198,8 @@ TEST_CASE("shell: commands, filters, JSON and failures", "[shell]") {
 
 TEST_CASE("shell: completion of commands, pods, connection ids, maps", "[shell]") {
   CannedAgent agent;
-  Shell shell(agent, OutputFormat::kTable);
+  CancelSource cancel;
+  Shell shell(agent, OutputFormat::kTable, cancel);
   CHECK(shell.Complete({}, "co") == std::vector<std::string>{"config", "conns"});
   CHECK(shell.Complete({"help"}, "ex") == std::vector<std::string>{"exit", "explain"});
   CHECK(shell.Complete({"explain"}, "emojivoto/v") ==

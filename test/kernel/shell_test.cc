@@ -4,8 +4,10 @@
 #include <fmt/format.h>
 
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -261,6 +263,8 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
     CHECK(config["workers"] == 2);
     CHECK(config["log_level"] == "debug");
     CHECK(config["inventory"]["path"] == agent.inventory_path());
+    CHECK(config["admin_socket"] == agent.admin_socket());
+    CHECK(config["metrics_address"] == agent.metrics_address());
     CHECK(RowWith(ShellTable(agent, "config"), "cgroup_root").find(cluster.node_a.cgroup_path()) !=
           std::string::npos);
 
@@ -387,6 +391,119 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
   REQUIRE(status);
   CHECK(status->ok());
   CHECK(agent.output().find("Sanitizer") == std::string::npos);
+}
+
+// node-a's agent streams to a real aggregator; web-1 calls an HTTP server on node-b.
+struct RelayedCluster : Cluster {
+  const std::string aggregator_address = fmt::format("127.0.0.1:{}", FreeLoopbackPort());
+  Process aggregator{{NODEMESH_AGGREGATOR_BINARY, "--listen", aggregator_address}};
+  Process http = remote.Run({kPython, "-u", "-m", "http.server", "8000", "--bind", remote.ip});
+  AgentProcess agent{
+      node_a,
+      {.binary = NODEMESH_AGENT_BINARY, .extra_args = {"--aggregator", aggregator_address}}};
+  const std::string url = fmt::format("http://{}:8000/tapped", remote.ip);
+
+  // meshctl --aggregator ADDRESS shell ARGUMENTS...
+  CommandResult Relayed(std::vector<std::string> arguments) const {
+    arguments.insert(arguments.begin(),
+                     {NODEMESH_MESHCTL_BINARY, "--aggregator", aggregator_address, "shell"});
+    return RunCommand(arguments, 30s);
+  }
+
+  // Sends requests from web-1 until `tap` ends (it stops after its --max-events), for at
+  // most 30 s: a tap's subscription reaches the workers a moment after it starts.
+  bool RequestUntilEnded(Process& tap) {
+    return PollUntil(
+        [&] {
+          client.RunCommand({"curl", "-s", "-o", "/dev/null", "--max-time", "5", url});
+          return !tap.IsRunning();
+        },
+        30s, 100ms);
+  }
+};
+
+// One request line of tap as meshctl tap prints it, from web-1 to the server on node-b.
+const std::regex kTappedRequest(R"(^req id=\S+ proxy=out src=emojivoto/web-1 dst=\S+ :method=GET )"
+                                R"(:authority=\S+:8000 :path=/tapped)",
+                                std::regex::multiline);
+
+TEST_CASE("meshctl shell tap shows the node's live requests until --max-events or Ctrl-C") {
+  RelayedCluster cluster;
+  REQUIRE(cluster.http.WaitForOutput("Serving HTTP", 10s));
+  AgentProcess& agent = cluster.agent;
+  INFO("agent:\n" << agent.output());
+
+  SECTION("on the admin socket: the lines of meshctl tap, and the session ends after it") {
+    Process tap({NODEMESH_MESHCTL_BINARY, "shell", "--socket", agent.admin_socket(), "-c",
+                 "tap web-1 --method GET --max-events 2"});
+    REQUIRE(cluster.RequestUntilEnded(tap));
+    const std::optional<ExitStatus> status = tap.Wait(5s);
+    INFO(tap.output());
+    REQUIRE(status);
+    CHECK(status->ok());
+    CHECK(std::regex_search(tap.output(), kTappedRequest));
+    // A tap of another pod sees none of web-1's requests: --max-events 1 of a pod nobody
+    // calls never ends by itself, and Ctrl-C (SIGINT) stops it cleanly.
+    Process idle({NODEMESH_MESHCTL_BINARY, "shell", "--socket", agent.admin_socket(), "-c",
+                  "tap emoji-1 --max-events 1"});
+    for (int i = 0; i < 5; ++i) {
+      cluster.client.RunCommand({"curl", "-s", "-o", "/dev/null", "--max-time", "5", cluster.url});
+    }
+    CHECK(idle.IsRunning());
+    REQUIRE(idle.Signal(SIGINT));
+    const std::optional<ExitStatus> stopped = idle.Wait(5s);
+    REQUIRE(stopped);
+    CHECK(stopped->ok());
+    CHECK(idle.output().empty());
+    // Nobody polls the agent's two sessions any more: it ends them by itself.
+    CHECK(PollUntil(
+        [&] {
+          const std::string log = agent.output();
+          size_t ended = 0;
+          for (size_t at = log.find("ended: not polled"); at != std::string::npos;
+               at = log.find("ended: not polled", at + 1)) {
+            ++ended;
+          }
+          return ended == 2;
+        },
+        20s));
+  }
+
+  SECTION("--node through the aggregator: the same answers, tap too, reads only") {
+    Json local = ShellJson(agent, "pods");
+    CommandResult pods;
+    // The agent's stream reaches the aggregator a moment after the agent is ready.
+    REQUIRE(PollUntil(
+        [&] {
+          pods = cluster.Relayed({"--node", "node-a", "-c", "pods", "-o", "json"});
+          return pods.exit_code == 0;
+        },
+        15s));
+    INFO(pods.output);
+    CHECK(Json::parse(pods.output)["pods"] == local["pods"]);
+    const CommandResult kernel = cluster.Relayed({"--node", "node-a", "-c", "kernel"});
+    CHECK(kernel.exit_code == 0);
+    CHECK(kernel.output.find("enrolled_cgroups") != std::string::npos);
+
+    Process tap({NODEMESH_MESHCTL_BINARY, "--aggregator", cluster.aggregator_address, "shell",
+                 "--node", "node-a", "-c", "tap emojivoto/web-1 --max-events 1"});
+    REQUIRE(cluster.RequestUntilEnded(tap));
+    INFO(tap.output());
+    CHECK(tap.Wait(5s).value_or(ExitStatus{.code = -1}).ok());
+    CHECK(std::regex_search(tap.output(), kTappedRequest));
+
+    const CommandResult level = cluster.Relayed({"--node", "node-a", "-c", "log-level debug"});
+    CHECK(level.exit_code == 1);
+    CHECK(level.output.find("the aggregator relays reads only: change the agent of node node-a "
+                            "on that node") != std::string::npos);
+    const CommandResult unknown = cluster.Relayed({"--node", "node-z", "-c", "pods"});
+    CHECK(unknown.exit_code == 1);
+    CHECK(unknown.output.find("no agent of node 'node-z' is connected to this aggregator "
+                              "(connected: node-a)") != std::string::npos);
+    const CommandResult both =
+        cluster.Relayed({"--node", "node-a", "--socket", agent.admin_socket(), "-c", "pods"});
+    CHECK(both.exit_code == 2);
+  }
 }
 
 }  // namespace
