@@ -44,8 +44,9 @@ absl::StatusOr<v1::AdminResponse> AdminRelay::Call(AgentLink& link, const std::s
         fmt::format("the stream of node {}'s agent ended before it answered", node));
   }
   if (cancelled()) return absl::CancelledError("the caller went away");
-  return absl::DeadlineExceededError(fmt::format("node {}'s agent did not answer {} within {} s",
-                                                 node, target, options_.timeout.count() / 1000));
+  return absl::DeadlineExceededError(
+      fmt::format("node {}'s agent did not answer {} within {:g} s", node, target,
+                  std::chrono::duration<double>(options_.timeout).count()));
 }
 
 void AdminRelay::Deliver(const AgentLink& link, v1::AdminResponse response) {

@@ -1,0 +1,134 @@
+// Local taps (the admin API's): sessions opened by their first poll, events routed to the
+// session whose subscription they carry, bounded queues, and sessions ended when nobody
+// polls them.
+#include "agent/observer/local_tap.h"
+
+#include <catch2/catch.hpp>
+
+namespace nodemesh::agent {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Fixture {
+  TapSubscriptions subscriptions;
+  std::vector<v1::TapEvent> outbox;  // what the workers tapped, waiting
+  uint64_t outbox_dropped = 0;
+  LocalTaps taps{subscriptions,
+                 [this](std::vector<v1::TapEvent>* out) {
+                   for (v1::TapEvent& event : outbox) out->push_back(std::move(event));
+                   outbox.clear();
+                   return std::exchange(outbox_dropped, 0);
+                 },
+                 LocalTapOptions{.max_sessions = 2, .max_queued_events = 3, .idle_timeout = 10s}};
+  LocalTaps::Clock::time_point now{};
+
+  // The subscription id the workers see for the session's filter.
+  uint64_t SubscriptionOf(const std::string& path_prefix) const {
+    for (const TapFilter& filter : *subscriptions.Current()) {
+      if (filter.path_prefix == path_prefix) return filter.id;
+    }
+    return 0;
+  }
+  void Tapped(uint64_t subscription, const std::string& request_id) {
+    v1::TapEvent event;
+    event.set_subscription(subscription);
+    event.set_request_id(request_id);
+    outbox.push_back(event);
+  }
+};
+
+TapFilter PathFilter(const std::string& prefix) {
+  TapFilter filter;
+  filter.path_prefix = prefix;
+  filter.either = {"shop/web-1"};
+  filter.max_rps = 100;
+  return filter;
+}
+
+TEST_CASE("local taps: each session gets its own events and only those", "[tap]") {
+  Fixture f;
+  REQUIRE(f.taps.Poll("a", PathFilter("/a"), f.now).ok());
+  REQUIRE(f.taps.Poll("b", PathFilter("/b"), f.now).ok());
+  const uint64_t a = f.SubscriptionOf("/a");
+  const uint64_t b = f.SubscriptionOf("/b");
+  CHECK(IsLocalTap(a));
+  CHECK(IsLocalTap(b));
+  CHECK(a != b);
+  f.Tapped(a, "1");
+  f.Tapped(b, "2");
+  f.Tapped(a, "3");
+  f.Tapped(kLocalTapBit | 999, "of a session that ended");
+  absl::StatusOr<LocalTaps::Batch> batch = f.taps.Poll("a", PathFilter("/a"), f.now);
+  REQUIRE(batch.ok());
+  REQUIRE(batch->events.size() == 2);
+  CHECK(batch->events[0].request_id() == "1");
+  CHECK(batch->events[1].request_id() == "3");
+  batch = f.taps.Poll("b", PathFilter("/b"), f.now);
+  REQUIRE(batch.ok());
+  REQUIRE(batch->events.size() == 1);
+  CHECK(batch->events[0].request_id() == "2");
+  CHECK(f.taps.Poll("a", PathFilter("/a"), f.now)->events.empty());
+}
+
+TEST_CASE("local taps: bounded sessions and queues, one filter per session", "[tap]") {
+  Fixture f;
+  REQUIRE(f.taps.Poll("a", PathFilter("/a"), f.now).ok());
+  REQUIRE(f.taps.Poll("b", PathFilter("/b"), f.now).ok());
+  const absl::StatusOr<LocalTaps::Batch> third = f.taps.Poll("c", PathFilter("/c"), f.now);
+  CHECK(absl::IsResourceExhausted(third.status()));
+  CHECK(third.status().message() ==
+        "2 taps are open on this agent already; end one (each ends 10 s after its last poll)");
+  CHECK(absl::IsFailedPrecondition(f.taps.Poll("a", PathFilter("/other"), f.now).status()));
+
+  const uint64_t a = f.SubscriptionOf("/a");
+  for (int i = 0; i < 5; ++i) f.Tapped(a, std::to_string(i));
+  f.outbox_dropped = 4;  // the workers' own queues overflowed too: every session hears it
+  absl::StatusOr<LocalTaps::Batch> batch = f.taps.Poll("a", PathFilter("/a"), f.now);
+  REQUIRE(batch.ok());
+  CHECK(batch->events.size() == 3);
+  CHECK(batch->dropped == 2 + 4);
+  CHECK(f.taps.Poll("b", PathFilter("/b"), f.now)->dropped == 4);
+}
+
+TEST_CASE("local taps: a session nobody polls ends and its subscription goes", "[tap]") {
+  Fixture f;
+  REQUIRE(f.taps.Poll("a", PathFilter("/a"), f.now).ok());
+  REQUIRE(f.taps.Poll("b", PathFilter("/b"), f.now).ok());
+  // The aggregator's subscriptions are not the local taps' to end.
+  TapFilter remote;
+  remote.id = 7;
+  f.subscriptions.Add(remote);
+  f.taps.Expire(f.now + 5s);
+  CHECK(f.taps.sessions() == 2);
+  REQUIRE(f.taps.Poll("b", PathFilter("/b"), f.now + 5s).ok());
+  f.taps.Expire(f.now + 12s);
+  CHECK(f.taps.sessions() == 1);
+  CHECK(f.SubscriptionOf("/a") == 0);
+  CHECK(f.SubscriptionOf("/b") != 0);
+  f.subscriptions.ClearRemote();  // the aggregator's stream ended
+  REQUIRE(f.subscriptions.Current()->size() == 1);
+  CHECK(IsLocalTap(f.subscriptions.Current()->front().id));
+  f.taps.Expire(f.now + 20s);
+  CHECK(f.taps.sessions() == 0);
+  CHECK(f.subscriptions.Current()->empty());
+  CHECK_FALSE(f.subscriptions.active());
+}
+
+TEST_CASE("tap filter: either end may be the pod", "[tap]") {
+  TapFilter filter;
+  filter.either = {"shop/web-1"};
+  metrics::Identity web, db;
+  web.namespace_name = db.namespace_name = "shop";
+  web.pod = "web-1";
+  db.pod = "db-1";
+  const metrics::Identity external{};
+  parsers::RequestStart request;
+  CHECK(filter.Matches(web, db, request));
+  CHECK(filter.Matches(db, web, request));
+  CHECK(filter.Matches(external, web, request));
+  CHECK_FALSE(filter.Matches(db, external, request));
+}
+
+}  // namespace
+}  // namespace nodemesh::agent
