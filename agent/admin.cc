@@ -306,6 +306,11 @@ HttpRoutes Agent::AdminRoutes() {
       if (enrolled != enrolled_.end()) {
         pod["inbound"] = enrolled->second->CapturedPorts();
         pod["cgroup_id"] = enrolled->second->cgroup_id();
+        const uint32_t pod_id = enrolled->second->runtime().id();
+        pod["pod_id"] = pod_id;
+        if (const std::optional<nm_pod_counters> counters = datapath_->PodCounters(pod_id)) {
+          pod["kernel_counters"] = PodCountersJson(*counters);
+        }
       }
       if (const auto failed = not_enrolled_.find(info.key()); failed != not_enrolled_.end()) {
         pod["enrolment_error"] = failed->second;
@@ -320,26 +325,46 @@ HttpRoutes Agent::AdminRoutes() {
   });
   api.Handle("/connections", [this](const HttpRequest&) {
     nlohmann::json connections = nlohmann::json::array();
+    nlohmann::json closed = nlohmann::json::array();
     for (const auto& worker : workers_) {
-      std::vector<ConnectionSummary> summaries;
-      worker->RunAndWait([&] { summaries = worker->ListConnections(); });
-      for (const ConnectionSummary& c : summaries) {
-        connections.push_back({{"id", fmt::format("{}-{}", worker->index(), c.id)},
-                               {"worker", worker->index()},
-                               {"direction", DirectionName(c.direction)},
-                               {"pod", c.pod},
-                               {"client", c.client.ToString()},
-                               {"destination", c.destination.ToString()},
-                               {"protocol", c.protocol},
-                               {"state", c.state},
-                               {"age_ms", c.age_ns / 1'000'000},
-                               {"idle_ms", c.idle_ns / 1'000'000},
-                               {"bytes_to_upstream", c.bytes_to_upstream},
-                               {"bytes_to_client", c.bytes_to_client},
-                               {"requests", c.requests}});
+      std::vector<ConnectionSummary> live, ended;
+      worker->RunAndWait([&] {
+        live = worker->ListConnections();
+        ended = worker->RecentlyClosed();
+      });
+      const auto json = [&](const ConnectionSummary& c) {
+        return nlohmann::json{{"id", fmt::format("{}-{}", worker->index(), c.id)},
+                              {"worker", worker->index()},
+                              {"direction", DirectionName(c.direction)},
+                              {"pod", c.pod},
+                              {"client", c.client.ToString()},
+                              {"destination", c.destination.ToString()},
+                              {"protocol", c.protocol},
+                              {"bytes_to_upstream", c.bytes_to_upstream},
+                              {"bytes_to_client", c.bytes_to_client},
+                              {"requests", c.requests}};
+      };
+      for (const ConnectionSummary& c : live) {
+        nlohmann::json connection = json(c);
+        connection["state"] = c.state;
+        connection["age_ms"] = Milliseconds(c.age_ns);
+        connection["idle_ms"] = Milliseconds(c.idle_ns);
+        connections.push_back(std::move(connection));
+      }
+      for (const ConnectionSummary& c : ended) {
+        nlohmann::json connection = json(c);
+        connection["end"] = c.state;
+        connection["duration_ms"] = Milliseconds(c.age_ns);
+        connection["ended_ms_ago"] = Milliseconds(c.idle_ns);
+        closed.push_back(std::move(connection));
       }
     }
-    return JsonResponse({{"node", options_.node}, {"connections", connections}});
+    // The latest first, whichever worker had them.
+    std::stable_sort(closed.begin(), closed.end(), [](const auto& a, const auto& b) {
+      return a["ended_ms_ago"].template get<int64_t>() < b["ended_ms_ago"].template get<int64_t>();
+    });
+    return JsonResponse(
+        {{"node", options_.node}, {"connections", connections}, {"recently_closed", closed}});
   });
   api.Handle("/routes", [this](const HttpRequest&) {
     nlohmann::json routes = nlohmann::json::array();

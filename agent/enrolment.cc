@@ -35,6 +35,11 @@ absl::StatusOr<std::unique_ptr<PodEnrolment>> PodEnrolment::Enrol(const Context&
 absl::Status PodEnrolment::Build() {
   const PodInfo& info = runtime_->view()->info;
   const AgentOptions& options = context_.options;
+  // Its counters before anything the programs would count.
+  if (absl::Status status = context_.datapath.TrackPod(runtime_->id()); !status.ok()) {
+    return status;
+  }
+  counters_tracked_ = true;
   // Listeners first: once the kernel redirects, something must be there to accept.
   absl::StatusOr<std::vector<UniqueFd>> outbound4 =
       MakeListeners(Endpoint{IpAddress::Loopback4(), options.outbound_port});
@@ -119,6 +124,7 @@ PodEnrolment::~PodEnrolment() {
       worker->RunAndWait([&] { worker->RemoveListeners(pod_id); });
     }
   }
+  if (counters_tracked_) context_.datapath.ForgetPod(runtime_->id());
 }
 
 absl::StatusOr<std::vector<UniqueFd>> PodEnrolment::MakeListeners(const Endpoint& address) const {
@@ -198,7 +204,8 @@ void PodEnrolment::RefreshCapturedPorts() {
   }
   for (const Endpoint& endpoint : wanted) {
     if (captured_.contains(endpoint)) continue;
-    if (absl::Status status = context_.datapath.AddCapturedPort(endpoint); !status.ok()) {
+    if (absl::Status status = context_.datapath.AddCapturedPort(endpoint, runtime_->id());
+        !status.ok()) {
       Log(LogLevel::kWarning, "pod {}: capturing {}: {}", info.key(), endpoint.ToString(),
           status.message());
       continue;

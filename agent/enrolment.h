@@ -70,6 +70,7 @@ class PodEnrolment {
   const uint64_t cgroup_id_;
   bool ipv6_ = false;
   // What is done so far, for undoing it.
+  bool counters_tracked_ = false;
   bool listeners_given_ = false;
   std::unique_ptr<NetnsLink> inbound_link_;
   std::vector<IpAddress> inbound_listener_ips_;

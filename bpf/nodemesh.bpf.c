@@ -79,12 +79,20 @@ struct {
   __type(value, __u8);
 } passthrough SEC(".maps");
 
+/* A captured pod address and port, and the pod_id of its pod. */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, NM_MAX_MESHED_PORTS);
   __type(key, struct nm_endpoint);
-  __type(value, __u8);
+  __type(value, __u32);
 } meshed_ports SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+  __uint(max_entries, NM_MAX_PODS);
+  __type(key, __u32);
+  __type(value, struct nm_pod_counters);
+} pod_counters SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_SOCKHASH);
@@ -104,6 +112,12 @@ static __always_inline void count(enum nm_counter counter) {
   __u32 key = counter;
   __u64* value = bpf_map_lookup_elem(&counters, &key);
   if (value) *value += 1;
+}
+
+/* The counters of pod `pod_id`, or null if the agent keeps none for it (never expected:
+ * they are made before the pod's first redirect). */
+static __always_inline struct nm_pod_counters* counters_of(__u32 pod_id) {
+  return bpf_map_lookup_elem(&pod_counters, &pod_id);
 }
 
 /* The pod of the calling task: its cgroup or the nearest enrolled ancestor. */
@@ -170,10 +184,13 @@ static __always_inline int should_redirect(struct bpf_sock_addr* ctx, __u16 port
 
 static __always_inline int save_origin(void* ctx, const struct nm_origin* origin) {
   __u64 cookie = bpf_get_socket_cookie(ctx);
+  struct nm_pod_counters* pod = counters_of(origin->pod_id);
   if (bpf_map_update_elem(&origins_by_cookie, &cookie, origin, BPF_ANY) != 0) {
     count(NM_ORIGIN_SAVE_FAILED);
+    if (pod) pod->origin_save_failed++;
     return 0;
   }
+  if (pod) pod->redirected++; /* the caller redirects from here on, whatever happens */
   return 1;
 }
 
@@ -364,15 +381,24 @@ int nm_sk_lookup(struct bpf_sk_lookup* ctx) {
   __builtin_memcpy(flow.src_addr, remote, 16);
   __builtin_memcpy(flow.dst_addr, local.addr, 16);
   if (bpf_map_lookup_elem(&passthrough, &flow)) return SK_PASS;
-  if (!bpf_map_lookup_elem(&meshed_ports, &local)) return SK_PASS;
+  const __u32* owner = bpf_map_lookup_elem(&meshed_ports, &local);
+  if (!owner) return SK_PASS;
+  struct nm_pod_counters* pod = counters_of(*owner);
   local.port = 0;
   struct bpf_sock* listener = bpf_map_lookup_elem(&inbound_listeners, &local);
   if (!listener) {
     count(NM_INBOUND_NO_LISTENER);
+    if (pod) pod->inbound_no_listener++;
     return SK_PASS;
   }
   const long err = bpf_sk_assign(ctx, listener, 0);
   bpf_sk_release(listener);
   count(err == 0 ? NM_INBOUND_STEERED : NM_INBOUND_ASSIGN_FAILED);
+  if (pod) {
+    if (err == 0)
+      pod->inbound_steered++;
+    else
+      pod->inbound_assign_failed++;
+  }
   return SK_PASS;
 }

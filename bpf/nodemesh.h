@@ -51,6 +51,17 @@ struct nm_endpoint {
   __u32 reserved2;
 };
 
+/* Value of pod_counters (per CPU, summed by the agent), keyed by pod_id: what the programs
+ * did for one enrolled pod. The agent makes the entry before the pod's first redirect and
+ * removes it when it releases the pod. */
+struct nm_pod_counters {
+  __u64 redirected;            /* its connects sent to the agent's outbound listener */
+  __u64 origin_save_failed;    /* its connects that went direct: origins_by_cookie refused */
+  __u64 inbound_steered;       /* SYNs to its captured ports given to the inbound listener */
+  __u64 inbound_no_listener;   /* SYNs to its captured ports passed on: no listener */
+  __u64 inbound_assign_failed; /* SYNs passed on: the kernel refused the assignment */
+};
+
 /* Per-CPU event counters, summed by the agent. */
 enum nm_counter {
   NM_REDIRECTED_V4, /* connects redirected to the outbound listener */

@@ -108,7 +108,28 @@ void ForEachEntry(const bpf_map* map, Visit visit) {
 
 std::string TypeName(const char* name) { return name != nullptr ? name : "unknown"; }
 
+// A per-CPU pod_counters value (every possible CPU's, in order) summed.
+nm_pod_counters SumOverCpus(const nm_pod_counters* per_cpu) {
+  nm_pod_counters total{};
+  for (int cpu = 0; cpu < libbpf_num_possible_cpus(); ++cpu) {
+    total.redirected += per_cpu[cpu].redirected;
+    total.origin_save_failed += per_cpu[cpu].origin_save_failed;
+    total.inbound_steered += per_cpu[cpu].inbound_steered;
+    total.inbound_no_listener += per_cpu[cpu].inbound_no_listener;
+    total.inbound_assign_failed += per_cpu[cpu].inbound_assign_failed;
+  }
+  return total;
+}
+
 }  // namespace
+
+nlohmann::json PodCountersJson(const nm_pod_counters& counters) {
+  return {{"redirected", counters.redirected},
+          {"origin_save_failed", counters.origin_save_failed},
+          {"inbound_steered", counters.inbound_steered},
+          {"inbound_no_listener", counters.inbound_no_listener},
+          {"inbound_assign_failed", counters.inbound_assign_failed}};
+}
 
 std::string_view CounterName(nm_counter counter) {
   switch (counter) {
@@ -191,6 +212,7 @@ absl::StatusOr<std::unique_ptr<Datapath>> Datapath::Load(const AgentOptions& opt
   skel->rodata->transparent_mark = options.marks.transparent;
   for (const auto& [map, entries] :
        {std::pair{skel->maps.enrolled_cgroups, options.max_pods},
+        std::pair{skel->maps.pod_counters, options.max_pods},
         std::pair{skel->maps.inbound_listeners, options.max_pods * NM_MAX_POD_ADDRESSES}}) {
     if (const int err = bpf_map__set_max_entries(map, entries); err != 0) {
       return ErrnoStatus(fmt::format("sizing {} for {} pods", bpf_map__name(map), options.max_pods),
@@ -270,12 +292,33 @@ void Datapath::RemoveInboundListener(const IpAddress& pod_ip) {
   bpf_map__delete_elem(skeleton_->maps.inbound_listeners, &key, sizeof key, 0);
 }
 
-absl::Status Datapath::AddCapturedPort(const Endpoint& endpoint) {
+absl::Status Datapath::AddCapturedPort(const Endpoint& endpoint, uint32_t pod_id) {
   const nm_endpoint key = ToKey(endpoint);
-  const uint8_t yes = 1;
   return MapStatus("adding a meshed port",
-                   bpf_map__update_elem(skeleton_->maps.meshed_ports, &key, sizeof key, &yes,
-                                        sizeof yes, BPF_ANY));
+                   bpf_map__update_elem(skeleton_->maps.meshed_ports, &key, sizeof key, &pod_id,
+                                        sizeof pod_id, BPF_ANY));
+}
+
+absl::Status Datapath::TrackPod(uint32_t pod_id) {
+  // A per-CPU value is written as every CPU's: all zero.
+  const std::vector<nm_pod_counters> zero(static_cast<size_t>(libbpf_num_possible_cpus()));
+  return MapStatus(
+      "making a pod's kernel counters",
+      bpf_map__update_elem(skeleton_->maps.pod_counters, &pod_id, sizeof pod_id, zero.data(),
+                           zero.size() * sizeof(nm_pod_counters), BPF_ANY));
+}
+
+void Datapath::ForgetPod(uint32_t pod_id) {
+  bpf_map__delete_elem(skeleton_->maps.pod_counters, &pod_id, sizeof pod_id, 0);
+}
+
+std::optional<nm_pod_counters> Datapath::PodCounters(uint32_t pod_id) const {
+  std::vector<nm_pod_counters> per_cpu(static_cast<size_t>(libbpf_num_possible_cpus()));
+  if (bpf_map__lookup_elem(skeleton_->maps.pod_counters, &pod_id, sizeof pod_id, per_cpu.data(),
+                           per_cpu.size() * sizeof(nm_pod_counters), 0) != 0) {
+    return std::nullopt;
+  }
+  return SumOverCpus(per_cpu.data());
 }
 
 void Datapath::RemoveCapturedPort(const Endpoint& endpoint) {
@@ -419,11 +462,18 @@ absl::StatusOr<nlohmann::json> Datapath::DumpMap(std::string_view name, size_t l
       nm_endpoint endpoint;
       std::memcpy(&endpoint, key, sizeof endpoint);
       if (map_name == "meshed_ports") {
-        return {{"endpoint", EndpointString(endpoint.addr, endpoint.port)}};
+        return {{"endpoint", EndpointString(endpoint.addr, endpoint.port)},
+                {"pod_id", *static_cast<const uint32_t*>(value)}};
       }
       // A sockhash read from user space answers with the socket's cookie.
       return {{"pod_address", AddressJson(endpoint.addr)},
               {"socket_cookie", *static_cast<const uint64_t*>(value)}};
+    }
+    if (map_name == "pod_counters") {
+      nlohmann::json entry =
+          PodCountersJson(SumOverCpus(static_cast<const nm_pod_counters*>(value)));
+      entry["pod_id"] = *static_cast<const uint32_t*>(key);
+      return entry;
     }
     if (map_name == "counters") {
       const uint32_t index = *static_cast<const uint32_t*>(key);

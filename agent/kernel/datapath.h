@@ -29,6 +29,8 @@ struct OriginalDestination {
 };
 
 using CounterValues = std::array<uint64_t, NM_COUNTER_COUNT>;
+// nm_pod_counters summed over CPUs, by name, in the header's order.
+nlohmann::json PodCountersJson(const nm_pod_counters& counters);
 std::string_view CounterName(nm_counter counter);
 
 // An attached program, as the kernel reports its link (for the admin API's /kernel).
@@ -88,7 +90,12 @@ class Datapath {
   absl::StatusOr<std::unique_ptr<NetnsLink>> AttachInbound(int netns_fd);
   absl::Status SetInboundListener(const IpAddress& pod_ip, int listener_fd);
   void RemoveInboundListener(const IpAddress& pod_ip);
-  absl::Status AddCapturedPort(const Endpoint& endpoint);
+  // `pod_id`'s kernel counters: made before its first redirect (TrackPod), read by
+  // PodCounters, removed on release.
+  absl::Status TrackPod(uint32_t pod_id);
+  void ForgetPod(uint32_t pod_id);
+  std::optional<nm_pod_counters> PodCounters(uint32_t pod_id) const;
+  absl::Status AddCapturedPort(const Endpoint& endpoint, uint32_t pod_id);
   void RemoveCapturedPort(const Endpoint& endpoint);
 
   // The agent's connection from `caller` (the original caller's address, bound

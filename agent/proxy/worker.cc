@@ -390,24 +390,41 @@ std::optional<Endpoint> Worker::TranslatedDestination(int upstream_fd, const End
   return conntrack_->TranslatedDestination(*local, dialled);
 }
 
+void Worker::Summarize(const Connection& connection, ConnectionSummary* summary) {
+  const Relay& relay = connection.relay;
+  summary->id = connection.id;
+  summary->direction = connection.direction;
+  summary->pod = connection.observer.pod_key();
+  summary->client = connection.client;
+  summary->destination = connection.destination;
+  summary->protocol = connection.observer.protocol_name();
+  summary->bytes_to_upstream = relay.bytes_from(Side::kClient);
+  summary->bytes_to_client = relay.bytes_from(Side::kUpstream);
+  summary->requests = connection.observer.requests();
+}
+
 std::vector<ConnectionSummary> Worker::ListConnections() const {
   std::vector<ConnectionSummary> out;
   const int64_t now = MonotonicNs();
   for (const auto& [raw, connection] : connections_) {
     const Relay& relay = connection->relay;
     ConnectionSummary& summary = out.emplace_back();
-    summary.id = connection->id;
-    summary.direction = connection->direction;
-    summary.pod = connection->observer.pod_key();
-    summary.client = connection->client;
-    summary.destination = connection->destination;
-    summary.protocol = std::string(connection->observer.protocol_name());
+    Summarize(*connection, &summary);
     summary.state = relay.state() == Relay::State::kConnecting ? "connecting" : "proxying";
     summary.age_ns = now - relay.started_ns();
     summary.idle_ns = now - relay.last_activity_ns();
-    summary.bytes_to_upstream = relay.bytes_from(Side::kClient);
-    summary.bytes_to_client = relay.bytes_from(Side::kUpstream);
-    summary.requests = connection->observer.requests();
+  }
+  return out;
+}
+
+std::vector<ConnectionSummary> Worker::RecentlyClosed() const {
+  std::vector<ConnectionSummary> out;
+  const int64_t now = MonotonicNs();
+  const size_t kept = std::min(closed_count_, kRecentlyClosed);
+  for (size_t i = 1; i <= kept; ++i) {
+    ConnectionSummary& summary =
+        out.emplace_back(recently_closed_[(closed_count_ - i) % kRecentlyClosed]);
+    summary.idle_ns = now - summary.idle_ns;  // the slot holds when it ended
   }
   return out;
 }
@@ -436,6 +453,12 @@ void Worker::Ended(Connection& connection, RelayEnd end) {
   if (connection.bound_as_caller) {
     datapath_.ForgetPassthrough(*connection.bound_as_caller, connection.destination);
   }
+  ConnectionSummary& closed = recently_closed_[closed_count_++ % kRecentlyClosed];
+  Summarize(connection, &closed);
+  const int64_t now = MonotonicNs();
+  closed.state = RelayEndName(end);
+  closed.age_ns = now - connection.relay.started_ns();
+  closed.idle_ns = now;  // RecentlyClosed turns it into "how long ago"
   timeouts_.Remove(connection.timer);
   if (connection.waiting_for_buffer) waiting_for_buffers_.remove(&connection);
   auto node = connections_.extract(&connection);

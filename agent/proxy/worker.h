@@ -51,9 +51,9 @@ struct ConnectionSummary {
   Endpoint client;
   Endpoint destination;
   std::string protocol;  // "detecting", "http1", ...
-  std::string state;     // "connecting", "proxying"
-  int64_t age_ns = 0;
-  int64_t idle_ns = 0;
+  std::string state;     // "connecting", "proxying"; a closed one's end: "closed", "reset", ...
+  int64_t age_ns = 0;    // a closed one's: how long it lasted
+  int64_t idle_ns = 0;   // a closed one's: how long ago it ended
   uint64_t bytes_to_upstream = 0;
   uint64_t bytes_to_client = 0;
   uint64_t requests = 0;
@@ -92,6 +92,10 @@ class Worker {
   void RemoveListeners(uint32_t pod_id);
   size_t listener_count() const { return listeners_.size(); }
   std::vector<ConnectionSummary> ListConnections() const;
+  // The last kRecentlyClosed connections that ended, the latest first: what `explain`
+  // shows of traffic that came and went.
+  std::vector<ConnectionSummary> RecentlyClosed() const;
+  static constexpr size_t kRecentlyClosed = 32;
   // Hands over the metrics counted since the last call (see metrics::Shard::Collect).
   // An idle series leaves the shard after a minute, or sooner if the agent keeps idle series
   // for less (--metrics-retain-idle): their names can then be forgotten as early.
@@ -115,6 +119,7 @@ class Worker {
   };
   struct Connection;  // a relay, its observer, and where the worker keeps them
 
+  static void Summarize(const Connection& connection, ConnectionSummary* summary);
   void Run();
   void DrainTasks();
   // Accepts what is waiting, up to a bound; true if it stopped at the bound.
@@ -157,6 +162,9 @@ class Worker {
   std::vector<std::unique_ptr<Listener>> retired_listeners_;
   absl::flat_hash_map<Connection*, std::unique_ptr<Connection>> connections_;
   std::vector<std::unique_ptr<Connection>> ended_;  // freed after the event batch
+  // A ring: slots are reused, so that their strings keep their capacity.
+  std::vector<ConnectionSummary> recently_closed_ = std::vector<ConnectionSummary>(kRecentlyClosed);
+  size_t closed_count_ = 0;  // ever; the next slot is closed_count_ % kRecentlyClosed
   std::list<Connection*> waiting_for_buffers_;
   uint64_t last_connection_id_ = 0;
 };

@@ -203,33 +203,60 @@ absl::StatusOr<Json> Explain(const std::string& target, const ExplainInputs& in)
                                    "second)"
                                  : fmt::format("{}", inbound.dump()));
     }
+    // What the programs did for this pod: did any of its traffic go around the agent?
+    if (const Json counters = pod->value("kernel_counters", Json(nullptr)); counters.is_object()) {
+      const uint64_t outbound = counters.value("origin_save_failed", uint64_t{0});
+      const uint64_t inbound_missed = counters.value("inbound_no_listener", uint64_t{0}) +
+                                      counters.value("inbound_assign_failed", uint64_t{0});
+      checks.Add(
+          "none of its traffic went around the agent (fail-open)",
+          outbound == 0 && inbound_missed == 0,
+          fmt::format("{} connects redirected, {} went direct; {} SYNs steered, {} passed on",
+                      counters.value("redirected", uint64_t{0}), outbound,
+                      counters.value("inbound_steered", uint64_t{0}), inbound_missed),
+          outbound != 0 ? "origins_by_cookie was full: the node has more connections in flight "
+                          "than the agent's maps hold (see `kernel`)"
+                        : "a captured port had no listener of the agent in the pod: see the "
+                          "agent's log for the pod");
+    }
   }
 
-  // The last connections that matched: live ones of the pod, or to or from the address.
-  Json matched = Json::array();
-  for (const Json& c : in.connections.value("connections", Json::array())) {
-    const std::string destination = c.value("destination", "");
-    const std::string client = c.value("client", "");
-    bool match;
-    if (address) {
-      const std::string wanted = port ? Endpoint(address->ip, *port) : address->ip;
-      const auto has = [&](const std::string& endpoint) {
-        return port ? endpoint == wanted
-                    : endpoint.rfind(wanted, 0) == 0 || endpoint.rfind("[" + wanted + "]", 0) == 0;
-      };
-      match = has(destination) || has(client);
-    } else {
-      match = c.value("pod", "") == PodKey(*pod);
+  // The connections that matched: the live ones and the last to end, of the pod, or to or
+  // from the address.
+  const auto matching = [&](const Json& connections) {
+    Json matched = Json::array();
+    for (const Json& c : connections) {
+      const std::string destination = c.value("destination", "");
+      const std::string client = c.value("client", "");
+      bool match;
+      if (address) {
+        const std::string wanted = port ? Endpoint(address->ip, *port) : address->ip;
+        const auto has = [&](const std::string& endpoint) {
+          return port ? endpoint == wanted
+                      : endpoint.rfind(wanted + ":", 0) == 0 ||
+                            endpoint.rfind("[" + wanted + "]", 0) == 0;
+        };
+        match = has(destination) || has(client);
+      } else {
+        match = c.value("pod", "") == PodKey(*pod);
+      }
+      if (match) matched.push_back(c);
     }
-    if (match) matched.push_back(c);
-  }
-  return Json{{"target", target},
-              {"node", node},
-              {"pod", pod != nullptr ? Json(PodKey(*pod)) : Json(nullptr)},
-              {"steps", checks.steps()},
-              {"first_failure", checks.first_failure()},
-              {"counters", in.kernel.value("counters", Json::object())},
-              {"connections", matched}};
+    return matched;
+  };
+  // A pod's own kernel counters when the agent keeps them; the node's otherwise.
+  const bool pod_counters = pod != nullptr && pod->contains("kernel_counters");
+  return Json{
+      {"target", target},
+      {"node", node},
+      {"pod", pod != nullptr ? Json(PodKey(*pod)) : Json(nullptr)},
+      {"steps", checks.steps()},
+      {"first_failure", checks.first_failure()},
+      {"counters_of", pod_counters ? PodKey(*pod) : "node"},
+      {"counters",
+       pod_counters ? (*pod)["kernel_counters"] : in.kernel.value("counters", Json::object())},
+      {"connections", matching(in.connections.value("connections", Json::array()))},
+      {"recently_closed", matching(in.connections.value("recently_closed", Json::array()))}};
 }
 
 std::string RenderShellExplain(const Json& explanation) {
@@ -250,16 +277,27 @@ std::string RenderShellExplain(const Json& explanation) {
   } else {
     text += "\nSteps marked - were not reached: fix the first failure first.\n";
   }
-  text += "\nKernel counters (the node's, all pods):";
-  for (const auto& [name, value] : explanation["counters"].items()) {
-    if (name == "redirected_ipv4" || name == "redirected_ipv6" || name == "inbound_steered" ||
-        name == "origin_save_failed" || name == "tuple_save_failed" ||
-        name == "inbound_no_listener") {
-      text += fmt::format(" {}={}", name, value.dump());
+  const std::string counters_of = explanation.value("counters_of", "node");
+  if (counters_of == "node") {
+    text += "\nKernel counters (the node's, all pods):";
+    for (const auto& [name, value] : explanation["counters"].items()) {
+      if (name == "redirected_ipv4" || name == "redirected_ipv6" || name == "inbound_steered" ||
+          name == "origin_save_failed" || name == "tuple_save_failed" ||
+          name == "inbound_no_listener") {
+        text += fmt::format(" {}={}", name, value.dump());
+      }
+    }
+  } else {
+    text += fmt::format("\nKernel counters of {}:", counters_of);
+    for (const char* name : {"redirected", "origin_save_failed", "inbound_steered",
+                             "inbound_no_listener", "inbound_assign_failed"}) {
+      text += fmt::format(" {}={}", name, explanation["counters"].value(name, Json(0)).dump());
     }
   }
   text += "\n\nLive connections that match:\n";
   text += RenderShellConnections(explanation["connections"]);
+  text += "\nThe last connections that ended:\n";
+  text += RenderShellClosedConnections(explanation.value("recently_closed", Json::array()));
   return text;
 }
 

@@ -21,7 +21,8 @@ struct ExplainInputs {
 
 // `target`: a pod ("ns/name" or "name") or "IP[:PORT]". The result: {"target", "pod" (the
 // pod's key, or null), "steps": [{"check", "ok" (true, false, or null: not reached),
-// "detail", "fix"}], "first_failure" (its index, or null), "counters", "connections"}. An
+// "detail", "fix"}], "first_failure" (its index, or null), "counters_of" (the pod's key, or
+// "node") and "counters", "connections" (live) and "recently_closed"}. An
 // error when the target is neither a pod of the node nor an address.
 absl::StatusOr<nlohmann::json> Explain(const std::string& target, const ExplainInputs& inputs);
 

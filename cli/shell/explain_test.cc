@@ -36,6 +36,9 @@ TEST_CASE("explain: an enrolled pod passes every step", "[shell]") {
   REQUIRE(explained.ok());
   CHECK(FirstFailure(*explained) == -1);
   CHECK((*explained)["connections"].size() == 2);
+  CHECK((*explained)["recently_closed"].size() == 1);
+  CHECK((*explained)["counters_of"] == "emojivoto/web-1");
+  CHECK((*explained)["counters"]["redirected"] == 57);
   CheckGolden("shell_explain_enrolled.golden", RenderShellExplain(*explained));
   // By name alone, and by the pod's address and a port it is captured on.
   CHECK(FirstFailure(*Explain("web-1", Inputs())) == -1);
@@ -53,8 +56,23 @@ TEST_CASE("explain: the first failing step, and what to do", "[shell]") {
   CheckGolden("shell_explain_excluded.golden", RenderShellExplain(excluded));
   CHECK(FailingCheck(*Explain("127.0.0.1:8080", Inputs())) == "not loopback");
   CHECK(FirstFailure(*Explain("10.96.0.10:80", Inputs())) == -1);
+  // An address names the connections to and from it, not those of a longer address.
+  const nlohmann::json curl = *Explain("10.77.0.2", Inputs());
+  CHECK(curl["recently_closed"].empty());
+  CHECK((*Explain("10.77.0.20", Inputs()))["recently_closed"].size() == 1);
+  CHECK(curl["counters_of"] == "node");
   CHECK(Explain("nosuch", Inputs()).status().message() ==
         "nosuch is no pod of node node-1 and no address (IP or IP:PORT): see `pods`");
+}
+
+TEST_CASE("explain: a pod whose traffic went around the agent says so", "[shell]") {
+  ExplainInputs inputs = Inputs();
+  inputs.pods["pods"][0]["kernel_counters"]["origin_save_failed"] = 3;
+  const nlohmann::json explained = *Explain("emojivoto/web-1", inputs);
+  CHECK(FailingCheck(explained) == "none of its traffic went around the agent (fail-open)");
+  const nlohmann::json& step = explained["steps"][FirstFailure(explained)];
+  CHECK(step["detail"] == "57 connects redirected, 3 went direct; 12 SYNs steered, 0 passed on");
+  CHECK(step["fix"].get<std::string>().starts_with("origins_by_cookie was full"));
 }
 
 }  // namespace

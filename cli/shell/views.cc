@@ -118,6 +118,32 @@ std::string RenderShellConnections(const Json& connections) {
   return table.Render();
 }
 
+std::string RenderShellClosedConnections(const Json& connections) {
+  Table table({{"ID", Align::kLeft},
+               {"POD", Align::kLeft},
+               {"DIRECTION", Align::kLeft},
+               {"CLIENT", Align::kLeft},
+               {"DESTINATION", Align::kLeft},
+               {"PROTOCOL", Align::kLeft},
+               {"END", Align::kLeft},
+               {"LASTED"},
+               {"ENDED"},
+               {"BYTES OUT"},
+               {"BYTES IN"},
+               {"REQUESTS"}});
+  for (const Json& c : connections) {
+    table.AddRow({Field(c, "id"), Field(c, "pod"), Field(c, "direction"), Field(c, "client"),
+                  Field(c, "destination"), Field(c, "protocol"), Field(c, "end"),
+                  FormatAge(static_cast<int64_t>(Number(c, "duration_ms"))),
+                  FormatAge(static_cast<int64_t>(Number(c, "ended_ms_ago"))) + " ago",
+                  FormatBytes(Number(c, "bytes_to_upstream")),
+                  FormatBytes(Number(c, "bytes_to_client")),
+                  std::to_string(Number(c, "requests"))});
+  }
+  if (table.rows() == 0) return "none\n";
+  return table.Render();
+}
+
 std::string RenderShellRoutes(const Json& routes) {
   Table table({{"DIRECTION", Align::kLeft},
                {"SOURCE", Align::kLeft},

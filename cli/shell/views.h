@@ -12,6 +12,9 @@ namespace nodemesh::cli {
 std::string RenderShellPods(const nlohmann::json& pods);
 // The connections of GET /connections (an array, filtered by the caller).
 std::string RenderShellConnections(const nlohmann::json& connections);
+// The recently_closed of GET /connections (filtered by the caller): how each ended, how long
+// it lasted, how long ago.
+std::string RenderShellClosedConnections(const nlohmann::json& connections);
 // The routes of GET /routes (an array, filtered by the caller): counts since the agent
 // started and latency percentiles.
 std::string RenderShellRoutes(const nlohmann::json& routes);

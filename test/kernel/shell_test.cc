@@ -250,6 +250,15 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
     CHECK(listeners["entries"][0]["socket_cookie"].get<uint64_t>() != 0);
     const Json meshed = ShellJson(agent, "kernel map meshed_ports --limit 1");
     CHECK(meshed["entries"].size() <= 1);
+    // Each enrolled pod has its counters, named; web-1's held connection was redirected.
+    const Json counters = ShellJson(agent, "kernel map pod_counters");
+    INFO(counters.dump(2));
+    REQUIRE(counters["entries"].size() == 2);
+    const Json* web_counters = Find(counters["entries"], "pod", "emojivoto/web-1");
+    REQUIRE(web_counters != nullptr);
+    CHECK((*web_counters)["redirected"] == 1);
+    CHECK((*web_counters)["inbound_steered"] == 0);
+    CHECK((*Find(counters["entries"], "pod", "emojivoto/emoji-1"))["redirected"] == 0);
 
     const CommandResult unknown = Shell(agent.admin_socket(), "kernel map nosuch");
     CHECK(unknown.exit_code == 1);
@@ -278,8 +287,27 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
   }
 
   SECTION("explain: an enrolled pod, an unmeshed one, an excluded port") {
-    const Json enrolled = ShellJson(agent, "explain emojivoto/web-1");
+    // A connection that came and went, as well as the held one.
+    const CommandResult dialled = cluster.client.RunCommand(
+        {kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect", target});
+    REQUIRE(dialled.exit_code == 0);
+    Json enrolled;
+    // The worker files the connection as ended once both sides have closed.
+    CHECK(PollUntil(
+        [&] {
+          enrolled = ShellJson(agent, "explain emojivoto/web-1");
+          return !enrolled["recently_closed"].empty();
+        },
+        10s));
     INFO(enrolled.dump(2));
+    REQUIRE(enrolled["recently_closed"].size() == 1);
+    CHECK(enrolled["recently_closed"][0]["destination"] == target);
+    CHECK(enrolled["recently_closed"][0]["end"] == "closed");
+    CHECK(enrolled["recently_closed"][0]["pod"] == "emojivoto/web-1");
+    // The pod's own kernel counters: the held connection and the dialled one redirected.
+    CHECK(enrolled["counters_of"] == "emojivoto/web-1");
+    CHECK(enrolled["counters"]["redirected"] == 2);
+    CHECK(enrolled["counters"]["origin_save_failed"] == 0);
     CHECK(enrolled["first_failure"].is_null());
     CHECK(enrolled["steps"].size() >= 6);
     for (const Json& step : enrolled["steps"]) CHECK(step["ok"] == true);
