@@ -16,6 +16,7 @@ packages=(
   # real peers and tools for tests and benchmarks
   iproute2 procps curl jq nginx-light haproxy wrk nghttp2-client nghttp2-server
   python3 python3-grpcio prometheus
+  tmux  # meshctl shell's interactive test: a terminal to type keys into and read back
   # Kubernetes mode: kube-proxy-style Service NAT and its conntrack entries
   nftables conntrack openssl
   # the container image: built and run with podman (runc), from a debootstrapped base
