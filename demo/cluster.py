@@ -368,6 +368,8 @@ The cluster keeps running. Explore it:
   meshctl top deploy/voting -n emojivoto           # the busiest routes, refreshed in place
   meshctl uninject deploy/web -n emojivoto         # release a workload, live
   meshctl check                                    # nodes and pods
+  meshctl shell --socket {self.state_dir}/node-2.sock   # node-2's agent (web, voting): pods, conns, explain POD, kernel, tap
+  meshctl shell --node node-1                      # node-1's agent, through the aggregator (read only)
   curl -s 127.0.0.1:{self.metrics_port}/metrics | grep ^response_total   # node-1's Prometheus metrics
   curl -s --unix-socket {self.state_dir}/node-1.sock http://agent/connections
 Logs are in {self.logs}. Tear everything down with:
