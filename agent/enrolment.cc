@@ -35,11 +35,14 @@ absl::StatusOr<std::unique_ptr<PodEnrolment>> PodEnrolment::Enrol(const Context&
 absl::Status PodEnrolment::Build() {
   const PodInfo& info = runtime_->view()->info;
   const AgentOptions& options = context_.options;
-  // Its counters before anything the programs would count.
-  if (absl::Status status = context_.datapath.TrackPod(runtime_->id()); !status.ok()) {
-    return status;
+  // Its counters before anything the programs would count. They explain, they do not
+  // decide: a pod without them is enrolled all the same (explain shows the node's then).
+  if (absl::Status status = context_.datapath.TrackPod(runtime_->id()); status.ok()) {
+    counters_tracked_ = true;
+  } else {
+    Log(LogLevel::kWarning, "pod {}: no kernel counters of its own: {}", info.key(),
+        status.message());
   }
-  counters_tracked_ = true;
   // Listeners first: once the kernel redirects, something must be there to accept.
   absl::StatusOr<std::vector<UniqueFd>> outbound4 =
       MakeListeners(Endpoint{IpAddress::Loopback4(), options.outbound_port});

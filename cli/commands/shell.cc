@@ -1,8 +1,7 @@
 // meshctl shell: flags, then one command (-c) or the interactive shell (cli/shell/).
 #include "cli/shell/shell.h"
 
-#include <sys/stat.h>
-
+#include <filesystem>
 #include <memory>
 #include <optional>
 
@@ -23,7 +22,10 @@ std::string HistoryPath(const Context& context) {
   if (std::optional<std::string> state = context.getenv("XDG_STATE_HOME");
       state && !state->empty()) {
     const std::string directory = *state + "/nodemesh";
-    ::mkdir(directory.c_str(), 0700);
+    // As the XDG spec asks: made when missing, parents too, only the user's.
+    std::error_code ignored;
+    std::filesystem::create_directories(directory, ignored);
+    std::filesystem::permissions(directory, std::filesystem::perms::owner_all, ignored);
     return directory + "/shell_history";
   }
   if (std::optional<std::string> home = context.getenv("HOME"); home && !home->empty()) {

@@ -116,6 +116,8 @@ int RunShellRepl(Shell& shell, const std::string& history_path, std::ostream& ou
       const CancelSource::Registration listening = shell.cancel().OnCancel([] {});
       outcome = shell.Run(line, out, err);
     }
+    // The terminal echoed ^C where the output stopped: the prompt goes on a line of its own.
+    if (shell.cancel().cancelled()) out << "\n" << std::flush;
     shell.cancel().Reset();
     out.flush();
     err.flush();
