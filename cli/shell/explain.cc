@@ -134,9 +134,12 @@ absl::StatusOr<Json> Explain(const std::string& target, const ExplainInputs& in)
                      : fmt::format("--exclude-ports: {}", Json(excluded).dump()),
                  "remove it from the agent's --exclude-ports to mesh it");
     }
+    const Json marks = in.config.value("marks", Json::object());
     checks.Add("a connect() from an enrolled pod is redirected to the agent", true,
-               fmt::format("to the agent's outbound listener (port {}) in the caller's netns",
-                           in.config.value("outbound_port", 0)));
+               fmt::format("to the agent's outbound listener (port {}) in the caller's netns; "
+                           "the agent's own sockets (marks {} and {}) never are",
+                           in.config.value("outbound_port", 0), marks.value("upstream", "?"),
+                           marks.value("transparent", "?")));
   } else {
     const std::string key = PodKey(*pod);
     // /pods lists the agent's own inventory.
