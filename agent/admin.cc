@@ -205,6 +205,10 @@ HttpRoutes Agent::AdminRoutes() {
         {"buffers",
          {{"size", options_.proxy.buffer_size}, {"per_worker", options_.proxy.max_buffers}}},
         {"l7", options_.observer.l7 ? "on" : "off"},
+        {"tap",
+         {{"headers", options_.observer.parser_config.captured_headers},
+          {"redact_headers", options_.observer.tap_redaction.headers},
+          {"strip_query", options_.observer.tap_redaction.strip_query}}},
         {"max_routes", options_.observer.max_routes_per_workload},
         {"log_level", LogLevelName(CurrentLogLevel())},
     });

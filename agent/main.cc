@@ -7,6 +7,8 @@
 #include <CLI/CLI.hpp>
 #include <filesystem>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "agent/agent.h"
 #include "agent/inventory/kubernetes.h"
@@ -130,6 +132,19 @@ int main(int argc, char** argv) {
                  "on: detect and parse HTTP/1, HTTP/2 and gRPC for request metrics and tap; "
                  "off: proxy every connection as opaque TCP (connection metrics only)")
       ->check(CLI::IsMember({"on", "off"}));
+  app.add_option("--tap-headers", options.observer.parser_config.captured_headers,
+                 "Request and response headers tap shows (comma-separated; each is copied for "
+                 "every request parsed)")
+      ->delimiter(',')
+      ->default_str(absl::StrJoin(options.observer.parser_config.captured_headers, ","));
+  app.add_option("--tap-redact-headers", options.observer.tap_redaction.headers,
+                 "Headers whose values tap shows as [redacted], before an event leaves the "
+                 "node (comma-separated; an empty value redacts none)")
+      ->delimiter(',')
+      ->default_str(absl::StrJoin(options.observer.tap_redaction.headers, ","));
+  app.add_flag("--tap-strip-query", options.observer.tap_redaction.strip_query,
+               "Tap shows paths without their query (/login?[redacted]), and filters match "
+               "them so");
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   CLI11_PARSE(app, argc, argv);
@@ -141,6 +156,12 @@ int main(int argc, char** argv) {
   options.proxy.idle_timeout_ns = Nanoseconds(idle_timeout);
   options.observer.retain_idle_ns = Nanoseconds(retain_idle);
   options.observer.l7 = l7 == "on";
+  // Header names are compared as the parsers give them: lowercase.
+  for (std::vector<std::string>* names : {&options.observer.parser_config.captured_headers,
+                                          &options.observer.tap_redaction.headers}) {
+    std::erase(*names, "");
+    for (std::string& name : *names) absl::AsciiStrToLower(&name);
+  }
   RaiseFileLimit();
 
   // Signals are taken synchronously from a signalfd; every thread inherits the mask.

@@ -28,12 +28,23 @@ struct ProxyOptions {
   int64_t idle_timeout_ns = 3600'000'000'000;
 };
 
+// What tap shows of a request, decided on the node before an event leaves it (for the
+// aggregator or a local tap). The headers tap shows are parser_config.captured_headers.
+struct TapRedaction {
+  // Lowercase names whose values tap shows as "[redacted]": credentials by default.
+  std::vector<std::string> headers = {"authorization", "proxy-authorization", "cookie",
+                                      "set-cookie",    "x-api-key",           "x-auth-token"};
+  // Paths shown without their query ("/login?[redacted]"): queries often carry tokens.
+  bool strip_query = false;
+};
+
 // What is made of the bytes.
 struct ObserverOptions {
   // false: every connection is proxied as opaque TCP, with no protocol detection or parsing
   // (and so no request metrics): the proxy's own cost, for comparison.
   bool l7 = true;
   parsers::ParserConfig parser_config;
+  TapRedaction tap_redaction;
   size_t max_routes_per_workload = 100;
   // Series with no activity for this long leave /metrics (and free their identities).
   int64_t retain_idle_ns = 600'000'000'000;

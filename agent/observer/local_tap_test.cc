@@ -124,10 +124,31 @@ TEST_CASE("tap filter: either end may be the pod", "[tap]") {
   db.pod = "db-1";
   const metrics::Identity external{};
   parsers::RequestStart request;
-  CHECK(filter.Matches(web, db, request));
-  CHECK(filter.Matches(db, web, request));
-  CHECK(filter.Matches(external, web, request));
-  CHECK_FALSE(filter.Matches(db, external, request));
+  CHECK(filter.Matches(web, db, request, "/"));
+  CHECK(filter.Matches(db, web, request, "/"));
+  CHECK(filter.Matches(external, web, request, "/"));
+  CHECK_FALSE(filter.Matches(db, external, request, "/"));
+}
+
+TEST_CASE("tap redaction: named headers and queries are hidden before an event is made", "[tap]") {
+  TapRedaction redaction;
+  CHECK(TapHeaderValue(redaction, {"authorization", "Bearer s3cret"}) == "[redacted]");
+  CHECK(TapHeaderValue(redaction, {"user-agent", "curl/7.88"}) == "curl/7.88");
+  CHECK(TapPath(redaction, "/login?token=s3cret") == "/login?token=s3cret");
+  redaction.headers = {"x-session"};
+  redaction.strip_query = true;
+  CHECK(TapHeaderValue(redaction, {"x-session", "abc"}) == "[redacted]");
+  CHECK(TapHeaderValue(redaction, {"authorization", "Bearer s3cret"}) == "Bearer s3cret");
+  CHECK(TapPath(redaction, "/login?token=s3cret") == "/login?[redacted]");
+  CHECK(TapPath(redaction, "/login") == "/login");
+  // A filter's path prefix sees the path as tap shows it: it cannot probe the query.
+  TapFilter filter;
+  filter.path_prefix = "/login?token=s";
+  parsers::RequestStart request;
+  request.path = "/login?token=s3cret";
+  const metrics::Identity anyone;
+  CHECK(filter.Matches(anyone, anyone, request, request.path));
+  CHECK_FALSE(filter.Matches(anyone, anyone, request, TapPath(redaction, request.path)));
 }
 
 }  // namespace

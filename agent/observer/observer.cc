@@ -215,7 +215,8 @@ void ConnectionObserver::OnResponseStart(const parsers::ResponseStart& response)
     out.set_status(static_cast<uint32_t>(response.status));
     out.set_latency_ns(response.at - tapped->second.request_at);
     for (const parsers::Header& header : response.headers) {
-      (*out.mutable_headers())[header.name] = TapHeaderValue(header);
+      (*out.mutable_headers())[header.name] =
+          TapHeaderValue(context_.options().tap_redaction, header);
     }
   });
 }
@@ -266,9 +267,10 @@ const Endpoint& ConnectionObserver::SourceAddress() {
 
 void ConnectionObserver::MaybeTap(const parsers::RequestStart& request) {
   const std::shared_ptr<const TapSubscriptions::List> filters = context_.tables().tap.Current();
+  const std::string path = TapPath(context_.options().tap_redaction, request.path);
   std::vector<uint64_t> matched;
   for (const TapFilter& filter : *filters) {
-    if (!filter.Matches(SourceIdentity(), DestinationIdentity(), request)) continue;
+    if (!filter.Matches(SourceIdentity(), DestinationIdentity(), request, path)) continue;
     if (!context_.AllowTap(filter, request.at)) continue;
     matched.push_back(filter.id);
   }
@@ -278,10 +280,11 @@ void ConnectionObserver::MaybeTap(const parsers::RequestStart& request) {
     out.set_method(request.method);
     out.set_scheme(request.scheme);
     out.set_authority(request.authority);
-    out.set_path(request.path);
+    out.set_path(path);
     out.set_grpc(request.grpc);
     for (const parsers::Header& header : request.headers) {
-      (*out.mutable_headers())[header.name] = TapHeaderValue(header);
+      (*out.mutable_headers())[header.name] =
+          TapHeaderValue(context_.options().tap_redaction, header);
     }
   });
   tapped_[request.stream_id] = TappedStream{std::move(matched), request.at};

@@ -29,11 +29,11 @@ TapFilter TapFilter::FromProto(const v1::TapSubscription& subscription) {
 }
 
 bool TapFilter::Matches(const metrics::Identity& source, const metrics::Identity& destination,
-                        const parsers::RequestStart& request) const {
+                        const parsers::RequestStart& request, std::string_view path) const {
   return Listed(sources, source) && Listed(destinations, destination) &&
          (either.empty() || Listed(either, source) || Listed(either, destination)) &&
          (method.empty() || method == request.method) &&
-         (path_prefix.empty() || request.path.starts_with(path_prefix)) &&
+         (path_prefix.empty() || path.starts_with(path_prefix)) &&
          (authority.empty() || authority == request.authority) &&
          (scheme.empty() || scheme == request.scheme);
 }
@@ -94,12 +94,17 @@ bool TapRateLimiter::Allow(uint64_t subscription, double rate, int64_t now_ns) {
   return true;
 }
 
-std::string TapHeaderValue(const parsers::Header& header) {
-  const std::string_view name = header.name;  // lowercase, as parsers give it
-  const bool sensitive = name == "authorization" || name == "proxy-authorization" ||
-                         name == "cookie" || name == "set-cookie" || name == "x-api-key" ||
-                         name == "x-auth-token";
-  return sensitive ? "[redacted]" : header.value;
+std::string TapHeaderValue(const TapRedaction& redaction, const parsers::Header& header) {
+  // Names are lowercase on both sides (parsers give them so; the flag is lowered).
+  const bool redacted = std::find(redaction.headers.begin(), redaction.headers.end(),
+                                  header.name) != redaction.headers.end();
+  return redacted ? "[redacted]" : header.value;
+}
+
+std::string TapPath(const TapRedaction& redaction, std::string_view path) {
+  const size_t query = path.find('?');
+  if (!redaction.strip_query || query == std::string_view::npos) return std::string(path);
+  return std::string(path.substr(0, query)) + "?[redacted]";
 }
 
 }  // namespace nodemesh::agent

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "agent/options.h"
 #include "common/metrics/identity.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 #include "parsers/parser.h"
@@ -31,8 +32,10 @@ struct TapFilter {
   double max_rps = 0;  // for the whole agent; 0: no limit
 
   static TapFilter FromProto(const v1::TapSubscription& subscription);
+  // `path` is the request's path as tap shows it (TapPath): a prefix cannot probe what the
+  // redaction hides.
   bool Matches(const metrics::Identity& source, const metrics::Identity& destination,
-               const parsers::RequestStart& request) const;
+               const parsers::RequestStart& request, std::string_view path) const;
 };
 
 // Subscriptions of local taps (the admin API's, see local_tap.h) carry this bit in their id;
@@ -90,8 +93,11 @@ class TapRateLimiter {
   absl::flat_hash_map<uint64_t, Bucket> buckets_;
 };
 
-// A header's value as tap shows it: "[redacted]" for headers that carry credentials
-// (authorization, cookies, API keys), the value itself otherwise.
-std::string TapHeaderValue(const parsers::Header& header);
+// A header's value as tap shows it: "[redacted]" for the headers `redaction` names, the
+// value itself otherwise.
+std::string TapHeaderValue(const TapRedaction& redaction, const parsers::Header& header);
+// A request's path as tap shows it: without its query ("/a?[redacted]") when `redaction`
+// strips queries.
+std::string TapPath(const TapRedaction& redaction, std::string_view path);
 
 }  // namespace nodemesh::agent

@@ -346,6 +346,9 @@ TEST_CASE("the values schema refuses wrong values and names the key") {
       {"agent:\n  maxUnavailable: ten\n",
        "agent.maxUnavailable: Must validate at least one schema"},
       {"agent:\n  cgroupRoot: kubepods.slice\n", "agent.cgroupRoot: Does not match pattern '^/'"},
+      // header names as the agent compares them: lowercase, one token each
+      {"tap:\n  redactHeaders: [Authorization]\n",
+       "tap.redactHeaders.0: Does not match pattern"},
   };
   int index = 0;
   for (const Case& c : cases) {
