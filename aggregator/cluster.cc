@@ -17,6 +17,7 @@ uint64_t Cluster::Connect(const std::string& name, const std::string& version,
   node.connected_at = now_seconds;
   node.pods = std::move(pods);
   node.pods_updated = ++pod_updates_;
+  node.refused_reports = 0;
   return node.generation;
 }
 
@@ -42,6 +43,13 @@ void Cluster::Reported(const std::string& name, uint64_t generation, int64_t now
   const auto found = nodes_.find(name);
   if (found == nodes_.end() || found->second.generation != generation) return;
   found->second.last_report = std::max(found->second.last_report, now_seconds);
+}
+
+void Cluster::Refused(const std::string& name, uint64_t generation) {
+  std::lock_guard lock(mutex_);
+  const auto found = nodes_.find(name);
+  if (found == nodes_.end() || found->second.generation != generation) return;
+  ++found->second.refused_reports;
 }
 
 std::vector<PodEntry> Cluster::Pods() const {
@@ -79,6 +87,7 @@ v1::NodeStatus Cluster::StatusOf(const std::string& name, const Node& node,
   status.set_last_report_unix_seconds(node.last_report);
   const int64_t heard = std::max(node.last_report, node.connected_at);
   status.set_stale(!node.connected || now_seconds - heard > stale_after_seconds_);
+  status.set_refused_reports(node.refused_reports);
   return status;
 }
 

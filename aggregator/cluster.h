@@ -35,6 +35,8 @@ class Cluster {
   void SetPods(const std::string& node, uint64_t generation, std::vector<v1::Pod> pods);
   // A delta arrived from the node.
   void Reported(const std::string& node, uint64_t generation, int64_t now_seconds);
+  // A report of the node's agent was refused (reports.h).
+  void Refused(const std::string& node, uint64_t generation);
 
   // Every known pod once: the union of all nodes' lists (a pod reported by two nodes, as
   // when a stale node's list is out of date, counts for the one that reported it last).
@@ -53,8 +55,9 @@ class Cluster {
     std::string version;
     int64_t connected_at = 0;
     int64_t disconnected_at = 0;
-    int64_t last_report = 0;    // 0: no delta yet
-    uint64_t pods_updated = 0;  // order of the last pod list among all nodes'
+    int64_t last_report = 0;       // 0: no delta yet
+    uint64_t pods_updated = 0;     // order of the last pod list among all nodes'
+    uint64_t refused_reports = 0;  // since the stream of `generation` connected
     std::vector<v1::Pod> pods;
   };
   v1::NodeStatus StatusOf(const std::string& name, const Node& node, int64_t now_seconds) const;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "aggregator/queries.h"
+#include "aggregator/reports.h"
 #include "common/base/log.h"
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 
@@ -138,8 +139,22 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
     const std::string node = message.hello().node();
     auto link = std::make_shared<StreamLink>(context, stream, node);
     link->Start();
+    // Every report is checked against the node the agent speaks for (reports.h).
+    const absl::Status hello_pods = CheckPodsOfNode(node, message.hello().pods());
     const uint64_t generation = server_.cluster_.Connect(
-        node, message.hello().version(), PodsOf(message.hello().pods()), server_.NowSeconds());
+        node, message.hello().version(),
+        hello_pods.ok() ? PodsOf(message.hello().pods()) : std::vector<v1::Pod>{},
+        server_.NowSeconds());
+    std::chrono::steady_clock::time_point last_error_log{};
+    const auto refused = [&](const absl::Status& status) {
+      server_.cluster_.Refused(node, generation);
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_error_log >= kDeltaErrorLogInterval) {
+        last_error_log = now;
+        Log(LogLevel::kWarning, "node {}: refused: {}", node, status.message());
+      }
+    };
+    if (!hello_pods.ok()) refused(hello_pods);
     std::shared_ptr<StreamLink> replaced;
     {
       std::lock_guard lock(mutex_);
@@ -161,10 +176,13 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
     server_.tap_hub_.PodsChanged();
     BroadcastPods();
 
-    std::chrono::steady_clock::time_point last_error_log{};
     while (stream->Read(&message)) {
       switch (message.kind_case()) {
         case v1::AgentMessage::kMetrics: {
+          if (absl::Status own = CheckDeltaOfNode(node, message.metrics()); !own.ok()) {
+            refused(own);
+            break;
+          }
           const int64_t now = server_.NowSeconds();
           const absl::Status added = server_.store_.Add(message.metrics(), now);
           server_.cluster_.Reported(node, generation, now);
@@ -176,16 +194,18 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
           break;
         }
         case v1::AgentMessage::kPods:
-          server_.cluster_.SetPods(node, generation, PodsOf(message.pods().pods()));
+        case v1::AgentMessage::kHello: {
+          // A Hello is not expected twice; its pods are still the node's news.
+          const auto& pods = message.has_pods() ? message.pods().pods() : message.hello().pods();
+          if (absl::Status own = CheckPodsOfNode(node, pods); !own.ok()) {
+            refused(own);
+            break;
+          }
+          server_.cluster_.SetPods(node, generation, PodsOf(pods));
           server_.tap_hub_.PodsChanged();
           BroadcastPods();
           break;
-        case v1::AgentMessage::kHello:
-          // Not expected twice; its pods are still the node's news.
-          server_.cluster_.SetPods(node, generation, PodsOf(message.hello().pods()));
-          server_.tap_hub_.PodsChanged();
-          BroadcastPods();
-          break;
+        }
         case v1::AgentMessage::kTap:
           server_.tap_hub_.Deliver(node, message.tap());
           break;

@@ -359,6 +359,53 @@ TEST_CASE("Every client RPC answers from all agents' deltas and pod lists, at th
   CHECK(harness.Stat(Resource("deploy", "web"), 20).rows(0).requests() == 10);
 }
 
+TEST_CASE("An agent reports for its own node only: others' pods are refused and counted",
+          "[unit]") {
+  Harness harness;
+  Cast cast;
+  // node-a's Hello lists voting-1, a pod of node-b: the list is refused, the node connects.
+  auto node_a = harness.Connect("node-a", {cast.web_a, cast.voting});
+  const auto refused = [&] {
+    const v1::ListPodsResponse pods = harness.Pods();  // nodes() must not outlive it
+    for (const v1::NodeStatus& node : pods.nodes()) {
+      if (node.node() == "node-a") return node.refused_reports();
+    }
+    return uint64_t{0};
+  };
+  CHECK(Eventually([&] { return refused() == 1; }));
+  CHECK(harness.Pods("emojivoto").pods_size() == 0);
+
+  // Its own pods, and traffic it intercepted at its own pod (whoever the other end is).
+  node_a->SendPods({cast.web_a, cast.emoji});
+  CHECK(Eventually([&] { return harness.Pods("emojivoto").pods_size() == 2; }));
+  harness.Deliver(
+      *node_a, DeltaBuilder(kStart - 1)
+                   .Responses(cast.web_a.identity(), cast.voting.identity(), v1::OUTBOUND,
+                              "GET /vote", 2, 1'000'000)
+                   .Responses(External(), cast.web_a.identity(), v1::INBOUND, "GET /", 1, 1'000'000)
+                   .delta());
+  CHECK(harness.Stat(Resource("deploy", "web"), 10).rows(0).requests() == 1);
+
+  // Traffic intercepted at node-b's pod, from node-a's agent: the whole delta is refused.
+  const uint64_t series_before = harness.server->store().stats().deltas;
+  v1::AgentMessage forged;
+  *forged.mutable_metrics() = DeltaBuilder(kStart - 1)
+                                  .Responses(cast.web_a.identity(), cast.voting.identity(),
+                                             v1::INBOUND, "GET /vote", 50, 1'000'000)
+                                  .Responses(cast.web_a.identity(), cast.web_b.identity(),
+                                             v1::OUTBOUND, "GET /", 1, 1'000'000)
+                                  .delta();
+  node_a->Send(forged);
+  CHECK(Eventually([&] { return refused() == 2; }));
+  node_a->SendPods({cast.web_a, cast.voting});
+  CHECK(Eventually([&] { return refused() == 3; }));
+  CHECK(harness.server->store().stats().deltas == series_before);
+  // voting-1 counts only what web-a called it, seen outbound (stat: the callers' view when
+  // the destination's own agent says nothing), never the 50 forged inbound.
+  CHECK(harness.Stat(Resource("deploy", "voting"), 10).rows(0).requests() == 2);
+  CHECK(harness.Pods("emojivoto").pods_size() == 2);
+}
+
 TEST_CASE("A query's error reaches the client as its gRPC status code and message", "[unit]") {
   Harness harness;
   {

@@ -144,7 +144,7 @@ TEST_CASE("check: all well", "[views][check]") {
 TEST_CASE("check: each problem on one line with what to do", "[views][check]") {
   const auto pods = ReadTextProto<v1::ListPodsResponse>("pods_problems.textproto");
   const CheckReport report = RenderCheck("127.0.0.1:8085", pods, kNow);
-  CHECK(report.problems == 3);
+  CHECK(report.problems == 4);
   CheckGolden("check_problems.golden", report.text);
 }
 

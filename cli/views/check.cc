@@ -108,6 +108,15 @@ CheckReport RenderCheck(std::string_view aggregator, const v1::ListPodsResponse&
         break;
     }
   }
+  // An agent reports for its own node only; what it sent about others' pods was refused.
+  for (const v1::NodeStatus* node : nodes) {
+    if (node->refused_reports() == 0) continue;
+    ++report.problems;
+    lines.push_back(fmt::format(
+        "{} node {}'s agent sent {} report{} naming other nodes' pods, refused: check that "
+        "its --node is the node's name (the aggregator's log says which pod)",
+        kFailed, node->node(), node->refused_reports(), node->refused_reports() == 1 ? "" : "s"));
+  }
   if (nodes.empty()) {
     ++report.problems;
     lines.push_back(fmt::format(
@@ -135,7 +144,9 @@ CheckReport RenderCheck(std::string_view aggregator, const v1::ListPodsResponse&
                                 not_enrolled.size(), not_enrolled.size() == 1 ? " is" : "s are",
                                 not_enrolled.size() == 1 ? "its" : "their"));
     // Each with what its agent says it waits for or failed at.
-    Table pods({{"POD", Align::kLeft}, {"NODE", Align::kLeft}, {"STATE", Align::kLeft},
+    Table pods({{"POD", Align::kLeft},
+                {"NODE", Align::kLeft},
+                {"STATE", Align::kLeft},
                 {"WHY", Align::kLeft}});
     const size_t listed = std::min(not_enrolled.size(), kMaxListedPods);
     for (size_t i = 0; i < listed; ++i) {
