@@ -2,6 +2,7 @@
 // admin socket of a real nodemesh-agent on a simulated node, for each command, as a table
 // and as JSON, and what it shows is checked against the node, the kernel and the traffic.
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include <catch2/catch.hpp>
 #include <csignal>
@@ -397,6 +398,27 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
     CHECK(RowWith(result.output, "FAIL").find("nodemesh-test-no-such-netns") != std::string::npos);
     CHECK(result.output.find("the agent tries again every 5 seconds") != std::string::npos);
     CHECK(RowWith(result.output, "sk_lookup attached").starts_with("  -  "));
+  }
+
+  SECTION("the admin socket is root's: owner-only and another user is told so") {
+    struct stat socket_stat {};
+    REQUIRE(::stat(agent.admin_socket().c_str(), &socket_stat) == 0);
+    CHECK(S_ISSOCK(socket_stat.st_mode));
+    CHECK((socket_stat.st_mode & 0777) == 0600);
+    CHECK(socket_stat.st_uid == 0);
+    // Its directory must let another user reach the socket for the socket's own mode to be
+    // what refuses them.
+    const std::string directory = agent.admin_socket().substr(0, agent.admin_socket().rfind('/'));
+    ::chmod(directory.c_str(), 0755);
+    const CommandResult other = RunCommand(
+        {"setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+         NODEMESH_MESHCTL_BINARY, "shell", "--socket", agent.admin_socket(), "-c", "pods"},
+        30s);
+    INFO(other.output);
+    CHECK(other.exit_code == 1);
+    CHECK(other.output.find(fmt::format("no permission to use {}: the agent's admin socket is "
+                                        "root's (run meshctl shell as root)",
+                                        agent.admin_socket())) != std::string::npos);
   }
 
   SECTION("help, an unknown command, no agent") {
