@@ -675,7 +675,7 @@ TEST_CASE("check: exit 0 when all is well, 1 with the problems", "[meshctl][chec
   aggregator.api.pods_response = ReadTextProto<v1::ListPodsResponse>("pods_problems.textproto");
   const Result problems = Run(With({"check"}, aggregator));
   CHECK(problems.code == 1);
-  CHECK(problems.err == "meshctl: check found 3 problems (marked ×)\n");
+  CHECK(problems.err == "meshctl: check found 4 problems (marked ×)\n");
 }
 
 TEST_CASE("inject and uninject through the command line", "[meshctl][inject]") {

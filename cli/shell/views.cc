@@ -65,6 +65,37 @@ void Flatten(const Json& value, const std::string& prefix,
   out->emplace_back(prefix, Text(value));
 }
 
+// Live and ended connections share a table but for three columns: how each stands (state,
+// age, idle time) or how it ended (the end, how long it lasted, how long ago).
+std::string ConnectionsTable(const Json& connections, bool ended, std::string_view none) {
+  Table table({{"ID", Align::kLeft},
+               {"POD", Align::kLeft},
+               {"DIRECTION", Align::kLeft},
+               {"CLIENT", Align::kLeft},
+               {"DESTINATION", Align::kLeft},
+               {"PROTOCOL", Align::kLeft},
+               {ended ? "END" : "STATE", Align::kLeft},
+               {ended ? "LASTED" : "AGE"},
+               {ended ? "ENDED" : "IDLE"},
+               {"BYTES OUT"},
+               {"BYTES IN"},
+               {"REQUESTS"}});
+  for (const Json& c : connections) {
+    const auto age = [&](const char* field) {
+      return FormatAge(static_cast<int64_t>(Number(c, field)));
+    };
+    table.AddRow({Field(c, "id"), Field(c, "pod"), Field(c, "direction"), Field(c, "client"),
+                  Field(c, "destination"), Field(c, "protocol"), Field(c, ended ? "end" : "state"),
+                  age(ended ? "duration_ms" : "age_ms"),
+                  ended ? age("ended_ms_ago") + " ago" : age("idle_ms"),
+                  FormatBytes(Number(c, "bytes_to_upstream")),
+                  FormatBytes(Number(c, "bytes_to_client")),
+                  std::to_string(Number(c, "requests"))});
+  }
+  if (table.rows() == 0) return std::string(none) + "\n";
+  return table.Render();
+}
+
 }  // namespace
 
 std::string FormatAge(int64_t milliseconds) {
@@ -93,55 +124,11 @@ std::string RenderShellPods(const Json& pods) {
 }
 
 std::string RenderShellConnections(const Json& connections) {
-  Table table({{"ID", Align::kLeft},
-               {"POD", Align::kLeft},
-               {"DIRECTION", Align::kLeft},
-               {"CLIENT", Align::kLeft},
-               {"DESTINATION", Align::kLeft},
-               {"PROTOCOL", Align::kLeft},
-               {"STATE", Align::kLeft},
-               {"AGE"},
-               {"IDLE"},
-               {"BYTES OUT"},
-               {"BYTES IN"},
-               {"REQUESTS"}});
-  for (const Json& c : connections) {
-    table.AddRow({Field(c, "id"), Field(c, "pod"), Field(c, "direction"), Field(c, "client"),
-                  Field(c, "destination"), Field(c, "protocol"), Field(c, "state"),
-                  FormatAge(static_cast<int64_t>(Number(c, "age_ms"))),
-                  FormatAge(static_cast<int64_t>(Number(c, "idle_ms"))),
-                  FormatBytes(Number(c, "bytes_to_upstream")),
-                  FormatBytes(Number(c, "bytes_to_client")),
-                  std::to_string(Number(c, "requests"))});
-  }
-  if (table.rows() == 0) return "no live connections\n";
-  return table.Render();
+  return ConnectionsTable(connections, /*ended=*/false, "no live connections");
 }
 
 std::string RenderShellClosedConnections(const Json& connections) {
-  Table table({{"ID", Align::kLeft},
-               {"POD", Align::kLeft},
-               {"DIRECTION", Align::kLeft},
-               {"CLIENT", Align::kLeft},
-               {"DESTINATION", Align::kLeft},
-               {"PROTOCOL", Align::kLeft},
-               {"END", Align::kLeft},
-               {"LASTED"},
-               {"ENDED"},
-               {"BYTES OUT"},
-               {"BYTES IN"},
-               {"REQUESTS"}});
-  for (const Json& c : connections) {
-    table.AddRow({Field(c, "id"), Field(c, "pod"), Field(c, "direction"), Field(c, "client"),
-                  Field(c, "destination"), Field(c, "protocol"), Field(c, "end"),
-                  FormatAge(static_cast<int64_t>(Number(c, "duration_ms"))),
-                  FormatAge(static_cast<int64_t>(Number(c, "ended_ms_ago"))) + " ago",
-                  FormatBytes(Number(c, "bytes_to_upstream")),
-                  FormatBytes(Number(c, "bytes_to_client")),
-                  std::to_string(Number(c, "requests"))});
-  }
-  if (table.rows() == 0) return "none\n";
-  return table.Render();
+  return ConnectionsTable(connections, /*ended=*/true, "none");
 }
 
 std::string RenderShellRoutes(const Json& routes) {

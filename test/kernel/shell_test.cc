@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "test/kernel/shell_cluster.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
@@ -28,24 +29,7 @@ using Json = nlohmann::json;
 constexpr uint16_t kEchoPort = 7000;
 constexpr uint16_t kExcludedPort = 2379;
 
-// node-a runs the agent: two meshed pods and an unmeshed one. node-b's pod is a server
-// elsewhere in the cluster.
-struct Cluster {
-  RootRequired root_required{"kernel"};
-  PodNetwork network;
-  TestNode node_a{network, "node-a"};
-  TestNode node_b{network, "node-b"};
-  const Pod& client = node_a.AddPod(
-      {.namespace_name = "emojivoto", .name = "web-1", .owner_name = "web", .meshed = true});
-  const Pod& server = node_a.AddPod(
-      {.namespace_name = "emojivoto", .name = "emoji-1", .owner_name = "emoji", .meshed = true});
-  const Pod& plain = node_a.AddPod({.namespace_name = "emojivoto",
-                                    .name = "vote-bot-1",
-                                    .owner_name = "vote-bot",
-                                    .meshed = false});
-  const Pod& remote = node_b.AddPod(
-      {.namespace_name = "emojivoto", .name = "voting-1", .owner_name = "voting", .meshed = true});
-};
+using Cluster = ShellCluster;
 
 CommandResult Shell(const std::string& socket, const std::string& command, bool json = false) {
   std::vector<std::string> argv = {

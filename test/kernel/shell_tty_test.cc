@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "test/kernel/shell_cluster.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
@@ -32,24 +33,7 @@ using namespace std::chrono_literals;
 
 constexpr auto kScreenWait = 10s;  // how long a person would wait for the screen to change
 
-// node-a runs the agent: two meshed pods and an unmeshed one. node-b's pod is a server
-// elsewhere in the cluster.
-struct Cluster {
-  RootRequired root_required{"kernel"};
-  PodNetwork network;
-  TestNode node_a{network, "node-a"};
-  TestNode node_b{network, "node-b"};
-  const Pod& client = node_a.AddPod(
-      {.namespace_name = "emojivoto", .name = "web-1", .owner_name = "web", .meshed = true});
-  const Pod& server = node_a.AddPod(
-      {.namespace_name = "emojivoto", .name = "emoji-1", .owner_name = "emoji", .meshed = true});
-  const Pod& plain = node_a.AddPod({.namespace_name = "emojivoto",
-                                    .name = "vote-bot-1",
-                                    .owner_name = "vote-bot",
-                                    .meshed = false});
-  const Pod& remote = node_b.AddPod(
-      {.namespace_name = "emojivoto", .name = "voting-1", .owner_name = "voting", .meshed = true});
-};
+using Cluster = ShellCluster;
 
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> lines;
