@@ -422,9 +422,9 @@ std::vector<ConnectionSummary> Worker::RecentlyClosed() const {
   const int64_t now = MonotonicNs();
   const size_t kept = std::min(closed_count_, kRecentlyClosed);
   for (size_t i = 1; i <= kept; ++i) {
-    ConnectionSummary& summary =
-        out.emplace_back(recently_closed_[(closed_count_ - i) % kRecentlyClosed]);
-    summary.idle_ns = now - summary.idle_ns;  // the slot holds when it ended
+    const Closed& closed = recently_closed_[(closed_count_ - i) % kRecentlyClosed];
+    out.push_back(closed.summary);
+    out.back().idle_ns = now - closed.ended_ns;
   }
   return out;
 }
@@ -453,12 +453,11 @@ void Worker::Ended(Connection& connection, RelayEnd end) {
   if (connection.bound_as_caller) {
     datapath_.ForgetPassthrough(*connection.bound_as_caller, connection.destination);
   }
-  ConnectionSummary& closed = recently_closed_[closed_count_++ % kRecentlyClosed];
-  Summarize(connection, &closed);
-  const int64_t now = MonotonicNs();
-  closed.state = RelayEndName(end);
-  closed.age_ns = now - connection.relay.started_ns();
-  closed.idle_ns = now;  // RecentlyClosed turns it into "how long ago"
+  Closed& closed = recently_closed_[closed_count_++ % kRecentlyClosed];
+  Summarize(connection, &closed.summary);
+  closed.ended_ns = MonotonicNs();
+  closed.summary.state = RelayEndName(end);
+  closed.summary.age_ns = closed.ended_ns - connection.relay.started_ns();
   timeouts_.Remove(connection.timer);
   if (connection.waiting_for_buffer) waiting_for_buffers_.remove(&connection);
   auto node = connections_.extract(&connection);

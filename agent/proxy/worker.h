@@ -162,8 +162,12 @@ class Worker {
   std::vector<std::unique_ptr<Listener>> retired_listeners_;
   absl::flat_hash_map<Connection*, std::unique_ptr<Connection>> connections_;
   std::vector<std::unique_ptr<Connection>> ended_;  // freed after the event batch
+  struct Closed {
+    ConnectionSummary summary;  // age_ns: how long it lasted; state: how it ended
+    int64_t ended_ns = 0;       // monotonic
+  };
   // A ring: slots are reused, so that their strings keep their capacity.
-  std::vector<ConnectionSummary> recently_closed_ = std::vector<ConnectionSummary>(kRecentlyClosed);
+  std::vector<Closed> recently_closed_ = std::vector<Closed>(kRecentlyClosed);
   size_t closed_count_ = 0;  // ever; the next slot is closed_count_ % kRecentlyClosed
   std::list<Connection*> waiting_for_buffers_;
   uint64_t last_connection_id_ = 0;
