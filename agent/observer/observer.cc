@@ -267,7 +267,9 @@ const Endpoint& ConnectionObserver::SourceAddress() {
 
 void ConnectionObserver::MaybeTap(const parsers::RequestStart& request) {
   const std::shared_ptr<const TapSubscriptions::List> filters = context_.tables().tap.Current();
-  const std::string path = TapPath(context_.options().tap_redaction, request.path);
+  // Checked by every filter while a tap is active: a copy only when the query is hidden.
+  std::string stripped;
+  const std::string_view path = TapPath(context_.options().tap_redaction, request.path, &stripped);
   std::vector<uint64_t> matched;
   for (const TapFilter& filter : *filters) {
     if (!filter.Matches(SourceIdentity(), DestinationIdentity(), request, path)) continue;
@@ -280,7 +282,7 @@ void ConnectionObserver::MaybeTap(const parsers::RequestStart& request) {
     out.set_method(request.method);
     out.set_scheme(request.scheme);
     out.set_authority(request.authority);
-    out.set_path(path);
+    out.set_path(std::string(path));
     out.set_grpc(request.grpc);
     for (const parsers::Header& header : request.headers) {
       (*out.mutable_headers())[header.name] =

@@ -101,10 +101,13 @@ std::string TapHeaderValue(const TapRedaction& redaction, const parsers::Header&
   return redacted ? "[redacted]" : header.value;
 }
 
-std::string TapPath(const TapRedaction& redaction, std::string_view path) {
+std::string_view TapPath(const TapRedaction& redaction, std::string_view path,
+                         std::string* storage) {
+  if (!redaction.strip_query) return path;
   const size_t query = path.find('?');
-  if (!redaction.strip_query || query == std::string_view::npos) return std::string(path);
-  return std::string(path.substr(0, query)) + "?[redacted]";
+  if (query == std::string_view::npos) return path;
+  *storage = std::string(path.substr(0, query)) + "?[redacted]";
+  return *storage;
 }
 
 }  // namespace nodemesh::agent

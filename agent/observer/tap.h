@@ -97,7 +97,8 @@ class TapRateLimiter {
 // value itself otherwise.
 std::string TapHeaderValue(const TapRedaction& redaction, const parsers::Header& header);
 // A request's path as tap shows it: without its query ("/a?[redacted]") when `redaction`
-// strips queries.
-std::string TapPath(const TapRedaction& redaction, std::string_view path);
+// strips queries. `storage` holds the stripped path; the request's own is returned as is.
+std::string_view TapPath(const TapRedaction& redaction, std::string_view path,
+                         std::string* storage);
 
 }  // namespace nodemesh::agent
