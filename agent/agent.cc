@@ -74,9 +74,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& request
   }
   agent->local_taps_ = std::make_unique<LocalTaps>(
       agent->tap_, [self = agent.get()](std::vector<v1::TapEvent>* out) {
-        uint64_t dropped = 0;
-        for (const auto& worker : self->workers_) dropped += worker->local_tap_outbox().Drain(out);
-        return dropped;
+        return self->DrainTapOutboxes(&Worker::local_tap_outbox, out);
       });
   agent->admin_routes_ = agent->AdminRoutes();
   if (!options.aggregator_address.empty()) {
@@ -86,9 +84,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& request
     hooks.cluster_pods = [self](const v1::PodList& pods) { self->SetClusterPods(pods); };
     hooks.admin = [self](std::string_view target) { return self->AnswerRelayed(target); };
     hooks.drain_tap = [self](std::vector<v1::TapEvent>* out) {
-      uint64_t dropped = 0;
-      for (const auto& worker : self->workers_) dropped += worker->tap_outbox().Drain(out);
-      return dropped;
+      return self->DrainTapOutboxes(&Worker::tap_outbox, out);
     };
     agent->aggregator_ = std::make_unique<AggregatorClient>(
         options.aggregator_address, options.node, agent->tap_, std::move(hooks));
@@ -153,6 +149,12 @@ void Agent::LogNewlyPending(const Inventory& before, const Inventory& after) {
     if (it != was.end() && *it->second == pod.pending) continue;
     Log(LogLevel::kInfo, "{} is meshed but not enrolled yet: {}", pod.key(), pod.pending);
   }
+}
+
+uint64_t Agent::DrainTapOutboxes(TapOutbox& (Worker::*outbox)(), std::vector<v1::TapEvent>* out) {
+  uint64_t dropped = 0;
+  for (const auto& worker : workers_) dropped += ((*worker).*outbox)().Drain(out);
+  return dropped;
 }
 
 int64_t Agent::SecondsSinceHeartbeat() const {

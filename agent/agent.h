@@ -111,6 +111,9 @@ class Agent {
   void RebuildDirectory();  // under mutex_; the Services' too
   uint64_t ListenerCount();
   HttpRoutes AdminRoutes();
+  // Moves every worker's queued tap events of one outbox (the aggregator's or the local
+  // taps') into `out`; returns how many they dropped.
+  uint64_t DrainTapOutboxes(TapOutbox& (Worker::*outbox)(), std::vector<v1::TapEvent>* out);
   static void LogNewlyPending(const Inventory& before, const Inventory& after);
   // Since the control loop's last turn; 0 before Run's loop starts.
   int64_t SecondsSinceHeartbeat() const;

@@ -216,7 +216,7 @@ void AggregatorClient::Session() {
 }
 
 v1::AdminResponse AggregatorClient::AnswerAdmin(const v1::AdminRequest& request) const {
-  const HttpResponse response = hooks_.admin(request.target());
+  HttpResponse response = hooks_.admin(request.target());
   v1::AdminResponse answer;
   answer.set_id(request.id());
   if (response.body.size() > kMaxRelayedBody) {
@@ -229,8 +229,8 @@ v1::AdminResponse AggregatorClient::AnswerAdmin(const v1::AdminRequest& request)
     return answer;
   }
   answer.set_status(static_cast<uint32_t>(response.status));
-  answer.set_content_type(response.content_type);
-  answer.set_body(response.body);
+  answer.set_content_type(std::move(response.content_type));
+  answer.set_body(std::move(response.body));
   return answer;
 }
 
