@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "test/kernel/two_node_cluster.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
@@ -23,14 +24,9 @@ using namespace std::chrono_literals;
 using Json = nlohmann::json;
 
 TEST_CASE("a redacted header or query never reaches the aggregator's wire") {
-  RootRequired root_required{"kernel"};
-  PodNetwork network;
-  TestNode node_a{network, "node-a"};
-  TestNode node_b{network, "node-b"};
-  const Pod& client = node_a.AddPod(
-      {.namespace_name = "emojivoto", .name = "web-1", .owner_name = "web", .meshed = true});
-  const Pod& server = node_b.AddPod(
-      {.namespace_name = "emojivoto", .name = "voting-1", .owner_name = "voting", .meshed = true});
+  TwoNodeCluster cluster;  // web-1 on node-a calls voting-1 on node-b
+  const Pod& client = cluster.client;
+  const Pod& server = cluster.remote;
   Process http = server.Run({kPython, "-u", "-m", "http.server", "8000", "--bind", server.ip});
   REQUIRE(http.WaitForOutput("Serving HTTP", 10s));
 
@@ -44,7 +40,7 @@ TEST_CASE("a redacted header or query never reaches the aggregator's wire") {
                     record});
   REQUIRE(recorder.WaitForOutput("listening", 10s));
   AgentProcess agent(
-      node_a,
+      cluster.node_a,
       {.binary = NODEMESH_AGENT_BINARY,
        .extra_args = {"--aggregator", fmt::format("127.0.0.1:{}", recorder_port), "--tap-headers",
                       "content-type,User-Agent,authorization,x-session", "--tap-redact-headers",

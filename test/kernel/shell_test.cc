@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "test/kernel/shell_cluster.h"
+#include "test/kernel/two_node_cluster.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
@@ -29,7 +29,7 @@ using Json = nlohmann::json;
 constexpr uint16_t kEchoPort = 7000;
 constexpr uint16_t kExcludedPort = 2379;
 
-using Cluster = ShellCluster;
+using Cluster = TwoNodeCluster;
 
 CommandResult Shell(const std::string& socket, const std::string& command, bool json = false) {
   std::vector<std::string> argv = {

@@ -1,4 +1,4 @@
-// The simulated cluster the shell's kernel tests look at: node-a runs the agent, with two
+// A simulated cluster for the kernel tests: node-a runs the agent, with two
 // meshed pods and an unmeshed one; node-b's pod is a server elsewhere in the cluster.
 #pragma once
 
@@ -7,7 +7,7 @@
 
 namespace nodemesh::testing {
 
-struct ShellCluster {
+struct TwoNodeCluster {
   RootRequired root_required{"kernel"};
   PodNetwork network;
   TestNode node_a{network, "node-a"};
