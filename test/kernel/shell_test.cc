@@ -461,6 +461,15 @@ const std::regex kTappedRequest(R"(^req id=\S+ proxy=out src=emojivoto/web-1 dst
                                 R"(:authority=\S+:8000 :path=/tapped)",
                                 std::regex::multiline);
 
+// The agent's log lines as a local tap session starts, and as it ends unpolled.
+const std::regex kSessionStarted(R"(local tap \S+ started)");
+const std::regex kSessionEnded(R"(local tap \S+ ended: not polled)");
+
+size_t CountOf(const std::string& text, const std::regex& pattern) {
+  return static_cast<size_t>(std::distance(std::sregex_iterator(text.begin(), text.end(), pattern),
+                                           std::sregex_iterator()));
+}
+
 TEST_CASE("meshctl shell tap shows the node's live requests until --max-events or Ctrl-C") {
   RelayedCluster cluster;
   REQUIRE(cluster.http.WaitForOutput("Serving HTTP", 10s));
@@ -480,6 +489,9 @@ TEST_CASE("meshctl shell tap shows the node's live requests until --max-events o
     // calls never ends by itself, and Ctrl-C (SIGINT) stops it cleanly.
     Process idle({NODEMESH_MESHCTL_BINARY, "shell", "--socket", agent.admin_socket(), "-c",
                   "tap emoji-1 --max-events 1"});
+    // Its session is open once the agent says so: a SIGINT before meshctl has started
+    // (slow under the sanitizers) would end it uncleanly for a reason of the test's own.
+    REQUIRE(PollUntil([&] { return CountOf(agent.output(), kSessionStarted) == 2; }, 10s));
     for (int i = 0; i < 5; ++i) {
       cluster.client.RunCommand({"curl", "-s", "-o", "/dev/null", "--max-time", "5", cluster.url});
     }
@@ -490,17 +502,7 @@ TEST_CASE("meshctl shell tap shows the node's live requests until --max-events o
     CHECK(stopped->ok());
     CHECK(idle.output().empty());
     // Nobody polls the agent's two sessions any more: it ends them by itself.
-    CHECK(PollUntil(
-        [&] {
-          const std::string log = agent.output();
-          size_t ended = 0;
-          for (size_t at = log.find("ended: not polled"); at != std::string::npos;
-               at = log.find("ended: not polled", at + 1)) {
-            ++ended;
-          }
-          return ended == 2;
-        },
-        20s));
+    CHECK(PollUntil([&] { return CountOf(agent.output(), kSessionEnded) == 2; }, 20s));
   }
 
   SECTION("--node through the aggregator: the same answers, tap too, reads only") {
