@@ -86,8 +86,17 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& request
     hooks.drain_tap = [self](std::vector<v1::TapEvent>* out) {
       return self->DrainTapOutboxes(&Worker::tap_outbox, out);
     };
-    agent->aggregator_ = std::make_unique<AggregatorClient>(
-        options.aggregator_address, options.node, agent->tap_, std::move(hooks));
+    absl::StatusOr<AggregatorDialer> dialer =
+        AggregatorDialer::Make(options.aggregator_address, options.aggregator_tls, "--aggregator-");
+    if (!dialer.ok()) return dialer.status();
+    Log(LogLevel::kInfo, "{}",
+        dialer->tls()
+            ? fmt::format("the aggregator at {} is dialled with TLS", options.aggregator_address)
+            : fmt::format("the aggregator at {} is dialled in plaintext: "
+                          "a local cluster, on loopback only",
+                          options.aggregator_address));
+    agent->aggregator_ = std::make_unique<AggregatorClient>(*std::move(dialer), options.node,
+                                                            agent->tap_, std::move(hooks));
   }
   Log(LogLevel::kInfo, "node {}: kernel programs attached to cgroup {}, {} workers", options.node,
       cgroup_dir, options.workers);

@@ -23,9 +23,9 @@ constexpr auto kMaxBackoff = std::chrono::seconds(30);
 
 }  // namespace
 
-AggregatorClient::AggregatorClient(std::string address, std::string node, TapSubscriptions& tap,
+AggregatorClient::AggregatorClient(AggregatorDialer dialer, std::string node, TapSubscriptions& tap,
                                    Hooks hooks)
-    : address_(std::move(address)), node_(std::move(node)), tap_(tap), hooks_(std::move(hooks)) {}
+    : dialer_(std::move(dialer)), node_(std::move(node)), tap_(tap), hooks_(std::move(hooks)) {}
 
 AggregatorClient::~AggregatorClient() { Stop(); }
 
@@ -92,7 +92,7 @@ void AggregatorClient::Run() {
 }
 
 void AggregatorClient::Session() {
-  auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+  auto channel = dialer_.Dial(grpc::ChannelArguments());
   auto stub = v1::AgentService::NewStub(channel);
   grpc::ClientContext context;
   {
@@ -113,7 +113,7 @@ void AggregatorClient::Session() {
     connected_ = true;
     in_outage_ = false;
     pods_changed_ = false;
-    Log(LogLevel::kInfo, "connected to the aggregator at {}", address_);
+    Log(LogLevel::kInfo, "connected to the aggregator at {}", dialer_.address());
   }
 
   // Subscriptions come down on their own thread; they belong to this session.
@@ -204,7 +204,7 @@ void AggregatorClient::Session() {
     // Said once per outage, not at every retry.
     const bool outage_starts = connected_ || !in_outage_;
     Log(outage_starts ? LogLevel::kWarning : LogLevel::kDebug,
-        "aggregator stream to {} ended: {}; retrying with backoff", address_,
+        "aggregator stream to {} ended: {}; retrying with backoff", dialer_.address(),
         status.ok() ? "closed" : status.error_message());
     in_outage_ = true;
     connected_ = false;

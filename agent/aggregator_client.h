@@ -16,6 +16,7 @@
 
 #include "agent/http_server.h"
 #include "agent/observer/tap.h"
+#include "common/tls/tls.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 
 namespace grpc {
@@ -37,7 +38,7 @@ class AggregatorClient {
     std::function<HttpResponse(std::string_view target)> admin;
   };
 
-  AggregatorClient(std::string address, std::string node, TapSubscriptions& tap, Hooks hooks);
+  AggregatorClient(AggregatorDialer dialer, std::string node, TapSubscriptions& tap, Hooks hooks);
   ~AggregatorClient();
 
   void Start();
@@ -56,7 +57,7 @@ class AggregatorClient {
   bool WaitBeforeRetry(std::chrono::milliseconds delay);
   v1::AdminResponse AnswerAdmin(const v1::AdminRequest& request) const;
 
-  const std::string address_;
+  const AggregatorDialer dialer_;
   const std::string node_;
   TapSubscriptions& tap_;
   const Hooks hooks_;

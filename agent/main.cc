@@ -92,7 +92,19 @@ int main(int argc, char** argv) {
                  "An API watch silent for this long (not even a bookmark) is started again")
       ->check(DurationValidator());
   app.add_option("--aggregator", options.aggregator_address,
-                 "HOST:PORT of the aggregator to stream metrics and tap events to");
+                 "HOST:PORT of the aggregator to stream metrics and tap events to; in "
+                 "plaintext only on loopback, else with TLS (--aggregator-ca)");
+  app.add_option("--aggregator-ca", options.aggregator_tls.ca,
+                 "PEM file of the CA that issued the aggregator's certificate: dial it with TLS");
+  app.add_option("--aggregator-cert", options.aggregator_tls.cert,
+                 "PEM file of this node's client certificate (CN=system:node:NODE, "
+                 "O=system:nodes), for an aggregator that knows agents by certificate");
+  app.add_option("--aggregator-key", options.aggregator_tls.key,
+                 "PEM file of that certificate's key (it may be the same file, as the kubelet's "
+                 "kubelet-client-current.pem is)");
+  app.add_option(
+      "--aggregator-server-name", options.aggregator_tls.server_name,
+      "Name the aggregator's certificate must carry, when it is not --aggregator's host");
   app.add_option("--cgroup-root", options.cgroup_root,
                  "cgroup (under the cgroup v2 mount) whose subtree holds this node's pods");
   app.add_option("--workers", options.workers,

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/tls/tls.h"
 #include "parsers/parser.h"
 
 namespace nodemesh::agent {
@@ -54,6 +55,7 @@ struct AgentOptions {
   std::string node;
   std::string inventory_path;
   std::string aggregator_address;  // empty: no aggregator
+  TlsFiles aggregator_tls;         // none: plaintext, to a loopback address only
   // Where the outbound programs attach, under the cgroup v2 mount ("/" covers the node).
   std::string cgroup_root = "/";
   int workers = 0;                 // 0: one per CPU the agent may run on (its affinity mask)

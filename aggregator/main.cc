@@ -41,7 +41,14 @@ int main(int argc, char** argv) {
                        fmt::format("nodemesh-aggregator version {}", nodemesh::kVersion));
   app.option_defaults()->always_capture_default();
   app.add_option("--listen", options.listen_address,
-                 "HOST:PORT to serve agents and clients on (gRPC, nodemesh.v1)");
+                 "HOST:PORT to serve agents and clients on (gRPC, nodemesh.v1); in plaintext "
+                 "only on loopback, else with TLS (--tls-cert, --tls-key)");
+  app.add_option("--tls-cert", options.tls.cert, "PEM file of the aggregator's certificate");
+  app.add_option("--tls-key", options.tls.key, "PEM file of its key");
+  app.add_option("--tls-ca", options.tls.ca,
+                 "PEM file of the CA whose certificates name agents and clients: with it, an "
+                 "agent reports only for the node its certificate names (CN=system:node:NODE, "
+                 "O=system:nodes), and tapping needs O=nodemesh:tap:NAMESPACE or nodemesh:tap:*");
   app.add_option("--max-memory-mb", max_memory_mb,
                  "Memory for the hour of per-second metrics; past it the oldest seconds go first")
       ->check(CLI::Range(size_t{64}, size_t{1} << 20));
@@ -68,6 +75,17 @@ int main(int argc, char** argv) {
   }
   Log(LogLevel::kInfo, "nodemesh-aggregator {} serving agents and clients on {} (port {})",
       nodemesh::kVersion, options.listen_address, *port);
+  if (options.tls.empty()) {
+    Log(LogLevel::kInfo,
+        "plaintext on loopback (a local cluster): nobody is authenticated, "
+        "and any local process may report, read and tap");
+  } else if (options.tls.ca.empty()) {
+    Log(LogLevel::kWarning,
+        "TLS without --tls-ca: agents and clients are not authenticated, "
+        "so any of them may report, read and tap");
+  } else {
+    Log(LogLevel::kInfo, "TLS: agents and clients are known by certificates of {}", options.tls.ca);
+  }
   const int signal = WaitForTerminationSignal();
   Log(LogLevel::kInfo, "{}: shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
   server.Shutdown();

@@ -13,6 +13,7 @@
 #include "aggregator/queries.h"
 #include "aggregator/reports.h"
 #include "common/base/log.h"
+#include "common/tls/tls.h"
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 
 namespace nodemesh::aggregator {
@@ -137,6 +138,11 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
                           "node; upgrade the agent to speak nodemesh.v1");
     }
     const std::string node = message.hello().node();
+    if (absl::Status may = server_.authorizer_.Report(*context, node); !may.ok()) {
+      server_.refused_agents_.fetch_add(1, std::memory_order_relaxed);
+      Log(LogLevel::kWarning, "agent stream from {} refused: {}", context->peer(), may.message());
+      return ToGrpc(may);
+    }
     auto link = std::make_shared<StreamLink>(context, stream, node);
     link->Start();
     // Every report is checked against the node the agent speaks for (reports.h).
@@ -272,23 +278,27 @@ class AggregatorServer::ApiServiceImpl final : public v1::Api::Service {
  public:
   explicit ApiServiceImpl(AggregatorServer& server) : server_(server) {}
 
-  grpc::Status StatSummary(grpc::ServerContext*, const v1::StatSummaryRequest* request,
+  grpc::Status StatSummary(grpc::ServerContext* context, const v1::StatSummaryRequest* request,
                            v1::StatSummaryResponse* response) override {
+    if (absl::Status may = server_.authorizer_.Read(*context); !may.ok()) return ToGrpc(may);
     return Answer(aggregator::StatSummary(Context(), server_.cluster_.Pods(), *request), response);
   }
 
-  grpc::Status Edges(grpc::ServerContext*, const v1::EdgesRequest* request,
+  grpc::Status Edges(grpc::ServerContext* context, const v1::EdgesRequest* request,
                      v1::EdgesResponse* response) override {
+    if (absl::Status may = server_.authorizer_.Read(*context); !may.ok()) return ToGrpc(may);
     return Answer(aggregator::Edges(Context(), *request), response);
   }
 
-  grpc::Status TopRoutes(grpc::ServerContext*, const v1::TopRoutesRequest* request,
+  grpc::Status TopRoutes(grpc::ServerContext* context, const v1::TopRoutesRequest* request,
                          v1::TopRoutesResponse* response) override {
+    if (absl::Status may = server_.authorizer_.Read(*context); !may.ok()) return ToGrpc(may);
     return Answer(aggregator::TopRoutes(Context(), *request), response);
   }
 
-  grpc::Status ListPods(grpc::ServerContext*, const v1::ListPodsRequest* request,
+  grpc::Status ListPods(grpc::ServerContext* context, const v1::ListPodsRequest* request,
                         v1::ListPodsResponse* response) override {
+    if (absl::Status may = server_.authorizer_.Read(*context); !may.ok()) return ToGrpc(may);
     *response = aggregator::ListPods(server_.cluster_.Pods(),
                                      server_.cluster_.Nodes(server_.NowSeconds()), *request);
     return grpc::Status::OK;
@@ -296,6 +306,9 @@ class AggregatorServer::ApiServiceImpl final : public v1::Api::Service {
 
   grpc::Status NodeAdmin(grpc::ServerContext* context, const v1::NodeAdminRequest* request,
                          v1::NodeAdminResponse* response) override {
+    if (absl::Status may = server_.authorizer_.RelayToNode(*context, request->node()); !may.ok()) {
+      return ToGrpc(may);
+    }
     const std::string& target = request->target();
     if (target.empty() || target[0] != '/' || target.size() > kMaxAdminTarget) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
@@ -324,6 +337,10 @@ class AggregatorServer::ApiServiceImpl final : public v1::Api::Service {
 
   grpc::Status Tap(grpc::ServerContext* context, const v1::TapRequestSpec* spec,
                    grpc::ServerWriter<v1::TapStreamMessage>* writer) override {
+    if (absl::Status may = server_.authorizer_.Tap(*context, *spec); !may.ok()) {
+      Log(LogLevel::kWarning, "tap refused for {}: {}", context->peer(), may.message());
+      return ToGrpc(may);
+    }
     absl::StatusOr<std::shared_ptr<TapSession>> opened = server_.tap_hub_.Open(*spec);
     if (!opened.ok()) return ToGrpc(opened.status());
     const std::shared_ptr<TapSession> session = *std::move(opened);
@@ -388,6 +405,7 @@ AggregatorServer::AggregatorServer(ServerOptions options)
       cluster_(options_.stale_after_seconds),
       tap_hub_([this] { return cluster_.Pods(); }, options_.tap),
       admin_relay_(options_.admin_relay),
+      authorizer_(!options_.tls.ca.empty()),
       agent_service_(std::make_unique<AgentServiceImpl>(*this)),
       api_service_(std::make_unique<ApiServiceImpl>(*this)) {}
 
@@ -396,7 +414,20 @@ AggregatorServer::~AggregatorServer() { Shutdown(); }
 absl::StatusOr<int> AggregatorServer::Start() {
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options_.listen_address, grpc::InsecureServerCredentials(), &port);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options_.tls.empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tls =
+        ServerCredentials(options_.tls, "--tls-");
+    if (!tls.ok()) return tls.status();
+    credentials = *std::move(tls);
+  } else if (!IsLoopbackAddress(options_.listen_address)) {
+    return absl::InvalidArgumentError(fmt::format(
+        "--listen {} is not a loopback address, and plaintext is for loopback only (a local "
+        "cluster): give --tls-cert and --tls-key, and --tls-ca to know agents and clients by "
+        "their certificates",
+        options_.listen_address));
+  }
+  builder.AddListeningPort(options_.listen_address, credentials, &port);
   builder.RegisterService(agent_service_.get());
   builder.RegisterService(api_service_.get());
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);

@@ -5,6 +5,7 @@
 // relayed to an agent (admin_relay.h), run on gRPC's pool.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -15,10 +16,12 @@
 
 #include "absl/status/statusor.h"
 #include "aggregator/admin_relay.h"
+#include "aggregator/authorization.h"
 #include "aggregator/clock.h"
 #include "aggregator/cluster.h"
 #include "aggregator/store.h"
 #include "aggregator/tap_hub.h"
+#include "common/tls/tls.h"
 
 namespace grpc {
 class Server;
@@ -27,7 +30,10 @@ class Server;
 namespace nodemesh::aggregator {
 
 struct ServerOptions {
-  std::string listen_address = "0.0.0.0:8085";
+  std::string listen_address = "127.0.0.1:8085";
+  // No files: plaintext, allowed on loopback only. A certificate: TLS. A CA too: callers
+  // are known by their certificates, and authorization.h's rules apply.
+  TlsFiles tls;
   Clock clock = SystemClock();
   StoreOptions store;
   TapHubOptions tap;
@@ -61,6 +67,8 @@ class AggregatorServer {
   const Store& store() const { return store_; }
   const Cluster& cluster() const { return cluster_; }
   const TapHub& tap_hub() const { return tap_hub_; }
+  // Agent streams refused for their certificate, since start.
+  uint64_t refused_agents() const { return refused_agents_.load(std::memory_order_relaxed); }
 
  private:
   class AgentServiceImpl;
@@ -73,6 +81,8 @@ class AggregatorServer {
   Cluster cluster_;
   TapHub tap_hub_;
   AdminRelay admin_relay_;
+  const Authorizer authorizer_;
+  std::atomic<uint64_t> refused_agents_{0};
   std::unique_ptr<AgentServiceImpl> agent_service_;
   std::unique_ptr<ApiServiceImpl> api_service_;
   std::unique_ptr<grpc::Server> server_;

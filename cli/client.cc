@@ -21,7 +21,10 @@ std::string Lowercase(std::string text) {
 // The part of gRPC's connection error a person can act on.
 std::string ConnectionFailure(const std::string& grpc_message) {
   const std::string message = Lowercase(grpc_message);
-  static constexpr std::array<std::pair<std::string_view, std::string_view>, 11> kKnown = {{
+  static constexpr std::array<std::pair<std::string_view, std::string_view>, 13> kKnown = {{
+      {"certificate_verify_failed",
+       "its certificate does not verify against --ca: give the CA that issued it"},
+      {"tlsv1 alert unknown ca", "it does not know the CA of --cert: give a certificate it issued"},
       {"connection refused", "connection refused"},
       {"no route to host", "no route to host"},
       {"network is unreachable", "network unreachable"},
@@ -84,18 +87,25 @@ absl::Status ValidateAggregatorAddress(std::string_view address) {
 
 namespace {
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
+std::shared_ptr<grpc::Channel> MakeChannel(const AggregatorDialer& dialer) {
   grpc::ChannelArguments arguments;
   // gRPC's default of 4 MiB is a few thousand pods of `stat pods -A`.
   arguments.SetMaxReceiveMessageSize(256 << 20);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), arguments);
+  return dialer.Dial(std::move(arguments));
 }
 
 }  // namespace
 
-ApiClient::ApiClient(ClientOptions options)
+absl::StatusOr<ApiClient> ApiClient::Make(ClientOptions options) {
+  absl::StatusOr<AggregatorDialer> dialer =
+      AggregatorDialer::Make(options.address, options.tls, "--");
+  if (!dialer.ok()) return dialer.status();
+  return ApiClient(std::move(options), *dialer);
+}
+
+ApiClient::ApiClient(ClientOptions options, const AggregatorDialer& dialer)
     : options_(std::move(options)),
-      channel_(MakeChannel(options_.address)),
+      channel_(MakeChannel(dialer)),
       stub_(v1::Api::NewStub(channel_)) {}
 
 absl::Status ApiClient::WaitUntilReachable() {
@@ -141,6 +151,11 @@ absl::Status ApiClient::Explain(const grpc::Status& status, std::string_view rpc
           fmt::format("the aggregator at {} does not serve {}: run an aggregator of the same "
                       "version as meshctl",
                       options_.address, rpc));
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return absl::UnauthenticatedError(fmt::format("the aggregator refused {}: {}", rpc, message));
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return absl::PermissionDeniedError(
+          fmt::format("the aggregator refused {}: {}", rpc, message));
     case grpc::StatusCode::INVALID_ARGUMENT:
     case grpc::StatusCode::NOT_FOUND:
     case grpc::StatusCode::FAILED_PRECONDITION:

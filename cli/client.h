@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "cli/cancel.h"
+#include "common/tls/tls.h"
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 
 namespace nodemesh::cli {
@@ -23,11 +24,13 @@ struct ClientOptions {
   std::string address;
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds answer_timeout{10000};
+  TlsFiles tls;  // none: plaintext, to a loopback address only
 };
 
 class ApiClient {
  public:
-  explicit ApiClient(ClientOptions options);
+  // Why the options cannot work, if they cannot (a TLS file, plaintext off loopback).
+  static absl::StatusOr<ApiClient> Make(ClientOptions options);
 
   absl::StatusOr<v1::StatSummaryResponse> StatSummary(const v1::StatSummaryRequest& request);
   absl::StatusOr<v1::EdgesResponse> Edges(const v1::EdgesRequest& request);
@@ -43,6 +46,8 @@ class ApiClient {
   const std::string& address() const { return options_.address; }
 
  private:
+  ApiClient(ClientOptions options, const AggregatorDialer& dialer);
+
   template <typename Request, typename Response>
   using Method = grpc::Status (v1::Api::Stub::*)(grpc::ClientContext*, const Request&, Response*);
   template <typename Request, typename Response>

@@ -12,7 +12,10 @@ namespace nodemesh::cli {
 
 absl::StatusOr<ApiClient> Invocation::Client() const {
   if (absl::Status valid = ValidateAggregatorAddress(aggregator); !valid.ok()) return valid;
-  return ApiClient(ClientOptions{.address = aggregator});
+  ClientOptions options;
+  options.address = aggregator;
+  options.tls = tls;
+  return ApiClient::Make(std::move(options));
 }
 
 int Invocation::Fail(const absl::Status& status) const {
@@ -77,7 +80,8 @@ std::string CommandNames(const CLI::App& app) {
 // The first argument that is neither a flag nor a global flag's value.
 std::optional<std::string> FirstWord(const std::vector<std::string>& args) {
   for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--aggregator") {
+    if (args[i] == "--aggregator" || args[i] == "--ca" || args[i] == "--cert" ||
+        args[i] == "--key" || args[i] == "--tls-server-name") {
       ++i;
     } else if (!args[i].empty() && args[i][0] != '-') {
       return args[i];
@@ -107,13 +111,32 @@ int RunMeshctl(const std::vector<std::string>& args, const Context& context) {
   CLI::App app{"meshctl: see what the meshed pods do to each other, and mesh or unmesh them live",
                "meshctl"};
   app.set_version_flag("--version", fmt::format("meshctl version {}", nodemesh::kVersion));
-  Invocation invocation{context, std::string(kDefaultAggregator), {}};
+  Invocation invocation{context, std::string(kDefaultAggregator), {}, {}};
   if (std::optional<std::string> address = context.getenv("NODEMESH_AGGREGATOR")) {
     invocation.aggregator = *address;
   }
   app.add_option("--aggregator", invocation.aggregator,
                  "HOST:PORT of the nodemesh aggregator (environment: NODEMESH_AGGREGATOR)")
       ->capture_default_str();
+  // Credentials as kubectl takes its own: a flag, else the environment.
+  const std::pair<std::string*, const char*> kTlsVariables[] = {
+      {&invocation.tls.ca, "NODEMESH_CA"},
+      {&invocation.tls.cert, "NODEMESH_CERT"},
+      {&invocation.tls.key, "NODEMESH_KEY"}};
+  for (const auto& [file, variable] : kTlsVariables) {
+    if (std::optional<std::string> value = context.getenv(variable)) *file = *value;
+  }
+  app.add_option("--ca", invocation.tls.ca,
+                 "PEM file of the CA that issued the aggregator's certificate: talk TLS "
+                 "(environment: NODEMESH_CA); without it, plaintext to a loopback address only");
+  app.add_option("--cert", invocation.tls.cert,
+                 "PEM file of your client certificate, for an aggregator that asks for one "
+                 "(environment: NODEMESH_CERT)");
+  app.add_option("--key", invocation.tls.key,
+                 "PEM file of that certificate's key (environment: NODEMESH_KEY)");
+  app.add_option("--tls-server-name", invocation.tls.server_name,
+                 "Name the aggregator's certificate must carry, when it is not --aggregator's "
+                 "host (e.g. nodemesh-aggregator.nodemesh.svc through a port-forward)");
   // Global flags also after the command: `meshctl stat deploy --aggregator HOST:PORT`.
   app.fallthrough();
   app.require_subcommand(0, 1);

@@ -376,8 +376,10 @@ TEST_CASE("an aggregator that accepts but never answers: bounded wait", "[meshct
   REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
   const std::string target = fmt::format("127.0.0.1:{}", ntohs(address.sin_port));
 
-  ApiClient client(
-      ClientOptions{.address = target, .connect_timeout = std::chrono::milliseconds(300)});
+  ClientOptions options;
+  options.address = target;
+  options.connect_timeout = std::chrono::milliseconds(300);
+  ApiClient client = ApiClient::Make(std::move(options)).value();
   // The call ends (no hang) with the connect timeout's message, not a refusal.
   const auto response = client.StatSummary(v1::StatSummaryRequest());
   REQUIRE_FALSE(response.ok());

@@ -18,6 +18,7 @@ namespace nodemesh::cli {
 struct Invocation {
   const Context& context;
   std::string aggregator;
+  TlsFiles tls;  // meshctl --ca, --cert, --key, --tls-server-name
   // Set by the subcommand that parsed; run once parsing is over.
   std::function<int()> run;
 

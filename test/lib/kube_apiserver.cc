@@ -7,6 +7,7 @@
 #include <random>
 #include <stdexcept>
 
+#include "test/lib/certificates.h"
 #include "test/lib/peers.h"
 #include "test/lib/process.h"
 
@@ -20,61 +21,6 @@ constexpr long kRequestTimeoutMs = 10000;
 
 std::string Tail(const std::string& text, size_t max_bytes = 8192) {
   return text.size() <= max_bytes ? text : "..." + text.substr(text.size() - max_bytes);
-}
-
-void Run(std::vector<std::string> argv) {
-  const std::string command = fmt::format("{}", fmt::join(argv, " "));
-  const CommandResult result = RunCommand(std::move(argv), 30s);
-  if (result.exit_code != 0) {
-    throw std::runtime_error(
-        fmt::format("`{}` failed ({}): {}", command,
-                    result.timed_out ? "timed out" : "exit " + std::to_string(result.exit_code),
-                    result.output));
-  }
-}
-
-// A self-signed CA: its certificate and key in `dir`, as <name>.crt and <name>.key. The
-// extensions are explicit so as not to depend on the system's openssl.cnf.
-void MakeCa(const TempDir& dir, const std::string& name) {
-  const std::string& d = dir.path();
-  Run({"openssl",
-       "req",
-       "-x509",
-       "-newkey",
-       "ec",
-       "-pkeyopt",
-       "ec_paramgen_curve:P-256",
-       "-nodes",
-       "-keyout",
-       d + "/" + name + ".key",
-       "-out",
-       d + "/" + name + ".crt",
-       "-days",
-       "7",
-       "-subj",
-       "/CN=" + name,
-       "-addext",
-       "basicConstraints=critical,CA:TRUE",
-       "-addext",
-       "keyUsage=critical,keyCertSign,cRLSign"});
-}
-
-// A server certificate for 127.0.0.1 and localhost signed by the CA `ca`, as server.crt and
-// server.key. The extensions are those strict verifiers (Go's, OpenSSL's strict mode) ask for.
-void MakeServerCertificate(const TempDir& dir, const std::string& ca) {
-  const std::string& d = dir.path();
-  Run({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-       "-keyout", d + "/server.key", "-out", d + "/server.csr", "-subj", "/CN=127.0.0.1"});
-  const std::string extensions = dir.Write("server.ext",
-                                           "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                                           "basicConstraints=CA:FALSE\n"
-                                           "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                                           "extendedKeyUsage=serverAuth\n"
-                                           "subjectKeyIdentifier=hash\n"
-                                           "authorityKeyIdentifier=keyid,issuer\n");
-  Run({"openssl", "x509", "-req", "-in", d + "/server.csr", "-CA", d + "/" + ca + ".crt", "-CAkey",
-       d + "/" + ca + ".key", "-CAcreateserial", "-out", d + "/server.crt", "-days", "7",
-       "-extfile", extensions});
 }
 
 std::string RandomToken() {

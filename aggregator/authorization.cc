@@ -1,0 +1,144 @@
+#include "aggregator/authorization.h"
+
+#include <fmt/format.h>
+#include <grpcpp/security/auth_context.h>
+#include <grpcpp/server_context.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <memory>
+
+namespace nodemesh::aggregator {
+namespace {
+
+// The UTF-8 values of one attribute of a certificate's subject.
+std::vector<std::string> SubjectValues(X509_NAME* subject, int nid) {
+  std::vector<std::string> values;
+  for (int at = X509_NAME_get_index_by_NID(subject, nid, -1); at >= 0;
+       at = X509_NAME_get_index_by_NID(subject, nid, at)) {
+    unsigned char* utf8 = nullptr;
+    const int length =
+        ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at)));
+    if (length < 0) continue;
+    values.emplace_back(reinterpret_cast<const char*>(utf8), static_cast<size_t>(length));
+    OPENSSL_free(utf8);
+  }
+  return values;
+}
+
+bool InGroup(const Caller& caller, std::string_view group) {
+  return std::find(caller.groups.begin(), caller.groups.end(), group) != caller.groups.end();
+}
+
+absl::Status NoCertificate(std::string_view what) {
+  return absl::UnauthenticatedError(fmt::format(
+      "{} needs a client certificate issued by the aggregator's client CA: give meshctl --cert "
+      "and --key (or NODEMESH_CERT and NODEMESH_KEY)",
+      what));
+}
+
+}  // namespace
+
+Caller CallerOf(const grpc::ServerContext& context) {
+  Caller caller;
+  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (!auth) return caller;
+  const std::vector<grpc::string_ref> pems = auth->FindPropertyValues("x509_pem_cert");
+  if (pems.empty()) return caller;
+  const std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+      BIO_new_mem_buf(pems.front().data(), static_cast<int>(pems.front().size())), BIO_free);
+  const std::unique_ptr<X509, decltype(&X509_free)> certificate(
+      bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr, X509_free);
+  if (!certificate) return caller;
+  X509_NAME* subject = X509_get_subject_name(certificate.get());
+  const std::vector<std::string> names = SubjectValues(subject, NID_commonName);
+  caller.authenticated = true;
+  caller.name = names.empty() ? "" : names.front();
+  caller.groups = SubjectValues(subject, NID_organizationName);
+  return caller;
+}
+
+absl::Status MayReport(const Caller& caller, std::string_view node) {
+  if (!caller.authenticated) {
+    return absl::UnauthenticatedError(
+        fmt::format("an agent needs a client certificate to report: give the agent of node {} "
+                    "--aggregator-cert and --aggregator-key, with the subject CN={}{}, O={}",
+                    node, kNodeNamePrefix, node, kNodesGroup));
+  }
+  if (caller.name != fmt::format("{}{}", kNodeNamePrefix, node) || !InGroup(caller, kNodesGroup)) {
+    return absl::PermissionDeniedError(fmt::format(
+        "the certificate of '{}' may not report for node {}: an agent's certificate names its "
+        "own node (CN={}{}, O={})",
+        caller.name, node, kNodeNamePrefix, node, kNodesGroup));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MayRead(const Caller& caller) {
+  return caller.authenticated ? absl::OkStatus() : NoCertificate("reading the aggregator");
+}
+
+std::vector<std::string> TappedNamespaces(const v1::TapRequestSpec& spec) {
+  std::vector<std::string> namespaces;
+  for (const v1::Resource* resource : {&spec.target(), &spec.to()}) {
+    if (resource == &spec.to() && !spec.has_to()) continue;
+    if (resource->namespace_().empty()) return {};  // every namespace
+    if (std::find(namespaces.begin(), namespaces.end(), resource->namespace_()) ==
+        namespaces.end()) {
+      namespaces.push_back(resource->namespace_());
+    }
+  }
+  return namespaces;
+}
+
+absl::Status MayTap(const Caller& caller, const v1::TapRequestSpec& spec) {
+  if (!caller.authenticated) return NoCertificate("tap");
+  if (InGroup(caller, kTapAllGroup)) return absl::OkStatus();
+  const std::vector<std::string> namespaces = TappedNamespaces(spec);
+  if (namespaces.empty()) {
+    return absl::PermissionDeniedError(fmt::format(
+        "'{}' may not tap every namespace: its certificate needs O={} (or tap one namespace "
+        "it may)",
+        caller.name, kTapAllGroup));
+  }
+  for (const std::string& name : namespaces) {
+    if (!InGroup(caller, fmt::format("{}{}", kTapGroupPrefix, name))) {
+      return absl::PermissionDeniedError(
+          fmt::format("'{}' may not tap namespace {}: its certificate needs O={}{} or O={}",
+                      caller.name, name, kTapGroupPrefix, name, kTapAllGroup));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MayRelayToNode(const Caller& caller, std::string_view node) {
+  if (!caller.authenticated) return NoCertificate("meshctl shell --node");
+  if (!InGroup(caller, kTapAllGroup)) {
+    return absl::PermissionDeniedError(fmt::format(
+        "'{}' may not open the shell of node {}: it shows every namespace's pods and requests "
+        "there, so its certificate needs O={}",
+        caller.name, node, kTapAllGroup));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Authorizer::Report(const grpc::ServerContext& context, std::string_view node) const {
+  return verify_callers_ ? MayReport(CallerOf(context), node) : absl::OkStatus();
+}
+
+absl::Status Authorizer::Read(const grpc::ServerContext& context) const {
+  return verify_callers_ ? MayRead(CallerOf(context)) : absl::OkStatus();
+}
+
+absl::Status Authorizer::Tap(const grpc::ServerContext& context,
+                             const v1::TapRequestSpec& spec) const {
+  return verify_callers_ ? MayTap(CallerOf(context), spec) : absl::OkStatus();
+}
+
+absl::Status Authorizer::RelayToNode(const grpc::ServerContext& context,
+                                     std::string_view node) const {
+  return verify_callers_ ? MayRelayToNode(CallerOf(context), node) : absl::OkStatus();
+}
+
+}  // namespace nodemesh::aggregator

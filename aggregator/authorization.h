@@ -1,0 +1,66 @@
+// Who may do what at the aggregator. A caller is known by the client certificate it
+// presented, verified against the aggregator's client CA (--tls-ca) in the handshake; its
+// subject says what it may do, in Kubernetes' own terms:
+//   - an agent: common name `system:node:NAME`, organization `system:nodes`, the subject of
+//     a kubelet's client certificate. It may report for node NAME only.
+//   - a client (meshctl): any certificate the CA issued may read aggregates (stat, edges,
+//     routes, pods: no payload). Tapping needs an organization `nodemesh:tap:NAMESPACE` for
+//     each namespace tapped, or `nodemesh:tap:*` for all; the shell's relay to a node's
+//     agent, which shows every pod of that node, needs `nodemesh:tap:*`.
+// Without a client CA nobody is authenticated, and everything is allowed: plaintext on
+// loopback (the local cluster) or TLS that only proves the aggregator to its callers.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "nodemesh/v1/nodemesh.pb.h"
+
+namespace grpc {
+class ServerContext;
+}
+
+namespace nodemesh::aggregator {
+
+inline constexpr std::string_view kNodeNamePrefix = "system:node:";
+inline constexpr std::string_view kNodesGroup = "system:nodes";
+inline constexpr std::string_view kTapGroupPrefix = "nodemesh:tap:";
+inline constexpr std::string_view kTapAllGroup = "nodemesh:tap:*";
+
+// A caller as its verified certificate names it.
+struct Caller {
+  bool authenticated = false;
+  std::string name;                 // the subject's common name
+  std::vector<std::string> groups;  // the subject's organizations
+};
+
+// The caller of a call: its certificate's subject, if the handshake verified one.
+Caller CallerOf(const grpc::ServerContext& context);
+
+// The rules, on a caller. Each refusal is UNAUTHENTICATED (no certificate) or
+// PERMISSION_DENIED, and says what the certificate would need.
+absl::Status MayReport(const Caller& caller, std::string_view node);
+absl::Status MayRead(const Caller& caller);
+absl::Status MayTap(const Caller& caller, const v1::TapRequestSpec& spec);
+absl::Status MayRelayToNode(const Caller& caller, std::string_view node);
+
+// The namespaces a tap reaches: its target's, and its `to`'s. Empty: every namespace.
+std::vector<std::string> TappedNamespaces(const v1::TapRequestSpec& spec);
+
+class Authorizer {
+ public:
+  // `verify_callers`: the aggregator has a client CA, and the rules apply.
+  explicit Authorizer(bool verify_callers) : verify_callers_(verify_callers) {}
+
+  absl::Status Report(const grpc::ServerContext& context, std::string_view node) const;
+  absl::Status Read(const grpc::ServerContext& context) const;
+  absl::Status Tap(const grpc::ServerContext& context, const v1::TapRequestSpec& spec) const;
+  absl::Status RelayToNode(const grpc::ServerContext& context, std::string_view node) const;
+
+ private:
+  const bool verify_callers_;
+};
+
+}  // namespace nodemesh::aggregator
