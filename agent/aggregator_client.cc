@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <random>
 
 #include "absl/container/flat_hash_map.h"
@@ -117,6 +118,7 @@ void AggregatorClient::Session() {
   }
 
   // Subscriptions come down on their own thread; they belong to this session.
+  std::atomic<bool> read_ended{false};  // the aggregator ended the stream, with its status
   std::thread reader([&] {
     v1::AggregatorMessage message;
     while (stream->Read(&message)) {
@@ -135,6 +137,7 @@ void AggregatorClient::Session() {
         wake_.notify_all();
       }
     }
+    read_ended = true;
     std::lock_guard lock(mutex_);
     connected_ = false;
     wake_.notify_all();
@@ -195,7 +198,9 @@ void AggregatorClient::Session() {
     }
   }
 
-  context.TryCancel();
+  // A stream the aggregator ended carries its reason (a refusal says why); cancelling it
+  // would put CANCELLED in its place. Any other is cancelled, for the reader to stop.
+  if (!read_ended) context.TryCancel();
   reader.join();
   const grpc::Status status = stream->Finish();
   {

@@ -6,7 +6,8 @@
 // port): the container's command and arguments ($(NODE_NAME) expanded from its fieldRef),
 // environment, user, capabilities (everything else dropped), seccomp and privilege
 // settings, read-only root, resources, volumes and mounts (hostPath bind mounts, emptyDir
-// directories made as the kubelet makes them), host network and probes. Any field of the pod
+// directories made as the kubelet makes them, Secret volumes written from the Secrets of the
+// same render), host network and probes. Any field of the pod
 // or container spec this file does not know how to run fails the test, so the chart, the
 // image and this test cannot drift apart unnoticed. As the kubelet would, the test adds the
 // in-cluster credentials: KUBERNETES_SERVICE_HOST/PORT (the test API server, reached over
@@ -85,6 +86,28 @@ const std::string& ImageName() {
 }
 
 // --- YAML as JSON -----------------------------------------------------------------------
+
+// Standard base64, as a Secret's data is. Throws on anything else.
+std::string Base64Decode(std::string_view text) {
+  static constexpr std::string_view kAlphabet =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string decoded;
+  uint32_t bits = 0;
+  int count = 0;
+  for (const char c : text) {
+    if (c == '=') break;
+    const size_t value = kAlphabet.find(c);
+    if (value == std::string_view::npos)
+      throw std::runtime_error("not base64: " + std::string(text));
+    bits = (bits << 6) | static_cast<uint32_t>(value);
+    count += 6;
+    if (count >= 8) {
+      count -= 8;
+      decoded.push_back(static_cast<char>((bits >> count) & 0xff));
+    }
+  }
+  return decoded;
+}
 
 // A YAML node as JSON: plain scalars typed as YAML's core schema reads them (booleans,
 // integers, null), quoted ones strings, as the Kubernetes API decodes a manifest.
@@ -366,7 +389,9 @@ struct NodeSide {
 // One container of the DaemonSet's pod template, as podman runs it.
 class PodContainer {
  public:
-  PodContainer(const json& daemonset, std::string_view container_name) {
+  // `objects`: the render the DaemonSet is from, whose Secrets its secret volumes name.
+  PodContainer(const json& daemonset, std::string_view container_name, json objects = json::array())
+      : objects_(std::move(objects)) {
     const json& pod = daemonset["spec"]["template"]["spec"];
     pod_ = pod;
     // Scheduling (node selector, tolerations, affinity, priority), pulling (pull secrets) and
@@ -496,7 +521,7 @@ class PodContainer {
     std::map<std::string, bool> host_paths;
     for (const json& volume : pod_.value("volumes", json::array())) {
       const std::string name = volume["name"];
-      OnlyKnown(volume, {"name", "hostPath", "emptyDir"}, "volume " + name);
+      OnlyKnown(volume, {"name", "hostPath", "emptyDir", "secret"}, "volume " + name);
       if (volume.contains("hostPath")) {
         const json& host_path = volume["hostPath"];
         OnlyKnown(host_path, {"path", "type"}, "volume " + name + ".hostPath");
@@ -509,7 +534,13 @@ class PodContainer {
                           "(type {}): the kubelet would not start the pod",
                           name, path, type));
         }
-        if (!type.empty() && type != "Directory" && type != "DirectoryOrCreate") {
+        if (type == "File" && !fs::is_regular_file(path)) {
+          throw std::runtime_error(fmt::format(
+              "volume {}: hostPath {} is not a file (type File): the kubelet would not start "
+              "the pod",
+              name, path));
+        }
+        if (!type.empty() && type != "Directory" && type != "DirectoryOrCreate" && type != "File") {
           throw std::runtime_error("hostPath type " + type + " is not known to image_test.cc");
         }
         sources[name] = path;
@@ -526,6 +557,31 @@ class PodContainer {
           volumes.push_back(std::make_unique<TmpfsMount>(directory, size));
         } else if (empty_dir.contains("medium") && empty_dir["medium"] != "") {
           throw std::runtime_error("emptyDir medium " + empty_dir["medium"].dump());
+        }
+        sources[name] = directory;
+      } else if (volume.contains("secret")) {
+        // As the kubelet projects a Secret: each of `items` (else every key) decoded into a
+        // file of its own, in a directory made for the volume.
+        const json& secret = volume["secret"];
+        OnlyKnown(secret, {"secretName", "items", "defaultMode"}, "volume " + name + ".secret");
+        const json& data = SecretData(secret["secretName"]);
+        std::vector<std::pair<std::string, std::string>> files;  // key, path
+        if (secret.contains("items")) {
+          for (const json& item : secret["items"]) {
+            OnlyKnown(item, {"key", "path"}, "volume " + name + ".secret.items");
+            files.emplace_back(item["key"].get<std::string>(), item["path"].get<std::string>());
+          }
+        } else {
+          for (const auto& [key, value] : data.items()) files.emplace_back(key, key);
+        }
+        const std::string directory = node.volumes_dir + "/" + name;
+        fs::create_directories(directory);
+        for (const auto& [key, path] : files) {
+          if (!data.contains(key)) {
+            throw std::runtime_error(fmt::format("volume {}: Secret {} has no key {}", name,
+                                                 secret["secretName"].get<std::string>(), key));
+          }
+          WriteFile(directory + "/" + path, Base64Decode(data[key].get<std::string>()));
         }
         sources[name] = directory;
       }
@@ -565,7 +621,7 @@ class PodContainer {
       for (const json& volume : pod_["volumes"]) {
         if (volume["name"] != mount["name"]) continue;
         const std::string rest = container_path.substr(mount_path.size());
-        if (volume.contains("emptyDir"))
+        if (volume.contains("emptyDir") || volume.contains("secret"))
           return node.volumes_dir + "/" + mount["name"].get<std::string>() + rest;
         return volume["hostPath"]["path"].get<std::string>() + rest;
       }
@@ -574,6 +630,17 @@ class PodContainer {
   }
 
  private:
+  // The data of the render's Secret `name`: the chart's own (an operator's Secret is not in
+  // the render, and not known here).
+  const json& SecretData(const std::string& name) const {
+    for (const json& object : objects_) {
+      if (object.value("kind", "") == "Secret" && object["metadata"]["name"] == name) {
+        return object.at("data");
+      }
+    }
+    throw std::runtime_error("the render has no Secret " + name + " for the DaemonSet's volume");
+  }
+
   json SecurityContext() const {
     json context = pod_.value("securityContext", json::object());
     OnlyKnown(context, {"seccompProfile", "runAsUser", "runAsGroup", "runAsNonRoot"},
@@ -619,6 +686,7 @@ class PodContainer {
     return env;
   }
 
+  json objects_;
   json pod_;
   json container_;
   std::map<std::string, int> ports_;
@@ -685,7 +753,7 @@ struct ImageNode {
                                {"agent.metricsPort", std::to_string(FreeLoopbackPort())},
                                {"agent.logLevel", "debug"}})),
         daemonset(Find(manifests, "DaemonSet", "nodemesh-agent")),
-        container(daemonset, "agent"),
+        container(daemonset, "agent", manifests),
         api({.rbac_file = directory.Write("rbac.json", RbacObjects().dump())}),
         kubelet(api, node, CgroupDriver::kSystemd) {
     user =

@@ -54,3 +54,24 @@ cluster.
 {{- $namespace := lookup "v1" "Namespace" "" .Release.Namespace -}}
 {{- dig "metadata" "labels" "pod-security.kubernetes.io/enforce" "" $namespace -}}
 {{- end }}
+
+{{/*
+The Secret holding the aggregator's certificate (tls.crt, tls.key) and the CA that issued it
+(ca.crt): the operator's (aggregator.tls.existingSecret) or the chart's (aggregator-tls.yaml).
+*/}}
+{{- define "nodemesh.aggregatorTLSSecret" -}}
+{{ .Values.aggregator.tls.existingSecret | default "nodemesh-aggregator-tls" }}
+{{- end }}
+
+{{/*
+The volume of that Secret's ca.crt alone, for pods that dial the aggregator: they verify
+its certificate with it and never get its private key.
+*/}}
+{{- define "nodemesh.aggregatorCAVolume" -}}
+- name: aggregator-ca
+  secret:
+    secretName: {{ include "nodemesh.aggregatorTLSSecret" . }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
