@@ -139,7 +139,6 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
     }
     const std::string node = message.hello().node();
     if (absl::Status may = server_.authorizer_.Report(*context, node); !may.ok()) {
-      server_.refused_agents_.fetch_add(1, std::memory_order_relaxed);
       Log(LogLevel::kWarning, "agent stream from {} refused: {}", context->peer(), may.message());
       return ToGrpc(may);
     }

@@ -5,7 +5,6 @@
 // relayed to an agent (admin_relay.h), run on gRPC's pool.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -67,8 +66,6 @@ class AggregatorServer {
   const Store& store() const { return store_; }
   const Cluster& cluster() const { return cluster_; }
   const TapHub& tap_hub() const { return tap_hub_; }
-  // Agent streams refused for their certificate, since start.
-  uint64_t refused_agents() const { return refused_agents_.load(std::memory_order_relaxed); }
 
  private:
   class AgentServiceImpl;
@@ -82,7 +79,6 @@ class AggregatorServer {
   TapHub tap_hub_;
   AdminRelay admin_relay_;
   const Authorizer authorizer_;
-  std::atomic<uint64_t> refused_agents_{0};
   std::unique_ptr<AgentServiceImpl> agent_service_;
   std::unique_ptr<ApiServiceImpl> api_service_;
   std::unique_ptr<grpc::Server> server_;
