@@ -21,7 +21,9 @@ namespace nodemesh::agent {
 namespace {
 
 constexpr size_t kMaxRequestBytes = 16 * 1024;
-constexpr auto kReadTimeout = std::chrono::seconds(5);
+// For the whole request, however it is cut: a client sending a byte at a time would
+// otherwise hold the one serving thread (probes, scrapes) for as long as it liked.
+constexpr auto kRequestDeadline = std::chrono::seconds(5);
 
 std::string_view Reason(int status) {
   switch (status) {
@@ -33,6 +35,8 @@ std::string_view Reason(int status) {
       return "Not Found";
     case 405:
       return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
     default:
       return "Error";
   }
@@ -207,9 +211,9 @@ void HttpServer::Serve() {
 }
 
 void HttpServer::ServeOne(int fd) {
-  const timeval timeout{.tv_sec = std::chrono::seconds(kReadTimeout).count(), .tv_usec = 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  const timeval timeout{.tv_sec = std::chrono::seconds(kRequestDeadline).count(), .tv_usec = 0};
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+  const auto deadline = std::chrono::steady_clock::now() + kRequestDeadline;
 
   llhttp_settings_t settings;
   llhttp_settings_init(&settings);
@@ -223,7 +227,18 @@ void HttpServer::ServeOne(int fd) {
   size_t total = 0;
   char buffer[4096];
   while (!reader.complete) {
-    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd readable{fd, POLLIN, 0};
+    const int ready = left.count() > 0 ? ::poll(&readable, 1, static_cast<int>(left.count())) : 0;
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) {
+      response = {408, "text/plain; charset=utf-8",
+                  fmt::format("the request did not arrive whole within {} s\n",
+                              std::chrono::seconds(kRequestDeadline).count())};
+      break;
+    }
+    const ssize_t n = ready < 0 ? -1 : ::recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
     if (n <= 0) return;
     total += static_cast<size_t>(n);
     const llhttp_errno_t rc = llhttp_execute(&reader.parser, buffer, static_cast<size_t>(n));
