@@ -24,6 +24,8 @@ class Buffer {
     if (begin_ == end_) begin_ = end_ = 0;
   }
   bool empty() const { return begin_ == end_; }
+  // Forgets what it holds.
+  void Clear() { begin_ = end_ = 0; }
 
  private:
   std::unique_ptr<char[]> data_;
@@ -49,8 +51,12 @@ class BufferPool {
     return std::make_unique<Buffer>(buffer_size_);
   }
 
+  // A buffer comes back empty whatever its holder left in it: a connection that ended with
+  // bytes unsent must not hand them to the next connection that takes the buffer.
   void Release(std::unique_ptr<Buffer> buffer) {
-    if (buffer) free_.push_back(std::move(buffer));
+    if (!buffer) return;
+    buffer->Clear();
+    free_.push_back(std::move(buffer));
   }
 
   size_t in_use() const { return allocated_ - free_.size(); }

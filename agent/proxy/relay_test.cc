@@ -195,6 +195,12 @@ class Loop {
     hosted_.push_back(std::make_unique<Hosted>(*this, std::move(client), std::move(upstream)));
     return *hosted_.back();
   }
+  // Deletes an ended relay, as a worker does: what it held goes back to the pool.
+  void Forget(const Hosted& ended) {
+    std::erase(waiting_, &ended);
+    std::erase_if(hosted_,
+                  [&](const std::unique_ptr<Hosted>& hosted) { return hosted.get() == &ended; });
+  }
 
   // Runs the loop (on the test's clock, which only the test moves) until `done` holds or
   // `limit` of real time passes; false on the limit.
@@ -391,6 +397,40 @@ TEST_CASE("relay: a reader that does not read stops the relay reading its writer
   CHECK(*hop.hosted->ended == RelayEnd::kClosed);
   CHECK(at_server.bytes.size() == stream.size());
   CHECK(at_server.bytes == stream);
+}
+
+TEST_CASE("relay: bytes a relay ended before sending never reach the next connection", "[unit]") {
+  Loop loop;
+  {
+    TcpHop stalled(loop, /*buffer_bytes=*/256 << 10);
+    // The application never reads: the relay holds a buffer of the server's bytes it cannot
+    // send on, until the application vanishes with a reset.
+    const Background server([&] { SendAll(stalled.server.get(), std::string(8 << 20, 'y')); });
+    uint64_t relayed = 0;
+    for (int stable = 0; stable < 5;) {
+      loop.RunFor(50ms);
+      const uint64_t now = stalled.hosted->relay.bytes_from(Side::kUpstream);
+      stable = now == relayed && now > 0 ? stable + 1 : 0;
+      relayed = now;
+    }
+    REQUIRE(loop.buffers_in_use() == 1);
+    const linger hard{.l_onoff = 1, .l_linger = 0};
+    setsockopt(stalled.app.get(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+    stalled.app.Reset();
+    REQUIRE(loop.RunUntil([&] { return stalled.hosted->ended.has_value() && server.done(); }));
+    loop.Forget(*stalled.hosted);
+  }
+  REQUIRE(loop.buffers_in_use() == 0);
+  // The next connection takes the buffer the ended one held: only its own bytes pass.
+  TcpHop next(loop);
+  SendAll(next.app.get(), "next request");
+  REQUIRE(shutdown(next.app.get(), SHUT_WR) == 0);
+  Received at_server;
+  {
+    const Background server([&] { at_server = ReceiveAll(next.server.get()); });
+    REQUIRE(loop.RunUntil([&] { return server.done(); }));
+  }
+  CHECK(at_server.bytes == "next request");
 }
 
 TEST_CASE("relay: a reset from the server is mirrored to the application", "[unit]") {
