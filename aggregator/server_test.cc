@@ -728,6 +728,42 @@ TEST_CASE("Tap with --to sees unenrolled targets' requests where they arrive", "
   }
 }
 
+TEST_CASE("Tap refuses oversized filters and taps past the most it serves, saying so", "[unit]") {
+  ServerOptions options;
+  options.tap.max_taps = 1;
+  Harness harness(options);
+  Cast cast;
+  auto node_a = harness.Connect("node-a", {cast.web_a});
+  v1::TapRequestSpec spec;
+  *spec.mutable_target() = Resource("deploy", "web");
+  {
+    v1::TapRequestSpec huge = spec;
+    huge.set_path_prefix("/" + std::string(5000, 'a'));
+    TapClient client(*harness.api, huge);
+    REQUIRE(client.WaitUntil([](const TapClient& c) { return c.status().has_value(); }));
+    CHECK(client.status()->error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK(client.status()->error_message() ==
+          "the tap's path_prefix filter is 5001 bytes, more than a tap matches (4096): give a "
+          "shorter one");
+  }
+  TapClient first(*harness.api, spec);
+  // The first tap is open once its subscription reached the agent.
+  REQUIRE(Eventually([&] {
+    const std::vector<v1::AggregatorMessage> received = node_a->received();
+    return std::any_of(received.begin(), received.end(),
+                       [](const v1::AggregatorMessage& m) { return m.has_subscribe(); });
+  }));
+  {
+    TapClient second(*harness.api, spec);
+    REQUIRE(second.WaitUntil([](const TapClient& c) { return c.status().has_value(); }));
+    CHECK(second.status()->error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+    CHECK(second.status()->error_message() ==
+          "1 taps are open on this aggregator, the most it serves at once: end one, or try "
+          "again later");
+  }
+  CHECK_FALSE(first.status().has_value());
+}
+
 TEST_CASE("Tap of a target without pods is NOT_FOUND, saying so", "[unit]") {
   Harness harness;
   Cast cast;

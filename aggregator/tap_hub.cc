@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <tuple>
 #include <utility>
 
 #include "aggregator/queries.h"
@@ -131,6 +132,19 @@ absl::StatusOr<std::shared_ptr<TapSession>> TapHub::Open(const v1::TapRequestSpe
     if (!parsed.ok()) return parsed.status();
     to = *std::move(parsed);
   }
+  // Filters are matched against every request the agents see: each is bounded, as the
+  // request fields it matches are.
+  for (const auto& [name, value, most] :
+       {std::tuple{"method", &spec.method(), size_t{32}},
+        std::tuple{"scheme", &spec.scheme(), size_t{32}},
+        std::tuple{"authority", &spec.authority(), size_t{512}},
+        std::tuple{"path_prefix", &spec.path_prefix(), size_t{4096}}}) {
+    if (value->size() > most) {
+      return absl::InvalidArgumentError(fmt::format(
+          "the tap's {} filter is {} bytes, more than a tap matches ({}): give a shorter one", name,
+          value->size(), most));
+    }
+  }
   if (spec.max_rps() < 0) {
     return absl::InvalidArgumentError(
         fmt::format("max_rps {} is negative: give a positive rate, or 0 for the default of {}",
@@ -139,6 +153,12 @@ absl::StatusOr<std::shared_ptr<TapSession>> TapHub::Open(const v1::TapRequestSpe
 
   std::lock_guard lock(mutex_);
   if (shut_down_) return absl::UnavailableError("the aggregator is shutting down");
+  if (taps_.size() >= options_.max_taps) {
+    return absl::ResourceExhaustedError(fmt::format(
+        "{} taps are open on this aggregator, the most it serves at once: end one, or try again "
+        "later",
+        taps_.size()));
+  }
   pods_ = pods_source_();
   std::set<std::string> target_nodes;
   size_t to_pods = 0;

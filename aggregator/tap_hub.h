@@ -81,6 +81,8 @@ class TapSession {
 
 struct TapHubOptions {
   size_t queue_capacity = 1024;  // events per client
+  // Taps open at once, across clients: each holds a stream, a thread and a queue.
+  size_t max_taps = 64;
   double default_max_rps = 100;  // for a tap that asks for 0
 };
 

@@ -156,6 +156,9 @@ absl::Status ApiClient::Explain(const grpc::Status& status, std::string_view rpc
     case grpc::StatusCode::PERMISSION_DENIED:
       return absl::PermissionDeniedError(
           fmt::format("the aggregator refused {}: {}", rpc, message));
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return absl::ResourceExhaustedError(
+          fmt::format("the aggregator refused {}: {}", rpc, message));
     case grpc::StatusCode::INVALID_ARGUMENT:
     case grpc::StatusCode::NOT_FOUND:
     case grpc::StatusCode::FAILED_PRECONDITION:
