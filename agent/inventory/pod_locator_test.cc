@@ -27,8 +27,6 @@ constexpr std::string_view kUid = "4f6b6d1c-7a1e-4c1e-9f4a-0b1f1e1f1e1f";
 constexpr std::string_view kOtherUid = "0d3c8e5a-2b7f-4a90-8c61-5e4d3c2b1a09";
 constexpr std::string_view kContainer =
     "5d8f1e2c3b4a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
-constexpr std::string_view kOtherContainer =
-    "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
 
 // The UID as a systemd slice name spells it.
 std::string Underscored(std::string_view uid) {
@@ -102,16 +100,16 @@ TEST_CASE("pod locator: a pod directory's name gives its UID, a container's or a
         std::string("kubepods-burstable.slice"),
         std::string("pod"),
         std::string("pod.slice"),
-        "pod" + Replace(uid, "4f6b", "4F6B"),         // not lowercase
-        "pod" + uid + "x",                            // not 36 characters
-        "pod" + uid.substr(1),                        // not 36 characters
-        "pod" + Replace(uid, "7a1e", "7a1g"),         // not hex
-        "pod" + uid_,                                 // cgroupfs with '_'
-        "kubepods-burstable-pod" + uid + ".slice",    // systemd with '-'
-        "kubepods-burstable-pod" + uid_,              // no .slice
-        "kubepods-burstable-pod" + uid_ + ".scope",   // a unit of another kind
-        "user-pod" + uid_ + ".slice",                 // no kubepods
-        "kubepods-guaranteed-pod" + uid_ + ".slice",  // no such QoS class
+        "pod" + Replace(uid, "4f6b", "4F6B"),                   // not lowercase
+        "pod" + uid + "x",                                      // not 36 characters
+        "pod" + uid.substr(1),                                  // not 36 characters
+        "pod" + Replace(uid, "7a1e", "7a1g"),                   // not hex
+        "pod" + uid_,                                           // cgroupfs with '_'
+        "kubepods-burstable-pod" + uid + ".slice",              // systemd with '-'
+        "kubepods-burstable-pod" + uid_,                        // no .slice
+        "kubepods-burstable-pod" + uid_ + ".scope",             // a unit of another kind
+        "user-pod" + uid_ + ".slice",                           // no kubepods
+        "kubepods-guaranteed-pod" + uid_ + ".slice",            // no such QoS class
         "kubepods-burstable-besteffort-pod" + uid_ + ".slice",  // two classes
         "kubepods--pod" + uid_ + ".slice",                      // an empty parent
         "xpod" + uid,

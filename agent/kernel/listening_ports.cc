@@ -48,8 +48,13 @@ absl::Status ListeningPorts::Query(int family, std::vector<Endpoint>* out) {
       return ErrnoStatus("sock_diag recv", errno);
     }
     int remaining = static_cast<int>(n);
+    // NLMSG_OK compares the header's unsigned length with the int count it is given (an int
+    // so that NLMSG_NEXT's subtraction cannot wrap): the comparison is the macro's own.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wsign-compare"
     for (auto* header = reinterpret_cast<nlmsghdr*>(buffer); NLMSG_OK(header, remaining);
          header = NLMSG_NEXT(header, remaining)) {
+#pragma GCC diagnostic pop
       if (header->nlmsg_type == NLMSG_DONE) return absl::OkStatus();
       if (header->nlmsg_type == NLMSG_ERROR) {
         const auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(header));

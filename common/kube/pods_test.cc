@@ -11,12 +11,14 @@ json Owner(std::string_view kind, std::string_view name, bool controller = true)
   return {{"apiVersion", "apps/v1"}, {"kind", kind}, {"name", name}, {"controller", controller}};
 }
 
-json PodOwnedBy(json owners, json labels = json::object()) {
+// The owners as a vector: a braced list of one json is an array for one compiler and a copy
+// of its element for another.
+json PodOwnedBy(const std::vector<json>& owners, json labels = json::object()) {
   return {{"metadata",
            {{"name", "web-5f7c9-abcde"},
             {"namespace", "emojivoto"},
             {"labels", std::move(labels)},
-            {"ownerReferences", std::move(owners)}}}};
+            {"ownerReferences", json(owners)}}}};
 }
 
 TEST_CASE("the workload of a pod comes from its controller reference alone", "[kube]") {
@@ -37,7 +39,7 @@ TEST_CASE("the workload of a pod comes from its controller reference alone", "[k
   // Only the controller counts; none, or a static pod's Node, is the pod itself.
   CHECK(WorkloadOf(PodOwnedBy({Owner("ConfigMap", "settings", false),
                                Owner("StatefulSet", "db")})) == Workload{"StatefulSet", "db"});
-  CHECK(WorkloadOf(PodOwnedBy(json::array())) == Workload{"Pod", "web-5f7c9-abcde"});
+  CHECK(WorkloadOf(PodOwnedBy({})) == Workload{"Pod", "web-5f7c9-abcde"});
   CHECK(WorkloadOf(PodOwnedBy({Owner("Node", "node-1")})) == Workload{"Pod", "web-5f7c9-abcde"});
   CHECK(WorkloadOf(json::object()) == Workload{"Pod", ""});
 }
@@ -89,7 +91,7 @@ TEST_CASE("a pod's label wins over its workload's annotation, which wins over it
 TEST_CASE("host-network pods and nodemesh's own are never meshed, whatever their labels",
           "[kube]") {
   const json meshed_ns = Namespace({{"nodemesh.io/mesh", "enabled"}});
-  json host = PodOwnedBy(json::array(), {{"nodemesh.io/mesh", "enabled"}});
+  json host = PodOwnedBy({}, {{"nodemesh.io/mesh", "enabled"}});
   host["spec"]["hostNetwork"] = true;
   CHECK_FALSE(DecideMeshing(host, &meshed_ns).meshed);
   CHECK(DecideMeshing(host, &meshed_ns).because.find("hostNetwork") != std::string::npos);

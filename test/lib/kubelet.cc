@@ -108,14 +108,16 @@ KubePod& Kubelet::StartPod(KubePodSpec spec, std::vector<std::string> command, b
   } else if (spec.workload_kind == "Deployment") {
     const std::string hash = RandomHex(10);
     labels["pod-template-hash"] = hash;
-    metadata["ownerReferences"] = {
-        OwnerReference("apps/v1", "ReplicaSet", spec.workload_name + "-" + hash)};
+    // json::array: a braced list of one json value is an array for one compiler and a copy for
+    // another.
+    metadata["ownerReferences"] = nlohmann::json::array(
+        {OwnerReference("apps/v1", "ReplicaSet", spec.workload_name + "-" + hash)});
   } else if (spec.workload_kind == "CronJob") {
-    metadata["ownerReferences"] = {
-        OwnerReference("batch/v1", "Job", spec.workload_name + "-29001234")};
+    metadata["ownerReferences"] = nlohmann::json::array(
+        {OwnerReference("batch/v1", "Job", spec.workload_name + "-29001234")});
   } else if (!spec.workload_kind.empty()) {
-    metadata["ownerReferences"] = {
-        OwnerReference("apps/v1", spec.workload_kind, spec.workload_name)};
+    metadata["ownerReferences"] =
+        nlohmann::json::array({OwnerReference("apps/v1", spec.workload_kind, spec.workload_name)});
   }
   metadata["labels"] = labels;
   nlohmann::json pod_spec = {

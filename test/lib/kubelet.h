@@ -89,7 +89,6 @@ class Kubelet {
   TestNode& node_;
   const CgroupDriver driver_;
   std::vector<std::unique_ptr<KubePod>> pods_;
-  int next_host_pod_ = 0;
 };
 
 }  // namespace nodemesh::testing
