@@ -22,11 +22,20 @@ constexpr size_t kMaxRelayedBody = 3 << 20;
 constexpr auto kMinBackoff = std::chrono::milliseconds(500);
 constexpr auto kMaxBackoff = std::chrono::seconds(30);
 
+std::string RandomInstance() {
+  std::random_device random;
+  return fmt::format("{:08x}{:08x}", random(), random());
+}
+
 }  // namespace
 
 AggregatorClient::AggregatorClient(AggregatorDialer dialer, std::string node, TapSubscriptions& tap,
                                    Hooks hooks)
-    : dialer_(std::move(dialer)), node_(std::move(node)), tap_(tap), hooks_(std::move(hooks)) {}
+    : dialer_(std::move(dialer)),
+      node_(std::move(node)),
+      instance_(RandomInstance()),
+      tap_(tap),
+      hooks_(std::move(hooks)) {}
 
 AggregatorClient::~AggregatorClient() { Stop(); }
 
@@ -48,10 +57,17 @@ void AggregatorClient::Stop() {
 void AggregatorClient::SendMetrics(v1::MetricsDelta delta) {
   {
     std::lock_guard lock(mutex_);
+    delta.set_sequence(next_sequence_++);
     pending_metrics_.push_back(std::move(delta));
-    while (pending_metrics_.size() > kMaxPendingDeltas) pending_metrics_.pop_front();
+    TrimDeltasLocked();
   }
   wake_.notify_all();
+}
+
+void AggregatorClient::TrimDeltasLocked() {
+  while (unacked_metrics_.size() + pending_metrics_.size() > kMaxPendingDeltas) {
+    (unacked_metrics_.empty() ? pending_metrics_ : unacked_metrics_).pop_front();
+  }
 }
 
 void AggregatorClient::PodsChanged() {
@@ -65,6 +81,11 @@ void AggregatorClient::PodsChanged() {
 bool AggregatorClient::connected() const {
   std::lock_guard lock(mutex_);
   return connected_;
+}
+
+size_t AggregatorClient::unacknowledged_deltas() const {
+  std::lock_guard lock(mutex_);
+  return pending_metrics_.size() + unacked_metrics_.size();
 }
 
 bool AggregatorClient::WaitBeforeRetry(std::chrono::milliseconds delay) {
@@ -107,6 +128,7 @@ void AggregatorClient::Session() {
   v1::AgentMessage hello;
   hello.mutable_hello()->set_node(node_);
   hello.mutable_hello()->set_version(std::string(kVersion));
+  hello.mutable_hello()->set_instance(instance_);
   for (v1::Pod& pod : hooks_.pods()) *hello.mutable_hello()->add_pods() = std::move(pod);
   bool healthy = stream->Write(hello);
   if (healthy) {
@@ -128,6 +150,12 @@ void AggregatorClient::Session() {
       } else if (message.has_cancel()) {
         tap_.Remove(message.cancel().id());
         Log(LogLevel::kInfo, "tap {} stopped", message.cancel().id());
+      } else if (message.has_metrics_ack()) {
+        std::lock_guard lock(mutex_);
+        while (!unacked_metrics_.empty() &&
+               unacked_metrics_.front().sequence() <= message.metrics_ack().sequence()) {
+          unacked_metrics_.pop_front();
+        }
       } else if (message.has_cluster_pods() && hooks_.cluster_pods) {
         hooks_.cluster_pods(message.cluster_pods());
       } else if (message.has_admin_request() && hooks_.admin) {
@@ -172,8 +200,13 @@ void AggregatorClient::Session() {
     while (healthy && !metrics.empty()) {
       v1::AgentMessage message;
       *message.mutable_metrics() = std::move(metrics.front());
+      metrics.pop_front();
       healthy = stream->Write(message);
-      if (healthy) metrics.pop_front();
+      std::lock_guard lock(mutex_);
+      // Written or not, it is kept until acknowledged (a write that succeeded may still
+      // never be read).
+      unacked_metrics_.push_back(std::move(*message.mutable_metrics()));
+      TrimDeltasLocked();
     }
     if (!healthy) {
       // Unsent deltas go back to the front of the queue for the next session.
@@ -181,6 +214,7 @@ void AggregatorClient::Session() {
       for (auto it = metrics.rbegin(); it != metrics.rend(); ++it) {
         pending_metrics_.push_front(std::move(*it));
       }
+      TrimDeltasLocked();
       break;
     }
     std::vector<v1::TapEvent> events;
@@ -218,6 +252,11 @@ void AggregatorClient::Session() {
   tap_.ClearRemote();
   std::lock_guard lock(mutex_);
   admin_answers_.clear();  // their callers were told the stream ended
+  // Deltas this stream never saw acknowledged go first on the next, in their order.
+  for (auto it = unacked_metrics_.rbegin(); it != unacked_metrics_.rend(); ++it) {
+    pending_metrics_.push_front(std::move(*it));
+  }
+  unacked_metrics_.clear();
 }
 
 v1::AdminResponse AggregatorClient::AnswerAdmin(const v1::AdminRequest& request) const {

@@ -44,11 +44,14 @@ class AggregatorClient {
   void Start();
   void Stop();
 
-  // Queues a delta. While disconnected the last few minutes' deltas are kept and sent on
-  // reconnect (the aggregator files them under their own second).
+  // Numbers and queues a delta. It is kept until the aggregator acknowledges it: one sent
+  // on a stream that broke first goes again on the next (the aggregator files each number
+  // once, and under its own second). At most the last few minutes' deltas are kept.
   void SendMetrics(v1::MetricsDelta delta);
   void PodsChanged();
   bool connected() const;
+  // Deltas kept because no acknowledgement has covered them yet: written, or waiting to be.
+  size_t unacknowledged_deltas() const;
 
  private:
   void Run();
@@ -56,9 +59,12 @@ class AggregatorClient {
   void Session();
   bool WaitBeforeRetry(std::chrono::milliseconds delay);
   v1::AdminResponse AnswerAdmin(const v1::AdminRequest& request) const;
+  // Drops the oldest deltas past the limit; mutex_ held.
+  void TrimDeltasLocked();
 
   const AggregatorDialer dialer_;
   const std::string node_;
+  const std::string instance_;  // Hello.instance: this process, among the node's agents
   TapSubscriptions& tap_;
   const Hooks hooks_;
 
@@ -68,9 +74,11 @@ class AggregatorClient {
   bool connected_ = false;
   bool in_outage_ = false;  // the last session failed
   bool pods_changed_ = false;
-  std::deque<v1::MetricsDelta> pending_metrics_;
-  std::deque<v1::AdminResponse> admin_answers_;  // this session's, waiting to be written
-  grpc::ClientContext* context_ = nullptr;       // the live session's, to cancel it on Stop()
+  uint64_t next_sequence_ = 1;
+  std::deque<v1::MetricsDelta> pending_metrics_;  // not yet written, oldest first
+  std::deque<v1::MetricsDelta> unacked_metrics_;  // written, not yet acknowledged
+  std::deque<v1::AdminResponse> admin_answers_;   // this session's, waiting to be written
+  grpc::ClientContext* context_ = nullptr;        // the live session's, to cancel it on Stop()
   std::thread thread_;
 };
 

@@ -52,6 +52,22 @@ void Cluster::Refused(const std::string& name, uint64_t generation) {
   ++found->second.refused_reports;
 }
 
+bool Cluster::FirstDelivery(const std::string& name, const std::string& instance,
+                            uint64_t sequence) {
+  std::lock_guard lock(mutex_);
+  Node& node = nodes_[name];
+  if (node.instance != instance) {
+    node.instance = instance;
+    node.filed_sequence = 0;
+  }
+  if (sequence <= node.filed_sequence) {
+    ++node.duplicate_deltas;
+    return false;
+  }
+  node.filed_sequence = sequence;
+  return true;
+}
+
 std::vector<PodEntry> Cluster::Pods() const {
   std::lock_guard lock(mutex_);
   struct Chosen {
@@ -88,6 +104,7 @@ v1::NodeStatus Cluster::StatusOf(const std::string& name, const Node& node,
   const int64_t heard = std::max(node.last_report, node.connected_at);
   status.set_stale(!node.connected || now_seconds - heard > stale_after_seconds_);
   status.set_refused_reports(node.refused_reports);
+  status.set_duplicate_deltas(node.duplicate_deltas);
   return status;
 }
 

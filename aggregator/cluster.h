@@ -37,6 +37,12 @@ class Cluster {
   void Reported(const std::string& node, uint64_t generation, int64_t now_seconds);
   // A report of the node's agent was refused (reports.h).
   void Refused(const std::string& node, uint64_t generation);
+  // Delta `sequence` of the node's agent `instance` (MetricsDelta.sequence): true the first
+  // time it arrives, false (and counted) when it was filed before, whichever stream brought it.
+  // An agent sends each delta in order and again, in order, on its next stream until it is
+  // acknowledged, so "filed before" is "at most the highest filed". A new instance (the
+  // agent restarted) counts from 1 again.
+  bool FirstDelivery(const std::string& node, const std::string& instance, uint64_t sequence);
 
   // Every known pod once: the union of all nodes' lists (a pod reported by two nodes, as
   // when a stale node's list is out of date, counts for the one that reported it last).
@@ -58,6 +64,9 @@ class Cluster {
     int64_t last_report = 0;       // 0: no delta yet
     uint64_t pods_updated = 0;     // order of the last pod list among all nodes'
     uint64_t refused_reports = 0;  // since the stream of `generation` connected
+    std::string instance;          // of the agent whose deltas were filed last
+    uint64_t filed_sequence = 0;   // the highest of its deltas filed
+    uint64_t duplicate_deltas = 0;
     std::vector<v1::Pod> pods;
   };
   v1::NodeStatus StatusOf(const std::string& name, const Node& node, int64_t now_seconds) const;

@@ -242,8 +242,13 @@ v1::Resource ToProto(const EdgeEnd& end) {
 
 }  // namespace
 
-Window WindowEndingAt(int64_t now_seconds, int64_t seconds) {
-  return Window{now_seconds - seconds, now_seconds - 1, seconds};
+Window WindowEndingAt(int64_t now_seconds, int64_t seconds, int64_t history_start_second) {
+  const int64_t first = std::max(now_seconds - seconds, history_start_second);
+  return Window{first, now_seconds - 1, std::max<int64_t>(0, now_seconds - first)};
+}
+
+double PerSecond(uint64_t count, const Window& window) {
+  return window.seconds == 0 ? 0.0 : double(count) / double(window.seconds);
 }
 
 absl::StatusOr<int64_t> ValidateWindow(int64_t window_seconds) {
@@ -374,7 +379,8 @@ absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
       return key && selector->Matches(*key) ? key : std::nullopt;
     };
   }
-  const Window window = WindowEndingAt(context.now_seconds, *window_seconds);
+  const Window window =
+      WindowEndingAt(context.now_seconds, *window_seconds, context.history_start_second);
   Aggregation<Key>::Groups groups =
       Aggregation<Key>(context.store, side, std::move(classify), false).Run(window);
 
@@ -409,11 +415,11 @@ absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
     row.set_requests(totals.responses);
     row.set_successes(totals.successes);
     row.set_success_rate(SuccessRate(totals));
-    row.set_rps(double(totals.responses) / double(window.seconds));
+    row.set_rps(PerSecond(totals.responses, window));
     FillLatencies(totals, row.mutable_latency());
     row.set_tcp_open_connections(totals.open_connections);
-    row.set_read_bytes_per_second(double(totals.read_bytes) / double(window.seconds));
-    row.set_write_bytes_per_second(double(totals.write_bytes) / double(window.seconds));
+    row.set_read_bytes_per_second(PerSecond(totals.read_bytes, window));
+    row.set_write_bytes_per_second(PerSecond(totals.write_bytes, window));
   }
   AddStaleNodes(context, &response);
   return response;
@@ -438,19 +444,21 @@ absl::StatusOr<v1::EdgesResponse> Edges(const QueryContext& context,
     if (!in_selector(from) && !in_selector(to)) return std::nullopt;
     return Key{std::move(from), std::move(to)};
   };
-  const Window window = WindowEndingAt(context.now_seconds, *window_seconds);
+  const Window window =
+      WindowEndingAt(context.now_seconds, *window_seconds, context.history_start_second);
   const Aggregation<Key>::Groups groups =
       Aggregation<Key>(context.store, metrics::Direction::kOutbound, std::move(classify), false)
           .Run(window);
 
   v1::EdgesResponse response;
+  response.set_window_seconds(window.seconds);
   for (const auto& [key, totals] : groups) {
     v1::Edge& edge = *response.add_edges();
     *edge.mutable_source() = ToProto(key.first.first);
     *edge.mutable_destination() = ToProto(key.first.second);
     edge.set_requests(totals.responses);
     edge.set_success_rate(SuccessRate(totals));
-    edge.set_rps(double(totals.responses) / double(window.seconds));
+    edge.set_rps(PerSecond(totals.responses, window));
     FillLatencies(totals, edge.mutable_latency());
     edge.set_tcp_open_connections(totals.open_connections);
     edge.set_source_service_account(JoinAccounts(totals.source_accounts));
@@ -482,7 +490,8 @@ absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const QueryContext& context,
     std::optional<Key> key = ResourceOf(WorkloadOf(destination), type);
     return key && selector->Matches(*key) ? key : std::nullopt;
   };
-  const Window window = WindowEndingAt(context.now_seconds, *window_seconds);
+  const Window window =
+      WindowEndingAt(context.now_seconds, *window_seconds, context.history_start_second);
   const metrics::Direction side =
       from ? metrics::Direction::kOutbound : metrics::Direction::kInbound;
   const Aggregation<Key>::Groups groups =
@@ -507,13 +516,14 @@ absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const QueryContext& context,
   if (request.limit() != 0 && routes.size() > request.limit()) routes.resize(request.limit());
 
   v1::TopRoutesResponse response;
+  response.set_window_seconds(window.seconds);
   for (const Route& route : routes) {
     v1::RouteRow& row = *response.add_routes();
     row.set_route(route.name);
     *row.mutable_destination() = ToProto(type, *route.destination);
     row.set_requests(route.totals->responses);
     row.set_success_rate(SuccessRate(*route.totals));
-    row.set_rps(double(route.totals->responses) / double(window.seconds));
+    row.set_rps(PerSecond(route.totals->responses, window));
     FillLatencies(*route.totals, row.mutable_latency());
   }
   AddStaleNodes(context, &response);

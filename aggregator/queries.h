@@ -30,14 +30,24 @@ struct QueryContext {
   const Store& store;
   std::vector<v1::NodeStatus> stale_nodes;
   int64_t now_seconds = 0;
+  // The first second this aggregator holds whole: the one it started in. Agents keep every
+  // delta until it is acknowledged, so the seconds since the previous aggregator (if any)
+  // died reach this one whole; those it acknowledged died with it. So a window reaching
+  // further back is cut here, and its rates are over the seconds it holds rather than
+  // diluted by seconds it cannot know.
+  int64_t history_start_second = 0;
 };
 
+// The `seconds` whole seconds before `now_seconds`, but none before `history_start_second`
+// (`seconds` then says how many are left, possibly 0).
 struct Window {
   int64_t first_second = 0;
   int64_t last_second = 0;
   int64_t seconds = 0;
 };
-Window WindowEndingAt(int64_t now_seconds, int64_t seconds);
+Window WindowEndingAt(int64_t now_seconds, int64_t seconds, int64_t history_start_second = 0);
+// Per second over the window: 0 for a window of no seconds.
+double PerSecond(uint64_t count, const Window& window);
 
 // 0 gives the default; anything else outside 10..3600 is INVALID_ARGUMENT.
 absl::StatusOr<int64_t> ValidateWindow(int64_t window_seconds);

@@ -56,7 +56,7 @@ struct Fixture {
   void AddPods(const std::string& node, const std::vector<v1::Pod>& node_pods) {
     for (const v1::Pod& pod : node_pods) pods.push_back(PodEntry{pod, node});
   }
-  QueryContext Context() const { return QueryContext{store, stale_nodes, now}; }
+  QueryContext Context() const { return QueryContext{store, stale_nodes, now, history_start}; }
 
   v1::StatSummaryResponse Stat(const v1::StatSummaryRequest& request) const {
     absl::StatusOr<v1::StatSummaryResponse> response = StatSummary(Context(), pods, request);
@@ -86,6 +86,7 @@ struct Fixture {
   std::vector<PodEntry> pods;
   std::vector<v1::NodeStatus> stale_nodes;
   int64_t now = kNow;
+  int64_t history_start = 0;  // QueryContext::history_start_second
 };
 
 // The row or edge, failing the test when the answer has none.
@@ -142,6 +143,45 @@ struct Scenario : Fixture {
   static constexpr const char* kPizza = "/emojivoto.v1.VotingService/VotePizza";
   static constexpr const char* kListAll = "/emojivoto.v1.EmojiService/ListAll";
 };
+
+TEST_CASE(
+    "A window reaching back before the aggregator started holds only what it can know "
+    "and its rates are over those seconds",
+    "[unit]") {
+  // Started during second kNow - 20.
+  CHECK(WindowEndingAt(kNow, 60, kNow - 20).first_second == kNow - 20);
+  CHECK(WindowEndingAt(kNow, 60, kNow - 20).seconds == 20);
+  CHECK(WindowEndingAt(kNow, 10, kNow - 20).seconds == 10);
+  CHECK(WindowEndingAt(kNow, 10, kNow).seconds == 0);  // no whole second yet
+
+  Fixture fixture;
+  const Cast& cast = fixture.cast;
+  fixture.AddPods("node-a", {cast.web_a, cast.vote_bot});
+  // An agent sends again what the aggregator before this one never acknowledged: seconds
+  // from before this one started are filed, but no window reaches them.
+  for (int64_t second = kNow - 30; second < kNow; ++second) {
+    fixture.Add(DeltaBuilder(second)
+                    .Responses(cast.vote_bot.identity(), cast.web_a.identity(), v1::INBOUND,
+                               "GET /api/vote", 4, 1'000'000)
+                    .delta());
+  }
+  fixture.history_start = kNow - 20;
+  const v1::StatSummaryResponse minute = fixture.Stat(Resource("deploy", "web"), 60);
+  CHECK(minute.window_seconds() == 20);
+  REQUIRE(minute.rows_size() == 1);
+  CHECK(minute.rows(0).requests() == 80);
+  CHECK(minute.rows(0).rps() == Approx(4.0));  // not 80 / 60
+  const v1::EdgesResponse edges = fixture.EdgesOf(Resource("deploy", "web"), 60);
+  CHECK(edges.window_seconds() == 20);
+  CHECK(fixture.Stat(Resource("deploy", "web"), 10).window_seconds() == 10);
+
+  fixture.history_start = kNow;
+  const v1::StatSummaryResponse none = fixture.Stat(Resource("deploy", "web"), 60);
+  CHECK(none.window_seconds() == 0);
+  REQUIRE(none.rows_size() == 1);
+  CHECK(none.rows(0).requests() == 0);
+  CHECK(none.rows(0).rps() == 0.0);
+}
 
 TEST_CASE("A window is the W complete seconds before now, and rates divide by W", "[unit]") {
   const Window window = WindowEndingAt(kNow, 10);

@@ -21,8 +21,8 @@ namespace {
 
 using AgentStream = grpc::ServerReaderWriter<v1::AggregatorMessage, v1::AgentMessage>;
 
-// Subscriptions and cancels waiting for an agent: a handful in normal use. An agent that lets
-// this many pile up is not reading its stream, and the stream is ended.
+// Messages waiting for an agent: subscriptions, cancels, a delta's acknowledgement each
+// second. An agent that lets this many pile up is not reading its stream, and it is ended.
 constexpr size_t kMaxQueuedForAgent = 4096;
 // A tap's handler looks this often whether its client is still there.
 constexpr auto kTapPollInterval = std::chrono::milliseconds(100);
@@ -37,6 +37,12 @@ grpc::Status ToGrpc(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
                       std::string(status.message().data(), status.message().size()));
+}
+
+v1::AggregatorMessage MetricsAck(uint64_t sequence) {
+  v1::AggregatorMessage message;
+  message.mutable_metrics_ack()->set_sequence(sequence);
+  return message;
 }
 
 std::vector<v1::Pod> PodsOf(const google::protobuf::RepeatedPtrField<v1::Pod>& pods) {
@@ -138,6 +144,7 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
                           "node; upgrade the agent to speak nodemesh.v1");
     }
     const std::string node = message.hello().node();
+    const std::string instance = message.hello().instance();
     if (absl::Status may = server_.authorizer_.Report(*context, node); !may.ok()) {
       Log(LogLevel::kWarning, "agent stream from {} refused: {}", context->peer(), may.message());
       return ToGrpc(may);
@@ -189,8 +196,16 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
             break;
           }
           const int64_t now = server_.NowSeconds();
-          const absl::Status added = server_.store_.Add(message.metrics(), now);
           server_.cluster_.Reported(node, generation, now);
+          // Numbered deltas are filed once (one the agent sent again is skipped) and
+          // acknowledged either way, so that the agent stops keeping them.
+          const uint64_t sequence = message.metrics().sequence();
+          if (sequence != 0 && !server_.cluster_.FirstDelivery(node, instance, sequence)) {
+            link->Send(MetricsAck(sequence));
+            break;
+          }
+          const absl::Status added = server_.store_.Add(message.metrics(), now);
+          if (sequence != 0) link->Send(MetricsAck(sequence));
           const auto steady_now = std::chrono::steady_clock::now();
           if (!added.ok() && steady_now - last_error_log >= kDeltaErrorLogInterval) {
             last_error_log = steady_now;
@@ -385,7 +400,8 @@ class AggregatorServer::ApiServiceImpl final : public v1::Api::Service {
  private:
   QueryContext Context() const {
     const int64_t now = server_.NowSeconds();
-    return QueryContext{server_.store_, server_.cluster_.StaleNodes(now), now};
+    return QueryContext{server_.store_, server_.cluster_.StaleNodes(now), now,
+                        server_.history_start_second_};
   }
 
   template <typename Response>
@@ -400,6 +416,7 @@ class AggregatorServer::ApiServiceImpl final : public v1::Api::Service {
 
 AggregatorServer::AggregatorServer(ServerOptions options)
     : options_(std::move(options)),
+      history_start_second_(NowSeconds()),
       store_(options_.store),
       cluster_(options_.stale_after_seconds),
       tap_hub_([this] { return cluster_.Pods(); }, options_.tap),

@@ -74,6 +74,7 @@ class AggregatorServer {
   void HousekeepingLoop();
 
   const ServerOptions options_;
+  const int64_t history_start_second_;  // QueryContext::history_start_second
   Store store_;
   Cluster cluster_;
   TapHub tap_hub_;

@@ -61,7 +61,8 @@ class FakeClock {
 // An agent's side of AgentService.Connect.
 class FakeAgent {
  public:
-  FakeAgent(const std::string& address, const std::string& node, std::vector<v1::Pod> pods)
+  FakeAgent(const std::string& address, const std::string& node, std::vector<v1::Pod> pods,
+            const std::string& instance = "")
       : node_(node),
         stub_(v1::AgentService::NewStub(
             grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))),
@@ -69,6 +70,7 @@ class FakeAgent {
     v1::AgentMessage hello;
     hello.mutable_hello()->set_node(node);
     hello.mutable_hello()->set_version("test");
+    hello.mutable_hello()->set_instance(instance);
     for (v1::Pod& pod : pods) *hello.mutable_hello()->add_pods() = std::move(pod);
     Send(hello);
     reader_ = std::thread([this] {
@@ -220,7 +222,10 @@ struct Harness {
     options.listen_address = "127.0.0.1:0";
     options.clock = clock.clock();
     options.housekeeping_interval = 0ms;  // the tests run it when they mean to
+    // Started an hour before kStart, so that its history holds every second the tests file.
+    clock.Set(kStart - 3600);
     server = std::make_unique<AggregatorServer>(std::move(options));
+    clock.Set(kStart);
     const absl::StatusOr<int> port = server->Start();
     REQUIRE(port.ok());
     address = "127.0.0.1:" + std::to_string(*port);
@@ -228,8 +233,9 @@ struct Harness {
   }
 
   // Connects an agent and waits until the aggregator has taken its hello.
-  std::unique_ptr<FakeAgent> Connect(const std::string& node, std::vector<v1::Pod> pods) {
-    auto agent = std::make_unique<FakeAgent>(address, node, std::move(pods));
+  std::unique_ptr<FakeAgent> Connect(const std::string& node, std::vector<v1::Pod> pods,
+                                     const std::string& instance = "") {
+    auto agent = std::make_unique<FakeAgent>(address, node, std::move(pods), instance);
     REQUIRE(Eventually([&] {
       const std::vector<std::string> agents = server->tap_hub().agents();
       return std::find(agents.begin(), agents.end(), node) != agents.end();
@@ -404,6 +410,75 @@ TEST_CASE("An agent reports for its own node only: others' pods are refused and 
   // the destination's own agent says nothing), never the 50 forged inbound.
   CHECK(harness.Stat(Resource("deploy", "voting"), 10).rows(0).requests() == 2);
   CHECK(harness.Pods("emojivoto").pods_size() == 2);
+}
+
+TEST_CASE("Numbered deltas are acknowledged and filed once whichever stream brings them again",
+          "[unit]") {
+  Harness harness;
+  Cast cast;
+  const auto delta = [&](uint64_t sequence, uint64_t responses) {
+    v1::AgentMessage message;
+    *message.mutable_metrics() =
+        DeltaBuilder(kStart - 1)
+            .Responses(External(), cast.web_a.identity(), v1::INBOUND, "GET /", responses, 1'000)
+            .delta();
+    message.mutable_metrics()->set_sequence(sequence);
+    return message;
+  };
+  const auto acks = [](FakeAgent& agent) {
+    std::vector<uint64_t> sequences;
+    for (const v1::AggregatorMessage& message : agent.received()) {
+      if (message.has_metrics_ack()) sequences.push_back(message.metrics_ack().sequence());
+    }
+    return sequences;
+  };
+  const auto requests = [&] {
+    const v1::StatSummaryResponse stat = harness.Stat(Resource("deploy", "web"), 10);
+    return stat.rows_size() == 0 ? uint64_t{0} : stat.rows(0).requests();
+  };
+  const auto duplicates = [&] {
+    const v1::ListPodsResponse pods = harness.Pods();
+    for (const v1::NodeStatus& node : pods.nodes()) {
+      if (node.node() == "node-a") return node.duplicate_deltas();
+    }
+    return uint64_t{0};
+  };
+
+  auto agent = harness.Connect("node-a", {cast.web_a}, "instance-1");
+  agent->Send(delta(1, 2));
+  REQUIRE(Eventually([&] { return acks(*agent) == std::vector<uint64_t>{1}; }));
+  CHECK(requests() == 2);
+  // The same delta again on the same stream: acknowledged, skipped, counted.
+  agent->Send(delta(1, 2));
+  REQUIRE(Eventually([&] { return acks(*agent).size() == 2; }));
+  CHECK(requests() == 2);
+  CHECK(duplicates() == 1);
+
+  // The stream breaks before the acknowledgement of 2 arrives; the next brings 2 and 3.
+  agent->Send(delta(2, 5));
+  REQUIRE(Eventually([&] { return acks(*agent).size() == 3; }));
+  agent->Disconnect();
+  agent = harness.Connect("node-a", {cast.web_a}, "instance-1");
+  agent->Send(delta(2, 5));
+  agent->Send(delta(3, 1));
+  REQUIRE(Eventually([&] { return acks(*agent) == std::vector<uint64_t>{2, 3}; }));
+  CHECK(requests() == 8);
+  CHECK(duplicates() == 2);
+
+  // A restarted agent counts from 1 again, and is filed.
+  agent->Disconnect();
+  agent = harness.Connect("node-a", {cast.web_a}, "instance-2");
+  agent->Send(delta(1, 10));
+  REQUIRE(Eventually([&] { return acks(*agent) == std::vector<uint64_t>{1}; }));
+  CHECK(requests() == 18);
+  CHECK(duplicates() == 2);
+
+  // An unnumbered delta (an agent before numbering) is filed and never acknowledged.
+  harness.Deliver(*agent, delta(0, 1).metrics());
+  CHECK(requests() == 19);
+  agent->Send(delta(2, 1));
+  REQUIRE(Eventually([&] { return acks(*agent).size() == 2; }));
+  CHECK(acks(*agent) == std::vector<uint64_t>{1, 2});
 }
 
 TEST_CASE("A query's error reaches the client as its gRPC status code and message", "[unit]") {

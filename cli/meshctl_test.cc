@@ -94,6 +94,10 @@ class FakeApi final : public v1::Api::Service {
     seen.push_back(request);
     if (!failure.ok()) return failure;
     *response = canned;
+    // Unless a test says otherwise, an aggregator up for longer than the window asked for.
+    if constexpr (requires { request.window_seconds(); }) {
+      if (response->window_seconds() == 0) response->set_window_seconds(request.window_seconds());
+    }
     return grpc::Status::OK;
   }
 };
@@ -325,6 +329,25 @@ TEST_CASE("stat with nothing to show says so on stderr", "[meshctl][stat]") {
   CHECK(result.code == 0);
   CHECK(result.out.empty());
   CHECK(result.err == "No statefulsets found in namespace emojivoto.\n");
+}
+
+TEST_CASE("a window cut short by an aggregator that started within it is said on stderr",
+          "[meshctl][stat]") {
+  FakeAggregator aggregator;
+  aggregator.api.stat_response.set_window_seconds(23);
+  aggregator.api.edges_response.set_window_seconds(23);
+  const std::string note =
+      "note: this window holds only the last 23s: the aggregator started then (what it had "
+      "before went with it), and rates are over the seconds it holds\n";
+  const Result stat = Run(With({"stat", "sts", "-n", "emojivoto", "-t", "1m"}, aggregator));
+  CHECK(stat.code == 0);
+  CHECK(stat.err == "No statefulsets found in namespace emojivoto.\n" + note);
+  const Result edges = Run(With({"edges", "deploy", "-n", "emojivoto", "-t", "1m"}, aggregator));
+  CHECK(edges.code == 0);
+  CHECK(edges.err.ends_with(note));
+  // Asked for no more than it holds: nothing to say.
+  const Result ten = Run(With({"stat", "sts", "-n", "emojivoto", "-t", "20s"}, aggregator));
+  CHECK(ten.err == "No statefulsets found in namespace emojivoto.\n");
 }
 
 TEST_CASE("the aggregator's address: flag, environment, default", "[meshctl]") {

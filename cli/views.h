@@ -22,6 +22,10 @@ absl::StatusOr<OutputFormat> ParseOutputFormat(std::string_view text, std::strin
 std::string RenderStaleWarnings(const google::protobuf::RepeatedPtrField<v1::NodeStatus>& nodes,
                                 int64_t now_unix_seconds);
 
+// "note: this window holds only the last 23s: ..." when the aggregator answered for fewer
+// seconds than asked (it started within the window); nothing otherwise.
+std::string RenderShortWindow(int64_t asked_seconds, int64_t covered_seconds);
+
 // stat: rows by namespace and name. `namespace_column` adds NAMESPACE first (-A).
 std::string RenderStat(const v1::StatSummaryResponse& response, OutputFormat format,
                        bool namespace_column);

@@ -49,7 +49,8 @@ int RunEdges(const EdgesFlags& flags, const Invocation& invocation) {
   } else {
     context.out << RenderEdges(*response, *format);
   }
-  context.err << RenderStaleWarnings(response->stale_nodes(), context.now_unix_seconds());
+  context.err << RenderStaleWarnings(response->stale_nodes(), context.now_unix_seconds())
+              << RenderShortWindow(*window, response->window_seconds());
   return 0;
 }
 

@@ -123,7 +123,8 @@ int RunStat(const StatFlags& flags, const Invocation& invocation) {
         *response, *format,
         flags.all_namespaces && (service || ref->type != ResourceType::kNamespace));
   }
-  context.err << RenderStaleWarnings(response->stale_nodes(), context.now_unix_seconds());
+  context.err << RenderStaleWarnings(response->stale_nodes(), context.now_unix_seconds())
+              << RenderShortWindow(*window, response->window_seconds());
   return 0;
 }
 

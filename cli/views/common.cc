@@ -103,4 +103,12 @@ std::string RenderStaleWarnings(const google::protobuf::RepeatedPtrField<v1::Nod
   return text;
 }
 
+std::string RenderShortWindow(int64_t asked_seconds, int64_t covered_seconds) {
+  if (covered_seconds >= asked_seconds) return "";
+  return fmt::format(
+      "note: this window holds only the last {}: the aggregator started then (what it had before "
+      "went with it), and rates are over the seconds it holds\n",
+      FormatSeconds(covered_seconds));
+}
+
 }  // namespace nodemesh::cli

@@ -46,6 +46,7 @@ std::string EdgesJson(const v1::EdgesResponse& response) {
     edges.push_back(std::move(json));
   }
   Json document;
+  document["window_seconds"] = response.window_seconds();
   document["edges"] = std::move(edges);
   document["stale_nodes"] = views::NodesJson(response.stale_nodes());
   return views::Document(document);

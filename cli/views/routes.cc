@@ -41,6 +41,7 @@ std::string RoutesJson(const v1::TopRoutesResponse& response) {
     routes.push_back(std::move(json));
   }
   Json document;
+  document["window_seconds"] = response.window_seconds();
   document["routes"] = std::move(routes);
   document["stale_nodes"] = views::NodesJson(response.stale_nodes());
   return views::Document(document);

@@ -2,6 +2,7 @@
 // to one real aggregator, real traffic crossing the nodes, and every answer checked through
 // meshctl, the way a person (or a script, with -o json) would ask.
 #include <fmt/format.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -10,6 +11,7 @@
 #include <regex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "test/lib/agent_process.h"
@@ -47,7 +49,7 @@ struct Cluster {
                                   .service_account = "rpc",
                                   .meshed = true});
   const std::string aggregator_address = fmt::format("127.0.0.1:{}", FreeLoopbackPort());
-  Process aggregator{{NODEMESH_AGGREGATOR_BINARY, "--listen", aggregator_address}};
+  std::unique_ptr<Process> aggregator = StartAggregator();
   std::vector<std::unique_ptr<Process>> servers;
   std::unique_ptr<AgentProcess> agent_a;
   std::unique_ptr<AgentProcess> agent_b;
@@ -66,6 +68,11 @@ struct Cluster {
     agent_b = std::make_unique<AgentProcess>(node_b, options);
     REQUIRE(agent_b->WaitForInboundPort(api, 8080));
     REQUIRE(agent_b->WaitForInboundPort(rpc, 9090));
+  }
+
+  std::unique_ptr<Process> StartAggregator() const {
+    return std::make_unique<Process>(
+        std::vector<std::string>{NODEMESH_AGGREGATOR_BINARY, "--listen", aggregator_address});
   }
 
   CommandResult Meshctl(std::vector<std::string> arguments) const {
@@ -234,6 +241,69 @@ TEST_CASE("a node whose agent is gone is reported stale, its data kept") {
   const CommandResult check = c.Meshctl({"check"});
   CHECK(check.exit_code != 0);
   CHECK_THAT(check.output, Catch::Contains("node-b"));
+}
+
+TEST_CASE(
+    "an aggregator killed and restarted: agents reconnect, its window starts with it, "
+    "nothing is counted twice and rates are over the seconds it holds") {
+  Cluster c;
+  c.RunLoad({"http-client", "--target", Target(c.api, 8080), "--plan", "200x5"});
+  REQUIRE(PollUntil([&] { return c.Stat({"deploy"})["api"]["requests"] == 5; }, 30s, 500ms));
+
+  // SIGKILL: the five go with its memory. While it is down, the agents keep the deltas it
+  // never acknowledged and hand them over when they are connected again; those seconds are
+  // from before the new one started, so no window of it counts them.
+  REQUIRE(c.aggregator->Signal(SIGKILL));
+  REQUIRE(c.aggregator->Wait(5s));
+  c.RunLoad({"http-client", "--target", Target(c.api, 8080), "--plan", "200x7"});
+  CHECK(c.Meshctl({"stat", "deploy", "-n", "shop"}).exit_code == 1);
+  std::this_thread::sleep_for(1100ms);  // the outage's last second is over
+  c.aggregator = c.StartAggregator();
+  REQUIRE(c.aggregator->WaitForOutput("serving agents and clients", 10s));
+
+  // Both agents come back (their backoff is at most 30 s, reset by a connection that held).
+  REQUIRE(PollUntil(
+      [&] {
+        const std::string log = c.aggregator->output();
+        return log.find("node node-a connected") != std::string::npos &&
+               log.find("node node-b connected") != std::string::npos;
+      },
+      45s, 500ms));
+  c.RunLoad({"http-client", "--target", Target(c.api, 8080), "--plan", "200x3"});
+
+  // Exactly the three, from both ends: the server's agent (api's row) and the caller's
+  // (--from), however many times either agent's stream carried them.
+  std::map<std::string, json> rows;
+  const bool counted = PollUntil(
+      [&] {
+        rows = c.Stat({"deploy"});
+        return rows.count("api") && rows["api"]["requests"] == 3 &&
+               c.Stat({"deploy", "--from", "deploy/load"})["api"]["requests"] == 3;
+      },
+      30s, 500ms);
+  INFO(json(rows).dump(1));
+  INFO("aggregator:\n" << c.aggregator->output());
+  CHECK(counted);
+
+  // The minute asked for holds only the seconds since it started, and says so; the rate is
+  // the three over those seconds, not over the minute.
+  const json stat = c.MeshctlJson({"stat", "deploy", "-n", "shop", "-t", "1m", "-o", "json"});
+  INFO(stat.dump(1));
+  const int64_t held = stat["window_seconds"];
+  CHECK(held > 0);
+  CHECK(held < 60);
+  for (const json& row : stat["rows"]) {
+    if (row["name"] != "api") continue;
+    CHECK(row["requests"] == 3);
+    CHECK(row["rps"].get<double>() == Approx(3.0 / double(held)).epsilon(0.2));
+  }
+  const CommandResult table = c.Meshctl({"stat", "deploy", "-n", "shop", "-t", "1m"});
+  CHECK_THAT(table.output, Catch::Contains("note: this window holds only the last"));
+
+  // Nothing arrives twice: more seconds of deltas leave the counts where they are.
+  std::this_thread::sleep_for(3s);
+  CHECK(c.Stat({"deploy"})["api"]["requests"] == 3);
+  CHECK(c.Stat({"deploy", "--from", "deploy/load"})["api"]["requests"] == 3);
 }
 
 TEST_CASE("meshctl says what to do when the aggregator is unreachable") {

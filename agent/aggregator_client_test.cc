@@ -1,0 +1,151 @@
+// The agent's stream to the aggregator against an in-process AgentService that the test
+// drives: which deltas it acknowledges, and when it ends a stream.
+#include "agent/aggregator_client.h"
+
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "nodemesh/v1/nodemesh.grpc.pb.h"
+
+namespace nodemesh::agent {
+namespace {
+
+using namespace std::chrono_literals;
+
+// One stream as the aggregator saw it.
+struct SeenStream {
+  std::string instance;
+  std::vector<uint64_t> sequences;
+};
+
+class ScriptedAggregator final : public v1::AgentService::Service {
+ public:
+  grpc::Status Connect(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::AggregatorMessage, v1::AgentMessage>* stream) override {
+    v1::AgentMessage message;
+    if (!stream->Read(&message) || !message.has_hello()) return grpc::Status::CANCELLED;
+    size_t index = 0;
+    {
+      std::lock_guard lock(mutex_);
+      streams_.push_back(SeenStream{message.hello().instance(), {}});
+      index = streams_.size() - 1;
+      context_ = context;
+    }
+    changed_.notify_all();
+    while (stream->Read(&message)) {
+      if (!message.has_metrics()) continue;
+      const uint64_t sequence = message.metrics().sequence();
+      bool acknowledge = false;
+      {
+        std::lock_guard lock(mutex_);
+        streams_[index].sequences.push_back(sequence);
+        acknowledge = sequence <= acknowledge_through_;
+      }
+      changed_.notify_all();
+      if (acknowledge) {
+        v1::AggregatorMessage ack;
+        ack.mutable_metrics_ack()->set_sequence(sequence);
+        stream->Write(ack);
+      }
+    }
+    std::lock_guard lock(mutex_);
+    context_ = nullptr;
+    return grpc::Status::OK;
+  }
+
+  // Deltas numbered up to `sequence` are acknowledged as they arrive; later ones are not.
+  void AcknowledgeThrough(uint64_t sequence) {
+    std::lock_guard lock(mutex_);
+    acknowledge_through_ = sequence;
+  }
+  // Ends the current stream, as a dying aggregator or a broken connection would.
+  void EndStream() {
+    std::lock_guard lock(mutex_);
+    if (context_ != nullptr) context_->TryCancel();
+  }
+  // Waits until stream `index` has seen `count` deltas; returns what it saw.
+  SeenStream WaitFor(size_t index, size_t count) {
+    std::unique_lock lock(mutex_);
+    changed_.wait_for(lock, 10s, [&] {
+      return streams_.size() > index && streams_[index].sequences.size() >= count;
+    });
+    return streams_.size() > index ? streams_[index] : SeenStream{};
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<SeenStream> streams_;
+  grpc::ServerContext* context_ = nullptr;
+  uint64_t acknowledge_through_ = 0;
+};
+
+bool Eventually(const std::function<bool()>& condition) {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
+TEST_CASE("a delta is kept until acknowledged and sent again in order on the next stream",
+          "[aggregator_client]") {
+  ScriptedAggregator aggregator;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&aggregator);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  REQUIRE(port != 0);
+
+  absl::StatusOr<AggregatorDialer> dialer =
+      AggregatorDialer::Make(fmt::format("127.0.0.1:{}", port), TlsFiles{}, "--aggregator-");
+  REQUIRE(dialer.ok());
+  TapSubscriptions tap;
+  AggregatorClient::Hooks hooks;
+  hooks.pods = [] { return std::vector<v1::Pod>{}; };
+  hooks.drain_tap = [](std::vector<v1::TapEvent>*) { return uint64_t{0}; };
+  AggregatorClient client(*std::move(dialer), "node-a", tap, std::move(hooks));
+  client.Start();
+
+  // Three deltas; the aggregator files them but acknowledges only the first two before the
+  // stream breaks.
+  aggregator.AcknowledgeThrough(2);
+  REQUIRE(Eventually([&] { return client.connected(); }));
+  for (int i = 0; i < 3; ++i) client.SendMetrics(v1::MetricsDelta());
+  const SeenStream first = aggregator.WaitFor(0, 3);
+  CHECK(first.sequences == std::vector<uint64_t>{1, 2, 3});
+  CHECK(first.instance.size() == 16);
+  REQUIRE(Eventually([&] { return client.unacknowledged_deltas() == 1; }));
+  aggregator.EndStream();
+
+  // The next stream brings the third again, before anything newer.
+  aggregator.AcknowledgeThrough(UINT64_MAX);
+  const SeenStream resent = aggregator.WaitFor(1, 1);
+  CHECK(resent.sequences == std::vector<uint64_t>{3});
+  CHECK(resent.instance == first.instance);  // the same agent: its numbers go on
+  client.SendMetrics(v1::MetricsDelta());
+  CHECK(aggregator.WaitFor(1, 2).sequences == std::vector<uint64_t>{3, 4});
+  CHECK(Eventually([&] { return client.unacknowledged_deltas() == 0; }));
+
+  // Nothing acknowledged is sent again.
+  aggregator.EndStream();
+  REQUIRE(Eventually([&] { return client.connected(); }));
+  client.SendMetrics(v1::MetricsDelta());
+  CHECK(aggregator.WaitFor(2, 1).sequences == std::vector<uint64_t>{5});
+
+  client.Stop();
+  server->Shutdown();
+}
+
+}  // namespace
+}  // namespace nodemesh::agent
