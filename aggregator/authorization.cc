@@ -59,6 +59,16 @@ Caller CallerOf(const grpc::ServerContext& context) {
   return caller;
 }
 
+std::string CallerKey(const grpc::ServerContext& context) {
+  const Caller caller = CallerOf(context);
+  if (caller.authenticated) return caller.name;
+  const std::string peer = context.peer();
+  // "ipv4:10.0.0.7:51234", "ipv6:[::1]:51234": the port changes with every connection.
+  const size_t port = peer.rfind(':');
+  const size_t scheme = peer.find(':');
+  return port != std::string::npos && port != scheme ? peer.substr(0, port) : peer;
+}
+
 absl::Status MayReport(const Caller& caller, std::string_view node) {
   if (!caller.authenticated) {
     return absl::UnauthenticatedError(

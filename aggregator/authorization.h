@@ -38,6 +38,9 @@ struct Caller {
 
 // The caller of a call: its certificate's subject, if the handshake verified one.
 Caller CallerOf(const grpc::ServerContext& context);
+// Who the caller is, for limits per caller: its certificate's name, or without one the host
+// it calls from (gRPC's peer without its port: "ipv4:10.0.0.7").
+std::string CallerKey(const grpc::ServerContext& context);
 
 // The rules, on a caller. Each refusal is UNAUTHENTICATED (no certificate) or
 // PERMISSION_DENIED, and says what the certificate would need.

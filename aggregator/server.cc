@@ -355,8 +355,12 @@ class AggregatorServer::ApiServiceImpl final : public v1::Api::Service {
       Log(LogLevel::kWarning, "tap refused for {}: {}", context->peer(), may.message());
       return ToGrpc(may);
     }
-    absl::StatusOr<std::shared_ptr<TapSession>> opened = server_.tap_hub_.Open(*spec);
-    if (!opened.ok()) return ToGrpc(opened.status());
+    absl::StatusOr<std::shared_ptr<TapSession>> opened =
+        server_.tap_hub_.Open(*spec, CallerKey(*context));
+    if (!opened.ok()) {
+      Log(LogLevel::kInfo, "tap refused for {}: {}", context->peer(), opened.status().message());
+      return ToGrpc(opened.status());
+    }
     const std::shared_ptr<TapSession> session = *std::move(opened);
     Log(LogLevel::kInfo, "tap {} started for {} ({}/{})", session->id(), context->peer(),
         spec->target().type(), spec->target().name());

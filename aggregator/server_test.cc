@@ -839,6 +839,42 @@ TEST_CASE("Tap refuses oversized filters and taps past the most it serves, sayin
   CHECK_FALSE(first.status().has_value());
 }
 
+TEST_CASE(
+    "Tap refuses a caller past the taps one caller may hold, and lets it open more once "
+    "it ends one",
+    "[unit]") {
+  ServerOptions options;
+  options.tap.max_taps_per_caller = 2;
+  Harness harness(options);
+  Cast cast;
+  auto node_a = harness.Connect("node-a", {cast.web_a});
+  v1::TapRequestSpec spec;
+  *spec.mutable_target() = Resource("deploy", "web");
+  const auto subscriptions = [&] {
+    const std::vector<v1::AggregatorMessage> received = node_a->received();
+    return std::count_if(received.begin(), received.end(),
+                         [](const v1::AggregatorMessage& m) { return m.has_subscribe(); });
+  };
+  auto first = std::make_unique<TapClient>(*harness.api, spec);
+  REQUIRE(Eventually([&] { return subscriptions() >= 1; }));
+  TapClient second(*harness.api, spec);
+  REQUIRE(Eventually([&] { return subscriptions() >= 2; }));
+  {
+    // Without a certificate, a caller is its host: every client here is 127.0.0.1.
+    TapClient third(*harness.api, spec);
+    REQUIRE(third.WaitUntil([](const TapClient& c) { return c.status().has_value(); }));
+    CHECK(third.status()->error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+    CHECK(third.status()->error_message() ==
+          "ipv4:127.0.0.1 has 2 taps open, the most one caller may: end one of them first");
+  }
+  first.reset();
+  REQUIRE(Eventually([&] { return harness.server->tap_hub().sessions() == 1; }));
+  TapClient again(*harness.api, spec);
+  CHECK(Eventually([&] { return subscriptions() >= 3; }));
+  CHECK_FALSE(again.status().has_value());
+  CHECK_FALSE(second.status().has_value());
+}
+
 TEST_CASE("Tap of a target without pods is NOT_FOUND, saying so", "[unit]") {
   Harness harness;
   Cast cast;

@@ -123,7 +123,8 @@ void TapHub::Deliver(const std::string& node, const v1::TapEvents& events) {
   }
 }
 
-absl::StatusOr<std::shared_ptr<TapSession>> TapHub::Open(const v1::TapRequestSpec& spec) {
+absl::StatusOr<std::shared_ptr<TapSession>> TapHub::Open(const v1::TapRequestSpec& spec,
+                                                         const std::string& caller) {
   absl::StatusOr<Selector> target = ToSelector(spec.target(), "target");
   if (!target.ok()) return target.status();
   std::optional<Selector> to;
@@ -159,6 +160,15 @@ absl::StatusOr<std::shared_ptr<TapSession>> TapHub::Open(const v1::TapRequestSpe
         "later",
         taps_.size()));
   }
+  const size_t callers_taps =
+      static_cast<size_t>(std::count_if(taps_.begin(), taps_.end(), [&](const auto& entry) {
+        return entry.second.caller == caller;
+      }));
+  if (callers_taps >= options_.max_taps_per_caller) {
+    return absl::ResourceExhaustedError(
+        fmt::format("{} has {} taps open, the most one caller may: end one of them first", caller,
+                    callers_taps));
+  }
   pods_ = pods_source_();
   std::set<std::string> target_nodes;
   size_t to_pods = 0;
@@ -180,6 +190,7 @@ absl::StatusOr<std::shared_ptr<TapSession>> TapHub::Open(const v1::TapRequestSpe
   }
 
   Tap tap;
+  tap.caller = caller;
   tap.spec = spec;
   tap.target = *std::move(target);
   tap.to = std::move(to);

@@ -83,6 +83,9 @@ struct TapHubOptions {
   size_t queue_capacity = 1024;  // events per client
   // Taps open at once, across clients: each holds a stream, a thread and a queue.
   size_t max_taps = 64;
+  // Taps one caller may hold open (aggregator/authorization.h, CallerKey): so that one
+  // client cannot take them all.
+  size_t max_taps_per_caller = 16;
   double default_max_rps = 100;  // for a tap that asks for 0
 };
 
@@ -104,9 +107,11 @@ class TapHub {
   // Events (and the agent's drop count) from `node`'s agent.
   void Deliver(const std::string& node, const v1::TapEvents& events);
 
-  // Starts a tap. INVALID_ARGUMENT for a bad spec, NOT_FOUND when the target (or `to`) has
-  // no pods, UNAVAILABLE when no agent of the nodes they run on is connected.
-  absl::StatusOr<std::shared_ptr<TapSession>> Open(const v1::TapRequestSpec& spec);
+  // Starts a tap for `caller`. INVALID_ARGUMENT for a bad spec, NOT_FOUND when the target
+  // (or `to`) has no pods, UNAVAILABLE when no agent of the nodes they run on is connected,
+  // RESOURCE_EXHAUSTED past the taps the hub or one caller may hold.
+  absl::StatusOr<std::shared_ptr<TapSession>> Open(const v1::TapRequestSpec& spec,
+                                                   const std::string& caller);
   // Ends a tap: its agents get cancels.
   void Close(const std::shared_ptr<TapSession>& session);
   // Closes every tap (their Wait returns false); later Opens are UNAVAILABLE.
@@ -119,6 +124,7 @@ class TapHub {
  private:
   struct Tap {
     std::shared_ptr<TapSession> session;
+    std::string caller;
     v1::TapRequestSpec spec;
     Selector target;
     std::optional<Selector> to;
