@@ -141,6 +141,9 @@ void AggregatorClient::Session() {
 
   // Subscriptions come down on their own thread; they belong to this session.
   std::atomic<bool> read_ended{false};  // the aggregator ended the stream, with its status
+  // An aggregator older than acknowledgements never sends one: what it was sent must not go
+  // again (it would count it twice), as before acknowledgements.
+  std::atomic<bool> acknowledged{false};
   std::thread reader([&] {
     v1::AggregatorMessage message;
     while (stream->Read(&message)) {
@@ -151,6 +154,7 @@ void AggregatorClient::Session() {
         tap_.Remove(message.cancel().id());
         Log(LogLevel::kInfo, "tap {} stopped", message.cancel().id());
       } else if (message.has_metrics_ack()) {
+        acknowledged = true;
         std::lock_guard lock(mutex_);
         while (!unacked_metrics_.empty() &&
                unacked_metrics_.front().sequence() <= message.metrics_ack().sequence()) {
@@ -253,8 +257,10 @@ void AggregatorClient::Session() {
   std::lock_guard lock(mutex_);
   admin_answers_.clear();  // their callers were told the stream ended
   // Deltas this stream never saw acknowledged go first on the next, in their order.
-  for (auto it = unacked_metrics_.rbegin(); it != unacked_metrics_.rend(); ++it) {
-    pending_metrics_.push_front(std::move(*it));
+  if (acknowledged) {
+    for (auto it = unacked_metrics_.rbegin(); it != unacked_metrics_.rend(); ++it) {
+      pending_metrics_.push_front(std::move(*it));
+    }
   }
   unacked_metrics_.clear();
 }

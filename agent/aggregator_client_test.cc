@@ -71,6 +71,11 @@ class ScriptedAggregator final : public v1::AgentService::Service {
     std::lock_guard lock(mutex_);
     if (context_ != nullptr) context_->TryCancel();
   }
+  // Waits until `count` streams have said hello.
+  bool WaitForStreams(size_t count) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, 10s, [&] { return streams_.size() >= count; });
+  }
   // Waits until stream `index` has seen `count` deltas; returns what it saw.
   SeenStream WaitFor(size_t index, size_t count) {
     std::unique_lock lock(mutex_);
@@ -138,10 +143,18 @@ TEST_CASE("a delta is kept until acknowledged and sent again in order on the nex
   CHECK(Eventually([&] { return client.unacknowledged_deltas() == 0; }));
 
   // Nothing acknowledged is sent again.
+  aggregator.AcknowledgeThrough(0);
   aggregator.EndStream();
-  REQUIRE(Eventually([&] { return client.connected(); }));
+  REQUIRE(aggregator.WaitForStreams(3));
   client.SendMetrics(v1::MetricsDelta());
   CHECK(aggregator.WaitFor(2, 1).sequences == std::vector<uint64_t>{5});
+
+  // An aggregator that acknowledges nothing on a stream (one older than acknowledgements)
+  // is not sent its deltas again: it filed what it read, and would count it twice.
+  aggregator.EndStream();
+  REQUIRE(aggregator.WaitForStreams(4));
+  client.SendMetrics(v1::MetricsDelta());
+  CHECK(aggregator.WaitFor(3, 1).sequences == std::vector<uint64_t>{6});
 
   client.Stop();
   server->Shutdown();
