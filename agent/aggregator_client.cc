@@ -203,14 +203,16 @@ void AggregatorClient::Session() {
     }
     while (healthy && !metrics.empty()) {
       v1::AgentMessage message;
-      *message.mutable_metrics() = std::move(metrics.front());
+      {
+        // Kept until acknowledged, from before the write: its acknowledgement can arrive
+        // before Write returns, and a write that succeeded may still never be read.
+        std::lock_guard lock(mutex_);
+        unacked_metrics_.push_back(std::move(metrics.front()));
+        *message.mutable_metrics() = unacked_metrics_.back();
+        TrimDeltasLocked();
+      }
       metrics.pop_front();
       healthy = stream->Write(message);
-      std::lock_guard lock(mutex_);
-      // Written or not, it is kept until acknowledged (a write that succeeded may still
-      // never be read).
-      unacked_metrics_.push_back(std::move(*message.mutable_metrics()));
-      TrimDeltasLocked();
     }
     if (!healthy) {
       // Unsent deltas go back to the front of the queue for the next session.

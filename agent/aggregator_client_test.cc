@@ -57,7 +57,7 @@ class ScriptedAggregator final : public v1::AgentService::Service {
       }
     }
     std::lock_guard lock(mutex_);
-    context_ = nullptr;
+    if (context_ == context) context_ = nullptr;
     return grpc::Status::OK;
   }
 
