@@ -200,11 +200,10 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
           // Numbered deltas are filed once (one the agent sent again is skipped) and
           // acknowledged either way, so that the agent stops keeping them.
           const uint64_t sequence = message.metrics().sequence();
-          if (sequence != 0 && !server_.cluster_.FirstDelivery(node, instance, sequence)) {
-            link->Send(MetricsAck(sequence));
-            break;
-          }
-          const absl::Status added = server_.store_.Add(message.metrics(), now);
+          const bool first =
+              sequence == 0 || server_.cluster_.FirstDelivery(node, instance, sequence);
+          const absl::Status added =
+              first ? server_.store_.Add(message.metrics(), now) : absl::OkStatus();
           if (sequence != 0) link->Send(MetricsAck(sequence));
           const auto steady_now = std::chrono::steady_clock::now();
           if (!added.ok() && steady_now - last_error_log >= kDeltaErrorLogInterval) {
