@@ -9,12 +9,20 @@
 #                                 with and without L7 parsing, and HAProxy and a bare relay
 #                                 in the same hop
 #                                 (root; about 16 minutes)
+#   bash bench/run.sh endurance [endurance_bench flags]
+#                                 10,000 connections at once, a 10-minute soak with connection
+#                                 churn, 1,000 pod enrol/release cycles: the agent's memory per
+#                                 connection and over time, sent vs counted, and what is left
+#                                 behind (root; about 20 minutes; --only and shorter flags)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: bash bench/run.sh parsers|metrics|proxy [proxy_bench flags]" >&2; exit 2; }
+usage() {
+  echo "usage: bash bench/run.sh parsers|metrics|proxy [proxy_bench flags]|endurance [flags]" >&2
+  exit 2
+}
 [[ $# -ge 1 ]] || usage
-[[ $# -eq 1 || $1 == proxy ]] || usage
+[[ $# -eq 1 || $1 == proxy || $1 == endurance ]] || usage
 
 build() {
   bash test/install-deps.sh >/dev/null
@@ -46,6 +54,14 @@ case "$1" in
     # Three interleaved rounds, medians: one busy spell of the machine cannot decide a
     # scenario. Pinning and workers are explained in bench/RESULTS.md.
     ./build/release/bench/proxy_bench --rounds 3 "${@:2}"
+    ;;
+  endurance)
+    if [[ $EUID -ne 0 ]]; then
+      echo "bench/run.sh endurance needs root (netns, cgroups, eBPF): run it with sudo" >&2
+      exit 2
+    fi
+    build endurance_bench nodemesh-agent nodemesh-aggregator
+    ./build/release/bench/endurance_bench "${@:2}"
     ;;
   *) usage ;;
 esac
