@@ -52,6 +52,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-memory-mb", max_memory_mb,
                  "Memory for the hour of per-second metrics; past it the oldest seconds go first")
       ->check(CLI::Range(size_t{64}, size_t{1} << 20));
+  app.add_option("--max-nodes", options.max_nodes,
+                 "Agents connected at once, one per node; a new node's past it is refused, and "
+                 "so are calls past the threads that these, 64 taps and 64 queries need")
+      ->check(CLI::Range(size_t{1}, size_t{100'000}));
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   CLI11_PARSE(app, argc, argv);

@@ -149,6 +149,17 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
       Log(LogLevel::kWarning, "agent stream from {} refused: {}", context->peer(), may.message());
       return ToGrpc(may);
     }
+    if (!Admit(node)) {
+      server_.refused_nodes_.fetch_add(1, std::memory_order_relaxed);
+      Log(LogLevel::kWarning,
+          "agent stream of node {} refused: {} nodes are connected, the most this aggregator "
+          "serves (--max-nodes)",
+          node, server_.options_.max_nodes);
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          fmt::format("this aggregator serves at most {} nodes at once and has "
+                                      "them: give it a larger --max-nodes",
+                                      server_.options_.max_nodes));
+    }
     auto link = std::make_shared<StreamLink>(context, stream, node);
     link->Start();
     // Every report is checked against the node the agent speaks for (reports.h).
@@ -236,6 +247,8 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
       }
     }
 
+    // First, so that a node seen gone (from the tap hub or the cluster) has left room.
+    Leave(node);
     server_.tap_hub_.DetachAgent(node, link.get());
     server_.admin_relay_.StreamEnded(*link);
     link->Stop();
@@ -271,6 +284,20 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
     return nullptr;
   }
 
+  // Counts the node's stream in, unless max_nodes other nodes have streams open.
+  bool Admit(const std::string& node) {
+    std::lock_guard lock(mutex_);
+    if (!admitted_.contains(node) && admitted_.size() >= server_.options_.max_nodes) return false;
+    ++admitted_[node];
+    return true;
+  }
+  void Leave(const std::string& node) {
+    std::lock_guard lock(mutex_);
+    if (const auto found = admitted_.find(node); found != admitted_.end() && --found->second == 0) {
+      admitted_.erase(found);
+    }
+  }
+
   // Ends every agent stream (shutting down).
   void CancelAll() {
     std::lock_guard lock(mutex_);
@@ -285,6 +312,8 @@ class AggregatorServer::AgentServiceImpl final : public v1::AgentService::Servic
   AggregatorServer& server_;
   std::mutex mutex_;
   std::map<std::string, Current> streams_;
+  // Streams open per node, the one being replaced included: what max_nodes counts.
+  std::map<std::string, int> admitted_;
 };
 
 class AggregatorServer::ApiServiceImpl final : public v1::Api::Service {
@@ -450,6 +479,12 @@ absl::StatusOr<int> AggregatorServer::Start() {
   builder.RegisterService(agent_service_.get());
   builder.RegisterService(api_service_.get());
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  grpc::ResourceQuota quota("nodemesh-aggregator");
+  quota.SetMaxThreads(options_.max_threads > 0
+                          ? options_.max_threads
+                          : static_cast<int>(options_.max_nodes + options_.tap.max_taps) +
+                                ServerOptions::kQueryThreads);
+  builder.SetResourceQuota(quota);
   // Finds agents whose node vanished without closing the connection, and lets agents ping.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30'000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);

@@ -5,6 +5,7 @@
 // relayed to an agent (admin_relay.h), run on gRPC's pool.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -37,6 +38,16 @@ struct ServerOptions {
   StoreOptions store;
   TapHubOptions tap;
   AdminRelayOptions admin_relay;
+  // Agents connected at once, one per node (Kubernetes itself supports 5,000 nodes). A new
+  // node's stream past it is refused with RESOURCE_EXHAUSTED; a node connecting again is not
+  // a new one.
+  size_t max_nodes = 5000;
+  // Threads gRPC may take to serve calls: each agent stream and each tap holds one for its
+  // life, a query one while it runs. Past it a call is refused with RESOURCE_EXHAUSTED rather
+  // than the process running out of threads. 0: enough for max_nodes agents, tap.max_taps
+  // taps and kQueryThreads queries at once.
+  int max_threads = 0;
+  static constexpr int kQueryThreads = 64;
   // A connected node is stale after this long without a delta.
   int stale_after_seconds = 5;
   // How often a tap client hears of dropped events (when there were any).
@@ -64,6 +75,8 @@ class AggregatorServer {
   void Housekeep();
 
   const Store& store() const { return store_; }
+  // Streams of new nodes refused because max_nodes were connected.
+  uint64_t refused_nodes() const { return refused_nodes_.load(std::memory_order_relaxed); }
   const Cluster& cluster() const { return cluster_; }
   const TapHub& tap_hub() const { return tap_hub_; }
 
@@ -83,6 +96,7 @@ class AggregatorServer {
   std::unique_ptr<AgentServiceImpl> agent_service_;
   std::unique_ptr<ApiServiceImpl> api_service_;
   std::unique_ptr<grpc::Server> server_;
+  std::atomic<uint64_t> refused_nodes_{0};
 
   std::mutex housekeeping_mutex_;
   std::condition_variable housekeeping_wake_;

@@ -110,12 +110,18 @@ class FakeAgent {
     Send(message);
   }
 
-  void Disconnect() {
-    if (disconnected_) return;
+  // Returns how the call ended (CANCELLED, when it was still open).
+  grpc::Status Disconnect() {
+    if (disconnected_) return finished_;
     disconnected_ = true;
-    context_.TryCancel();
+    {
+      // A call the aggregator ended keeps its status; cancelling it now would replace it.
+      std::lock_guard lock(mutex_);
+      if (!closed_) context_.TryCancel();
+    }
     reader_.join();
-    stream_->Finish();
+    finished_ = stream_->Finish();
+    return finished_;
   }
 
   // Waits until the aggregator has sent `count` messages; returns them all.
@@ -157,6 +163,7 @@ class FakeAgent {
   v1::PodList cluster_pods_;
   bool closed_ = false;
   bool disconnected_ = false;
+  grpc::Status finished_;
   std::thread reader_;
 };
 
@@ -617,6 +624,84 @@ TEST_CASE("A reconnect of the same node replaces its old stream", "[unit]") {
   CHECK(pods.nodes(0).connected());
   harness.Deliver(*second, DeltaBuilder(kStart - 1).delta());
   CHECK(harness.Stat(Resource("deploy", ""), 10).stale_nodes().empty());
+}
+
+TEST_CASE(
+    "A new node past the most the aggregator serves is refused saying so and a node "
+    "connecting again is not new",
+    "[unit]") {
+  ServerOptions options;
+  options.max_nodes = 2;
+  Harness harness(options);
+  Cast cast;
+  auto node_a = harness.Connect("node-a", {cast.web_a});
+  auto node_b = harness.Connect("node-b", {cast.voting});
+  {
+    FakeAgent node_c(harness.address, "node-c", {});
+    REQUIRE(node_c.WaitClosed());
+    const grpc::Status refused = node_c.Disconnect();
+    CHECK(refused.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+    CHECK(refused.error_message() ==
+          "this aggregator serves at most 2 nodes at once and has them: give it a larger "
+          "--max-nodes");
+  }
+  CHECK(harness.server->refused_nodes() == 1);
+  CHECK(harness.Pods().nodes_size() == 2);
+
+  // node-a's agent connects again before its old stream has ended: its node is not new.
+  auto node_a_again = harness.Connect("node-a", {cast.web_a, cast.emoji});
+  CHECK(node_a->WaitClosed());
+  CHECK(harness.server->refused_nodes() == 1);
+
+  // Once a node has left, a new one is served.
+  node_b->Disconnect();
+  REQUIRE(Eventually([&] {
+    const std::vector<std::string> agents = harness.server->tap_hub().agents();
+    return std::find(agents.begin(), agents.end(), "node-b") == agents.end();
+  }));
+  auto node_c = harness.Connect("node-c", {});
+  CHECK(harness.server->refused_nodes() == 1);
+}
+
+TEST_CASE(
+    "Calls past the threads the aggregator may take are refused and it serves again once "
+    "they end",
+    "[unit]") {
+  ServerOptions options;
+  options.max_threads = 4;
+  Harness harness(options);
+  Cast cast;
+  auto node_a = harness.Connect("node-a", {cast.web_a});
+  v1::TapRequestSpec spec;
+  *spec.mutable_target() = Resource("deploy", "web");
+  // Each open tap holds a thread: open taps until one is refused, well before the tap hub's
+  // own limits (64, and 16 per caller).
+  std::vector<std::unique_ptr<TapClient>> taps;
+  std::optional<grpc::Status> refused;
+  while (!refused && taps.size() < 8) {
+    taps.push_back(std::make_unique<TapClient>(*harness.api, spec));
+    const auto ended = [&] {
+      return taps.back()->Read([](const TapClient& c) { return c.status(); });
+    };
+    REQUIRE(Eventually([&] {
+      return ended().has_value() || harness.server->tap_hub().sessions() == taps.size();
+    }));
+    refused = ended();
+  }
+  REQUIRE(refused.has_value());
+  INFO(refused->error_message());
+  CHECK(refused->error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  CHECK(taps.size() < 8);
+
+  taps.clear();
+  REQUIRE(Eventually([&] { return harness.server->tap_hub().sessions() == 0; }));
+  TapClient again(*harness.api, spec);
+  const auto again_ended = [&] {
+    return again.Read([](const TapClient& c) { return c.status().has_value(); });
+  };
+  REQUIRE(Eventually([&] { return again_ended() || harness.server->tap_hub().sessions() == 1; }));
+  CHECK_FALSE(again_ended());
+  CHECK(harness.Pods().nodes_size() == 1);
 }
 
 TEST_CASE("Every agent hears of every pod of the cluster, with its node, as pods change",

@@ -3,7 +3,7 @@
 # builds the Release, sanitizer and fuzzing configurations, and runs every test tier
 # (unit, kernel, e2e, and k8s: the chart and the image) in Release, the unit and kernel
 # tiers again under ASan + UBSan (the kernel tier runs the sanitized agent through the
-# proxy loop), and a bounded run of each fuzz target.
+# proxy loop), and a bounded run of each fuzz target (built by the same clang build).
 #
 #   bash test/run.sh                  everything
 #   FUZZ_SECONDS=5 bash test/run.sh   shorter fuzzing
@@ -24,16 +24,14 @@ cmake --build --preset release -j "$jobs"
 stage "release tests (unit, kernel, e2e, k8s)"
 ctest --preset release -j "$jobs"
 
-stage "sanitizer build (ASan + UBSan)"
-cmake --preset asan >/dev/null
+stage "sanitizer and fuzzing build (clang, ASan + UBSan, libFuzzer)"
+cmake --preset asan -DNODEMESH_FUZZ_SECONDS="$fuzz_seconds" >/dev/null
 cmake --build --preset asan -j "$jobs"
 stage "sanitizer tests (unit, kernel)"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --preset asan -j "$jobs" -L 'unit|kernel'
 
 stage "fuzz targets (${fuzz_seconds}s each)"
-cmake --preset fuzz -DNODEMESH_FUZZ_SECONDS="$fuzz_seconds" >/dev/null
-cmake --build --preset fuzz -j "$jobs"
-ctest --preset fuzz -j "$jobs"
+ctest --preset asan -j "$jobs" -L fuzz
 
 stage "all tests passed"
