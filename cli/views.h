@@ -26,6 +26,15 @@ std::string RenderStaleWarnings(const google::protobuf::RepeatedPtrField<v1::Nod
 // seconds than asked (it started within the window); nothing otherwise.
 std::string RenderShortWindow(int64_t asked_seconds, int64_t covered_seconds);
 
+// Both of the above for an answer over a window (stat, edges, routes): what a person reading
+// it should know, for stderr.
+template <typename WindowResponse>
+std::string RenderWindowNotes(const WindowResponse& response, int64_t asked_seconds,
+                              int64_t now_unix_seconds) {
+  return RenderStaleWarnings(response.stale_nodes(), now_unix_seconds) +
+         RenderShortWindow(asked_seconds, response.window_seconds());
+}
+
 // stat: rows by namespace and name. `namespace_column` adds NAMESPACE first (-A).
 std::string RenderStat(const v1::StatSummaryResponse& response, OutputFormat format,
                        bool namespace_column);

@@ -49,8 +49,7 @@ int RunEdges(const EdgesFlags& flags, const Invocation& invocation) {
   } else {
     context.out << RenderEdges(*response, *format);
   }
-  context.err << RenderStaleWarnings(response->stale_nodes(), context.now_unix_seconds())
-              << RenderShortWindow(*window, response->window_seconds());
+  context.err << RenderWindowNotes(*response, *window, context.now_unix_seconds());
   return 0;
 }
 

@@ -50,8 +50,7 @@ int RunRoutes(const RoutesFlags& flags, const Invocation& invocation) {
   } else {
     context.out << RenderRoutes(*response, *format);
   }
-  context.err << RenderStaleWarnings(response->stale_nodes(), context.now_unix_seconds())
-              << RenderShortWindow(*window, response->window_seconds());
+  context.err << RenderWindowNotes(*response, *window, context.now_unix_seconds());
   return 0;
 }
 
@@ -79,8 +78,7 @@ int RunTop(const TopFlags& flags, const Invocation& invocation) {
   if (!response.ok()) return invocation.Fail(response.status());
   if (!context.out_is_tty) {
     context.out << RenderTop(*response, "", false);
-    context.err << RenderStaleWarnings(response->stale_nodes(), context.now_unix_seconds())
-                << RenderShortWindow(*window, response->window_seconds());
+    context.err << RenderWindowNotes(*response, *window, context.now_unix_seconds());
     return 0;
   }
   const std::string what =
@@ -94,8 +92,7 @@ int RunTop(const TopFlags& flags, const Invocation& invocation) {
     std::string frame;
     if (response.ok()) {
       frame = RenderTop(*response, title, true) +
-              RenderStaleWarnings(response->stale_nodes(), context.now_unix_seconds()) +
-              RenderShortWindow(*window, response->window_seconds());
+              RenderWindowNotes(*response, *window, context.now_unix_seconds());
     } else {
       // A live view outlasts an aggregator restart: say so and keep trying.
       frame = fmt::format("\x1b[H\x1b[2J{}\n\nmeshctl: {} (retrying)\n", title,

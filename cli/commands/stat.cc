@@ -123,8 +123,7 @@ int RunStat(const StatFlags& flags, const Invocation& invocation) {
         *response, *format,
         flags.all_namespaces && (service || ref->type != ResourceType::kNamespace));
   }
-  context.err << RenderStaleWarnings(response->stale_nodes(), context.now_unix_seconds())
-              << RenderShortWindow(*window, response->window_seconds());
+  context.err << RenderWindowNotes(*response, *window, context.now_unix_seconds());
   return 0;
 }
 
