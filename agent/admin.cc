@@ -290,6 +290,11 @@ HttpRoutes Agent::AdminRoutes() {
       kernel[std::string(CounterName(static_cast<nm_counter>(i)))] = counters[i];
     }
     nlohmann::json response = {{"node", options_.node}, {"proxy", proxy}, {"kernel", kernel}};
+    if (aggregator_) {
+      response["aggregator"] = {{"connected", aggregator_->connected()},
+                                {"unacknowledged_deltas", aggregator_->unacknowledged_deltas()},
+                                {"dropped_deltas", aggregator_->dropped_deltas()}};
+    }
     if (const InventorySource* source = source_.load(std::memory_order_acquire)) {
       if (nlohmann::json status = source->Status(); !status.empty())
         response["kubernetes"] = status;

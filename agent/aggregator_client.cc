@@ -67,6 +67,12 @@ void AggregatorClient::SendMetrics(v1::MetricsDelta delta) {
 void AggregatorClient::TrimDeltasLocked() {
   while (unacked_metrics_.size() + pending_metrics_.size() > kMaxPendingDeltas) {
     (unacked_metrics_.empty() ? pending_metrics_ : unacked_metrics_).pop_front();
+    if (dropped_metrics_++ == 0) {
+      Log(LogLevel::kWarning,
+          "the aggregator has not acknowledged {} s of metrics: the oldest are given up from now "
+          "on (/stats counts them)",
+          kMaxPendingDeltas);
+    }
   }
 }
 
@@ -76,6 +82,11 @@ void AggregatorClient::PodsChanged() {
     pods_changed_ = true;
   }
   wake_.notify_all();
+}
+
+uint64_t AggregatorClient::dropped_deltas() const {
+  std::lock_guard lock(mutex_);
+  return dropped_metrics_;
 }
 
 bool AggregatorClient::connected() const {

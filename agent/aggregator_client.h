@@ -52,6 +52,9 @@ class AggregatorClient {
   bool connected() const;
   // Deltas kept because no acknowledgement has covered them yet: written, or waiting to be.
   size_t unacknowledged_deltas() const;
+  // Deltas given up, oldest first, because more were kept than the limit (an aggregator out
+  // of reach for minutes): their seconds are missing from the aggregator's windows.
+  uint64_t dropped_deltas() const;
 
  private:
   void Run();
@@ -77,8 +80,9 @@ class AggregatorClient {
   uint64_t next_sequence_ = 1;
   std::deque<v1::MetricsDelta> pending_metrics_;  // not yet written, oldest first
   std::deque<v1::MetricsDelta> unacked_metrics_;  // written, not yet acknowledged
-  std::deque<v1::AdminResponse> admin_answers_;   // this session's, waiting to be written
-  grpc::ClientContext* context_ = nullptr;        // the live session's, to cancel it on Stop()
+  uint64_t dropped_metrics_ = 0;
+  std::deque<v1::AdminResponse> admin_answers_;  // this session's, waiting to be written
+  grpc::ClientContext* context_ = nullptr;       // the live session's, to cancel it on Stop()
   std::thread thread_;
 };
 

@@ -160,5 +160,26 @@ TEST_CASE("a delta is kept until acknowledged and sent again in order on the nex
   server->Shutdown();
 }
 
+TEST_CASE(
+    "deltas past five minutes' worth with no aggregator are given up oldest first and "
+    "counted",
+    "[aggregator_client]") {
+  // Nothing listens at this address: every delta stays kept.
+  absl::StatusOr<AggregatorDialer> dialer =
+      AggregatorDialer::Make("127.0.0.1:1", TlsFiles{}, "--aggregator-");
+  REQUIRE(dialer.ok());
+  TapSubscriptions tap;
+  AggregatorClient::Hooks hooks;
+  hooks.pods = [] { return std::vector<v1::Pod>{}; };
+  hooks.drain_tap = [](std::vector<v1::TapEvent>*) { return uint64_t{0}; };
+  AggregatorClient client(*std::move(dialer), "node-a", tap, std::move(hooks));
+  for (int i = 0; i < 300; ++i) client.SendMetrics(v1::MetricsDelta());
+  CHECK(client.unacknowledged_deltas() == 300);
+  CHECK(client.dropped_deltas() == 0);
+  for (int i = 0; i < 7; ++i) client.SendMetrics(v1::MetricsDelta());
+  CHECK(client.unacknowledged_deltas() == 300);
+  CHECK(client.dropped_deltas() == 7);
+}
+
 }  // namespace
 }  // namespace nodemesh::agent
