@@ -91,9 +91,12 @@ struct ClientTotals {
   uint64_t responses_corrupted = 0;  // another status, a malformed answer or another body
   uint64_t requests_lost = 0;        // sent, and the connection ended before the answer
   uint64_t requests_behind = 0;      // due at the rate but no connection was free
+  // What the first few broken connections and wrong answers looked like, as evidence.
+  std::vector<std::string> incidents{};
 
   Json ToJson() const {
-    return {{"connections_opened", connections_opened},
+    return {{"incidents", incidents},
+            {"connections_opened", connections_opened},
             {"connections_completed", connections_completed},
             {"connect_failed", connect_failed},
             {"connections_broken", connections_broken},
@@ -114,6 +117,7 @@ struct ClientTotals {
     totals.responses_corrupted = json.at("responses_corrupted");
     totals.requests_lost = json.at("requests_lost");
     totals.requests_behind = json.at("requests_behind");
+    totals.incidents = json.value("incidents", std::vector<std::string>());
     return totals;
   }
 };
@@ -128,6 +132,7 @@ struct Connection {
   uint32_t answered = 0;
   bool connecting = false;
   bool awaiting = false;
+  bool queued = false;  // on the churn client's list of idle connections
   std::string expected_body{};
   std::string inbox{};
   std::string outbox{};
@@ -321,7 +326,9 @@ class Client {
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && errno == EAGAIN) break;
-      End(index, handler, /*count_broken=*/true);  // EOF or an error
+      Note(connection, n == 0 ? std::string("ended by the peer (EOF)")
+                              : fmt::format("ended by an error: {}", std::strerror(errno)));
+      End(index, handler, /*count_broken=*/true);
       return;
     }
     int status = 0;
@@ -331,6 +338,7 @@ class Client {
         return;
       case ParseResult::kMalformed:
         ++totals_.responses_corrupted;
+        Note(connection, fmt::format("malformed answer '{}'", connection.inbox.substr(0, 200)));
         connection.awaiting = false;
         End(index, handler, /*count_broken=*/false);
         return;
@@ -341,6 +349,8 @@ class Client {
       // An answer nobody asked for, or bytes beyond the one answer: never from a
       // faithful relay.
       ++totals_.responses_corrupted;
+      Note(connection, fmt::format("unexpected answer '{}' (then '{}')", body.substr(0, 200),
+                                   connection.inbox.substr(0, 200)));
       connection.awaiting = false;
       End(index, handler, /*count_broken=*/false);
       return;
@@ -351,8 +361,18 @@ class Client {
       ++totals_.responses_ok;
     } else {
       ++totals_.responses_corrupted;
+      Note(connection,
+           fmt::format("answer {} with status {} and body '{}', expected '{}'", connection.answered,
+                       status, body.substr(0, 200), connection.expected_body));
     }
     handler(index, ConnectionEvent::kAnswered);
+  }
+
+  void Note(const Connection& connection, const std::string& what) {
+    if (totals_.incidents.size() >= 20) return;
+    totals_.incidents.push_back(fmt::format(
+        "connection {} ({} sent, {} answered, {}): {}", connection.id, connection.sent,
+        connection.answered, connection.awaiting ? "awaiting an answer" : "idle", what));
   }
 
   // The connection ended without us closing it: an outstanding request is lost.
@@ -511,10 +531,29 @@ int RunChurnClient(const ChurnClientOptions& options) {
   Client client(options.target, slots, options.seed);
   std::vector<size_t> idle;  // connected slots with no request outstanding
   std::vector<int64_t> reopen_at(slots, 0);
+  const auto queue_idle = [&](size_t slot) {
+    if (!client.slot(slot).queued) idle.push_back(slot);
+    client.slot(slot).queued = true;
+  };
+  // The next idle slot that is still a connected connection with nothing outstanding: an
+  // entry may be stale, its connection ended (and maybe reopened) since it was queued.
+  const auto take_idle = [&]() -> std::optional<size_t> {
+    while (!idle.empty()) {
+      const size_t slot = idle.back();
+      idle.pop_back();
+      Connection& connection = client.slot(slot);
+      if (connection.queued && connection.fd >= 0 && !connection.connecting &&
+          !connection.awaiting) {
+        connection.queued = false;
+        return slot;
+      }
+    }
+    return std::nullopt;
+  };
   const Client::Handler handler = [&](size_t slot, ConnectionEvent event) {
     switch (event) {
       case ConnectionEvent::kConnected:
-        idle.push_back(slot);
+        queue_idle(slot);
         return;
       case ConnectionEvent::kEnded:
         reopen_at[slot] = NowNs() + 10'000'000;  // a refusing target does not make it spin
@@ -523,7 +562,7 @@ int RunChurnClient(const ChurnClientOptions& options) {
         if (client.slot(slot).answered >= static_cast<uint32_t>(options.requests_per_connection)) {
           client.Close(slot, /*completed=*/true);
         } else {
-          idle.push_back(slot);
+          queue_idle(slot);
         }
         return;
     }
@@ -544,9 +583,8 @@ int RunChurnClient(const ChurnClientOptions& options) {
     }
     const uint64_t due = static_cast<uint64_t>(static_cast<double>(now - start) / interval_ns) + 1;
     while (scheduled < due) {
-      // Idle slots may have closed since they were listed.
-      while (!idle.empty() && client.slot(idle.back()).fd < 0) idle.pop_back();
-      if (idle.empty()) {
+      const std::optional<size_t> slot = take_idle();
+      if (!slot) {
         // Behind by more than a second's worth: those are skipped, not queued forever.
         if (due - scheduled > static_cast<uint64_t>(options.rate)) {
           client.totals().requests_behind += due - scheduled - static_cast<uint64_t>(options.rate);
@@ -554,9 +592,7 @@ int RunChurnClient(const ChurnClientOptions& options) {
         }
         break;
       }
-      const size_t slot = idle.back();
-      idle.pop_back();
-      client.Send(slot);
+      client.Send(*slot);
       ++scheduled;
     }
     if (now >= next_progress) {
@@ -1118,6 +1154,10 @@ void RunSoak(const Settings& settings) {
              MiB(last.aggregator_rss_kib), MiB(aggregator_after),
              growth(warm->aggregator_rss_kib, last.aggregator_rss_kib));
   fmt::print("(agent peak RSS over the soak, VmHWM: {:.1f} MiB)\n", MiB(idle_after.hwm_kib));
+  for (const std::string& incident : totals.incidents) fmt::print("  client: {}\n", incident);
+  if (totals.connections_broken + totals.responses_corrupted > 0) {
+    fmt::print("agent /stats after: {}\n", agent->Get("/stats")["proxy"].dump());
+  }
 
   Check(totals.responses_corrupted == 0 && totals.requests_lost == 0 &&
             totals.connect_failed == 0 && totals.connections_broken == 0,
@@ -1320,6 +1360,9 @@ void RunChurn(const Settings& settings) {
       proxied_out, proxied_in,
       out_totals.connections_opened - std::min(out_totals.connections_opened, proxied_out),
       in_totals.connections_opened - std::min(in_totals.connections_opened, proxied_in));
+  for (const ClientTotals* t : {&out_totals, &in_totals}) {
+    for (const std::string& incident : t->incidents) fmt::print("  client: {}\n", incident);
+  }
   fmt::print("origin_missing {}, kernel origin_save_failed {}, inbound_no_listener {}\n",
              delta("proxy", "origin_missing"), delta("kernel", "origin_save_failed"),
              delta("kernel", "inbound_no_listener"));
