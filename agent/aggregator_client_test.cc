@@ -102,6 +102,17 @@ bool Eventually(const std::function<bool()>& condition) {
   return true;
 }
 
+// An agent's client of the aggregator at `address`, for node-a, with no pods and no taps.
+std::unique_ptr<AggregatorClient> ClientOf(const std::string& address, TapSubscriptions& tap) {
+  absl::StatusOr<AggregatorDialer> dialer =
+      AggregatorDialer::Make(address, TlsFiles{}, "--aggregator-");
+  REQUIRE(dialer.ok());
+  AggregatorClient::Hooks hooks;
+  hooks.pods = [] { return std::vector<v1::Pod>{}; };
+  hooks.drain_tap = [](std::vector<v1::TapEvent>*) { return uint64_t{0}; };
+  return std::make_unique<AggregatorClient>(*std::move(dialer), "node-a", tap, std::move(hooks));
+}
+
 TEST_CASE("a delta is kept until acknowledged and sent again in order on the next stream",
           "[aggregator_client]") {
   ScriptedAggregator aggregator;
@@ -112,14 +123,9 @@ TEST_CASE("a delta is kept until acknowledged and sent again in order on the nex
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   REQUIRE(port != 0);
 
-  absl::StatusOr<AggregatorDialer> dialer =
-      AggregatorDialer::Make(fmt::format("127.0.0.1:{}", port), TlsFiles{}, "--aggregator-");
-  REQUIRE(dialer.ok());
   TapSubscriptions tap;
-  AggregatorClient::Hooks hooks;
-  hooks.pods = [] { return std::vector<v1::Pod>{}; };
-  hooks.drain_tap = [](std::vector<v1::TapEvent>*) { return uint64_t{0}; };
-  AggregatorClient client(*std::move(dialer), "node-a", tap, std::move(hooks));
+  const std::unique_ptr<AggregatorClient> owned = ClientOf(fmt::format("127.0.0.1:{}", port), tap);
+  AggregatorClient& client = *owned;
   client.Start();
 
   // Three deltas; the aggregator files them but acknowledges only the first two before the
@@ -165,14 +171,9 @@ TEST_CASE(
     "counted",
     "[aggregator_client]") {
   // Nothing listens at this address: every delta stays kept.
-  absl::StatusOr<AggregatorDialer> dialer =
-      AggregatorDialer::Make("127.0.0.1:1", TlsFiles{}, "--aggregator-");
-  REQUIRE(dialer.ok());
   TapSubscriptions tap;
-  AggregatorClient::Hooks hooks;
-  hooks.pods = [] { return std::vector<v1::Pod>{}; };
-  hooks.drain_tap = [](std::vector<v1::TapEvent>*) { return uint64_t{0}; };
-  AggregatorClient client(*std::move(dialer), "node-a", tap, std::move(hooks));
+  const std::unique_ptr<AggregatorClient> owned = ClientOf("127.0.0.1:1", tap);
+  AggregatorClient& client = *owned;
   for (int i = 0; i < 300; ++i) client.SendMetrics(v1::MetricsDelta());
   CHECK(client.unacknowledged_deltas() == 300);
   CHECK(client.dropped_deltas() == 0);
