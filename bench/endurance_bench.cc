@@ -44,6 +44,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -529,7 +530,10 @@ int RunChurnClient(const ChurnClientOptions& options) {
   BlockContinueSignal();
   const size_t slots = static_cast<size_t>(options.slots);
   Client client(options.target, slots, options.seed);
-  std::vector<size_t> idle;  // connected slots with no request outstanding
+  // Connected slots with no request outstanding, oldest first: taken in turn, so that every
+  // connection carries its requests and none sits unused until the server's timeout for a
+  // first request (nginx's client_header_timeout, 60 s) closes it.
+  std::deque<size_t> idle;
   std::vector<int64_t> reopen_at(slots, 0);
   const auto queue_idle = [&](size_t slot) {
     if (!client.slot(slot).queued) idle.push_back(slot);
@@ -539,8 +543,8 @@ int RunChurnClient(const ChurnClientOptions& options) {
   // entry may be stale, its connection ended (and maybe reopened) since it was queued.
   const auto take_idle = [&]() -> std::optional<size_t> {
     while (!idle.empty()) {
-      const size_t slot = idle.back();
-      idle.pop_back();
+      const size_t slot = idle.front();
+      idle.pop_front();
       Connection& connection = client.slot(slot);
       if (connection.queued && connection.fd >= 0 && !connection.connecting &&
           !connection.awaiting) {
