@@ -402,6 +402,9 @@ void BlockContinueSignal() {
   sigprocmask(SIG_BLOCK, &set, nullptr);
 }
 
+// How long a client waits for the benchmark between phases (which it spends measuring).
+constexpr std::chrono::seconds kContinueTimeout{900};
+
 bool WaitForContinue(std::chrono::seconds timeout) {
   sigset_t set;
   sigemptyset(&set);
@@ -487,12 +490,15 @@ int RunConcurrentClient(const ConcurrentClientOptions& options) {
   };
   run_until_settled();
   Say(fmt::format("all-open {}", total - client.totals().connect_failed));
-  if (!WaitForContinue(std::chrono::seconds(options.phase_timeout_s))) return 3;
+  if (!WaitForContinue(kContinueTimeout)) return 3;
 
   exchanging = true;
   settled = 0;
   for (size_t slot = 0; slot < total; ++slot) {
-    if (client.slot(slot).fd >= 0 && options.requests > 1) {
+    // One still waiting for its first answer (past the agent's limit) gets no second request:
+    // this client never pipelines.
+    const Connection& connection = client.slot(slot);
+    if (connection.fd >= 0 && !connection.awaiting && options.requests > 1) {
       client.Send(slot);
     } else {
       ++settled;
@@ -500,7 +506,7 @@ int RunConcurrentClient(const ConcurrentClientOptions& options) {
   }
   run_until_settled();
   Say("exchanged");
-  if (!WaitForContinue(std::chrono::seconds(options.phase_timeout_s))) return 3;
+  if (!WaitForContinue(kContinueTimeout)) return 3;
 
   for (size_t slot = 0; slot < total; ++slot) {
     Connection& connection = client.slot(slot);
@@ -638,6 +644,9 @@ struct Settings {
   int connections = 10000;
   int requests_per_connection = 4;
   int concurrency_rounds = 2;
+  // Run every connection asked for even when the agent's descriptors cannot hold them, to
+  // see what it does at its limit (the checks then fail).
+  bool beyond_file_limit = false;
   // soak
   int soak_seconds = 600;
   int warmup_seconds = 60;
@@ -838,9 +847,33 @@ void WaitForLine(Process& client, std::string_view line, std::chrono::seconds ti
           [&] { return client.output().find(line) != std::string::npos || !client.IsRunning(); },
           timeout, 100ms) ||
       client.output().find(line) == std::string::npos) {
-    throw std::runtime_error(fmt::format("client did not say '{}' within {} s:\n{}", line,
-                                         timeout.count(), client.output()));
+    const std::string why =
+        client.IsRunning()
+            ? fmt::format("did not say '{}' within {} s", line, timeout.count())
+            : fmt::format("ended ({}) before saying '{}'", client.Wait(0ms)->ToString(), line);
+    throw std::runtime_error(fmt::format("client {}:\n{}", why, client.output()));
   }
+}
+
+// CPU time of a process, all its threads, user and system.
+double ProcessCpuSeconds(pid_t pid) {
+  const std::string stat = ReadFile(fmt::format("/proc/{}/stat", pid));
+  // utime and stime are the 12th and 13th fields after the parenthesised command name.
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 0; i < 11; ++i) fields >> field;
+  fields >> utime >> stime;
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+int64_t CountLinesWith(const std::string& text, std::string_view needle) {
+  std::istringstream lines(text);
+  int64_t count = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find(needle) != std::string::npos) ++count;
+  }
+  return count;
 }
 
 uint64_t ProxyStat(const AgentProcess& agent, const char* name) {
@@ -911,7 +944,7 @@ void RunConcurrency(const Settings& settings) {
                                ? (agent_limit - idle_fds - kDescriptorMargin) / 2
                                : 0;
   uint64_t n = static_cast<uint64_t>(settings.connections);
-  if (n > fitting) {
+  if (n > fitting && !settings.beyond_file_limit) {
     fmt::print(
         "NOTE: {} connections need {} of the agent's descriptors; its limit is {} and it holds "
         "{} idle: running {} connections, the most that fit\n",
@@ -930,10 +963,26 @@ void RunConcurrency(const Settings& settings) {
     Process load = client.Run({SelfBinary(), "client-concurrent", "--target",
                                Target(server, kServerPort), "--connections", std::to_string(n),
                                "--requests", std::to_string(settings.requests_per_connection),
-                               "--seed", std::to_string(round)});
+                               "--seed", std::to_string(round),
+                               // Past the limit some connections are never answered.
+                               "--phase-timeout", settings.beyond_file_limit ? "20" : "600"});
+    const double agent_cpu_before = ProcessCpuSeconds(agent_pid);
     WaitForLine(load, "all-open", 900s);
     r.all_open = MemoryOf(agent_pid);
     const double open_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+    if (settings.beyond_file_limit) {
+      // The admin API needs a descriptor of its own to answer: it may not.
+      const std::optional<Json> stats = agent->TryGet("/stats");
+      const std::string log = agent->output();
+      fmt::print(
+          "opening took the agent {:.1f} s of CPU in {:.1f} s; {} descriptors; /stats {}; its "
+          "log: {} lines naming a failed accept, {:.1f} MiB\n",
+          ProcessCpuSeconds(agent_pid) - agent_cpu_before, open_seconds, r.all_open.fds,
+          stats ? fmt::format("accept_errors {}", (*stats)["proxy"]["accept_errors"].dump())
+                : std::string("did not answer"),
+          CountLinesWith(log, ": accept in "), static_cast<double>(log.size()) / (1 << 20));
+      std::fflush(stdout);
+    }
     load.Signal(SIGUSR1);
     WaitForLine(load, "exchanged", 900s);
     r.peak = MemoryOf(agent_pid);
@@ -1185,15 +1234,6 @@ void RunSoak(const Settings& settings) {
 
 // What enrolment makes, counted: each must be back where it was once the pod is released.
 using Inventory = std::map<std::string, int64_t>;
-
-int64_t CountLinesWith(const std::string& text, std::string_view needle) {
-  std::istringstream lines(text);
-  int64_t count = 0;
-  for (std::string line; std::getline(lines, line);) {
-    if (line.find(needle) != std::string::npos) ++count;
-  }
-  return count;
-}
 
 // The network namespace's inode of a pod, as bpftool names a netns link's target.
 uint64_t NetnsInode(const Pod& pod) {
@@ -1451,6 +1491,9 @@ int main(int argc, char** argv) {
   app.add_option("--concurrency-rounds", settings.concurrency_rounds,
                  "Concurrency: rounds on the same agent")
       ->check(CLI::Range(1, 10));
+  app.add_flag("--beyond-file-limit", settings.beyond_file_limit,
+               "Concurrency: open every connection asked for even past the agent's descriptor "
+               "limit, to see what it does there (its checks then fail)");
   app.add_option("--soak-seconds", settings.soak_seconds, "Soak: duration")
       ->check(CLI::Range(10, 86400));
   app.add_option("--warmup-seconds", settings.warmup_seconds,
@@ -1485,6 +1528,8 @@ int main(int argc, char** argv) {
   concurrent_app->add_option("--connections", concurrent.connections);
   concurrent_app->add_option("--requests", concurrent.requests);
   concurrent_app->add_option("--seed", concurrent.seed);
+  concurrent_app->add_option("--phase-timeout", concurrent.phase_timeout_s)
+      ->check(CLI::Range(1, 3600));
   ChurnClientOptions churn;
   CLI::App* churn_app = app.add_subcommand(
       "client-churn", "(internal) a steady rate with connection churn, in a pod");
