@@ -13,7 +13,7 @@
 #                                 10,000 connections at once, a 10-minute soak with connection
 #                                 churn, 1,000 pod enrol/release cycles: the agent's memory per
 #                                 connection and over time, sent vs counted, and what is left
-#                                 behind (root; about 20 minutes; --only and shorter flags)
+#                                 behind (root; about 15 minutes; --only and shorter flags)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
