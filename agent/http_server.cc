@@ -1,5 +1,6 @@
 #include "agent/http_server.h"
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -100,6 +101,7 @@ HttpServer::HttpServer(UniqueFd listener, std::string address, std::string unix_
       address_(std::move(address)),
       unix_path_(std::move(unix_path)) {
   stop_.Reset(eventfd(0, EFD_CLOEXEC));
+  reserve_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
 }
 
 HttpServer::~HttpServer() {
@@ -206,6 +208,18 @@ void HttpServer::Serve() {
     if (fds[1].revents != 0) return;
     if (fds[0].revents == 0) continue;
     UniqueFd client(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!client.valid() && (errno == EMFILE || errno == ENFILE)) {
+      // Out of descriptors: the reserve makes room for this one client.
+      reserve_.Reset();
+      client.Reset(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (client.valid()) ServeOne(client.get());
+      client.Reset();
+      reserve_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+      // Another thread may have taken the room first: the listener stays readable, so rest
+      // rather than spin.
+      if (!reserve_.valid()) ::poll(&fds[1], 1, 100);
+      continue;
+    }
     if (client.valid()) ServeOne(client.get());
   }
 }

@@ -72,6 +72,9 @@ class HttpServer {
 
   UniqueFd listener_;
   UniqueFd stop_;
+  // Held so that when the process runs out of descriptors this server can still accept one
+  // client and answer it (an operator asking /stats why), by letting this one go first.
+  UniqueFd reserve_;
   std::string address_;
   std::string unix_path_;
   HttpRoutes routes_;

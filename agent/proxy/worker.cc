@@ -1,9 +1,11 @@
 #include "agent/proxy/worker.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -28,6 +30,11 @@ constexpr int kMaxSleepMs = 250;
 // Connections accepted from one listener per wakeup, so one busy listener cannot starve
 // the others.
 constexpr int kAcceptBatch = 64;
+// A listener that could not accept for want of descriptors rests this long, and the agent
+// says so at most this often per worker.
+constexpr int64_t kAcceptPauseNs = 100'000'000;
+constexpr int kAcceptPauseMs = 100;
+constexpr int64_t kAcceptLimitLogIntervalNs = 10'000'000'000;
 
 int64_t MonotonicNs() {
   timespec now;
@@ -126,6 +133,8 @@ absl::Status Worker::Start() {
   wake_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake_.valid()) return ErrnoStatus("eventfd", errno);
   Watch(wake_.get(), reinterpret_cast<void*>(kWakeTag), EPOLLIN);
+  spare_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (!spare_.valid()) return ErrnoStatus("opening /dev/null", errno);
   if (absl::StatusOr<std::unique_ptr<Conntrack>> conntrack = Conntrack::Open(); conntrack.ok()) {
     conntrack_ = *std::move(conntrack);
   } else if (index_ == 0) {
@@ -208,8 +217,10 @@ void Worker::RemoveListeners(uint32_t pod_id) {
 void Worker::Run() {
   epoll_event events[kMaxEvents];
   while (!stopping_) {
-    const int n = epoll_wait(epoll_.get(), events, kMaxEvents, kMaxSleepMs);
+    const int n = epoll_wait(epoll_.get(), events, kMaxEvents,
+                             listeners_paused_ ? kAcceptPauseMs : kMaxSleepMs);
     const int64_t now = MonotonicNs();
+    ResumeListeners(now);
     for (int i = 0; i < n; ++i) {
       const auto data = reinterpret_cast<uintptr_t>(events[i].data.ptr);
       switch (data & kTagMask) {
@@ -240,11 +251,22 @@ void Worker::Run() {
 
 bool Worker::Accept(Listener& listener, int64_t now_ns) {
   for (int i = 0; i < kAcceptBatch; ++i) {
+    if (!spare_.valid()) {
+      spare_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+      if (!spare_.valid()) {
+        stats_.accept_errors.Add();
+        PauseListener(listener, errno, now_ns);
+        return false;
+      }
+    }
     UniqueFd client(accept4(listener.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (!client.valid()) {
       if (errno == EINTR || errno == ECONNABORTED) continue;  // others may still wait
-      if (errno != EAGAIN) {
-        stats_.accept_errors.Add();
+      if (errno == EAGAIN) return false;
+      stats_.accept_errors.Add();
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        PauseListener(listener, errno, now_ns);
+      } else {
         Log(LogLevel::kWarning, "worker {}: accept in {}: {}", index_,
             listener.pod->view()->info.key(), std::strerror(errno));
       }
@@ -253,6 +275,48 @@ bool Worker::Accept(Listener& listener, int64_t now_ns) {
     StartConnection(listener, std::move(client), now_ns);
   }
   return true;
+}
+
+void Worker::PauseListener(Listener& listener, int error, int64_t now_ns) {
+  epoll_event event{};  // no events: the listener stays registered, unwatched
+  event.data.ptr = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(&listener) | kListenerTag);
+  epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, listener.fd.get(), &event);
+  listener.paused_until_ns = now_ns + kAcceptPauseNs;
+  listeners_paused_ = true;
+
+  ++accept_limit_unlogged_;
+  if (accept_limit_logged_ns_ != 0 &&
+      now_ns - accept_limit_logged_ns_ < kAcceptLimitLogIntervalNs) {
+    return;
+  }
+  rlimit limit{};
+  getrlimit(RLIMIT_NOFILE, &limit);
+  Log(LogLevel::kWarning,
+      "worker {}: cannot accept connections ({}; {} times since the last notice): they wait in "
+      "their pods' accept queues until descriptors are free. The agent may hold {} descriptors, "
+      "two per proxied connection: raise its limit (LimitNOFILE, or the container runtime's "
+      "nofile ulimit)",
+      index_, std::strerror(error), accept_limit_unlogged_, limit.rlim_cur);
+  accept_limit_logged_ns_ = now_ns;
+  accept_limit_unlogged_ = 0;
+}
+
+void Worker::ResumeListeners(int64_t now_ns) {
+  if (!listeners_paused_) return;
+  listeners_paused_ = false;
+  for (const std::unique_ptr<Listener>& listener : listeners_) {
+    if (listener->paused_until_ns == 0) continue;
+    if (now_ns < listener->paused_until_ns) {
+      listeners_paused_ = true;
+      continue;
+    }
+    listener->paused_until_ns = 0;
+    epoll_event event{};
+    event.events = EPOLLIN;  // level-triggered: what waited in the queue wakes it at once
+    event.data.ptr =
+        reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(listener.get()) | kListenerTag);
+    epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, listener->fd.get(), &event);
+  }
 }
 
 void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns) {
@@ -289,6 +353,11 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
   std::optional<Endpoint> bound_as_caller;
   UniqueFd upstream =
       ConnectUpstream(pod, listener.direction, *app, destination, &bound_as_caller, &error);
+  if (!upstream.valid() && (error == EMFILE || error == ENFILE) && spare_.valid()) {
+    spare_.Reset();  // what it is kept for: the client's socket took the last free one
+    upstream =
+        ConnectUpstream(pod, listener.direction, *app, destination, &bound_as_caller, &error);
+  }
   if (!upstream.valid()) {
     // Refused at once (e.g. nothing listens on a local address): mirror it.
     (error == ECONNREFUSED ? stats_.upstream_refused : stats_.upstream_failed).Add();

@@ -116,6 +116,7 @@ class Worker {
     UniqueFd fd;
     std::shared_ptr<const PodRuntime> pod;
     Direction direction;
+    int64_t paused_until_ns = 0;  // not watched until then (out of descriptors); 0: watched
   };
   struct Connection;  // a relay, its observer, and where the worker keeps them
 
@@ -124,6 +125,11 @@ class Worker {
   void DrainTasks();
   // Accepts what is waiting, up to a bound; true if it stopped at the bound.
   bool Accept(Listener& listener, int64_t now_ns);
+  // Out of descriptors: the listener is level-triggered and would wake the worker again at
+  // once, so it is not watched for a while (its connections wait in its accept queue), and
+  // the agent says so at most every so often.
+  void PauseListener(Listener& listener, int error, int64_t now_ns);
+  void ResumeListeners(int64_t now_ns);
   void StartConnection(Listener& listener, UniqueFd client, int64_t now_ns);
   // A non-blocking socket in the pod's netns with a connect to `destination` in flight;
   // inbound, bound to the caller's address so that the application sees the caller.
@@ -151,6 +157,10 @@ class Worker {
   std::unique_ptr<Conntrack> conntrack_;
   UniqueFd epoll_;
   UniqueFd wake_;  // eventfd: tasks are queued
+  // A descriptor held in reserve: a connection accepted with the last free descriptor still
+  // gets its upstream socket (this one is let go for it) rather than a reset. The listeners
+  // accept only while it is held.
+  UniqueFd spare_;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
 
@@ -171,6 +181,9 @@ class Worker {
   size_t closed_count_ = 0;  // ever; the next slot is closed_count_ % kRecentlyClosed
   std::list<Connection*> waiting_for_buffers_;
   uint64_t last_connection_id_ = 0;
+  bool listeners_paused_ = false;
+  int64_t accept_limit_logged_ns_ = 0;  // monotonic; 0: never
+  uint64_t accept_limit_unlogged_ = 0;  // failures since that notice
 };
 
 }  // namespace nodemesh::agent

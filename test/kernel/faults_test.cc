@@ -6,11 +6,13 @@
 // less than a generous bound (memory stays bounded), and the faulty connection is counted.
 #include <fmt/format.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -367,6 +369,52 @@ struct Faults {
   }
 };
 
+// argv: ip port count release-file. Opens `count` connections to an echo server and sends a
+// line on each, then collects the echoes: a connection echoed is kept open (holding the
+// agent's descriptors) until the release file exists, and closed at once after. Prints
+// "sent N", "echoed K" as they come, and "all echoed" (exit 0) or what went wrong (exit 1).
+constexpr const char* kHoldingClient = R"(
+import os, select, socket, sys, time
+ip, port, count, release = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+pending = {}
+for i in range(count):
+    s = socket.create_connection((ip, port), timeout=10)
+    s.sendall(b"line %d\n" % i)
+    pending[s] = [b"line %d\n" % i, b""]
+print("sent", count, flush=True)
+held, echoed, deadline = [], 0, time.time() + 60
+while pending and time.time() < deadline:
+    released = os.path.exists(release)
+    if released:
+        for s in held:
+            s.close()
+        held = []
+    readable, _, _ = select.select(list(pending), [], [], 0.1)
+    for s in readable:
+        chunk = s.recv(4096)
+        if not chunk:
+            print("a connection ended before its echo", flush=True)
+            sys.exit(1)
+        pending[s][1] += chunk
+        if pending[s][1] == pending[s][0]:
+            del pending[s]
+            echoed += 1
+            print("echoed", echoed, flush=True)
+            if released:
+                s.close()
+            else:
+                held.append(s)
+print("all echoed" if not pending else "%d never echoed" % len(pending), flush=True)
+sys.exit(0 if not pending else 1)
+)";
+
+// Descriptors `pid` holds now.
+size_t DescriptorCount(pid_t pid) {
+  std::error_code error;
+  const std::filesystem::directory_iterator fds(fmt::format("/proc/{}/fd", pid), error);
+  return static_cast<size_t>(std::distance(begin(fds), end(fds)));
+}
+
 // "local=10.77.0.11:40312" in a peer's output.
 std::string LocalOf(const Process& peer, const std::string& line_prefix) {
   return FieldOf(peer.output(), line_prefix, "local");
@@ -649,6 +697,62 @@ TEST_CASE(
   // pool unsent, and the next connection to take it must carry only its own bytes.
   faults.NextConnectionCarriesOnlyItsOwnBytes();
   faults.OrdinaryRequestSucceeds();
+  faults.HealthyAndBounded();
+}
+
+TEST_CASE(
+    "fault: an agent out of file descriptors lets new connections wait rather than fail, says "
+    "so once, still answers its admin API, and serves them once descriptors are free") {
+  Faults faults;
+  const pid_t pid = faults.agent.process().pid();
+  rlimit original{};
+  REQUIRE(::prlimit(pid, RLIMIT_NOFILE, nullptr, &original) == 0);
+  // Room for a few connections beyond what the agent holds now, two descriptors each (the
+  // soft limit only: the hard one may not be raised again here).
+  const rlimit tight{DescriptorCount(pid) + 10, original.rlim_max};
+  REQUIRE(::prlimit(pid, RLIMIT_NOFILE, &tight, nullptr) == 0);
+  struct RestoreLimit {
+    pid_t pid;
+    rlimit limit;
+    ~RestoreLimit() { ::prlimit(pid, RLIMIT_NOFILE, &limit, nullptr); }
+  } restore{pid, original};
+  const uint64_t errors_before = faults.agent.ProxyCounter("accept_errors");
+
+  TempDir dir;
+  const std::string release = dir.path() + "/release";
+  Process holder = faults.client.Run({kPython, "-u", "-c", kHoldingClient, faults.remote.ip,
+                                      std::to_string(kEchoPort), "30", release});
+  REQUIRE(holder.WaitForOutput("sent 30", 15s));
+  // The agent ran out: its admin API still answers (on the descriptor it keeps for that),
+  // and counts the accepts that could not be made.
+  const bool counted = PollUntil(
+      [&] {
+        const std::optional<Json> stats = faults.agent.TryGet("/stats");
+        return stats && (*stats)["proxy"]["accept_errors"].get<uint64_t>() > errors_before;
+      },
+      10s, 100ms);
+  INFO("holder:\n" << holder.output() << "\nagent:\n" << faults.agent.output().substr(0, 4000));
+  REQUIRE(counted);
+  CHECK(holder.output().find("echoed 30") == std::string::npos);  // the rest wait
+  // Said once, not at every wakeup of a listener that stays readable.
+  const std::string log = faults.agent.output();
+  size_t notices = 0;
+  for (size_t at = log.find("cannot accept connections"); at != std::string::npos;
+       at = log.find("cannot accept connections", at + 1)) {
+    ++notices;
+  }
+  CHECK(notices >= 1);
+  CHECK(notices <= 2);
+
+  // Descriptors come free as the echoed connections close: every waiting one is served, and
+  // none was reset for want of a descriptor.
+  std::ofstream(release).put('\n');
+  const std::optional<ExitStatus> ended = holder.Wait(30s);
+  INFO("holder:\n" << holder.output());
+  REQUIRE(ended);
+  CHECK(ended->code == 0);
+  CHECK(holder.output().find("all echoed") != std::string::npos);
+  REQUIRE(::prlimit(pid, RLIMIT_NOFILE, &original, nullptr) == 0);
   faults.HealthyAndBounded();
 }
 
