@@ -980,7 +980,8 @@ void RunConcurrency(const Settings& settings) {
           ProcessCpuSeconds(agent_pid) - agent_cpu_before, open_seconds, r.all_open.fds,
           stats ? fmt::format("accept_errors {}", (*stats)["proxy"]["accept_errors"].dump())
                 : std::string("did not answer"),
-          CountLinesWith(log, ": accept in "), static_cast<double>(log.size()) / (1 << 20));
+          CountLinesWith(log, ": cannot accept connections") + CountLinesWith(log, ": accept in "),
+          static_cast<double>(log.size()) / (1 << 20));
       std::fflush(stdout);
     }
     load.Signal(SIGUSR1);
