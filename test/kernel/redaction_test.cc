@@ -46,6 +46,8 @@ TEST_CASE("a redacted header or query never reaches the aggregator's wire") {
                       "content-type,User-Agent,authorization,x-session", "--tap-redact-headers",
                       "Authorization,x-session", "--tap-strip-query"}});
   INFO("agent:\n" << agent.output());
+  // A tap started before the aggregator knows the node's pods is refused (NOT_FOUND).
+  REQUIRE(aggregator.WaitForOutput("node node-a connected", 15s));
 
   // The agent's effective settings say what it redacts.
   const Json config = agent.Get("/config")["tap"];

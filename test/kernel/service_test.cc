@@ -110,6 +110,11 @@ struct ServiceCluster {
                                   .log_level = "debug",
                                   .extra_args = {"--aggregator", aggregator_address}});
     metrics_address = agent->metrics_address();
+    // A tap started before the aggregator knows the node's pods is refused (NOT_FOUND).
+    if (!aggregator.WaitForOutput("node node-a connected", std::chrono::seconds(15))) {
+      throw std::runtime_error("the agent did not connect to the aggregator:\n" +
+                               aggregator.output() + "\n" + agent->output());
+    }
   }
 
   std::string Metrics() const {
