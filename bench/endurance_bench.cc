@@ -766,8 +766,7 @@ uint64_t SoftFileLimit(pid_t pid) {
 // its request), keeping connections as long as any part runs.
 Process StartNginx(const Pod& server, const Pod& prober, const std::string& dir) {
   const std::string root = fmt::format("{}/nginx-{}", dir, server.name);
-  std::filesystem::create_directories(root + "/tmp");
-  WriteFile(root + "/nginx.conf", fmt::format(R"(
+  const std::string conf = fmt::format(R"(
 master_process on;
 worker_processes 1;
 worker_rlimit_nofile 200000;
@@ -778,11 +777,7 @@ events {{ worker_connections 100000; multi_accept on; }}
 http {{
   access_log off;
   default_type text/plain;
-  client_body_temp_path {0}/tmp/body;
-  proxy_temp_path {0}/tmp/proxy;
-  fastcgi_temp_path {0}/tmp/fastcgi;
-  uwsgi_temp_path {0}/tmp/uwsgi;
-  scgi_temp_path {0}/tmp/scgi;
+  {3}
   keepalive_requests 100000000;
   keepalive_timeout 3600s;
   server {{
@@ -791,21 +786,9 @@ http {{
   }}
 }}
 )",
-                                              root, server.ip, kServerPort));
-  Process nginx = server.Run({"nginx", "-p", root, "-e", root + "/error.log", "-c",
-                              root + "/nginx.conf", "-g", "daemon off;"});
-  const std::string probe = fmt::format("http://{}:{}/probe", server.ip, kServerPort);
-  const bool up = PollUntil(
-      [&] {
-        return prober.RunCommand({"curl", "-sS", "--max-time", "2", "-o", "/dev/null", probe}, 10s)
-                   .exit_code == 0;
-      },
-      20s, 100ms);
-  if (!up) {
-    throw std::runtime_error("nginx did not start: " + nginx.output() +
-                             ReadFile(root + "/error.log"));
-  }
-  return nginx;
+                                       root, server.ip, kServerPort, NginxTempPaths(root));
+  return testing::StartNginx(server, prober, root, conf,
+                             fmt::format("http://{}:{}/probe", server.ip, kServerPort));
 }
 
 std::unique_ptr<AgentProcess> StartAgent(TestNode& node, const Settings& settings,

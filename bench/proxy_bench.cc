@@ -108,10 +108,9 @@ std::vector<std::string> Pinned(const std::string& cpus, std::vector<std::string
 Process StartNginx(const Pod& server, const Pod& client, const std::string& dir,
                    const Settings& settings) {
   const std::string root = dir + "/nginx";
-  std::filesystem::create_directories(root + "/tmp");
   // The smallest answer nginx can give, with keep-alive that outlasts every run: what is
   // measured is the path between the pods, not the server's work.
-  WriteFile(root + "/nginx.conf", fmt::format(R"(
+  const std::string conf = fmt::format(R"(
 master_process on;
 worker_processes 1;
 user root;
@@ -121,11 +120,7 @@ events {{ worker_connections 4096; }}
 http {{
   access_log off;
   default_type text/plain;
-  client_body_temp_path {0}/tmp/body;
-  proxy_temp_path {0}/tmp/proxy;
-  fastcgi_temp_path {0}/tmp/fastcgi;
-  uwsgi_temp_path {0}/tmp/uwsgi;
-  scgi_temp_path {0}/tmp/scgi;
+  {3}
   keepalive_requests 100000000;
   keepalive_timeout 300s;
   server {{
@@ -134,22 +129,10 @@ http {{
   }}
 }}
 )",
-                                              root, server.ip, kServerPort));
-  Process nginx =
-      server.Run(Pinned(settings.nginx_cpus, {"nginx", "-p", root, "-e", root + "/error.log", "-c",
-                                              root + "/nginx.conf", "-g", "daemon off;"}));
-  const std::string probe = fmt::format("http://{}:{}/", server.ip, kServerPort);
-  const bool up = PollUntil(
-      [&] {
-        return client.RunCommand({"curl", "-sS", "--max-time", "2", "-o", "/dev/null", probe}, 10s)
-                   .exit_code == 0;
-      },
-      20s, 100ms);
-  if (!up) {
-    throw std::runtime_error("nginx did not start: " + nginx.output() +
-                             ReadFile(root + "/error.log"));
-  }
-  return nginx;
+                                       root, server.ip, kServerPort, NginxTempPaths(root));
+  return testing::StartNginx(server, client, root, conf,
+                             fmt::format("http://{}:{}/", server.ip, kServerPort),
+                             Pinned(settings.nginx_cpus, {}));
 }
 
 // CPU time in microseconds: of the whole machine (user and system, without interrupts,

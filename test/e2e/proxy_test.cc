@@ -96,12 +96,10 @@ struct Nginx {
 Nginx StartNginx(const Pod& pod, const std::string& dir) {
   const std::string root = dir + "/nginx";
   std::filesystem::create_directories(root + "/www");
-  std::filesystem::create_directories(root + "/tmp");
   WriteFile(root + "/www/index.html", "<html><body>hello from emoji-1</body></html>\n");
   WriteFile(root + "/www/small.txt", "small\n");
   WriteFile(root + "/www/data.bin", RandomBytes(1 << 20, 7));
-  WriteFile(root + "/nginx.conf", fmt::format(R"(
-daemon off;
+  const std::string conf = fmt::format(R"(
 master_process on;
 worker_processes 1;
 user root;
@@ -111,11 +109,7 @@ events {{ worker_connections 1024; }}
 http {{
   log_format peer '$remote_addr $connection $connection_requests "$request" $status $body_bytes_sent';
   access_log {0}/access.log peer;
-  client_body_temp_path {0}/tmp/body;
-  proxy_temp_path {0}/tmp/proxy;
-  fastcgi_temp_path {0}/tmp/fastcgi;
-  uwsgi_temp_path {0}/tmp/uwsgi;
-  scgi_temp_path {0}/tmp/scgi;
+  {3}
   keepalive_requests 1000;
   server {{
     listen {1}:{2};
@@ -123,17 +117,9 @@ http {{
   }}
 }}
 )",
-                                              root, pod.ip, kNginxPort));
-  Process nginx = pod.Run({"nginx", "-p", root, "-e", root + "/error.log", "-c",
-                           root + "/nginx.conf", "-g", "error_log stderr;"});
-  const std::string probe = fmt::format("http://{}:{}/small.txt", pod.ip, kNginxPort);
-  const bool up = PollUntil(
-      [&] {
-        return pod.RunCommand({"curl", "-sS", "--max-time", "2", "-o", "/dev/null", probe}, 10s)
-                   .exit_code == 0;
-      },
-      20s, 100ms);
-  if (!up) throw std::runtime_error("nginx did not start: " + nginx.output());
+                                       root, pod.ip, kNginxPort, NginxTempPaths(root));
+  Process nginx = testing::StartNginx(pod, pod, root, conf,
+                                      fmt::format("http://{}:{}/small.txt", pod.ip, kNginxPort));
   return {std::move(nginx), root + "/access.log"};
 }
 

@@ -17,6 +17,37 @@ std::string SourcePath(const std::string& relative) {
 
 std::string Target(const Pod& pod, uint16_t port) { return fmt::format("{}:{}", pod.ip, port); }
 
+Process StartNginx(const Pod& pod, const Pod& prober, const std::string& root,
+                   const std::string& conf, const std::string& probe_url,
+                   std::vector<std::string> wrap) {
+  std::filesystem::create_directories(root + "/tmp");
+  WriteFile(root + "/nginx.conf", conf);
+  wrap.insert(wrap.end(), {"nginx", "-p", root, "-e", root + "/error.log", "-c",
+                           root + "/nginx.conf", "-g", "daemon off;"});
+  Process nginx = pod.Run(std::move(wrap));
+  const bool up = PollUntil(
+      [&] {
+        return prober
+                   .RunCommand({"curl", "-sS", "--max-time", "2", "-o", "/dev/null", probe_url},
+                               std::chrono::seconds(10))
+                   .exit_code == 0;
+      },
+      std::chrono::seconds(20), std::chrono::milliseconds(100));
+  if (!up) {
+    throw std::runtime_error("nginx did not start: " + nginx.output() +
+                             ReadFile(root + "/error.log"));
+  }
+  return nginx;
+}
+
+std::string NginxTempPaths(const std::string& root) {
+  return fmt::format(
+      "client_body_temp_path {0}/tmp/body;\nproxy_temp_path {0}/tmp/proxy;\n"
+      "fastcgi_temp_path {0}/tmp/fastcgi;\nuwsgi_temp_path {0}/tmp/uwsgi;\n"
+      "scgi_temp_path {0}/tmp/scgi;\n",
+      root);
+}
+
 Process StartEchoServer(const Pod& pod, uint16_t port, const std::string& address) {
   Process server =
       pod.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "echo-server", "--listen",

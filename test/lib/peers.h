@@ -23,6 +23,16 @@ std::string SourcePath(const std::string& relative);
 // "ip:port".
 std::string Target(const Pod& pod, uint16_t port);
 
+// nginx in `pod`, configured by `conf` (a whole nginx.conf, usually with NginxTempPaths) and
+// kept in `root` (its conf, pid and error log); `wrap` goes before the command (e.g.
+// {"taskset", "-c", "1"}). Returns once `prober` gets an answer from `probe_url`; throws
+// with nginx's output and error log if it does not start.
+Process StartNginx(const Pod& pod, const Pod& prober, const std::string& root,
+                   const std::string& conf, const std::string& probe_url,
+                   std::vector<std::string> wrap = {});
+// The *_temp_path directives that keep nginx's temporary files under `root`.
+std::string NginxTempPaths(const std::string& root);
+
 // tcp_peer.py echo-server on the pod's address (or on `address`, e.g. its pod.ip6);
 // returns once it listens. Throws std::runtime_error with its output if it does not start.
 Process StartEchoServer(const Pod& pod, uint16_t port, const std::string& address = "");
