@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <future>
 
@@ -32,9 +33,13 @@ constexpr int kMaxSleepMs = 250;
 constexpr int kAcceptBatch = 64;
 // A listener that could not accept for want of descriptors rests this long, and the agent
 // says so at most this often per worker.
-constexpr int64_t kAcceptPauseNs = 100'000'000;
-constexpr int kAcceptPauseMs = 100;
+constexpr std::chrono::milliseconds kAcceptPause{100};
 constexpr int64_t kAcceptLimitLogIntervalNs = 10'000'000'000;
+
+// What epoll hands back for a listener.
+void* ListenerTarget(const void* listener) {
+  return reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(listener) | kListenerTag);
+}
 
 int64_t MonotonicNs() {
   timespec now;
@@ -190,9 +195,7 @@ void Worker::Watch(int fd, void* target, uint32_t events) {
 
 void Worker::AddListener(UniqueFd fd, std::shared_ptr<const PodRuntime> pod, Direction direction) {
   auto listener = std::make_unique<Listener>(Listener{std::move(fd), std::move(pod), direction});
-  Watch(listener->fd.get(),
-        reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(listener.get()) | kListenerTag),
-        EPOLLIN);
+  Watch(listener->fd.get(), ListenerTarget(listener.get()), EPOLLIN);
   listeners_.push_back(std::move(listener));
 }
 
@@ -217,8 +220,9 @@ void Worker::RemoveListeners(uint32_t pod_id) {
 void Worker::Run() {
   epoll_event events[kMaxEvents];
   while (!stopping_) {
-    const int n = epoll_wait(epoll_.get(), events, kMaxEvents,
-                             listeners_paused_ ? kAcceptPauseMs : kMaxSleepMs);
+    const int n =
+        epoll_wait(epoll_.get(), events, kMaxEvents,
+                   listeners_paused_ ? static_cast<int>(kAcceptPause.count()) : kMaxSleepMs);
     const int64_t now = MonotonicNs();
     ResumeListeners(now);
     for (int i = 0; i < n; ++i) {
@@ -278,10 +282,9 @@ bool Worker::Accept(Listener& listener, int64_t now_ns) {
 }
 
 void Worker::PauseListener(Listener& listener, int error, int64_t now_ns) {
-  epoll_event event{};  // no events: the listener stays registered, unwatched
-  event.data.ptr = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(&listener) | kListenerTag);
-  epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, listener.fd.get(), &event);
-  listener.paused_until_ns = now_ns + kAcceptPauseNs;
+  WatchListener(listener, 0);  // no events: it stays registered, unwatched
+  listener.paused_until_ns =
+      now_ns + std::chrono::duration_cast<std::chrono::nanoseconds>(kAcceptPause).count();
   listeners_paused_ = true;
 
   ++accept_limit_unlogged_;
@@ -301,6 +304,13 @@ void Worker::PauseListener(Listener& listener, int error, int64_t now_ns) {
   accept_limit_unlogged_ = 0;
 }
 
+void Worker::WatchListener(Listener& listener, uint32_t events) {
+  epoll_event event{};
+  event.events = events;
+  event.data.ptr = ListenerTarget(&listener);
+  epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, listener.fd.get(), &event);
+}
+
 void Worker::ResumeListeners(int64_t now_ns) {
   if (!listeners_paused_) return;
   listeners_paused_ = false;
@@ -311,11 +321,7 @@ void Worker::ResumeListeners(int64_t now_ns) {
       continue;
     }
     listener->paused_until_ns = 0;
-    epoll_event event{};
-    event.events = EPOLLIN;  // level-triggered: what waited in the queue wakes it at once
-    event.data.ptr =
-        reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(listener.get()) | kListenerTag);
-    epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, listener->fd.get(), &event);
+    WatchListener(*listener, EPOLLIN);  // level-triggered: what waited wakes it at once
   }
 }
 

@@ -130,6 +130,8 @@ class Worker {
   // the agent says so at most every so often.
   void PauseListener(Listener& listener, int error, int64_t now_ns);
   void ResumeListeners(int64_t now_ns);
+  // Which events of a listener epoll reports: EPOLLIN, or none while it rests.
+  void WatchListener(Listener& listener, uint32_t events);
   void StartConnection(Listener& listener, UniqueFd client, int64_t now_ns);
   // A non-blocking socket in the pod's netns with a connect to `destination` in flight;
   // inbound, bound to the caller's address so that the application sees the caller.
