@@ -7,7 +7,7 @@
 #include <array>
 #include <cctype>
 
-#include "cli/format.h"
+#include "cli/views/format.h"
 
 namespace nodemesh::cli {
 namespace {

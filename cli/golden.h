@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 
@@ -37,6 +38,11 @@ inline void CheckGolden(const std::string& name, const std::string& actual) {
   expected << in.rdbuf();
   INFO("golden file cli/testdata/" << name << " (UPDATE_GOLDEN=1 rewrites it)");
   CHECK(actual == expected.str());
+}
+
+// A canned answer of the agent's admin API (for the shell) from a JSON file in cli/testdata.
+inline nlohmann::json ReadJsonTestdata(const std::string& name) {
+  return nlohmann::json::parse(ReadTestdata(name));
 }
 
 // A canned API message from a text-format file in cli/testdata.

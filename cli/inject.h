@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "cli/resource.h"
-#include "cli/views.h"
+#include "cli/views/views.h"
 
 namespace nodemesh::cli {
 

@@ -23,7 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "cli/resource.h"
-#include "cli/views.h"
+#include "cli/views/views.h"
 #include "common/kube/client.h"
 #include "common/kube/pods.h"
 #include "nlohmann/json.hpp"

@@ -22,7 +22,7 @@
 
 #include "cli/client.h"
 #include "cli/golden.h"
-#include "cli/views.h"
+#include "cli/views/views.h"
 #include "common/base/version.h"
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 

@@ -2,7 +2,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands/command.h"
-#include "cli/views.h"
+#include "cli/views/views.h"
 #include "common/base/version.h"
 
 namespace nodemesh::cli {

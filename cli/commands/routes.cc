@@ -5,7 +5,7 @@
 #include <memory>
 
 #include "cli/commands/command.h"
-#include "cli/views.h"
+#include "cli/views/views.h"
 
 namespace nodemesh::cli {
 namespace {

@@ -6,7 +6,7 @@
 #include <optional>
 
 #include "cli/commands/command.h"
-#include "cli/views.h"
+#include "cli/views/views.h"
 
 namespace nodemesh::cli {
 namespace {

@@ -1,6 +1,6 @@
 // explain: the fate of traffic to or from one pod or address, end to end, as a checklist
 // worked out from what the agent and its kernel maps say now (pure: the answers are
-// fetched by the caller).
+// fetched by the caller, and the checklist printed by RenderShellExplain, cli/views/shell.h).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -25,7 +25,5 @@ struct ExplainInputs {
 // "node") and "counters", "connections" (live) and "recently_closed"}. An
 // error when the target is neither a pod of the node nor an address.
 absl::StatusOr<nlohmann::json> Explain(const std::string& target, const ExplainInputs& inputs);
-
-std::string RenderShellExplain(const nlohmann::json& explanation);
 
 }  // namespace nodemesh::cli

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "cli/golden.h"
+#include "cli/views/shell.h"
 
 namespace nodemesh::cli {
 namespace {

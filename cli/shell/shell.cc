@@ -8,10 +8,10 @@
 #include <random>
 #include <set>
 
-#include "cli/format.h"
 #include "cli/shell/command_line.h"
 #include "cli/shell/explain.h"
-#include "cli/shell/views.h"
+#include "cli/views/format.h"
+#include "cli/views/shell.h"
 #include "common/base/format.h"
 #include "common/base/version.h"
 

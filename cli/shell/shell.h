@@ -10,7 +10,7 @@
 
 #include "cli/cancel.h"
 #include "cli/shell/admin_client.h"
-#include "cli/views.h"
+#include "cli/views/views.h"
 
 namespace nodemesh::cli {
 

@@ -7,8 +7,8 @@
 #include <set>
 #include <tuple>
 
-#include "cli/format.h"
-#include "cli/views.h"
+#include "cli/views/format.h"
+#include "cli/views/views.h"
 #include "common/wire/convert.h"
 
 namespace nodemesh::cli {

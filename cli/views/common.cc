@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "cli/views.h"
+#include "cli/views/views.h"
 
 namespace nodemesh::cli::views {
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "cli/format.h"
+#include "cli/views/format.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 
 namespace nodemesh::cli::views {

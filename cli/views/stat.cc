@@ -4,9 +4,9 @@
 #include <algorithm>
 #include <tuple>
 
-#include "cli/format.h"
-#include "cli/views.h"
 #include "cli/views/common.h"
+#include "cli/views/format.h"
+#include "cli/views/views.h"
 #include "common/resource/resource.h"
 
 namespace nodemesh::cli {

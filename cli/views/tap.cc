@@ -3,10 +3,10 @@
 
 #include <algorithm>
 
-#include "cli/format.h"
 #include "cli/resource.h"
-#include "cli/views.h"
 #include "cli/views/common.h"
+#include "cli/views/format.h"
+#include "cli/views/views.h"
 
 namespace nodemesh::cli {
 namespace {

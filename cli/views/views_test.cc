@@ -1,5 +1,5 @@
 // Every output format against golden files in cli/testdata (UPDATE_GOLDEN=1 rewrites them).
-#include "cli/views.h"
+#include "cli/views/views.h"
 
 #include <catch2/catch.hpp>
 

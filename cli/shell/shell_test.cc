@@ -1,55 +1,16 @@
-#include "cli/shell/views.h"
+#include "cli/shell/shell.h"
 
 #include <google/protobuf/util/json_util.h>
 
 #include <catch2/catch.hpp>
 
 #include "cli/golden.h"
-#include "cli/shell/shell.h"
 
 namespace nodemesh::cli {
 namespace {
 
 using testing::CheckGolden;
-using testing::ReadTestdata;
-
-nlohmann::json Fixture(const std::string& name) {
-  return nlohmann::json::parse(ReadTestdata(name));
-}
-
-TEST_CASE("shell views: each command's table", "[shell]") {
-  CheckGolden("shell_pods.golden", RenderShellPods(Fixture("shell_pods.json")));
-  CheckGolden("shell_conns.golden",
-              RenderShellConnections(Fixture("shell_connections.json")["connections"]));
-  CheckGolden("shell_stats.golden", RenderShellStats(Fixture("shell_stats.json")));
-  CheckGolden("shell_routes.golden", RenderShellRoutes(Fixture("shell_routes.json")["routes"]));
-  CheckGolden("shell_kernel.golden", RenderShellKernel(Fixture("shell_kernel.json")));
-  CheckGolden("shell_kernel_map.golden", RenderShellKernelMap(Fixture("shell_kernel_map.json")));
-  CheckGolden("shell_config.golden", RenderShellConfig(Fixture("shell_config.json")));
-  CheckGolden("shell_version.golden",
-              RenderShellVersion("0.1.0", {{"version", "0.1.0"},
-                                           {"node", "node-1"},
-                                           {"kernel_release", "6.1.0-18-amd64"}}));
-}
-
-TEST_CASE("shell views: nothing to show says so", "[shell]") {
-  CHECK(RenderShellPods({{"pods", nlohmann::json::array()}}) ==
-        "no pods in this node's inventory\n");
-  CHECK(RenderShellConnections(nlohmann::json::array()) == "no live connections\n");
-  CHECK(RenderShellKernelMap({{"map", "passthrough"},
-                              {"type", "lru_hash"},
-                              {"count", 0},
-                              {"capacity", 262144},
-                              {"entries", nlohmann::json::array()}}) ==
-        "map passthrough (lru_hash): 0 of 262144 entries\n");
-}
-
-TEST_CASE("shell views: ages", "[shell]") {
-  CHECK(FormatAge(0) == "0ms");
-  CHECK(FormatAge(999) == "999ms");
-  CHECK(FormatAge(1000) == "1s");
-  CHECK(FormatAge(95000) == "1m35s");
-}
+using testing::ReadJsonTestdata;
 
 // One request of a live tap, as the agent's GET /tap gives it (proto JSON field names).
 const char* const kTapBatch = R"({"node": "node-1", "session": "s", "dropped": 2, "events": [
@@ -78,7 +39,7 @@ class CannedAgent : public AdminClient {
           "node? (--socket PATH)");
     }
     if (method == "POST") return Reply{200, "ok\n"};
-    const auto fixture = [](const char* name) { return Reply{200, Fixture(name).dump()}; };
+    const auto fixture = [](const char* name) { return Reply{200, ReadJsonTestdata(name).dump()}; };
     if (path == "/pods") return fixture("shell_pods.json");
     if (path == "/connections") return fixture("shell_connections.json");
     if (path == "/kernel") return fixture("shell_kernel.json");

@@ -28,6 +28,9 @@ std::string RenderShellKernelMap(const nlohmann::json& map);
 std::string RenderShellConfig(const nlohmann::json& config);
 // meshctl's version and GET /version.
 std::string RenderShellVersion(std::string_view meshctl_version, const nlohmann::json& agent);
+// explain's checklist (shell/explain.h's Explain): the steps, the first failure, the kernel
+// counters and the connections that match.
+std::string RenderShellExplain(const nlohmann::json& explanation);
 
 // "350ms", "12s", "1m30s".
 std::string FormatAge(int64_t milliseconds);

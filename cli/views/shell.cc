@@ -1,10 +1,10 @@
-#include "cli/shell/views.h"
+#include "cli/views/shell.h"
 
 #include <algorithm>
 #include <cctype>
 #include <vector>
 
-#include "cli/format.h"
+#include "cli/views/format.h"
 #include "common/base/format.h"
 
 namespace nodemesh::cli {
@@ -263,6 +263,48 @@ std::string RenderShellVersion(std::string_view meshctl_version, const Json& age
   return fmt::format("meshctl version {}\nagent version {} on node {} (kernel {})\n",
                      meshctl_version, Field(agent, "version"), Field(agent, "node"),
                      Field(agent, "kernel_release"));
+}
+
+std::string RenderShellExplain(const Json& explanation) {
+  std::string text = fmt::format("explain {} on node {}", explanation.value("target", ""),
+                                 explanation.value("node", ""));
+  if (explanation["pod"].is_string() && explanation["pod"] != explanation["target"]) {
+    text += fmt::format(" (pod {})", explanation["pod"].get<std::string>());
+  }
+  text += "\n\n";
+  for (const Json& step : explanation["steps"]) {
+    const Json& ok = step["ok"];
+    const std::string mark = ok.is_null() ? "  -  " : ok.get<bool>() ? " ok  " : "FAIL ";
+    text += fmt::format("{} {}: {}\n", mark, step.value("check", ""), step.value("detail", ""));
+    if (step.contains("fix")) text += fmt::format("      -> {}\n", step.value("fix", ""));
+  }
+  if (explanation["first_failure"].is_null()) {
+    text += "\nEvery step passes: this traffic goes through the agent.\n";
+  } else {
+    text += "\nSteps marked - were not reached: fix the first failure first.\n";
+  }
+  const std::string counters_of = explanation.value("counters_of", "node");
+  if (counters_of == "node") {
+    text += "\nKernel counters (the node's, all pods):";
+    for (const auto& [name, value] : explanation["counters"].items()) {
+      if (name == "redirected_ipv4" || name == "redirected_ipv6" || name == "inbound_steered" ||
+          name == "origin_save_failed" || name == "tuple_save_failed" ||
+          name == "inbound_no_listener") {
+        text += fmt::format(" {}={}", name, value.dump());
+      }
+    }
+  } else {
+    text += fmt::format("\nKernel counters of {}:", counters_of);
+    for (const char* name : {"redirected", "origin_save_failed", "inbound_steered",
+                             "inbound_no_listener", "inbound_assign_failed"}) {
+      text += fmt::format(" {}={}", name, explanation["counters"].value(name, Json(0)).dump());
+    }
+  }
+  text += "\n\nLive connections that match:\n";
+  text += RenderShellConnections(explanation["connections"]);
+  text += "\nThe last connections that ended:\n";
+  text += RenderShellClosedConnections(explanation.value("recently_closed", Json::array()));
+  return text;
 }
 
 }  // namespace nodemesh::cli
