@@ -9,54 +9,6 @@
 #include "common/base/version.h"
 
 namespace nodemesh::cli {
-
-absl::StatusOr<ApiClient> Invocation::Client() const {
-  if (absl::Status valid = ValidateAggregatorAddress(aggregator); !valid.ok()) return valid;
-  ClientOptions options;
-  options.address = aggregator;
-  options.tls = tls;
-  return ApiClient::Make(std::move(options));
-}
-
-int Invocation::Fail(const absl::Status& status) const {
-  context.err << fmt::format("meshctl: {}\n", status.message());
-  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-}
-
-int Invocation::Fail(std::string_view flag, const absl::Status& status) const {
-  return Fail(absl::Status(status.code(), fmt::format("{}: {}", flag, status.message())));
-}
-
-CLI::Option* AddNamespaceOption(CLI::App& command, std::string& namespace_name) {
-  return command.add_option("-n,--namespace", namespace_name, "Namespace of the resource")
-      ->capture_default_str();
-}
-
-CLI::Option* AddWindowOption(CLI::App& command, std::string& window) {
-  return command
-      .add_option("-t,--time-window", window,
-                  "Window the metrics are taken over, from 10s to 1h (e.g. 30s, 5m, 1h)")
-      ->capture_default_str();
-}
-
-CLI::Option* AddOutputOption(CLI::App& command, std::string& output, std::string_view formats) {
-  return command.add_option("-o,--output", output, fmt::format("Output format: {}", formats))
-      ->capture_default_str();
-}
-
-CLI::Option* AddResourceArgument(CLI::App& command, std::vector<std::string>& words) {
-  return command.add_option("resource", words,
-                            "TYPE[/NAME]: pod (po), deployment (deploy), statefulset (sts), "
-                            "daemonset (ds) or namespace (ns); e.g. deploy/web");
-}
-
-absl::StatusOr<v1::Resource> PeerResource(const std::string& text,
-                                          const std::string& namespace_name) {
-  absl::StatusOr<ResourceRef> ref = ParseResourceRef(text);
-  if (!ref.ok()) return ref.status();
-  return ToApiResource(*ref, namespace_name);
-}
-
 namespace {
 
 // The subcommand the arguments name, for pointing at its help.

@@ -1,9 +1,8 @@
-// meshctl check and meshctl version.
+// meshctl check: the aggregator answers, the nodes report, the meshed pods are enrolled.
 #include <fmt/format.h>
 
 #include "cli/commands/command.h"
 #include "cli/views/views.h"
-#include "common/base/version.h"
 
 namespace nodemesh::cli {
 namespace {
@@ -27,18 +26,7 @@ int RunCheck(const Invocation& invocation) {
 void AddCheckCommand(CLI::App& app, Invocation& invocation) {
   CLI::App* command = app.add_subcommand(
       "check", "Check that the aggregator answers, the nodes report and meshed pods are enrolled");
-  command->callback(
-      [&invocation] { invocation.run = [&invocation] { return RunCheck(invocation); }; });
-}
-
-void AddVersionCommand(CLI::App& app, Invocation& invocation) {
-  CLI::App* command = app.add_subcommand("version", "Print meshctl's version");
-  command->callback([&invocation] {
-    invocation.run = [&invocation] {
-      invocation.context.out << fmt::format("meshctl version {}\n", kVersion);
-      return 0;
-    };
-  });
+  invocation.RunWhenChosen(*command, [&invocation] { return RunCheck(invocation); });
 }
 
 }  // namespace nodemesh::cli

@@ -1,5 +1,5 @@
 // What every meshctl command shares: the parsed global flags, the context, and one way to
-// fail.
+// fail. The flags most commands share (resource, -n/-A, -t, -o) are in scope.h.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -22,6 +22,9 @@ struct Invocation {
   // Set by the subcommand that parsed; run once parsing is over.
   std::function<int()> run;
 
+  // Makes `run_command` the one to run when `command` is the subcommand given.
+  void RunWhenChosen(CLI::App& command, std::function<int()> run_command);
+
   // A client of the --aggregator address, or why that address is unusable.
   absl::StatusOr<ApiClient> Client() const;
   // Prints "meshctl: <message>" and returns the exit code: 2 for a usage error, else 1.
@@ -40,19 +43,5 @@ void AddInjectCommands(CLI::App& app, Invocation& invocation);
 void AddCheckCommand(CLI::App& app, Invocation& invocation);
 void AddVersionCommand(CLI::App& app, Invocation& invocation);
 void AddShellCommand(CLI::App& app, Invocation& invocation);
-
-// Options more than one command has, spelled and explained the same everywhere.
-CLI::Option* AddNamespaceOption(CLI::App& command, std::string& namespace_name);
-CLI::Option* AddWindowOption(CLI::App& command, std::string& window);
-CLI::Option* AddOutputOption(CLI::App& command, std::string& output, std::string_view formats);
-CLI::Option* AddResourceArgument(CLI::App& command, std::vector<std::string>& words);
-
-inline absl::Status NamespaceOrAllError() {
-  return absl::InvalidArgumentError("use -n NAMESPACE or -A (every namespace), not both");
-}
-
-// --from / --to: TYPE/NAME in `namespace_name`.
-absl::StatusOr<v1::Resource> PeerResource(const std::string& text,
-                                          const std::string& namespace_name);
 
 }  // namespace nodemesh::cli

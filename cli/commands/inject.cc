@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "cli/commands/command.h"
+#include "cli/commands/scope.h"
 #include "cli/kube_inject.h"
 #include "common/kube/client.h"
 
@@ -33,12 +34,18 @@ constexpr std::string_view kModeHelp =
     "-n defaults to the kubeconfig context's namespace there, to \"default\" locally.\n";
 
 struct InjectFlags {
-  std::vector<std::string> words;
-  std::string namespace_name;  // empty: the mode's default
+  explicit InjectFlags(bool meshed)
+      : scope({.command = meshed ? "inject" : "uninject",
+               .namespace_help = "Namespace of the resource (default: the kubeconfig context's "
+                                 "namespace on Kubernetes, \"default\" locally)",
+               .default_namespace = "",  // the mode's
+               .outputs = {OutputFormat::kTable, OutputFormat::kJson},
+               .output_help = "table or json"}) {}
+
+  ScopeFlags scope;
   std::vector<std::string> inventories;
   std::string kubeconfig;
   std::string context;
-  std::string output = "table";
 };
 
 InjectModeInputs ModeInputs(const InjectFlags& flags, const Context& context) {
@@ -59,30 +66,31 @@ InjectModeInputs ModeInputs(const InjectFlags& flags, const Context& context) {
   return inputs;
 }
 
-int RunLocal(const InjectFlags& flags, const ResourceRef& ref, OutputFormat format,
-             const Invocation& invocation, bool meshed) {
+int RunLocal(const InjectFlags& flags, const Scope& scope, const Invocation& invocation,
+             bool meshed) {
   const std::vector<std::string> paths =
       InventoryPaths(flags.inventories, invocation.context.getenv("NODEMESH_INVENTORY"));
-  const absl::StatusOr<std::vector<MeshChange>> changes = SetMeshed(
-      paths, ref, flags.namespace_name.empty() ? "default" : flags.namespace_name, meshed);
+  const absl::StatusOr<std::vector<MeshChange>> changes =
+      SetMeshed(paths, scope.resource,
+                scope.namespace_name.empty() ? "default" : scope.namespace_name, meshed);
   if (!changes.ok()) return invocation.Fail(changes.status());
-  invocation.context.out << RenderMeshChanges(*changes, meshed, format);
+  invocation.context.out << RenderMeshChanges(*changes, meshed, scope.output);
   return 0;
 }
 
-int RunKubernetes(const InjectFlags& flags, const ResourceRef& ref, OutputFormat format,
-                  const Invocation& invocation, bool meshed) {
+int RunKubernetes(const InjectFlags& flags, const Scope& scope, const Invocation& invocation,
+                  bool meshed) {
   // The kubeconfig is found as kubectl finds it (--kubeconfig, else $KUBECONFIG, else
   // ~/.kube/config), from the process's environment.
   absl::StatusOr<kube::Config> config = kube::LoadKubeconfig(flags.kubeconfig, flags.context);
   if (!config.ok()) return invocation.Fail(config.status());
   const std::string namespace_name =
-      flags.namespace_name.empty() ? config->namespace_name : flags.namespace_name;
+      scope.namespace_name.empty() ? config->namespace_name : scope.namespace_name;
   kube::Client client(*std::move(config));
   const absl::StatusOr<KubeInjectResult> result =
-      SetMeshedInKubernetes(client, ref, namespace_name, meshed);
+      SetMeshedInKubernetes(client, scope.resource, namespace_name, meshed);
   if (!result.ok()) return invocation.Fail(result.status());
-  invocation.context.out << RenderKubeChanges(result->changes, format);
+  invocation.context.out << RenderKubeChanges(result->changes, scope.output);
   for (const std::string& note : result->notes) {
     invocation.context.err << fmt::format("meshctl: note: {}\n", note);
   }
@@ -90,28 +98,21 @@ int RunKubernetes(const InjectFlags& flags, const ResourceRef& ref, OutputFormat
 }
 
 int RunInject(const InjectFlags& flags, const Invocation& invocation, bool meshed) {
-  const std::string_view command = meshed ? "inject" : "uninject";
-  const absl::StatusOr<ResourceRef> ref = ParseResourceWords(flags.words, command);
-  if (!ref.ok()) return invocation.Fail(ref.status());
-  const absl::StatusOr<OutputFormat> format =
-      ParseOutputFormat(flags.output, command, {OutputFormat::kTable, OutputFormat::kJson});
-  if (!format.ok()) return invocation.Fail(format.status());
+  const absl::StatusOr<Scope> scope = flags.scope.Parse();
+  if (!scope.ok()) return invocation.Fail(scope.status());
   const absl::StatusOr<InjectMode> mode = ChooseInjectMode(ModeInputs(flags, invocation.context));
   if (!mode.ok()) return invocation.Fail(mode.status());
-  return *mode == InjectMode::kKubernetes ? RunKubernetes(flags, *ref, *format, invocation, meshed)
-                                          : RunLocal(flags, *ref, *format, invocation, meshed);
+  return *mode == InjectMode::kKubernetes ? RunKubernetes(flags, *scope, invocation, meshed)
+                                          : RunLocal(flags, *scope, invocation, meshed);
 }
 
 void AddInjectCommand(CLI::App& app, Invocation& invocation, bool meshed) {
-  auto flags = std::make_shared<InjectFlags>();
+  auto flags = std::make_shared<InjectFlags>(meshed);
   CLI::App* command =
       app.add_subcommand(meshed ? "inject" : "uninject",
                          meshed ? "Mesh the running pods of a resource, with no restart"
                                 : "Stop meshing the pods of a resource, with no restart");
-  AddResourceArgument(*command, flags->words);
-  command->add_option("-n,--namespace", flags->namespace_name,
-                      "Namespace of the resource (default: the kubeconfig context's namespace on "
-                      "Kubernetes, \"default\" locally)");
+  flags->scope.AddTarget(*command);
   command
       ->add_option("--inventory", flags->inventories,
                    fmt::format("Local cluster: node inventory file to edit; repeat for several "
@@ -125,15 +126,14 @@ void AddInjectCommand(CLI::App& app, Invocation& invocation, bool meshed) {
                       "~/.kube/config)");
   command->add_option("--context", flags->context,
                       "Kubernetes: the kubeconfig context (default: its current-context)");
-  AddOutputOption(*command, flags->output, "table or json");
+  flags->scope.AddAnswer(*command);
   command->footer(
       fmt::format("{}\nExamples:\n  meshctl {} ns/emojivoto\n  meshctl {} deploy/web -n emojivoto\n"
                   "  meshctl {} deploy -n emojivoto --inventory /run/nodemesh/inventory.json",
                   kModeHelp, meshed ? "inject" : "uninject", meshed ? "inject" : "uninject",
                   meshed ? "inject" : "uninject"));
-  command->callback([flags, &invocation, meshed] {
-    invocation.run = [flags, &invocation, meshed] { return RunInject(*flags, invocation, meshed); };
-  });
+  invocation.RunWhenChosen(
+      *command, [flags, &invocation, meshed] { return RunInject(*flags, invocation, meshed); });
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "cli/commands/command.h"
+#include "cli/commands/scope.h"
 
 namespace nodemesh::cli {
 namespace {
@@ -74,10 +75,8 @@ void AddShellCommand(CLI::App& app, Invocation& invocation) {
   CLI::Option* one = command->add_option("-c,--command", flags->command,
                                          "Run this one command and exit (e.g. -c pods; -c help)");
   AddOutputOption(*command, flags->output, "table or json");
-  command->callback([&invocation, flags, one] {
-    invocation.run = [&invocation, flags, one] {
-      return RunShell(invocation, *flags, one->count() > 0);
-    };
+  invocation.RunWhenChosen(*command, [&invocation, flags, one] {
+    return RunShell(invocation, *flags, one->count() > 0);
   });
 }
 

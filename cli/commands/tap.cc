@@ -4,31 +4,26 @@
 #include <memory>
 
 #include "cli/commands/command.h"
+#include "cli/commands/scope.h"
 #include "cli/views/views.h"
 
 namespace nodemesh::cli {
 namespace {
 
 struct TapFlags {
-  std::vector<std::string> words;
-  std::string namespace_name = "default";
+  ScopeFlags scope{{.command = "tap",
+                    .outputs = {OutputFormat::kWide, OutputFormat::kJson},
+                    .output_help = "wide or json (default: one line per event)",
+                    .default_output = ""}};
   std::string to, to_namespace;
   std::string method, path, authority, scheme;
   double max_rps = 0;
   uint64_t max_events = 0;
-  std::string output;
 };
 
 int RunTap(const TapFlags& flags, const Invocation& invocation) {
-  const absl::StatusOr<ResourceRef> ref = ParseResourceWords(flags.words, "tap");
-  if (!ref.ok()) return invocation.Fail(ref.status());
-  OutputFormat format = OutputFormat::kTable;
-  if (!flags.output.empty()) {
-    const absl::StatusOr<OutputFormat> parsed =
-        ParseOutputFormat(flags.output, "tap", {OutputFormat::kWide, OutputFormat::kJson});
-    if (!parsed.ok()) return invocation.Fail(parsed.status());
-    format = *parsed;
-  }
+  const absl::StatusOr<Scope> scope = flags.scope.Parse();
+  if (!scope.ok()) return invocation.Fail(scope.status());
   if (!flags.path.empty() && flags.path[0] != '/') {
     return invocation.Fail(absl::InvalidArgumentError(
         fmt::format("--path '{}' must start with /: e.g. --path /api", flags.path)));
@@ -39,10 +34,9 @@ int RunTap(const TapFlags& flags, const Invocation& invocation) {
   }
 
   v1::TapRequestSpec spec;
-  *spec.mutable_target() = ToApiResource(*ref, flags.namespace_name);
+  *spec.mutable_target() = scope->Selector();
   if (!flags.to.empty()) {
-    absl::StatusOr<v1::Resource> to = PeerResource(
-        flags.to, flags.to_namespace.empty() ? flags.namespace_name : flags.to_namespace);
+    absl::StatusOr<v1::Resource> to = scope->Peer(flags.to, flags.to_namespace, "to");
     if (!to.ok()) return invocation.Fail("--to", to.status());
     *spec.mutable_to() = *std::move(to);
   }
@@ -64,7 +58,7 @@ int RunTap(const TapFlags& flags, const Invocation& invocation) {
         }
         if (!message.has_event()) return true;
         // Flushed per line: tap is read live, often through a pipe.
-        context.out << RenderTapEvent(message.event(), format) << std::flush;
+        context.out << RenderTapEvent(message.event(), scope->output) << std::flush;
         // A reader that went away (a closed pipe) ends the stream too.
         if (!context.out) return false;
         ++events;
@@ -80,10 +74,9 @@ void AddTapCommand(CLI::App& app, Invocation& invocation) {
   auto flags = std::make_shared<TapFlags>();
   CLI::App* command =
       app.add_subcommand("tap", "Watch requests to and from a resource live, until Ctrl-C");
-  AddResourceArgument(*command, flags->words);
-  AddNamespaceOption(*command, flags->namespace_name);
+  flags->scope.AddTarget(*command);
   command->add_option("--to", flags->to, "Only requests to this resource (TYPE/NAME)");
-  command->add_option("--to-namespace", flags->to_namespace, "Namespace of --to (default: -n)");
+  AddPeerNamespaceOption(*command, "to", flags->to_namespace);
   command->add_option("--method", flags->method, "Only requests with this method (e.g. POST)");
   command->add_option("--path", flags->path, "Only requests whose path starts with this prefix");
   command->add_option("--authority", flags->authority, "Only requests to this authority");
@@ -92,14 +85,12 @@ void AddTapCommand(CLI::App& app, Invocation& invocation) {
                       "Most requests per second to tap, cluster-wide (default 100)");
   command->add_option("--max-events", flags->max_events,
                       "Stop after this many events (default: until Ctrl-C)");
-  AddOutputOption(*command, flags->output, "wide or json (default: one line per event)");
+  flags->scope.AddAnswer(*command);
   command->footer(
       "Examples:\n"
       "  meshctl tap deploy/web -n emojivoto --to deploy/voting\n"
       "  meshctl tap deploy/voting -n emojivoto --path /emojivoto.v1.VotingService/ -o json");
-  command->callback([flags, &invocation] {
-    invocation.run = [flags, &invocation] { return RunTap(*flags, invocation); };
-  });
+  invocation.RunWhenChosen(*command, [flags, &invocation] { return RunTap(*flags, invocation); });
 }
 
 }  // namespace nodemesh::cli

@@ -59,7 +59,7 @@ std::string OrDash(const std::string& text) { return text.empty() ? "-" : text; 
 namespace nodemesh::cli {
 
 absl::StatusOr<OutputFormat> ParseOutputFormat(std::string_view text, std::string_view command,
-                                               std::initializer_list<OutputFormat> accepted) {
+                                               const std::vector<OutputFormat>& accepted) {
   const auto name = [](OutputFormat format) -> std::string_view {
     switch (format) {
       case OutputFormat::kTable:

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "nodemesh/v1/nodemesh.pb.h"
@@ -16,7 +17,7 @@ enum class OutputFormat { kTable, kWide, kJson };
 // `-o` of `command`: one of the accepted names ("table", "wide", "json"), or an error
 // listing them.
 absl::StatusOr<OutputFormat> ParseOutputFormat(std::string_view text, std::string_view command,
-                                               std::initializer_list<OutputFormat> accepted);
+                                               const std::vector<OutputFormat>& accepted);
 
 // One "warning: node n2 has not reported for 12s; ..." line per node, by node name.
 std::string RenderStaleWarnings(const google::protobuf::RepeatedPtrField<v1::NodeStatus>& nodes,
