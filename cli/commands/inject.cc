@@ -1,7 +1,7 @@
 // meshctl inject / uninject RESOURCE: mesh or unmesh running pods with no restart, on the
 // local cluster (node inventories) or on a Kubernetes cluster (labels and an annotation
 // through the API server).
-#include "cli/inject.h"
+#include "cli/views/inject.h"
 
 #include <fmt/format.h>
 
@@ -10,7 +10,9 @@
 
 #include "cli/commands/command.h"
 #include "cli/commands/scope.h"
-#include "cli/kube_inject.h"
+#include "cli/inject/kubernetes.h"
+#include "cli/inject/local.h"
+#include "cli/inject/mode.h"
 #include "common/kube/client.h"
 
 namespace nodemesh::cli {

@@ -1,4 +1,4 @@
-#include "cli/inject.h"
+#include "cli/inject/local.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,6 +11,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "cli/views/inject.h"
 #include "common/base/format.h"
 #include "common/inventory/inventory.h"
 #include "test/lib/files.h"

@@ -1,8 +1,6 @@
 // meshctl inject / uninject on Kubernetes, the pure parts: where the command acts, which
 // objects get which label or annotation, which pods belong to a workload, the advice, and
 // the output (golden files in cli/testdata).
-#include "cli/kube_inject.h"
-
 #include <fmt/format.h>
 
 #include <catch2/catch.hpp>
@@ -10,7 +8,10 @@
 #include <sstream>
 
 #include "cli/golden.h"
+#include "cli/inject/mode.h"
+#include "cli/inject/plan.h"
 #include "cli/meshctl.h"
+#include "cli/views/inject.h"
 #include "test/lib/files.h"
 
 namespace nodemesh::cli {

@@ -1,6 +1,6 @@
 // meshctl inject / uninject on the local cluster: flips `meshed` for the matching pods in
-// the node inventories, which the agents watch and act on live. Nothing else in the files
-// changes: every other field keeps its value and place.
+// the node inventories (plan.h's NamesPod), which the agents watch and act on live. Nothing
+// else in the files changes: every other field keeps its value and place.
 #pragma once
 
 #include <optional>
@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "cli/inject/plan.h"
 #include "cli/resource.h"
-#include "cli/views/views.h"
 
 namespace nodemesh::cli {
 
@@ -21,13 +21,6 @@ inline constexpr std::string_view kDefaultInventory = "/run/nodemesh/inventory.j
 std::vector<std::string> InventoryPaths(const std::vector<std::string>& flags,
                                         const std::optional<std::string>& environment);
 
-struct MeshChange {
-  std::string pod;  // "emojivoto/web-1"
-  bool changed = false;
-
-  bool operator==(const MeshChange&) const = default;
-};
-
 // Sets `meshed` on every pod that `ref` names in `namespace_name` (a namespace reference
 // names its own), in every file of `paths` that lists the pod (a node's inventory also
 // lists the pods of other nodes). Each changed file is replaced atomically: a temporary
@@ -36,10 +29,5 @@ struct MeshChange {
 absl::StatusOr<std::vector<MeshChange>> SetMeshed(const std::vector<std::string>& paths,
                                                   const ResourceRef& ref,
                                                   std::string_view namespace_name, bool meshed);
-
-// "pod emojivoto/web-1 meshed", or "pod emojivoto/web-1 already meshed (no change)";
-// kJson: {"changes": [{"type": "pod", "namespace", "name", "meshed", "changed"}]}.
-std::string RenderMeshChanges(const std::vector<MeshChange>& changes, bool meshed,
-                              OutputFormat format = OutputFormat::kTable);
 
 }  // namespace nodemesh::cli

@@ -1,4 +1,4 @@
-#include "cli/inject.h"
+#include "cli/inject/local.h"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -13,7 +13,6 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "cli/views/common.h"
 #include "common/base/format.h"
 #include "common/base/unique_fd.h"
 #include "common/inventory/inventory.h"
@@ -76,16 +75,6 @@ absl::StatusOr<InventoryFile> ReadInventory(const std::string& path) {
   file.inventory = *std::move(inventory);
   file.document = Json::parse(file.text);
   return file;
-}
-
-bool Matches(const PodInfo& pod, const ResourceRef& ref, std::string_view namespace_name) {
-  if (ref.type == ResourceType::kNamespace) {
-    return pod.namespace_name == (ref.name.empty() ? namespace_name : ref.name);
-  }
-  if (pod.namespace_name != namespace_name) return false;
-  if (ref.type == ResourceType::kPod) return ref.name.empty() || pod.name == ref.name;
-  return pod.owner_kind == OwnerKindOf(ref.type) &&
-         (ref.name.empty() || pod.owner_name == ref.name);
 }
 
 std::string WorkloadOf(const PodInfo& pod) {
@@ -232,7 +221,7 @@ absl::StatusOr<std::vector<MeshChange>> SetMeshed(const std::vector<std::string>
   for (InventoryFile& file : files) {
     for (size_t i = 0; i < file.inventory.pods.size(); ++i) {
       const PodInfo& pod = file.inventory.pods[i];
-      if (!Matches(pod, ref, namespace_name)) continue;
+      if (!NamesPod(ref, namespace_name, pod)) continue;
       bool& changed = changed_by_pod[pod.key()];
       if (pod.meshed == meshed) continue;
       file.document["pods"][i]["meshed"] = meshed;
@@ -251,33 +240,6 @@ absl::StatusOr<std::vector<MeshChange>> SetMeshed(const std::vector<std::string>
   std::vector<MeshChange> changes;
   for (const auto& [pod, changed] : changed_by_pod) changes.push_back({pod, changed});
   return changes;
-}
-
-std::string RenderMeshChanges(const std::vector<MeshChange>& changes, bool meshed,
-                              OutputFormat format) {
-  if (format == OutputFormat::kJson) {
-    views::Json list = views::Json::array();
-    for (const MeshChange& change : changes) {
-      const size_t slash = change.pod.find('/');
-      views::Json entry;
-      entry["type"] = "pod";
-      entry["namespace"] = change.pod.substr(0, slash);
-      entry["name"] = slash == std::string::npos ? change.pod : change.pod.substr(slash + 1);
-      entry["meshed"] = meshed;
-      entry["changed"] = change.changed;
-      list.push_back(std::move(entry));
-    }
-    views::Json document;
-    document["changes"] = std::move(list);
-    return views::Document(document);
-  }
-  const std::string_view state = meshed ? "meshed" : "unmeshed";
-  std::string text;
-  for (const MeshChange& change : changes) {
-    text += change.changed ? fmt::format("pod {} {}\n", change.pod, state)
-                           : fmt::format("pod {} already {} (no change)\n", change.pod, state);
-  }
-  return text;
 }
 
 }  // namespace nodemesh::cli

@@ -1,53 +1,37 @@
-// meshctl inject / uninject on a Kubernetes cluster: labels and annotations through the API
-// server, following the conventions of common/kube/pods.h, which the agents read. Nothing
-// here touches a pod template: changing one would restart every pod of the workload,
-// which is what nodemesh exists to avoid.
-//
-//   inject ns/X       label namespace X nodemesh.io/mesh=enabled
-//   uninject ns/X     remove that label: the namespace is unmeshed again, as before inject
-//                     (pods and workloads with their own setting keep it; a note says so)
-//   inject deploy/W   namespace annotation nodemesh.io/mesh-workloads {"Deployment/W":
-//                     "enabled"} (W's future pods), and label W's running pods
-//                     nodemesh.io/mesh=enabled (the pods of now); sts and ds alike
-//   uninject deploy/W the same with "disabled"
-//   inject pod/P      label pod P (uninject: "disabled")
-//
-// A type without a name means every resource of it in the namespace, as in the local mode.
+// What meshctl inject and uninject change, worked out before anything is written, as pure
+// functions: on the local cluster, the pods a resource names in an inventory (local.h
+// writes them); on Kubernetes, the labels and annotation entries to set and the merge
+// patches that set them, the pods a workload owns, and the advice about pods that stay as
+// they were (kubernetes.h sends them). What is printed of the changes: cli/views/inject.h.
 #pragma once
 
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "cli/resource.h"
-#include "cli/views/views.h"
-#include "common/kube/client.h"
+#include "common/inventory/inventory.h"
 #include "common/kube/pods.h"
 #include "nlohmann/json.hpp"
 
 namespace nodemesh::cli {
 
-// Where inject and uninject act.
-enum class InjectMode { kLocal, kKubernetes };
+// The local cluster: one pod whose `meshed` meshctl set (or found already set) in the
+// inventories.
+struct MeshChange {
+  std::string pod;  // "emojivoto/web-1"
+  bool changed = false;
 
-struct InjectModeInputs {
-  bool inventory_flag = false;             // --inventory given
-  bool kubeconfig_flags = false;           // --kubeconfig or --context given
-  bool inventory_environment = false;      // NODEMESH_INVENTORY set and not empty
-  bool kubeconfig_environment = false;     // KUBECONFIG set and not empty
-  bool default_kubeconfig_exists = false;  // $HOME/.kube/config
+  bool operator==(const MeshChange&) const = default;
 };
 
-// The rule, in order: flags first (--inventory: local; --kubeconfig or --context:
-// Kubernetes; both: a usage error), then the environment (NODEMESH_INVENTORY: local;
-// KUBECONFIG: Kubernetes), then ~/.kube/config (Kubernetes), else the local default
-// inventory.
-absl::StatusOr<InjectMode> ChooseInjectMode(const InjectModeInputs& inputs);
+// The local cluster: whether `ref` in `namespace_name` names `pod`: a namespace reference names its
+// own namespace's pods, a type without a name every pod of that type.
+bool NamesPod(const ResourceRef& ref, std::string_view namespace_name, const PodInfo& pod);
 
-// One object meshctl set (or found already set) a label or annotation entry on.
+// Kubernetes: one object meshctl set (or found already set) a label or annotation entry on.
 struct KubeChange {
   std::string type{};            // "namespace", "pod"
   std::string namespace_name{};  // empty for a namespace
@@ -98,21 +82,9 @@ std::vector<nlohmann::json> PodsOfWorkloads(const nlohmann::json& items,
 std::vector<std::string> MeshNotes(const std::vector<nlohmann::json>& pods,
                                    const nlohmann::json& namespace_object, bool meshed);
 
-// One line per change, in the local mode's shape: "namespace emojivoto labelled
-// nodemesh.io/mesh=enabled", "pod emojivoto/web-1 already labelled ... (no change)";
-// kJson: {"changes": [...]}.
-std::string RenderKubeChanges(const std::vector<KubeChange>& changes, OutputFormat format);
-
-struct KubeInjectResult {
-  std::vector<KubeChange> changes;  // namespace first, then pods by name
-  std::vector<std::string> notes;   // for stderr
-};
-
-// Meshes (or unmeshes) what `ref` names in `namespace_name` through `client`. Errors say
-// what was asked, what the API server answered, and what to do: the permission missing
-// for a 403, the server and the kubeconfig when it cannot be reached.
-absl::StatusOr<KubeInjectResult> SetMeshedInKubernetes(kube::Client& client, const ResourceRef& ref,
-                                                       std::string_view namespace_name,
-                                                       bool meshed);
+// An object's metadata.KEY ("name", "namespace", "continue"); empty when absent.
+std::string MetadataString(const nlohmann::json& object, std::string_view key);
+// Objects in the order their changes are made and listed: by metadata.name.
+bool ByName(const nlohmann::json& a, const nlohmann::json& b);
 
 }  // namespace nodemesh::cli
