@@ -305,6 +305,9 @@ HttpRoutes Agent::AdminRoutes() {
     std::lock_guard lock(mutex_);
     nlohmann::json pods = nlohmann::json::array();
     for (const PodInfo& info : inventory_.pods) {
+      // A pod of another node (a local inventory may list the whole cluster) is not this
+      // agent's to enrol: it only names the far end of connections.
+      if (!OnThisNode(info)) continue;
       nlohmann::json pod = {{"namespace", info.namespace_name},
                             {"name", info.name},
                             {"owner", {{"kind", info.owner_kind}, {"name", info.owner_name}}},
