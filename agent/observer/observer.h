@@ -19,7 +19,7 @@
 #include "agent/observer/tap.h"
 #include "agent/options.h"
 #include "agent/pod.h"
-#include "agent/proxy/relay.h"
+#include "agent/proxy/relay_interface.h"
 #include "common/net/address.h"
 #include "parsers/parser.h"
 
