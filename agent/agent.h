@@ -47,7 +47,8 @@
 #include "agent/observer/local_tap.h"
 #include "agent/observer/tap.h"
 #include "agent/options.h"
-#include "agent/pod.h"
+#include "agent/pod_runtime.h"
+#include "agent/pod_view.h"
 #include "agent/proxy/worker.h"
 #include "common/inventory/inventory.h"
 

@@ -71,8 +71,8 @@ struct Worker::Connection final : RelayHost {
         destination(destination_address),
         bound_as_caller(caller_address),
         observer(
-            owner.observers_, listener.pod, listener.direction, client_address, destination_address,
-            [this] { return SourceAddress(); }, now_ns),
+            owner.observers_, listener.pod->view(), listener.direction, client_address,
+            destination_address, [this] { return SourceAddress(); }, now_ns),
         relay(*this, observer, std::move(client_fd), std::move(upstream_fd), now_ns) {}
 
   // The client as the server sees it. Outbound, the application's own socket sits on the

@@ -22,7 +22,7 @@
 #include "agent/kernel/system.h"
 #include "agent/observer/observer.h"
 #include "agent/options.h"
-#include "agent/pod.h"
+#include "agent/pod_runtime.h"
 #include "agent/proxy/buffer_pool.h"
 #include "agent/proxy/relay.h"
 #include "agent/proxy/relay_timeouts.h"
