@@ -53,12 +53,13 @@ nlohmann::json ProxyTotals(const std::vector<std::unique_ptr<Worker>>& workers) 
     add("requests", o.requests);
     add("stream_ends", o.stream_ends);
     // Connections dialled to a Service: the pod its NAT chose found, not found, or not asked.
-    if (const ConntrackStats* c = worker->conntrack_stats()) {
+    const UpstreamDialer& dialer = worker->upstream_dialer();
+    if (const ConntrackStats* c = dialer.conntrack_stats()) {
       add("service_translated", c->translated);
       add("service_not_translated", c->not_translated);
       add("service_lookup_failed", c->failed);
     }
-    add("service_lookup_unavailable", s.service_lookups_unavailable);
+    add("service_lookup_unavailable", dialer.service_lookups_unavailable());
   }
   totals["active"] = totals["accepted_outbound"].get<uint64_t>() +
                      totals["accepted_inbound"].get<uint64_t>() - totals["closed"].get<uint64_t>();

@@ -10,12 +10,12 @@
 //   inventory The source's own thread (inventory/local.h: the file watcher; kubernetes.h: a
 //             resolver woken by one reflector thread per watched collection) calls Apply()
 //             with every valid version of the inventory; the first one before Run goes on.
-//   workers   One per CPU (proxy/worker.h), each with its epoll loop, its listeners, its
-//             connections (relay + observer), buffers, metric shard, tap outbox and
-//             conntrack socket (kernel/conntrack.h, opened in the agent's netns). Nothing
-//             else touches those: other threads hand a worker a task with RunAndWait() and
-//             wait for it to run there (add or remove listeners, collect metrics, list
-//             connections, forget identities).
+//   workers   One per CPU (worker/worker.h), each with its epoll loop, its listeners, its
+//             connections (relay + observer), buffers, metric shard, tap outbox and upstream
+//             dialer (kernel/upstream_dialer.h, with a conntrack socket opened in the agent's
+//             netns). Nothing else touches those: other threads hand a worker a task with
+//             RunAndWait() and wait for it to run there (add or remove listeners, collect
+//             metrics, list connections, forget identities).
 //   aggregator The client's session threads (aggregator_client.h) read this node's pods
 //             through a hook (under mutex_), drain the workers' tap outboxes (each has its
 //             own lock), publish tap subscriptions and hand over the cluster's pods.
@@ -49,7 +49,7 @@
 #include "agent/options.h"
 #include "agent/pod_runtime.h"
 #include "agent/pod_view.h"
-#include "agent/proxy/worker.h"
+#include "agent/worker/worker.h"
 #include "common/inventory/inventory.h"
 
 namespace nodemesh::agent {

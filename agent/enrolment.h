@@ -22,7 +22,7 @@
 #include "agent/options.h"
 #include "agent/pod_runtime.h"
 #include "agent/pod_view.h"
-#include "agent/proxy/worker.h"
+#include "agent/worker/worker.h"
 
 namespace nodemesh::agent {
 
