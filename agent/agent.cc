@@ -76,7 +76,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& request
       agent->tap_, [self = agent.get()](std::vector<v1::TapEvent>* out) {
         return self->DrainTapOutboxes(&Worker::local_tap_outbox, out);
       });
-  agent->admin_routes_ = agent->AdminRoutes();
+  agent->admin_routes_ = AdminRoutes(*agent);
   if (!options.aggregator_address.empty()) {
     Agent* self = agent.get();
     AggregatorClient::Hooks hooks;
@@ -355,12 +355,116 @@ Agent::PodStatus Agent::StatusOf(const PodInfo& pod) const {
   return {v1::PENDING, "not enrolled yet"};
 }
 
-uint64_t Agent::ListenerCount() {
+void Agent::ServeAdmin(HttpServer& server) {
+  admin_address_ = server.address();
+  server.Serve(admin_routes_);
+}
+
+HttpResponse Agent::AnswerRelayed(std::string_view target) const {
+  return admin_routes_.Serve(HttpRoutes::Request("GET", target));
+}
+
+void Agent::ServeMetrics(HttpServer& server) {
+  metrics_address_ = server.address();
+  server.Serve(MetricsRoutes(*this));
+}
+
+std::optional<nlohmann::json> Agent::InventoryStatus() const {
+  const InventorySource* source = source_.load(std::memory_order_acquire);
+  if (source == nullptr) return std::nullopt;
+  return source->Status();
+}
+
+std::optional<AggregatorLinkStatus> Agent::aggregator() const {
+  if (!aggregator_) return std::nullopt;
+  return AggregatorLinkStatus{.connected = aggregator_->connected(),
+                              .unacknowledged_deltas = aggregator_->unacknowledged_deltas(),
+                              .dropped_deltas = aggregator_->dropped_deltas()};
+}
+
+std::vector<PodReport> Agent::Pods() const {
+  std::lock_guard lock(mutex_);
+  std::vector<PodReport> pods;
+  for (const PodInfo& info : inventory_.pods) {
+    // A pod of another node (a local inventory may list the whole cluster) is not this
+    // agent's to enrol: it only names the far end of connections.
+    if (!OnThisNode(info)) continue;
+    PodReport& pod = pods.emplace_back();
+    pod.info = info;
+    const PodStatus status = StatusOf(info);
+    pod.state = status.state;
+    pod.state_reason = status.reason;
+    if (const auto failed = not_enrolled_.find(info.key()); failed != not_enrolled_.end()) {
+      pod.enrolment_error = failed->second;
+    }
+    if (const auto enrolled = enrolled_.find(info.key()); enrolled != enrolled_.end()) {
+      const PodEnrolment& enrolment = *enrolled->second;
+      pod.enrolment = PodReport::Enrolment{.pod_id = enrolment.runtime().id(),
+                                           .cgroup_id = enrolment.cgroup_id(),
+                                           .captured_ports = enrolment.CapturedPorts()};
+    }
+  }
+  return pods;
+}
+
+std::vector<PodProgram> Agent::PodPrograms() const {
+  std::lock_guard lock(mutex_);
+  std::vector<PodProgram> programs;
+  for (const PodInfo& info : inventory_.pods) {
+    const auto enrolled = enrolled_.find(info.key());
+    if (enrolled == enrolled_.end() || enrolled->second->inbound_link() == nullptr) continue;
+    absl::StatusOr<AttachedProgram> program =
+        DescribeLink(enrolled->second->inbound_link()->fd(), "nm_sk_lookup");
+    if (!program.ok()) continue;
+    programs.push_back(PodProgram{.pod = info.key(), .netns = info.netns, .program = *program});
+  }
+  return programs;
+}
+
+absl::flat_hash_map<uint32_t, std::string> Agent::PodNamesById() const {
+  std::lock_guard lock(mutex_);
+  absl::flat_hash_map<uint32_t, std::string> pods;
+  for (const auto& [key, enrolment] : enrolled_) pods[enrolment->runtime().id()] = key;
+  return pods;
+}
+
+std::vector<WorkerCounters> Agent::Counters() const {
+  std::vector<WorkerCounters> counters;
+  for (const auto& worker : workers_) {
+    const UpstreamDialer& dialer = worker->upstream_dialer();
+    counters.push_back(WorkerCounters{
+        .proxy = worker->stats(),
+        .observer = worker->observer_stats(),
+        .conntrack = dialer.conntrack_stats(),
+        .service_lookups_unavailable = dialer.service_lookups_unavailable()});
+  }
+  return counters;
+}
+
+uint64_t Agent::ListenerCount() const {
   uint64_t count = 0;
   for (const auto& worker : workers_) {
     worker->RunAndWait([&] { count += worker->listener_count(); });
   }
   return count;
+}
+
+std::vector<WorkerConnections> Agent::Connections() const {
+  std::vector<WorkerConnections> connections;
+  for (const auto& worker : workers_) {
+    WorkerConnections& of_worker = connections.emplace_back();
+    of_worker.worker = worker->index();
+    worker->RunAndWait([&] {
+      of_worker.live = worker->ListConnections();
+      of_worker.recently_closed = worker->RecentlyClosed();
+    });
+  }
+  return connections;
+}
+
+absl::StatusOr<LocalTaps::Batch> Agent::PollTap(const std::string& session,
+                                                TapFilter filter) const {
+  return local_taps_->Poll(session, std::move(filter), std::chrono::steady_clock::now());
 }
 
 }  // namespace nodemesh::agent

@@ -10,12 +10,12 @@
 //   inventory The source's own thread (inventory/local.h: the file watcher; kubernetes.h: a
 //             resolver woken by one reflector thread per watched collection) calls Apply()
 //             with every valid version of the inventory; the first one before Run goes on.
-//   workers   One per CPU (proxy/worker.h), each with its epoll loop, its listeners, its
-//             connections (relay + observer), buffers, metric shard, tap outbox and
-//             conntrack socket (kernel/conntrack.h, opened in the agent's netns). Nothing
-//             else touches those: other threads hand a worker a task with RunAndWait() and
-//             wait for it to run there (add or remove listeners, collect metrics, list
-//             connections, forget identities).
+//   workers   One per CPU (worker/worker.h), each with its epoll loop, its listeners, its
+//             connections (relay + observer), buffers, metric shard, tap outbox and upstream
+//             dialer (kernel/upstream_dialer.h, with a conntrack socket opened in the agent's
+//             netns). Nothing else touches those: other threads hand a worker a task with
+//             RunAndWait() and wait for it to run there (add or remove listeners, collect
+//             metrics, list connections, forget identities).
 //   aggregator The client's session threads (aggregator_client.h) read this node's pods
 //             through a hook (under mutex_), drain the workers' tap outboxes (each has its
 //             own lock), publish tap subscriptions and hand over the cluster's pods.
@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "agent/admin.h"
 #include "agent/aggregator_client.h"
 #include "agent/enrolment.h"
 #include "agent/http_server.h"
@@ -47,13 +48,16 @@
 #include "agent/observer/local_tap.h"
 #include "agent/observer/tap.h"
 #include "agent/options.h"
-#include "agent/pod.h"
-#include "agent/proxy/worker.h"
+#include "agent/pod_runtime.h"
+#include "agent/pod_view.h"
+#include "agent/worker/worker.h"
 #include "common/inventory/inventory.h"
 
 namespace nodemesh::agent {
 
-class Agent {
+// Its admin API reads it as an AgentView (admin.h), which it implements privately: the
+// handlers see what the view says and nothing else of the agent.
+class Agent final : private AgentView {
  public:
   // Loads the kernel programs and starts the workers. Fails with a message that says what
   // to do: no BPF permission, no cgroup v2, a bad inventory entry (which pod, what).
@@ -68,19 +72,16 @@ class Agent {
   // pods that could not be enrolled (they are tried again later).
   absl::Status Apply(const Inventory& inventory);
 
-  // The admin API (see README): GET /version, /config, /pods, /connections, /routes,
-  // /stats, /kernel, /kernel/maps/NAME, /tap; POST /log-level?level=. Both Serve calls come
-  // before either server starts.
+  // The admin API (AdminRoutes in admin.h; see README). Both Serve calls come before either
+  // server starts.
   void ServeAdmin(HttpServer& server);
   // A GET of the admin API relayed by the aggregator (meshctl shell --node): `target` is the
   // path with its query. Answered as the admin socket answers it.
   HttpResponse AnswerRelayed(std::string_view target) const;
-  // GET /metrics in the Prometheus text format, and the probes a kubelet asks:
-  // GET /readyz, 200 once the kernel programs are attached and the first inventory is
-  // applied; GET /healthz, 200 unless the control loop (which also waits on every worker
-  // each second) has not turned for kStallSeconds.
+  // GET /metrics and the probes a kubelet asks (MetricsRoutes in admin.h): ready once the
+  // kernel programs are attached and the first inventory is applied; healthy while the
+  // control loop (which also waits on every worker each second) turns.
   void ServeMetrics(HttpServer& server);
-  static constexpr int64_t kStallSeconds = 30;
 
   // Gathers every worker's metrics into the registry (Run does it once a second).
   void CollectMetrics();
@@ -109,14 +110,37 @@ class Agent {
   // Pods of other nodes, from the aggregator: they name peers the inventory does not list.
   void SetClusterPods(const v1::PodList& pods);
   void RebuildDirectory();  // under mutex_; the Services' too
-  uint64_t ListenerCount();
-  HttpRoutes AdminRoutes();
   // Moves every worker's queued tap events of one outbox (the aggregator's or the local
   // taps') into `out`; returns how many they dropped.
   uint64_t DrainTapOutboxes(TapOutbox& (Worker::*outbox)(), std::vector<v1::TapEvent>* out);
   static void LogNewlyPending(const Inventory& before, const Inventory& after);
-  // Since the control loop's last turn; 0 before Run's loop starts.
-  int64_t SecondsSinceHeartbeat() const;
+
+  // AgentView (admin.h): what the admin API reads, each thread-safe.
+  const AgentOptions& options() const override { return options_; }
+  const std::string& cgroup_mount() const override { return cgroup_mount_; }
+  const std::string& admin_address() const override { return admin_address_; }
+  const std::string& metrics_address() const override { return metrics_address_; }
+  bool ready() const override { return ready_.load(std::memory_order_acquire); }
+  int64_t SecondsSinceHeartbeat() const override;
+  std::optional<nlohmann::json> InventoryStatus() const override;
+  std::optional<AggregatorLinkStatus> aggregator() const override;
+  const Datapath& datapath() const override { return *datapath_; }
+  std::vector<PodReport> Pods() const override;
+  std::vector<PodProgram> PodPrograms() const override;
+  absl::flat_hash_map<uint32_t, std::string> PodNamesById() const override;
+  std::vector<WorkerCounters> Counters() const override;
+  uint64_t ListenerCount() const override;
+  std::vector<WorkerConnections> Connections() const override;
+  size_t identity_count() const override { return identities_.size(); }
+  metrics::Identity LookupIdentity(metrics::IdentityTable::Id id) const override {
+    return identities_.Get(id);
+  }
+  std::vector<metrics::Registry::RouteTotals> Routes() const override {
+    return registry_.Routes();
+  }
+  std::string PrometheusText() const override { return registry_.PrometheusText(); }
+  absl::StatusOr<LocalTaps::Batch> PollTap(const std::string& session,
+                                           TapFilter filter) const override;
 
   const AgentOptions options_;
   std::string cgroup_mount_;
@@ -140,7 +164,7 @@ class Agent {
   std::atomic<bool> ready_{false};     // the first inventory applied, Run not ended
   std::atomic<int64_t> heartbeat_{0};  // the control loop's last turn (steady seconds)
 
-  std::mutex mutex_;  // the fields below, and interning (see the thread map above)
+  mutable std::mutex mutex_;  // the fields below, and interning (see the thread map above)
   Inventory inventory_;
   PeerDirectory::Map cluster_directory_;  // the cluster's pods by address, as last sent
   absl::flat_hash_map<std::string, std::unique_ptr<PodEnrolment>> enrolled_;

@@ -109,7 +109,7 @@ void AggregatorClient::Run() {
   std::chrono::milliseconds backoff = kMinBackoff;
   for (;;) {
     const auto started = std::chrono::steady_clock::now();
-    Session();
+    RunSession();
     {
       std::lock_guard lock(mutex_);
       if (stopping_) return;
@@ -124,159 +124,227 @@ void AggregatorClient::Run() {
   }
 }
 
-void AggregatorClient::Session() {
-  auto channel = dialer_.Dial(grpc::ChannelArguments());
-  auto stub = v1::AgentService::NewStub(channel);
-  grpc::ClientContext context;
-  {
-    std::lock_guard lock(mutex_);
-    if (stopping_) return;
-    context_ = &context;
-  }
-  std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::AggregatorMessage>> stream =
-      stub->Connect(&context);
+// One connected session, in steps: the stream opened, the hello said, then what comes down
+// read on a thread of its own (Read) while the session thread writes what goes up
+// (WriteUntilBroken), and last the session ended (End), keeping for the next one what this
+// one could not deliver.
+class AggregatorClient::Session {
+ public:
+  explicit Session(AggregatorClient& client) : client_(client) {}
 
-  v1::AgentMessage hello;
-  hello.mutable_hello()->set_node(node_);
-  hello.mutable_hello()->set_version(std::string(kVersion));
-  hello.mutable_hello()->set_instance(instance_);
-  for (v1::Pod& pod : hooks_.pods()) *hello.mutable_hello()->add_pods() = std::move(pod);
-  bool healthy = stream->Write(hello);
-  if (healthy) {
-    std::lock_guard lock(mutex_);
-    connected_ = true;
-    in_outage_ = false;
-    pods_changed_ = false;
-    Log(LogLevel::kInfo, "connected to the aggregator at {}", dialer_.address());
+  void Run() {
+    if (!Open()) return;
+    const bool healthy = SayHello();
+    // Subscriptions, acknowledgements and relayed requests come down on their own thread;
+    // they belong to this session.
+    std::thread reader([this] { Read(); });
+    if (healthy) WriteUntilBroken();
+    // A stream the aggregator ended carries its reason (a refusal says why); cancelling it
+    // would put CANCELLED in its place. Any other is cancelled, for the reader to stop.
+    if (!read_ended_) context_.TryCancel();
+    reader.join();
+    End(stream_->Finish());
   }
 
-  // Subscriptions come down on their own thread; they belong to this session.
-  std::atomic<bool> read_ended{false};  // the aggregator ended the stream, with its status
-  // An aggregator older than acknowledgements never sends one: what it was sent must not go
-  // again (it would count it twice), as before acknowledgements.
-  std::atomic<bool> acknowledged{false};
-  std::thread reader([&] {
-    v1::AggregatorMessage message;
-    while (stream->Read(&message)) {
-      if (message.has_subscribe()) {
-        tap_.Add(TapFilter::FromProto(message.subscribe()));
-        Log(LogLevel::kInfo, "tap {} started", message.subscribe().id());
-      } else if (message.has_cancel()) {
-        tap_.Remove(message.cancel().id());
-        Log(LogLevel::kInfo, "tap {} stopped", message.cancel().id());
-      } else if (message.has_metrics_ack()) {
-        acknowledged = true;
-        std::lock_guard lock(mutex_);
-        while (!unacked_metrics_.empty() &&
-               unacked_metrics_.front().sequence() <= message.metrics_ack().sequence()) {
-          unacked_metrics_.pop_front();
-        }
-      } else if (message.has_cluster_pods() && hooks_.cluster_pods) {
-        hooks_.cluster_pods(message.cluster_pods());
-      } else if (message.has_admin_request() && hooks_.admin) {
-        v1::AdminResponse answer = AnswerAdmin(message.admin_request());
-        std::lock_guard lock(mutex_);
-        admin_answers_.push_back(std::move(answer));
-        wake_.notify_all();
-      }
-    }
-    read_ended = true;
-    std::lock_guard lock(mutex_);
-    connected_ = false;
-    wake_.notify_all();
-  });
+ private:
+  using Stream = grpc::ClientReaderWriter<v1::AgentMessage, v1::AggregatorMessage>;
 
-  while (healthy) {
+  // What the session thread writes next, taken from the client's queues at once.
+  struct Outgoing {
     std::deque<v1::AdminResponse> answers;
-    std::deque<v1::MetricsDelta> metrics;
-    bool send_pods = false;
+    std::deque<v1::MetricsDelta> deltas;
+    bool pods = false;
+  };
+
+  // Dials the aggregator and opens the stream; false if the client is stopping.
+  bool Open() {
+    stub_ = v1::AgentService::NewStub(client_.dialer_.Dial(grpc::ChannelArguments()));
     {
-      std::unique_lock lock(mutex_);
-      wake_.wait_for(lock, kTapFlushInterval, [&] {
-        return stopping_ || !connected_ || !pending_metrics_.empty() || pods_changed_ ||
-               !admin_answers_.empty();
-      });
-      if (stopping_ || !connected_) break;
-      metrics.swap(pending_metrics_);
-      answers.swap(admin_answers_);
-      send_pods = std::exchange(pods_changed_, false);
+      std::lock_guard lock(client_.mutex_);
+      if (client_.stopping_) return false;
+      client_.context_ = &context_;  // Stop() cancels the stream from here on
     }
+    stream_ = stub_->Connect(&context_);
+    return true;
+  }
+
+  // The node, this process and its pods; the session is connected once they are written.
+  bool SayHello() {
+    v1::AgentMessage hello;
+    hello.mutable_hello()->set_node(client_.node_);
+    hello.mutable_hello()->set_version(std::string(kVersion));
+    hello.mutable_hello()->set_instance(client_.instance_);
+    for (v1::Pod& pod : client_.hooks_.pods()) *hello.mutable_hello()->add_pods() = std::move(pod);
+    if (!stream_->Write(hello)) return false;
+    std::lock_guard lock(client_.mutex_);
+    client_.connected_ = true;
+    client_.in_outage_ = false;
+    client_.pods_changed_ = false;
+    Log(LogLevel::kInfo, "connected to the aggregator at {}", client_.dialer_.address());
+    return true;
+  }
+
+  // The reader thread: every message down until the stream ends.
+  void Read() {
+    v1::AggregatorMessage message;
+    while (stream_->Read(&message)) Apply(message);
+    read_ended_ = true;
+    std::lock_guard lock(client_.mutex_);
+    client_.connected_ = false;
+    client_.wake_.notify_all();
+  }
+
+  void Apply(const v1::AggregatorMessage& message) {
+    if (message.has_subscribe()) {
+      client_.tap_.Add(TapFilter::FromProto(message.subscribe()));
+      Log(LogLevel::kInfo, "tap {} started", message.subscribe().id());
+    } else if (message.has_cancel()) {
+      client_.tap_.Remove(message.cancel().id());
+      Log(LogLevel::kInfo, "tap {} stopped", message.cancel().id());
+    } else if (message.has_metrics_ack()) {
+      acknowledged_ = true;
+      std::lock_guard lock(client_.mutex_);
+      std::deque<v1::MetricsDelta>& unacked = client_.unacked_metrics_;
+      while (!unacked.empty() && unacked.front().sequence() <= message.metrics_ack().sequence()) {
+        unacked.pop_front();
+      }
+    } else if (message.has_cluster_pods() && client_.hooks_.cluster_pods) {
+      client_.hooks_.cluster_pods(message.cluster_pods());
+    } else if (message.has_admin_request() && client_.hooks_.admin) {
+      v1::AdminResponse answer = client_.AnswerAdmin(message.admin_request());
+      std::lock_guard lock(client_.mutex_);
+      client_.admin_answers_.push_back(std::move(answer));
+      client_.wake_.notify_all();
+    }
+  }
+
+  // The session thread: relayed answers, pods, deltas and tap events, in that order, each
+  // time there is something to write (tap events at least every kTapFlushInterval), until a
+  // write fails, the reader saw the stream end, or the client stops.
+  void WriteUntilBroken() {
+    for (;;) {
+      Outgoing outgoing;
+      if (!TakeOutgoing(&outgoing)) return;
+      const bool healthy = WriteAdminAnswers(std::move(outgoing.answers)) &&
+                           (!outgoing.pods || WritePods()) && WriteDeltas(&outgoing.deltas);
+      if (!healthy) {
+        // Unsent deltas go back to the front of the queue for the next session.
+        std::lock_guard lock(client_.mutex_);
+        for (auto it = outgoing.deltas.rbegin(); it != outgoing.deltas.rend(); ++it) {
+          client_.pending_metrics_.push_front(std::move(*it));
+        }
+        client_.TrimDeltasLocked();
+        return;
+      }
+      if (!WriteTapEvents()) return;
+    }
+  }
+
+  // Waits for something to write; false once the session is over.
+  bool TakeOutgoing(Outgoing* outgoing) {
+    std::unique_lock lock(client_.mutex_);
+    client_.wake_.wait_for(lock, kTapFlushInterval, [&] {
+      return client_.stopping_ || !client_.connected_ || !client_.pending_metrics_.empty() ||
+             client_.pods_changed_ || !client_.admin_answers_.empty();
+    });
+    if (client_.stopping_ || !client_.connected_) return false;
+    outgoing->deltas.swap(client_.pending_metrics_);
+    outgoing->answers.swap(client_.admin_answers_);
+    outgoing->pods = std::exchange(client_.pods_changed_, false);
+    return true;
+  }
+
+  bool WriteAdminAnswers(std::deque<v1::AdminResponse> answers) {
     for (v1::AdminResponse& answer : answers) {
-      if (!healthy) break;
       v1::AgentMessage message;
       *message.mutable_admin_response() = std::move(answer);
-      healthy = stream->Write(message);
+      if (!stream_->Write(message)) return false;
     }
-    if (send_pods) {
-      v1::AgentMessage message;
-      for (v1::Pod& pod : hooks_.pods()) *message.mutable_pods()->add_pods() = std::move(pod);
-      healthy = stream->Write(message);
-    }
-    while (healthy && !metrics.empty()) {
+    return true;
+  }
+
+  bool WritePods() {
+    v1::AgentMessage message;
+    for (v1::Pod& pod : client_.hooks_.pods()) *message.mutable_pods()->add_pods() = std::move(pod);
+    return stream_->Write(message);
+  }
+
+  // Writes the deltas, oldest first, taking each from `deltas` as it goes.
+  bool WriteDeltas(std::deque<v1::MetricsDelta>* deltas) {
+    while (!deltas->empty()) {
       v1::AgentMessage message;
       {
         // Kept until acknowledged, from before the write: its acknowledgement can arrive
         // before Write returns, and a write that succeeded may still never be read.
-        std::lock_guard lock(mutex_);
-        unacked_metrics_.push_back(std::move(metrics.front()));
-        *message.mutable_metrics() = unacked_metrics_.back();
-        TrimDeltasLocked();
+        std::lock_guard lock(client_.mutex_);
+        client_.unacked_metrics_.push_back(std::move(deltas->front()));
+        *message.mutable_metrics() = client_.unacked_metrics_.back();
+        client_.TrimDeltasLocked();
       }
-      metrics.pop_front();
-      healthy = stream->Write(message);
+      deltas->pop_front();
+      if (!stream_->Write(message)) return false;
     }
-    if (!healthy) {
-      // Unsent deltas go back to the front of the queue for the next session.
-      std::lock_guard lock(mutex_);
-      for (auto it = metrics.rbegin(); it != metrics.rend(); ++it) {
-        pending_metrics_.push_front(std::move(*it));
-      }
-      TrimDeltasLocked();
-      break;
-    }
+    return true;
+  }
+
+  // The workers' queued tap events, in batches, so that one message stays small whatever the
+  // tap rate; with how many were dropped, if any were.
+  bool WriteTapEvents() {
     std::vector<v1::TapEvent> events;
-    uint64_t dropped = hooks_.drain_tap(&events);
-    // In batches, so that one message stays small whatever the tap rate.
+    uint64_t dropped = client_.hooks_.drain_tap(&events);
     constexpr size_t kBatch = 512;
-    for (size_t first = 0; healthy && (first < events.size() || dropped != 0); first += kBatch) {
+    for (size_t first = 0; first < events.size() || dropped != 0; first += kBatch) {
       v1::AgentMessage message;
       v1::TapEvents& batch = *message.mutable_tap();
       for (size_t i = first; i < std::min(events.size(), first + kBatch); ++i) {
         *batch.add_events() = std::move(events[i]);
       }
       batch.set_dropped(std::exchange(dropped, 0));
-      healthy = stream->Write(message);
+      if (!stream_->Write(message)) return false;
     }
+    return true;
   }
 
-  // A stream the aggregator ended carries its reason (a refusal says why); cancelling it
-  // would put CANCELLED in its place. Any other is cancelled, for the reader to stop.
-  if (!read_ended) context.TryCancel();
-  reader.join();
-  const grpc::Status status = stream->Finish();
-  {
-    std::lock_guard lock(mutex_);
-    context_ = nullptr;
-    // Said once per outage, not at every retry.
-    const bool outage_starts = connected_ || !in_outage_;
-    Log(outage_starts ? LogLevel::kWarning : LogLevel::kDebug,
-        "aggregator stream to {} ended: {}; retrying with backoff", dialer_.address(),
-        status.ok() ? "closed" : status.error_message());
-    in_outage_ = true;
-    connected_ = false;
-  }
-  // Subscriptions end with the stream; the aggregator sends them again on reconnect.
-  tap_.ClearRemote();
-  std::lock_guard lock(mutex_);
-  admin_answers_.clear();  // their callers were told the stream ended
-  // Deltas this stream never saw acknowledged go first on the next, in their order.
-  if (acknowledged) {
-    for (auto it = unacked_metrics_.rbegin(); it != unacked_metrics_.rend(); ++it) {
-      pending_metrics_.push_front(std::move(*it));
+  // The stream has ended with `status`: said once per outage; what belonged to the stream
+  // (remote taps, relayed answers) goes, and deltas it never saw acknowledged wait for the
+  // next.
+  void End(const grpc::Status& status) {
+    {
+      std::lock_guard lock(client_.mutex_);
+      client_.context_ = nullptr;
+      // Said once per outage, not at every retry.
+      const bool outage_starts = client_.connected_ || !client_.in_outage_;
+      Log(outage_starts ? LogLevel::kWarning : LogLevel::kDebug,
+          "aggregator stream to {} ended: {}; retrying with backoff", client_.dialer_.address(),
+          status.ok() ? "closed" : status.error_message());
+      client_.in_outage_ = true;
+      client_.connected_ = false;
     }
+    // Subscriptions end with the stream; the aggregator sends them again on reconnect.
+    client_.tap_.ClearRemote();
+    std::lock_guard lock(client_.mutex_);
+    client_.admin_answers_.clear();  // their callers were told the stream ended
+    // Deltas this stream never saw acknowledged go first on the next, in their order. An
+    // aggregator older than acknowledgements never sends one: what it was sent must not go
+    // again (it would count it twice), as before acknowledgements.
+    if (acknowledged_) {
+      for (auto it = client_.unacked_metrics_.rbegin(); it != client_.unacked_metrics_.rend();
+           ++it) {
+        client_.pending_metrics_.push_front(std::move(*it));
+      }
+    }
+    client_.unacked_metrics_.clear();
   }
-  unacked_metrics_.clear();
-}
+
+  AggregatorClient& client_;
+  std::unique_ptr<v1::AgentService::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<Stream> stream_;
+  std::atomic<bool> read_ended_{false};    // the aggregator ended the stream, with its status
+  std::atomic<bool> acknowledged_{false};  // it acknowledged a delta on this stream
+};
+
+void AggregatorClient::RunSession() { Session(*this).Run(); }
 
 v1::AdminResponse AggregatorClient::AnswerAdmin(const v1::AdminRequest& request) const {
   HttpResponse response = hooks_.admin(request.target());

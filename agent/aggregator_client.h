@@ -57,9 +57,12 @@ class AggregatorClient {
   uint64_t dropped_deltas() const;
 
  private:
+  // One connected stream and its steps (aggregator_client.cc).
+  class Session;
+
   void Run();
-  // One connected session; returns when the stream breaks or Stop() is called.
-  void Session();
+  // One session; returns when the stream breaks or Stop() is called.
+  void RunSession();
   bool WaitBeforeRetry(std::chrono::milliseconds delay);
   v1::AdminResponse AnswerAdmin(const v1::AdminRequest& request) const;
   // Drops the oldest deltas past the limit; mutex_ held.

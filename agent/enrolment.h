@@ -20,8 +20,9 @@
 #include "agent/kernel/listening_ports.h"
 #include "agent/kernel/system.h"
 #include "agent/options.h"
-#include "agent/pod.h"
-#include "agent/proxy/worker.h"
+#include "agent/pod_runtime.h"
+#include "agent/pod_view.h"
+#include "agent/worker/worker.h"
 
 namespace nodemesh::agent {
 

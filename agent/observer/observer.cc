@@ -14,7 +14,7 @@ namespace nodemesh::agent {
 // only when a line is written, so that debug lines cost nothing per request otherwise.
 struct ConnectionName {
   Direction direction;
-  const PodRuntime& pod;
+  const PodView& pod;
   const Endpoint& destination;
 };
 
@@ -25,7 +25,7 @@ struct fmt::formatter<nodemesh::agent::ConnectionName> : fmt::formatter<std::str
   auto format(const nodemesh::agent::ConnectionName& name, fmt::format_context& context) const {
     return fmt::format_to(context.out(), "{} {} -> {}",
                           nodemesh::metrics::DirectionName(name.direction),
-                          name.pod.view()->info.key(), name.destination.ToString());
+                          name.pod.info.key(), name.destination.ToString());
   }
 };
 
@@ -55,7 +55,7 @@ std::string ObserverContext::NextConnectionName() {
 }
 
 ConnectionObserver::ConnectionObserver(ObserverContext& context,
-                                       std::shared_ptr<const PodRuntime> pod, Direction direction,
+                                       std::shared_ptr<const PodView> pod, Direction direction,
                                        const Endpoint& client, const Endpoint& destination,
                                        std::function<Endpoint()> source_address, int64_t now_ns)
     : context_(context),
@@ -65,7 +65,7 @@ ConnectionObserver::ConnectionObserver(ObserverContext& context,
       started_ns_(now_ns),
       find_source_address_(std::move(source_address)) {
   // Outbound, the pod calls out to the destination; inbound, the client calls the pod.
-  const metrics::IdentityTable::Id local = pod_->view()->identity;
+  const metrics::IdentityTable::Id local = pod_->identity;
   const metrics::IdentityTable::Id remote = context_.tables().directory.Lookup(
       direction_ == Direction::kOutbound ? destination.ip : client.ip);
   // Inbound, the caller's address is its own: a Service's NAT changes only destinations.

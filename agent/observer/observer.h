@@ -18,8 +18,8 @@
 #include "agent/metrics/shard.h"
 #include "agent/observer/tap.h"
 #include "agent/options.h"
-#include "agent/pod.h"
-#include "agent/proxy/relay.h"
+#include "agent/pod_view.h"
+#include "agent/proxy/relay_interface.h"
 #include "common/net/address.h"
 #include "parsers/parser.h"
 
@@ -107,17 +107,17 @@ class ObserverContext {
 // The observer of one connection, owned with its relay by the worker.
 class ConnectionObserver final : public RelayObserver, private parsers::EventSink {
  public:
-  // `pod` is the enrolled pod the connection belongs to; `client` the application's or
-  // caller's address as accepted, `destination` where it was going. `source_address` says
+  // `pod` is the view, as the connection started, of the enrolled pod it belongs to; `client`
+  // the application's or caller's address as accepted, `destination` where it was going. `source_address` says
   // from which address the server sees the client, asked the first time a tap needs it.
-  ConnectionObserver(ObserverContext& context, std::shared_ptr<const PodRuntime> pod,
+  ConnectionObserver(ObserverContext& context, std::shared_ptr<const PodView> pod,
                      Direction direction, const Endpoint& client, const Endpoint& destination,
                      std::function<Endpoint()> source_address, int64_t now_ns);
 
   // "detecting" until the first bytes decide, then the protocol's name.
   std::string_view protocol_name() const;
   uint64_t requests() const { return requests_; }
-  std::string pod_key() const { return pod_->view()->info.key(); }
+  std::string pod_key() const { return pod_->info.key(); }
 
   // Outbound and dialled to a Service's cluster IP: the connection is named by the pod the
   // node's NAT sends it to, which the worker finds out once the upstream has connected and
@@ -157,7 +157,7 @@ class ConnectionObserver final : public RelayObserver, private parsers::EventSin
   const Endpoint& SourceAddress();
 
   ObserverContext& context_;
-  const std::shared_ptr<const PodRuntime> pod_;
+  const std::shared_ptr<const PodView> pod_;
   const Direction direction_;
   const Endpoint destination_;
   const int64_t started_ns_;

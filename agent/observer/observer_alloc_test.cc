@@ -28,13 +28,9 @@ TEST_CASE("observer: HTTP/1 requests allocate nothing once their series exist", 
   PodInfo info;
   info.namespace_name = "emojivoto";
   info.name = "vote-bot-1";
-  absl::StatusOr<Netns> netns = Netns::Open("/proc/self/ns/net");
-  REQUIRE(netns.ok());
-  const auto pod = std::make_shared<PodRuntime>(
-      1,
+  const auto pod = std::make_shared<const PodView>(
       PodView{info, identities.Intern({"emojivoto", "vote-bot-1", "Deployment", "vote-bot",
-                                       "default", "node-1"})},
-      *std::move(netns));
+                                       "default", "node-1"})});
   ConnectionObserver observer(
       context, pod, Direction::kOutbound, server, server, [&] { return server; }, 0);
   observer.OnConnected(0);

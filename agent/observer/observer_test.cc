@@ -35,7 +35,7 @@ struct Fixture {
       identities.Intern({"emojivoto", "web-1", "Deployment", "web", "web", "node-1"});
   metrics::IdentityTable::Id voting =
       identities.Intern({"emojivoto", "voting-1", "Deployment", "voting", "voting", "node-2"});
-  std::shared_ptr<PodRuntime> pod;
+  std::shared_ptr<const PodView> pod;
   int64_t now = 1'000'000'000;
 
   Fixture() {
@@ -45,9 +45,7 @@ struct Fixture {
     PodInfo info;
     info.namespace_name = "emojivoto";
     info.name = "web-1";
-    absl::StatusOr<Netns> netns = Netns::Open("/proc/self/ns/net");
-    REQUIRE(netns.ok());
-    pod = std::make_shared<PodRuntime>(1, PodView{info, web}, *std::move(netns));
+    pod = std::make_shared<const PodView>(PodView{info, web});
   }
   // web-1 calling voting-1 (or `destination`), as an outbound relay sees it.
   std::unique_ptr<ConnectionObserver> Outbound(const Endpoint& destination = kVotingAddress) {

@@ -17,24 +17,6 @@ void ArmReset(int fd) {
 
 }  // namespace
 
-std::string_view RelayEndName(RelayEnd end) {
-  switch (end) {
-    case RelayEnd::kClosed:
-      return "closed";
-    case RelayEnd::kIdleTimeout:
-      return "idle timeout";
-    case RelayEnd::kReset:
-      return "reset";
-    case RelayEnd::kRefused:
-      return "refused";
-    case RelayEnd::kConnectFailed:
-      return "connect failed";
-    case RelayEnd::kConnectTimeout:
-      return "connect timeout";
-  }
-  return "unknown";
-}
-
 Relay::Relay(RelayHost& host, RelayObserver& observer, UniqueFd client, UniqueFd upstream,
              int64_t now_ns)
     : host_(host),

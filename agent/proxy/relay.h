@@ -2,70 +2,20 @@
 // upstream socket, copied unchanged both ways, with half-close (a FIN from one side is passed
 // on while the other keeps sending), backpressure (a side is not read while its bytes cannot
 // be written on), bounded buffers, and the upstream's failure mirrored to the application.
-// A relay knows no protocol (its RelayObserver does) and no worker (its RelayHost does): it
-// is driven by edge-triggered epoll events and by the host's timers, with the time passed
-// in, so it runs over socketpairs and loopback in unit tests as it does in the agent.
+// A relay knows no protocol (its RelayObserver does) and no worker (its RelayHost does; both
+// in relay_interface.h): it is driven by edge-triggered epoll events and by the host's timers,
+// with the time passed in, so it runs over socketpairs and loopback in unit tests as it does
+// in the agent.
 #pragma once
 
 #include <cstdint>
 #include <memory>
-#include <string_view>
 
 #include "agent/proxy/buffer_pool.h"
+#include "agent/proxy/relay_interface.h"
 #include "common/base/unique_fd.h"
 
 namespace nodemesh::agent {
-
-// The two sockets of a relay: the application's (accepted by the agent) and the one the
-// agent connected upstream.
-enum class Side : uint8_t { kClient, kUpstream };
-
-// How a relay ended.
-enum class RelayEnd : uint8_t {
-  kClosed,          // both directions finished cleanly
-  kIdleTimeout,     // nothing moved for the idle timeout: closed cleanly
-  kReset,           // a peer reset or a socket failed: the other side is reset too
-  kRefused,         // the upstream refused the connect: the application sees a reset
-  kConnectFailed,   // the upstream connect failed otherwise (unreachable, ...): likewise
-  kConnectTimeout,  // the upstream did not answer in time: likewise
-};
-std::string_view RelayEndName(RelayEnd end);
-// Ends counted as failed connections in metrics: resets, refusals, timeouts of the connect.
-inline bool IsFailedEnd(RelayEnd end) {
-  return end != RelayEnd::kClosed && end != RelayEnd::kIdleTimeout;
-}
-
-// Who watches the bytes go by (observer/): called on the relay's thread, before the bytes are
-// sent on. Watching never changes or holds back what is relayed.
-class RelayObserver {
- public:
-  virtual ~RelayObserver() = default;
-  // The upstream accepted the connection; bytes start to flow.
-  virtual void OnConnected(int64_t now_ns) = 0;
-  // `from` sent `bytes`, which are passed on unchanged.
-  virtual void OnBytes(Side from, std::string_view bytes, int64_t now_ns) = 0;
-  // `from` half-closed: it sends nothing more.
-  virtual void OnHalfClose(Side from, int64_t now_ns) = 0;
-  // The relay ended; its sockets are closed.
-  virtual void OnClosed(RelayEnd end, int64_t now_ns) = 0;
-};
-
-// What a relay needs from where it lives (a worker): buffers, timers, and its end.
-class RelayHost {
- public:
-  virtual ~RelayHost() = default;
-  // A buffer for bytes in flight, or nullptr when none is free: the host then calls
-  // Relay::OnBufferAvailable once one is back.
-  virtual std::unique_ptr<Buffer> AcquireBuffer() = 0;
-  virtual void ReleaseBuffer(std::unique_ptr<Buffer> buffer) = 0;
-  // The upstream connected: the connect deadline no longer applies, the idle one does.
-  virtual void OnEstablished(int64_t now_ns) = 0;
-  // Bytes moved: the idle deadline starts over.
-  virtual void OnActivity(int64_t now_ns) = 0;
-  // The relay ended and closed its sockets, after its observer heard of it. The host frees
-  // the relay once the current event batch is over, never during this call.
-  virtual void OnEnded(RelayEnd end, int64_t now_ns) = 0;
-};
 
 class Relay {
  public:

@@ -427,6 +427,65 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
   CHECK(agent.output().find("Sanitizer") == std::string::npos);
 }
 
+TEST_CASE("a pod of another node in the local inventory is not listed as the node's, and names its "
+          "peer") {
+  Cluster cluster;
+  Process echo = StartEchoServer(cluster.remote, kEchoPort);
+  AgentProcess agent(cluster.node_a, {.binary = NODEMESH_AGENT_BINARY});
+  // One inventory for the whole cluster, as the local cluster writes it: node-a's pods (emoji-1
+  // naming its node, the others no node) and node-b's voting-1, meshed, enrolled there.
+  Json inventory = Json::parse(ReadFile(agent.inventory_path()));
+  for (Json& pod : inventory["pods"]) {
+    if (pod["name"] == cluster.server.name) pod["node"] = "node-a";
+  }
+  inventory["pods"].push_back({{"namespace", "emojivoto"},
+                               {"name", cluster.remote.name},
+                               {"owner", {{"kind", "Deployment"}, {"name", "voting"}}},
+                               {"ips", {cluster.remote.ip}},
+                               {"cgroup", cluster.remote.cgroup_path},
+                               {"netns", cluster.remote.netns_path},
+                               {"meshed", true},
+                               {"node", "node-b"}});
+  const uint64_t named = agent.ProxyCounter("identities");
+  const std::string written = agent.inventory_path() + ".new";
+  WriteFile(written, inventory.dump());
+  REQUIRE(::rename(written.c_str(), agent.inventory_path().c_str()) == 0);
+  // Applied once voting-1 has a name: the only identity the new inventory adds.
+  REQUIRE(PollUntil([&] { return agent.ProxyCounter("identities") == named + 1; }, 10s));
+  INFO("agent:\n" << agent.output());
+
+  const Json pods = agent.Get("/pods")["pods"];
+  INFO(pods.dump(2));
+  CHECK(pods.size() == 3);
+  CHECK(Find(pods, "name", cluster.remote.name) == nullptr);
+  REQUIRE(Find(pods, "name", cluster.client.name) != nullptr);
+  CHECK((*Find(pods, "name", cluster.client.name))["state"] == "enrolled");
+  REQUIRE(Find(pods, "name", cluster.server.name) != nullptr);
+  CHECK((*Find(pods, "name", cluster.server.name))["state"] == "enrolled");
+
+  const Json shell_pods = ShellJson(agent, "pods")["pods"];
+  CHECK(shell_pods.size() == 3);
+  CHECK(Find(shell_pods, "name", cluster.remote.name) == nullptr);
+  const std::string table = ShellTable(agent, "pods");
+  INFO(table);
+  CHECK(table.find(cluster.remote.name) == std::string::npos);
+  CHECK(table.find("pending") == std::string::npos);
+  const CommandResult explained = Shell(agent.admin_socket(), "explain " + cluster.remote.ip);
+  INFO(explained.output);
+  CHECK(explained.output.find("no pod of node node-a: explained as a destination of its pods") !=
+        std::string::npos);
+
+  // It still names the far end: web-1's connection to it is counted as to voting-1.
+  CHECK(Dial(cluster.client, Target(cluster.remote, kEchoPort)).exit_code == 0);
+  const std::string to_voting = fmt::format("dst_pod=\"{}\"", cluster.remote.name);
+  CHECK(PollUntil(
+      [&] {
+        const std::optional<HttpReply> metrics = agent.GetMetricsPort("/metrics");
+        return metrics && metrics->body.find(to_voting) != std::string::npos;
+      },
+      10s));
+}
+
 // node-a's agent streams to a real aggregator; web-1 calls an HTTP server on node-b.
 struct RelayedCluster : Cluster {
   const std::string aggregator_address = fmt::format("127.0.0.1:{}", FreeLoopbackPort());

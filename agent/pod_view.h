@@ -1,4 +1,7 @@
-// An enrolled pod as the data plane sees it.
+// Pods as the data plane reads them: an enrolled pod's view (what it is, how it is named), the
+// directory naming every pod address of the cluster, and the one naming Services' cluster IPs.
+// Snapshots, replaced whole by the control thread and read without a lock by the workers and
+// their observers. What owns an enrolled pod's namespace is pod_runtime.h.
 #pragma once
 
 #include <atomic>
@@ -7,7 +10,6 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "agent/kernel/system.h"
 #include "agent/metrics/identity_table.h"
 #include "common/inventory/inventory.h"
 #include "common/metrics/sample.h"
@@ -18,32 +20,11 @@ namespace nodemesh::agent {
 using metrics::Direction;
 using metrics::DirectionName;
 
-// What the data plane knows of a pod at one moment.
+// What the data plane knows of a pod at one moment. Its key (namespace/name) never changes;
+// identity fields (labels, owner, ...) may, in a newer view (PodRuntime::set_view).
 struct PodView {
   PodInfo info;
   metrics::IdentityTable::Id identity = metrics::IdentityTable::kExternal;
-};
-
-class PodRuntime {
- public:
-  PodRuntime(uint32_t id, PodView view, Netns netns)
-      : id_(id),
-        netns_(std::move(netns)),
-        view_(std::make_shared<const PodView>(std::move(view))) {}
-
-  uint32_t id() const { return id_; }
-  const Netns& netns() const { return netns_; }
-  // Identity fields (labels, owner, ...) may change while connections run: readers get a
-  // consistent snapshot.
-  std::shared_ptr<const PodView> view() const { return view_.load(std::memory_order_acquire); }
-  void set_view(PodView view) {
-    view_.store(std::make_shared<const PodView>(std::move(view)), std::memory_order_release);
-  }
-
- private:
-  const uint32_t id_;
-  const Netns netns_;
-  std::atomic<std::shared_ptr<const PodView>> view_;
 };
 
 // Which identity each pod address of the cluster has, for naming the other end of a

@@ -1,8 +1,10 @@
 // A shared-nothing worker (Envoy's model): one thread, one epoll loop, its own listener in
 // every enrolled pod (SO_REUSEPORT spreads connections across workers), its own buffers,
-// counters and metric shard. A connection is a relay (the bytes) plus an observer (what
-// they say), and stays on the worker that accepted it. Other threads talk to a worker only
-// through RunAndWait(); see agent.h for the whole thread map.
+// deadlines, counters and metric shard. A connection is a relay (proxy/relay.h: the bytes)
+// plus an observer (observer/observer.h: what they say), joined by the worker, and stays on
+// the worker that accepted it; its upstream leg is dialled by the worker's UpstreamDialer
+// (kernel/upstream_dialer.h). Other threads talk to a worker only through RunAndWait(); see
+// agent.h for the whole thread map.
 #pragma once
 
 #include <algorithm>
@@ -17,12 +19,12 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "agent/counter.h"
-#include "agent/kernel/conntrack.h"
 #include "agent/kernel/datapath.h"
 #include "agent/kernel/system.h"
+#include "agent/kernel/upstream_dialer.h"
 #include "agent/observer/observer.h"
 #include "agent/options.h"
-#include "agent/pod.h"
+#include "agent/pod_runtime.h"
 #include "agent/proxy/buffer_pool.h"
 #include "agent/proxy/relay.h"
 #include "agent/proxy/relay_timeouts.h"
@@ -40,7 +42,6 @@ struct ProxyStats {
   Counter idle_timeouts;
   Counter resets;
   Counter accept_errors;
-  Counter service_lookups_unavailable;  // dialled to a Service with no conntrack socket
 };
 
 // A live connection, for the admin API.
@@ -61,8 +62,8 @@ struct ConnectionSummary {
 
 class Worker {
  public:
-  // `options` and `home` (the agent's own network namespace) outlive the worker. Start runs
-  // in `home`: its conntrack socket is opened there.
+  // `options`, `datapath` and `home` (the agent's own network namespace) outlive the worker.
+  // Start runs in `home`: its dialer's conntrack socket is opened there.
   Worker(int index, const AgentOptions& options, Datapath& datapath, const Netns& home,
          const AgentTables& tables);
   ~Worker();
@@ -77,10 +78,8 @@ class Worker {
   int index() const { return index_; }
   const ProxyStats& stats() const { return stats_; }
   const ObserverStats& observer_stats() const { return observers_.stats(); }
-  // Where Service connections went (see kernel/conntrack.h); null without a conntrack socket.
-  const ConntrackStats* conntrack_stats() const {
-    return conntrack_ ? &conntrack_->stats() : nullptr;
-  }
+  // Where Service connections went (see kernel/upstream_dialer.h).
+  const UpstreamDialer& upstream_dialer() const { return dialer_; }
   // Filled by the worker, drained by the aggregator client; thread-safe.
   TapOutbox& tap_outbox() { return observers_.tap_outbox(); }
   TapOutbox& local_tap_outbox() { return observers_.local_tap_outbox(); }
@@ -133,14 +132,6 @@ class Worker {
   // Which events of a listener epoll reports: EPOLLIN, or none while it rests.
   void WatchListener(Listener& listener, uint32_t events);
   void StartConnection(Listener& listener, UniqueFd client, int64_t now_ns);
-  // A non-blocking socket in the pod's netns with a connect to `destination` in flight;
-  // inbound, bound to the caller's address so that the application sees the caller.
-  UniqueFd ConnectUpstream(const PodRuntime& pod, Direction direction, const Endpoint& caller,
-                           const Endpoint& destination, std::optional<Endpoint>* bound_as_caller,
-                           int* error);
-  UniqueFd MakeUpstreamSocket(const PodRuntime& pod, int family);
-  // The pod a connection dialled to a Service's cluster IP was sent to by the node's NAT.
-  std::optional<Endpoint> TranslatedDestination(int upstream_fd, const Endpoint& dialled);
   // A buffer came back: the connections waiting for one go on, while there are buffers.
   void ServeBufferWaiters(int64_t now_ns);
   void Ended(Connection& connection, RelayEnd end);
@@ -148,15 +139,12 @@ class Worker {
 
   const int index_;
   const AgentOptions& options_;
-  Datapath& datapath_;
-  const Netns& home_;
+  Datapath& datapath_;  // where outbound connections' original destinations are
+  UpstreamDialer dialer_;
   BufferPool buffers_;
   RelayTimeouts timeouts_;
   ProxyStats stats_;
   ObserverContext observers_;
-  // In the agent's home netns, where kube-proxy's NAT is; null if it could not be opened
-  // (Service connections then stay named by their cluster IP).
-  std::unique_ptr<Conntrack> conntrack_;
   UniqueFd epoll_;
   UniqueFd wake_;  // eventfd: tasks are queued
   // A descriptor held in reserve: a connection accepted with the last free descriptor still

@@ -1,4 +1,4 @@
-#include "agent/proxy/worker.h"
+#include "agent/worker/worker.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -62,18 +62,17 @@ void TurnAway(int fd) {
 // A relay and its observer, and the worker's bookkeeping of them: their deadlines, whether
 // they wait for a buffer, and the passthrough entry an inbound leg leaves in the kernel.
 struct Worker::Connection final : RelayHost {
-  Connection(Worker& owner, const Listener& listener, UniqueFd client_fd, UniqueFd upstream_fd,
-             const Endpoint& client_address, const Endpoint& destination_address,
-             std::optional<Endpoint> caller_address, int64_t now_ns)
+  Connection(Worker& owner, const Listener& listener, UniqueFd client_fd, UpstreamLeg upstream,
+             const Endpoint& client_address, const Endpoint& destination_address, int64_t now_ns)
       : worker(owner),
         direction(listener.direction),
         client(client_address),
         destination(destination_address),
-        bound_as_caller(caller_address),
+        bound_as_caller(upstream.bound_as_caller),
         observer(
-            owner.observers_, listener.pod, listener.direction, client_address, destination_address,
-            [this] { return SourceAddress(); }, now_ns),
-        relay(*this, observer, std::move(client_fd), std::move(upstream_fd), now_ns) {}
+            owner.observers_, listener.pod->view(), listener.direction, client_address,
+            destination_address, [this] { return SourceAddress(); }, now_ns),
+        relay(*this, observer, std::move(client_fd), std::move(upstream.socket), now_ns) {}
 
   // The client as the server sees it. Outbound, the application's own socket sits on the
   // pod's loopback (it was redirected there); the address the server sees is the upstream
@@ -100,7 +99,7 @@ struct Worker::Connection final : RelayHost {
     // before it counts anything.
     if (observer.dialled_service()) {
       observer.SetTranslatedDestination(
-          worker.TranslatedDestination(relay.fd(Side::kUpstream), destination));
+          worker.dialer_.TranslatedDestination(relay.fd(Side::kUpstream), destination));
     }
   }
   void OnActivity(int64_t) override { worker.timeouts_.Active(timer, relay); }
@@ -125,7 +124,7 @@ Worker::Worker(int index, const AgentOptions& options, Datapath& datapath, const
     : index_(index),
       options_(options),
       datapath_(datapath),
-      home_(home),
+      dialer_(options.marks, datapath, home),
       buffers_(options.proxy.buffer_size, options.proxy.max_buffers),
       timeouts_(options.proxy.connect_timeout_ns, options.proxy.idle_timeout_ns),
       observers_(tables, options.observer, index, options.workers) {}
@@ -140,12 +139,10 @@ absl::Status Worker::Start() {
   Watch(wake_.get(), reinterpret_cast<void*>(kWakeTag), EPOLLIN);
   spare_.Reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!spare_.valid()) return ErrnoStatus("opening /dev/null", errno);
-  if (absl::StatusOr<std::unique_ptr<Conntrack>> conntrack = Conntrack::Open(); conntrack.ok()) {
-    conntrack_ = *std::move(conntrack);
-  } else if (index_ == 0) {
+  if (absl::Status conntrack = dialer_.OpenConntrack(); !conntrack.ok() && index_ == 0) {
     Log(LogLevel::kWarning,
         "{}: connections to Services will be named by their cluster IP, not the pod reached",
-        conntrack.status().message());
+        conntrack.message());
   }
   thread_ = std::thread([this] { Run(); });
   return absl::OkStatus();
@@ -355,18 +352,21 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
     destination = original->endpoint;
   }
 
-  int error = 0;
-  std::optional<Endpoint> bound_as_caller;
-  UniqueFd upstream =
-      ConnectUpstream(pod, listener.direction, *app, destination, &bound_as_caller, &error);
-  if (!upstream.valid() && (error == EMFILE || error == ENFILE) && spare_.valid()) {
+  // Inbound, the application sees the caller: the leg is bound to its address.
+  const auto dial = [&] {
+    return listener.direction == Direction::kOutbound
+               ? dialer_.DialOutbound(pod.netns(), destination)
+               : dialer_.DialInbound(pod.netns(), *app, destination);
+  };
+  UpstreamLeg upstream = dial();
+  if (!upstream.socket.valid() && (upstream.error == EMFILE || upstream.error == ENFILE) &&
+      spare_.valid()) {
     spare_.Reset();  // what it is kept for: the client's socket took the last free one
-    upstream =
-        ConnectUpstream(pod, listener.direction, *app, destination, &bound_as_caller, &error);
+    upstream = dial();
   }
-  if (!upstream.valid()) {
+  if (!upstream.socket.valid()) {
     // Refused at once (e.g. nothing listens on a local address): mirror it.
-    (error == ECONNREFUSED ? stats_.upstream_refused : stats_.upstream_failed).Add();
+    (upstream.error == ECONNREFUSED ? stats_.upstream_refused : stats_.upstream_failed).Add();
     TurnAway(client.get());
     return turn_away();
   }
@@ -374,7 +374,7 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
   setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
   auto owned = std::make_unique<Connection>(*this, listener, std::move(client), std::move(upstream),
-                                            *app, destination, bound_as_caller, now_ns);
+                                            *app, destination, now_ns);
   Connection* connection = owned.get();
   connection->id = ++last_connection_id_;
   connections_.emplace(connection, std::move(owned));
@@ -385,84 +385,6 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
   };
   Watch(connection->relay.fd(Side::kClient), tagged(kClientTag), kEvents);
   Watch(connection->relay.fd(Side::kUpstream), tagged(kUpstreamTag), kEvents);
-}
-
-UniqueFd Worker::MakeUpstreamSocket(const PodRuntime& pod, int family) {
-  // Made inside the pod's netns: outbound, the server sees the pod's own address and the
-  // pod's routing applies; inbound, the application is reached locally.
-  ScopedNetns in_pod(pod.netns(), home_);
-  if (!in_pod.status().ok()) {
-    Log(LogLevel::kError, "{}", in_pod.status().message());
-    errno = EBADF;
-    return UniqueFd();
-  }
-  return UniqueFd(socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-}
-
-UniqueFd Worker::ConnectUpstream(const PodRuntime& pod, Direction direction, const Endpoint& caller,
-                                 const Endpoint& destination,
-                                 std::optional<Endpoint>* bound_as_caller, int* error) {
-  const int one = 1;
-  UniqueFd upstream;
-  // Inbound, the socket takes the caller's address with a port of its own; should the
-  // kernel pick the caller's very port, the application's SYN would match the accepted
-  // connection's 4-tuple from the other side, so that socket is dropped for another.
-  constexpr int kBindAttempts = 3;
-  for (int attempt = 0; attempt < kBindAttempts; ++attempt) {
-    upstream = MakeUpstreamSocket(pod, destination.family());
-    if (!upstream.valid()) break;
-    const uint32_t mark =
-        direction == Direction::kOutbound ? options_.marks.upstream : options_.marks.transparent;
-    setsockopt(upstream.get(), SOL_SOCKET, SO_MARK, &mark, sizeof mark);
-    if (direction == Direction::kOutbound) break;
-    if (caller.ip.is_v4()) {
-      setsockopt(upstream.get(), SOL_IP, IP_TRANSPARENT, &one, sizeof one);
-    } else {
-      setsockopt(upstream.get(), SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one);
-    }
-    sockaddr_storage address;
-    const socklen_t length = Endpoint{caller.ip, 0}.ToSockaddr(&address);
-    if (bind(upstream.get(), reinterpret_cast<sockaddr*>(&address), length) != 0) {
-      upstream.Reset();
-      break;
-    }
-    *bound_as_caller = Endpoint::Local(upstream.get());
-    if (*bound_as_caller && (*bound_as_caller)->port != caller.port) break;
-    bound_as_caller->reset();
-    upstream.Reset();
-  }
-  if (!upstream.valid()) {
-    *error = errno;
-    return upstream;
-  }
-  if (*bound_as_caller) {
-    if (absl::Status status = datapath_.AllowPassthrough(**bound_as_caller, destination);
-        !status.ok()) {
-      Log(LogLevel::kWarning, "inbound {}: {}", destination.ToString(), status.message());
-      *error = ENOSPC;
-      return UniqueFd();
-    }
-  }
-  setsockopt(upstream.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  sockaddr_storage address;
-  const socklen_t address_length = destination.ToSockaddr(&address);
-  if (connect(upstream.get(), reinterpret_cast<sockaddr*>(&address), address_length) != 0 &&
-      errno != EINPROGRESS) {
-    *error = errno;
-    if (*bound_as_caller) datapath_.ForgetPassthrough(**bound_as_caller, destination);
-    upstream.Reset();
-  }
-  return upstream;
-}
-
-std::optional<Endpoint> Worker::TranslatedDestination(int upstream_fd, const Endpoint& dialled) {
-  if (!conntrack_) {
-    stats_.service_lookups_unavailable.Add();
-    return std::nullopt;
-  }
-  const std::optional<Endpoint> local = Endpoint::Local(upstream_fd);
-  if (!local) return std::nullopt;
-  return conntrack_->TranslatedDestination(*local, dialled);
 }
 
 void Worker::Summarize(const Connection& connection, ConnectionSummary* summary) {
@@ -526,7 +448,7 @@ void Worker::Ended(Connection& connection, RelayEnd end) {
       break;
   }
   if (connection.bound_as_caller) {
-    datapath_.ForgetPassthrough(*connection.bound_as_caller, connection.destination);
+    dialer_.ForgetPassthrough(*connection.bound_as_caller, connection.destination);
   }
   Closed& closed = recently_closed_[closed_count_++ % kRecentlyClosed];
   Summarize(connection, &closed.summary);
