@@ -1,9 +1,7 @@
 #include "common/kube/client.h"
 
 #include <curl/curl.h>
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -11,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/base/file.h"
 #include "common/base/format.h"
 #include "common/base/log.h"
 #include "common/base/version.h"
@@ -40,31 +39,6 @@ std::string_view Trim(std::string_view text) {
   if (begin == std::string_view::npos) return {};
   const size_t end = text.find_last_not_of(" \t\r\n");
   return text.substr(begin, end - begin + 1);
-}
-
-// The whole file, or the errno of the failure.
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::ErrnoToStatus(errno, path);
-  std::string contents;
-  char buffer[4096];
-  while (true) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int error = errno;
-      ::close(fd);
-      return absl::ErrnoToStatus(error, path);
-    }
-    if (n == 0) break;
-    contents.append(buffer, static_cast<size_t>(n));
-    if (contents.size() > kMaxBody) {
-      ::close(fd);
-      return absl::ResourceExhaustedError(fmt::format("{}: larger than {} bytes", path, kMaxBody));
-    }
-  }
-  ::close(fd);
-  return contents;
 }
 
 std::string JoinPath(std::string_view dir, std::string_view name) {
@@ -396,11 +370,11 @@ absl::StatusOr<Config> InClusterConfig(std::string_view service_account_dir) {
       fmt::format("https://{}{}{}:{}", ipv6 ? "[" : "", host_view, ipv6 ? "]" : "", port);
 
   const std::string token_file = JoinPath(service_account_dir, "token");
-  absl::StatusOr<std::string> token = ReadWholeFile(token_file);
+  absl::StatusOr<std::string> token = ReadFile(token_file);
   if (!token.ok()) {
     return absl::FailedPreconditionError(fmt::format(
-        "in-cluster configuration: cannot read the service-account token {} ({}); the pod has "
-        "no token mounted: give it a service account with automountServiceAccountToken "
+        "in-cluster configuration: cannot read the service-account token {0} ({0}: {1}); the "
+        "pod has no token mounted: give it a service account with automountServiceAccountToken "
         "enabled, or use a kubeconfig",
         token_file, token.status().message()));
   }
@@ -422,7 +396,7 @@ absl::StatusOr<Config> InClusterConfig(std::string_view service_account_dir) {
 
   // The namespace file is optional (client-go falls back to "default" too).
   const absl::StatusOr<std::string> namespace_name =
-      ReadWholeFile(JoinPath(service_account_dir, "namespace"));
+      ReadFile(JoinPath(service_account_dir, "namespace"));
   if (namespace_name.ok() && !Trim(*namespace_name).empty()) {
     config.namespace_name = std::string(Trim(*namespace_name));
   }
@@ -456,11 +430,12 @@ absl::StatusOr<std::string> Client::Bearer() {
   const uint64_t inode = static_cast<uint64_t>(file_stat.st_ino);
   if (mtime_ns != token_mtime_ns_ || size != token_size_ || inode != token_inode_ ||
       token_.empty()) {
-    absl::StatusOr<std::string> contents = ReadWholeFile(config_.token_file);
+    absl::StatusOr<std::string> contents = ReadFile(config_.token_file);
     if (!contents.ok()) {
       if (!token_.empty()) return "Bearer " + token_;
-      return absl::UnauthenticatedError(fmt::format(
-          "cannot read the token file {}: {}", config_.token_file, contents.status().message()));
+      return absl::UnauthenticatedError(fmt::format("cannot read the token file {0}: {0}: {1}",
+                                                    config_.token_file,
+                                                    contents.status().message()));
     }
     const std::string_view token = Trim(*contents);
     if (token.empty()) {
