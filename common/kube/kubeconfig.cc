@@ -1,4 +1,4 @@
-// LoadKubeconfig: the subset of kubectl's kubeconfig rules nodemesh needs (client.h says
+// LoadKubeconfig: the subset of kubectl's kubeconfig rules nodemesh needs (config.h says
 // which fields), with errors that say what to do next.
 #include <yaml-cpp/yaml.h>
 
@@ -13,7 +13,7 @@
 #include "absl/strings/escaping.h"
 #include "common/base/file.h"
 #include "common/base/format.h"
-#include "common/kube/client.h"
+#include "common/kube/config.h"
 
 namespace nodemesh::kube {
 namespace {
