@@ -15,6 +15,7 @@
 
 #include "common/base/format.h"
 #include "common/base/log.h"
+#include "common/base/percent_encoding.h"
 #include "common/net/address.h"
 #include "llhttp.h"
 
@@ -58,28 +59,6 @@ struct RequestReader {
     return HPE_PAUSED;
   }
 };
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Query-string decoding: %XX and '+'; a malformed escape stays as written.
-std::string QueryDecode(std::string_view text) {
-  std::string out;
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size() && HexValue(text[i + 1]) >= 0 &&
-        HexValue(text[i + 2]) >= 0) {
-      out += static_cast<char>(HexValue(text[i + 1]) * 16 + HexValue(text[i + 2]));
-      i += 2;
-    } else {
-      out += text[i] == '+' ? ' ' : text[i];
-    }
-  }
-  return out;
-}
 
 std::map<std::string, std::string> ParseQuery(std::string_view query) {
   std::map<std::string, std::string> out;

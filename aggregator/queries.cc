@@ -295,49 +295,74 @@ v1::Resource ToProto(ResourceType type, const ResourceKey& key) {
   return resource;
 }
 
-absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
-                                                    const std::vector<PodEntry>& cluster_pods,
-                                                    const v1::StatSummaryRequest& request) {
+namespace {
+
+// A StatSummaryRequest, checked: the rows asked for, the window, and what the traffic is
+// narrowed to.
+struct StatQuery {
+  Selector selector;
+  int64_t window_seconds = 0;
   // Services (common/resource) are no ResourceType: as the selector, a row per Service with
   // what its callers dialled to it; as `to`, the callers of one. Both from the callers' side,
   // the only one that knows the Service.
-  const bool by_service = IsServiceType(request.selector().type());
-  absl::StatusOr<Selector> selector = by_service ? ServiceSelector(request.selector(), "selector")
-                                                 : ToSelector(request.selector(), "selector");
+  bool by_service = false;
+  std::optional<Selector> from;
+  std::optional<Selector> to;
+  bool to_service = false;
+};
+
+absl::StatusOr<StatQuery> ParseStatQuery(const v1::StatSummaryRequest& request) {
+  StatQuery query;
+  query.by_service = IsServiceType(request.selector().type());
+  absl::StatusOr<Selector> selector = query.by_service
+                                          ? ServiceSelector(request.selector(), "selector")
+                                          : ToSelector(request.selector(), "selector");
   if (!selector.ok()) return selector.status();
+  query.selector = *std::move(selector);
   const absl::StatusOr<int64_t> window_seconds = ValidateWindow(request.window_seconds());
   if (!window_seconds.ok()) return window_seconds.status();
+  query.window_seconds = *window_seconds;
   const bool has_from = IsSet(request.from()), has_to = IsSet(request.to());
   if (has_from && has_to) {
     return absl::InvalidArgumentError(
         "from and to cannot be combined: ask for the traffic from one resource, or to one");
   }
-  std::optional<Selector> from, to;
-  const bool to_service = has_to && IsServiceType(request.to().type());
+  query.to_service = has_to && IsServiceType(request.to().type());
   if (has_from) {
     if (IsServiceType(request.from().type())) {
       return absl::InvalidArgumentError(
           "from cannot be a service: a Service is dialled, it calls nothing; ask for the "
           "traffic to it (to service/NAME), or stat the services");
     }
-    absl::StatusOr<Selector> parsed = ToSelector(request.from(), "from");
-    if (!parsed.ok()) return parsed.status();
-    from = *std::move(parsed);
+    absl::StatusOr<Selector> from = ToSelector(request.from(), "from");
+    if (!from.ok()) return from.status();
+    query.from = *std::move(from);
   }
   if (has_to) {
-    if (by_service) {
+    if (query.by_service) {
       return absl::InvalidArgumentError(
           "services with to: a Service calls nothing; ask for the services `from` a resource "
           "called");
     }
-    absl::StatusOr<Selector> parsed =
-        to_service ? ServiceSelector(request.to(), "to") : ToSelector(request.to(), "to");
-    if (!parsed.ok()) return parsed.status();
-    to = *std::move(parsed);
+    absl::StatusOr<Selector> to =
+        query.to_service ? ServiceSelector(request.to(), "to") : ToSelector(request.to(), "to");
+    if (!to.ok()) return to.status();
+    query.to = *std::move(to);
   }
+  return query;
+}
 
-  const ResourceType type = selector->type;
+// The side whose reports a stat query counts (the counting rule, docs/ARCHITECTURE.md 2.5),
+// and the row a series of it counts in.
+struct StatGrouping {
+  metrics::Direction side = metrics::Direction::kInbound;
+  Aggregation<ResourceKey>::Classify classify;
+};
+
+// `query` must outlive the grouping's use.
+StatGrouping GroupingOf(const StatQuery& query) {
   using Key = ResourceKey;
+  const ResourceType type = query.selector.type;
   // The Service a series was dialled to, when it is one `service_selector` matches.
   const auto service_in = [](const Selector& service_selector,
                              const metrics::Identity* service) -> std::optional<Key> {
@@ -345,81 +370,104 @@ absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
     std::optional<Key> key = ServiceOf(WorkloadOf(*service));
     return key && service_selector.Matches(*key) ? key : std::nullopt;
   };
-  Aggregation<Key>::Classify classify;
-  metrics::Direction side = metrics::Direction::kInbound;
-  if (by_service) {
-    side = metrics::Direction::kOutbound;
-    classify = [&](const metrics::Identity& source, const metrics::Identity&,
-                   const metrics::Identity* service) -> std::optional<Key> {
-      if (from && !from->Contains(WorkloadOf(source))) return std::nullopt;
-      return service_in(*selector, service);
-    };
-  } else if (from) {
-    side = metrics::Direction::kOutbound;
-    classify = [&](const metrics::Identity& source, const metrics::Identity& destination,
-                   const metrics::Identity*) -> std::optional<Key> {
-      if (!from->Contains(WorkloadOf(source))) return std::nullopt;
-      std::optional<Key> key = ResourceOf(WorkloadOf(destination), type);
-      return key && selector->Matches(*key) ? key : std::nullopt;
-    };
-  } else if (to) {
-    side = metrics::Direction::kOutbound;
-    classify = [&](const metrics::Identity& source, const metrics::Identity& destination,
-                   const metrics::Identity* service) -> std::optional<Key> {
-      if (to_service ? !service_in(*to, service) : !to->Contains(WorkloadOf(destination))) {
-        return std::nullopt;
-      }
-      std::optional<Key> key = ResourceOf(WorkloadOf(source), type);
-      return key && selector->Matches(*key) ? key : std::nullopt;
-    };
-  } else {
-    classify = [&](const metrics::Identity&, const metrics::Identity& destination,
-                   const metrics::Identity*) -> std::optional<Key> {
-      std::optional<Key> key = ResourceOf(WorkloadOf(destination), type);
-      return key && selector->Matches(*key) ? key : std::nullopt;
-    };
+  if (query.by_service) {
+    return {metrics::Direction::kOutbound,
+            [&query, service_in](const metrics::Identity& source, const metrics::Identity&,
+                                 const metrics::Identity* service) -> std::optional<Key> {
+              if (query.from && !query.from->Contains(WorkloadOf(source))) return std::nullopt;
+              return service_in(query.selector, service);
+            }};
   }
-  const Window window =
-      WindowEndingAt(context.now_seconds, *window_seconds, context.history_start_second);
-  Aggregation<Key>::Groups groups =
-      Aggregation<Key>(context.store, side, std::move(classify), false).Run(window);
+  if (query.from) {
+    return {metrics::Direction::kOutbound,
+            [&query, type](const metrics::Identity& source, const metrics::Identity& destination,
+                           const metrics::Identity*) -> std::optional<Key> {
+              if (!query.from->Contains(WorkloadOf(source))) return std::nullopt;
+              std::optional<Key> key = ResourceOf(WorkloadOf(destination), type);
+              return key && query.selector.Matches(*key) ? key : std::nullopt;
+            }};
+  }
+  if (query.to) {
+    return {metrics::Direction::kOutbound,
+            [&query, type, service_in](const metrics::Identity& source,
+                                       const metrics::Identity& destination,
+                                       const metrics::Identity* service) -> std::optional<Key> {
+              if (query.to_service ? !service_in(*query.to, service)
+                                   : !query.to->Contains(WorkloadOf(destination))) {
+                return std::nullopt;
+              }
+              std::optional<Key> key = ResourceOf(WorkloadOf(source), type);
+              return key && query.selector.Matches(*key) ? key : std::nullopt;
+            }};
+  }
+  return {metrics::Direction::kInbound,
+          [&query, type](const metrics::Identity&, const metrics::Identity& destination,
+                         const metrics::Identity*) -> std::optional<Key> {
+            std::optional<Key> key = ResourceOf(WorkloadOf(destination), type);
+            return key && query.selector.Matches(*key) ? key : std::nullopt;
+          }};
+}
 
-  // No pod belongs to a Service by owner: service rows count none.
-  const std::map<ResourceKey, PodCounts> pods =
-      by_service ? std::map<ResourceKey, PodCounts>() : CountPods(cluster_pods, *selector);
-  // Rows: every resource with traffic; without from/to also every resource with pods, and a
-  // named resource always, so that asking about one gives an answer about it.
+// The rows of the answer: every resource with traffic; without from/to also every resource
+// with pods, and a named resource always, so that asking about one gives an answer about it.
+std::set<ResourceKey> StatRows(const StatQuery& query,
+                               const Aggregation<ResourceKey>::Groups& groups,
+                               const std::map<ResourceKey, PodCounts>& pods) {
   std::set<ResourceKey> rows;
   for (const auto& [key, totals] : groups) rows.insert(key.first);
   for (const auto& [key, counts] : pods) {
-    if ((!from && !to) || !selector->name.empty()) rows.insert(key);
+    if ((!query.from && !query.to) || !query.selector.name.empty()) rows.insert(key);
   }
-  if (by_service && !selector->name.empty()) {
-    rows.insert(ResourceKey{selector->namespace_name, selector->name});
+  if (query.by_service && !query.selector.name.empty()) {
+    rows.insert(ResourceKey{query.selector.namespace_name, query.selector.name});
   }
+  return rows;
+}
+
+// A row's traffic: its requests, latencies and TCP figures over the window.
+void FillTraffic(const Totals& totals, const Window& window, v1::StatRow* row) {
+  row->set_has_traffic(true);  // a group exists only for a series it counted
+  row->set_requests(totals.responses);
+  row->set_successes(totals.successes);
+  row->set_success_rate(SuccessRate(totals));
+  row->set_rps(PerSecond(totals.responses, window));
+  FillLatencies(totals, row->mutable_latency());
+  row->set_tcp_open_connections(totals.open_connections);
+  row->set_read_bytes_per_second(PerSecond(totals.read_bytes, window));
+  row->set_write_bytes_per_second(PerSecond(totals.write_bytes, window));
+}
+
+}  // namespace
+
+absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
+                                                    const std::vector<PodEntry>& cluster_pods,
+                                                    const v1::StatSummaryRequest& request) {
+  const absl::StatusOr<StatQuery> query = ParseStatQuery(request);
+  if (!query.ok()) return query.status();
+  const Window window =
+      WindowEndingAt(context.now_seconds, query->window_seconds, context.history_start_second);
+  StatGrouping grouping = GroupingOf(*query);
+  const Aggregation<ResourceKey>::Groups groups =
+      Aggregation<ResourceKey>(context.store, grouping.side, std::move(grouping.classify), false)
+          .Run(window);
+  // No pod belongs to a Service by owner: service rows count none.
+  const std::map<ResourceKey, PodCounts> pods = query->by_service
+                                                    ? std::map<ResourceKey, PodCounts>()
+                                                    : CountPods(cluster_pods, query->selector);
 
   v1::StatSummaryResponse response;
   response.set_window_seconds(window.seconds);
-  for (const ResourceKey& key : rows) {
+  for (const ResourceKey& key : StatRows(*query, groups, pods)) {
     v1::StatRow& row = *response.add_rows();
-    *row.mutable_resource() = ToProto(type, key);
-    if (by_service) row.mutable_resource()->set_type(std::string(kServiceTypeName));
+    *row.mutable_resource() = ToProto(query->selector.type, key);
+    if (query->by_service) row.mutable_resource()->set_type(std::string(kServiceTypeName));
     if (const auto found = pods.find(key); found != pods.end()) {
       row.set_meshed_pods(found->second.meshed);
       row.set_running_pods(found->second.running);
     }
-    const auto group = groups.find({key, 0});
-    if (group == groups.end()) continue;
-    const Totals& totals = group->second;
-    row.set_has_traffic(true);  // a group exists only for a series it counted
-    row.set_requests(totals.responses);
-    row.set_successes(totals.successes);
-    row.set_success_rate(SuccessRate(totals));
-    row.set_rps(PerSecond(totals.responses, window));
-    FillLatencies(totals, row.mutable_latency());
-    row.set_tcp_open_connections(totals.open_connections);
-    row.set_read_bytes_per_second(PerSecond(totals.read_bytes, window));
-    row.set_write_bytes_per_second(PerSecond(totals.write_bytes, window));
+    if (const auto group = groups.find({key, 0}); group != groups.end()) {
+      FillTraffic(group->second, window, &row);
+    }
   }
   AddStaleNodes(context, &response);
   return response;

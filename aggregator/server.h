@@ -1,11 +1,13 @@
-// The aggregator as a gRPC server: AgentService (one long stream per node agent) and Api
-// (the clients' queries and taps) on one address. Built on gRPC's synchronous API: each
-// agent stream holds a handler thread reading it and a writer thread for the tap
-// subscriptions going down; each tap client holds one thread. Queries, and admin requests
-// relayed to an agent (admin_relay.h), run on gRPC's pool.
+// The aggregator as a gRPC server: AgentService (agent_service.h: one long stream per node
+// agent, each an AgentSession) and Api (api_service.h: the clients' queries, taps and admin
+// requests relayed to an agent) on one address. This class owns what they act on
+// (server_state.h), starts and stops serving, and runs the housekeeping. Built on gRPC's
+// synchronous API: each agent stream holds a handler thread reading it and a writer thread
+// for the messages going down (stream_link.h); each tap client holds one thread. Queries,
+// and admin requests relayed to an agent (admin_relay.h), run on gRPC's pool; housekeeping
+// has a thread of its own.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -19,6 +21,8 @@
 #include "aggregator/authorization.h"
 #include "aggregator/clock.h"
 #include "aggregator/cluster.h"
+#include "aggregator/connected_agents.h"
+#include "aggregator/server_state.h"
 #include "aggregator/store.h"
 #include "aggregator/tap_hub.h"
 #include "common/tls/tls.h"
@@ -28,6 +32,9 @@ class Server;
 }
 
 namespace nodemesh::aggregator {
+
+class AgentServiceImpl;
+class ApiServiceImpl;
 
 struct ServerOptions {
   std::string listen_address = "127.0.0.1:8085";
@@ -76,27 +83,25 @@ class AggregatorServer {
 
   const Store& store() const { return store_; }
   // Streams of new nodes refused because max_nodes were connected.
-  uint64_t refused_nodes() const { return refused_nodes_.load(std::memory_order_relaxed); }
+  uint64_t refused_nodes() const { return agents_.refused(); }
   const Cluster& cluster() const { return cluster_; }
   const TapHub& tap_hub() const { return tap_hub_; }
 
  private:
-  class AgentServiceImpl;
-  class ApiServiceImpl;
   int64_t NowSeconds() const { return UnixSeconds(options_.clock()); }
   void HousekeepingLoop();
 
   const ServerOptions options_;
-  const int64_t history_start_second_;  // QueryContext::history_start_second
   Store store_;
   Cluster cluster_;
   TapHub tap_hub_;
   AdminRelay admin_relay_;
   const Authorizer authorizer_;
+  ConnectedAgents agents_;
+  ServerState state_;  // the parts above, as the services use them
   std::unique_ptr<AgentServiceImpl> agent_service_;
   std::unique_ptr<ApiServiceImpl> api_service_;
   std::unique_ptr<grpc::Server> server_;
-  std::atomic<uint64_t> refused_nodes_{0};
 
   std::mutex housekeeping_mutex_;
   std::condition_variable housekeeping_wake_;

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <limits>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "common/wire/convert.h"
@@ -15,6 +17,104 @@ constexpr int64_t kEmptySlot = std::numeric_limits<int64_t>::min();
 // Identities and routes stay interned for this long past the retention, so that a query
 // scanning the oldest retained second never meets an id that was just reused.
 constexpr int64_t kForgetMarginSeconds = 120;
+
+// A delta's series under the store's labels, with the delta's own repeats of a key combined
+// (an agent may send one key once per worker), so that the slot's lock is held only for the
+// merge.
+struct DeltaSeries {
+  absl::flat_hash_map<ResponseLabels, ResponseCounts> responses;
+  absl::flat_hash_map<TrafficLabels, TcpCounts> tcp;
+  uint64_t invalid = 0;  // series left out: see ResolveTraffic and ResolveResponse
+};
+
+// A series' traffic labels in the store's ids; false when they refer past the delta's tables
+// (or to identities that did not fit), or name no direction.
+bool ResolveTraffic(const v1::TrafficKey& key, const std::vector<IdentityId>& identity_ids,
+                    TrafficLabels* labels) {
+  if (key.source() >= identity_ids.size() || key.destination() >= identity_ids.size()) {
+    return false;
+  }
+  const std::optional<metrics::Direction> direction = wire::FromProto(key.direction());
+  if (!direction) return false;
+  labels->source = identity_ids[key.source()];
+  labels->destination = identity_ids[key.destination()];
+  labels->direction = *direction;
+  labels->service = 0;
+  if (key.has_service()) {
+    if (key.service() >= identity_ids.size()) return false;
+    labels->service = identity_ids[key.service()];
+  }
+  return true;
+}
+
+// A response series' labels; false as ResolveTraffic, or when its route is past the delta's
+// table or a status does not fit the store's labels.
+bool ResolveResponse(const v1::ResponseSeries& series, const std::vector<IdentityId>& identity_ids,
+                     const std::vector<RouteId>& route_ids, ResponseLabels* labels) {
+  if (!ResolveTraffic(series.traffic(), identity_ids, &labels->traffic) ||
+      series.route() >= route_ids.size() ||
+      series.status_code() > std::numeric_limits<uint16_t>::max() || series.grpc_status() < -1 ||
+      series.grpc_status() > std::numeric_limits<int16_t>::max()) {
+    return false;
+  }
+  labels->route = route_ids[series.route()];
+  labels->status_code = static_cast<uint16_t>(series.status_code());
+  labels->grpc_status = static_cast<int16_t>(series.grpc_status());
+  labels->failure = series.failure();
+  return true;
+}
+
+// The delta's series in the store's ids (its tables interned as `identity_ids`, `route_ids`).
+DeltaSeries Resolve(const v1::MetricsDelta& delta, const std::vector<IdentityId>& identity_ids,
+                    const std::vector<RouteId>& route_ids) {
+  DeltaSeries resolved;
+  for (const v1::ResponseSeries& series : delta.responses()) {
+    ResponseLabels labels;
+    if (!ResolveResponse(series, identity_ids, route_ids, &labels)) {
+      ++resolved.invalid;
+      continue;
+    }
+    ResponseCounts& counts = resolved.responses[labels];
+    counts.responses += series.responses();
+    counts.latency.Merge(PackedHistogram::Pack(wire::FromProto(series.latency())));
+  }
+  for (const v1::TcpSeries& series : delta.tcp()) {
+    TrafficLabels labels;
+    if (!ResolveTraffic(series.traffic(), identity_ids, &labels)) {
+      ++resolved.invalid;
+      continue;
+    }
+    TcpCounts& counts = resolved.tcp[labels];
+    counts.read_bytes += series.read_bytes();
+    counts.write_bytes += series.write_bytes();
+    counts.open_now += series.open_now();  // one agent's workers: their gauges add up
+  }
+  return resolved;
+}
+
+// What Add says of a delta merged (but for a second the ring had moved past): OK, or what was
+// left out.
+absl::Status AddOutcome(const StoreOptions& options, int64_t second, bool tables_fit,
+                        uint64_t invalid, uint64_t over_limit) {
+  if (!tables_fit) {
+    return absl::ResourceExhaustedError(
+        fmt::format("the aggregator holds its maximum of {} identities or {} routes; {} series "
+                    "of second {} dropped",
+                    options.max_identities, options.max_routes, invalid, second));
+  }
+  if (invalid != 0) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} series of second {} refer to identities or routes the delta does not "
+                    "carry, or have no direction; dropped",
+                    invalid, second));
+  }
+  if (over_limit != 0) {
+    return absl::ResourceExhaustedError(
+        fmt::format("second {} holds its maximum of {} series; {} dropped", second,
+                    options.max_series_per_second, over_limit));
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -39,6 +139,64 @@ struct Store::Slot {
     return responses.capacity() * (sizeof(decltype(responses)::value_type) + 1) +
            tcp.capacity() * (sizeof(decltype(tcp)::value_type) + 1) + histogram_bytes;
   }
+
+  // With the lock held: a delta's series of `delta_second` merged in, the slot taken over
+  // from an older second. nullopt when the ring has moved past `delta_second`; else the
+  // number of new series left out because the second held `max_series`.
+  std::optional<uint64_t> Merge(int64_t delta_second, DeltaSeries& delta, size_t max_series) {
+    if (second != delta_second) {
+      if (second > delta_second) return std::nullopt;
+      Reset(delta_second);
+    }
+    // Responses first: past the limit, TCP series are the first left out.
+    const uint64_t responses_left_out = MergeResponses(delta.responses, max_series);
+    return responses_left_out + MergeTcp(delta.tcp, max_series);
+  }
+
+  uint64_t MergeResponses(absl::flat_hash_map<ResponseLabels, ResponseCounts>& delta,
+                          size_t max_series) {
+    uint64_t over_limit = 0;
+    for (auto& [labels, counts] : delta) {
+      auto found = responses.find(labels);
+      if (found == responses.end()) {
+        if (series() >= max_series) {
+          ++over_limit;
+          continue;
+        }
+        histogram_bytes += counts.latency.memory_bytes();
+        responses.emplace(labels, std::move(counts));
+        continue;
+      }
+      ResponseCounts& into = found->second;
+      into.responses += counts.responses;
+      histogram_bytes -= into.latency.memory_bytes();
+      into.latency.Merge(counts.latency);
+      histogram_bytes += into.latency.memory_bytes();
+    }
+    return over_limit;
+  }
+
+  uint64_t MergeTcp(const absl::flat_hash_map<TrafficLabels, TcpCounts>& delta, size_t max_series) {
+    uint64_t over_limit = 0;
+    for (const auto& [labels, counts] : delta) {
+      auto found = tcp.find(labels);
+      if (found == tcp.end()) {
+        if (series() >= max_series) {
+          ++over_limit;
+          continue;
+        }
+        tcp.emplace(labels, counts);
+        continue;
+      }
+      TcpCounts& into = found->second;
+      into.read_bytes += counts.read_bytes;
+      into.write_bytes += counts.write_bytes;
+      // Identities carry the reporting node, so one key has one reporter: a second delta
+      // for the same second (the agent's timer ran twice in it) holds the newer gauge.
+      into.open_now = counts.open_now;
+    }
+    return over_limit;
+  }
 };
 
 Store::Store(StoreOptions options)
@@ -59,156 +217,52 @@ absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
   deltas_.fetch_add(1, std::memory_order_relaxed);
   const size_t total_series =
       static_cast<size_t>(delta.responses_size()) + static_cast<size_t>(delta.tcp_size());
-  int64_t second = delta.unix_seconds();
-  if (second <= now_seconds - options_.retention_seconds) {
+  const absl::StatusOr<int64_t> second = SecondOf(delta, now_seconds);
+  if (!second.ok()) {
     dropped_too_old_.fetch_add(total_series, std::memory_order_relaxed);
-    return absl::OutOfRangeError(
-        fmt::format("a delta for {} is older than the retention of {} s (now {}); dropped", second,
-                    options_.retention_seconds, now_seconds));
-  }
-  if (second > now_seconds + options_.max_future_seconds) {
-    future_deltas_.fetch_add(1, std::memory_order_relaxed);
-    second = now_seconds;
+    return second.status();
   }
 
   std::vector<IdentityId> identity_ids;
   std::vector<RouteId> route_ids;
   const bool identities_fit = identities_.InternAll(
       delta.identities(), [](const v1::Identity& identity) { return wire::FromProto(identity); },
-      second, options_.max_identities, &identity_ids);
+      *second, options_.max_identities, &identity_ids);
   const bool routes_fit = routes_.InternAll(
-      delta.routes(), [](const std::string& route) { return route; }, second, options_.max_routes,
+      delta.routes(), [](const std::string& route) { return route; }, *second, options_.max_routes,
       &route_ids);
+  DeltaSeries series = Resolve(delta, identity_ids, route_ids);
 
-  // Resolves a series' traffic labels; false when they refer past the delta's tables (or to
-  // identities that did not fit).
-  const auto resolve = [&](const v1::TrafficKey& key, TrafficLabels* labels) {
-    if (key.source() >= identity_ids.size() || key.destination() >= identity_ids.size()) {
-      return false;
-    }
-    const std::optional<metrics::Direction> direction = wire::FromProto(key.direction());
-    if (!direction) return false;
-    labels->source = identity_ids[key.source()];
-    labels->destination = identity_ids[key.destination()];
-    labels->direction = *direction;
-    labels->service = 0;
-    if (key.has_service()) {
-      if (key.service() >= identity_ids.size()) return false;
-      labels->service = identity_ids[key.service()];
-    }
-    return true;
-  };
-
-  // Combine the delta's own series first (an agent may send one key once per worker), so the
-  // slot's lock is held only for the merge.
-  absl::flat_hash_map<ResponseLabels, ResponseCounts> responses;
-  absl::flat_hash_map<TrafficLabels, TcpCounts> tcp;
-  uint64_t invalid = 0;
-  for (const v1::ResponseSeries& series : delta.responses()) {
-    ResponseLabels labels;
-    if (!resolve(series.traffic(), &labels.traffic) || series.route() >= route_ids.size() ||
-        series.status_code() > std::numeric_limits<uint16_t>::max() || series.grpc_status() < -1 ||
-        series.grpc_status() > std::numeric_limits<int16_t>::max()) {
-      ++invalid;
-      continue;
-    }
-    labels.route = route_ids[series.route()];
-    labels.status_code = static_cast<uint16_t>(series.status_code());
-    labels.grpc_status = static_cast<int16_t>(series.grpc_status());
-    labels.failure = series.failure();
-    ResponseCounts& counts = responses[labels];
-    counts.responses += series.responses();
-    counts.latency.Merge(PackedHistogram::Pack(wire::FromProto(series.latency())));
-  }
-  for (const v1::TcpSeries& series : delta.tcp()) {
-    TrafficLabels labels;
-    if (!resolve(series.traffic(), &labels)) {
-      ++invalid;
-      continue;
-    }
-    TcpCounts& counts = tcp[labels];
-    counts.read_bytes += series.read_bytes();
-    counts.write_bytes += series.write_bytes();
-    counts.open_now += series.open_now();  // one agent's workers: their gauges add up
-  }
-
-  uint64_t over_limit = 0;
-  bool too_old = false;
+  std::optional<uint64_t> over_limit;
   {
-    Slot& slot = SlotOf(second);
+    Slot& slot = SlotOf(*second);
     std::lock_guard lock(slot.mutex);
-    if (slot.second != second) {
-      if (slot.second > second) {
-        too_old = true;  // the ring has moved past this second
-      } else {
-        slot.Reset(second);
-      }
-    }
-    if (!too_old) {
-      for (auto& [labels, counts] : responses) {
-        auto found = slot.responses.find(labels);
-        if (found == slot.responses.end()) {
-          if (slot.series() >= options_.max_series_per_second) {
-            ++over_limit;
-            continue;
-          }
-          slot.histogram_bytes += counts.latency.memory_bytes();
-          slot.responses.emplace(labels, std::move(counts));
-          continue;
-        }
-        ResponseCounts& into = found->second;
-        into.responses += counts.responses;
-        slot.histogram_bytes -= into.latency.memory_bytes();
-        into.latency.Merge(counts.latency);
-        slot.histogram_bytes += into.latency.memory_bytes();
-      }
-      for (const auto& [labels, counts] : tcp) {
-        auto found = slot.tcp.find(labels);
-        if (found == slot.tcp.end()) {
-          if (slot.series() >= options_.max_series_per_second) {
-            ++over_limit;
-            continue;
-          }
-          slot.tcp.emplace(labels, counts);
-          continue;
-        }
-        TcpCounts& into = found->second;
-        into.read_bytes += counts.read_bytes;
-        into.write_bytes += counts.write_bytes;
-        // Identities carry the reporting node, so one key has one reporter: a second delta
-        // for the same second (the agent's timer ran twice in it) holds the newer gauge.
-        into.open_now = counts.open_now;
-      }
-      Account(slot);
-    }
+    over_limit = slot.Merge(*second, series, options_.max_series_per_second);
+    if (over_limit) Account(slot);
   }
-
-  if (too_old) {
+  if (!over_limit) {
     dropped_too_old_.fetch_add(total_series, std::memory_order_relaxed);
     return absl::OutOfRangeError(
-        fmt::format("a delta for {} arrived after its slot was reused; dropped", second));
+        fmt::format("a delta for {} arrived after its slot was reused; dropped", *second));
   }
-  series_.fetch_add(total_series - invalid - over_limit, std::memory_order_relaxed);
-  dropped_invalid_.fetch_add(invalid, std::memory_order_relaxed);
-  dropped_over_limit_.fetch_add(over_limit, std::memory_order_relaxed);
-  if (!identities_fit || !routes_fit) {
-    return absl::ResourceExhaustedError(
-        fmt::format("the aggregator holds its maximum of {} identities or {} routes; {} series "
-                    "of second {} dropped",
-                    options_.max_identities, options_.max_routes, invalid, second));
+  series_.fetch_add(total_series - series.invalid - *over_limit, std::memory_order_relaxed);
+  dropped_invalid_.fetch_add(series.invalid, std::memory_order_relaxed);
+  dropped_over_limit_.fetch_add(*over_limit, std::memory_order_relaxed);
+  return AddOutcome(options_, *second, identities_fit && routes_fit, series.invalid, *over_limit);
+}
+
+absl::StatusOr<int64_t> Store::SecondOf(const v1::MetricsDelta& delta, int64_t now_seconds) {
+  const int64_t second = delta.unix_seconds();
+  if (second <= now_seconds - options_.retention_seconds) {
+    return absl::OutOfRangeError(
+        fmt::format("a delta for {} is older than the retention of {} s (now {}); dropped", second,
+                    options_.retention_seconds, now_seconds));
   }
-  if (invalid != 0) {
-    return absl::InvalidArgumentError(
-        fmt::format("{} series of second {} refer to identities or routes the delta does not "
-                    "carry, or have no direction; dropped",
-                    invalid, second));
+  if (second > now_seconds + options_.max_future_seconds) {
+    future_deltas_.fetch_add(1, std::memory_order_relaxed);
+    return now_seconds;
   }
-  if (over_limit != 0) {
-    return absl::ResourceExhaustedError(
-        fmt::format("second {} holds its maximum of {} series; {} dropped", second,
-                    options_.max_series_per_second, over_limit));
-  }
-  return absl::OkStatus();
+  return second;
 }
 
 void Store::Scan(int64_t first_second, int64_t last_second, StoreVisitor& visitor) const {

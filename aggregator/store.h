@@ -16,6 +16,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "aggregator/packed_histogram.h"
 #include "common/base/interner.h"
 #include "common/metrics/identity.h"
@@ -131,6 +132,9 @@ class Store {
  private:
   struct Slot;
   Slot& SlotOf(int64_t second) const;
+  // The second a delta is stored in: its own, or the present one for a delta further ahead
+  // than max_future_seconds (counted); OUT_OF_RANGE for one older than the retention.
+  absl::StatusOr<int64_t> SecondOf(const v1::MetricsDelta& delta, int64_t now_seconds);
   // Brings memory_bytes_ up to date with `slot`'s size; called with its lock held.
   void Account(Slot& slot);
 

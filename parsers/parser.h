@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "parsers/detect.h"
+#include "parsers/end_reason.h"
 
 namespace nodemesh::parsers {
 
@@ -50,13 +51,6 @@ struct ResponseStart {
   std::vector<Header> headers;
 
   bool operator==(const ResponseStart&) const = default;
-};
-
-enum class EndReason : uint8_t {
-  kComplete,  // response fully received
-  kReset,     // RST_STREAM, by either peer
-  kRefused,   // never processed: above a GOAWAY's last stream id
-  kAborted,   // the connection closed first
 };
 
 struct StreamEnd {

@@ -6,19 +6,19 @@
 
 #include <cerrno>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
+#include "common/base/file.h"
 #include "common/base/log.h"
 
 namespace nodemesh::agent {
 
 absl::StatusOr<Inventory> LocalInventory::Read(std::string& text) const {
-  std::ifstream in(path_);
-  if (!in) return ErrnoStatus(fmt::format("inventory {}", path_), errno);
-  std::stringstream contents;
-  contents << in.rdbuf();
-  text = contents.str();
+  absl::StatusOr<std::string> contents = ReadFile(path_);
+  if (!contents.ok()) {
+    return absl::Status(contents.status().code(),
+                        fmt::format("inventory {}: {}", path_, contents.status().message()));
+  }
+  text = *std::move(contents);
   absl::StatusOr<Inventory> inventory = ParseInventory(text);
   if (!inventory.ok()) {
     return absl::InvalidArgumentError(

@@ -18,6 +18,7 @@
 #include "agent/kernel/capabilities.h"
 #include "agent/kernel/system.h"
 #include "common/base/errno_status.h"
+#include "common/base/file.h"
 #include "common/base/format.h"
 #include "common/base/unique_fd.h"
 
@@ -91,26 +92,6 @@ std::optional<int> ParsePid(std::string_view text) {
   return pid;
 }
 
-// Everything left to read from `fd`, or nullopt on a read error.
-std::optional<std::string> ReadAll(int fd) {
-  std::string contents;
-  char buffer[4096];
-  while (true) {
-    const ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return std::nullopt;
-    if (n == 0) return contents;
-    contents.append(buffer, static_cast<size_t>(n));
-  }
-}
-
-// A file under `directory_fd` (or an absolute path), or nullopt if it cannot be read.
-std::optional<std::string> ReadFileAt(int directory_fd, const std::string& path) {
-  UniqueFd fd(::openat(directory_fd, path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return std::nullopt;
-  return ReadAll(fd.get());
-}
-
 // An open directory, closed with the object.
 class Directory {
  public:
@@ -177,7 +158,8 @@ struct CgroupProcs {
 };
 
 void ReadCgroupProcs(Directory& directory, int depth, CgroupProcs& procs) {
-  if (const std::optional<std::string> text = ReadFileAt(directory.fd(), "cgroup.procs")) {
+  if (const absl::StatusOr<std::string> text = ReadFileAt(directory.fd(), "cgroup.procs");
+      text.ok()) {
     ForEachPiece(*text, '\n', [&](std::string_view line) {
       if (const std::optional<int> pid = ParsePid(line)) procs.pids.push_back(*pid);
       return true;
@@ -200,9 +182,9 @@ std::vector<int> ProcessesOfPod(const std::string& proc_root, std::string_view u
   while (const dirent* entry = proc.Next()) {
     const std::optional<int> pid = ParsePid(entry->d_name);
     if (!pid) continue;
-    const std::optional<std::string> cgroup =
+    const absl::StatusOr<std::string> cgroup =
         ReadFileAt(proc.fd(), fmt::format("{}/cgroup", entry->d_name));
-    if (!cgroup) continue;  // gone meanwhile
+    if (!cgroup.ok()) continue;  // gone meanwhile
     const std::optional<std::string> pod = PodUidOfProcessCgroup(*cgroup);
     if (pod && *pod == uid) pids.push_back(*pid);
   }

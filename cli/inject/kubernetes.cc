@@ -3,10 +3,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cctype>
 #include <utility>
 
 #include "common/base/format.h"
+#include "common/base/percent_encoding.h"
 #include "common/kube/object.h"
 
 namespace nodemesh::cli {
@@ -21,21 +21,6 @@ constexpr std::string_view kDisabled = "disabled";
 // succeeded, so a few attempts are plenty.
 constexpr int kAnnotationAttempts = 5;
 constexpr std::string_view kPodPageSize = "500";
-
-// Percent-encoding of a path segment or query value: everything but RFC 3986's unreserved
-// characters.
-std::string Escape(std::string_view text) {
-  std::string escaped;
-  for (const char c : text) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (std::isalnum(byte) || c == '-' || c == '.' || c == '_' || c == '~') {
-      escaped += c;
-    } else {
-      escaped += fmt::format("%{:02X}", byte);
-    }
-  }
-  return escaped;
-}
 
 // The API's collection for a workload type ("deployments"), and its kubectl name for
 // messages ("deployment").
@@ -56,15 +41,17 @@ std::string_view CollectionOf(ResourceType type) {
 }
 
 std::string NamespacePath(std::string_view namespace_name) {
-  return fmt::format("/api/v1/namespaces/{}", Escape(namespace_name));
+  return fmt::format("/api/v1/namespaces/{}", PercentEncode(namespace_name));
 }
 
 std::string PodPath(std::string_view namespace_name, std::string_view name) {
-  return fmt::format("/api/v1/namespaces/{}/pods/{}", Escape(namespace_name), Escape(name));
+  return fmt::format("/api/v1/namespaces/{}/pods/{}", PercentEncode(namespace_name),
+                     PercentEncode(name));
 }
 
 std::string WorkloadsPath(ResourceType type, std::string_view namespace_name) {
-  return fmt::format("/apis/apps/v1/namespaces/{}/{}", Escape(namespace_name), CollectionOf(type));
+  return fmt::format("/apis/apps/v1/namespaces/{}/{}", PercentEncode(namespace_name),
+                     CollectionOf(type));
 }
 
 // An API failure in words that say what to do. `verb` and `resource` are the permission
@@ -134,7 +121,7 @@ class Api {
     const std::string path =
         type == ResourceType::kPod
             ? PodPath(namespace_name, name)
-            : fmt::format("{}/{}", WorkloadsPath(type, namespace_name), Escape(name));
+            : fmt::format("{}/{}", WorkloadsPath(type, namespace_name), PercentEncode(name));
     absl::StatusOr<json> object = client_.Get(path);
     if (object.status().code() == absl::StatusCode::kNotFound) {
       return absl::NotFoundError(
@@ -156,8 +143,8 @@ class Api {
     std::string continue_token;
     do {
       std::string query = fmt::format("?limit={}", kPodPageSize);
-      if (!label_selector.empty()) query += "&labelSelector=" + Escape(label_selector);
-      if (!continue_token.empty()) query += "&continue=" + Escape(continue_token);
+      if (!label_selector.empty()) query += "&labelSelector=" + PercentEncode(label_selector);
+      if (!continue_token.empty()) query += "&continue=" + PercentEncode(continue_token);
       absl::StatusOr<json> page = client_.Get(fmt::format("{}{}", path, query));
       if (!page.ok()) return Explain(page.status(), "list", resource, namespace_name, "");
       if (const json& page_items = At(*page, "items"); page_items.is_array()) {
@@ -170,7 +157,7 @@ class Api {
 
   absl::StatusOr<std::vector<json>> ListPods(std::string_view namespace_name,
                                              std::string_view label_selector = {}) {
-    return List(fmt::format("/api/v1/namespaces/{}/pods", Escape(namespace_name)), "pods",
+    return List(fmt::format("/api/v1/namespaces/{}/pods", PercentEncode(namespace_name)), "pods",
                 namespace_name, label_selector);
   }
 

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "common/base/file.h"
 #include "common/base/format.h"
 #include "common/base/unique_fd.h"
 #include "common/inventory/inventory.h"
@@ -50,23 +51,13 @@ absl::StatusOr<UniqueFd> LockDirectory(const std::string& directory, const std::
 
 absl::StatusOr<InventoryFile> ReadInventory(const std::string& path) {
   InventoryFile file{path, "", {}, {}, false};
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) {
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) {
     return absl::NotFoundError(fmt::format(
         "cannot read the inventory {} ({}): pass --inventory PATH or set NODEMESH_INVENTORY", path,
-        std::strerror(errno)));
+        text.status().message()));
   }
-  char buffer[65536];
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      return absl::FailedPreconditionError(
-          fmt::format("cannot read the inventory {} ({})", path, std::strerror(errno)));
-    }
-    if (n == 0) break;
-    file.text.append(buffer, static_cast<size_t>(n));
-  }
+  file.text = *std::move(text);
   absl::StatusOr<Inventory> inventory = ParseInventory(file.text);
   if (!inventory.ok()) {
     return absl::InvalidArgumentError(fmt::format("inventory {} is invalid ({}): fix it first",

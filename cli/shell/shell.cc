@@ -13,6 +13,7 @@
 #include "cli/views/format.h"
 #include "cli/views/shell.h"
 #include "common/base/format.h"
+#include "common/base/percent_encoding.h"
 #include "common/base/version.h"
 
 namespace nodemesh::cli {
@@ -129,20 +130,6 @@ struct Failure {
   int code;
   std::string message;
 };
-
-// A query value as the admin API's decoder reads it back.
-std::string QueryEscape(std::string_view text) {
-  std::string out;
-  for (const char c : text) {
-    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ||
-        c == '~' || c == '/') {
-      out += c;
-    } else {
-      out += fmt::format("%{:02X}", static_cast<unsigned char>(c));
-    }
-  }
-  return out;
-}
 
 bool IsCount(const std::string& text) {
   return !text.empty() && text.size() <= 18 && std::all_of(text.begin(), text.end(), ::isdigit);
@@ -355,7 +342,7 @@ class Execution {
          {std::pair{"pod", pod}, std::pair{"method", flag("method")}, std::pair{"path", path},
           std::pair{"authority", flag("authority")}, std::pair{"scheme", flag("scheme")},
           std::pair{"max_rps", max_rps}}) {
-      if (!value.empty()) target += fmt::format("&{}={}", parameter, QueryEscape(value));
+      if (!value.empty()) target += fmt::format("&{}={}", parameter, PercentEncode(value, "/"));
     }
     const uint64_t limit = max_events.empty() ? 0 : std::stoull(max_events);
     uint64_t shown = 0;

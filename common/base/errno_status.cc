@@ -9,17 +9,20 @@
 namespace nodemesh {
 
 absl::Status ErrnoStatus(std::string_view what, int error) {
-  const std::string message = fmt::format("{}: {}", what, std::strerror(error));
+  return absl::Status(ErrnoStatusCode(error), fmt::format("{}: {}", what, std::strerror(error)));
+}
+
+absl::StatusCode ErrnoStatusCode(int error) {
   switch (error) {
     case ENOENT:
-      return absl::NotFoundError(message);
+      return absl::StatusCode::kNotFound;
     case EPERM:
     case EACCES:
-      return absl::PermissionDeniedError(message);
+      return absl::StatusCode::kPermissionDenied;
     case EINVAL:
-      return absl::InvalidArgumentError(message);
+      return absl::StatusCode::kInvalidArgument;
     default:
-      return absl::InternalError(message);
+      return absl::StatusCode::kInternal;
   }
 }
 

@@ -1,22 +1,19 @@
-// LoadKubeconfig: the subset of kubectl's kubeconfig rules nodemesh needs (client.h says
+// LoadKubeconfig: the subset of kubectl's kubeconfig rules nodemesh needs (config.h says
 // which fields), with errors that say what to do next.
 #include <yaml-cpp/yaml.h>
 
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/escaping.h"
+#include "common/base/file.h"
 #include "common/base/format.h"
-#include "common/kube/client.h"
+#include "common/kube/config.h"
 
 namespace nodemesh::kube {
 namespace {
@@ -63,15 +60,6 @@ Sources FindSources(std::string_view explicit_path) {
 std::string Describe(const Sources& sources) {
   if (sources.paths.size() == 1) return fmt::format("kubeconfig {}", sources.paths[0]);
   return fmt::format("kubeconfig files {} (KUBECONFIG)", fmt::join(sources.paths, ":"));
-}
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(std::strerror(errno));
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(std::strerror(errno));
-  return contents.str();
 }
 
 // A scalar child as a string; empty if absent or not a scalar.
@@ -134,10 +122,10 @@ absl::StatusOr<std::string> Decode(const std::string& base64, std::string_view f
 // rather than surfacing later as a TLS or authentication failure.
 absl::Status CheckReadable(const std::string& path, std::string_view field, std::string_view owner,
                            const KubeconfigFile& file) {
-  std::ifstream in(path, std::ios::binary);
-  if (in) return absl::OkStatus();
+  const absl::StatusOr<std::string> contents = ReadFile(path);
+  if (contents.ok()) return absl::OkStatus();
   return absl::NotFoundError(fmt::format("cannot read {} {} of {} in kubeconfig {} ({})", field,
-                                         path, owner, file.path, std::strerror(errno)));
+                                         path, owner, file.path, contents.status().message()));
 }
 
 absl::Status UnsupportedCredentials(std::string_view how, std::string_view user,
@@ -268,7 +256,7 @@ absl::StatusOr<Config> LoadKubeconfig(std::string_view path, std::string_view co
   files.reserve(sources.paths.size());  // entries point at their file
   std::vector<std::string> unreadable;
   for (const std::string& file_path : sources.paths) {
-    absl::StatusOr<std::string> text = ReadWholeFile(file_path);
+    absl::StatusOr<std::string> text = ReadFile(file_path);
     if (!text.ok()) {
       if (!sources.from_environment) {
         return absl::NotFoundError(fmt::format(

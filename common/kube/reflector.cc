@@ -6,6 +6,7 @@
 
 #include "common/base/format.h"
 #include "common/base/log.h"
+#include "common/base/percent_encoding.h"
 
 namespace nodemesh::kube {
 namespace {
@@ -31,24 +32,6 @@ std::string StringAt(const json* object, std::string_view key) {
 
 std::string ResourceVersionOf(const json& object) {
   return StringAt(Find(object, "metadata"), "resourceVersion");
-}
-
-// Percent-encodes a query parameter's value (selectors hold '=', ',', '!' and spaces).
-std::string UrlEscape(std::string_view text) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string escaped;
-  escaped.reserve(text.size());
-  for (const unsigned char c : text) {
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-        c == '.' || c == '_' || c == '~') {
-      escaped += static_cast<char>(c);
-    } else {
-      escaped += '%';
-      escaped += kHex[c >> 4];
-      escaped += kHex[c & 15];
-    }
-  }
-  return escaped;
 }
 
 std::string Shorten(std::string_view text) {
@@ -133,7 +116,7 @@ std::string Reflector::Query(bool watch) const {
     query += query.empty() ? '?' : '&';
     query += name;
     query += '=';
-    query += UrlEscape(value);
+    query += PercentEncode(value);  // selectors hold '=', ',', '!' and spaces
   };
   if (watch) {
     add("watch", "1");

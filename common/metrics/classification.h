@@ -2,7 +2,7 @@
 #pragma once
 
 #include "common/metrics/sample.h"
-#include "parsers/parser.h"
+#include "parsers/end_reason.h"
 
 namespace nodemesh::metrics {
 

@@ -5,27 +5,23 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 
-#include <fstream>
-#include <sstream>
-
+#include "common/base/file.h"
 #include "common/net/address.h"
 
 namespace nodemesh {
 namespace {
 
 absl::StatusOr<std::string> ReadPem(const std::string& path, std::string_view flag) {
-  std::ifstream file(path);
-  if (!file) {
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) {
     return absl::InvalidArgumentError(
         fmt::format("cannot read {} {}: no such file, or not readable by this user", flag, path));
   }
-  std::stringstream text;
-  text << file.rdbuf();
-  if (text.str().find("-----BEGIN ") == std::string::npos) {
+  if (text->find("-----BEGIN ") == std::string::npos) {
     return absl::InvalidArgumentError(
         fmt::format("{} {} is not PEM: give the file that starts with -----BEGIN", flag, path));
   }
-  return text.str();
+  return text;
 }
 
 // Reads the files that are given; a certificate needs its key and a key its certificate.

@@ -11,7 +11,7 @@
 #include "common/metrics/sample.h"
 #include "common/resource/resource.h"
 #include "nodemesh/v1/nodemesh.pb.h"
-#include "parsers/parser.h"
+#include "parsers/end_reason.h"
 
 namespace nodemesh::wire {
 

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "absl/strings/ascii.h"
+#include "common/base/percent_encoding.h"
 
 namespace nodemesh::parsers::http2 {
 namespace {
@@ -44,31 +45,6 @@ bool CarriesHeaderBlock(FrameType type) {
 
 bool MayBePadded(FrameType type) {
   return type == FrameType::kData || type == FrameType::kHeaders || type == FrameType::kPushPromise;
-}
-
-int HexDigit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// gRPC percent-encodes grpc-message; a malformed escape is kept as sent rather than
-// dropping the message, as the gRPC spec asks of decoders.
-void PercentDecode(std::string_view encoded, std::string& out) {
-  out.clear();
-  for (size_t i = 0; i < encoded.size(); ++i) {
-    if (encoded[i] == '%' && i + 2 < encoded.size()) {
-      const int high = HexDigit(encoded[i + 1]);
-      const int low = HexDigit(encoded[i + 2]);
-      if (high >= 0 && low >= 0) {
-        out.push_back(static_cast<char>(high * 16 + low));
-        i += 2;
-        continue;
-      }
-    }
-    out.push_back(encoded[i]);
-  }
 }
 
 }  // namespace
@@ -637,7 +613,9 @@ void Parser::OnResponseBlock(uint32_t stream_id, bool end_stream) {
   // Trailers, or the only header block of a trailers-only response.
   if (final_block) {
     if (decoded_.grpc_status.has_value()) stream.grpc_status = decoded_.grpc_status;
-    if (decoded_.has_grpc_message) PercentDecode(decoded_.grpc_message, stream.grpc_message);
+    // gRPC percent-encodes grpc-message; a malformed escape is kept as sent rather than
+    // dropping the message, as the gRPC spec asks of decoders.
+    if (decoded_.has_grpc_message) stream.grpc_message = PercentDecode(decoded_.grpc_message);
   }
   if (end_stream) {
     EmitEnd(stream_id, stream, EndReason::kComplete, now_, 0);

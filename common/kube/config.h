@@ -1,0 +1,81 @@
+// Where the Kubernetes API server is and how to prove who we are: a Config from the pod's own
+// service account (InClusterConfig) or from a kubeconfig (LoadKubeconfig, kubeconfig.cc),
+// and the bearer token it names, read again whenever its file changes (BearerToken).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace nodemesh::kube {
+
+inline constexpr std::string_view kServiceAccountDir =
+    "/var/run/secrets/kubernetes.io/serviceaccount";
+
+// Where the API server is and how to prove who we are. Exactly one of the credential
+// forms is used: token_file (re-read when it changes), token, or client certificate.
+struct Config {
+  std::string server;  // https://host:port
+  // The CA that signed the server's certificate: a PEM file or PEM bytes. Both empty: the
+  // system's CAs.
+  std::string ca_file;
+  std::string ca_data;
+  bool insecure_skip_tls_verify = false;  // kubeconfig's option; said in a warning per request
+  std::string token_file;
+  std::string token;
+  std::string client_certificate_file, client_certificate_data;  // PEM
+  std::string client_key_file, client_key_data;                  // PEM
+  // The context's namespace (kubeconfig), or the pod's own (in-cluster); "default" if none.
+  std::string namespace_name = "default";
+  // Where the configuration came from, for messages: "in-cluster", "kubeconfig ~/.kube/config
+  // (context kind-dev)".
+  std::string source;
+};
+
+// client-go's in-cluster configuration: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT,
+// the CA and token files of `service_account_dir`, the namespace from its `namespace`
+// file. Fails saying what is missing (not in a pod, no token mounted).
+absl::StatusOr<Config> InClusterConfig(std::string_view service_account_dir = kServiceAccountDir);
+
+// A kubeconfig like kubectl reads it: `path` if given, else each file of $KUBECONFIG
+// (colon-separated, first one naming a thing wins), else ~/.kube/config; the context
+// `context_name` if given, else current-context. Supports server, certificate-authority
+// (-data), insecure-skip-tls-verify, token, tokenFile, client-certificate(-data),
+// client-key(-data), and the context's namespace; relative file paths are relative to
+// the kubeconfig's directory. Exec and auth-provider plugins are refused with a message
+// saying so.
+absl::StatusOr<Config> LoadKubeconfig(std::string_view path = {},
+                                      std::string_view context_name = {});
+
+// The Authorization header's value a Config gives: "" with no token, else "Bearer TOKEN". A
+// token file is looked at on every call and read again when it changed: the kubelet rotates
+// projected service-account tokens by swapping a symlink, so a new token is a new file behind
+// the same name. Thread-safe.
+class BearerToken {
+ public:
+  // `reloads` counts the token file read again after a change.
+  BearerToken(const Config& config, std::atomic<uint64_t>& reloads)
+      : token_file_(config.token_file), config_token_(config.token), reloads_(reloads) {}
+
+  // An error (UNAUTHENTICATED, naming the file) only when no token could ever be read: once
+  // one was, it is kept while the file is unreadable or caught empty between a truncation and
+  // a write.
+  absl::StatusOr<std::string> Header();
+
+ private:
+  const std::string token_file_;
+  const std::string config_token_;  // used when there is no token file
+  std::atomic<uint64_t>& reloads_;
+  std::mutex mutex_;
+  // The file's token and the file as they were when last read.
+  std::string token_;
+  int64_t mtime_ns_ = -1;
+  uint64_t size_ = 0;
+  uint64_t inode_ = 0;
+};
+
+}  // namespace nodemesh::kube
