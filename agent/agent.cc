@@ -122,7 +122,7 @@ absl::Status Agent::Run(InventorySource& inventory, int stop_fd) {
   });
   started = true;
   if (!status.ok()) return status;
-  if (!first.ok()) return first;
+  if (!first.ok() && inventory.FirstVersionMustApply()) return first;
   ready_.store(true, std::memory_order_release);
 
   if (aggregator_) aggregator_->Start();

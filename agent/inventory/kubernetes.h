@@ -52,6 +52,7 @@ class KubernetesInventory final : public InventorySource {
   // Fails only if no configuration can be loaded (not in a pod and no kubeconfig).
   absl::Status Start(std::function<void(const Inventory&)> on_change) override;
   void Stop() override;
+  bool FirstVersionMustApply() const override { return false; }
   // The API server, the watches' resource versions, counts and last errors.
   nlohmann::json Status() const override;
 
