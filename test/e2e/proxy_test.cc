@@ -91,6 +91,20 @@ constexpr uint16_t kNginxPort = 8080;
 struct Nginx {
   Process process;
   std::string access_log;
+
+  // The access log's lines once it holds at least `lines` (or as it is after 10 s): nginx
+  // writes a request's line after the response has gone, so a client that has its answer
+  // may be ahead of the log.
+  std::vector<std::string> AccessLog(size_t lines) const {
+    std::vector<std::string> logged;
+    PollUntil(
+        [&] {
+          logged = Lines(ReadFile(access_log));
+          return logged.size() >= lines;
+        },
+        10s);
+    return logged;
+  }
 };
 
 Nginx StartNginx(const Pod& pod, const std::string& dir) {
@@ -144,8 +158,9 @@ TEST_CASE("curl gets the same answers from nginx through the agent as direct") {
   Scenario scenario;
   Nginx nginx = StartNginx(scenario.server, scenario.dir.path());
   const std::string out = scenario.dir.path();
-  // What nginx logged while it was being probed for readiness.
-  const size_t startup_log_lines = Lines(ReadFile(nginx.access_log)).size();
+  // What nginx logged while it was being probed for readiness: at least the probe that
+  // found it up.
+  const size_t startup_log_lines = nginx.AccessLog(1).size();
 
   const CommandResult direct_keep_alive =
       FetchAll(scenario.client, scenario.server, out, "direct-ka", true);
@@ -161,7 +176,7 @@ TEST_CASE("curl gets the same answers from nginx through the agent as direct") {
   CHECK(direct_keep_alive.output.find(" 1 http") == direct_keep_alive.output.rfind(" 1 http"));
   CHECK(Lines(direct_close.output).size() == 5);
   CHECK(direct_close.output.find(" 0 http") == std::string::npos);
-  REQUIRE(Lines(ReadFile(nginx.access_log)).size() == startup_log_lines + 10);
+  REQUIRE(nginx.AccessLog(startup_log_lines + 10).size() == startup_log_lines + 10);
 
   std::unique_ptr<AgentProcess> agent = scenario.StartAgent(kNginxPort);
   const CommandResult proxied_keep_alive =
@@ -182,7 +197,7 @@ TEST_CASE("curl gets the same answers from nginx through the agent as direct") {
   CHECK(ReadFile(out + "/agent-ka-1") == ReadFile(out + "/nginx/www/data.bin"));
 
   // nginx saw the client pod's address on every request, and the same connection reuse.
-  std::vector<std::string> log = Lines(ReadFile(nginx.access_log));
+  std::vector<std::string> log = nginx.AccessLog(startup_log_lines + 20);
   INFO(ReadFile(nginx.access_log));
   REQUIRE(log.size() == startup_log_lines + 20);
   log.erase(log.begin(), log.begin() + static_cast<std::ptrdiff_t>(startup_log_lines));
