@@ -352,12 +352,12 @@ struct StreamResult {
 StreamResult Stream(const Scenario& scenario, const AgentProcess* agent, uint16_t port,
                     uint64_t bytes, Order order) {
   std::vector<std::string> server_argv = {
-      NODEMESH_STREAM_PEER,  "server", "--listen", Target(scenario.server, port), "--send",
-      std::to_string(bytes), "--seed", "2"};
+      NODEMESH_STREAM_PEER_BINARY, "server", "--listen", Target(scenario.server, port), "--send",
+      std::to_string(bytes),       "--seed", "2"};
   if (order == Order::kClientFirst) server_argv.push_back("--send-after-eof");
   std::vector<std::string> client_argv = {
-      NODEMESH_STREAM_PEER,  "client", "--connect", Target(scenario.server, port), "--send",
-      std::to_string(bytes), "--seed", "1"};
+      NODEMESH_STREAM_PEER_BINARY, "client", "--connect", Target(scenario.server, port), "--send",
+      std::to_string(bytes),       "--seed", "1"};
   if (order == Order::kServerFirst) client_argv.push_back("--send-after-eof");
   Process server = scenario.server.Run(server_argv);
   REQUIRE(server.WaitForOutput("listening", 20s));
@@ -438,12 +438,12 @@ TEST_CASE("a receiver that stops reading stalls its sender instead of filling th
   constexpr uint16_t kPort = 9100;
   const std::string go = scenario.dir.path() + "/go";
   std::unique_ptr<AgentProcess> agent = scenario.StartAgent();
-  Process server = scenario.server.Run({NODEMESH_STREAM_PEER, "server", "--listen",
+  Process server = scenario.server.Run({NODEMESH_STREAM_PEER_BINARY, "server", "--listen",
                                         Target(scenario.server, kPort), "--send", "0", "--seed",
                                         "2", "--read-after", go});
   REQUIRE(server.WaitForOutput("listening", 20s));
   REQUIRE(agent->WaitForInboundPort(scenario.server, kPort));
-  Process client = scenario.client.Run({NODEMESH_STREAM_PEER, "client", "--connect",
+  Process client = scenario.client.Run({NODEMESH_STREAM_PEER_BINARY, "client", "--connect",
                                         Target(scenario.server, kPort), "--send",
                                         std::to_string(kBytes), "--seed", "1"});
 
