@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "test/kernel/kernel_cluster.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
@@ -30,33 +31,7 @@ AgentProcessOptions AgentOptions() {
   return {.binary = NODEMESH_AGENT_BINARY, .log_level = "debug"};
 }
 
-// One node with an agent (node-a) and one without (node-b), on one pod network. node-b's
-// pods stand for the rest of the cluster: servers and callers the agent does not own.
-struct Cluster {
-  RootRequired root_required{"kernel"};
-  PodNetwork network;
-  TestNode node_a{network, "node-a"};
-  TestNode node_b{network, "node-b"};
-  const Pod& client = node_a.AddPod({.namespace_name = "emojivoto",
-                                     .name = "web-1",
-                                     .owner_name = "web",
-                                     .labels = {{"app", "web"}},
-                                     .service_account = "web",
-                                     .meshed = true});
-  const Pod& server = node_a.AddPod({.namespace_name = "emojivoto",
-                                     .name = "emoji-1",
-                                     .owner_name = "emoji",
-                                     .service_account = "emoji",
-                                     .meshed = true});
-  const Pod& plain = node_a.AddPod({.namespace_name = "emojivoto",
-                                    .name = "vote-bot-1",
-                                    .owner_name = "vote-bot",
-                                    .meshed = false});
-  const Pod& remote = node_b.AddPod({.namespace_name = "emojivoto",
-                                     .name = "voting-1",
-                                     .owner_name = "voting",
-                                     .meshed = true});  // but node-b runs no agent
-};
+using Cluster = KernelCluster;
 
 // Polls until the echo server has logged `count` connections in all.
 bool WaitForAccepted(const Process& server, size_t count) {

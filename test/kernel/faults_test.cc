@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "test/kernel/two_node_cluster.h"
+#include "test/kernel/kernel_cluster.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
@@ -255,7 +255,7 @@ time.sleep(120)
 // loop and buffer pool, the hardest place to keep serving them (with two, an ordinary
 // request may land on the other worker and prove nothing).
 struct Faults {
-  TwoNodeCluster cluster;
+  KernelCluster cluster;
   const Pod& client = cluster.client;
   const Pod& remote = cluster.remote;
   Process http = StartHttpServer();

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "test/kernel/two_node_cluster.h"
+#include "test/kernel/kernel_cluster.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
@@ -29,7 +29,7 @@ using Json = nlohmann::json;
 constexpr uint16_t kEchoPort = 7000;
 constexpr uint16_t kExcludedPort = 2379;
 
-using Cluster = TwoNodeCluster;
+using Cluster = KernelCluster;
 
 CommandResult Shell(const std::string& socket, const std::string& command, bool json = false) {
   std::vector<std::string> argv = {
@@ -429,12 +429,10 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
 
 // node-a's agent streams to a real aggregator; web-1 calls an HTTP server on node-b.
 struct RelayedCluster : Cluster {
-  const std::string aggregator_address = fmt::format("127.0.0.1:{}", FreeLoopbackPort());
-  Process aggregator{{NODEMESH_AGGREGATOR_BINARY, "--listen", aggregator_address}};
+  const std::string aggregator_address =
+      StartAggregator({.binary = NODEMESH_AGGREGATOR_BINARY}).address();
   Process http = remote.Run({kPython, "-u", "-m", "http.server", "8000", "--bind", remote.ip});
-  AgentProcess agent{
-      node_a,
-      {.binary = NODEMESH_AGENT_BINARY, .extra_args = {"--aggregator", aggregator_address}}};
+  AgentProcess& agent = StartAgent(node_a, {.binary = NODEMESH_AGENT_BINARY});
   const std::string url = fmt::format("http://{}:8000/tapped", remote.ip);
 
   // meshctl --aggregator ADDRESS shell ARGUMENTS...
