@@ -488,10 +488,9 @@ constexpr int kConnections = 1000;
 // Opens kConnections at once from the client pod, checks each echoes, and returns with all
 // of them still open (the caller releases them by creating `release_file`).
 Process OpenMany(const Scenario& scenario, const std::string& release_file) {
-  Process many =
-      scenario.client.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "many", "--connect",
-                           Target(scenario.server, kEchoPort), "--connections",
-                           std::to_string(kConnections), "--release-file", release_file});
+  Process many = scenario.client.Run(
+      TcpPeer("many", {"--connect", Target(scenario.server, kEchoPort), "--connections",
+                       std::to_string(kConnections), "--release-file", release_file}));
   const std::string holding = fmt::format("holding {}", kConnections);
   const bool held = PollUntil(
       [&] { return many.output().find(holding) != std::string::npos || !many.IsRunning(); }, 120s,

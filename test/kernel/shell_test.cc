@@ -89,8 +89,7 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
                       .extra_args = {"--exclude-ports", std::to_string(kExcludedPort)}});
   INFO("agent:\n" << agent.output());
   // A live proxied connection, held open with a round trip every 0.2 s.
-  Process held = cluster.client.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "hold",
-                                     "--connect", target, "--interval", "0.2"});
+  Process held = cluster.client.Run(TcpPeer("hold", {"--connect", target, "--interval", "0.2"}));
   REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
 
   const Json agent_pods = agent.Get("/pods")["pods"];
@@ -273,8 +272,7 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
 
   SECTION("explain: an enrolled pod, an unmeshed one, an excluded port") {
     // A connection that came and went, as well as the held one.
-    const CommandResult dialled = cluster.client.RunCommand(
-        {kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect", target});
+    const CommandResult dialled = cluster.client.RunCommand(TcpPeer("dial", {"--connect", target}));
     REQUIRE(dialled.exit_code == 0);
     Json enrolled;
     // The worker files the connection as ended once both sides have closed.
