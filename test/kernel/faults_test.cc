@@ -12,12 +12,10 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
-#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -25,6 +23,7 @@
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
+#include "test/lib/proc_stats.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
 #include "test/lib/tier.h"
@@ -42,21 +41,6 @@ constexpr uint16_t kEchoPort = 7000;   // tcp_peer.py echo-server: what a connec
 // 64 KiB buffers per connection; a case that made it hold a faulty peer's bytes instead would
 // grow it by tens or hundreds of MiB.
 constexpr uint64_t kMemoryBoundKiB = 64 * 1024;
-
-// The agent's resident set (VmRSS of /proc/<pid>/status), in KiB; 0 if it cannot be read.
-uint64_t ResidentKiB(pid_t pid) {
-  std::ifstream status(fmt::format("/proc/{}/status", pid));
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.starts_with("VmRSS:")) {
-      std::istringstream fields(line.substr(6));
-      uint64_t kib = 0;
-      fields >> kib;
-      return kib;
-    }
-  }
-  return 0;
-}
 
 // The first entry of `list` (an array of /connections) whose `key` is `value`.
 std::optional<Json> FindEntry(const Json& list, const std::string& key, const std::string& value) {
@@ -101,7 +85,7 @@ struct Faults {
     // One ordinary request first, so that what the agent allocates for its first connections
     // is in the baseline.
     OrdinaryRequestSucceeds();
-    baseline_kib = ResidentKiB(agent.process().pid());
+    baseline_kib = StatusKiB(agent.process().pid(), "VmRSS");
     peak_kib = baseline_kib;
   }
 
@@ -122,7 +106,7 @@ struct Faults {
   std::string FaultTarget() const { return Target(remote, kFaultPort); }
 
   // Samples the agent's memory: the peak of the case so far.
-  void SampleMemory() { peak_kib = std::max(peak_kib, ResidentKiB(agent.process().pid())); }
+  void SampleMemory() { peak_kib = std::max(peak_kib, StatusKiB(agent.process().pid(), "VmRSS")); }
 
   // "Keeps serving every other connection": a plain GET from web-1 through the agent, 200.
   void OrdinaryRequestSucceeds() {
@@ -195,13 +179,6 @@ struct Faults {
     return closed;
   }
 };
-
-// Descriptors `pid` holds now.
-size_t DescriptorCount(pid_t pid) {
-  std::error_code error;
-  const std::filesystem::directory_iterator fds(fmt::format("/proc/{}/fd", pid), error);
-  return static_cast<size_t>(std::distance(begin(fds), end(fds)));
-}
 
 // "local=10.77.0.11:40312" in a peer's output.
 std::string LocalOf(const Process& peer, const std::string& line_prefix) {
