@@ -39,6 +39,7 @@
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
+#include "test/lib/proc_stats.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
 
@@ -156,16 +157,7 @@ double CgroupCpuUs(const std::string& cgroup_dir) {
   return 0;
 }
 
-double ProcessCpuUs(pid_t pid) {
-  const std::string stat = ReadFile(fmt::format("/proc/{}/stat", pid));
-  // utime and stime are the 12th and 13th fields after the parenthesised command name.
-  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
-  std::string field;
-  uint64_t utime = 0, stime = 0;
-  for (int i = 0; i < 11; ++i) fields >> field;
-  fields >> utime >> stime;
-  return static_cast<double>(utime + stime) * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
+double ProcessCpuUs(pid_t pid) { return ProcessCpuSeconds(pid) * 1e6; }
 
 // What the benchmark's own processes use: the pods (load generator, nginx) and the proxy.
 struct CpuMeter {

@@ -181,7 +181,13 @@ class Cluster:
                               for p in pods])
 
         say(f"aggregator on {self.aggregator}")
+        aggregator_log = self.logs / "aggregator.log"
+        logged_before = aggregator_log.stat().st_size if aggregator_log.exists() else 0
         self.spawn("aggregator", [self.binary("nodemesh-aggregator"), "--listen", self.aggregator])
+        # It says so once it listens; an agent that dialled before would wait out its backoff.
+        self.wait_for(lambda: b"serving agents and clients" in
+                      aggregator_log.read_bytes()[logged_before:],
+                      "the aggregator to listen", log="aggregator")
         for index, node in enumerate(NODES):
             say(f"agent for {node}: /metrics on 127.0.0.1:{self.metrics_port + index}")
             self.spawn(f"agent-{node}", [

@@ -15,10 +15,12 @@
 #include <vector>
 
 #include "test/lib/agent_process.h"
+#include "test/lib/aggregator_process.h"
 #include "test/lib/peers.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
 #include "test/lib/tier.h"
+#include "test/lib/two_node_cluster.h"
 
 namespace nodemesh::testing {
 namespace {
@@ -28,11 +30,7 @@ using nlohmann::json;
 
 // node-a runs the caller (deployment "load"), node-b the servers ("api" answers HTTP/1,
 // "rpc" gRPC); every pod meshed; agents on both nodes report to one aggregator.
-struct Cluster {
-  RootRequired root_required{"e2e"};
-  PodNetwork network;
-  TestNode node_a{network, "node-a"};
-  TestNode node_b{network, "node-b"};
+struct Cluster : TwoNodeCluster {
   const Pod& load = node_a.AddPod({.namespace_name = "shop",
                                    .name = "load-5f7c9-abcde",
                                    .owner_name = "load",
@@ -48,13 +46,11 @@ struct Cluster {
                                   .owner_name = "rpc",
                                   .service_account = "rpc",
                                   .meshed = true});
-  const std::string aggregator_address = fmt::format("127.0.0.1:{}", FreeLoopbackPort());
-  std::unique_ptr<Process> aggregator = StartAggregator();
   std::vector<std::unique_ptr<Process>> servers;
-  std::unique_ptr<AgentProcess> agent_a;
-  std::unique_ptr<AgentProcess> agent_b;
+  std::string aggregator_address;  // kept when the aggregator restarts
 
-  Cluster() {
+  Cluster() : TwoNodeCluster({.tier = "e2e"}) {
+    aggregator_address = StartAggregator({.binary = NODEMESH_AGGREGATOR_BINARY}).address();
     servers.push_back(
         std::make_unique<Process>(api.Run({kPython, SourcePath("test/e2e/metrics_peer.py"),
                                            "http-server", "--listen", Target(api, 8080)})));
@@ -62,17 +58,9 @@ struct Cluster {
         std::make_unique<Process>(rpc.Run({kPython, SourcePath("test/e2e/metrics_peer.py"),
                                            "grpc-server", "--listen", Target(rpc, 9090)})));
     for (const auto& server : servers) REQUIRE(server->WaitForOutput("listening", 10s));
-    const AgentProcessOptions options{.binary = NODEMESH_AGENT_BINARY,
-                                      .extra_args = {"--aggregator", aggregator_address}};
-    agent_a = std::make_unique<AgentProcess>(node_a, options);
-    agent_b = std::make_unique<AgentProcess>(node_b, options);
+    StartAgents({.binary = NODEMESH_AGENT_BINARY});
     REQUIRE(agent_b->WaitForInboundPort(api, 8080));
     REQUIRE(agent_b->WaitForInboundPort(rpc, 9090));
-  }
-
-  std::unique_ptr<Process> StartAggregator() const {
-    return std::make_unique<Process>(
-        std::vector<std::string>{NODEMESH_AGGREGATOR_BINARY, "--listen", aggregator_address});
   }
 
   CommandResult Meshctl(std::vector<std::string> arguments) const {
@@ -253,20 +241,17 @@ TEST_CASE(
   // SIGKILL: the five go with its memory. While it is down, the agents keep the deltas it
   // never acknowledged and hand them over when they are connected again; those seconds are
   // from before the new one started, so no window of it counts them.
-  REQUIRE(c.aggregator->Signal(SIGKILL));
-  REQUIRE(c.aggregator->Wait(5s));
+  REQUIRE(c.aggregator().process().Signal(SIGKILL));
+  REQUIRE(c.aggregator().process().Wait(5s));
   c.RunLoad({"http-client", "--target", Target(c.api, 8080), "--plan", "200x7"});
   CHECK(c.Meshctl({"stat", "deploy", "-n", "shop"}).exit_code == 1);
   std::this_thread::sleep_for(1100ms);  // the outage's last second is over
-  c.aggregator = c.StartAggregator();
-  REQUIRE(c.aggregator->WaitForOutput("serving agents and clients", 10s));
+  c.aggregator().Restart();             // on the same port; returns once it listens
 
   // Both agents come back (their backoff is at most 30 s, reset by a connection that held).
   REQUIRE(PollUntil(
       [&] {
-        const std::string log = c.aggregator->output();
-        return log.find("node node-a connected") != std::string::npos &&
-               log.find("node node-b connected") != std::string::npos;
+        return c.aggregator().Connections("node-a") > 0 && c.aggregator().Connections("node-b") > 0;
       },
       45s, 500ms));
   c.RunLoad({"http-client", "--target", Target(c.api, 8080), "--plan", "200x3"});
@@ -282,7 +267,7 @@ TEST_CASE(
       },
       30s, 500ms);
   INFO(json(rows).dump(1));
-  INFO("aggregator:\n" << c.aggregator->output());
+  INFO("aggregator:\n" << c.aggregator().output());
   CHECK(counted);
 
   // The minute asked for holds only the seconds since it started, and says so; the rate is

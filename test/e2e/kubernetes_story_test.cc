@@ -4,7 +4,6 @@
 // Services, a nodemesh-agent per node with `--inventory kubernetes`, one aggregator, and
 // the app dialling Service cluster IPs. The namespace is meshed live with `meshctl inject`
 // against the API server; meshctl then names the workloads behind the Services.
-#include <fmt/format.h>
 
 #include <catch2/catch.hpp>
 #include <map>
@@ -22,6 +21,7 @@
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
 #include "test/lib/tier.h"
+#include "test/lib/two_node_cluster.h"
 
 namespace nodemesh::testing {
 namespace {
@@ -37,22 +37,19 @@ std::vector<std::string> App(const std::string& script, std::vector<std::string>
   return argv;
 }
 
-struct EmojivotoCluster {
-  RootRequired root_required{"e2e"};
+struct EmojivotoCluster : TwoNodeCluster {
   TempDir directory;
   KubeApiServer api;
-  PodNetwork network{PodNetworkOptions{.routed = true}};
-  TestNode node_1{network, "node-1"};
-  TestNode node_2{network, "node-2"};
-  Kubelet kubelet_1{api, node_1, CgroupDriver::kSystemd};
-  Kubelet kubelet_2{api, node_2, CgroupDriver::kCgroupfs};
-  const std::string aggregator_address = fmt::format("127.0.0.1:{}", FreeLoopbackPort());
-  Process aggregator{{NODEMESH_AGGREGATOR_BINARY, "--listen", aggregator_address}};
+  Kubelet kubelet_1{api, node_a, CgroupDriver::kSystemd};
+  Kubelet kubelet_2{api, node_b, CgroupDriver::kCgroupfs};
   std::string kubeconfig;  // the operator's, for meshctl
   std::map<std::string, KubePod*> pods;
-  std::vector<std::unique_ptr<AgentProcess>> agents;
+  std::string aggregator_address;
 
-  EmojivotoCluster() {
+  EmojivotoCluster()
+      : TwoNodeCluster(
+            {.tier = "e2e", .network = {.routed = true}, .node_a = "node-1", .node_b = "node-2"}) {
+    aggregator_address = StartAggregator({.binary = NODEMESH_AGGREGATOR_BINARY}).address();
     kubelet_1.CreateNamespace("emojivoto");
     kubeconfig = directory.path() + "/kubeconfig";
     api.WriteKubeconfig(kubeconfig, api.admin_token());
@@ -73,14 +70,12 @@ struct EmojivotoCluster {
     const std::string token = api.IssueToken("nodemesh", "nodemesh-agent");
     const std::string agent_kubeconfig = directory.path() + "/agent-kubeconfig";
     api.WriteKubeconfig(agent_kubeconfig, token);
-    for (TestNode* node : {&node_1, &node_2}) {
-      agents.push_back(std::make_unique<AgentProcess>(
-          *node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY,
-                                     .extra_args = {"--aggregator", aggregator_address},
-                                     .inventory = {"--inventory", "kubernetes", "--kubeconfig",
-                                                   agent_kubeconfig}}));
-    }
+    StartAgents({.binary = NODEMESH_AGENT_BINARY,
+                 .inventory = {"--inventory", "kubernetes", "--kubeconfig", agent_kubeconfig}});
   }
+  // The agents watch the API server and read the kubeconfigs in `directory`: they stop
+  // before those go.
+  ~EmojivotoCluster() { StopAgents(); }
 
   KubePod& Start(Kubelet& kubelet, const std::string& workload, const std::string& name,
                  const std::string& service_account, std::vector<std::string> command) {
@@ -135,8 +130,6 @@ struct EmojivotoCluster {
 
 TEST_CASE("kubernetes: emojivoto meshed live with meshctl inject and traced through its Services") {
   EmojivotoCluster c;
-  std::string agents_output;
-  for (const auto& agent : c.agents) agents_output += agent->output();
 
   // Before inject: the pods are known and unmeshed, and there is no traffic to show.
   std::map<std::string, json> rows;

@@ -91,6 +91,20 @@ constexpr uint16_t kNginxPort = 8080;
 struct Nginx {
   Process process;
   std::string access_log;
+
+  // The access log's lines once it holds at least `lines` (or as it is after 10 s): nginx
+  // writes a request's line after the response has gone, so a client that has its answer
+  // may be ahead of the log.
+  std::vector<std::string> AccessLog(size_t lines) const {
+    std::vector<std::string> logged;
+    PollUntil(
+        [&] {
+          logged = Lines(ReadFile(access_log));
+          return logged.size() >= lines;
+        },
+        10s);
+    return logged;
+  }
 };
 
 Nginx StartNginx(const Pod& pod, const std::string& dir) {
@@ -144,8 +158,9 @@ TEST_CASE("curl gets the same answers from nginx through the agent as direct") {
   Scenario scenario;
   Nginx nginx = StartNginx(scenario.server, scenario.dir.path());
   const std::string out = scenario.dir.path();
-  // What nginx logged while it was being probed for readiness.
-  const size_t startup_log_lines = Lines(ReadFile(nginx.access_log)).size();
+  // What nginx logged while it was being probed for readiness: at least the probe that
+  // found it up.
+  const size_t startup_log_lines = nginx.AccessLog(1).size();
 
   const CommandResult direct_keep_alive =
       FetchAll(scenario.client, scenario.server, out, "direct-ka", true);
@@ -161,7 +176,7 @@ TEST_CASE("curl gets the same answers from nginx through the agent as direct") {
   CHECK(direct_keep_alive.output.find(" 1 http") == direct_keep_alive.output.rfind(" 1 http"));
   CHECK(Lines(direct_close.output).size() == 5);
   CHECK(direct_close.output.find(" 0 http") == std::string::npos);
-  REQUIRE(Lines(ReadFile(nginx.access_log)).size() == startup_log_lines + 10);
+  REQUIRE(nginx.AccessLog(startup_log_lines + 10).size() == startup_log_lines + 10);
 
   std::unique_ptr<AgentProcess> agent = scenario.StartAgent(kNginxPort);
   const CommandResult proxied_keep_alive =
@@ -182,7 +197,7 @@ TEST_CASE("curl gets the same answers from nginx through the agent as direct") {
   CHECK(ReadFile(out + "/agent-ka-1") == ReadFile(out + "/nginx/www/data.bin"));
 
   // nginx saw the client pod's address on every request, and the same connection reuse.
-  std::vector<std::string> log = Lines(ReadFile(nginx.access_log));
+  std::vector<std::string> log = nginx.AccessLog(startup_log_lines + 20);
   INFO(ReadFile(nginx.access_log));
   REQUIRE(log.size() == startup_log_lines + 20);
   log.erase(log.begin(), log.begin() + static_cast<std::ptrdiff_t>(startup_log_lines));
@@ -337,12 +352,12 @@ struct StreamResult {
 StreamResult Stream(const Scenario& scenario, const AgentProcess* agent, uint16_t port,
                     uint64_t bytes, Order order) {
   std::vector<std::string> server_argv = {
-      NODEMESH_STREAM_PEER,  "server", "--listen", Target(scenario.server, port), "--send",
-      std::to_string(bytes), "--seed", "2"};
+      NODEMESH_STREAM_PEER_BINARY, "server", "--listen", Target(scenario.server, port), "--send",
+      std::to_string(bytes),       "--seed", "2"};
   if (order == Order::kClientFirst) server_argv.push_back("--send-after-eof");
   std::vector<std::string> client_argv = {
-      NODEMESH_STREAM_PEER,  "client", "--connect", Target(scenario.server, port), "--send",
-      std::to_string(bytes), "--seed", "1"};
+      NODEMESH_STREAM_PEER_BINARY, "client", "--connect", Target(scenario.server, port), "--send",
+      std::to_string(bytes),       "--seed", "1"};
   if (order == Order::kServerFirst) client_argv.push_back("--send-after-eof");
   Process server = scenario.server.Run(server_argv);
   REQUIRE(server.WaitForOutput("listening", 20s));
@@ -423,12 +438,12 @@ TEST_CASE("a receiver that stops reading stalls its sender instead of filling th
   constexpr uint16_t kPort = 9100;
   const std::string go = scenario.dir.path() + "/go";
   std::unique_ptr<AgentProcess> agent = scenario.StartAgent();
-  Process server = scenario.server.Run({NODEMESH_STREAM_PEER, "server", "--listen",
+  Process server = scenario.server.Run({NODEMESH_STREAM_PEER_BINARY, "server", "--listen",
                                         Target(scenario.server, kPort), "--send", "0", "--seed",
                                         "2", "--read-after", go});
   REQUIRE(server.WaitForOutput("listening", 20s));
   REQUIRE(agent->WaitForInboundPort(scenario.server, kPort));
-  Process client = scenario.client.Run({NODEMESH_STREAM_PEER, "client", "--connect",
+  Process client = scenario.client.Run({NODEMESH_STREAM_PEER_BINARY, "client", "--connect",
                                         Target(scenario.server, kPort), "--send",
                                         std::to_string(kBytes), "--seed", "1"});
 
@@ -473,10 +488,9 @@ constexpr int kConnections = 1000;
 // Opens kConnections at once from the client pod, checks each echoes, and returns with all
 // of them still open (the caller releases them by creating `release_file`).
 Process OpenMany(const Scenario& scenario, const std::string& release_file) {
-  Process many =
-      scenario.client.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "many", "--connect",
-                           Target(scenario.server, kEchoPort), "--connections",
-                           std::to_string(kConnections), "--release-file", release_file});
+  Process many = scenario.client.Run(
+      TcpPeer("many", {"--connect", Target(scenario.server, kEchoPort), "--connections",
+                       std::to_string(kConnections), "--release-file", release_file}));
   const std::string holding = fmt::format("holding {}", kConnections);
   const bool held = PollUntil(
       [&] { return many.output().find(holding) != std::string::npos || !many.IsRunning(); }, 120s,

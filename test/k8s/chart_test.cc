@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "test/k8s/k8s_tools.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
@@ -43,64 +44,10 @@ using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 const std::string kSourceDir = NODEMESH_SOURCE_DIR;
-const std::string kChart = kSourceDir + "/helm/nodemesh";
-const std::string kToolsDir = NODEMESH_TOOLS_DIR;
-const std::string kHelm = kToolsDir + "/bin/helm";
-const std::string kValidatorModules = kToolsDir + "/validator/node_modules";
 const std::string kValidator = kSourceDir + "/test/k8s/validate.js";
 const std::string kCustomValues = kSourceDir + "/test/k8s/custom-values.yaml";
-// Renders are made for one Kubernetes version, so that they do not depend on Helm's default.
-const std::string kKubeVersion = "1.31.0";
 // What Prometheus Operator's CRDs serve: the PodMonitor is rendered only where this is.
 const std::string kPodMonitorApi = "monitoring.coreos.com/v1/PodMonitor";
-
-void RequireTools() {
-  for (const std::string& path : {kHelm, kValidatorModules + "/typescript/package.json",
-                                  kValidatorModules + "/kubernetes-models/package.json"}) {
-    if (!fs::exists(path)) {
-      FAIL(path << " is missing: run `bash test/install-deps.sh`, which installs Helm and the "
-                   "manifest validator under "
-                << kToolsDir);
-    }
-  }
-}
-
-// Helm with its own cache, configuration and data directories, so that tests running side
-// by side never share them, and no kubeconfig unless `kubeconfig` names one.
-class Helm {
- public:
-  Helm() { RequireTools(); }
-
-  CommandResult Run(std::vector<std::string> args, const std::string& kubeconfig = "") const {
-    args.insert(args.begin(), kHelm);
-    return RunCommand(args, 120s,
-                      {.env = {{"HELM_CACHE_HOME", home_.path() + "/cache"},
-                               {"HELM_CONFIG_HOME", home_.path() + "/config"},
-                               {"HELM_DATA_HOME", home_.path() + "/data"},
-                               {"KUBECONFIG", kubeconfig.empty() ? "/dev/null" : kubeconfig}}});
-  }
-
-  // `helm template` of `chart` as release nodemesh in namespace nodemesh; `args` are more
-  // flags (values, --api-versions). Fails the test if Helm does.
-  std::string Template(const std::string& chart, std::vector<std::string> args = {}) const {
-    std::vector<std::string> command = {"template", "nodemesh",       chart,       "--namespace",
-                                        "nodemesh", "--kube-version", kKubeVersion};
-    command.insert(command.end(), args.begin(), args.end());
-    const CommandResult result = Run(command);
-    INFO("helm " << Join(command) << ":\n" << result.output);
-    REQUIRE(result.exit_code == 0);
-    return result.output;
-  }
-
-  static std::string Join(const std::vector<std::string>& words) {
-    std::string joined;
-    for (const std::string& word : words) joined += (joined.empty() ? "" : " ") + word;
-    return joined;
-  }
-
- private:
-  TempDir home_;
-};
 
 // The Secret the chart generates for the aggregator (templates/aggregator-tls.yaml): Helm
 // makes a new CA, key and certificate at each render.
@@ -209,44 +156,6 @@ std::string NotesOf(const std::string& manifests) {
       .get<std::string>();
 }
 
-// The documents of a YAML stream as JSON, every scalar a string (enough for RBAC objects).
-nlohmann::json JsonOf(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Map: {
-      nlohmann::json object = nlohmann::json::object();
-      for (const auto& entry : node) object[entry.first.as<std::string>()] = JsonOf(entry.second);
-      return object;
-    }
-    case YAML::NodeType::Sequence: {
-      nlohmann::json array = nlohmann::json::array();
-      for (const auto& item : node) array.push_back(JsonOf(item));
-      return array;
-    }
-    case YAML::NodeType::Scalar:
-      return node.as<std::string>();
-    default:
-      return nullptr;
-  }
-}
-
-nlohmann::json YamlDocuments(const std::string& text) {
-  nlohmann::json documents = nlohmann::json::array();
-  for (const YAML::Node& document : YAML::LoadAll(text)) {
-    if (document.IsMap()) documents.push_back(JsonOf(document));
-  }
-  return documents;
-}
-
-// The object Kind/name of `documents`, or null.
-nlohmann::json ObjectOf(const nlohmann::json& documents, const std::string& kind,
-                        const std::string& name) {
-  for (const nlohmann::json& object : documents) {
-    if (object.value("kind", "") == kind && object["metadata"].value("name", "") == name)
-      return object;
-  }
-  return nullptr;
-}
-
 // The pod spec of a DaemonSet, Deployment or Pod.
 const nlohmann::json& PodSpecOf(const nlohmann::json& object) {
   return object["kind"] == "Pod" ? object["spec"] : object["spec"]["template"]["spec"];
@@ -264,7 +173,7 @@ nlohmann::json VolumeOf(const nlohmann::json& pod, const std::string& name) {
 std::string Openssl(std::vector<std::string> argv) {
   argv.insert(argv.begin(), "openssl");
   const CommandResult result = RunCommand(argv);
-  INFO(Helm::Join(argv) << ":\n" << result.output);
+  INFO(Join(argv) << ":\n" << result.output);
   REQUIRE(result.exit_code == 0);
   return result.output;
 }
@@ -297,7 +206,7 @@ TEST_CASE("helm lint --strict passes with the default and the custom values") {
     std::vector<std::string> command = {"lint", "--strict", kChart};
     command.insert(command.end(), values.begin(), values.end());
     const CommandResult result = helm.Run(command);
-    INFO("helm " << Helm::Join(command) << ":\n" << result.output);
+    INFO("helm " << Join(command) << ":\n" << result.output);
     CHECK(result.exit_code == 0);
     CHECK(result.output.find("0 chart(s) failed") != std::string::npos);
   }
@@ -470,7 +379,7 @@ TEST_CASE("only the aggregator mounts its private key and the others get ca.crt 
       if (kind != "DaemonSet" && kind != "Deployment" && kind != "Pod") continue;
       ++pods;
       const std::string name = object["metadata"]["name"];
-      INFO(kind << "/" << name << " with " << Helm::Join(values));
+      INFO(kind << "/" << name << " with " << Join(values));
       int named = 0;
       for (const nlohmann::json& volume :
            PodSpecOf(object).value("volumes", nlohmann::json::array())) {
@@ -537,7 +446,7 @@ TEST_CASE("each TLS flag names a file mounted read-only into its container") {
       const std::string kind = object_name.substr(0, object_name.find('/'));
       const nlohmann::json object =
           ObjectOf(documents, kind, object_name.substr(object_name.find('/') + 1));
-      INFO(object_name << " with " << Helm::Join(c.values));
+      INFO(object_name << " with " << Join(c.values));
       REQUIRE(object.is_object());
       const nlohmann::json& pod = PodSpecOf(object);
       REQUIRE(pod["containers"].size() == 1);
@@ -702,8 +611,7 @@ TEST_CASE("the values schema refuses wrong values and names the key") {
        "agent.maxUnavailable: Must validate at least one schema"},
       {"agent:\n  cgroupRoot: kubepods.slice\n", "agent.cgroupRoot: Does not match pattern '^/'"},
       // header names as the agent compares them: lowercase, one token each
-      {"tap:\n  redactHeaders: [Authorization]\n",
-       "tap.redactHeaders.0: Does not match pattern"},
+      {"tap:\n  redactHeaders: [Authorization]\n", "tap.redactHeaders.0: Does not match pattern"},
       // TLS and authentication: a file's path where PEM goes, a relative path, names that are
       // no object's
       {"auth:\n  clientCA: /etc/kubernetes/pki/ca.crt\n", "auth.clientCA: Does not match pattern"},

@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "test/k8s/k8s_tools.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
@@ -51,29 +52,14 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 const std::string kSourceDir = NODEMESH_SOURCE_DIR;
-const std::string kChart = kSourceDir + "/helm/nodemesh";
-const std::string kHelm = std::string(NODEMESH_TOOLS_DIR) + "/bin/helm";
 const std::string kBuildImage = kSourceDir + "/test/k8s/build-image.sh";
 const std::string kProjectVersion = NODEMESH_VERSION;
-const std::string kKubeVersion = "1.31.0";
 // The release's namespace, which the ServiceAccount's user name includes.
 const std::string kReleaseNamespace = "nodemesh";
 // Where the kubelet mounts a pod's service account credentials.
 const std::string kServiceAccountMount = "/var/run/secrets/kubernetes.io/serviceaccount";
 const std::vector<std::string> kBinaries = {"nodemesh-agent", "nodemesh-aggregator", "meshctl"};
 constexpr std::string_view kMeshLabel = "nodemesh.io/mesh";
-// Containers of this file carry it, valued "<pid>:<start time>" of the test process.
-constexpr std::string_view kOwnerLabel = "io.nodemesh.test.owner";
-// podman kills a test container after this long, even if its test was killed first.
-constexpr int kContainerLifetimeSeconds = 600;
-
-std::string Join(const std::vector<std::string>& words, std::string_view separator = " ") {
-  std::string joined;
-  for (const std::string& word : words) {
-    joined += (joined.empty() ? "" : std::string(separator)) + word;
-  }
-  return joined;
-}
 
 // The image test/k8s/build-image.sh builds (and the image_build fixture has built).
 const std::string& ImageName() {
@@ -85,7 +71,7 @@ const std::string& ImageName() {
   return name;
 }
 
-// --- YAML as JSON -----------------------------------------------------------------------
+// --- a Secret's data ------------------------------------------------------------------
 
 // Standard base64, as a Secret's data is. Throws on anything else.
 std::string Base64Decode(std::string_view text) {
@@ -109,200 +95,28 @@ std::string Base64Decode(std::string_view text) {
   return decoded;
 }
 
-// A YAML node as JSON: plain scalars typed as YAML's core schema reads them (booleans,
-// integers, null), quoted ones strings, as the Kubernetes API decodes a manifest.
-json JsonOf(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Map: {
-      json object = json::object();
-      for (const auto& entry : node) object[entry.first.as<std::string>()] = JsonOf(entry.second);
-      return object;
-    }
-    case YAML::NodeType::Sequence: {
-      json array = json::array();
-      for (const auto& item : node) array.push_back(JsonOf(item));
-      return array;
-    }
-    case YAML::NodeType::Scalar: {
-      const std::string text = node.as<std::string>();
-      if (node.Tag() == "!") return text;  // quoted
-      if (text == "true" || text == "false") return text == "true";
-      if (text == "null" || text == "~") return nullptr;
-      if (std::regex_match(text, std::regex("[-+]?[0-9]+"))) return std::stoll(text);
-      return text;
-    }
-    default:
-      return nullptr;
-  }
-}
-
 // --- the chart ------------------------------------------------------------------------
 
 // `helm template` of the chart as release nodemesh in namespace nodemesh with `values`
-// (--set-string NAME=VALUE each), every object as JSON. Throws if Helm fails.
+// (--set-string NAME=VALUE each), every object as JSON, typed. Fails the test if Helm does.
 json RenderChart(const std::map<std::string, std::string>& values) {
-  if (!fs::exists(kHelm)) {
-    throw std::runtime_error(kHelm + " is missing: run `bash test/install-deps.sh`");
-  }
-  TempDir home;
-  std::vector<std::string> command = {
-      kHelm,         "template",        "nodemesh",       kChart,
-      "--namespace", kReleaseNamespace, "--kube-version", kKubeVersion};
+  std::vector<std::string> settings;
   for (const auto& [name, value] : values) {
     // Integers as integers, for the schema's types; everything else as a string.
     const bool integer = std::regex_match(value, std::regex("[0-9]+"));
-    command.insert(command.end(), {integer ? "--set" : "--set-string", name + "=" + value});
+    settings.insert(settings.end(), {integer ? "--set" : "--set-string", name + "=" + value});
   }
-  const CommandResult result = RunCommand(command, 60s,
-                                          {.env = {{"HELM_CACHE_HOME", home.path() + "/cache"},
-                                                   {"HELM_CONFIG_HOME", home.path() + "/config"},
-                                                   {"HELM_DATA_HOME", home.path() + "/data"},
-                                                   {"KUBECONFIG", "/dev/null"}}});
-  if (result.exit_code != 0) {
-    throw std::runtime_error("helm " + Join(command) + ":\n" + result.output);
-  }
-  json objects = json::array();
-  for (const YAML::Node& document : YAML::LoadAll(result.output)) {
-    if (document.IsMap()) objects.push_back(JsonOf(document));
-  }
-  return objects;
+  return YamlDocuments(Helm().Template(kChart, settings), YamlScalars::kTyped);
 }
 
-const json& Find(const json& objects, std::string_view kind, std::string_view name) {
-  for (const json& object : objects) {
-    if (object.value("kind", "") == kind && object["metadata"].value("name", "") == name) {
-      return object;
-    }
+// The object Kind/name of the render; throws if there is none.
+json Find(const json& objects, std::string_view kind, std::string_view name) {
+  json object = ObjectOf(objects, kind, name);
+  if (object.is_null()) {
+    throw std::runtime_error(fmt::format("the chart renders no {} {}", kind, name));
   }
-  throw std::runtime_error(fmt::format("the chart renders no {} {}", kind, name));
+  return object;
 }
-
-// --- podman ---------------------------------------------------------------------------
-
-// This process as the owner label names it: its pid and start time (so a reused pid is not
-// taken for it).
-std::string ProcessIdentity(int pid) {
-  const std::string stat = ReadFile(fmt::format("/proc/{}/stat", pid));
-  const size_t end_of_name = stat.rfind(')');
-  if (end_of_name == std::string::npos) return "";
-  std::istringstream fields(stat.substr(end_of_name + 2));
-  std::string field;
-  for (int index = 3; index <= 22 && fields >> field; ++index) {
-  }
-  return fmt::format("{}:{}", pid, field);  // field 22: start time
-}
-
-// podman as this machine needs it (CONTAINERS_CONF): runc, which works with the hybrid
-// cgroup layout (crun refuses it); cgroupfs, with no systemd to ask; and ulimits no higher
-// than the host's own, which a container cannot raise.
-class Podman {
- public:
-  Podman() {
-    conf_ = dir_.Write("containers.conf", R"([containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-)");
-    SweepStale();
-  }
-
-  CommandResult Run(std::vector<std::string> args, std::chrono::milliseconds timeout = 120s) const {
-    args.insert(args.begin(), "podman");
-    return RunCommand(std::move(args), timeout, {.env = {{"CONTAINERS_CONF", conf_}}});
-  }
-  // Its output; throws std::runtime_error with it unless podman succeeds.
-  std::string Check(std::vector<std::string> args, std::chrono::milliseconds timeout = 120s) const {
-    const CommandResult result = Run(args, timeout);
-    if (result.exit_code != 0) {
-      throw std::runtime_error("podman " + Join(args) + ": " + Describe(result));
-    }
-    return result.output;
-  }
-
- private:
-  // Removes the containers of test processes that are gone.
-  void SweepStale() const {
-    const CommandResult listed =
-        Run({"ps", "--all", "--filter", fmt::format("label={}", kOwnerLabel), "--format",
-             fmt::format("{{{{.ID}}}} {{{{index .Labels \"{}\"}}}}", kOwnerLabel)});
-    std::istringstream lines(listed.output);
-    std::string id, owner;
-    while (lines >> id >> owner) {
-      const int pid = std::atoi(owner.c_str());
-      if (pid > 0 && ProcessIdentity(pid) == owner) continue;
-      Run({"rm", "--force", "--time", "0", id});
-    }
-  }
-
-  TempDir dir_;
-  std::string conf_;
-};
-
-// A detached container, removed (stopped first if running) when the object goes.
-class Container {
- public:
-  // `podman run --detach` with `args` (options, the image, its arguments).
-  Container(const Podman& podman, std::vector<std::string> args) : podman_(podman) {
-    const std::string cid_file = dir_.path() + "/cid";
-    std::vector<std::string> run = {
-        "run",       "--detach",
-        "--cidfile", cid_file,
-        "--label",   fmt::format("{}={}", kOwnerLabel, ProcessIdentity(::getpid())),
-        "--timeout", std::to_string(kContainerLifetimeSeconds)};
-    run.insert(run.end(), args.begin(), args.end());
-    command_ = "podman " + Join(run);
-    const CommandResult result = podman_.Run(run);
-    id_ = ReadFile(cid_file);
-    if (result.exit_code != 0) {
-      Remove();
-      throw std::runtime_error(command_ + ": " + Describe(result));
-    }
-  }
-  ~Container() { Remove(); }
-  Container(const Container&) = delete;
-  Container& operator=(const Container&) = delete;
-
-  // Its main process's pid on the host; 0 once it has ended.
-  int pid() const {
-    const CommandResult result = podman_.Run({"inspect", "--format", "{{.State.Pid}}", id_});
-    return result.exit_code == 0 ? std::atoi(result.output.c_str()) : 0;
-  }
-  // The exit code once it has ended within `timeout`.
-  std::optional<int> WaitForExit(std::chrono::milliseconds timeout) const {
-    std::optional<int> code;
-    PollUntil(
-        [&] {
-          const CommandResult result =
-              podman_.Run({"inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", id_});
-          if (result.output.starts_with("exited ")) code = std::atoi(result.output.c_str() + 7);
-          return code.has_value();
-        },
-        timeout, 250ms);
-    return code;
-  }
-  std::string Logs() const { return podman_.Run({"logs", id_}).output; }
-  // `podman stop` with `grace` before SIGKILL; the exit code.
-  std::optional<int> Stop(std::chrono::seconds grace) const {
-    podman_.Run({"stop", "--time", std::to_string(grace.count()), id_}, grace + 30s);
-    return WaitForExit(5s);
-  }
-
- private:
-  void Remove() noexcept {
-    if (id_.empty()) return;
-    try {
-      podman_.Run({"rm", "--force", "--time", "5", id_});
-    } catch (...) {
-    }
-  }
-
-  const Podman& podman_;
-  TempDir dir_;
-  std::string id_;
-  std::string command_;
-};
 
 // --- the DaemonSet, run ---------------------------------------------------------------
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "test/kernel/kernel_cluster.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
@@ -30,33 +31,7 @@ AgentProcessOptions AgentOptions() {
   return {.binary = NODEMESH_AGENT_BINARY, .log_level = "debug"};
 }
 
-// One node with an agent (node-a) and one without (node-b), on one pod network. node-b's
-// pods stand for the rest of the cluster: servers and callers the agent does not own.
-struct Cluster {
-  RootRequired root_required{"kernel"};
-  PodNetwork network;
-  TestNode node_a{network, "node-a"};
-  TestNode node_b{network, "node-b"};
-  const Pod& client = node_a.AddPod({.namespace_name = "emojivoto",
-                                     .name = "web-1",
-                                     .owner_name = "web",
-                                     .labels = {{"app", "web"}},
-                                     .service_account = "web",
-                                     .meshed = true});
-  const Pod& server = node_a.AddPod({.namespace_name = "emojivoto",
-                                     .name = "emoji-1",
-                                     .owner_name = "emoji",
-                                     .service_account = "emoji",
-                                     .meshed = true});
-  const Pod& plain = node_a.AddPod({.namespace_name = "emojivoto",
-                                    .name = "vote-bot-1",
-                                    .owner_name = "vote-bot",
-                                    .meshed = false});
-  const Pod& remote = node_b.AddPod({.namespace_name = "emojivoto",
-                                     .name = "voting-1",
-                                     .owner_name = "voting",
-                                     .meshed = true});  // but node-b runs no agent
-};
+using Cluster = KernelCluster;
 
 // Polls until the echo server has logged `count` connections in all.
 bool WaitForAccepted(const Process& server, size_t count) {
@@ -325,11 +300,8 @@ TEST_CASE("a connection idle past the idle timeout is closed, a busy one is not"
   AgentProcess agent(cluster.node_a, options);
 
   // One connection pings every 0.2 s, the other every 3 s.
-  const std::string peer = SourcePath("test/lib/tcp_peer.py");
-  Process busy =
-      cluster.client.Run({kPython, "-u", peer, "hold", "--connect", target, "--interval", "0.2"});
-  Process idle =
-      cluster.client.Run({kPython, "-u", peer, "hold", "--connect", target, "--interval", "3"});
+  Process busy = cluster.client.Run(TcpPeer("hold", {"--connect", target, "--interval", "0.2"}));
+  Process idle = cluster.client.Run(TcpPeer("hold", {"--connect", target, "--interval", "3"}));
   REQUIRE(busy.WaitForOutput("ping 0 ok", 20s));
   REQUIRE(idle.WaitForOutput("ping 0 ok", 20s));
 
@@ -363,8 +335,7 @@ TEST_CASE("every proxied connection is classified even when it ends before its p
   // Nothing at all; the start of an HTTP/1 request; the start of the HTTP/2 preface.
   for (const std::string message : {"", "GE", "PRI * HTTP/2"}) {
     const CommandResult dialled = cluster.client.RunCommand(
-        {kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect",
-         Target(cluster.remote, kEchoPort), "--message", message});
+        TcpPeer("dial", {"--connect", Target(cluster.remote, kEchoPort), "--message", message}));
     INFO(Describe(dialled));
     CHECK(dialled.exit_code == 0);
   }
@@ -392,8 +363,7 @@ TEST_CASE("with --l7 off every connection is opaque TCP, its bytes passed on unp
   // Bytes that read as an HTTP request: with L7 on they would be parsed as one.
   const std::string request = "GET /api/list HTTP/1.1\r\nHost: voting\r\n\r\n";
   const auto dial = [&] {
-    return cluster.client.RunCommand({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial",
-                                      "--connect", target, "--message", request});
+    return cluster.client.RunCommand(TcpPeer("dial", {"--connect", target, "--message", request}));
   };
   for (const bool l7 : {true, false}) {
     INFO("--l7 " << (l7 ? "on" : "off"));
@@ -418,9 +388,8 @@ TEST_CASE("loopback and excluded ports and unmeshed pods pass the agent untouche
   Cluster cluster;
   Process server = StartEchoServer(cluster.remote, kEchoPort);
   Process excluded_server = StartEchoServer(cluster.remote, kEchoPort + 1);
-  Process loopback_server =
-      cluster.client.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "echo-server",
-                          "--listen", "127.0.0.1", "--port", std::to_string(kEchoPort)});
+  Process loopback_server = cluster.client.Run(
+      TcpPeer("echo-server", {"--listen", "127.0.0.1", "--port", std::to_string(kEchoPort)}));
   REQUIRE(loopback_server.WaitForOutput("listening", 20s));
   AgentProcessOptions options = AgentOptions();
   options.extra_args = {"--exclude-ports", std::to_string(kEchoPort + 1)};
@@ -504,8 +473,7 @@ TEST_CASE("a client pod released live goes direct while its open connection keep
   const std::string target = Target(cluster.remote, kEchoPort);
   AgentProcess agent(cluster.node_a, AgentOptions());
 
-  Process held = cluster.client.Run(
-      {kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "hold", "--connect", target});
+  Process held = cluster.client.Run(TcpPeer("hold", {"--connect", target}));
   REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
   REQUIRE(agent.ProxyCounter("accepted_outbound") == 1);
   REQUIRE(agent.Get("/connections")["connections"].size() == 1);
@@ -548,8 +516,7 @@ TEST_CASE("a server pod released live stops capturing while its open connection 
   REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
 
   // From node-b, outside the agent's reach: only the inbound side is proxied.
-  Process held = cluster.remote.Run(
-      {kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "hold", "--connect", target});
+  Process held = cluster.remote.Run(TcpPeer("hold", {"--connect", target}));
   REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
   REQUIRE(agent.ProxyCounter("accepted_inbound") == 1);
 
@@ -580,8 +547,7 @@ TEST_CASE("a pod enrolled live is intercepted without restarting its processes")
   AgentProcess agent(cluster.node_a, AgentOptions());
 
   // One process that keeps dialling, started before the pod is meshed.
-  Process dialler = cluster.client.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial",
-                                        "--connect", target, "--count", "0"});
+  Process dialler = cluster.client.Run(TcpPeer("dial", {"--connect", target, "--count", "0"}));
   const pid_t pid = dialler.pid();
   REQUIRE(dialler.WaitForOutput("dial 2 ok", 20s));
   CHECK(agent.ProxyCounter("accepted_outbound") == 0);
@@ -637,11 +603,11 @@ TEST_CASE("enrolling and releasing pods while they dial breaks none of their con
   std::vector<Process> diallers;
   for (int i = 0; i < kDiallersEachWay; ++i) {
     diallers.push_back(
-        cluster.client.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect",
-                            Target(cluster.remote, kEchoPort), "--count", "0", "--interval", "0"}));
+        cluster.client.Run(TcpPeer("dial", {"--connect", Target(cluster.remote, kEchoPort),
+                                            "--count", "0", "--interval", "0"})));
     diallers.push_back(
-        cluster.remote.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect",
-                            Target(cluster.server, kEchoPort), "--count", "0", "--interval", "0"}));
+        cluster.remote.Run(TcpPeer("dial", {"--connect", Target(cluster.server, kEchoPort),
+                                            "--count", "0", "--interval", "0"})));
   }
   for (int round = 0; round < 6; ++round) {
     for (const bool meshed : {false, true}) {

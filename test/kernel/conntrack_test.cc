@@ -30,8 +30,7 @@ struct HeldConnection {
 };
 
 HeldConnection Hold(const Pod& client, const std::string& target) {
-  Process process = client.Run({kPython, SourcePath("test/lib/tcp_peer.py"), "hold", "--connect",
-                                target, "--interval", "1"});
+  Process process = client.Run(TcpPeer("hold", {"--connect", target, "--interval", "1"}));
   INFO(process.output());
   REQUIRE(process.WaitForOutput("connected", 10s));
   const std::string local = FieldOf(process.output(), "connected", "local");

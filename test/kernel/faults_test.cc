@@ -12,19 +12,18 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdint>
-#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "test/kernel/two_node_cluster.h"
+#include "test/kernel/kernel_cluster.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
+#include "test/lib/proc_stats.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
 #include "test/lib/tier.h"
@@ -42,21 +41,6 @@ constexpr uint16_t kEchoPort = 7000;   // tcp_peer.py echo-server: what a connec
 // 64 KiB buffers per connection; a case that made it hold a faulty peer's bytes instead would
 // grow it by tens or hundreds of MiB.
 constexpr uint64_t kMemoryBoundKiB = 64 * 1024;
-
-// The agent's resident set (VmRSS of /proc/<pid>/status), in KiB; 0 if it cannot be read.
-uint64_t ResidentKiB(pid_t pid) {
-  std::ifstream status(fmt::format("/proc/{}/status", pid));
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.starts_with("VmRSS:")) {
-      std::istringstream fields(line.substr(6));
-      uint64_t kib = 0;
-      fields >> kib;
-      return kib;
-    }
-  }
-  return 0;
-}
 
 // The first entry of `list` (an array of /connections) whose `key` is `value`.
 std::optional<Json> FindEntry(const Json& list, const std::string& key, const std::string& value) {
@@ -79,174 +63,6 @@ std::optional<Json> FindByClient(const Json& list, const std::string& local) {
   return std::nullopt;
 }
 
-// ---- peers, as python run in the pods (argv after the script: see each) ----
-
-// argv: ip port. Answers each request with the status line, headers that promise 100000
-// bytes of body and 10000 of them, then resets the connection (SO_LINGER 0).
-constexpr const char* kResetServer = R"(
-import socket, struct, sys, time
-server = socket.socket()
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind((sys.argv[1], int(sys.argv[2])))
-server.listen(16)
-print("listening", flush=True)
-while True:
-    conn, _ = server.accept()
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    try:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                     b"Content-Length: 100000\r\n\r\n" + b"x" * 10000)
-        time.sleep(0.3)  # the partial response reaches the client before the reset
-    except OSError as error:
-        print("send failed", error, flush=True)
-    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    conn.close()
-    print("reset", flush=True)
-)";
-
-// argv: ip port. Reads a request, waits 2 s (its client is gone by then), then answers with
-// a 1 MiB body and closes.
-constexpr const char* kLateServer = R"(
-import socket, sys, time
-server = socket.socket()
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind((sys.argv[1], int(sys.argv[2])))
-server.listen(16)
-print("listening", flush=True)
-while True:
-    conn, _ = server.accept()
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    print("request", len(data), flush=True)
-    time.sleep(2)
-    try:
-        body = b"y" * (1 << 20)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        print("answered", flush=True)
-    except OSError as error:
-        print("send failed", error, flush=True)
-    conn.close()
-)";
-
-// argv: host port. Sends a request, half-closes, says so, and then reads nothing until killed.
-constexpr const char* kHalfCloseClient = R"(
-import socket, sys, time
-sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
-sock.sendall(b"GET /half-closed HTTP/1.1\r\nHost: voting\r\n\r\n")
-sock.shutdown(socket.SHUT_WR)
-print("half-closed local=%s:%d" % sock.getsockname(), flush=True)
-time.sleep(120)
-)";
-
-// argv: host port count. The start of a request, one byte a second, `count` bytes; then
-// silence until killed.
-constexpr const char* kSlowlorisClient = R"(
-import socket, sys, time
-sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
-print("connected local=%s:%d" % sock.getsockname(), flush=True)
-request = b"GET /slowloris HTTP/1.1\r\nHost: voting\r\n"
-for i in range(int(sys.argv[3])):
-    sock.sendall(request[i:i + 1])
-    print("sent", i + 1, flush=True)
-    time.sleep(1)
-print("done", flush=True)
-time.sleep(120)
-)";
-
-// argv: ip port. Reads one request head (to its blank line, however long) and answers with
-// its length and SHA-256, then closes.
-constexpr const char* kDigestServer = R"(
-import hashlib, socket, sys
-server = socket.socket()
-server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-server.bind((sys.argv[1], int(sys.argv[2])))
-server.listen(16)
-print("listening", flush=True)
-while True:
-    conn, _ = server.accept()
-    data = bytearray()
-    end = -1
-    while end < 0:
-        chunk = conn.recv(1 << 20)
-        if not chunk:
-            break
-        searched = max(0, len(data) - 3)
-        data += chunk
-        end = data.find(b"\r\n\r\n", searched)
-    head = bytes(data[:end + 4]) if end >= 0 else bytes(data)
-    body = b"%d %s" % (len(head), hashlib.sha256(head).hexdigest().encode())
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                 % len(body) + body)
-    conn.close()
-    print("answered", len(head), flush=True)
-)";
-
-// argv: host port header_bytes. Sends one request whose X-Big header value has
-// `header_bytes` bytes, reads the answer, and prints "match" if the server received exactly
-// the bytes sent (length and SHA-256), else "mismatch" (exit 1).
-constexpr const char* kBigHeaderClient = R"(
-import hashlib, socket, sys
-sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
-value = (b"0123456789abcdef" * (int(sys.argv[3]) // 16 + 1))[:int(sys.argv[3])]
-request = b"GET /big-header HTTP/1.1\r\nHost: voting\r\nX-Big: " + value + b"\r\n\r\n"
-sock.sendall(request)
-answer = b""
-while True:
-    chunk = sock.recv(65536)
-    if not chunk:
-        break
-    answer += chunk
-expected = b"%d %s" % (len(request), hashlib.sha256(request).hexdigest().encode())
-status = answer.split(b"\r\n", 1)[0].decode(errors="replace")
-print("sent", len(request), "status", status, flush=True)
-if answer.endswith(b"\r\n\r\n" + expected):
-    print("match", flush=True)
-    sys.exit(0)
-print("mismatch", answer[-200:], flush=True)
-sys.exit(1)
-)";
-
-// argv: host port path. HTTP/2 with prior knowledge, by hand: the preface and SETTINGS
-// (initial stream window 2^31-1, no push), the server's SETTINGS read and acknowledged, the
-// connection window opened to 2^31-1, and one GET (HPACK: static-table :method, :scheme;
-// literal :path and :authority). Then it never reads again, until killed.
-constexpr const char* kH2NeverReadsClient = R"(
-import socket, struct, sys, time
-def frame(kind, flags, stream, payload):
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
-def read_exactly(sock, n):
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise OSError("EOF")
-        data += chunk
-    return data
-host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
-sock = socket.create_connection((host, port), timeout=10)
-sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" +
-             frame(4, 0, 0, struct.pack(">HI", 4, 2**31 - 1) + struct.pack(">HI", 2, 0)))
-header = read_exactly(sock, 9)
-length = int.from_bytes(header[:3], "big")
-assert header[3] == 4 and header[4] == 0, "expected the server's SETTINGS, got %r" % header
-read_exactly(sock, length)
-authority = ("%s:%d" % (host, port)).encode()
-block = b"\x82\x86" + b"\x04" + bytes([len(path)]) + path + b"\x01" + bytes([len(authority)]) + authority
-sock.sendall(frame(4, 1, 0, b"") + frame(8, 0, 0, struct.pack(">I", 2**31 - 1 - 65535)) +
-             frame(1, 0x5, 1, block))
-print("requested local=%s:%d" % sock.getsockname(), flush=True)
-time.sleep(120)
-)";
-
 // ---- the fixture ----
 
 // web-1 on node-a (meshed, under the agent) calls voting-1 on node-b: a python http.server
@@ -255,7 +71,7 @@ time.sleep(120)
 // loop and buffer pool, the hardest place to keep serving them (with two, an ordinary
 // request may land on the other worker and prove nothing).
 struct Faults {
-  TwoNodeCluster cluster;
+  KernelCluster cluster;
   const Pod& client = cluster.client;
   const Pod& remote = cluster.remote;
   Process http = StartHttpServer();
@@ -269,7 +85,7 @@ struct Faults {
     // One ordinary request first, so that what the agent allocates for its first connections
     // is in the baseline.
     OrdinaryRequestSucceeds();
-    baseline_kib = ResidentKiB(agent.process().pid());
+    baseline_kib = StatusKiB(agent.process().pid(), "VmRSS");
     peak_kib = baseline_kib;
   }
 
@@ -282,20 +98,15 @@ struct Faults {
     return server;
   }
 
-  // A python server of this file in voting-1 on kFaultPort; returns once it listens.
-  Process StartFaultServer(const char* script) {
-    Process server =
-        remote.Run({kPython, "-u", "-c", script, remote.ip, std::to_string(kFaultPort)});
-    if (!server.WaitForOutput("listening", 10s)) {
-      throw std::runtime_error("server did not start:\n" + server.output());
-    }
-    return server;
+  // A server mode of tcp_peer.py in voting-1 on kFaultPort; returns once it listens.
+  Process StartFaultServer(const std::string& mode) {
+    return StartTcpServer(remote, mode, kFaultPort);
   }
 
   std::string FaultTarget() const { return Target(remote, kFaultPort); }
 
   // Samples the agent's memory: the peak of the case so far.
-  void SampleMemory() { peak_kib = std::max(peak_kib, ResidentKiB(agent.process().pid())); }
+  void SampleMemory() { peak_kib = std::max(peak_kib, StatusKiB(agent.process().pid(), "VmRSS")); }
 
   // "Keeps serving every other connection": a plain GET from web-1 through the agent, 200.
   void OrdinaryRequestSucceeds() {
@@ -369,52 +180,6 @@ struct Faults {
   }
 };
 
-// argv: ip port count release-file. Opens `count` connections to an echo server and sends a
-// line on each, then collects the echoes: a connection echoed is kept open (holding the
-// agent's descriptors) until the release file exists, and closed at once after. Prints
-// "sent N", "echoed K" as they come, and "all echoed" (exit 0) or what went wrong (exit 1).
-constexpr const char* kHoldingClient = R"(
-import os, select, socket, sys, time
-ip, port, count, release = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-pending = {}
-for i in range(count):
-    s = socket.create_connection((ip, port), timeout=10)
-    s.sendall(b"line %d\n" % i)
-    pending[s] = [b"line %d\n" % i, b""]
-print("sent", count, flush=True)
-held, echoed, deadline = [], 0, time.time() + 60
-while pending and time.time() < deadline:
-    released = os.path.exists(release)
-    if released:
-        for s in held:
-            s.close()
-        held = []
-    readable, _, _ = select.select(list(pending), [], [], 0.1)
-    for s in readable:
-        chunk = s.recv(4096)
-        if not chunk:
-            print("a connection ended before its echo", flush=True)
-            sys.exit(1)
-        pending[s][1] += chunk
-        if pending[s][1] == pending[s][0]:
-            del pending[s]
-            echoed += 1
-            print("echoed", echoed, flush=True)
-            if released:
-                s.close()
-            else:
-                held.append(s)
-print("all echoed" if not pending else "%d never echoed" % len(pending), flush=True)
-sys.exit(0 if not pending else 1)
-)";
-
-// Descriptors `pid` holds now.
-size_t DescriptorCount(pid_t pid) {
-  std::error_code error;
-  const std::filesystem::directory_iterator fds(fmt::format("/proc/{}/fd", pid), error);
-  return static_cast<size_t>(std::distance(begin(fds), end(fds)));
-}
-
 // "local=10.77.0.11:40312" in a peer's output.
 std::string LocalOf(const Process& peer, const std::string& line_prefix) {
   return FieldOf(peer.output(), line_prefix, "local");
@@ -424,7 +189,7 @@ TEST_CASE(
     "fault: an upstream reset mid-response resets the client and is counted as a reset "
     "and a failed request while other requests are served") {
   Faults faults;
-  Process server = faults.StartFaultServer(kResetServer);
+  Process server = faults.StartFaultServer("reset-server");
   const uint64_t resets_before = faults.agent.ProxyCounter("resets");
 
   // curl in the background, so that the ordinary request goes while the response is cut.
@@ -484,12 +249,11 @@ TEST_CASE(
     "fault: a client that half-closes and vanishes has its connection ended and counted "
     "while other requests are served") {
   Faults faults;
-  Process server = faults.StartFaultServer(kLateServer);
+  Process server = faults.StartFaultServer("late-server");
   const uint64_t closed_before = faults.agent.ProxyCounter("closed");
   const uint64_t resets_before = faults.agent.ProxyCounter("resets");
 
-  Process half = faults.client.Run(
-      {kPython, "-u", "-c", kHalfCloseClient, faults.remote.ip, std::to_string(kFaultPort)});
+  Process half = faults.client.Run(TcpPeer("half-close", {"--connect", faults.FaultTarget()}));
   REQUIRE(half.WaitForOutput("half-closed", 10s));
   const std::string local = LocalOf(half, "half-closed");
   INFO("half-closing client: " << local << "\n" << half.output());
@@ -530,8 +294,9 @@ TEST_CASE(
     "closed when it leaves while other requests are served") {
   Faults faults;
   constexpr int kBytes = 6;
-  Process slow = faults.client.Run({kPython, "-u", "-c", kSlowlorisClient, faults.remote.ip,
-                                    std::to_string(kHttpPort), std::to_string(kBytes)});
+  Process slow =
+      faults.client.Run(TcpPeer("slowloris", {"--connect", Target(faults.remote, kHttpPort),
+                                              "--bytes", std::to_string(kBytes)}));
   REQUIRE(slow.WaitForOutput("sent 2", 10s));
   const std::string local = LocalOf(slow, "connected");
   INFO("slowloris client: " << local << "\n" << slow.output());
@@ -575,12 +340,13 @@ TEST_CASE(
     "fault: a 1 MiB header block passes through byte for byte and its parse failure is "
     "counted as headers_too_large while other requests are served") {
   Faults faults;
-  Process server = faults.StartFaultServer(kDigestServer);
+  Process server = faults.StartFaultServer("digest-server");
   constexpr int kHeaderBytes = 1 << 20;
   const uint64_t failures_before = faults.agent.ProxyCounter("parse_failures");
 
-  Process big = faults.client.Run({kPython, "-u", "-c", kBigHeaderClient, faults.remote.ip,
-                                   std::to_string(kFaultPort), std::to_string(kHeaderBytes)});
+  Process big =
+      faults.client.Run(TcpPeer("big-header", {"--connect", faults.FaultTarget(), "--header-bytes",
+                                               std::to_string(kHeaderBytes)}));
   faults.OrdinaryRequestSucceeds();
   const std::optional<ExitStatus> ended = big.Wait(30s);
   INFO("client:\n" << big.output() << "\nserver:\n" << server.output());
@@ -647,8 +413,8 @@ TEST_CASE(
   const uint64_t http2_before = faults.agent.ProxyCounter("http2");
   const uint64_t resets_before = faults.agent.ProxyCounter("resets");
 
-  Process h2 = faults.client.Run({kPython, "-u", "-c", kH2NeverReadsClient, faults.remote.ip,
-                                  std::to_string(kFaultPort), "/big"});
+  Process h2 = faults.client.Run(
+      TcpPeer("h2-never-reads", {"--connect", faults.FaultTarget(), "--path", "/big"}));
   REQUIRE(h2.WaitForOutput("requested", 10s));
   const std::string local = LocalOf(h2, "requested");
   INFO("h2 client: " << local << "\n" << h2.output() << "\nnghttpd:\n" << nghttpd.output());
@@ -720,8 +486,9 @@ TEST_CASE(
 
   TempDir dir;
   const std::string release = dir.path() + "/release";
-  Process holder = faults.client.Run({kPython, "-u", "-c", kHoldingClient, faults.remote.ip,
-                                      std::to_string(kEchoPort), "30", release});
+  Process holder =
+      faults.client.Run(TcpPeer("echo-all", {"--connect", Target(faults.remote, kEchoPort),
+                                             "--connections", "30", "--release-file", release}));
   REQUIRE(holder.WaitForOutput("sent 30", 15s));
   // The agent ran out: its admin API still answers (on the descriptor it keeps for that),
   // and counts the accepts that could not be made.

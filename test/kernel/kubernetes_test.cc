@@ -29,14 +29,7 @@ constexpr uint16_t kEchoPort = 7000;
 constexpr std::string_view kMeshLabel = "nodemesh.io/mesh";
 
 std::vector<std::string> EchoServer(uint16_t port) {
-  return {"/usr/bin/python3",
-          "-u",
-          SourcePath("test/lib/tcp_peer.py"),
-          "echo-server",
-          "--listen",
-          "0.0.0.0",
-          "--port",
-          std::to_string(port)};
+  return TcpPeer("echo-server", {"--listen", "0.0.0.0", "--port", std::to_string(port)});
 }
 const std::vector<std::string> kIdle = {"sleep", "3600"};
 
@@ -163,8 +156,7 @@ TEST_CASE("kubernetes: a namespace labelled live has its running pods enrolled a
   CHECK(web["state_reason"] == "namespace shop is labelled nodemesh.io/mesh=enabled");
 
   // Held across the release below: a live connection through the agent.
-  Process held = shop.client.pod->Run({"/usr/bin/python3", "-u", SourcePath("test/lib/tcp_peer.py"),
-                                       "hold", "--connect", shop.target()});
+  Process held = shop.client.pod->Run(TcpPeer("hold", {"--connect", shop.target()}));
   REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
   const CommandResult dialled = Dial(*shop.client.pod, shop.target());
   INFO(Describe(dialled));

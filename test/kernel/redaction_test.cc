@@ -9,8 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "test/kernel/two_node_cluster.h"
+#include "test/kernel/kernel_cluster.h"
 #include "test/lib/agent_process.h"
+#include "test/lib/aggregator_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
 #include "test/lib/process.h"
@@ -24,19 +25,18 @@ using namespace std::chrono_literals;
 using Json = nlohmann::json;
 
 TEST_CASE("a redacted header or query never reaches the aggregator's wire") {
-  TwoNodeCluster cluster;  // web-1 on node-a calls voting-1 on node-b
+  KernelCluster cluster;  // web-1 on node-a calls voting-1 on node-b
   const Pod& client = cluster.client;
   const Pod& server = cluster.remote;
   Process http = server.Run({kPython, "-u", "-m", "http.server", "8000", "--bind", server.ip});
   REQUIRE(http.WaitForOutput("Serving HTTP", 10s));
 
-  const std::string aggregator_address = fmt::format("127.0.0.1:{}", FreeLoopbackPort());
-  Process aggregator{{NODEMESH_AGGREGATOR_BINARY, "--listen", aggregator_address}};
+  AggregatorProcess& aggregator = cluster.StartAggregator({.binary = NODEMESH_AGGREGATOR_BINARY});
   TempDir dir;
   const std::string record = dir.path() + "/agent-to-aggregator.bytes";
   const uint16_t recorder_port = FreeLoopbackPort();
   Process recorder({kPython, "-u", SourcePath("test/lib/wire_recorder.py"), "--listen",
-                    std::to_string(recorder_port), "--connect", aggregator_address, "--record",
+                    std::to_string(recorder_port), "--connect", aggregator.address(), "--record",
                     record});
   REQUIRE(recorder.WaitForOutput("listening", 10s));
   AgentProcess agent(
@@ -47,7 +47,7 @@ TEST_CASE("a redacted header or query never reaches the aggregator's wire") {
                       "Authorization,x-session", "--tap-strip-query"}});
   INFO("agent:\n" << agent.output());
   // A tap started before the aggregator knows the node's pods is refused (NOT_FOUND).
-  REQUIRE(aggregator.WaitForOutput("node node-a connected", 15s));
+  REQUIRE(aggregator.WaitForNode("node-a"));
 
   // The agent's effective settings say what it redacts.
   const Json config = agent.Get("/config")["tap"];
@@ -56,7 +56,7 @@ TEST_CASE("a redacted header or query never reaches the aggregator's wire") {
   CHECK(config["redact_headers"] == Json::array({"authorization", "x-session"}));
   CHECK(config["strip_query"] == true);
 
-  Process tap({NODEMESH_MESHCTL_BINARY, "--aggregator", aggregator_address, "tap", "deploy/web",
+  Process tap({NODEMESH_MESHCTL_BINARY, "--aggregator", aggregator.address(), "tap", "deploy/web",
                "-n", "emojivoto", "--max-events", "1", "-o", "json"});
   const std::string url = fmt::format("http://{}:8000/secret?token=wire-secret-3", server.ip);
   // The subscription reaches the agent a moment after tap starts: requests until it has one.

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "test/lib/agent_process.h"
+#include "test/lib/aggregator_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
 #include "test/lib/process.h"
@@ -99,8 +100,7 @@ struct ServiceCluster {
                           .name = "web-http",
                           .port = kServicePort,
                           .backends = {Target(web_a, kHttpPort), Target(web_b, kHttpPort)}});
-  const std::string aggregator_address = fmt::format("127.0.0.1:{}", FreeLoopbackPort());
-  Process aggregator{{NODEMESH_AGGREGATOR_BINARY, "--listen", aggregator_address}};
+  AggregatorProcess aggregator{{.binary = NODEMESH_AGGREGATOR_BINARY}};
   std::unique_ptr<AgentProcess> agent;
   std::string metrics_address;
 
@@ -108,10 +108,10 @@ struct ServiceCluster {
     agent = std::make_unique<AgentProcess>(
         node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY,
                                   .log_level = "debug",
-                                  .extra_args = {"--aggregator", aggregator_address}});
+                                  .extra_args = {"--aggregator", aggregator.address()}});
     metrics_address = agent->metrics_address();
     // A tap started before the aggregator knows the node's pods is refused (NOT_FOUND).
-    if (!aggregator.WaitForOutput("node node-a connected", std::chrono::seconds(15))) {
+    if (!aggregator.WaitForNode("node-a")) {
       throw std::runtime_error("the agent did not connect to the aggregator:\n" +
                                aggregator.output() + "\n" + agent->output());
     }
@@ -136,7 +136,7 @@ struct ServiceCluster {
 
   json Meshctl(std::vector<std::string> arguments) const {
     arguments.insert(arguments.begin(),
-                     {NODEMESH_MESHCTL_BINARY, "--aggregator", aggregator_address});
+                     {NODEMESH_MESHCTL_BINARY, "--aggregator", aggregator.address()});
     const CommandResult result = RunCommand(arguments, 60s);
     INFO(Describe(result));
     REQUIRE(result.exit_code == 0);
@@ -271,7 +271,7 @@ TEST_CASE("requests dialled to a Service are counted and tapped with the pod tha
   c.StartAgent();
   // Tap first, then make traffic; the subscription reaches the agent asynchronously, so
   // requests go on until the tap has its events.
-  Process tap({NODEMESH_MESHCTL_BINARY, "--aggregator", c.aggregator_address, "tap",
+  Process tap({NODEMESH_MESHCTL_BINARY, "--aggregator", c.aggregator.address(), "tap",
                "deploy/client", "-n", "shop", "--max-events", "6"});
   std::map<std::string, int> answered;  // by the pod named in the body
   const bool tapped = PollUntil(

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "test/kernel/two_node_cluster.h"
+#include "test/kernel/kernel_cluster.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
@@ -29,7 +29,7 @@ using Json = nlohmann::json;
 constexpr uint16_t kEchoPort = 7000;
 constexpr uint16_t kExcludedPort = 2379;
 
-using Cluster = TwoNodeCluster;
+using Cluster = KernelCluster;
 
 CommandResult Shell(const std::string& socket, const std::string& command, bool json = false) {
   std::vector<std::string> argv = {
@@ -89,8 +89,7 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
                       .extra_args = {"--exclude-ports", std::to_string(kExcludedPort)}});
   INFO("agent:\n" << agent.output());
   // A live proxied connection, held open with a round trip every 0.2 s.
-  Process held = cluster.client.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "hold",
-                                     "--connect", target, "--interval", "0.2"});
+  Process held = cluster.client.Run(TcpPeer("hold", {"--connect", target, "--interval", "0.2"}));
   REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
 
   const Json agent_pods = agent.Get("/pods")["pods"];
@@ -273,8 +272,7 @@ TEST_CASE("meshctl shell -c shows the agent's pods, connections, programs, maps 
 
   SECTION("explain: an enrolled pod, an unmeshed one, an excluded port") {
     // A connection that came and went, as well as the held one.
-    const CommandResult dialled = cluster.client.RunCommand(
-        {kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect", target});
+    const CommandResult dialled = cluster.client.RunCommand(TcpPeer("dial", {"--connect", target}));
     REQUIRE(dialled.exit_code == 0);
     Json enrolled;
     // The worker files the connection as ended once both sides have closed.
@@ -488,12 +486,10 @@ TEST_CASE("a pod of another node in the local inventory is not listed as the nod
 
 // node-a's agent streams to a real aggregator; web-1 calls an HTTP server on node-b.
 struct RelayedCluster : Cluster {
-  const std::string aggregator_address = fmt::format("127.0.0.1:{}", FreeLoopbackPort());
-  Process aggregator{{NODEMESH_AGGREGATOR_BINARY, "--listen", aggregator_address}};
+  const std::string aggregator_address =
+      StartAggregator({.binary = NODEMESH_AGGREGATOR_BINARY}).address();
   Process http = remote.Run({kPython, "-u", "-m", "http.server", "8000", "--bind", remote.ip});
-  AgentProcess agent{
-      node_a,
-      {.binary = NODEMESH_AGENT_BINARY, .extra_args = {"--aggregator", aggregator_address}}};
+  AgentProcess& agent = StartAgent(node_a, {.binary = NODEMESH_AGENT_BINARY});
   const std::string url = fmt::format("http://{}:8000/tapped", remote.ip);
 
   // meshctl --aggregator ADDRESS shell ARGUMENTS...

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "test/kernel/two_node_cluster.h"
+#include "test/kernel/kernel_cluster.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
@@ -33,7 +33,7 @@ using namespace std::chrono_literals;
 
 constexpr auto kScreenWait = 10s;  // how long a person would wait for the screen to change
 
-using Cluster = TwoNodeCluster;
+using Cluster = KernelCluster;
 
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> lines;

@@ -10,8 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "test/kernel/two_node_cluster.h"
+#include "test/kernel/kernel_cluster.h"
 #include "test/lib/agent_process.h"
+#include "test/lib/aggregator_process.h"
 #include "test/lib/certificates.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
@@ -43,20 +44,18 @@ struct Certificates {
   std::string key(const std::string& name) const { return dir.path() + "/" + name + ".key"; }
 };
 
-// A real aggregator serving TLS on loopback, which knows callers by `certificates`' CA.
-struct TlsAggregator {
-  explicit TlsAggregator(const Certificates& certificates)
-      : address(fmt::format("127.0.0.1:{}", FreeLoopbackPort())),
-        process({NODEMESH_AGGREGATOR_BINARY, "--listen", address, "--tls-cert",
-                 certificates.crt("aggregator"), "--tls-key", certificates.key("aggregator"),
-                 "--tls-ca", certificates.crt("ca")}) {
-    if (!process.WaitForOutput("known by certificates", 10s)) {
-      throw std::runtime_error("the aggregator did not start:\n" + process.output());
-    }
+// The cluster's aggregator serving TLS on loopback, which knows callers by `certificates'`
+// CA.
+AggregatorProcess& StartTlsAggregator(TwoNodeCluster& cluster, const Certificates& certificates) {
+  AggregatorProcess& aggregator = cluster.StartAggregator(
+      {.binary = NODEMESH_AGGREGATOR_BINARY,
+       .extra_args = {"--tls-cert", certificates.crt("aggregator"), "--tls-key",
+                      certificates.key("aggregator"), "--tls-ca", certificates.crt("ca")}});
+  if (!aggregator.process().WaitForOutput("known by certificates", 10s)) {
+    throw std::runtime_error("the aggregator did not start:\n" + aggregator.output());
   }
-  std::string address;
-  Process process;
-};
+  return aggregator;
+}
 
 // The agent's flags that dial `address` with TLS, as the node whose certificate is `as`.
 std::vector<std::string> AgentTlsArgs(const Certificates& certificates, const std::string& address,
@@ -68,19 +67,19 @@ std::vector<std::string> AgentTlsArgs(const Certificates& certificates, const st
 }
 
 TEST_CASE("agents and meshctl talk TLS to the aggregator which lets in only what it trusts") {
-  TwoNodeCluster cluster;  // web-1 on node-a calls voting-1 on node-b
+  KernelCluster cluster;  // web-1 on node-a calls voting-1 on node-b
   Process http =
       cluster.remote.Run({kPython, "-u", "-m", "http.server", "8000", "--bind", cluster.remote.ip});
   REQUIRE(http.WaitForOutput("Serving HTTP", 10s));
   const Certificates certificates;
-  TlsAggregator aggregator(certificates);
-  INFO("aggregator:\n" << aggregator.process.output());
+  AggregatorProcess& aggregator = StartTlsAggregator(cluster, certificates);
+  INFO("aggregator:\n" << aggregator.output());
 
   TempDir dir;
   const std::string record = dir.path() + "/agent-to-aggregator.bytes";
   const uint16_t recorder_port = FreeLoopbackPort();
   Process recorder({kPython, "-u", SourcePath("test/lib/wire_recorder.py"), "--listen",
-                    std::to_string(recorder_port), "--connect", aggregator.address, "--record",
+                    std::to_string(recorder_port), "--connect", aggregator.address(), "--record",
                     record});
   REQUIRE(recorder.WaitForOutput("listening", 10s));
   AgentProcess agent(cluster.node_a,
@@ -88,12 +87,12 @@ TEST_CASE("agents and meshctl talk TLS to the aggregator which lets in only what
                       .extra_args = AgentTlsArgs(
                           certificates, fmt::format("127.0.0.1:{}", recorder_port), "node-a")});
   INFO("agent:\n" << agent.output());
-  REQUIRE(aggregator.process.WaitForOutput("node node-a connected", 15s));
+  REQUIRE(aggregator.WaitForNode("node-a"));
   CHECK(agent.Get("/config")["aggregator_tls"]["ca"] == certificates.crt("ca"));
 
   // meshctl as `user`, with its certificate as flags; no user: the CA alone.
   const auto meshctl = [&](const std::string& user, std::vector<std::string> arguments) {
-    std::vector<std::string> argv = {NODEMESH_MESHCTL_BINARY, "--aggregator", aggregator.address,
+    std::vector<std::string> argv = {NODEMESH_MESHCTL_BINARY, "--aggregator", aggregator.address(),
                                      "--ca", certificates.crt("ca")};
     if (!user.empty()) {
       argv.insert(argv.end(), {"--cert", certificates.crt(user), "--key", certificates.key(user)});
@@ -107,7 +106,7 @@ TEST_CASE("agents and meshctl talk TLS to the aggregator which lets in only what
   };
 
   SECTION("a certificate with the namespace's tap group taps it and the wire shows none of it") {
-    Process tap({NODEMESH_MESHCTL_BINARY, "--aggregator", aggregator.address, "--ca",
+    Process tap({NODEMESH_MESHCTL_BINARY, "--aggregator", aggregator.address(), "--ca",
                  certificates.crt("ca"), "--cert", certificates.crt("alice"), "--key",
                  certificates.key("alice"), "tap", "deploy/web", "-n", "emojivoto", "--max-events",
                  "1", "-o", "json"});
@@ -159,7 +158,7 @@ TEST_CASE("agents and meshctl talk TLS to the aggregator which lets in only what
   SECTION("the shell's relay needs every namespace and credentials come from the environment") {
     const std::vector<std::string> shell = {NODEMESH_MESHCTL_BINARY,
                                             "--aggregator",
-                                            aggregator.address,
+                                            aggregator.address(),
                                             "shell",
                                             "--node",
                                             "node-a",
@@ -189,43 +188,43 @@ TEST_CASE("agents and meshctl talk TLS to the aggregator which lets in only what
     const CommandResult mallory = meshctl("mallory", {"stat", "deploy", "-n", "emojivoto"});
     INFO(mallory.output);
     CHECK(mallory.exit_code == 1);
-    CHECK(mallory.output.find("meshctl: cannot reach the aggregator at " + aggregator.address) ==
+    CHECK(mallory.output.find("meshctl: cannot reach the aggregator at " + aggregator.address()) ==
           0);
 
     const CommandResult plaintext =
-        RunCommand({NODEMESH_MESHCTL_BINARY, "--aggregator", aggregator.address, "stat", "deploy",
+        RunCommand({NODEMESH_MESHCTL_BINARY, "--aggregator", aggregator.address(), "stat", "deploy",
                     "-n", "emojivoto"},
                    30s);
     INFO(plaintext.output);
     CHECK(plaintext.exit_code == 1);
-    CHECK(plaintext.output.find("meshctl: cannot reach the aggregator at " + aggregator.address) ==
-          0);
+    CHECK(plaintext.output.find("meshctl: cannot reach the aggregator at " +
+                                aggregator.address()) == 0);
   }
 }
 
 TEST_CASE("an agent that is not the node its certificate names is refused") {
-  TwoNodeCluster cluster;
+  KernelCluster cluster;
   const Certificates certificates;
-  TlsAggregator aggregator(certificates);
+  AggregatorProcess& aggregator = StartTlsAggregator(cluster, certificates);
 
   SECTION("another node's certificate") {
     AgentProcess agent(cluster.node_a,
                        {.binary = NODEMESH_AGENT_BINARY,
-                        .extra_args = AgentTlsArgs(certificates, aggregator.address, "node-b")});
+                        .extra_args = AgentTlsArgs(certificates, aggregator.address(), "node-b")});
     const std::string refusal =
         "the certificate of 'system:node:node-b' may not report for node node-a";
-    CHECK(aggregator.process.WaitForOutput(refusal, 15s));
+    CHECK(aggregator.process().WaitForOutput(refusal, 15s));
     INFO(agent.output());
     CHECK(agent.process().WaitForOutput(refusal, 15s));
-    CHECK(aggregator.process.output().find("node node-a connected") == std::string::npos);
+    CHECK(aggregator.output().find("node node-a connected") == std::string::npos);
   }
 
   SECTION("no certificate at all") {
     AgentProcess agent(cluster.node_a, {.binary = NODEMESH_AGENT_BINARY,
-                                        .extra_args = {"--aggregator", aggregator.address,
+                                        .extra_args = {"--aggregator", aggregator.address(),
                                                        "--aggregator-ca", certificates.crt("ca")}});
-    CHECK(aggregator.process.WaitForOutput("an agent needs a client certificate to report", 15s));
-    CHECK(aggregator.process.output().find("node node-a connected") == std::string::npos);
+    CHECK(aggregator.process().WaitForOutput("an agent needs a client certificate to report", 15s));
+    CHECK(aggregator.output().find("node node-a connected") == std::string::npos);
   }
 }
 

@@ -18,15 +18,6 @@
 namespace nodemesh::testing {
 namespace {
 
-// The end of the agent's log, for exception messages: enough to see why it failed.
-std::string Tail(const std::string& text, size_t max_bytes = 8192) {
-  return text.size() <= max_bytes ? text : "..." + text.substr(text.size() - max_bytes);
-}
-
-}  // namespace
-
-namespace {
-
 // GET `path` on a connected-to-be stream socket at `address`: the admin API and /metrics
 // both answer with Connection: close, so the reply ends at EOF.
 std::optional<HttpReply> HttpGet(const sockaddr* address, socklen_t length, std::string_view path,

@@ -19,10 +19,6 @@ using namespace std::chrono_literals;
 constexpr std::chrono::milliseconds kStartTimeout = 15s;
 constexpr long kRequestTimeoutMs = 10000;
 
-std::string Tail(const std::string& text, size_t max_bytes = 8192) {
-  return text.size() <= max_bytes ? text : "..." + text.substr(text.size() - max_bytes);
-}
-
 std::string RandomToken() {
   std::random_device random;
   std::string token;

@@ -99,7 +99,8 @@ class KubeApiServer {
   bool running() const;
 
   // Every API request answered (control calls excluded) since construction, across Stop
-  // and Start, oldest first. `rule` names the RBAC rule that allowed it,
+  // and Start, oldest first. The server records a request before it answers it, so a
+  // request whose answer has arrived is here. `rule` names the RBAC rule that allowed it,
   // "ClusterRole/<name>#<index>" or "Role/<namespace>/<name>#<index>"; "admin" for the
   // admin token, "system:discovery" for discovery paths, "" without RBAC or when denied.
   struct Request {

@@ -55,7 +55,8 @@ Control endpoints, admin token only, JSON bodies:
   POST   /_test/tokens           {"user": "...", ["token": "..."]} -> {"token", "user"}
   DELETE /_test/tokens/<token>   revokes a token, wherever it came from.
   GET    /_test/requests         {"requests": [{method, path, user, status, watch, rule}]}
-         every API request answered (control requests excluded), oldest first.
+         every API request answered (control requests excluded), oldest first; each is
+         recorded before its answer is sent, so a client that has its answer finds it.
   DELETE /_test/requests         forgets them.
   POST   /_test/bookmark-interval {"seconds": 0.5}
   GET    /_test/rbac             {"rules": [{"rule", "uses"}]}: every RBAC rule and how
@@ -66,7 +67,8 @@ A rule is named "<Kind>/<name>#<index>" ("Role/<namespace>/<name>#<index>" for a
 requests allowed by the admin token have the rule "admin", discovery "system:discovery",
 and requests without --rbac "".
 
-Every request is logged to stderr as one line: method, path, user, status.
+Every request is logged to stderr as one line: method, path, user, status; like the record
+of /_test/requests, before its answer is sent.
 """
 
 import argparse
@@ -890,6 +892,8 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def record(self, status, watch=False):
+        """Logs the request and keeps it for /_test/requests. Called before the answer goes
+        out, never after: a client holding its answer must find its request recorded."""
         line = f"{self.command} {self.path} {self.user or '-'} {status}{' watch' if watch else ''}"
         log(line)
         if not self.control:
@@ -900,6 +904,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def answer(self, code, body, watch=False):
         payload = to_json(body)
+        self.record(code, watch)
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -907,7 +912,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Audit-Id", str(uuid.uuid4()))
         self.end_headers()
         self.wfile.write(payload)
-        self.record(code, watch)
 
     def answer_error(self, error, watch=False):
         self.answer(error.code, status_object(error.code, error.reason, error.message,
@@ -975,12 +979,13 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(200, VERSION_INFO)
         if path in ("/healthz", "/livez", "/readyz"):
             body = b"ok"
+            self.record(200)
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
-            return self.record(200)
+            return
         address = f"127.0.0.1:{self.server.server_address[1]}"
         if path == "/api":
             return self.answer(200, {"kind": "APIVersions", "versions": ["v1"],
@@ -1288,13 +1293,13 @@ class Handler(BaseHTTPRequestHandler):
                 position = int(rv_text)
         if gone is not None and gone_mode == "status":
             return self.answer(410, gone, watch=True)
+        self.record(200, watch=True)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Audit-Id", str(uuid.uuid4()))
         self.end_headers()
-        self.record(200, watch=True)
         if gone is not None:
             self.write_event("ERROR", gone)
             self.write_chunk(b"")

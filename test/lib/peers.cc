@@ -48,21 +48,29 @@ std::string NginxTempPaths(const std::string& root) {
       root);
 }
 
-Process StartEchoServer(const Pod& pod, uint16_t port, const std::string& address) {
-  Process server =
-      pod.Run({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "echo-server", "--listen",
-               address.empty() ? pod.ip : address, "--port", std::to_string(port)});
+std::vector<std::string> TcpPeer(const std::string& mode, std::vector<std::string> arguments) {
+  arguments.insert(arguments.begin(), {kPython, "-u", SourcePath("test/lib/tcp_peer.py"), mode});
+  return arguments;
+}
+
+Process StartTcpServer(const Pod& pod, const std::string& mode, uint16_t port,
+                       const std::string& address) {
+  Process server = pod.Run(TcpPeer(
+      mode, {"--listen", address.empty() ? pod.ip : address, "--port", std::to_string(port)}));
   if (!server.WaitForOutput("listening", std::chrono::seconds(20))) {
     throw std::runtime_error(
-        fmt::format("echo server in {} did not start: {}", pod.name, server.output()));
+        fmt::format("tcp_peer.py {} in {} did not start: {}", mode, pod.name, server.output()));
   }
   return server;
 }
 
+Process StartEchoServer(const Pod& pod, uint16_t port, const std::string& address) {
+  return StartTcpServer(pod, "echo-server", port, address);
+}
+
 CommandResult Dial(const Pod& client, const std::string& target, int count,
                    std::chrono::milliseconds timeout) {
-  return client.RunCommand({kPython, "-u", SourcePath("test/lib/tcp_peer.py"), "dial", "--connect",
-                            target, "--count", std::to_string(count)},
+  return client.RunCommand(TcpPeer("dial", {"--connect", target, "--count", std::to_string(count)}),
                            timeout);
 }
 

@@ -1,6 +1,6 @@
 // Test peers started inside pods by the kernel and end-to-end tiers: the TCP peers of
-// tcp_peer.py (echo server, dialer, long-lived and many-connection clients), and small
-// helpers to read what they print.
+// tcp_peer.py (an echo server and faulty servers, a dialer, long-lived, many-connection and
+// faulty clients: see its modes), nginx, and small helpers to read what they print.
 #pragma once
 
 #include <chrono>
@@ -33,8 +33,16 @@ Process StartNginx(const Pod& pod, const Pod& prober, const std::string& root,
 // The *_temp_path directives that keep nginx's temporary files under `root`.
 std::string NginxTempPaths(const std::string& root);
 
-// tcp_peer.py echo-server on the pod's address (or on `address`, e.g. its pod.ip6);
-// returns once it listens. Throws std::runtime_error with its output if it does not start.
+// The command line of test/lib/tcp_peer.py in `mode` with `arguments`, for Pod::Run and
+// Pod::RunCommand: TcpPeer("hold", {"--connect", target}).
+std::vector<std::string> TcpPeer(const std::string& mode, std::vector<std::string> arguments = {});
+
+// A server mode of tcp_peer.py (echo-server, reset-server, ...) on the pod's address (or on
+// `address`, e.g. its pod.ip6); returns once it listens. Throws std::runtime_error with its
+// output if it does not start.
+Process StartTcpServer(const Pod& pod, const std::string& mode, uint16_t port,
+                       const std::string& address = "");
+// StartTcpServer of tcp_peer.py echo-server.
 Process StartEchoServer(const Pod& pod, uint16_t port, const std::string& address = "");
 
 // tcp_peer.py dial from `client` to `target`, `count` connections one after the other.

@@ -420,6 +420,10 @@ CommandResult RunCommand(std::vector<std::string> argv, std::chrono::millisecond
   return result;
 }
 
+std::string Tail(const std::string& text, size_t max_bytes) {
+  return text.size() <= max_bytes ? text : "..." + text.substr(text.size() - max_bytes);
+}
+
 bool PollUntil(const std::function<bool()>& condition, std::chrono::milliseconds timeout,
                std::chrono::milliseconds interval) {
   const Clock::time_point deadline = Clock::now() + timeout;

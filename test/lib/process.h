@@ -115,6 +115,9 @@ CommandResult RunCommand(std::vector<std::string> argv,
                          std::chrono::milliseconds timeout = std::chrono::seconds(30),
                          Process::Options options = {});
 
+// The end of a process's output, for exception messages: enough to see why it failed.
+std::string Tail(const std::string& text, size_t max_bytes = 8192);
+
 // Calls `condition` every `interval` until it returns true or `timeout` has passed; the
 // bounded replacement for sleeping in tests. Returns the last result.
 bool PollUntil(const std::function<bool()>& condition, std::chrono::milliseconds timeout,

@@ -24,6 +24,9 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "test/lib/files.h"
+#include "test/lib/proc_stats.h"
+
 namespace nodemesh::testing {
 namespace {
 
@@ -68,13 +71,6 @@ void RunAndWarn(std::vector<std::string> argv) noexcept {
   } catch (const std::exception& e) {
     Warn("cleanup: {}", e.what());
   }
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  return contents.str();
 }
 
 bool Exists(const std::string& path) {
@@ -173,19 +169,6 @@ std::optional<std::string> IdOfMarker(std::string_view name) {
 
 std::string MarkerPath(const std::string& id) {
   return fmt::format("{}/{}.owner", kTestStateDir, id);
-}
-
-// Field 22 of /proc/<pid>/stat: with the pid, it names one process across pid reuse.
-std::optional<unsigned long long> ProcessStartTime(pid_t pid) {
-  const std::string stat = ReadFile(fmt::format("/proc/{}/stat", pid));
-  const size_t comm_end = stat.rfind(')');
-  if (comm_end == std::string::npos) return std::nullopt;
-  std::istringstream fields(stat.substr(comm_end + 1));
-  std::string field;
-  for (int index = 3; index <= 22 && fields >> field; ++index) {
-    if (index == 22) return std::stoull(field);
-  }
-  return std::nullopt;
 }
 
 struct Marker {
