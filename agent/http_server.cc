@@ -17,6 +17,7 @@
 #include "common/base/log.h"
 #include "common/base/percent_encoding.h"
 #include "common/net/address.h"
+#include "common/net/address_holder.h"
 #include "llhttp.h"
 
 namespace nodemesh::agent {
@@ -73,6 +74,34 @@ std::map<std::string, std::string> ParseQuery(std::string_view query) {
   return out;
 }
 
+// A socket file at `path` is taken over only from a server that is gone: one that still
+// accepts there keeps it, and whoever asks fails naming it. Anything but a socket is left
+// alone.
+absl::Status ClaimUnixPath(const std::string& path, const sockaddr_un& address) {
+  struct stat existing {};
+  if (::lstat(path.c_str(), &existing) != 0) {
+    return errno == ENOENT ? absl::OkStatus()
+                           : ErrnoStatus(fmt::format("admin socket {}", path), errno);
+  }
+  if (!S_ISSOCK(existing.st_mode)) {
+    return absl::AlreadyExistsError(
+        fmt::format("admin socket {}: a file that is not a socket is there: remove it, or give "
+                    "--admin-socket another path",
+                    path));
+  }
+  UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!probe.valid()) return ErrnoStatus("socket", errno);
+  if (connect(probe.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0) {
+    return absl::AlreadyExistsError(
+        fmt::format("admin socket {} is in use by {}: another agent serves it; stop it, or give "
+                    "--admin-socket another path",
+                    path, UnixPeerHolder(probe.get()).value_or("another process")));
+  }
+  // Refused: the socket of a server that has gone, left behind.
+  ::unlink(path.c_str());
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 HttpServer::HttpServer(UniqueFd listener, std::string address, std::string unix_path)
@@ -115,7 +144,16 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::ListenTcp(const std::str
   const int one = 1;
   setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (bind(fd.get(), found->ai_addr, found->ai_addrlen) != 0) {
-    return ErrnoStatus(fmt::format("listening on {}", address), errno);
+    const int error = errno;
+    sockaddr_storage wanted{};
+    std::memcpy(&wanted, found->ai_addr, found->ai_addrlen);
+    const std::optional<Endpoint> endpoint = Endpoint::FromSockaddr(wanted);
+    if (const std::optional<std::string> holder =
+            error == EADDRINUSE && endpoint ? TcpListenerHolder(*endpoint) : std::nullopt) {
+      return absl::AlreadyExistsError(
+          fmt::format("cannot listen on {}: the address is in use by {}", address, *holder));
+    }
+    return ErrnoStatus(fmt::format("listening on {}", address), error);
   }
   if (listen(fd.get(), 64) != 0) return ErrnoStatus("listen", errno);
   const std::optional<Endpoint> bound = Endpoint::Local(fd.get());
@@ -132,7 +170,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::ListenUnix(const std::st
   std::memcpy(address.sun_path, path.c_str(), path.size());
   UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return ErrnoStatus("socket", errno);
-  ::unlink(path.c_str());
+  if (absl::Status free = ClaimUnixPath(path, address); !free.ok()) return free;
   // Created owner-only from the start, not chmod-ed after: no window where others may connect.
   const mode_t old_mask = ::umask(0177);
   const int rc = bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address);

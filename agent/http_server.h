@@ -49,9 +49,11 @@ class HttpServer {
  public:
   using Handler = HttpRoutes::Handler;
 
-  // "127.0.0.1:9090", "[::]:9090" or ":9090" (all addresses).
+  // "127.0.0.1:9090", "[::]:9090" or ":9090" (all addresses), taken exclusively: an address
+  // another process listens on is an error naming it.
   static absl::StatusOr<std::unique_ptr<HttpServer>> ListenTcp(const std::string& address);
-  // A Unix socket only its owner (root) may use; an old socket file is replaced.
+  // A Unix socket only its owner (root) may use. A socket file left by a server that has gone
+  // is replaced; one still served is not, and the error names who serves it.
   static absl::StatusOr<std::unique_ptr<HttpServer>> ListenUnix(const std::string& path);
   ~HttpServer();
 

@@ -185,11 +185,8 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   const int stop_fd = signalfd(-1, &signals, SFD_CLOEXEC);
 
-  auto agent = nodemesh::agent::Agent::Create(options);
-  if (!agent.ok()) {
-    fmt::print(stderr, "nodemesh-agent: {}\n", agent.status().message());
-    return 1;
-  }
+  // The listeners first, each taken exclusively: an agent whose addresses another process
+  // holds stops before it loads a kernel program.
   std::error_code ignored;
   std::filesystem::create_directories(std::filesystem::path(admin_socket).parent_path(), ignored);
   auto admin = nodemesh::agent::HttpServer::ListenUnix(admin_socket);
@@ -200,6 +197,11 @@ int main(int argc, char** argv) {
   auto metrics = nodemesh::agent::HttpServer::ListenTcp(metrics_address);
   if (!metrics.ok()) {
     fmt::print(stderr, "nodemesh-agent: metrics: {}\n", metrics.status().message());
+    return 1;
+  }
+  auto agent = nodemesh::agent::Agent::Create(options);
+  if (!agent.ok()) {
+    fmt::print(stderr, "nodemesh-agent: {}\n", agent.status().message());
     return 1;
   }
   (*agent)->ServeAdmin(**admin);

@@ -11,6 +11,7 @@
 #include "aggregator/agent_service.h"
 #include "aggregator/api_service.h"
 #include "common/base/log.h"
+#include "common/net/address_holder.h"
 #include "common/tls/tls.h"
 
 namespace nodemesh::aggregator {
@@ -18,6 +19,22 @@ namespace {
 
 // Agent deltas of a large node (tens of thousands of series) exceed gRPC's default 4 MiB.
 constexpr int kMaxMessageBytes = 64 << 20;
+
+// Why --listen could not be taken, naming the process that holds it where /proc tells.
+absl::Status CannotListen(const std::string& address) {
+  const std::optional<Endpoint> endpoint = Endpoint::Parse(address);
+  if (const std::optional<std::string> holder =
+          endpoint ? TcpListenerHolder(*endpoint) : std::nullopt) {
+    return absl::AlreadyExistsError(fmt::format(
+        "cannot listen on {}: the address is in use by {}: stop it, or give --listen another "
+        "HOST:PORT",
+        address, *holder));
+  }
+  return absl::UnavailableError(
+      fmt::format("cannot listen on {}: the address is in use or not an address of this host (give "
+                  "--listen HOST:PORT)",
+                  address));
+}
 
 }  // namespace
 
@@ -73,13 +90,14 @@ absl::StatusOr<int> AggregatorServer::Start() {
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5'000);
+  // The address is this aggregator's alone: gRPC would otherwise open it with SO_REUSEPORT,
+  // and a second aggregator started on it would share it, the kernel splitting agents and
+  // queries between the two.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   server_ = builder.BuildAndStart();
   if (!server_ || port == 0) {
     server_.reset();
-    return absl::UnavailableError(fmt::format(
-        "cannot listen on {}: the address is in use or not an address of this host (give "
-        "--listen HOST:PORT)",
-        options_.listen_address));
+    return CannotListen(options_.listen_address);
   }
   if (options_.housekeeping_interval.count() > 0) {
     housekeeping_ = std::thread([this] { HousekeepingLoop(); });

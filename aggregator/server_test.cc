@@ -4,7 +4,9 @@
 // mean is queries_test's subject; here, that agents' news reaches them and they reach clients.
 #include "aggregator/server.h"
 
+#include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -486,6 +488,35 @@ TEST_CASE("Numbered deltas are acknowledged and filed once whichever stream brin
   agent->Send(delta(2, 1));
   REQUIRE(Eventually([&] { return acks(*agent).size() == 2; }));
   CHECK(acks(*agent) == std::vector<uint64_t>{1, 2});
+}
+
+TEST_CASE("A second aggregator on an address already served fails, naming who serves it",
+          "[unit]") {
+  Harness first;
+  auto agent =
+      first.Connect("n1", {MakePod("emojivoto", "web-1", "Deployment", "web", "n1", true)});
+  ServerOptions options;
+  options.listen_address = first.address;
+  options.housekeeping_interval = 0ms;
+  AggregatorServer second(options);
+  const absl::StatusOr<int> port = second.Start();
+  REQUIRE_FALSE(port.ok());
+  CHECK(port.status().code() == absl::StatusCode::kAlreadyExists);
+  // The holder is this very process: both servers run in the test.
+  CHECK_THAT(std::string(port.status().message()),
+             Catch::Contains(
+                 fmt::format("cannot listen on {}: the address is in use by", first.address)) &&
+                 Catch::Contains(fmt::format("(pid {})", getpid())) &&
+                 Catch::Contains("give --listen another HOST:PORT"));
+  // The first still serves, alone: every new connection reaches it.
+  for (int i = 0; i < 4; ++i) {
+    auto api =
+        v1::Api::NewStub(grpc::CreateChannel(first.address, grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    v1::ListPodsResponse response;
+    REQUIRE(api->ListPods(&context, v1::ListPodsRequest(), &response).ok());
+    CHECK(response.pods_size() == 1);
+  }
 }
 
 TEST_CASE("A query's error reaches the client as its gRPC status code and message", "[unit]") {

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <charconv>
 #include <cstring>
 
 #include "common/base/format.h"
@@ -43,6 +44,8 @@ bool IpAddress::is_v4() const {
   return std::memcmp(bytes.data(), kV4MappedPrefix.data(), kV4MappedPrefix.size()) == 0;
 }
 
+bool IpAddress::is_unspecified() const { return *this == IpAddress{} || *this == V4(0); }
+
 bool IpAddress::is_loopback() const { return is_v4() ? bytes[12] == 127 : *this == Loopback6(); }
 
 std::string IpAddress::ToString() const {
@@ -53,6 +56,33 @@ std::string IpAddress::ToString() const {
     inet_ntop(AF_INET6, bytes.data(), text, sizeof text);
   }
   return text;
+}
+
+std::optional<Endpoint> Endpoint::Parse(std::string_view host_port) {
+  const size_t colon = host_port.rfind(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  std::string_view host = host_port.substr(0, colon);
+  const std::string_view port_text = host_port.substr(colon + 1);
+  uint32_t port = 0;
+  const auto [end, error] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (error != std::errc() || end != port_text.data() + port_text.size() || port_text.empty() ||
+      port > 0xffff) {
+    return std::nullopt;
+  }
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  Endpoint endpoint;
+  endpoint.port = static_cast<uint16_t>(port);
+  if (host == "localhost") {
+    endpoint.ip = IpAddress::Loopback4();
+  } else if (!host.empty()) {
+    const std::optional<IpAddress> ip = IpAddress::Parse(host);
+    if (!ip) return std::nullopt;
+    endpoint.ip = *ip;
+  }
+  return endpoint;
 }
 
 std::optional<Endpoint> Endpoint::FromSockaddr(const sockaddr_storage& storage) {

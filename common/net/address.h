@@ -23,6 +23,7 @@ struct IpAddress {
 
   bool is_v4() const;
   bool is_loopback() const;
+  bool is_unspecified() const;  // 0.0.0.0 or ::, a listener's "every address"
   std::string ToString() const;
   bool operator==(const IpAddress&) const = default;
   template <typename H>
@@ -36,6 +37,9 @@ struct Endpoint {
   uint16_t port = 0;
 
   static std::optional<Endpoint> FromSockaddr(const sockaddr_storage& storage);
+  // "10.0.0.1:80", "[::1]:80", "localhost:80" (127.0.0.1) or ":80" (every address, ::), as
+  // listen flags are written; nullopt for anything else (a host name, a port out of range).
+  static std::optional<Endpoint> Parse(std::string_view host_port);
   // The socket's local (getsockname) or remote (getpeername) address.
   static std::optional<Endpoint> Local(int fd);
   static std::optional<Endpoint> Peer(int fd);

@@ -155,5 +155,24 @@ TEST_CASE("Endpoints hash by address and port") {
   CHECK_FALSE(set.contains(Endpoint{Ip("10.77.0.12"), 80}));
 }
 
+TEST_CASE("Endpoint::Parse reads listen addresses as flags write them") {
+  const auto parsed = [](std::string_view text) {
+    const std::optional<Endpoint> endpoint = Endpoint::Parse(text);
+    return endpoint ? endpoint->ToString() : std::string("none");
+  };
+  CHECK(parsed("127.0.0.1:8085") == "127.0.0.1:8085");
+  CHECK(parsed("[::1]:8085") == "[::1]:8085");
+  CHECK(parsed("localhost:4191") == "127.0.0.1:4191");
+  CHECK(parsed(":4191") == "[::]:4191");
+  CHECK(Endpoint::Parse(":4191")->ip.is_unspecified());
+  CHECK(Endpoint::Parse("0.0.0.0:1")->ip.is_unspecified());
+  CHECK_FALSE(Endpoint::Parse("10.0.0.1:1")->ip.is_unspecified());
+  for (const std::string_view text : {"127.0.0.1", "127.0.0.1:65536", "127.0.0.1:-1",
+                                      "127.0.0.1:", "aggregator:8085", "[::1:80", "10.0.0.1:80x"}) {
+    INFO(text);
+    CHECK_FALSE(Endpoint::Parse(text));
+  }
+}
+
 }  // namespace
 }  // namespace nodemesh

@@ -3,14 +3,18 @@
 // Every check through the agent is made against the same traffic sent direct first.
 #include <fmt/format.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "common/base/unique_fd.h"
 #include "test/kernel/kernel_cluster.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
@@ -864,6 +868,89 @@ TEST_CASE("the agent says which file is missing or which cgroup does not exist")
   INFO(no_cgroup.output);
   CHECK(no_cgroup.exit_code == 1);
   CHECK(no_cgroup.output.find("no-such-cgroup: No such file or directory") != std::string::npos);
+}
+
+TEST_CASE(
+    "a second agent on an admin socket or metrics address already served fails naming "
+    "the first, which still serves") {
+  Cluster cluster;
+  AgentProcess first(cluster.node_a, AgentOptions());
+  const std::string metrics = first.metrics_address();
+  TempDir dir;
+  std::ofstream(dir.path() + "/pods.json") << R"({"pods":[]})";
+  // A second agent for the same node, as one left over from an interrupted run would be.
+  const auto run_second = [&](const std::string& admin_socket, const std::string& address) {
+    return RunCommand({NODEMESH_AGENT_BINARY, "--node", cluster.node_a.name(), "--inventory",
+                       dir.path() + "/pods.json", "--cgroup-root", cluster.node_a.cgroup_path(),
+                       "--admin-socket", admin_socket, "--metrics-address", address},
+                      30s);
+  };
+  const std::string holder = fmt::format("nodemesh-agent (pid {})", first.process().pid());
+
+  const CommandResult same_socket = run_second(first.admin_socket(), "127.0.0.1:0");
+  INFO(same_socket.output);
+  CHECK(same_socket.exit_code == 1);
+  CHECK_THAT(same_socket.output,
+             Catch::Contains(fmt::format("admin socket {} is in use by {}: another agent serves "
+                                         "it; stop it, or give --admin-socket another path",
+                                         first.admin_socket(), holder)));
+
+  const CommandResult same_port = run_second(dir.path() + "/admin.sock", metrics);
+  INFO(same_port.output);
+  CHECK(same_port.exit_code == 1);
+  CHECK_THAT(same_port.output,
+             Catch::Contains(fmt::format("nodemesh-agent: metrics: cannot listen on {}: the "
+                                         "address is in use by {}",
+                                         metrics, holder)));
+  // Neither took anything: the second's socket file is gone with it, and no second set of
+  // programs was ever attached to the node (it stopped before loading them).
+  CHECK(access((dir.path() + "/admin.sock").c_str(), F_OK) != 0);
+
+  // The first serves both addresses alone, and proxies as before.
+  const std::optional<HttpReply> ready = first.GetMetricsPort("/readyz");
+  REQUIRE(ready);
+  CHECK(ready->status == 200);
+  Process server = StartEchoServer(cluster.remote, kEchoPort);
+  const CommandResult proxied = Dial(cluster.client, Target(cluster.remote, kEchoPort));
+  INFO(Describe(proxied));
+  CHECK(proxied.exit_code == 0);
+  CHECK(first.ProxyCounter("accepted_outbound") == 1);
+  StopCleanly(first);
+}
+
+TEST_CASE(
+    "an admin socket left by an agent that is gone is taken over, and a file that is not a "
+    "socket is not") {
+  NodeForErrors setup;
+  setup.WriteInventory(R"({"pods":[]})");
+  const std::string socket_path = setup.dir.path() + "/admin.sock";
+  {
+    // A socket nobody accepts on any more: what an agent killed with SIGKILL leaves.
+    UniqueFd left(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::snprintf(address.sun_path, sizeof address.sun_path, "%s", socket_path.c_str());
+    REQUIRE(bind(left.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  }
+  Process agent({NODEMESH_AGENT_BINARY, "--node", setup.node.name(), "--inventory", setup.inventory,
+                 "--cgroup-root", setup.node.cgroup_path(), "--admin-socket", socket_path,
+                 "--metrics-address", "127.0.0.1:0"});
+  CHECK(PollUntil([&] { return HttpGetUnix(socket_path, "/stats").has_value(); }, 30s));
+  INFO(agent.output());
+  agent.Signal(SIGTERM);
+  const std::optional<ExitStatus> stopped = agent.Wait(10s);
+  REQUIRE(stopped);
+  CHECK(stopped->ok());
+
+  std::ofstream(socket_path) << "not a socket";
+  const CommandResult refused = setup.RunAgent();
+  INFO(refused.output);
+  CHECK(refused.exit_code == 1);
+  CHECK_THAT(refused.output, Catch::Contains(fmt::format(
+                                 "admin socket {}: a file that is not a socket is there: remove "
+                                 "it, or give --admin-socket another path",
+                                 socket_path)));
+  CHECK(ReadFile(socket_path) == "not a socket");
 }
 
 }  // namespace
