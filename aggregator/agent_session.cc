@@ -66,20 +66,21 @@ void AgentSession::Register() {
       node, hello_.version(), hello_pods.ok() ? PodsOf(hello_.pods()) : std::vector<v1::Pod>{},
       state_.NowSeconds());
   if (!hello_pods.ok()) Refused(hello_pods);
-  if (const std::shared_ptr<StreamLink> replaced =
-          state_.agents.Replace(node, generation_, link_)) {
-    replaced->Cancel();
+  const std::shared_ptr<StreamLink> replaced = state_.agents.Replace(node, generation_, link_);
+  if (replaced) replaced->Cancel();
+  state_.tap_hub.AttachAgent(node, link_);
+  state_.tap_hub.PodsChanged();
+  BroadcastPods();
+  // Said once the node is whole here, its pods known and its stream taking taps: whoever
+  // reads this line (an operator, a test) may tap the node's pods from then on.
+  if (replaced) {
     Log(LogLevel::kInfo,
-        "node {} connected again (agent {}, {} pods); its previous stream is "
-        "replaced",
-        node, hello_.version(), hello_.pods_size());
+        "node {} connected again (agent {}, {} pods); its previous stream is replaced", node,
+        hello_.version(), hello_.pods_size());
   } else {
     Log(LogLevel::kInfo, "node {} connected (agent {}, {} pods)", node, hello_.version(),
         hello_.pods_size());
   }
-  state_.tap_hub.AttachAgent(node, link_);
-  state_.tap_hub.PodsChanged();
-  BroadcastPods();
 }
 
 void AgentSession::Dispatch() {

@@ -291,6 +291,32 @@ TEST_CASE(
   CHECK(c.Stat({"deploy", "--from", "deploy/load"})["api"]["requests"] == 3);
 }
 
+TEST_CASE(
+    "a second aggregator on the cluster's address exits naming the first, which keeps "
+    "every node") {
+  Cluster c;
+  // As one left over from an interrupted run would be started again, on the same address.
+  const CommandResult second =
+      RunCommand({NODEMESH_AGGREGATOR_BINARY, "--listen", c.aggregator_address}, 30s);
+  INFO(second.output);
+  CHECK(second.exit_code != 0);
+  CHECK_THAT(second.output,
+             Catch::Contains(fmt::format("cannot listen on {}: the address is in use by "
+                                         "nodemesh-aggregator (pid {}): stop it, or give --listen "
+                                         "another HOST:PORT",
+                                         c.aggregator_address, c.aggregator().process().pid())));
+  // Every new connection reaches the first, which still has both nodes: none was split off.
+  for (int i = 0; i < 5; ++i) {
+    const CommandResult check = c.Meshctl({"check"});
+    INFO(check.output);
+    CHECK(check.exit_code == 0);
+    CHECK_THAT(check.output, Catch::Contains("node node-a is connected and reporting") &&
+                                 Catch::Contains("node node-b is connected and reporting"));
+  }
+  CHECK(c.aggregator().Connections("node-a") == 1);
+  CHECK(c.aggregator().Connections("node-b") == 1);
+}
+
 TEST_CASE("meshctl says what to do when the aggregator is unreachable") {
   RequireRoot("e2e");
   const CommandResult result =
