@@ -13,7 +13,18 @@ cd "$(dirname "$0")/.."
 fuzz_seconds=${FUZZ_SECONDS:-30}
 jobs=$(nproc)
 
-stage() { printf '\n==> %s\n' "$*"; }
+# Each stage says when it starts and how long the one before it took, so that a run's log shows
+# where its time went.
+stage_started=$SECONDS
+stage_name=
+stage() {
+  if [[ -n $stage_name ]]; then
+    printf '==> %s: %d s\n' "$stage_name" $((SECONDS - stage_started))
+  fi
+  stage_name=$*
+  stage_started=$SECONDS
+  printf '\n==> %s (at %d s)\n' "$*" "$SECONDS"
+}
 
 stage "dependencies"
 bash test/install-deps.sh
