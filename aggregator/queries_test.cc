@@ -18,13 +18,12 @@ namespace {
 
 using testing::Cast;
 using testing::DeltaBuilder;
+using testing::kNow;
 using testing::External;
 using testing::FindEdge;
 using testing::FindRow;
 using testing::MakePod;
 using testing::Resource;
-
-constexpr int64_t kNow = 1'700'000'000;
 
 v1::StatSummaryRequest StatRequest(const v1::Resource& selector, int64_t window_seconds = 10) {
   v1::StatSummaryRequest request;

@@ -9,9 +9,8 @@ namespace nodemesh::aggregator {
 namespace {
 
 using testing::DeltaBuilder;
+using testing::kNow;
 using testing::MakePod;
-
-constexpr int64_t kNow = 1'700'000'000;
 
 const v1::Identity& Web() {
   static const v1::Identity identity =

@@ -14,6 +14,9 @@
 
 namespace nodemesh::aggregator::testing {
 
+// The second the store and query tests take as now.
+constexpr int64_t kNow = 1'700'000'000;
+
 inline v1::Pod MakePod(const std::string& namespace_name, const std::string& name,
                        const std::string& owner_kind, const std::string& owner_name,
                        const std::string& node, bool enrolled,

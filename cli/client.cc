@@ -7,20 +7,15 @@
 #include <array>
 #include <cctype>
 
+#include "absl/strings/ascii.h"
 #include "cli/views/format.h"
 
 namespace nodemesh::cli {
 namespace {
 
-std::string Lowercase(std::string text) {
-  std::transform(text.begin(), text.end(), text.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return text;
-}
-
 // The part of gRPC's connection error a person can act on.
 std::string ConnectionFailure(const std::string& grpc_message) {
-  const std::string message = Lowercase(grpc_message);
+  const std::string message = absl::AsciiStrToLower(grpc_message);
   static constexpr std::array<std::pair<std::string_view, std::string_view>, 13> kKnown = {{
       {"certificate_verify_failed",
        "its certificate does not verify against --ca: give the CA that issued it"},

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <catch2/catch.hpp>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -12,6 +13,9 @@
 #include "google/protobuf/text_format.h"
 
 namespace nodemesh::cli::testing {
+
+// The time the canned answers of cli/testdata were taken at.
+constexpr int64_t kNow = 1700000012;
 
 inline std::string TestdataPath(const std::string& name) {
   return std::string(NODEMESH_SOURCE_DIR) + "/cli/testdata/" + name;

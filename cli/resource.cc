@@ -6,6 +6,8 @@
 #include <array>
 #include <cctype>
 
+#include "absl/strings/ascii.h"
+
 namespace nodemesh::cli {
 namespace {
 
@@ -28,13 +30,6 @@ constexpr std::array<TypeLabel, 5> kLabels = {{
 const TypeLabel& LabelOf(ResourceType type) {
   return *std::find_if(kLabels.begin(), kLabels.end(),
                        [type](const TypeLabel& label) { return label.type == type; });
-}
-
-std::string Lowercase(std::string_view text) {
-  std::string lower(text);
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return lower;
 }
 
 absl::Status UnknownType(std::string_view text) {
@@ -127,7 +122,7 @@ std::string WorkloadLabel(const v1::Identity& identity) {
   if (identity.owner_kind().empty() || identity.owner_kind() == "Pod") {
     return fmt::format("pod/{}", identity.pod());
   }
-  return fmt::format("{}/{}", Lowercase(identity.owner_kind()), identity.owner_name());
+  return fmt::format("{}/{}", absl::AsciiStrToLower(identity.owner_kind()), identity.owner_name());
 }
 
 absl::StatusOr<int64_t> ParseWindow(std::string_view text) {

@@ -7,7 +7,7 @@
 namespace nodemesh::metrics {
 namespace {
 
-struct Fixture {
+struct RegistryFixture {
   IdentityTable identities;
   RouteTable routes{100};
   Registry registry{identities, routes};
@@ -18,7 +18,7 @@ struct Fixture {
 };
 
 TEST_CASE("registry: shard deltas become cumulative Prometheus series") {
-  Fixture f;
+  RegistryFixture f;
   const RouteTable::Id vote =
       f.routes.Intern("emojivoto/Deployment/voting", "/emojivoto.v1.VotingService/VoteDoughnut");
   const TrafficKey traffic{f.web, f.voting, Direction::kOutbound};
@@ -76,7 +76,7 @@ TEST_CASE("registry: shard deltas become cumulative Prometheus series") {
 }
 
 TEST_CASE("registry: outbound series dialled to a Service carry it as dst_service") {
-  Fixture f;
+  RegistryFixture f;
   const IdentityTable::Id service =
       f.identities.Intern({"emojivoto", "", "Service", "voting-svc", "", ""});
   const TrafficKey via_service{f.web, f.voting, Direction::kOutbound, service};
@@ -107,7 +107,7 @@ TEST_CASE("registry: outbound series dialled to a Service carry it as dst_servic
 }
 
 TEST_CASE("registry: label values are escaped") {
-  Fixture f;
+  RegistryFixture f;
   const auto odd = f.identities.Intern({"ns", "p\"q\\r\ns", "Pod", "x", "sa", "n1"});
   Shard shard;
   shard.OpenConnection({odd, IdentityTable::kExternal, Direction::kInbound});
@@ -119,7 +119,7 @@ TEST_CASE("registry: label values are escaped") {
 }
 
 TEST_CASE("registry: series idle past the retention leave /metrics and free their names") {
-  Fixture f;
+  RegistryFixture f;
   const IdentityTable::Id emoji =
       f.identities.Intern({"emojivoto", "emoji-1", "Deployment", "emoji", "emoji", "n1"});
   Shard shard;

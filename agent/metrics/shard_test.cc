@@ -40,7 +40,7 @@ void Record(const Exchange& e, RouteCache& cache, Shard& shard, std::string* scr
                       latency_ns / 2);
 }
 
-struct Fixture {
+struct ShardFixture {
   IdentityTable identities;
   RouteTable routes{100};
   RouteCache cache{routes, identities};
@@ -48,7 +48,7 @@ struct Fixture {
   std::string scratch;
   std::vector<Exchange> exchanges;
 
-  Fixture() {
+  ShardFixture() {
     const auto web = identities.Intern({"emojivoto", "web-1", "Deployment", "web", "web", "n1"});
     const auto voting =
         identities.Intern({"emojivoto", "voting-1", "Deployment", "voting", "voting", "n2"});
@@ -73,7 +73,7 @@ struct Fixture {
 };
 
 TEST_CASE("shard: a collection hands over exact counts and zeroes them") {
-  Fixture f;
+  ShardFixture f;
   for (int i = 0; i < 10; ++i) f.RecordAll(1'000'000);
   Delta delta;
   f.shard.Collect(&delta);
@@ -98,7 +98,7 @@ TEST_CASE("shard: a collection hands over exact counts and zeroes them") {
 
 #if NODEMESH_COUNT_ALLOCATIONS
 TEST_CASE("shard: the per-request path allocates nothing once its series exist") {
-  Fixture f;
+  ShardFixture f;
   f.RecordAll(1'000'000);  // creates the routes, the cache entries and the series
   Delta delta;
   f.shard.Collect(&delta);  // a collection in between must not make the next second allocate

@@ -10,7 +10,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-struct Fixture {
+struct LocalTapFixture {
   TapSubscriptions subscriptions;
   std::vector<v1::TapEvent> outbox;  // what the workers tapped, waiting
   uint64_t outbox_dropped = 0;
@@ -47,7 +47,7 @@ TapFilter PathFilter(const std::string& prefix) {
 }
 
 TEST_CASE("local taps: each session gets its own events and only those", "[tap]") {
-  Fixture f;
+  LocalTapFixture f;
   REQUIRE(f.taps.Poll("a", PathFilter("/a"), f.now).ok());
   REQUIRE(f.taps.Poll("b", PathFilter("/b"), f.now).ok());
   const uint64_t a = f.SubscriptionOf("/a");
@@ -72,7 +72,7 @@ TEST_CASE("local taps: each session gets its own events and only those", "[tap]"
 }
 
 TEST_CASE("local taps: bounded sessions and queues, one filter per session", "[tap]") {
-  Fixture f;
+  LocalTapFixture f;
   REQUIRE(f.taps.Poll("a", PathFilter("/a"), f.now).ok());
   REQUIRE(f.taps.Poll("b", PathFilter("/b"), f.now).ok());
   const absl::StatusOr<LocalTaps::Batch> third = f.taps.Poll("c", PathFilter("/c"), f.now);
@@ -92,7 +92,7 @@ TEST_CASE("local taps: bounded sessions and queues, one filter per session", "[t
 }
 
 TEST_CASE("local taps: a session nobody polls ends and its subscription goes", "[tap]") {
-  Fixture f;
+  LocalTapFixture f;
   REQUIRE(f.taps.Poll("a", PathFilter("/a"), f.now).ok());
   REQUIRE(f.taps.Poll("b", PathFilter("/b"), f.now).ok());
   // The aggregator's subscriptions are not the local taps' to end.

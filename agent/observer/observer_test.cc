@@ -21,7 +21,7 @@ const Endpoint kVotingAddress = At("10.77.0.12", 8080);
 
 // One worker's observation context, with web-1 as the enrolled pod and voting-1 as a peer
 // the address directory names.
-struct Fixture {
+struct ObserverFixture {
   metrics::IdentityTable identities;
   metrics::RouteTable routes{100};
   PeerDirectory directory;
@@ -38,7 +38,7 @@ struct Fixture {
   std::shared_ptr<const PodView> pod;
   int64_t now = 1'000'000'000;
 
-  Fixture() {
+  ObserverFixture() {
     options.parser_config.captured_headers = {"content-type", "authorization"};
     context = std::make_unique<ObserverContext>(tables, options, 0, 1);
     directory.Replace({{kWebAddress.ip, web}, {kVotingAddress.ip, voting}});
@@ -73,7 +73,7 @@ constexpr std::string_view kFailure =
 
 TEST_CASE("observer: an HTTP/1 exchange is counted between the pod and the peer it named",
           "[unit]") {
-  Fixture f;
+  ObserverFixture f;
   std::unique_ptr<ConnectionObserver> observer = f.Outbound();
   CHECK(observer->protocol_name() == "detecting");
   observer->OnBytes(Side::kClient, kVoteRequest, f.now + 1'000);
@@ -104,7 +104,7 @@ TEST_CASE("observer: an HTTP/1 exchange is counted between the pod and the peer 
 }
 
 TEST_CASE("observer: inbound, the caller is named from its address", "[unit]") {
-  Fixture f;
+  ObserverFixture f;
   ConnectionObserver observer(
       *f.context, f.pod, Direction::kInbound, kVotingAddress, At("10.77.0.11", 8080),
       [] { return kVotingAddress; }, f.now);
@@ -116,7 +116,7 @@ TEST_CASE("observer: inbound, the caller is named from its address", "[unit]") {
 }
 
 TEST_CASE("observer: a parse failure makes the rest opaque, counted with its reason", "[unit]") {
-  Fixture f;
+  ObserverFixture f;
   std::unique_ptr<ConnectionObserver> observer = f.Outbound();
   observer->OnBytes(Side::kClient, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", f.now);
   observer->OnBytes(Side::kUpstream, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", f.now);
@@ -143,7 +143,7 @@ TEST_CASE("observer: a gRPC connection whose server speaks first is parsed as HT
       parsers::MakeParser(parsers::Protocol::kHttp2, config, expected);
   testing::Replay(segments, *parser);
 
-  Fixture f;
+  ObserverFixture f;
   std::unique_ptr<ConnectionObserver> observer = f.Outbound();
   int64_t at = f.now;
   for (const testing::Segment& segment : segments) {
@@ -175,7 +175,7 @@ TEST_CASE("observer: a gRPC connection whose server speaks first is parsed as HT
 
 TEST_CASE("observer: without an HTTP/2 preface, a server that speaks first means opaque",
           "[unit]") {
-  Fixture f;
+  ObserverFixture f;
   std::unique_ptr<ConnectionObserver> observer = f.Outbound();
   observer->OnBytes(Side::kUpstream, "220 mail.example ESMTP ready\r\n", f.now);
   observer->OnBytes(Side::kClient, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", f.now);
@@ -191,7 +191,7 @@ TEST_CASE("observer: without an HTTP/2 preface, a server that speaks first means
 }
 
 TEST_CASE("observer: a side that ends before the protocol is known makes it opaque", "[unit]") {
-  Fixture f;
+  ObserverFixture f;
   std::unique_ptr<ConnectionObserver> observer = f.Outbound();
   observer->OnBytes(Side::kClient, "GE", f.now);
   CHECK(observer->protocol_name() == "detecting");
@@ -202,7 +202,7 @@ TEST_CASE("observer: a side that ends before the protocol is known makes it opaq
 }
 
 TEST_CASE("observer: with L7 off every connection is opaque from its first byte", "[unit]") {
-  Fixture f;
+  ObserverFixture f;
   f.options.l7 = false;
   std::unique_ptr<ConnectionObserver> observer = f.Outbound();
   CHECK(observer->protocol_name() == "opaque");
@@ -217,7 +217,7 @@ TEST_CASE("observer: with L7 off every connection is opaque from its first byte"
 
 TEST_CASE("observer: a tapped request gives request, response and end events, credentials hidden",
           "[unit]") {
-  Fixture f;
+  ObserverFixture f;
   TapFilter filter;
   filter.id = 7;
   filter.destinations = {"emojivoto/voting-1"};
@@ -258,7 +258,7 @@ TEST_CASE("observer: a tapped request gives request, response and end events, cr
 
 TEST_CASE("observer: a connection dialled to a Service is named by the pod its NAT chose",
           "[unit]") {
-  Fixture f;
+  ObserverFixture f;
   const Endpoint cluster_ip = At("10.96.0.20", 80);
   const metrics::IdentityTable::Id service =
       f.identities.Intern({"emojivoto", "", "Service", "voting-svc", "", ""});
@@ -302,7 +302,7 @@ TEST_CASE("observer: a connection dialled to a Service is named by the pod its N
 }
 
 TEST_CASE("observer: a Service connection whose NAT is unknown stays the cluster IP's", "[unit]") {
-  Fixture f;
+  ObserverFixture f;
   const Endpoint cluster_ip = At("10.96.0.20", 80);
   const metrics::IdentityTable::Id service =
       f.identities.Intern({"emojivoto", "", "Service", "voting-svc", "", ""});

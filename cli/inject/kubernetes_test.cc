@@ -11,6 +11,7 @@
 #include "cli/inject/mode.h"
 #include "cli/inject/plan.h"
 #include "cli/meshctl.h"
+#include "cli/run_in_process.h"
 #include "cli/views/inject.h"
 #include "test/lib/files.h"
 
@@ -19,6 +20,8 @@ namespace {
 
 using nlohmann::json;
 using testing::CheckGolden;
+using testing::Result;
+using testing::Run;
 
 // A pod of a Deployment: owned by ReplicaSet <deployment>-<hash>, with the hash label.
 json DeploymentPod(std::string_view name, std::string_view deployment, std::string_view hash,
@@ -255,33 +258,6 @@ TEST_CASE("output: one line per object, and json", "[inject][kube][views]") {
   CheckGolden("kube_inject.golden", RenderKubeChanges(SampleChanges(), OutputFormat::kTable));
   CheckGolden("kube_inject_json.golden", RenderKubeChanges(SampleChanges(), OutputFormat::kJson));
   CHECK(RenderKubeChanges({}, OutputFormat::kJson) == "{\n  \"changes\": []\n}\n");
-}
-
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-Result Run(const std::vector<std::string>& args, std::map<std::string, std::string> env = {}) {
-  std::ostringstream out, err;
-  CancelSource cancel;
-  const Context context{
-      .out = out,
-      .err = err,
-      .out_is_tty = false,
-      .getenv = [env](const std::string& name) -> std::optional<std::string> {
-        const auto it = env.find(name);
-        if (it == env.end()) return std::nullopt;
-        return it->second;
-      },
-      .now_unix_seconds = [] { return int64_t{1700000000}; },
-      .cancel = cancel,
-  };
-  Result result;
-  result.code = RunMeshctl(args, context);
-  result.out = out.str();
-  result.err = err.str();
-  return result;
 }
 
 TEST_CASE("the command line: which cluster, flags that do not go together", "[inject][kube]") {

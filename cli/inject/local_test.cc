@@ -69,8 +69,8 @@ constexpr std::string_view kIndented = R"({
     ]
 })";
 
-using testing::ReadFile;
-using testing::TempDir;
+using nodemesh::testing::ReadFile;
+using nodemesh::testing::TempDir;
 
 // The names in `directory`, sorted.
 std::vector<std::string> Entries(const std::string& directory) {

@@ -10,7 +10,8 @@
 namespace nodemesh::cli {
 namespace {
 
-using Json = nlohmann::json;
+// The admin API's answers, as the shell fetched them.
+using AdminJson = nlohmann::json;
 
 struct Address {
   std::string ip;
@@ -54,7 +55,7 @@ bool IsLoopback(const std::string& ip) {
   return ip.starts_with("127.") || ip == "::1" || ip.starts_with("::ffff:127.");
 }
 
-std::string PodKey(const Json& pod) {
+std::string PodKey(const AdminJson& pod) {
   return pod.value("namespace", "") + "/" + pod.value("name", "");
 }
 
@@ -68,7 +69,7 @@ class Checklist {
   // Adds a step; once one has failed, the later ones are not reached (ok null) unless
   // `always` (facts that do not depend on the earlier steps).
   void Add(std::string check, bool ok, std::string detail, std::string fix = "") {
-    Json step = {{"check", std::move(check)}, {"detail", std::move(detail)}};
+    AdminJson step = {{"check", std::move(check)}, {"detail", std::move(detail)}};
     if (first_failure_) {
       step["ok"] = nullptr;
     } else {
@@ -80,25 +81,27 @@ class Checklist {
     }
     steps_.push_back(std::move(step));
   }
-  Json steps() const { return steps_; }
-  Json first_failure() const { return first_failure_ ? Json(*first_failure_) : Json(nullptr); }
+  AdminJson steps() const { return steps_; }
+  AdminJson first_failure() const {
+    return first_failure_ ? AdminJson(*first_failure_) : AdminJson(nullptr);
+  }
 
  private:
-  Json steps_ = Json::array();
+  AdminJson steps_ = AdminJson::array();
   std::optional<size_t> first_failure_;
 };
 
 // What explain is asked about: a pod of the node (by its key, its name or one of its
 // addresses), an address, or both when an address is a pod's.
 struct Target {
-  std::optional<Json> pod;
+  std::optional<AdminJson> pod;
   std::optional<Address> address;
 };
 
-absl::StatusOr<Target> FindTarget(const std::string& target, const Json& pods_answer) {
-  const Json pods = pods_answer.value("pods", Json::array());
+absl::StatusOr<Target> FindTarget(const std::string& target, const AdminJson& pods_answer) {
+  const AdminJson pods = pods_answer.value("pods", AdminJson::array());
   Target found;
-  for (const Json& candidate : pods) {
+  for (const AdminJson& candidate : pods) {
     if (PodKey(candidate) == target || candidate.value("name", "") == target) found.pod = candidate;
   }
   if (found.pod) return found;
@@ -108,15 +111,15 @@ absl::StatusOr<Target> FindTarget(const std::string& target, const Json& pods_an
         fmt::format("{} is no pod of node {} and no address (IP or IP:PORT): see `pods`", target,
                     pods_answer.value("node", "?")));
   }
-  for (const Json& candidate : pods) {
-    for (const Json& ip : candidate.value("ips", Json::array())) {
+  for (const AdminJson& candidate : pods) {
+    for (const AdminJson& ip : candidate.value("ips", AdminJson::array())) {
       if (ip == found.address->ip) found.pod = candidate;
     }
   }
   return found;
 }
 
-void CheckPortNotExcluded(uint16_t port, const Json& excluded, Checklist& checks) {
+void CheckPortNotExcluded(uint16_t port, const AdminJson& excluded, Checklist& checks) {
   const bool is_excluded = std::find(excluded.begin(), excluded.end(), port) != excluded.end();
   checks.Add(fmt::format("port {} not excluded", port), !is_excluded,
              is_excluded ? fmt::format("--exclude-ports lists {}: connects to it go direct", port)
@@ -126,7 +129,7 @@ void CheckPortNotExcluded(uint16_t port, const Json& excluded, Checklist& checks
 
 // An address outside this node's pods: what a connect() to it from an enrolled pod meets in
 // cgroup/connect.
-void CheckDestination(const Address& address, const std::string& node, const Json& config,
+void CheckDestination(const Address& address, const std::string& node, const AdminJson& config,
                       Checklist& checks) {
   checks.Add(fmt::format("address {}", address.ip), true,
              fmt::format("no pod of node {}: explained as a destination of its pods", node));
@@ -135,9 +138,9 @@ void CheckDestination(const Address& address, const std::string& node, const Jso
       IsLoopback(address.ip) ? "connects to loopback are never redirected" : "a routed address",
       "connections inside a pod over loopback are not meshed, by design");
   if (address.port) {
-    CheckPortNotExcluded(*address.port, config.value("excluded_ports", Json::array()), checks);
+    CheckPortNotExcluded(*address.port, config.value("excluded_ports", AdminJson::array()), checks);
   }
-  const Json marks = config.value("marks", Json::object());
+  const AdminJson marks = config.value("marks", AdminJson::object());
   checks.Add("a connect() from an enrolled pod is redirected to the agent", true,
              fmt::format("to the agent's outbound listener (port {}) in the caller's netns; "
                          "the agent's own sockets (marks {} and {}) never are",
@@ -146,7 +149,7 @@ void CheckDestination(const Address& address, const std::string& node, const Jso
 }
 
 // The agent's side of a pod: in its inventory (as /pods lists it), meshed, enrolled.
-void CheckPodInAgent(const Json& pod, const std::string& node, Checklist& checks) {
+void CheckPodInAgent(const AdminJson& pod, const std::string& node, Checklist& checks) {
   checks.Add("in this node's inventory", true, fmt::format("{} on node {}", PodKey(pod), node));
   checks.Add("meshed", pod.value("meshed", false),
              pod.value("meshed", false) ? "true in the inventory" : "false in the inventory",
@@ -164,11 +167,11 @@ void CheckPodInAgent(const Json& pod, const std::string& node, Checklist& checks
 
 // The kernel's side of a pod: its cgroup in enrolled_cgroups, the connect programs above
 // it, sk_lookup on its netns.
-void CheckPodInKernel(const Json& pod, const ExplainInputs& in, Checklist& checks) {
-  const Json cgroup_id = pod.value("cgroup_id", Json(nullptr));
+void CheckPodInKernel(const AdminJson& pod, const ExplainInputs& in, Checklist& checks) {
+  const AdminJson cgroup_id = pod.value("cgroup_id", AdminJson(nullptr));
   bool in_map = false;
-  for (const Json& entry : in.enrolled_cgroups.value("entries", Json::array())) {
-    in_map |= !cgroup_id.is_null() && entry.value("cgroup_id", Json(nullptr)) == cgroup_id;
+  for (const AdminJson& entry : in.enrolled_cgroups.value("entries", AdminJson::array())) {
+    in_map |= !cgroup_id.is_null() && entry.value("cgroup_id", AdminJson(nullptr)) == cgroup_id;
   }
   checks.Add(
       "its cgroup is in the kernel's enrolled_cgroups", in_map,
@@ -180,7 +183,7 @@ void CheckPodInKernel(const Json& pod, const ExplainInputs& in, Checklist& check
   const std::string cgroup = pod.value("cgroup", "");
   const bool below_root = root == "/" || cgroup == root || cgroup.starts_with(root + "/");
   int cgroup_programs = 0;
-  for (const Json& program : in.kernel.value("programs", Json::array())) {
+  for (const AdminJson& program : in.kernel.value("programs", AdminJson::array())) {
     cgroup_programs += program.value("attach_point", "").starts_with("cgroup ") ? 1 : 0;
   }
   checks.Add("connect programs attached above its cgroup", below_root && cgroup_programs > 0,
@@ -188,7 +191,7 @@ void CheckPodInKernel(const Json& pod, const ExplainInputs& in, Checklist& check
                          below_root ? "" : fmt::format(", which does not hold {}", cgroup)),
              fmt::format("run the agent with a --cgroup-root that holds {}", cgroup));
   bool sk_lookup = false;
-  for (const Json& program : in.kernel.value("programs", Json::array())) {
+  for (const AdminJson& program : in.kernel.value("programs", AdminJson::array())) {
     sk_lookup |=
         program.value("pod", "") == PodKey(pod) && program.value("name", "") == "nm_sk_lookup";
   }
@@ -199,9 +202,9 @@ void CheckPodInKernel(const Json& pod, const ExplainInputs& in, Checklist& check
 
 // The pod's ports: the one asked about captured inbound and not excluded, or else which are
 // captured.
-void CheckPodPorts(const Json& pod, const std::optional<Address>& address, const Json& config,
-                   Checklist& checks) {
-  const Json inbound = pod.value("inbound", Json::array());
+void CheckPodPorts(const AdminJson& pod, const std::optional<Address>& address,
+                   const AdminJson& config, Checklist& checks) {
+  const AdminJson inbound = pod.value("inbound", AdminJson::array());
   if (!address || !address->port) {
     checks.Add("ports captured inbound", true,
                inbound.empty() ? "none yet (the agent looks for listening ports once a "
@@ -215,13 +218,13 @@ void CheckPodPorts(const Json& pod, const std::optional<Address>& address, const
              fmt::format("captured: {}", inbound.empty() ? "none" : inbound.dump()),
              "nothing listens on that port in the pod, or the inventory's inboundPorts "
              "leaves it out");
-  CheckPortNotExcluded(*address->port, config.value("excluded_ports", Json::array()), checks);
+  CheckPortNotExcluded(*address->port, config.value("excluded_ports", AdminJson::array()), checks);
 }
 
 // What the programs did for the pod: did any of its traffic go around the agent? Only when
 // the agent keeps the pod's kernel counters.
-void CheckPodFailOpen(const Json& pod, Checklist& checks) {
-  const Json counters = pod.value("kernel_counters", Json(nullptr));
+void CheckPodFailOpen(const AdminJson& pod, Checklist& checks) {
+  const AdminJson counters = pod.value("kernel_counters", AdminJson(nullptr));
   if (!counters.is_object()) return;
   const uint64_t outbound = counters.value("origin_save_failed", uint64_t{0});
   const uint64_t inbound_missed = counters.value("inbound_no_listener", uint64_t{0}) +
@@ -238,9 +241,9 @@ void CheckPodFailOpen(const Json& pod, Checklist& checks) {
 }
 
 // The connections of `connections` that match: of the pod, or to or from the address.
-Json MatchingConnections(const Json& connections, const Target& target) {
-  Json matched = Json::array();
-  for (const Json& c : connections) {
+AdminJson MatchingConnections(const AdminJson& connections, const Target& target) {
+  AdminJson matched = AdminJson::array();
+  for (const AdminJson& c : connections) {
     const std::string destination = c.value("destination", "");
     const std::string client = c.value("client", "");
     bool match;
@@ -263,7 +266,7 @@ Json MatchingConnections(const Json& connections, const Target& target) {
 
 }  // namespace
 
-absl::StatusOr<Json> Explain(const std::string& target, const ExplainInputs& in) {
+absl::StatusOr<AdminJson> Explain(const std::string& target, const ExplainInputs& in) {
   absl::StatusOr<Target> found = FindTarget(target, in.pods);
   if (!found.ok()) return found.status();
   const std::string node = in.config.value("node", in.pods.value("node", "?"));
@@ -278,19 +281,19 @@ absl::StatusOr<Json> Explain(const std::string& target, const ExplainInputs& in)
   }
   // A pod's own kernel counters when the agent keeps them; the node's otherwise.
   const bool pod_counters = found->pod && found->pod->contains("kernel_counters");
-  return Json{
+  return AdminJson{
       {"target", target},
       {"node", node},
-      {"pod", found->pod ? Json(PodKey(*found->pod)) : Json(nullptr)},
+      {"pod", found->pod ? AdminJson(PodKey(*found->pod)) : AdminJson(nullptr)},
       {"steps", checks.steps()},
       {"first_failure", checks.first_failure()},
       {"counters_of", pod_counters ? PodKey(*found->pod) : "node"},
       {"counters", pod_counters ? (*found->pod)["kernel_counters"]
-                                : in.kernel.value("counters", Json::object())},
+                                : in.kernel.value("counters", AdminJson::object())},
       {"connections",
-       MatchingConnections(in.connections.value("connections", Json::array()), *found)},
+       MatchingConnections(in.connections.value("connections", AdminJson::array()), *found)},
       {"recently_closed",
-       MatchingConnections(in.connections.value("recently_closed", Json::array()), *found)}};
+       MatchingConnections(in.connections.value("recently_closed", AdminJson::array()), *found)}};
 }
 
 }  // namespace nodemesh::cli

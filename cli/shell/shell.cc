@@ -19,7 +19,8 @@
 namespace nodemesh::cli {
 namespace {
 
-using Json = nlohmann::json;
+// The admin API's answers, as the shell fetched them.
+using AdminJson = nlohmann::json;
 
 struct CommandSpec {
   std::string_view name;
@@ -109,8 +110,8 @@ std::string HelpText(const CommandSpec* only) {
   return text;
 }
 
-Json HelpJson(const CommandSpec* only) {
-  Json commands = Json::array();
+AdminJson HelpJson(const CommandSpec* only) {
+  AdminJson commands = AdminJson::array();
   for (const CommandSpec& spec : Commands()) {
     if (only == nullptr || only == &spec) {
       commands.push_back({{"name", spec.name}, {"usage", spec.usage}, {"summary", spec.summary}});
@@ -165,20 +166,20 @@ class Execution {
   const std::string& Arg(size_t i) const { return line_.words[i + 1]; }
   size_t ArgCount() const { return line_.words.size() - 1; }
 
-  void Print(const Json& json, const std::function<std::string(const Json&)>& render) {
+  void Print(const AdminJson& json, const std::function<std::string(const AdminJson&)>& render) {
     out_ << (format_ == OutputFormat::kJson ? json.dump(2) + "\n" : render(json));
   }
 
-  std::optional<Failure> Fetch(const std::string& path, Json* json) {
-    absl::StatusOr<Json> answer = agent_.Get(path);
+  std::optional<Failure> Fetch(const std::string& path, AdminJson* json) {
+    absl::StatusOr<AdminJson> answer = agent_.Get(path);
     if (!answer.ok()) return Failure{1, std::string(answer.status().message())};
     *json = *std::move(answer);
     return std::nullopt;
   }
 
   std::optional<Failure> Show(const std::string& path,
-                              const std::function<std::string(const Json&)>& render) {
-    Json json;
+                              const std::function<std::string(const AdminJson&)>& render) {
+    AdminJson json;
     if (auto failure = Fetch(path, &json)) return failure;
     Print(json, render);
     return std::nullopt;
@@ -193,40 +194,40 @@ class Execution {
                        fmt::format("no command '{}': the commands are {}", Arg(0), CommandList())};
       }
     }
-    Print(HelpJson(only), [only](const Json&) { return HelpText(only); });
+    Print(HelpJson(only), [only](const AdminJson&) { return HelpText(only); });
     return std::nullopt;
   }
 
   std::optional<Failure> Version() {
-    Json agent;
+    AdminJson agent;
     if (auto failure = Fetch("/version", &agent)) return failure;
-    const Json json = {{"meshctl", {{"version", kVersion}}}, {"agent", agent}};
-    Print(json, [&](const Json&) { return RenderShellVersion(kVersion, agent); });
+    const AdminJson json = {{"meshctl", {{"version", kVersion}}}, {"agent", agent}};
+    Print(json, [&](const AdminJson&) { return RenderShellVersion(kVersion, agent); });
     return std::nullopt;
   }
 
   std::optional<Failure> Conns() {
-    Json all;
+    AdminJson all;
     if (auto failure = Fetch("/connections", &all)) return failure;
-    Json connections = all.value("connections", Json::array());
+    AdminJson connections = all.value("connections", AdminJson::array());
     if (ArgCount() == 1) {
       const std::string& wanted = Arg(0);
-      Json matched = Json::array();
+      AdminJson matched = AdminJson::array();
       bool is_id = false;
-      for (const Json& c : connections) {
+      for (const AdminJson& c : connections) {
         if (c.value("id", "") == wanted) is_id = true;
       }
-      for (const Json& c : connections) {
+      for (const AdminJson& c : connections) {
         if (is_id ? c.value("id", "") == wanted : PodMatches(c.value("pod", ""), wanted)) {
           matched.push_back(c);
         }
       }
       if (matched.empty()) {
         // An unknown name is a typo more often than a quiet pod: say which.
-        Json pods;
+        AdminJson pods;
         if (auto failure = Fetch("/pods", &pods)) return failure;
         bool known = false;
-        for (const Json& pod : pods.value("pods", Json::array())) {
+        for (const AdminJson& pod : pods.value("pods", AdminJson::array())) {
           known |= PodMatches(pod.value("namespace", "") + "/" + pod.value("name", ""), wanted);
         }
         if (!known) {
@@ -238,14 +239,14 @@ class Execution {
       connections = matched;
     }
     if (const auto proto = line_.flags.find("proto"); proto != line_.flags.end()) {
-      Json matched = Json::array();
-      for (const Json& c : connections) {
+      AdminJson matched = AdminJson::array();
+      for (const AdminJson& c : connections) {
         if (c.value("protocol", "") == proto->second) matched.push_back(c);
       }
       connections = matched;
     }
-    const Json json = {{"node", all.value("node", "")}, {"connections", connections}};
-    Print(json, [&](const Json&) { return RenderShellConnections(connections); });
+    const AdminJson json = {{"node", all.value("node", "")}, {"connections", connections}};
+    Print(json, [&](const AdminJson&) { return RenderShellConnections(connections); });
     return std::nullopt;
   }
 
@@ -269,33 +270,33 @@ class Execution {
   }
 
   std::optional<Failure> Routes() {
-    Json all;
+    AdminJson all;
     if (auto failure = Fetch("/routes", &all)) return failure;
-    Json routes = all.value("routes", Json::array());
+    AdminJson routes = all.value("routes", AdminJson::array());
     if (ArgCount() == 1) {
-      const auto key = [](const Json& end) {
+      const auto key = [](const AdminJson& end) {
         return end.value("namespace", "") + "/" + end.value("pod", "");
       };
-      Json matched = Json::array();
-      for (const Json& r : routes) {
-        if (PodMatches(key(r.value("source", Json::object())), Arg(0)) ||
-            PodMatches(key(r.value("destination", Json::object())), Arg(0))) {
+      AdminJson matched = AdminJson::array();
+      for (const AdminJson& r : routes) {
+        if (PodMatches(key(r.value("source", AdminJson::object())), Arg(0)) ||
+            PodMatches(key(r.value("destination", AdminJson::object())), Arg(0))) {
           matched.push_back(r);
         }
       }
       routes = matched;
     }
-    const Json json = {{"node", all.value("node", "")}, {"routes", routes}};
-    Print(json, [&](const Json&) { return RenderShellRoutes(routes); });
+    const AdminJson json = {{"node", all.value("node", "")}, {"routes", routes}};
+    Print(json, [&](const AdminJson&) { return RenderShellRoutes(routes); });
     return std::nullopt;
   }
 
   // The pod `wanted` names on this node, as NAMESPACE/NAME.
   std::optional<Failure> ResolvePod(const std::string& wanted, std::string* key) {
-    Json pods;
+    AdminJson pods;
     if (auto failure = Fetch("/pods", &pods)) return failure;
     std::vector<std::string> matches;
-    for (const Json& pod : pods.value("pods", Json::array())) {
+    for (const AdminJson& pod : pods.value("pods", AdminJson::array())) {
       const std::string candidate = pod.value("namespace", "") + "/" + pod.value("name", "");
       if (PodMatches(candidate, wanted)) matches.push_back(candidate);
     }
@@ -350,14 +351,14 @@ class Execution {
     const CancelSource::Registration listening = cancel_.OnCancel([] {});
     // Until Ctrl-C: the REPL (or meshctl) turns SIGINT into cancel_.
     while (!cancel_.cancelled()) {
-      Json batch;
+      AdminJson batch;
       if (auto failure = Fetch(target, &batch)) return failure;
       if (const uint64_t dropped = batch.value("dropped", uint64_t{0}); dropped != 0) {
         v1::TapDrops drops;
         drops.set_agent_dropped(dropped);
         err_ << RenderTapDrops(drops) << std::flush;
       }
-      for (const Json& event_json : batch.value("events", Json::array())) {
+      for (const AdminJson& event_json : batch.value("events", AdminJson::array())) {
         v1::TapEvent event;
         if (!google::protobuf::util::JsonStringToMessage(event_json.dump(), &event).ok()) continue;
         out_ << RenderTapEvent(event, format_ == OutputFormat::kJson ? OutputFormat::kJson
@@ -379,7 +380,7 @@ class Execution {
           std::pair{"/config", &inputs.config}, std::pair{"/connections", &inputs.connections}}) {
       if (auto failure = Fetch(path, json)) return failure;
     }
-    absl::StatusOr<Json> explanation = Explain(Arg(0), inputs);
+    absl::StatusOr<AdminJson> explanation = Explain(Arg(0), inputs);
     if (!explanation.ok()) return Failure{1, std::string(explanation.status().message())};
     Print(*explanation, RenderShellExplain);
     // As `meshctl check` does: a failing step is a non-zero exit, for scripts.
@@ -394,8 +395,8 @@ class Execution {
     }
     absl::StatusOr<std::string> done = agent_.Post("/log-level?level=" + Arg(0));
     if (!done.ok()) return Failure{1, std::string(done.status().message())};
-    const Json json = {{"log_level", Arg(0)}};
-    Print(json, [&](const Json&) { return fmt::format("log level set to {}\n", Arg(0)); });
+    const AdminJson json = {{"log_level", Arg(0)}};
+    Print(json, [&](const AdminJson&) { return fmt::format("log level set to {}\n", Arg(0)); });
     return std::nullopt;
   }
 
@@ -456,7 +457,7 @@ Shell::Outcome Shell::Run(std::string_view text, std::ostream& out, std::ostream
 }
 
 std::string Shell::Node() {
-  absl::StatusOr<Json> version = agent_.Get("/version");
+  absl::StatusOr<AdminJson> version = agent_.Get("/version");
   return version.ok() ? version->value("node", "") : "";
 }
 
@@ -464,8 +465,8 @@ std::vector<std::string> Shell::Complete(const std::vector<std::string>& before,
                                          std::string_view prefix) {
   std::set<std::string> words;
   const auto pods = [&] {
-    if (absl::StatusOr<Json> answer = agent_.Get("/pods"); answer.ok()) {
-      for (const Json& pod : answer->value("pods", Json::array())) {
+    if (absl::StatusOr<AdminJson> answer = agent_.Get("/pods"); answer.ok()) {
+      for (const AdminJson& pod : answer->value("pods", AdminJson::array())) {
         words.insert(pod.value("namespace", "") + "/" + pod.value("name", ""));
         words.insert(pod.value("name", ""));
       }
@@ -487,16 +488,16 @@ std::vector<std::string> Shell::Complete(const std::vector<std::string>& before,
     pods();
   } else if (before[0] == "conns" && before.size() == 1) {
     pods();
-    if (absl::StatusOr<Json> answer = agent_.Get("/connections"); answer.ok()) {
-      for (const Json& c : answer->value("connections", Json::array())) {
+    if (absl::StatusOr<AdminJson> answer = agent_.Get("/connections"); answer.ok()) {
+      for (const AdminJson& c : answer->value("connections", AdminJson::array())) {
         words.insert(c.value("id", ""));
       }
     }
   } else if (before[0] == "kernel" && before.size() == 1) {
     words.insert("map");
   } else if (before[0] == "kernel" && before.size() == 2 && before[1] == "map") {
-    if (absl::StatusOr<Json> answer = agent_.Get("/kernel"); answer.ok()) {
-      for (const Json& map : answer->value("maps", Json::array())) {
+    if (absl::StatusOr<AdminJson> answer = agent_.Get("/kernel"); answer.ok()) {
+      for (const AdminJson& map : answer->value("maps", AdminJson::array())) {
         words.insert(map.value("name", ""));
       }
     }

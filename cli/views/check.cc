@@ -91,7 +91,6 @@ struct Findings {
 // A row per node: its state and its pods.
 std::string NodeTable(const std::vector<const v1::NodeStatus*>& nodes, const PodCounts& counts,
                       int64_t now) {
-  using Align = Table::Align;
   Table table({{"NODE", Align::kLeft},
                {"STATE", Align::kLeft},
                {"LAST_REPORT"},
@@ -178,7 +177,6 @@ std::string CheckEnrolment(const v1::ListPodsResponse& response,
   findings.Fail(fmt::format("{} meshed pod{} not enrolled by {} agent:", not_enrolled.size(),
                             not_enrolled.size() == 1 ? " is" : "s are",
                             not_enrolled.size() == 1 ? "its" : "their"));
-  using Align = Table::Align;
   Table pods({{"POD", Align::kLeft},
               {"NODE", Align::kLeft},
               {"STATE", Align::kLeft},

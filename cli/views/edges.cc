@@ -56,7 +56,6 @@ std::string EdgesJson(const v1::EdgesResponse& response) {
 
 std::string RenderEdges(const v1::EdgesResponse& response, OutputFormat format) {
   if (format == OutputFormat::kJson) return EdgesJson(response);
-  using Align = Table::Align;
   Table table({{"SRC", Align::kLeft},
                {"DST", Align::kLeft},
                {"SRC_NS", Align::kLeft},

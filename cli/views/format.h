@@ -54,6 +54,8 @@ class Table {
   std::vector<Column> columns_;
   std::vector<std::vector<std::string>> rows_;
 };
+// Columns are declared {"NAME", Align::kLeft} by every view.
+using Align = Table::Align;
 
 // Terminal columns taken by UTF-8 `text` (one per code point: names and routes are not
 // expected to hold wide characters).

@@ -61,7 +61,6 @@ std::string SuccessCell(const v1::RouteRow& row) {
 
 std::string RenderRoutes(const v1::TopRoutesResponse& response, OutputFormat format) {
   if (format == OutputFormat::kJson) return RoutesJson(response);
-  using Align = Table::Align;
   std::vector<Table::Column> columns = {
       {"ROUTE", Align::kLeft}, {"SERVICE", Align::kLeft}, {"SUCCESS"},    {"RPS"},
       {"LATENCY_P50"},         {"LATENCY_P95"},           {"LATENCY_P99"}};
@@ -82,7 +81,6 @@ std::string RenderRoutes(const v1::TopRoutesResponse& response, OutputFormat for
 
 std::string RenderTop(const v1::TopRoutesResponse& response, std::string_view title,
                       bool clear_screen) {
-  using Align = Table::Align;
   Table table({{"ROUTE", Align::kLeft},
                {"DESTINATION", Align::kLeft},
                {"RPS"},

@@ -10,28 +10,28 @@
 namespace nodemesh::cli {
 namespace {
 
-using Json = nlohmann::json;
-using Align = Table::Align;
+// The admin API's answers, as the shell fetched them.
+using AdminJson = nlohmann::json;
 
-std::string Text(const Json& value) {
+std::string Text(const AdminJson& value) {
   if (value.is_null()) return "-";
   if (value.is_string()) return value.get<std::string>().empty() ? "-" : value.get<std::string>();
   if (value.is_boolean()) return value.get<bool>() ? "yes" : "no";
   if (value.is_array()) {
     if (value.empty()) return "-";
     std::vector<std::string> items;
-    for (const Json& item : value) items.push_back(Text(item));
+    for (const AdminJson& item : value) items.push_back(Text(item));
     return fmt::format("{}", fmt::join(items, ","));
   }
   return value.dump();
 }
 
-std::string Field(const Json& object, const char* key) {
+std::string Field(const AdminJson& object, const char* key) {
   const auto it = object.find(key);
   return it == object.end() ? "-" : Text(*it);
 }
 
-uint64_t Number(const Json& object, const char* key) {
+uint64_t Number(const AdminJson& object, const char* key) {
   const auto it = object.find(key);
   return it != object.end() && it->is_number() ? it->get<uint64_t>() : 0;
 }
@@ -46,7 +46,7 @@ std::string Header(std::string_view key) {
 }
 
 // Counters as NAME VALUE rows, in the order of the object (sorted by name).
-std::string CounterTable(const Json& counters, std::string_view heading) {
+std::string CounterTable(const AdminJson& counters, std::string_view heading) {
   Table table({{std::string(heading), Align::kLeft}, {"VALUE"}});
   for (const auto& [name, value] : counters.items()) {
     if (value.is_number()) table.AddRow({name, value.dump()});
@@ -54,7 +54,7 @@ std::string CounterTable(const Json& counters, std::string_view heading) {
   return table.Render();
 }
 
-void Flatten(const Json& value, const std::string& prefix,
+void Flatten(const AdminJson& value, const std::string& prefix,
              std::vector<std::pair<std::string, std::string>>* out) {
   if (value.is_object()) {
     for (const auto& [key, inner] : value.items()) {
@@ -67,7 +67,7 @@ void Flatten(const Json& value, const std::string& prefix,
 
 // Live and ended connections share a table but for three columns: how each stands (state,
 // age, idle time) or how it ended (the end, how long it lasted, how long ago).
-std::string ConnectionsTable(const Json& connections, bool ended, std::string_view none) {
+std::string ConnectionsTable(const AdminJson& connections, bool ended, std::string_view none) {
   Table table({{"ID", Align::kLeft},
                {"POD", Align::kLeft},
                {"DIRECTION", Align::kLeft},
@@ -80,7 +80,7 @@ std::string ConnectionsTable(const Json& connections, bool ended, std::string_vi
                {"BYTES OUT"},
                {"BYTES IN"},
                {"REQUESTS"}});
-  for (const Json& c : connections) {
+  for (const AdminJson& c : connections) {
     const auto age = [&](const char* field) {
       return FormatAge(static_cast<int64_t>(Number(c, field)));
     };
@@ -103,7 +103,7 @@ std::string FormatAge(int64_t milliseconds) {
   return FormatSeconds(milliseconds / 1000);
 }
 
-std::string RenderShellPods(const Json& pods) {
+std::string RenderShellPods(const AdminJson& pods) {
   Table table({{"POD", Align::kLeft},
                {"MESHED", Align::kLeft},
                {"STATE", Align::kLeft},
@@ -113,7 +113,7 @@ std::string RenderShellPods(const Json& pods) {
                {"NETNS", Align::kLeft},
                {"CAPTURED", Align::kLeft},
                {"REASON", Align::kLeft}});
-  for (const Json& pod : pods.value("pods", Json::array())) {
+  for (const AdminJson& pod : pods.value("pods", AdminJson::array())) {
     table.AddRow({Field(pod, "namespace") + "/" + Field(pod, "name"), Field(pod, "meshed"),
                   Field(pod, "state"), Field(pod, "ips"), Field(pod, "cgroup_id"),
                   Field(pod, "cgroup"), Field(pod, "netns"), Field(pod, "inbound"),
@@ -123,15 +123,15 @@ std::string RenderShellPods(const Json& pods) {
   return table.Render();
 }
 
-std::string RenderShellConnections(const Json& connections) {
+std::string RenderShellConnections(const AdminJson& connections) {
   return ConnectionsTable(connections, /*ended=*/false, "no live connections");
 }
 
-std::string RenderShellClosedConnections(const Json& connections) {
+std::string RenderShellClosedConnections(const AdminJson& connections) {
   return ConnectionsTable(connections, /*ended=*/true, "none");
 }
 
-std::string RenderShellRoutes(const Json& routes) {
+std::string RenderShellRoutes(const AdminJson& routes) {
   Table table({{"DIRECTION", Align::kLeft},
                {"SOURCE", Align::kLeft},
                {"DESTINATION", Align::kLeft},
@@ -142,20 +142,20 @@ std::string RenderShellRoutes(const Json& routes) {
                {"P50"},
                {"P95"},
                {"P99"}});
-  const auto workload = [](const Json& end) {
+  const auto workload = [](const AdminJson& end) {
     const std::string pod = end.value("pod", "");
     if (pod.empty()) return std::string("external");
     return end.value("namespace", "") + "/" + pod;
   };
-  for (const Json& r : routes) {
+  for (const AdminJson& r : routes) {
     const uint64_t responses = Number(r, "responses");
     const uint64_t failures = Number(r, "failures");
-    const Json latency = r.value("latency_ns", Json::object());
+    const AdminJson latency = r.value("latency_ns", AdminJson::object());
     const auto percentile = [&](const char* name) {
       return responses == 0 ? std::string("-") : FormatLatency(latency.value(name, int64_t{0}));
     };
-    table.AddRow({Field(r, "direction"), workload(r.value("source", Json::object())),
-                  workload(r.value("destination", Json::object())), Field(r, "route"),
+    table.AddRow({Field(r, "direction"), workload(r.value("source", AdminJson::object())),
+                  workload(r.value("destination", AdminJson::object())), Field(r, "route"),
                   std::to_string(responses), std::to_string(failures),
                   responses == 0 ? std::string("-")
                                  : FormatSuccessRate(static_cast<double>(responses - failures) /
@@ -166,19 +166,19 @@ std::string RenderShellRoutes(const Json& routes) {
   return table.Render();
 }
 
-std::string RenderShellStats(const Json& stats) {
-  return fmt::format("{}\n{}", CounterTable(stats.value("proxy", Json::object()), "PROXY"),
-                     CounterTable(stats.value("kernel", Json::object()), "KERNEL"));
+std::string RenderShellStats(const AdminJson& stats) {
+  return fmt::format("{}\n{}", CounterTable(stats.value("proxy", AdminJson::object()), "PROXY"),
+                     CounterTable(stats.value("kernel", AdminJson::object()), "KERNEL"));
 }
 
-std::string RenderShellKernel(const Json& kernel) {
+std::string RenderShellKernel(const AdminJson& kernel) {
   Table programs({{"PROGRAM", Align::kLeft},
                   {"TYPE", Align::kLeft},
                   {"ATTACH TYPE", Align::kLeft},
                   {"ATTACH POINT", Align::kLeft},
                   {"PROG ID"},
                   {"LINK ID"}});
-  for (const Json& p : kernel.value("programs", Json::array())) {
+  for (const AdminJson& p : kernel.value("programs", AdminJson::array())) {
     std::string point = Field(p, "attach_point");
     if (p.contains("pod")) point += " (" + Field(p, "pod") + ")";
     programs.AddRow({Field(p, "name"), Field(p, "type"), Field(p, "attach_type"), point,
@@ -186,25 +186,25 @@ std::string RenderShellKernel(const Json& kernel) {
   }
   Table maps(
       {{"MAP", Align::kLeft}, {"TYPE", Align::kLeft}, {"ENTRIES"}, {"CAPACITY"}, {"MAP ID"}});
-  for (const Json& m : kernel.value("maps", Json::array())) {
+  for (const AdminJson& m : kernel.value("maps", AdminJson::array())) {
     maps.AddRow({Field(m, "name"), Field(m, "type"), Field(m, "entries"), Field(m, "capacity"),
                  Field(m, "map_id")});
   }
   return fmt::format("{}\n{}\n{}", programs.Render(), maps.Render(),
-                     CounterTable(kernel.value("counters", Json::object()), "COUNTER"));
+                     CounterTable(kernel.value("counters", AdminJson::object()), "COUNTER"));
 }
 
-std::string RenderShellKernelMap(const Json& map) {
+std::string RenderShellKernelMap(const AdminJson& map) {
   std::string text = fmt::format("map {} ({}): {} of {} entries", Field(map, "map"),
                                  Field(map, "type"), Number(map, "count"), Number(map, "capacity"));
-  const Json entries = map.value("entries", Json::array());
+  const AdminJson entries = map.value("entries", AdminJson::array());
   if (map.value("truncated", false)) text += fmt::format(", the first {} shown", entries.size());
   text += "\n";
   if (entries.empty()) return text;
   // A column per field any entry has, in the order they first appear.
   std::vector<std::string> keys;
   std::vector<std::vector<std::pair<std::string, std::string>>> rows;
-  for (const Json& entry : entries) {
+  for (const AdminJson& entry : entries) {
     auto& row = rows.emplace_back();
     Flatten(entry, "", &row);
     for (const auto& [key, value] : row) {
@@ -251,7 +251,7 @@ std::string RenderShellKernelMap(const Json& map) {
   return text + "\n" + table.Render();
 }
 
-std::string RenderShellConfig(const Json& config) {
+std::string RenderShellConfig(const AdminJson& config) {
   std::vector<std::pair<std::string, std::string>> settings;
   Flatten(config, "", &settings);
   Table table({{"SETTING", Align::kLeft}, {"VALUE", Align::kLeft}});
@@ -259,21 +259,21 @@ std::string RenderShellConfig(const Json& config) {
   return table.Render();
 }
 
-std::string RenderShellVersion(std::string_view meshctl_version, const Json& agent) {
+std::string RenderShellVersion(std::string_view meshctl_version, const AdminJson& agent) {
   return fmt::format("meshctl version {}\nagent version {} on node {} (kernel {})\n",
                      meshctl_version, Field(agent, "version"), Field(agent, "node"),
                      Field(agent, "kernel_release"));
 }
 
-std::string RenderShellExplain(const Json& explanation) {
+std::string RenderShellExplain(const AdminJson& explanation) {
   std::string text = fmt::format("explain {} on node {}", explanation.value("target", ""),
                                  explanation.value("node", ""));
   if (explanation["pod"].is_string() && explanation["pod"] != explanation["target"]) {
     text += fmt::format(" (pod {})", explanation["pod"].get<std::string>());
   }
   text += "\n\n";
-  for (const Json& step : explanation["steps"]) {
-    const Json& ok = step["ok"];
+  for (const AdminJson& step : explanation["steps"]) {
+    const AdminJson& ok = step["ok"];
     const std::string mark = ok.is_null() ? "  -  " : ok.get<bool>() ? " ok  " : "FAIL ";
     text += fmt::format("{} {}: {}\n", mark, step.value("check", ""), step.value("detail", ""));
     if (step.contains("fix")) text += fmt::format("      -> {}\n", step.value("fix", ""));
@@ -297,13 +297,13 @@ std::string RenderShellExplain(const Json& explanation) {
     text += fmt::format("\nKernel counters of {}:", counters_of);
     for (const char* name : {"redirected", "origin_save_failed", "inbound_steered",
                              "inbound_no_listener", "inbound_assign_failed"}) {
-      text += fmt::format(" {}={}", name, explanation["counters"].value(name, Json(0)).dump());
+      text += fmt::format(" {}={}", name, explanation["counters"].value(name, AdminJson(0)).dump());
     }
   }
   text += "\n\nLive connections that match:\n";
   text += RenderShellConnections(explanation["connections"]);
   text += "\nThe last connections that ended:\n";
-  text += RenderShellClosedConnections(explanation.value("recently_closed", Json::array()));
+  text += RenderShellClosedConnections(explanation.value("recently_closed", AdminJson::array()));
   return text;
 }
 

@@ -57,7 +57,6 @@ std::string StatJson(const v1::StatSummaryResponse& response) {
 std::string RenderStat(const v1::StatSummaryResponse& response, OutputFormat format,
                        bool namespace_column) {
   if (format == OutputFormat::kJson) return StatJson(response);
-  using Align = Table::Align;
   std::vector<Table::Column> columns;
   if (namespace_column) columns.push_back({"NAMESPACE", Align::kLeft});
   columns.insert(columns.end(), {{"NAME", Align::kLeft},

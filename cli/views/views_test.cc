@@ -9,9 +9,8 @@ namespace nodemesh::cli {
 namespace {
 
 using testing::CheckGolden;
+using testing::kNow;
 using testing::ReadTextProto;
-
-constexpr int64_t kNow = 1700000012;
 
 TEST_CASE("stat: table", "[views][stat]") {
   const auto response = ReadTextProto<v1::StatSummaryResponse>("stat_deployments.textproto");

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/base/format.h"
+#include "common/kube/test_objects.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
 #include "test/lib/process.h"
@@ -30,22 +31,6 @@ using testing::ScopedEnv;
 using testing::TempDir;
 
 std::string MessageOf(const absl::Status& status) { return std::string(status.message()); }
-
-json Pod(const std::string& namespace_name, const std::string& name) {
-  return {{"apiVersion", "v1"},
-          {"kind", "Pod"},
-          {"metadata", {{"name", name}, {"namespace", namespace_name}}},
-          {"spec", {{"containers", json::array({{{"name", "app"}, {"image", "app:1"}}})}}}};
-}
-
-Config AdminConfig(const KubeApiServer& server) {
-  Config config;
-  config.server = server.url();
-  config.ca_file = server.ca_file();
-  config.token = server.admin_token();
-  config.source = "test";
-  return config;
-}
 
 std::string WatchPath(const std::string& resource_version) {
   return "/api/v1/pods?watch=1&allowWatchBookmarks=true&resourceVersion=" + resource_version;
@@ -174,7 +159,7 @@ TEST_CASE("A token rotated in its file is used without restarting the client") {
 
 TEST_CASE("TLS is verified against the configured CA") {
   KubeApiServer server;
-  const Config good = AdminConfig(server);
+  const Config good = AdminConfigOf(server);
 
   // A CA file that did not sign the server's certificate.
   Config config = good;
@@ -228,9 +213,9 @@ TEST_CASE("API errors keep the server's message") {
      "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "default"}]}
   ])");
   KubeApiServer server(KubeApiServerOptions{.rbac_file = rbac});
-  Client admin(AdminConfig(server));
+  Client admin(AdminConfigOf(server));
 
-  Config reader_config = AdminConfig(server);
+  Config reader_config = AdminConfigOf(server);
   reader_config.token = server.IssueToken("default", "reader");
   Client reader(reader_config);
   const absl::StatusOr<json> denied = reader.Get("/api/v1/pods?fieldSelector=spec.nodeName%3Dn1");
@@ -245,10 +230,11 @@ TEST_CASE("API errors keep the server's message") {
   CHECK(MessageOf(missing.status()) ==
         "get pods default/nope: 404 Not Found: pods \"nope\" not found");
 
-  REQUIRE(admin.Request("POST", "/api/v1/namespaces/default/pods", Pod("default", "web").dump())
-              ->status == 201);
+  REQUIRE(
+      admin.Request("POST", "/api/v1/namespaces/default/pods", TestPod("default", "web").dump())
+          ->status == 201);
   const absl::StatusOr<Response> again =
-      admin.Request("POST", "/api/v1/namespaces/default/pods", Pod("default", "web").dump());
+      admin.Request("POST", "/api/v1/namespaces/default/pods", TestPod("default", "web").dump());
   REQUIRE(again.ok());
   CHECK(again->status == 409);
   const absl::Status exists = StatusFromResponse(*again, "create pod default/web");
@@ -297,14 +283,14 @@ TEST_CASE("StatusFromResponse maps codes and keeps what it can of the body") {
 
 TEST_CASE("Stream hands over whole lines, however the body was cut") {
   KubeApiServer server;
-  Client client(AdminConfig(server));
+  Client client(AdminConfigOf(server));
   const std::string before = server.Get("/api/v1/pods")["metadata"]["resourceVersion"];
   // Larger than any read libcurl makes, so that this line arrives in many pieces.
-  json big = Pod("default", "big");
+  json big = TestPod("default", "big");
   big["metadata"]["annotations"]["filler"] = std::string(300'000, 'x');
   server.Create("/api/v1/namespaces/default/pods", big);
   for (const char* name : {"a", "b", "c"}) {
-    server.Create("/api/v1/namespaces/default/pods", Pod("default", name));
+    server.Create("/api/v1/namespaces/default/pods", TestPod("default", name));
   }
 
   std::vector<json> events;
@@ -336,7 +322,7 @@ TEST_CASE("Stream hands over whole lines, however the body was cut") {
 
 TEST_CASE("Stream: silence ends it, bytes keep it alive, stop ends it promptly") {
   KubeApiServer server(KubeApiServerOptions{.bookmark_interval = 200ms});
-  Client client(AdminConfig(server));
+  Client client(AdminConfigOf(server));
   const std::string now = server.Get("/api/v1/pods")["metadata"]["resourceVersion"];
   int lines = 0;
   const auto count = [&lines](std::string_view) {

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "common/kube/test_objects.h"
 #include "test/lib/kube_apiserver.h"
 #include "test/lib/process.h"
 
@@ -19,25 +20,8 @@ using testing::KubeApiServer;
 using testing::KubeApiServerOptions;
 using testing::PollUntil;
 
-json Pod(const std::string& namespace_name, const std::string& name,
-         const json& labels = json::object()) {
-  return {{"apiVersion", "v1"},
-          {"kind", "Pod"},
-          {"metadata", {{"name", name}, {"namespace", namespace_name}, {"labels", labels}}},
-          {"spec", {{"containers", json::array({{{"name", "app"}, {"image", "app:1"}}})}}}};
-}
-
 std::string PodsOf(const std::string& namespace_name) {
   return "/api/v1/namespaces/" + namespace_name + "/pods";
-}
-
-Config AdminConfig(const KubeApiServer& server) {
-  Config config;
-  config.server = server.url();
-  config.ca_file = server.ca_file();
-  config.token = server.admin_token();
-  config.source = "test";
-  return config;
 }
 
 // Short timings, so that every recovery happens in well under a second.
@@ -80,10 +64,10 @@ std::vector<KubeApiServer::Request> PodRequests(KubeApiServer& server, bool watc
 
 TEST_CASE("Reflector lists, then follows ADDED, MODIFIED and DELETED") {
   KubeApiServer server;
-  server.Create(PodsOf("default"), Pod("default", "a"));
-  server.Create(PodsOf("default"), Pod("default", "b"));
-  server.Create(PodsOf("emojivoto"), Pod("emojivoto", "web-1"));
-  Client client(AdminConfig(server));
+  server.Create(PodsOf("default"), TestPod("default", "a"));
+  server.Create(PodsOf("default"), TestPod("default", "b"));
+  server.Create(PodsOf("emojivoto"), TestPod("emojivoto", "web-1"));
+  Client client(AdminConfigOf(server));
   std::atomic<int> changes{0};
   Reflector reflector(client, PodOptions(), [&changes] { ++changes; });
   CHECK(!reflector.synced());
@@ -96,7 +80,7 @@ TEST_CASE("Reflector lists, then follows ADDED, MODIFIED and DELETED") {
   CHECK(reflector.stats().lists == 1);
   const std::shared_ptr<const Reflector::Objects> before = reflector.Snapshot();
 
-  server.Create(PodsOf("default"), Pod("default", "c"));
+  server.Create(PodsOf("default"), TestPod("default", "c"));
   server.MergePatch(PodsOf("default") + "/a", {{"metadata", {{"labels", {{"app", "web"}}}}}});
   server.Delete(PodsOf("default") + "/b");
   const std::string last = CurrentVersion(server);
@@ -122,10 +106,11 @@ TEST_CASE("Reflector lists, then follows ADDED, MODIFIED and DELETED") {
 
 TEST_CASE("Reflector sends its selectors URL-encoded") {
   KubeApiServer server;
-  server.Create(PodsOf("default"), Pod("default", "web-1", {{"app", "web"}, {"tier", "front"}}));
-  server.Create(PodsOf("default"), Pod("default", "db-1", {{"app", "db"}}));
-  server.Create(PodsOf("other"), Pod("other", "web-2", {{"app", "web"}, {"tier", "front"}}));
-  Client client(AdminConfig(server));
+  server.Create(PodsOf("default"),
+                TestPod("default", "web-1", {{"app", "web"}, {"tier", "front"}}));
+  server.Create(PodsOf("default"), TestPod("default", "db-1", {{"app", "db"}}));
+  server.Create(PodsOf("other"), TestPod("other", "web-2", {{"app", "web"}, {"tier", "front"}}));
+  Client client(AdminConfigOf(server));
   ReflectorOptions options = PodOptions();
   options.field_selector = "metadata.namespace=default";
   options.label_selector = "app=web,tier in (front, back)";
@@ -147,8 +132,8 @@ TEST_CASE("Reflector sends its selectors URL-encoded") {
 
 TEST_CASE("Bookmarks move the resourceVersion on without events") {
   KubeApiServer server(KubeApiServerOptions{.bookmark_interval = 200ms});
-  server.Create(PodsOf("default"), Pod("default", "a"));
-  Client client(AdminConfig(server));
+  server.Create(PodsOf("default"), TestPod("default", "a"));
+  Client client(AdminConfigOf(server));
   std::atomic<int> changes{0};
   Reflector reflector(client, PodOptions(), [&changes] { ++changes; });
   reflector.Start();
@@ -171,9 +156,9 @@ TEST_CASE("Bookmarks move the resourceVersion on without events") {
 
 TEST_CASE("A 410 Gone, as a status or as an ERROR event, makes the reflector list again") {
   KubeApiServer server;
-  server.Create(PodsOf("default"), Pod("default", "a"));
-  server.Create(PodsOf("default"), Pod("default", "b"));
-  Client client(AdminConfig(server));
+  server.Create(PodsOf("default"), TestPod("default", "a"));
+  server.Create(PodsOf("default"), TestPod("default", "b"));
+  Client client(AdminConfigOf(server));
   Reflector reflector(client, PodOptions(), nullptr);
   reflector.Start();
   REQUIRE(reflector.WaitForSync(5s));
@@ -185,7 +170,7 @@ TEST_CASE("A 410 Gone, as a status or as an ERROR event, makes the reflector lis
     REQUIRE(PollUntil([&] { return server.OpenWatches() == 1; }, 5s));
     server.StallWatches(true);
     server.Delete(PodsOf("default") + "/" + remove);
-    server.Create(PodsOf("default"), Pod("default", add));
+    server.Create(PodsOf("default"), TestPod("default", add));
     server.ExpireHistory(mode);
     server.CloseWatches();
     server.StallWatches(false);
@@ -211,27 +196,27 @@ TEST_CASE("A 410 Gone, as a status or as an ERROR event, makes the reflector lis
   CHECK(reflector.stats().errors == 0);
   CHECK(reflector.last_error().empty());
   // And it watches again from the last list's version.
-  server.Create(PodsOf("default"), Pod("default", "e"));
+  server.Create(PodsOf("default"), TestPod("default", "e"));
   CHECK(PollUntil([&] { return Has(reflector, "default/e"); }, 5s));
   CHECK(reflector.stats().lists == 3);
 }
 
 TEST_CASE("A stalled watch is started again from the last version, without a list") {
   KubeApiServer server(KubeApiServerOptions{.bookmark_interval = 200ms});
-  server.Create(PodsOf("default"), Pod("default", "a"));
-  Client client(AdminConfig(server));
+  server.Create(PodsOf("default"), TestPod("default", "a"));
+  Client client(AdminConfigOf(server));
   ReflectorOptions options = PodOptions();
   options.stall_timeout = 500ms;
   Reflector reflector(client, options, nullptr);
   reflector.Start();
   REQUIRE(reflector.WaitForSync(5s));
-  server.Create(PodsOf("default"), Pod("default", "b"));
+  server.Create(PodsOf("default"), TestPod("default", "b"));
   REQUIRE(PollUntil([&] { return Has(reflector, "default/b"); }, 5s));
   const std::string version = reflector.resource_version();
 
   server.StallWatches(true);
   REQUIRE(PollUntil([&] { return reflector.stats().stalls >= 1; }, 5s));
-  server.Create(PodsOf("default"), Pod("default", "c"));
+  server.Create(PodsOf("default"), TestPod("default", "c"));
   server.StallWatches(false);
   REQUIRE(PollUntil([&] { return Has(reflector, "default/c"); }, 5s));
 
@@ -249,9 +234,9 @@ TEST_CASE("A stalled watch is started again from the last version, without a lis
 
 TEST_CASE("The copy is kept while the server is down, and catches up when it is back") {
   KubeApiServer server;
-  server.Create(PodsOf("default"), Pod("default", "a"));
-  server.Create(PodsOf("default"), Pod("default", "b"));
-  Client client(AdminConfig(server));
+  server.Create(PodsOf("default"), TestPod("default", "a"));
+  server.Create(PodsOf("default"), TestPod("default", "b"));
+  Client client(AdminConfigOf(server));
   Reflector reflector(client, PodOptions(), nullptr);
   reflector.Start();
   REQUIRE(reflector.WaitForSync(5s));
@@ -268,7 +253,7 @@ TEST_CASE("The copy is kept while the server is down, and catches up when it is 
   CHECK(Keys(reflector) == std::vector<std::string>{"default/a", "default/b"});
 
   server.Start();
-  server.Create(PodsOf("default"), Pod("default", "c"));
+  server.Create(PodsOf("default"), TestPod("default", "c"));
   REQUIRE(PollUntil([&] { return Has(reflector, "default/c"); }, 5s));
   CHECK(Keys(reflector) == std::vector<std::string>{"default/a", "default/b", "default/c"});
   CHECK(reflector.last_error().empty());
@@ -276,11 +261,11 @@ TEST_CASE("The copy is kept while the server is down, and catches up when it is 
 
 TEST_CASE("An unauthorized reflector reports it, and recovers when its token is rotated") {
   KubeApiServer server;
-  server.Create(PodsOf("default"), Pod("default", "a"));
+  server.Create(PodsOf("default"), TestPod("default", "a"));
   testing::TempDir dir;
   const std::string token = server.IssueToken("default", "agent");
   server.WriteServiceAccountDir(dir.path(), token, "default");
-  Config config = AdminConfig(server);
+  Config config = AdminConfigOf(server);
   config.token.clear();
   config.token_file = dir.path() + "/token";
   Client client(config);
@@ -300,7 +285,7 @@ TEST_CASE("An unauthorized reflector reports it, and recovers when its token is 
 
 TEST_CASE("Stop returns promptly, in a silent watch or in a backoff") {
   KubeApiServer server;
-  Client client(AdminConfig(server));
+  Client client(AdminConfigOf(server));
   ReflectorOptions options = PodOptions();
   options.stall_timeout = 30s;
   options.initial_backoff = 10s;
