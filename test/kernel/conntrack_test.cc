@@ -75,6 +75,8 @@ TEST_CASE("conntrack: a DNATed connection's entry names the pod reached: others 
   REQUIRE(again);
   CHECK(again->ToString() == Target(backend, 8080));
   CHECK(conntrack.stats().failed.value() == 0);
+  // The client saw its connections accepted before the server said so: wait for its word.
+  CHECK(PollUntil([&] { return AcceptedFrom(server).size() >= 2; }, 10s));
   CHECK(AcceptedFrom(server) == std::vector<std::string>{client.ip, client.ip});
 }
 
