@@ -54,8 +54,9 @@ AggregatorServer::AggregatorServer(ServerOptions options)
              .admin_relay = admin_relay_,
              .authorizer = authorizer_,
              .agents = agents_},
+      api_calls_(state_, options_.tap_drops_interval),
       agent_service_(std::make_unique<AgentServiceImpl>(state_)),
-      api_service_(std::make_unique<ApiServiceImpl>(state_, options_.tap_drops_interval)) {}
+      api_service_(std::make_unique<ApiServiceImpl>(authorizer_, api_calls_)) {}
 
 AggregatorServer::~AggregatorServer() { Shutdown(); }
 
