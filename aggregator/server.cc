@@ -44,7 +44,7 @@ AggregatorServer::AggregatorServer(ServerOptions options)
       cluster_(options_.stale_after_seconds),
       tap_hub_([this] { return cluster_.Pods(); }, options_.tap),
       admin_relay_(options_.admin_relay),
-      authorizer_(!options_.tls.ca.empty()),
+      authorizer_(options_.tls.ca.empty() ? AuthMode::kOpen : AuthMode::kCertificates),
       agents_(options_.max_nodes),
       state_{.clock = options_.clock,
              .history_start_second = NowSeconds(),

@@ -99,7 +99,7 @@ class AggregatorServer {
   AdminRelay admin_relay_;
   const Authorizer authorizer_;
   ConnectedAgents agents_;
-  ServerState state_;  // the parts above, as the services use them
+  ServerState state_;         // the parts above, as the services use them
   const ApiCalls api_calls_;  // the clients' calls, for every transport
   std::unique_ptr<AgentServiceImpl> agent_service_;
   std::unique_ptr<ApiServiceImpl> api_service_;
