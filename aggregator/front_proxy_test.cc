@@ -1,12 +1,19 @@
-// The front proxy's settings as the API server publishes them, and the user of a request as
-// Kubernetes reads it from the front proxy's headers; nothing is read from anyone else.
+// The front proxy's settings as the API server publishes them, followed as they change
+// through the test API server, and the user of a request as Kubernetes reads it from the
+// front proxy's headers; nothing is read from anyone else.
 #include "aggregator/front_proxy.h"
 
 #include <catch2/catch.hpp>
+#include <mutex>
+
+#include "test/lib/files.h"
+#include "test/lib/kube_apiserver.h"
+#include "test/lib/process.h"
 
 namespace nodemesh::aggregator {
 namespace {
 
+using namespace std::chrono_literals;
 using nlohmann::json;
 
 // The ConfigMap as kube-apiserver writes it on a kubeadm cluster.
@@ -161,6 +168,100 @@ TEST_CASE("a front-proxy request without a user is refused") {
   CHECK(user.status().message() ==
         "the front proxy 'front-proxy-client' named no user: none of the headers X-Remote-User "
         "is set");
+}
+
+// The aggregator may read the ConfigMap, as the bootstrap Role lets extension API servers.
+json ConfigMapReaderRbac() {
+  return json::parse(R"([
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+     "metadata": {"name": "aggregator-auth-reader", "namespace": "kube-system"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                 "name": "extension-apiserver-authentication-reader"},
+     "subjects": [{"kind": "ServiceAccount", "name": "aggregator", "namespace": "nodemesh"}]}
+  ])");
+}
+
+// What the TLS server's verify store was given, as on_client_ca hands it over.
+class RecordedClientCa {
+ public:
+  std::function<void(const std::string&)> Recorder() {
+    return [this](const std::string& pem) {
+      std::lock_guard lock(mutex_);
+      pems_.push_back(pem);
+    };
+  }
+  std::vector<std::string> pems() const {
+    std::lock_guard lock(mutex_);
+    return pems_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> pems_;
+};
+
+TEST_CASE("the front proxy's settings follow the ConfigMap as the API server changes it") {
+  const testing::TempDir dir;
+  testing::KubeApiServer api_server(
+      {.rbac_file = dir.Write("rbac.json", ConfigMapReaderRbac().dump())});
+  kube::Config config;
+  config.server = api_server.url();
+  config.ca_file = api_server.ca_file();
+  config.token = api_server.IssueToken("nodemesh", "aggregator");
+  kube::Client client(config);
+  RecordedClientCa recorded;
+  FrontProxyOptions options;
+  options.reflector.initial_backoff = 50ms;
+  options.reflector.max_backoff = 200ms;
+  FrontProxy front_proxy(client, recorded.Recorder(), options);
+  const HeaderList alice = {{"X-Remote-User", "alice"}, {"X-Remote-Group", "dev"}};
+
+  // Before the ConfigMap is read nobody is let in, and the caller hears why.
+  CHECK(front_proxy.Authenticate("front-proxy-client", alice).status().code() ==
+        absl::StatusCode::kUnavailable);
+  front_proxy.Start();
+  REQUIRE(front_proxy.WaitForSync(10s));
+  // No ConfigMap: the API server has no front proxy.
+  const absl::StatusOr<KubeUser> missing = front_proxy.Authenticate("front-proxy-client", alice);
+  CHECK(missing.status().code() == absl::StatusCode::kUnauthenticated);
+  CHECK(missing.status().message() ==
+        "kube-system/extension-apiserver-authentication does not exist: the API server "
+        "publishes it when it has a front proxy");
+  CHECK(front_proxy.client_ca_pem().empty());
+
+  const std::string configmaps = "/api/v1/namespaces/kube-system/configmaps";
+  api_server.Create(configmaps, KubeadmConfigMap());
+  REQUIRE(testing::PollUntil(
+      [&] { return front_proxy.Authenticate("front-proxy-client", alice).ok(); }, 10s));
+  CHECK(front_proxy.Authenticate("front-proxy-client", alice)->groups ==
+        std::vector<std::string>{"dev"});
+  CHECK(front_proxy.client_ca_pem() == KubeadmSettings().client_ca_pem);
+  CHECK(recorded.pems() == std::vector<std::string>{KubeadmSettings().client_ca_pem});
+
+  // A rotation: a new CA and another proxy name. The old name is refused from then on.
+  const std::string rotated = "-----BEGIN CERTIFICATE-----\nrotated\n-----END CERTIFICATE-----\n";
+  api_server.MergePatch(configmaps + "/extension-apiserver-authentication",
+                        {{"data",
+                          {{"requestheader-client-ca-file", rotated},
+                           {"requestheader-allowed-names", R"(["aggregator-proxy"])"}}}});
+  REQUIRE(testing::PollUntil([&] { return front_proxy.client_ca_pem() == rotated; }, 10s));
+  CHECK(front_proxy.Authenticate("front-proxy-client", alice).status().code() ==
+        absl::StatusCode::kUnauthenticated);
+  CHECK(front_proxy.Authenticate("aggregator-proxy", alice).ok());
+  CHECK(recorded.pems().back() == rotated);
+
+  // A broken list leaves the last valid settings in force.
+  api_server.MergePatch(configmaps + "/extension-apiserver-authentication",
+                        {{"data", {{"requestheader-group-headers", "X-Remote-Group"}}}});
+  CHECK(front_proxy.Authenticate("aggregator-proxy", alice).ok());
+
+  // Gone: nobody is let in any more, and the verify store is emptied.
+  api_server.Delete(configmaps + "/extension-apiserver-authentication");
+  REQUIRE(testing::PollUntil([&] { return front_proxy.client_ca_pem().empty(); }, 10s));
+  CHECK(front_proxy.Authenticate("aggregator-proxy", alice).status().code() ==
+        absl::StatusCode::kUnauthenticated);
+  CHECK(recorded.pems().back().empty());
+  front_proxy.Stop();
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Asking the Kubernetes API server what a user may do: the review asked, the refusal in the
-// API server's words, the bounded cache of answers, and an API server that is down or does
-// not answer making a clear UNAVAILABLE within the review's timeout.
+// API server's words, the bounded cache of answers, RBAC deciding through the test API
+// server, and an API server that is down, failing or slow making a clear UNAVAILABLE within
+// the review's timeout.
 #include "aggregator/kube_authorizer.h"
 
 #include <netinet/in.h>
@@ -9,6 +10,7 @@
 #include <catch2/catch.hpp>
 
 #include "common/base/unique_fd.h"
+#include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
 
 namespace nodemesh::aggregator {
@@ -175,6 +177,142 @@ TEST_CASE("system:masters may do anything without a review") {
                       {TapIn(""), NodeAdminOfA()})
             .ok());
   CHECK(authorizer.stats().reviews == 0);
+}
+
+// The aggregator's review rights (system:auth-delegator) and alice's tap in namespace a.
+json AuthorizerRbac() {
+  return json::parse(R"([
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+     "metadata": {"name": "aggregator:system:auth-delegator"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "system:auth-delegator"},
+     "subjects": [{"kind": "ServiceAccount", "name": "aggregator", "namespace": "nodemesh"}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+     "metadata": {"name": "nodemesh-tap"},
+     "rules": [{"apiGroups": ["nodemesh.io"], "resources": ["taps"], "verbs": ["watch"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+     "metadata": {"name": "alice-nodemesh-tap", "namespace": "a"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "nodemesh-tap"},
+     "subjects": [{"kind": "User", "name": "alice"}]}
+  ])");
+}
+
+// The aggregator's client of `api_server`, as its ServiceAccount `service_account`.
+kube::Config AggregatorConfig(testing::KubeApiServer& api_server,
+                              const std::string& service_account = "aggregator") {
+  kube::Config config;
+  config.server = api_server.url();
+  config.ca_file = api_server.ca_file();
+  config.token = api_server.IssueToken("nodemesh", service_account);
+  return config;
+}
+
+// The SubjectAccessReviews the server decided, oldest first.
+std::vector<json> ReviewsDecided(testing::KubeApiServer& api_server) {
+  std::vector<json> reviews;
+  for (const testing::KubeApiServer::Request& request : api_server.Requests()) {
+    if (!request.review.is_null() && request.review.contains("resourceAttributes")) {
+      reviews.push_back(request.review);
+    }
+  }
+  return reviews;
+}
+
+TEST_CASE("RBAC decides through the review, and its answers are kept for their time") {
+  const testing::TempDir dir;
+  testing::KubeApiServer api_server({.rbac_file = dir.Write("rbac.json", AuthorizerRbac().dump())});
+  kube::Client client(AggregatorConfig(api_server));
+  AccessReviewCache::TimePoint now{};
+  KubeAuthorizer authorizer(client, KubeAuthorizerOptions{.now = [&now] { return now; }});
+
+  CHECK(authorizer.Check(Alice(), TapIn("a")).ok());
+  const absl::Status in_b = authorizer.Check(Alice(), TapIn("b"));
+  CHECK(in_b.code() == absl::StatusCode::kPermissionDenied);
+  CHECK(
+      std::string(in_b.message())
+          .starts_with(
+              "taps.nodemesh.io is forbidden: User \"alice\" cannot watch resource \"taps\" in API "
+              "group \"nodemesh.io\" in the namespace \"b\""));
+  // Tapping every namespace is a permission of its own, which a RoleBinding does not give.
+  CHECK(authorizer.Check(Alice(), TapIn("")).code() == absl::StatusCode::kPermissionDenied);
+  CHECK(authorizer.stats().reviews == 3);
+
+  // The review asked what the call needs, for the user as the front proxy named them.
+  const std::vector<json> reviews = ReviewsDecided(api_server);
+  REQUIRE(reviews.size() == 3);
+  CHECK(reviews[0].at("user") == "alice");
+  CHECK(reviews[0].at("groups") == json{"dev", "system:authenticated"});
+  CHECK(reviews[0].at("resourceAttributes") == json{{"group", "nodemesh.io"},
+                                                    {"version", "v1alpha1"},
+                                                    {"resource", "taps"},
+                                                    {"verb", "watch"},
+                                                    {"namespace", "a"}});
+  CHECK(reviews[0].at("allowed") == true);
+  CHECK(reviews[1].at("allowed") == false);
+
+  // Within their time the answers come from the cache.
+  now += 4s;
+  CHECK(authorizer.Check(Alice(), TapIn("a")).ok());
+  CHECK(authorizer.Check(Alice(), TapIn("b")).code() == absl::StatusCode::kPermissionDenied);
+  CHECK(authorizer.stats().reviews == 3);
+  CHECK(authorizer.stats().cached == 2);
+  // A refusal is kept 5 s, an allowance 10 s.
+  now += 2s;
+  CHECK(authorizer.Check(Alice(), TapIn("b")).code() == absl::StatusCode::kPermissionDenied);
+  CHECK(authorizer.Check(Alice(), TapIn("a")).ok());
+  CHECK(authorizer.stats().reviews == 4);
+  now += 5s;
+  CHECK(authorizer.Check(Alice(), TapIn("a")).ok());
+  CHECK(authorizer.stats().reviews == 5);
+  CHECK(ReviewsDecided(api_server).size() == 5);
+
+  // Both of a tap's namespaces must allow it: the first refusal answers.
+  CHECK(authorizer.CheckAll(Alice(), {TapIn("a"), TapIn("b")}).code() ==
+        absl::StatusCode::kPermissionDenied);
+}
+
+TEST_CASE("an aggregator the API server does not let review is told what it lacks") {
+  const testing::TempDir dir;
+  testing::KubeApiServer api_server({.rbac_file = dir.Write("rbac.json", AuthorizerRbac().dump())});
+  kube::Client client(AggregatorConfig(api_server, "stranger"));
+  KubeAuthorizer authorizer(client);
+  const absl::Status status = authorizer.Check(Alice(), TapIn("a"));
+  CHECK(status.code() == absl::StatusCode::kUnavailable);
+  CHECK(std::string(status.message())
+            .starts_with("cannot check whether alice may watch taps in namespace a: the Kubernetes "
+                         "API server's "
+                         "SubjectAccessReview failed: create subjectaccessreviews: "));
+  CHECK(status.message().find("(the aggregator needs the ClusterRole system:auth-delegator)") !=
+        absl::string_view::npos);
+}
+
+TEST_CASE("slow or failing reviews are UNAVAILABLE within the review's timeout, never a wait") {
+  const testing::TempDir dir;
+  testing::KubeApiServer api_server({.rbac_file = dir.Write("rbac.json", AuthorizerRbac().dump())});
+  kube::Client client(AggregatorConfig(api_server));
+  KubeAuthorizer authorizer(client, KubeAuthorizerOptions{.review_timeout = 1s});
+
+  api_server.SetReviewFaults({.delay = 8s});
+  const auto start = std::chrono::steady_clock::now();
+  const absl::Status slow = authorizer.Check(Alice(), TapIn("a"));
+  const auto took = std::chrono::steady_clock::now() - start;
+  api_server.SetReviewFaults({});  // releases the review still waiting there
+  CHECK(took < 3s);
+  CHECK(slow.code() == absl::StatusCode::kUnavailable);
+  CHECK(slow.message().find("within 1000 ms") != absl::string_view::npos);
+
+  api_server.SetReviewFaults({.unavailable = true});
+  const absl::Status failing = authorizer.Check(Alice(), TapIn("a"));
+  CHECK(failing.code() == absl::StatusCode::kUnavailable);
+  CHECK(std::string(failing.message())
+            .starts_with("cannot check whether alice may watch taps in namespace a: the Kubernetes "
+                         "API server's "
+                         "SubjectAccessReview failed: "));
+
+  // Failures were not kept: the API server back, the same check is answered.
+  api_server.SetReviewFaults({});
+  CHECK(authorizer.Check(Alice(), TapIn("a")).ok());
 }
 
 }  // namespace
