@@ -1,24 +1,19 @@
-// Api: the clients' questions (meshctl's stat, edges, routes, pods), answered by the pure
-// queries of queries.h over the store and the cluster; taps (tap_hub.h); and admin requests
-// relayed to a node's agent down its stream (admin_relay.h). Every call is checked first
-// against the caller's rights (authorization.h). Threads: queries and relayed requests run on
-// gRPC's pool for as long as they take; a tap holds its handler thread while its client
-// listens.
+// Api over gRPC: each call checked first against the caller's rights as its certificate
+// gives them (authorization.h), then answered by the transport-free calls of api_calls.h.
+// Threads: queries and relayed requests run on gRPC's pool for as long as they take; a tap
+// holds its handler thread while its client listens.
 #pragma once
 
-#include <chrono>
-
-#include "aggregator/queries.h"
-#include "aggregator/server_state.h"
+#include "aggregator/api_calls.h"
+#include "aggregator/authorization.h"
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 
 namespace nodemesh::aggregator {
 
 class ApiServiceImpl final : public v1::Api::Service {
  public:
-  // A tap's client hears of dropped events every `tap_drops_interval` (when there were any).
-  ApiServiceImpl(ServerState& state, std::chrono::milliseconds tap_drops_interval)
-      : state_(state), tap_drops_interval_(tap_drops_interval) {}
+  ApiServiceImpl(const Authorizer& authorizer, const ApiCalls& calls)
+      : authorizer_(authorizer), calls_(calls) {}
 
   grpc::Status StatSummary(grpc::ServerContext* context, const v1::StatSummaryRequest* request,
                            v1::StatSummaryResponse* response) override;
@@ -34,10 +29,8 @@ class ApiServiceImpl final : public v1::Api::Service {
                    grpc::ServerWriter<v1::TapStreamMessage>* writer) override;
 
  private:
-  QueryContext Context() const;
-
-  ServerState& state_;
-  const std::chrono::milliseconds tap_drops_interval_;
+  const Authorizer& authorizer_;
+  const ApiCalls& calls_;
 };
 
 }  // namespace nodemesh::aggregator

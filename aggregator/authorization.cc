@@ -85,10 +85,6 @@ absl::Status MayReport(const Caller& caller, std::string_view node) {
   return absl::OkStatus();
 }
 
-absl::Status MayRead(const Caller& caller) {
-  return caller.authenticated ? absl::OkStatus() : NoCertificate("reading the aggregator");
-}
-
 std::vector<std::string> TappedNamespaces(const v1::TapRequestSpec& spec) {
   std::vector<std::string> namespaces;
   for (const v1::Resource* resource : {&spec.target(), &spec.to()}) {
@@ -102,53 +98,86 @@ std::vector<std::string> TappedNamespaces(const v1::TapRequestSpec& spec) {
   return namespaces;
 }
 
-absl::Status MayTap(const Caller& caller, const v1::TapRequestSpec& spec) {
-  if (!caller.authenticated) return NoCertificate("tap");
-  if (InGroup(caller, kTapAllGroup)) return absl::OkStatus();
-  const std::vector<std::string> namespaces = TappedNamespaces(spec);
-  if (namespaces.empty()) {
-    return absl::PermissionDeniedError(fmt::format(
-        "'{}' may not tap every namespace: its certificate needs O={} (or tap one namespace "
-        "it may)",
-        caller.name, kTapAllGroup));
-  }
-  for (const std::string& name : namespaces) {
-    if (!InGroup(caller, fmt::format("{}{}", kTapGroupPrefix, name))) {
-      return absl::PermissionDeniedError(
-          fmt::format("'{}' may not tap namespace {}: its certificate needs O={}{} or O={}",
-                      caller.name, name, kTapGroupPrefix, name, kTapAllGroup));
+absl::Status MayByCertificate(const Caller& caller, const Permission& permission) {
+  if (permission.resource == kTapsResource) {
+    if (!caller.authenticated) return NoCertificate("tap");
+    if (InGroup(caller, kTapAllGroup)) return absl::OkStatus();
+    if (permission.namespace_name.empty()) {
+      return absl::PermissionDeniedError(fmt::format(
+          "'{}' may not tap every namespace: its certificate needs O={} (or tap one namespace "
+          "it may)",
+          caller.name, kTapAllGroup));
     }
+    if (!InGroup(caller, fmt::format("{}{}", kTapGroupPrefix, permission.namespace_name))) {
+      return absl::PermissionDeniedError(fmt::format(
+          "'{}' may not tap namespace {}: its certificate needs O={}{} or O={}", caller.name,
+          permission.namespace_name, kTapGroupPrefix, permission.namespace_name, kTapAllGroup));
+    }
+    return absl::OkStatus();
+  }
+  if (permission.resource == kNodesResource) {
+    if (!caller.authenticated) return NoCertificate("meshctl shell --node");
+    if (!InGroup(caller, kTapAllGroup)) {
+      return absl::PermissionDeniedError(
+          fmt::format("'{}' may not open the shell of node {}: it shows every namespace's pods and "
+                      "requests there, so its certificate needs O={}",
+                      caller.name, permission.name, kTapAllGroup));
+    }
+    return absl::OkStatus();
+  }
+  return caller.authenticated ? absl::OkStatus() : NoCertificate("reading the aggregator");
+}
+
+absl::Status MayRead(const Caller& caller) {
+  return MayByCertificate(caller, Permission{.verb = "get", .resource = "stats"});
+}
+
+absl::Status MayTap(const Caller& caller, const v1::TapRequestSpec& spec) {
+  std::vector<std::string> namespaces = TappedNamespaces(spec);
+  if (namespaces.empty()) namespaces.emplace_back();  // every namespace: cluster scope
+  for (std::string& name : namespaces) {
+    const Permission tap{
+        .verb = "watch", .resource = std::string(kTapsResource), .namespace_name = std::move(name)};
+    if (absl::Status may = MayByCertificate(caller, tap); !may.ok()) return may;
   }
   return absl::OkStatus();
 }
 
 absl::Status MayRelayToNode(const Caller& caller, std::string_view node) {
-  if (!caller.authenticated) return NoCertificate("meshctl shell --node");
-  if (!InGroup(caller, kTapAllGroup)) {
-    return absl::PermissionDeniedError(fmt::format(
-        "'{}' may not open the shell of node {}: it shows every namespace's pods and requests "
-        "there, so its certificate needs O={}",
-        caller.name, node, kTapAllGroup));
+  return MayByCertificate(caller, Permission{.verb = "get",
+                                             .resource = std::string(kNodesResource),
+                                             .subresource = std::string(kAdminSubresource),
+                                             .name = std::string(node)});
+}
+
+absl::Status Authorizer::ClientCall(const grpc::ServerContext& context,
+                                    absl::FunctionRef<absl::Status(const Caller&)> rule) const {
+  if (mode_ == AuthMode::kOpen) return absl::OkStatus();
+  const Caller caller = CallerOf(context);
+  if (mode_ == AuthMode::kKubernetes && !caller.authenticated) {
+    return absl::UnauthenticatedError(
+        "this aggregator authorizes users through the Kubernetes API server: run meshctl "
+        "without --aggregator, with your kubeconfig");
   }
-  return absl::OkStatus();
+  return rule(caller);
 }
 
 absl::Status Authorizer::Report(const grpc::ServerContext& context, std::string_view node) const {
-  return verify_callers_ ? MayReport(CallerOf(context), node) : absl::OkStatus();
+  return mode_ == AuthMode::kOpen ? absl::OkStatus() : MayReport(CallerOf(context), node);
 }
 
 absl::Status Authorizer::Read(const grpc::ServerContext& context) const {
-  return verify_callers_ ? MayRead(CallerOf(context)) : absl::OkStatus();
+  return ClientCall(context, MayRead);
 }
 
 absl::Status Authorizer::Tap(const grpc::ServerContext& context,
                              const v1::TapRequestSpec& spec) const {
-  return verify_callers_ ? MayTap(CallerOf(context), spec) : absl::OkStatus();
+  return ClientCall(context, [&spec](const Caller& caller) { return MayTap(caller, spec); });
 }
 
 absl::Status Authorizer::RelayToNode(const grpc::ServerContext& context,
                                      std::string_view node) const {
-  return verify_callers_ ? MayRelayToNode(CallerOf(context), node) : absl::OkStatus();
+  return ClientCall(context, [node](const Caller& caller) { return MayRelayToNode(caller, node); });
 }
 
 }  // namespace nodemesh::aggregator

@@ -1,21 +1,24 @@
-// Who may do what at the aggregator. A caller is known by the client certificate it
-// presented, verified against the aggregator's client CA (--tls-ca) in the handshake; its
-// subject says what it may do, in Kubernetes' own terms:
+// Who may do what at the aggregator, in one of three modes (AuthMode). With certificates, a
+// caller is known by the client certificate it presented, verified against the aggregator's
+// client CA (--tls-ca) in the handshake; its subject says what it may do, in Kubernetes' own
+// terms:
 //   - an agent: common name `system:node:NAME`, organization `system:nodes`, the subject of
 //     a kubelet's client certificate. It may report for node NAME only.
 //   - a client (meshctl): any certificate the CA issued may read aggregates (stat, edges,
 //     routes, pods: no payload). Tapping needs an organization `nodemesh:tap:NAMESPACE` for
 //     each namespace tapped, or `nodemesh:tap:*` for all; the shell's relay to a node's
 //     agent, which shows every pod of that node, needs `nodemesh:tap:*`.
-// Without a client CA nobody is authenticated, and everything is allowed: plaintext on
-// loopback (the local cluster) or TLS that only proves the aggregator to its callers.
+// Those rules are stated over the API's permissions (permission.h: MayByCertificate), the
+// same ones the Kubernetes mode asks the API server about.
 #pragma once
 
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
+#include "aggregator/permission.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 
 namespace grpc {
@@ -45,6 +48,9 @@ std::string CallerKey(const grpc::ServerContext& context);
 // The rules, on a caller. Each refusal is UNAUTHENTICATED (no certificate) or
 // PERMISSION_DENIED, and says what the certificate would need.
 absl::Status MayReport(const Caller& caller, std::string_view node);
+// Any certificate may read; `watch taps` in a namespace needs that namespace's tap group (or
+// nodemesh:tap:*), in every namespace nodemesh:tap:*; `get nodes/admin` nodemesh:tap:*.
+absl::Status MayByCertificate(const Caller& caller, const Permission& permission);
 absl::Status MayRead(const Caller& caller);
 absl::Status MayTap(const Caller& caller, const v1::TapRequestSpec& spec);
 absl::Status MayRelayToNode(const Caller& caller, std::string_view node);
@@ -52,10 +58,26 @@ absl::Status MayRelayToNode(const Caller& caller, std::string_view node);
 // The namespaces a tap reaches: its target's, and its `to`'s. Empty: every namespace.
 std::vector<std::string> TappedNamespaces(const v1::TapRequestSpec& spec);
 
+enum class AuthMode {
+  // No client CA: nobody is authenticated and everything is allowed. Plaintext on loopback
+  // (the local cluster), or TLS that only proves the aggregator to its callers.
+  kOpen,
+  // A client CA (--tls-ca): the certificate rules above, for agents and clients.
+  kCertificates,
+  // Users call through the Kubernetes API server, which authenticates them; the aggregator
+  // knows them from its front proxy (front_proxy.h) and asks it what they may do
+  // (kube_authorizer.h). Users never hand it their Kubernetes credentials: on gRPC a client
+  // needs a certificate of the client CA, when there is one, and is refused without, told to
+  // go through the API server. Agents present certificates as in kCertificates.
+  kKubernetes,
+};
+
+// The rules for gRPC calls in a mode.
 class Authorizer {
  public:
-  // `verify_callers`: the aggregator has a client CA, and the rules apply.
-  explicit Authorizer(bool verify_callers) : verify_callers_(verify_callers) {}
+  explicit Authorizer(AuthMode mode) : mode_(mode) {}
+
+  AuthMode mode() const { return mode_; }
 
   absl::Status Report(const grpc::ServerContext& context, std::string_view node) const;
   absl::Status Read(const grpc::ServerContext& context) const;
@@ -63,7 +85,12 @@ class Authorizer {
   absl::Status RelayToNode(const grpc::ServerContext& context, std::string_view node) const;
 
  private:
-  const bool verify_callers_;
+  // A gRPC client's call: allowed in kOpen; else `rule` on its certificate, and in
+  // kKubernetes a refusal naming the way through the API server when it has none.
+  absl::Status ClientCall(const grpc::ServerContext& context,
+                          absl::FunctionRef<absl::Status(const Caller&)> rule) const;
+
+  const AuthMode mode_;
 };
 
 }  // namespace nodemesh::aggregator

@@ -117,12 +117,49 @@ TEST_CASE("a node's shell through the relay needs every namespace's tap") {
 
 TEST_CASE("without a client CA every call is allowed") {
   // No certificate is looked for: the context of a call that has none is enough.
-  const Authorizer open(/*verify_callers=*/false);
+  const Authorizer open(AuthMode::kOpen);
   const grpc::ServerContext context;
   CHECK(open.Report(context, "node-a").ok());
   CHECK(open.Read(context).ok());
   CHECK(open.Tap(context, TapOf("")).ok());
   CHECK(open.RelayToNode(context, "node-a").ok());
+}
+
+TEST_CASE("the certificate rules answer the API's permissions") {
+  const Caller viewer = User("viewer", {});
+  for (const char* resource : {"stats", "edges", "routes", "inventory"}) {
+    CHECK(MayByCertificate(viewer, Permission{.verb = "get", .resource = resource}).ok());
+    CHECK(MayByCertificate(Caller{}, Permission{.verb = "get", .resource = resource}).code() ==
+          absl::StatusCode::kUnauthenticated);
+  }
+  const Permission tap_a{.verb = "watch", .resource = "taps", .namespace_name = "a"};
+  CHECK(MayByCertificate(User("alice", {"nodemesh:tap:a"}), tap_a).ok());
+  CHECK(MayByCertificate(viewer, tap_a).code() == absl::StatusCode::kPermissionDenied);
+  const Permission node_admin{
+      .verb = "get", .resource = "nodes", .subresource = "admin", .name = "node-a"};
+  CHECK(MayByCertificate(User("ops", {"nodemesh:tap:*"}), node_admin).ok());
+  CHECK(MayByCertificate(User("alice", {"nodemesh:tap:a"}), node_admin).code() ==
+        absl::StatusCode::kPermissionDenied);
+}
+
+TEST_CASE("in the Kubernetes mode a gRPC client without a certificate is sent to the API server") {
+  const Authorizer kubernetes(AuthMode::kKubernetes);
+  const grpc::ServerContext context;  // no certificate
+  for (const absl::Status& status : {kubernetes.Read(context), kubernetes.Tap(context, TapOf("a")),
+                                     kubernetes.RelayToNode(context, "node-a")}) {
+    CHECK(status.code() == absl::StatusCode::kUnauthenticated);
+    CHECK(status.message() ==
+          "this aggregator authorizes users through the Kubernetes API server: run meshctl "
+          "without --aggregator, with your kubeconfig");
+  }
+  // Agents are known by certificates there too.
+  CHECK(kubernetes.Report(context, "node-a").code() == absl::StatusCode::kUnauthenticated);
+
+  // With certificates, the same calls ask for one.
+  const Authorizer certificates(AuthMode::kCertificates);
+  CHECK(certificates.Read(context).message() ==
+        "reading the aggregator needs a client certificate issued by the aggregator's client "
+        "CA: give meshctl --cert and --key (or NODEMESH_CERT and NODEMESH_KEY)");
 }
 
 }  // namespace

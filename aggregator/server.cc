@@ -44,7 +44,7 @@ AggregatorServer::AggregatorServer(ServerOptions options)
       cluster_(options_.stale_after_seconds),
       tap_hub_([this] { return cluster_.Pods(); }, options_.tap),
       admin_relay_(options_.admin_relay),
-      authorizer_(!options_.tls.ca.empty()),
+      authorizer_(options_.tls.ca.empty() ? AuthMode::kOpen : AuthMode::kCertificates),
       agents_(options_.max_nodes),
       state_{.clock = options_.clock,
              .history_start_second = NowSeconds(),
@@ -54,8 +54,9 @@ AggregatorServer::AggregatorServer(ServerOptions options)
              .admin_relay = admin_relay_,
              .authorizer = authorizer_,
              .agents = agents_},
+      api_calls_(state_, options_.tap_drops_interval),
       agent_service_(std::make_unique<AgentServiceImpl>(state_)),
-      api_service_(std::make_unique<ApiServiceImpl>(state_, options_.tap_drops_interval)) {}
+      api_service_(std::make_unique<ApiServiceImpl>(authorizer_, api_calls_)) {}
 
 AggregatorServer::~AggregatorServer() { Shutdown(); }
 

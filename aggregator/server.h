@@ -1,6 +1,6 @@
 // The aggregator as a gRPC server: AgentService (agent_service.h: one long stream per node
-// agent, each an AgentSession) and Api (api_service.h: the clients' queries, taps and admin
-// requests relayed to an agent) on one address. This class owns what they act on
+// agent, each an AgentSession) and Api (api_service.h over api_calls.h: the clients' queries,
+// taps and admin requests relayed to an agent) on one address. This class owns what they act on
 // (server_state.h), starts and stops serving, and runs the housekeeping. Built on gRPC's
 // synchronous API: each agent stream holds a handler thread reading it and a writer thread
 // for the messages going down (stream_link.h); each tap client holds one thread. Queries,
@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "aggregator/admin_relay.h"
+#include "aggregator/api_calls.h"
 #include "aggregator/authorization.h"
 #include "aggregator/clock.h"
 #include "aggregator/cluster.h"
@@ -98,7 +99,8 @@ class AggregatorServer {
   AdminRelay admin_relay_;
   const Authorizer authorizer_;
   ConnectedAgents agents_;
-  ServerState state_;  // the parts above, as the services use them
+  ServerState state_;         // the parts above, as the services use them
+  const ApiCalls api_calls_;  // the clients' calls, for every transport
   std::unique_ptr<AgentServiceImpl> agent_service_;
   std::unique_ptr<ApiServiceImpl> api_service_;
   std::unique_ptr<grpc::Server> server_;

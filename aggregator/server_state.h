@@ -1,4 +1,4 @@
-// What the aggregator's gRPC services (agent_service.h, api_service.h) act on: the parts that
+// What the aggregator's services (agent_service.h, api_calls.h) act on: the parts that
 // AggregatorServer owns (server.h), which outlive every call. Each part locks for itself
 // (docs/ARCHITECTURE.md 4.2); the services own no lock.
 #pragma once

@@ -91,19 +91,19 @@ std::shared_ptr<grpc::Channel> MakeChannel(const AggregatorDialer& dialer) {
 
 }  // namespace
 
-absl::StatusOr<ApiClient> ApiClient::Make(ClientOptions options) {
+absl::StatusOr<std::unique_ptr<GrpcApiClient>> GrpcApiClient::Make(ClientOptions options) {
   absl::StatusOr<AggregatorDialer> dialer =
       AggregatorDialer::Make(options.address, options.tls, "--");
   if (!dialer.ok()) return dialer.status();
-  return ApiClient(std::move(options), *dialer);
+  return std::unique_ptr<GrpcApiClient>(new GrpcApiClient(std::move(options), *dialer));
 }
 
-ApiClient::ApiClient(ClientOptions options, const AggregatorDialer& dialer)
+GrpcApiClient::GrpcApiClient(ClientOptions options, const AggregatorDialer& dialer)
     : options_(std::move(options)),
       channel_(MakeChannel(dialer)),
       stub_(v1::Api::NewStub(channel_)) {}
 
-absl::Status ApiClient::WaitUntilReachable() {
+absl::Status GrpcApiClient::WaitUntilReachable() {
   const auto deadline = std::chrono::system_clock::now() + options_.connect_timeout;
   grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
   while (state != GRPC_CHANNEL_READY && state != GRPC_CHANNEL_TRANSIENT_FAILURE &&
@@ -119,7 +119,7 @@ absl::Status ApiClient::WaitUntilReachable() {
   return absl::OkStatus();
 }
 
-absl::Status ApiClient::Explain(const grpc::Status& status, std::string_view rpc) const {
+absl::Status GrpcApiClient::Explain(const grpc::Status& status, std::string_view rpc) const {
   const std::string& message = status.error_message();
   // An HTTP/2 server that is not a gRPC one (a proxy, another service on that port) answers
   // with a plain HTTP status, which gRPC reports under some code or other.
@@ -168,8 +168,8 @@ absl::Status ApiClient::Explain(const grpc::Status& status, std::string_view rpc
 }
 
 template <typename Request, typename Response>
-absl::StatusOr<Response> ApiClient::Call(std::string_view rpc, Method<Request, Response> method,
-                                         const Request& request) {
+absl::StatusOr<Response> GrpcApiClient::Call(std::string_view rpc, Method<Request, Response> method,
+                                             const Request& request) {
   if (absl::Status reachable = WaitUntilReachable(); !reachable.ok()) return reachable;
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + options_.answer_timeout);
@@ -179,29 +179,32 @@ absl::StatusOr<Response> ApiClient::Call(std::string_view rpc, Method<Request, R
   return response;
 }
 
-absl::StatusOr<v1::StatSummaryResponse> ApiClient::StatSummary(
+absl::StatusOr<v1::StatSummaryResponse> GrpcApiClient::StatSummary(
     const v1::StatSummaryRequest& request) {
   return Call("StatSummary", &v1::Api::Stub::StatSummary, request);
 }
 
-absl::StatusOr<v1::EdgesResponse> ApiClient::Edges(const v1::EdgesRequest& request) {
+absl::StatusOr<v1::EdgesResponse> GrpcApiClient::Edges(const v1::EdgesRequest& request) {
   return Call("Edges", &v1::Api::Stub::Edges, request);
 }
 
-absl::StatusOr<v1::TopRoutesResponse> ApiClient::TopRoutes(const v1::TopRoutesRequest& request) {
+absl::StatusOr<v1::TopRoutesResponse> GrpcApiClient::TopRoutes(
+    const v1::TopRoutesRequest& request) {
   return Call("TopRoutes", &v1::Api::Stub::TopRoutes, request);
 }
 
-absl::StatusOr<v1::ListPodsResponse> ApiClient::ListPods(const v1::ListPodsRequest& request) {
+absl::StatusOr<v1::ListPodsResponse> GrpcApiClient::ListPods(const v1::ListPodsRequest& request) {
   return Call("ListPods", &v1::Api::Stub::ListPods, request);
 }
 
-absl::StatusOr<v1::NodeAdminResponse> ApiClient::NodeAdmin(const v1::NodeAdminRequest& request) {
+absl::StatusOr<v1::NodeAdminResponse> GrpcApiClient::NodeAdmin(
+    const v1::NodeAdminRequest& request) {
   return Call("NodeAdmin", &v1::Api::Stub::NodeAdmin, request);
 }
 
-absl::Status ApiClient::Tap(const v1::TapRequestSpec& spec, CancelSource& cancel,
-                            const std::function<bool(const v1::TapStreamMessage&)>& on_message) {
+absl::Status GrpcApiClient::Tap(
+    const v1::TapRequestSpec& spec, CancelSource& cancel,
+    const std::function<bool(const v1::TapStreamMessage&)>& on_message) {
   if (absl::Status reachable = WaitUntilReachable(); !reachable.ok()) return reachable;
   grpc::ClientContext context;
   const CancelSource::Registration registration =

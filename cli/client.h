@@ -1,5 +1,5 @@
-// The aggregator's client API as meshctl uses it: a bounded wait to connect, a deadline on
-// every answer, and failures turned into one line that says what to do.
+// The aggregator's API (api.h) over gRPC to its address: a bounded wait to connect, a
+// deadline on every answer, and failures turned into one line that says what to do.
 #pragma once
 
 #include <chrono>
@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "cli/api.h"
 #include "cli/cancel.h"
 #include "common/tls/tls.h"
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
@@ -27,26 +28,24 @@ struct ClientOptions {
   TlsFiles tls;  // none: plaintext, to a loopback address only
 };
 
-class ApiClient {
+class GrpcApiClient final : public AggregatorApi {
  public:
   // Why the options cannot work, if they cannot (a TLS file, plaintext off loopback).
-  static absl::StatusOr<ApiClient> Make(ClientOptions options);
+  static absl::StatusOr<std::unique_ptr<GrpcApiClient>> Make(ClientOptions options);
 
-  absl::StatusOr<v1::StatSummaryResponse> StatSummary(const v1::StatSummaryRequest& request);
-  absl::StatusOr<v1::EdgesResponse> Edges(const v1::EdgesRequest& request);
-  absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const v1::TopRoutesRequest& request);
-  absl::StatusOr<v1::ListPodsResponse> ListPods(const v1::ListPodsRequest& request);
-  absl::StatusOr<v1::NodeAdminResponse> NodeAdmin(const v1::NodeAdminRequest& request);
-
-  // Hands each message to `on_message` until it returns false or `cancel` fires (both OK,
-  // and the RPC is cancelled), or the stream fails or the aggregator ends it (an error).
+  absl::StatusOr<v1::StatSummaryResponse> StatSummary(
+      const v1::StatSummaryRequest& request) override;
+  absl::StatusOr<v1::EdgesResponse> Edges(const v1::EdgesRequest& request) override;
+  absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const v1::TopRoutesRequest& request) override;
+  absl::StatusOr<v1::ListPodsResponse> ListPods(const v1::ListPodsRequest& request) override;
+  absl::StatusOr<v1::NodeAdminResponse> NodeAdmin(const v1::NodeAdminRequest& request) override;
   absl::Status Tap(const v1::TapRequestSpec& spec, CancelSource& cancel,
-                   const std::function<bool(const v1::TapStreamMessage&)>& on_message);
+                   const std::function<bool(const v1::TapStreamMessage&)>& on_message) override;
 
-  const std::string& address() const { return options_.address; }
+  const std::string& address() const override { return options_.address; }
 
  private:
-  ApiClient(ClientOptions options, const AggregatorDialer& dialer);
+  GrpcApiClient(ClientOptions options, const AggregatorDialer& dialer);
 
   template <typename Request, typename Response>
   using Method = grpc::Status (v1::Api::Stub::*)(grpc::ClientContext*, const Request&, Response*);

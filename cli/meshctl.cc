@@ -4,6 +4,7 @@
 
 #include <cctype>
 
+#include "cli/client.h"
 #include "cli/commands/command.h"
 #include "common/base/format.h"
 #include "common/base/version.h"

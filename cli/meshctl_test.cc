@@ -344,9 +344,9 @@ TEST_CASE("an aggregator that accepts but never answers: bounded wait", "[meshct
   ClientOptions options;
   options.address = target;
   options.connect_timeout = std::chrono::milliseconds(300);
-  ApiClient client = ApiClient::Make(std::move(options)).value();
+  const std::unique_ptr<GrpcApiClient> client = GrpcApiClient::Make(std::move(options)).value();
   // The call ends (no hang) with the connect timeout's message, not a refusal.
-  const auto response = client.StatSummary(v1::StatSummaryRequest());
+  const auto response = client->StatSummary(v1::StatSummaryRequest());
   REQUIRE_FALSE(response.ok());
   CHECK(std::string(response.status().message()) ==
         fmt::format("cannot reach the aggregator at {} (no answer within 1s): start it, or point "

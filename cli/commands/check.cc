@@ -8,12 +8,12 @@ namespace nodemesh::cli {
 namespace {
 
 int RunCheck(const Invocation& invocation) {
-  absl::StatusOr<ApiClient> client = invocation.Client();
+  absl::StatusOr<std::unique_ptr<AggregatorApi>> client = invocation.Client();
   if (!client.ok()) return invocation.Fail(client.status());
-  const absl::StatusOr<v1::ListPodsResponse> pods = client->ListPods(v1::ListPodsRequest());
+  const absl::StatusOr<v1::ListPodsResponse> pods = (*client)->ListPods(v1::ListPodsRequest());
   if (!pods.ok()) return invocation.Fail(pods.status());
   const CheckReport report =
-      RenderCheck(client->address(), *pods, invocation.context.now_unix_seconds());
+      RenderCheck((*client)->address(), *pods, invocation.context.now_unix_seconds());
   invocation.context.out << report.text;
   if (report.problems == 0) return 0;
   invocation.context.err << fmt::format("meshctl: check found {} problem{} (marked ×)\n",

@@ -4,14 +4,16 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "cli/client.h"
+#include "cli/api.h"
 #include "cli/meshctl.h"
 #include "cli/resource.h"
 #include "common/base/format.h"
+#include "common/tls/tls.h"
 
 namespace nodemesh::cli {
 
@@ -25,8 +27,8 @@ struct Invocation {
   // Makes `run_command` the one to run when `command` is the subcommand given.
   void RunWhenChosen(CLI::App& command, std::function<int()> run_command);
 
-  // A client of the --aggregator address, or why that address is unusable.
-  absl::StatusOr<ApiClient> Client() const;
+  // The aggregator's API at the --aggregator address, or why that address is unusable.
+  absl::StatusOr<std::unique_ptr<AggregatorApi>> Client() const;
   // Prints "meshctl: <message>" and returns the exit code: 2 for a usage error, else 1.
   int Fail(const absl::Status& status) const;
   // For a problem with one flag's value: "--from: <message>".

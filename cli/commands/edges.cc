@@ -25,9 +25,9 @@ int RunEdges(const EdgesFlags& flags, const Invocation& invocation) {
   v1::EdgesRequest request;
   *request.mutable_selector() = scope->Selector();
   request.set_window_seconds(scope->window_seconds);
-  absl::StatusOr<ApiClient> client = invocation.Client();
+  absl::StatusOr<std::unique_ptr<AggregatorApi>> client = invocation.Client();
   if (!client.ok()) return invocation.Fail(client.status());
-  const absl::StatusOr<v1::EdgesResponse> response = client->Edges(request);
+  const absl::StatusOr<v1::EdgesResponse> response = (*client)->Edges(request);
   if (!response.ok()) return invocation.Fail(response.status());
 
   const Context& context = invocation.context;

@@ -30,9 +30,9 @@ int RunRoutes(const RoutesFlags& flags, const Invocation& invocation) {
     if (!from.ok()) return invocation.Fail("--from", from.status());
     *request.mutable_from() = *std::move(from);
   }
-  absl::StatusOr<ApiClient> client = invocation.Client();
+  absl::StatusOr<std::unique_ptr<AggregatorApi>> client = invocation.Client();
   if (!client.ok()) return invocation.Fail(client.status());
-  const absl::StatusOr<v1::TopRoutesResponse> response = client->TopRoutes(request);
+  const absl::StatusOr<v1::TopRoutesResponse> response = (*client)->TopRoutes(request);
   if (!response.ok()) return invocation.Fail(response.status());
 
   const Context& context = invocation.context;

@@ -39,14 +39,14 @@ int RunShell(const Invocation& invocation, const ShellFlags& flags, bool one_com
   absl::StatusOr<OutputFormat> format =
       ParseOutputFormat(flags.output, "shell", {OutputFormat::kTable, OutputFormat::kJson});
   if (!format.ok()) return invocation.Fail("-o", format.status());
-  std::optional<ApiClient> aggregator;
+  std::unique_ptr<AggregatorApi> aggregator;
   std::unique_ptr<AdminClient> agent;
   if (flags.node.empty()) {
     agent = std::make_unique<SocketAdminClient>(flags.socket);
   } else {
-    absl::StatusOr<ApiClient> client = invocation.Client();
+    absl::StatusOr<std::unique_ptr<AggregatorApi>> client = invocation.Client();
     if (!client.ok()) return invocation.Fail(client.status());
-    aggregator.emplace(*std::move(client));
+    aggregator = *std::move(client);
     agent = std::make_unique<RelayedAdminClient>(*aggregator, flags.node);
   }
   Shell shell(*agent, *format, invocation.context.cancel);

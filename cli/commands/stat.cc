@@ -42,9 +42,9 @@ int RunStat(const StatFlags& flags, const Invocation& invocation) {
     *request.mutable_to() = *std::move(to);
   }
 
-  absl::StatusOr<ApiClient> client = invocation.Client();
+  absl::StatusOr<std::unique_ptr<AggregatorApi>> client = invocation.Client();
   if (!client.ok()) return invocation.Fail(client.status());
-  const absl::StatusOr<v1::StatSummaryResponse> response = client->StatSummary(request);
+  const absl::StatusOr<v1::StatSummaryResponse> response = (*client)->StatSummary(request);
   if (!response.ok()) return invocation.Fail(response.status());
 
   const Context& context = invocation.context;

@@ -46,12 +46,12 @@ int RunTap(const TapFlags& flags, const Invocation& invocation) {
   spec.set_scheme(flags.scheme);
   spec.set_max_rps(flags.max_rps);
 
-  absl::StatusOr<ApiClient> client = invocation.Client();
+  absl::StatusOr<std::unique_ptr<AggregatorApi>> client = invocation.Client();
   if (!client.ok()) return invocation.Fail(client.status());
   const Context& context = invocation.context;
   uint64_t events = 0;
   const absl::Status status =
-      client->Tap(spec, context.cancel, [&](const v1::TapStreamMessage& message) {
+      (*client)->Tap(spec, context.cancel, [&](const v1::TapStreamMessage& message) {
         if (message.has_drops()) {
           context.err << RenderTapDrops(message.drops()) << std::flush;
           return true;

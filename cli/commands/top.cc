@@ -25,11 +25,11 @@ int RunTop(const TopFlags& flags, const Invocation& invocation) {
   *request.mutable_selector() = scope->Selector();
   request.set_window_seconds(scope->window_seconds);
   request.set_limit(flags.limit);
-  absl::StatusOr<ApiClient> client = invocation.Client();
+  absl::StatusOr<std::unique_ptr<AggregatorApi>> client = invocation.Client();
   if (!client.ok()) return invocation.Fail(client.status());
 
   const Context& context = invocation.context;
-  absl::StatusOr<v1::TopRoutesResponse> response = client->TopRoutes(request);
+  absl::StatusOr<v1::TopRoutesResponse> response = (*client)->TopRoutes(request);
   if (!response.ok()) return invocation.Fail(response.status());
   if (!context.out_is_tty) {
     context.out << RenderTop(*response, "", false);
@@ -55,7 +55,7 @@ int RunTop(const TopFlags& flags, const Invocation& invocation) {
     }
     context.out << frame << std::flush;
     if (!context.out || context.cancel.WaitFor(kTopRefresh)) return 0;
-    response = client->TopRoutes(request);
+    response = (*client)->TopRoutes(request);
   }
 }
 

@@ -8,7 +8,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
-#include "cli/client.h"
+#include "cli/api.h"
 
 namespace nodemesh::cli {
 
@@ -48,14 +48,14 @@ class SocketAdminClient : public AdminClient {
 // settings are changed on its node.
 class RelayedAdminClient : public AdminClient {
  public:
-  RelayedAdminClient(ApiClient& aggregator, std::string node)
+  RelayedAdminClient(AggregatorApi& aggregator, std::string node)
       : aggregator_(aggregator), node_(std::move(node)) {}
 
  protected:
   absl::StatusOr<Reply> Request(std::string_view method, std::string_view path) override;
 
  private:
-  ApiClient& aggregator_;
+  AggregatorApi& aggregator_;
   std::string node_;
 };
 

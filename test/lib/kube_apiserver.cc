@@ -175,10 +175,33 @@ nlohmann::json KubeApiServer::MergePatch(std::string_view path, const nlohmann::
 void KubeApiServer::Delete(std::string_view path) { Admin("DELETE", path, nullptr); }
 
 std::string KubeApiServer::IssueToken(std::string_view namespace_name,
-                                      std::string_view service_account) {
-  const nlohmann::json user =
-      fmt::format("system:serviceaccount:{}:{}", namespace_name, service_account);
-  return Admin("POST", "/_test/tokens", {{"user", user}}).at("token").get<std::string>();
+                                      std::string_view service_account,
+                                      const TokenOptions& options) {
+  nlohmann::json request = {
+      {"user", fmt::format("system:serviceaccount:{}:{}", namespace_name, service_account)},
+      {"audiences", options.audiences}};
+  if (options.expiration) request["expirationSeconds"] = options.expiration->count();
+  if (!options.pod_name.empty()) {
+    request["pod"] = {{"name", options.pod_name}, {"uid", options.pod_uid}};
+  }
+  if (!options.node_name.empty()) {
+    request["node"] = {{"name", options.node_name}, {"uid", options.node_uid}};
+  }
+  return Admin("POST", "/_test/tokens", request).at("token").get<std::string>();
+}
+
+std::string KubeApiServer::IssueUserToken(
+    std::string_view user, const std::vector<std::string>& groups,
+    const std::map<std::string, std::vector<std::string>>& extra,
+    std::optional<std::chrono::seconds> expiration) {
+  nlohmann::json request = {{"user", std::string(user)}, {"groups", groups}, {"extra", extra}};
+  if (expiration) request["expirationSeconds"] = expiration->count();
+  return Admin("POST", "/_test/tokens", request).at("token").get<std::string>();
+}
+
+void KubeApiServer::SetReviewFaults(ReviewFaults faults) {
+  Admin("POST", "/_test/reviews",
+        {{"delaySeconds", faults.delay.count() / 1e3}, {"unavailable", faults.unavailable}});
 }
 
 void KubeApiServer::RevokeToken(std::string_view token) {
@@ -211,7 +234,8 @@ std::vector<KubeApiServer::Request> KubeApiServer::Requests() {
                         .user = r.at("user"),
                         .status = r.at("status"),
                         .watch = r.at("watch"),
-                        .rule = r.at("rule")});
+                        .rule = r.at("rule"),
+                        .review = r.value("review", nlohmann::json())});
   }
   return requests;
 }

@@ -1,8 +1,10 @@
-// A Kubernetes API server for tests (test/lib/kube_apiserver.py): real HTTPS, bearer tokens,
-// optional RBAC, in-memory objects with list, watch (bookmarks, 410 Gone), create, update,
-// patch and delete, and switches to make it misbehave (stalled watches, expired history,
-// down then up). Each KubeApiServer has its own CA, certificates, tokens and state in a
-// temporary directory, and stops its process when it goes, even when a test fails.
+// A Kubernetes API server for tests (test/lib/kube_apiserver.py): real HTTPS, bearer tokens
+// with audiences, expiry and pod and node claims, TokenReview and SubjectAccessReview,
+// optional RBAC (beside the bootstrap roles every cluster has), in-memory objects with list,
+// watch (bookmarks, 410 Gone), create, update, patch and delete, and switches to make it
+// misbehave (stalled watches, expired history, slow or failing reviews, down then up). Each
+// KubeApiServer has its own CA, certificates, tokens and state in a temporary directory, and stops
+// its process when it goes, even when a test fails.
 //
 // The object and control calls use the admin token; they throw std::runtime_error with the
 // server's answer when it is not the expected one. Calls may come from any thread, but
@@ -13,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +34,36 @@ struct KubeApiServerOptions {
   std::string rbac_file{};
 };
 
+// The audience of tokens for the API server itself: a token issued without audiences has it,
+// and the server's own API takes only tokens that have it.
+inline constexpr std::string_view kApiAudience = "https://kubernetes.default.svc.cluster.local";
+
+// What a service account's token is issued for, as the TokenRequest API (and a projected
+// volume) asks for it.
+struct TokenOptions {
+  // Empty: kApiAudience only.
+  std::vector<std::string> audiences{};
+  // Lifetime from now; none: it never expires (as a Secret's token).
+  std::optional<std::chrono::seconds> expiration{};
+  // Bound to this pod of the service account's namespace: the token is valid only while a
+  // pod of that name and uid exists, and its reviews carry the pod-name and pod-uid extras.
+  // An empty uid is the stored pod's (which must exist then).
+  std::string pod_name{};
+  std::string pod_uid{};
+  // The node claims Kubernetes 1.30+ adds to a pod's token (the node-name and node-uid
+  // extras); empty: none, as before 1.30.
+  std::string node_name{};
+  std::string node_uid{};
+};
+
+// How TokenReviews and SubjectAccessReviews misbehave, for tests of a slow or failing API
+// server: each is answered `delay` late (a shorter delay set later releases those waiting),
+// then with 503 ServiceUnavailable if `unavailable`. Other requests are not affected.
+struct ReviewFaults {
+  std::chrono::milliseconds delay{0};
+  bool unavailable = false;
+};
+
 class KubeApiServer {
  public:
   // Makes the certificates and starts the server; returns once it listens.
@@ -46,9 +79,18 @@ class KubeApiServer {
   std::string other_ca_file() const;  // an unrelated CA: TLS verification must fail with it
   std::string admin_token() const;
 
-  // A token for user system:serviceaccount:<ns>:<name>, valid from now on.
-  std::string IssueToken(std::string_view namespace_name, std::string_view service_account);
+  // A token (a JWT with Kubernetes' claims, exp among them when it expires) for user
+  // system:serviceaccount:<ns>:<name>.
+  std::string IssueToken(std::string_view namespace_name, std::string_view service_account,
+                         const TokenOptions& options = {});
+  // A token for any user, with the groups (system:authenticated is added) and extras its
+  // reviews and requests carry, valid for kApiAudience; none: it never expires.
+  std::string IssueUserToken(std::string_view user, const std::vector<std::string>& groups = {},
+                             const std::map<std::string, std::vector<std::string>>& extra = {},
+                             std::optional<std::chrono::seconds> expiration = {});
   void RevokeToken(std::string_view token);
+  // Until the next Stop.
+  void SetReviewFaults(ReviewFaults faults);
 
   // client-go's in-cluster layout in `dir` (made if missing): ca.crt, token, namespace.
   void WriteServiceAccountDir(const std::string& dir, std::string_view token,
@@ -102,16 +144,21 @@ class KubeApiServer {
   // and Start, oldest first. The server records a request before it answers it, so a
   // request whose answer has arrived is here. `rule` names the RBAC rule that allowed it,
   // "ClusterRole/<name>#<index>" or "Role/<namespace>/<name>#<index>"; "admin" for the
-  // admin token, "system:discovery" for discovery paths, "" without RBAC or when denied.
+  // admin token, "system:masters" for that group, "system:discovery" for discovery paths,
+  // "" without RBAC or when denied. A review's entry says what it decided in `review`:
+  // {audiences, authenticated, user or error} for a TokenReview, {user, groups, extra,
+  // resourceAttributes or nonResourceAttributes, allowed, rule} for a SubjectAccessReview.
   struct Request {
     std::string method, path, user;
     int status = 0;
     bool watch = false;
     std::string rule;
+    nlohmann::json review;  // null unless the request was a review
   };
   std::vector<Request> Requests();
-  // Every rule of the RBAC file and how many requests it allowed (since the last Start): a
-  // test can check that none is unused.
+  // Every rule of the RBAC file and how many requests and SubjectAccessReviews it allowed
+  // (since the last Start), and each rule of a bootstrap role that allowed one: a test can
+  // check that none is unused.
   std::map<std::string, int> RbacRuleUses();
 
   // What the server logged (one line per request), for failure messages.

@@ -9,17 +9,31 @@ Listens on 127.0.0.1 (port 0: any free port); once listening it writes the port 
 ready file. Standard library only. What it implements, as the Kubernetes API documents it:
 
 - Authentication by bearer token: --admin-token (user "admin", allowed everything), the
-  --tokens file ({"token": "username"}, re-read when it changes) and tokens added through
+  --tokens file ({"token": "username"}, re-read when it changes) and tokens issued through
   the control endpoints. Service accounts are "system:serviceaccount:<ns>:<name>", in the
-  groups system:serviceaccounts, system:serviceaccounts:<ns> and system:authenticated.
+  groups system:serviceaccounts, system:serviceaccounts:<ns> and system:authenticated; their
+  tokens are JWTs with the claims of the TokenRequest API (aud, exp, iat, nbf, iss, jti, sub,
+  kubernetes.io: namespace, serviceaccount, and pod and node when bound to them). A token
+  has audiences (the API server's own, API_AUDIENCE, when issued without) and may expire; the
+  server's own API takes only an unexpired token with its audience, and a token bound to a
+  pod only while that pod exists with the uid it was issued for.
+- TokenReview (authentication.k8s.io/v1): the same checks for the audiences asked for; the
+  user, groups and extras of an authenticated token (a service account's credential-id,
+  pod-name, pod-uid, node-name, node-uid, as Kubernetes 1.30+ gives them) and the audiences
+  both have; otherwise status.error. SubjectAccessReview (authorization.k8s.io/v1): resource
+  or non-resource attributes of the user and groups given, decided as a request of theirs
+  would be. Both are answered (201) and not stored.
 - Authorization by RBAC when --rbac names a JSON list (or a List) of ClusterRole,
-  ClusterRoleBinding, Role and RoleBinding objects; otherwise every valid token may do
-  anything. Discovery paths (/api, /apis, /version...) are open to every authenticated user,
-  as the default system:discovery binding makes them.
-- In-memory objects: pods, services, namespaces, serviceaccounts, nodes (v1); deployments,
-  replicasets, statefulsets, daemonsets (apps/v1); jobs, cronjobs (batch/v1); endpointslices
-  (discovery.k8s.io/v1). get, list, watch, create, update (PUT), patch (merge, strategic
-  merge, JSON patch), delete; labelSelector and fieldSelector; the status subresource.
+  ClusterRoleBinding, Role and RoleBinding objects, beside the bootstrap roles every cluster
+  has (ClusterRole system:auth-delegator, Role kube-system/extension-apiserver-
+  authentication-reader); otherwise every valid token may do anything. Group system:masters
+  may do anything. Discovery paths (/api, /apis, /version...) are open to every
+  authenticated user, as the default system:discovery binding makes them.
+- In-memory objects: pods, services, namespaces, serviceaccounts, nodes, configmaps (v1);
+  deployments, replicasets, statefulsets, daemonsets (apps/v1); jobs, cronjobs (batch/v1);
+  endpointslices (discovery.k8s.io/v1); apiservices (apiregistration.k8s.io/v1). get, list,
+  watch, create, update (PUT), patch (merge, strategic merge, JSON patch), delete;
+  labelSelector and fieldSelector; the status subresource.
 - One resourceVersion counter for everything, and the history of every change, from which
   watches replay. Watches are chunked streams of JSON events, with bookmarks.
 
@@ -52,11 +66,20 @@ Control endpoints, admin token only, JSON bodies:
          (open and new) send nothing at all, a new one not even its response headers, and
          stay open past their timeout; they carry on when the stall ends.
   POST   /_test/close-watches    ends every open watch stream and closes its connection.
-  POST   /_test/tokens           {"user": "...", ["token": "..."]} -> {"token", "user"}
+  POST   /_test/tokens           {"user", ["token"], ["groups"], ["extra": {name: [values]}],
+         ["audiences"], ["expirationSeconds"], ["uid"], ["pod": {"name", ["uid"]}],
+         ["node": {"name", ["uid"]}]} -> {"token", "user", ["expirationTimestamp"]}. Only a
+         service account's token may be bound to a pod (of its namespace; the uid is the
+         stored pod's unless given) or carry a node.
   DELETE /_test/tokens/<token>   revokes a token, wherever it came from.
-  GET    /_test/requests         {"requests": [{method, path, user, status, watch, rule}]}
-         every API request answered (control requests excluded), oldest first; each is
-         recorded before its answer is sent, so a client that has its answer finds it.
+  POST   /_test/reviews          {"delaySeconds": S, "unavailable": false|true}  reviews are
+         answered S seconds late (lifting the delay releases those waiting), then with 503
+         ServiceUnavailable while unavailable.
+  GET    /_test/requests         {"requests": [{method, path, user, status, watch, rule,
+         [review]}]} every API request answered (control requests excluded), oldest first;
+         each is recorded before its answer is sent, so a client that has its answer finds
+         it. A review's entry says what it decided: {audiences, authenticated, user|error}
+         or {user, groups, extra, resourceAttributes|nonResourceAttributes, allowed, rule}.
   DELETE /_test/requests         forgets them.
   POST   /_test/bookmark-interval {"seconds": 0.5}
   GET    /_test/rbac             {"rules": [{"rule", "uses"}]}: every RBAC rule and how
@@ -64,16 +87,20 @@ Control endpoints, admin token only, JSON bodies:
   GET    /_test/watches          {"open": N}: watch streams currently open.
 
 A rule is named "<Kind>/<name>#<index>" ("Role/<namespace>/<name>#<index>" for a Role);
-requests allowed by the admin token have the rule "admin", discovery "system:discovery",
-and requests without --rbac "".
+requests allowed by the admin token have the rule "admin", group system:masters
+"system:masters", discovery "system:discovery", and requests without --rbac "". The rules
+of bootstrap roles are listed by /_test/rbac once they have been used.
 
 Every request is logged to stderr as one line: method, path, user, status; like the record
 of /_test/requests, before its answer is sent.
 """
 
 import argparse
+import base64
 import copy
 import datetime
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -135,11 +162,24 @@ RESOURCE_LIST = [
     Resource("batch", "v1", "jobs", "Job", True),
     Resource("batch", "v1", "cronjobs", "CronJob", True),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
+    Resource("", "v1", "configmaps", "ConfigMap", True),
+    Resource("apiregistration.k8s.io", "v1", "apiservices", "APIService", False),
 ]
 RESOURCES = {(r.group, r.version, r.plural): r for r in RESOURCE_LIST}
 RESOURCES_BY_KEY = {r.key: r for r in RESOURCE_LIST}
-GROUP_VERSIONS = sorted({(r.group, r.version) for r in RESOURCE_LIST})
+# Reviews are created and answered, never stored: only "create" exists for them.
+REVIEW_LIST = [
+    Resource("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", False),
+    Resource("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False),
+]
+REVIEWS = {(r.group, r.version, r.plural): r for r in REVIEW_LIST}
+GROUP_VERSIONS = sorted({(r.group, r.version) for r in RESOURCE_LIST + REVIEW_LIST})
 SUBRESOURCES = ("status",)
+
+# The audience of tokens for the API server itself: a token issued without audiences has it,
+# and the server's own API accepts only tokens that have it.
+API_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
+EXTRA_PREFIX = "authentication.kubernetes.io/"
 
 VERSION_INFO = {
     "major": "1", "minor": "29", "gitVersion": "v1.29.0", "gitCommit": "",
@@ -202,8 +242,14 @@ NO_ROUTE = ApiError(404, "NotFound", "the server could not find the requested re
                     {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]})
 
 
+def timestamp(seconds):
+    """RFC 3339 in UTC, as Kubernetes writes times."""
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc) \
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now_timestamp():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timestamp(time.time())
 
 
 # ---------------------------------------------------------------------------------------
@@ -556,6 +602,24 @@ def extra_parts(path):
     return rest[3:]
 
 
+# Roles every cluster has (Kubernetes' bootstrap policy) that extension API servers are
+# bound to; only the bindings come from the --rbac file.
+BOOTSTRAP_ROLES = [
+    {"kind": "ClusterRole", "metadata": {"name": "system:auth-delegator"},
+     "rules": [{"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"],
+                "verbs": ["create"]},
+               {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"],
+                "verbs": ["create"]}]},
+    {"kind": "Role",
+     "metadata": {"name": "extension-apiserver-authentication-reader",
+                  "namespace": "kube-system"},
+     "rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                "resourceNames": ["extension-apiserver-authentication"],
+                "verbs": ["get", "list", "watch"]}]},
+]
+MASTERS_GROUP = "system:masters"
+
+
 class Rbac:
     def __init__(self, path):
         with open(path) as f:
@@ -565,6 +629,12 @@ class Rbac:
         self.roles = {}
         self.cluster_bindings = []
         self.bindings = []
+        for role in BOOTSTRAP_ROLES:
+            if role["kind"] == "ClusterRole":
+                self.cluster_roles[role["metadata"]["name"]] = role
+            else:
+                self.roles[(role["metadata"]["namespace"], role["metadata"]["name"])] = role
+        bootstrap_rules = set(self.rule_names())
         for item in items:
             kind = item.get("kind")
             metadata = item.get("metadata", {})
@@ -578,13 +648,17 @@ class Rbac:
                 self.bindings.append(item)
             else:
                 raise ValueError(f"{path}: unexpected kind {kind!r}")
-        self.uses = {}
+        # The file's rules, each listed even while unused; a bootstrap rule once it is used.
+        self.uses = {rule: 0 for rule in self.rule_names() if rule not in bootstrap_rules}
+
+    def rule_names(self):
+        """The name of every rule of every role known."""
         for name, role in self.cluster_roles.items():
             for i in range(len(role.get("rules") or [])):
-                self.uses[f"ClusterRole/{name}#{i}"] = 0
+                yield f"ClusterRole/{name}#{i}"
         for (namespace, name), role in self.roles.items():
             for i in range(len(role.get("rules") or [])):
-                self.uses[f"Role/{namespace}/{name}#{i}"] = 0
+                yield f"Role/{namespace}/{name}#{i}"
 
     @staticmethod
     def subject_matches(subject, user, groups, binding_namespace):
@@ -704,8 +778,10 @@ class Store:
         self.history = []  # Change, rv increasing
         self.expired_at = 0  # a watch from this version or older is too old
         self.gone_mode = "status"
-        self.tokens = {}  # token -> user, from the control endpoints
+        self.tokens = {}  # token -> {"user", "groups", "extra", "audiences", "exp", "pod"...}
         self.revoked = set()
+        self.review_delay = 0.0  # seconds before a TokenReview or SubjectAccessReview answer
+        self.reviews_unavailable = False
         self.stalled = False
         self.close_generation = 0
         self.open_watches = 0
@@ -797,13 +873,13 @@ class Server(ThreadingHTTPServer):
             log(f"error on connection from {client_address[0]}:{client_address[1]}:\n"
                 f"{traceback.format_exc()}")
 
-    def user_of(self, token):
-        """The user a token belongs to, or None. The tokens file is re-read when it changes.
-        Called with the store's lock held."""
+    def token_record(self, token):
+        """What the server knows of a token ({"user", ...} as /_test/tokens stores it), or
+        None. The tokens file is re-read when it changes. Called with the store's lock held."""
         if not token:
             return None
         if token == self.options.admin_token:
-            return ADMIN_USER
+            return {"user": ADMIN_USER}
         path = self.options.tokens
         if path:
             try:
@@ -821,17 +897,149 @@ class Server(ThreadingHTTPServer):
                 self.tokens_file_state = current
         if token in self.store.revoked:
             return None
-        return self.store.tokens.get(token) or self.file_tokens.get(token)
+        if token in self.store.tokens:
+            return self.store.tokens[token]
+        user = self.file_tokens.get(token)
+        return {"user": user} if user else None
+
+    def authenticate(self, token, audiences=()):
+        """(user info, audiences, None) for a token valid for one of `audiences` (the API
+        server's own when empty), or (None, [], why not), as a TokenReview answers. Called
+        with the store's lock held."""
+        record = self.token_record(token)
+        if record is None:
+            return None, [], "invalid bearer token"
+        wanted = list(audiences) or [API_AUDIENCE]
+        accepted = record.get("audiences") or [API_AUDIENCE]
+        common = [a for a in wanted if a in accepted]
+        if not common:
+            return None, [], (f"token audiences {json.dumps(accepted)} is invalid for the target "
+                              f"audiences {json.dumps(wanted)}")
+        expires = record.get("exp")
+        if expires is not None and time.time() >= expires:
+            return None, [], "service account token has expired"
+        pod = record.get("pod")
+        if pod:
+            stored = self.store.objects.get(("", "pods", pod["namespace"], pod["name"]))
+            if stored is None:
+                return None, [], (f'service account token has been invalidated: the pod '
+                                  f'{pod["namespace"]}/{pod["name"]} it is bound to no longer '
+                                  f'exists')
+            uid = stored["metadata"].get("uid")
+            if uid != pod["uid"]:
+                return None, [], f'pod UID ({uid}) does not match claim ({pod["uid"]})'
+        user = record["user"]
+        info = {"username": user}
+        if record.get("uid"):
+            info["uid"] = record["uid"]
+        info["groups"] = groups_of(user, record.get("groups") or [])
+        if record.get("extra"):
+            info["extra"] = record["extra"]
+        return info, common, None
 
 
-def groups_of(user):
-    groups = ["system:authenticated"]
-    if user == ADMIN_USER:
-        groups.append("system:masters")
+    def authorize(self, user, groups, info):
+        """The name of what allows `user` in `groups` the request `info`, or None: "admin",
+        "system:masters", "system:discovery", an RBAC rule, or "" without RBAC."""
+        if user == ADMIN_USER:
+            return "admin"
+        if MASTERS_GROUP in groups:
+            return MASTERS_GROUP
+        if self.rbac is None:
+            return ""
+        # The system:discovery ClusterRole, bound to every authenticated user.
+        if not info.is_resource and is_discovery(info.path) and \
+                "system:authenticated" in groups:
+            return "system:discovery"
+        with self.store.cond:
+            return self.rbac.authorize(user, groups, info)
+
+
+def groups_of(user, groups=()):
+    """The groups of a user: those its token was issued with, then the ones Kubernetes adds."""
+    groups = list(groups)
     match = re.match(r"^system:serviceaccount:([^:]+):([^:]+)$", user)
     if match:
         groups += ["system:serviceaccounts", f"system:serviceaccounts:{match.group(1)}"]
+    groups.append("system:authenticated")
+    if user == ADMIN_USER:
+        groups.append(MASTERS_GROUP)
     return groups
+
+
+def base64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def issue_token(request, store, signing_key):
+    """A token and what the server keeps of it, from a /_test/tokens request. A service
+    account's token is a JWT with Kubernetes' claims, as the TokenRequest API issues it (the
+    signature is an HMAC: only this server checks it, by looking the token up). Called with
+    the store's lock held."""
+    user = request.get("user")
+    if not user:
+        raise bad_request("user is required")
+    groups = request.get("groups") or []
+    extra = request.get("extra") or {}
+    audiences = request.get("audiences") or []
+    if not all(isinstance(a, str) and a for a in audiences):
+        raise bad_request("audiences must be non-empty strings")
+    if not isinstance(extra, dict) or \
+       not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in extra.values()):
+        raise bad_request("extra must map names to lists of strings")
+    now = int(time.time())
+    record = {"user": user, "groups": groups, "extra": dict(extra), "audiences": audiences}
+    seconds = request.get("expirationSeconds")
+    if seconds is not None:
+        if not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise bad_request("expirationSeconds must be a positive number")
+        record["exp"] = now + seconds
+    service_account = re.match(r"^system:serviceaccount:([^:]+):([^:]+)$", user)
+    token = request.get("token")
+    if service_account is None:
+        if request.get("pod") or request.get("node"):
+            raise bad_request("only a service account's token can be bound to a pod or node")
+        record["uid"] = request.get("uid") or ""
+        return token or secrets.token_hex(24), record
+    namespace, name = service_account.groups()
+    account = store.objects.get(("", "serviceaccounts", namespace, name))
+    record["uid"] = account["metadata"]["uid"] if account else \
+        str(uuid.uuid5(uuid.NAMESPACE_URL, user))
+    jti = str(uuid.uuid4())
+    claims = {"aud": audiences or [API_AUDIENCE]}
+    if "exp" in record:
+        claims["exp"] = int(record["exp"])
+    claims.update({"iat": now, "iss": API_AUDIENCE, "jti": jti, "nbf": now, "sub": user})
+    kubernetes = {"namespace": namespace}
+    extra[EXTRA_PREFIX + "credential-id"] = [f"JTI={jti}"]
+    node = request.get("node") or {}
+    if node:
+        if not node.get("name"):
+            raise bad_request("node.name is required")
+        kubernetes["node"] = {"name": node["name"], "uid": node.get("uid", "")}
+        extra[EXTRA_PREFIX + "node-name"] = [node["name"]]
+        if node.get("uid"):
+            extra[EXTRA_PREFIX + "node-uid"] = [node["uid"]]
+    pod = request.get("pod") or {}
+    if pod:
+        stored = store.objects.get(("", "pods", namespace, pod.get("name", "")))
+        uid = pod.get("uid") or (stored["metadata"]["uid"] if stored else "")
+        if not pod.get("name") or not uid:
+            raise bad_request(f'pod "{pod.get("name", "")}" not found in namespace {namespace}: '
+                              f'a token is bound to an existing pod (or give its uid)')
+        kubernetes["pod"] = {"name": pod["name"], "uid": uid}
+        record["pod"] = {"namespace": namespace, "name": pod["name"], "uid": uid}
+        extra[EXTRA_PREFIX + "pod-name"] = [pod["name"]]
+        extra[EXTRA_PREFIX + "pod-uid"] = [uid]
+    kubernetes["serviceaccount"] = {"name": name, "uid": record["uid"]}
+    claims["kubernetes.io"] = kubernetes
+    record["groups"] = []  # a service account's groups are always the ones Kubernetes adds
+    record["extra"] = extra
+    header = base64url(to_json({"alg": "HS256", "kid": "test"}))
+    payload = base64url(to_json(claims))
+    signature = base64url(hmac.new(signing_key, f"{header}.{payload}".encode(),
+                                   hashlib.sha256).digest())
+    return token or f"{header}.{payload}.{signature}", record
 
 
 def log(line):
@@ -897,10 +1105,12 @@ class Handler(BaseHTTPRequestHandler):
         line = f"{self.command} {self.path} {self.user or '-'} {status}{' watch' if watch else ''}"
         log(line)
         if not self.control:
+            entry = {"method": self.command, "path": self.path, "user": self.user or "",
+                     "status": status, "watch": watch, "rule": self.rule or ""}
+            if self.review is not None:
+                entry["review"] = self.review
             with self.store.cond:
-                self.store.requests.append({"method": self.command, "path": self.path,
-                                            "user": self.user or "", "status": status,
-                                            "watch": watch, "rule": self.rule or ""})
+                self.store.requests.append(entry)
 
     def answer(self, code, body, watch=False):
         payload = to_json(body)
@@ -919,7 +1129,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def dispatch(self):
         self.user = None
+        self.groups = []
         self.rule = None
+        self.review = None
         self.control = False
         self.watching = False
         try:
@@ -933,10 +1145,11 @@ class Handler(BaseHTTPRequestHandler):
             auth = self.headers.get("Authorization", "")
             token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
             with self.store.cond:
-                self.user = self.server.user_of(token)
-            if self.user is None:
+                identity, _, _ = self.server.authenticate(token)
+            if identity is None:
                 self.answer_error(ApiError(401, "Unauthorized", "Unauthorized"), watch)
                 return
+            self.user, self.groups = identity["username"], identity["groups"]
             if self.control:
                 if self.user != ADMIN_USER:
                     raise ApiError(403, "Forbidden", "control endpoints need the admin token")
@@ -956,16 +1169,7 @@ class Handler(BaseHTTPRequestHandler):
             self.answer_error(ApiError(500, "InternalError", "internal error in the test server"))
 
     def authorize(self, info):
-        if self.user == ADMIN_USER:
-            self.rule = "admin"
-            return
-        if self.server.rbac is None:
-            return
-        if not info.is_resource and is_discovery(info.path):
-            self.rule = "system:discovery"
-            return
-        with self.store.cond:
-            self.rule = self.server.rbac.authorize(self.user, groups_of(self.user), info)
+        self.rule = self.server.authorize(self.user, self.groups, info)
         if self.rule is None:
             raise forbidden(self.user, info)
 
@@ -1006,6 +1210,10 @@ class Handler(BaseHTTPRequestHandler):
             (parts[1], parts[2]) if parts[0] == "apis" and len(parts) == 3 else (None, None)
         if (group, version) in GROUP_VERSIONS:
             resources = []
+            for r in REVIEW_LIST:
+                if (r.group, r.version) == (group, version):
+                    resources.append({"name": r.plural, "singularName": r.kind.lower(),
+                                      "namespaced": False, "kind": r.kind, "verbs": ["create"]})
             for r in RESOURCE_LIST:
                 if (r.group, r.version) != (group, version):
                     continue
@@ -1024,6 +1232,9 @@ class Handler(BaseHTTPRequestHandler):
     # -- resources
 
     def handle_resource(self, info, query, body):
+        review = REVIEWS.get((info.group, info.version, info.plural))
+        if review is not None:
+            return self.handle_review(review, info, body)
         resource = RESOURCES.get((info.group, info.version, info.plural))
         if resource is None or extra_parts(info.path) or \
            (info.subresource and info.subresource not in SUBRESOURCES):
@@ -1068,6 +1279,94 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(200, deleted)
         raise ApiError(405, "MethodNotAllowed",
                        "the server does not allow this method on the requested resource")
+
+    # -- reviews
+
+    def handle_review(self, resource, info, body):
+        """A TokenReview or SubjectAccessReview: answered (201) with its status, not stored."""
+        if self.command != "POST" or info.name or info.namespace or extra_parts(info.path):
+            raise ApiError(405, "MethodNotAllowed",
+                           "the server does not allow this method on the requested resource")
+        review = self.prepare(resource, "", parse_json(body))
+        spec = review.get("spec")
+        if not isinstance(spec, dict):
+            raise bad_request(f"spec is required for {resource.kind}")
+        self.wait_for_reviews()
+        if resource.plural == "tokenreviews":
+            status = self.review_token(spec)
+        else:
+            status = self.review_access(spec)
+        review["metadata"] = {"creationTimestamp": None}
+        review["status"] = status
+        self.answer(201, review)
+
+    def wait_for_reviews(self):
+        """Holds a review back while the test makes reviews slow (a delay lifted early lets it
+        go at once), then fails it if the test made reviews unavailable."""
+        store = self.store
+        started = time.monotonic()
+        with store.cond:
+            while True:
+                left = started + store.review_delay - time.monotonic()
+                if left <= 0:
+                    break
+                store.cond.wait(left)
+            unavailable = store.reviews_unavailable
+        if unavailable:
+            raise ApiError(503, "ServiceUnavailable",
+                           "the server is currently unable to handle the request")
+
+    def review_token(self, spec):
+        token = spec.get("token")
+        if not token or not isinstance(token, str):
+            raise bad_request("token is required for TokenReview in authentication")
+        audiences = spec.get("audiences") or []
+        with self.store.cond:
+            user, common, error = self.server.authenticate(token, audiences)
+        self.review = {"audiences": audiences, "authenticated": user is not None}
+        if user is None:
+            self.review["error"] = error
+            return {"user": {}, "error": error}
+        self.review["user"] = user["username"]
+        return {"authenticated": True, "user": user, "audiences": common}
+
+    def review_access(self, spec):
+        user, groups = spec.get("user") or "", spec.get("groups") or []
+        attributes = spec.get("resourceAttributes")
+        non_resource = spec.get("nonResourceAttributes")
+        details = {"group": "authorization.k8s.io", "kind": "SubjectAccessReview"}
+        invalid_review = 'SubjectAccessReview.authorization.k8s.io "" is invalid: '
+        if not user and not groups:
+            raise ApiError(422, "Invalid", invalid_review + 'spec.user: Invalid value: "": at '
+                           "least one of user or group must be specified", details)
+        if (attributes is None) == (non_resource is None):
+            raise ApiError(422, "Invalid", invalid_review + "spec.resourceAttributes: Required "
+                           "value: exactly one of nonResourceAttributes or resourceAttributes "
+                           "must be specified", details)
+        info = RequestInfo()
+        if attributes is not None:
+            info.is_resource = True
+            info.path = ""
+            info.namespace = attributes.get("namespace", "")
+            info.verb = attributes.get("verb", "")
+            info.group = attributes.get("group", "")
+            info.version = attributes.get("version", "")
+            info.plural = attributes.get("resource", "")
+            info.subresource = attributes.get("subresource", "")
+            info.name = attributes.get("name", "")
+        else:
+            info.path = non_resource.get("path", "")
+            info.verb = non_resource.get("verb", "")
+        rule = self.server.authorize(user, groups, info)
+        self.review = {"user": user, "groups": groups, "extra": spec.get("extra") or {},
+                       "allowed": rule is not None, "rule": rule or ""}
+        if attributes is not None:
+            self.review["resourceAttributes"] = attributes
+        else:
+            self.review["nonResourceAttributes"] = non_resource
+        if rule is None:
+            return {"allowed": False}
+        return {"allowed": True, "reason": f"RBAC: allowed by {rule}" if rule else ""}
 
     def serve_list(self, resource, namespace, selector):
         with self.store.cond:
@@ -1397,15 +1696,25 @@ class Handler(BaseHTTPRequestHandler):
                 store.cond.notify_all()
             return self.answer(200, {})
         if command == ("POST", "/_test/tokens"):
-            user = request.get("user")
-            if not user:
-                raise bad_request("user is required")
-            token = request.get("token") or secrets.token_hex(24)
             with store.cond:
-                store.tokens[token] = user
+                signing_key = self.server.options.admin_token.encode()
+                token, record = issue_token(request, store, signing_key)
+                store.tokens[token] = record
                 store.revoked.discard(token)
                 store.save()
-            return self.answer(200, {"token": token, "user": user})
+            answer = {"token": token, "user": record["user"]}
+            if "exp" in record:
+                answer["expirationTimestamp"] = timestamp(record["exp"])
+            return self.answer(200, answer)
+        if command == ("POST", "/_test/reviews"):
+            delay = request.get("delaySeconds", 0)
+            if not isinstance(delay, (int, float)) or delay < 0:
+                raise bad_request("delaySeconds must be a number, 0 or more")
+            with store.cond:
+                store.review_delay = float(delay)
+                store.reviews_unavailable = bool(request.get("unavailable", False))
+                store.cond.notify_all()
+            return self.answer(200, {})
         if self.command == "DELETE" and path.startswith("/_test/tokens/"):
             token = path[len("/_test/tokens/"):]
             with store.cond:

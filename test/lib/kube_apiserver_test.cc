@@ -1,13 +1,20 @@
 // Unit tier: the test Kubernetes API server answers as the real one does, over real HTTPS,
-// and its switches (stalled watches, expired history, down then up) do what they say.
+// and its switches (stalled watches, expired history, slow reviews, down then up) do what
+// they say.
 #include "test/lib/kube_apiserver.h"
 
+#include <absl/strings/escaping.h>
+#include <absl/strings/str_split.h>
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
 #include <deque>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -622,6 +629,435 @@ TEST_CASE("the in-cluster files and the kubeconfig lead a real client to the tes
   INFO(curl.output);
   CHECK(curl.exit_code == 0);
   CHECK(json::parse(curl.output).at("kind") == "PodList");
+}
+
+// The claims of a JWT, its signature unchecked.
+json ClaimsOf(const std::string& token) {
+  const std::vector<std::string> parts = absl::StrSplit(token, '.');
+  REQUIRE(parts.size() == 3);
+  std::string payload;
+  REQUIRE(absl::WebSafeBase64Unescape(parts[1], &payload));
+  return json::parse(payload);
+}
+
+int64_t UnixNow() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+TEST_CASE("tokens have audiences, expiry and pod and node claims, as projected tokens do") {
+  KubeApiServer server;
+  const std::string pods = "/api/v1/namespaces/nodemesh/pods";
+  const json pod = server.Create(pods, Pod("agent-x", {{"app", "agent"}}, "node-a"));
+  const std::string pod_uid = pod.at("metadata").at("uid");
+
+  const std::string projected = server.IssueToken("nodemesh", "nodemesh-agent",
+                                                  {.audiences = {"nodemesh.io/aggregator"},
+                                                   .expiration = std::chrono::seconds(3600),
+                                                   .pod_name = "agent-x",
+                                                   .node_name = "node-a",
+                                                   .node_uid = "node-a-uid"});
+  const json claims = ClaimsOf(projected);
+  CHECK(claims.at("aud") == json{"nodemesh.io/aggregator"});
+  CHECK(claims.at("sub") == "system:serviceaccount:nodemesh:nodemesh-agent");
+  CHECK(std::abs(claims.at("exp").get<int64_t>() - (UnixNow() + 3600)) <= 5);
+  CHECK(claims.at("iat").get<int64_t>() <= UnixNow());
+  const json& kubernetes = claims.at("kubernetes.io");
+  CHECK(kubernetes.at("namespace") == "nodemesh");
+  CHECK(kubernetes.at("pod") == json{{"name", "agent-x"}, {"uid", pod_uid}});
+  CHECK(kubernetes.at("node") == json{{"name", "node-a"}, {"uid", "node-a-uid"}});
+  CHECK(kubernetes.at("serviceaccount").at("name") == "nodemesh-agent");
+  // The API server takes only tokens meant for it.
+  CHECK(server.Call("GET", "/api/v1/pods", projected).status == 401);
+  const std::string for_api = server.IssueToken("nodemesh", "nodemesh-agent");
+  CHECK(ClaimsOf(for_api).at("aud") == json{std::string(kApiAudience)});
+  CHECK_FALSE(ClaimsOf(for_api).contains("exp"));
+  CHECK(server.Call("GET", "/api/v1/pods", for_api).status == 200);
+
+  // An expired token is refused.
+  const std::string brief =
+      server.IssueToken("nodemesh", "nodemesh-agent", {.expiration = std::chrono::seconds(1)});
+  CHECK(server.Call("GET", "/api/v1/pods", brief).status == 200);
+  CHECK(PollUntil([&] { return server.Call("GET", "/api/v1/pods", brief).status == 401; }, 5s));
+
+  // A pod-bound token lives as long as its pod, not a pod of the same name made after it.
+  const std::string bound =
+      server.IssueToken("nodemesh", "nodemesh-agent", {.pod_name = "agent-x"});
+  CHECK(ClaimsOf(bound).at("kubernetes.io").at("pod").at("uid") == pod_uid);
+  CHECK(server.Call("GET", "/api/v1/pods", bound).status == 200);
+  server.Delete(pods + "/agent-x");
+  CHECK(server.Call("GET", "/api/v1/pods", bound).status == 401);
+  server.Create(pods, Pod("agent-x", {{"app", "agent"}}, "node-a"));
+  CHECK(server.Call("GET", "/api/v1/pods", bound).status == 401);
+
+  // Bad requests for tokens say what is wrong.
+  CHECK_THROWS_WITH(server.IssueToken("nodemesh", "nodemesh-agent", {.pod_name = "none"}),
+                    Catch::Contains("not found in namespace nodemesh"));
+
+  // A user's token carries its groups and expires too.
+  const std::string user = server.IssueUserToken("alice", {"dev"}, {}, std::chrono::seconds(1));
+  CHECK(server.Call("GET", "/api/v1/pods", user).status == 200);
+  CHECK(PollUntil([&] { return server.Call("GET", "/api/v1/pods", user).status == 401; }, 5s));
+}
+
+// The answer to a TokenReview (or its refusal) made with `reviewer`'s token.
+KubeApiServer::Response ReviewToken(KubeApiServer& server, const std::string& reviewer,
+                                    const std::string& token, const json& audiences) {
+  json review = {{"apiVersion", "authentication.k8s.io/v1"},
+                 {"kind", "TokenReview"},
+                 {"spec", {{"token", token}}}};
+  if (!audiences.is_null()) review["spec"]["audiences"] = audiences;
+  return server.Call("POST", "/apis/authentication.k8s.io/v1/tokenreviews", reviewer,
+                     review.dump());
+}
+
+// RBAC of an extension API server's own account (bound to the bootstrap roles, as the chart
+// binds the aggregator's) and of users of its API.
+json ReviewRbac() {
+  return json::parse(R"([
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+     "metadata": {"name": "aggregator:system:auth-delegator"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+     "subjects": [{"kind": "ServiceAccount", "name": "aggregator", "namespace": "nodemesh"}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+     "metadata": {"name": "aggregator-auth-reader", "namespace": "kube-system"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "extension-apiserver-authentication-reader"},
+     "subjects": [{"kind": "ServiceAccount", "name": "aggregator", "namespace": "nodemesh"}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+     "metadata": {"name": "nodemesh-tap"},
+     "rules": [{"apiGroups": ["nodemesh.io"], "resources": ["taps"], "verbs": ["watch"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+     "metadata": {"name": "alice-tap", "namespace": "a"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "nodemesh-tap"},
+     "subjects": [{"kind": "User", "name": "alice"}, {"kind": "Group", "name": "dev"}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+     "metadata": {"name": "node-admin"},
+     "rules": [{"apiGroups": ["nodemesh.io"], "resources": ["nodes/admin"], "verbs": ["get"]},
+               {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+     "metadata": {"name": "ops-node-admin"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "node-admin"},
+     "subjects": [{"kind": "Group", "name": "ops"}]}
+  ])");
+}
+
+TEST_CASE("TokenReview checks audiences, expiry and the pod, and gives the pod and node extras") {
+  TempDir dir;
+  KubeApiServer server({.rbac_file = dir.Write("rbac.json", ReviewRbac().dump())});
+  const std::string reviewer = server.IssueToken("nodemesh", "aggregator");
+  const json pod = server.Create("/api/v1/namespaces/nodemesh/pods",
+                                 Pod("agent-x", {{"app", "agent"}}, "node-a"));
+  const std::string pod_uid = pod.at("metadata").at("uid");
+  const json audience = {"nodemesh.io/aggregator"};
+  const std::string token = server.IssueToken("nodemesh", "nodemesh-agent",
+                                              {.audiences = {"nodemesh.io/aggregator"},
+                                               .expiration = std::chrono::seconds(600),
+                                               .pod_name = "agent-x",
+                                               .node_name = "node-a",
+                                               .node_uid = "node-a-uid"});
+
+  const KubeApiServer::Response accepted = ReviewToken(server, reviewer, token, audience);
+  INFO(accepted.body);
+  REQUIRE(accepted.status == 201);
+  const json review = accepted.json();
+  CHECK(review.at("kind") == "TokenReview");
+  CHECK(review.at("apiVersion") == "authentication.k8s.io/v1");
+  CHECK(review.at("spec").at("token") == token);
+  const json& status = review.at("status");
+  CHECK(status.at("authenticated") == true);
+  CHECK(status.at("audiences") == audience);
+  const json& user = status.at("user");
+  CHECK(user.at("username") == "system:serviceaccount:nodemesh:nodemesh-agent");
+  CHECK(user.at("uid").get<std::string>().size() == 36);
+  CHECK(user.at("groups") ==
+        json{"system:serviceaccounts", "system:serviceaccounts:nodemesh", "system:authenticated"});
+  const json& extra = user.at("extra");
+  CHECK(extra.at("authentication.kubernetes.io/pod-name") == json{"agent-x"});
+  CHECK(extra.at("authentication.kubernetes.io/pod-uid") == json{pod_uid});
+  CHECK(extra.at("authentication.kubernetes.io/node-name") == json{"node-a"});
+  CHECK(extra.at("authentication.kubernetes.io/node-uid") == json{"node-a-uid"});
+  CHECK(extra.at("authentication.kubernetes.io/credential-id") ==
+        json{"JTI=" + ClaimsOf(token).at("jti").get<std::string>()});
+
+  // As before Kubernetes 1.30: the pod, no node.
+  const std::string without_node =
+      server.IssueToken("nodemesh", "nodemesh-agent",
+                        {.audiences = {"nodemesh.io/aggregator", "other"}, .pod_name = "agent-x"});
+  const json older = ReviewToken(server, reviewer, without_node, audience).json().at("status");
+  CHECK(older.at("authenticated") == true);
+  CHECK(older.at("audiences") == audience);  // what both have
+  CHECK(older.at("user").at("extra").contains("authentication.kubernetes.io/pod-name"));
+  CHECK_FALSE(older.at("user").at("extra").contains("authentication.kubernetes.io/node-name"));
+
+  // Refusals have no "authenticated", and an error.
+  const auto refusal = [&](const std::string& refused, const json& audiences) {
+    const KubeApiServer::Response response = ReviewToken(server, reviewer, refused, audiences);
+    INFO(response.body);
+    CHECK(response.status == 201);
+    const json refused_status = response.json().at("status");
+    CHECK_FALSE(refused_status.contains("authenticated"));
+    return refused_status.value("error", "");
+  };
+  CHECK_THAT(refusal(token, {"another-audience"}), Catch::Contains("audiences"));
+  CHECK_THAT(refusal(token, nullptr), Catch::Contains(std::string(kApiAudience)));
+  CHECK(refusal("not-a-token", audience) == "invalid bearer token");
+  const std::string brief = server.IssueToken(
+      "nodemesh", "nodemesh-agent",
+      {.audiences = {"nodemesh.io/aggregator"}, .expiration = std::chrono::seconds(1)});
+  CHECK(PollUntil(
+      [&] {
+        return !ReviewToken(server, reviewer, brief, audience)
+                    .json()
+                    .at("status")
+                    .contains("authenticated");
+      },
+      5s));
+  CHECK_THAT(refusal(brief, audience), Catch::Contains("expired"));
+  server.RevokeToken(without_node);
+  CHECK(refusal(without_node, audience) == "invalid bearer token");
+  // The pod is gone: its tokens are no longer valid.
+  server.Delete("/api/v1/namespaces/nodemesh/pods/agent-x");
+  CHECK_THAT(refusal(token, audience),
+             Catch::Contains("nodemesh/agent-x") && Catch::Contains("no longer exists"));
+
+  // Without audiences in the review, the API server's own are asked for.
+  const std::string plain = server.IssueToken("nodemesh", "nodemesh-agent");
+  CHECK(ReviewToken(server, reviewer, plain, nullptr).json().at("status").at("audiences") ==
+        json{std::string(kApiAudience)});
+  // Reviewing takes create tokenreviews (system:auth-delegator); a review needs a token.
+  CHECK(ReviewToken(server, server.IssueToken("nodemesh", "stranger"), plain, nullptr).status ==
+        403);
+  CHECK(ReviewToken(server, reviewer, "", nullptr).status == 400);
+
+  // The request log says what each review decided.
+  std::vector<json> reviews;
+  for (const KubeApiServer::Request& request : server.Requests()) {
+    if (!request.review.is_null()) reviews.push_back(request.review);
+  }
+  REQUIRE(reviews.size() >= 2);
+  CHECK(reviews[0] == json{{"audiences", audience},
+                           {"authenticated", true},
+                           {"user", "system:serviceaccount:nodemesh:nodemesh-agent"}});
+  CHECK(std::any_of(reviews.begin(), reviews.end(), [](const json& entry) {
+    return entry.at("authenticated") == false && entry.at("error") == "invalid bearer token";
+  }));
+  CHECK(server.RbacRuleUses().at("ClusterRole/system:auth-delegator#0") > 0);
+}
+
+// The answer to a SubjectAccessReview with `spec`, made with `reviewer`'s token.
+KubeApiServer::Response ReviewAccess(KubeApiServer& server, const std::string& reviewer,
+                                     const json& spec) {
+  const json review = {
+      {"apiVersion", "authorization.k8s.io/v1"}, {"kind", "SubjectAccessReview"}, {"spec", spec}};
+  return server.Call("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", reviewer,
+                     review.dump());
+}
+
+TEST_CASE("SubjectAccessReview is decided by RBAC: resources and paths, namespaces, groups") {
+  TempDir dir;
+  KubeApiServer server({.rbac_file = dir.Write("rbac.json", ReviewRbac().dump())});
+  const std::string reviewer = server.IssueToken("nodemesh", "aggregator");
+  const auto allowed = [&](const json& spec) {
+    const KubeApiServer::Response response = ReviewAccess(server, reviewer, spec);
+    INFO(spec.dump() << ": " << response.body);
+    REQUIRE(response.status == 201);
+    const json answer = response.json();
+    CHECK(answer.at("kind") == "SubjectAccessReview");
+    CHECK(answer.at("spec") == spec);
+    return answer.at("status").at("allowed").get<bool>();
+  };
+  const auto tap = [](const std::string& namespace_name) {
+    return json{{"namespace", namespace_name},
+                {"verb", "watch"},
+                {"group", "nodemesh.io"},
+                {"version", "v1alpha1"},
+                {"resource", "taps"}};
+  };
+
+  // A RoleBinding in namespace a, for a user and for a group.
+  CHECK(allowed({{"user", "alice"}, {"resourceAttributes", tap("a")}}));
+  CHECK_FALSE(allowed({{"user", "alice"}, {"resourceAttributes", tap("b")}}));
+  CHECK_FALSE(allowed({{"user", "alice"}, {"resourceAttributes", tap("")}}));
+  CHECK(allowed({{"user", "bob"}, {"groups", {"dev"}}, {"resourceAttributes", tap("a")}}));
+  CHECK_FALSE(allowed({{"user", "bob"}, {"resourceAttributes", tap("a")}}));
+  json get_tap = tap("a");
+  get_tap["verb"] = "get";
+  CHECK_FALSE(allowed({{"user", "alice"}, {"resourceAttributes", get_tap}}));
+  // A ClusterRoleBinding to a group: a subresource at the cluster scope, and a path.
+  const json node_admin = {{"verb", "get"},       {"group", "nodemesh.io"}, {"version", "v1alpha1"},
+                           {"resource", "nodes"}, {"subresource", "admin"}, {"name", "node-a"}};
+  CHECK(allowed({{"user", "carol"}, {"groups", {"ops"}}, {"resourceAttributes", node_admin}}));
+  CHECK_FALSE(allowed({{"user", "carol"}, {"resourceAttributes", node_admin}}));
+  const json metrics = {{"path", "/metrics"}, {"verb", "get"}};
+  CHECK(allowed({{"user", "carol"}, {"groups", {"ops"}}, {"nonResourceAttributes", metrics}}));
+  CHECK_FALSE(allowed({{"user", "alice"}, {"nonResourceAttributes", metrics}}));
+  // Discovery is for authenticated users (system:discovery); system:masters may do anything.
+  const json apis = {{"path", "/apis"}, {"verb", "get"}};
+  CHECK(allowed(
+      {{"user", "x"}, {"groups", {"system:authenticated"}}, {"nonResourceAttributes", apis}}));
+  CHECK_FALSE(allowed({{"user", "x"}, {"nonResourceAttributes", apis}}));
+  CHECK(allowed(
+      {{"user", "root"}, {"groups", {"system:masters"}}, {"resourceAttributes", tap("b")}}));
+
+  // The reason names the rule; a refusal has none.
+  const json answer =
+      ReviewAccess(server, reviewer, {{"user", "alice"}, {"resourceAttributes", tap("a")}}).json();
+  CHECK(answer.at("status") ==
+        json{{"allowed", true}, {"reason", "RBAC: allowed by ClusterRole/nodemesh-tap#0"}});
+  CHECK(ReviewAccess(server, reviewer, {{"user", "alice"}, {"resourceAttributes", tap("b")}})
+            .json()
+            .at("status") == json{{"allowed", false}});
+
+  // Invalid reviews, and reviewers without create subjectaccessreviews.
+  const auto invalid = [&](const json& spec) {
+    const KubeApiServer::Response response = ReviewAccess(server, reviewer, spec);
+    INFO(response.body);
+    CHECK(response.status == 422);
+    return response.json().at("message").get<std::string>();
+  };
+  CHECK_THAT(invalid({{"resourceAttributes", tap("a")}}),
+             Catch::Contains("at least one of user or group must be specified"));
+  CHECK_THAT(invalid({{"user", "alice"}}), Catch::Contains("exactly one of"));
+  CHECK_THAT(invalid({{"user", "alice"},
+                      {"resourceAttributes", tap("a")},
+                      {"nonResourceAttributes", metrics}}),
+             Catch::Contains("exactly one of"));
+  CHECK(ReviewAccess(server, server.IssueToken("a", "stranger"),
+                     {{"user", "alice"}, {"resourceAttributes", tap("a")}})
+            .status == 403);
+
+  // The request log has each review's subject, attributes and decision.
+  json first;
+  for (const KubeApiServer::Request& request : server.Requests()) {
+    if (!request.review.is_null()) {
+      first = request.review;
+      CHECK(request.rule == "ClusterRole/system:auth-delegator#1");
+      break;
+    }
+  }
+  CHECK(first == json{{"user", "alice"},
+                      {"groups", json::array()},
+                      {"extra", json::object()},
+                      {"allowed", true},
+                      {"rule", "ClusterRole/nodemesh-tap#0"},
+                      {"resourceAttributes", tap("a")}});
+  const std::map<std::string, int> uses = server.RbacRuleUses();
+  CHECK(uses.at("ClusterRole/nodemesh-tap#0") >= 2);
+  CHECK(uses.at("ClusterRole/node-admin#1") == 1);
+  CHECK(uses.at("ClusterRole/system:auth-delegator#1") > 0);
+  CHECK_FALSE(uses.contains("ClusterRole/system:auth-delegator#0"));  // no TokenReview made
+}
+
+TEST_CASE("the bootstrap roles and system:masters authorize requests as in every cluster") {
+  TempDir dir;
+  KubeApiServer server({.rbac_file = dir.Write("rbac.json", ReviewRbac().dump())});
+  const std::string configmaps = "/api/v1/namespaces/kube-system/configmaps";
+  const json trust = server.Create(
+      configmaps, {{"apiVersion", "v1"},
+                   {"kind", "ConfigMap"},
+                   {"metadata", {{"name", "extension-apiserver-authentication"}}},
+                   {"data", {{"requestheader-allowed-names", R"(["front-proxy-client"])"}}}});
+  server.Create(configmaps, {{"metadata", {{"name", "other"}}}, {"data", json::object()}});
+  const std::string aggregator = server.IssueToken("nodemesh", "aggregator");
+  const KubeApiServer::Response read =
+      server.Call("GET", configmaps + "/extension-apiserver-authentication", aggregator);
+  CHECK(read.status == 200);
+  CHECK(read.json() == trust);
+  CHECK(WatchStream(server,
+                    configmaps + "?watch=1&fieldSelector=metadata.name%3Dextension-apiserver-"
+                                 "authentication",
+                    aggregator)
+            .status() == 200);
+  CHECK(server.Call("GET", configmaps + "/other", aggregator).status == 403);
+  CHECK(server.Call("GET", configmaps, aggregator).status == 403);
+  CHECK(server.RbacRuleUses().at("Role/kube-system/extension-apiserver-authentication-reader#0") ==
+        2);
+
+  const std::string root = server.IssueUserToken("root", {"system:masters"});
+  CHECK(server.Call("GET", configmaps + "/other", root).status == 200);
+  CHECK(server.Requests().back().rule == "system:masters");
+  CHECK(server.Call("GET", configmaps + "/other", server.IssueUserToken("alice")).status == 403);
+}
+
+TEST_CASE("configmaps and apiservices are stored, apiservices with their status") {
+  KubeApiServer server;
+  const std::string apiservices = "/apis/apiregistration.k8s.io/v1/apiservices";
+  const json created = server.Create(
+      apiservices,
+      {{"apiVersion", "apiregistration.k8s.io/v1"},
+       {"kind", "APIService"},
+       {"metadata", {{"name", "v1alpha1.nodemesh.io"}}},
+       {"spec",
+        {{"group", "nodemesh.io"},
+         {"version", "v1alpha1"},
+         {"service", {{"namespace", "nodemesh"}, {"name", "nodemesh-aggregator"}, {"port", 443}}},
+         {"groupPriorityMinimum", 1000},
+         {"versionPriority", 100}}}});
+  CHECK_FALSE(created.at("metadata").contains("namespace"));
+  const json available = {
+      {"conditions", {{{"type", "Available"}, {"status", "True"}, {"reason", "Passed"}}}}};
+  const KubeApiServer::Response status =
+      server.Call("PATCH", apiservices + "/v1alpha1.nodemesh.io/status", server.admin_token(),
+                  json{{"status", available}}.dump(), "application/merge-patch+json");
+  CHECK(status.status == 200);
+  const json stored = server.Get(apiservices + "/v1alpha1.nodemesh.io");
+  CHECK(stored.at("status") == available);
+  CHECK(stored.at("spec") == created.at("spec"));
+  CHECK(NamesOf(List(server, apiservices)) == std::vector<std::string>{"v1alpha1.nodemesh.io"});
+
+  server.Create("/api/v1/namespaces/x/configmaps",
+                {{"metadata", {{"name", "settings"}}}, {"data", {{"a", "1"}}}});
+  CHECK(server.MergePatch("/api/v1/namespaces/x/configmaps/settings", {{"data", {{"a", "2"}}}})
+            .at("data") == json{{"a", "2"}});
+
+  // Discovery lists them and the review APIs.
+  const json registration = List(server, "/apis/apiregistration.k8s.io/v1");
+  CHECK(registration.at("resources").at(0).at("name") == "apiservices");
+  const json authentication = List(server, "/apis/authentication.k8s.io/v1");
+  CHECK(authentication.at("resources") == json{{{"name", "tokenreviews"},
+                                                {"singularName", "tokenreview"},
+                                                {"namespaced", false},
+                                                {"kind", "TokenReview"},
+                                                {"verbs", {"create"}}}});
+  const json groups = List(server, "/apis");
+  std::set<std::string> names;
+  for (const json& group : groups.at("groups")) names.insert(group.at("name"));
+  CHECK(names.contains("authorization.k8s.io"));
+  CHECK(names.contains("apiregistration.k8s.io"));
+}
+
+TEST_CASE("reviews made slow or unavailable, and other requests unaffected") {
+  TempDir dir;
+  KubeApiServer server({.rbac_file = dir.Write("rbac.json", ReviewRbac().dump())});
+  const std::string reviewer = server.IssueToken("nodemesh", "aggregator");
+  const std::string token = server.IssueToken("nodemesh", "nodemesh-agent");
+  server.SetReviewFaults({.delay = 60s});
+  // The review waits; the test lifts the delay and it is answered at once.
+  std::future<KubeApiServer::Response> slow =
+      std::async(std::launch::async, [&] { return ReviewToken(server, reviewer, token, nullptr); });
+  CHECK(server.Call("GET", "/api/v1/namespaces/nodemesh/pods", server.admin_token()).status == 200);
+  CHECK(slow.wait_for(300ms) == std::future_status::timeout);
+  const auto lifted = std::chrono::steady_clock::now();
+  server.SetReviewFaults({});
+  REQUIRE(slow.wait_for(5s) == std::future_status::ready);
+  CHECK(std::chrono::steady_clock::now() - lifted < 2s);
+  CHECK(slow.get().json().at("status").at("authenticated") == true);
+
+  server.SetReviewFaults({.delay = 500ms});
+  const auto started = std::chrono::steady_clock::now();
+  CHECK(ReviewToken(server, reviewer, token, nullptr).status == 201);
+  CHECK(std::chrono::steady_clock::now() - started >= 500ms);
+
+  server.SetReviewFaults({.unavailable = true});
+  const KubeApiServer::Response unavailable = ReviewAccess(
+      server, reviewer,
+      {{"user", "alice"}, {"nonResourceAttributes", {{"path", "/"}, {"verb", "get"}}}});
+  CHECK(unavailable.status == 503);
+  CHECK(unavailable.json().at("reason") == "ServiceUnavailable");
+  CHECK(ReviewToken(server, reviewer, token, nullptr).status == 503);
+  server.SetReviewFaults({});
+  CHECK(ReviewToken(server, reviewer, token, nullptr).status == 201);
 }
 
 }  // namespace

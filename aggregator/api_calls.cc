@@ -1,0 +1,119 @@
+#include "aggregator/api_calls.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "aggregator/stream_link.h"
+#include "common/base/log.h"
+
+namespace nodemesh::aggregator {
+namespace {
+
+// A tap looks this often whether its client is still there.
+constexpr auto kTapPollInterval = std::chrono::milliseconds(100);
+// An admin API path and query: a few parameters.
+constexpr size_t kMaxAdminTarget = 4096;
+
+}  // namespace
+
+absl::StatusOr<v1::StatSummaryResponse> ApiCalls::StatSummary(
+    const v1::StatSummaryRequest& request) const {
+  return aggregator::StatSummary(Context(), state_.cluster.Pods(), request);
+}
+
+absl::StatusOr<v1::EdgesResponse> ApiCalls::Edges(const v1::EdgesRequest& request) const {
+  return aggregator::Edges(Context(), request);
+}
+
+absl::StatusOr<v1::TopRoutesResponse> ApiCalls::TopRoutes(
+    const v1::TopRoutesRequest& request) const {
+  return aggregator::TopRoutes(Context(), request);
+}
+
+v1::ListPodsResponse ApiCalls::ListPods(const v1::ListPodsRequest& request) const {
+  return aggregator::ListPods(state_.cluster.Pods(), state_.cluster.Nodes(state_.NowSeconds()),
+                              request);
+}
+
+absl::StatusOr<v1::NodeAdminResponse> ApiCalls::NodeAdmin(
+    const v1::NodeAdminRequest& request, const std::function<bool()>& cancelled) const {
+  const std::string& target = request.target();
+  if (target.empty() || target[0] != '/' || target.size() > kMaxAdminTarget) {
+    return absl::InvalidArgumentError(
+        fmt::format("target must be an admin API path with its query, starting with / and at "
+                    "most {} bytes, e.g. /pods",
+                    kMaxAdminTarget));
+  }
+  std::vector<std::string> nodes;
+  const std::shared_ptr<StreamLink> link = state_.agents.LinkOf(request.node(), &nodes);
+  if (link == nullptr) {
+    return absl::NotFoundError(fmt::format(
+        "no agent of node '{}' is connected to this aggregator (connected: {})", request.node(),
+        nodes.empty() ? "none" : fmt::format("{}", fmt::join(nodes, ", "))));
+  }
+  absl::StatusOr<v1::AdminResponse> answer =
+      state_.admin_relay.Call(*link, request.node(), target, cancelled);
+  if (!answer.ok()) return answer.status();
+  v1::NodeAdminResponse response;
+  response.set_status(answer->status());
+  response.set_content_type(std::move(*answer->mutable_content_type()));
+  response.set_body(std::move(*answer->mutable_body()));
+  return response;
+}
+
+absl::Status ApiCalls::Tap(const v1::TapRequestSpec& spec, const CallOrigin& origin,
+                           TapStream& stream) const {
+  absl::StatusOr<std::shared_ptr<TapSession>> opened = state_.tap_hub.Open(spec, origin.key);
+  if (!opened.ok()) {
+    Log(LogLevel::kInfo, "tap refused for {}: {}", origin.peer, opened.status().message());
+    return opened.status();
+  }
+  const std::shared_ptr<TapSession> session = *std::move(opened);
+  Log(LogLevel::kInfo, "tap {} started for {} ({}/{})", session->id(), origin.peer,
+      spec.target().type(), spec.target().name());
+
+  const auto poll = std::min<std::chrono::milliseconds>(kTapPollInterval, tap_drops_interval_);
+  auto last_drops = std::chrono::steady_clock::now();
+  std::vector<v1::TapEvent> events;
+  bool client_there = true;
+  while (client_there && !stream.Cancelled()) {
+    events.clear();
+    const bool open = session->Wait(poll, &events);
+    for (v1::TapEvent& event : events) {
+      v1::TapStreamMessage message;
+      *message.mutable_event() = std::move(event);
+      if (!stream.Write(message)) {
+        client_there = false;
+        break;
+      }
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (client_there && now - last_drops >= tap_drops_interval_) {
+      last_drops = now;
+      v1::TapDrops drops = session->TakeDrops();
+      if (drops.agent_dropped() != 0 || drops.stream_dropped() != 0) {
+        v1::TapStreamMessage message;
+        *message.mutable_drops() = std::move(drops);
+        client_there = stream.Write(message);
+      }
+    }
+    if (!open) break;  // the aggregator is shutting down
+  }
+  state_.tap_hub.Close(session);
+  Log(LogLevel::kInfo, "tap {} ended", session->id());
+  if (stream.Cancelled() || !client_there) return absl::CancelledError("the client went away");
+  return absl::UnavailableError("the aggregator is shutting down");
+}
+
+QueryContext ApiCalls::Context() const {
+  const int64_t now = state_.NowSeconds();
+  return QueryContext{state_.store, state_.cluster.StaleNodes(now), now,
+                      state_.history_start_second};
+}
+
+}  // namespace nodemesh::aggregator
