@@ -15,7 +15,6 @@
 
 #include "common/base/format.h"
 #include "common/base/log.h"
-#include "common/base/percent_encoding.h"
 #include "common/net/address.h"
 #include "common/net/address_holder.h"
 #include "llhttp.h"
@@ -60,19 +59,6 @@ struct RequestReader {
     return HPE_PAUSED;
   }
 };
-
-std::map<std::string, std::string> ParseQuery(std::string_view query) {
-  std::map<std::string, std::string> out;
-  while (!query.empty()) {
-    const size_t amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    const size_t equals = pair.find('=');
-    out[QueryDecode(pair.substr(0, equals))] =
-        equals == std::string_view::npos ? "" : QueryDecode(pair.substr(equals + 1));
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-  }
-  return out;
-}
 
 // A socket file at `path` is taken over only from a server that is gone: one that still
 // accepts there keeps it, and whoever asks fails naming it. Anything but a socket is left
@@ -180,33 +166,6 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::ListenUnix(const std::st
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(fd), path, path));
 }
 
-HttpRequest HttpRoutes::Request(std::string method, std::string_view target) {
-  HttpRequest request;
-  request.method = std::move(method);
-  const size_t question = target.find('?');
-  request.path = std::string(target.substr(0, question));
-  if (question != std::string_view::npos) request.query = ParseQuery(target.substr(question + 1));
-  return request;
-}
-
-HttpResponse HttpRoutes::Serve(const HttpRequest& request) const {
-  auto handler = handlers_.find(request.path);
-  if (handler == handlers_.end()) {
-    for (auto it = handlers_.begin(); it != handlers_.end(); ++it) {
-      const std::string& path = it->first;
-      if (!path.empty() && path.back() == '/' && request.path.starts_with(path) &&
-          (handler == handlers_.end() || path.size() > handler->first.size())) {
-        handler = it;
-      }
-    }
-  }
-  if (handler != handlers_.end()) return handler->second(request);
-  std::string paths;
-  for (const auto& [path, unused] : handlers_) paths += "  " + path + "\n";
-  return {404, "text/plain; charset=utf-8",
-          fmt::format("no such endpoint: {}\navailable:\n{}", request.path, paths)};
-}
-
 void HttpServer::Start() {
   thread_ = std::thread([this] { Serve(); });
 }
@@ -254,7 +213,7 @@ void HttpServer::ServeOne(int fd) {
   llhttp_init(&reader.parser, HTTP_REQUEST, &settings);
   reader.parser.data = &reader;
 
-  HttpResponse response;
+  http::HttpResponse response;
   size_t total = 0;
   char buffer[4096];
   while (!reader.complete) {
@@ -279,7 +238,7 @@ void HttpServer::ServeOne(int fd) {
     }
   }
   if (reader.complete) {
-    response = routes_.Serve(HttpRoutes::Request(
+    response = routes_.Serve(http::HttpRoutes::Request(
         llhttp_method_name(static_cast<llhttp_method_t>(reader.parser.method)), reader.url));
   }
   std::string reply = fmt::format(
