@@ -26,8 +26,23 @@ HttpRequest HttpRoutes::Request(std::string method, std::string_view target) {
   request.method = std::move(method);
   const size_t question = target.find('?');
   request.path = std::string(target.substr(0, question));
-  if (question != std::string_view::npos) request.query = ParseQuery(target.substr(question + 1));
+  if (question != std::string_view::npos) {
+    request.raw_query = std::string(target.substr(question + 1));
+    request.query = ParseQuery(request.raw_query);
+  }
   return request;
+}
+
+HttpResponse HttpResponse::Stream(int status, std::string content_type,
+                                  std::function<void(ResponseStream&)> write) {
+  HttpResponse response(status, std::move(content_type), "");
+  response.stream = std::move(write);
+  return response;
+}
+
+std::string_view HttpRequest::Header(std::string_view name) const {
+  const auto found = headers.find(std::string(name));
+  return found == headers.end() ? std::string_view() : std::string_view(found->second);
 }
 
 HttpResponse HttpRoutes::Serve(const HttpRequest& request) const {
