@@ -109,16 +109,20 @@ grpc::Status ApiServiceImpl::Tap(grpc::ServerContext* context, const v1::TapRequ
   auto last_drops = std::chrono::steady_clock::now();
   std::vector<v1::TapEvent> events;
   bool client_there = true;
-  while (client_there && !context->IsCancelled()) {
+  uint64_t sent = 0;
+  const auto enough = [&] { return spec->max_events() != 0 && sent >= spec->max_events(); };
+  while (client_there && !enough() && !context->IsCancelled()) {
     events.clear();
     const bool open = session->Wait(poll, &events);
     for (v1::TapEvent& event : events) {
+      if (enough()) break;
       v1::TapStreamMessage message;
       *message.mutable_event() = std::move(event);
       if (!writer->Write(message)) {
         client_there = false;
         break;
       }
+      ++sent;
     }
     const auto now = std::chrono::steady_clock::now();
     if (client_there && now - last_drops >= tap_drops_interval_) {
@@ -134,6 +138,7 @@ grpc::Status ApiServiceImpl::Tap(grpc::ServerContext* context, const v1::TapRequ
   }
   state_.tap_hub.Close(session);
   Log(LogLevel::kInfo, "tap {} ended", session->id());
+  if (enough()) return grpc::Status::OK;
   if (context->IsCancelled() || !client_there) {
     return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
   }
