@@ -15,7 +15,8 @@ FROM ${BASE} AS build
 # Marks what this stage leaves in the builder's cache, for build-image.sh to prune.
 LABEL io.nodemesh.stage=build
 ENV DEBIAN_FRONTEND=noninteractive
-# The toolchain and libraries of test/install-deps.sh that the three binaries need.
+# The toolchain and libraries of test/install-deps.sh that the three binaries need (Boost is
+# header-only: nothing of it reaches the runtime stage).
 # Docker's Debian images delete downloaded packages after each install (docker-clean), which
 # would empty an apt cache mounted into the build; this stage is thrown away anyway.
 RUN rm -f /etc/apt/apt.conf.d/docker-clean \
@@ -26,6 +27,7 @@ RUN rm -f /etc/apt/apt.conf.d/docker-clean \
       libabsl-dev libfmt-dev libnghttp2-dev node-llhttp nlohmann-json3-dev libcli11-dev \
       libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
       libssl-dev libcurl4-openssl-dev libyaml-cpp-dev libnetfilter-conntrack-dev libedit-dev \
+      libboost-dev \
  && rm -rf /var/lib/apt/lists/*
 
 # The release preset's layout: the build tree is build/release under the source.

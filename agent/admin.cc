@@ -14,6 +14,11 @@
 #include "common/wire/convert.h"
 
 namespace nodemesh::agent {
+
+using http::HttpRequest;
+using http::HttpResponse;
+using http::HttpRoutes;
+
 namespace {
 
 constexpr const char* kText = "text/plain; charset=utf-8";

@@ -17,7 +17,6 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "agent/counter.h"
-#include "agent/http_server.h"
 #include "agent/kernel/conntrack.h"
 #include "agent/kernel/datapath.h"
 #include "agent/metrics/registry.h"
@@ -25,6 +24,7 @@
 #include "agent/observer/observer.h"
 #include "agent/options.h"
 #include "agent/worker/worker.h"
+#include "common/http/routes.h"
 #include "common/inventory/inventory.h"
 #include "nlohmann/json.hpp"
 #include "nodemesh/v1/nodemesh.pb.h"
@@ -121,11 +121,11 @@ class AgentView {
 
 // GET /version, /config, /pods, /connections, /routes, /stats, /kernel, /kernel/maps/NAME,
 // /tap; POST /log-level?level=. `agent` outlives the routes.
-HttpRoutes AdminRoutes(const AgentView& agent);
+http::HttpRoutes AdminRoutes(const AgentView& agent);
 // GET /metrics in the Prometheus text format, and the probes a kubelet asks: /readyz, 200
 // once the agent is ready; /healthz, 200 unless the control loop has not turned for
 // kStallSeconds.
-HttpRoutes MetricsRoutes(const AgentView& agent);
+http::HttpRoutes MetricsRoutes(const AgentView& agent);
 inline constexpr int64_t kStallSeconds = 30;
 
 }  // namespace nodemesh::agent

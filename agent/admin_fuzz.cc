@@ -136,7 +136,7 @@ void Setup() {
 }
 
 void Relayed(std::string_view target) {
-  const HttpResponse response = fixture->agent->AnswerRelayed(target);
+  const http::HttpResponse response = fixture->agent->AnswerRelayed(target);
   if (response.status < 100 || response.status > 599) {
     Fail(fmt::format("relayed '{}' answered status {}", target, response.status));
   }

@@ -360,8 +360,8 @@ void Agent::ServeAdmin(HttpServer& server) {
   server.Serve(admin_routes_);
 }
 
-HttpResponse Agent::AnswerRelayed(std::string_view target) const {
-  return admin_routes_.Serve(HttpRoutes::Request("GET", target));
+http::HttpResponse Agent::AnswerRelayed(std::string_view target) const {
+  return admin_routes_.Serve(http::HttpRoutes::Request("GET", target));
 }
 
 void Agent::ServeMetrics(HttpServer& server) {

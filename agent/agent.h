@@ -77,7 +77,7 @@ class Agent final : private AgentView {
   void ServeAdmin(HttpServer& server);
   // A GET of the admin API relayed by the aggregator (meshctl shell --node): `target` is the
   // path with its query. Answered as the admin socket answers it.
-  HttpResponse AnswerRelayed(std::string_view target) const;
+  http::HttpResponse AnswerRelayed(std::string_view target) const;
   // GET /metrics and the probes a kubelet asks (MetricsRoutes in admin.h): ready once the
   // kernel programs are attached and the first inventory is applied; healthy while the
   // control loop (which also waits on every worker each second) turns.
@@ -155,7 +155,7 @@ class Agent final : private AgentView {
   std::vector<std::unique_ptr<Worker>> workers_;
   // The admin API's taps (meshctl shell's `tap`); made once the workers are.
   std::unique_ptr<LocalTaps> local_taps_;
-  HttpRoutes admin_routes_;                      // made by Create, before anything may ask
+  http::HttpRoutes admin_routes_;                      // made by Create, before anything may ask
   std::string admin_address_, metrics_address_;  // set by ServeAdmin and ServeMetrics
   // Made before anything can call it (Apply tells it of pod changes); started by Run.
   std::unique_ptr<AggregatorClient> aggregator_;

@@ -347,7 +347,7 @@ class AggregatorClient::Session {
 void AggregatorClient::RunSession() { Session(*this).Run(); }
 
 v1::AdminResponse AggregatorClient::AnswerAdmin(const v1::AdminRequest& request) const {
-  HttpResponse response = hooks_.admin(request.target());
+  http::HttpResponse response = hooks_.admin(request.target());
   v1::AdminResponse answer;
   answer.set_id(request.id());
   if (response.body.size() > kMaxRelayedBody) {

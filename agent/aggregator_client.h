@@ -14,8 +14,8 @@
 #include <thread>
 #include <vector>
 
-#include "agent/http_server.h"
 #include "agent/observer/tap.h"
+#include "common/http/routes.h"
 #include "common/tls/tls.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 
@@ -35,7 +35,7 @@ class AggregatorClient {
     // Every pod of the cluster, as the aggregator knows them.
     std::function<void(const v1::PodList&)> cluster_pods;
     // Answers a relayed GET of the admin API (`target`: path and query).
-    std::function<HttpResponse(std::string_view target)> admin;
+    std::function<http::HttpResponse(std::string_view target)> admin;
   };
 
   AggregatorClient(AggregatorDialer dialer, std::string node, TapSubscriptions& tap, Hooks hooks);

@@ -1,7 +1,6 @@
 #include "agent/http_server.h"
 
 #include <fcntl.h>
-#include <netdb.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -15,8 +14,7 @@
 
 #include "common/base/format.h"
 #include "common/base/log.h"
-#include "common/base/percent_encoding.h"
-#include "common/net/address.h"
+#include "common/http/listener.h"
 #include "common/net/address_holder.h"
 #include "llhttp.h"
 
@@ -60,19 +58,6 @@ struct RequestReader {
     return HPE_PAUSED;
   }
 };
-
-std::map<std::string, std::string> ParseQuery(std::string_view query) {
-  std::map<std::string, std::string> out;
-  while (!query.empty()) {
-    const size_t amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    const size_t equals = pair.find('=');
-    out[QueryDecode(pair.substr(0, equals))] =
-        equals == std::string_view::npos ? "" : QueryDecode(pair.substr(equals + 1));
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-  }
-  return out;
-}
 
 // A socket file at `path` is taken over only from a server that is gone: one that still
 // accepts there keeps it, and whoever asks fails naming it. Anything but a socket is left
@@ -118,47 +103,10 @@ HttpServer::~HttpServer() {
 }
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::ListenTcp(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(
-        fmt::format("'{}' is not HOST:PORT (e.g. 0.0.0.0:9990 or :9990)", address));
-  }
-  std::string host = address.substr(0, colon);
-  const std::string port = address.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  if (const int rc =
-          getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &found);
-      rc != 0) {
-    return absl::InvalidArgumentError(fmt::format("'{}': {}", address, gai_strerror(rc)));
-  }
-  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> owner(found, freeaddrinfo);
-  UniqueFd fd(socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return ErrnoStatus("socket", errno);
-  const int one = 1;
-  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(fd.get(), found->ai_addr, found->ai_addrlen) != 0) {
-    const int error = errno;
-    sockaddr_storage wanted{};
-    std::memcpy(&wanted, found->ai_addr, found->ai_addrlen);
-    const std::optional<Endpoint> endpoint = Endpoint::FromSockaddr(wanted);
-    if (const std::optional<std::string> holder =
-            error == EADDRINUSE && endpoint ? TcpListenerHolder(*endpoint) : std::nullopt) {
-      return absl::AlreadyExistsError(
-          fmt::format("cannot listen on {}: the address is in use by {}", address, *holder));
-    }
-    return ErrnoStatus(fmt::format("listening on {}", address), error);
-  }
-  if (listen(fd.get(), 64) != 0) return ErrnoStatus("listen", errno);
-  const std::optional<Endpoint> bound = Endpoint::Local(fd.get());
+  absl::StatusOr<http::TcpListener> listener = http::ListenTcp(address, 64);
+  if (!listener.ok()) return listener.status();
   return std::unique_ptr<HttpServer>(
-      new HttpServer(std::move(fd), bound ? bound->ToString() : address, ""));
+      new HttpServer(std::move(listener->fd), std::move(listener->address), ""));
 }
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::ListenUnix(const std::string& path) {
@@ -178,33 +126,6 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::ListenUnix(const std::st
   if (rc != 0) return ErrnoStatus(fmt::format("admin socket {}", path), errno);
   if (listen(fd.get(), 16) != 0) return ErrnoStatus("listen", errno);
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(fd), path, path));
-}
-
-HttpRequest HttpRoutes::Request(std::string method, std::string_view target) {
-  HttpRequest request;
-  request.method = std::move(method);
-  const size_t question = target.find('?');
-  request.path = std::string(target.substr(0, question));
-  if (question != std::string_view::npos) request.query = ParseQuery(target.substr(question + 1));
-  return request;
-}
-
-HttpResponse HttpRoutes::Serve(const HttpRequest& request) const {
-  auto handler = handlers_.find(request.path);
-  if (handler == handlers_.end()) {
-    for (auto it = handlers_.begin(); it != handlers_.end(); ++it) {
-      const std::string& path = it->first;
-      if (!path.empty() && path.back() == '/' && request.path.starts_with(path) &&
-          (handler == handlers_.end() || path.size() > handler->first.size())) {
-        handler = it;
-      }
-    }
-  }
-  if (handler != handlers_.end()) return handler->second(request);
-  std::string paths;
-  for (const auto& [path, unused] : handlers_) paths += "  " + path + "\n";
-  return {404, "text/plain; charset=utf-8",
-          fmt::format("no such endpoint: {}\navailable:\n{}", request.path, paths)};
 }
 
 void HttpServer::Start() {
@@ -254,7 +175,7 @@ void HttpServer::ServeOne(int fd) {
   llhttp_init(&reader.parser, HTTP_REQUEST, &settings);
   reader.parser.data = &reader;
 
-  HttpResponse response;
+  http::HttpResponse response;
   size_t total = 0;
   char buffer[4096];
   while (!reader.complete) {
@@ -279,7 +200,7 @@ void HttpServer::ServeOne(int fd) {
     }
   }
   if (reader.complete) {
-    response = routes_.Serve(HttpRoutes::Request(
+    response = routes_.Serve(http::HttpRoutes::Request(
         llhttp_method_name(static_cast<llhttp_method_t>(reader.parser.method)), reader.url));
   }
   std::string reply = fmt::format(

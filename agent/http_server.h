@@ -4,50 +4,20 @@
 // the data path.
 #pragma once
 
-#include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/status/statusor.h"
 #include "agent/kernel/system.h"
+#include "common/http/routes.h"
 
 namespace nodemesh::agent {
 
-struct HttpRequest {
-  std::string method;
-  std::string path;  // without the query
-  std::map<std::string, std::string> query;
-};
-
-struct HttpResponse {
-  int status = 200;
-  std::string content_type = "text/plain; charset=utf-8";
-  std::string body;
-};
-
-// Paths and their handlers. A server serves them; the agent also answers the admin requests
-// the aggregator relays over its stream with them, without a socket.
-class HttpRoutes {
- public:
-  using Handler = std::function<HttpResponse(const HttpRequest&)>;
-
-  // A path ending in '/' also serves every path under it (the longest such prefix wins when
-  // no exact path matches).
-  void Handle(const std::string& path, Handler handler) { handlers_[path] = std::move(handler); }
-  // The handler's answer, or 404 listing the paths.
-  HttpResponse Serve(const HttpRequest& request) const;
-  // `target` is the path with its query: "/tap?session=a1&pod=ns%2Fweb".
-  static HttpRequest Request(std::string method, std::string_view target);
-
- private:
-  std::map<std::string, Handler> handlers_;
-};
-
+// Serves an http::HttpRoutes table (common/http/routes.h).
 class HttpServer {
  public:
-  using Handler = HttpRoutes::Handler;
+  using Handler = http::HttpRoutes::Handler;
 
   // "127.0.0.1:9090", "[::]:9090" or ":9090" (all addresses), taken exclusively: an address
   // another process listens on is an error naming it.
@@ -61,7 +31,7 @@ class HttpServer {
   void Handle(const std::string& path, Handler handler) {
     routes_.Handle(path, std::move(handler));
   }
-  void Serve(HttpRoutes routes) { routes_ = std::move(routes); }
+  void Serve(http::HttpRoutes routes) { routes_ = std::move(routes); }
   void Start();
   void Stop();
   // The bound address, e.g. "127.0.0.1:39123" (useful with port 0).
@@ -79,7 +49,7 @@ class HttpServer {
   UniqueFd reserve_;
   std::string address_;
   std::string unix_path_;
-  HttpRoutes routes_;
+  http::HttpRoutes routes_;
   std::thread thread_;
 };
 

@@ -54,7 +54,9 @@ std::string ReadAll(int fd, std::chrono::milliseconds timeout) {
 TEST_CASE("a client sending its request a byte at a time holds the server 5 s at most") {
   absl::StatusOr<std::unique_ptr<HttpServer>> server = HttpServer::ListenTcp("127.0.0.1:0");
   REQUIRE(server.ok());
-  (*server)->Handle("/healthz", [](const HttpRequest&) { return HttpResponse{.body = "ok\n"}; });
+  (*server)->Handle("/healthz", [](const http::HttpRequest&) {
+    return http::HttpResponse(200, "text/plain; charset=utf-8", "ok\n");
+  });
   (*server)->Start();
 
   // Slowloris: a byte every 500 ms, each read well within any per-read timeout, for 8 s.

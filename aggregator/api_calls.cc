@@ -81,16 +81,20 @@ absl::Status ApiCalls::Tap(const v1::TapRequestSpec& spec, const CallOrigin& ori
   auto last_drops = std::chrono::steady_clock::now();
   std::vector<v1::TapEvent> events;
   bool client_there = true;
-  while (client_there && !stream.Cancelled()) {
+  uint64_t sent = 0;
+  const auto enough = [&] { return spec.max_events() != 0 && sent >= spec.max_events(); };
+  while (client_there && !enough() && !stream.Cancelled()) {
     events.clear();
     const bool open = session->Wait(poll, &events);
     for (v1::TapEvent& event : events) {
+      if (enough()) break;
       v1::TapStreamMessage message;
       *message.mutable_event() = std::move(event);
       if (!stream.Write(message)) {
         client_there = false;
         break;
       }
+      ++sent;
     }
     const auto now = std::chrono::steady_clock::now();
     if (client_there && now - last_drops >= tap_drops_interval_) {
@@ -106,6 +110,7 @@ absl::Status ApiCalls::Tap(const v1::TapRequestSpec& spec, const CallOrigin& ori
   }
   state_.tap_hub.Close(session);
   Log(LogLevel::kInfo, "tap {} ended", session->id());
+  if (enough()) return absl::OkStatus();
   if (stream.Cancelled() || !client_there) return absl::CancelledError("the client went away");
   return absl::UnavailableError("the aggregator is shutting down");
 }

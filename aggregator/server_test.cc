@@ -1022,6 +1022,28 @@ TEST_CASE("Tap of a target without pods is NOT_FOUND, saying so", "[unit]") {
   CHECK(node_a->received().empty());
 }
 
+TEST_CASE("Tap ends once max_events events have been sent, and cancels its subscriptions",
+          "[unit]") {
+  Harness harness;
+  Cast cast;
+  auto node_b = harness.Connect("node-b", {cast.voting});
+  v1::TapRequestSpec spec;
+  *spec.mutable_target() = Resource("deploy", "voting");
+  spec.set_max_events(2);
+  TapClient client(*harness.api, spec);
+  const std::vector<v1::AggregatorMessage> subscribed = node_b->WaitForMessages(2);
+  REQUIRE(subscribed.size() == 2);
+  const uint64_t id = subscribed[0].subscribe().id();
+  node_b->SendTap({Event(id, "node-b:1:1", cast.voting, cast.web_a),
+                   Event(id, "node-b:2:1", cast.voting, cast.web_a),
+                   Event(id, "node-b:3:1", cast.voting, cast.web_a)});
+  REQUIRE(client.WaitUntil([](const TapClient& c) { return c.status().has_value(); }));
+  CHECK(client.Read([](const TapClient& c) { return c.status()->ok(); }));
+  CHECK(client.Read([](const TapClient& c) { return c.events().size(); }) == 2);
+  CHECK(node_b->WaitForMessages(4).size() == 4);  // both subscriptions cancelled
+  CHECK(Eventually([&] { return harness.server->tap_hub().sessions() == 0; }));
+}
+
 TEST_CASE("A tap session's queue is bounded, its drops counted and reported", "[unit]") {
   TapSession session(1, 4);
   for (int i = 0; i < 10; ++i) session.Push(v1::TapEvent());

@@ -13,6 +13,7 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc nlohmann-json3-dev libcli11-dev
   libssl-dev libcurl4-openssl-dev libyaml-cpp-dev libnetfilter-conntrack-dev
   libedit-dev  # meshctl shell: line editing, history, completion
+  libboost-dev  # common/http's HTTPS server: Boost.Beast and Asio, header-only
   # real peers and tools for tests and benchmarks
   iproute2 procps curl jq nginx-light haproxy wrk nghttp2-client nghttp2-server
   python3 python3-grpcio prometheus

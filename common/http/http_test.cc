@@ -1,0 +1,358 @@
+// The HTTPS server against real clients: curl with and without a client certificate, and
+// the misbehaving clients of test_client.py (one that leaves mid-stream, one that stops
+// reading, one that sends half a head).
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/http/server.h"
+#include "test/lib/certificates.h"
+#include "test/lib/files.h"
+#include "test/lib/process.h"
+
+namespace nodemesh::http {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Process;
+using testing::ReadFile;
+using testing::RunCommand;
+using testing::TempDir;
+
+constexpr const char* kText = "text/plain; charset=utf-8";
+
+// A CA "ca" with a server certificate and a client certificate "proxy" (CN front-proxy); a
+// second CA "other" with a client certificate "stranger" it signed.
+struct Pki {
+  Pki() {
+    testing::MakeCa(dir, "ca");
+    testing::MakeServerCertificate(dir, "ca");
+    testing::MakeClientCertificate(dir, "ca", "proxy", "/CN=front-proxy/O=system:masters");
+    testing::MakeCa(dir, "other");
+    testing::MakeClientCertificate(dir, "other", "stranger", "/CN=stranger");
+  }
+  std::string File(const std::string& name) const { return dir.path() + "/" + name; }
+  TlsServerOptions Tls(std::shared_ptr<ClientCaStore> client_ca) const {
+    return {ReadFile(File("server.crt")), ReadFile(File("server.key")), std::move(client_ca)};
+  }
+
+  TempDir dir;
+};
+
+std::string PortOf(const HttpServer& server) {
+  return server.address().substr(server.address().rfind(':') + 1);
+}
+
+// curl's answer to GET `path`: the body, then the status on a line of its own.
+std::string Curl(const Pki& pki, const HttpServer& server, const std::string& path,
+                 std::vector<std::string> extra = {}) {
+  std::vector<std::string> argv = {
+      "curl", "-sS", "--cacert", pki.File("ca.crt"), "-w", "\n%{http_code}", "--max-time", "20"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  argv.push_back("https://localhost:" + PortOf(server) + path);
+  return RunCommand(argv, 30s).output;
+}
+
+std::vector<std::string> ClientCertificate(const Pki& pki, const std::string& name) {
+  return {"--cert", pki.File(name + ".crt"), "--key", pki.File(name + ".key")};
+}
+
+// Answers /whoami with what the handshake found of the caller's certificate.
+HttpRoutes WhoAmI() {
+  HttpRoutes routes;
+  routes.Handle("/whoami", [](const HttpRequest& request) {
+    const PeerCertificate& peer = request.peer;
+    return HttpResponse(200, kText,
+                        peer.verified    ? "verified " + peer.common_name
+                        : peer.presented ? "unverified: " + peer.verify_error
+                                         : "no certificate");
+  });
+  return routes;
+}
+
+std::unique_ptr<HttpServer> StartServer(TlsServerOptions tls, HttpRoutes routes,
+                                        HttpServerLimits limits = {}) {
+  absl::StatusOr<std::unique_ptr<HttpServer>> server =
+      HttpServer::ListenTcp("127.0.0.1:0", std::move(tls), limits);
+  REQUIRE(server.ok());
+  (*server)->Serve(std::move(routes));
+  (*server)->Start();
+  return *std::move(server);
+}
+
+// test_client.py in `mode` against `server`.
+Process Misbehave(const Pki& pki, const HttpServer& server, const std::string& mode) {
+  return Process({"python3", std::string(NODEMESH_SOURCE_DIR) + "/common/http/test_client.py", mode,
+                  PortOf(server), pki.File("ca.crt")});
+}
+
+TEST_CASE("a client certificate is asked for, never required, and verified against the CAs") {
+  const Pki pki;
+  auto cas = std::make_shared<ClientCaStore>();
+  REQUIRE(cas->Replace(ReadFile(pki.File("ca.crt"))).ok());
+  const auto server = StartServer(pki.Tls(cas), WhoAmI());
+
+  CHECK(Curl(pki, *server, "/whoami") == "no certificate\n200");
+  CHECK(Curl(pki, *server, "/whoami", ClientCertificate(pki, "proxy")) ==
+        "verified front-proxy\n200");
+  const std::string stranger = Curl(pki, *server, "/whoami", ClientCertificate(pki, "stranger"));
+  CHECK(stranger.starts_with("unverified: unable to get local issuer certificate"));
+}
+
+TEST_CASE("client CAs replaced at run time verify the next handshake") {
+  const Pki pki;
+  auto cas = std::make_shared<ClientCaStore>();
+  const auto server = StartServer(pki.Tls(cas), WhoAmI());
+  // No CA yet: nothing verifies.
+  CHECK(Curl(pki, *server, "/whoami", ClientCertificate(pki, "proxy")).starts_with("unverified: "));
+
+  REQUIRE(cas->Replace(ReadFile(pki.File("other.crt")) + ReadFile(pki.File("ca.crt"))).ok());
+  CHECK(Curl(pki, *server, "/whoami", ClientCertificate(pki, "proxy")) ==
+        "verified front-proxy\n200");
+  CHECK(Curl(pki, *server, "/whoami", ClientCertificate(pki, "stranger")) ==
+        "verified stranger\n200");
+
+  const absl::Status garbage = cas->Replace("not a certificate");
+  CHECK(garbage.code() == absl::StatusCode::kInvalidArgument);
+  CHECK(std::string(garbage.message()).find("BEGIN CERTIFICATE") != std::string::npos);
+  // A failed replacement leaves the CAs as they were.
+  CHECK(Curl(pki, *server, "/whoami", ClientCertificate(pki, "stranger")) ==
+        "verified stranger\n200");
+
+  cas->Clear();
+  CHECK(Curl(pki, *server, "/whoami", ClientCertificate(pki, "proxy")).starts_with("unverified: "));
+}
+
+TEST_CASE("a server certificate that cannot be used is named at listen") {
+  const Pki pki;
+  TlsServerOptions tls = pki.Tls(nullptr);
+  tls.private_key_pem = ReadFile(pki.File("proxy.key"));
+  const absl::StatusOr<std::unique_ptr<HttpServer>> mismatched =
+      HttpServer::ListenTcp("127.0.0.1:0", tls);
+  REQUIRE_FALSE(mismatched.ok());
+  CHECK(std::string(mismatched.status().message()).starts_with("server key does not match"));
+
+  tls.certificate_chain_pem = "garbage";
+  const absl::StatusOr<std::unique_ptr<HttpServer>> unreadable =
+      HttpServer::ListenTcp("127.0.0.1:0", tls);
+  REQUIRE_FALSE(unreadable.ok());
+  CHECK(std::string(unreadable.status().message()).starts_with("server certificate: "));
+}
+
+TEST_CASE("requests carry their method, query, headers and body, and answers their headers") {
+  const Pki pki;
+  HttpRoutes routes;
+  routes.Handle("/echo", [](const HttpRequest& request) {
+    HttpResponse response(200, "application/json",
+                          request.method + " " + request.path + " " + request.raw_query + " " +
+                              request.query.at("b") + " " +
+                              std::string(request.Header("x-remote-user")) + " " + request.body);
+    response.headers.emplace_back("Nodemesh-Relayed-From", "node-1");
+    return response;
+  });
+  const auto server = StartServer(pki.Tls(nullptr), std::move(routes));
+  CHECK(Curl(pki, *server, "/echo?a=1&b=x%20y&b=z", {"-H", "X-Remote-User: alice"}) ==
+        "GET /echo a=1&b=x%20y&b=z z alice \n200");
+  CHECK(Curl(pki, *server, "/echo?b=1", {"--data-binary", "payload"}) ==
+        "POST /echo b=1 1  payload\n200");
+  const std::string head = Curl(pki, *server, "/echo?b=1", {"-D", "-", "-o", "/dev/null"});
+  CHECK(head.find("Nodemesh-Relayed-From: node-1\r\n") != std::string::npos);
+  CHECK(head.find("Content-Type: application/json\r\n") != std::string::npos);
+  CHECK(Curl(pki, *server, "/nothing").ends_with("\n404"));
+}
+
+TEST_CASE("a request head or body past its limit is refused with 431 or 413") {
+  const Pki pki;
+  HttpRoutes routes;
+  routes.Handle("/", [](const HttpRequest&) { return HttpResponse(200, kText, "ok"); });
+  const auto server = StartServer(pki.Tls(nullptr), std::move(routes));
+  const std::string big_header = "X-Big: " + std::string(20 * 1024, 'a');
+  const std::string head = Curl(pki, *server, "/", {"-H", big_header});
+  CHECK(head.ends_with("\n431"));
+  CHECK(head.find("larger than 16384 bytes") != std::string::npos);
+
+  const std::string body = pki.dir.Write("body", std::string(100 * 1024, 'b'));
+  const std::string posted = Curl(pki, *server, "/", {"--data-binary", "@" + body});
+  CHECK(posted.ends_with("\n413"));
+  CHECK(Curl(pki, *server, "/", {"--data-binary", std::string(1000, 'c')}) == "ok\n200");
+}
+
+TEST_CASE("a client sending half a request is cut off at the request deadline") {
+  const Pki pki;
+  HttpRoutes routes;
+  const auto server = StartServer(pki.Tls(nullptr), std::move(routes),
+                                  {.request_deadline = 1s, .idle_timeout = 30s});
+  Process stall = Misbehave(pki, *server, "stall");
+  REQUIRE(stall.WaitForOutput("closed after", 10s));
+  const std::string out = stall.output();
+  const double seconds = std::stod(out.substr(out.find("closed after ") + 13));
+  CHECK(seconds >= 0.5);
+  CHECK(seconds < 5);
+}
+
+TEST_CASE("connections past the limit are closed at once, and the others still served") {
+  const Pki pki;
+  const auto server =
+      StartServer(pki.Tls(nullptr), WhoAmI(), {.idle_timeout = 30s, .max_connections = 2});
+  Process first = Misbehave(pki, *server, "hold");
+  REQUIRE(first.WaitForOutput("connected", 10s));
+  Process second = Misbehave(pki, *server, "hold");
+  REQUIRE(second.WaitForOutput("connected", 10s));
+  Process third = Misbehave(pki, *server, "hold");
+  REQUIRE(third.WaitForOutput("refused", 10s));
+
+  first.Kill();
+  // Its connection is counted until the server notices it closed.
+  CHECK(testing::PollUntil([&] { return Curl(pki, *server, "/whoami") == "no certificate\n200"; },
+                           10s, 100ms));
+}
+
+TEST_CASE("handlers run off the I/O threads, and a request finding every one busy gets 503") {
+  const Pki pki;
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool release = false;
+  int waiting = 0;
+  HttpRoutes routes;
+  routes.Handle("/block", [&](const HttpRequest&) {
+    std::unique_lock lock(mutex);
+    ++waiting;
+    changed.notify_all();
+    changed.wait(lock, [&] { return release; });
+    return HttpResponse(200, kText, "released");
+  });
+  const auto server =
+      StartServer(pki.Tls(nullptr), std::move(routes), {.max_handler_threads = 1, .io_threads = 1});
+  Process blocked({"curl", "-sS", "--cacert", pki.File("ca.crt"), "--max-time", "20",
+                   "https://localhost:" + PortOf(*server) + "/block"});
+  {
+    std::unique_lock lock(mutex);
+    REQUIRE(changed.wait_for(lock, 10s, [&] { return waiting == 1; }));
+  }
+  // The one I/O thread still serves while the one handler thread is held.
+  const std::string busy = Curl(pki, *server, "/block", {"-D", "-"});
+  CHECK(busy.ends_with("\n503"));
+  CHECK(busy.find("Retry-After: 1\r\n") != std::string::npos);
+  {
+    std::lock_guard lock(mutex);
+    release = true;
+  }
+  changed.notify_all();
+  REQUIRE(blocked.WaitForOutput("released", 10s));
+}
+
+// A stream's function, run by the test: it reports what it saw and waits for the test's word.
+struct StreamProbe {
+  std::mutex mutex;
+  std::condition_variable changed;
+  int step = 0;         // what the test allows
+  bool gone = false;    // ClientGone() was seen
+  bool failed = false;  // a Write returned false
+  uint64_t written = 0;
+
+  void Allow(int next) {
+    std::lock_guard lock(mutex);
+    step = next;
+    changed.notify_all();
+  }
+  template <typename Condition>
+  bool Await(Condition condition, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex);
+    return changed.wait_for(lock, timeout, [&] { return condition(*this); });
+  }
+};
+
+TEST_CASE("a streamed answer reaches curl piece by piece, as it is written") {
+  const Pki pki;
+  StreamProbe probe;
+  HttpRoutes routes;
+  routes.Handle("/stream", [&](const HttpRequest&) {
+    return HttpResponse::Stream(200, "application/json", [&](ResponseStream& out) {
+      for (int line = 1; line <= 3; ++line) {
+        {
+          std::unique_lock lock(probe.mutex);
+          probe.changed.wait(lock, [&] { return probe.step >= line; });
+        }
+        // Not REQUIRE: this is the server's handler thread. A failed write shows in curl's output.
+        if (!out.Write("{\"line\":" + std::to_string(line) + "}\n", 5s)) return;
+      }
+    });
+  });
+  const auto server = StartServer(pki.Tls(nullptr), std::move(routes));
+  Process curl({"curl", "-sS", "-N", "--cacert", pki.File("ca.crt"), "--max-time", "20",
+                "https://localhost:" + PortOf(*server) + "/stream"});
+  probe.Allow(1);
+  REQUIRE(curl.WaitForOutput("{\"line\":1}\n", 10s));
+  CHECK(curl.output().find("line\":2") == std::string::npos);
+  probe.Allow(2);
+  REQUIRE(curl.WaitForOutput("{\"line\":2}\n", 10s));
+  probe.Allow(3);
+  const std::optional<testing::ExitStatus> ended = curl.Wait(10s);
+  REQUIRE(ended);
+  CHECK(ended->ok());
+  CHECK(curl.output() == "{\"line\":1}\n{\"line\":2}\n{\"line\":3}\n");
+}
+
+// /stream: writes one line, then waits (asking ClientGone) until the client goes; or, with
+// `flood`, writes 64 KiB pieces with a 500 ms deadline until one is not taken.
+HttpRoutes StreamRoutes(StreamProbe& probe, bool flood) {
+  HttpRoutes routes;
+  routes.Handle("/stream", [&probe, flood](const HttpRequest&) {
+    return HttpResponse::Stream(200, kText, [&probe, flood](ResponseStream& out) {
+      const std::string piece(flood ? 64 * 1024 : 6, 'x');
+      while (out.Write(piece, 500ms)) {
+        std::lock_guard lock(probe.mutex);
+        probe.written += piece.size();
+        if (!flood) break;
+        // A client that stops reading must stop the writer: a bounded amount only.
+        if (probe.written > (1u << 30)) return;
+      }
+      if (!flood) {
+        while (!out.ClientGone()) std::this_thread::sleep_for(10ms);
+      }
+      std::lock_guard lock(probe.mutex);
+      (flood ? probe.failed : probe.gone) = true;
+      probe.changed.notify_all();
+    });
+  });
+  return routes;
+}
+
+TEST_CASE("a client that leaves mid-stream is noticed without a write") {
+  const Pki pki;
+  StreamProbe probe;
+  const auto server = StartServer(pki.Tls(nullptr), StreamRoutes(probe, false));
+  Process leave = Misbehave(pki, *server, "leave");
+  REQUIRE(leave.WaitForOutput("closed", 10s));
+  CHECK(probe.Await([](const StreamProbe& p) { return p.gone; }, 5s));
+}
+
+TEST_CASE("a client that stops reading makes the stream's write fail at its deadline") {
+  const Pki pki;
+  StreamProbe probe;
+  const auto server = StartServer(pki.Tls(nullptr), StreamRoutes(probe, true));
+  Process slow = Misbehave(pki, *server, "slow");
+  REQUIRE(slow.WaitForOutput("sent", 10s));
+  REQUIRE(probe.Await([](const StreamProbe& p) { return p.failed; }, 60s));
+  // What was taken is what the sockets' buffers hold, not everything the writer had.
+  CHECK(probe.written < (64u << 20));
+}
+
+TEST_CASE("stopping the server ends a stream waiting for its client") {
+  const Pki pki;
+  StreamProbe probe;
+  auto server = StartServer(pki.Tls(nullptr), StreamRoutes(probe, false));
+  Process curl({"curl", "-sS", "-N", "--cacert", pki.File("ca.crt"), "--max-time", "20",
+                "https://localhost:" + PortOf(*server) + "/stream"});
+  REQUIRE(curl.WaitForOutput("xxxxxx", 10s));
+  server->Stop();
+  CHECK(probe.Await([](const StreamProbe& p) { return p.gone; }, 1s));
+  CHECK(curl.Wait(10s));
+}
+
+}  // namespace
+}  // namespace nodemesh::http
