@@ -99,7 +99,7 @@ std::vector<std::string> TappedNamespaces(const v1::TapRequestSpec& spec) {
 }
 
 absl::Status MayByCertificate(const Caller& caller, const Permission& permission) {
-  if (permission.resource == kTapsResource) {
+  if (permission.resource == "taps") {
     if (!caller.authenticated) return NoCertificate("tap");
     if (InGroup(caller, kTapAllGroup)) return absl::OkStatus();
     if (permission.namespace_name.empty()) {
@@ -115,7 +115,7 @@ absl::Status MayByCertificate(const Caller& caller, const Permission& permission
     }
     return absl::OkStatus();
   }
-  if (permission.resource == kNodesResource) {
+  if (permission.resource == "nodes") {
     if (!caller.authenticated) return NoCertificate("meshctl shell --node");
     if (!InGroup(caller, kTapAllGroup)) {
       return absl::PermissionDeniedError(
@@ -137,7 +137,7 @@ absl::Status MayTap(const Caller& caller, const v1::TapRequestSpec& spec) {
   if (namespaces.empty()) namespaces.emplace_back();  // every namespace: cluster scope
   for (std::string& name : namespaces) {
     const Permission tap{
-        .verb = "watch", .resource = std::string(kTapsResource), .namespace_name = std::move(name)};
+        .verb = "watch", .resource = "taps", .namespace_name = std::move(name)};
     if (absl::Status may = MayByCertificate(caller, tap); !may.ok()) return may;
   }
   return absl::OkStatus();
@@ -145,8 +145,8 @@ absl::Status MayTap(const Caller& caller, const v1::TapRequestSpec& spec) {
 
 absl::Status MayRelayToNode(const Caller& caller, std::string_view node) {
   return MayByCertificate(caller, Permission{.verb = "get",
-                                             .resource = std::string(kNodesResource),
-                                             .subresource = std::string(kAdminSubresource),
+                                             .resource = "nodes",
+                                             .subresource = "admin",
                                              .name = std::string(node)});
 }
 

@@ -8,7 +8,8 @@
 //     routes, pods: no payload). Tapping needs an organization `nodemesh:tap:NAMESPACE` for
 //     each namespace tapped, or `nodemesh:tap:*` for all; the shell's relay to a node's
 //     agent, which shows every pod of that node, needs `nodemesh:tap:*`.
-// Those rules are stated over the API's permissions (permission.h: MayByCertificate), the
+// Those rules are stated over the API's permissions (common/httpapi/permissions.h:
+// MayByCertificate), the
 // same ones the Kubernetes mode asks the API server about.
 #pragma once
 
@@ -18,7 +19,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
-#include "aggregator/permission.h"
+#include "common/httpapi/permissions.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 
 namespace grpc {
@@ -26,6 +27,8 @@ class ServerContext;
 }
 
 namespace nodemesh::aggregator {
+
+using httpapi::Permission;
 
 inline constexpr std::string_view kNodeNamePrefix = "system:node:";
 inline constexpr std::string_view kNodesGroup = "system:nodes";

@@ -236,6 +236,7 @@ TEST_CASE("the front proxy's settings follow the ConfigMap as the API server cha
   CHECK(front_proxy.Authenticate("front-proxy-client", alice)->groups ==
         std::vector<std::string>{"dev"});
   CHECK(front_proxy.client_ca_pem() == KubeadmSettings().client_ca_pem);
+  REQUIRE(testing::PollUntil([&] { return !recorded.pems().empty(); }, 10s));
   CHECK(recorded.pems() == std::vector<std::string>{KubeadmSettings().client_ca_pem});
 
   // A rotation: a new CA and another proxy name. The old name is refused from then on.
@@ -244,7 +245,10 @@ TEST_CASE("the front proxy's settings follow the ConfigMap as the API server cha
                         {{"data",
                           {{"requestheader-client-ca-file", rotated},
                            {"requestheader-allowed-names", R"(["aggregator-proxy"])"}}}});
-  REQUIRE(testing::PollUntil([&] { return front_proxy.client_ca_pem() == rotated; }, 10s));
+  // The settings change before the verify store hears of it: wait for both.
+  REQUIRE(testing::PollUntil(
+      [&] { return front_proxy.client_ca_pem() == rotated && recorded.pems().back() == rotated; },
+      10s));
   CHECK(front_proxy.Authenticate("front-proxy-client", alice).status().code() ==
         absl::StatusCode::kUnauthenticated);
   CHECK(front_proxy.Authenticate("aggregator-proxy", alice).ok());
@@ -257,7 +261,9 @@ TEST_CASE("the front proxy's settings follow the ConfigMap as the API server cha
 
   // Gone: nobody is let in any more, and the verify store is emptied.
   api_server.Delete(configmaps + "/extension-apiserver-authentication");
-  REQUIRE(testing::PollUntil([&] { return front_proxy.client_ca_pem().empty(); }, 10s));
+  REQUIRE(testing::PollUntil(
+      [&] { return front_proxy.client_ca_pem().empty() && recorded.pems().back().empty(); },
+      10s));
   CHECK(front_proxy.Authenticate("aggregator-proxy", alice).status().code() ==
         absl::StatusCode::kUnauthenticated);
   CHECK(recorded.pems().back().empty());

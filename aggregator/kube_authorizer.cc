@@ -22,7 +22,8 @@ void AddField(std::string& key, std::string_view field) {
   key += field;
 }
 
-// "get stats deployment in namespace b", for the messages of failed reviews.
+// "get nodes/admin node-a at the cluster scope", for the messages of failed reviews: the
+// name says which node or which kind of workload was asked about.
 std::string DescribePermission(const Permission& permission) {
   std::string resource = permission.resource;
   if (!permission.subresource.empty()) resource += "/" + permission.subresource;
@@ -36,36 +37,13 @@ std::string DescribePermission(const Permission& permission) {
 }  // namespace
 
 nlohmann::json SubjectAccessReview(const KubeUser& user, const Permission& permission) {
-  nlohmann::json attributes = {{"group", std::string(kApiGroup)},
-                               {"version", std::string(kApiVersion)},
-                               {"resource", permission.resource},
-                               {"verb", permission.verb}};
-  if (!permission.subresource.empty()) attributes["subresource"] = permission.subresource;
-  if (!permission.name.empty()) attributes["name"] = permission.name;
-  if (!permission.namespace_name.empty()) attributes["namespace"] = permission.namespace_name;
-  nlohmann::json spec = {{"user", user.name}, {"resourceAttributes", std::move(attributes)}};
+  nlohmann::json spec = {{"user", user.name}, {"resourceAttributes", permission.ResourceAttributes()}};
   if (!user.uid.empty()) spec["uid"] = user.uid;
   if (!user.groups.empty()) spec["groups"] = user.groups;
   if (!user.extra.empty()) spec["extra"] = user.extra;
   return {{"apiVersion", "authorization.k8s.io/v1"},
           {"kind", "SubjectAccessReview"},
           {"spec", std::move(spec)}};
-}
-
-absl::Status Forbidden(const KubeUser& user, const Permission& permission,
-                       std::string_view reason) {
-  const std::string qualified = fmt::format("{}.{}", permission.resource, kApiGroup);
-  const std::string object =
-      permission.name.empty() ? qualified : fmt::format("{} \"{}\"", qualified, permission.name);
-  std::string resource = permission.resource;
-  if (!permission.subresource.empty()) resource += "/" + permission.subresource;
-  const std::string scope = permission.namespace_name.empty()
-                                ? std::string("at the cluster scope")
-                                : fmt::format("in the namespace \"{}\"", permission.namespace_name);
-  return absl::PermissionDeniedError(
-      fmt::format("{} is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"{}\" {}{}",
-                  object, user.name, permission.verb, resource, kApiGroup, scope,
-                  reason.empty() ? "" : fmt::format(": {}", reason)));
 }
 
 std::optional<AccessReviewCache::Answer> AccessReviewCache::Find(const std::string& key,
@@ -140,7 +118,7 @@ absl::Status KubeAuthorizer::Check(const KubeUser& user, const Permission& permi
     cache_.Put(key, *answer,
                options_.now() + (answer->allowed ? options_.allowed_for : options_.denied_for));
   }
-  return answer->allowed ? absl::OkStatus() : Forbidden(user, permission, answer->reason);
+  return answer->allowed ? absl::OkStatus() : httpapi::Forbidden(permission, user.name, answer->reason);
 }
 
 absl::Status KubeAuthorizer::CheckAll(const KubeUser& user,

@@ -26,19 +26,16 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "aggregator/kube_user.h"
-#include "aggregator/permission.h"
+#include "common/httpapi/permissions.h"
 #include "common/kube/client.h"
 #include "nlohmann/json.hpp"
 
 namespace nodemesh::aggregator {
 
+using httpapi::Permission;
+
 // The body of a SubjectAccessReview asking whether `user` has `permission`.
 nlohmann::json SubjectAccessReview(const KubeUser& user, const Permission& permission);
-
-// The refusal of `permission` to `user`, in the API server's words for a 403 (`stats.nodemesh.io
-// "deployment" is forbidden: User "alice" cannot get resource "stats" in API group
-// "nodemesh.io" in the namespace "b"`), followed by the review's reason when it gave one.
-absl::Status Forbidden(const KubeUser& user, const Permission& permission, std::string_view reason);
 
 // Answers by what was asked, each for a while: a bounded map that forgets an answer once its
 // time is up or, when full, the least recently used one. Not thread-safe on its own.
@@ -96,7 +93,8 @@ class KubeAuthorizer {
   // system:auth-delegator).
   explicit KubeAuthorizer(kube::Client& client, KubeAuthorizerOptions options = {});
 
-  // OK when `user` has `permission`; PERMISSION_DENIED as Forbidden says; UNAVAILABLE when
+  // OK when `user` has `permission`; PERMISSION_DENIED in the API server's words
+  // (httpapi::Forbidden); UNAVAILABLE when
   // the API server gave no answer. A user in group system:masters has every permission
   // without a review, as the API server's own authorization grants it.
   absl::Status Check(const KubeUser& user, const Permission& permission);

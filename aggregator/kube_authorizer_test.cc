@@ -29,11 +29,6 @@ Permission TapIn(const std::string& namespace_name) {
   return Permission{.verb = "watch", .resource = "taps", .namespace_name = namespace_name};
 }
 
-Permission StatsIn(const std::string& namespace_name) {
-  return Permission{
-      .verb = "get", .resource = "stats", .name = "deployment", .namespace_name = namespace_name};
-}
-
 Permission NodeAdminOfA() {
   return Permission{.verb = "get", .resource = "nodes", .subresource = "admin", .name = "node-a"};
 }
@@ -53,20 +48,6 @@ TEST_CASE("a SubjectAccessReview asks about the user and one permission of nodem
                   "resourceAttributes":{"verb":"get","group":"nodemesh.io","version":"v1alpha1",
                                         "resource":"nodes","subresource":"admin",
                                         "name":"node-a"}}})"));
-}
-
-TEST_CASE("a refusal reads as the API server's own 403") {
-  const absl::Status in_namespace = Forbidden(Alice(), StatsIn("b"), "");
-  CHECK(in_namespace.code() == absl::StatusCode::kPermissionDenied);
-  CHECK(in_namespace.message() ==
-        "stats.nodemesh.io \"deployment\" is forbidden: User \"alice\" cannot get resource "
-        "\"stats\" in API group \"nodemesh.io\" in the namespace \"b\"");
-  CHECK(Forbidden(Alice(), TapIn(""), "no RoleBinding").message() ==
-        "taps.nodemesh.io is forbidden: User \"alice\" cannot watch resource \"taps\" in API "
-        "group \"nodemesh.io\" at the cluster scope: no RoleBinding");
-  CHECK(Forbidden(Alice(), NodeAdminOfA(), "").message() ==
-        "nodes.nodemesh.io \"node-a\" is forbidden: User \"alice\" cannot get resource "
-        "\"nodes/admin\" in API group \"nodemesh.io\" at the cluster scope");
 }
 
 TEST_CASE("a review's key tells apart every user and permission it could ask about") {

@@ -32,9 +32,11 @@ std::vector<Permission> EachNamespace(const Permission& first,
 
 nlohmann::json Permission::ResourceAttributes() const {
   nlohmann::json attributes = {
-      {"group", kGroup}, {"version", kVersion},         {"resource", resource},
-      {"verb", verb},    {"namespace", namespace_name}, {"name", name}};
+      {"group", kGroup}, {"version", kVersion}, {"resource", resource}, {"verb", verb}};
+  // Left out when empty, as Kubernetes writes them: no namespace is cluster scope, no name any.
   if (!subresource.empty()) attributes["subresource"] = subresource;
+  if (!namespace_name.empty()) attributes["namespace"] = namespace_name;
+  if (!name.empty()) attributes["name"] = name;
   return attributes;
 }
 

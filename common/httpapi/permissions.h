@@ -24,11 +24,11 @@
 namespace nodemesh::httpapi {
 
 struct Permission {
-  std::string verb;            // "get", "watch"
-  std::string resource;        // "stats", "edges", "routes", "inventory", "taps", "nodes"
-  std::string subresource;     // "admin" for nodes/admin; else empty
-  std::string namespace_name;  // empty: cluster scope
-  std::string name;            // empty: any
+  std::string verb{};            // "get", "watch"
+  std::string resource{};        // "stats", "edges", "routes", "inventory", "taps", "nodes"
+  std::string subresource{};     // "admin" for nodes/admin; else empty
+  std::string namespace_name{};  // empty: cluster scope
+  std::string name{};            // empty: any
 
   bool operator==(const Permission&) const = default;
 
