@@ -25,7 +25,9 @@ absl::StatusOr<nlohmann::json> ObjectOf(const absl::StatusOr<Response>& response
 
 }  // namespace
 
-Client::Client(Config config) : config_(std::move(config)) { InitCurlOnce(); }
+Client::Client(Config config)
+    : config_(std::move(config)),
+      endpoint_((InitCurlOnce(), std::make_unique<const Endpoint>(config_))) {}
 
 Client::~Client() {
   for (void* easy : idle_handles_) curl_easy_cleanup(easy);
@@ -33,6 +35,12 @@ Client::~Client() {
 
 absl::StatusOr<std::string> Client::StartRequest(std::string_view what) {
   stats_.requests.fetch_add(1, std::memory_order_relaxed);
+  if (config_.exec.has_value()) {
+    stats_.failures.fetch_add(1, std::memory_order_relaxed);
+    return absl::UnimplementedError(fmt::format(
+        "{}: user {} of {} authenticates with the exec plugin {}, which is not run yet", what,
+        config_.exec->user, config_.source, config_.exec->command));
+  }
   absl::StatusOr<std::string> authorization = bearer_.Header();
   if (!authorization.ok()) {
     stats_.failures.fetch_add(1, std::memory_order_relaxed);
@@ -89,8 +97,7 @@ absl::StatusOr<Response> Client::Request(std::string_view method, std::string_vi
   const Slist headers(raw_headers);
 
   char error_buffer[CURL_ERROR_SIZE] = {};
-  const std::string url = config_.server + std::string(path);
-  Configure(easy, config_, url, headers.get(), error_buffer);
+  Configure(easy, config_, *endpoint_, path, headers.get(), error_buffer);
   curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
   curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
                    static_cast<long>(std::min(timeout, kMaxConnectTimeout).count()));

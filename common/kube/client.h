@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -28,6 +29,8 @@
 #include "nlohmann/json.hpp"
 
 namespace nodemesh::kube {
+
+class Endpoint;  // libcurl.h
 
 // Counters of one client, for the agent's /stats and for tests.
 struct ClientStats {
@@ -78,6 +81,7 @@ class Client {
   void ReturnHandle(void* handle);
 
   const Config config_;
+  const std::unique_ptr<const Endpoint> endpoint_;
   ClientStats stats_;
   BearerToken bearer_{config_, stats_.token_reloads};
   std::mutex handles_mutex_;

@@ -44,10 +44,26 @@ using MultiHandle = std::unique_ptr<CURLM, MultiDeleter>;
 // unless it is empty.
 curl_slist* BaseHeaders(const std::string& authorization);
 
+// Where a Config's requests go. With a tls-server-name the URLs name that server, so that
+// TLS verifies the certificate against it and sends it as SNI, while CURLOPT_CONNECT_TO still
+// connects to the host and port of `server`. Made once per client: libcurl keeps the list's
+// pointer, not a copy, for as long as a handle uses it.
+class Endpoint {
+ public:
+  explicit Endpoint(const Config& config);
+  std::string Url(std::string_view path) const { return base_url_ + std::string(path); }
+  curl_slist* connect_to() const { return connect_to_.get(); }
+
+ private:
+  std::string base_url_;
+  Slist connect_to_;
+};
+
 // Options every request shares; the easy handle must outlive the strings it was given
-// (libcurl copies string options, not blobs unless told to: CURL_BLOB_COPY is used).
-void Configure(CURL* easy, const Config& config, const std::string& url, curl_slist* headers,
-               char* error_buffer);
+// (libcurl copies string options, not blobs unless told to: CURL_BLOB_COPY is used), and
+// `endpoint` must outlive the transfer.
+void Configure(CURL* easy, const Config& config, const Endpoint& endpoint, std::string_view path,
+               curl_slist* headers, char* error_buffer);
 
 // A CURLOPT_WRITEFUNCTION appending to the std::string at `user`; past kMaxBody it fails the
 // transfer (CURLE_WRITE_ERROR).

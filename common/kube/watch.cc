@@ -126,8 +126,7 @@ absl::Status Client::Stream(std::string_view path, std::chrono::milliseconds sta
   }
   const Slist headers(BaseHeaders(*authorization));
   char error_buffer[CURL_ERROR_SIZE] = {};
-  const std::string url = config_.server + std::string(path);
-  Configure(easy.get(), config_, url, headers.get(), error_buffer);
+  Configure(easy.get(), config_, *endpoint_, path, headers.get(), error_buffer);
   curl_easy_setopt(easy.get(), CURLOPT_HTTPGET, 1L);
   // A connection that cannot be made is a failure (UNAVAILABLE), not a stall; the stall
   // check covers everything after.
