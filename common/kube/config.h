@@ -1,11 +1,8 @@
 // Where the Kubernetes API server is and how to prove who we are: a Config from the pod's own
-// service account (InClusterConfig) or from a kubeconfig (LoadKubeconfig, kubeconfig.cc),
-// and the bearer token it names, read again whenever its file changes (BearerToken).
+// service account (InClusterConfig) or from a kubeconfig (LoadKubeconfig, kubeconfig.cc).
+// What a request then presents is credentials.h's.
 #pragma once
 
-#include <atomic>
-#include <cstdint>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,23 +16,24 @@ namespace nodemesh::kube {
 inline constexpr std::string_view kServiceAccountDir =
     "/var/run/secrets/kubernetes.io/serviceaccount";
 
-// A kubeconfig user's exec credential plugin (its `exec` stanza), as client-go reads it.
+// A kubeconfig user's exec credential plugin (its `exec` stanza), as client-go runs it:
+// exec_credential.h runs it, credentials.h caches what it hands out.
 struct ExecConfig {
   enum class InteractiveMode { kNever, kIfAvailable, kAlways };
 
-  std::string api_version;  // client.authentication.k8s.io/v1 or v1beta1
+  std::string api_version{};  // client.authentication.k8s.io/v1 or v1beta1
   // A command with a '/' is a path, made absolute against the kubeconfig's directory; one
   // without is looked up in PATH when it runs.
-  std::string command;
-  std::vector<std::string> args;
-  std::vector<std::pair<std::string, std::string>> env;  // over the caller's environment
+  std::string command{};
+  std::vector<std::string> args{};
+  std::vector<std::pair<std::string, std::string>> env{};  // over the caller's environment
   InteractiveMode interactive_mode = InteractiveMode::kIfAvailable;  // v1beta1's default
   bool provide_cluster_info = false;  // KUBERNETES_EXEC_INFO carries spec.cluster
-  std::string install_hint;           // shown when the command is not found
+  std::string install_hint{};         // shown when the command is not found
   // The cluster's `client.authentication.k8s.io/exec` extension as JSON ("" without one):
   // spec.cluster.config.
-  std::string cluster_config_json;
-  std::string user;  // the kubeconfig user it belongs to, for messages
+  std::string cluster_config_json{};
+  std::string user{};  // the kubeconfig user it belongs to, for messages
 };
 
 // Where the API server is and how to prove who we are. Credentials, with client-go's
@@ -82,32 +80,5 @@ absl::StatusOr<Config> InClusterConfig(std::string_view service_account_dir = kS
 // are refused with a message naming what replaces them.
 absl::StatusOr<Config> LoadKubeconfig(std::string_view path = {},
                                       std::string_view context_name = {});
-
-// The Authorization header's value a Config gives: "" with no token, else "Bearer TOKEN". A
-// token file is looked at on every call and read again when it changed: the kubelet rotates
-// projected service-account tokens by swapping a symlink, so a new token is a new file behind
-// the same name. Thread-safe.
-class BearerToken {
- public:
-  // `reloads` counts the token file read again after a change.
-  BearerToken(const Config& config, std::atomic<uint64_t>& reloads)
-      : token_file_(config.token_file), config_token_(config.token), reloads_(reloads) {}
-
-  // An error (UNAUTHENTICATED, naming the file) only when no token could ever be read: once
-  // one was, it is kept while the file is unreadable or caught empty between a truncation and
-  // a write.
-  absl::StatusOr<std::string> Header();
-
- private:
-  const std::string token_file_;
-  const std::string config_token_;  // used when there is no token file
-  std::atomic<uint64_t>& reloads_;
-  std::mutex mutex_;
-  // The file's token and the file as they were when last read.
-  std::string token_;
-  int64_t mtime_ns_ = -1;
-  uint64_t size_ = 0;
-  uint64_t inode_ = 0;
-};
 
 }  // namespace nodemesh::kube

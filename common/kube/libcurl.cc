@@ -64,8 +64,9 @@ curl_slist* BaseHeaders(const std::string& authorization) {
   return headers;
 }
 
-void Configure(CURL* easy, const Config& config, const Endpoint& endpoint, std::string_view path,
-               curl_slist* headers, char* error_buffer) {
+void Configure(CURL* easy, const Config& config, const Endpoint& endpoint,
+               const RequestCredentials& credentials, std::string_view path, curl_slist* headers,
+               char* error_buffer) {
   curl_easy_setopt(easy, CURLOPT_URL, endpoint.Url(path).c_str());
   curl_easy_setopt(easy, CURLOPT_CONNECT_TO, endpoint.connect_to());
   if (!config.proxy_url.empty()) curl_easy_setopt(easy, CURLOPT_PROXY, config.proxy_url.c_str());
@@ -95,22 +96,15 @@ void Configure(CURL* easy, const Config& config, const Endpoint& endpoint, std::
       curl_easy_setopt(easy, CURLOPT_CAINFO, config.ca_file.c_str());
     }
   }
-  if (!config.client_certificate_data.empty()) {
-    curl_blob blob{const_cast<char*>(config.client_certificate_data.data()),
-                   config.client_certificate_data.size(), CURL_BLOB_COPY};
-    curl_easy_setopt(easy, CURLOPT_SSLCERT_BLOB, &blob);
+  if (!credentials.client_certificate_pem.empty()) {
+    const auto blob = [](const std::string& pem) {
+      return curl_blob{const_cast<char*>(pem.data()), pem.size(), CURL_BLOB_COPY};
+    };
+    curl_blob certificate = blob(credentials.client_certificate_pem);
+    curl_blob key = blob(credentials.client_key_pem);
+    curl_easy_setopt(easy, CURLOPT_SSLCERT_BLOB, &certificate);
     curl_easy_setopt(easy, CURLOPT_SSLCERTTYPE, "PEM");
-  } else if (!config.client_certificate_file.empty()) {
-    curl_easy_setopt(easy, CURLOPT_SSLCERT, config.client_certificate_file.c_str());
-    curl_easy_setopt(easy, CURLOPT_SSLCERTTYPE, "PEM");
-  }
-  if (!config.client_key_data.empty()) {
-    curl_blob blob{const_cast<char*>(config.client_key_data.data()), config.client_key_data.size(),
-                   CURL_BLOB_COPY};
-    curl_easy_setopt(easy, CURLOPT_SSLKEY_BLOB, &blob);
-    curl_easy_setopt(easy, CURLOPT_SSLKEYTYPE, "PEM");
-  } else if (!config.client_key_file.empty()) {
-    curl_easy_setopt(easy, CURLOPT_SSLKEY, config.client_key_file.c_str());
+    curl_easy_setopt(easy, CURLOPT_SSLKEY_BLOB, &key);
     curl_easy_setopt(easy, CURLOPT_SSLKEYTYPE, "PEM");
   }
   if (config.insecure_skip_tls_verify) {
