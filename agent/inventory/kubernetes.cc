@@ -104,7 +104,9 @@ absl::Status KubernetesInventory::Start(std::function<void(const Inventory&)> on
       options_.kubeconfig.empty() ? kube::InClusterConfig(options_.service_account_dir)
                                   : kube::LoadKubeconfig(options_.kubeconfig, options_.context);
   if (!config.ok()) return config.status();
-  client_ = std::make_unique<kube::Client>(*std::move(config));
+  // A daemon: an exec plugin of its kubeconfig is never interactive, its stderr is logged.
+  client_ = std::make_unique<kube::Client>(*std::move(config),
+                                           kube::ExecEnvironment{.stdin_is_terminal = false});
   Log(LogLevel::kInfo, "kubernetes: API server {} ({}), pods of node {}", client_->config().server,
       client_->config().source, options_.node);
 
