@@ -271,10 +271,15 @@ Inventory KubernetesInventory::Build() {
 json KubernetesInventory::Status() const {
   if (!watching_.load(std::memory_order_acquire)) return json::object();
   const kube::ClientStats& stats = client_->stats();
-  return {{"server", client_->config().server},          {"config", client_->config().source},
-          {"requests", stats.requests.load()},           {"failures", stats.failures.load()},
-          {"token_reloads", stats.token_reloads.load()}, {"pods", ReflectorStatus(*pods_)},
-          {"namespaces", ReflectorStatus(*namespaces_)}, {"services", ReflectorStatus(*services_)}};
+  return {{"server", client_->config().server},
+          {"config", client_->config().source},
+          {"requests", stats.requests.load()},
+          {"failures", stats.failures.load()},
+          {"token_reloads", stats.token_reloads.load()},
+          {"exec_runs", stats.exec_runs.load()},
+          {"pods", ReflectorStatus(*pods_)},
+          {"namespaces", ReflectorStatus(*namespaces_)},
+          {"services", ReflectorStatus(*services_)}};
 }
 
 }  // namespace nodemesh::agent
