@@ -463,6 +463,26 @@ TEST_CASE("an exec plugin that fails, is missing or cannot be interactive is nam
                              "exec plugin cannot support interactive mode: standard input is not "
                              "a terminal\n");
 
+  // A plugin whose token the API server refuses, again after a second run: named.
+  const CountingPlugin plugin(meshctl);
+  const std::string revoked = server.IssueToken(kNamespace, "cloud-1");
+  server.RevokeToken(revoked);
+  plugin.HandOut({revoked}, std::nullopt);
+  WriteExecKubeconfig(kubeconfig, server,
+                      fmt::format("      apiVersion: client.authentication.k8s.io/v1\n"
+                                  "      command: bin/get-token\n"
+                                  "      interactiveMode: Never\n"
+                                  "      env: [{{name: PLUGIN_DIR, value: {}}}]\n",
+                                  plugin.dir));
+  result = meshctl.Run({"inject", "ns/emojivoto", "--kubeconfig", kubeconfig});
+  CHECK(result.exit_code == 1);
+  CHECK(plugin.Calls() == 2);
+  CHECK(result.output.find(fmt::format(
+            "meshctl: get namespaces emojivoto: 401 Unauthorized: Unauthorized: the API server "
+            "did not accept what exec plugin {}/bin/get-token (user cloud-user of kubeconfig {}, "
+            "context cloud) handed out, nor what it handed out when run again",
+            meshctl.home().path(), kubeconfig)) != std::string::npos);
+
   // A kubeconfig client-go would refuse, refused with its words.
   WriteExecKubeconfig(kubeconfig, server,
                       "      apiVersion: client.authentication.k8s.io/v1\n"
