@@ -1,6 +1,9 @@
 #include "common/kube/exec_credential.h"
 
 #include <fcntl.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -12,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -353,6 +357,31 @@ std::string StderrSuffix(std::string_view tail) {
   return suffix;
 }
 
+// What client-go's tls.X509KeyPair would say of a certificate and key, "" if they parse and
+// belong together. An encrypted key is refused rather than asked a passphrase for.
+std::string KeyPairProblem(const std::string& certificate_pem, const std::string& key_pem) {
+  using Bio = std::unique_ptr<BIO, decltype(&BIO_free)>;
+  const Bio certificate_bio(
+      BIO_new_mem_buf(certificate_pem.data(), static_cast<int>(certificate_pem.size())), BIO_free);
+  const Bio key_bio(BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())), BIO_free);
+  const std::unique_ptr<X509, decltype(&X509_free)> certificate(
+      PEM_read_bio_X509(certificate_bio.get(), nullptr, nullptr, nullptr), X509_free);
+  const auto no_passphrase = [](char*, int, int, void*) { return 0; };
+  const std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+      PEM_read_bio_PrivateKey(key_bio.get(), nullptr, no_passphrase, nullptr), EVP_PKEY_free);
+  std::string problem;
+  if (certificate == nullptr) {
+    problem = "tls: failed to find any PEM data in certificate input";
+  } else if (key == nullptr) {
+    problem = "tls: failed to find any PEM data in key input";
+  } else if (X509_check_private_key(certificate.get(), key.get()) != 1) {
+    problem = "tls: private key does not match public key";
+  }
+  // Leave this thread's OpenSSL error queue empty for libcurl's next TLS handshake.
+  ERR_clear_error();
+  return problem;
+}
+
 // What the plugin printed, checked in client-go's order with its messages.
 absl::StatusOr<ExecCredential> Parse(const Config& config, std::string_view out) {
   const ExecConfig& exec = *config.exec;
@@ -402,6 +431,13 @@ absl::StatusOr<ExecCredential> Parse(const Config& config, std::string_view out)
   }
   if (result.client_certificate_pem.empty() != result.client_key_pem.empty()) {
     return invalid("exec plugin returned only certificate or key, not both");
+  }
+  if (!result.client_certificate_pem.empty()) {
+    if (const std::string problem =
+            KeyPairProblem(result.client_certificate_pem, result.client_key_pem);
+        !problem.empty()) {
+      return invalid(fmt::format("failed parsing client key/certificate: {}", problem));
+    }
   }
   if (const std::string expiry = text("expirationTimestamp"); !expiry.empty()) {
     absl::Time time;

@@ -16,6 +16,7 @@
 #include "common/kube/client.h"
 #include "common/kube/test_objects.h"
 #include "nlohmann/json.hpp"
+#include "test/lib/certificates.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
 #include "test/lib/peers.h"
@@ -282,6 +283,27 @@ TEST_CASE("exec plugin failures name the plugin, with its own stderr") {
                       kPrefix, dir.path()));
     CHECK(printing("empty", "{" + v1 + R"(,"status":{}})") ==
           fmt::format("{}exec plugin {}/empty: exec plugin didn't return a token or cert/key pair",
+                      kPrefix, dir.path()));
+    // A certificate with the key of another, and one that is not PEM at all.
+    testing::MakeCa(dir, "ca");
+    testing::MakeClientCertificate(dir, "ca", "one", "/CN=one");
+    testing::MakeClientCertificate(dir, "ca", "two", "/CN=two");
+    const auto pair = [&](const std::string& name, const std::string& certificate,
+                          const std::string& key) {
+      const nlohmann::json credential = {
+          {"apiVersion", "client.authentication.k8s.io/v1"},
+          {"kind", "ExecCredential"},
+          {"status", {{"clientCertificateData", certificate}, {"clientKeyData", key}}}};
+      return printing(name, credential.dump());
+    };
+    const std::string one = testing::ReadFile(dir.path() + "/one.crt");
+    CHECK(pair("mismatch", one, testing::ReadFile(dir.path() + "/two.key")) ==
+          fmt::format("{}exec plugin {}/mismatch: failed parsing client key/certificate: tls: "
+                      "private key does not match public key",
+                      kPrefix, dir.path()));
+    CHECK(pair("not-pem", "CERT", testing::ReadFile(dir.path() + "/one.key")) ==
+          fmt::format("{}exec plugin {}/not-pem: failed parsing client key/certificate: tls: "
+                      "failed to find any PEM data in certificate input",
                       kPrefix, dir.path()));
     CHECK(printing("cert-only", "{" + v1 + R"(,"status":{"clientCertificateData":"PEM"}})") ==
           fmt::format("{}exec plugin {}/cert-only: exec plugin returned only certificate or key, "
