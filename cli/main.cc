@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
       .out = std::cout,
       .err = std::cerr,
       .out_is_tty = isatty(STDOUT_FILENO) == 1,
+      .in_is_tty = isatty(STDIN_FILENO) == 1,
       .getenv = [](const std::string& name) -> std::optional<std::string> {
         const char* value = std::getenv(name.c_str());
         if (value == nullptr) return std::nullopt;

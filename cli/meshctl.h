@@ -18,6 +18,9 @@ struct Context {
   std::ostream& err;
   // A terminal gets live views (top refreshing in place); a pipe gets one snapshot.
   bool out_is_tty = false;
+  // Whether stdin is a terminal: a kubeconfig's exec plugin may then ask the user (its
+  // interactiveMode decides, as with kubectl).
+  bool in_is_tty = false;
   std::function<std::optional<std::string>(const std::string&)> getenv;
   std::function<int64_t()> now_unix_seconds;
   // Fired by Ctrl-C: streams and live views end and the command exits 0.

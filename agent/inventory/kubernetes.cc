@@ -104,7 +104,9 @@ absl::Status KubernetesInventory::Start(std::function<void(const Inventory&)> on
       options_.kubeconfig.empty() ? kube::InClusterConfig(options_.service_account_dir)
                                   : kube::LoadKubeconfig(options_.kubeconfig, options_.context);
   if (!config.ok()) return config.status();
-  client_ = std::make_unique<kube::Client>(*std::move(config));
+  // A daemon: an exec plugin of its kubeconfig is never interactive, its stderr is logged.
+  client_ = std::make_unique<kube::Client>(*std::move(config),
+                                           kube::ExecEnvironment{.stdin_is_terminal = false});
   Log(LogLevel::kInfo, "kubernetes: API server {} ({}), pods of node {}", client_->config().server,
       client_->config().source, options_.node);
 
@@ -269,10 +271,15 @@ Inventory KubernetesInventory::Build() {
 json KubernetesInventory::Status() const {
   if (!watching_.load(std::memory_order_acquire)) return json::object();
   const kube::ClientStats& stats = client_->stats();
-  return {{"server", client_->config().server},          {"config", client_->config().source},
-          {"requests", stats.requests.load()},           {"failures", stats.failures.load()},
-          {"token_reloads", stats.token_reloads.load()}, {"pods", ReflectorStatus(*pods_)},
-          {"namespaces", ReflectorStatus(*namespaces_)}, {"services", ReflectorStatus(*services_)}};
+  return {{"server", client_->config().server},
+          {"config", client_->config().source},
+          {"requests", stats.requests.load()},
+          {"failures", stats.failures.load()},
+          {"token_reloads", stats.token_reloads.load()},
+          {"exec_runs", stats.exec_runs.load()},
+          {"pods", ReflectorStatus(*pods_)},
+          {"namespaces", ReflectorStatus(*namespaces_)},
+          {"services", ReflectorStatus(*services_)}};
 }
 
 }  // namespace nodemesh::agent

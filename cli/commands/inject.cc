@@ -88,7 +88,14 @@ int RunKubernetes(const InjectFlags& flags, const Scope& scope, const Invocation
   if (!config.ok()) return invocation.Fail(config.status());
   const std::string namespace_name =
       scope.namespace_name.empty() ? config->namespace_name : scope.namespace_name;
-  kube::Client client(*std::move(config));
+  // An exec plugin may prompt when stdin is a terminal; what it writes to stderr otherwise is
+  // passed on after its run.
+  kube::Client client(*std::move(config),
+                      {.stdin_is_terminal = invocation.context.in_is_tty,
+                       .plugin_stderr = [&err = invocation.context.err](std::string_view text) {
+                         err << text;
+                         if (!text.empty() && text.back() != '\n') err << '\n';
+                       }});
   const absl::StatusOr<KubeInjectResult> result =
       SetMeshedInKubernetes(client, scope.resource, namespace_name, meshed);
   if (!result.ok()) return invocation.Fail(result.status());

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "common/base/format.h"
 #include "common/base/percent_encoding.h"
 #include "common/kube/object.h"
@@ -76,6 +77,13 @@ absl::Status Explain(const absl::Status& status, const kube::Config& config, std
                       status.message(), source, permission, check));
     }
     case absl::StatusCode::kUnauthenticated:
+      if (config.exec.has_value()) {
+        return absl::UnauthenticatedError(fmt::format(
+            "{}: the API server did not accept what exec plugin {} (user {} of {}) handed out, "
+            "nor what it handed out when run again; check which identity the plugin logs in as "
+            "(run it yourself) and that the cluster knows it",
+            status.message(), config.exec->command, config.exec->user, source));
+      }
       return absl::UnauthenticatedError(fmt::format(
           "{}: the API server did not accept the credentials of {}; if they are a token, it may "
           "have expired (kubectl create token SERVICE_ACCOUNT -n NAMESPACE makes a new one)",
@@ -96,6 +104,8 @@ absl::Status Explain(const absl::Status& status, const kube::Config& config, std
       // meshctl's arguments (exit 1, not 2).
       return absl::FailedPreconditionError(fmt::format("{} (from {})", status.message(), source));
     default:
+      // A credential's error (an exec plugin's) names the source already.
+      if (absl::StrContains(status.message(), source)) return status;
       return absl::Status(status.code(), fmt::format("{} ({})", status.message(), source));
   }
 }

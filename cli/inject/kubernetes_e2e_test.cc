@@ -5,11 +5,13 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
+#include "test/lib/peers.h"
 #include "test/lib/process.h"
 
 namespace nodemesh::testing {
@@ -298,6 +300,198 @@ TEST_CASE("an API server that cannot be reached: which server, which kubeconfig"
   CHECK(missing.exit_code == 1);
   CHECK(missing.output.find(
             fmt::format("meshctl: cannot read kubeconfig {}.missing", kubeconfig)) == 0);
+}
+
+// A kubeconfig at `path` whose user runs `exec` (the YAML of the exec stanza's fields, each
+// line indented by six).
+void WriteExecKubeconfig(const std::string& path, const KubeApiServer& server,
+                         std::string_view exec) {
+  WriteFile(path,
+            fmt::format("apiVersion: v1\nkind: Config\n"
+                        "clusters:\n- name: c\n  cluster:\n    server: {}\n"
+                        "    certificate-authority: {}\n"
+                        "users:\n- name: cloud-user\n  user:\n    exec:\n{}"
+                        "contexts:\n- name: cloud\n  context: {{cluster: c, user: cloud-user}}\n"
+                        "current-context: cloud\n",
+                        server.url(), server.ca_file(), exec));
+}
+
+// test/lib/exec_plugin.sh copied to <home>/bin/get-token, with its state in <home>/plugin:
+// the counting plugin a managed cluster's kubeconfig would name.
+struct CountingPlugin {
+  explicit CountingPlugin(const Meshctl& meshctl) : dir(meshctl.home().path() + "/plugin") {
+    std::filesystem::create_directories(dir);
+    std::filesystem::create_directories(meshctl.home().path() + "/bin");
+    std::filesystem::copy_file(SourcePath("test/lib/exec_plugin.sh"),
+                               meshctl.home().path() + "/bin/get-token");
+  }
+  int Calls() const {
+    const std::string text = ReadFile(dir + "/calls");
+    return text.empty() ? 0 : std::stoi(text);
+  }
+  void HandOut(const std::vector<std::string>& tokens, std::optional<int> lifetime) const {
+    std::string lines;
+    for (const std::string& token : tokens) lines += token + "\n";
+    WriteFile(dir + "/tokens", lines);
+    std::filesystem::remove(dir + "/calls");
+    if (lifetime.has_value()) {
+      WriteFile(dir + "/lifetime", std::to_string(*lifetime));
+    } else {
+      std::filesystem::remove(dir + "/lifetime");
+    }
+  }
+  std::string dir;
+};
+
+// The API requests of `user` from the `first`th on, as "METHOD PATH STATUS".
+std::vector<std::string> RequestsOf(KubeApiServer& server, std::string_view user, size_t first) {
+  std::vector<std::string> requests;
+  const std::vector<KubeApiServer::Request> all = server.Requests();
+  for (size_t i = first; i < all.size(); ++i) {
+    if (all[i].user != user) continue;
+    requests.push_back(fmt::format("{} {} {}", all[i].method, all[i].path, all[i].status));
+  }
+  return requests;
+}
+
+TEST_CASE("inject with an exec plugin's kubeconfig: run once, again after expiry and after a 401",
+          "[meshctl][kube][exec]") {
+  KubeApiServer server;
+  CreateApp(server);
+  const Meshctl meshctl;
+  const CountingPlugin plugin(meshctl);
+  const std::string kubeconfig = meshctl.home().path() + "/kubeconfig";
+  // v1beta1 as GKE and EKS write it: interactiveMode left to its default; the command
+  // relative to the kubeconfig's directory.
+  WriteExecKubeconfig(kubeconfig, server,
+                      fmt::format("      apiVersion: client.authentication.k8s.io/v1beta1\n"
+                                  "      command: ./bin/get-token\n"
+                                  "      args: [--cluster, test]\n"
+                                  "      env: [{{name: PLUGIN_DIR, value: {}}}]\n",
+                                  plugin.dir));
+  WriteFile(plugin.dir + "/api-version", "client.authentication.k8s.io/v1beta1");
+  const std::string first = server.IssueToken(kNamespace, "cloud-1");
+  const std::string second = server.IssueToken(kNamespace, "cloud-2");
+  constexpr std::string_view kFirst = "system:serviceaccount:emojivoto:cloud-1";
+  constexpr std::string_view kSecond = "system:serviceaccount:emojivoto:cloud-2";
+
+  // Good for an hour: one run for all of inject's requests.
+  plugin.HandOut({first}, 3600);
+  size_t start = server.Requests().size();
+  CommandResult result =
+      meshctl.Run({"inject", "deploy/web", "-n", "emojivoto", "--kubeconfig", kubeconfig});
+  CHECK(result.exit_code == 0);
+  CHECK(result.output.find("pod emojivoto/web-5f7c-bbbbb labelled nodemesh.io/mesh=enabled\n") !=
+        std::string::npos);
+  // Its stderr, on meshctl's.
+  CHECK(result.output.find("exec plugin run 1\n") != std::string::npos);
+  const size_t requests = RequestsOf(server, kFirst, start).size();
+  CHECK(requests >= 4);  // get deployment, get and patch namespace, list and patch pods
+  CHECK(plugin.Calls() == 1);
+  CHECK(ReadFile(plugin.dir + "/exec-info") ==
+        R"({"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1beta1",)"
+        R"("spec":{"interactive":false}})");
+
+  // Expired as soon as handed out: a run per request.
+  plugin.HandOut({first}, 0);
+  start = server.Requests().size();
+  result = meshctl.Run({"uninject", "deploy/web", "-n", "emojivoto", "--kubeconfig", kubeconfig});
+  CHECK(result.exit_code == 0);
+  CHECK(plugin.Calls() == static_cast<int>(RequestsOf(server, kFirst, start).size()));
+  CHECK(plugin.Calls() >= 4);
+
+  // Revoked by the API server: its 401 runs the plugin again, the request goes once more
+  // with the new token, and inject carries on.
+  server.RevokeToken(first);
+  plugin.HandOut({first, second}, 3600);
+  start = server.Requests().size();
+  result = meshctl.Run({"inject", "deploy/web", "-n", "emojivoto", "--kubeconfig", kubeconfig});
+  CHECK(result.exit_code == 0);
+  CHECK(plugin.Calls() == 2);
+  const std::vector<KubeApiServer::Request> all = server.Requests();
+  REQUIRE(all.size() > start + 1);
+  CHECK(all[start].status == 401);
+  CHECK(all[start + 1].user == kSecond);
+  CHECK(all[start + 1].path == all[start].path);
+  CHECK(RequestsOf(server, kSecond, start).size() == requests);
+  CHECK(WorkloadsAnnotation(server) == json{{"Deployment/web", "enabled"}});
+}
+
+TEST_CASE("an exec plugin that fails, is missing or cannot be interactive is named",
+          "[meshctl][kube][exec][errors]") {
+  KubeApiServer server;
+  const Meshctl meshctl;
+  const std::string kubeconfig = meshctl.home().path() + "/kubeconfig";
+  const std::string script = meshctl.home().path() + "/failing-plugin";
+  WriteFile(script, "#!/bin/sh\necho 'boom: no credentials' >&2\nexit 3\n");
+  std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+  const std::string prefix = fmt::format(
+      "meshctl: get namespaces emojivoto: getting credentials for user cloud-user of kubeconfig "
+      "{}, context cloud: ",
+      kubeconfig);
+
+  WriteExecKubeconfig(kubeconfig, server,
+                      "      apiVersion: client.authentication.k8s.io/v1\n"
+                      "      command: ./failing-plugin\n"
+                      "      interactiveMode: Never\n");
+  CommandResult result = meshctl.Run({"inject", "ns/emojivoto", "--kubeconfig", kubeconfig});
+  CHECK(result.exit_code == 1);
+  CHECK(result.output == fmt::format("{}exec plugin {} failed with exit code 3; its stderr:\n"
+                                     "  boom: no credentials\n",
+                                     prefix, script));
+
+  WriteExecKubeconfig(kubeconfig, server,
+                      "      apiVersion: client.authentication.k8s.io/v1\n"
+                      "      command: aws-iam-authenticator-23\n"
+                      "      interactiveMode: IfAvailable\n"
+                      "      installHint: 'install it with: brew install aws-iam-authenticator'\n");
+  result = meshctl.Run({"inject", "ns/emojivoto", "--kubeconfig", kubeconfig});
+  CHECK(result.exit_code == 1);
+  CHECK(result.output.find(prefix + "exec plugin aws-iam-authenticator-23 not found (looked in "
+                                    "PATH=") == 0);
+  CHECK(result.output.find("the kubeconfig says: install it with: brew install "
+                           "aws-iam-authenticator. See https://kubernetes.io/") !=
+        std::string::npos);
+
+  WriteExecKubeconfig(kubeconfig, server,
+                      "      apiVersion: client.authentication.k8s.io/v1\n"
+                      "      command: ./failing-plugin\n"
+                      "      interactiveMode: Always\n");
+  result = meshctl.Run({"inject", "ns/emojivoto", "--kubeconfig", kubeconfig});
+  CHECK(result.exit_code == 1);
+  CHECK(result.output == prefix +
+                             "exec plugin cannot support interactive mode: standard input is not "
+                             "a terminal\n");
+
+  // A plugin whose token the API server refuses, again after a second run: named.
+  const CountingPlugin plugin(meshctl);
+  const std::string revoked = server.IssueToken(kNamespace, "cloud-1");
+  server.RevokeToken(revoked);
+  plugin.HandOut({revoked}, std::nullopt);
+  WriteExecKubeconfig(kubeconfig, server,
+                      fmt::format("      apiVersion: client.authentication.k8s.io/v1\n"
+                                  "      command: bin/get-token\n"
+                                  "      interactiveMode: Never\n"
+                                  "      env: [{{name: PLUGIN_DIR, value: {}}}]\n",
+                                  plugin.dir));
+  result = meshctl.Run({"inject", "ns/emojivoto", "--kubeconfig", kubeconfig});
+  CHECK(result.exit_code == 1);
+  CHECK(plugin.Calls() == 2);
+  CHECK(result.output.find(fmt::format(
+            "meshctl: get namespaces emojivoto: 401 Unauthorized: Unauthorized: the API server "
+            "did not accept what exec plugin {}/bin/get-token (user cloud-user of kubeconfig {}, "
+            "context cloud) handed out, nor what it handed out when run again",
+            meshctl.home().path(), kubeconfig)) != std::string::npos);
+
+  // A kubeconfig client-go would refuse, refused with its words.
+  WriteExecKubeconfig(kubeconfig, server,
+                      "      apiVersion: client.authentication.k8s.io/v1\n"
+                      "      command: ./failing-plugin\n");
+  result = meshctl.Run({"inject", "ns/emojivoto", "--kubeconfig", kubeconfig});
+  CHECK(result.exit_code == 1);
+  CHECK(result.output == fmt::format("meshctl: kubeconfig {}: interactiveMode must be specified "
+                                     "for cloud-user to use exec authentication plugin\n",
+                                     kubeconfig));
 }
 
 }  // namespace

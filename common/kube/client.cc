@@ -25,26 +25,49 @@ absl::StatusOr<nlohmann::json> ObjectOf(const absl::StatusOr<Response>& response
 
 }  // namespace
 
-Client::Client(Config config) : config_(std::move(config)) { InitCurlOnce(); }
+Client::Client(Config config, ExecEnvironment environment)
+    : config_(std::move(config)),
+      endpoint_((InitCurlOnce(), std::make_unique<const Endpoint>(config_))),
+      credentials_(config_, std::move(environment), stats_.token_reloads, stats_.exec_runs) {}
 
 Client::~Client() {
   for (void* easy : idle_handles_) curl_easy_cleanup(easy);
 }
 
-absl::StatusOr<std::string> Client::StartRequest(std::string_view what) {
+absl::StatusOr<RequestCredentials> Client::StartRequest(std::string_view what) {
   stats_.requests.fetch_add(1, std::memory_order_relaxed);
-  absl::StatusOr<std::string> authorization = bearer_.Header();
-  if (!authorization.ok()) {
+  absl::StatusOr<RequestCredentials> credentials = credentials_.Get();
+  if (!credentials.ok()) {
     stats_.failures.fetch_add(1, std::memory_order_relaxed);
-    return absl::Status(authorization.status().code(),
-                        fmt::format("{}: {}", what, authorization.status().message()));
+    return absl::Status(credentials.status().code(),
+                        fmt::format("{}: {}", what, credentials.status().message()));
   }
-  return authorization;
+  return credentials;
 }
 
-void* Client::TakeHandle() {
+absl::StatusOr<std::optional<RequestCredentials>> Client::RenewAfterUnauthorized(
+    const RequestCredentials& used, std::string_view what) {
+  const absl::StatusOr<bool> renewed = credentials_.RefreshAfterUnauthorized(used.generation);
+  if (!renewed.ok()) {
+    stats_.failures.fetch_add(1, std::memory_order_relaxed);
+    return absl::Status(renewed.status().code(),
+                        fmt::format("{}: 401 Unauthorized, and renewing the credentials failed: {}",
+                                    what, renewed.status().message()));
+  }
+  if (!*renewed) return std::optional<RequestCredentials>();
+  absl::StatusOr<RequestCredentials> credentials = StartRequest(what);
+  if (!credentials.ok()) return credentials.status();
+  return *std::move(credentials);
+}
+
+void* Client::TakeHandle(uint64_t generation) {
   {
     std::lock_guard lock(handles_mutex_);
+    if (generation != idle_generation_) {
+      for (void* easy : idle_handles_) curl_easy_cleanup(easy);
+      idle_handles_.clear();
+      idle_generation_ = generation;
+    }
     if (!idle_handles_.empty()) {
       void* easy = idle_handles_.back();
       idle_handles_.pop_back();
@@ -56,11 +79,11 @@ void* Client::TakeHandle() {
   return curl_easy_init();
 }
 
-void Client::ReturnHandle(void* easy) {
+void Client::ReturnHandle(void* easy, uint64_t generation) {
   // A few idle handles are enough for the agent's few concurrent requests.
   constexpr size_t kMaxIdleHandles = 4;
   std::lock_guard lock(handles_mutex_);
-  if (idle_handles_.size() < kMaxIdleHandles) {
+  if (generation == idle_generation_ && idle_handles_.size() < kMaxIdleHandles) {
     idle_handles_.push_back(easy);
   } else {
     curl_easy_cleanup(easy);
@@ -71,15 +94,30 @@ absl::StatusOr<Response> Client::Request(std::string_view method, std::string_vi
                                          std::string_view body, std::string_view content_type,
                                          std::chrono::milliseconds timeout) {
   const std::string what = DescribeRequest(method, path);
-  const absl::StatusOr<std::string> authorization = StartRequest(what);
-  if (!authorization.ok()) return authorization.status();
-  CURL* easy = static_cast<CURL*>(TakeHandle());
+  const absl::StatusOr<RequestCredentials> credentials = StartRequest(what);
+  if (!credentials.ok()) return credentials.status();
+  absl::StatusOr<Response> response =
+      Perform(method, path, body, content_type, timeout, *credentials, what);
+  if (!response.ok() || response->status != 401) return response;
+  const absl::StatusOr<std::optional<RequestCredentials>> renewed =
+      RenewAfterUnauthorized(*credentials, what);
+  if (!renewed.ok()) return renewed.status();
+  if (!renewed->has_value()) return response;
+  return Perform(method, path, body, content_type, timeout, **renewed, what);
+}
+
+absl::StatusOr<Response> Client::Perform(std::string_view method, std::string_view path,
+                                         std::string_view body, std::string_view content_type,
+                                         std::chrono::milliseconds timeout,
+                                         const RequestCredentials& credentials,
+                                         const std::string& what) {
+  CURL* easy = static_cast<CURL*>(TakeHandle(credentials.generation));
   if (easy == nullptr) {
     stats_.failures.fetch_add(1, std::memory_order_relaxed);
     return absl::ResourceExhaustedError(fmt::format("{}: curl_easy_init failed", what));
   }
 
-  curl_slist* raw_headers = BaseHeaders(*authorization);
+  curl_slist* raw_headers = BaseHeaders(credentials.authorization);
   if (!body.empty()) {
     raw_headers =
         curl_slist_append(raw_headers, fmt::format("Content-Type: {}", content_type).c_str());
@@ -89,8 +127,7 @@ absl::StatusOr<Response> Client::Request(std::string_view method, std::string_vi
   const Slist headers(raw_headers);
 
   char error_buffer[CURL_ERROR_SIZE] = {};
-  const std::string url = config_.server + std::string(path);
-  Configure(easy, config_, url, headers.get(), error_buffer);
+  Configure(easy, config_, *endpoint_, credentials, path, headers.get(), error_buffer);
   curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
   curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
                    static_cast<long>(std::min(timeout, kMaxConnectTimeout).count()));
@@ -115,7 +152,7 @@ absl::StatusOr<Response> Client::Request(std::string_view method, std::string_vi
   // The handle keeps pointers to this frame's buffers until reset: detach them now.
   curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, nullptr);
   curl_easy_setopt(easy, CURLOPT_HTTPHEADER, nullptr);
-  ReturnHandle(easy);
+  ReturnHandle(easy, credentials.generation);
   if (code != CURLE_OK) {
     stats_.failures.fetch_add(1, std::memory_order_relaxed);
     if (code == CURLE_WRITE_ERROR) {

@@ -1,6 +1,10 @@
 // A client of the Kubernetes API server, on libcurl: HTTPS verified against the cluster's
-// CA, a bearer token re-read from its file when the file changes (the kubelet rotates
-// projected service-account tokens), or a client certificate from a kubeconfig.
+// CA, with the credentials of credentials.h: a bearer token re-read from its file when the
+// file changes (the kubelet rotates projected service-account tokens), a client certificate,
+// or what the kubeconfig's exec plugin hands out. A request answered 401 Unauthorized makes
+// the credentials renew themselves (the plugin runs again) and, when that gave new ones, is
+// sent once more: client-go returns that first 401, which would fail one call of every
+// long-lived client per expiry.
 //
 //   absl::StatusOr<kube::Config> config = kube::InClusterConfig();
 //   kube::Client client(*config);
@@ -16,7 +20,9 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,21 +30,27 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/kube/config.h"
+#include "common/kube/credentials.h"
 #include "common/kube/errors.h"
+#include "common/kube/exec_credential.h"
 #include "nlohmann/json.hpp"
 
 namespace nodemesh::kube {
+
+class Endpoint;  // libcurl.h
 
 // Counters of one client, for the agent's /stats and for tests.
 struct ClientStats {
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> failures{0};       // transport errors and HTTP status >= 400
   std::atomic<uint64_t> token_reloads{0};  // the token file changed and was read again
+  std::atomic<uint64_t> exec_runs{0};      // the exec plugin ran
 };
 
 class Client {
  public:
-  explicit Client(Config config);
+  // `environment` matters only for an exec plugin: a daemon's default is never interactive.
+  explicit Client(Config config, ExecEnvironment environment = {});
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -68,20 +80,34 @@ class Client {
                       const std::atomic<bool>& stop);
 
  private:
-  // Counts a request described as `what` (DescribeRequest) and gives its Authorization
-  // header's value ("" with no token); an error, counted as a failure, when no token could
-  // be read.
-  absl::StatusOr<std::string> StartRequest(std::string_view what);
+  // Counts a request described as `what` (DescribeRequest) and gives the credentials it
+  // presents; an error, counted as a failure, when there are none to be had.
+  absl::StatusOr<RequestCredentials> StartRequest(std::string_view what);
+  // After a 401 to a request made with `used`: the credentials to send it again with, or
+  // nullopt when there are none newer. An error when renewing them failed.
+  absl::StatusOr<std::optional<RequestCredentials>> RenewAfterUnauthorized(
+      const RequestCredentials& used, std::string_view what);
+  absl::StatusOr<Response> Perform(std::string_view method, std::string_view path,
+                                   std::string_view body, std::string_view content_type,
+                                   std::chrono::milliseconds timeout,
+                                   const RequestCredentials& credentials, const std::string& what);
+  absl::Status StreamOnce(std::string_view path, std::chrono::milliseconds stall_timeout,
+                          const std::function<bool(std::string_view line)>& on_line,
+                          const std::atomic<bool>& stop, const RequestCredentials& credentials,
+                          const std::string& what);
   // Easy handles (CURL*) kept between requests, so that their connections and TLS sessions
-  // are reused; one request uses a handle at a time.
-  void* TakeHandle();
-  void ReturnHandle(void* handle);
+  // are reused; one request uses a handle at a time. Handles of older credentials are not
+  // reused: a connection made with one client certificate must not carry another's requests.
+  void* TakeHandle(uint64_t generation);
+  void ReturnHandle(void* handle, uint64_t generation);
 
   const Config config_;
+  const std::unique_ptr<const Endpoint> endpoint_;
   ClientStats stats_;
-  BearerToken bearer_{config_, stats_.token_reloads};
+  Credentials credentials_;
   std::mutex handles_mutex_;
   std::vector<void*> idle_handles_;
+  uint64_t idle_generation_ = 0;  // of the credentials the idle handles were used with
 };
 
 }  // namespace nodemesh::kube

@@ -200,6 +200,44 @@ TEST_CASE("TLS is verified against the configured CA") {
                                                   Catch::Contains("Connection refused"));
 }
 
+TEST_CASE(
+    "tls-server-name: the certificate is verified against it, the server's address "
+    "is still where the client connects") {
+  KubeApiServer server;
+  Config config = AdminConfigOf(server);  // https://127.0.0.1:PORT
+  config.tls_server_name = "localhost";   // in the server's certificate, beside 127.0.0.1
+  Client named(config);
+  REQUIRE(named.Get("/api/v1/pods").ok());
+  CHECK(server.Requests().back().user == "admin");
+
+  config.tls_server_name = "api.example";  // not in it
+  const absl::StatusOr<json> refused = Client(config).Get("/api/v1/pods");
+  REQUIRE(absl::IsUnavailable(refused.status()));
+  CHECK_THAT(MessageOf(refused.status()),
+             Catch::Contains("did not verify") &&
+                 Catch::Contains("(as api.example, the cluster's tls-server-name)"));
+
+  // A watch goes the same way.
+  config.tls_server_name = "localhost";
+  const std::atomic<bool> stop{false};
+  CHECK(Client(config)
+            .Stream(
+                "/api/v1/pods?watch=1&timeoutSeconds=1", 5s, [](std::string_view) { return true; },
+                stop)
+            .ok());
+}
+
+TEST_CASE("proxy-url: requests go through the proxy") {
+  KubeApiServer server;
+  Config config = AdminConfigOf(server);
+  // Nothing listens on port 1: the failure names the proxy, not the server it was for.
+  config.proxy_url = "http://127.0.0.1:1";
+  const absl::StatusOr<json> refused = Client(config).Get("/api/v1/pods");
+  REQUIRE(absl::IsUnavailable(refused.status()));
+  CHECK_THAT(MessageOf(refused.status()),
+             Catch::Contains("through the proxy http://127.0.0.1:1 (Connection refused)"));
+}
+
 TEST_CASE("API errors keep the server's message") {
   TempDir dir;
   const std::string rbac = dir.Write("rbac.json", R"([

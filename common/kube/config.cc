@@ -73,45 +73,4 @@ absl::StatusOr<Config> InClusterConfig(std::string_view service_account_dir) {
   return config;
 }
 
-absl::StatusOr<std::string> BearerToken::Header() {
-  if (token_file_.empty()) {
-    if (config_token_.empty()) return std::string();
-    return "Bearer " + config_token_;
-  }
-  std::lock_guard lock(mutex_);
-  // stat the path each time (no cached descriptor): the kubelet replaces the file by
-  // swapping a symlink, so a new token is a new inode behind the same name.
-  struct stat file_stat;
-  if (::stat(token_file_.c_str(), &file_stat) != 0) {
-    const int error = errno;
-    if (!token_.empty()) return "Bearer " + token_;  // keep the last token we had
-    return absl::UnauthenticatedError(
-        fmt::format("cannot read the token file {}: {}", token_file_, std::strerror(error)));
-  }
-  const int64_t mtime_ns =
-      int64_t{file_stat.st_mtim.tv_sec} * 1'000'000'000 + file_stat.st_mtim.tv_nsec;
-  const uint64_t size = static_cast<uint64_t>(file_stat.st_size);
-  const uint64_t inode = static_cast<uint64_t>(file_stat.st_ino);
-  if (mtime_ns != mtime_ns_ || size != size_ || inode != inode_ || token_.empty()) {
-    absl::StatusOr<std::string> contents = ReadFile(token_file_);
-    if (!contents.ok()) {
-      if (!token_.empty()) return "Bearer " + token_;
-      return absl::UnauthenticatedError(fmt::format("cannot read the token file {0}: {0}: {1}",
-                                                    token_file_, contents.status().message()));
-    }
-    const absl::string_view token = absl::StripAsciiWhitespace(*contents);
-    if (token.empty()) {
-      // Caught between a truncation and a write: keep the last token, read again next time.
-      if (!token_.empty()) return "Bearer " + token_;
-      return absl::UnauthenticatedError(fmt::format("the token file {} is empty", token_file_));
-    }
-    if (mtime_ns_ >= 0) reloads_.fetch_add(1, std::memory_order_relaxed);
-    token_ = std::string(token);
-    mtime_ns_ = mtime_ns;
-    size_ = size;
-    inode_ = inode;
-  }
-  return "Bearer " + token_;
-}
-
 }  // namespace nodemesh::kube

@@ -1,13 +1,13 @@
 // Where the Kubernetes API server is and how to prove who we are: a Config from the pod's own
-// service account (InClusterConfig) or from a kubeconfig (LoadKubeconfig, kubeconfig.cc),
-// and the bearer token it names, read again whenever its file changes (BearerToken).
+// service account (InClusterConfig) or from a kubeconfig (LoadKubeconfig, kubeconfig.cc).
+// What a request then presents is credentials.h's.
 #pragma once
 
-#include <atomic>
-#include <cstdint>
-#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -16,8 +16,30 @@ namespace nodemesh::kube {
 inline constexpr std::string_view kServiceAccountDir =
     "/var/run/secrets/kubernetes.io/serviceaccount";
 
-// Where the API server is and how to prove who we are. Exactly one of the credential
-// forms is used: token_file (re-read when it changes), token, or client certificate.
+// A kubeconfig user's exec credential plugin (its `exec` stanza), as client-go runs it:
+// exec_credential.h runs it, credentials.h caches what it hands out.
+struct ExecConfig {
+  enum class InteractiveMode { kNever, kIfAvailable, kAlways };
+
+  std::string api_version{};  // client.authentication.k8s.io/v1 or v1beta1
+  // A command with a '/' is a path, made absolute against the kubeconfig's directory; one
+  // without is looked up in PATH when it runs.
+  std::string command{};
+  std::vector<std::string> args{};
+  std::vector<std::pair<std::string, std::string>> env{};  // over the caller's environment
+  InteractiveMode interactive_mode = InteractiveMode::kIfAvailable;  // v1beta1's default
+  bool provide_cluster_info = false;  // KUBERNETES_EXEC_INFO carries spec.cluster
+  std::string install_hint{};         // shown when the command is not found
+  // The cluster's `client.authentication.k8s.io/exec` extension as JSON ("" without one):
+  // spec.cluster.config.
+  std::string cluster_config_json{};
+  std::string user{};  // the kubeconfig user it belongs to, for messages
+};
+
+// Where the API server is and how to prove who we are. Credentials, with client-go's
+// precedence: token_file (re-read when it changes) over token; a client certificate besides
+// either; `exec` only when there is neither a token nor a client certificate (a kubeconfig
+// that has both keeps the exec stanza out of the Config, as client-go ignores it).
 struct Config {
   std::string server;  // https://host:port
   // The CA that signed the server's certificate: a PEM file or PEM bytes. Both empty: the
@@ -29,6 +51,13 @@ struct Config {
   std::string token;
   std::string client_certificate_file, client_certificate_data;  // PEM
   std::string client_key_file, client_key_data;                  // PEM
+  std::optional<ExecConfig> exec;
+  // The name the server's certificate is verified against (and SNI), when it is not the
+  // host of `server`.
+  std::string tls_server_name;
+  // The proxy to reach `server` through (http, https or socks5 URL); empty: the
+  // environment's (https_proxy, no_proxy), as with client-go.
+  std::string proxy_url;
   // The context's namespace (kubeconfig), or the pod's own (in-cluster); "default" if none.
   std::string namespace_name = "default";
   // Where the configuration came from, for messages: "in-cluster", "kubeconfig ~/.kube/config
@@ -44,38 +73,12 @@ absl::StatusOr<Config> InClusterConfig(std::string_view service_account_dir = kS
 // A kubeconfig like kubectl reads it: `path` if given, else each file of $KUBECONFIG
 // (colon-separated, first one naming a thing wins), else ~/.kube/config; the context
 // `context_name` if given, else current-context. Supports server, certificate-authority
-// (-data), insecure-skip-tls-verify, token, tokenFile, client-certificate(-data),
-// client-key(-data), and the context's namespace; relative file paths are relative to
-// the kubeconfig's directory. Exec and auth-provider plugins are refused with a message
-// saying so.
+// (-data), insecure-skip-tls-verify, tls-server-name, proxy-url, token, tokenFile,
+// client-certificate(-data), client-key(-data), exec plugins (validated with client-go's
+// messages, even when another credential wins), and the context's namespace; relative file
+// paths are relative to the kubeconfig's directory. auth-provider and basic authentication
+// are refused with a message naming what replaces them.
 absl::StatusOr<Config> LoadKubeconfig(std::string_view path = {},
                                       std::string_view context_name = {});
-
-// The Authorization header's value a Config gives: "" with no token, else "Bearer TOKEN". A
-// token file is looked at on every call and read again when it changed: the kubelet rotates
-// projected service-account tokens by swapping a symlink, so a new token is a new file behind
-// the same name. Thread-safe.
-class BearerToken {
- public:
-  // `reloads` counts the token file read again after a change.
-  BearerToken(const Config& config, std::atomic<uint64_t>& reloads)
-      : token_file_(config.token_file), config_token_(config.token), reloads_(reloads) {}
-
-  // An error (UNAUTHENTICATED, naming the file) only when no token could ever be read: once
-  // one was, it is kept while the file is unreadable or caught empty between a truncation and
-  // a write.
-  absl::StatusOr<std::string> Header();
-
- private:
-  const std::string token_file_;
-  const std::string config_token_;  // used when there is no token file
-  std::atomic<uint64_t>& reloads_;
-  std::mutex mutex_;
-  // The file's token and the file as they were when last read.
-  std::string token_;
-  int64_t mtime_ns_ = -1;
-  uint64_t size_ = 0;
-  uint64_t inode_ = 0;
-};
 
 }  // namespace nodemesh::kube

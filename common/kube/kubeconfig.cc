@@ -1,5 +1,5 @@
-// LoadKubeconfig: the subset of kubectl's kubeconfig rules nodemesh needs (config.h says
-// which fields), with errors that say what to do next.
+// LoadKubeconfig: kubectl's kubeconfig rules (config.h says which fields), with errors that say
+// what to do next.
 #include <yaml-cpp/yaml.h>
 
 #include <cstdlib>
@@ -10,10 +10,14 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_join.h"
 #include "common/base/file.h"
 #include "common/base/format.h"
 #include "common/kube/config.h"
+#include "nlohmann/json.hpp"
 
 namespace nodemesh::kube {
 namespace {
@@ -129,16 +133,72 @@ absl::Status CheckReadable(const std::string& path, std::string_view field, std:
 }
 
 absl::Status UnsupportedCredentials(std::string_view how, std::string_view user,
-                                    std::string_view context, const KubeconfigFile& file) {
+                                    std::string_view context, const KubeconfigFile& file,
+                                    std::string_view instead) {
   return absl::UnimplementedError(fmt::format(
       "user {} of context {} (kubeconfig {}) authenticates with {}, which nodemesh does not "
-      "run: nodemesh supports bearer tokens and client certificates. Use a token, e.g. "
-      "'kubectl create token SERVICE_ACCOUNT -n NAMESPACE' and 'kubectl config set-credentials "
-      "{} --token=TOKEN' (with a kubeconfig of its own, or the plugin's own token)",
-      user, context, file.path, how, user));
+      "run: nodemesh supports bearer tokens, client certificates and exec plugins. {}",
+      user, context, file.path, how, instead));
 }
 
-absl::Status FillCluster(const std::string& name, const Entry& entry, Config& config) {
+// A plain YAML scalar as the YAML core schema reads it (a bool, null, an integer or a
+// float), else a string; quoted scalars are strings. yaml-cpp hands every scalar over as
+// text, where client-go's YAML-to-JSON step types them.
+nlohmann::json TypedScalar(const YAML::Node& node) {
+  const std::string& text = node.Scalar();
+  if (node.Tag() != "?") return text;  // quoted, or with an explicit tag
+  if (text == "true" || text == "True" || text == "TRUE") return true;
+  if (text == "false" || text == "False" || text == "FALSE") return false;
+  if (text.empty() || text == "~" || text == "null" || text == "Null" || text == "NULL") {
+    return nullptr;
+  }
+  if (int64_t integer = 0; absl::SimpleAtoi(text, &integer)) return integer;
+  const bool numeric = !text.empty() && (absl::ascii_isdigit(static_cast<unsigned char>(text[0])) ||
+                                         text[0] == '-' || text[0] == '+' || text[0] == '.');
+  if (double number = 0; numeric && absl::SimpleAtod(text, &number) &&
+                         text.find_first_of("xXnN") == std::string::npos) {
+    return number;
+  }
+  return text;
+}
+
+// A YAML node as JSON (maps' keys as strings), as client-go hands a kubeconfig extension to
+// an exec plugin.
+nlohmann::json YamlToJson(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Scalar:
+      return TypedScalar(node);
+    case YAML::NodeType::Sequence: {
+      nlohmann::json list = nlohmann::json::array();
+      for (const YAML::Node& item : node) list.push_back(YamlToJson(item));
+      return list;
+    }
+    case YAML::NodeType::Map: {
+      nlohmann::json object = nlohmann::json::object();
+      for (const auto& item : node) object[item.first.Scalar()] = YamlToJson(item.second);
+      return object;
+    }
+    default:
+      return nullptr;
+  }
+}
+
+// The cluster's extension named `name` as JSON text, "" without one.
+std::string ExtensionJson(const YAML::Node& cluster, std::string_view name) {
+  const YAML::Node extensions = cluster.IsMap() ? cluster["extensions"] : YAML::Node();
+  if (!extensions || !extensions.IsSequence()) return {};
+  for (const YAML::Node& extension : extensions) {
+    if (ScalarAt(extension, "name") == name && extension["extension"]) {
+      return YamlToJson(extension["extension"]).dump();
+    }
+  }
+  return {};
+}
+
+// Fills the cluster's part of `config`; `cluster_exec_config` gets the cluster's exec
+// extension (ExecConfig::cluster_config_json), which belongs to the user's plugin once known.
+absl::Status FillCluster(const std::string& name, const Entry& entry, Config& config,
+                         std::string& cluster_exec_config) {
   const YAML::Node& cluster = entry.body;
   const KubeconfigFile& file = *entry.file;
   const std::string owner = fmt::format("cluster {}", name);
@@ -161,6 +221,9 @@ absl::Status FillCluster(const std::string& name, const Entry& entry, Config& co
       return readable;
     }
   }
+  config.tls_server_name = ScalarAt(cluster, "tls-server-name");
+  config.proxy_url = ScalarAt(cluster, "proxy-url");
+  cluster_exec_config = ExtensionJson(cluster, "client.authentication.k8s.io/exec");
   if (HasKey(cluster, "insecure-skip-tls-verify")) {
     try {
       config.insecure_skip_tls_verify = cluster["insecure-skip-tls-verify"].as<bool>();
@@ -173,27 +236,120 @@ absl::Status FillCluster(const std::string& name, const Entry& entry, Config& co
   return absl::OkStatus();
 }
 
+constexpr std::string_view kExecV1 = "client.authentication.k8s.io/v1";
+constexpr std::string_view kExecV1beta1 = "client.authentication.k8s.io/v1beta1";
+
+// A user's `exec` stanza, checked with client-go's messages (tools/clientcmd/validation.go),
+// all of them at once as client-go reports them.
+absl::StatusOr<ExecConfig> ParseExec(const std::string& name, const YAML::Node& user,
+                                     const KubeconfigFile& file) {
+  const YAML::Node exec = user["exec"];
+  ExecConfig config;
+  config.user = name;
+  config.api_version = ScalarAt(exec, "apiVersion");
+  config.command = ScalarAt(exec, "command");
+  // As client-go's loader: only a command naming a path is resolved, a bare name is
+  // looked up in PATH.
+  if (config.command.find('/') != std::string::npos) config.command = Resolve(config.command, file);
+  config.install_hint = ScalarAt(exec, "installHint");
+  std::vector<std::string> errors;
+  const auto malformed = [&](std::string_view field, std::string_view expected) {
+    errors.push_back(fmt::format("exec.{} of user {} is not {}", field, name, expected));
+  };
+  if (const YAML::Node args = exec["args"]; args && !args.IsNull()) {
+    if (!args.IsSequence()) {
+      malformed("args", "a list of strings");
+    } else {
+      for (const YAML::Node& arg : args) config.args.push_back(arg.IsScalar() ? arg.Scalar() : "");
+    }
+  }
+  if (const YAML::Node env = exec["env"]; env && !env.IsNull()) {
+    if (!env.IsSequence()) {
+      malformed("env", "a list of {name, value}");
+    } else {
+      for (const YAML::Node& variable : env) {
+        config.env.emplace_back(ScalarAt(variable, "name"), ScalarAt(variable, "value"));
+      }
+    }
+  }
+  if (HasKey(exec, "provideClusterInfo")) {
+    try {
+      config.provide_cluster_info = exec["provideClusterInfo"].as<bool>();
+    } catch (const YAML::Exception&) {
+      malformed("provideClusterInfo", "true or false");
+    }
+  }
+  std::string mode = ScalarAt(exec, "interactiveMode");
+  // client-go's defaulting (tools/clientcmd/api/v1/defaults.go): v1beta1 may leave it out.
+  if (mode.empty() && config.api_version == kExecV1beta1) mode = "IfAvailable";
+
+  if (HasKey(user, "auth-provider")) {
+    errors.push_back(fmt::format(
+        "authProvider cannot be provided in combination with an exec plugin for {}", name));
+  }
+  if (config.command.empty()) {
+    errors.push_back(
+        fmt::format("command must be specified for {} to use exec authentication plugin", name));
+  }
+  if (config.api_version.empty()) {
+    errors.push_back(
+        fmt::format("apiVersion must be specified for {} to use exec authentication plugin", name));
+  }
+  for (const auto& [variable, value] : config.env) {
+    if (variable.empty()) {
+      errors.push_back(fmt::format(
+          "env variable name must be specified for {} to use exec authentication plugin", name));
+    }
+  }
+  if (mode == "Never") {
+    config.interactive_mode = ExecConfig::InteractiveMode::kNever;
+  } else if (mode == "IfAvailable") {
+    config.interactive_mode = ExecConfig::InteractiveMode::kIfAvailable;
+  } else if (mode == "Always") {
+    config.interactive_mode = ExecConfig::InteractiveMode::kAlways;
+  } else if (mode.empty()) {
+    errors.push_back(fmt::format(
+        "interactiveMode must be specified for {} to use exec authentication plugin", name));
+  } else {
+    errors.push_back(fmt::format("invalid interactiveMode for {}: \"{}\"", name, mode));
+  }
+  if (!errors.empty()) {
+    return absl::FailedPreconditionError(
+        fmt::format("kubeconfig {}: {}", file.path, absl::StrJoin(errors, "; ")));
+  }
+  return config;
+}
+
 absl::Status FillUser(const std::string& name, const std::string& context_name, const Entry& entry,
                       Config& config) {
   const YAML::Node& user = entry.body;
   const KubeconfigFile& file = *entry.file;
   const std::string owner = fmt::format("user {}", name);
+  std::optional<ExecConfig> exec;
   if (HasKey(user, "exec")) {
-    const std::string command = ScalarAt(user["exec"], "command");
-    return UnsupportedCredentials(command.empty() ? std::string("an exec plugin")
-                                                  : fmt::format("an exec plugin ({})", command),
-                                  name, context_name, file);
+    absl::StatusOr<ExecConfig> parsed = ParseExec(name, user, file);
+    if (!parsed.ok()) return parsed.status();
+    exec = *std::move(parsed);
   }
   if (HasKey(user, "auth-provider")) {
     const std::string provider = ScalarAt(user["auth-provider"], "name");
-    return UnsupportedCredentials(provider.empty() ? std::string("an auth-provider")
-                                                   : fmt::format("an auth-provider ({})", provider),
-                                  name, context_name, file);
+    return UnsupportedCredentials(
+        provider.empty() ? std::string("an auth-provider")
+                         : fmt::format("an auth-provider ({})", provider),
+        name, context_name, file,
+        "kubectl itself dropped the gcp and azure providers in 1.26 for exec plugins: "
+        "gke-gcloud-auth-plugin on GKE, kubelogin on AKS, and for OIDC kubelogin (kubectl "
+        "oidc-login); set the user up with the plugin (e.g. 'gcloud container clusters "
+        "get-credentials', 'az aks get-credentials' then 'kubelogin convert-kubeconfig')");
   }
   if (HasKey(user, "username") || HasKey(user, "password")) {
     if (!HasKey(user, "token") && !HasKey(user, "tokenFile") &&
         !HasKey(user, "client-certificate") && !HasKey(user, "client-certificate-data")) {
-      return UnsupportedCredentials("a username and password", name, context_name, file);
+      return UnsupportedCredentials(
+          "a username and password", name, context_name, file,
+          fmt::format("Use a token, e.g. 'kubectl create token SERVICE_ACCOUNT -n NAMESPACE' and "
+                      "'kubectl config set-credentials {} --token=TOKEN'",
+                      name));
     }
   }
 
@@ -238,6 +394,16 @@ absl::Status FillUser(const std::string& name, const std::string& context_name, 
                     "client-certificate(-data) and client-key(-data)",
                     name, file.path, has_certificate ? "certificate" : "key",
                     has_certificate ? "key" : "certificate"));
+  }
+  // client-go runs the plugin only for a user with neither a token nor a certificate.
+  if (exec.has_value() && config.token.empty() && config.token_file.empty() && !has_certificate) {
+    if (exec->api_version != kExecV1 && exec->api_version != kExecV1beta1) {
+      return absl::FailedPreconditionError(
+          fmt::format("user {} in kubeconfig {}: exec plugin: invalid apiVersion \"{}\" (use {} "
+                      "or {})",
+                      name, file.path, exec->api_version, kExecV1, kExecV1beta1));
+    }
+    config.exec = *std::move(exec);
   }
   return absl::OkStatus();
 }
@@ -338,7 +504,9 @@ absl::StatusOr<Config> LoadKubeconfig(std::string_view path, std::string_view co
                              : fmt::format("cluster {}, which is not in {}", cluster_name, where),
         chosen, clusters->empty() ? "" : fmt::format(" (one of {})", Names(*clusters))));
   }
-  if (absl::Status status = FillCluster(cluster_name, cluster->second, config); !status.ok()) {
+  std::string cluster_exec_config;
+  if (absl::Status status = FillCluster(cluster_name, cluster->second, config, cluster_exec_config);
+      !status.ok()) {
     return status;
   }
 
@@ -354,6 +522,7 @@ absl::StatusOr<Config> LoadKubeconfig(std::string_view path, std::string_view co
     if (absl::Status status = FillUser(user_name, chosen, user->second, config); !status.ok()) {
       return status;
     }
+    if (config.exec.has_value()) config.exec->cluster_config_json = cluster_exec_config;
   }
 
   if (const std::string namespace_name = ScalarAt(context->second.body, "namespace");

@@ -17,7 +17,36 @@ std::string CaDescription(const Config& config) {
   return "the system's CA certificates (no CA configured)";
 }
 
+// One part of a parsed URL, "" if it has none.
+std::string UrlPart(CURLU* url, CURLUPart part, unsigned int flags = 0) {
+  char* value = nullptr;
+  if (curl_url_get(url, part, &value, flags) != CURLUE_OK) return {};
+  std::string text(value);
+  curl_free(value);
+  return text;
+}
+
 }  // namespace
+
+Endpoint::Endpoint(const Config& config) : base_url_(config.server) {
+  if (config.tls_server_name.empty()) return;
+  // A server URL libcurl cannot parse is left as it is: the request then fails naming it.
+  const std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> url(curl_url(), curl_url_cleanup);
+  if (url == nullptr ||
+      curl_url_set(url.get(), CURLUPART_URL, config.server.c_str(), 0) != CURLUE_OK) {
+    return;
+  }
+  const std::string host = UrlPart(url.get(), CURLUPART_HOST);  // an IPv6 address in brackets
+  const std::string port = UrlPart(url.get(), CURLUPART_PORT, CURLU_DEFAULT_PORT);
+  if (host.empty() || port.empty() ||
+      curl_url_set(url.get(), CURLUPART_HOST, config.tls_server_name.c_str(), 0) != CURLUE_OK) {
+    return;
+  }
+  base_url_ = UrlPart(url.get(), CURLUPART_URL);
+  while (base_url_.size() > 1 && base_url_.back() == '/') base_url_.pop_back();
+  // Any host and port of the URL: connect to the server's own.
+  connect_to_.reset(curl_slist_append(nullptr, fmt::format("::{}:{}", host, port).c_str()));
+}
 
 void InitCurlOnce() {
   // curl_global_init is not thread-safe itself; a function-local static runs it exactly once.
@@ -35,9 +64,12 @@ curl_slist* BaseHeaders(const std::string& authorization) {
   return headers;
 }
 
-void Configure(CURL* easy, const Config& config, const std::string& url, curl_slist* headers,
+void Configure(CURL* easy, const Config& config, const Endpoint& endpoint,
+               const RequestCredentials& credentials, std::string_view path, curl_slist* headers,
                char* error_buffer) {
-  curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(easy, CURLOPT_URL, endpoint.Url(path).c_str());
+  curl_easy_setopt(easy, CURLOPT_CONNECT_TO, endpoint.connect_to());
+  if (!config.proxy_url.empty()) curl_easy_setopt(easy, CURLOPT_PROXY, config.proxy_url.c_str());
   curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, error_buffer);
   // Threads: no SIGALRM for name-resolution timeouts.
@@ -64,22 +96,15 @@ void Configure(CURL* easy, const Config& config, const std::string& url, curl_sl
       curl_easy_setopt(easy, CURLOPT_CAINFO, config.ca_file.c_str());
     }
   }
-  if (!config.client_certificate_data.empty()) {
-    curl_blob blob{const_cast<char*>(config.client_certificate_data.data()),
-                   config.client_certificate_data.size(), CURL_BLOB_COPY};
-    curl_easy_setopt(easy, CURLOPT_SSLCERT_BLOB, &blob);
+  if (!credentials.client_certificate_pem.empty()) {
+    const auto blob = [](const std::string& pem) {
+      return curl_blob{const_cast<char*>(pem.data()), pem.size(), CURL_BLOB_COPY};
+    };
+    curl_blob certificate = blob(credentials.client_certificate_pem);
+    curl_blob key = blob(credentials.client_key_pem);
+    curl_easy_setopt(easy, CURLOPT_SSLCERT_BLOB, &certificate);
     curl_easy_setopt(easy, CURLOPT_SSLCERTTYPE, "PEM");
-  } else if (!config.client_certificate_file.empty()) {
-    curl_easy_setopt(easy, CURLOPT_SSLCERT, config.client_certificate_file.c_str());
-    curl_easy_setopt(easy, CURLOPT_SSLCERTTYPE, "PEM");
-  }
-  if (!config.client_key_data.empty()) {
-    curl_blob blob{const_cast<char*>(config.client_key_data.data()), config.client_key_data.size(),
-                   CURL_BLOB_COPY};
-    curl_easy_setopt(easy, CURLOPT_SSLKEY_BLOB, &blob);
-    curl_easy_setopt(easy, CURLOPT_SSLKEYTYPE, "PEM");
-  } else if (!config.client_key_file.empty()) {
-    curl_easy_setopt(easy, CURLOPT_SSLKEY, config.client_key_file.c_str());
+    curl_easy_setopt(easy, CURLOPT_SSLKEY_BLOB, &key);
     curl_easy_setopt(easy, CURLOPT_SSLKEYTYPE, "PEM");
   }
   if (config.insecure_skip_tls_verify) {
@@ -107,9 +132,13 @@ absl::Status TransportError(const Config& config, std::string_view what, CURLcod
   switch (code) {
     case CURLE_PEER_FAILED_VERIFICATION:
       return absl::UnavailableError(fmt::format(
-          "{}: TLS: the API server's certificate at {} did not verify against {}: {}; check "
+          "{}: TLS: the API server's certificate at {}{} did not verify against {}: {}; check "
           "that this CA signed the server's certificate and that the server name matches",
-          what, config.server, CaDescription(config), detail));
+          what, config.server,
+          config.tls_server_name.empty()
+              ? std::string()
+              : fmt::format(" (as {}, the cluster's tls-server-name)", config.tls_server_name),
+          CaDescription(config), detail));
     case CURLE_SSL_CACERT_BADFILE:
       return absl::UnavailableError(
           fmt::format("{}: TLS: cannot use {} ({}); it must hold PEM certificates", what,
@@ -129,9 +158,11 @@ absl::Status TransportError(const Config& config, std::string_view what, CURLcod
     case CURLE_COULDNT_CONNECT:
       // The system's reason alone: libcurl's own text carries a duration, and messages are
       // compared to log each distinct failure once.
-      return absl::UnavailableError(
-          fmt::format("{}: cannot connect to the API server at {} ({})", what, config.server,
-                      os_errno != 0 ? std::strerror(static_cast<int>(os_errno)) : detail));
+      return absl::UnavailableError(fmt::format(
+          "{}: cannot connect to the API server at {}{} ({})", what, config.server,
+          config.proxy_url.empty() ? std::string()
+                                   : fmt::format(" through the proxy {}", config.proxy_url),
+          os_errno != 0 ? std::strerror(static_cast<int>(os_errno)) : detail));
     case CURLE_OPERATION_TIMEDOUT:
       return absl::DeadlineExceededError(
           fmt::format("{}: no complete answer from the API server at {} within {} ms", what,

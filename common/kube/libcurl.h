@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "common/kube/config.h"
+#include "common/kube/credentials.h"
 
 namespace nodemesh::kube {
 
@@ -40,13 +41,30 @@ struct MultiDeleter {
 };
 using MultiHandle = std::unique_ptr<CURLM, MultiDeleter>;
 
-// The headers every request sends: JSON accepted, and `authorization` (BearerToken::Header)
-// unless it is empty.
+// The headers every request sends: JSON accepted, and `authorization`
+// (RequestCredentials::authorization) unless it is empty.
 curl_slist* BaseHeaders(const std::string& authorization);
 
-// Options every request shares; the easy handle must outlive the strings it was given
-// (libcurl copies string options, not blobs unless told to: CURL_BLOB_COPY is used).
-void Configure(CURL* easy, const Config& config, const std::string& url, curl_slist* headers,
+// Where a Config's requests go. With a tls-server-name the URLs name that server, so that
+// TLS verifies the certificate against it and sends it as SNI, while CURLOPT_CONNECT_TO still
+// connects to the host and port of `server`. Made once per client: libcurl keeps the list's
+// pointer, not a copy, for as long as a handle uses it.
+class Endpoint {
+ public:
+  explicit Endpoint(const Config& config);
+  std::string Url(std::string_view path) const { return base_url_ + std::string(path); }
+  curl_slist* connect_to() const { return connect_to_.get(); }
+
+ private:
+  std::string base_url_;
+  Slist connect_to_;
+};
+
+// Options every request shares, the client certificate of `credentials` among them; the easy
+// handle must outlive the strings it was given (libcurl copies string options, not blobs
+// unless told to: CURL_BLOB_COPY is used), and `endpoint` must outlive the transfer.
+void Configure(CURL* easy, const Config& config, const Endpoint& endpoint,
+               const RequestCredentials& credentials, std::string_view path, curl_slist* headers,
                char* error_buffer);
 
 // A CURLOPT_WRITEFUNCTION appending to the std::string at `user`; past kMaxBody it fails the

@@ -114,8 +114,22 @@ absl::Status Client::Stream(std::string_view path, std::chrono::milliseconds sta
                             const std::function<bool(std::string_view line)>& on_line,
                             const std::atomic<bool>& stop) {
   const std::string what = DescribeRequest("GET", path);
-  const absl::StatusOr<std::string> authorization = StartRequest(what);
-  if (!authorization.ok()) return authorization.status();
+  const absl::StatusOr<RequestCredentials> credentials = StartRequest(what);
+  if (!credentials.ok()) return credentials.status();
+  const absl::Status status = StreamOnce(path, stall_timeout, on_line, stop, *credentials, what);
+  // UNAUTHENTICATED comes only from a 401, which arrives before any line.
+  if (!absl::IsUnauthenticated(status)) return status;
+  const absl::StatusOr<std::optional<RequestCredentials>> renewed =
+      RenewAfterUnauthorized(*credentials, what);
+  if (!renewed.ok()) return renewed.status();
+  if (!renewed->has_value()) return status;
+  return StreamOnce(path, stall_timeout, on_line, stop, **renewed, what);
+}
+
+absl::Status Client::StreamOnce(std::string_view path, std::chrono::milliseconds stall_timeout,
+                                const std::function<bool(std::string_view line)>& on_line,
+                                const std::atomic<bool>& stop,
+                                const RequestCredentials& credentials, const std::string& what) {
   // A handle of its own: a stream runs for minutes and its connection is not reused after
   // being cut, so the pool would gain nothing.
   const EasyHandle easy(curl_easy_init());
@@ -124,10 +138,9 @@ absl::Status Client::Stream(std::string_view path, std::chrono::milliseconds sta
     stats_.failures.fetch_add(1, std::memory_order_relaxed);
     return absl::ResourceExhaustedError(fmt::format("{}: libcurl handle allocation failed", what));
   }
-  const Slist headers(BaseHeaders(*authorization));
+  const Slist headers(BaseHeaders(credentials.authorization));
   char error_buffer[CURL_ERROR_SIZE] = {};
-  const std::string url = config_.server + std::string(path);
-  Configure(easy.get(), config_, url, headers.get(), error_buffer);
+  Configure(easy.get(), config_, *endpoint_, credentials, path, headers.get(), error_buffer);
   curl_easy_setopt(easy.get(), CURLOPT_HTTPGET, 1L);
   // A connection that cannot be made is a failure (UNAVAILABLE), not a stall; the stall
   // check covers everything after.

@@ -395,6 +395,51 @@ TEST_CASE("kubernetes: a refused token is logged and retried until a valid one i
   CHECK(agent.output().find("401") != std::string::npos);  // said in its log
 }
 
+TEST_CASE("kubernetes: an exec plugin's kubeconfig: run never interactive, again after a 401") {
+  KubeNode cluster;
+  cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
+  ShopPods shop(cluster);
+  // The counting plugin (test/lib/exec_plugin.sh) hands out the agent's token, then a second.
+  const std::string plugin_dir = cluster.directory.path() + "/plugin";
+  std::filesystem::create_directories(plugin_dir);
+  const std::string second = cluster.api.IssueToken("nodemesh", "nodemesh-agent");
+  WriteFile(plugin_dir + "/tokens", cluster.token + "\n" + second + "\n");
+  WriteFile(cluster.kubeconfig,
+            fmt::format("clusters:\n- name: c\n  cluster: {{server: \"{}\", "
+                        "certificate-authority: \"{}\"}}\n"
+                        "users:\n- name: agent\n  user:\n    exec:\n"
+                        "      apiVersion: client.authentication.k8s.io/v1\n"
+                        "      command: {}\n"
+                        "      interactiveMode: IfAvailable\n"
+                        "      env: [{{name: PLUGIN_DIR, value: \"{}\"}}]\n"
+                        "contexts:\n- name: c\n  context: {{cluster: c, user: agent}}\n"
+                        "current-context: c\n",
+                        cluster.api.url(), cluster.api.ca_file(),
+                        SourcePath("test/lib/exec_plugin.sh"), plugin_dir));
+  AgentProcess& agent = cluster.StartAgent();
+  REQUIRE(cluster.WaitForState(shop.client, "enrolled", 60s));
+  INFO("agent:\n" << agent.output());
+  CHECK(cluster.KubernetesStats()["exec_runs"] == 1);
+  CHECK(ReadFile(plugin_dir + "/exec-info") ==
+        R"({"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1",)"
+        R"("spec":{"interactive":false}})");
+  // Its stderr in the agent's log.
+  CHECK(agent.output().find("exec plugin run 1") != std::string::npos);
+
+  // The token revoked and the watches cut: their next request gets a 401, the plugin runs
+  // again and the watches go on with the second token, with no error left.
+  cluster.api.RevokeToken(cluster.token);
+  cluster.api.CloseWatches();
+  REQUIRE(PollUntil([&] { return cluster.KubernetesStats()["exec_runs"] == 2; }, 20s));
+  CHECK(PollUntil([&] { return cluster.api.OpenWatches() == 3; }, 20s));  // pods, ns, svc
+  int refused = 0;
+  for (const KubeApiServer::Request& request : cluster.api.Requests())
+    refused += request.status == 401;
+  CHECK(refused >= 1);
+  CHECK(cluster.PodsLastError().empty());
+  CHECK(cluster.StateOf(shop.client) == "enrolled");
+}
+
 TEST_CASE("kubernetes: an API server whose certificate does not verify is refused and said so") {
   KubeNode cluster;
   cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
