@@ -4,6 +4,7 @@
 // the review's timeout.
 #include "aggregator/kube_authorizer.h"
 
+#include <fmt/format.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -179,6 +180,17 @@ json AuthorizerRbac() {
   ])");
 }
 
+// A test API server that enforces AuthorizerRbac.
+struct RbacApiServer {
+  testing::TempDir dir;
+  testing::KubeApiServer server{{.rbac_file = dir.Write("rbac.json", AuthorizerRbac().dump())}};
+};
+
+// How a failed review of alice's tap in namespace a begins.
+constexpr std::string_view kAliceTapReviewFailed =
+    "cannot check whether alice may watch taps in namespace a: the Kubernetes API server's "
+    "SubjectAccessReview failed: ";
+
 // The aggregator's client of `api_server`, as its ServiceAccount `service_account`.
 kube::Config AggregatorConfig(testing::KubeApiServer& api_server,
                               const std::string& service_account = "aggregator") {
@@ -201,8 +213,8 @@ std::vector<json> ReviewsDecided(testing::KubeApiServer& api_server) {
 }
 
 TEST_CASE("RBAC decides through the review, and its answers are kept for their time") {
-  const testing::TempDir dir;
-  testing::KubeApiServer api_server({.rbac_file = dir.Write("rbac.json", AuthorizerRbac().dump())});
+  RbacApiServer rbac;
+  testing::KubeApiServer& api_server = rbac.server;
   kube::Client client(AggregatorConfig(api_server));
   AccessReviewCache::TimePoint now{};
   KubeAuthorizer authorizer(client, KubeAuthorizerOptions{.now = [&now] { return now; }});
@@ -254,23 +266,21 @@ TEST_CASE("RBAC decides through the review, and its answers are kept for their t
 }
 
 TEST_CASE("an aggregator the API server does not let review is told what it lacks") {
-  const testing::TempDir dir;
-  testing::KubeApiServer api_server({.rbac_file = dir.Write("rbac.json", AuthorizerRbac().dump())});
+  RbacApiServer rbac;
+  testing::KubeApiServer& api_server = rbac.server;
   kube::Client client(AggregatorConfig(api_server, "stranger"));
   KubeAuthorizer authorizer(client);
   const absl::Status status = authorizer.Check(Alice(), TapIn("a"));
   CHECK(status.code() == absl::StatusCode::kUnavailable);
   CHECK(std::string(status.message())
-            .starts_with("cannot check whether alice may watch taps in namespace a: the Kubernetes "
-                         "API server's "
-                         "SubjectAccessReview failed: create subjectaccessreviews: "));
+            .starts_with(fmt::format("{}create subjectaccessreviews: ", kAliceTapReviewFailed)));
   CHECK(status.message().find("(the aggregator needs the ClusterRole system:auth-delegator)") !=
         absl::string_view::npos);
 }
 
 TEST_CASE("slow or failing reviews are UNAVAILABLE within the review's timeout, never a wait") {
-  const testing::TempDir dir;
-  testing::KubeApiServer api_server({.rbac_file = dir.Write("rbac.json", AuthorizerRbac().dump())});
+  RbacApiServer rbac;
+  testing::KubeApiServer& api_server = rbac.server;
   kube::Client client(AggregatorConfig(api_server));
   KubeAuthorizer authorizer(client, KubeAuthorizerOptions{.review_timeout = 1s});
 
@@ -286,10 +296,7 @@ TEST_CASE("slow or failing reviews are UNAVAILABLE within the review's timeout, 
   api_server.SetReviewFaults({.unavailable = true});
   const absl::Status failing = authorizer.Check(Alice(), TapIn("a"));
   CHECK(failing.code() == absl::StatusCode::kUnavailable);
-  CHECK(std::string(failing.message())
-            .starts_with("cannot check whether alice may watch taps in namespace a: the Kubernetes "
-                         "API server's "
-                         "SubjectAccessReview failed: "));
+  CHECK(std::string(failing.message()).starts_with(kAliceTapReviewFailed));
 
   // Failures were not kept: the API server back, the same check is answered.
   api_server.SetReviewFaults({});
