@@ -68,14 +68,25 @@ absl::StatusOr<v1::NodeAdminResponse> ApiCalls::NodeAdmin(
 
 absl::Status ApiCalls::Tap(const v1::TapRequestSpec& spec, const CallOrigin& origin,
                            TapStream& stream) const {
+  absl::StatusOr<std::shared_ptr<TapSession>> opened = OpenTap(spec, origin);
+  if (!opened.ok()) return opened.status();
+  return StreamTap(*std::move(opened), spec, stream);
+}
+
+absl::StatusOr<std::shared_ptr<TapSession>> ApiCalls::OpenTap(const v1::TapRequestSpec& spec,
+                                                              const CallOrigin& origin) const {
   absl::StatusOr<std::shared_ptr<TapSession>> opened = state_.tap_hub.Open(spec, origin.key);
   if (!opened.ok()) {
     Log(LogLevel::kInfo, "tap refused for {}: {}", origin.peer, opened.status().message());
     return opened.status();
   }
-  const std::shared_ptr<TapSession> session = *std::move(opened);
-  Log(LogLevel::kInfo, "tap {} started for {} ({}/{})", session->id(), origin.peer,
+  Log(LogLevel::kInfo, "tap {} started for {} ({}/{})", (*opened)->id(), origin.peer,
       spec.target().type(), spec.target().name());
+  return opened;
+}
+
+absl::Status ApiCalls::StreamTap(std::shared_ptr<TapSession> session,
+                                 const v1::TapRequestSpec& spec, TapStream& stream) const {
 
   const auto poll = std::min<std::chrono::milliseconds>(kTapPollInterval, tap_drops_interval_);
   auto last_drops = std::chrono::steady_clock::now();

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -59,6 +60,13 @@ class ApiCalls {
   // open fails at once with the hub's reason.
   absl::Status Tap(const v1::TapRequestSpec& spec, const CallOrigin& origin,
                    TapStream& stream) const;
+  // Tap in two steps, for a transport that answers a refusal otherwise than a stream's end
+  // (HTTP: its status line goes before the first event). OpenTap fails at once with the
+  // hub's reason; StreamTap streams an open tap as Tap does, and closes it.
+  absl::StatusOr<std::shared_ptr<TapSession>> OpenTap(const v1::TapRequestSpec& spec,
+                                                      const CallOrigin& origin) const;
+  absl::Status StreamTap(std::shared_ptr<TapSession> session, const v1::TapRequestSpec& spec,
+                         TapStream& stream) const;
 
  private:
   QueryContext Context() const;

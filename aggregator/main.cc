@@ -60,6 +60,11 @@ int main(int argc, char** argv) {
                  "(TokenReview) and the agent reports only for the node its pod runs on");
   app.add_option("--agent-token-audience", agent_tokens.audience,
                  "The audience the agents' projected tokens are issued for");
+  app.add_option("--api-listen", options.kubernetes.api_listen,
+                 "HOST:PORT to serve the API nodemesh.io/v1alpha1 on over HTTPS (with --tls-cert "
+                 "and --tls-key) for the Kubernetes API server's aggregation layer: users call "
+                 "through the API server with their own credentials, and RBAC decides what they "
+                 "may read and tap (gRPC clients then need a certificate of --tls-ca)");
   app.add_option("--kubeconfig", kubeconfig,
                  "A kubeconfig to reach the API server with (default: the pod's own "
                  "ServiceAccount, in-cluster)");
@@ -81,9 +86,11 @@ int main(int argc, char** argv) {
   nodemesh::ParseLogLevel(log_level, &level);
   nodemesh::SetLogLevel(level);
 
-  if (!agent_service_account.empty()) {
+  if (!agent_service_account.empty() || !options.kubernetes.api_listen.empty()) {
     const absl::Status parsed =
-        nodemesh::aggregator::ParseAgentServiceAccount(agent_service_account, &agent_tokens);
+        agent_service_account.empty()
+            ? absl::OkStatus()
+            : nodemesh::aggregator::ParseAgentServiceAccount(agent_service_account, &agent_tokens);
     const absl::StatusOr<nodemesh::kube::Config> api_server =
         kubeconfig.empty() ? nodemesh::kube::InClusterConfig()
                            : nodemesh::kube::LoadKubeconfig(kubeconfig, kube_context);
@@ -93,7 +100,7 @@ int main(int argc, char** argv) {
       return EXIT_FAILURE;
     }
     options.kubernetes.api_server = *api_server;
-    options.kubernetes.agent_tokens = agent_tokens;
+    if (!agent_service_account.empty()) options.kubernetes.agent_tokens = agent_tokens;
   }
 
   sigset_t signals;
@@ -120,6 +127,12 @@ int main(int argc, char** argv) {
         "so any of them may report, read and tap");
   } else {
     Log(LogLevel::kInfo, "TLS: agents and clients are known by certificates of {}", options.tls.ca);
+  }
+  if (!options.kubernetes.api_listen.empty()) {
+    Log(LogLevel::kInfo,
+        "serving nodemesh.io/v1alpha1 on {} for the API server at {}: users are known through "
+        "its front proxy, and RBAC decides what they may read and tap",
+        server.api_address(), options.kubernetes.api_server->server);
   }
   if (options.kubernetes.agent_tokens) {
     Log(LogLevel::kInfo,

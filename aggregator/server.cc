@@ -10,6 +10,8 @@
 
 #include "aggregator/agent_service.h"
 #include "aggregator/api_service.h"
+#include "aggregator/http_api.h"
+#include "common/base/file.h"
 #include "common/base/log.h"
 #include "common/kube/client.h"
 #include "common/net/address_holder.h"
@@ -45,7 +47,9 @@ AggregatorServer::AggregatorServer(ServerOptions options)
       cluster_(options_.stale_after_seconds),
       tap_hub_([this] { return cluster_.Pods(); }, options_.tap),
       admin_relay_(options_.admin_relay),
-      authorizer_(options_.tls.ca.empty() ? AuthMode::kOpen : AuthMode::kCertificates),
+      authorizer_(!options_.kubernetes.api_listen.empty() ? AuthMode::kKubernetes
+                  : options_.tls.ca.empty()                 ? AuthMode::kOpen
+                                                            : AuthMode::kCertificates),
       kube_client_(options_.kubernetes.api_server
                        ? std::make_unique<kube::Client>(*options_.kubernetes.api_server)
                        : nullptr),
@@ -109,10 +113,49 @@ absl::StatusOr<int> AggregatorServer::Start() {
     server_.reset();
     return CannotListen(options_.listen_address);
   }
+  if (absl::Status api = StartHttpApi(); !api.ok()) {
+    server_->Shutdown();
+    server_->Wait();
+    server_.reset();
+    return api;
+  }
   if (options_.housekeeping_interval.count() > 0) {
     housekeeping_ = std::thread([this] { HousekeepingLoop(); });
   }
   return port;
+}
+
+absl::Status AggregatorServer::StartHttpApi() {
+  if (options_.kubernetes.api_listen.empty()) return absl::OkStatus();
+  if (!kube_client_ || options_.tls.cert.empty() || options_.tls.key.empty()) {
+    return absl::InvalidArgumentError(
+        "--api-listen serves the Kubernetes API server's aggregation layer: it needs the API "
+        "server (in-cluster, or --kubeconfig) and the aggregator's --tls-cert and --tls-key");
+  }
+  http::TlsServerOptions tls;
+  for (auto [file, pem] : {std::pair{&options_.tls.cert, &tls.certificate_chain_pem},
+                           std::pair{&options_.tls.key, &tls.private_key_pem}}) {
+    absl::StatusOr<std::string> read = ReadFile(*file);
+    if (!read.ok()) return read.status();
+    *pem = *std::move(read);
+  }
+  tls.client_ca = std::make_shared<http::ClientCaStore>();
+  front_proxy_ = std::make_unique<FrontProxy>(
+      *kube_client_, [store = tls.client_ca](const std::string& pem) {
+        if (pem.empty()) return store->Clear();
+        if (absl::Status replaced = store->Replace(pem); !replaced.ok()) {
+          Log(LogLevel::kWarning, "the front proxy's CA cannot be used: {}", replaced.message());
+        }
+      });
+  kube_authorizer_ = std::make_unique<KubeAuthorizer>(*kube_client_);
+  absl::StatusOr<std::unique_ptr<http::HttpServer>> listening =
+      http::HttpServer::ListenTcp(options_.kubernetes.api_listen, std::move(tls));
+  if (!listening.ok()) return listening.status();
+  api_server_ = *std::move(listening);
+  api_server_->Serve(HttpApiRoutes(*front_proxy_, *kube_authorizer_, api_calls_));
+  api_server_->Start();
+  front_proxy_->Start();
+  return absl::OkStatus();
 }
 
 void AggregatorServer::Shutdown() {
@@ -125,6 +168,9 @@ void AggregatorServer::Shutdown() {
   if (housekeeping_.joinable()) housekeeping_.join();
   if (!server_) return;
   tap_hub_.Shutdown();
+  // Its taps end with the hub; then its connections, and nothing more asks the API server.
+  if (api_server_) api_server_->Stop();
+  if (front_proxy_) front_proxy_->Stop();
   agents_.CancelAll();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   server_->Wait();

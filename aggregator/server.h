@@ -25,9 +25,12 @@
 #include "aggregator/clock.h"
 #include "aggregator/cluster.h"
 #include "aggregator/connected_agents.h"
+#include "aggregator/front_proxy.h"
+#include "aggregator/kube_authorizer.h"
 #include "aggregator/server_state.h"
 #include "aggregator/store.h"
 #include "aggregator/tap_hub.h"
+#include "common/http/server.h"
 #include "common/kube/config.h"
 #include "common/tls/tls.h"
 
@@ -47,6 +50,10 @@ struct KubernetesAuthOptions {
   // Agents known by their ServiceAccount tokens (agent_identity.h) besides certificates;
   // none: by certificates only.
   std::optional<AgentTokenOptions> agent_tokens;
+  // HOST:PORT of the API nodemesh.io/v1alpha1 over HTTPS (http_api.h), with the certificate
+  // and key of ServerOptions::tls, for the API server's aggregation layer; empty: none. With
+  // it users are known through the API server, and gRPC clients only by certificates.
+  std::string api_listen;
 };
 
 struct ServerOptions {
@@ -85,7 +92,8 @@ class AggregatorServer {
   AggregatorServer(const AggregatorServer&) = delete;
   AggregatorServer& operator=(const AggregatorServer&) = delete;
 
-  // Binds and serves. Returns the port bound (the one asked for, or the one picked for port
+  // Binds and serves (the HTTPS API too, with options.kubernetes.api_listen). Returns the
+  // gRPC port bound (the one asked for, or the one picked for port
   // 0); UNAVAILABLE when the address cannot be bound.
   absl::StatusOr<int> Start();
   // Ends agent streams and taps, then stops serving. Idempotent.
@@ -102,10 +110,15 @@ class AggregatorServer {
   const TapHub& tap_hub() const { return tap_hub_; }
   // Null unless agents are known by their tokens.
   const AgentTokenReviewer* agent_tokens() const { return agent_tokens_.get(); }
+  // The HTTPS API's address as bound ("127.0.0.1:39123"); empty without one.
+  std::string api_address() const { return api_server_ ? api_server_->address() : ""; }
 
  private:
   int64_t NowSeconds() const { return UnixSeconds(options_.clock()); }
   void HousekeepingLoop();
+  // The HTTPS API of options_.kubernetes.api_listen, its front proxy following the API
+  // server's ConfigMap.
+  absl::Status StartHttpApi();
 
   const ServerOptions options_;
   Store store_;
@@ -121,6 +134,10 @@ class AggregatorServer {
   std::unique_ptr<AgentServiceImpl> agent_service_;
   std::unique_ptr<ApiServiceImpl> api_service_;
   std::unique_ptr<grpc::Server> server_;
+  // With options_.kubernetes.api_listen: the HTTPS API and what it asks the API server.
+  std::unique_ptr<FrontProxy> front_proxy_;
+  std::unique_ptr<KubeAuthorizer> kube_authorizer_;
+  std::unique_ptr<http::HttpServer> api_server_;
 
   std::mutex housekeeping_mutex_;
   std::condition_variable housekeeping_wake_;
