@@ -187,6 +187,7 @@ HttpResponse ServeConfig(const AgentView& agent, const HttpRequest&) {
        {{"ca", options.aggregator_tls.ca},
         {"cert", options.aggregator_tls.cert},
         {"server_name", options.aggregator_tls.server_name}}},
+      {"aggregator_token_file", options.aggregator_token_file},
       {"admin_socket", agent.admin_address()},
       {"metrics_address", agent.metrics_address()},
       {"cgroup_root", options.cgroup_root},

@@ -4,8 +4,11 @@
 
 #include <chrono>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_join.h"
 #include "agent/kernel/capabilities.h"
+#include "common/base/file.h"
+#include "common/base/format.h"
 #include "common/base/log.h"
 #include "common/wire/convert.h"
 
@@ -20,6 +23,22 @@ constexpr int kForgetEverySeconds = 10;
 bool SameDataPlane(const PodInfo& a, const PodInfo& b) {
   return a.ips == b.ips && a.cgroup == b.cgroup && a.netns == b.netns &&
          a.inbound_ports == b.inbound_ports;
+}
+
+// The token in the file the kubelet keeps the pod's projected ServiceAccount token in.
+absl::StatusOr<std::string> ReadAggregatorToken(const std::string& file) {
+  absl::StatusOr<std::string> text = ReadFile(file);
+  if (!text.ok()) {
+    return absl::UnavailableError(fmt::format("cannot read --aggregator-token-file {}: {}", file,
+                                              text.status().message()));
+  }
+  const absl::string_view token = absl::StripAsciiWhitespace(*text);
+  if (token.empty()) {
+    return absl::UnavailableError(fmt::format(
+        "--aggregator-token-file {} is empty: it holds the pod's projected ServiceAccount token",
+        file));
+  }
+  return std::string(token);
 }
 
 int64_t SteadySeconds() {
@@ -86,6 +105,12 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& request
     hooks.drain_tap = [self](std::vector<v1::TapEvent>* out) {
       return self->DrainTapOutboxes(&Worker::tap_outbox, out);
     };
+    if (const std::string& file = options.aggregator_token_file; !file.empty()) {
+      hooks.token = [file] { return ReadAggregatorToken(file); };
+      // Said now rather than at every retry: a token that cannot be read at the start is a
+      // mistake in the flags, not a rotation caught half-way.
+      if (absl::StatusOr<std::string> token = hooks.token(); !token.ok()) return token.status();
+    }
     absl::StatusOr<AggregatorDialer> dialer =
         AggregatorDialer::Make(options.aggregator_address, options.aggregator_tls, "--aggregator-");
     if (!dialer.ok()) return dialer.status();

@@ -156,8 +156,18 @@ class AggregatorClient::Session {
     bool pods = false;
   };
 
-  // Dials the aggregator and opens the stream; false if the client is stopping.
+  // Dials the aggregator and opens the stream, with the token if there is one; false if the
+  // client is stopping or the token cannot be had.
   bool Open() {
+    if (client_.hooks_.token) {
+      const absl::StatusOr<std::string> token = client_.hooks_.token();
+      if (!token.ok()) {
+        Log(LogLevel::kWarning, "not connecting to the aggregator at {}: {}; retrying with backoff",
+            client_.dialer_.address(), token.status().message());
+        return false;
+      }
+      context_.AddMetadata("authorization", fmt::format("Bearer {}", *token));
+    }
     stub_ = v1::AgentService::NewStub(client_.dialer_.Dial(grpc::ChannelArguments()));
     {
       std::lock_guard lock(client_.mutex_);

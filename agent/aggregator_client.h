@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "agent/http_server.h"
 #include "agent/observer/tap.h"
 #include "common/tls/tls.h"
@@ -36,6 +37,9 @@ class AggregatorClient {
     std::function<void(const v1::PodList&)> cluster_pods;
     // Answers a relayed GET of the admin API (`target`: path and query).
     std::function<HttpResponse(std::string_view target)> admin;
+    // The bearer token each new stream presents (`authorization` metadata), asked for anew
+    // each time; none: no token. An error ends that attempt, retried with backoff.
+    std::function<absl::StatusOr<std::string>()> token;
   };
 
   AggregatorClient(AggregatorDialer dialer, std::string node, TapSubscriptions& tap, Hooks hooks);

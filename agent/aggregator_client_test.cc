@@ -8,7 +8,9 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -23,6 +25,7 @@ using namespace std::chrono_literals;
 struct SeenStream {
   std::string instance;
   std::vector<uint64_t> sequences;
+  std::string authorization;  // its `authorization` metadata, if any
 };
 
 class ScriptedAggregator final : public v1::AgentService::Service {
@@ -35,7 +38,14 @@ class ScriptedAggregator final : public v1::AgentService::Service {
     size_t index = 0;
     {
       std::lock_guard lock(mutex_);
-      streams_.push_back(SeenStream{message.hello().instance(), {}});
+      const auto& metadata = context->client_metadata();
+      const auto authorization = metadata.find("authorization");
+      streams_.push_back(SeenStream{
+          message.hello().instance(),
+          {},
+          authorization == metadata.end()
+              ? ""
+              : std::string(authorization->second.data(), authorization->second.size())});
       index = streams_.size() - 1;
       context_ = context;
     }
@@ -93,6 +103,16 @@ class ScriptedAggregator final : public v1::AgentService::Service {
   uint64_t acknowledge_through_ = 0;
 };
 
+// Serves `aggregator` on a free loopback port, put in `port`.
+std::unique_ptr<grpc::Server> ServeScripted(ScriptedAggregator& aggregator, int* port) {
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), port);
+  builder.RegisterService(&aggregator);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  REQUIRE(*port != 0);
+  return server;
+}
+
 bool Eventually(const std::function<bool()>& condition) {
   const auto deadline = std::chrono::steady_clock::now() + 10s;
   while (!condition()) {
@@ -102,26 +122,26 @@ bool Eventually(const std::function<bool()>& condition) {
   return true;
 }
 
-// An agent's client of the aggregator at `address`, for node-a, with no pods and no taps.
-std::unique_ptr<AggregatorClient> ClientOf(const std::string& address, TapSubscriptions& tap) {
+// An agent's client of the aggregator at `address`, for node-a, with no pods and no taps, and
+// the token hook given.
+std::unique_ptr<AggregatorClient> ClientOf(
+    const std::string& address, TapSubscriptions& tap,
+    std::function<absl::StatusOr<std::string>()> token = {}) {
   absl::StatusOr<AggregatorDialer> dialer =
       AggregatorDialer::Make(address, TlsFiles{}, "--aggregator-");
   REQUIRE(dialer.ok());
   AggregatorClient::Hooks hooks;
   hooks.pods = [] { return std::vector<v1::Pod>{}; };
   hooks.drain_tap = [](std::vector<v1::TapEvent>*) { return uint64_t{0}; };
+  hooks.token = std::move(token);
   return std::make_unique<AggregatorClient>(*std::move(dialer), "node-a", tap, std::move(hooks));
 }
 
 TEST_CASE("a delta is kept until acknowledged and sent again in order on the next stream",
           "[aggregator_client]") {
   ScriptedAggregator aggregator;
-  grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  builder.RegisterService(&aggregator);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  REQUIRE(port != 0);
+  const std::unique_ptr<grpc::Server> server = ServeScripted(aggregator, &port);
 
   TapSubscriptions tap;
   const std::unique_ptr<AggregatorClient> owned = ClientOf(fmt::format("127.0.0.1:{}", port), tap);
@@ -180,6 +200,54 @@ TEST_CASE(
   for (int i = 0; i < 7; ++i) client.SendMetrics(v1::MetricsDelta());
   CHECK(client.unacknowledged_deltas() == 300);
   CHECK(client.dropped_deltas() == 7);
+}
+
+TEST_CASE("each new stream presents the token as it is then, and none is opened without one",
+          "[aggregator_client]") {
+  ScriptedAggregator aggregator;
+  int port = 0;
+  const std::unique_ptr<grpc::Server> server = ServeScripted(aggregator, &port);
+
+  // The kubelet's file, as the hook reads it: missing at first, then rotated.
+  std::mutex token_mutex;
+  std::string token;
+  int asked = 0;
+  TapSubscriptions tap;
+  const std::unique_ptr<AggregatorClient> owned =
+      ClientOf(fmt::format("127.0.0.1:{}", port), tap, [&]() -> absl::StatusOr<std::string> {
+        std::lock_guard lock(token_mutex);
+        ++asked;
+        if (token.empty()) return absl::UnavailableError("no token yet");
+        return token;
+      });
+  AggregatorClient& client = *owned;
+  client.Start();
+  REQUIRE(Eventually([&] {
+    std::lock_guard lock(token_mutex);
+    return asked >= 2;  // asked, and asked again after a backoff
+  }));
+  CHECK_FALSE(client.connected());
+  {
+    std::lock_guard lock(token_mutex);
+    token = "first";
+  }
+  REQUIRE(aggregator.WaitForStreams(1));
+  CHECK(aggregator.WaitFor(0, 0).authorization == "Bearer first");
+  REQUIRE(Eventually([&] { return client.connected(); }));
+
+  // Rotated: the open stream is not touched; the next one presents the new token.
+  {
+    std::lock_guard lock(token_mutex);
+    token = "rotated";
+  }
+  client.SendMetrics(v1::MetricsDelta());
+  CHECK(aggregator.WaitFor(0, 1).sequences == std::vector<uint64_t>{1});
+  aggregator.EndStream();
+  REQUIRE(aggregator.WaitForStreams(2));
+  CHECK(aggregator.WaitFor(1, 0).authorization == "Bearer rotated");
+
+  client.Stop();
+  server->Shutdown();
 }
 
 }  // namespace

@@ -105,6 +105,10 @@ int main(int argc, char** argv) {
   app.add_option(
       "--aggregator-server-name", options.aggregator_tls.server_name,
       "Name the aggregator's certificate must carry, when it is not --aggregator's host");
+  app.add_option("--aggregator-token-file", options.aggregator_token_file,
+                 "The pod's projected ServiceAccount token (audience nodemesh.io/aggregator), "
+                 "for an aggregator that knows agents by their ServiceAccount; read again for "
+                 "every stream, as the kubelet rotates it");
   app.add_option("--cgroup-root", options.cgroup_root,
                  "cgroup (under the cgroup v2 mount) whose subtree holds this node's pods");
   app.add_option("--workers", options.workers,

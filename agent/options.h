@@ -56,6 +56,9 @@ struct AgentOptions {
   std::string inventory_path;
   std::string aggregator_address;  // empty: no aggregator
   TlsFiles aggregator_tls;         // none: plaintext, to a loopback address only
+  // The pod's projected ServiceAccount token, presented on every stream to the aggregator
+  // and read again for each (the kubelet rotates it); empty: none.
+  std::string aggregator_token_file;
   // Where the outbound programs attach, under the cgroup v2 mount ("/" covers the node).
   std::string cgroup_root = "/";
   int workers = 0;                 // 0: one per CPU the agent may run on (its affinity mask)

@@ -38,7 +38,8 @@ grpc::Status AgentSession::Admit() {
   }
   hello_ = std::move(*message.mutable_hello());
   const std::string& node = hello_.node();
-  if (absl::Status may = state_.authorizer.Report(context_, node); !may.ok()) {
+  if (absl::Status may = MayReportFor(state_.authorizer, state_.agent_tokens, context_, node);
+      !may.ok()) {
     Log(LogLevel::kWarning, "agent stream from {} refused: {}", context_.peer(), may.message());
     return ToGrpc(may);
   }

@@ -1,6 +1,7 @@
 // One agent's stream (AgentService.Connect), from its Hello to its end, in four stages:
-//   Admit     the Hello naming the node, the caller's right to speak for that node
-//             (authorization.h), and room under --max-nodes. A refusal ends the stream before
+//   Admit     the Hello naming the node, the caller's right to speak for that node (its
+//             certificate, authorization.h, or its token, agent_identity.h), and room under
+//             --max-nodes. A refusal ends the stream before
 //             anything of it is kept.
 //   Register  the node connected in the Cluster with the Hello's pods (checked against the
 //             node, reports.h), the stream made the node's current one (a previous stream of

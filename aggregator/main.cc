@@ -8,6 +8,7 @@
 #include "aggregator/server.h"
 #include "common/base/log.h"
 #include "common/base/version.h"
+#include "common/kube/config.h"
 
 namespace {
 
@@ -32,6 +33,10 @@ int main(int argc, char** argv) {
   nodemesh::aggregator::ServerOptions options;
   std::string log_level = "info";
   size_t max_memory_mb = options.store.max_memory_bytes >> 20;
+  std::string agent_service_account;
+  nodemesh::aggregator::AgentTokenOptions agent_tokens;
+  std::string kubeconfig;
+  std::string kube_context;
 
   CLI::App app{
       "nodemesh aggregator: merges the node agents' metrics into an hour of per-second "
@@ -49,6 +54,17 @@ int main(int argc, char** argv) {
                  "PEM file of the CA whose certificates name agents and clients: with it, an "
                  "agent reports only for the node its certificate names (CN=system:node:NODE, "
                  "O=system:nodes), and tapping needs O=nodemesh:tap:NAMESPACE or nodemesh:tap:*");
+  app.add_option("--agent-service-account", agent_service_account,
+                 "NAMESPACE/NAME of the agents' ServiceAccount: agents may then present their "
+                 "pod's projected token instead of a certificate; the API server reviews it "
+                 "(TokenReview) and the agent reports only for the node its pod runs on");
+  app.add_option("--agent-token-audience", agent_tokens.audience,
+                 "The audience the agents' projected tokens are issued for");
+  app.add_option("--kubeconfig", kubeconfig,
+                 "A kubeconfig to reach the API server with (default: the pod's own "
+                 "ServiceAccount, in-cluster)");
+  app.add_option("--kube-context", kube_context,
+                 "The kubeconfig's context to use (default: its current-context)");
   app.add_option("--max-memory-mb", max_memory_mb,
                  "Memory for the hour of per-second metrics; past it the oldest seconds go first")
       ->check(CLI::Range(size_t{64}, size_t{1} << 20));
@@ -64,6 +80,21 @@ int main(int argc, char** argv) {
   LogLevel level = LogLevel::kInfo;
   nodemesh::ParseLogLevel(log_level, &level);
   nodemesh::SetLogLevel(level);
+
+  if (!agent_service_account.empty()) {
+    const absl::Status parsed =
+        nodemesh::aggregator::ParseAgentServiceAccount(agent_service_account, &agent_tokens);
+    const absl::StatusOr<nodemesh::kube::Config> api_server =
+        kubeconfig.empty() ? nodemesh::kube::InClusterConfig()
+                           : nodemesh::kube::LoadKubeconfig(kubeconfig, kube_context);
+    const absl::Status trouble = !parsed.ok() ? parsed : api_server.status();
+    if (!trouble.ok()) {
+      Log(LogLevel::kError, "{}", trouble.message());
+      return EXIT_FAILURE;
+    }
+    options.kubernetes.api_server = *api_server;
+    options.kubernetes.agent_tokens = agent_tokens;
+  }
 
   sigset_t signals;
   sigemptyset(&signals);
@@ -89,6 +120,12 @@ int main(int argc, char** argv) {
         "so any of them may report, read and tap");
   } else {
     Log(LogLevel::kInfo, "TLS: agents and clients are known by certificates of {}", options.tls.ca);
+  }
+  if (options.kubernetes.agent_tokens) {
+    Log(LogLevel::kInfo,
+        "agents are known by the projected tokens of ServiceAccount {} (audience {}), reviewed "
+        "by the API server at {}",
+        agent_service_account, agent_tokens.audience, options.kubernetes.api_server->server);
   }
   const int signal = WaitForTerminationSignal();
   Log(LogLevel::kInfo, "{}: shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");

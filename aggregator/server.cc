@@ -11,6 +11,7 @@
 #include "aggregator/agent_service.h"
 #include "aggregator/api_service.h"
 #include "common/base/log.h"
+#include "common/kube/client.h"
 #include "common/net/address_holder.h"
 #include "common/tls/tls.h"
 
@@ -45,6 +46,13 @@ AggregatorServer::AggregatorServer(ServerOptions options)
       tap_hub_([this] { return cluster_.Pods(); }, options_.tap),
       admin_relay_(options_.admin_relay),
       authorizer_(options_.tls.ca.empty() ? AuthMode::kOpen : AuthMode::kCertificates),
+      kube_client_(options_.kubernetes.api_server
+                       ? std::make_unique<kube::Client>(*options_.kubernetes.api_server)
+                       : nullptr),
+      agent_tokens_(kube_client_ && options_.kubernetes.agent_tokens
+                        ? std::make_unique<AgentTokenReviewer>(
+                              *kube_client_, *options_.kubernetes.agent_tokens, options_.clock)
+                        : nullptr),
       agents_(options_.max_nodes),
       state_{.clock = options_.clock,
              .history_start_second = NowSeconds(),
@@ -53,6 +61,7 @@ AggregatorServer::AggregatorServer(ServerOptions options)
              .tap_hub = tap_hub_,
              .admin_relay = admin_relay_,
              .authorizer = authorizer_,
+             .agent_tokens = agent_tokens_.get(),
              .agents = agents_},
       api_calls_(state_, options_.tap_drops_interval),
       agent_service_(std::make_unique<AgentServiceImpl>(state_)),

@@ -12,12 +12,14 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 
 #include "absl/status/statusor.h"
 #include "aggregator/admin_relay.h"
+#include "aggregator/agent_identity.h"
 #include "aggregator/api_calls.h"
 #include "aggregator/authorization.h"
 #include "aggregator/clock.h"
@@ -26,6 +28,7 @@
 #include "aggregator/server_state.h"
 #include "aggregator/store.h"
 #include "aggregator/tap_hub.h"
+#include "common/kube/config.h"
 #include "common/tls/tls.h"
 
 namespace grpc {
@@ -37,11 +40,21 @@ namespace nodemesh::aggregator {
 class AgentServiceImpl;
 class ApiServiceImpl;
 
+// What the aggregator asks the Kubernetes API server, and how it reaches it.
+struct KubernetesAuthOptions {
+  // The API server (in-cluster credentials or a kubeconfig); required by what follows.
+  std::optional<kube::Config> api_server;
+  // Agents known by their ServiceAccount tokens (agent_identity.h) besides certificates;
+  // none: by certificates only.
+  std::optional<AgentTokenOptions> agent_tokens;
+};
+
 struct ServerOptions {
   std::string listen_address = "127.0.0.1:8085";
   // No files: plaintext, allowed on loopback only. A certificate: TLS. A CA too: callers
   // are known by their certificates, and authorization.h's rules apply.
   TlsFiles tls;
+  KubernetesAuthOptions kubernetes;
   Clock clock = SystemClock();
   StoreOptions store;
   TapHubOptions tap;
@@ -87,6 +100,8 @@ class AggregatorServer {
   uint64_t refused_nodes() const { return agents_.refused(); }
   const Cluster& cluster() const { return cluster_; }
   const TapHub& tap_hub() const { return tap_hub_; }
+  // Null unless agents are known by their tokens.
+  const AgentTokenReviewer* agent_tokens() const { return agent_tokens_.get(); }
 
  private:
   int64_t NowSeconds() const { return UnixSeconds(options_.clock()); }
@@ -98,6 +113,8 @@ class AggregatorServer {
   TapHub tap_hub_;
   AdminRelay admin_relay_;
   const Authorizer authorizer_;
+  std::unique_ptr<kube::Client> kube_client_;  // with options_.kubernetes.api_server
+  std::unique_ptr<AgentTokenReviewer> agent_tokens_;
   ConnectedAgents agents_;
   ServerState state_;         // the parts above, as the services use them
   const ApiCalls api_calls_;  // the clients' calls, for every transport

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "aggregator/admin_relay.h"
+#include "aggregator/agent_identity.h"
 #include "aggregator/authorization.h"
 #include "aggregator/clock.h"
 #include "aggregator/cluster.h"
@@ -29,6 +30,8 @@ struct ServerState {
   TapHub& tap_hub;
   AdminRelay& admin_relay;
   const Authorizer& authorizer;
+  // Null unless agents are known by their ServiceAccount tokens.
+  AgentTokenReviewer* agent_tokens;
   ConnectedAgents& agents;
 
   int64_t NowSeconds() const { return UnixSeconds(clock()); }

@@ -2,10 +2,13 @@
 // aggregator, which knows them by certificates of its client CA. An agent reports only for
 // its own node, reading needs a certificate, tapping a namespace needs that namespace in the
 // certificate, and the shell's relay needs every namespace. A relay that records every byte
-// between the agent and the aggregator proves nothing crosses that wire in the clear.
+// between the agent and the aggregator proves nothing crosses that wire in the clear. Agents
+// known by their pod's ServiceAccount token instead, reviewed by the test API server, report
+// for their pod's node only, and keep their stream when the token rotates.
 #include <fmt/format.h>
 
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -15,6 +18,7 @@
 #include "test/lib/aggregator_process.h"
 #include "test/lib/certificates.h"
 #include "test/lib/files.h"
+#include "test/lib/kube_apiserver.h"
 #include "test/lib/peers.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
@@ -25,6 +29,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using Json = nlohmann::json;
+using nodemesh::testing::KubeApiServer;
 
 // The cluster's CA and the certificates it issued, and a CA nobody trusts.
 struct Certificates {
@@ -225,6 +230,116 @@ TEST_CASE("an agent that is not the node its certificate names is refused") {
                                                        "--aggregator-ca", certificates.crt("ca")}});
     CHECK(aggregator.process().WaitForOutput("an agent needs a client certificate to report", 15s));
     CHECK(aggregator.output().find("node node-a connected") == std::string::npos);
+  }
+}
+
+// The test API server with the agents' pods and the aggregator's RBAC, and an aggregator
+// that knows agents by their ServiceAccount tokens, reviewed there.
+struct TokenTrust {
+  explicit TokenTrust(TwoNodeCluster& cluster)
+      : api({.rbac_file = dir.Write("rbac.json", Json::parse(R"([
+          {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+           "metadata": {"name": "nodemesh-aggregator:system:auth-delegator"},
+           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                       "name": "system:auth-delegator"},
+           "subjects": [{"kind": "ServiceAccount", "name": "nodemesh-aggregator",
+                         "namespace": "nodemesh"}]}])")
+                                                     .dump())}) {
+    api.Create("/api/v1/namespaces/nodemesh/pods",
+               {{"metadata", {{"name", "agent-a"}}}, {"spec", {{"nodeName", "node-a"}}}});
+    api.Create("/api/v1/namespaces/nodemesh/pods",
+               {{"metadata", {{"name", "agent-b"}}}, {"spec", {{"nodeName", "node-b"}}}});
+    const std::string kubeconfig = dir.path() + "/aggregator.kubeconfig";
+    api.WriteKubeconfig(kubeconfig, api.IssueToken("nodemesh", "nodemesh-aggregator"));
+    aggregator = &cluster.StartAggregator(
+        {.binary = NODEMESH_AGGREGATOR_BINARY,
+         .extra_args = {"--agent-service-account", "nodemesh/nodemesh-agent", "--kubeconfig",
+                        kubeconfig}});
+    if (!aggregator->process().WaitForOutput("agents are known by the projected tokens", 10s)) {
+      throw std::runtime_error("the aggregator did not start:\n" + aggregator->output());
+    }
+  }
+
+  // Writes a new projected token of the agent pod `pod` (on `node`, named in the token as
+  // Kubernetes 1.30+ does) into the agent's token file, as the kubelet does: a new file
+  // renamed over the old one. Returns the token.
+  std::string Project(const std::string& pod, const std::string& node) {
+    const std::string token = api.IssueToken("nodemesh", "nodemesh-agent",
+                                             {.audiences = {"nodemesh.io/aggregator"},
+                                              .expiration = std::chrono::seconds(3600),
+                                              .pod_name = pod,
+                                              .node_name = node});
+    WriteFile(token_file + ".new", token);
+    std::filesystem::rename(token_file + ".new", token_file);
+    return token;
+  }
+
+  // The agent's flags for the aggregator and its token.
+  std::vector<std::string> AgentArgs() const {
+    return {"--aggregator", aggregator->address(), "--aggregator-token-file", token_file};
+  }
+
+  TempDir dir;
+  KubeApiServer api;
+  AggregatorProcess* aggregator = nullptr;
+  const std::string token_file = dir.path() + "/token";
+};
+
+TEST_CASE("an agent known by its ServiceAccount token reports for its pod's node only") {
+  KernelCluster cluster;
+  TokenTrust trust(cluster);
+
+  SECTION("a token whose pod runs on another node") {
+    trust.Project("agent-b", "node-b");
+    AgentProcess agent(cluster.node_a,
+                       {.binary = NODEMESH_AGENT_BINARY, .extra_args = trust.AgentArgs()});
+    const std::string refusal =
+        "the token of pod nodemesh/agent-b (on node node-b) may not report for node node-a";
+    CHECK(trust.aggregator->process().WaitForOutput(refusal, 15s));
+    INFO(agent.output());
+    CHECK(agent.process().WaitForOutput(refusal, 15s));
+    CHECK(trust.aggregator->Connections("node-a") == 0);
+  }
+
+  SECTION("its own node's token, then rotated, keeps the stream through an API server outage") {
+    Process http = cluster.remote.Run(
+        {kPython, "-u", "-m", "http.server", "8000", "--bind", cluster.remote.ip});
+    REQUIRE(http.WaitForOutput("Serving HTTP", 10s));
+    const std::string first = trust.Project("agent-a", "node-a");
+    AgentProcess agent(cluster.node_a,
+                       {.binary = NODEMESH_AGENT_BINARY, .extra_args = trust.AgentArgs()});
+    INFO("agent:\n" << agent.output());
+    REQUIRE(trust.aggregator->WaitForNode("node-a"));
+    CHECK(agent.Get("/config")["aggregator_token_file"] == trust.token_file);
+
+    // The kubelet rotates the token, the old one stops being valid, the API server goes.
+    trust.Project("agent-a", "node-a");
+    trust.api.RevokeToken(first);
+    trust.api.Stop();
+    // The stream still carries the node's metrics: a request made now reaches meshctl.
+    const std::string url = fmt::format("http://{}:8000/rotated", cluster.remote.ip);
+    CommandResult stat;
+    REQUIRE(PollUntil(
+        [&] {
+          cluster.client.RunCommand({"curl", "-s", "-o", "/dev/null", "--max-time", "5", url});
+          stat = RunCommand({NODEMESH_MESHCTL_BINARY, "--aggregator", trust.aggregator->address(),
+                             "stat", "deploy", "-n", "emojivoto", "-o", "json"},
+                            30s);
+          return stat.exit_code == 0 && stat.output.find("\"web\"") != std::string::npos;
+        },
+        30s, 500ms));
+    CHECK(trust.aggregator->Connections("node-a") == 1);
+
+    // A new stream presents the rotated token, which the API server reviews once it is back.
+    trust.api.Start();
+    trust.aggregator->Restart();
+    REQUIRE(trust.aggregator->WaitForNode("node-a"));
+    // Two tokens reviewed and accepted: the first, before the outage, and the rotated one.
+    int accepted = 0;
+    for (const KubeApiServer::Request& request : trust.api.Requests()) {
+      accepted += !request.review.is_null() && request.review.value("authenticated", false);
+    }
+    CHECK(accepted == 2);
   }
 }
 
