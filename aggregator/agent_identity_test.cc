@@ -370,8 +370,7 @@ TEST_CASE("Reviews are cached until 30 s before the token expires, for a bounded
   CHECK(cluster.reviews() == 8);
 }
 
-TEST_CASE("the agents' ServiceAccount is given to --agent-service-account as NAMESPACE/NAME",
-          "[unit]") {
+TEST_CASE("The agents' ServiceAccount is given as NAMESPACE/NAME", "[unit]") {
   AgentTokenOptions options;
   CHECK(ParseAgentServiceAccount("nodemesh/nodemesh-agent", &options).ok());
   CHECK(options.service_account_namespace == "nodemesh");

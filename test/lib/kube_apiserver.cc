@@ -50,6 +50,9 @@ KubeApiServer::KubeApiServer(KubeApiServerOptions options)
   MakeCa(dir_, "ca");
   MakeCa(dir_, "other-ca");
   MakeServerCertificate(dir_, "ca");
+  MakeCa(dir_, "front-proxy-ca");
+  MakeClientCertificate(dir_, "front-proxy-ca", "front-proxy-client", "/CN=front-proxy-client");
+  MakeClientCertificate(dir_, "front-proxy-ca", "not-allowed", "/CN=not-allowed");
   Start();
 }
 
@@ -61,6 +64,21 @@ int KubeApiServer::port() const { return port_; }
 std::string KubeApiServer::ca_file() const { return dir_.path() + "/ca.crt"; }
 std::string KubeApiServer::other_ca_file() const { return dir_.path() + "/other-ca.crt"; }
 std::string KubeApiServer::admin_token() const { return admin_token_; }
+std::string KubeApiServer::front_proxy_ca_file() const {
+  return dir_.path() + "/front-proxy-ca.crt";
+}
+std::string KubeApiServer::front_proxy_client_cert() const {
+  return dir_.path() + "/front-proxy-client.crt";
+}
+std::string KubeApiServer::front_proxy_client_key() const {
+  return dir_.path() + "/front-proxy-client.key";
+}
+std::string KubeApiServer::not_allowed_client_cert() const {
+  return dir_.path() + "/not-allowed.crt";
+}
+std::string KubeApiServer::not_allowed_client_key() const {
+  return dir_.path() + "/not-allowed.key";
+}
 
 void KubeApiServer::Start() {
   if (running()) throw std::runtime_error("KubeApiServer::Start: already running");
@@ -71,6 +89,8 @@ void KubeApiServer::Start() {
   argv.insert(argv.end(), {"--port", std::to_string(port_), "--ready-file", ready_file});
   argv.insert(argv.end(), {"--cert", d + "/server.crt", "--key", d + "/server.key"});
   argv.insert(argv.end(), {"--admin-token", admin_token_, "--state", d + "/state.json"});
+  argv.insert(argv.end(), {"--client-ca", ca_file(), "--front-proxy-ca", front_proxy_ca_file(),
+                           "--front-proxy-allowed-name", "front-proxy-client"});
   argv.insert(argv.end(), {"--bookmark-interval",
                            fmt::format("{:.3f}", options_.bookmark_interval.count() / 1e3)});
   if (!options_.rbac_file.empty()) {

@@ -78,6 +78,16 @@ class KubeApiServer {
   std::string ca_file() const;        // the CA that signed the server's certificate
   std::string other_ca_file() const;  // an unrelated CA: TLS verification must fail with it
   std::string admin_token() const;
+  // The front proxy as kube-aggregator is one: its CA, published with the allowed name
+  // front-proxy-client in kube-system/extension-apiserver-authentication (requestheader-*
+  // keys, X-Remote-User, X-Remote-Group, X-Remote-Extra-; client-ca-file is ca_file()), its
+  // client certificate (CN=front-proxy-client), and one of the same CA whose name is not
+  // allowed (CN=not-allowed). PEM files.
+  std::string front_proxy_ca_file() const;
+  std::string front_proxy_client_cert() const;
+  std::string front_proxy_client_key() const;
+  std::string not_allowed_client_cert() const;
+  std::string not_allowed_client_key() const;
 
   // A token (a JWT with Kubernetes' claims, exp among them when it expires) for user
   // system:serviceaccount:<ns>:<name>.

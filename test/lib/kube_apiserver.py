@@ -3,7 +3,8 @@
 
     kube_apiserver.py --cert FILE --key FILE --admin-token TOKEN [--port N]
         [--ready-file FILE] [--tokens FILE] [--rbac FILE] [--state FILE]
-        [--bookmark-interval SECONDS] [--max-watch-seconds SECONDS]
+        [--bookmark-interval SECONDS] [--max-watch-seconds SECONDS] [--client-ca FILE]
+        [--front-proxy-ca FILE [--front-proxy-allowed-name NAME]...]
 
 Listens on 127.0.0.1 (port 0: any free port); once listening it writes the port to the
 ready file. Standard library only. What it implements, as the Kubernetes API documents it:
@@ -29,6 +30,9 @@ ready file. Standard library only. What it implements, as the Kubernetes API doc
   authentication-reader); otherwise every valid token may do anything. Group system:masters
   may do anything. Discovery paths (/api, /apis, /version...) are open to every
   authenticated user, as the default system:discovery binding makes them.
+- With --front-proxy-ca, the kube-system/extension-apiserver-authentication ConfigMap that
+  extension API servers read, as kube-apiserver publishes it: the front proxy's CA, the
+  allowed common names (--front-proxy-allowed-name) and the X-Remote-* header names.
 - In-memory objects: pods, services, namespaces, serviceaccounts, nodes, configmaps (v1);
   deployments, replicasets, statefulsets, daemonsets (apps/v1); jobs, cronjobs (batch/v1);
   endpointslices (discovery.k8s.io/v1); apiservices (apiregistration.k8s.io/v1). get, list,
@@ -1745,6 +1749,44 @@ class Handler(BaseHTTPRequestHandler):
         raise NO_ROUTE
 
 
+TRUST_KEY = ("", "configmaps", "kube-system", "extension-apiserver-authentication")
+
+
+def publish_authentication_trust(store, options):
+    """Writes kube-system/extension-apiserver-authentication as kube-apiserver's
+    cluster-authentication-trust controller does: who the front proxy is and which headers
+    carry the user, for extension API servers to read. Lists are JSON arrays in strings.
+    Left as it is when already so (after a restart)."""
+    def read(path):
+        with open(path) as f:
+            return f.read()
+    data = {
+        "requestheader-client-ca-file": read(options.front_proxy_ca),
+        "requestheader-allowed-names": json.dumps(options.front_proxy_allowed_name),
+        "requestheader-username-headers": '["X-Remote-User"]',
+        "requestheader-uid-headers": "[]",
+        "requestheader-group-headers": '["X-Remote-Group"]',
+        "requestheader-extra-headers-prefix": '["X-Remote-Extra-"]',
+    }
+    if options.client_ca:
+        data["client-ca-file"] = read(options.client_ca)
+    with store.cond:
+        old = store.objects.get(TRUST_KEY)
+        if old is not None and old.get("data") == data:
+            return
+        metadata = {"name": TRUST_KEY[3], "namespace": TRUST_KEY[2]}
+        trust = {"kind": "ConfigMap", "apiVersion": "v1", "metadata": metadata, "data": data}
+        if old is not None:
+            metadata.update({k: old["metadata"][k] for k in ("uid", "creationTimestamp")})
+            store.commit("MODIFIED", TRUST_KEY, trust, old)
+            return
+        # There from the start: at the first resourceVersion, which no change has taken.
+        metadata.update(uid=str(uuid.uuid4()), creationTimestamp=now_timestamp(),
+                        resourceVersion=str(store.rv))
+        store.objects[TRUST_KEY] = trust
+        store.save()
+
+
 def to_json(value):
     return json.dumps(value, separators=(",", ":")).encode()
 
@@ -1766,6 +1808,12 @@ def main():
     parser.add_argument("--rbac", help="JSON list of RBAC objects; without it, no authorization")
     parser.add_argument("--state", help="file the objects and tokens are kept in across restarts")
     parser.add_argument("--ready-file", help="the port is written here once listening")
+    parser.add_argument("--client-ca", help="the CA of client certificates (PEM), published as "
+                        "client-ca-file")
+    parser.add_argument("--front-proxy-ca", help="the CA of the front proxy's client certificate "
+                        "(PEM): the extension-apiserver-authentication ConfigMap is published")
+    parser.add_argument("--front-proxy-allowed-name", action="append", default=[],
+                        help="a common name the front proxy's certificate may have (repeat)")
     parser.add_argument("--bookmark-interval", type=float, default=1.0)
     parser.add_argument("--max-watch-seconds", type=float, default=1800.0)
     options = parser.parse_args()
@@ -1773,6 +1821,8 @@ def main():
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(options.cert, options.key)
     store = Store(options.state, options.bookmark_interval)
+    if options.front_proxy_ca:
+        publish_authentication_trust(store, options)
     server = Server(("127.0.0.1", options.port), context, store, options)
     port = server.server_address[1]
     if options.ready_file:

@@ -953,11 +953,7 @@ TEST_CASE("the bootstrap roles and system:masters authorize requests as in every
   TempDir dir;
   KubeApiServer server({.rbac_file = dir.Write("rbac.json", ReviewRbac().dump())});
   const std::string configmaps = "/api/v1/namespaces/kube-system/configmaps";
-  const json trust = server.Create(
-      configmaps, {{"apiVersion", "v1"},
-                   {"kind", "ConfigMap"},
-                   {"metadata", {{"name", "extension-apiserver-authentication"}}},
-                   {"data", {{"requestheader-allowed-names", R"(["front-proxy-client"])"}}}});
+  const json trust = server.Get(configmaps + "/extension-apiserver-authentication");
   server.Create(configmaps, {{"metadata", {{"name", "other"}}}, {"data", json::object()}});
   const std::string aggregator = server.IssueToken("nodemesh", "aggregator");
   const KubeApiServer::Response read =
@@ -1058,6 +1054,46 @@ TEST_CASE("reviews made slow or unavailable, and other requests unaffected") {
   CHECK(ReviewToken(server, reviewer, token, nullptr).status == 503);
   server.SetReviewFaults({});
   CHECK(ReviewToken(server, reviewer, token, nullptr).status == 201);
+}
+
+TEST_CASE("the front proxy's certificates and the extension-apiserver-authentication ConfigMap") {
+  KubeApiServer server;
+  const std::string path =
+      "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication";
+  const json trust = server.Get(path);
+  const json& data = trust.at("data");
+  CHECK(data.at("requestheader-client-ca-file") == ReadFile(server.front_proxy_ca_file()));
+  CHECK(data.at("client-ca-file") == ReadFile(server.ca_file()));
+  CHECK(json::parse(data.at("requestheader-allowed-names").get<std::string>()) ==
+        json{"front-proxy-client"});
+  CHECK(json::parse(data.at("requestheader-username-headers").get<std::string>()) ==
+        json{"X-Remote-User"});
+  CHECK(json::parse(data.at("requestheader-group-headers").get<std::string>()) ==
+        json{"X-Remote-Group"});
+  CHECK(json::parse(data.at("requestheader-extra-headers-prefix").get<std::string>()) ==
+        json{"X-Remote-Extra-"});
+  CHECK(json::parse(data.at("requestheader-uid-headers").get<std::string>()) == json::array());
+
+  // Both client certificates are the front proxy CA's, for clients, with their names.
+  for (const auto& [cert, name] :
+       {std::pair{server.front_proxy_client_cert(), "front-proxy-client"},
+        std::pair{server.not_allowed_client_cert(), "not-allowed"}}) {
+    const CommandResult verify = RunCommand({"openssl", "verify", "-purpose", "sslclient",
+                                             "-CAfile", server.front_proxy_ca_file(), cert});
+    INFO(verify.output);
+    CHECK(verify.exit_code == 0);
+    const CommandResult subject =
+        RunCommand({"openssl", "x509", "-noout", "-subject", "-in", cert});
+    CHECK(subject.output.find(std::string("CN = ") + name) != std::string::npos);
+  }
+  CHECK(RunCommand(
+            {"openssl", "verify", "-CAfile", server.ca_file(), server.front_proxy_client_cert()})
+            .exit_code != 0);
+
+  // Published once: a restart leaves it as it was.
+  server.Stop();
+  server.Start();
+  CHECK(server.Get(path) == trust);
 }
 
 }  // namespace
