@@ -646,18 +646,26 @@ int64_t UnixNow() {
       .count();
 }
 
+// The pod agent-x on node-a, and a projected token of it for the aggregator, expiring after
+// `expiration`, with the node claims of Kubernetes 1.30+. Returns the pod.
+json ProjectAgentX(KubeApiServer& server, std::chrono::seconds expiration, std::string* token) {
+  const json pod = server.Create("/api/v1/namespaces/nodemesh/pods",
+                                 Pod("agent-x", {{"app", "agent"}}, "node-a"));
+  *token = server.IssueToken("nodemesh", "nodemesh-agent",
+                             {.audiences = {"nodemesh.io/aggregator"},
+                              .expiration = expiration,
+                              .pod_name = "agent-x",
+                              .node_name = "node-a",
+                              .node_uid = "node-a-uid"});
+  return pod;
+}
+
 TEST_CASE("tokens have audiences, expiry and pod and node claims, as projected tokens do") {
   KubeApiServer server;
   const std::string pods = "/api/v1/namespaces/nodemesh/pods";
-  const json pod = server.Create(pods, Pod("agent-x", {{"app", "agent"}}, "node-a"));
+  std::string projected;
+  const json pod = ProjectAgentX(server, std::chrono::seconds(3600), &projected);
   const std::string pod_uid = pod.at("metadata").at("uid");
-
-  const std::string projected = server.IssueToken("nodemesh", "nodemesh-agent",
-                                                  {.audiences = {"nodemesh.io/aggregator"},
-                                                   .expiration = std::chrono::seconds(3600),
-                                                   .pod_name = "agent-x",
-                                                   .node_name = "node-a",
-                                                   .node_uid = "node-a-uid"});
   const json claims = ClaimsOf(projected);
   CHECK(claims.at("aud") == json{"nodemesh.io/aggregator"});
   CHECK(claims.at("sub") == "system:serviceaccount:nodemesh:nodemesh-agent");
@@ -746,16 +754,10 @@ TEST_CASE("TokenReview checks audiences, expiry and the pod, and gives the pod a
   TempDir dir;
   KubeApiServer server({.rbac_file = dir.Write("rbac.json", ReviewRbac().dump())});
   const std::string reviewer = server.IssueToken("nodemesh", "aggregator");
-  const json pod = server.Create("/api/v1/namespaces/nodemesh/pods",
-                                 Pod("agent-x", {{"app", "agent"}}, "node-a"));
+  std::string token;
+  const json pod = ProjectAgentX(server, std::chrono::seconds(600), &token);
   const std::string pod_uid = pod.at("metadata").at("uid");
   const json audience = {"nodemesh.io/aggregator"};
-  const std::string token = server.IssueToken("nodemesh", "nodemesh-agent",
-                                              {.audiences = {"nodemesh.io/aggregator"},
-                                               .expiration = std::chrono::seconds(600),
-                                               .pod_name = "agent-x",
-                                               .node_name = "node-a",
-                                               .node_uid = "node-a-uid"});
 
   const KubeApiServer::Response accepted = ReviewToken(server, reviewer, token, audience);
   INFO(accepted.body);
