@@ -209,6 +209,8 @@ TEST_CASE("the front proxy's settings follow the ConfigMap as the API server cha
   config.ca_file = api_server.ca_file();
   config.token = api_server.IssueToken("nodemesh", "aggregator");
   kube::Client client(config);
+  // An API server without a front proxy, to begin with: no ConfigMap.
+  api_server.Delete("/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication");
   RecordedClientCa recorded;
   FrontProxyOptions options;
   options.reflector.initial_backoff = 50ms;
@@ -262,8 +264,7 @@ TEST_CASE("the front proxy's settings follow the ConfigMap as the API server cha
   // Gone: nobody is let in any more, and the verify store is emptied.
   api_server.Delete(configmaps + "/extension-apiserver-authentication");
   REQUIRE(testing::PollUntil(
-      [&] { return front_proxy.client_ca_pem().empty() && recorded.pems().back().empty(); },
-      10s));
+      [&] { return front_proxy.client_ca_pem().empty() && recorded.pems().back().empty(); }, 10s));
   CHECK(front_proxy.Authenticate("aggregator-proxy", alice).status().code() ==
         absl::StatusCode::kUnauthenticated);
   CHECK(recorded.pems().back().empty());

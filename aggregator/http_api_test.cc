@@ -7,7 +7,9 @@
 
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "aggregator/server.h"
@@ -67,27 +69,19 @@ struct HttpApiCluster {
   testing::TempDir dir;
   testing::KubeApiServer api{{.rbac_file = dir.Write("rbac.json", HttpApiRbac().dump())}};
   std::unique_ptr<AggregatorServer> aggregator;
+  std::map<std::string, std::pair<std::string, std::string>> certificates;  // name: file, key
 
   HttpApiCluster() {
-    testing::MakeCa(dir, "front-proxy-ca");
-    testing::MakeClientCertificate(dir, "front-proxy-ca", "front-proxy", "/CN=front-proxy-client");
+    // The front proxy's CA and certificates are the test API server's, which publishes them
+    // in extension-apiserver-authentication as kube-apiserver does; a forger has a
+    // certificate of the same name from another CA.
     testing::MakeCa(dir, "other-ca");
     testing::MakeClientCertificate(dir, "other-ca", "forger", "/CN=front-proxy-client");
     testing::MakeCa(dir, "serving-ca");
     testing::MakeServerCertificate(dir, "serving-ca", "aggregator");
-    std::ifstream ca(dir.path() + "/front-proxy-ca.crt");
-    const std::string ca_pem((std::istreambuf_iterator<char>(ca)), {});
-    api.Create("/api/v1/namespaces/kube-system/configmaps",
-               {{"apiVersion", "v1"},
-                {"kind", "ConfigMap"},
-                {"metadata",
-                 {{"name", "extension-apiserver-authentication"}, {"namespace", "kube-system"}}},
-                {"data",
-                 {{"requestheader-client-ca-file", ca_pem},
-                  {"requestheader-allowed-names", R"(["front-proxy-client"])"},
-                  {"requestheader-username-headers", R"(["X-Remote-User"])"},
-                  {"requestheader-group-headers", R"(["X-Remote-Group"])"},
-                  {"requestheader-extra-headers-prefix", R"(["X-Remote-Extra-"])"}}}});
+    certificates["front-proxy"] = {api.front_proxy_client_cert(), api.front_proxy_client_key()};
+    certificates["not-allowed"] = {api.not_allowed_client_cert(), api.not_allowed_client_key()};
+    certificates["forger"] = {dir.path() + "/forger.crt", dir.path() + "/forger.key"};
 
     ServerOptions options;
     options.listen_address = "127.0.0.1:0";
@@ -108,7 +102,7 @@ struct HttpApiCluster {
   }
 
   // GET `path` with `headers` ("Name: value"), presenting the client certificate `as`
-  // (front-proxy, forger; "" for none). Waits at most `timeout` for the whole answer.
+  // (front-proxy, not-allowed, forger; "" for none). Waits at most `timeout` for the whole answer.
   Answer Get(const std::string& path, const std::vector<std::string>& headers,
              const std::string& as, std::chrono::seconds timeout = 10s) {
     const std::string body_file = dir.path() + "/body";
@@ -116,8 +110,8 @@ struct HttpApiCluster {
         "curl", "-sS",          "--cacert",   dir.path() + "/serving-ca.crt", "-o", body_file,
         "-w",   "%{http_code}", "--max-time", std::to_string(timeout.count())};
     if (!as.empty()) {
-      argv.insert(argv.end(), {"--cert", dir.path() + "/" + as + ".crt", "--key",
-                               dir.path() + "/" + as + ".key"});
+      const auto& [certificate, key] = certificates.at(as);
+      argv.insert(argv.end(), {"--cert", certificate, "--key", key});
     }
     for (const std::string& header : headers) argv.insert(argv.end(), {"-H", header});
     argv.push_back("https://" + aggregator->api_address() + path);
@@ -145,6 +139,8 @@ TEST_CASE("the HTTPS API believes only the front proxy, and RBAC decides every c
   CHECK(no_certificate.code == "401");
   CHECK(json::parse(no_certificate.body)["reason"] == "Unauthorized");
   CHECK(cluster.Get(api + "/namespaces/a/stats/deployment", kAlice, "forger").code == "401");
+  // Nor those of a certificate of the front proxy's CA with a name it does not allow.
+  CHECK(cluster.Get(api + "/namespaces/a/stats/deployment", kAlice, "not-allowed").code == "401");
 
   // alice reads namespace a: the gRPC API's answer in protobuf's JSON mapping.
   const Answer stat =
