@@ -136,18 +136,17 @@ absl::Status MayTap(const Caller& caller, const v1::TapRequestSpec& spec) {
   std::vector<std::string> namespaces = TappedNamespaces(spec);
   if (namespaces.empty()) namespaces.emplace_back();  // every namespace: cluster scope
   for (std::string& name : namespaces) {
-    const Permission tap{
-        .verb = "watch", .resource = "taps", .namespace_name = std::move(name)};
+    const Permission tap{.verb = "watch", .resource = "taps", .namespace_name = std::move(name)};
     if (absl::Status may = MayByCertificate(caller, tap); !may.ok()) return may;
   }
   return absl::OkStatus();
 }
 
 absl::Status MayRelayToNode(const Caller& caller, std::string_view node) {
-  return MayByCertificate(caller, Permission{.verb = "get",
-                                             .resource = "nodes",
-                                             .subresource = "admin",
-                                             .name = std::string(node)});
+  return MayByCertificate(
+      caller,
+      Permission{
+          .verb = "get", .resource = "nodes", .subresource = "admin", .name = std::string(node)});
 }
 
 absl::Status Authorizer::ClientCall(const grpc::ServerContext& context,
@@ -156,8 +155,9 @@ absl::Status Authorizer::ClientCall(const grpc::ServerContext& context,
   const Caller caller = CallerOf(context);
   if (mode_ == AuthMode::kKubernetes && !caller.authenticated) {
     return absl::UnauthenticatedError(
-        "this aggregator authorizes users through the Kubernetes API server: run meshctl "
-        "without --aggregator, with your kubeconfig");
+        "this aggregator authorizes users through the Kubernetes API server: ask its API "
+        "there (kubectl get --raw /apis/nodemesh.io/v1alpha1/...), or present a client "
+        "certificate of its --tls-ca");
   }
   return rule(caller);
 }

@@ -149,8 +149,9 @@ TEST_CASE("in the Kubernetes mode a gRPC client without a certificate is sent to
                                      kubernetes.RelayToNode(context, "node-a")}) {
     CHECK(status.code() == absl::StatusCode::kUnauthenticated);
     CHECK(status.message() ==
-          "this aggregator authorizes users through the Kubernetes API server: run meshctl "
-          "without --aggregator, with your kubeconfig");
+          "this aggregator authorizes users through the Kubernetes API server: ask its API "
+          "there (kubectl get --raw /apis/nodemesh.io/v1alpha1/...), or present a client "
+          "certificate of its --tls-ca");
   }
   // Agents are known by certificates there too.
   CHECK(kubernetes.Report(context, "node-a").code() == absl::StatusCode::kUnauthenticated);
