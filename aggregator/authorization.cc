@@ -85,19 +85,6 @@ absl::Status MayReport(const Caller& caller, std::string_view node) {
   return absl::OkStatus();
 }
 
-std::vector<std::string> TappedNamespaces(const v1::TapRequestSpec& spec) {
-  std::vector<std::string> namespaces;
-  for (const v1::Resource* resource : {&spec.target(), &spec.to()}) {
-    if (resource == &spec.to() && !spec.has_to()) continue;
-    if (resource->namespace_().empty()) return {};  // every namespace
-    if (std::find(namespaces.begin(), namespaces.end(), resource->namespace_()) ==
-        namespaces.end()) {
-      namespaces.push_back(resource->namespace_());
-    }
-  }
-  return namespaces;
-}
-
 absl::Status MayByCertificate(const Caller& caller, const Permission& permission) {
   if (permission.resource == "taps") {
     if (!caller.authenticated) return NoCertificate("tap");
@@ -133,10 +120,9 @@ absl::Status MayRead(const Caller& caller) {
 }
 
 absl::Status MayTap(const Caller& caller, const v1::TapRequestSpec& spec) {
-  std::vector<std::string> namespaces = TappedNamespaces(spec);
-  if (namespaces.empty()) namespaces.emplace_back();  // every namespace: cluster scope
-  for (std::string& name : namespaces) {
-    const Permission tap{.verb = "watch", .resource = "taps", .namespace_name = std::move(name)};
+  // The same permissions as a tap through the API server needs (the target's namespace and
+  // the destination's; none: every namespace), answered from the certificate.
+  for (const Permission& tap : httpapi::PermissionsFor(spec)) {
     if (absl::Status may = MayByCertificate(caller, tap); !may.ok()) return may;
   }
   return absl::OkStatus();

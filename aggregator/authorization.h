@@ -58,9 +58,6 @@ absl::Status MayRead(const Caller& caller);
 absl::Status MayTap(const Caller& caller, const v1::TapRequestSpec& spec);
 absl::Status MayRelayToNode(const Caller& caller, std::string_view node);
 
-// The namespaces a tap reaches: its target's, and its `to`'s. Empty: every namespace.
-std::vector<std::string> TappedNamespaces(const v1::TapRequestSpec& spec);
-
 enum class AuthMode {
   // No client CA: nobody is authenticated and everything is allowed. Plaintext on loopback
   // (the local cluster), or TLS that only proves the aggregator to its callers.

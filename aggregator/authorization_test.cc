@@ -94,15 +94,27 @@ TEST_CASE("tap needs the tapped namespaces in the certificate's groups") {
   CHECK(MayTap(Caller{}, TapOf("emojivoto")).code() == absl::StatusCode::kUnauthenticated);
 }
 
+// The namespaces whose tap permission a tap needs ("": every namespace).
+std::vector<std::string> TappedNamespaces(const v1::TapRequestSpec& spec) {
+  std::vector<std::string> namespaces;
+  for (const Permission& tap : httpapi::PermissionsFor(spec)) {
+    namespaces.push_back(tap.namespace_name);
+  }
+  return namespaces;
+}
+
 TEST_CASE("the tapped namespaces are the target's and the destination's") {
   CHECK(TappedNamespaces(TapOf("emojivoto")) == std::vector<std::string>{"emojivoto"});
   CHECK(TappedNamespaces(TapOf("emojivoto", "emojivoto")) == std::vector<std::string>{"emojivoto"});
   CHECK(TappedNamespaces(TapOf("emojivoto", "payments")) ==
         std::vector<std::string>{"emojivoto", "payments"});
-  CHECK(TappedNamespaces(TapOf("")).empty());
+  CHECK(TappedNamespaces(TapOf("")) == std::vector<std::string>{""});
   v1::TapRequestSpec all_to = TapOf("emojivoto");
   all_to.mutable_to()->set_type("deployment");  // a destination in every namespace
-  CHECK(TappedNamespaces(all_to).empty());
+  CHECK(TappedNamespaces(all_to) == std::vector<std::string>{"emojivoto", ""});
+  // A user with emojivoto's tap may not tap a destination in every namespace.
+  CHECK(MayTap(User("alice", {"nodemesh:tap:emojivoto"}), all_to).code() ==
+        absl::StatusCode::kPermissionDenied);
 }
 
 TEST_CASE("a node's shell through the relay needs every namespace's tap") {

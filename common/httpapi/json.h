@@ -22,11 +22,6 @@ std::string MessageJson(const google::protobuf::Message& message);
 // may answer with more). INVALID_ARGUMENT naming what is wrong.
 absl::Status ParseMessageJson(std::string_view json, google::protobuf::Message* message);
 
-// A tap's line when nothing else was sent for a while (an empty TapStreamMessage, which
-// every reader skips): proxies and the client's stall detector see the stream is alive.
-inline constexpr std::string_view kTapHeartbeat = "{}\n";
-inline constexpr std::chrono::seconds kTapHeartbeatInterval{10};
-
 // An error as the API answers it.
 struct ErrorAnswer {
   int http_status = 500;
