@@ -87,9 +87,10 @@ absl::StatusOr<std::shared_ptr<TapSession>> ApiCalls::OpenTap(const v1::TapReque
 
 absl::Status ApiCalls::StreamTap(std::shared_ptr<TapSession> session,
                                  const v1::TapRequestSpec& spec, TapStream& stream) const {
-
-  const auto poll = std::min<std::chrono::milliseconds>(kTapPollInterval, tap_drops_interval_);
+  const auto poll =
+      std::min({kTapPollInterval, tap_pacing_.drops_interval, tap_pacing_.heartbeat_interval});
   auto last_drops = std::chrono::steady_clock::now();
+  auto last_sent = last_drops;
   std::vector<v1::TapEvent> events;
   bool client_there = true;
   uint64_t sent = 0;
@@ -106,16 +107,22 @@ absl::Status ApiCalls::StreamTap(std::shared_ptr<TapSession> session,
         break;
       }
       ++sent;
+      last_sent = std::chrono::steady_clock::now();
     }
     const auto now = std::chrono::steady_clock::now();
-    if (client_there && now - last_drops >= tap_drops_interval_) {
+    if (client_there && now - last_drops >= tap_pacing_.drops_interval) {
       last_drops = now;
       v1::TapDrops drops = session->TakeDrops();
       if (drops.agent_dropped() != 0 || drops.stream_dropped() != 0) {
         v1::TapStreamMessage message;
         *message.mutable_drops() = std::move(drops);
         client_there = stream.Write(message);
+        last_sent = now;
       }
+    }
+    if (client_there && now - last_sent >= tap_pacing_.heartbeat_interval) {
+      client_there = stream.Heartbeat();
+      last_sent = now;
     }
     if (!open) break;  // the aggregator is shutting down
   }

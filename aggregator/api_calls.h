@@ -38,13 +38,23 @@ class TapStream {
   virtual bool Write(const v1::TapStreamMessage& message) = 0;
   // The client left or the call was cancelled: asked between messages, at least every 100 ms.
   virtual bool Cancelled() const = 0;
+  // Nothing was sent for TapPacing::heartbeat_interval: tells the client the tap is alive,
+  // so that the proxies on the way keep a quiet stream open; false once the client is gone.
+  // A transport with keepalives of its own sends nothing.
+  virtual bool Heartbeat() = 0;
+};
+
+// How often a tap's client hears from it when its events do not speak for it.
+struct TapPacing {
+  // Events the agents or the stream dropped are told this often (when there were any).
+  std::chrono::milliseconds drops_interval{1000};
+  // A stream quiet for this long gets a heartbeat (TapStream::Heartbeat).
+  std::chrono::milliseconds heartbeat_interval{10000};
 };
 
 class ApiCalls {
  public:
-  // A tap's client hears of dropped events every `tap_drops_interval` (when there were any).
-  ApiCalls(ServerState& state, std::chrono::milliseconds tap_drops_interval)
-      : state_(state), tap_drops_interval_(tap_drops_interval) {}
+  ApiCalls(ServerState& state, TapPacing tap_pacing) : state_(state), tap_pacing_(tap_pacing) {}
 
   absl::StatusOr<v1::StatSummaryResponse> StatSummary(const v1::StatSummaryRequest& request) const;
   absl::StatusOr<v1::EdgesResponse> Edges(const v1::EdgesRequest& request) const;
@@ -55,7 +65,7 @@ class ApiCalls {
   // connected, else AdminRelay::Call's failures; `cancelled` says the caller left.
   absl::StatusOr<v1::NodeAdminResponse> NodeAdmin(const v1::NodeAdminRequest& request,
                                                   const std::function<bool()>& cancelled) const;
-  // Streams the tap's events, and its drops every tap_drops_interval, to `stream` until the
+  // Streams the tap's events, its drops and heartbeats as TapPacing says, to `stream` until the
   // client goes (CANCELLED) or the aggregator shuts down (UNAVAILABLE); a tap the hub cannot
   // open fails at once with the hub's reason.
   absl::Status Tap(const v1::TapRequestSpec& spec, const CallOrigin& origin,
@@ -72,7 +82,7 @@ class ApiCalls {
   QueryContext Context() const;
 
   ServerState& state_;
-  const std::chrono::milliseconds tap_drops_interval_;
+  const TapPacing tap_pacing_;
 };
 
 }  // namespace nodemesh::aggregator

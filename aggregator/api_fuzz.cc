@@ -152,7 +152,7 @@ void Run(const fuzz::ApiScript& script) {
   };
   options.store.max_memory_bytes = 16 << 20;  // small, so that the budget's evictions run too
   options.admin_relay.timeout = 100ms;
-  options.tap_drops_interval = 50ms;
+  options.tap_pacing.drops_interval = 50ms;
   options.housekeeping_interval = 0ms;  // the script's clock steps run it
   aggregator::AggregatorServer server(options);
   const absl::StatusOr<int> port = server.Start();

@@ -23,6 +23,8 @@ class GrpcTapStream final : public TapStream {
 
   bool Write(const v1::TapStreamMessage& message) override { return writer_.Write(message); }
   bool Cancelled() const override { return context_.IsCancelled(); }
+  // HTTP/2 pings keep the call; an empty message would only wake the client.
+  bool Heartbeat() override { return !context_.IsCancelled(); }
 
  private:
   const grpc::ServerContext& context_;

@@ -201,8 +201,8 @@ class RecordedClientCa {
 };
 
 TEST_CASE("the front proxy's settings follow the ConfigMap as the API server changes it") {
-  const testing::TempDir dir;
-  testing::KubeApiServer api_server(
+  const nodemesh::testing::TempDir dir;
+  nodemesh::testing::KubeApiServer api_server(
       {.rbac_file = dir.Write("rbac.json", ConfigMapReaderRbac().dump())});
   kube::Config config;
   config.server = api_server.url();
@@ -233,12 +233,12 @@ TEST_CASE("the front proxy's settings follow the ConfigMap as the API server cha
 
   const std::string configmaps = "/api/v1/namespaces/kube-system/configmaps";
   api_server.Create(configmaps, KubeadmConfigMap());
-  REQUIRE(testing::PollUntil(
+  REQUIRE(nodemesh::testing::PollUntil(
       [&] { return front_proxy.Authenticate("front-proxy-client", alice).ok(); }, 10s));
   CHECK(front_proxy.Authenticate("front-proxy-client", alice)->groups ==
         std::vector<std::string>{"dev"});
   CHECK(front_proxy.client_ca_pem() == KubeadmSettings().client_ca_pem);
-  REQUIRE(testing::PollUntil([&] { return !recorded.pems().empty(); }, 10s));
+  REQUIRE(nodemesh::testing::PollUntil([&] { return !recorded.pems().empty(); }, 10s));
   CHECK(recorded.pems() == std::vector<std::string>{KubeadmSettings().client_ca_pem});
 
   // A rotation: a new CA and another proxy name. The old name is refused from then on.
@@ -248,7 +248,7 @@ TEST_CASE("the front proxy's settings follow the ConfigMap as the API server cha
                           {{"requestheader-client-ca-file", rotated},
                            {"requestheader-allowed-names", R"(["aggregator-proxy"])"}}}});
   // The settings change before the verify store hears of it: wait for both.
-  REQUIRE(testing::PollUntil(
+  REQUIRE(nodemesh::testing::PollUntil(
       [&] { return front_proxy.client_ca_pem() == rotated && recorded.pems().back() == rotated; },
       10s));
   CHECK(front_proxy.Authenticate("front-proxy-client", alice).status().code() ==
@@ -263,7 +263,7 @@ TEST_CASE("the front proxy's settings follow the ConfigMap as the API server cha
 
   // Gone: nobody is let in any more, and the verify store is emptied.
   api_server.Delete(configmaps + "/extension-apiserver-authentication");
-  REQUIRE(testing::PollUntil(
+  REQUIRE(nodemesh::testing::PollUntil(
       [&] { return front_proxy.client_ca_pem().empty() && recorded.pems().back().empty(); }, 10s));
   CHECK(front_proxy.Authenticate("aggregator-proxy", alice).status().code() ==
         absl::StatusCode::kUnauthenticated);

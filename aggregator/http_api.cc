@@ -50,6 +50,10 @@ class HttpTapStream : public TapStream {
     return out_.Write(httpapi::MessageJson(message), kTapWriteDeadline);
   }
   bool Cancelled() const override { return out_.ClientGone(); }
+  // An empty message, which every reader of the stream skips.
+  bool Heartbeat() override {
+    return out_.Write(httpapi::MessageJson(v1::TapStreamMessage()), kTapWriteDeadline);
+  }
 
  private:
   http::ResponseStream& out_;

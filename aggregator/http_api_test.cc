@@ -2,18 +2,24 @@
 // real aggregator serving it, the test API server publishing its front proxy's CA and
 // deciding SubjectAccessReviews by its RBAC, and curl as the front proxy (with the front
 // proxy's client certificate) or as someone forging its headers (without one, or with a
-// certificate of another CA).
+// certificate of another CA). An agent with a certificate of the aggregator's client CA feeds
+// its taps.
 #include "aggregator/http_api.h"
 
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_split.h"
+#include "aggregator/fake_agent.h"
 #include "aggregator/server.h"
+#include "aggregator/test_util.h"
 #include "common/httpapi/json.h"
+#include "common/tls/tls.h"
 #include "test/lib/certificates.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
@@ -66,19 +72,22 @@ struct Answer {
 
 // An aggregator serving the HTTPS API for a test API server that has a front proxy.
 struct HttpApiCluster {
-  testing::TempDir dir;
-  testing::KubeApiServer api{{.rbac_file = dir.Write("rbac.json", HttpApiRbac().dump())}};
+  nodemesh::testing::TempDir dir;
+  nodemesh::testing::KubeApiServer api{{.rbac_file = dir.Write("rbac.json", HttpApiRbac().dump())}};
   std::unique_ptr<AggregatorServer> aggregator;
+  std::string grpc_address;
   std::map<std::string, std::pair<std::string, std::string>> certificates;  // name: file, key
 
   HttpApiCluster() {
     // The front proxy's CA and certificates are the test API server's, which publishes them
     // in extension-apiserver-authentication as kube-apiserver does; a forger has a
     // certificate of the same name from another CA.
-    testing::MakeCa(dir, "other-ca");
-    testing::MakeClientCertificate(dir, "other-ca", "forger", "/CN=front-proxy-client");
-    testing::MakeCa(dir, "serving-ca");
-    testing::MakeServerCertificate(dir, "serving-ca", "aggregator");
+    nodemesh::testing::MakeCa(dir, "other-ca");
+    nodemesh::testing::MakeClientCertificate(dir, "other-ca", "forger", "/CN=front-proxy-client");
+    nodemesh::testing::MakeCa(dir, "serving-ca");
+    nodemesh::testing::MakeServerCertificate(dir, "serving-ca", "aggregator");
+    nodemesh::testing::MakeClientCertificate(dir, "serving-ca", "node-a",
+                                             "/O=system:nodes/CN=system:node:node-a");
     certificates["front-proxy"] = {api.front_proxy_client_cert(), api.front_proxy_client_key()};
     certificates["not-allowed"] = {api.not_allowed_client_cert(), api.not_allowed_client_key()};
     certificates["forger"] = {dir.path() + "/forger.crt", dir.path() + "/forger.key"};
@@ -87,6 +96,7 @@ struct HttpApiCluster {
     options.listen_address = "127.0.0.1:0";
     options.tls.cert = dir.path() + "/aggregator.crt";
     options.tls.key = dir.path() + "/aggregator.key";
+    options.tls.ca = dir.path() + "/serving-ca.crt";  // agents' certificates
     kube::Config config;
     config.server = api.url();
     config.ca_file = api.ca_file();
@@ -94,11 +104,14 @@ struct HttpApiCluster {
     options.kubernetes.api_server = config;
     options.kubernetes.api_listen = "127.0.0.1:0";
     options.housekeeping_interval = 0ms;
+    options.tap_pacing.heartbeat_interval = 300ms;
     aggregator = std::make_unique<AggregatorServer>(options);
     const absl::StatusOr<int> port = aggregator->Start();
     INFO(port.status().ToString());
     REQUIRE(port.ok());
-    REQUIRE(testing::PollUntil([&] { return Get("/readyz", {}, "").code == "200"; }, 10s));
+    grpc_address = "127.0.0.1:" + std::to_string(*port);
+    REQUIRE(
+        nodemesh::testing::PollUntil([&] { return Get("/readyz", {}, "").code == "200"; }, 10s));
   }
 
   // GET `path` with `headers` ("Name: value"), presenting the client certificate `as`
@@ -106,18 +119,41 @@ struct HttpApiCluster {
   Answer Get(const std::string& path, const std::vector<std::string>& headers,
              const std::string& as, std::chrono::seconds timeout = 10s) {
     const std::string body_file = dir.path() + "/body";
-    std::vector<std::string> argv = {
-        "curl", "-sS",          "--cacert",   dir.path() + "/serving-ca.crt", "-o", body_file,
-        "-w",   "%{http_code}", "--max-time", std::to_string(timeout.count())};
+    std::vector<std::string> argv = {"-o",           body_file,    "-w",
+                                     "%{http_code}", "--max-time", std::to_string(timeout.count())};
+    const nodemesh::testing::CommandResult ran =
+        nodemesh::testing::RunCommand(Curl(path, headers, as, argv), timeout + 5s);
+    std::ifstream body(body_file);
+    return Answer{ran.output.substr(0, 3), std::string((std::istreambuf_iterator<char>(body)), {})};
+  }
+
+  // The command line of curl asking for `path` as Get does, with `options` of its own.
+  std::vector<std::string> Curl(const std::string& path, const std::vector<std::string>& headers,
+                                const std::string& as, std::vector<std::string> options) {
+    std::vector<std::string> argv = {"curl", "-sS", "--cacert", dir.path() + "/serving-ca.crt"};
+    argv.insert(argv.end(), options.begin(), options.end());
     if (!as.empty()) {
       const auto& [certificate, key] = certificates.at(as);
       argv.insert(argv.end(), {"--cert", certificate, "--key", key});
     }
     for (const std::string& header : headers) argv.insert(argv.end(), {"-H", header});
     argv.push_back("https://" + aggregator->api_address() + path);
-    const testing::CommandResult ran = testing::RunCommand(argv, timeout + 5s);
-    std::ifstream body(body_file);
-    return Answer{ran.output.substr(0, 3), std::string((std::istreambuf_iterator<char>(body)), {})};
+    return argv;
+  }
+
+  // An agent of node-a with `pods`, connected with its node certificate.
+  std::unique_ptr<aggregator::testing::FakeAgent> ConnectAgent(std::vector<v1::Pod> pods) {
+    const auto credentials = ClientCredentials(TlsFiles{.ca = dir.path() + "/serving-ca.crt",
+                                                        .cert = dir.path() + "/node-a.crt",
+                                                        .key = dir.path() + "/node-a.key",
+                                                        .server_name = ""},
+                                               "--tls-");
+    REQUIRE(credentials.ok());
+    auto agent = std::make_unique<aggregator::testing::FakeAgent>(
+        grpc_address, "node-a", std::move(pods), "", *credentials);
+    REQUIRE(
+        nodemesh::testing::PollUntil([&] { return !aggregator->tap_hub().agents().empty(); }, 10s));
+    return agent;
   }
 };
 
@@ -184,6 +220,55 @@ TEST_CASE("the HTTPS API believes only the front proxy, and RBAC decides every c
   // A path that is no call names the calls.
   const Answer unknown = cluster.Get(api + "/namespaces/a/nothing", kAlice, "front-proxy");
   CHECK(unknown.code == "404");
+}
+
+TEST_CASE("a tap through the HTTPS API is one message per line, with heartbeats while quiet") {
+  HttpApiCluster cluster;
+  const v1::Pod web =
+      aggregator::testing::MakePod("a", "web-1", "Deployment", "web", "node-a", true);
+  const v1::Pod voting =
+      aggregator::testing::MakePod("a", "voting-1", "Deployment", "voting", "node-a", true);
+  auto agent = cluster.ConnectAgent({web, voting});
+
+  nodemesh::testing::Process tap(
+      cluster.Curl(std::string(kApi) + "/namespaces/a/taps?watch=true&target.type=deployment&"
+                                       "target.name=web&maxEvents=2",
+                   kAlice, "front-proxy", {"-N", "--max-time", "30"}));
+  // The agent is asked for the pods' requests both ways; until one comes, the stream says
+  // only that it is alive.
+  const std::vector<v1::AggregatorMessage> subscribed = agent->WaitForMessages(2);
+  REQUIRE(subscribed.size() == 2);
+  REQUIRE(subscribed[0].has_subscribe());
+  REQUIRE(tap.WaitForOutput("{}\n", 10s));
+
+  v1::TapEvent event;
+  event.set_subscription(subscribed[0].subscribe().id());
+  *event.mutable_source() = web.identity();
+  *event.mutable_destination() = voting.identity();
+  event.mutable_request()->set_method("GET");
+  for (const std::string id : {"node-a:1:1", "node-a:1:2", "node-a:1:3"}) {
+    event.set_request_id(id);
+    agent->SendTap({event});
+  }
+  // Two events, then the answer ends.
+  const std::optional<nodemesh::testing::ExitStatus> ended = tap.Wait(10s);
+  INFO(tap.output());
+  REQUIRE(ended.has_value());
+  CHECK(ended->ok());
+  std::vector<std::string> ids;
+  int heartbeats = 0;
+  for (const absl::string_view line : absl::StrSplit(tap.output(), '\n', absl::SkipEmpty())) {
+    v1::TapStreamMessage message;
+    REQUIRE(httpapi::ParseMessageJson(std::string_view(line.data(), line.size()), &message).ok());
+    if (message.has_event()) {
+      ids.push_back(message.event().request_id());
+    } else {
+      CHECK(message.ByteSizeLong() == 0);
+      ++heartbeats;
+    }
+  }
+  CHECK(ids == std::vector<std::string>{"node-a:1:1", "node-a:1:2"});
+  CHECK(heartbeats >= 1);
 }
 
 }  // namespace

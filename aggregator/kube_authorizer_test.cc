@@ -104,7 +104,7 @@ kube::Config ConfigFor(const std::string& server) {
 }
 
 TEST_CASE("an API server that is down makes a clear UNAVAILABLE at once") {
-  testing::KubeApiServer api_server;
+  nodemesh::testing::KubeApiServer api_server;
   kube::Client client(ConfigFor(api_server.url()));
   api_server.Stop();
   KubeAuthorizer authorizer(client);
@@ -150,7 +150,7 @@ TEST_CASE("an API server that does not answer makes UNAVAILABLE within the revie
 }
 
 TEST_CASE("system:masters may do anything without a review") {
-  testing::KubeApiServer api_server;
+  nodemesh::testing::KubeApiServer api_server;
   kube::Client client(ConfigFor(api_server.url()));
   api_server.Stop();  // a review would fail
   KubeAuthorizer authorizer(client);
@@ -182,8 +182,9 @@ json AuthorizerRbac() {
 
 // A test API server that enforces AuthorizerRbac.
 struct RbacApiServer {
-  testing::TempDir dir;
-  testing::KubeApiServer server{{.rbac_file = dir.Write("rbac.json", AuthorizerRbac().dump())}};
+  nodemesh::testing::TempDir dir;
+  nodemesh::testing::KubeApiServer server{
+      {.rbac_file = dir.Write("rbac.json", AuthorizerRbac().dump())}};
 };
 
 // How a failed review of alice's tap in namespace a begins.
@@ -192,7 +193,7 @@ constexpr std::string_view kAliceTapReviewFailed =
     "SubjectAccessReview failed: ";
 
 // The aggregator's client of `api_server`, as its ServiceAccount `service_account`.
-kube::Config AggregatorConfig(testing::KubeApiServer& api_server,
+kube::Config AggregatorConfig(nodemesh::testing::KubeApiServer& api_server,
                               const std::string& service_account = "aggregator") {
   kube::Config config;
   config.server = api_server.url();
@@ -202,9 +203,9 @@ kube::Config AggregatorConfig(testing::KubeApiServer& api_server,
 }
 
 // The SubjectAccessReviews the server decided, oldest first.
-std::vector<json> ReviewsDecided(testing::KubeApiServer& api_server) {
+std::vector<json> ReviewsDecided(nodemesh::testing::KubeApiServer& api_server) {
   std::vector<json> reviews;
-  for (const testing::KubeApiServer::Request& request : api_server.Requests()) {
+  for (const nodemesh::testing::KubeApiServer::Request& request : api_server.Requests()) {
     if (!request.review.is_null() && request.review.contains("resourceAttributes")) {
       reviews.push_back(request.review);
     }
@@ -214,7 +215,7 @@ std::vector<json> ReviewsDecided(testing::KubeApiServer& api_server) {
 
 TEST_CASE("RBAC decides through the review, and its answers are kept for their time") {
   RbacApiServer rbac;
-  testing::KubeApiServer& api_server = rbac.server;
+  nodemesh::testing::KubeApiServer& api_server = rbac.server;
   kube::Client client(AggregatorConfig(api_server));
   AccessReviewCache::TimePoint now{};
   KubeAuthorizer authorizer(client, KubeAuthorizerOptions{.now = [&now] { return now; }});
@@ -267,7 +268,7 @@ TEST_CASE("RBAC decides through the review, and its answers are kept for their t
 
 TEST_CASE("an aggregator the API server does not let review is told what it lacks") {
   RbacApiServer rbac;
-  testing::KubeApiServer& api_server = rbac.server;
+  nodemesh::testing::KubeApiServer& api_server = rbac.server;
   kube::Client client(AggregatorConfig(api_server, "stranger"));
   KubeAuthorizer authorizer(client);
   const absl::Status status = authorizer.Check(Alice(), TapIn("a"));
@@ -280,7 +281,7 @@ TEST_CASE("an aggregator the API server does not let review is told what it lack
 
 TEST_CASE("slow or failing reviews are UNAVAILABLE within the review's timeout, never a wait") {
   RbacApiServer rbac;
-  testing::KubeApiServer& api_server = rbac.server;
+  nodemesh::testing::KubeApiServer& api_server = rbac.server;
   kube::Client client(AggregatorConfig(api_server));
   KubeAuthorizer authorizer(client, KubeAuthorizerOptions{.review_timeout = 1s});
 

@@ -67,7 +67,7 @@ AggregatorServer::AggregatorServer(ServerOptions options)
              .authorizer = authorizer_,
              .agent_tokens = agent_tokens_.get(),
              .agents = agents_},
-      api_calls_(state_, options_.tap_drops_interval),
+      api_calls_(state_, options_.tap_pacing),
       agent_service_(std::make_unique<AgentServiceImpl>(state_)),
       api_service_(std::make_unique<ApiServiceImpl>(authorizer_, api_calls_)) {}
 

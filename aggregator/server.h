@@ -78,8 +78,8 @@ struct ServerOptions {
   static constexpr int kQueryThreads = 64;
   // A connected node is stale after this long without a delta.
   int stale_after_seconds = 5;
-  // How often a tap client hears of dropped events (when there were any).
-  std::chrono::milliseconds tap_drops_interval{1000};
+  // How often a tap's client hears of dropped events, and that a quiet tap is alive.
+  TapPacing tap_pacing;
   // Expiry of old data and stale-node notices run this often on their own thread; zero: no
   // thread, the owner calls Housekeep().
   std::chrono::milliseconds housekeeping_interval{1000};
