@@ -58,18 +58,22 @@ void MakeCa(const TempDir& dir, const std::string& name) {
        "keyUsage=critical,keyCertSign,cRLSign"});
 }
 
-void MakeServerCertificate(const TempDir& dir, const std::string& ca, const std::string& name) {
+void MakeServerCertificate(const TempDir& dir, const std::string& ca, const std::string& name,
+                           const std::vector<std::string>& extra_dns_names) {
   const std::string& d = dir.path();
   Run({"openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
        "-keyout", d + "/" + name + ".key", "-out", d + "/" + name + ".csr", "-subj",
        "/CN=127.0.0.1"});
-  const std::string extensions = dir.Write(name + ".ext",
-                                           "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                                           "basicConstraints=CA:FALSE\n"
-                                           "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                                           "extendedKeyUsage=serverAuth\n"
-                                           "subjectKeyIdentifier=hash\n"
-                                           "authorityKeyIdentifier=keyid,issuer\n");
+  std::string names = "IP:127.0.0.1,DNS:localhost";
+  for (const std::string& dns_name : extra_dns_names) names += ",DNS:" + dns_name;
+  const std::string extensions =
+      dir.Write(name + ".ext", "subjectAltName=" + names +
+                                   "\n"
+                                   "basicConstraints=CA:FALSE\n"
+                                   "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                                   "extendedKeyUsage=serverAuth\n"
+                                   "subjectKeyIdentifier=hash\n"
+                                   "authorityKeyIdentifier=keyid,issuer\n");
   Sign(dir, ca, name, extensions);
 }
 

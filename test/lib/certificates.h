@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "test/lib/files.h"
 
@@ -12,10 +13,13 @@ namespace nodemesh::testing {
 // <dir>/<name>.crt and <dir>/<name>.key: a self-signed CA.
 void MakeCa(const TempDir& dir, const std::string& name);
 
-// <dir>/<name>.crt and .key, signed by CA `ca`: a server certificate for 127.0.0.1 and
-// localhost, with the extensions strict verifiers (Go's, OpenSSL's strict mode) ask for.
+// <dir>/<name>.crt and .key, signed by CA `ca`: a server certificate for 127.0.0.1,
+// localhost and `extra_dns_names` ("nodemesh-aggregator.nodemesh.svc", the name the
+// aggregation layer checks), with the extensions strict verifiers (Go's, OpenSSL's strict
+// mode) ask for.
 void MakeServerCertificate(const TempDir& dir, const std::string& ca,
-                           const std::string& name = "server");
+                           const std::string& name = "server",
+                           const std::vector<std::string>& extra_dns_names = {});
 
 // <dir>/<name>.crt and .key, signed by CA `ca`: a client certificate of `subject`
 // ("/CN=system:node:node-a/O=system:nodes").

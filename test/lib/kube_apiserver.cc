@@ -1,5 +1,7 @@
 #include "test/lib/kube_apiserver.h"
 
+#include <absl/strings/escaping.h>
+#include <absl/strings/numbers.h>
 #include <curl/curl.h>
 #include <fmt/format.h>
 
@@ -89,8 +91,10 @@ void KubeApiServer::Start() {
   argv.insert(argv.end(), {"--port", std::to_string(port_), "--ready-file", ready_file});
   argv.insert(argv.end(), {"--cert", d + "/server.crt", "--key", d + "/server.key"});
   argv.insert(argv.end(), {"--admin-token", admin_token_, "--state", d + "/state.json"});
-  argv.insert(argv.end(), {"--client-ca", ca_file(), "--front-proxy-ca", front_proxy_ca_file(),
-                           "--front-proxy-allowed-name", "front-proxy-client"});
+  argv.insert(argv.end(),
+              {"--client-ca", ca_file(), "--front-proxy-ca", front_proxy_ca_file(),
+               "--front-proxy-allowed-name", "front-proxy-client", "--front-proxy-client-cert",
+               front_proxy_client_cert(), "--front-proxy-client-key", front_proxy_client_key()});
   argv.insert(argv.end(), {"--bookmark-interval",
                            fmt::format("{:.3f}", options_.bookmark_interval.count() / 1e3)});
   if (!options_.rbac_file.empty()) {
@@ -243,6 +247,68 @@ void KubeApiServer::CloseWatches() {
 
 int KubeApiServer::OpenWatches() {
   return Admin("GET", "/_test/watches", nullptr).at("open").get<int>();
+}
+
+void KubeApiServer::RegisterExtension(const ExtensionOptions& options) {
+  const size_t colon = options.address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(options.address.substr(colon + 1), &port)) {
+    throw std::invalid_argument(
+        fmt::format("RegisterExtension: address \"{}\" is not HOST:PORT (\"127.0.0.1:8443\")",
+                    options.address));
+  }
+  const std::string& ns = options.namespace_name;
+  const nlohmann::json service = {
+      {"apiVersion", "v1"},
+      {"kind", "Service"},
+      {"metadata", {{"name", options.service}, {"namespace", ns}}},
+      {"spec",
+       {{"ports",
+         {{{"name", "https"}, {"port", 443}, {"protocol", "TCP"}, {"targetPort", "https"}}}}}}};
+  const nlohmann::json endpoints = {
+      {"apiVersion", "discovery.k8s.io/v1"},
+      {"kind", "EndpointSlice"},
+      {"metadata",
+       {{"name", options.service},
+        {"namespace", ns},
+        {"labels", {{"kubernetes.io/service-name", options.service}}}}},
+      {"addressType", "IPv4"},
+      {"endpoints",
+       {{{"addresses", {options.address.substr(0, colon)}}, {"conditions", {{"ready", true}}}}}},
+      {"ports", {{{"name", "https"}, {"port", port}, {"protocol", "TCP"}}}}};
+  const std::string name = fmt::format("{}.{}", options.version, options.group);
+  const nlohmann::json apiservice = {
+      {"apiVersion", "apiregistration.k8s.io/v1"},
+      {"kind", "APIService"},
+      {"metadata", {{"name", name}}},
+      {"spec",
+       {{"group", options.group},
+        {"version", options.version},
+        {"service", {{"namespace", ns}, {"name", options.service}, {"port", 443}}},
+        {"caBundle", absl::Base64Escape(options.ca_bundle_pem)},
+        {"groupPriorityMinimum", 1000},
+        {"versionPriority", 100}}}};
+  for (const auto& [collection, object] :
+       {std::pair{fmt::format("/api/v1/namespaces/{}/services", ns), &service},
+        std::pair{fmt::format("/apis/discovery.k8s.io/v1/namespaces/{}/endpointslices", ns),
+                  &endpoints},
+        std::pair{std::string("/apis/apiregistration.k8s.io/v1/apiservices"), &apiservice}}) {
+    const std::string object_name = object->at("metadata").at("name");
+    if (Call("GET", collection + "/" + object_name, admin_token_).status == 200) {
+      Admin("PUT", collection + "/" + object_name, *object);
+    } else {
+      Create(collection, *object);
+    }
+  }
+  extension_apiservice_ = name;
+  Admin("POST", fmt::format("/_test/apiservices/{}/probe", name), nlohmann::json::object());
+}
+
+nlohmann::json KubeApiServer::ExtensionStatus() {
+  if (extension_apiservice_.empty()) {
+    throw std::logic_error("ExtensionStatus: no extension registered (call RegisterExtension)");
+  }
+  return Admin("GET", fmt::format("/_test/apiservices/{}/probe", extension_apiservice_), nullptr);
 }
 
 std::vector<KubeApiServer::Request> KubeApiServer::Requests() {

@@ -64,6 +64,18 @@ struct ReviewFaults {
   bool unavailable = false;
 };
 
+// An extension API server behind the aggregation layer: where it listens, the CA of its
+// serving certificate (which must name <service>.<namespace_name>.svc, as
+// MakeServerCertificate's extra DNS names can), and the group version it serves.
+struct ExtensionOptions {
+  std::string namespace_name = "nodemesh";
+  std::string service = "nodemesh-aggregator";
+  std::string address;  // "127.0.0.1:PORT"
+  std::string ca_bundle_pem;
+  std::string group = "nodemesh.io";
+  std::string version = "v1alpha1";
+};
+
 class KubeApiServer {
  public:
   // Makes the certificates and starts the server; returns once it listens.
@@ -129,6 +141,20 @@ class KubeApiServer {
                 std::string_view body = "",
                 std::string_view content_type = "application/json") const;
 
+  // Serves an extension through the aggregation layer, as a chart registers one: creates (or
+  // replaces) the Service (port 443 "https", targetPort "https"), its EndpointSlice (the
+  // address) and the APIService VERSION.GROUP, then checks its availability and discovery
+  // as kube-aggregator does, and returns. Requests for /apis/GROUP/VERSION and below then
+  // go to the extension as the front proxy's, with the user in X-Remote-* headers, once it
+  // is Available (else 503). Throws only if the objects cannot be written.
+  void RegisterExtension(const ExtensionOptions& options);
+  // What the last check of the extension last registered found: {"apiService", "available",
+  // "reason", "message" (as the Available condition says), "discovery" ("legacy",
+  // "aggregated", "failed", or "" when not available), "probes": [{"purpose", "path",
+  // "user", "groups", "accept", "status", "contentType", "body"} or {..., "error"}]}.
+  // Each registration checks again.
+  nlohmann::json ExtensionStatus();
+
   // Every resourceVersion up to the current one becomes too old: a watch from one gets an
   // HTTP 410 Status (kHttpStatus) or a 200 stream whose only event is an ERROR carrying
   // that Status (kErrorEvent). The counter then moves on by one, so a new list can be
@@ -183,6 +209,7 @@ class KubeApiServer {
   std::string admin_token_;
   int port_ = 0;                           // 0 until the first start: the server picks one
   std::vector<Request> earlier_requests_;  // answered before the last Stop
+  std::string extension_apiservice_;       // the APIService of the last RegisterExtension
   std::string earlier_log_;
   std::unique_ptr<Process> process_;
 };

@@ -5,6 +5,7 @@
         [--ready-file FILE] [--tokens FILE] [--rbac FILE] [--state FILE]
         [--bookmark-interval SECONDS] [--max-watch-seconds SECONDS] [--client-ca FILE]
         [--front-proxy-ca FILE [--front-proxy-allowed-name NAME]...]
+        [--front-proxy-client-cert FILE --front-proxy-client-key FILE]
 
 Listens on 127.0.0.1 (port 0: any free port); once listening it writes the port to the
 ready file. Standard library only. What it implements, as the Kubernetes API documents it:
@@ -33,6 +34,28 @@ ready file. Standard library only. What it implements, as the Kubernetes API doc
 - With --front-proxy-ca, the kube-system/extension-apiserver-authentication ConfigMap that
   extension API servers read, as kube-apiserver publishes it: the front proxy's CA, the
   allowed common names (--front-proxy-allowed-name) and the X-Remote-* header names.
+- The aggregation layer, as kube-aggregator runs it. A request for /apis/GROUP/VERSION or
+  below, where the APIService VERSION.GROUP names a spec.service, is authenticated and
+  authorized as any other (/apis/GROUP/VERSION itself as discovery), then passed to that
+  service: to the first ready address of its EndpointSlice with the port named as the
+  Service's port spec.service.port (endpoint routing), over TLS verified with spec.caBundle
+  for the name <service>.<namespace>.svc, with the front proxy's client certificate
+  (--front-proxy-client-cert). The client's Authorization, X-Remote-*, Impersonate-* and
+  hop-by-hop headers are dropped; X-Remote-User, one X-Remote-Group per group and one
+  X-Remote-Extra-<key> per extra value (the key escaped and capitalised as Go does:
+  X-Remote-Extra-Authentication.kubernetes.io%2fpod-Name), Audit-Id and X-Forwarded-For are
+  added; the path goes on decoded and the query re-encoded with its keys sorted. The answer
+  is relayed as it comes: without a Content-Length, chunk by chunk, each at once. The
+  extension's connection is closed when the client goes. Requests other than watches time
+  out after 60 s (504). An APIService that is not Available, or whose service has no
+  endpoint, answers 503 "service unavailable" (plain text).
+  Availability: when an APIService is created or changed, at start, and on request
+  (/_test/apiservices/<name>/probe), GET /apis/GROUP/VERSION as system:kube-aggregator in
+  system:masters (5 s, one attempt) sets its Available condition (Passed,
+  FailedDiscoveryCheck, ServiceNotFound, ServicePortError, MissingEndpoints); when
+  available, discovery follows: GET /apis asking for the aggregated (v2) document, and if
+  the answer is not one, GET /apis/GROUP/VERSION as system:kube-aggregator without groups.
+  /apis and /apis/GROUP list the group of every such APIService.
 - In-memory objects: pods, services, namespaces, serviceaccounts, nodes, configmaps (v1);
   deployments, replicasets, statefulsets, daemonsets (apps/v1); jobs, cronjobs (batch/v1);
   endpointslices (discovery.k8s.io/v1); apiservices (apiregistration.k8s.io/v1). get, list,
@@ -89,6 +112,11 @@ Control endpoints, admin token only, JSON bodies:
   GET    /_test/rbac             {"rules": [{"rule", "uses"}]}: every RBAC rule and how
          many requests it allowed.
   GET    /_test/watches          {"open": N}: watch streams currently open.
+  POST   /_test/apiservices/<name>/probe  checks APIService <name> now, as the availability
+         controller does, and answers what it found; GET answers the last check's findings:
+         {"apiService", "available", "reason", "message", "discovery": "aggregated"|"legacy"|
+         "failed"|"", "probes": [{"purpose": "availability"|"discovery"|"legacy discovery",
+         "path", "user", "groups", "accept", "status", "contentType", "body" | "error"}]}.
 
 A rule is named "<Kind>/<name>#<index>" ("Role/<namespace>/<name>#<index>" for a Role);
 requests allowed by the admin token have the rule "admin", group system:masters
@@ -118,7 +146,7 @@ import time
 import traceback
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, quote, unquote, urlencode, urlsplit
 
 ADMIN_USER = "admin"
 # Granularity of a watch's loop: how soon it notices a deadline, a bookmark that is due,
@@ -791,6 +819,7 @@ class Store:
         self.open_watches = 0
         self.bookmark_interval = bookmark_interval
         self.requests = []
+        self.probes = {}  # APIService name -> what its last probe found
         if state_path and os.path.exists(state_path):
             self.load()
 
@@ -845,6 +874,370 @@ class Store:
 
 
 # ---------------------------------------------------------------------------------------
+# The aggregation layer, as kube-aggregator runs it
+
+AGGREGATOR_USER = "system:kube-aggregator"
+# What kube-aggregator's discovery asks /apis of an extension for first: the aggregated
+# discovery document (v2). Anything else in answer makes it fall back to /apis/GROUP/VERSION.
+AGGREGATED_DISCOVERY_ACCEPT = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+                               "application/json;g=apidiscovery.k8s.io;v=v2beta1;"
+                               "as=APIGroupDiscoveryList,application/json")
+# kube-aggregator's availability and discovery checks give up after this long.
+PROBE_TIMEOUT_SECONDS = 5.0
+# kube-apiserver's --request-timeout: every proxied request but a watch is cut after it.
+PROXY_TIMEOUT_SECONDS = 60.0
+# Headers of one connection, never passed on by a proxy (RFC 7230 section 6.1).
+HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+                        "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"))
+# RFC 7230 token characters: an extra's key is sent as itself where it has only these.
+TOKEN_CHARS = frozenset("!#$&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def escape_extra_key(key):
+    """The header name part of an extra's key, as kube-aggregator's headerKeyEscape writes it:
+    every byte that is not a token character, and "%", becomes %XX."""
+    return "".join(chr(b) if chr(b) in TOKEN_CHARS else f"%{b:02X}" for b in key.encode())
+
+
+def canonical_header(name):
+    """Go's CanonicalMIMEHeaderKey: the first letter and each one after "-" upper case, the
+    rest lower case (so "%2F" goes out as "%2f")."""
+    out, upper = [], True
+    for c in name:
+        out.append(c.upper() if upper else c.lower())
+        upper = c == "-"
+    return "".join(out)
+
+
+def identity_headers(identity):
+    """The X-Remote-* headers kube-aggregator sets for the authenticated user."""
+    headers = [("X-Remote-User", identity["username"])]
+    headers += [("X-Remote-Group", g) for g in identity.get("groups") or []]
+    for key, values in sorted((identity.get("extra") or {}).items()):
+        name = canonical_header("X-Remote-Extra-" + escape_extra_key(key))
+        headers += [(name, v) for v in values]
+    return headers
+
+
+def go_path(raw_path):
+    """The request path as Go's proxy sends it on: decoded ("%2F" is a "/"), then escaped
+    again as url.URL.EscapedPath does."""
+    return quote(unquote(raw_path), safe="/$&+,:;=@")
+
+
+def go_query(raw_query):
+    """The query as url.Values.Encode writes it: keys sorted, each key's values in order."""
+    pairs = parse_qsl(raw_query, keep_blank_values=True)
+    return urlencode(sorted(pairs, key=lambda pair: pair[0]))
+
+
+def apiservice_key(name):
+    return ("apiregistration.k8s.io", "apiservices", "", name)
+
+
+def available_condition(apiservice):
+    for condition in (apiservice.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Available":
+            return condition
+    return None
+
+
+class Unresolvable(Exception):
+    """An APIService's service has no endpoint to call: `reason` as kube-aggregator's
+    availability controller names it."""
+
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason
+
+
+def resolve_endpoint(store, service_ref):
+    """(host, port) of the extension behind an APIService's spec.service, as endpoint routing
+    picks it: the Service's port with that port number (443 when not given), then the first
+    ready address of an EndpointSlice of the Service with a port of the same name. Called with
+    the store's lock held."""
+    namespace, name = service_ref.get("namespace", ""), service_ref.get("name", "")
+    port = service_ref.get("port") or 443
+    service = store.objects.get(("", "services", namespace, name))
+    if service is None:
+        raise Unresolvable("ServiceNotFound", f'service/{name} in "{namespace}" is not present')
+    ports = [p for p in (service.get("spec") or {}).get("ports") or [] if p.get("port") == port]
+    if not ports:
+        raise Unresolvable("ServicePortError",
+                           f'service/{name} in "{namespace}" is not listening on port {port}')
+    port_name = ports[0].get("name", "")
+    for key, slice_ in sorted(store.objects.items()):
+        if key[:3] != ("discovery.k8s.io", "endpointslices", namespace) or \
+           ((slice_.get("metadata") or {}).get("labels") or {}).get(
+               "kubernetes.io/service-name") != name:
+            continue
+        numbers = [p.get("port") for p in slice_.get("ports") or []
+                   if p.get("name", "") == port_name and p.get("port")]
+        for endpoint in slice_.get("endpoints") or []:
+            if numbers and endpoint.get("addresses") and \
+               (endpoint.get("conditions") or {}).get("ready", True):
+                return endpoint["addresses"][0], numbers[0]
+    raise Unresolvable("MissingEndpoints", f'endpoints for service/{name} in "{namespace}" have '
+                                           f'no addresses with port name "{port_name}"')
+
+
+class ClientGone(Exception):
+    """The client of a proxied request went away."""
+
+
+class UpstreamError(Exception):
+    """The extension could not be reached or did not answer HTTP."""
+
+
+class Upstream:
+    """One HTTPS request to an extension API server, made as kube-aggregator's proxy makes it:
+    the front proxy's client certificate, the APIService's caBundle, and the name
+    <service>.<namespace>.svc for the certificate check; HTTP/1.1, a connection per request.
+    The answer is read as it arrives, so a streamed one can be relayed chunk by chunk."""
+
+    def __init__(self, apiservice, address, client_cert, client_key):
+        spec = apiservice.get("spec") or {}
+        service = spec.get("service") or {}
+        self.server_name = f'{service.get("name")}.{service.get("namespace")}.svc'
+        self.url = f"https://{address[0]}:{address[1]}"
+        self.buffer = b""
+        ca_bundle = spec.get("caBundle")
+        try:
+            context = ssl.create_default_context(
+                cadata=base64.b64decode(ca_bundle).decode() if ca_bundle else None)
+            if spec.get("insecureSkipTLSVerify"):
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if client_cert:
+                context.load_cert_chain(client_cert, client_key)
+            context.set_alpn_protocols(["http/1.1"])
+            raw = socket.create_connection(address, timeout=PROBE_TIMEOUT_SECONDS)
+        except (OSError, ValueError, ssl.SSLError) as e:
+            raise UpstreamError(f"dial tcp {address[0]}:{address[1]}: {e}")
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = context.wrap_socket(raw, server_hostname=self.server_name)
+        except (OSError, ssl.SSLError, ssl.CertificateError) as e:
+            raw.close()
+            raise UpstreamError(f"tls: {e}")
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, method, target, headers, body):
+        lines = [f"{method} {target} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers]
+        if body:
+            lines.append(f"Content-Length: {len(body)}")
+        lines.append("Connection: close")
+        try:
+            self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        except OSError as e:
+            raise UpstreamError(f"write: {e}")
+        # Reads wait in select() so that a deadline and a client that went away are noticed.
+        self.sock.settimeout(0)
+
+    def fill(self, deadline, gone):
+        """Reads what the extension sent next into the buffer; False at its end. Raises
+        TimeoutError past `deadline` (None: never), ClientGone once gone() says so."""
+        while True:
+            if not self.sock.pending():
+                readable, _, _ = select.select([self.sock], [], [], WATCH_TICK_SECONDS)
+                if not readable:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise TimeoutError()
+                    if gone():
+                        raise ClientGone()
+                    continue
+            try:
+                data = self.sock.recv(65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                continue
+            except OSError as e:
+                raise UpstreamError(f"read: {e}")
+            if not data:
+                return False
+            self.buffer += data
+            return True
+
+    def take_line(self, deadline, gone):
+        while b"\r\n" not in self.buffer:
+            if not self.fill(deadline, gone):
+                raise UpstreamError("unexpected EOF")
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+    def take(self, size, deadline, gone):
+        """The next `size` bytes, in pieces as they arrive."""
+        while size:
+            if not self.buffer and not self.fill(deadline, gone):
+                raise UpstreamError("unexpected EOF")
+            piece, self.buffer = self.buffer[:size], self.buffer[size:]
+            size -= len(piece)
+            yield piece
+
+    def read_head(self, deadline, gone):
+        """(status, reason, [(name, value)]) of the answer."""
+        while b"\r\n\r\n" not in self.buffer:
+            if not self.fill(deadline, gone):
+                raise UpstreamError("malformed HTTP response: the connection closed in the "
+                                    "response head")
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise UpstreamError(f"malformed HTTP response {lines[0]!r}")
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+        return int(parts[1]), parts[2] if len(parts) > 2 else "", headers
+
+    def body_pieces(self, method, status, headers, deadline, gone):
+        """The body, in pieces as they arrive: a chunked one chunk by chunk (or a part of one,
+        never waiting for more than has come)."""
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            return
+        names = {k.lower(): v for k, v in headers}
+        if "chunked" in names.get("transfer-encoding", "").lower():
+            while True:
+                size = int(self.take_line(deadline, gone).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.take_line(deadline, gone):  # trailers, then the empty line
+                        pass
+                    return
+                yield from self.take(size, deadline, gone)
+                self.take_line(deadline, gone)
+        elif "content-length" in names:
+            yield from self.take(int(names["content-length"]), deadline, gone)
+        else:
+            while self.buffer or self.fill(deadline, gone):
+                piece, self.buffer = self.buffer, b""
+                yield piece
+
+    def get(self, path, headers):
+        """A whole GET, for the availability and discovery checks: (status, headers, body)."""
+        deadline = time.monotonic() + PROBE_TIMEOUT_SECONDS
+        self.send("GET", path, headers, b"")
+        status, _, answer_headers = self.read_head(deadline, lambda: False)
+        body = b"".join(self.body_pieces("GET", status, answer_headers, deadline, lambda: False))
+        return status, answer_headers, body
+
+
+def probe_apiservice(server, name):
+    """kube-aggregator's availability check of APIService `name` (GET /apis/GROUP/VERSION as
+    system:kube-aggregator in system:masters; Available when it answers 2xx), then, when
+    available, its discovery (GET /apis for the aggregated document; if the answer is not one,
+    GET /apis/GROUP/VERSION as system:kube-aggregator without groups). Sets the Available
+    condition; returns and keeps what the extension answered. One probe at a time."""
+    store = server.store
+    with server.probe_lock:
+        with store.cond:
+            apiservice = store.objects.get(apiservice_key(name))
+            if apiservice is None:
+                raise not_found(RESOURCES_BY_KEY[apiservice_key(name)[:2]], name)
+            spec = apiservice.get("spec") or {}
+            try:
+                address = resolve_endpoint(store, spec["service"]) if spec.get("service") \
+                    else None
+                unresolvable = None
+            except Unresolvable as e:
+                address, unresolvable = None, e
+        record = {"apiService": name, "probes": [], "discovery": ""}
+        group_version = f'/apis/{spec.get("group")}/{spec.get("version")}'
+
+        def call(purpose, path, user, groups, accept):
+            probe = {"purpose": purpose, "path": path, "user": user, "groups": groups,
+                     "accept": accept}
+            record["probes"].append(probe)
+            headers = [("Host", f"{address[0]}:{address[1]}"), ("Accept", accept)] + \
+                identity_headers({"username": user, "groups": groups})
+            try:
+                upstream = Upstream(apiservice, address, server.options.front_proxy_client_cert,
+                                    server.options.front_proxy_client_key)
+                try:
+                    status, answer_headers, body = upstream.get(path, headers)
+                finally:
+                    upstream.close()
+            except (UpstreamError, TimeoutError) as e:
+                probe["error"] = str(e) or "timed out"
+                return None, "", b""
+            content_type = dict((k.lower(), v) for k, v in answer_headers).get("content-type", "")
+            probe.update(status=status, contentType=content_type,
+                         body=body.decode("utf-8", "replace"))
+            return status, content_type, body
+
+        if not spec.get("service"):
+            available, reason, message = True, "Local", "Local APIServices are always available"
+        elif unresolvable is not None:
+            available, reason, message = False, unresolvable.reason, str(unresolvable)
+        else:
+            status, _, _ = call("availability", group_version, AGGREGATOR_USER, [MASTERS_GROUP],
+                                "*/*")
+            url = f"https://{address[0]}:{address[1]}{group_version}"
+            available = status is not None and 200 <= status < 300
+            reason = "Passed" if available else "FailedDiscoveryCheck"
+            message = "all checks passed" if available else \
+                f'failing or missing response from {url}: ' + \
+                (record["probes"][-1].get("error") or f"bad status from {url}: {status}")
+        if available and address is not None:
+            status, content_type, _ = call("discovery", "/apis", AGGREGATOR_USER, [MASTERS_GROUP],
+                                           AGGREGATED_DISCOVERY_ACCEPT)
+            if status == 200 and "g=apidiscovery.k8s.io" in content_type:
+                record["discovery"] = "aggregated"
+            else:
+                status, _, body = call("legacy discovery", group_version, AGGREGATOR_USER, [],
+                                       "application/json")
+                try:
+                    legacy = json.loads(body) if status == 200 else None
+                except ValueError:
+                    legacy = None
+                record["discovery"] = "legacy" if isinstance(legacy, dict) and \
+                    legacy.get("kind") == "APIResourceList" else "failed"
+        record.update(available=available, reason=reason, message=message)
+        with store.cond:
+            set_available(store, name, available, reason, message)
+            store.probes[name] = record
+        return record
+
+
+def set_available(store, name, available, reason, message):
+    """Writes the Available condition of APIService `name` (if it still exists), keeping its
+    lastTransitionTime while its status stays. Called with the store's lock held."""
+    key = apiservice_key(name)
+    old = store.objects.get(key)
+    if old is None:
+        return
+    status = "True" if available else "False"
+    previous = available_condition(old) or {}
+    condition = {"type": "Available", "status": status,
+                 "lastTransitionTime": previous.get("lastTransitionTime") if
+                 previous.get("status") == status else now_timestamp(),
+                 "reason": reason, "message": message}
+    if previous == condition:
+        return
+    new = copy.deepcopy(old)
+    conditions = [c for c in (new.get("status") or {}).get("conditions") or []
+                  if c.get("type") != "Available"]
+    new["status"] = {"conditions": conditions + [condition]}
+    store.commit("MODIFIED", key, new, old)
+
+
+def probe_in_background(server, name):
+    """The availability controller noticing a new or changed APIService."""
+    def run():
+        try:
+            probe_apiservice(server, name)
+        except ApiError:
+            pass  # deleted meanwhile
+        except Exception:
+            log(traceback.format_exc())
+    threading.Thread(target=run, daemon=True).start()
+
+
+# ---------------------------------------------------------------------------------------
 # HTTP
 
 class Server(ThreadingHTTPServer):
@@ -857,6 +1250,7 @@ class Server(ThreadingHTTPServer):
         self.rbac = Rbac(options.rbac) if options.rbac else None
         self.tokens_file_state = None
         self.file_tokens = {}
+        self.probe_lock = threading.Lock()
         super().__init__(address, Handler)
 
     def get_request(self):
@@ -1138,6 +1532,7 @@ class Handler(BaseHTTPRequestHandler):
         self.review = None
         self.control = False
         self.watching = False
+        self.responding = False  # a proxied answer's head has gone out
         try:
             body = self.read_body()
             url = urlsplit(self.path)
@@ -1160,6 +1555,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.handle_control(path, body)
                 return
             self.authorize(info)
+            apiservice = self.aggregated_apiservice(path)
+            if apiservice is not None:
+                self.proxy(apiservice, identity, watch, body)
+                return
             if not info.is_resource:
                 self.handle_discovery(path)
                 return
@@ -1176,6 +1575,109 @@ class Handler(BaseHTTPRequestHandler):
         self.rule = self.server.authorize(self.user, self.groups, info)
         if self.rule is None:
             raise forbidden(self.user, info)
+
+    # -- the aggregation layer
+
+    def aggregated_apiservice(self, path):
+        """The APIService that serves `path` (/apis/GROUP/VERSION or below) from a service of
+        its own, or None: such paths are proxied to it; /apis and /apis/GROUP never are."""
+        parts = path.strip("/").split("/")
+        if len(parts) < 3 or parts[0] != "apis":
+            return None
+        with self.store.cond:
+            apiservice = self.store.objects.get(apiservice_key(f"{parts[2]}.{parts[1]}"))
+        if apiservice is None or not (apiservice.get("spec") or {}).get("service"):
+            return None
+        return apiservice
+
+    def answer_text(self, code, text, watch=False):
+        """A plain-text answer, as Go's http.Error writes it."""
+        payload = (text + "\n").encode()
+        self.record(code, watch)
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def proxy(self, apiservice, identity, watch, body):
+        """Passes an authorized request on to the extension API server of `apiservice` as
+        kube-aggregator does, as the front proxy: its client certificate, the user in
+        X-Remote-* headers in place of the client's credentials, the path decoded and the query
+        re-encoded as Go's proxy sends them; the answer relayed as it comes, chunk by chunk
+        when it has no length. The extension's connection is closed when the client goes; all
+        but a watch time out after PROXY_TIMEOUT_SECONDS."""
+        self.watching = watch
+        condition = available_condition(apiservice) or {}
+        if condition.get("status") != "True":
+            return self.answer_text(503, "service unavailable", watch)
+        with self.store.cond:
+            try:
+                address = resolve_endpoint(self.store, apiservice["spec"]["service"])
+            except Unresolvable:
+                address = None
+        if address is None:
+            return self.answer_text(503, "service unavailable", watch)
+        headers = [(k, v) for k, v in self.headers.items()
+                   if k.lower() not in HOP_BY_HOP and
+                   k.lower() not in ("authorization", "host", "content-length") and
+                   not k.lower().startswith(("x-remote-", "impersonate-"))]
+        forwarded = [v for k, v in headers if k.lower() == "x-forwarded-for"]
+        headers = [(k, v) for k, v in headers if k.lower() not in ("x-forwarded-for", "audit-id")]
+        headers.insert(0, ("Host", f"{address[0]}:{address[1]}"))
+        headers += identity_headers(identity)
+        headers += [("Audit-Id", str(uuid.uuid4())),
+                    ("X-Forwarded-For", ", ".join(forwarded + [self.client_address[0]]))]
+        url = urlsplit(self.path)
+        target = go_path(url.path) + (f"?{go_query(url.query)}" if url.query else "")
+        deadline = None if watch else time.monotonic() + PROXY_TIMEOUT_SECONDS
+        try:
+            upstream = Upstream(apiservice, address, self.server.options.front_proxy_client_cert,
+                                self.server.options.front_proxy_client_key)
+        except UpstreamError as e:
+            return self.answer_text(503, f"Error trying to reach service: '{e}'", watch)
+        try:
+            upstream.send(self.command, target, headers, body)
+            status, reason, answer_headers = upstream.read_head(deadline, self.client_gone)
+            self.relay(upstream, status, reason, answer_headers, deadline, watch)
+        except TimeoutError:
+            if not self.responding:
+                self.answer_error(ApiError(504, "Timeout", "Timeout: request did not complete "
+                                                           "within the allotted timeout"), watch)
+            self.close_connection = True
+        except UpstreamError as e:
+            if not self.responding:
+                self.answer_text(503, f"Error trying to reach service: '{e}'", watch)
+            self.close_connection = True
+        except ClientGone:
+            self.close_connection = True
+        finally:
+            upstream.close()
+
+    def relay(self, upstream, status, reason, answer_headers, deadline, watch):
+        """The extension's answer to the client: status and headers as they came, then the
+        body; one without a length in chunks, each sent on as soon as it arrives."""
+        names = {k.lower() for k, _ in answer_headers}
+        chunked = "content-length" not in names
+        self.record(status, watch)
+        self.responding = True
+        self.send_response_only(status, reason)
+        for name, value in answer_headers:
+            if name.lower() not in HOP_BY_HOP:
+                self.send_header(name, value)
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+        for piece in upstream.body_pieces(self.command, status, answer_headers, deadline,
+                                          self.client_gone):
+            if chunked:
+                self.write_chunk(piece)
+            else:
+                self.wfile.write(piece)
+        if chunked:
+            self.write_chunk(b"")
 
     # -- discovery
 
@@ -1200,10 +1702,15 @@ class Handler(BaseHTTPRequestHandler):
                                      "serverAddressByClientCIDRs": [
                                          {"clientCIDR": "0.0.0.0/0", "serverAddress": address}]})
         groups = {}
-        for group, version in GROUP_VERSIONS:
+        with self.store.cond:
+            served = [(o["spec"].get("group"), o["spec"].get("version"))
+                      for k, o in sorted(self.store.objects.items())
+                      if k[:2] == apiservice_key("")[:2] and (o.get("spec") or {}).get("service")]
+        for group, version in GROUP_VERSIONS + served:
             if group:
                 gv = {"groupVersion": f"{group}/{version}", "version": version}
-                groups[group] = {"name": group, "versions": [gv], "preferredVersion": gv}
+                groups.setdefault(group, {"name": group, "versions": [], "preferredVersion": gv})
+                groups[group]["versions"].append(gv)
         if path == "/apis":
             return self.answer(200, {"kind": "APIGroupList", "apiVersion": "v1",
                                      "groups": list(groups.values())})
@@ -1434,6 +1941,8 @@ class Handler(BaseHTTPRequestHandler):
                                f'{resource.group_resource} "{name}" already exists',
                                error_details(resource, name))
             created = self.store.commit("ADDED", key, obj, None)
+        if resource.plural == "apiservices":
+            probe_in_background(self.server, name)
         self.answer(201, created)
 
     def store_update(self, resource, key, old, new, status_only):
@@ -1467,6 +1976,8 @@ class Handler(BaseHTTPRequestHandler):
            {k: v for k, v in old.items() if k not in ("metadata", "status")}:
             metadata["generation"] = old["metadata"].get("generation", 1) + 1
         stored = self.store.commit("MODIFIED", key, new, old)
+        if resource.plural == "apiservices" and not status_only:
+            probe_in_background(self.server, key[3])
         self.answer(200, stored)
 
     def update(self, resource, key, obj, status_only):
@@ -1743,6 +2254,16 @@ class Handler(BaseHTTPRequestHandler):
             with store.cond:
                 rules = [{"rule": r, "uses": n} for r, n in (rbac.uses.items() if rbac else [])]
             return self.answer(200, {"rules": rules})
+        match = re.match(r"^/_test/apiservices/([^/]+)/probe$", path)
+        if match and self.command in ("GET", "POST"):
+            name = match.group(1)
+            if self.command == "POST":
+                return self.answer(200, probe_apiservice(self.server, name))
+            with store.cond:
+                record = store.probes.get(name)
+            if record is None:
+                raise ApiError(404, "NotFound", f"APIService {name} has not been probed")
+            return self.answer(200, record)
         if command == ("GET", "/_test/watches"):
             with store.cond:
                 return self.answer(200, {"open": store.open_watches})
@@ -1814,6 +2335,9 @@ def main():
                         "(PEM): the extension-apiserver-authentication ConfigMap is published")
     parser.add_argument("--front-proxy-allowed-name", action="append", default=[],
                         help="a common name the front proxy's certificate may have (repeat)")
+    parser.add_argument("--front-proxy-client-cert", help="the front proxy's client certificate "
+                        "(PEM): what the aggregation layer presents to extension API servers")
+    parser.add_argument("--front-proxy-client-key", help="its private key (PEM)")
     parser.add_argument("--bookmark-interval", type=float, default=1.0)
     parser.add_argument("--max-watch-seconds", type=float, default=1800.0)
     options = parser.parse_args()
@@ -1824,6 +2348,9 @@ def main():
     if options.front_proxy_ca:
         publish_authentication_trust(store, options)
     server = Server(("127.0.0.1", options.port), context, store, options)
+    # A restart leaves APIServices as they were; the availability controller checks them.
+    for key in [k for k in store.objects if k[:2] == apiservice_key("")[:2]]:
+        probe_in_background(server, key[3])
     port = server.server_address[1]
     if options.ready_file:
         temporary = options.ready_file + ".tmp"

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <deque>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -22,7 +23,9 @@
 #include <string_view>
 #include <thread>
 
+#include "test/lib/certificates.h"
 #include "test/lib/files.h"
+#include "test/lib/peers.h"
 #include "test/lib/process.h"
 
 namespace nodemesh::testing {
@@ -993,6 +996,20 @@ TEST_CASE("configmaps and apiservices are stored, apiservices with their status"
          {"groupPriorityMinimum", 1000},
          {"versionPriority", 100}}}});
   CHECK_FALSE(created.at("metadata").contains("namespace"));
+  // The availability controller finds no Service behind it.
+  json conditions;
+  REQUIRE(PollUntil(
+      [&] {
+        conditions = server.Get(apiservices + "/v1alpha1.nodemesh.io")
+                         .value("status", json::object())
+                         .value("conditions", json::array());
+        return !conditions.empty();
+      },
+      10s));
+  CHECK(conditions.at(0).at("status") == "False");
+  CHECK(conditions.at(0).at("reason") == "ServiceNotFound");
+  CHECK(conditions.at(0).at("message") ==
+        "service/nodemesh-aggregator in \"nodemesh\" is not present");
   const json available = {
       {"conditions", {{{"type", "Available"}, {"status", "True"}, {"reason", "Passed"}}}}};
   const KubeApiServer::Response status =
@@ -1096,6 +1113,203 @@ TEST_CASE("the front proxy's certificates and the extension-apiserver-authentica
   server.Stop();
   server.Start();
   CHECK(server.Get(path) == trust);
+}
+
+// An extension API server (echo_extension.py) for the aggregation layer to call: its serving
+// certificate names echo.demo.svc, and it serves only the front proxy's certificates.
+struct EchoExtension {
+  std::unique_ptr<Process> process;
+  std::string address;  // 127.0.0.1:PORT
+
+  EchoExtension(const TempDir& dir, const KubeApiServer& api) {
+    MakeCa(dir, "echo-ca");
+    MakeServerCertificate(dir, "echo-ca", "echo", {"echo.demo.svc"});
+    const std::string ready = dir.path() + "/echo.ready";
+    process = std::make_unique<Process>(std::vector<std::string>{
+        kPython, "-u", SourcePath("test/lib/echo_extension.py"), "--cert", dir.path() + "/echo.crt",
+        "--key", dir.path() + "/echo.key", "--client-ca", api.front_proxy_ca_file(), "--group",
+        "echo.example.com", "--version", "v1", "--ready-file", ready});
+    REQUIRE(PollUntil([&] { return !ReadFile(ready).empty(); }, 10s));
+    address = "127.0.0.1:" + std::to_string(std::stoi(ReadFile(ready)));
+  }
+};
+
+// A GET through the test API server with `token` and more request headers.
+KubeApiServer::Response GetWithHeaders(const KubeApiServer& api, const std::string& path,
+                                       const std::string& token,
+                                       const std::vector<std::string>& more_headers) {
+  CURL* curl = curl_easy_init();
+  curl_slist* headers = curl_slist_append(nullptr, ("Authorization: Bearer " + token).c_str());
+  for (const std::string& header : more_headers)
+    headers = curl_slist_append(headers, header.c_str());
+  const std::string url = api.url() + path;
+  const std::string ca = api.ca_file();
+  KubeApiServer::Response response;
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(curl, CURLOPT_CAINFO, ca.c_str());
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 10000L);
+  curl_easy_setopt(
+      curl, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t count, void* body) {
+        static_cast<std::string*>(body)->append(data, size * count);
+        return size * count;
+      });
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response.body);
+  const CURLcode result = curl_easy_perform(curl);
+  long status = 0;
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_cleanup(curl);
+  curl_slist_free_all(headers);
+  INFO(curl_easy_strerror(result));
+  REQUIRE(result == CURLE_OK);
+  response.status = static_cast<int>(status);
+  return response;
+}
+
+// The values of header `name` in an echo's list of [name, value] pairs, in order.
+std::vector<std::string> HeaderValues(const json& echo, const std::string& name) {
+  std::vector<std::string> values;
+  for (const json& header : echo.at("headers")) {
+    if (header[0] == name) values.push_back(header[1]);
+  }
+  return values;
+}
+
+TEST_CASE("the aggregation layer checks an APIService and proxies to it as kube-aggregator does") {
+  TempDir dir;
+  const json rbac = json::parse(R"([
+    {"kind": "ClusterRole", "metadata": {"name": "echo-reader"},
+     "rules": [{"apiGroups": ["echo.example.com"], "resources": ["echoes"],
+                "verbs": ["get", "watch"]}]},
+    {"kind": "RoleBinding", "metadata": {"name": "bob-echo-reader", "namespace": "a"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "echo-reader"},
+     "subjects": [{"kind": "User", "name": "bob"}]}
+  ])");
+  KubeApiServer api({.rbac_file = dir.Write("rbac.json", rbac.dump())});
+  EchoExtension extension(dir, api);
+  const ExtensionOptions options = {.namespace_name = "demo",
+                                    .service = "echo",
+                                    .address = extension.address,
+                                    .ca_bundle_pem = ReadFile(dir.path() + "/echo-ca.crt"),
+                                    .group = "echo.example.com",
+                                    .version = "v1"};
+  api.RegisterExtension(options);
+
+  // Available: the group version answered the aggregator, as system:masters; then discovery
+  // found no aggregated document (406) and read the legacy one as a user without groups.
+  const json status = api.ExtensionStatus();
+  INFO(status.dump(2) << "\n" << extension.process->output());
+  CHECK(status.at("available") == true);
+  CHECK(status.at("reason") == "Passed");
+  CHECK(status.at("discovery") == "legacy");
+  REQUIRE(status.at("probes").size() == 3);
+  const json& availability = status.at("probes")[0];
+  CHECK(availability.at("path") == "/apis/echo.example.com/v1");
+  CHECK(availability.at("user") == "system:kube-aggregator");
+  CHECK(availability.at("groups") == json{"system:masters"});
+  CHECK(availability.at("status") == 200);
+  CHECK(status.at("probes")[1].at("path") == "/apis");
+  CHECK(status.at("probes")[1].at("status") == 406);
+  CHECK(status.at("probes")[2].at("groups") == json::array());
+  CHECK(json::parse(status.at("probes")[2].at("body").get<std::string>()).at("kind") ==
+        "APIResourceList");
+  CHECK(extension.process->output().find(
+            "GET /apis/echo.example.com/v1 user=system:kube-aggregator groups=\n") !=
+        std::string::npos);
+  const json apiservice =
+      api.Get("/apis/apiregistration.k8s.io/v1/apiservices/v1.echo.example.com");
+  const json& condition = apiservice.at("status").at("conditions")[0];
+  CHECK(condition.at("type") == "Available");
+  CHECK(condition.at("status") == "True");
+  CHECK(condition.at("reason") == "Passed");
+
+  // /apis and /apis/GROUP are the API server's own, with the group in them.
+  const std::string bob = api.IssueUserToken(
+      "bob", {"dev"},
+      {{"authentication.kubernetes.io/pod-name", {"web-1"}}, {"scopes", {"a b", "c"}}});
+  const KubeApiServer::Response groups = api.Call("GET", "/apis", bob);
+  CHECK(groups.body.find(R"("name":"echo.example.com")") != std::string::npos);
+  CHECK(api.Call("GET", "/apis/echo.example.com", bob).json().at("kind") == "APIGroup");
+
+  // A call reaches the extension as the front proxy's, with bob in X-Remote-* headers and
+  // none of his credentials or forged headers; the path decoded, the query sorted.
+  const KubeApiServer::Response echoed = GetWithHeaders(
+      api, "/apis/echo.example.com/v1/namespaces/a/echoes/hello%41?z=1&b=two%20words&a=2&a=1", bob,
+      {"X-Remote-User: admin", "X-Remote-Group: system:masters", "X-Remote-Extra-Scopes: all",
+       "Impersonate-User: admin", "Accept: application/json"});
+  INFO(echoed.body);
+  REQUIRE(echoed.status == 200);
+  const json echo = echoed.json();
+  CHECK(echo.at("target") ==
+        "/apis/echo.example.com/v1/namespaces/a/echoes/helloA?a=2&a=1&b=two+words&z=1");
+  CHECK(echo.at("client") == "front-proxy-client");
+  CHECK(HeaderValues(echo, "X-Remote-User") == std::vector<std::string>{"bob"});
+  CHECK(HeaderValues(echo, "X-Remote-Group") ==
+        std::vector<std::string>{"dev", "system:authenticated"});
+  CHECK(HeaderValues(echo, "X-Remote-Extra-Authentication.kubernetes.io%2fpod-Name") ==
+        std::vector<std::string>{"web-1"});
+  CHECK(HeaderValues(echo, "X-Remote-Extra-Scopes") == std::vector<std::string>{"a b", "c"});
+  CHECK(HeaderValues(echo, "Authorization").empty());
+  CHECK(HeaderValues(echo, "Impersonate-User").empty());
+  CHECK(HeaderValues(echo, "Accept") == std::vector<std::string>{"application/json"});
+  CHECK(HeaderValues(echo, "X-Forwarded-For") == std::vector<std::string>{"127.0.0.1"});
+  CHECK(HeaderValues(echo, "Audit-Id").size() == 1);
+  CHECK(HeaderValues(echo, "Host") == std::vector<std::string>{extension.address});
+
+  // RBAC is the API server's: bob may not read namespace b, and the extension never hears
+  // of it.
+  const KubeApiServer::Response in_b =
+      api.Call("GET", "/apis/echo.example.com/v1/namespaces/b/echoes/hello", bob);
+  CHECK(in_b.status == 403);
+  CHECK(in_b.json().at("message") ==
+        "echoes.echo.example.com \"hello\" is forbidden: User \"bob\" cannot get resource "
+        "\"echoes\" in API group \"echo.example.com\" in the namespace \"b\"");
+  CHECK(api.Call("GET", "/apis/echo.example.com/v1/namespaces/a/echoes/hello", "").status == 401);
+  CHECK(extension.process->output().find("namespaces/b") == std::string::npos);
+
+  // A watch streams through: each line arrives while the stream is still open, and the
+  // extension's connection closes when the client goes.
+  {
+    WatchStream stream(api, "/apis/echo.example.com/v1/namespaces/a/echoes?watch=true&lines=3",
+                       bob);
+    for (int i = 0; i < 3; ++i) {
+      const std::optional<json> line = stream.Next();
+      REQUIRE(line);
+      CHECK(line->at("line") == i);
+    }
+    CHECK(!stream.WaitDone(200ms));
+  }
+  CHECK(extension.process->WaitForOutput("stream closed", 5s));
+  const std::vector<KubeApiServer::Request> requests = api.Requests();
+  CHECK(std::any_of(requests.begin(), requests.end(), [](const KubeApiServer::Request& r) {
+    return r.watch && r.status == 200 && r.user == "bob" && r.rule == "ClusterRole/echo-reader#0";
+  }));
+
+  // The TLS check is for <service>.<namespace>.svc: a service the certificate does not name
+  // is not available, and the group version answers 503.
+  const std::string path = "/apis/echo.example.com/v1/namespaces/a/echoes/hello";
+  ExtensionOptions other = options;
+  other.service = "other";
+  api.RegisterExtension(other);
+  CHECK(api.ExtensionStatus().at("available") == false);
+  CHECK(api.ExtensionStatus().at("reason") == "FailedDiscoveryCheck");
+  const KubeApiServer::Response unavailable = api.Call("GET", path, bob);
+  CHECK(unavailable.status == 503);
+  CHECK(unavailable.body == "service unavailable\n");
+
+  // Registered right again, then with the extension gone.
+  api.RegisterExtension(options);
+  CHECK(api.ExtensionStatus().at("available") == true);
+  CHECK(api.Call("GET", path, bob).status == 200);
+  extension.process.reset();
+  api.RegisterExtension(options);
+  const json down = api.ExtensionStatus();
+  CHECK(down.at("available") == false);
+  CHECK(down.at("message").get<std::string>().find("failing or missing response from https://" +
+                                                   extension.address) != std::string::npos);
+  CHECK(api.Call("GET", path, bob).status == 503);
 }
 
 }  // namespace
