@@ -4,7 +4,6 @@
 
 #include <cctype>
 
-#include "cli/client.h"
 #include "cli/commands/command.h"
 #include "common/base/format.h"
 #include "common/base/version.h"
@@ -33,8 +32,9 @@ std::string CommandNames(const CLI::App& app) {
 // The first argument that is neither a flag nor a global flag's value.
 std::optional<std::string> FirstWord(const std::vector<std::string>& args) {
   for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--aggregator" || args[i] == "--ca" || args[i] == "--cert" ||
-        args[i] == "--key" || args[i] == "--tls-server-name") {
+    if (args[i] == "--aggregator" || args[i] == "--kubeconfig" || args[i] == "--context" ||
+        args[i] == "--ca" || args[i] == "--cert" || args[i] == "--key" ||
+        args[i] == "--tls-server-name") {
       ++i;
     } else if (!args[i].empty() && args[i][0] != '-') {
       return args[i];
@@ -64,13 +64,15 @@ int RunMeshctl(const std::vector<std::string>& args, const Context& context) {
   CLI::App app{"meshctl: see what the meshed pods do to each other, and mesh or unmesh them live",
                "meshctl"};
   app.set_version_flag("--version", fmt::format("meshctl version {}", nodemesh::kVersion));
-  Invocation invocation{context, std::string(kDefaultAggregator), {}, {}};
-  if (std::optional<std::string> address = context.getenv("NODEMESH_AGGREGATOR")) {
-    invocation.aggregator = *address;
-  }
+  Invocation invocation{.context = context};
   app.add_option("--aggregator", invocation.aggregator,
-                 "HOST:PORT of the nodemesh aggregator (environment: NODEMESH_AGGREGATOR)")
-      ->capture_default_str();
+                 "HOST:PORT of the nodemesh aggregator, to reach it directly (environment: "
+                 "NODEMESH_AGGREGATOR); without either, through the Kubernetes API server of the "
+                 "kubeconfig, else of the pod (in-cluster), else 127.0.0.1:8085");
+  app.add_option("--kubeconfig", invocation.kubeconfig,
+                 "Kubernetes: the kubeconfig file (default: KUBECONFIG, else ~/.kube/config)");
+  app.add_option("--context", invocation.kube_context,
+                 "Kubernetes: the kubeconfig context (default: its current-context)");
   // Credentials as kubectl takes its own: a flag, else the environment.
   const std::pair<std::string*, const char*> kTlsVariables[] = {
       {&invocation.tls.ca, "NODEMESH_CA"},

@@ -360,9 +360,9 @@ class Cluster:
             raise RuntimeError("an application process was restarted or died")
 
     def explain(self):
-        env = f"NODEMESH_INVENTORY={self.inventory}"
-        if self.aggregator != "127.0.0.1:8085":
-            env += f" NODEMESH_AGGREGATOR={self.aggregator}"
+        # The aggregator's address always: without it, meshctl would go through the API
+        # server of a kubeconfig the user may have.
+        env = f"NODEMESH_INVENTORY={self.inventory} NODEMESH_AGGREGATOR={self.aggregator}"
         bin_dir = Path(self.binary("meshctl")).parent
         say(f"""
 The cluster keeps running. Explore it:

@@ -5,7 +5,6 @@
 
 #include <fmt/format.h>
 
-#include <filesystem>
 #include <memory>
 
 #include "cli/commands/command.h"
@@ -46,25 +45,17 @@ struct InjectFlags {
 
   ScopeFlags scope;
   std::vector<std::string> inventories;
-  std::string kubeconfig;
-  std::string context;
 };
 
-InjectModeInputs ModeInputs(const InjectFlags& flags, const Context& context) {
-  const auto set = [&](const char* name) {
-    const std::optional<std::string> value = context.getenv(name);
-    return value.has_value() && !value->empty();
-  };
+InjectModeInputs ModeInputs(const InjectFlags& flags, const Invocation& invocation) {
   InjectModeInputs inputs;
   inputs.inventory_flag = !flags.inventories.empty();
-  inputs.kubeconfig_flags = !flags.kubeconfig.empty() || !flags.context.empty();
-  inputs.inventory_environment = set("NODEMESH_INVENTORY");
-  inputs.kubeconfig_environment = set("KUBECONFIG");
-  if (const std::optional<std::string> home = context.getenv("HOME"); home && !home->empty()) {
-    std::error_code error;
-    inputs.default_kubeconfig_exists =
-        std::filesystem::exists(std::filesystem::path(*home) / ".kube" / "config", error);
-  }
+  inputs.kubeconfig_flags = !invocation.kubeconfig.empty() || !invocation.kube_context.empty();
+  const std::optional<std::string> inventory = invocation.context.getenv("NODEMESH_INVENTORY");
+  inputs.inventory_environment = inventory.has_value() && !inventory->empty();
+  const KubeconfigPresence kubeconfig = FindKubeconfig(invocation.context);
+  inputs.kubeconfig_environment = kubeconfig.environment;
+  inputs.default_kubeconfig_exists = kubeconfig.default_file;
   return inputs;
 }
 
@@ -80,22 +71,15 @@ int RunLocal(const InjectFlags& flags, const Scope& scope, const Invocation& inv
   return 0;
 }
 
-int RunKubernetes(const InjectFlags& flags, const Scope& scope, const Invocation& invocation,
-                  bool meshed) {
+int RunKubernetes(const Scope& scope, const Invocation& invocation, bool meshed) {
   // The kubeconfig is found as kubectl finds it (--kubeconfig, else $KUBECONFIG, else
   // ~/.kube/config), from the process's environment.
-  absl::StatusOr<kube::Config> config = kube::LoadKubeconfig(flags.kubeconfig, flags.context);
+  absl::StatusOr<kube::Config> config =
+      kube::LoadKubeconfig(invocation.kubeconfig, invocation.kube_context);
   if (!config.ok()) return invocation.Fail(config.status());
   const std::string namespace_name =
       scope.namespace_name.empty() ? config->namespace_name : scope.namespace_name;
-  // An exec plugin may prompt when stdin is a terminal; what it writes to stderr otherwise is
-  // passed on after its run.
-  kube::Client client(*std::move(config),
-                      {.stdin_is_terminal = invocation.context.in_is_tty,
-                       .plugin_stderr = [&err = invocation.context.err](std::string_view text) {
-                         err << text;
-                         if (!text.empty() && text.back() != '\n') err << '\n';
-                       }});
+  kube::Client client(*std::move(config), invocation.ExecEnvironment());
   const absl::StatusOr<KubeInjectResult> result =
       SetMeshedInKubernetes(client, scope.resource, namespace_name, meshed);
   if (!result.ok()) return invocation.Fail(result.status());
@@ -109,9 +93,9 @@ int RunKubernetes(const InjectFlags& flags, const Scope& scope, const Invocation
 int RunInject(const InjectFlags& flags, const Invocation& invocation, bool meshed) {
   const absl::StatusOr<Scope> scope = flags.scope.Parse();
   if (!scope.ok()) return invocation.Fail(scope.status());
-  const absl::StatusOr<InjectMode> mode = ChooseInjectMode(ModeInputs(flags, invocation.context));
+  const absl::StatusOr<InjectMode> mode = ChooseInjectMode(ModeInputs(flags, invocation));
   if (!mode.ok()) return invocation.Fail(mode.status());
-  return *mode == InjectMode::kKubernetes ? RunKubernetes(flags, *scope, invocation, meshed)
+  return *mode == InjectMode::kKubernetes ? RunKubernetes(*scope, invocation, meshed)
                                           : RunLocal(flags, *scope, invocation, meshed);
 }
 
@@ -130,11 +114,6 @@ void AddInjectCommand(CLI::App& app, Invocation& invocation, bool meshed) {
       // One path per --inventory, so that a resource after it is not taken for a path.
       ->allow_extra_args(false)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  command->add_option("--kubeconfig", flags->kubeconfig,
-                      "Kubernetes: the kubeconfig file (default: KUBECONFIG, else "
-                      "~/.kube/config)");
-  command->add_option("--context", flags->context,
-                      "Kubernetes: the kubeconfig context (default: its current-context)");
   flags->scope.AddAnswer(*command);
   command->footer(
       fmt::format("{}\nExamples:\n  meshctl {} ns/emojivoto\n  meshctl {} deploy/web -n emojivoto\n"

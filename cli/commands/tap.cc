@@ -45,6 +45,8 @@ int RunTap(const TapFlags& flags, const Invocation& invocation) {
   spec.set_authority(flags.authority);
   spec.set_scheme(flags.scheme);
   spec.set_max_rps(flags.max_rps);
+  // The aggregator ends the stream there too (through the API server, a clean end).
+  spec.set_max_events(flags.max_events);
 
   absl::StatusOr<std::unique_ptr<AggregatorApi>> client = invocation.Client();
   if (!client.ok()) return invocation.Fail(client.status());

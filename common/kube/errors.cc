@@ -4,6 +4,8 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "common/base/format.h"
 #include "nlohmann/json.hpp"
 
@@ -49,6 +51,29 @@ std::string_view ReasonPhrase(long status) {
   }
 }
 
+absl::StatusCode CodeOf(long status, std::string_view reason) {
+  switch (status) {
+    case 401:
+      return absl::StatusCode::kUnauthenticated;
+    case 403:
+      return absl::StatusCode::kPermissionDenied;
+    case 404:
+      return absl::StatusCode::kNotFound;
+    case 409:
+      return reason == "AlreadyExists" ? absl::StatusCode::kAlreadyExists
+                                       : absl::StatusCode::kAborted;
+    case 410:
+      return absl::StatusCode::kFailedPrecondition;
+    default:
+      return status >= 500 && status < 600 ? absl::StatusCode::kUnavailable
+                                           : absl::StatusCode::kUnknown;
+  }
+}
+
+// Where an error keeps the response it was made from (ResponseOf).
+constexpr char kStatusPayload[] = "nodemesh.io/kube/response-status";
+constexpr char kBodyPayload[] = "nodemesh.io/kube/response-body";
+
 }  // namespace
 
 absl::Status StatusFromResponse(const Response& response, std::string_view what) {
@@ -76,22 +101,18 @@ absl::Status StatusFromResponse(const Response& response, std::string_view what)
   }
   if (!message.empty()) text += fmt::format(": {}", message);
 
-  switch (response.status) {
-    case 401:
-      return absl::UnauthenticatedError(text);
-    case 403:
-      return absl::PermissionDeniedError(text);
-    case 404:
-      return absl::NotFoundError(text);
-    case 409:
-      if (reason == "AlreadyExists") return absl::AlreadyExistsError(text);
-      return absl::AbortedError(text);
-    case 410:
-      return absl::FailedPreconditionError(text);
-    default:
-      if (response.status >= 500 && response.status < 600) return absl::UnavailableError(text);
-      return absl::UnknownError(text);
-  }
+  absl::Status status(CodeOf(response.status, reason), text);
+  status.SetPayload(kStatusPayload, absl::Cord(std::to_string(response.status)));
+  status.SetPayload(kBodyPayload, absl::Cord(response.body));
+  return status;
+}
+
+std::optional<Response> ResponseOf(const absl::Status& status) {
+  const auto code = status.GetPayload(kStatusPayload);  // absl::optional
+  const auto body = status.GetPayload(kBodyPayload);
+  long number = 0;
+  if (!code || !body || !absl::SimpleAtoi(std::string(*code), &number)) return std::nullopt;
+  return Response{number, std::string(*body)};
 }
 
 std::string DescribeRequest(std::string_view method, std::string_view path) {

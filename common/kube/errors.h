@@ -5,6 +5,7 @@
 // asked, in the API's own words ("list pods", "watch pods in emojivoto").
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -22,8 +23,12 @@ struct Response {
 };
 
 // The error a non-2xx response means (see the top of this file); `what` says what was
-// asked ("list pods").
+// asked ("list pods"). The error carries the response (ResponseOf).
 absl::Status StatusFromResponse(const Response& response, std::string_view what);
+
+// The answer an error of StatusFromResponse was made from (a stream's refusal, say, which
+// reaches its caller only as an error); nullopt for any other error.
+std::optional<Response> ResponseOf(const absl::Status& status);
 
 // What a request does, in the API's own words, for messages: "list pods",
 // "get pods emojivoto/web-1", "watch pods in emojivoto", "patch namespaces emojivoto". A
