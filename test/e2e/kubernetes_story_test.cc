@@ -4,6 +4,11 @@
 // Services, a nodemesh-agent per node with `--inventory kubernetes`, one aggregator, and
 // the app dialling Service cluster IPs. The namespace is meshed live with `meshctl inject`
 // against the API server; meshctl then names the workloads behind the Services.
+//
+// Kubernetes authenticates everyone, as the chart installs it: the agents present projected
+// tokens of their pods, which the aggregator reviews; the aggregator is the APIService
+// v1alpha1.nodemesh.io behind the API server's aggregation layer; meshctl has only a user's
+// kubeconfig, and RBAC decides what that user may read and tap.
 
 #include <catch2/catch.hpp>
 #include <map>
@@ -14,6 +19,7 @@
 #include <vector>
 
 #include "test/lib/agent_process.h"
+#include "test/lib/certificates.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
 #include "test/lib/kubelet.h"
@@ -31,6 +37,66 @@ using nlohmann::json;
 
 constexpr uint16_t kAppPort = 8080;
 
+// RBAC as the chart installs it: the agents read pods, namespaces and Services; the
+// aggregator reviews tokens and access, reads the front proxy's settings and its agents'
+// pods; the user roles. alice may read and tap emojivoto, bob only read it.
+json StoryRbac() {
+  return json::parse(R"([
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+     "metadata": {"name": "nodemesh-agent"},
+     "rules": [{"apiGroups": [""], "resources": ["pods", "namespaces", "services"],
+                "verbs": ["list", "watch"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+     "metadata": {"name": "nodemesh-agent"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "nodemesh-agent"},
+     "subjects": [{"kind": "ServiceAccount", "name": "nodemesh-agent", "namespace": "nodemesh"}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+     "metadata": {"name": "nodemesh-aggregator-auth-delegator"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "system:auth-delegator"},
+     "subjects": [{"kind": "ServiceAccount", "name": "nodemesh-aggregator",
+                   "namespace": "nodemesh"}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+     "metadata": {"name": "nodemesh-aggregator-auth-reader", "namespace": "kube-system"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                 "name": "extension-apiserver-authentication-reader"},
+     "subjects": [{"kind": "ServiceAccount", "name": "nodemesh-aggregator",
+                   "namespace": "nodemesh"}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+     "metadata": {"name": "nodemesh-aggregator", "namespace": "nodemesh"},
+     "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+     "metadata": {"name": "nodemesh-aggregator", "namespace": "nodemesh"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                 "name": "nodemesh-aggregator"},
+     "subjects": [{"kind": "ServiceAccount", "name": "nodemesh-aggregator",
+                   "namespace": "nodemesh"}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+     "metadata": {"name": "nodemesh-read"},
+     "rules": [{"apiGroups": ["nodemesh.io"], "resources": ["stats", "edges", "routes", "inventory"],
+                "verbs": ["get"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+     "metadata": {"name": "nodemesh-tap"},
+     "rules": [{"apiGroups": ["nodemesh.io"], "resources": ["taps"], "verbs": ["watch"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+     "metadata": {"name": "alice-nodemesh-read", "namespace": "emojivoto"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "nodemesh-read"},
+     "subjects": [{"kind": "User", "name": "alice"}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+     "metadata": {"name": "alice-nodemesh-tap", "namespace": "emojivoto"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "nodemesh-tap"},
+     "subjects": [{"kind": "User", "name": "alice"}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+     "metadata": {"name": "bob-nodemesh-read", "namespace": "emojivoto"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "nodemesh-read"},
+     "subjects": [{"kind": "User", "name": "bob"}]}
+  ])");
+}
+
 std::vector<std::string> App(const std::string& script, std::vector<std::string> arguments) {
   std::vector<std::string> argv = {kPython, "-u", SourcePath("demo/emojivoto/app/" + script)};
   argv.insert(argv.end(), arguments.begin(), arguments.end());
@@ -39,20 +105,23 @@ std::vector<std::string> App(const std::string& script, std::vector<std::string>
 
 struct EmojivotoCluster : TwoNodeCluster {
   TempDir directory;
-  KubeApiServer api;
+  KubeApiServer api{{.rbac_file = directory.Write("rbac.json", StoryRbac().dump())}};
   Kubelet kubelet_1{api, node_a, CgroupDriver::kSystemd};
   Kubelet kubelet_2{api, node_b, CgroupDriver::kCgroupfs};
-  std::string kubeconfig;  // the operator's, for meshctl
+  // meshctl's kubeconfigs: the operator's (cluster admin), and two users'.
+  std::map<std::string, std::string> kubeconfigs;
   std::map<std::string, KubePod*> pods;
-  std::string aggregator_address;
 
   EmojivotoCluster()
       : TwoNodeCluster(
             {.tier = "e2e", .network = {.routed = true}, .node_a = "node-1", .node_b = "node-2"}) {
-    aggregator_address = StartAggregator({.binary = NODEMESH_AGGREGATOR_BINARY}).address();
+    StartRegisteredAggregator();
     kubelet_1.CreateNamespace("emojivoto");
-    kubeconfig = directory.path() + "/kubeconfig";
-    api.WriteKubeconfig(kubeconfig, api.admin_token());
+    for (const std::string user : {"operator", "alice", "bob"}) {
+      kubeconfigs[user] = directory.path() + "/" + user + ".kubeconfig";
+      api.WriteKubeconfig(kubeconfigs[user],
+                          user == "operator" ? api.admin_token() : api.IssueUserToken(user));
+    }
     // Backends first, then the Services in front of them, then their callers.
     pods["emoji"] = &Start(kubelet_1, "emoji", "emoji-6c9f7-k2x8q", "emoji",
                            App("emoji.py", {"--listen", "0.0.0.0:8080"}));
@@ -67,15 +136,55 @@ struct EmojivotoCluster : TwoNodeCluster {
     pods["vote-bot"] = &Start(kubelet_1, "vote-bot", "vote-bot-84b7d-h6t2r", "default",
                               App("vote_bot.py", {"--web-addr", web_svc.target(), "--rate", "5"}));
 
+    // Each agent runs as a pod of the DaemonSet: it reads the API server with its
+    // ServiceAccount's token and reports to the aggregator with its pod's projected one.
     const std::string token = api.IssueToken("nodemesh", "nodemesh-agent");
     const std::string agent_kubeconfig = directory.path() + "/agent-kubeconfig";
     api.WriteKubeconfig(agent_kubeconfig, token);
-    StartAgents({.binary = NODEMESH_AGENT_BINARY,
-                 .inventory = {"--inventory", "kubernetes", "--kubeconfig", agent_kubeconfig}});
+    for (TestNode* node : {&node_a, &node_b}) {
+      const std::string pod = "nodemesh-agent-" + node->name();
+      api.Create(
+          "/api/v1/namespaces/nodemesh/pods",
+          {{"metadata", {{"name", pod}}},
+           {"spec", {{"nodeName", node->name()}, {"serviceAccountName", "nodemesh-agent"}}}});
+      const std::string projected =
+          directory.Write(pod + ".token", api.IssueToken("nodemesh", "nodemesh-agent",
+                                                         {.audiences = {"nodemesh.io/aggregator"},
+                                                          .expiration = std::chrono::seconds(3600),
+                                                          .pod_name = pod,
+                                                          .node_name = node->name()}));
+      StartAgent(*node,
+                 {.binary = NODEMESH_AGENT_BINARY,
+                  .extra_args = {"--aggregator-ca", directory.path() + "/aggregator-ca.crt",
+                                 "--aggregator-token-file", projected},
+                  .inventory = {"--inventory", "kubernetes", "--kubeconfig", agent_kubeconfig}});
+    }
   }
   // The agents watch the API server and read the kubeconfigs in `directory`: they stop
   // before those go.
   ~EmojivotoCluster() { StopAgents(); }
+
+  // The aggregator as the chart runs it: its own ServiceAccount's token, HTTPS for the
+  // aggregation layer with a certificate for its Service's name, registered as the
+  // APIService with its CA.
+  void StartRegisteredAggregator() {
+    MakeCa(directory, "aggregator-ca");
+    MakeServerCertificate(directory, "aggregator-ca", "aggregator",
+                          {"nodemesh-aggregator.nodemesh.svc"});
+    const std::string kubeconfig = directory.path() + "/aggregator.kubeconfig";
+    api.WriteKubeconfig(kubeconfig, api.IssueToken("nodemesh", "nodemesh-aggregator"));
+    const AggregatorProcess& aggregator = TwoNodeCluster::StartAggregator(
+        {.binary = NODEMESH_AGGREGATOR_BINARY,
+         .extra_args = {"--tls-cert", directory.path() + "/aggregator.crt", "--tls-key",
+                        directory.path() + "/aggregator.key", "--api-listen", "127.0.0.1:0",
+                        "--kubeconfig", kubeconfig, "--agent-service-account",
+                        "nodemesh/nodemesh-agent"}});
+    api.RegisterExtension({.address = aggregator.api_address(),
+                           .ca_bundle_pem = ReadFile(directory.path() + "/aggregator-ca.crt")});
+    const json status = api.ExtensionStatus();
+    INFO(status.dump(1));
+    REQUIRE(status["available"] == true);
+  }
 
   KubePod& Start(Kubelet& kubelet, const std::string& workload, const std::string& name,
                  const std::string& service_account, std::vector<std::string> command) {
@@ -98,18 +207,18 @@ struct EmojivotoCluster : TwoNodeCluster {
     return service;
   }
 
-  CommandResult Meshctl(std::vector<std::string> arguments,
+  // meshctl as `user` runs it: with nothing but that user's kubeconfig.
+  CommandResult Meshctl(const std::string& user, std::vector<std::string> arguments,
                         std::chrono::milliseconds timeout = 60s) const {
     arguments.insert(arguments.begin(), NODEMESH_MESHCTL_BINARY);
     return RunCommand(arguments, timeout,
-                      Process::Options{.env = {{"NODEMESH_AGGREGATOR", aggregator_address},
-                                               {"KUBECONFIG", kubeconfig}}});
+                      Process::Options{.env = {{"KUBECONFIG", kubeconfigs.at(user)}}});
   }
 
   std::map<std::string, json> Stat(std::vector<std::string> arguments) const {
     arguments.insert(arguments.begin(), "stat");
     arguments.insert(arguments.end(), {"-n", "emojivoto", "-o", "json"});
-    const CommandResult result = Meshctl(arguments);
+    const CommandResult result = Meshctl("alice", arguments);
     INFO(result.output);
     REQUIRE(result.exit_code == 0);
     const size_t start = result.output.find('{');
@@ -128,7 +237,9 @@ struct EmojivotoCluster : TwoNodeCluster {
   }
 };
 
-TEST_CASE("kubernetes: emojivoto meshed live with meshctl inject and traced through its Services") {
+TEST_CASE(
+    "kubernetes: emojivoto meshed live with meshctl inject and traced through its Services, "
+    "every caller known to Kubernetes") {
   EmojivotoCluster c;
 
   // Before inject: the pods are known and unmeshed, and there is no traffic to show.
@@ -142,7 +253,7 @@ TEST_CASE("kubernetes: emojivoto meshed live with meshctl inject and traced thro
   }
   const std::map<std::string, int> pids = c.AppPids();
 
-  const CommandResult injected = c.Meshctl({"inject", "ns/emojivoto"});
+  const CommandResult injected = c.Meshctl("operator", {"inject", "ns/emojivoto"});
   INFO(injected.output);
   REQUIRE(injected.exit_code == 0);
   CHECK(injected.output.find("namespace emojivoto labelled nodemesh.io/mesh=enabled") !=
@@ -191,13 +302,32 @@ TEST_CASE("kubernetes: emojivoto meshed live with meshctl inject and traced thro
 
   // Tap: a doughnut vote fails with grpc-status Unknown.
   const std::string path = "/emojivoto.v1.VotingService/VoteDoughnut";
-  const CommandResult tap = c.Meshctl({"tap", "deploy/web", "-n", "emojivoto", "--to",
+  const CommandResult tap = c.Meshctl("alice",
+                                      {"tap", "deploy/web", "-n", "emojivoto", "--to",
                                        "deploy/voting", "--path", path, "--max-events", "6"},
                                       90s);
   INFO(tap.output);
   CHECK(tap.exit_code == 0);
   CHECK(tap.output.find(":path=" + path) != std::string::npos);
   CHECK(std::regex_search(tap.output, std::regex("(^|\\n)end id=\\S+ .*grpc-status=Unknown")));
+
+  // bob may read emojivoto but not tap it: meshctl says which permission that needs and how
+  // to grant it.
+  const CommandResult refused = c.Meshctl("bob", {"tap", "deploy/web", "-n", "emojivoto"});
+  INFO(refused.output);
+  CHECK(refused.exit_code != 0);
+  CHECK(refused.output.find("kubectl create rolebinding bob-nodemesh-tap -n emojivoto "
+                            "--clusterrole=nodemesh-tap --user=bob") != std::string::npos);
+
+  // Every answer alice had came through the API server, as hers.
+  std::set<std::string> resources;
+  for (const KubeApiServer::Request& request : c.api.Requests()) {
+    if (request.user == "alice" && request.status == 200) {
+      resources.insert(request.path.substr(0, request.path.find('?')));
+    }
+  }
+  CHECK(resources.count("/apis/nodemesh.io/v1alpha1/namespaces/emojivoto/stats/deployment"));
+  CHECK(resources.count("/apis/nodemesh.io/v1alpha1/namespaces/emojivoto/taps"));
 
   // The same processes as before inject.
   CHECK(c.AppPids() == pids);

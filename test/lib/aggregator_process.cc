@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <regex>
 #include <stdexcept>
 #include <utility>
@@ -39,6 +40,28 @@ void AggregatorProcess::Start() {
   address_ = options_.listen.substr(0, options_.listen.rfind(':') + 1) + port;
   // A restart takes the same port, where the agents dial it again.
   options_.listen = address_;
+
+  // With --api-listen, logged once the HTTPS API listens too (after the gRPC port).
+  const auto api_listen =
+      std::find(options_.extra_args.begin(), options_.extra_args.end(), "--api-listen");
+  if (api_listen == options_.extra_args.end() || api_listen + 1 == options_.extra_args.end()) {
+    return;
+  }
+  static const std::regex kServingApi(R"(serving nodemesh.io/v1alpha1 on (\S+) for)");
+  PollUntil(
+      [&] {
+        const std::string output = process_->output();
+        std::smatch match;
+        if (std::regex_search(output, match, kServingApi)) api_address_ = match[1];
+        return !api_address_.empty() || !process_->IsRunning();
+      },
+      options_.ready_timeout);
+  if (api_address_.empty()) {
+    throw std::runtime_error(fmt::format("{} did not serve its HTTPS API on {}:\n{}",
+                                         options_.binary, *(api_listen + 1),
+                                         Tail(process_->output())));
+  }
+  *(api_listen + 1) = api_address_;
 }
 
 int AggregatorProcess::Connections(std::string_view node) const {

@@ -42,6 +42,9 @@ class AggregatorProcess {
 
   // "HOST:PORT" it serves agents and clients on, with the port it took.
   const std::string& address() const { return address_; }
+  // "HOST:PORT" of its HTTPS API, with `--api-listen` in extra_args (the port it took), else
+  // empty.
+  const std::string& api_address() const { return api_address_; }
   Process& process() { return *process_; }
   std::string output() const { return process_->output(); }
 
@@ -62,6 +65,7 @@ class AggregatorProcess {
 
   AggregatorProcessOptions options_;
   std::string address_;
+  std::string api_address_;
   std::optional<Process> process_;  // always set once constructed
 };
 
