@@ -1,14 +1,17 @@
 // k8s tier: the Helm chart (helm/nodemesh). helm lint; helm template against golden files
-// with the default values and with test/k8s/custom-values.yaml (UPDATE_GOLDEN=1 rewrites
-// them; the keys and certificates Helm generates are masked); the generated aggregator
+// with the default values and with test/k8s/custom-values.yaml, in each auth.mode
+// (UPDATE_GOLDEN=1 rewrites them; the keys and certificates Helm generates, and the
+// APIService's caBundle of the generated CA, are masked); the generated aggregator
 // certificate checked with openssl, kept when the cluster has one, and each TLS flag's file
 // mounted into its container, the aggregator's key into the aggregator's only; values the
 // schema refuses, naming the key; every rendered object checked against
 // the Kubernetes API's types, unknown fields refused (test/k8s/validate.js), and a copy of the
 // chart with a misspelt field refused; the PodMonitor only where the cluster serves it; the
 // install refused in a namespace whose Pod Security level would refuse the agent's pods,
-// checked against the test API server; and the real agent, on a simulated node, run with the
-// chart's ClusterRole enforced by that server (this one needs root).
+// checked against the test API server; the real agent, on a simulated node, run with the
+// chart's ClusterRole enforced by that server, and the real aggregator with the chart's
+// aggregator RBAC (these need root); and the chart's user roles deciding the
+// SubjectAccessReviews of each call's permissions.
 //
 // Helm, kubectl and the validator's packages come from test/install-deps.sh, under
 // NODEMESH_TOOLS_DIR (a CMake cache variable, /opt/nodemesh-tools by default); without
@@ -29,8 +32,11 @@
 #include <utility>
 #include <vector>
 
+#include "common/httpapi/paths.h"
+#include "common/httpapi/permissions.h"
 #include "test/k8s/k8s_tools.h"
 #include "test/lib/agent_process.h"
+#include "test/lib/aggregator_process.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
 #include "test/lib/kubelet.h"
@@ -1024,6 +1030,271 @@ TEST_CASE("the agent works with exactly the permissions of the chart's ClusterRo
     INFO(rule);
     CHECK(uses > 0);
   }
+}
+
+// The container `name` of a pod template's spec.
+const nlohmann::json& ContainerOf(const nlohmann::json& pod, const std::string& name) {
+  for (const nlohmann::json& container : pod["containers"]) {
+    if (container["name"] == name) return container;
+  }
+  throw std::runtime_error("no container " + name);
+}
+
+// The aggregator's permissions are those its Kubernetes authentication needs: with the
+// chart's aggregator RBAC (and the built-in roles it binds) enforced by the test API server,
+// the real aggregator, run with the rendered Deployment's flags and the chart's generated
+// certificate, reads the front proxy's settings (ready), admits an agent by its projected
+// token of a pod whose review names no node (Kubernetes before 1.30: the pod is read), and
+// has a user's call reviewed; nothing it asks is refused, and every rule it is given is used.
+TEST_CASE("the aggregator works with exactly the permissions of the chart's RBAC") {
+  RequireRoot("k8s");
+  Helm helm;
+  TempDir dir;
+  const nlohmann::json documents = YamlDocuments(helm.Template(kChart));
+  const nlohmann::json rbac =
+      YamlDocuments(helm.Template(kChart, {"--show-only", "templates/aggregator-rbac.yaml"}));
+  REQUIRE(rbac.size() == 4);
+  KubeApiServer api({.rbac_file = dir.Write("rbac.json", rbac.dump())});
+  const std::string user = "system:serviceaccount:nodemesh:nodemesh-aggregator";
+  const std::string kubeconfig = dir.path() + "/kubeconfig";
+  api.WriteKubeconfig(kubeconfig, api.IssueToken("nodemesh", "nodemesh-aggregator"));
+
+  // The Deployment's flags, with its mounted Secret's directory here and loopback addresses;
+  // no --kubeconfig in the pod (in-cluster), the test API server's here.
+  const nlohmann::json deployment = ObjectOf(documents, "Deployment", "nodemesh-aggregator");
+  const nlohmann::json& pod = PodSpecOf(deployment);
+  const nlohmann::json& container = ContainerOf(pod, "aggregator");
+  CHECK(pod["automountServiceAccountToken"] == "true");
+  WriteGeneratedSecret(documents, dir);
+  std::vector<std::string> args;
+  std::set<std::string> kubernetes_flags;
+  for (std::string arg : container["args"]) {
+    if (arg.starts_with("--listen=")) continue;  // AggregatorProcess's own
+    if (arg.starts_with("--api-listen=")) arg = "--api-listen=127.0.0.1:0";
+    if (arg.starts_with("--api-listen") || arg.starts_with("--agent-") ||
+        arg.starts_with("--kube")) {
+      kubernetes_flags.insert(arg);
+    }
+    for (const std::string file : {"tls.crt", "tls.key"}) {
+      const std::string mounted = "=/etc/nodemesh/tls/" + file;
+      if (arg.ends_with(mounted))
+        arg.replace(arg.size() - mounted.size(), mounted.size(), "=" + dir.path() + "/" + file);
+    }
+    args.push_back(arg);
+  }
+  CHECK(kubernetes_flags == std::set<std::string>{"--api-listen=127.0.0.1:0",
+                                                  "--agent-service-account=nodemesh/nodemesh-agent",
+                                                  "--agent-token-audience=nodemesh.io/aggregator"});
+  args.insert(args.end(), {"--kubeconfig", kubeconfig});
+  AggregatorProcess aggregator({.binary = NODEMESH_AGGREGATOR_BINARY, .extra_args = args});
+  INFO("aggregator:\n" << aggregator.output() << "\nAPI server:\n" << api.log());
+  const std::string serving = "serving nodemesh.io/v1alpha1 on 127.0.0.1:";
+  REQUIRE(aggregator.process().WaitForOutput(serving, 10s));
+  const std::string output = aggregator.output();
+  const size_t port_at = output.find(serving) + serving.size();
+  const std::string api_port = output.substr(port_at, output.find(' ', port_at) - port_at);
+
+  // The API server's aggregation layer: the Service's name as the TLS server name, verified
+  // with the APIService's caBundle; its front-proxy certificate and a user's headers.
+  const std::string ca_bundle =
+      dir.Write("ca-bundle.base64",
+                ObjectOf(documents, "APIService", "v1alpha1.nodemesh.io")["spec"]["caBundle"]
+                    .get<std::string>());
+  Openssl({"base64", "-d", "-A", "-in", ca_bundle, "-out", dir.path() + "/ca-bundle.pem"});
+  const std::string service_name = "nodemesh-aggregator.nodemesh.svc";
+  const auto call = [&](const std::string& path) {
+    return RunCommand({"curl",
+                       "-sS",
+                       "-o",
+                       "/dev/null",
+                       "-w",
+                       "%{http_code}",
+                       "--max-time",
+                       "10",
+                       "--cacert",
+                       dir.path() + "/ca-bundle.pem",
+                       "--resolve",
+                       service_name + ":" + api_port + ":127.0.0.1",
+                       "--cert",
+                       api.front_proxy_client_cert(),
+                       "--key",
+                       api.front_proxy_client_key(),
+                       "-H",
+                       "X-Remote-User: alice",
+                       "-H",
+                       "X-Remote-Group: system:authenticated",
+                       "https://" + service_name + ":" + api_port + path},
+                      20s)
+        .output;
+  };
+  // Ready once it has read the front proxy's ConfigMap, as its readiness probe asks.
+  CHECK(container["readinessProbe"]["httpGet"]["path"] == "/readyz");
+  REQUIRE(PollUntil([&] { return call("/readyz") == "200"; }, 15s, 100ms));
+  // alice is bound to nothing: refused after a SubjectAccessReview.
+  CHECK(call("/apis/nodemesh.io/v1alpha1/namespaces/shop/stats/deployment") == "403");
+
+  // An agent with its pod's projected token, as the DaemonSet's volume asks for it.
+  const nlohmann::json daemonset = ObjectOf(documents, "DaemonSet", "nodemesh-agent");
+  const nlohmann::json projected = VolumeOf(
+      PodSpecOf(daemonset), "aggregator-token")["projected"]["sources"][0]["serviceAccountToken"];
+  REQUIRE(projected.is_object());
+  api.Create("/api/v1/namespaces/nodemesh/pods", {{"metadata", {{"name", "nodemesh-agent-x7k2p"}}},
+                                                  {"spec", {{"nodeName", "node-a"}}}});
+  const std::string token_file = dir.Write(
+      "token", api.IssueToken("nodemesh", "nodemesh-agent",
+                              {.audiences = {projected["audience"]},
+                               .expiration = std::chrono::seconds(
+                                   std::stoi(projected["expirationSeconds"].get<std::string>())),
+                               .pod_name = "nodemesh-agent-x7k2p"}));
+  PodNetwork network;
+  TestNode node{network, "node-a"};
+  AgentProcess agent(node, {.binary = NODEMESH_AGENT_BINARY,
+                            .extra_args = {"--aggregator", aggregator.address(), "--aggregator-ca",
+                                           dir.path() + "/ca.crt", "--aggregator-server-name",
+                                           service_name, "--aggregator-token-file", token_file}});
+  INFO("agent:\n" << agent.output());
+  CHECK(aggregator.WaitForNode("node-a"));
+
+  std::set<std::string> asked;
+  for (const KubeApiServer::Request& request : api.Requests()) {
+    if (request.user != user) continue;
+    INFO(request.method << " " << request.path << ": " << request.status << " by " << request.rule);
+    CHECK(request.status < 300);
+    CHECK_FALSE(request.rule.empty());
+    asked.insert(request.rule);
+  }
+  // Each rule given, each used: the reviews, the front proxy's ConfigMap, the agent's pod.
+  CHECK(asked == std::set<std::string>{
+                     "ClusterRole/system:auth-delegator#0", "ClusterRole/system:auth-delegator#1",
+                     "Role/kube-system/extension-apiserver-authentication-reader#0",
+                     "Role/nodemesh/nodemesh-aggregator#0"});
+  for (const auto& [rule, uses] : api.RbacRuleUses()) {
+    INFO(rule);
+    CHECK(uses > 0);
+  }
+  // And nothing more: not the pods of another namespace, not Secrets.
+  const std::string token = api.IssueToken("nodemesh", "nodemesh-aggregator");
+  CHECK(api.Call("GET", "/api/v1/namespaces/shop/pods/web", token).status == 403);
+  CHECK(api.Call("GET", "/api/v1/namespaces/nodemesh/secrets", token).status == 403);
+}
+
+// The user ClusterRoles as rendered, bound per namespace and cluster-wide, decide the
+// SubjectAccessReviews the aggregator asks for each call (httpapi::PermissionsFor, the very
+// attributes): a call is allowed exactly when each permission it needs is in a role bound
+// where it applies, and each role's rule is what allows it.
+TEST_CASE("the chart's user roles allow exactly the calls each is for") {
+  Helm helm;
+  TempDir dir;
+  nlohmann::json rbac =
+      YamlDocuments(helm.Template(kChart, {"--show-only", "templates/user-roles.yaml"}));
+  REQUIRE(rbac.size() == 4);  // the three roles and the helm test Pod's binding
+  // Who is bound to what: a namespace, or "" for every namespace.
+  struct Binding {
+    std::string user, role, namespace_name;
+  };
+  const std::vector<Binding> bindings = {
+      {"alice", "nodemesh-read", "shop"}, {"alice", "nodemesh-tap", "shop"},
+      {"bob", "nodemesh-read", ""},       {"carol", "nodemesh-tap", ""},
+      {"ops", "nodemesh-node-admin", ""},
+  };
+  for (const Binding& binding : bindings) {
+    nlohmann::json object = {
+        {"apiVersion", "rbac.authorization.k8s.io/v1"},
+        {"kind", binding.namespace_name.empty() ? "ClusterRoleBinding" : "RoleBinding"},
+        {"metadata", {{"name", binding.user + "-" + binding.role}}},
+        {"roleRef",
+         {{"apiGroup", "rbac.authorization.k8s.io"},
+          {"kind", "ClusterRole"},
+          {"name", binding.role}}},
+        {"subjects", {{{"kind", "User"}, {"name", binding.user}}}}};
+    if (!binding.namespace_name.empty()) object["metadata"]["namespace"] = binding.namespace_name;
+    rbac.push_back(object);
+  }
+  KubeApiServer api({.rbac_file = dir.Write("rbac.json", rbac.dump())});
+  const auto allowed = [&](const std::string& user, const httpapi::Permission& permission) {
+    const KubeApiServer::Response answer =
+        api.Call("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", api.admin_token(),
+                 nlohmann::json{{"apiVersion", "authorization.k8s.io/v1"},
+                                {"kind", "SubjectAccessReview"},
+                                {"spec",
+                                 {{"user", user},
+                                  {"groups", {"system:authenticated"}},
+                                  {"resourceAttributes", permission.ResourceAttributes()}}}}
+                     .dump());
+    INFO(answer.body);
+    REQUIRE(answer.status < 300);
+    return answer.json()["status"].value("allowed", false);
+  };
+  // What the bindings above grant, as the README says of the roles.
+  const auto granted = [&](const std::string& user, const httpapi::Permission& permission) {
+    for (const Binding& binding : bindings) {
+      if (binding.user == user && binding.role == permission.ClusterRole() &&
+          (binding.namespace_name.empty() || (binding.namespace_name == permission.namespace_name)))
+        return true;
+    }
+    return false;
+  };
+  const std::vector<std::string> calls = {
+      "/namespaces/shop/stats/deployment?windowSeconds=60",
+      "/namespaces/shop/stats/deployment?from.type=deployment&from.namespace=bank",
+      "/namespaces/shop/edges/deployment",
+      "/namespaces/shop/routes/deployment?selector.name=web",
+      "/namespaces/shop/inventory/pods",
+      "/inventory/pods",
+      "/namespaces/bank/stats/deployment",
+      "/namespaces/shop/taps?watch=true&target.type=deployment&target.name=web",
+      "/namespaces/shop/taps?watch=true&target.type=deployment&target.name=web&"
+      "to.type=namespace&to.name=bank",
+      "/taps?watch=true",
+      "/nodes/node-a/admin/pods",
+  };
+  // call -> users allowed, for the expectations below.
+  std::map<std::string, std::set<std::string>> may;
+  for (const std::string& call : calls) {
+    const std::string target = std::string(httpapi::kApiPath) + call;
+    const size_t question = target.find('?');
+    const absl::StatusOr<httpapi::ApiRequest> request =
+        httpapi::ParseApiRequest(target.substr(0, question),
+                                 question == std::string::npos ? "" : target.substr(question + 1));
+    INFO(call << ": " << request.status().ToString());
+    REQUIRE(request.ok());
+    for (const std::string user : {"alice", "bob", "carol", "ops", "mallory"}) {
+      bool all = true;
+      for (const httpapi::Permission& permission : httpapi::PermissionsFor(*request)) {
+        INFO(user << " " << permission.Describe());
+        const bool review = allowed(user, permission);
+        CHECK(review == granted(user, permission));
+        all = all && review;
+      }
+      if (all) may[call].insert(user);
+    }
+  }
+  using Users = std::set<std::string>;
+  CHECK(may[calls[0]] == Users{"alice", "bob"});
+  CHECK(may[calls[1]] == Users{"bob"});  // alice may not read bank
+  CHECK(may[calls[2]] == Users{"alice", "bob"});
+  CHECK(may[calls[3]] == Users{"alice", "bob"});
+  CHECK(may[calls[4]] == Users{"alice", "bob"});
+  CHECK(may[calls[5]] == Users{"bob"});  // every namespace needs a ClusterRoleBinding
+  CHECK(may[calls[6]] == Users{"bob"});
+  CHECK(may[calls[7]] == Users{"alice", "carol"});
+  CHECK(may[calls[8]] == Users{"carol"});  // both ends of a tap
+  CHECK(may[calls[9]] == Users{"carol"});
+  CHECK(may[calls[10]] == Users{"ops"});
+  // Each rule of the roles is what allowed some review.
+  const std::map<std::string, int> uses = api.RbacRuleUses();
+  for (const std::string role : {"nodemesh-read", "nodemesh-tap", "nodemesh-node-admin"}) {
+    INFO(role);
+    CHECK(uses.count("ClusterRole/" + role + "#0") == 1);
+  }
+  for (const auto& [rule, count] : uses) {
+    INFO(rule);
+    CHECK(count > 0);
+  }
+
+  // The helm test Pod's account reads the inventory of every namespace, as meshctl check asks.
+  httpapi::Permission check{.verb = "get", .resource = "inventory", .name = "pods"};
+  CHECK(allowed("system:serviceaccount:nodemesh:nodemesh-check", check));
 }
 
 }  // namespace
