@@ -25,6 +25,7 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -198,6 +199,10 @@ struct NodeSide {
   std::string service_account_dir;                       // token, ca.crt, namespace
   std::vector<std::pair<std::string, std::string>> env;  // KUBERNETES_SERVICE_HOST/PORT
   std::string volumes_dir;                               // where emptyDir volumes are made
+  // A token of the pod's ServiceAccount for `audience`, valid `expiration`, as the kubelet
+  // requests one for a projected serviceAccountToken volume.
+  std::function<std::string(const std::string& audience, std::chrono::seconds expiration)>
+      project_token;
 };
 
 // One container of the DaemonSet's pod template, as podman runs it.
@@ -335,7 +340,7 @@ class PodContainer {
     std::map<std::string, bool> host_paths;
     for (const json& volume : pod_.value("volumes", json::array())) {
       const std::string name = volume["name"];
-      OnlyKnown(volume, {"name", "hostPath", "emptyDir", "secret"}, "volume " + name);
+      OnlyKnown(volume, {"name", "hostPath", "emptyDir", "secret", "projected"}, "volume " + name);
       if (volume.contains("hostPath")) {
         const json& host_path = volume["hostPath"];
         OnlyKnown(host_path, {"path", "type"}, "volume " + name + ".hostPath");
@@ -396,6 +401,22 @@ class PodContainer {
                                                  secret["secretName"].get<std::string>(), key));
           }
           WriteFile(directory + "/" + path, Base64Decode(data[key].get<std::string>()));
+        }
+        sources[name] = directory;
+      } else if (volume.contains("projected")) {
+        // Projected ServiceAccount tokens only, each written where its path says.
+        OnlyKnown(volume["projected"], {"sources"}, "volume " + name + ".projected");
+        const std::string directory = node.volumes_dir + "/" + name;
+        fs::create_directories(directory);
+        for (const json& source : volume["projected"]["sources"]) {
+          OnlyKnown(source, {"serviceAccountToken"}, "volume " + name + ".projected.sources");
+          const json& token = source["serviceAccountToken"];
+          OnlyKnown(token, {"audience", "expirationSeconds", "path"},
+                    "volume " + name + ".projected.sources.serviceAccountToken");
+          WriteFile(
+              directory + "/" + token["path"].get<std::string>(),
+              node.project_token(token.value("audience", std::string(kApiAudience)),
+                                 std::chrono::seconds(token.value("expirationSeconds", 3600))));
         }
         sources[name] = directory;
       }
@@ -573,12 +594,17 @@ struct ImageNode {
     user =
         fmt::format("system:serviceaccount:{}:{}", kReleaseNamespace, container.service_account());
     token = api.IssueToken(kReleaseNamespace, container.service_account());
-    node_side = {.node_name = node.name(),
-                 .pod_name = "nodemesh-agent-" + network.id() + "-" + node.name(),
-                 .service_account_dir = directory.path() + "/serviceaccount",
-                 .env = {{"KUBERNETES_SERVICE_HOST", api.host()},
-                         {"KUBERNETES_SERVICE_PORT", std::to_string(api.port())}},
-                 .volumes_dir = directory.path() + "/volumes"};
+    node_side = {
+        .node_name = node.name(),
+        .pod_name = "nodemesh-agent-" + network.id() + "-" + node.name(),
+        .service_account_dir = directory.path() + "/serviceaccount",
+        .env = {{"KUBERNETES_SERVICE_HOST", api.host()},
+                {"KUBERNETES_SERVICE_PORT", std::to_string(api.port())}},
+        .volumes_dir = directory.path() + "/volumes",
+        .project_token = [this](const std::string& audience, std::chrono::seconds expiration) {
+          return api.IssueToken(kReleaseNamespace, container.service_account(),
+                                {.audiences = {audience}, .expiration = expiration});
+        }};
     api.WriteServiceAccountDir(node_side.service_account_dir, token, kReleaseNamespace);
     const auto [readiness_path, port] = container.HttpProbe("readinessProbe");
     readiness = readiness_path;
@@ -592,13 +618,16 @@ struct ImageNode {
     agent.reset();
   }
 
-  // The chart's ClusterRoles, Roles and their bindings, for the API server to enforce.
+  // The chart's ClusterRoles, Roles and their bindings of the agent, for the API server to
+  // enforce (the aggregator's and the users' are chart_test's).
   json RbacObjects() const {
     json rbac = json::array();
     for (const json& object : manifests) {
       const std::string kind = object.value("kind", "");
-      if (kind == "ClusterRole" || kind == "ClusterRoleBinding" || kind == "Role" ||
-          kind == "RoleBinding") {
+      const json labels = object["metadata"].value("labels", json::object());
+      if ((kind == "ClusterRole" || kind == "ClusterRoleBinding" || kind == "Role" ||
+           kind == "RoleBinding") &&
+          labels.value("app.kubernetes.io/component", "") == "agent") {
         rbac.push_back(object);
       }
     }
