@@ -234,6 +234,19 @@ TEST_CASE("through the API server of a cluster without nodemesh.io/v1alpha1, mes
   CHECK(cluster.Said(pods, cluster.alice()) == not_served);
 }
 
+TEST_CASE("an API server that does not answer: meshctl says what to check", "[meshctl][kube]") {
+  Cluster cluster;
+  cluster.server().Stop();
+  const Result stat = Run({"--kubeconfig", cluster.alice(), "stat", "deploy", "-n", "emojivoto"});
+  CHECK(stat.code == 1);
+  CHECK(stat.err ==
+        fmt::format("meshctl: get stats emojivoto/deployment: cannot connect to the API server at "
+                    "{} (Connection refused): is the cluster of kubeconfig {}, context test up? "
+                    "('kubectl cluster-info' checks it), or use --aggregator HOST:PORT to reach "
+                    "an aggregator directly\n",
+                    cluster.server().url(), cluster.alice()));
+}
+
 TEST_CASE("the aggregator's certificates with a path through the API server: a usage error",
           "[meshctl][kube]") {
   Cluster cluster;
