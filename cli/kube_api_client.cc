@@ -197,6 +197,17 @@ std::string AddressOf(const kube::Config& config) {
 KubeApiClient::KubeApiClient(kube::Config config, kube::ExecEnvironment environment)
     : client_(std::move(config), std::move(environment)), address_(AddressOf(client_.config())) {}
 
+absl::Status KubeApiClient::Unanswered(const absl::Status& failure) const {
+  // kube's words name the request and the cause; what to do about an API server that does
+  // not answer is ours to add.
+  if (!absl::IsUnavailable(failure) && !absl::IsDeadlineExceeded(failure)) return failure;
+  return absl::Status(failure.code(),
+                      fmt::format("{}: is the cluster of {} up? ('kubectl cluster-info' checks "
+                                  "it), or use --aggregator HOST:PORT to reach an aggregator "
+                                  "directly",
+                                  failure.message(), client_.config().source));
+}
+
 bool KubeApiClient::ApiServed() {
   const absl::StatusOr<kube::Response> discovery = client_.Request("GET", httpapi::kApiPath);
   // Unknown (no answer): said so by the next attempt, not taken for "not served".
@@ -212,7 +223,7 @@ template <typename Response>
 absl::StatusOr<Response> KubeApiClient::Get(const httpapi::ApiRequest& request) {
   const absl::StatusOr<kube::Response> answer =
       client_.Request("GET", httpapi::ApiRequestTarget(request));
-  if (!answer.ok()) return answer.status();
+  if (!answer.ok()) return Unanswered(answer.status());
   if (answer->status < 200 || answer->status >= 300) return Explain(*answer, request);
   Response response;
   if (absl::Status parsed = httpapi::ParseMessageJson(answer->body, &response); !parsed.ok()) {
@@ -245,7 +256,7 @@ absl::StatusOr<v1::NodeAdminResponse> KubeApiClient::NodeAdmin(
     const v1::NodeAdminRequest& request) {
   const absl::StatusOr<kube::Response> answer =
       client_.Request("GET", httpapi::ApiRequestTarget(request));
-  if (!answer.ok()) return answer.status();
+  if (!answer.ok()) return Unanswered(answer.status());
   // The agent answers in plain text or its own JSON: a Status is the API server's or the
   // aggregator's, and so are a 404 of an API not served and the aggregation layer's 503.
   const bool relayed = answer->status < 300 || (!StatusObject(answer->body).has_value() &&
@@ -264,12 +275,13 @@ absl::Status KubeApiClient::Tap(
   const httpapi::ApiRequest request = spec;
   std::atomic<bool> stop{false};
   const CancelSource::Registration registration = cancel.OnCancel([&stop] { stop = true; });
-  uint64_t events = 0;
+  uint64_t events = 0, lines = 0;
   bool stopped = false;
   absl::Status broken;  // a line that is no message, or the aggregator's last word
   const absl::Status streamed = client_.Stream(
       httpapi::ApiRequestTarget(request), kTapStallTimeout,
       [&](std::string_view line) {
+        ++lines;
         if (line.find_first_not_of(" \t\r") == std::string_view::npos) return true;
         v1::TapStreamMessage message;
         if (absl::Status parsed = httpapi::ParseMessageJson(line, &message); !parsed.ok()) {
@@ -305,13 +317,13 @@ absl::Status KubeApiClient::Tap(
   if (const std::optional<kube::Response> answer = kube::ResponseOf(streamed)) {
     return Explain(*answer, request);
   }
-  if (absl::IsDeadlineExceeded(streamed)) {
+  if (absl::IsDeadlineExceeded(streamed) && lines > 0) {
     return absl::UnavailableError(fmt::format(
         "the tap stream through {} stalled (nothing for {}s, not even a heartbeat): run the "
         "command again",
         address_, std::chrono::duration_cast<std::chrono::seconds>(kTapStallTimeout).count()));
   }
-  return streamed;
+  return Unanswered(streamed);
 }
 
 }  // namespace nodemesh::cli

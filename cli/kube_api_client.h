@@ -58,6 +58,8 @@ class KubeApiClient final : public AggregatorApi {
  private:
   template <typename Response>
   absl::StatusOr<Response> Get(const httpapi::ApiRequest& request);
+  // A request that got no answer (UNAVAILABLE, DEADLINE_EXCEEDED), with what to do added.
+  absl::Status Unanswered(const absl::Status& failure) const;
   // Whether the API server serves nodemesh.io/v1alpha1: its discovery path is not a 404.
   bool ApiServed();
   // ExplainAnswer for `answer`, asking ApiServed when the answer is a 404.

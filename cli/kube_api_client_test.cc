@@ -5,24 +5,31 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "cli/commands/command.h"
 #include "cli/golden.h"
 #include "cli/run_in_process.h"
+#include "common/http/server.h"
+#include "common/httpapi/discovery.h"
 #include "common/httpapi/json.h"
 #include "common/httpapi/permissions.h"
+#include "test/lib/certificates.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
 
 namespace nodemesh::cli {
 namespace {
 
+using namespace std::chrono_literals;
 using nodemesh::testing::KubeApiServer;
 using nodemesh::testing::TempDir;
 using testing::CheckGolden;
@@ -227,6 +234,19 @@ TEST_CASE("through the API server of a cluster without nodemesh.io/v1alpha1, mes
   CHECK(cluster.Said(pods, cluster.alice()) == not_served);
 }
 
+TEST_CASE("an API server that does not answer: meshctl says what to check", "[meshctl][kube]") {
+  Cluster cluster;
+  cluster.server().Stop();
+  const Result stat = Run({"--kubeconfig", cluster.alice(), "stat", "deploy", "-n", "emojivoto"});
+  CHECK(stat.code == 1);
+  CHECK(stat.err ==
+        fmt::format("meshctl: get stats emojivoto/deployment: cannot connect to the API server at "
+                    "{} (Connection refused): is the cluster of kubeconfig {}, context test up? "
+                    "('kubectl cluster-info' checks it), or use --aggregator HOST:PORT to reach "
+                    "an aggregator directly\n",
+                    cluster.server().url(), cluster.alice()));
+}
+
 TEST_CASE("the aggregator's certificates with a path through the API server: a usage error",
           "[meshctl][kube]") {
   Cluster cluster;
@@ -312,6 +332,173 @@ TEST_CASE("ExplainAnswer: the aggregation layer's 503, the aggregator's own refu
           "  kubectl create clusterrolebinding ops-nodemesh-node-admin "
           "--clusterrole=nodemesh-node-admin --user=ops");
   }
+}
+
+// An API server that answers nodemesh.io/v1alpha1 as the test says: a tap's lines, an
+// agent's relayed answer, the aggregator's Status.
+class ScriptedApiServer {
+ public:
+  explicit ScriptedApiServer(http::HttpRoutes routes) {
+    nodemesh::testing::MakeCa(dir_, "ca");
+    nodemesh::testing::MakeServerCertificate(dir_, "ca");
+    routes.Handle(std::string(httpapi::kApiPath), [](const http::HttpRequest&) {
+      return http::HttpResponse(200, "application/json", httpapi::ResourceListJson());
+    });
+    server_ =
+        http::HttpServer::ListenTcp(
+            "127.0.0.1:0", {nodemesh::testing::ReadFile(dir_.path() + "/server.crt"),
+                            nodemesh::testing::ReadFile(dir_.path() + "/server.key"), nullptr})
+            .value();
+    server_->Serve(std::move(routes));
+    server_->Start();
+  }
+
+  std::string url() const { return "https://" + server_->address(); }
+
+  KubeApiClient Client() const {
+    kube::Config config;
+    config.server = url();
+    config.ca_file = dir_.path() + "/ca.crt";
+    config.token = "t";
+    config.source = "kubeconfig K, context C";
+    return KubeApiClient(std::move(config), {});
+  }
+
+ private:
+  TempDir dir_;
+  std::unique_ptr<http::HttpServer> server_;
+};
+
+std::string EventLine(const std::string& id) {
+  v1::TapStreamMessage message;
+  message.mutable_event()->set_request_id(id);
+  return httpapi::MessageJson(message);
+}
+
+// Taps whose target's name says how the stream goes.
+http::HttpRoutes TapRoutes() {
+  http::HttpRoutes routes;
+  routes.Handle(std::string(httpapi::kApiPath) + "/", [](const http::HttpRequest& request) {
+    const std::string how =
+        request.query.count("target.name") ? request.query.at("target.name") : "";
+    return http::HttpResponse::Stream(200, "application/json", [how](http::ResponseStream& out) {
+      v1::TapStreamMessage drops;
+      drops.mutable_drops()->set_agent_dropped(7);
+      // A heartbeat, an event, drops, an empty line, another heartbeat, an event.
+      for (const std::string& line :
+           {std::string("{}\n"), EventLine("e1"), httpapi::MessageJson(drops), std::string("\n"),
+            std::string("{}\n"), EventLine("e2")}) {
+        if (!out.Write(line, 5s)) return;
+      }
+      if (how == "last-word") {
+        out.Write(
+            httpapi::ErrorAnswerFor(absl::UnavailableError("the aggregator is shutting down")).body,
+            5s);
+      } else if (how == "held") {
+        while (!out.ClientGone()) std::this_thread::sleep_for(10ms);
+      }
+      // Else the stream ends here: after maxEvents 2, or too early.
+    });
+  });
+  return routes;
+}
+
+TEST_CASE(
+    "a tap through the API server: heartbeats skipped, ended by maxEvents, by the "
+    "aggregator's last word, by Ctrl-C",
+    "[meshctl][kube]") {
+  const ScriptedApiServer server(TapRoutes());
+  KubeApiClient client = server.Client();
+  CHECK(client.address() ==
+        "the Kubernetes API server " + server.url() + " (kubeconfig K, context C)");
+  const auto spec = [](const std::string& how, uint64_t max_events) {
+    v1::TapRequestSpec tap;
+    tap.mutable_target()->set_type("deployment");
+    tap.mutable_target()->set_name(how);
+    tap.mutable_target()->set_namespace_("emojivoto");
+    tap.set_max_events(max_events);
+    return tap;
+  };
+  std::vector<std::string> seen;
+  const auto collect = [&seen](const v1::TapStreamMessage& message) {
+    seen.push_back(message.has_event() ? message.event().request_id()
+                                       : fmt::format("drops {}", message.drops().agent_dropped()));
+    return true;
+  };
+  CancelSource cancel;
+
+  SECTION("the aggregator ends it after maxEvents: a success") {
+    CHECK(client.Tap(spec("ends", 2), cancel, collect).ok());
+    CHECK(seen == std::vector<std::string>{"e1", "drops 7", "e2"});
+  }
+  SECTION("ended before maxEvents, or without: run it again") {
+    const absl::Status early = client.Tap(spec("ends", 0), cancel, collect);
+    CHECK(absl::IsUnavailable(early));
+    CHECK(early.message() ==
+          fmt::format("the aggregator behind {} ended the tap stream: run the command again",
+                      client.address()));
+  }
+  SECTION("the aggregator's last word, a Status line") {
+    const absl::Status ended = client.Tap(spec("last-word", 0), cancel, collect);
+    CHECK(seen == std::vector<std::string>{"e1", "drops 7", "e2"});
+    CHECK(ended.message() ==
+          "the aggregator ended the tap stream (the aggregator is shutting down): run the "
+          "command again");
+  }
+  SECTION("the caller stops it, or Ctrl-C does: a success") {
+    CHECK(client
+              .Tap(spec("held", 0), cancel,
+                   [](const v1::TapStreamMessage& message) { return !message.has_drops(); })
+              .ok());
+    std::atomic<int> events{0};
+    std::future<absl::Status> held = std::async(std::launch::async, [&] {
+      return client.Tap(spec("held", 0), cancel, [&events](const v1::TapStreamMessage& message) {
+        events += message.has_event() ? 1 : 0;
+        return true;
+      });
+    });
+    while (events < 2) std::this_thread::sleep_for(5ms);
+    cancel.Cancel();
+    REQUIRE(held.wait_for(5s) == std::future_status::ready);
+    CHECK(held.get().ok());
+  }
+}
+
+TEST_CASE(
+    "shell --node through the API server: the agent's answers relayed, the aggregator's "
+    "refusals explained",
+    "[meshctl][kube]") {
+  http::HttpRoutes routes;
+  routes.Handle(std::string(httpapi::kApiPath) + "/", [](const http::HttpRequest& request) {
+    if (request.path.ends_with("/nodes/node-1/admin/pods")) {
+      return http::HttpResponse(200, "application/json", R"({"pods":[]})");
+    }
+    if (request.path.ends_with("/nodes/node-1/admin/kernel/map/nope")) {
+      return http::HttpResponse(404, "text/plain", "no map nope\n");
+    }
+    return http::HttpResponse(
+        404, "application/json",
+        httpapi::ErrorAnswerFor(absl::NotFoundError("no agent of node 'node-9' is connected"))
+            .body);
+  });
+  const ScriptedApiServer server(std::move(routes));
+  KubeApiClient client = server.Client();
+  v1::NodeAdminRequest request;
+  request.set_node("node-1");
+  request.set_target("/pods");
+  absl::StatusOr<v1::NodeAdminResponse> pods = client.NodeAdmin(request);
+  REQUIRE(pods.ok());
+  CHECK(pods->status() == 200);
+  CHECK(pods->body() == R"({"pods":[]})");
+  request.set_target("/kernel/map/nope");
+  absl::StatusOr<v1::NodeAdminResponse> map = client.NodeAdmin(request);
+  REQUIRE(map.ok());
+  CHECK(map->status() == 404);
+  CHECK(map->body() == "no map nope\n");
+  request.set_node("node-9");
+  const absl::StatusOr<v1::NodeAdminResponse> gone = client.NodeAdmin(request);
+  CHECK(gone.status().message() ==
+        "the aggregator refused NodeAdmin: no agent of node 'node-9' is connected");
 }
 
 }  // namespace

@@ -317,6 +317,13 @@ TEST_CASE("StatusFromResponse maps codes and keeps what it can of the body") {
       StatusFromResponse({422, status_body(422, "Invalid", "Pod \"x\" is invalid")}, "create");
   CHECK(absl::IsUnknown(invalid));
   CHECK(MessageOf(invalid) == "create: 422 Unprocessable Entity: Pod \"x\" is invalid");
+  // The answer stays with the error, whole, for a caller that reads more of it.
+  const std::optional<Response> kept = ResponseOf(proxy);
+  REQUIRE(kept.has_value());
+  CHECK(kept->status == 502);
+  CHECK(kept->body == "<html>\nbad gateway\n</html>");
+  CHECK_FALSE(ResponseOf(absl::UnavailableError("list pods: connection refused")).has_value());
+  CHECK_FALSE(ResponseOf(absl::OkStatus()).has_value());
 }
 
 TEST_CASE("Stream hands over whole lines, however the body was cut") {

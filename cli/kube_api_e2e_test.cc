@@ -1,0 +1,342 @@
+// meshctl with nothing but a kubeconfig: its own process, through the test API server's
+// aggregation layer (test/lib/kube_apiserver.py) to a real nodemesh-aggregator serving
+// nodemesh.io/v1alpha1 (--api-listen), registered as its APIService. Users are known by the
+// API server (an exec plugin's token, a bearer token) and RBAC decides what they may read and
+// tap; an agent of the test's own (gRPC, with a node's certificate) feeds the aggregator pods
+// and tap events.
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/tls/tls.h"
+#include "nodemesh/v1/nodemesh.grpc.pb.h"
+#include "test/lib/aggregator_process.h"
+#include "test/lib/certificates.h"
+#include "test/lib/files.h"
+#include "test/lib/kube_apiserver.h"
+#include "test/lib/peers.h"
+#include "test/lib/process.h"
+
+namespace nodemesh::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+json ClusterRole(const std::string& name, const json& resources, const std::string& verb) {
+  return {
+      {"apiVersion", "rbac.authorization.k8s.io/v1"},
+      {"kind", "ClusterRole"},
+      {"metadata", {{"name", name}}},
+      {"rules", {{{"apiGroups", {"nodemesh.io"}}, {"resources", resources}, {"verbs", {verb}}}}}};
+}
+
+json RoleBinding(const std::string& user, const std::string& role) {
+  return {{"apiVersion", "rbac.authorization.k8s.io/v1"},
+          {"kind", "RoleBinding"},
+          {"metadata", {{"name", user + "-" + role}, {"namespace", "emojivoto"}}},
+          {"roleRef",
+           {{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "ClusterRole"}, {"name", role}}},
+          {"subjects",
+           {{{"kind", "User"}, {"name", user}, {"apiGroup", "rbac.authorization.k8s.io"}}}}};
+}
+
+// The chart's user roles; alice may read emojivoto, bob read and tap it; nobody anything in
+// payments.
+std::string Rbac() {
+  return json{ClusterRole("nodemesh-read", {"stats", "edges", "routes", "inventory"}, "get"),
+              ClusterRole("nodemesh-tap", {"taps"}, "watch"), RoleBinding("alice", "nodemesh-read"),
+              RoleBinding("bob", "nodemesh-read"), RoleBinding("bob", "nodemesh-tap")}
+      .dump();
+}
+
+v1::Pod Pod(const std::string& name, const std::string& deployment) {
+  v1::Pod pod;
+  v1::Identity& identity = *pod.mutable_identity();
+  identity.set_namespace_("emojivoto");
+  identity.set_pod(name);
+  identity.set_owner_kind("Deployment");
+  identity.set_owner_name(deployment);
+  identity.set_service_account(deployment);
+  identity.set_node("node-a");
+  pod.set_meshed(true);
+  pod.set_enrolled(true);
+  return pod;
+}
+
+// The agent of node-a as the aggregator sees one: its pods in a hello, then tap events for
+// the subscriptions it is sent.
+class NodeAgent {
+ public:
+  NodeAgent(const std::string& address, const TlsFiles& tls, std::vector<v1::Pod> pods)
+      : stub_(v1::AgentService::NewStub(
+            AggregatorDialer::Make(address, tls, "--").value().Dial(grpc::ChannelArguments()))),
+        stream_(stub_->Connect(&context_)) {
+    v1::AgentMessage hello;
+    hello.mutable_hello()->set_node("node-a");
+    hello.mutable_hello()->set_version("test");
+    for (v1::Pod& pod : pods) *hello.mutable_hello()->add_pods() = std::move(pod);
+    stream_->Write(hello);
+    reader_ = std::thread([this] {
+      v1::AggregatorMessage message;
+      while (stream_->Read(&message)) {
+        if (!message.has_subscribe()) continue;
+        std::lock_guard lock(mutex_);
+        subscriptions_.push_back(message.subscribe().id());
+        changed_.notify_all();
+      }
+    });
+  }
+  ~NodeAgent() {
+    context_.TryCancel();
+    reader_.join();
+    stream_->Finish();
+  }
+
+  // The id of a tap's first subscription, once it has come.
+  std::optional<uint64_t> WaitForSubscription(std::chrono::milliseconds timeout = 10s) {
+    std::unique_lock lock(mutex_);
+    if (!changed_.wait_for(lock, timeout, [this] { return !subscriptions_.empty(); })) {
+      return std::nullopt;
+    }
+    return subscriptions_.front();
+  }
+
+  // `count` POSTs from web-1 to voting-1.
+  void SendEvents(uint64_t subscription, int count) {
+    v1::AgentMessage message;
+    for (int i = 1; i <= count; ++i) {
+      v1::TapEvent& event = *message.mutable_tap()->add_events();
+      event.set_subscription(subscription);
+      event.set_request_id(fmt::format("node-a:{}:1", i));
+      *event.mutable_source() = Pod("web-1", "web").identity();
+      *event.mutable_destination() = Pod("voting-1", "voting").identity();
+      event.mutable_request()->set_method("POST");
+      event.mutable_request()->set_path("/emojivoto.v1.VotingService/VotePizza");
+    }
+    stream_->Write(message);
+  }
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<v1::AgentService::Stub> stub_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::AggregatorMessage>> stream_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<uint64_t> subscriptions_;
+  std::thread reader_;
+};
+
+// The test API server with the user roles, and the aggregator registered as its APIService.
+struct AggregatedCluster {
+  AggregatedCluster() : api({.rbac_file = dir.Write("rbac.json", Rbac())}) {
+    MakeCa(dir, "ca");
+    MakeServerCertificate(dir, "ca", "aggregator", {"nodemesh-aggregator.nodemesh.svc"});
+    MakeClientCertificate(dir, "ca", "node-a", "/CN=system:node:node-a/O=system:nodes");
+    const std::string kubeconfig = dir.path() + "/aggregator.kubeconfig";
+    api.WriteKubeconfig(kubeconfig, api.admin_token());
+    aggregator.emplace(AggregatorProcessOptions{
+        .binary = NODEMESH_AGGREGATOR_BINARY,
+        .extra_args = {"--api-listen", "127.0.0.1:0", "--tls-cert", Path("aggregator.crt"),
+                       "--tls-key", Path("aggregator.key"), "--tls-ca", Path("ca.crt"),
+                       "--kubeconfig", kubeconfig}});
+    constexpr std::string_view kServing = "serving nodemesh.io/v1alpha1 on ";
+    if (!aggregator->process().WaitForOutput(kServing, 10s)) {
+      throw std::runtime_error("the aggregator serves no API:\n" + aggregator->output());
+    }
+    std::smatch port;
+    const std::string output = aggregator->output();
+    if (!std::regex_search(output, port, std::regex("v1alpha1 on 127\\.0\\.0\\.1:([0-9]+)"))) {
+      throw std::runtime_error("no API port in the aggregator's log:\n" + output);
+    }
+    api_address = "127.0.0.1:" + port[1].str();
+    agent.emplace(aggregator->address(),
+                  TlsFiles{.ca = Path("ca.crt"),
+                           .cert = Path("node-a.crt"),
+                           .key = Path("node-a.key"),
+                           .server_name = ""},
+                  std::vector<v1::Pod>{Pod("web-1", "web"), Pod("voting-1", "voting")});
+    REQUIRE(aggregator->WaitForNode("node-a"));
+    // Available once the aggregator has read the front proxy's settings: registered again
+    // (each registration checks it anew) until then.
+    const auto deadline = std::chrono::steady_clock::now() + 15s;
+    do {
+      Register(api_address);
+    } while (!api.ExtensionStatus().at("available").get<bool>() &&
+             std::chrono::steady_clock::now() < deadline &&
+             (std::this_thread::sleep_for(100ms), true));
+    INFO(api.ExtensionStatus().dump(2) << "\n" << aggregator->output());
+    REQUIRE(api.ExtensionStatus().at("available") == true);
+  }
+
+  std::string Path(const std::string& name) const { return dir.path() + "/" + name; }
+
+  void Register(const std::string& address) {
+    api.RegisterExtension({.address = address, .ca_bundle_pem = ReadFile(Path("ca.crt"))});
+  }
+
+  // A kubeconfig for `user`'s bearer token.
+  std::string Kubeconfig(const std::string& user) {
+    const std::string path = Path(user + ".kubeconfig");
+    api.WriteKubeconfig(path, api.IssueUserToken(user), "test");
+    return path;
+  }
+
+  TempDir dir;
+  KubeApiServer api;
+  std::optional<AggregatorProcess> aggregator;
+  std::string api_address;
+  std::optional<NodeAgent> agent;
+};
+
+// meshctl as a person runs it: no aggregator address, HOME an empty directory; `env` adds to
+// (or replaces in) that environment.
+std::vector<std::pair<std::string, std::string>> MeshctlEnv(
+    const TempDir& home, std::vector<std::pair<std::string, std::string>> env) {
+  for (const char* name :
+       {"HOME", "NODEMESH_AGGREGATOR", "KUBECONFIG", "KUBERNETES_SERVICE_HOST"}) {
+    const bool given = std::any_of(env.begin(), env.end(),
+                                   [name](const auto& variable) { return variable.first == name; });
+    if (!given) env.emplace_back(name, name == std::string_view("HOME") ? home.path() : "");
+  }
+  return env;
+}
+
+CommandResult Meshctl(const TempDir& home, std::vector<std::string> args,
+                      std::vector<std::pair<std::string, std::string>> env = {}) {
+  args.insert(args.begin(), NODEMESH_MESHCTL_BINARY);
+  CommandResult result = RunCommand(args, 60s, {.env = MeshctlEnv(home, std::move(env))});
+  UNSCOPED_INFO(fmt::format("{}", fmt::join(args, " ")) << " -> exit " << result.exit_code << ":\n"
+                                                        << result.output);
+  return result;
+}
+
+TEST_CASE("meshctl with only a kubeconfig: stat and tap through the API server, RBAC deciding",
+          "[meshctl][kube]") {
+  AggregatedCluster cluster;
+  const TempDir home;
+
+  SECTION("alice, an exec plugin's user bound to nodemesh-read: stat works, tap is refused") {
+    // The plugin a managed cluster's kubeconfig names (test/lib/exec_plugin.sh), found from
+    // KUBECONFIG: no --kubeconfig, no --aggregator.
+    const std::string plugin = home.path() + "/plugin";
+    std::filesystem::create_directories(plugin);
+    std::filesystem::copy_file(SourcePath("test/lib/exec_plugin.sh"), home.path() + "/get-token");
+    WriteFile(plugin + "/tokens", cluster.api.IssueUserToken("alice") + "\n");
+    const std::string kubeconfig = home.path() + "/alice.kubeconfig";
+    WriteFile(kubeconfig,
+              fmt::format("apiVersion: v1\nkind: Config\n"
+                          "clusters:\n- name: c\n  cluster:\n    server: {}\n"
+                          "    certificate-authority: {}\n"
+                          "users:\n- name: alice\n  user:\n    exec:\n"
+                          "      apiVersion: client.authentication.k8s.io/v1\n"
+                          "      command: ./get-token\n"
+                          "      interactiveMode: Never\n"
+                          "      env: [{{name: PLUGIN_DIR, value: {}}}]\n"
+                          "contexts:\n- name: cloud\n  context: {{cluster: c, user: alice}}\n"
+                          "current-context: cloud\n",
+                          cluster.api.url(), cluster.api.ca_file(), plugin));
+
+    const CommandResult stat =
+        Meshctl(home, {"stat", "deploy", "-n", "emojivoto"}, {{"KUBECONFIG", kubeconfig}});
+    CHECK(stat.exit_code == 0);
+    CHECK(stat.output.find("voting") != std::string::npos);
+    CHECK(stat.output.find("web") != std::string::npos);
+    CHECK(ReadFile(plugin + "/calls") == "1\n");
+    // The API server authenticated alice, allowed her by her RoleBinding, and proxied the
+    // call; the aggregator asked it about alice too (a SubjectAccessReview).
+    bool proxied = false, reviewed = false;
+    for (const KubeApiServer::Request& request : cluster.api.Requests()) {
+      proxied |= request.user == "alice" && request.status == 200 &&
+                 request.path.starts_with(
+                     "/apis/nodemesh.io/v1alpha1/namespaces/emojivoto/stats/deployment");
+      reviewed |= request.review.is_object() && request.review.value("user", "") == "alice" &&
+                  request.review.value("allowed", false);
+    }
+    CHECK(proxied);
+    CHECK(reviewed);
+
+    const CommandResult tap =
+        Meshctl(home, {"tap", "deploy/voting", "-n", "emojivoto"}, {{"KUBECONFIG", kubeconfig}});
+    CHECK(tap.exit_code == 1);
+    // A new process runs the plugin again; what it writes to stderr is passed on.
+    CHECK(tap.output ==
+          "exec plugin run 2\n"
+          "meshctl: alice may not tap namespace emojivoto: that needs permission 'watch taps' "
+          "(API group nodemesh.io) in namespace emojivoto. Someone who may grant it runs:\n"
+          "  kubectl create rolebinding alice-nodemesh-tap -n emojivoto "
+          "--clusterrole=nodemesh-tap --user=alice\n");
+  }
+
+  SECTION("bob, bound to nodemesh-tap: tap --max-events 3 streams three events and ends") {
+    // ~/.kube/config this time.
+    std::filesystem::create_directories(home.path() + "/.kube");
+    std::filesystem::copy_file(cluster.Kubeconfig("bob"), home.path() + "/.kube/config");
+    Process tap(
+        {NODEMESH_MESHCTL_BINARY, "tap", "deploy/voting", "-n", "emojivoto", "--max-events", "3"},
+        {.env = MeshctlEnv(home, {})});
+    const std::optional<uint64_t> subscription = cluster.agent->WaitForSubscription();
+    INFO(tap.output());
+    REQUIRE(subscription.has_value());
+    cluster.agent->SendEvents(*subscription, 4);
+    const std::optional<ExitStatus> ended = tap.Wait(20s);
+    INFO(tap.output());
+    REQUIRE(ended.has_value());
+    CHECK(ended->ok());
+    const std::string output = tap.output();
+    CHECK(std::count(output.begin(), output.end(), '\n') == 3);
+    CHECK(output.find("POST") != std::string::npos);
+    CHECK(output.find("/emojivoto.v1.VotingService/VotePizza") != std::string::npos);
+  }
+
+  SECTION("bob may not tap what goes to payments: the aggregator's own review refuses it") {
+    const std::string kubeconfig = cluster.Kubeconfig("bob");
+    const CommandResult tap =
+        Meshctl(home, {"--kubeconfig", kubeconfig, "tap", "deploy/voting", "-n", "emojivoto",
+                       "--to", "deploy/db", "--to-namespace", "payments"});
+    CHECK(tap.exit_code == 1);
+    CHECK(tap.output ==
+          "meshctl: bob may not tap namespace payments: that needs permission 'watch taps' "
+          "(API group nodemesh.io) in namespace payments. Someone who may grant it runs:\n"
+          "  kubectl create rolebinding bob-nodemesh-tap -n payments --clusterrole=nodemesh-tap "
+          "--user=bob\n");
+    // The API server let the watch in emojivoto through; the aggregator asked about payments.
+    bool denied = false;
+    for (const KubeApiServer::Request& request : cluster.api.Requests()) {
+      if (!request.review.is_object() || request.review.value("user", "") != "bob") continue;
+      const json attributes = request.review.value("resourceAttributes", json::object());
+      denied |=
+          attributes.value("namespace", "") == "payments" && !request.review.value("allowed", true);
+    }
+    CHECK(denied);
+  }
+
+  SECTION("the aggregator gone: its APIService is unavailable, and meshctl says so") {
+    cluster.aggregator.reset();
+    cluster.Register(cluster.api_address);
+    REQUIRE(cluster.api.ExtensionStatus().at("available") == false);
+    const CommandResult stat = Meshctl(
+        home, {"--kubeconfig", cluster.Kubeconfig("alice"), "stat", "deploy", "-n", "emojivoto"});
+    CHECK(stat.exit_code == 1);
+    CHECK(stat.output.starts_with(
+        "meshctl: APIService v1alpha1.nodemesh.io is unavailable (the Kubernetes API server " +
+        cluster.api.url()));
+    CHECK(stat.output.find("answered: service unavailable): the aggregator is not running or "
+                           "the API server cannot reach it") != std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace nodemesh::testing
