@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "aggregator/http_api_test_util.h"
 #include "aggregator/server.h"
 #include "common/httpapi/json.h"
 #include "test/lib/certificates.h"
@@ -83,18 +84,8 @@ struct HttpApiCluster {
     certificates["not-allowed"] = {api.not_allowed_client_cert(), api.not_allowed_client_key()};
     certificates["forger"] = {dir.path() + "/forger.crt", dir.path() + "/forger.key"};
 
-    ServerOptions options;
-    options.listen_address = "127.0.0.1:0";
-    options.tls.cert = dir.path() + "/aggregator.crt";
-    options.tls.key = dir.path() + "/aggregator.key";
-    kube::Config config;
-    config.server = api.url();
-    config.ca_file = api.ca_file();
-    config.token = api.IssueToken("nodemesh", "aggregator");
-    options.kubernetes.api_server = config;
-    options.kubernetes.api_listen = "127.0.0.1:0";
-    options.housekeeping_interval = 0ms;
-    aggregator = std::make_unique<AggregatorServer>(options);
+    aggregator = std::make_unique<AggregatorServer>(HttpApiServerOptions(
+        api, dir.path() + "/aggregator.crt", dir.path() + "/aggregator.key", "aggregator"));
     const absl::StatusOr<int> port = aggregator->Start();
     INFO(port.status().ToString());
     REQUIRE(port.ok());
