@@ -26,6 +26,7 @@
 #include "test/lib/certificates.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
+#include "test/lib/peers.h"
 #include "test/lib/process.h"
 
 namespace nodemesh::aggregator {
@@ -34,37 +35,6 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 using nodemesh::testing::KubeApiServer;
-
-// The chart's roles as the design of the API has them, the aggregator's own rights (reviews,
-// the front proxy's ConfigMap), and alice's: nodemesh-read and nodemesh-tap in namespace a.
-json AggregatedApiRbac() {
-  return json::parse(R"([
-    {"kind": "ClusterRoleBinding", "metadata": {"name": "nodemesh-aggregator:auth-delegator"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                 "name": "system:auth-delegator"},
-     "subjects": [{"kind": "ServiceAccount", "name": "nodemesh-aggregator",
-                   "namespace": "nodemesh"}]},
-    {"kind": "RoleBinding",
-     "metadata": {"name": "nodemesh-aggregator:auth-reader", "namespace": "kube-system"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                 "name": "extension-apiserver-authentication-reader"},
-     "subjects": [{"kind": "ServiceAccount", "name": "nodemesh-aggregator",
-                   "namespace": "nodemesh"}]},
-    {"kind": "ClusterRole", "metadata": {"name": "nodemesh-read"},
-     "rules": [{"apiGroups": ["nodemesh.io"],
-                "resources": ["stats", "edges", "routes", "inventory"], "verbs": ["get"]}]},
-    {"kind": "ClusterRole", "metadata": {"name": "nodemesh-tap"},
-     "rules": [{"apiGroups": ["nodemesh.io"], "resources": ["taps"], "verbs": ["watch"]}]},
-    {"kind": "RoleBinding", "metadata": {"name": "alice-read", "namespace": "a"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                 "name": "nodemesh-read"},
-     "subjects": [{"kind": "User", "name": "alice"}]},
-    {"kind": "RoleBinding", "metadata": {"name": "alice-tap", "namespace": "a"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                 "name": "nodemesh-tap"},
-     "subjects": [{"kind": "User", "name": "alice"}]}
-  ])");
-}
 
 // node-a's agent, known by its certificate: says hello with its pods, then keeps the tap
 // subscriptions and cancellations the aggregator sends it, read on a thread of its own.
@@ -123,7 +93,10 @@ class CertifiedAgent {
 // names nodemesh-aggregator.nodemesh.svc, registered as its APIService.
 struct AggregatedCluster {
   nodemesh::testing::TempDir dir;
-  KubeApiServer api{{.rbac_file = dir.Write("rbac.json", AggregatedApiRbac().dump())}};
+  // The aggregator's rights (reviews, the front proxy's ConfigMap), the roles nodemesh-read
+  // and nodemesh-tap, and alice's RoleBindings to both in namespace a.
+  KubeApiServer api{
+      {.rbac_file = nodemesh::testing::SourcePath("test/fixtures/rbac/aggregated_api.json")}};
   std::unique_ptr<AggregatorServer> aggregator;
   std::string grpc_address;
 
