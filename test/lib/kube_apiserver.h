@@ -1,7 +1,8 @@
 // A Kubernetes API server for tests (test/lib/kube_apiserver.py): real HTTPS, bearer tokens
 // with audiences, expiry and pod and node claims, TokenReview and SubjectAccessReview,
-// optional RBAC (beside the bootstrap roles every cluster has), in-memory objects with list,
-// watch (bookmarks, 410 Gone), create, update, patch and delete, and switches to make it
+// optional RBAC (beside the bootstrap roles every cluster has), the aggregation layer as
+// kube-aggregator runs it (RegisterExtension), in-memory objects with list, watch
+// (bookmarks, 410 Gone), create, update, patch and delete, and switches to make it
 // misbehave (stalled watches, expired history, slow or failing reviews, down then up). Each
 // KubeApiServer has its own CA, certificates, tokens and state in a temporary directory, and stops
 // its process when it goes, even when a test fails.
