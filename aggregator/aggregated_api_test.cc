@@ -117,17 +117,15 @@ struct AggregatedCluster {
     grpc_address = fmt::format("127.0.0.1:{}", *port);
   }
 
-  // Registers the aggregator as the APIService until the API server finds it Available
-  // (it answers the API server once it has read the front proxy's ConfigMap).
+  // Registers the aggregator as the APIService; true once the API server finds it Available
+  // (it answers once it has read the front proxy's ConfigMap: until then the API server's
+  // availability check fails, and is made again each second).
   bool Register() {
+    api.RegisterExtension(
+        {.address = aggregator->api_address(),
+         .ca_bundle_pem = nodemesh::testing::ReadFile(dir.path() + "/serving-ca.crt")});
     return nodemesh::testing::PollUntil(
-        [&] {
-          api.RegisterExtension(
-              {.address = aggregator->api_address(),
-               .ca_bundle_pem = nodemesh::testing::ReadFile(dir.path() + "/serving-ca.crt")});
-          return api.ExtensionStatus().at("available") == true;
-        },
-        10s, 100ms);
+        [&] { return api.ExtensionStatus().at("available") == true; }, 10s, 100ms);
   }
 
   // A stream through the API server read by curl, whose output the test reads as it comes.

@@ -39,14 +39,11 @@ TEST_CASE("kubectl get --raw reads the aggregator's API through the API server",
   const std::string log = aggregator.output();
   REQUIRE(std::regex_search(log, serving, std::regex(R"(nodemesh.io/v1alpha1 on (\S+) for)")));
   const std::string api_address = serving[1];
-  // Available once it has read the front proxy's ConfigMap and answers the API server.
-  REQUIRE(PollUntil(
-      [&] {
-        api.RegisterExtension(
-            {.address = api_address, .ca_bundle_pem = ReadFile(dir.path() + "/serving-ca.crt")});
-        return api.ExtensionStatus().at("available") == true;
-      },
-      15s, 100ms));
+  // Available once it has read the front proxy's ConfigMap and answers the API server's
+  // check, which is made again each second until then.
+  api.RegisterExtension(
+      {.address = api_address, .ca_bundle_pem = ReadFile(dir.path() + "/serving-ca.crt")});
+  REQUIRE(PollUntil([&] { return api.ExtensionStatus().at("available") == true; }, 15s, 100ms));
 
   const std::string alice = api.IssueUserToken("alice");
   const std::string kubeconfig = dir.path() + "/alice.kubeconfig";
