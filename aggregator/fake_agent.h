@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -107,6 +108,23 @@ class FakeAgent {
       return std::nullopt;
     }
     return cluster_pods_;
+  }
+  // The ids of the tap subscriptions received so far, and of those cancelled.
+  std::set<uint64_t> subscribed() {
+    std::lock_guard lock(mutex_);
+    std::set<uint64_t> ids;
+    for (const v1::AggregatorMessage& message : received_) {
+      if (message.has_subscribe()) ids.insert(message.subscribe().id());
+    }
+    return ids;
+  }
+  std::set<uint64_t> cancelled() {
+    std::lock_guard lock(mutex_);
+    std::set<uint64_t> ids;
+    for (const v1::AggregatorMessage& message : received_) {
+      if (message.has_cancel()) ids.insert(message.cancel().id());
+    }
+    return ids;
   }
   bool WaitClosed(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
     std::unique_lock lock(mutex_);

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_split.h"
 #include "aggregator/fake_agent.h"
+#include "aggregator/http_api_test_util.h"
 #include "aggregator/server.h"
 #include "aggregator/test_util.h"
 #include "common/httpapi/json.h"
@@ -92,18 +93,9 @@ struct HttpApiCluster {
     certificates["not-allowed"] = {api.not_allowed_client_cert(), api.not_allowed_client_key()};
     certificates["forger"] = {dir.path() + "/forger.crt", dir.path() + "/forger.key"};
 
-    ServerOptions options;
-    options.listen_address = "127.0.0.1:0";
-    options.tls.cert = dir.path() + "/aggregator.crt";
-    options.tls.key = dir.path() + "/aggregator.key";
+    ServerOptions options = HttpApiServerOptions(api, dir.path() + "/aggregator.crt",
+                                                 dir.path() + "/aggregator.key", "aggregator");
     options.tls.ca = dir.path() + "/serving-ca.crt";  // agents' certificates
-    kube::Config config;
-    config.server = api.url();
-    config.ca_file = api.ca_file();
-    config.token = api.IssueToken("nodemesh", "aggregator");
-    options.kubernetes.api_server = config;
-    options.kubernetes.api_listen = "127.0.0.1:0";
-    options.housekeeping_interval = 0ms;
     options.tap_pacing.heartbeat_interval = 300ms;
     aggregator = std::make_unique<AggregatorServer>(options);
     const absl::StatusOr<int> port = aggregator->Start();

@@ -70,11 +70,11 @@ std::string Join(const std::vector<std::string>& words, std::string_view separat
 }
 
 void RequireTools() {
-  for (const std::string& path : {kHelm, kValidatorModules + "/typescript/package.json",
+  for (const std::string& path : {kHelm, kKubectl, kValidatorModules + "/typescript/package.json",
                                   kValidatorModules + "/kubernetes-models/package.json"}) {
     if (!fs::exists(path)) {
-      FAIL(path << " is missing: run `bash test/install-deps.sh`, which installs Helm and the "
-                   "manifest validator under "
+      FAIL(path << " is missing: run `bash test/install-deps.sh`, which installs Helm, kubectl "
+                   "and the manifest validator under "
                 << kToolsDir);
     }
   }

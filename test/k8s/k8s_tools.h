@@ -26,6 +26,7 @@ namespace nodemesh::testing {
 inline const std::string kChart = SourcePath("helm/nodemesh");
 inline const std::string kToolsDir = NODEMESH_TOOLS_DIR;
 inline const std::string kHelm = kToolsDir + "/bin/helm";
+inline const std::string kKubectl = kToolsDir + "/bin/kubectl";
 inline const std::string kValidatorModules = kToolsDir + "/validator/node_modules";
 // Renders are made for one Kubernetes version, so that they do not depend on Helm's default.
 inline const std::string kKubeVersion = "1.31.0";
@@ -33,8 +34,8 @@ inline const std::string kKubeVersion = "1.31.0";
 // `words` with `separator` between them, for messages: a command line.
 std::string Join(const std::vector<std::string>& words, std::string_view separator = " ");
 
-// Fails the test, naming test/install-deps.sh, when Helm or the validator's packages are
-// missing.
+// Fails the test, naming test/install-deps.sh, when Helm, kubectl or the validator's
+// packages are missing.
 void RequireTools();
 
 // Helm with its own cache, configuration and data directories, so that tests running side

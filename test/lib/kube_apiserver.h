@@ -1,7 +1,8 @@
 // A Kubernetes API server for tests (test/lib/kube_apiserver.py): real HTTPS, bearer tokens
 // with audiences, expiry and pod and node claims, TokenReview and SubjectAccessReview,
-// optional RBAC (beside the bootstrap roles every cluster has), in-memory objects with list,
-// watch (bookmarks, 410 Gone), create, update, patch and delete, and switches to make it
+// optional RBAC (beside the bootstrap roles every cluster has), the aggregation layer as
+// kube-aggregator runs it (RegisterExtension), in-memory objects with list, watch
+// (bookmarks, 410 Gone), create, update, patch and delete, and switches to make it
 // misbehave (stalled watches, expired history, slow or failing reviews, down then up). Each
 // KubeApiServer has its own CA, certificates, tokens and state in a temporary directory, and stops
 // its process when it goes, even when a test fails.
@@ -144,7 +145,8 @@ class KubeApiServer {
   // Serves an extension through the aggregation layer, as a chart registers one: creates (or
   // replaces) the Service (port 443 "https", targetPort "https"), its EndpointSlice (the
   // address) and the APIService VERSION.GROUP, then checks its availability and discovery
-  // as kube-aggregator does, and returns. Requests for /apis/GROUP/VERSION and below then
+  // as kube-aggregator does, and returns; the server checks again each second while it is
+  // not Available (an extension not ready yet). Requests for /apis/GROUP/VERSION and below then
   // go to the extension as the front proxy's, with the user in X-Remote-* headers, once it
   // is Available (else 503). Throws only if the objects cannot be written.
   void RegisterExtension(const ExtensionOptions& options);
@@ -152,7 +154,6 @@ class KubeApiServer {
   // "reason", "message" (as the Available condition says), "discovery" ("legacy",
   // "aggregated", "failed", or "" when not available), "probes": [{"purpose", "path",
   // "user", "groups", "accept", "status", "contentType", "body"} or {..., "error"}]}.
-  // Each registration checks again.
   nlohmann::json ExtensionStatus();
 
   // Every resourceVersion up to the current one becomes too old: a watch from one gets an

@@ -49,8 +49,8 @@ ready file. Standard library only. What it implements, as the Kubernetes API doc
   extension's connection is closed when the client goes. Requests other than watches time
   out after 60 s (504). An APIService that is not Available, or whose service has no
   endpoint, answers 503 "service unavailable" (plain text).
-  Availability: when an APIService is created or changed, at start, and on request
-  (/_test/apiservices/<name>/probe), GET /apis/GROUP/VERSION as system:kube-aggregator in
+  Availability: when an APIService is created or changed, at start, every second while it
+  is not Available, and on request (/_test/apiservices/<name>/probe), GET /apis/GROUP/VERSION as system:kube-aggregator in
   system:masters (5 s, one attempt) sets its Available condition (Passed,
   FailedDiscoveryCheck, ServiceNotFound, ServicePortError, MissingEndpoints); when
   available, discovery follows: GET /apis asking for the aggregated (v2) document, and if
@@ -884,6 +884,8 @@ AGGREGATED_DISCOVERY_ACCEPT = ("application/json;g=apidiscovery.k8s.io;v=v2;as=A
                                "as=APIGroupDiscoveryList,application/json")
 # kube-aggregator's availability and discovery checks give up after this long.
 PROBE_TIMEOUT_SECONDS = 5.0
+# How often an APIService that is not Available is checked again.
+RECHECK_SECONDS = 1.0
 # kube-apiserver's --request-timeout: every proxied request but a watch is cut after it.
 PROXY_TIMEOUT_SECONDS = 60.0
 # Headers of one connection, never passed on by a proxy (RFC 7230 section 6.1).
@@ -1198,17 +1200,20 @@ def probe_apiservice(server, name):
                     legacy.get("kind") == "APIResourceList" else "failed"
         record.update(available=available, reason=reason, message=message)
         with store.cond:
-            set_available(store, name, available, reason, message)
+            set_available(store, name, apiservice["metadata"]["resourceVersion"], available,
+                          reason, message)
             store.probes[name] = record
         return record
 
 
-def set_available(store, name, available, reason, message):
-    """Writes the Available condition of APIService `name` (if it still exists), keeping its
-    lastTransitionTime while its status stays. Called with the store's lock held."""
+def set_available(store, name, resource_version, available, reason, message):
+    """Writes the Available condition of APIService `name`, keeping its lastTransitionTime
+    while its status stays, unless it is gone or was changed since the check read it at
+    `resource_version` (as a controller's update conflicts: a later check decides). Called
+    with the store's lock held."""
     key = apiservice_key(name)
     old = store.objects.get(key)
-    if old is None:
+    if old is None or old["metadata"]["resourceVersion"] != resource_version:
         return
     status = "True" if available else "False"
     previous = available_condition(old) or {}
@@ -1225,16 +1230,33 @@ def set_available(store, name, available, reason, message):
     store.commit("MODIFIED", key, new, old)
 
 
+def probe_quietly(server, name):
+    try:
+        probe_apiservice(server, name)
+    except ApiError:
+        pass  # deleted meanwhile
+    except Exception:
+        log(traceback.format_exc())
+
+
 def probe_in_background(server, name):
     """The availability controller noticing a new or changed APIService."""
-    def run():
-        try:
-            probe_apiservice(server, name)
-        except ApiError:
-            pass  # deleted meanwhile
-        except Exception:
-            log(traceback.format_exc())
-    threading.Thread(target=run, daemon=True).start()
+    threading.Thread(target=probe_quietly, args=(server, name), daemon=True).start()
+
+
+def recheck_unavailable(server):
+    """The availability controller retrying what failed: every APIService with a service
+    that is not Available is checked again each RECHECK_SECONDS (so an extension that was
+    not ready yet becomes Available by itself, as in a cluster). Runs forever."""
+    store = server.store
+    while True:
+        time.sleep(RECHECK_SECONDS)
+        with store.cond:
+            names = [k[3] for k, o in store.objects.items()
+                     if k[:2] == apiservice_key("")[:2] and (o.get("spec") or {}).get("service")
+                     and (available_condition(o) or {}).get("status") != "True"]
+        for name in names:
+            probe_quietly(server, name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -2351,6 +2373,7 @@ def main():
     # A restart leaves APIServices as they were; the availability controller checks them.
     for key in [k for k in store.objects if k[:2] == apiservice_key("")[:2]]:
         probe_in_background(server, key[3])
+    threading.Thread(target=recheck_unavailable, args=(server,), daemon=True).start()
     port = server.server_address[1]
     if options.ready_file:
         temporary = options.ready_file + ".tmp"

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <deque>
+#include <filesystem>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -1121,10 +1122,14 @@ struct EchoExtension {
   std::unique_ptr<Process> process;
   std::string address;  // 127.0.0.1:PORT
 
+  // Its certificates are made in `dir` by the first one, and kept by the next.
   EchoExtension(const TempDir& dir, const KubeApiServer& api) {
-    MakeCa(dir, "echo-ca");
-    MakeServerCertificate(dir, "echo-ca", "echo", {"echo.demo.svc"});
+    if (!std::filesystem::exists(dir.path() + "/echo.crt")) {
+      MakeCa(dir, "echo-ca");
+      MakeServerCertificate(dir, "echo-ca", "echo", {"echo.demo.svc"});
+    }
     const std::string ready = dir.path() + "/echo.ready";
+    std::filesystem::remove(ready);
     process = std::make_unique<Process>(std::vector<std::string>{
         kPython, "-u", SourcePath("test/lib/echo_extension.py"), "--cert", dir.path() + "/echo.crt",
         "--key", dir.path() + "/echo.key", "--client-ca", api.front_proxy_ca_file(), "--group",
@@ -1310,6 +1315,17 @@ TEST_CASE("the aggregation layer checks an APIService and proxies to it as kube-
   CHECK(down.at("message").get<std::string>().find("failing or missing response from https://" +
                                                    extension.address) != std::string::npos);
   CHECK(api.Call("GET", path, bob).status == 503);
+
+  // Back on another port, named by its EndpointSlice: the availability check, made again
+  // while it fails, finds it Available without a new registration.
+  EchoExtension again(dir, api);
+  api.MergePatch("/apis/discovery.k8s.io/v1/namespaces/demo/endpointslices/echo",
+                 {{"ports",
+                   {{{"name", "https"},
+                     {"port", std::stoi(again.address.substr(again.address.rfind(':') + 1))},
+                     {"protocol", "TCP"}}}}});
+  CHECK(PollUntil([&] { return api.ExtensionStatus().at("available") == true; }, 5s, 50ms));
+  CHECK(api.Call("GET", path, bob).status == 200);
 }
 
 }  // namespace
