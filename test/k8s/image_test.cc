@@ -1,19 +1,22 @@
 // k8s tier: the container image (Dockerfile), built with podman by test/k8s/build-image.sh
-// (the image_build fixture), and the agent run from it the way the chart's DaemonSet says.
+// (the image_build fixture), the agent run from it the way the chart's DaemonSet says, and
+// the aggregator the way its Deployment says, registered with the test API server's
+// aggregation layer as the chart's APIService registers it and asked through it with kubectl.
 //
 // The podman command line is derived from `helm template` of the chart with values for this
-// machine (the image just built, the node's cgroup v2 mount and cgroup root, a free metrics
-// port): the container's command and arguments ($(NODE_NAME) expanded from its fieldRef),
-// environment, user, capabilities (everything else dropped), seccomp and privilege
-// settings, read-only root, resources, volumes and mounts (hostPath bind mounts, emptyDir
-// directories made as the kubelet makes them, Secret volumes written from the Secrets of the
-// same render), host network and probes. Any field of the pod
-// or container spec this file does not know how to run fails the test, so the chart, the
-// image and this test cannot drift apart unnoticed. As the kubelet would, the test adds the
-// in-cluster credentials: KUBERNETES_SERVICE_HOST/PORT (the test API server, reached over
-// the host network) and the service account's token, ca.crt and namespace mounted at
-// /var/run/secrets/kubernetes.io/serviceaccount, the token issued for the DaemonSet's
-// ServiceAccount; the API server enforces the chart's rendered ClusterRole and binding.
+// machine (the image just built, the node's cgroup v2 mount and cgroup root, free ports):
+// the container's command and arguments ($(NODE_NAME) expanded from its fieldRef),
+// environment, user, groups (fsGroup), capabilities (everything else dropped), seccomp and
+// privilege settings, read-only root, resources, volumes and mounts (hostPath bind mounts,
+// emptyDir directories made as the kubelet makes them, Secret volumes written from the
+// Secrets of the same render, with their modes), the host's network (a pod with a network of
+// its own gets it too, on the free ports of its render: PodmanArgs) and probes. Any field of the
+// pod or container spec this file does not know how to run fails the test, so the chart, the image
+// and this test cannot drift apart unnoticed. As the kubelet would, the test adds the in-cluster
+// credentials: KUBERNETES_SERVICE_HOST/PORT (the test API server, reached over the host network)
+// and the service account's token, ca.crt and namespace mounted at
+// /var/run/secrets/kubernetes.io/serviceaccount, the token issued for the pod's
+// ServiceAccount; the API server enforces the chart's rendered roles and bindings.
 //
 // Containers are labelled with their test process and run for at most ten minutes; each is
 // removed when its test ends, and those of a test process that died are removed by the next.
@@ -21,9 +24,11 @@
 #include <linux/capability.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -36,6 +41,8 @@
 #include <string>
 #include <vector>
 
+#include "common/httpapi/json.h"
+#include "nodemesh/v1/nodemesh.pb.h"
 #include "test/k8s/k8s_tools.h"
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
@@ -55,6 +62,7 @@ namespace fs = std::filesystem;
 const std::string kSourceDir = NODEMESH_SOURCE_DIR;
 const std::string kBuildImage = kSourceDir + "/test/k8s/build-image.sh";
 const std::string kProjectVersion = NODEMESH_VERSION;
+const std::string kKubectl = kToolsDir + "/bin/kubectl";
 // The release's namespace, which the ServiceAccount's user name includes.
 const std::string kReleaseNamespace = "nodemesh";
 // Where the kubelet mounts a pod's service account credentials.
@@ -205,13 +213,20 @@ struct NodeSide {
       project_token;
 };
 
-// One container of the DaemonSet's pod template, as podman runs it.
+// An HTTP probe of a container: what the kubelet asks for, and where.
+struct HttpProbeSpec {
+  std::string path;
+  int port = 0;
+  bool https = false;  // scheme HTTPS: the kubelet verifies no certificate
+};
+
+// One container of a DaemonSet's or a Deployment's pod template, as podman runs it.
 class PodContainer {
  public:
-  // `objects`: the render the DaemonSet is from, whose Secrets its secret volumes name.
-  PodContainer(const json& daemonset, std::string_view container_name, json objects = json::array())
+  // `objects`: the render the workload is from, whose Secrets its secret volumes name.
+  PodContainer(const json& workload, std::string_view container_name, json objects = json::array())
       : objects_(std::move(objects)) {
-    const json& pod = daemonset["spec"]["template"]["spec"];
+    const json& pod = workload["spec"]["template"]["spec"];
     pod_ = pod;
     // Scheduling (node selector, tolerations, affinity, priority), pulling (pull secrets) and
     // the DNS policy (there is no cluster DNS here) do not change how the container runs.
@@ -225,7 +240,7 @@ class PodContainer {
       if (container["name"] == container_name) container_ = container;
     }
     if (container_.is_null()) {
-      throw std::runtime_error(fmt::format("the DaemonSet has no container {}", container_name));
+      throw std::runtime_error(fmt::format("the pod template has no container {}", container_name));
     }
     OnlyKnown(container_,
               {"name", "image", "imagePullPolicy", "command", "args", "env", "ports",
@@ -243,18 +258,23 @@ class PodContainer {
     const json caps = SecurityContext().value("capabilities", json::object());
     return caps.value("add", std::vector<std::string>());
   }
-  // The path and port of an HTTP probe ("readinessProbe", "livenessProbe").
-  std::pair<std::string, int> HttpProbe(std::string_view probe) const {
+  // An HTTP probe ("readinessProbe", "livenessProbe").
+  HttpProbeSpec HttpProbe(std::string_view probe) const {
     const json& spec = container_.at(std::string(probe));
     OnlyKnown(spec,
               {"httpGet", "initialDelaySeconds", "periodSeconds", "failureThreshold",
                "timeoutSeconds", "successThreshold"},
               probe);
     const json& get = spec.at("httpGet");
-    OnlyKnown(get, {"path", "port"}, std::string(probe) + ".httpGet");
+    OnlyKnown(get, {"path", "port", "scheme"}, std::string(probe) + ".httpGet");
     const json& port = get["port"];
-    return {get.value("path", "/"),
-            port.is_string() ? ports_.at(port.get<std::string>()) : port.get<int>()};
+    const std::string scheme = get.value("scheme", "HTTP");
+    if (scheme != "HTTP" && scheme != "HTTPS") {
+      throw std::runtime_error(fmt::format("{}.httpGet.scheme {}", probe, scheme));
+    }
+    return {.path = get.value("path", "/"),
+            .port = port.is_string() ? ports_.at(port.get<std::string>()) : port.get<int>(),
+            .https = scheme == "HTTPS"};
   }
 
   // The container's arguments after expansion (--node=node-a, ...).
@@ -274,10 +294,10 @@ class PodContainer {
   std::vector<std::string> PodmanArgs(const NodeSide& node, std::string_view without,
                                       std::vector<std::unique_ptr<TmpfsMount>>& volumes) const {
     std::vector<std::string> args = {"--name", node.pod_name, "--pull", "never"};
-    // The pod.
-    if (!pod_.value("hostNetwork", false)) {
-      throw std::runtime_error("image_test.cc runs host-network pods only");
-    }
+    // The pod. A pod of the host's network runs on it, and so does one with a network of its
+    // own: Kubernetes would give that one an address of its own, which the API server and
+    // the test would reach; here they reach it on 127.0.0.1. Its ports are then the host's:
+    // the test renders the chart with free ones, so that tests side by side never collide.
     args.insert(args.end(), {"--network", "host"});
     if (pod_.value("hostPID", false)) args.insert(args.end(), {"--pid", "host"});
     if (pod_.value("hostIPC", false)) args.insert(args.end(), {"--ipc", "host"});
@@ -294,6 +314,10 @@ class PodContainer {
     if (context.value("runAsNonRoot", false) && context.value("runAsUser", 0) == 0) {
       throw std::runtime_error("runAsNonRoot with user 0: the kubelet would refuse to start it");
     }
+    // fsGroup: a supplementary group of the container's processes, and the group of its
+    // volumes' files (written below).
+    const std::optional<int> fs_group = FsGroup();
+    if (fs_group) args.insert(args.end(), {"--group-add", std::to_string(*fs_group)});
     if (context.value("privileged", false)) args.push_back("--privileged");
     if (!context.value("allowPrivilegeEscalation", true)) {
       args.insert(args.end(), {"--security-opt", "no-new-privileges"});
@@ -380,7 +404,8 @@ class PodContainer {
         sources[name] = directory;
       } else if (volume.contains("secret")) {
         // As the kubelet projects a Secret: each of `items` (else every key) decoded into a
-        // file of its own, in a directory made for the volume.
+        // file of its own, in a directory made for the volume, with defaultMode (else 0644),
+        // owned by root and the fsGroup.
         const json& secret = volume["secret"];
         OnlyKnown(secret, {"secretName", "items", "defaultMode"}, "volume " + name + ".secret");
         const json& data = SecretData(secret["secretName"]);
@@ -400,7 +425,12 @@ class PodContainer {
             throw std::runtime_error(fmt::format("volume {}: Secret {} has no key {}", name,
                                                  secret["secretName"].get<std::string>(), key));
           }
-          WriteFile(directory + "/" + path, Base64Decode(data[key].get<std::string>()));
+          const std::string file = directory + "/" + path;
+          WriteFile(file, Base64Decode(data[key].get<std::string>()));
+          fs::permissions(file, static_cast<fs::perms>(secret.value("defaultMode", 0644)));
+          if (fs_group && ::chown(file.c_str(), 0, static_cast<gid_t>(*fs_group)) != 0) {
+            throw std::runtime_error(fmt::format("chown {}: {}", file, std::strerror(errno)));
+          }
         }
         sources[name] = directory;
       } else if (volume.contains("projected")) {
@@ -434,8 +464,12 @@ class PodContainer {
                                    mount["mountPath"].get<std::string>(),
                                    options.empty() ? "" : ":", Join(options, ","))});
     }
-    // The service account's credentials, where the kubelet mounts them.
+    // The service account's credentials, where the kubelet mounts them, readable by any user
+    // of the container (the kubelet's mode 0644).
     if (pod_.value("automountServiceAccountToken", true)) {
+      for (const fs::directory_entry& file : fs::directory_iterator(node.service_account_dir)) {
+        fs::permissions(file.path(), static_cast<fs::perms>(0644));
+      }
       args.insert(args.end(),
                   {"--volume", node.service_account_dir + ":" + kServiceAccountMount + ":ro"});
     }
@@ -476,10 +510,17 @@ class PodContainer {
     throw std::runtime_error("the render has no Secret " + name + " for the DaemonSet's volume");
   }
 
+  std::optional<int> FsGroup() const {
+    const json context = pod_.value("securityContext", json::object());
+    if (!context.contains("fsGroup")) return std::nullopt;
+    return context["fsGroup"].get<int>();
+  }
+
   json SecurityContext() const {
     json context = pod_.value("securityContext", json::object());
-    OnlyKnown(context, {"seccompProfile", "runAsUser", "runAsGroup", "runAsNonRoot"},
+    OnlyKnown(context, {"seccompProfile", "runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup"},
               "spec.template.spec.securityContext");
+    context.erase("fsGroup");  // the pod's only: FsGroup()
     const json own = container_.value("securityContext", json::object());
     OnlyKnown(own,
               {"runAsUser", "runAsGroup", "runAsNonRoot", "privileged", "allowPrivilegeEscalation",
@@ -575,21 +616,46 @@ double MetricSum(const std::string& text, const std::string& metric,
   return sum;
 }
 
+// The render's ClusterRoles, Roles and their bindings of `component` ("agent",
+// "aggregator"), for the API server to enforce.
+json RbacOf(const json& manifests, std::string_view component) {
+  json rbac = json::array();
+  for (const json& object : manifests) {
+    const std::string kind = object.value("kind", "");
+    const json labels = object["metadata"].value("labels", json::object());
+    if ((kind == "ClusterRole" || kind == "ClusterRoleBinding" || kind == "Role" ||
+         kind == "RoleBinding") &&
+        labels.value("app.kubernetes.io/component", "") == component) {
+      rbac.push_back(object);
+    }
+  }
+  return rbac;
+}
+
+// The render's values for the image test/k8s/build-image.sh built.
+std::map<std::string, std::string> ImageValues() {
+  const std::string& image = ImageName();
+  return {{"image.repository", image.substr(0, image.rfind(':'))},
+          {"image.tag", image.substr(image.rfind(':') + 1)}};
+}
+
 // --- a node with the agent from the image ---------------------------------------------
 
 // A simulated node, an API server enforcing the chart's RBAC, the kubelet, and the agent
 // from the image as the chart's DaemonSet runs it.
 struct ImageNode {
   ImageNode()
-      : manifests(RenderChart({{"image.repository", ImageName().substr(0, ImageName().rfind(':'))},
-                               {"image.tag", ImageName().substr(ImageName().rfind(':') + 1)},
-                               {"agent.hostCgroupPath", CgroupMount()},
-                               {"agent.cgroupRoot", node.cgroup_path()},
-                               {"agent.metricsPort", std::to_string(FreeLoopbackPort())},
-                               {"agent.logLevel", "debug"}})),
+      : manifests(RenderChart([this] {
+          std::map<std::string, std::string> values = ImageValues();
+          values.insert({{"agent.hostCgroupPath", CgroupMount()},
+                         {"agent.cgroupRoot", node.cgroup_path()},
+                         {"agent.metricsPort", std::to_string(FreeLoopbackPort())},
+                         {"agent.logLevel", "debug"}});
+          return values;
+        }())),
         daemonset(Find(manifests, "DaemonSet", "nodemesh-agent")),
         container(daemonset, "agent", manifests),
-        api({.rbac_file = directory.Write("rbac.json", RbacObjects().dump())}),
+        api({.rbac_file = directory.Write("rbac.json", RbacOf(manifests, "agent").dump())}),
         kubelet(api, node, CgroupDriver::kSystemd) {
     user =
         fmt::format("system:serviceaccount:{}:{}", kReleaseNamespace, container.service_account());
@@ -606,32 +672,16 @@ struct ImageNode {
                                 {.audiences = {audience}, .expiration = expiration});
         }};
     api.WriteServiceAccountDir(node_side.service_account_dir, token, kReleaseNamespace);
-    const auto [readiness_path, port] = container.HttpProbe("readinessProbe");
-    readiness = readiness_path;
-    liveness = container.HttpProbe("livenessProbe").first;
-    http_address = fmt::format("127.0.0.1:{}", port);
+    const HttpProbeSpec readiness_probe = container.HttpProbe("readinessProbe");
+    readiness = readiness_probe.path;
+    liveness = container.HttpProbe("livenessProbe").path;
+    http_address = fmt::format("127.0.0.1:{}", readiness_probe.port);
   }
   // Shows what the agent and the API server said (ctest --output-on-failure prints it when
   // the test fails), then removes the container before its volumes are unmounted.
   ~ImageNode() {
     std::cout << "--- " << Describe() << "--- API server:\n" << api.log() << std::flush;
     agent.reset();
-  }
-
-  // The chart's ClusterRoles, Roles and their bindings of the agent, for the API server to
-  // enforce (the aggregator's and the users' are chart_test's).
-  json RbacObjects() const {
-    json rbac = json::array();
-    for (const json& object : manifests) {
-      const std::string kind = object.value("kind", "");
-      const json labels = object["metadata"].value("labels", json::object());
-      if ((kind == "ClusterRole" || kind == "ClusterRoleBinding" || kind == "Role" ||
-           kind == "RoleBinding") &&
-          labels.value("app.kubernetes.io/component", "") == "agent") {
-        rbac.push_back(object);
-      }
-    }
-    return rbac;
   }
 
   // Starts the agent's container, without the capability `without` if one is named.
@@ -700,6 +750,93 @@ struct ImageNode {
   std::vector<std::string> command;
   std::vector<std::unique_ptr<TmpfsMount>> volumes;
   std::optional<Container> agent;
+};
+
+// --- the aggregator from the image ----------------------------------------------------
+
+// An API server enforcing the chart's aggregator RBAC, and its user role nodemesh-read bound
+// to user carol in namespace shop; the aggregator from the image as the chart's Deployment
+// runs it (auth.mode kubernetes, the default), in-cluster with the token of its
+// ServiceAccount.
+struct ImageAggregator {
+  static constexpr std::string_view kReader = "carol";
+
+  ImageAggregator()
+      : manifests(RenderChart([] {
+          std::map<std::string, std::string> values = ImageValues();
+          // Free ports: the pod runs on the host's network (PodContainer::PodmanArgs).
+          values.insert({{"aggregator.port", std::to_string(FreeLoopbackPort())},
+                         {"aggregator.apiPort", std::to_string(FreeLoopbackPort())},
+                         {"aggregator.logLevel", "debug"}});
+          return values;
+        }())),
+        container(Find(manifests, "Deployment", "nodemesh-aggregator"), "aggregator", manifests),
+        api({.rbac_file = directory.Write("rbac.json", Rbac().dump())}) {
+    user =
+        fmt::format("system:serviceaccount:{}:{}", kReleaseNamespace, container.service_account());
+    node_side = {.node_name = "node-a",
+                 // Its API server's port: unique on the machine while the test runs.
+                 .pod_name = fmt::format("nodemesh-aggregator-{}", api.port()),
+                 .service_account_dir = directory.path() + "/serviceaccount",
+                 .env = {{"KUBERNETES_SERVICE_HOST", api.host()},
+                         {"KUBERNETES_SERVICE_PORT", std::to_string(api.port())}},
+                 .volumes_dir = directory.path() + "/volumes",
+                 .project_token = {}};  // the Deployment projects no token
+    api.WriteServiceAccountDir(node_side.service_account_dir,
+                               api.IssueToken(kReleaseNamespace, container.service_account()),
+                               kReleaseNamespace);
+  }
+  // Shows what the aggregator and the API server said (ctest --output-on-failure prints it
+  // when the test fails), then removes the container before its volumes go.
+  ~ImageAggregator() {
+    std::cout << "--- aggregator: " << Join(command) << "\n"
+              << (aggregator ? aggregator->Logs() : "(not started)") << "--- API server:\n"
+              << api.log() << std::flush;
+    aggregator.reset();
+  }
+
+  // The chart's aggregator RBAC, its ClusterRole nodemesh-read, and a RoleBinding of that
+  // role to kReader in namespace shop, as a cluster's administrator would make it.
+  json Rbac() const {
+    json rbac = RbacOf(manifests, "aggregator");
+    rbac.push_back(Find(manifests, "ClusterRole", "nodemesh-read"));
+    rbac.push_back(
+        {{"apiVersion", "rbac.authorization.k8s.io/v1"},
+         {"kind", "RoleBinding"},
+         {"metadata", {{"name", fmt::format("{}-nodemesh-read", kReader)}, {"namespace", "shop"}}},
+         {"roleRef",
+          {{"apiGroup", "rbac.authorization.k8s.io"},
+           {"kind", "ClusterRole"},
+           {"name", "nodemesh-read"}}},
+         {"subjects",
+          {{{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "User"}, {"name", kReader}}}}});
+    return rbac;
+  }
+
+  Container& Start() {
+    command = container.PodmanArgs(node_side, "", volumes);
+    aggregator.emplace(podman, command);
+    return *aggregator;
+  }
+
+  // `kubectl get --raw path` as user `caller` (a token of its own; RBAC binds it or not).
+  CommandResult KubectlGetRaw(std::string_view caller, const std::string& path) {
+    const std::string kubeconfig = fmt::format("{}/{}.kubeconfig", directory.path(), caller);
+    if (!fs::exists(kubeconfig)) api.WriteKubeconfig(kubeconfig, api.IssueUserToken(caller));
+    return RunCommand({kKubectl, "--kubeconfig", kubeconfig, "get", "--raw", path}, 30s);
+  }
+
+  RootRequired root_required{"k8s"};
+  Podman podman;
+  TempDir directory;
+  json manifests;
+  PodContainer container;
+  KubeApiServer api;
+  std::string user;
+  NodeSide node_side;
+  std::vector<std::string> command;
+  std::vector<std::unique_ptr<TmpfsMount>> volumes;
+  std::optional<Container> aggregator;
 };
 
 std::vector<std::string> PythonHttpServer(const std::string& directory, uint16_t port) {
@@ -918,6 +1055,88 @@ TEST_CASE("image: with any one of the chart's capabilities removed the agent nam
                              << ", which this test has no expectation for: add what the "
                                 "agent does without it");
   }
+}
+
+TEST_CASE(
+    "image: the aggregator from the image, run as the chart's Deployment says with its RBAC "
+    "enforced, serves nodemesh.io/v1alpha1 through the API server's aggregation layer") {
+  ImageAggregator cluster;
+  Container& aggregator = cluster.Start();
+  // Ready as the kubelet's HTTPS readiness probe asks (no certificate verified): it has read
+  // the front proxy's CA and names with its ServiceAccount's token.
+  const HttpProbeSpec readiness = cluster.container.HttpProbe("readinessProbe");
+  REQUIRE(readiness.https);
+  const auto probe = [&] {
+    return RunCommand({"curl", "-sS", "-k", "-o", "/dev/null", "-w", "%{http_code}", "--max-time",
+                       "5", fmt::format("https://127.0.0.1:{}{}", readiness.port, readiness.path)},
+                      10s)
+        .output;
+  };
+  REQUIRE(PollUntil([&] { return probe() == "200"; }, 60s, 250ms));
+  // The chart's security context: its user and group, the fsGroup, no capability at all.
+  const int pid = aggregator.pid();
+  REQUIRE(pid > 0);
+  const std::string status = ReadFile(fmt::format("/proc/{}/status", pid));
+  CHECK_THAT(status, Catch::Contains("Uid:\t65534\t65534\t65534\t65534") &&
+                         Catch::Contains("Gid:\t65534\t65534\t65534\t65534"));
+  CHECK(EffectiveCapabilities(pid) == 0);
+
+  // Registered as the chart's APIService registers it: its Service's name, the CA the
+  // render generated (spec.caBundle), the port its container serves the API on.
+  const json apiservice = Find(cluster.manifests, "APIService", "v1alpha1.nodemesh.io");
+  cluster.api.RegisterExtension(
+      {.namespace_name = apiservice["spec"]["service"]["namespace"],
+       .service = apiservice["spec"]["service"]["name"],
+       .address = fmt::format("127.0.0.1:{}", readiness.port),
+       .ca_bundle_pem = Base64Decode(apiservice["spec"]["caBundle"].get<std::string>())});
+  const json extension = cluster.api.ExtensionStatus();
+  INFO(extension.dump(1));
+  REQUIRE(extension["available"] == true);
+
+  // Through the API server, with the real kubectl: discovery, and a stat of namespace shop
+  // as the user bound to nodemesh-read there.
+  const CommandResult discovery =
+      cluster.KubectlGetRaw(ImageAggregator::kReader, "/apis/nodemesh.io/v1alpha1");
+  INFO(Describe(discovery));
+  REQUIRE(discovery.exit_code == 0);
+  const json resources = json::parse(discovery.output);
+  CHECK(resources["kind"] == "APIResourceList");
+  CHECK(resources["groupVersion"] == "nodemesh.io/v1alpha1");
+  std::set<std::string> names;
+  for (const json& resource : resources["resources"]) names.insert(resource["name"]);
+  CHECK(names.contains("stats"));
+
+  const std::string stats_path = "/apis/nodemesh.io/v1alpha1/namespaces/shop/stats/deployment";
+  const CommandResult stats = cluster.KubectlGetRaw(ImageAggregator::kReader, stats_path);
+  INFO(Describe(stats));
+  REQUIRE(stats.exit_code == 0);
+  v1::StatSummaryResponse response;
+  const absl::Status parsed = httpapi::ParseMessageJson(stats.output, &response);
+  INFO(parsed.ToString());
+  CHECK(parsed.ok());
+  // A user bound to nothing: 403, from the API server's own authorization, before its
+  // aggregation layer proxies anything.
+  const CommandResult refused = cluster.KubectlGetRaw("dave", stats_path);
+  INFO(Describe(refused));
+  CHECK(refused.exit_code != 0);
+  CHECK_THAT(refused.output, Catch::Contains("(Forbidden)"));
+  CHECK(cluster.api.Call("GET", stats_path, cluster.api.IssueUserToken("dave")).status == 403);
+
+  // The aggregator asked the API server with the chart's permissions only: nothing it asked
+  // was refused, and it had the reader's access reviewed.
+  std::set<std::string> reviewed;
+  for (const KubeApiServer::Request& request : cluster.api.Requests()) {
+    if (request.user != cluster.user) continue;
+    INFO(request.method << " " << request.path << ": " << request.status << " by " << request.rule);
+    CHECK((request.status == 200 || request.status == 201));
+    if (request.review.is_object() && request.review.contains("allowed")) {
+      reviewed.insert(fmt::format("{} {}", request.review.value("user", ""),
+                                  request.review["allowed"].get<bool>()));
+    }
+  }
+  CHECK(reviewed == std::set<std::string>{fmt::format("{} true", ImageAggregator::kReader)});
+  // Stopped as the kubelet stops it: a clean exit.
+  CHECK(aggregator.Stop(30s) == std::optional<int>(0));
 }
 
 }  // namespace
