@@ -14,13 +14,11 @@
 #include <string>
 #include <vector>
 
-#include "aggregator/fake_agent.h"
 #include "aggregator/http_api_test_util.h"
 #include "aggregator/server.h"
 #include "aggregator/test_util.h"
 #include "common/httpapi/json.h"
 #include "common/httpapi/paths.h"
-#include "common/tls/tls.h"
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 #include "test/lib/certificates.h"
 #include "test/lib/files.h"
@@ -34,19 +32,6 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 using nodemesh::testing::KubeApiServer;
-
-// node-a's agent, known by its certificate.
-std::unique_ptr<testing::FakeAgent> CertifiedAgent(const std::string& address,
-                                                   const nodemesh::testing::TempDir& dir,
-                                                   std::vector<v1::Pod> pods) {
-  const auto credentials = ClientCredentials(TlsFiles{.ca = dir.path() + "/serving-ca.crt",
-                                                      .cert = dir.path() + "/node-a.crt",
-                                                      .key = dir.path() + "/node-a.key",
-                                                      .server_name = ""},
-                                             "--tls-");
-  REQUIRE(credentials.ok());
-  return std::make_unique<testing::FakeAgent>(address, "node-a", std::move(pods), "", *credentials);
-}
 
 // The test API server, and an aggregator serving the API for it with a certificate that
 // names nodemesh-aggregator.nodemesh.svc, registered as its APIService.

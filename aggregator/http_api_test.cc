@@ -15,15 +15,14 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
-#include "aggregator/fake_agent.h"
 #include "aggregator/http_api_test_util.h"
 #include "aggregator/server.h"
 #include "aggregator/test_util.h"
 #include "common/httpapi/json.h"
-#include "common/tls/tls.h"
 #include "test/lib/certificates.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
+#include "test/lib/peers.h"
 #include "test/lib/process.h"
 
 namespace nodemesh::aggregator {
@@ -31,40 +30,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
-
-// The aggregator's rights (reviews, the front proxy's ConfigMap) and alice's: read and tap
-// in namespace a, nothing in b.
-json HttpApiRbac() {
-  return json::parse(R"([
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-     "metadata": {"name": "aggregator:system:auth-delegator"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                 "name": "system:auth-delegator"},
-     "subjects": [{"kind": "ServiceAccount", "name": "aggregator", "namespace": "nodemesh"}]},
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-     "metadata": {"name": "aggregator-auth-reader", "namespace": "kube-system"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                 "name": "extension-apiserver-authentication-reader"},
-     "subjects": [{"kind": "ServiceAccount", "name": "aggregator", "namespace": "nodemesh"}]},
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-     "metadata": {"name": "nodemesh-read"},
-     "rules": [{"apiGroups": ["nodemesh.io"], "resources": ["stats", "edges", "routes", "inventory"],
-                "verbs": ["get"]}]},
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-     "metadata": {"name": "nodemesh-tap"},
-     "rules": [{"apiGroups": ["nodemesh.io"], "resources": ["taps"], "verbs": ["watch"]}]},
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-     "metadata": {"name": "alice-nodemesh-read", "namespace": "a"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                 "name": "nodemesh-read"},
-     "subjects": [{"kind": "User", "name": "alice"}]},
-    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-     "metadata": {"name": "alice-nodemesh-tap", "namespace": "a"},
-     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                 "name": "nodemesh-tap"},
-     "subjects": [{"kind": "User", "name": "alice"}]}
-  ])");
-}
 
 struct Answer {
   std::string code;  // curl's %{http_code}: "000" when no answer came
@@ -74,7 +39,10 @@ struct Answer {
 // An aggregator serving the HTTPS API for a test API server that has a front proxy.
 struct HttpApiCluster {
   nodemesh::testing::TempDir dir;
-  nodemesh::testing::KubeApiServer api{{.rbac_file = dir.Write("rbac.json", HttpApiRbac().dump())}};
+  // The aggregator's rights (reviews, the front proxy's ConfigMap) and alice's: read and tap
+  // in namespace a, nothing in b.
+  nodemesh::testing::KubeApiServer api{
+      {.rbac_file = nodemesh::testing::SourcePath("test/fixtures/rbac/aggregated_api.json")}};
   std::unique_ptr<AggregatorServer> aggregator;
   std::string grpc_address;
   std::map<std::string, std::pair<std::string, std::string>> certificates;  // name: file, key
@@ -93,8 +61,8 @@ struct HttpApiCluster {
     certificates["not-allowed"] = {api.not_allowed_client_cert(), api.not_allowed_client_key()};
     certificates["forger"] = {dir.path() + "/forger.crt", dir.path() + "/forger.key"};
 
-    ServerOptions options = HttpApiServerOptions(api, dir.path() + "/aggregator.crt",
-                                                 dir.path() + "/aggregator.key", "aggregator");
+    ServerOptions options = HttpApiServerOptions(
+        api, dir.path() + "/aggregator.crt", dir.path() + "/aggregator.key", "nodemesh-aggregator");
     options.tls.ca = dir.path() + "/serving-ca.crt";  // agents' certificates
     options.tap_pacing.heartbeat_interval = 300ms;
     aggregator = std::make_unique<AggregatorServer>(options);
@@ -135,14 +103,7 @@ struct HttpApiCluster {
 
   // An agent of node-a with `pods`, connected with its node certificate.
   std::unique_ptr<aggregator::testing::FakeAgent> ConnectAgent(std::vector<v1::Pod> pods) {
-    const auto credentials = ClientCredentials(TlsFiles{.ca = dir.path() + "/serving-ca.crt",
-                                                        .cert = dir.path() + "/node-a.crt",
-                                                        .key = dir.path() + "/node-a.key",
-                                                        .server_name = ""},
-                                               "--tls-");
-    REQUIRE(credentials.ok());
-    auto agent = std::make_unique<aggregator::testing::FakeAgent>(
-        grpc_address, "node-a", std::move(pods), "", *credentials);
+    auto agent = CertifiedAgent(grpc_address, dir, std::move(pods));
     REQUIRE(
         nodemesh::testing::PollUntil([&] { return !aggregator->tap_hub().agents().empty(); }, 10s));
     return agent;
