@@ -1,6 +1,7 @@
-// The HTTPS server against real clients: curl with and without a client certificate, and
-// the misbehaving clients of test_client.py (one that leaves mid-stream, one that stops
-// reading, one that sends half a head).
+// The HTTP server, over TLS and as plain HTTP on loopback, against real clients: curl with
+// and without a client certificate, and the misbehaving clients of test_client.py (one that
+// leaves mid-stream, one that stops reading, one that sends half a head). Cases that hold for
+// both transports run once for each.
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -43,18 +44,34 @@ struct Pki {
   TempDir dir;
 };
 
+// How a case's server is reached: ListenTcp (with Pki's server certificate) or ListenLoopback.
+enum class Transport { kTls, kPlain };
+
+const char* NameOf(Transport transport) { return transport == Transport::kTls ? "TLS" : "plain"; }
+
 std::string PortOf(const HttpServer& server) {
   return server.address().substr(server.address().rfind(':') + 1);
 }
 
+// curl asking `path` of `server` with `flags`.
+std::vector<std::string> CurlCommand(Transport transport, const Pki& pki, const HttpServer& server,
+                                     const std::string& path, std::vector<std::string> flags) {
+  std::vector<std::string> argv = {"curl", "-sS", "--max-time", "20"};
+  if (transport == Transport::kTls) {
+    flags.insert(flags.begin(), {"--cacert", pki.File("ca.crt")});
+  }
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  // The server certificate names localhost; a plain server is asked at the address it bound.
+  argv.push_back(transport == Transport::kTls ? "https://localhost:" + PortOf(server) + path
+                                              : "http://" + server.address() + path);
+  return argv;
+}
+
 // curl's answer to GET `path`: the body, then the status on a line of its own.
-std::string Curl(const Pki& pki, const HttpServer& server, const std::string& path,
-                 std::vector<std::string> extra = {}) {
-  std::vector<std::string> argv = {
-      "curl", "-sS", "--cacert", pki.File("ca.crt"), "-w", "\n%{http_code}", "--max-time", "20"};
-  argv.insert(argv.end(), extra.begin(), extra.end());
-  argv.push_back("https://localhost:" + PortOf(server) + path);
-  return RunCommand(argv, 30s).output;
+std::string Curl(Transport transport, const Pki& pki, const HttpServer& server,
+                 const std::string& path, std::vector<std::string> extra = {}) {
+  extra.insert(extra.begin(), {"-w", "\n%{http_code}"});
+  return RunCommand(CurlCommand(transport, pki, server, path, std::move(extra)), 30s).output;
 }
 
 std::vector<std::string> ClientCertificate(const Pki& pki, const std::string& name) {
@@ -74,20 +91,31 @@ HttpRoutes WhoAmI() {
   return routes;
 }
 
-std::unique_ptr<HttpServer> StartServer(TlsServerOptions tls, HttpRoutes routes,
-                                        HttpServerLimits limits = {}) {
-  absl::StatusOr<std::unique_ptr<HttpServer>> server =
-      HttpServer::ListenTcp("127.0.0.1:0", std::move(tls), limits);
+std::unique_ptr<HttpServer> Started(absl::StatusOr<std::unique_ptr<HttpServer>> server,
+                                    HttpRoutes routes) {
   REQUIRE(server.ok());
   (*server)->Serve(std::move(routes));
   (*server)->Start();
   return *std::move(server);
 }
 
+std::unique_ptr<HttpServer> StartServer(TlsServerOptions tls, HttpRoutes routes,
+                                        HttpServerLimits limits = {}) {
+  return Started(HttpServer::ListenTcp("127.0.0.1:0", std::move(tls), limits), std::move(routes));
+}
+
+// Over TLS without client CAs, or plain.
+std::unique_ptr<HttpServer> StartServer(Transport transport, const Pki& pki, HttpRoutes routes,
+                                        HttpServerLimits limits = {}) {
+  if (transport == Transport::kTls) return StartServer(pki.Tls(nullptr), std::move(routes), limits);
+  return Started(HttpServer::ListenLoopback("127.0.0.1:0", limits), std::move(routes));
+}
+
 // test_client.py in `mode` against `server`.
-Process Misbehave(const Pki& pki, const HttpServer& server, const std::string& mode) {
+Process Misbehave(Transport transport, const Pki& pki, const HttpServer& server,
+                  const std::string& mode) {
   return Process({"python3", std::string(NODEMESH_SOURCE_DIR) + "/common/http/test_client.py", mode,
-                  PortOf(server), pki.File("ca.crt")});
+                  PortOf(server), transport == Transport::kTls ? pki.File("ca.crt") : "plain"});
 }
 
 TEST_CASE("a client certificate is asked for, never required, and verified against the CAs") {
@@ -96,10 +124,11 @@ TEST_CASE("a client certificate is asked for, never required, and verified again
   REQUIRE(cas->Replace(ReadFile(pki.File("ca.crt"))).ok());
   const auto server = StartServer(pki.Tls(cas), WhoAmI());
 
-  CHECK(Curl(pki, *server, "/whoami") == "no certificate\n200");
-  CHECK(Curl(pki, *server, "/whoami", ClientCertificate(pki, "proxy")) ==
+  CHECK(Curl(Transport::kTls, pki, *server, "/whoami") == "no certificate\n200");
+  CHECK(Curl(Transport::kTls, pki, *server, "/whoami", ClientCertificate(pki, "proxy")) ==
         "verified front-proxy\n200");
-  const std::string stranger = Curl(pki, *server, "/whoami", ClientCertificate(pki, "stranger"));
+  const std::string stranger =
+      Curl(Transport::kTls, pki, *server, "/whoami", ClientCertificate(pki, "stranger"));
   CHECK(stranger.starts_with("unverified: unable to get local issuer certificate"));
 }
 
@@ -108,23 +137,25 @@ TEST_CASE("client CAs replaced at run time verify the next handshake") {
   auto cas = std::make_shared<ClientCaStore>();
   const auto server = StartServer(pki.Tls(cas), WhoAmI());
   // No CA yet: nothing verifies.
-  CHECK(Curl(pki, *server, "/whoami", ClientCertificate(pki, "proxy")).starts_with("unverified: "));
+  CHECK(Curl(Transport::kTls, pki, *server, "/whoami", ClientCertificate(pki, "proxy"))
+            .starts_with("unverified: "));
 
   REQUIRE(cas->Replace(ReadFile(pki.File("other.crt")) + ReadFile(pki.File("ca.crt"))).ok());
-  CHECK(Curl(pki, *server, "/whoami", ClientCertificate(pki, "proxy")) ==
+  CHECK(Curl(Transport::kTls, pki, *server, "/whoami", ClientCertificate(pki, "proxy")) ==
         "verified front-proxy\n200");
-  CHECK(Curl(pki, *server, "/whoami", ClientCertificate(pki, "stranger")) ==
+  CHECK(Curl(Transport::kTls, pki, *server, "/whoami", ClientCertificate(pki, "stranger")) ==
         "verified stranger\n200");
 
   const absl::Status garbage = cas->Replace("not a certificate");
   CHECK(garbage.code() == absl::StatusCode::kInvalidArgument);
   CHECK(std::string(garbage.message()).find("BEGIN CERTIFICATE") != std::string::npos);
   // A failed replacement leaves the CAs as they were.
-  CHECK(Curl(pki, *server, "/whoami", ClientCertificate(pki, "stranger")) ==
+  CHECK(Curl(Transport::kTls, pki, *server, "/whoami", ClientCertificate(pki, "stranger")) ==
         "verified stranger\n200");
 
   cas->Clear();
-  CHECK(Curl(pki, *server, "/whoami", ClientCertificate(pki, "proxy")).starts_with("unverified: "));
+  CHECK(Curl(Transport::kTls, pki, *server, "/whoami", ClientCertificate(pki, "proxy"))
+            .starts_with("unverified: "));
 }
 
 TEST_CASE("a server certificate that cannot be used is named at listen") {
@@ -143,7 +174,30 @@ TEST_CASE("a server certificate that cannot be used is named at listen") {
   CHECK(std::string(unreadable.status().message()).starts_with("server certificate: "));
 }
 
+TEST_CASE("plain HTTP listens on loopback addresses only, and its requests carry no certificate") {
+  for (const std::string address :
+       {"0.0.0.0:0", ":0", "[::]:0", "10.1.2.3:0", "example.com:80", "127.0.0.1"}) {
+    INFO(address);
+    const absl::StatusOr<std::unique_ptr<HttpServer>> refused = HttpServer::ListenLoopback(address);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
+    CHECK(std::string(refused.status().message())
+              .starts_with("'" + address +
+                           "' is not a loopback address: plain HTTP is served "
+                           "only on 127.0.0.0/8 or [::1]"));
+  }
+  const Pki pki;
+  for (const std::string address : {"127.0.0.2:0", "localhost:0"}) {
+    INFO(address);
+    const auto server = Started(HttpServer::ListenLoopback(address), WhoAmI());
+    CHECK(server->address().starts_with(address == "localhost:0" ? "127.0.0.1:" : "127.0.0.2:"));
+    CHECK(Curl(Transport::kPlain, pki, *server, "/whoami") == "no certificate\n200");
+  }
+}
+
 TEST_CASE("requests carry their method, query, headers and body, and answers their headers") {
+  const Transport transport = GENERATE(Transport::kTls, Transport::kPlain);
+  INFO(NameOf(transport));
   const Pki pki;
   HttpRoutes routes;
   routes.Handle("/echo", [](const HttpRequest& request) {
@@ -154,39 +208,44 @@ TEST_CASE("requests carry their method, query, headers and body, and answers the
     response.headers.emplace_back("Nodemesh-Relayed-From", "node-1");
     return response;
   });
-  const auto server = StartServer(pki.Tls(nullptr), std::move(routes));
-  CHECK(Curl(pki, *server, "/echo?a=1&b=x%20y&b=z", {"-H", "X-Remote-User: alice"}) ==
+  const auto server = StartServer(transport, pki, std::move(routes));
+  CHECK(Curl(transport, pki, *server, "/echo?a=1&b=x%20y&b=z", {"-H", "X-Remote-User: alice"}) ==
         "GET /echo a=1&b=x%20y&b=z z alice \n200");
-  CHECK(Curl(pki, *server, "/echo?b=1", {"--data-binary", "payload"}) ==
+  CHECK(Curl(transport, pki, *server, "/echo?b=1", {"--data-binary", "payload"}) ==
         "POST /echo b=1 1  payload\n200");
-  const std::string head = Curl(pki, *server, "/echo?b=1", {"-D", "-", "-o", "/dev/null"});
+  const std::string head =
+      Curl(transport, pki, *server, "/echo?b=1", {"-D", "-", "-o", "/dev/null"});
   CHECK(head.find("Nodemesh-Relayed-From: node-1\r\n") != std::string::npos);
   CHECK(head.find("Content-Type: application/json\r\n") != std::string::npos);
-  CHECK(Curl(pki, *server, "/nothing").ends_with("\n404"));
+  CHECK(Curl(transport, pki, *server, "/nothing").ends_with("\n404"));
 }
 
 TEST_CASE("a request head or body past its limit is refused with 431 or 413") {
+  const Transport transport = GENERATE(Transport::kTls, Transport::kPlain);
+  INFO(NameOf(transport));
   const Pki pki;
   HttpRoutes routes;
   routes.Handle("/", [](const HttpRequest&) { return HttpResponse(200, kText, "ok"); });
-  const auto server = StartServer(pki.Tls(nullptr), std::move(routes));
+  const auto server = StartServer(transport, pki, std::move(routes));
   const std::string big_header = "X-Big: " + std::string(20 * 1024, 'a');
-  const std::string head = Curl(pki, *server, "/", {"-H", big_header});
+  const std::string head = Curl(transport, pki, *server, "/", {"-H", big_header});
   CHECK(head.ends_with("\n431"));
   CHECK(head.find("larger than 16384 bytes") != std::string::npos);
 
   const std::string body = pki.dir.Write("body", std::string(100 * 1024, 'b'));
-  const std::string posted = Curl(pki, *server, "/", {"--data-binary", "@" + body});
+  const std::string posted = Curl(transport, pki, *server, "/", {"--data-binary", "@" + body});
   CHECK(posted.ends_with("\n413"));
-  CHECK(Curl(pki, *server, "/", {"--data-binary", std::string(1000, 'c')}) == "ok\n200");
+  CHECK(Curl(transport, pki, *server, "/", {"--data-binary", std::string(1000, 'c')}) == "ok\n200");
 }
 
 TEST_CASE("a client sending half a request is cut off at the request deadline") {
+  const Transport transport = GENERATE(Transport::kTls, Transport::kPlain);
+  INFO(NameOf(transport));
   const Pki pki;
   HttpRoutes routes;
-  const auto server = StartServer(pki.Tls(nullptr), std::move(routes),
-                                  {.request_deadline = 1s, .idle_timeout = 30s});
-  Process stall = Misbehave(pki, *server, "stall");
+  const auto server =
+      StartServer(transport, pki, std::move(routes), {.request_deadline = 1s, .idle_timeout = 30s});
+  Process stall = Misbehave(transport, pki, *server, "stall");
   REQUIRE(stall.WaitForOutput("closed after", 10s));
   const std::string out = stall.output();
   const double seconds = std::stod(out.substr(out.find("closed after ") + 13));
@@ -195,23 +254,28 @@ TEST_CASE("a client sending half a request is cut off at the request deadline") 
 }
 
 TEST_CASE("connections past the limit are closed at once, and the others still served") {
+  const Transport transport = GENERATE(Transport::kTls, Transport::kPlain);
+  INFO(NameOf(transport));
   const Pki pki;
   const auto server =
-      StartServer(pki.Tls(nullptr), WhoAmI(), {.idle_timeout = 30s, .max_connections = 2});
-  Process first = Misbehave(pki, *server, "hold");
+      StartServer(transport, pki, WhoAmI(), {.idle_timeout = 30s, .max_connections = 2});
+  Process first = Misbehave(transport, pki, *server, "hold");
   REQUIRE(first.WaitForOutput("connected", 10s));
-  Process second = Misbehave(pki, *server, "hold");
+  Process second = Misbehave(transport, pki, *server, "hold");
   REQUIRE(second.WaitForOutput("connected", 10s));
-  Process third = Misbehave(pki, *server, "hold");
+  Process third = Misbehave(transport, pki, *server, "hold");
   REQUIRE(third.WaitForOutput("refused", 10s));
 
   first.Kill();
   // Its connection is counted until the server notices it closed.
-  CHECK(testing::PollUntil([&] { return Curl(pki, *server, "/whoami") == "no certificate\n200"; },
-                           10s, 100ms));
+  CHECK(testing::PollUntil(
+      [&] { return Curl(transport, pki, *server, "/whoami") == "no certificate\n200"; }, 10s,
+      100ms));
 }
 
 TEST_CASE("handlers run off the I/O threads, and a request finding every one busy gets 503") {
+  const Transport transport = GENERATE(Transport::kTls, Transport::kPlain);
+  INFO(NameOf(transport));
   const Pki pki;
   std::mutex mutex;
   std::condition_variable changed;
@@ -226,15 +290,14 @@ TEST_CASE("handlers run off the I/O threads, and a request finding every one bus
     return HttpResponse(200, kText, "released");
   });
   const auto server =
-      StartServer(pki.Tls(nullptr), std::move(routes), {.max_handler_threads = 1, .io_threads = 1});
-  Process blocked({"curl", "-sS", "--cacert", pki.File("ca.crt"), "--max-time", "20",
-                   "https://localhost:" + PortOf(*server) + "/block"});
+      StartServer(transport, pki, std::move(routes), {.max_handler_threads = 1, .io_threads = 1});
+  Process blocked(CurlCommand(transport, pki, *server, "/block", {}));
   {
     std::unique_lock lock(mutex);
     REQUIRE(changed.wait_for(lock, 10s, [&] { return waiting == 1; }));
   }
   // The one I/O thread still serves while the one handler thread is held.
-  const std::string busy = Curl(pki, *server, "/block", {"-D", "-"});
+  const std::string busy = Curl(transport, pki, *server, "/block", {"-D", "-"});
   CHECK(busy.ends_with("\n503"));
   CHECK(busy.find("Retry-After: 1\r\n") != std::string::npos);
   {
@@ -267,6 +330,8 @@ struct StreamProbe {
 };
 
 TEST_CASE("a streamed answer reaches curl piece by piece, as it is written") {
+  const Transport transport = GENERATE(Transport::kTls, Transport::kPlain);
+  INFO(NameOf(transport));
   const Pki pki;
   StreamProbe probe;
   HttpRoutes routes;
@@ -282,9 +347,8 @@ TEST_CASE("a streamed answer reaches curl piece by piece, as it is written") {
       }
     });
   });
-  const auto server = StartServer(pki.Tls(nullptr), std::move(routes));
-  Process curl({"curl", "-sS", "-N", "--cacert", pki.File("ca.crt"), "--max-time", "20",
-                "https://localhost:" + PortOf(*server) + "/stream"});
+  const auto server = StartServer(transport, pki, std::move(routes));
+  Process curl(CurlCommand(transport, pki, *server, "/stream", {"-N"}));
   probe.Allow(1);
   REQUIRE(curl.WaitForOutput("{\"line\":1}\n", 10s));
   CHECK(curl.output().find("line\":2") == std::string::npos);
@@ -323,19 +387,23 @@ HttpRoutes StreamRoutes(StreamProbe& probe, bool flood) {
 }
 
 TEST_CASE("a client that leaves mid-stream is noticed without a write") {
+  const Transport transport = GENERATE(Transport::kTls, Transport::kPlain);
+  INFO(NameOf(transport));
   const Pki pki;
   StreamProbe probe;
-  const auto server = StartServer(pki.Tls(nullptr), StreamRoutes(probe, false));
-  Process leave = Misbehave(pki, *server, "leave");
+  const auto server = StartServer(transport, pki, StreamRoutes(probe, false));
+  Process leave = Misbehave(transport, pki, *server, "leave");
   REQUIRE(leave.WaitForOutput("closed", 10s));
   CHECK(probe.Await([](const StreamProbe& p) { return p.gone; }, 5s));
 }
 
 TEST_CASE("a client that stops reading makes the stream's write fail at its deadline") {
+  const Transport transport = GENERATE(Transport::kTls, Transport::kPlain);
+  INFO(NameOf(transport));
   const Pki pki;
   StreamProbe probe;
-  const auto server = StartServer(pki.Tls(nullptr), StreamRoutes(probe, true));
-  Process slow = Misbehave(pki, *server, "slow");
+  const auto server = StartServer(transport, pki, StreamRoutes(probe, true));
+  Process slow = Misbehave(transport, pki, *server, "slow");
   REQUIRE(slow.WaitForOutput("sent", 10s));
   REQUIRE(probe.Await([](const StreamProbe& p) { return p.failed; }, 60s));
   // What was taken is what the sockets' buffers hold, not everything the writer had.
@@ -343,11 +411,12 @@ TEST_CASE("a client that stops reading makes the stream's write fail at its dead
 }
 
 TEST_CASE("stopping the server ends a stream waiting for its client") {
+  const Transport transport = GENERATE(Transport::kTls, Transport::kPlain);
+  INFO(NameOf(transport));
   const Pki pki;
   StreamProbe probe;
-  auto server = StartServer(pki.Tls(nullptr), StreamRoutes(probe, false));
-  Process curl({"curl", "-sS", "-N", "--cacert", pki.File("ca.crt"), "--max-time", "20",
-                "https://localhost:" + PortOf(*server) + "/stream"});
+  auto server = StartServer(transport, pki, StreamRoutes(probe, false));
+  Process curl(CurlCommand(transport, pki, *server, "/stream", {"-N"}));
   REQUIRE(curl.WaitForOutput("xxxxxx", 10s));
   server->Stop();
   CHECK(probe.Await([](const StreamProbe& p) { return p.gone; }, 1s));

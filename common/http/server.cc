@@ -22,12 +22,14 @@
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "common/base/format.h"
 #include "common/base/log.h"
 #include "common/http/listener.h"
+#include "common/net/address.h"
 
 namespace nodemesh::http {
 namespace {
@@ -36,7 +38,8 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using Tcp = asio::ip::tcp;
-using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;  // ListenTcp
+using PlainStream = beast::tcp_stream;                   // ListenLoopback
 
 std::string_view View(beast::string_view text) { return {text.data(), text.size()}; }
 
@@ -96,7 +99,15 @@ class HandlerPool {
   bool stopping_ = false;
 };
 
-class Connection;
+// What the server keeps of a connection, whatever its stream: the means to start and close it.
+class Link {
+ public:
+  virtual ~Link() = default;
+  // Once, when accepted.
+  virtual void Start() = 0;
+  // From any thread: the connection is closed, and a stream writing on it stops.
+  virtual void Abort() = 0;
+};
 
 // What the listener and every connection share; connections hold it, so it outlives them
 // whichever goes last.
@@ -109,28 +120,33 @@ struct Shared {
   HandlerPool pool;
   std::atomic<bool> stopping{false};
   std::mutex mutex;  // guards the two below
-  std::map<uint64_t, std::weak_ptr<Connection>> live;
+  std::map<uint64_t, std::weak_ptr<Link>> live;
   uint64_t next_id = 0;
 };
 
-// One client's connection. Its socket and parser are touched only on its strand; what a
-// handler thread writing a stream waits on (gone_, written_) is guarded by mutex_.
-class Connection : public std::enable_shared_from_this<Connection> {
+// One client's connection over `Stream`, TlsStream or PlainStream: the same request loop for
+// both, but a plain connection has no handshake and its peer_ stays empty. Its socket and
+// parser are touched only on its strand; what a handler thread writing a stream waits on
+// (gone_, written_) is guarded by mutex_.
+template <typename Stream>
+class Connection final : public Link, public std::enable_shared_from_this<Connection<Stream>> {
  public:
-  Connection(Tcp::socket socket, asio::ssl::context& tls, std::shared_ptr<Shared> shared)
-      : stream_(std::move(socket), tls), shared_(std::move(shared)) {}
-  ~Connection() {
+  using std::enable_shared_from_this<Connection>::shared_from_this;
+
+  // `stream_args` make the stream: the accepted socket, and for TLS the server's context.
+  template <typename... StreamArgs>
+  Connection(std::shared_ptr<Shared> shared, uint64_t id, StreamArgs&&... stream_args)
+      : stream_(std::forward<StreamArgs>(stream_args)...), shared_(std::move(shared)), id_(id) {}
+  ~Connection() override {
     std::lock_guard lock(shared_->mutex);
     shared_->live.erase(id_);
   }
 
-  void Start(uint64_t id) {
-    id_ = id;
+  void Start() override {
     asio::post(stream_.get_executor(), [self = shared_from_this()] { self->Handshake(); });
   }
 
-  // From any thread: the connection is closed, and a stream writing on it stops.
-  void Abort() {
+  void Abort() override {
     MarkGone();
     asio::post(stream_.get_executor(), [self = shared_from_this()] { self->Close(); });
   }
@@ -142,13 +158,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   class Writer;
 
   void Handshake() {
-    beast::get_lowest_layer(stream_).expires_after(shared_->limits.request_deadline);
-    stream_.async_handshake(asio::ssl::stream_base::server,
-                            [self = shared_from_this()](beast::error_code error) {
-                              if (error) return self->Close();
-                              self->peer_ = PeerOf(self->stream_.native_handle());
-                              self->AwaitRequest(self->shared_->limits.request_deadline);
-                            });
+    if constexpr (std::is_same_v<Stream, PlainStream>) {
+      AwaitRequest(shared_->limits.request_deadline);
+    } else {
+      beast::get_lowest_layer(stream_).expires_after(shared_->limits.request_deadline);
+      stream_.async_handshake(asio::ssl::stream_base::server,
+                              [self = shared_from_this()](beast::error_code error) {
+                                if (error) return self->Close();
+                                self->peer_ = PeerOf(self->stream_.native_handle());
+                                self->AwaitRequest(self->shared_->limits.request_deadline);
+                              });
+    }
   }
 
   // Waits up to `timeout` for the first byte of the next request, then gives the whole
@@ -308,9 +328,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     beast::get_lowest_layer(stream_).close();
   }
 
-  TlsStream stream_;
+  Stream stream_;
   const std::shared_ptr<Shared> shared_;
-  uint64_t id_ = 0;
+  const uint64_t id_;
   // On the strand.
   PeerCertificate peer_;
   beast::flat_buffer buffer_;
@@ -327,7 +347,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
 // A streamed answer's ResponseStream: each piece is written on the strand while the
 // handler's thread waits for its completion, which is the backpressure.
-class Connection::Writer : public ResponseStream {
+template <typename Stream>
+class Connection<Stream>::Writer : public ResponseStream {
  public:
   explicit Writer(std::shared_ptr<Connection> connection) : connection_(std::move(connection)) {}
 
@@ -402,7 +423,8 @@ class Connection::Writer : public ResponseStream {
   uint64_t issued_ = 0;
 };
 
-void Connection::RunStream(const HttpResponse& response) {
+template <typename Stream>
+void Connection<Stream>::RunStream(const HttpResponse& response) {
   Writer writer(shared_from_this());
   writer.Begin(response);
   response.stream(writer);
@@ -413,19 +435,23 @@ void Connection::RunStream(const HttpResponse& response) {
 
 class HttpServer::Engine {
  public:
-  Engine(TlsServerOptions tls, HttpServerLimits limits)
+  // Without `tls`, plain HTTP.
+  Engine(std::optional<TlsServerOptions> tls, HttpServerLimits limits)
       : tls_options_(std::move(tls)),
         limits_(limits),
-        tls_(asio::ssl::context::tls_server),
         acceptor_(asio::make_strand(io_)),
-        retry_(acceptor_.get_executor()) {}
+        retry_(acceptor_.get_executor()) {
+    if (tls_options_) tls_.emplace(asio::ssl::context::tls_server);
+  }
 
   ~Engine() { Stop(); }
 
   absl::Status Listen(const std::string& address) {
-    if (absl::Status configured = ConfigureServerTls(tls_.native_handle(), tls_options_);
-        !configured.ok()) {
-      return configured;
+    if (tls_) {
+      if (absl::Status configured = ConfigureServerTls(tls_->native_handle(), *tls_options_);
+          !configured.ok()) {
+        return configured;
+      }
     }
     absl::StatusOr<TcpListener> listener = http::ListenTcp(address, 128);
     if (!listener.ok()) return listener.status();
@@ -464,14 +490,14 @@ class HttpServer::Engine {
       closed.set_value();
     });
     closed.get_future().wait();
-    std::vector<std::shared_ptr<Connection>> open;
+    std::vector<std::shared_ptr<Link>> open;
     {
       std::lock_guard lock(shared_->mutex);
       for (const auto& [id, connection] : shared_->live) {
-        if (std::shared_ptr<Connection> alive = connection.lock()) open.push_back(alive);
+        if (std::shared_ptr<Link> alive = connection.lock()) open.push_back(alive);
       }
     }
-    for (const std::shared_ptr<Connection>& connection : open) connection->Abort();
+    for (const std::shared_ptr<Link>& connection : open) connection->Abort();
     open.clear();
     shared_->pool.Stop();  // handlers return; streams see their client gone
     io_.stop();
@@ -502,23 +528,31 @@ class HttpServer::Engine {
   }
 
   void Admit(Tcp::socket socket) {
+    // Declared before the lock, so released after it: a connection that has already ended on
+    // another I/O thread ends here, and its destructor takes the lock.
+    std::shared_ptr<Link> connection;
     std::lock_guard lock(shared_->mutex);
     if (shared_->live.size() >= limits_.max_connections) {
       beast::error_code ignored;
       socket.close(ignored);
       return;
     }
-    auto connection = std::make_shared<Connection>(std::move(socket), tls_, shared_);
     const uint64_t id = ++shared_->next_id;
+    if (tls_) {
+      connection = std::make_shared<Connection<TlsStream>>(shared_, id, std::move(socket), *tls_);
+    } else {
+      connection = std::make_shared<Connection<PlainStream>>(shared_, id, std::move(socket));
+    }
     shared_->live.emplace(id, connection);
-    connection->Start(id);
+    connection->Start();
   }
 
-  const TlsServerOptions tls_options_;  // its CA store is the handshakes' (tls.h)
+  // Both empty for plain HTTP. The options' CA store is the handshakes' (tls.h).
+  const std::optional<TlsServerOptions> tls_options_;
   const HttpServerLimits limits_;
   HttpRoutes routes_;  // until Start
   asio::io_context io_;
-  asio::ssl::context tls_;
+  std::optional<asio::ssl::context> tls_;
   Tcp::acceptor acceptor_;
   asio::steady_timer retry_;
   std::shared_ptr<Shared> shared_;
@@ -533,7 +567,23 @@ HttpServer::~HttpServer() = default;
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::ListenTcp(const std::string& address,
                                                                   TlsServerOptions tls,
                                                                   HttpServerLimits limits) {
-  auto engine = std::make_unique<Engine>(std::move(tls), limits);
+  return Listen(std::make_unique<Engine>(std::move(tls), limits), address);
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::ListenLoopback(const std::string& address,
+                                                                       HttpServerLimits limits) {
+  const std::optional<Endpoint> endpoint = Endpoint::Parse(address);
+  if (!endpoint || !endpoint->ip.is_loopback()) {
+    return absl::InvalidArgumentError(fmt::format(
+        "'{}' is not a loopback address: plain HTTP is served only on 127.0.0.0/8 or [::1], "
+        "which no other machine can reach (e.g. 127.0.0.1:0)",
+        address));
+  }
+  return Listen(std::make_unique<Engine>(std::nullopt, limits), endpoint->ToString());
+}
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Listen(std::unique_ptr<Engine> engine,
+                                                               const std::string& address) {
   if (absl::Status listening = engine->Listen(address); !listening.ok()) return listening;
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(engine)));
 }

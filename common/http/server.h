@@ -1,7 +1,7 @@
-// An HTTPS/1.1 server: routes (routes.h) served over TLS that asks each client for a
-// certificate without requiring it (tls.h), answers whole or streamed, with bounded requests,
-// deadlines and a connection limit. The engine (Boost.Beast on Asio) stays inside server.cc,
-// so that only that file pays for its headers.
+// An HTTP/1.1 server: routes (routes.h) served over TLS that asks each client for a
+// certificate without requiring it (tls.h), or as plain HTTP on a loopback address only,
+// answers whole or streamed, with bounded requests, deadlines and a connection limit. The engine
+// (Boost.Beast on Asio) stays inside server.cc, so that only that file pays for its headers.
 //
 // Threads: a few I/O threads run every connection's reads and writes; handlers run on a pool
 // of handler threads, created as needed up to a bound, never on an I/O thread, so a handler
@@ -24,7 +24,7 @@ namespace nodemesh::http {
 struct HttpServerLimits {
   size_t max_head_bytes = 16 * 1024;  // request line and headers; past it, 431
   size_t max_body_bytes = 64 * 1024;  // past it, 413
-  // For the TLS handshake, and for each request from its first byte to its last: a client
+  // For the TLS handshake (if any), and for each request from its first byte to its last: a client
   // that sends slowly is cut off then (the connection closed).
   std::chrono::milliseconds request_deadline{10'000};
   // How long a kept-alive connection may wait for its next request.
@@ -42,6 +42,12 @@ class HttpServer {
   static absl::StatusOr<std::unique_ptr<HttpServer>> ListenTcp(const std::string& address,
                                                                TlsServerOptions tls,
                                                                HttpServerLimits limits = {});
+  // Plain HTTP on a loopback address only ("127.0.0.1:0", "[::1]:8085", "localhost:8085";
+  // 127.0.0.0/8 or ::1): anything else is INVALID_ARGUMENT, since plain HTTP must not be
+  // reachable from another machine. For a browser on this machine (meshctl dashboard). Requests
+  // carry no PeerCertificate (`presented` false).
+  static absl::StatusOr<std::unique_ptr<HttpServer>> ListenLoopback(const std::string& address,
+                                                                    HttpServerLimits limits = {});
   ~HttpServer();  // Stop()
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -59,6 +65,8 @@ class HttpServer {
  private:
   class Engine;  // server.cc
   explicit HttpServer(std::unique_ptr<Engine> engine);
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Listen(std::unique_ptr<Engine> engine,
+                                                            const std::string& address);
   std::unique_ptr<Engine> engine_;
 };
 

@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Misbehaving TLS clients for http_test.cc: each mode does one thing a well-behaved client
+"""Misbehaving clients for http_test.cc: each mode does one thing a well-behaved client
 would not, and prints what it saw on stdout, one line per event, flushed.
 
   test_client.py MODE PORT CA [CERT KEY]
+
+CA is the file of the CA that signed the server's certificate, or "plain" for plain HTTP
+(no TLS) on 127.0.0.1.
 
 Modes:
   leave   GET /stream, read the head and the first piece of the body, print "read", close.
   slow    GET /stream, print "sent", then read nothing until killed.
   stall   send half a request head, print "sent", then wait for the server to close the
           connection and print "closed after S s".
-  hold    finish the handshake, print "connected" (or "refused: REASON" if the server closed
-          it), then keep the connection until killed.
+  hold    GET /whoami, print "connected" once answered (or "refused: REASON" if the server
+          closed the connection), then keep the connection until killed.
 """
 import socket
 import ssl
@@ -19,10 +22,12 @@ import time
 
 
 def connect(port, ca, cert=None, key=None):
+    raw = socket.create_connection(("127.0.0.1", port))
+    if ca == "plain":
+        return raw
     context = ssl.create_default_context(cafile=ca)
     if cert:
         context.load_cert_chain(cert, key)
-    raw = socket.create_connection(("127.0.0.1", port))
     return context.wrap_socket(raw, server_hostname="localhost")
 
 
@@ -35,16 +40,14 @@ def main():
     cert, key = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else (None, None)
     request = b"GET /stream HTTP/1.1\r\nHost: localhost\r\n\r\n"
     if mode == "hold":
+        # Connected means answered: a connection the server has not accepted yet is as
+        # connected to the client as one it has, until the server closes it.
         try:
             connection = connect(port, ca, cert, key)
-            # TLS 1.3 completes the client's handshake before the server has looked at it; a
-            # server that closed at once shows up on the first read.
-            connection.settimeout(0.5)
-            try:
-                if connection.recv(1) == b"":
-                    raise ConnectionError("closed")
-            except socket.timeout:
-                pass
+            connection.settimeout(10)
+            connection.sendall(b"GET /whoami HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            if connection.recv(4096) == b"":
+                raise ConnectionError("closed")
             say("connected")
         except (OSError, ConnectionError) as error:
             say(f"refused: {error}")
