@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/http/browser_guard.h"
 #include "common/http/server.h"
 #include "test/lib/certificates.h"
 #include "test/lib/files.h"
@@ -421,6 +422,40 @@ TEST_CASE("stopping the server ends a stream waiting for its client") {
   server->Stop();
   CHECK(probe.Await([](const StreamProbe& p) { return p.gone; }, 1s));
   CHECK(curl.Wait(10s));
+}
+
+// `method` of "/" with `headers`, checked for a loopback server on port 8085: the status of
+// the refusal, or 0 when served.
+int GuardStatus(const std::string& method,
+                const std::vector<std::pair<std::string, std::string>>& headers) {
+  HttpRequest request = HttpRoutes::Request(method, "/");
+  for (const auto& [name, value] : headers) request.headers.emplace(name, value);
+  const std::optional<HttpResponse> refusal = RefuseForeignRequest(request, 8085);
+  return refusal ? refusal->status : 0;
+}
+
+TEST_CASE("a loopback server's own page is served, requests of other sites are refused") {
+  CHECK(GuardStatus("GET", {{"host", "127.0.0.1:8085"}}) == 0);
+  CHECK(GuardStatus("GET", {{"host", "localhost:8085"}, {"origin", "http://localhost:8085"}}) == 0);
+  CHECK(GuardStatus("GET", {{"host", "[::1]:8085"}, {"sec-fetch-site", "same-origin"}}) == 0);
+  CHECK(GuardStatus("GET", {{"host", "127.0.0.1:8085"}, {"sec-fetch-site", "none"}}) == 0);
+  // DNS rebinding: another name, or the right name on another port.
+  CHECK(GuardStatus("GET", {{"host", "rebind.example:8085"}}) == 421);
+  CHECK(GuardStatus("GET", {{"host", "127.0.0.1:9999"}}) == 421);
+  CHECK(GuardStatus("GET", {}) == 421);
+  // Another site's page.
+  CHECK(GuardStatus("GET", {{"host", "127.0.0.1:8085"}, {"origin", "http://evil.example"}}) == 403);
+  CHECK(GuardStatus("GET", {{"host", "127.0.0.1:8085"}, {"origin", "http://localhost:8085"}}) ==
+        403);
+  CHECK(GuardStatus("GET", {{"host", "127.0.0.1:8085"}, {"sec-fetch-site", "cross-site"}}) == 403);
+  CHECK(GuardStatus("POST", {{"host", "127.0.0.1:8085"}}) == 405);
+
+  HttpRequest post = HttpRoutes::Request("POST", "/");
+  post.headers.emplace("host", "localhost:8085");
+  const std::optional<HttpResponse> refused = RefuseForeignRequest(post, 8085);
+  REQUIRE(refused);
+  CHECK(refused->body == "POST is not allowed: this server answers GET only\n");
+  CHECK(refused->headers == std::vector<std::pair<std::string, std::string>>{{"Allow", "GET"}});
 }
 
 }  // namespace
