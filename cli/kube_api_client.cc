@@ -252,6 +252,10 @@ absl::StatusOr<v1::ListPodsResponse> KubeApiClient::ListPods(const v1::ListPodsR
   return Get<v1::ListPodsResponse>(request);
 }
 
+absl::StatusOr<v1::ViewResponse> KubeApiClient::View(const v1::ViewRequest& request) {
+  return Get<v1::ViewResponse>(request);
+}
+
 absl::StatusOr<v1::NodeAdminResponse> KubeApiClient::NodeAdmin(
     const v1::NodeAdminRequest& request) {
   const absl::StatusOr<kube::Response> answer =
