@@ -306,19 +306,25 @@ TEST_CASE("each call needs its permission in every namespace it involves") {
 }
 
 TEST_CASE("a view needs get views in its path's namespace, then in every other it reads") {
-  CHECK(
-      Described("/namespaces/a/views/graph?namespaces=b&namespaces=a&filter.around.namespace=c&"
-                "filter.around.name=web") ==
-      std::vector<std::string>{
-          R"({"group":"nodemesh.io","name":"graph","namespace":"a","resource":"views","verb":"get","version":"v1alpha1"})",
-          R"({"group":"nodemesh.io","name":"graph","namespace":"b","resource":"views","verb":"get","version":"v1alpha1"})",
-          R"({"group":"nodemesh.io","name":"graph","namespace":"c","resource":"views","verb":"get","version":"v1alpha1"})"});
+  // The namespaces of the permissions a view needs, each once, the path's first.
+  const auto namespaces = [](const std::string& target) {
+    std::vector<std::string> out;
+    for (const Permission& permission : PermissionsFor(*Parse(target))) {
+      CHECK(permission.ResourceAttributes()["resource"] == "views");
+      CHECK(permission.verb == "get");
+      out.push_back(permission.namespace_name + ":" + permission.name);
+    }
+    return out;
+  };
+  CHECK(namespaces("/namespaces/a/views/graph?namespaces=b&namespaces=a&"
+                   "filter.around.namespace=c&filter.around.name=web") ==
+        std::vector<std::string>{"a:graph", "b:graph", "c:graph"});
   // around in a namespace of the view needs nothing more.
-  CHECK(Described("/namespaces/a/views/graph?namespaces=b&filter.around.name=web").size() == 2);
-  CHECK(
-      Described("/views/namespaces") ==
-      std::vector<std::string>{
-          R"({"group":"nodemesh.io","name":"namespaces","resource":"views","verb":"get","version":"v1alpha1"})"});
+  CHECK(namespaces("/namespaces/a/views/graph?namespaces=b&filter.around.name=web") ==
+        std::vector<std::string>{"a:graph", "b:graph"});
+  CHECK(namespaces("/views/namespaces") == std::vector<std::string>{":namespaces"});
+  CHECK(namespaces("/namespaces/a/views/workload?resource.type=pod&resource.name=x") ==
+        std::vector<std::string>{"a:workload"});
   CHECK(Permission{"get", "views", "", "a", "graph"}.ClusterRole() == "nodemesh-read");
 }
 
