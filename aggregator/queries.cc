@@ -594,9 +594,6 @@ v1::ListPodsResponse ListPods(const std::vector<PodEntry>& pods,
   return response;
 }
 
-}  // namespace nodemesh::aggregator
-
-namespace nodemesh::aggregator {
 namespace {
 
 constexpr int kMaxViewNamespaces = 50;
