@@ -40,6 +40,10 @@ v1::ListPodsResponse ApiCalls::ListPods(const v1::ListPodsRequest& request) cons
                               request);
 }
 
+absl::StatusOr<v1::ViewResponse> ApiCalls::View(const v1::ViewRequest& request) const {
+  return aggregator::View(Context(), state_.cluster.Pods(), request);
+}
+
 absl::StatusOr<v1::NodeAdminResponse> ApiCalls::NodeAdmin(
     const v1::NodeAdminRequest& request, const std::function<bool()>& cancelled) const {
   const std::string& target = request.target();

@@ -1,5 +1,5 @@
 // ApiCalls: the clients' calls as the aggregator answers them, whatever carries them: the
-// questions (stat, edges, routes, pods), answered by the pure queries of queries.h over the
+// questions (stat, edges, routes, pods, views), answered by the pure queries of queries.h over the
 // store and the cluster; taps (tap_hub.h); and admin requests relayed to a node's agent down
 // its stream (admin_relay.h). A transport (api_service.h: gRPC) decodes a call, checks the
 // caller's rights first (authorization.h), calls one of these and encodes what it returns, so
@@ -60,6 +60,7 @@ class ApiCalls {
   absl::StatusOr<v1::EdgesResponse> Edges(const v1::EdgesRequest& request) const;
   absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const v1::TopRoutesRequest& request) const;
   v1::ListPodsResponse ListPods(const v1::ListPodsRequest& request) const;
+  absl::StatusOr<v1::ViewResponse> View(const v1::ViewRequest& request) const;
   // A GET of the node's admin API through its agent's stream. INVALID_ARGUMENT for a target
   // that is no admin path, NOT_FOUND naming the connected nodes when the node's agent is not
   // connected, else AdminRelay::Call's failures; `cancelled` says the caller left.

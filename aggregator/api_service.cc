@@ -61,6 +61,12 @@ grpc::Status ApiServiceImpl::ListPods(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status ApiServiceImpl::View(grpc::ServerContext* context, const v1::ViewRequest* request,
+                                  v1::ViewResponse* response) {
+  if (absl::Status may = authorizer_.Read(*context); !may.ok()) return ToGrpc(may);
+  return Reply(calls_.View(*request), response);
+}
+
 grpc::Status ApiServiceImpl::NodeAdmin(grpc::ServerContext* context,
                                        const v1::NodeAdminRequest* request,
                                        v1::NodeAdminResponse* response) {

@@ -23,6 +23,8 @@ class ApiServiceImpl final : public v1::Api::Service {
                          v1::TopRoutesResponse* response) override;
   grpc::Status ListPods(grpc::ServerContext* context, const v1::ListPodsRequest* request,
                         v1::ListPodsResponse* response) override;
+  grpc::Status View(grpc::ServerContext* context, const v1::ViewRequest* request,
+                    v1::ViewResponse* response) override;
   grpc::Status NodeAdmin(grpc::ServerContext* context, const v1::NodeAdminRequest* request,
                          v1::NodeAdminResponse* response) override;
   grpc::Status Tap(grpc::ServerContext* context, const v1::TapRequestSpec* spec,

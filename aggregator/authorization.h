@@ -5,7 +5,7 @@
 //   - an agent: common name `system:node:NAME`, organization `system:nodes`, the subject of
 //     a kubelet's client certificate. It may report for node NAME only.
 //   - a client (meshctl): any certificate the CA issued may read aggregates (stat, edges,
-//     routes, pods: no payload). Tapping needs an organization `nodemesh:tap:NAMESPACE` for
+//     routes, pods, views: no payload). Tapping needs an organization `nodemesh:tap:NAMESPACE` for
 //     each namespace tapped, or `nodemesh:tap:*` for all; the shell's relay to a node's
 //     agent, which shows every pod of that node, needs `nodemesh:tap:*`.
 // Those rules are stated over the API's permissions (common/httpapi/permissions.h:

@@ -139,7 +139,7 @@ TEST_CASE("without a client CA every call is allowed") {
 
 TEST_CASE("the certificate rules answer the API's permissions") {
   const Caller viewer = User("viewer", {});
-  for (const char* resource : {"stats", "edges", "routes", "inventory"}) {
+  for (const char* resource : {"stats", "edges", "routes", "inventory", "views"}) {
     CHECK(MayByCertificate(viewer, Permission{.verb = "get", .resource = resource}).ok());
     CHECK(MayByCertificate(Caller{}, Permission{.verb = "get", .resource = resource}).code() ==
           absl::StatusCode::kUnauthenticated);

@@ -77,6 +77,10 @@ http::HttpResponse Call(const ApiCalls& calls, const KubeUser& user,
   if (const auto* pods = std::get_if<v1::ListPodsRequest>(&request)) {
     return Json(httpapi::MessageJson(calls.ListPods(*pods)));
   }
+  if (const auto* view = std::get_if<v1::ViewRequest>(&request)) {
+    const auto answer = calls.View(*view);
+    return answer.ok() ? Json(httpapi::MessageJson(*answer)) : Error(answer.status());
+  }
   if (const auto* admin = std::get_if<v1::NodeAdminRequest>(&request)) {
     const auto answer = calls.NodeAdmin(*admin, [] { return false; });
     if (!answer.ok()) return Error(answer.status());

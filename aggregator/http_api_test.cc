@@ -170,6 +170,36 @@ TEST_CASE("the HTTPS API believes only the front proxy, and RBAC decides every c
   CHECK(tap_to_b.code == "403");
   CHECK(json::parse(tap_to_b.body)["details"]["kind"] == "taps");
 
+  // A view of a, and of a with b: each namespace it reads is reviewed, the path's by the API
+  // server, the others by the aggregator, and a refusal names the one not allowed.
+  const Answer graph = cluster.Get(api +
+                                       "/namespaces/a/views/graph?windowSeconds=60&"
+                                       "filter.onlyFailing=true",
+                                   kAlice, "front-proxy");
+  INFO(graph.body);
+  CHECK(graph.code == "200");
+  v1::ViewResponse view;
+  CHECK(httpapi::ParseMessageJson(graph.body, &view).ok());
+  CHECK(view.unix_seconds() > 0);
+  CHECK(view.has_size());
+  const Answer with_b =
+      cluster.Get(api + "/namespaces/a/views/graph?namespaces=b", kAlice, "front-proxy");
+  CHECK(with_b.code == "403");
+  CHECK(json::parse(with_b.body)["message"] ==
+        "views.nodemesh.io \"graph\" is forbidden: User \"alice\" cannot get resource "
+        "\"views\" in API group \"nodemesh.io\" in the namespace \"b\"");
+  CHECK(cluster
+            .Get(api + "/namespaces/a/views/graph?filter.around.namespace=b&"
+                       "filter.around.name=web",
+                 kAlice, "front-proxy")
+            .code == "403");
+  // The namespaces view is of every namespace: cluster scope, which alice may not read.
+  CHECK(cluster.Get(api + "/views/namespaces", kAlice, "front-proxy").code == "403");
+  // A view asked wrongly is the aggregator's 400.
+  const Answer no_name =
+      cluster.Get(api + "/namespaces/a/views/workload?resource.type=deploy", kAlice, "front-proxy");
+  CHECK(no_name.code == "400");
+
   // A path that is no call names the calls.
   const Answer unknown = cluster.Get(api + "/namespaces/a/nothing", kAlice, "front-proxy");
   CHECK(unknown.code == "404");

@@ -594,4 +594,351 @@ v1::ListPodsResponse ListPods(const std::vector<PodEntry>& pods,
   return response;
 }
 
+namespace {
+
+constexpr int kMaxViewNamespaces = 50;
+constexpr double kDefaultFailingBelow = 0.95;
+constexpr uint32_t kDefaultMaxNodes = 300;
+constexpr uint32_t kDefaultMaxEdges = 1500;
+// What draw_anyway still withholds: more than any page lays out in a few seconds.
+constexpr uint32_t kDrawAnywayMaxNodes = 5000;
+constexpr uint32_t kDrawAnywayMaxEdges = 25000;
+constexpr std::string_view kDefaultViewType = "deployment";
+
+// A resource as one string, "type/namespace/name", to key nodes and edges by.
+std::string NodeKey(const v1::Resource& resource) {
+  return fmt::format("{}/{}/{}", resource.type(), resource.namespace_(), resource.name());
+}
+
+v1::Resource NamespacedSelector(std::string_view type, const std::string& namespace_name) {
+  v1::Resource selector;
+  selector.set_type(type.empty() ? std::string(kDefaultViewType) : std::string(type));
+  selector.set_namespace_(namespace_name);
+  return selector;
+}
+
+// The view's namespaces, each once, in the order given; INVALID_ARGUMENT for none, an empty
+// one or more than kMaxViewNamespaces.
+absl::StatusOr<std::vector<std::string>> ViewNamespaces(const v1::ViewRequest& request) {
+  if (request.namespaces().empty()) {
+    return absl::InvalidArgumentError(
+        "namespaces is empty: this view is of chosen namespaces, name at least one");
+  }
+  if (request.namespaces_size() > kMaxViewNamespaces) {
+    return absl::InvalidArgumentError(
+        fmt::format("{} namespaces asked for: a view shows at most {}; choose fewer",
+                    request.namespaces_size(), kMaxViewNamespaces));
+  }
+  std::vector<std::string> namespaces;
+  for (const std::string& name : request.namespaces()) {
+    if (name.empty()) return absl::InvalidArgumentError("namespaces has an empty name");
+    if (std::find(namespaces.begin(), namespaces.end(), name) == namespaces.end()) {
+      namespaces.push_back(name);
+    }
+  }
+  return namespaces;
+}
+
+v1::StatSummaryRequest ViewStatRequest(const v1::Resource& selector, int64_t window_seconds) {
+  v1::StatSummaryRequest request;
+  *request.mutable_selector() = selector;
+  request.set_window_seconds(window_seconds);
+  return request;
+}
+
+// The rows of StatSummary over several namespaces, with the window it covered.
+absl::StatusOr<v1::StatSummaryResponse> StatsOf(const QueryContext& context,
+                                                const std::vector<PodEntry>& pods,
+                                                const std::vector<std::string>& namespaces,
+                                                std::string_view type, int64_t window_seconds) {
+  v1::StatSummaryResponse stats;
+  for (const std::string& namespace_name : namespaces) {
+    absl::StatusOr<v1::StatSummaryResponse> part = StatSummary(
+        context, pods, ViewStatRequest(NamespacedSelector(type, namespace_name), window_seconds));
+    if (!part.ok()) return part.status();
+    stats.set_window_seconds(part->window_seconds());
+    for (v1::StatRow& row : *part->mutable_rows()) *stats.add_rows() = std::move(row);
+  }
+  return stats;
+}
+
+// A graph's edges and nodes before the filter, keyed so that each is there once.
+struct Graph {
+  std::map<std::pair<std::string, std::string>, v1::Edge> edges;
+  std::map<std::string, v1::StatRow> nodes;  // rows with only the resource for far ends
+  int64_t window_seconds = 0;
+};
+
+absl::StatusOr<Graph> GraphOf(const QueryContext& context, const std::vector<PodEntry>& pods,
+                              const std::vector<std::string>& namespaces, std::string_view type,
+                              int64_t window_seconds) {
+  Graph graph;
+  absl::StatusOr<v1::StatSummaryResponse> stats =
+      StatsOf(context, pods, namespaces, type, window_seconds);
+  if (!stats.ok()) return stats.status();
+  graph.window_seconds = stats->window_seconds();
+  for (v1::StatRow& row : *stats->mutable_rows()) {
+    graph.nodes.emplace(NodeKey(row.resource()), std::move(row));
+  }
+  // Far ends of the view's type in other namespaces get their rows as their namespace's
+  // StatSummary gives them; pods and external peers are rows of their resource only.
+  std::set<std::string> far_namespaces;
+  for (const std::string& namespace_name : namespaces) {
+    v1::EdgesRequest request;
+    *request.mutable_selector() = NamespacedSelector(type, namespace_name);
+    request.set_window_seconds(window_seconds);
+    absl::StatusOr<v1::EdgesResponse> part = Edges(context, request);
+    if (!part.ok()) return part.status();
+    for (v1::Edge& edge : *part->mutable_edges()) {
+      for (const v1::Resource* end : {&edge.source(), &edge.destination()}) {
+        v1::StatRow row;
+        *row.mutable_resource() = *end;
+        if (graph.nodes.emplace(NodeKey(*end), std::move(row)).second && end->type() == type) {
+          far_namespaces.insert(end->namespace_());
+        }
+      }
+      std::pair<std::string, std::string> key{NodeKey(edge.source()), NodeKey(edge.destination())};
+      graph.edges.emplace(std::move(key), std::move(edge));
+    }
+  }
+  absl::StatusOr<v1::StatSummaryResponse> far =
+      StatsOf(context, pods, {far_namespaces.begin(), far_namespaces.end()}, type, window_seconds);
+  if (!far.ok()) return far.status();
+  for (v1::StatRow& row : *far->mutable_rows()) {
+    if (auto node = graph.nodes.find(NodeKey(row.resource())); node != graph.nodes.end()) {
+      node->second = std::move(row);
+    }
+  }
+  return graph;
+}
+
+// A graph's filter, checked, with its defaults.
+struct GraphSelection {
+  double failing_below = kDefaultFailingBelow;
+  std::optional<std::string> around;  // NodeKey
+  std::set<std::string> hidden_namespaces;
+  uint32_t max_nodes = kDefaultMaxNodes;
+  uint32_t max_edges = kDefaultMaxEdges;
+  bool only_failing = false;
+  bool hide_external = false;
+
+  bool Failing(const v1::Edge& edge) const {
+    return edge.requests() > 0 && edge.success_rate() < failing_below;
+  }
+  bool Hidden(const v1::Resource& node) const {
+    return (hide_external && node.type() == "external") ||
+           hidden_namespaces.contains(node.namespace_());
+  }
+  // Whether the filter keeps edges only: then nodes are the ends of the kept edges, else also
+  // the resources of the chosen namespaces that are not hidden.
+  bool ByEdges() const { return only_failing || around.has_value(); }
+  bool Keeps(const v1::Edge& edge) const {
+    if (Hidden(edge.source()) || Hidden(edge.destination())) return false;
+    if (only_failing && !Failing(edge)) return false;
+    return !around || NodeKey(edge.source()) == *around || NodeKey(edge.destination()) == *around;
+  }
+};
+
+absl::StatusOr<GraphSelection> ParseGraphFilter(const v1::GraphFilter& filter,
+                                                std::string_view type,
+                                                const std::string& first_namespace) {
+  GraphSelection selection;
+  if (filter.failing_below() < 0 || filter.failing_below() > 1) {
+    return absl::InvalidArgumentError(
+        fmt::format("filter.failing_below {} is no success rate: give one from 0 to 1 (e.g. "
+                    "0.95), or 0 for the default",
+                    filter.failing_below()));
+  }
+  if (filter.failing_below() > 0) selection.failing_below = filter.failing_below();
+  if (IsSet(filter.around())) {
+    v1::Resource around = filter.around();
+    if (around.type().empty()) around.set_type(std::string(type));
+    if (around.namespace_().empty()) around.set_namespace_(first_namespace);
+    const absl::StatusOr<Selector> selector = ToSelector(around, "filter.around");
+    if (!selector.ok()) return selector.status();
+    if (selector->name.empty()) {
+      return absl::InvalidArgumentError(
+          "filter.around has no name: name the resource whose neighbours to show");
+    }
+    selection.around = NodeKey(
+        aggregator::ToProto(selector->type, ResourceKey{selector->namespace_name, selector->name}));
+  }
+  selection.hidden_namespaces = {filter.hide_namespaces().begin(), filter.hide_namespaces().end()};
+  selection.only_failing = filter.only_failing();
+  selection.hide_external = filter.hide_external();
+  if (filter.draw_anyway()) {
+    selection.max_nodes = kDrawAnywayMaxNodes;
+    selection.max_edges = kDrawAnywayMaxEdges;
+  } else {
+    if (filter.max_nodes() != 0)
+      selection.max_nodes = std::min(filter.max_nodes(), kDrawAnywayMaxNodes);
+    if (filter.max_edges() != 0)
+      selection.max_edges = std::min(filter.max_edges(), kDrawAnywayMaxEdges);
+  }
+  return selection;
+}
+
+absl::Status GraphView(const QueryContext& context, const std::vector<PodEntry>& pods,
+                       const v1::ViewRequest& request, v1::ViewResponse* response) {
+  const absl::StatusOr<std::vector<std::string>> namespaces = ViewNamespaces(request);
+  if (!namespaces.ok()) return namespaces.status();
+  const std::string_view requested_type =
+      request.type().empty() ? kDefaultViewType : request.type();
+  const std::optional<ResourceType> parsed_type = ParseResourceType(requested_type);
+  if (!parsed_type) return UnknownResourceTypeError("type", requested_type);
+  const std::string type(ResourceTypeName(*parsed_type));
+  const absl::StatusOr<GraphSelection> selection =
+      ParseGraphFilter(request.filter(), type, namespaces->front());
+  if (!selection.ok()) return selection.status();
+  absl::StatusOr<Graph> graph = GraphOf(context, pods, *namespaces, type, request.window_seconds());
+  if (!graph.ok()) return graph.status();
+  response->set_window_seconds(graph->window_seconds);
+
+  v1::GraphSize& size = *response->mutable_size();
+  size.set_nodes(graph->nodes.size());
+  size.set_edges(graph->edges.size());
+  for (const auto& [key, row] : graph->nodes) {
+    if (!row.resource().namespace_().empty()) {
+      ++(*size.mutable_nodes_by_namespace())[row.resource().namespace_()];
+    }
+  }
+  std::set<std::string> shown_nodes;
+  std::vector<const v1::Edge*> shown_edges;
+  for (const auto& [key, edge] : graph->edges) {
+    if (selection->Failing(edge)) size.set_failing_edges(size.failing_edges() + 1);
+    if (!selection->Keeps(edge)) continue;
+    shown_edges.push_back(&edge);
+    shown_nodes.insert({key.first, key.second});
+  }
+  if (selection->around && graph->nodes.contains(*selection->around)) {
+    shown_nodes.insert(*selection->around);
+  }
+  if (!selection->ByEdges()) {
+    for (const auto& [key, row] : graph->nodes) {
+      const bool chosen = row.resource().type() == type &&
+                          std::find(namespaces->begin(), namespaces->end(),
+                                    row.resource().namespace_()) != namespaces->end();
+      if (chosen && !selection->Hidden(row.resource())) shown_nodes.insert(key);
+    }
+  }
+  if (shown_nodes.size() > selection->max_nodes || shown_edges.size() > selection->max_edges) {
+    size.set_withheld(true);
+    return absl::OkStatus();
+  }
+  size.set_shown_nodes(shown_nodes.size());
+  size.set_shown_edges(shown_edges.size());
+  v1::StatSummaryResponse& stats = *response->mutable_stats();
+  stats.set_window_seconds(graph->window_seconds);
+  for (const std::string& key : shown_nodes) *stats.add_rows() = graph->nodes.at(key);
+  v1::EdgesResponse& edges = *response->mutable_edges();
+  edges.set_window_seconds(graph->window_seconds);
+  for (const v1::Edge* edge : shown_edges) *edges.add_edges() = *edge;
+  return absl::OkStatus();
+}
+
+absl::Status WorkloadView(const QueryContext& context, const std::vector<PodEntry>& pods,
+                          const v1::ViewRequest& request, v1::ViewResponse* response) {
+  v1::Resource resource = request.resource();
+  if (request.namespaces_size() > 1) {
+    return absl::InvalidArgumentError(
+        "a workload view is of one resource in one namespace: give at most one namespace");
+  }
+  if (request.namespaces_size() == 1) {
+    if (!resource.namespace_().empty() && resource.namespace_() != request.namespaces(0)) {
+      return absl::InvalidArgumentError(
+          fmt::format("resource.namespace {} differs from the view's namespace {}: give one",
+                      resource.namespace_(), request.namespaces(0)));
+    }
+    resource.set_namespace_(request.namespaces(0));
+  }
+  const absl::StatusOr<Selector> selector = ToSelector(resource, "resource");
+  if (!selector.ok()) return selector.status();
+  if (selector->name.empty() || selector->namespace_name.empty()) {
+    return absl::InvalidArgumentError(
+        "a workload view needs resource.name and a namespace: name the workload to show");
+  }
+  const int64_t window_seconds = request.window_seconds();
+  absl::StatusOr<v1::StatSummaryResponse> stats =
+      StatSummary(context, pods, ViewStatRequest(resource, window_seconds));
+  if (!stats.ok()) return stats.status();
+  v1::EdgesRequest edges_request;
+  *edges_request.mutable_selector() = resource;
+  edges_request.set_window_seconds(window_seconds);
+  absl::StatusOr<v1::EdgesResponse> edges = Edges(context, edges_request);
+  if (!edges.ok()) return edges.status();
+  v1::TopRoutesRequest routes_request;
+  *routes_request.mutable_selector() = resource;
+  routes_request.set_window_seconds(window_seconds);
+  absl::StatusOr<v1::TopRoutesResponse> routes = TopRoutes(context, routes_request);
+  if (!routes.ok()) return routes.status();
+
+  stats->clear_stale_nodes();
+  edges->clear_stale_nodes();
+  routes->clear_stale_nodes();
+  response->set_window_seconds(stats->window_seconds());
+  *response->mutable_stats() = *std::move(stats);
+  *response->mutable_edges() = *std::move(edges);
+  *response->mutable_routes() = *std::move(routes);
+  v1::ListPodsRequest pods_request;
+  pods_request.set_namespace_(selector->namespace_name);
+  v1::ListPodsResponse namespace_pods = ListPods(pods, {}, pods_request);
+  for (v1::Pod& pod : *namespace_pods.mutable_pods()) {
+    if (selector->Contains(WorkloadOf(pod.identity()))) {
+      *response->mutable_pods()->add_pods() = std::move(pod);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::ViewResponse> View(const QueryContext& context,
+                                      const std::vector<PodEntry>& pods,
+                                      const v1::ViewRequest& request) {
+  const absl::StatusOr<int64_t> window_seconds = ValidateWindow(request.window_seconds());
+  if (!window_seconds.ok()) return window_seconds.status();
+  v1::ViewResponse response;
+  response.set_unix_seconds(context.now_seconds);
+  switch (request.kind()) {
+    case v1::ViewRequest::NAMESPACES: {
+      if (!request.namespaces().empty()) {
+        return absl::InvalidArgumentError(
+            "the namespaces view is of every namespace: give no namespaces");
+      }
+      absl::StatusOr<v1::StatSummaryResponse> stats =
+          StatsOf(context, pods, {""}, ResourceTypeName(ResourceType::kNamespace),
+                  request.window_seconds());
+      if (!stats.ok()) return stats.status();
+      response.set_window_seconds(stats->window_seconds());
+      *response.mutable_stats() = *std::move(stats);
+      break;
+    }
+    case v1::ViewRequest::WORKLOADS: {
+      const absl::StatusOr<std::vector<std::string>> namespaces = ViewNamespaces(request);
+      if (!namespaces.ok()) return namespaces.status();
+      absl::StatusOr<v1::StatSummaryResponse> stats =
+          StatsOf(context, pods, *namespaces, request.type(), request.window_seconds());
+      if (!stats.ok()) return stats.status();
+      response.set_window_seconds(stats->window_seconds());
+      *response.mutable_stats() = *std::move(stats);
+      break;
+    }
+    case v1::ViewRequest::GRAPH:
+      if (absl::Status status = GraphView(context, pods, request, &response); !status.ok()) {
+        return status;
+      }
+      break;
+    case v1::ViewRequest::WORKLOAD:
+      if (absl::Status status = WorkloadView(context, pods, request, &response); !status.ok()) {
+        return status;
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          "kind is missing: ask for the namespaces, workloads, graph or workload view");
+  }
+  AddStaleNodes(context, &response);
+  return response;
+}
+
 }  // namespace nodemesh::aggregator

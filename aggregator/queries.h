@@ -1,6 +1,6 @@
 // The client API's answers, computed from the store and the cluster's pods: StatSummary,
-// Edges, TopRoutes and ListPods. Pure functions of their inputs (no locks of their own), so
-// they are tested without a server.
+// Edges, TopRoutes, ListPods and the View composed of them. Pure functions of their inputs
+// (no locks of their own), so they are tested without a server.
 //
 // Counting rule shared by all of them. A request between two meshed pods is reported twice:
 // OUTBOUND by the caller's agent and INBOUND by the server's. Each query names the side that
@@ -85,5 +85,20 @@ absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const QueryContext& context,
 v1::ListPodsResponse ListPods(const std::vector<PodEntry>& pods,
                               const std::vector<v1::NodeStatus>& nodes,
                               const v1::ListPodsRequest& request);
+
+// A whole view (see ViewRequest), composed of the queries above over the one context, so
+// that its parts agree with each other and with the same calls made apart.
+//   NAMESPACES: StatSummary of every namespace.
+//   WORKLOADS: StatSummary of `type` in each namespace, the rows together.
+//   GRAPH: Edges of `type` in each namespace (an edge between two of them once), and a node
+//     per resource of the namespaces' StatSummary and per end of an edge; the filter keeps
+//     edges (and the nodes at their ends) and hides namespaces and external peers. Past its
+//     thresholds after the filter the graph is withheld: only GraphSize is answered, with the
+//     size under each filter, so that the caller chooses one.
+//   WORKLOAD: StatSummary, Edges and TopRoutes of the resource, and its pods.
+// The parts carry no stale nodes: the view names them once.
+absl::StatusOr<v1::ViewResponse> View(const QueryContext& context,
+                                      const std::vector<PodEntry>& pods,
+                                      const v1::ViewRequest& request);
 
 }  // namespace nodemesh::aggregator

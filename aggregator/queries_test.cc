@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <map>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -18,10 +19,10 @@ namespace {
 
 using testing::Cast;
 using testing::DeltaBuilder;
-using testing::kNow;
 using testing::External;
 using testing::FindEdge;
 using testing::FindRow;
+using testing::kNow;
 using testing::MakePod;
 using testing::Resource;
 
@@ -935,6 +936,241 @@ TEST_CASE("Every answer names the stale nodes it is given", "[unit]") {
   CHECK(only_gone(fixture.Stat(Resource("deploy", "")).stale_nodes()));
   CHECK(only_gone(fixture.EdgesOf(Resource("deploy", "")).stale_nodes()));
   CHECK(only_gone(fixture.Routes(RoutesRequest(Resource("deploy", ""))).stale_nodes()));
+}
+
+// A view request of the cast's namespace (or those given), 10 s.
+v1::ViewRequest ViewOf(v1::ViewRequest::Kind kind,
+                       std::vector<std::string> namespaces = {"emojivoto"}) {
+  v1::ViewRequest request;
+  request.set_kind(kind);
+  for (std::string& name : namespaces) request.add_namespaces(std::move(name));
+  request.set_window_seconds(10);
+  return request;
+}
+
+v1::ViewResponse ViewFor(const Fixture& fixture, const v1::ViewRequest& request) {
+  absl::StatusOr<v1::ViewResponse> response = View(fixture.Context(), fixture.pods, request);
+  INFO(response.status().ToString());
+  REQUIRE(response.ok());
+  return *std::move(response);
+}
+
+// Rows and edges by name, serialized, so that a view's parts compare with the calls' answers
+// whatever their order.
+std::map<std::string, std::string> RowsByName(const v1::StatSummaryResponse& response) {
+  std::map<std::string, std::string> rows;
+  for (const v1::StatRow& row : response.rows()) {
+    rows[row.resource().namespace_() + "/" + row.resource().name()] = row.SerializeAsString();
+  }
+  return rows;
+}
+std::map<std::string, std::string> EdgesByName(const v1::EdgesResponse& response) {
+  std::map<std::string, std::string> edges;
+  for (const v1::Edge& edge : response.edges()) {
+    edges[edge.source().name() + ">" + edge.destination().name()] = edge.SerializeAsString();
+  }
+  return edges;
+}
+std::vector<std::string> EdgeNames(const v1::ViewResponse& response) {
+  std::vector<std::string> names;
+  for (const auto& [name, edge] : EdgesByName(response.edges())) names.push_back(name);
+  return names;
+}
+std::vector<std::string> NodeNames(const v1::ViewResponse& response) {
+  std::vector<std::string> names;
+  for (const auto& [name, row] : RowsByName(response.stats())) names.push_back(name);
+  return names;
+}
+
+TEST_CASE("A view is the composition of stat, edges, routes and pods over one instant", "[unit]") {
+  Scenario scenario;
+  v1::NodeStatus gone;
+  gone.set_node("node-b");
+  gone.set_stale(true);
+  scenario.stale_nodes = {gone};
+
+  const v1::ViewResponse namespaces = ViewFor(scenario, ViewOf(v1::ViewRequest::NAMESPACES, {}));
+  CHECK(RowsByName(namespaces.stats()) == RowsByName(scenario.Stat(Resource("ns", "", ""))));
+  CHECK(namespaces.window_seconds() == 10);
+  CHECK(namespaces.unix_seconds() == kNow);
+  REQUIRE(namespaces.stale_nodes_size() == 1);  // said once, not in the parts
+  CHECK(namespaces.stats().stale_nodes_size() == 0);
+
+  const v1::ViewResponse workloads = ViewFor(scenario, ViewOf(v1::ViewRequest::WORKLOADS));
+  CHECK(RowsByName(workloads.stats()) == RowsByName(scenario.Stat(Resource("deploy", ""))));
+  CHECK(workloads.stats().rows_size() == 4);
+  v1::ViewRequest pods_request = ViewOf(v1::ViewRequest::WORKLOADS);
+  pods_request.set_type("po");
+  CHECK(RowsByName(ViewFor(scenario, pods_request).stats()) ==
+        RowsByName(scenario.Stat(Resource("po", ""))));
+
+  const v1::ViewResponse graph = ViewFor(scenario, ViewOf(v1::ViewRequest::GRAPH));
+  CHECK(EdgesByName(graph.edges()) == EdgesByName(scenario.EdgesOf(Resource("deploy", ""))));
+  // A node per deployment of the namespace, with its stat row, and the external caller.
+  std::map<std::string, std::string> rows = RowsByName(scenario.Stat(Resource("deploy", "")));
+  v1::StatRow external;
+  *external.mutable_resource() = Resource("external", "external", "");
+  rows["/external"] = external.SerializeAsString();
+  CHECK(RowsByName(graph.stats()) == rows);
+  CHECK(graph.size().nodes() == 5);
+  CHECK(graph.size().edges() == 4);
+  CHECK(graph.size().shown_nodes() == 5);
+  CHECK(graph.size().shown_edges() == 4);
+  CHECK_FALSE(graph.size().withheld());
+  CHECK(graph.size().failing_edges() == 1);  // web -> voting, 75 %
+  CHECK(graph.size().nodes_by_namespace().at("emojivoto") == 4);
+  CHECK(graph.size().nodes_by_namespace_size() == 1);  // the external peer is in none
+
+  v1::ViewRequest web_request = ViewOf(v1::ViewRequest::WORKLOAD);
+  *web_request.mutable_resource() = Resource("deploy", "web", "");
+  const v1::ViewResponse web = ViewFor(scenario, web_request);
+  CHECK(RowsByName(web.stats()) == RowsByName(scenario.Stat(Resource("deploy", "web"))));
+  CHECK(EdgesByName(web.edges()) == EdgesByName(scenario.EdgesOf(Resource("deploy", "web"))));
+  v1::TopRoutesResponse routes = scenario.Routes(RoutesRequest(Resource("deploy", "web")));
+  routes.clear_stale_nodes();
+  CHECK(web.routes().SerializeAsString() == routes.SerializeAsString());
+  REQUIRE(web.pods().pods_size() == 1);
+  CHECK(web.pods().pods(0).identity().pod() == "web-a");
+  CHECK(web.edges().stale_nodes_size() == 0);
+  CHECK(web.stale_nodes_size() == 1);
+}
+
+TEST_CASE("Graph filters keep edges and their ends: failing, around, hidden namespaces, external",
+          "[unit]") {
+  Scenario scenario;
+  v1::ViewRequest request = ViewOf(v1::ViewRequest::GRAPH);
+
+  request.mutable_filter()->set_only_failing(true);
+  v1::ViewResponse failing = ViewFor(scenario, request);
+  CHECK(EdgeNames(failing) == std::vector<std::string>{"web>voting"});
+  CHECK(NodeNames(failing) == std::vector<std::string>{"emojivoto/voting", "emojivoto/web"});
+  CHECK(failing.size().nodes() == 5);  // the sizes before the filter stay
+  CHECK(failing.size().shown_nodes() == 2);
+  CHECK(failing.size().shown_edges() == 1);
+  // A lower bar: 75 % is not failing below 70 %.
+  request.mutable_filter()->set_failing_below(0.7);
+  CHECK(ViewFor(scenario, request).edges().edges_size() == 0);
+  request.mutable_filter()->set_failing_below(1.5);
+  CHECK(View(scenario.Context(), scenario.pods, request).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+
+  request.clear_filter();
+  *request.mutable_filter()->mutable_around() = Resource("", "voting", "");
+  const v1::ViewResponse around_voting = ViewFor(scenario, request);
+  CHECK(EdgeNames(around_voting) == std::vector<std::string>{"web>voting"});
+  CHECK(NodeNames(around_voting).size() == 2);
+  *request.mutable_filter()->mutable_around() = Resource("deploy", "web");
+  CHECK(ViewFor(scenario, request).edges().edges_size() == 4);
+  *request.mutable_filter()->mutable_around() = Resource("deploy", "");
+  CHECK(View(scenario.Context(), scenario.pods, request).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+
+  request.clear_filter();
+  request.mutable_filter()->set_hide_external(true);
+  const v1::ViewResponse internal = ViewFor(scenario, request);
+  CHECK(EdgeNames(internal) == std::vector<std::string>{"vote-bot>web", "web>emoji", "web>voting"});
+  CHECK(NodeNames(internal).size() == 4);
+
+  request.clear_filter();
+  request.mutable_filter()->add_hide_namespaces("emojivoto");
+  const v1::ViewResponse hidden = ViewFor(scenario, request);
+  CHECK(hidden.edges().edges_size() == 0);
+  CHECK(hidden.stats().rows_size() == 0);
+  CHECK(hidden.size().nodes() == 5);
+}
+
+TEST_CASE("A graph past its thresholds is withheld with its size under each filter", "[unit]") {
+  Scenario scenario;
+  v1::ViewRequest request = ViewOf(v1::ViewRequest::GRAPH);
+  request.mutable_filter()->set_max_nodes(4);
+  const v1::ViewResponse withheld = ViewFor(scenario, request);
+  CHECK(withheld.size().withheld());
+  CHECK(withheld.stats().rows_size() == 0);
+  CHECK(withheld.edges().edges_size() == 0);
+  CHECK(withheld.size().shown_nodes() == 0);
+  CHECK(withheld.size().shown_edges() == 0);
+  // What the caller needs to choose a filter is there.
+  CHECK(withheld.size().nodes() == 5);
+  CHECK(withheld.size().edges() == 4);
+  CHECK(withheld.size().failing_edges() == 1);
+  CHECK(withheld.size().nodes_by_namespace().at("emojivoto") == 4);
+
+  // Under the threshold once filtered.
+  request.mutable_filter()->set_only_failing(true);
+  CHECK_FALSE(ViewFor(scenario, request).size().withheld());
+  request.mutable_filter()->set_only_failing(false);
+  request.mutable_filter()->set_max_edges(3);
+  request.mutable_filter()->set_max_nodes(0);  // the default, 300
+  CHECK(ViewFor(scenario, request).size().withheld());
+  request.mutable_filter()->set_draw_anyway(true);
+  const v1::ViewResponse drawn = ViewFor(scenario, request);
+  CHECK_FALSE(drawn.size().withheld());
+  CHECK(drawn.edges().edges_size() == 4);
+}
+
+TEST_CASE("A view of several namespaces has each edge once and far ends with their rows",
+          "[unit]") {
+  Scenario scenario;
+  const v1::Pod reader = MakePod("books", "reader-1", "Deployment", "reader", "node-a", true);
+  scenario.AddPods("node-a", {reader});
+  scenario.Add(DeltaBuilder(kNow - 1)
+                   .Responses(reader.identity(), scenario.cast.web_a.identity(), v1::OUTBOUND,
+                              "GET /api/list", 8, 1'000'000)
+                   .delta());
+
+  // From emojivoto alone, reader is a far end with the row books' stat gives it.
+  const v1::ViewResponse one = ViewFor(scenario, ViewOf(v1::ViewRequest::GRAPH));
+  REQUIRE(RowsByName(one.stats()).contains("books/reader"));
+  CHECK(RowsByName(one.stats()).at("books/reader") ==
+        RowsByName(scenario.Stat(Resource("deploy", "reader", "books"))).at("books/reader"));
+  CHECK(one.size().nodes_by_namespace().at("books") == 1);
+
+  const v1::ViewResponse both =
+      ViewFor(scenario, ViewOf(v1::ViewRequest::GRAPH, {"emojivoto", "books", "emojivoto"}));
+  CHECK(both.edges().edges_size() == 5);  // reader -> web once, though both namespaces have it
+  CHECK(both.size().edges() == 5);
+  CHECK(both.size().nodes() == 6);
+
+  const v1::ViewResponse workloads =
+      ViewFor(scenario, ViewOf(v1::ViewRequest::WORKLOADS, {"emojivoto", "books"}));
+  CHECK(workloads.stats().rows_size() == 5);
+
+  v1::ViewRequest hide_books = ViewOf(v1::ViewRequest::GRAPH, {"emojivoto", "books"});
+  hide_books.mutable_filter()->add_hide_namespaces("books");
+  CHECK(ViewFor(scenario, hide_books).edges().edges_size() == 4);
+
+  // Fifty namespaces at most.
+  std::vector<std::string> many;
+  for (int i = 0; i < 50; ++i) many.push_back("ns-" + std::to_string(i));
+  CHECK(ViewFor(scenario, ViewOf(v1::ViewRequest::GRAPH, many)).size().nodes() == 0);
+  many.push_back("emojivoto");
+  const absl::Status too_many =
+      View(scenario.Context(), scenario.pods, ViewOf(v1::ViewRequest::GRAPH, many)).status();
+  CHECK(too_many.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(too_many.message()), Catch::Contains("at most 50"));
+}
+
+TEST_CASE("Views asked wrongly are INVALID_ARGUMENT saying what to give", "[unit]") {
+  Fixture fixture;
+  const auto error = [&](const v1::ViewRequest& request) {
+    const absl::Status status = View(fixture.Context(), fixture.pods, request).status();
+    CHECK(status.code() == absl::StatusCode::kInvalidArgument);
+    return std::string(status.message());
+  };
+  CHECK_THAT(error(ViewOf(v1::ViewRequest::KIND_UNSPECIFIED)), Catch::Contains("kind"));
+  CHECK_THAT(error(ViewOf(v1::ViewRequest::NAMESPACES)), Catch::Contains("no namespaces"));
+  CHECK_THAT(error(ViewOf(v1::ViewRequest::GRAPH, {})), Catch::Contains("at least one"));
+  CHECK_THAT(error(ViewOf(v1::ViewRequest::WORKLOADS, {""})), Catch::Contains("empty name"));
+  CHECK_THAT(error(ViewOf(v1::ViewRequest::WORKLOAD)), Catch::Contains("resource type"));
+  v1::ViewRequest bad_type = ViewOf(v1::ViewRequest::GRAPH);
+  bad_type.set_type("widget");
+  CHECK_THAT(error(bad_type), Catch::Contains("widget"));
+  v1::ViewRequest bad_window = ViewOf(v1::ViewRequest::WORKLOADS);
+  bad_window.set_window_seconds(5);
+  CHECK_THAT(error(bad_window), Catch::Contains("window_seconds"));
+  v1::ViewRequest elsewhere = ViewOf(v1::ViewRequest::WORKLOAD);
+  *elsewhere.mutable_resource() = Resource("deploy", "web", "books");
+  CHECK_THAT(error(elsewhere), Catch::Contains("differs"));
 }
 
 }  // namespace

@@ -23,6 +23,8 @@ class AggregatorApi {
   virtual absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const v1::TopRoutesRequest& request) = 0;
   virtual absl::StatusOr<v1::ListPodsResponse> ListPods(const v1::ListPodsRequest& request) = 0;
   virtual absl::StatusOr<v1::NodeAdminResponse> NodeAdmin(const v1::NodeAdminRequest& request) = 0;
+  // A whole view (namespaces, workloads, graph, one workload) in one call.
+  virtual absl::StatusOr<v1::ViewResponse> View(const v1::ViewRequest& request) = 0;
 
   // Hands each message to `on_message` until it returns false or `cancel` fires (both OK,
   // and the call is cancelled), or the stream fails or the aggregator ends it (an error).

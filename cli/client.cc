@@ -197,6 +197,10 @@ absl::StatusOr<v1::ListPodsResponse> GrpcApiClient::ListPods(const v1::ListPodsR
   return Call("ListPods", &v1::Api::Stub::ListPods, request);
 }
 
+absl::StatusOr<v1::ViewResponse> GrpcApiClient::View(const v1::ViewRequest& request) {
+  return Call("View", &v1::Api::Stub::View, request);
+}
+
 absl::StatusOr<v1::NodeAdminResponse> GrpcApiClient::NodeAdmin(
     const v1::NodeAdminRequest& request) {
   return Call("NodeAdmin", &v1::Api::Stub::NodeAdmin, request);

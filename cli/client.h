@@ -38,6 +38,7 @@ class GrpcApiClient final : public AggregatorApi {
   absl::StatusOr<v1::EdgesResponse> Edges(const v1::EdgesRequest& request) override;
   absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const v1::TopRoutesRequest& request) override;
   absl::StatusOr<v1::ListPodsResponse> ListPods(const v1::ListPodsRequest& request) override;
+  absl::StatusOr<v1::ViewResponse> View(const v1::ViewRequest& request) override;
   absl::StatusOr<v1::NodeAdminResponse> NodeAdmin(const v1::NodeAdminRequest& request) override;
   absl::Status Tap(const v1::TapRequestSpec& spec, CancelSource& cancel,
                    const std::function<bool(const v1::TapStreamMessage&)>& on_message) override;

@@ -18,8 +18,8 @@ namespace {
 
 // The call's name as the gRPC API has it, for messages that are the same on both paths.
 std::string_view CallName(const httpapi::ApiRequest& request) {
-  static constexpr std::string_view kNames[] = {"StatSummary", "Edges", "TopRoutes",
-                                                "ListPods",    "Tap",   "NodeAdmin"};
+  static constexpr std::string_view kNames[] = {"StatSummary", "Edges",     "TopRoutes", "ListPods",
+                                                "Tap",         "NodeAdmin", "View"};
   static_assert(std::size(kNames) == std::variant_size_v<httpapi::ApiRequest>);
   return kNames[request.index()];
 }
@@ -250,6 +250,10 @@ absl::StatusOr<v1::TopRoutesResponse> KubeApiClient::TopRoutes(
 
 absl::StatusOr<v1::ListPodsResponse> KubeApiClient::ListPods(const v1::ListPodsRequest& request) {
   return Get<v1::ListPodsResponse>(request);
+}
+
+absl::StatusOr<v1::ViewResponse> KubeApiClient::View(const v1::ViewRequest& request) {
+  return Get<v1::ViewResponse>(request);
 }
 
 absl::StatusOr<v1::NodeAdminResponse> KubeApiClient::NodeAdmin(

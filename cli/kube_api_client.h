@@ -42,6 +42,7 @@ class KubeApiClient final : public AggregatorApi {
   absl::StatusOr<v1::EdgesResponse> Edges(const v1::EdgesRequest& request) override;
   absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const v1::TopRoutesRequest& request) override;
   absl::StatusOr<v1::ListPodsResponse> ListPods(const v1::ListPodsRequest& request) override;
+  absl::StatusOr<v1::ViewResponse> View(const v1::ViewRequest& request) override;
   // Any answer of the agent (its status and body) is the response; an answer that is a
   // Kubernetes Status came from the API server or the aggregator, never from the agent, and
   // is an error.

@@ -464,6 +464,47 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("a view through the API server: its path and parameters, its answer, its refusal",
+          "[meshctl][kube]") {
+  http::HttpRoutes routes;
+  routes.Handle(std::string(httpapi::kApiPath) + "/", [](const http::HttpRequest& request) {
+    if (request.path.ends_with("/namespaces/a/views/graph") &&
+        request.raw_query == "namespaces=b&windowSeconds=60&filter.onlyFailing=true") {
+      v1::ViewResponse view;
+      view.mutable_size()->set_nodes(7);
+      view.set_unix_seconds(1'800'000'000);
+      return http::HttpResponse(200, "application/json", httpapi::MessageJson(view));
+    }
+    // Anything else reads namespace c, which the user may not.
+    const httpapi::Permission views{"get", "views", "", "c", "graph"};
+    const httpapi::ErrorAnswer refused =
+        httpapi::ErrorAnswerFor(httpapi::Forbidden(views, "alice"), &views);
+    return http::HttpResponse(refused.http_status, "application/json", refused.body);
+  });
+  const ScriptedApiServer server(std::move(routes));
+  KubeApiClient client = server.Client();
+  v1::ViewRequest request;
+  request.set_kind(v1::ViewRequest::GRAPH);
+  request.add_namespaces("a");
+  request.add_namespaces("b");
+  request.set_window_seconds(60);
+  request.mutable_filter()->set_only_failing(true);
+  const absl::StatusOr<v1::ViewResponse> view = client.View(request);
+  INFO(view.status().ToString());
+  REQUIRE(view.ok());
+  CHECK(view->size().nodes() == 7);
+  CHECK(view->unix_seconds() == 1'800'000'000);
+
+  request.add_namespaces("c");
+  const absl::Status refused = client.View(request).status();
+  CHECK(absl::IsPermissionDenied(refused));
+  CHECK(std::string(refused.message()).find("'get views' (API group nodemesh.io) in namespace c") !=
+        std::string::npos);
+  CHECK(std::string(refused.message())
+            .find("kubectl create rolebinding alice-nodemesh-read -n c "
+                  "--clusterrole=nodemesh-read --user=alice") != std::string::npos);
+}
+
 TEST_CASE(
     "shell --node through the API server: the agent's answers relayed, the aggregator's "
     "refusals explained",

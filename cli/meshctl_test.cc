@@ -44,6 +44,7 @@ class FakeApi final : public v1::Api::Service {
   v1::EdgesResponse edges_response;
   v1::TopRoutesResponse routes_response;
   v1::ListPodsResponse pods_response;
+  v1::ViewResponse view_response;
   std::vector<v1::TapStreamMessage> tap_messages;
   grpc::Status failure = grpc::Status::OK;  // answered to every call when not OK
 
@@ -52,6 +53,7 @@ class FakeApi final : public v1::Api::Service {
   std::vector<v1::EdgesRequest> edges_requests;
   std::vector<v1::TopRoutesRequest> routes_requests;
   std::vector<v1::TapRequestSpec> tap_requests;
+  std::vector<v1::ViewRequest> view_requests;
   std::atomic<int> calls{0};
   std::atomic<bool> tap_cancelled{false};
 
@@ -71,6 +73,10 @@ class FakeApi final : public v1::Api::Service {
                         v1::ListPodsResponse* response) override {
     std::vector<v1::ListPodsRequest> ignored;
     return Answer(*request, ignored, pods_response, response);
+  }
+  grpc::Status View(grpc::ServerContext*, const v1::ViewRequest* request,
+                    v1::ViewResponse* response) override {
+    return Answer(*request, view_requests, view_response, response);
   }
   // Sends the canned messages, then holds the stream open until the client cancels it,
   // as the aggregator does.
@@ -353,6 +359,31 @@ TEST_CASE("an aggregator that accepts but never answers: bounded wait", "[meshct
                     "--aggregator / NODEMESH_AGGREGATOR at it",
                     target));
   ::close(fd);
+}
+
+TEST_CASE("a view is one call of the aggregator, its answer as given", "[meshctl]") {
+  FakeAggregator aggregator;
+  aggregator.api.view_response.mutable_size()->set_nodes(3);
+  ClientOptions options;
+  options.address = aggregator.address();
+  const std::unique_ptr<GrpcApiClient> client = GrpcApiClient::Make(std::move(options)).value();
+  v1::ViewRequest request;
+  request.set_kind(v1::ViewRequest::WORKLOADS);
+  request.add_namespaces("a");
+  request.add_namespaces("b");
+  request.set_window_seconds(60);
+  const absl::StatusOr<v1::ViewResponse> view = client->View(request);
+  REQUIRE(view.ok());
+  CHECK(view->size().nodes() == 3);
+  CHECK(view->window_seconds() == 60);
+  CHECK(aggregator.api.calls == 1);
+  REQUIRE(aggregator.api.view_requests.size() == 1);
+  CHECK(aggregator.api.view_requests[0].SerializeAsString() == request.SerializeAsString());
+
+  aggregator.api.failure = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no such view");
+  const absl::Status refused = client->View(request).status();
+  CHECK(absl::IsInvalidArgument(refused));
+  CHECK(std::string(refused.message()).find("no such view") != std::string::npos);
 }
 
 TEST_CASE("a server that does not speak gRPC is named as such", "[meshctl][errors]") {

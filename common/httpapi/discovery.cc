@@ -29,6 +29,7 @@ std::string ResourceListJson() {
         Resource("routes", "route", true, "TopRoutes", "get"),
         Resource("inventory", "inventory", true, "Inventory", "get"),
         Resource("taps", "tap", true, "Tap", "watch"),
+        Resource("views", "view", true, "View", "get"),
         // A subresource without its parent: Kubernetes' discovery makes the parent itself.
         Resource("nodes/admin", "", false, "NodeAdmin", "get")}}};
   return list.dump() + "\n";

@@ -161,6 +161,41 @@ TEST_CASE("a bad parameter is named, with the parameters the call takes") {
   CHECK(CodeOf("/namespaces/a/stats/pod?x=1") == absl::StatusCode::kInvalidArgument);
 }
 
+TEST_CASE("a view's kind is its path's, its first namespace the path's, the others parameters") {
+  const auto graph = Parsed<v1::ViewRequest>(
+      "/namespaces/emojivoto/views/graph?namespaces=books&windowSeconds=60&filter.onlyFailing="
+      "true&filter.around.name=web&filter.hideNamespaces=kube-system&filter.hideNamespaces=x");
+  CHECK(graph.kind() == v1::ViewRequest::GRAPH);
+  CHECK(std::vector<std::string>(graph.namespaces().begin(), graph.namespaces().end()) ==
+        std::vector<std::string>{"emojivoto", "books"});
+  CHECK(graph.window_seconds() == 60);
+  CHECK(graph.filter().only_failing());
+  // around without a namespace is in the path's, as a from is.
+  CHECK(Same(graph.filter().around(), Resource("", "emojivoto", "web")));
+  CHECK(graph.filter().hide_namespaces_size() == 2);
+  CHECK(Parsed<v1::ViewRequest>("/views/namespaces").kind() == v1::ViewRequest::NAMESPACES);
+  CHECK(Parsed<v1::ViewRequest>("/namespaces/a/views/workloads").kind() ==
+        v1::ViewRequest::WORKLOADS);
+  const auto workload =
+      Parsed<v1::ViewRequest>("/namespaces/a/views/workload?resource.type=deploy&resource.name=w");
+  CHECK(workload.kind() == v1::ViewRequest::WORKLOAD);
+  CHECK(workload.namespaces_size() == 1);
+  CHECK(ViewKindName(v1::ViewRequest::WORKLOADS) == "workloads");
+
+  // The namespaces view is of every namespace; a kind is a word of the path, not a parameter.
+  CHECK(ErrorOf("/namespaces/a/views/namespaces").find("without /namespaces/NS") !=
+        std::string::npos);
+  CHECK(ErrorOf("/namespaces/a/views/graph?kind=WORKLOAD").find("at odds with the path") !=
+        std::string::npos);
+  CHECK(ErrorOf("/namespaces/a/views/graph?filter.colour=red").find("filter.onlyFailing") !=
+        std::string::npos);
+  for (const char* path : {"/views", "/views/GRAPH", "/views/kind_unspecified",
+                           "/namespaces/a/views/graph/x", "/views/"}) {
+    INFO(path);
+    CHECK(CodeOf(path) == absl::StatusCode::kNotFound);
+  }
+}
+
 TEST_CASE("a path that is no call is NOT_FOUND, listing the calls") {
   for (const char* path :
        {"/stats", "/stats/pod/extra", "/namespaces/a", "/namespaces//stats/pod", "/inventory/nodes",
@@ -187,7 +222,11 @@ TEST_CASE("a request written as a path and query reads back as itself") {
         "/namespaces/a/taps?watch=true&target.type=deployment&target.name=web&to.type=pod&"
         "to.namespace=b&to.name=x&method=GET&pathPrefix=%2Fapi&authority=a.b&scheme=https&"
         "maxRps=0.25&maxEvents=3",
-        "/nodes/node-1/admin/tap?session=a1&pod=ns%2Fweb"}) {
+        "/nodes/node-1/admin/tap?session=a1&pod=ns%2Fweb", "/views/namespaces?windowSeconds=60",
+        "/namespaces/a/views/graph?namespaces=b&namespaces=c&type=deployment&filter.onlyFailing="
+        "true&filter.around.type=deployment&filter.around.namespace=b&filter.around.name=web&"
+        "filter.hideNamespaces=kube-system&filter.drawAnyway=true",
+        "/namespaces/a/views/workload?resource.type=deployment&resource.name=web"}) {
     INFO(target);
     const absl::StatusOr<ApiRequest> first = Parse(target);
     REQUIRE(first.ok());
@@ -264,6 +303,29 @@ TEST_CASE("each call needs its permission in every namespace it involves") {
       Described("/nodes/node-1/admin/pods") ==
       std::vector<std::string>{
           R"({"group":"nodemesh.io","name":"node-1","resource":"nodes","subresource":"admin","verb":"get","version":"v1alpha1"})"});
+}
+
+TEST_CASE("a view needs get views in its path's namespace, then in every other it reads") {
+  // The namespaces of the permissions a view needs, each once, the path's first.
+  const auto namespaces = [](const std::string& target) {
+    std::vector<std::string> out;
+    for (const Permission& permission : PermissionsFor(*Parse(target))) {
+      CHECK(permission.ResourceAttributes()["resource"] == "views");
+      CHECK(permission.verb == "get");
+      out.push_back(permission.namespace_name + ":" + permission.name);
+    }
+    return out;
+  };
+  CHECK(namespaces("/namespaces/a/views/graph?namespaces=b&namespaces=a&"
+                   "filter.around.namespace=c&filter.around.name=web") ==
+        std::vector<std::string>{"a:graph", "b:graph", "c:graph"});
+  // around in a namespace of the view needs nothing more.
+  CHECK(namespaces("/namespaces/a/views/graph?namespaces=b&filter.around.name=web") ==
+        std::vector<std::string>{"a:graph", "b:graph"});
+  CHECK(namespaces("/views/namespaces") == std::vector<std::string>{":namespaces"});
+  CHECK(namespaces("/namespaces/a/views/workload?resource.type=pod&resource.name=x") ==
+        std::vector<std::string>{"a:workload"});
+  CHECK(Permission{"get", "views", "", "a", "graph"}.ClusterRole() == "nodemesh-read");
 }
 
 TEST_CASE(
@@ -369,7 +431,8 @@ TEST_CASE("discovery: /apis is 406, the group and its resources as Kubernetes li
   }
   CHECK(resources == std::vector<std::string>{"stats get namespaced", "edges get namespaced",
                                               "routes get namespaced", "inventory get namespaced",
-                                              "taps watch namespaced", "nodes/admin get cluster"});
+                                              "taps watch namespaced", "views get namespaced",
+                                              "nodes/admin get cluster"});
   const nlohmann::json group = nlohmann::json::parse(GroupJson());
   CHECK(group["kind"] == "APIGroup");
   CHECK(group["name"] == "nodemesh.io");

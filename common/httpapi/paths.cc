@@ -4,6 +4,7 @@
 #include <google/protobuf/message.h>
 
 #include <algorithm>
+#include <cctype>
 #include <map>
 #include <optional>
 #include <vector>
@@ -22,7 +23,7 @@ namespace pb = google::protobuf;
 constexpr std::string_view kCallPaths =
     "[/namespaces/NS]/stats/TYPE, [/namespaces/NS]/edges/TYPE, [/namespaces/NS]/routes/TYPE, "
     "[/namespaces/NS]/inventory/pods, [/namespaces/NS]/taps?watch=true, "
-    "/nodes/NODE/admin/PATH";
+    "/nodes/NODE/admin/PATH, [/namespaces/NS]/views/{namespaces,workloads,graph,workload}";
 
 // `text` cut at each `separator`, empty parts kept.
 std::vector<std::string_view> Split(std::string_view text, char separator) {
@@ -273,6 +274,43 @@ absl::Status ReadQuery(MessageReader& reader, std::string_view raw_query, bool w
   return absl::OkStatus();
 }
 
+absl::StatusOr<ApiRequest> ParseView(std::string_view path, const std::string& kind_word,
+                                     const std::string& path_namespace,
+                                     std::string_view raw_query) {
+  v1::ViewRequest view;
+  const pb::EnumDescriptor& kinds = *v1::ViewRequest::Kind_descriptor();
+  for (int i = 0; i < kinds.value_count(); ++i) {
+    const auto kind = static_cast<v1::ViewRequest::Kind>(kinds.value(i)->number());
+    if (!kind_word.empty() && ViewKindName(kind) == kind_word) view.set_kind(kind);
+  }
+  if (view.kind() == v1::ViewRequest::KIND_UNSPECIFIED) return NoSuchCall(path);
+  if (view.kind() == v1::ViewRequest::NAMESPACES && !path_namespace.empty()) {
+    return absl::InvalidArgumentError(
+        "the namespaces view is of every namespace: ask for views/namespaces without "
+        "/namespaces/NS");
+  }
+  const std::string kind_name = v1::ViewRequest::Kind_Name(view.kind());
+  MessageReader reader(&view, "views", {"kind"});
+  bool watch = false;
+  if (absl::Status read = ReadQuery(reader, raw_query, false, &watch); !read.ok()) return read;
+  if (absl::Status bound = reader.Bind("kind", kind_name, "kind"); !bound.ok()) {
+    return bound;
+  }
+  if (!path_namespace.empty()) {
+    view.mutable_namespaces()->Add()->assign(path_namespace);
+    std::rotate(view.mutable_namespaces()->rbegin(), view.mutable_namespaces()->rbegin() + 1,
+                view.mutable_namespaces()->rend());
+  }
+  if (view.filter().has_around()) {
+    if (absl::Status placed =
+            PlacePeer(view.mutable_filter()->mutable_around(), "filter.around", path_namespace);
+        !placed.ok()) {
+      return placed;
+    }
+  }
+  return view;
+}
+
 // A call on a resource under an optional /namespaces/NS: stats, edges, routes, inventory, taps.
 absl::StatusOr<ApiRequest> ParseNamespacedCall(std::string_view path,
                                                const std::vector<std::string>& words,
@@ -343,6 +381,10 @@ absl::StatusOr<ApiRequest> ParseNamespacedCall(std::string_view path,
       return placed;
     }
     return tap;
+  }
+  if (call == "views") {
+    if (rest.size() != 2) return NoSuchCall(path);
+    return ParseView(path, rest[1], path_namespace, raw_query);
   }
   return NoSuchCall(path);
 }
@@ -432,6 +474,14 @@ std::string WithQuery(std::string path, const pb::Message& message,
 
 }  // namespace
 
+std::string ViewKindName(v1::ViewRequest::Kind kind) {
+  if (kind == v1::ViewRequest::KIND_UNSPECIFIED) return "";
+  std::string word = v1::ViewRequest::Kind_Name(kind);
+  std::transform(word.begin(), word.end(), word.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return word;
+}
+
 absl::StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view raw_query) {
   if (!path.starts_with(kApiPath) || !path.substr(kApiPath.size()).starts_with('/')) {
     return NoSuchCall(path);
@@ -482,6 +532,17 @@ std::string ApiRequestTarget(const ApiRequest& request) {
   if (const auto* tap = std::get_if<v1::TapRequestSpec>(&request)) {
     return WithQuery(api + NamespacePrefix(tap->target().namespace_()) + "/taps", *tap,
                      {"target.namespace"}, true);
+  }
+  if (const auto* view = std::get_if<v1::ViewRequest>(&request)) {
+    // The first namespace is the path's; the others are parameters.
+    v1::ViewRequest rest = *view;
+    std::string first;
+    if (!rest.namespaces().empty()) {
+      first = rest.namespaces(0);
+      rest.mutable_namespaces()->erase(rest.mutable_namespaces()->begin());
+    }
+    return WithQuery(api + NamespacePrefix(first) + "/views/" + ViewKindName(view->kind()), rest,
+                     {"kind"});
   }
   const auto& admin = std::get<v1::NodeAdminRequest>(request);
   const std::string_view target = admin.target();

@@ -9,6 +9,12 @@
 //   GET [/namespaces/NS]/inventory/pods    ListPodsRequest     namespace
 //   GET [/namespaces/NS]/taps?watch=true   TapRequestSpec      target.namespace
 //   GET /nodes/NODE/admin/PATH[?QUERY]     NodeAdminRequest    node, target "/PATH[?QUERY]"
+//   GET [/namespaces/NS]/views/KIND        ViewRequest         namespaces[0], kind
+//
+// A view's KIND is its Kind in lower case (namespaces, workloads, graph, workload); its path's
+// namespace is the first of `namespaces`, the others are parameters (namespaces=b), and
+// filter.around is placed as a `from` is. The namespaces view is of every namespace, so it has
+// no /namespaces/NS.
 //
 // No /namespaces/NS prefix: every namespace. Every other field of the message is a query
 // parameter named by its field path, in the JSON or the proto spelling (windowSeconds or
@@ -32,7 +38,11 @@ inline constexpr std::string_view kApiPath = "/apis/nodemesh.io/v1alpha1";
 
 // One call of the API: which one is the alternative held.
 using ApiRequest = std::variant<v1::StatSummaryRequest, v1::EdgesRequest, v1::TopRoutesRequest,
-                                v1::ListPodsRequest, v1::TapRequestSpec, v1::NodeAdminRequest>;
+                                v1::ListPodsRequest, v1::TapRequestSpec, v1::NodeAdminRequest,
+                                v1::ViewRequest>;
+
+// A view's KIND as its path says it: "graph" for GRAPH; empty for KIND_UNSPECIFIED.
+std::string ViewKindName(v1::ViewRequest::Kind kind);
 
 // `path` as sent (percent-encoded, starting with kApiPath) and `raw_query` as sent (without
 // the '?'). NOT_FOUND for a path that is no call, listing the calls' paths; INVALID_ARGUMENT

@@ -14,7 +14,7 @@ bool Given(const v1::Resource& peer) {
 
 // `first`, then `first` in the namespace of each peer given, each namespace once.
 std::vector<Permission> EachNamespace(const Permission& first,
-                                      std::initializer_list<const v1::Resource*> peers) {
+                                      const std::vector<const v1::Resource*>& peers) {
   std::vector<Permission> permissions = {first};
   for (const v1::Resource* peer : peers) {
     if (!Given(*peer)) continue;
@@ -73,6 +73,20 @@ std::vector<Permission> PermissionsFor(const ApiRequest& request) {
   if (const auto* tap = std::get_if<v1::TapRequestSpec>(&request)) {
     const Permission first{"watch", "taps", "", tap->target().namespace_(), ""};
     return EachNamespace(first, {&tap->to()});
+  }
+  if (const auto* view = std::get_if<v1::ViewRequest>(&request)) {
+    // Its path's namespace is the first; the others are where the view reads too.
+    std::vector<v1::Resource> others;
+    for (int i = 1; i < view->namespaces_size(); ++i) {
+      others.emplace_back().set_namespace_(view->namespaces(i));
+    }
+    others.push_back(view->filter().around());
+    std::vector<const v1::Resource*> peers;
+    for (const v1::Resource& other : others) peers.push_back(&other);
+    const Permission first{"get", "views", "",
+                           view->namespaces().empty() ? "" : view->namespaces(0),
+                           ViewKindName(view->kind())};
+    return EachNamespace(first, peers);
   }
   const auto& admin = std::get<v1::NodeAdminRequest>(request);
   return {{"get", "nodes", "admin", "", admin.node()}};

@@ -2,8 +2,8 @@
 // SubjectAccessReview: RBAC decides who may read, tap and reach a node's agent. The first
 // permission of a call is exactly what the API server's own authorization checked from the
 // URL, so that a role works the same at both doors; the others are the namespaces only the
-// call's parameters name (a tap's `to`, a stat's `from` and `to`), which every caller must
-// also be allowed in.
+// call's parameters name (a tap's `to`, a stat's `from` and `to`, a view's other namespaces
+// and `filter.around`), which every caller must also be allowed in.
 //
 //   call            verb   resource  subresource  namespace                         name
 //   stats           get    stats                  the selector's; from's, to's      TYPE
@@ -12,6 +12,8 @@
 //   inventory/pods  get    inventory              the request's ("" for all)        pods
 //   taps            watch  taps                   the target's; to's
 //   nodes/admin     get    nodes     admin        "" (cluster scope)                NODE
+//   views           get    views                  the first namespace (or ""); the   KIND
+//                                                 others; filter.around's
 #pragma once
 
 #include <string>
@@ -25,7 +27,8 @@ namespace nodemesh::httpapi {
 
 struct Permission {
   std::string verb{};            // "get", "watch"
-  std::string resource{};        // "stats", "edges", "routes", "inventory", "taps", "nodes"
+  std::string resource{};        // "stats", "edges", "routes", "inventory", "taps", "nodes",
+                                 // "views"
   std::string subresource{};     // "admin" for nodes/admin; else empty
   std::string namespace_name{};  // empty: cluster scope
   std::string name{};            // empty: any

@@ -1247,6 +1247,9 @@ TEST_CASE("the chart's user roles allow exactly the calls each is for") {
       "to.type=namespace&to.name=bank",
       "/taps?watch=true",
       "/nodes/node-a/admin/pods",
+      "/namespaces/shop/views/graph?namespaces=bank",
+      "/namespaces/shop/views/workload?resource.type=deployment&resource.name=web",
+      "/views/namespaces",
   };
   // call -> users allowed, for the expectations below.
   std::map<std::string, std::set<std::string>> may;
@@ -1281,6 +1284,9 @@ TEST_CASE("the chart's user roles allow exactly the calls each is for") {
   CHECK(may[calls[8]] == Users{"carol"});  // both ends of a tap
   CHECK(may[calls[9]] == Users{"carol"});
   CHECK(may[calls[10]] == Users{"ops"});
+  CHECK(may[calls[11]] == Users{"bob"});  // a view reads each of its namespaces
+  CHECK(may[calls[12]] == Users{"alice", "bob"});
+  CHECK(may[calls[13]] == Users{"bob"});
   // Each rule of the roles is what allowed some review.
   const std::map<std::string, int> uses = api.RbacRuleUses();
   for (const std::string role : {"nodemesh-read", "nodemesh-tap", "nodemesh-node-admin"}) {
