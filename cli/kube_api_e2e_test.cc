@@ -15,7 +15,6 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -152,16 +151,6 @@ struct AggregatedCluster {
         .extra_args = {"--api-listen", "127.0.0.1:0", "--tls-cert", Path("aggregator.crt"),
                        "--tls-key", Path("aggregator.key"), "--tls-ca", Path("ca.crt"),
                        "--kubeconfig", kubeconfig}});
-    constexpr std::string_view kServing = "serving nodemesh.io/v1alpha1 on ";
-    if (!aggregator->process().WaitForOutput(kServing, 10s)) {
-      throw std::runtime_error("the aggregator serves no API:\n" + aggregator->output());
-    }
-    std::smatch port;
-    const std::string output = aggregator->output();
-    if (!std::regex_search(output, port, std::regex("v1alpha1 on 127\\.0\\.0\\.1:([0-9]+)"))) {
-      throw std::runtime_error("no API port in the aggregator's log:\n" + output);
-    }
-    api_address = "127.0.0.1:" + port[1].str();
     agent.emplace(aggregator->address(),
                   TlsFiles{.ca = Path("ca.crt"),
                            .cert = Path("node-a.crt"),
@@ -169,14 +158,10 @@ struct AggregatedCluster {
                            .server_name = ""},
                   std::vector<v1::Pod>{Pod("web-1", "web"), Pod("voting-1", "voting")});
     REQUIRE(aggregator->WaitForNode("node-a"));
-    // Available once the aggregator has read the front proxy's settings: registered again
-    // (each registration checks it anew) until then.
-    const auto deadline = std::chrono::steady_clock::now() + 15s;
-    do {
-      Register(api_address);
-    } while (!api.ExtensionStatus().at("available").get<bool>() &&
-             std::chrono::steady_clock::now() < deadline &&
-             (std::this_thread::sleep_for(100ms), true));
+    // Available once the aggregator has read the front proxy's settings and answers the API
+    // server's check, which is made again each second until then.
+    Register(aggregator->api_address());
+    PollUntil([&] { return api.ExtensionStatus().at("available") == true; }, 15s, 100ms);
     INFO(api.ExtensionStatus().dump(2) << "\n" << aggregator->output());
     REQUIRE(api.ExtensionStatus().at("available") == true);
   }
@@ -197,7 +182,6 @@ struct AggregatedCluster {
   TempDir dir;
   KubeApiServer api;
   std::optional<AggregatorProcess> aggregator;
-  std::string api_address;
   std::optional<NodeAgent> agent;
 };
 
@@ -324,8 +308,9 @@ TEST_CASE("meshctl with only a kubeconfig: stat and tap through the API server, 
   }
 
   SECTION("the aggregator gone: its APIService is unavailable, and meshctl says so") {
+    const std::string address = cluster.aggregator->api_address();
     cluster.aggregator.reset();
-    cluster.Register(cluster.api_address);
+    cluster.Register(address);
     REQUIRE(cluster.api.ExtensionStatus().at("available") == false);
     const CommandResult stat = Meshctl(
         home, {"--kubeconfig", cluster.Kubeconfig("alice"), "stat", "deploy", "-n", "emojivoto"});

@@ -179,11 +179,14 @@ struct EmojivotoCluster : TwoNodeCluster {
                         directory.path() + "/aggregator.key", "--api-listen", "127.0.0.1:0",
                         "--kubeconfig", kubeconfig, "--agent-service-account",
                         "nodemesh/nodemesh-agent"}});
+    // Available once it has read the front proxy's settings and answers the API server's
+    // check, which is made again each second until then.
     api.RegisterExtension({.address = aggregator.api_address(),
                            .ca_bundle_pem = ReadFile(directory.path() + "/aggregator-ca.crt")});
-    const json status = api.ExtensionStatus();
-    INFO(status.dump(1));
-    REQUIRE(status["available"] == true);
+    const bool available =
+        PollUntil([&] { return api.ExtensionStatus().at("available") == true; }, 15s, 100ms);
+    INFO(api.ExtensionStatus().dump(1));
+    REQUIRE(available);
   }
 
   KubePod& Start(Kubelet& kubelet, const std::string& workload, const std::string& name,

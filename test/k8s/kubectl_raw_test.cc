@@ -4,7 +4,6 @@
 // in kubectl's words for the API server's answer (or the aggregator's).
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -34,15 +33,10 @@ TEST_CASE("kubectl get --raw reads the aggregator's API through the API server",
                       dir.path() + "/aggregator.key", "--api-listen", "127.0.0.1:0", "--kubeconfig",
                       aggregator_kubeconfig}});
   INFO(aggregator.output());
-  REQUIRE(aggregator.process().WaitForOutput("serving nodemesh.io/v1alpha1 on ", 10s));
-  std::smatch serving;
-  const std::string log = aggregator.output();
-  REQUIRE(std::regex_search(log, serving, std::regex(R"(nodemesh.io/v1alpha1 on (\S+) for)")));
-  const std::string api_address = serving[1];
   // Available once it has read the front proxy's ConfigMap and answers the API server's
   // check, which is made again each second until then.
-  api.RegisterExtension(
-      {.address = api_address, .ca_bundle_pem = ReadFile(dir.path() + "/serving-ca.crt")});
+  api.RegisterExtension({.address = aggregator.api_address(),
+                         .ca_bundle_pem = ReadFile(dir.path() + "/serving-ca.crt")});
   REQUIRE(PollUntil([&] { return api.ExtensionStatus().at("available") == true; }, 15s, 100ms));
 
   const std::string alice = api.IssueUserToken("alice");

@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <algorithm>
 #include <regex>
 #include <stdexcept>
 #include <utility>
@@ -20,15 +19,7 @@ void AggregatorProcess::Start() {
   process_.emplace(std::move(argv));
   // Logged once its gRPC server has bound the port: the real one, even for port 0.
   static const std::regex kServing(R"(serving agents and clients on \S+ \(port (\d+)\))");
-  std::string port;
-  PollUntil(
-      [&] {
-        const std::string output = process_->output();
-        std::smatch match;
-        if (std::regex_search(output, match, kServing)) port = match[1];
-        return !port.empty() || !process_->IsRunning();
-      },
-      options_.ready_timeout);
+  const std::string port = WaitForLogged(kServing);
   if (port.empty()) {
     const std::optional<ExitStatus> status = process_->Wait(std::chrono::milliseconds(0));
     throw std::runtime_error(
@@ -41,27 +32,42 @@ void AggregatorProcess::Start() {
   // A restart takes the same port, where the agents dial it again.
   options_.listen = address_;
 
-  // With --api-listen, logged once the HTTPS API listens too (after the gRPC port).
-  const auto api_listen =
-      std::find(options_.extra_args.begin(), options_.extra_args.end(), "--api-listen");
-  if (api_listen == options_.extra_args.end() || api_listen + 1 == options_.extra_args.end()) {
-    return;
+  // With --api-listen (its value the next argument, or after '='), logged once the HTTPS
+  // API listens too (after the gRPC port).
+  constexpr std::string_view kApiListen = "--api-listen";
+  std::string* api_listen = nullptr;
+  std::string prefix;  // what stays of the argument before the address
+  for (size_t i = 0; i < options_.extra_args.size(); ++i) {
+    std::string& arg = options_.extra_args[i];
+    if (arg == kApiListen && i + 1 < options_.extra_args.size()) {
+      api_listen = &options_.extra_args[i + 1];
+    } else if (arg.starts_with(std::string(kApiListen) + "=")) {
+      api_listen = &arg;
+      prefix = std::string(kApiListen) + "=";
+    }
   }
+  if (api_listen == nullptr) return;
   static const std::regex kServingApi(R"(serving nodemesh.io/v1alpha1 on (\S+) for)");
+  api_address_ = WaitForLogged(kServingApi);
+  if (api_address_.empty()) {
+    throw std::runtime_error(fmt::format("{} did not serve its HTTPS API on {}:\n{}",
+                                         options_.binary, api_listen->substr(prefix.size()),
+                                         Tail(process_->output())));
+  }
+  *api_listen = prefix + api_address_;
+}
+
+std::string AggregatorProcess::WaitForLogged(const std::regex& line) {
+  std::string value;
   PollUntil(
       [&] {
         const std::string output = process_->output();
         std::smatch match;
-        if (std::regex_search(output, match, kServingApi)) api_address_ = match[1];
-        return !api_address_.empty() || !process_->IsRunning();
+        if (std::regex_search(output, match, line)) value = match[1];
+        return !value.empty() || !process_->IsRunning();
       },
       options_.ready_timeout);
-  if (api_address_.empty()) {
-    throw std::runtime_error(fmt::format("{} did not serve its HTTPS API on {}:\n{}",
-                                         options_.binary, *(api_listen + 1),
-                                         Tail(process_->output())));
-  }
-  *(api_listen + 1) = api_address_;
+  return value;
 }
 
 int AggregatorProcess::Connections(std::string_view node) const {

@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <optional>
+#include <regex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,8 +43,8 @@ class AggregatorProcess {
 
   // "HOST:PORT" it serves agents and clients on, with the port it took.
   const std::string& address() const { return address_; }
-  // "HOST:PORT" of its HTTPS API, with `--api-listen` in extra_args (the port it took), else
-  // empty.
+  // "HOST:PORT" of its HTTPS API (the port it took), with `--api-listen ADDRESS` or
+  // `--api-listen=ADDRESS` in extra_args; else empty.
   const std::string& api_address() const { return api_address_; }
   Process& process() { return *process_; }
   std::string output() const { return process_->output(); }
@@ -62,6 +63,9 @@ class AggregatorProcess {
 
  private:
   void Start();
+  // The first group of `line` once the log has it, within the ready timeout; "" when it does
+  // not come or the process ends first.
+  std::string WaitForLogged(const std::regex& line);
 
   AggregatorProcessOptions options_;
   std::string address_;
