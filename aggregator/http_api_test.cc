@@ -102,7 +102,7 @@ struct HttpApiCluster {
   }
 
   // An agent of node-a with `pods`, connected with its node certificate.
-  std::unique_ptr<aggregator::testing::FakeAgent> ConnectAgent(std::vector<v1::Pod> pods) {
+  std::unique_ptr<nodemesh::testing::FakeAgent> ConnectAgent(std::vector<v1::Pod> pods) {
     auto agent = CertifiedAgent(grpc_address, dir, std::move(pods));
     REQUIRE(
         nodemesh::testing::PollUntil([&] { return !aggregator->tap_hub().agents().empty(); }, 10s));

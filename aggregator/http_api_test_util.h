@@ -10,9 +10,9 @@
 #include <utility>
 #include <vector>
 
-#include "aggregator/fake_agent.h"
 #include "aggregator/server.h"
 #include "common/tls/tls.h"
+#include "test/lib/fake_agent.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
 
@@ -40,16 +40,16 @@ inline ServerOptions HttpApiServerOptions(nodemesh::testing::KubeApiServer& api,
 
 // node-a's agent with `pods`, known by its certificate: <dir>/node-a.crt and .key, of the CA
 // <dir>/serving-ca.crt that signed the aggregator's certificate too.
-inline std::unique_ptr<testing::FakeAgent> CertifiedAgent(const std::string& address,
-                                                          const nodemesh::testing::TempDir& dir,
-                                                          std::vector<v1::Pod> pods) {
+inline std::unique_ptr<nodemesh::testing::FakeAgent> CertifiedAgent(
+    const std::string& address, const nodemesh::testing::TempDir& dir, std::vector<v1::Pod> pods) {
   const auto credentials = ClientCredentials(TlsFiles{.ca = dir.path() + "/serving-ca.crt",
                                                       .cert = dir.path() + "/node-a.crt",
                                                       .key = dir.path() + "/node-a.key",
                                                       .server_name = ""},
                                              "--tls-");
   if (!credentials.ok()) throw std::runtime_error(credentials.status().ToString());
-  return std::make_unique<testing::FakeAgent>(address, "node-a", std::move(pods), "", *credentials);
+  return std::make_unique<nodemesh::testing::FakeAgent>(address, "node-a", std::move(pods), "",
+                                                        *credentials);
 }
 
 }  // namespace nodemesh::aggregator

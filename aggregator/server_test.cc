@@ -19,18 +19,18 @@
 #include <thread>
 #include <vector>
 
-#include "aggregator/fake_agent.h"
 #include "aggregator/test_util.h"
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
+#include "test/lib/fake_agent.h"
 
 namespace nodemesh::aggregator {
 namespace {
 
 using namespace std::chrono_literals;
+using nodemesh::testing::FakeAgent;
 using testing::Cast;
 using testing::DeltaBuilder;
 using testing::External;
-using testing::FakeAgent;
 using testing::FindEdge;
 using testing::FindRow;
 using testing::MakePod;

@@ -5,24 +5,22 @@
 // tap; an agent of the test's own (gRPC, with a node's certificate) feeds the aggregator pods
 // and tap events.
 #include <fmt/format.h>
-#include <grpcpp/grpcpp.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
-#include <condition_variable>
 #include <filesystem>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "common/tls/tls.h"
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 #include "test/lib/aggregator_process.h"
 #include "test/lib/certificates.h"
+#include "test/lib/fake_agent.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
 #include "test/lib/peers.h"
@@ -75,68 +73,21 @@ v1::Pod Pod(const std::string& name, const std::string& deployment) {
   return pod;
 }
 
-// The agent of node-a as the aggregator sees one: its pods in a hello, then tap events for
-// the subscriptions it is sent.
-class NodeAgent {
- public:
-  NodeAgent(const std::string& address, const TlsFiles& tls, std::vector<v1::Pod> pods)
-      : stub_(v1::AgentService::NewStub(
-            AggregatorDialer::Make(address, tls, "--").value().Dial(grpc::ChannelArguments()))),
-        stream_(stub_->Connect(&context_)) {
-    v1::AgentMessage hello;
-    hello.mutable_hello()->set_node("node-a");
-    hello.mutable_hello()->set_version("test");
-    for (v1::Pod& pod : pods) *hello.mutable_hello()->add_pods() = std::move(pod);
-    stream_->Write(hello);
-    reader_ = std::thread([this] {
-      v1::AggregatorMessage message;
-      while (stream_->Read(&message)) {
-        if (!message.has_subscribe()) continue;
-        std::lock_guard lock(mutex_);
-        subscriptions_.push_back(message.subscribe().id());
-        changed_.notify_all();
-      }
-    });
+// `count` tap events of `subscription`: POSTs from web-1 to voting-1, as node-a's agent reports
+// them.
+v1::AgentMessage TapEvents(uint64_t subscription, int count) {
+  v1::AgentMessage message;
+  for (int i = 1; i <= count; ++i) {
+    v1::TapEvent& event = *message.mutable_tap()->add_events();
+    event.set_subscription(subscription);
+    event.set_request_id(fmt::format("node-a:{}:1", i));
+    *event.mutable_source() = Pod("web-1", "web").identity();
+    *event.mutable_destination() = Pod("voting-1", "voting").identity();
+    event.mutable_request()->set_method("POST");
+    event.mutable_request()->set_path("/emojivoto.v1.VotingService/VotePizza");
   }
-  ~NodeAgent() {
-    context_.TryCancel();
-    reader_.join();
-    stream_->Finish();
-  }
-
-  // The id of a tap's first subscription, once it has come.
-  std::optional<uint64_t> WaitForSubscription(std::chrono::milliseconds timeout = 10s) {
-    std::unique_lock lock(mutex_);
-    if (!changed_.wait_for(lock, timeout, [this] { return !subscriptions_.empty(); })) {
-      return std::nullopt;
-    }
-    return subscriptions_.front();
-  }
-
-  // `count` POSTs from web-1 to voting-1.
-  void SendEvents(uint64_t subscription, int count) {
-    v1::AgentMessage message;
-    for (int i = 1; i <= count; ++i) {
-      v1::TapEvent& event = *message.mutable_tap()->add_events();
-      event.set_subscription(subscription);
-      event.set_request_id(fmt::format("node-a:{}:1", i));
-      *event.mutable_source() = Pod("web-1", "web").identity();
-      *event.mutable_destination() = Pod("voting-1", "voting").identity();
-      event.mutable_request()->set_method("POST");
-      event.mutable_request()->set_path("/emojivoto.v1.VotingService/VotePizza");
-    }
-    stream_->Write(message);
-  }
-
- private:
-  grpc::ClientContext context_;
-  std::unique_ptr<v1::AgentService::Stub> stub_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::AgentMessage, v1::AggregatorMessage>> stream_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::vector<uint64_t> subscriptions_;
-  std::thread reader_;
-};
+  return message;
+}
 
 // The test API server with the user roles, and the aggregator registered as its APIService.
 struct AggregatedCluster {
@@ -151,12 +102,15 @@ struct AggregatedCluster {
         .extra_args = {"--api-listen", "127.0.0.1:0", "--tls-cert", Path("aggregator.crt"),
                        "--tls-key", Path("aggregator.key"), "--tls-ca", Path("ca.crt"),
                        "--kubeconfig", kubeconfig}});
-    agent.emplace(aggregator->address(),
-                  TlsFiles{.ca = Path("ca.crt"),
-                           .cert = Path("node-a.crt"),
-                           .key = Path("node-a.key"),
-                           .server_name = ""},
-                  std::vector<v1::Pod>{Pod("web-1", "web"), Pod("voting-1", "voting")});
+    const auto credentials = ClientCredentials(TlsFiles{.ca = Path("ca.crt"),
+                                                        .cert = Path("node-a.crt"),
+                                                        .key = Path("node-a.key"),
+                                                        .server_name = ""},
+                                               "--");
+    REQUIRE(credentials.ok());
+    agent.emplace(aggregator->address(), "node-a",
+                  std::vector<v1::Pod>{Pod("web-1", "web"), Pod("voting-1", "voting")}, "",
+                  *credentials);
     REQUIRE(aggregator->WaitForNode("node-a"));
     // Available once the aggregator has read the front proxy's settings and answers the API
     // server's check, which is made again each second until then.
@@ -182,7 +136,7 @@ struct AggregatedCluster {
   TempDir dir;
   KubeApiServer api;
   std::optional<AggregatorProcess> aggregator;
-  std::optional<NodeAgent> agent;
+  std::optional<FakeAgent> agent;
 };
 
 // meshctl as a person runs it: no aggregator address, HOME an empty directory; `env` adds to
@@ -271,10 +225,12 @@ TEST_CASE("meshctl with only a kubeconfig: stat and tap through the API server, 
     Process tap(
         {NODEMESH_MESHCTL_BINARY, "tap", "deploy/voting", "-n", "emojivoto", "--max-events", "3"},
         {.env = MeshctlEnv(home, {})});
-    const std::optional<uint64_t> subscription = cluster.agent->WaitForSubscription();
+    std::set<uint64_t> subscribed;
+    const bool asked =
+        PollUntil([&] { return !(subscribed = cluster.agent->subscribed()).empty(); }, 10s, 10ms);
     INFO(tap.output());
-    REQUIRE(subscription.has_value());
-    cluster.agent->SendEvents(*subscription, 4);
+    REQUIRE(asked);
+    cluster.agent->Send(TapEvents(*subscribed.begin(), 4));
     const std::optional<ExitStatus> ended = tap.Wait(20s);
     INFO(tap.output());
     REQUIRE(ended.has_value());

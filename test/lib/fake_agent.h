@@ -1,6 +1,6 @@
-// An agent's side of AgentService.Connect for the aggregator's tests: says hello for a node
-// with its pods, sends what a test hands it (pods, deltas, tap events) and keeps what the
-// aggregator sends back, read on its own thread.
+// An agent's side of AgentService.Connect, for tests that need an aggregator fed without a
+// real agent: says hello for a node with its pods, sends what a test hands it (pods, deltas,
+// tap events) and keeps what the aggregator sends back, read on its own thread.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -18,7 +18,7 @@
 
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 
-namespace nodemesh::aggregator::testing {
+namespace nodemesh::testing {
 
 // An agent's side of AgentService.Connect, over `credentials` (plaintext by default).
 class FakeAgent {
@@ -147,4 +147,4 @@ class FakeAgent {
   std::thread reader_;
 };
 
-}  // namespace nodemesh::aggregator::testing
+}  // namespace nodemesh::testing
