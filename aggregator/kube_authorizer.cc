@@ -37,7 +37,8 @@ std::string DescribePermission(const Permission& permission) {
 }  // namespace
 
 nlohmann::json SubjectAccessReview(const KubeUser& user, const Permission& permission) {
-  nlohmann::json spec = {{"user", user.name}, {"resourceAttributes", permission.ResourceAttributes()}};
+  nlohmann::json spec = {{"user", user.name},
+                         {"resourceAttributes", permission.ResourceAttributes()}};
   if (!user.uid.empty()) spec["uid"] = user.uid;
   if (!user.groups.empty()) spec["groups"] = user.groups;
   if (!user.extra.empty()) spec["extra"] = user.extra;
@@ -118,7 +119,8 @@ absl::Status KubeAuthorizer::Check(const KubeUser& user, const Permission& permi
     cache_.Put(key, *answer,
                options_.now() + (answer->allowed ? options_.allowed_for : options_.denied_for));
   }
-  return answer->allowed ? absl::OkStatus() : httpapi::Forbidden(permission, user.name, answer->reason);
+  return answer->allowed ? absl::OkStatus()
+                         : httpapi::Forbidden(permission, user.name, answer->reason);
 }
 
 absl::Status KubeAuthorizer::CheckAll(const KubeUser& user,

@@ -48,8 +48,8 @@ AggregatorServer::AggregatorServer(ServerOptions options)
       tap_hub_([this] { return cluster_.Pods(); }, options_.tap),
       admin_relay_(options_.admin_relay),
       authorizer_(!options_.kubernetes.api_listen.empty() ? AuthMode::kKubernetes
-                  : options_.tls.ca.empty()                 ? AuthMode::kOpen
-                                                            : AuthMode::kCertificates),
+                  : options_.tls.ca.empty()               ? AuthMode::kOpen
+                                                          : AuthMode::kCertificates),
       kube_client_(options_.kubernetes.api_server
                        ? std::make_unique<kube::Client>(*options_.kubernetes.api_server)
                        : nullptr),
@@ -140,8 +140,8 @@ absl::Status AggregatorServer::StartHttpApi() {
     *pem = *std::move(read);
   }
   tls.client_ca = std::make_shared<http::ClientCaStore>();
-  front_proxy_ = std::make_unique<FrontProxy>(
-      *kube_client_, [store = tls.client_ca](const std::string& pem) {
+  front_proxy_ =
+      std::make_unique<FrontProxy>(*kube_client_, [store = tls.client_ca](const std::string& pem) {
         if (pem.empty()) return store->Clear();
         if (absl::Status replaced = store->Replace(pem); !replaced.ok()) {
           Log(LogLevel::kWarning, "the front proxy's CA cannot be used: {}", replaced.message());
