@@ -4,11 +4,11 @@
 #include <google/protobuf/message.h>
 
 #include <algorithm>
-#include <cctype>
 #include <map>
 #include <optional>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "common/base/format.h"
@@ -277,13 +277,15 @@ absl::Status ReadQuery(MessageReader& reader, std::string_view raw_query, bool w
 absl::StatusOr<ApiRequest> ParseView(std::string_view path, const std::string& kind_word,
                                      const std::string& path_namespace,
                                      std::string_view raw_query) {
-  v1::ViewRequest view;
-  const pb::EnumDescriptor& kinds = *v1::ViewRequest::Kind_descriptor();
-  for (int i = 0; i < kinds.value_count(); ++i) {
-    const auto kind = static_cast<v1::ViewRequest::Kind>(kinds.value(i)->number());
-    if (!kind_word.empty() && ViewKindName(kind) == kind_word) view.set_kind(kind);
+  // The kind's enum name in lower case, as ViewKindName writes it.
+  v1::ViewRequest::Kind kind = v1::ViewRequest::KIND_UNSPECIFIED;
+  if (kind_word != absl::AsciiStrToLower(kind_word) ||
+      !v1::ViewRequest::Kind_Parse(absl::AsciiStrToUpper(kind_word), &kind) ||
+      kind == v1::ViewRequest::KIND_UNSPECIFIED) {
+    return NoSuchCall(path);
   }
-  if (view.kind() == v1::ViewRequest::KIND_UNSPECIFIED) return NoSuchCall(path);
+  v1::ViewRequest view;
+  view.set_kind(kind);
   if (view.kind() == v1::ViewRequest::NAMESPACES && !path_namespace.empty()) {
     return absl::InvalidArgumentError(
         "the namespaces view is of every namespace: ask for views/namespaces without "
@@ -476,10 +478,7 @@ std::string WithQuery(std::string path, const pb::Message& message,
 
 std::string ViewKindName(v1::ViewRequest::Kind kind) {
   if (kind == v1::ViewRequest::KIND_UNSPECIFIED) return "";
-  std::string word = v1::ViewRequest::Kind_Name(kind);
-  std::transform(word.begin(), word.end(), word.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return word;
+  return absl::AsciiStrToLower(v1::ViewRequest::Kind_Name(kind));
 }
 
 absl::StatusOr<ApiRequest> ParseApiRequest(std::string_view path, std::string_view raw_query) {
