@@ -34,6 +34,12 @@ http::HttpResponse Error(const absl::Status& status, const httpapi::Permission* 
   return Answer(httpapi::ErrorAnswerFor(status, denied));
 }
 
+// A query's answer as JSON, or its error.
+template <typename Response>
+http::HttpResponse JsonOrError(const absl::StatusOr<Response>& answer) {
+  return answer.ok() ? Json(httpapi::MessageJson(*answer)) : Error(answer.status());
+}
+
 // The user the front proxy vouches for, or why there is none.
 absl::StatusOr<KubeUser> UserOf(const FrontProxy& front_proxy, const http::HttpRequest& request) {
   const std::optional<std::string> verified =
@@ -63,23 +69,19 @@ class HttpTapStream : public TapStream {
 http::HttpResponse Call(const ApiCalls& calls, const KubeUser& user,
                         const httpapi::ApiRequest& request) {
   if (const auto* stat = std::get_if<v1::StatSummaryRequest>(&request)) {
-    const auto answer = calls.StatSummary(*stat);
-    return answer.ok() ? Json(httpapi::MessageJson(*answer)) : Error(answer.status());
+    return JsonOrError(calls.StatSummary(*stat));
   }
   if (const auto* edges = std::get_if<v1::EdgesRequest>(&request)) {
-    const auto answer = calls.Edges(*edges);
-    return answer.ok() ? Json(httpapi::MessageJson(*answer)) : Error(answer.status());
+    return JsonOrError(calls.Edges(*edges));
   }
   if (const auto* routes = std::get_if<v1::TopRoutesRequest>(&request)) {
-    const auto answer = calls.TopRoutes(*routes);
-    return answer.ok() ? Json(httpapi::MessageJson(*answer)) : Error(answer.status());
+    return JsonOrError(calls.TopRoutes(*routes));
   }
   if (const auto* pods = std::get_if<v1::ListPodsRequest>(&request)) {
     return Json(httpapi::MessageJson(calls.ListPods(*pods)));
   }
   if (const auto* view = std::get_if<v1::ViewRequest>(&request)) {
-    const auto answer = calls.View(*view);
-    return answer.ok() ? Json(httpapi::MessageJson(*answer)) : Error(answer.status());
+    return JsonOrError(calls.View(*view));
   }
   if (const auto* admin = std::get_if<v1::NodeAdminRequest>(&request)) {
     const auto answer = calls.NodeAdmin(*admin, [] { return false; });
