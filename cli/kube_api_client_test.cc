@@ -25,6 +25,7 @@
 #include "test/lib/certificates.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
+#include "test/lib/process.h"
 
 namespace nodemesh::cli {
 namespace {
@@ -457,8 +458,9 @@ TEST_CASE(
         return true;
       });
     });
-    while (events < 2) std::this_thread::sleep_for(5ms);
-    cancel.Cancel();
+    const bool streaming = nodemesh::testing::PollUntil([&] { return events >= 2; }, 10s, 5ms);
+    cancel.Cancel();  // before a failed REQUIRE too: the future's end waits for the tap's
+    REQUIRE(streaming);
     REQUIRE(held.wait_for(5s) == std::future_status::ready);
     CHECK(held.get().ok());
   }
