@@ -60,7 +60,7 @@ HttpResponse Error(const absl::Status& status) {
 
 HttpResponse ServeAsset(const Asset& asset, const HttpRequest& request) {
   const std::string etag = fmt::format("\"{}\"", asset.sha256);
-  HttpResponse response;
+  HttpResponse response(200, std::string(asset.content_type), "");
   response.headers.emplace_back("ETag", etag);
   // Asked again each time (a new meshctl may serve another page), answered 304 when unchanged.
   response.headers.emplace_back("Cache-Control", "no-cache");
@@ -70,10 +70,8 @@ HttpResponse ServeAsset(const Asset& asset, const HttpRequest& request) {
   }
   if (request.Header("if-none-match").find(etag) != std::string_view::npos) {
     response.status = 304;
-    response.content_type = "";
     return response;
   }
-  response.content_type = std::string(asset.content_type);
   if (request.Header("accept-encoding").find("gzip") != std::string_view::npos) {
     response.headers.emplace_back("Content-Encoding", "gzip");
     response.body = std::string(asset.gzip);

@@ -104,6 +104,16 @@ TEST_CASE("meshctl dashboard relays a graph view and a tap from a real aggregato
   CHECK(page_status == 200);
   CHECK(page.find("/app.js") != std::string::npos);
 
+  // An asset the browser has is not sent again.
+  const CommandResult head = dashboard.Curl("/app.js", {"-o", "/dev/null", "-D", "-"});
+  std::smatch etag;
+  REQUIRE(std::regex_search(head.output, etag,
+                            std::regex(R"re(etag: ("[0-9a-f]{64}"))re", std::regex::icase)));
+  auto [unchanged, unchanged_status] =
+      BodyAndStatus(dashboard.Curl("/app.js", {"-H", "If-None-Match: " + etag[1].str()}));
+  CHECK(unchanged_status == 304);
+  CHECK(unchanged.empty());
+
   // The printed address sets the cookie and sends the browser to /.
   auto [traded, traded_status] = BodyAndStatus(dashboard.Curl("/?token=" + dashboard.token));
   CHECK(traded_status == 303);
