@@ -60,17 +60,7 @@ std::string Rbac() {
 }
 
 v1::Pod Pod(const std::string& name, const std::string& deployment) {
-  v1::Pod pod;
-  v1::Identity& identity = *pod.mutable_identity();
-  identity.set_namespace_("emojivoto");
-  identity.set_pod(name);
-  identity.set_owner_kind("Deployment");
-  identity.set_owner_name(deployment);
-  identity.set_service_account(deployment);
-  identity.set_node("node-a");
-  pod.set_meshed(true);
-  pod.set_enrolled(true);
-  return pod;
+  return MeshedPod("emojivoto", name, deployment, "node-a");
 }
 
 // `count` tap events of `subscription`: POSTs from web-1 to voting-1, as node-a's agent reports

@@ -25,16 +25,7 @@ namespace {
 using namespace std::chrono_literals;
 
 v1::Pod EmojivotoPod(const std::string& name, const std::string& deployment) {
-  v1::Pod pod;
-  v1::Identity& identity = *pod.mutable_identity();
-  identity.set_namespace_("emojivoto");
-  identity.set_pod(name);
-  identity.set_owner_kind("Deployment");
-  identity.set_owner_name(deployment);
-  identity.set_node("node-a");
-  pod.set_meshed(true);
-  pod.set_enrolled(true);
-  return pod;
+  return MeshedPod("emojivoto", name, deployment, "node-a");
 }
 
 // meshctl dashboard --no-browser against `aggregator`, and the address it printed.
