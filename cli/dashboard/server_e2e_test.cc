@@ -15,8 +15,8 @@
 
 #include "nodemesh/v1/nodemesh.pb.h"
 #include "test/lib/aggregator_process.h"
+#include "test/lib/dashboard_process.h"
 #include "test/lib/fake_agent.h"
-#include "test/lib/files.h"
 #include "test/lib/process.h"
 
 namespace nodemesh::testing {
@@ -28,53 +28,10 @@ v1::Pod EmojivotoPod(const std::string& name, const std::string& deployment) {
   return MeshedPod("emojivoto", name, deployment, "node-a");
 }
 
-// meshctl dashboard --no-browser against `aggregator`, and the address it printed.
-struct Dashboard {
-  explicit Dashboard(const std::string& aggregator)
-      : process({NODEMESH_MESHCTL_BINARY, "dashboard", "--aggregator", aggregator, "--no-browser",
-                 "#/graph?ns=emojivoto"},
-                {.env = {{"DISPLAY", ""}, {"WAYLAND_DISPLAY", ""}, {"KUBECONFIG", ""}}}) {
-    const std::regex printed(
-        R"(Dashboard: (http://127\.0\.0\.1:(\d+))/\?token=([0-9a-f]{32})(#\S*)\n)");
-    std::smatch match;
-    PollUntil(
-        [&] {
-          const std::string output = process.output();
-          return std::regex_search(output, match, printed) || !process.IsRunning();
-        },
-        15s);
-    const std::string output = process.output();
-    INFO(output);
-    REQUIRE(std::regex_search(output, match, printed));
-    origin = match[1];
-    token = match[3];
-    fragment = match[4];
-  }
-
-  // curl with the session's cookie jar; `args` after the URL.
-  CommandResult Curl(const std::string& path, std::vector<std::string> args = {}) {
-    std::vector<std::string> argv = {"curl",       "-sS",
-                                     "--max-time", "20",
-                                     "-c",         jar.path() + "/c",
-                                     "-b",         jar.path() + "/c",
-                                     "-w",         "\n%{http_code}",
-                                     origin + path};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunCommand(argv, 30s);
-  }
-
-  Process process;
-  TempDir jar;
-  std::string origin, token, fragment;
-};
-
-// The body and the status curl printed last (-w).
+// The body and the status of a request curl made.
 std::pair<std::string, int> BodyAndStatus(const CommandResult& result) {
   INFO(result.output);
-  REQUIRE(result.exit_code == 0);
-  const size_t newline = result.output.rfind('\n');
-  REQUIRE(newline != std::string::npos);
-  return {result.output.substr(0, newline), std::stoi(result.output.substr(newline + 1))};
+  return DashboardProcess::BodyAndStatus(result);
 }
 
 TEST_CASE("meshctl dashboard relays a graph view and a tap from a real aggregator",
@@ -83,9 +40,12 @@ TEST_CASE("meshctl dashboard relays a graph view and a tap from a real aggregato
   FakeAgent agent(aggregator.address(), "node-a",
                   {EmojivotoPod("web-1", "web"), EmojivotoPod("voting-1", "voting")});
   REQUIRE(aggregator.WaitForNode("node-a"));
-  Dashboard dashboard(aggregator.address());
-  CHECK(dashboard.fragment == "#/graph?ns=emojivoto");
-  INFO(dashboard.process.output());
+  DashboardProcess dashboard(
+      {.binary = NODEMESH_MESHCTL_BINARY,
+       .args = {"--aggregator", aggregator.address(), "#/graph?ns=emojivoto"},
+       .env = {{"DISPLAY", ""}, {"WAYLAND_DISPLAY", ""}, {"KUBECONFIG", ""}}});
+  CHECK(dashboard.fragment() == "#/graph?ns=emojivoto");
+  INFO(dashboard.process().output());
 
   // Without the cookie the API is closed; the page itself is not.
   auto [refused, refused_status] = BodyAndStatus(dashboard.Curl("/api/v1alpha1/views/namespaces"));
@@ -106,7 +66,7 @@ TEST_CASE("meshctl dashboard relays a graph view and a tap from a real aggregato
   CHECK(unchanged.empty());
 
   // The printed address sets the cookie and sends the browser to /.
-  auto [traded, traded_status] = BodyAndStatus(dashboard.Curl("/?token=" + dashboard.token));
+  auto [traded, traded_status] = BodyAndStatus(dashboard.Curl("/?token=" + dashboard.token()));
   CHECK(traded_status == 303);
 
   auto [graph, graph_status] =
@@ -122,8 +82,8 @@ TEST_CASE("meshctl dashboard relays a graph view and a tap from a real aggregato
   CHECK(nodes == std::set<std::string>{"voting", "web"});
 
   // A tap: curl keeps reading the stream until it is stopped.
-  Process tap({"curl", "-sS", "-N", "-b", dashboard.jar.path() + "/c",
-               dashboard.origin +
+  Process tap({"curl", "-sS", "-N", "-b", dashboard.cookie_jar(),
+               dashboard.origin() +
                    "/api/v1alpha1/namespaces/emojivoto/taps?watch=true&target.type=deployment"
                    "&target.name=voting"});
   REQUIRE(PollUntil([&] { return !agent.subscribed().empty(); }, 15s));
@@ -152,8 +112,8 @@ TEST_CASE("meshctl dashboard relays a graph view and a tap from a real aggregato
   CHECK(PollUntil([&] { return agent.cancelled().count(subscription) == 1; }, 15s));
 
   // Ctrl-C: meshctl stops serving and exits 0.
-  dashboard.process.Signal(SIGINT);
-  const std::optional<ExitStatus> ended = dashboard.process.Wait(15s);
+  dashboard.process().Signal(SIGINT);
+  const std::optional<ExitStatus> ended = dashboard.process().Wait(15s);
   REQUIRE(ended.has_value());
   CHECK(ended->ok());
 }
