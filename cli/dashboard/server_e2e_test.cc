@@ -6,6 +6,8 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
@@ -17,6 +19,7 @@
 #include "test/lib/aggregator_process.h"
 #include "test/lib/dashboard_process.h"
 #include "test/lib/fake_agent.h"
+#include "test/lib/files.h"
 #include "test/lib/process.h"
 
 namespace nodemesh::testing {
@@ -116,6 +119,39 @@ TEST_CASE("meshctl dashboard relays a graph view and a tap from a real aggregato
   const std::optional<ExitStatus> ended = dashboard.process().Wait(15s);
   REQUIRE(ended.has_value());
   CHECK(ended->ok());
+}
+
+// The children of process `pid` (every thread's), from /proc.
+std::string ChildrenOf(pid_t pid) {
+  std::string children;
+  for (const auto& task : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid))) {
+    children += ReadFile(task.path().string() + "/children");
+  }
+  return children;
+}
+
+TEST_CASE("meshctl dashboard opens the address with xdg-open when there is a display, and reaps it",
+          "[dashboard][e2e]") {
+  AggregatorProcess aggregator({.binary = NODEMESH_AGGREGATOR_BINARY});
+  const TempDir bin;
+  // An xdg-open that notes what it was asked to open.
+  WriteFile(bin.path() + "/xdg-open", fmt::format("#!/bin/sh\necho \"$1\" > {}/opened.tmp && "
+                                                  "mv {}/opened.tmp {}/opened\n",
+                                                  bin.path(), bin.path(), bin.path()));
+  std::filesystem::permissions(bin.path() + "/xdg-open", std::filesystem::perms::owner_all);
+  DashboardProcess dashboard({.binary = NODEMESH_MESHCTL_BINARY,
+                              .args = {"--aggregator", aggregator.address()},
+                              .no_browser = false,
+                              .env = {{"DISPLAY", ":0"},
+                                      {"WAYLAND_DISPLAY", ""},
+                                      {"KUBECONFIG", ""},
+                                      {"PATH", bin.path() + ":" + std::getenv("PATH")}}});
+  INFO(dashboard.process().output());
+  const std::string opened = bin.path() + "/opened";
+  REQUIRE(PollUntil([&] { return std::filesystem::exists(opened); }, 15s));
+  CHECK(ReadFile(opened) == dashboard.origin() + "/?token=" + dashboard.token() + "\n");
+  // Ended and reaped: no child left, not even a zombie.
+  CHECK(PollUntil([&] { return ChildrenOf(dashboard.process().pid()).empty(); }, 15s));
 }
 
 TEST_CASE("meshctl dashboard with an aggregator that does not answer fails at once",

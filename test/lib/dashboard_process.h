@@ -1,7 +1,7 @@
-// `meshctl dashboard --no-browser` run as a user runs it, for end-to-end tests of the
-// dashboard: ready when constructed (it has printed its address), its page's requests made
-// with curl sharing one cookie jar, as a browser's tab does. The destructor stops it (the
-// Process's SIGTERM). Not thread-safe.
+// `meshctl dashboard` run as a user runs it (with --no-browser unless told otherwise), for
+// end-to-end tests of the dashboard: ready when constructed (it has printed its address), its
+// page's requests made with curl sharing one cookie jar, as a browser's tab does. The destructor
+// stops it (the Process's SIGTERM). Not thread-safe.
 //
 //   DashboardProcess dashboard({.binary = NODEMESH_MESHCTL_BINARY,
 //                               .args = {"--aggregator", aggregator.address()}});
@@ -22,8 +22,9 @@
 namespace nodemesh::testing {
 
 struct DashboardProcessOptions {
-  std::string binary{};                                    // path of meshctl
-  std::vector<std::string> args{};                         // after `dashboard --no-browser`
+  std::string binary{};             // path of meshctl
+  std::vector<std::string> args{};  // after `dashboard` (and --no-browser)
+  bool no_browser = true;
   std::vector<std::pair<std::string, std::string>> env{};  // added to the test's environment
   std::chrono::milliseconds ready_timeout{std::chrono::seconds(15)};
 };
@@ -81,7 +82,8 @@ class DashboardProcess {
 
  private:
   static std::vector<std::string> Command(const DashboardProcessOptions& options) {
-    std::vector<std::string> argv = {options.binary, "dashboard", "--no-browser"};
+    std::vector<std::string> argv = {options.binary, "dashboard"};
+    if (options.no_browser) argv.push_back("--no-browser");
     argv.insert(argv.end(), options.args.begin(), options.args.end());
     return argv;
   }
