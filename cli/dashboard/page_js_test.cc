@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "cli/resource.h"
 #include "cli/run_in_process.h"
+#include "cli/views/format.h"
 #include "test/lib/browser.h"
 #include "test/lib/files.h"
 
@@ -107,6 +108,26 @@ TEST_CASE("the page reads windows as meshctl -t does", "[dashboard]") {
     } else {
       CHECK(answers[i] == std::string(window.status().message()));
     }
+  }
+}
+
+TEST_CASE("the page shows figures as meshctl does", "[dashboard]") {
+  const std::vector<double> rates = {0, 0.00001, 0.5, 0.851, 0.123125, 0.99999, 1};
+  const std::vector<double> rps = {0, 0.001234, 0.05, 0.094, 0.095, 1, 10.25, 10.75, 1234.56};
+  const std::vector<int64_t> latencies = {0,           499,         500,           1'900'000,
+                                          999'999'499, 999'999'500, 12'345'678'901};
+  const json answers = EvaluateOnPage(
+      "(() => { const f = nodemesh.table.format; return [" + std::string(json(rates).dump()) +
+      ".map(f.percent), " + std::string(json(rps).dump()) + ".map(f.rps), " +
+      std::string(json(latencies).dump()) + ".map(f.latency)]; })()");
+  for (size_t i = 0; i < rates.size(); ++i) CHECK(answers[0][i] == FormatSuccessRate(rates[i]));
+  for (size_t i = 0; i < rps.size(); ++i) {
+    std::string text = FormatRps(rps[i]);
+    text.resize(text.size() - 3);  // the page's column says "RPS" once
+    CHECK(answers[1][i] == text);
+  }
+  for (size_t i = 0; i < latencies.size(); ++i) {
+    CHECK(answers[2][i] == FormatLatency(latencies[i]));
   }
 }
 

@@ -19,16 +19,40 @@
     return node;
   }
 
-  // Figures as the CLI shows them (cli/views/format.cc).
+  // `x` with `decimals` decimals as fmt prints it: an exact tie rounds to even (10.25 ->
+  // "10.2"), where toFixed would round it up.
+  function fixed(x, decimals) {
+    const scaled = x * 10 ** decimals;
+    const floor = Math.floor(scaled);
+    if (scaled - floor === 0.5 && floor % 2 === 0) return (floor / 10 ** decimals).toFixed(decimals);
+    return x.toFixed(decimals);
+  }
+
+  // Figures as meshctl shows them (cli/views/format.cc).
   const format = {
-    percent: (rate) => `${(100 * rate).toFixed(2)}%`,
-    rps: (rps) => `${rps.toFixed(1)}`,
+    // FormatSuccessRate: rounding hides neither the failures nor the successes.
+    percent(rate) {
+      const clamped = Math.min(Math.max(rate, 0), 1);
+      const text = `${fixed(clamped * 100, 2)}%`;
+      if (clamped < 1 && text === '100.00%') return '99.99%';
+      if (clamped > 0 && text === '0.00%') return '0.01%';
+      return text;
+    },
+    // FormatRps: one decimal, or the first two significant digits of a slower rate.
+    rps(rps) {
+      if (!(rps > 0)) return '0.0';
+      if (rps >= 0.095) return fixed(rps, 1);
+      const decimals = 1 - Math.floor(Math.log10(rps));
+      return fixed(rps, decimals).replace(/0+$/, '').replace(/\.$/, '');
+    },
+    // FormatLatency: milliseconds with three decimals below a second, else seconds.
     latency(ns) {
-      const n = Number(ns || 0);
-      if (n >= 1e9) return `${(n / 1e9).toFixed(2)}s`;
-      if (n >= 1e6) return `${(n / 1e6).toFixed(0)}ms`;
-      if (n >= 1e3) return `${(n / 1e3).toFixed(0)}µs`;
-      return `${n}ns`;
+      const nanoseconds = Math.max(Number(ns || 0), 0);
+      const pad = (n) => String(n).padStart(3, '0');
+      const microseconds = Math.floor((nanoseconds + 500) / 1000);
+      if (microseconds < 1e6) return `${Math.floor(microseconds / 1000)}.${pad(microseconds % 1000)}ms`;
+      const milliseconds = Math.floor((nanoseconds + 500000) / 1e6);
+      return `${Math.floor(milliseconds / 1000)}.${pad(milliseconds % 1000)}s`;
     },
     count: (value) => String(Number(value || 0)),
   };

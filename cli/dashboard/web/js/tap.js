@@ -46,7 +46,7 @@
     const head = el(
       'tr',
       {},
-      ...['Time', 'Dir', 'From', 'To', 'Method', 'Path', 'HTTP', 'gRPC', 'Latency', 'Duration'].map(
+      ...['Time (UTC)', 'Dir', 'From', 'To', 'Method', 'Path', 'HTTP', 'gRPC', 'Latency', 'Duration'].map(
         (label, i) => el('th', {class: i >= 8 ? 'num' : null}, label)
       )
     );
