@@ -1,7 +1,8 @@
-// The dashboard page's pure scripts (web/js/state.js, api.js, commands.js), run in headless
-// Chromium, against the cases of testdata/cases.json, which meshctl's own code checks too:
-// the window grammar against cli::ParseWindow, and every command the page prints through
-// meshctl's flag parser. So the page and meshctl cannot drift apart unnoticed.
+// The dashboard page's pure scripts (web/js/state.js, api.js, commands.js, table.js's figures,
+// graph.js's request), run in headless Chromium against the cases of testdata/cases.json,
+// which meshctl's own code checks too: the window grammar against cli::ParseWindow, the
+// figures against cli/views/format.cc, and every command the page prints through meshctl's
+// flag parser. So the page and meshctl cannot drift apart unnoticed.
 #include <catch2/catch.hpp>
 #include <cstdint>
 #include <nlohmann/json.hpp>

@@ -60,6 +60,14 @@
     return {namespace, type, name};
   }
 
+  // An end of a call: a workload, or a peer outside the cluster ("/external/ADDRESS", with
+  // a namespace when the aggregator knows whose it is), as the graph names them.
+  const EXTERNAL = /^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?\/external\/[^/>\s]{1,253}$/;
+  const isEnd = (text) => parseRef(text) !== null || EXTERNAL.test(text);
+
+  // What the graph's "hide" may name besides namespaces: every peer outside the cluster.
+  const HIDE_EXTERNAL = ':external';
+
   // An API Resource ({type: long, namespace, name}) -> "NS/TYPE/NAME".
   function refOf(resource) {
     const type = SHORT_TYPES[resource.type] || resource.type || '';
@@ -126,7 +134,7 @@
     around: (state, value) => readRef(state, 'around', value),
     edge(state, value) {
       const ends = value.split('>');
-      if (ends.length !== 2 || !parseRef(ends[0]) || !parseRef(ends[1])) {
+      if (ends.length !== 2 || !isEnd(ends[0]) || !isEnd(ends[1])) {
         return `edge: '${value}' is not NS/TYPE/NAME>NS/TYPE/NAME`;
       }
       state.edge = value;
@@ -138,9 +146,10 @@
       return null;
     },
     hide(state, value) {
+      const hideable = (n) => NAMESPACE.test(n) || n === HIDE_EXTERNAL;
       const names = splitList(value);
-      const bad = names.filter((n) => !NAMESPACE.test(n));
-      state.hide = names.filter((n) => NAMESPACE.test(n));
+      const bad = names.filter((n) => !hideable(n));
+      state.hide = [...new Set(names.filter(hideable))];
       return bad.length ? `hide: '${bad.join(',')}' is no namespace name` : null;
     },
     all(state, value) {
