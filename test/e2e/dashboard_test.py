@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "demo"))
 import cluster  # noqa: E402
+from emojivoto.test_story import check, failures, verdict  # noqa: E402
 
 BROWSER = ROOT / "test" / "lib" / "browser.py"
 TAP = ("#/tap?target=emojivoto/deploy/web&to=emojivoto/deploy/voting"
@@ -45,15 +46,6 @@ ROWS_READY = ("document.body.dataset.state === 'ready' && ['emoji', 'voting', 'w
               "document.querySelector(`tr[data-workload='emojivoto/deploy/${n}']"
               "[data-success-rate]`))")
 TAP_ROWS = "document.querySelectorAll('tr[data-request-id]').length"
-
-failures = []
-
-
-def check(condition, what):
-    print(("ok    " if condition else "FAIL  ") + what, flush=True)
-    if not condition:
-        failures.append(what)
-
 
 def browse(steps, timeout=180):
     """Runs browser.py; returns its step results, the last line's page errors and its exit
@@ -200,11 +192,7 @@ def main():
                 dashboard.kill()
                 dashboard.wait()
         story.down()
-    if failures:
-        print(f"\n{len(failures)} check(s) failed", flush=True)
-        return 1
-    print("\nall checks passed", flush=True)
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":
