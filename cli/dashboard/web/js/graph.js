@@ -50,7 +50,10 @@
     'elk.spacing.nodeNode': '12',
     'elk.layered.spacing.nodeNodeBetweenLayers': '48',
   });
+  // The boxes, left to right by the calls between them; a long chain of boxes wraps into rows.
   const BOXES_OPTIONS = Object.assign({}, FAST_LAYERED, {
+    'elk.layered.wrapping.strategy': 'MULTI_EDGE',
+    'elk.aspectRatio': '1.6',
     'elk.spacing.nodeNode': '40',
     'elk.spacing.componentComponent': '40',
     'elk.layered.spacing.nodeNodeBetweenLayers': '120',
@@ -58,8 +61,13 @@
 
   const FLOW_EDGES_PER_BOX = 3;
 
-  // The one layout engine of the page's life (its worker starts now).
+  // The one layout engine of the page's life. Its worker starts now and lays out a graph of
+  // one node at once, so that its code is compiled while the view's request is in flight.
   const elk = typeof ELK === 'function' ? new ELK({workerUrl: '/elk-worker.min.js'}) : null;
+  if (elk) {
+    elk.layout({id: ':warm', layoutOptions: BOX_OPTIONS, children: [{id: 'a', width: 1, height: 1}]})
+        .catch(() => {});  // a worker that cannot start fails the view's own layout, said there
+  }
   // The last layout, reused while the graph's shape does not change: {key, boxes, top}.
   let lastLayout = null;
   // The viewBox the user panned or zoomed to, kept across refreshes of the same graph.
