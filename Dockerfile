@@ -5,10 +5,12 @@
 #   podman build --network host --build-arg VERSION=0.1.0 -t nodemesh:0.1.0 .
 #
 # test/k8s/build-image.sh builds it with no registry: BASE is a debootstrapped Debian 12
-# imported locally, the host's apt cache is mounted at /var/cache/apt/archives and its
-# compiler cache at /ccache, and SOURCE_DIR is the host's checkout path, so that the compile
+# imported locally, the host's apt cache is mounted at /var/cache/apt/archives, its
+# compiler cache at /ccache and its npm tarballs (elkjs, which meshctl's dashboard embeds) at
+# /var/cache/nodemesh/npm, where the configure step looks for them, and SOURCE_DIR is the host's checkout path, so that the compile
 # commands equal those of the host's release build and ccache hits (docs/ARCHITECTURE.md
-# section 8). Without those mounts the build is the same, only slower.
+# section 8). Without those mounts the build is the same, only slower (the configure step
+# downloads elkjs from the npm registry; -DNODEMESH_DASHBOARD=OFF builds meshctl without it).
 ARG BASE=docker.io/library/debian:bookworm-slim
 
 FROM ${BASE} AS build

@@ -7,6 +7,9 @@
 #     (/var/cache/nodemesh) and as the image localhost/nodemesh-base:<key>, reused when present;
 #   - the build stage's apt downloads reuse the host's apt cache (/var/cache/apt/archives is
 #     mounted into the build, and apt in the debootstrapped base keeps what it downloads);
+#   - the build stage's configure finds the npm tarballs the dashboard embeds (elkjs) in the
+#     host's cache (NODEMESH_NPM_CACHE, default $NODEMESH_CACHE_DIR/npm, mounted at
+#     /var/cache/nodemesh/npm, where cmake/NpmTarball.cmake looks), so it downloads nothing;
 #   - the build stage compiles through ccache with the host's cache directory mounted, the
 #     source at the host's own path and the build tree at build/release under it, as the
 #     release preset has it: compile commands are identical, so the host build's objects hit;
@@ -17,7 +20,8 @@
 #   bash test/k8s/build-image.sh --tag       print the image's name only
 #
 # Environment: NODEMESH_IMAGE (default localhost/nodemesh:<project version>),
-# NODEMESH_MIRROR (default http://deb.debian.org/debian), NODEMESH_CACHE_DIR, CCACHE_DIR
+# NODEMESH_MIRROR (default http://deb.debian.org/debian), NODEMESH_CACHE_DIR,
+# NODEMESH_NPM_CACHE, CCACHE_DIR
 # (default: ccache's own), CONTAINERS_CONF (default: one written under .cache/podman).
 # Needs root, podman, runc and debootstrap (bash test/install-deps.sh).
 set -euo pipefail
@@ -114,7 +118,9 @@ fi
 
 # The compiler cache the host's release build fills (.ci/run sets CCACHE_DIR).
 ccache_dir=${CCACHE_DIR:-$(ccache -k cache_dir)}
-mkdir -p "$ccache_dir" /var/cache/apt/archives/partial
+# The npm tarballs the host's configure fetched (cmake/NpmTarball.cmake).
+npm_cache=${NODEMESH_NPM_CACHE:-$cache_dir/npm}
+mkdir -p "$ccache_dir" "$npm_cache" /var/cache/apt/archives/partial
 
 # ccache hashes the locale variables: the build stage gets those the host build had.
 host_locale=()
@@ -135,6 +141,7 @@ build() {
     --build-arg HOST_LOCALE="${host_locale[*]}" \
     --volume /var/cache/apt/archives:/var/cache/apt/archives \
     --volume "$ccache_dir":/ccache \
+    --volume "$npm_cache":/var/cache/nodemesh/npm \
     "$@" "$root" 2>&1 | sed -u 's/^/    /'
 }
 
