@@ -65,8 +65,10 @@
   // one node at once, so that its code is compiled while the view's request is in flight.
   const elk = typeof ELK === 'function' ? new ELK({workerUrl: '/elk-worker.min.js'}) : null;
   if (elk) {
-    elk.layout({id: ':warm', layoutOptions: BOX_OPTIONS, children: [{id: 'a', width: 1, height: 1}]})
-        .catch(() => {});  // a worker that cannot start fails the view's own layout, said there
+    const one = {id: ':warm', layoutOptions: BOX_OPTIONS,
+      children: [{id: 'a', width: 1, height: 1}]};
+    // A worker that cannot start fails the view's own layout, which says so.
+    elk.layout(one).catch(() => {});
   }
   // The last layout, reused while the graph's shape does not change: {key, boxes, top}.
   let lastLayout = null;
@@ -89,45 +91,17 @@
     return Math.min(8, 1 + 1.75 * Math.log10(1 + 10 * rps));
   }
 
-  function percent(rate) {
-    const value = Math.round(rate * 1000) / 10;
-    return (Number.isInteger(value) ? value.toFixed(0) : value.toFixed(1)) + '%';
-  }
-
-  function perSecond(rps) {
-    if (rps >= 1000) return (rps / 1000).toFixed(1) + 'k rps';
-    return (rps >= 10 ? rps.toFixed(0) : rps.toFixed(1)) + ' rps';
-  }
-
+  // Figures as meshctl prints them.
+  const {percent, latency: duration} = nm.table.format;
+  const perSecond = (rps) => `${nm.table.format.rps(rps)} rps`;
   const thousands = (value) => value.toLocaleString('en-US');
-
-  function duration(nanoseconds) {
-    const ms = number(nanoseconds) / 1e6;
-    if (ms === 0) return '-';
-    if (ms < 1) return (ms * 1000).toFixed(0) + ' µs';
-    return (ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0)) + ' ms';
-  }
 
   // ---- Names ----
 
-  const longTypes = () => nm.state.LONG_TYPES;  // short -> API
-  const shortTypes = () => nm.state.SHORT_TYPES;  // API -> short
-
-  // NS/TYPE/NAME of an API resource, TYPE short; peers outside the cluster are /external/NAME.
-  function idOf(resource) {
-    const type = resource.type || '';
-    return `${resource.namespace || ''}/${shortTypes()[type] || type}/${resource.name || ''}`;
-  }
-
+  // Ids are NS/TYPE/NAME with TYPE short (nm.state.refOf); a peer outside the cluster is
+  // /external/NAME.
   function isExternal(resource) {
     return resource.type === 'external';
-  }
-
-  // {namespace, type (API's), name} of NS/TYPE/NAME, or null.
-  function parseId(id) {
-    const parts = (id || '').split('/');
-    if (parts.length !== 3 || !parts[0] || !parts[2]) return null;
-    return {namespace: parts[0], type: longTypes()[parts[1]] || parts[1], name: parts[2]};
   }
 
   // ---- The request ----
@@ -136,9 +110,9 @@
   function requestParams(state) {
     const params = new URLSearchParams();
     if (state.failing) params.append('filter.onlyFailing', 'true');
-    const around = parseId(state.around);
+    const around = state.around ? nm.state.parseRef(state.around) : null;
     if (around) {
-      params.append('filter.around.type', around.type);
+      params.append('filter.around.type', nm.state.LONG_TYPES[around.type]);
       params.append('filter.around.namespace', around.namespace);
       params.append('filter.around.name', around.name);
     }
@@ -150,22 +124,9 @@
     return params;
   }
 
-  // ---- DOM helpers (text only, never markup) ----
+  // ---- DOM helpers (text and attribute values only, never markup) ----
 
-  function html(tag, attributes, ...children) {
-    const element = document.createElement(tag);
-    for (const [name, value] of Object.entries(attributes || {})) {
-      if (value !== undefined && value !== null && value !== false) {
-        element.setAttribute(name, String(value));
-      }
-    }
-    for (const child of children) {
-      if (child !== null && child !== undefined) {
-        element.append(typeof child === 'string' ? document.createTextNode(child) : child);
-      }
-    }
-    return element;
-  }
+  const html = nm.table.el;  // text children only
 
   function svg(tag, attributes) {
     const element = document.createElementNS(SVG_NS, tag);
@@ -194,7 +155,7 @@
   function modelOf(view, state) {
     const nodes = new Map();
     const addNode = (resource, row) => {
-      const id = idOf(resource);
+      const id = nm.state.refOf(resource);
       if (!nodes.has(id)) {
         const box = isExternal(resource) ? OUTSIDE_BOX : resource.namespace || '';
         nodes.set(id, {id, resource, row: row || {}, box, edges: []});
@@ -232,7 +193,8 @@
   function shapeKey(model) {
     const parts = [];
     for (const box of model.boxes.values()) {
-      parts.push(box.id, box.nodes.map((n) => n.id).join(','), box.edges.map((e) => e.id).join(','));
+      const ids = (list) => list.map((item) => item.id).join(',');
+      parts.push(box.id, ids(box.nodes), ids(box.edges));
     }
     parts.push(model.crossing.map((e) => `${e.source.box}>${e.target.box}`).join(','));
     return parts.join('\n');
@@ -366,8 +328,8 @@
                                    'no responses in the window';
     title.textContent = `${node.id}\n${figures}`;
     group.append(title, svg('rect', {width: NODE_WIDTH, height: NODE_HEIGHT, rx: 5}));
-    const name = external ? node.resource.name || 'external' :
-                            `${shortTypes()[node.resource.type] || node.resource.type}/${node.resource.name}`;
+    // TYPE/NAME: the box says the namespace.
+    const name = external ? node.resource.name : node.id.slice(node.id.indexOf('/') + 1);
     group.append(svgText(8, 15, shortened(name, NAME_CHARS), 'nm-name'));
     group.append(svgText(8, 29, hasResponses ? `${percent(successRate)} · ${perSecond(rps)}` :
                                                'no responses', 'nm-figures'));
@@ -523,7 +485,8 @@
   }
 
   function hideNamespacesChooser(size, state) {
-    const counts = Object.entries(size.nodesByNamespace || {}).sort((a, b) => a[0].localeCompare(b[0]));
+    const counts = Object.entries(size.nodesByNamespace || {});
+    counts.sort((a, b) => a[0].localeCompare(b[0]));
     const hidden = state.hide || [];
     const list = html('div', {class: 'nm-hide-list'});
     for (const [name, count] of counts) {
@@ -549,7 +512,7 @@
     const error = html('span', {class: 'nm-input-error', role: 'alert'});
     const apply = () => {
       const value = input.value.trim();
-      if (value && !parseId(value)) {
+      if (value && !nm.state.parseRef(value)) {
         error.textContent = `"${value}" is no workload: write it as namespace/type/name, e.g. ` +
             `${(state.ns || [])[0] || 'default'}/deploy/web`;
         return;
@@ -682,7 +645,7 @@
     options.append(html('li', {}, aroundChooser(null, state)));
     options.append(html('li', {}, hideNamespacesChooser(size, state)));
     const anyway = html('button', {type: 'button', 'data-filter': 'all',
-      disabled: nodes > DRAW_ANYWAY_MAX_NODES}, 'Draw anyway');
+      disabled: nodes > DRAW_ANYWAY_MAX_NODES ? '' : null}, 'Draw anyway');
     anyway.addEventListener('click', () => nm.state.navigate({all: true}));
     const note = nodes > DRAW_ANYWAY_MAX_NODES ?
         ` (not past ${DRAW_ANYWAY_MAX_NODES} workloads: choose a filter)` :
@@ -718,13 +681,18 @@
     const initial = keptView && keptView.key === viewKey && keptView.shape === layout.key ?
         Object.assign({}, keptView.view, {fit: drawn.fit}) :
         Object.assign({}, drawn.fit, {fit: drawn.fit});
-    drawn.root.setAttribute('viewBox', `${initial.x} ${initial.y} ${initial.width} ${initial.height}`);
+    const {x, y, width, height} = initial;
+    drawn.root.setAttribute('viewBox', `${x} ${y} ${width} ${height}`);
     const zoom = panAndZoom(drawn.root, initial, (view) => {
       keptView = {key: viewKey, shape: layout.key, view};
     });
     const controls = html('div', {class: 'nm-zoom'});
-    for (const [label, name, action] of [['+', 'zoom in', zoom.zoomIn], ['−', 'zoom out', zoom.zoomOut],
-      ['fit', 'fit the graph', zoom.fit]]) {
+    const buttons = [
+      ['+', 'zoom in', zoom.zoomIn],
+      ['−', 'zoom out', zoom.zoomOut],
+      ['fit', 'fit the graph', zoom.fit],
+    ];
+    for (const [label, name, action] of buttons) {
       const button = html('button', {type: 'button', 'aria-label': name}, label);
       button.addEventListener('click', action);
       controls.append(button);
@@ -733,8 +701,9 @@
     drawn.root.addEventListener('pointerover', (event) => {
       const nodeElement = event.target.closest('[data-workload]');
       const edgeElement = event.target.closest('[data-edge]');
-      if (nodeElement) lights.light(lights.litOfNode(model.nodes.get(nodeElement.dataset.workload)));
-      else if (edgeElement) {
+      if (nodeElement) {
+        lights.light(lights.litOfNode(model.nodes.get(nodeElement.dataset.workload)));
+      } else if (edgeElement) {
         lights.light(lights.litOfEdge(model.edges.find((e) => e.id === edgeElement.dataset.edge)));
       }
     });
@@ -746,7 +715,9 @@
       const nodeElement = event.target.closest('[data-workload]');
       if (nodeElement) {
         const node = model.nodes.get(nodeElement.dataset.workload);
-        if (!isExternal(node.resource)) nm.state.navigate({view: 'workload', sel: node.id});
+        if (!isExternal(node.resource)) {
+          nm.state.navigate({view: 'workload', sel: node.id, edge: null});
+        }
         return;
       }
       const edgeElement = event.target.closest('[data-edge]');
@@ -755,7 +726,7 @@
     drawn.root.addEventListener('keydown', (event) => {
       const nodeElement = event.target.closest('[data-workload]');
       if (nodeElement && event.key === 'Enter') {
-        nm.state.navigate({view: 'workload', sel: nodeElement.dataset.workload});
+        nm.state.navigate({view: 'workload', sel: nodeElement.dataset.workload, edge: null});
       }
     });
     stage.append(drawn.root, controls, legend());
