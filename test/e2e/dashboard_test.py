@@ -8,7 +8,9 @@ as the story test starts it, under a name, subnet and ports of its own), the rea
      voting and web sometimes;
   2. the same URL opened in a fresh browser profile (after the token dance) shows the same;
   3. the tap of web's VoteDoughnut calls to voting shows rows ending with gRPC status
-     Unknown; pause stops new rows, resume shows them.
+     Unknown; pause stops new rows, resume shows them;
+  4. #/graph?ns=emojivoto draws web's calls to voting as failing and to emoji as healthy;
+     a click on voting opens its workload view.
 
     /usr/bin/python3 test/e2e/dashboard_test.py --bin BUILD_DIR --artifacts DIR
 
@@ -43,6 +45,13 @@ ROWS_READY = ("document.body.dataset.state === 'ready' && ['emoji', 'voting', 'w
               "document.querySelector(`tr[data-workload='emojivoto/deploy/${n}']"
               "[data-success-rate]`))")
 TAP_ROWS = "document.querySelectorAll('tr[data-request-id]').length"
+GRAPH = "#/graph?ns=emojivoto"
+
+
+def graph_edge(callee):
+    """The graph's path of web's calls to `callee`."""
+    return ("document.querySelector('path[data-edge=\"emojivoto/deploy/web>emojivoto/deploy/"
+            f"{callee}\"]')")
 
 failures = []
 
@@ -159,6 +168,27 @@ def main():
             # (A row whose request started before the tap has no path.)
             check(all(path in (None, "/emojivoto.v1.VotingService/VoteDoughnut")
                       for path, _ in rows), "every tapped row is a VoteDoughnut call")
+
+        # 4: the graph, and a click on a workload.
+        steps, errors, code = browse([
+            {"open": entry + GRAPH},
+            {"wait": f"document.body.dataset.state === 'ready' && {graph_edge('voting')} && "
+                     f"{graph_edge('emoji')}", "timeout": 30},
+            {"eval": f"[{graph_edge('voting')}.dataset.health, "
+                     f"{graph_edge('emoji')}.dataset.health]"},
+            shot("graph.png"),
+            {"click": "g[data-workload='emojivoto/deploy/voting']"},
+            {"wait": "location.hash.startsWith('#/workload?')", "timeout": 10},
+            {"eval": "location.hash"},
+        ])
+        check(code == 0, f"the graph is drawn and a click on voting opens it {errors}")
+        if code == 0:
+            health = steps[2]["value"]
+            check(health == ["failing", "healthy"],
+                  f"web's calls to voting are failing, to emoji healthy ({health})")
+            fragment = steps[-1]["value"]
+            check("sel=emojivoto/deploy/voting" in fragment,
+                  f"the click opens voting's workload view ({fragment})")
     except Exception as error:  # the cluster and the dashboard must go whatever happened
         failures.append(repr(error))
         print(f"FAIL  {error}", flush=True)
