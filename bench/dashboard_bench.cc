@@ -43,7 +43,6 @@ namespace {
 using aggregator::testing::DeltaBuilder;
 using aggregator::testing::MakePod;
 using testing::AggregatorProcess;
-using testing::AggregatorProcessOptions;
 using testing::FakeAgent;
 using testing::PollUntil;
 using testing::Process;
