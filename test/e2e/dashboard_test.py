@@ -7,10 +7,10 @@ as the story test starts it, under a name, subnet and ports of its own), the rea
   1. #/workloads?ns=emojivoto shows emoji, voting, web and vote-bot; emoji succeeds always,
      voting and web sometimes;
   2. the same URL opened in a fresh browser profile (after the token dance) shows the same;
-  3. the tap of web's VoteDoughnut calls to voting shows rows ending with gRPC status
-     Unknown; pause stops new rows, resume shows them;
-  4. #/graph?ns=emojivoto draws web's calls to voting as failing and to emoji as healthy;
-     a click on voting opens its workload view.
+  3. the call graph: web's calls to voting are failing, to emoji healthy; clicking voting
+     opens its workload;
+  4. the tap of web's VoteDoughnut calls to voting shows rows ending with gRPC status
+     Unknown; pause stops new rows, resume shows them.
 
     /usr/bin/python3 test/e2e/dashboard_test.py --bin BUILD_DIR --artifacts DIR
 
@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "demo"))
 import cluster  # noqa: E402
+from emojivoto.test_story import check, failures, verdict  # noqa: E402
 
 BROWSER = ROOT / "test" / "lib" / "browser.py"
 TAP = ("#/tap?target=emojivoto/deploy/web&to=emojivoto/deploy/voting"
@@ -45,22 +46,6 @@ ROWS_READY = ("document.body.dataset.state === 'ready' && ['emoji', 'voting', 'w
               "document.querySelector(`tr[data-workload='emojivoto/deploy/${n}']"
               "[data-success-rate]`))")
 TAP_ROWS = "document.querySelectorAll('tr[data-request-id]').length"
-GRAPH = "#/graph?ns=emojivoto"
-
-
-def graph_edge(callee):
-    """The graph's path of web's calls to `callee`."""
-    return ("document.querySelector('path[data-edge=\"emojivoto/deploy/web>emojivoto/deploy/"
-            f"{callee}\"]')")
-
-failures = []
-
-
-def check(condition, what):
-    print(("ok    " if condition else "FAIL  ") + what, flush=True)
-    if not condition:
-        failures.append(what)
-
 
 def browse(steps, timeout=180):
     """Runs browser.py; returns its step results, the last line's page errors and its exit
@@ -114,7 +99,7 @@ def main():
         dashboard, base, token = start_dashboard(story)
         entry = f"{base}?token={token}"
 
-        # 1 and 2: the workloads, then the same URL in a fresh profile.
+        # The workloads, then the same URL in a fresh profile.
         steps, errors, code = browse([
             {"open": entry + WORKLOADS},
             {"wait": ROWS_READY, "timeout": 30},
@@ -143,23 +128,50 @@ def main():
                   and all(0 < (reopened.get(n) or 0) < 1 for n in ("voting", "web")),
                   f"the URL reopened in a fresh profile shows the same rows ({reopened})")
 
-        # 3: the tap, paused and resumed.
+        # The call graph: web's calls to voting fail, those to emoji do not; a node opens its
+        # workload.
+        health = ("Object.fromEntries([...document.querySelectorAll('path[data-edge]')].map(e => "
+                  "[e.dataset.edge, e.dataset.health]))")
+        web = "emojivoto/deploy/web"
+        steps, errors, code = browse([
+            {"open": entry + "#/graph?ns=emojivoto"},
+            {"wait": "document.body.dataset.state === 'ready' && document.querySelector("
+                     f"'path[data-edge=\"{web}>emojivoto/deploy/voting\"]')", "timeout": 30},
+            {"eval": health},
+            shot("3-graph.png"),
+            {"click": "g[data-workload='emojivoto/deploy/voting']"},
+            {"wait": "location.hash.startsWith('#/workload?') && "
+                     "document.body.dataset.state === 'ready'", "timeout": 30},
+            {"eval": "location.hash"},
+        ])
+        check(code == 0, f"the graph view renders without errors {errors}")
+        values = [step["value"] for step in steps if "eval" in step]
+        if len(values) == 2:
+            edges, opened = values
+            check(edges.get(f"{web}>emojivoto/deploy/voting") == "failing",
+                  f"web -> voting is failing ({edges})")
+            check(edges.get(f"{web}>emojivoto/deploy/emoji") == "healthy",
+                  f"web -> emoji is healthy ({edges})")
+            check("sel=emojivoto/deploy/voting" in opened,
+                  f"clicking voting opens its workload ({opened})")
+
+        # The tap, paused and resumed.
         unknown = "document.querySelectorAll('tr[data-grpc-status=Unknown]').length > 0"
         steps, errors, code = browse([
             {"open": entry + TAP},
             {"wait": unknown, "timeout": 30},
-            shot("3-tap.png"),
+            shot("4-tap.png"),
             {"click": "[data-tap-pause]"},
             {"eval": f"window.pausedRows = {TAP_ROWS}"},
             # Doughnut votes keep coming (one every few seconds): none is drawn while paused.
             {"wait": f"new Promise(done => setTimeout(() => done({TAP_ROWS} === "
                      "window.pausedRows), 5000))", "timeout": 10},
-            shot("4-tap-paused.png"),
+            shot("5-tap-paused.png"),
             {"click": "[data-tap-pause]"},
             {"wait": f"{TAP_ROWS} > window.pausedRows", "timeout": 30},
             {"eval": "[...document.querySelectorAll('tr[data-request-id]')].map(r => "
                      "[r.dataset.path, r.dataset.grpcStatus])"},
-            shot("5-tap-resumed.png"),
+            shot("6-tap-resumed.png"),
         ])
         check(code == 0, f"the tap shows VoteDoughnut ending Unknown, pauses and resumes "
               f"{errors}")
@@ -168,27 +180,6 @@ def main():
             # (A row whose request started before the tap has no path.)
             check(all(path in (None, "/emojivoto.v1.VotingService/VoteDoughnut")
                       for path, _ in rows), "every tapped row is a VoteDoughnut call")
-
-        # 4: the graph, and a click on a workload.
-        steps, errors, code = browse([
-            {"open": entry + GRAPH},
-            {"wait": f"document.body.dataset.state === 'ready' && {graph_edge('voting')} && "
-                     f"{graph_edge('emoji')}", "timeout": 30},
-            {"eval": f"[{graph_edge('voting')}.dataset.health, "
-                     f"{graph_edge('emoji')}.dataset.health]"},
-            shot("graph.png"),
-            {"click": "g[data-workload='emojivoto/deploy/voting']"},
-            {"wait": "location.hash.startsWith('#/workload?')", "timeout": 10},
-            {"eval": "location.hash"},
-        ])
-        check(code == 0, f"the graph is drawn and a click on voting opens it {errors}")
-        if code == 0:
-            health = steps[2]["value"]
-            check(health == ["failing", "healthy"],
-                  f"web's calls to voting are failing, to emoji healthy ({health})")
-            fragment = steps[-1]["value"]
-            check("sel=emojivoto/deploy/voting" in fragment,
-                  f"the click opens voting's workload view ({fragment})")
     except Exception as error:  # the cluster and the dashboard must go whatever happened
         failures.append(repr(error))
         print(f"FAIL  {error}", flush=True)
@@ -201,11 +192,7 @@ def main():
                 dashboard.kill()
                 dashboard.wait()
         story.down()
-    if failures:
-        print(f"\n{len(failures)} check(s) failed", flush=True)
-        return 1
-    print("\nall checks passed", flush=True)
-    return 0
+    return verdict()
 
 
 if __name__ == "__main__":

@@ -246,6 +246,8 @@
     if ((state.view === 'workloads' || state.view === 'graph') && !state.ns.length) {
       state.view = 'namespaces';
     }
+    // A call is selected in the graph only: leaving it for a workload leaves the selection.
+    if (state.view !== 'graph') state.edge = null;
     return state;
   }
 

@@ -94,7 +94,7 @@
       this.last = rows;
       const seen = new Set();
       const ordered = this.sorted(rows);
-      for (const row of ordered) {
+      for (const [i, row] of ordered.entries()) {
         const key = this.options.key(row);
         seen.add(key);
         let entry = this.rows.get(key);
@@ -104,7 +104,9 @@
         }
         entry.row = row;
         this.fill(entry);
-        this.body.append(entry.tr); // moves it into place
+        // Moved only when out of place: a focused or hovered row stays as it is.
+        const here = this.body.children[i] || null;
+        if (here !== entry.tr) this.body.insertBefore(entry.tr, here);
       }
       for (const [key, entry] of this.rows) {
         if (!seen.has(key)) {
