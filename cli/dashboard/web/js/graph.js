@@ -384,19 +384,18 @@
     let drag = null;
     root.addEventListener('pointerdown', (event) => {
       if (event.button !== 0 || event.target.closest('[data-workload],[data-edge]')) return;
-      drag = {start: toUser(event.clientX, event.clientY), view: Object.assign({}, view)};
+      const matrix = root.getScreenCTM();
+      if (!matrix) return;
+      // User units per screen pixel: panning does not change it.
+      drag = {x: event.clientX, y: event.clientY, scale: 1 / matrix.a, view};
       root.setPointerCapture(event.pointerId);
       root.classList.add('nm-dragging');
     });
     root.addEventListener('pointermove', (event) => {
       if (!drag) return;
-      const matrix = root.getScreenCTM();
-      if (!matrix) return;
-      const scale = 1 / matrix.a;  // user units per screen pixel at the drag's start
-      const startScreen = new DOMPoint(drag.start.x, drag.start.y).matrixTransform(matrix);
       view = Object.assign({}, drag.view, {
-        x: drag.view.x - (event.clientX - startScreen.x) * scale,
-        y: drag.view.y - (event.clientY - startScreen.y) * scale,
+        x: drag.view.x - (event.clientX - drag.x) * drag.scale,
+        y: drag.view.y - (event.clientY - drag.y) * drag.scale,
       });
       apply();
     });
