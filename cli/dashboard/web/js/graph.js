@@ -50,7 +50,10 @@
     'elk.spacing.nodeNode': '12',
     'elk.layered.spacing.nodeNodeBetweenLayers': '48',
   });
+  // The boxes, left to right by the calls between them; a long chain of boxes wraps into rows.
   const BOXES_OPTIONS = Object.assign({}, FAST_LAYERED, {
+    'elk.layered.wrapping.strategy': 'MULTI_EDGE',
+    'elk.aspectRatio': '1.6',
     'elk.spacing.nodeNode': '40',
     'elk.spacing.componentComponent': '40',
     'elk.layered.spacing.nodeNodeBetweenLayers': '120',
@@ -58,8 +61,15 @@
 
   const FLOW_EDGES_PER_BOX = 3;
 
-  // The one layout engine of the page's life (its worker starts now).
+  // The one layout engine of the page's life. Its worker starts now and lays out a graph of
+  // one node at once, so that its code is compiled while the view's request is in flight.
   const elk = typeof ELK === 'function' ? new ELK({workerUrl: '/elk-worker.min.js'}) : null;
+  if (elk) {
+    const one = {id: ':warm', layoutOptions: BOX_OPTIONS,
+      children: [{id: 'a', width: 1, height: 1}]};
+    // A worker that cannot start fails the view's own layout, which says so.
+    elk.layout(one).catch(() => {});
+  }
   // The last layout, reused while the graph's shape does not change: {key, boxes, top}.
   let lastLayout = null;
   // The viewBox the user panned or zoomed to, kept across refreshes of the same graph.
@@ -81,45 +91,17 @@
     return Math.min(8, 1 + 1.75 * Math.log10(1 + 10 * rps));
   }
 
-  function percent(rate) {
-    const value = Math.round(rate * 1000) / 10;
-    return (Number.isInteger(value) ? value.toFixed(0) : value.toFixed(1)) + '%';
-  }
-
-  function perSecond(rps) {
-    if (rps >= 1000) return (rps / 1000).toFixed(1) + 'k rps';
-    return (rps >= 10 ? rps.toFixed(0) : rps.toFixed(1)) + ' rps';
-  }
-
+  // Figures as meshctl prints them.
+  const {percent, latency: duration} = nm.table.format;
+  const perSecond = (rps) => `${nm.table.format.rps(rps)} rps`;
   const thousands = (value) => value.toLocaleString('en-US');
-
-  function duration(nanoseconds) {
-    const ms = number(nanoseconds) / 1e6;
-    if (ms === 0) return '-';
-    if (ms < 1) return (ms * 1000).toFixed(0) + ' µs';
-    return (ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0)) + ' ms';
-  }
 
   // ---- Names ----
 
-  const longTypes = () => nm.state.LONG_TYPES;  // short -> API
-  const shortTypes = () => nm.state.SHORT_TYPES;  // API -> short
-
-  // NS/TYPE/NAME of an API resource, TYPE short; peers outside the cluster are /external/NAME.
-  function idOf(resource) {
-    const type = resource.type || '';
-    return `${resource.namespace || ''}/${shortTypes()[type] || type}/${resource.name || ''}`;
-  }
-
+  // Ids are NS/TYPE/NAME with TYPE short (nm.state.refOf); a peer outside the cluster is
+  // /external/NAME.
   function isExternal(resource) {
     return resource.type === 'external';
-  }
-
-  // {namespace, type (API's), name} of NS/TYPE/NAME, or null.
-  function parseId(id) {
-    const parts = (id || '').split('/');
-    if (parts.length !== 3 || !parts[0] || !parts[2]) return null;
-    return {namespace: parts[0], type: longTypes()[parts[1]] || parts[1], name: parts[2]};
   }
 
   // ---- The request ----
@@ -128,9 +110,9 @@
   function requestParams(state) {
     const params = new URLSearchParams();
     if (state.failing) params.append('filter.onlyFailing', 'true');
-    const around = parseId(state.around);
+    const around = state.around ? nm.state.parseRef(state.around) : null;
     if (around) {
-      params.append('filter.around.type', around.type);
+      params.append('filter.around.type', nm.state.LONG_TYPES[around.type]);
       params.append('filter.around.namespace', around.namespace);
       params.append('filter.around.name', around.name);
     }
@@ -142,22 +124,9 @@
     return params;
   }
 
-  // ---- DOM helpers (text only, never markup) ----
+  // ---- DOM helpers (text and attribute values only, never markup) ----
 
-  function html(tag, attributes, ...children) {
-    const element = document.createElement(tag);
-    for (const [name, value] of Object.entries(attributes || {})) {
-      if (value !== undefined && value !== null && value !== false) {
-        element.setAttribute(name, String(value));
-      }
-    }
-    for (const child of children) {
-      if (child !== null && child !== undefined) {
-        element.append(typeof child === 'string' ? document.createTextNode(child) : child);
-      }
-    }
-    return element;
-  }
+  const html = nm.table.el;  // text children only
 
   function svg(tag, attributes) {
     const element = document.createElementNS(SVG_NS, tag);
@@ -186,7 +155,7 @@
   function modelOf(view, state) {
     const nodes = new Map();
     const addNode = (resource, row) => {
-      const id = idOf(resource);
+      const id = nm.state.refOf(resource);
       if (!nodes.has(id)) {
         const box = isExternal(resource) ? OUTSIDE_BOX : resource.namespace || '';
         nodes.set(id, {id, resource, row: row || {}, box, edges: []});
@@ -224,7 +193,8 @@
   function shapeKey(model) {
     const parts = [];
     for (const box of model.boxes.values()) {
-      parts.push(box.id, box.nodes.map((n) => n.id).join(','), box.edges.map((e) => e.id).join(','));
+      const ids = (list) => list.map((item) => item.id).join(',');
+      parts.push(box.id, ids(box.nodes), ids(box.edges));
     }
     parts.push(model.crossing.map((e) => `${e.source.box}>${e.target.box}`).join(','));
     return parts.join('\n');
@@ -358,8 +328,8 @@
                                    'no responses in the window';
     title.textContent = `${node.id}\n${figures}`;
     group.append(title, svg('rect', {width: NODE_WIDTH, height: NODE_HEIGHT, rx: 5}));
-    const name = external ? node.resource.name || 'external' :
-                            `${shortTypes()[node.resource.type] || node.resource.type}/${node.resource.name}`;
+    // TYPE/NAME: the box says the namespace.
+    const name = external ? node.resource.name : node.id.slice(node.id.indexOf('/') + 1);
     group.append(svgText(8, 15, shortened(name, NAME_CHARS), 'nm-name'));
     group.append(svgText(8, 29, hasResponses ? `${percent(successRate)} · ${perSecond(rps)}` :
                                                'no responses', 'nm-figures'));
@@ -414,19 +384,18 @@
     let drag = null;
     root.addEventListener('pointerdown', (event) => {
       if (event.button !== 0 || event.target.closest('[data-workload],[data-edge]')) return;
-      drag = {start: toUser(event.clientX, event.clientY), view: Object.assign({}, view)};
+      const matrix = root.getScreenCTM();
+      if (!matrix) return;
+      // User units per screen pixel: panning does not change it.
+      drag = {x: event.clientX, y: event.clientY, scale: 1 / matrix.a, view};
       root.setPointerCapture(event.pointerId);
       root.classList.add('nm-dragging');
     });
     root.addEventListener('pointermove', (event) => {
       if (!drag) return;
-      const matrix = root.getScreenCTM();
-      if (!matrix) return;
-      const scale = 1 / matrix.a;  // user units per screen pixel at the drag's start
-      const startScreen = new DOMPoint(drag.start.x, drag.start.y).matrixTransform(matrix);
       view = Object.assign({}, drag.view, {
-        x: drag.view.x - (event.clientX - startScreen.x) * scale,
-        y: drag.view.y - (event.clientY - startScreen.y) * scale,
+        x: drag.view.x - (event.clientX - drag.x) * drag.scale,
+        y: drag.view.y - (event.clientY - drag.y) * drag.scale,
       });
       apply();
     });
@@ -515,7 +484,8 @@
   }
 
   function hideNamespacesChooser(size, state) {
-    const counts = Object.entries(size.nodesByNamespace || {}).sort((a, b) => a[0].localeCompare(b[0]));
+    const counts = Object.entries(size.nodesByNamespace || {});
+    counts.sort((a, b) => a[0].localeCompare(b[0]));
     const hidden = state.hide || [];
     const list = html('div', {class: 'nm-hide-list'});
     for (const [name, count] of counts) {
@@ -541,7 +511,7 @@
     const error = html('span', {class: 'nm-input-error', role: 'alert'});
     const apply = () => {
       const value = input.value.trim();
-      if (value && !parseId(value)) {
+      if (value && !nm.state.parseRef(value)) {
         error.textContent = `"${value}" is no workload: write it as namespace/type/name, e.g. ` +
             `${(state.ns || [])[0] || 'default'}/deploy/web`;
         return;
@@ -674,7 +644,7 @@
     options.append(html('li', {}, aroundChooser(null, state)));
     options.append(html('li', {}, hideNamespacesChooser(size, state)));
     const anyway = html('button', {type: 'button', 'data-filter': 'all',
-      disabled: nodes > DRAW_ANYWAY_MAX_NODES}, 'Draw anyway');
+      disabled: nodes > DRAW_ANYWAY_MAX_NODES ? '' : null}, 'Draw anyway');
     anyway.addEventListener('click', () => nm.state.navigate({all: true}));
     const note = nodes > DRAW_ANYWAY_MAX_NODES ?
         ` (not past ${DRAW_ANYWAY_MAX_NODES} workloads: choose a filter)` :
@@ -710,13 +680,18 @@
     const initial = keptView && keptView.key === viewKey && keptView.shape === layout.key ?
         Object.assign({}, keptView.view, {fit: drawn.fit}) :
         Object.assign({}, drawn.fit, {fit: drawn.fit});
-    drawn.root.setAttribute('viewBox', `${initial.x} ${initial.y} ${initial.width} ${initial.height}`);
+    const {x, y, width, height} = initial;
+    drawn.root.setAttribute('viewBox', `${x} ${y} ${width} ${height}`);
     const zoom = panAndZoom(drawn.root, initial, (view) => {
       keptView = {key: viewKey, shape: layout.key, view};
     });
     const controls = html('div', {class: 'nm-zoom'});
-    for (const [label, name, action] of [['+', 'zoom in', zoom.zoomIn], ['−', 'zoom out', zoom.zoomOut],
-      ['fit', 'fit the graph', zoom.fit]]) {
+    const buttons = [
+      ['+', 'zoom in', zoom.zoomIn],
+      ['−', 'zoom out', zoom.zoomOut],
+      ['fit', 'fit the graph', zoom.fit],
+    ];
+    for (const [label, name, action] of buttons) {
       const button = html('button', {type: 'button', 'aria-label': name}, label);
       button.addEventListener('click', action);
       controls.append(button);
@@ -725,8 +700,9 @@
     drawn.root.addEventListener('pointerover', (event) => {
       const nodeElement = event.target.closest('[data-workload]');
       const edgeElement = event.target.closest('[data-edge]');
-      if (nodeElement) lights.light(lights.litOfNode(model.nodes.get(nodeElement.dataset.workload)));
-      else if (edgeElement) {
+      if (nodeElement) {
+        lights.light(lights.litOfNode(model.nodes.get(nodeElement.dataset.workload)));
+      } else if (edgeElement) {
         lights.light(lights.litOfEdge(model.edges.find((e) => e.id === edgeElement.dataset.edge)));
       }
     });
@@ -738,7 +714,9 @@
       const nodeElement = event.target.closest('[data-workload]');
       if (nodeElement) {
         const node = model.nodes.get(nodeElement.dataset.workload);
-        if (!isExternal(node.resource)) nm.state.navigate({view: 'workload', sel: node.id});
+        if (!isExternal(node.resource)) {
+          nm.state.navigate({view: 'workload', sel: node.id, edge: null});
+        }
         return;
       }
       const edgeElement = event.target.closest('[data-edge]');
@@ -747,7 +725,7 @@
     drawn.root.addEventListener('keydown', (event) => {
       const nodeElement = event.target.closest('[data-workload]');
       if (nodeElement && event.key === 'Enter') {
-        nm.state.navigate({view: 'workload', sel: nodeElement.dataset.workload});
+        nm.state.navigate({view: 'workload', sel: nodeElement.dataset.workload, edge: null});
       }
     });
     stage.append(drawn.root, controls, legend());
