@@ -281,6 +281,7 @@ TEST_CASE("meshctl with only a kubeconfig: stat and tap through the API server, 
   }
 }
 
+#if NODEMESH_DASHBOARD
 TEST_CASE("meshctl dashboard shows alice the tap she may not open, with the grant command",
           "[meshctl][kube][dashboard]") {
   AggregatedCluster cluster;
@@ -310,6 +311,7 @@ TEST_CASE("meshctl dashboard shows alice the tap she may not open, with the gran
         "  kubectl create rolebinding alice-nodemesh-tap -n emojivoto "
         "--clusterrole=nodemesh-tap --user=alice");
 }
+#endif  // NODEMESH_DASHBOARD
 
 }  // namespace
 }  // namespace nodemesh::testing
