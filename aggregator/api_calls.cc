@@ -4,7 +4,9 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -41,7 +43,17 @@ v1::ListPodsResponse ApiCalls::ListPods(const v1::ListPodsRequest& request) cons
 }
 
 absl::StatusOr<v1::ViewResponse> ApiCalls::View(const v1::ViewRequest& request) const {
-  return aggregator::View(Context(), state_.cluster.Pods(), request);
+  const auto started = std::chrono::steady_clock::now();
+  absl::StatusOr<v1::ViewResponse> view =
+      aggregator::View(Context(), state_.cluster.Pods(), request);
+  // What each dashboard refresh costs (one view a refresh), at debug level.
+  Log(LogLevel::kDebug, "view {} of {} namespace(s) answered in {} ms{}",
+      v1::ViewRequest::Kind_Name(request.kind()), request.namespaces_size(),
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                            started)
+          .count(),
+      view.ok() ? "" : ": " + std::string(view.status().message()));
+  return view;
 }
 
 absl::StatusOr<v1::NodeAdminResponse> ApiCalls::NodeAdmin(

@@ -14,15 +14,19 @@
 #                                 churn, 1,000 pod enrol/release cycles: the agent's memory per
 #                                 connection and over time, sent vs counted, and what is left
 #                                 behind (root; about 15 minutes; --only and shorter flags)
+#   bash bench/run.sh dashboard [dashboard_bench flags]
+#                                 meshctl dashboard's call graph of 1,000 workloads and 5,000
+#                                 calls from a real aggregator, laid out and drawn in headless
+#                                 Chromium: layout and render times against the 2 s aim
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: bash bench/run.sh parsers|metrics|proxy [proxy_bench flags]|endurance [flags]" >&2
+  echo "usage: bash bench/run.sh parsers|metrics|proxy [flags]|endurance [flags]|dashboard [flags]" >&2
   exit 2
 }
 [[ $# -ge 1 ]] || usage
-[[ $# -eq 1 || $1 == proxy || $1 == endurance ]] || usage
+[[ $# -eq 1 || $1 == proxy || $1 == endurance || $1 == dashboard ]] || usage
 
 build() {
   bash test/install-deps.sh >/dev/null
@@ -62,6 +66,10 @@ case "$1" in
     fi
     build endurance_bench nodemesh-agent nodemesh-aggregator
     ./build/release/bench/endurance_bench "${@:2}"
+    ;;
+  dashboard)
+    build dashboard_bench meshctl nodemesh-aggregator
+    ./build/release/bench/dashboard_bench "${@:2}"
     ;;
   *) usage ;;
 esac

@@ -18,6 +18,8 @@ packages=(
   iproute2 procps curl jq nginx-light haproxy wrk nghttp2-client nghttp2-server
   python3 python3-grpcio prometheus
   tmux  # meshctl shell's interactive test: a terminal to type keys into and read back
+  # the dashboard's browser tests (test/lib/browser.py): headless Chromium and a font
+  chromium-headless-shell fonts-dejavu-core
   # Kubernetes mode: kube-proxy-style Service NAT and its conntrack entries
   nftables conntrack openssl
   # the container image: built and run with podman (runc), from a debootstrapped base

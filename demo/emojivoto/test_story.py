@@ -94,6 +94,11 @@ def main():
         print(f"FAIL  {error}", flush=True)
     finally:
         story.down()
+    return verdict()
+
+
+def verdict():
+    """The exit code of the checks made: 0 when all passed."""
     if failures:
         print(f"\n{len(failures)} check(s) failed", flush=True)
         return 1
