@@ -35,4 +35,10 @@ class AggregatorApi {
   virtual const std::string& address() const = 0;
 };
 
+// The line meshctl prints for a failure, without its newline: "meshctl: <message>" (every
+// command, and meshctl dashboard's answers to its page).
+inline std::string FailureLine(const absl::Status& status) {
+  return "meshctl: " + std::string(status.message());
+}
+
 }  // namespace nodemesh::cli

@@ -104,6 +104,7 @@ int RunMeshctl(const std::vector<std::string>& args, const Context& context) {
   AddCheckCommand(app, invocation);
   AddVersionCommand(app, invocation);
   AddShellCommand(app, invocation);
+  AddDashboardCommand(app, invocation);
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them so
   try {

@@ -481,10 +481,10 @@ TEST_CASE("argument errors: one line saying what to do, exit 2, no call", "[mesh
        "meshctl: could not convert: --max-events = many: see 'meshctl tap --help'\n"},
       {{},
        "meshctl: give a command: stat, tap, top, routes, edges, inject, uninject, check, version, "
-       "shell (see 'meshctl --help')\n"},
+       "shell, dashboard (see 'meshctl --help')\n"},
       {{"stats", "deploy"},
        "meshctl: unknown command 'stats': use stat, tap, top, routes, edges, inject, uninject, "
-       "check, version, shell (see 'meshctl --help')\n"},
+       "check, version, shell, dashboard (see 'meshctl --help')\n"},
   };
   for (const auto& [args, message] : cases) {
     INFO(fmt::format("meshctl {}", fmt::join(args, " ")));

@@ -104,7 +104,7 @@ absl::StatusOr<std::unique_ptr<AggregatorApi>> Invocation::Client() const {
 }
 
 int Invocation::Fail(const absl::Status& status) const {
-  context.err << fmt::format("meshctl: {}\n", status.message());
+  context.err << FailureLine(status) << '\n';
   return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 

@@ -86,5 +86,6 @@ void AddInjectCommands(CLI::App& app, Invocation& invocation);
 void AddCheckCommand(CLI::App& app, Invocation& invocation);
 void AddVersionCommand(CLI::App& app, Invocation& invocation);
 void AddShellCommand(CLI::App& app, Invocation& invocation);
+void AddDashboardCommand(CLI::App& app, Invocation& invocation);
 
 }  // namespace nodemesh::cli

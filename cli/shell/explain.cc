@@ -266,6 +266,19 @@ AdminJson MatchingConnections(const AdminJson& connections, const Target& target
 
 }  // namespace
 
+absl::StatusOr<ExplainInputs> FetchExplainInputs(AdminClient& agent) {
+  ExplainInputs inputs;
+  for (const auto& [path, json] :
+       {std::pair{"/pods", &inputs.pods}, std::pair{"/kernel", &inputs.kernel},
+        std::pair{"/kernel/maps/enrolled_cgroups", &inputs.enrolled_cgroups},
+        std::pair{"/config", &inputs.config}, std::pair{"/connections", &inputs.connections}}) {
+    absl::StatusOr<AdminJson> answer = agent.Get(path);
+    if (!answer.ok()) return answer.status();
+    *json = *std::move(answer);
+  }
+  return inputs;
+}
+
 absl::StatusOr<AdminJson> Explain(const std::string& target, const ExplainInputs& in) {
   absl::StatusOr<Target> found = FindTarget(target, in.pods);
   if (!found.ok()) return found.status();

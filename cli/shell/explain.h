@@ -1,12 +1,14 @@
 // explain: the fate of traffic to or from one pod or address, end to end, as a checklist
-// worked out from what the agent and its kernel maps say now (pure: the answers are
-// fetched by the caller, and the checklist printed by RenderShellExplain, cli/views/shell.h).
+// worked out from what the agent and its kernel maps say now (Explain is pure: the answers
+// are fetched by FetchExplainInputs, and the checklist printed by RenderShellExplain,
+// cli/views/shell.h). The shell's explain and meshctl dashboard's share them.
 #pragma once
 
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "cli/shell/admin_client.h"
 
 namespace nodemesh::cli {
 
@@ -18,6 +20,9 @@ struct ExplainInputs {
   nlohmann::json config;            // GET /config
   nlohmann::json connections;       // GET /connections
 };
+
+// Asks the agent for what Explain reads; the first failure as AdminClient::Get says it.
+absl::StatusOr<ExplainInputs> FetchExplainInputs(AdminClient& agent);
 
 // `target`: a pod ("ns/name" or "name") or "IP[:PORT]". The result: {"target", "pod" (the
 // pod's key, or null), "steps": [{"check", "ok" (true, false, or null: not reached),

@@ -373,14 +373,9 @@ class Execution {
 
   std::optional<Failure> ExplainTarget() {
     if (ArgCount() != 1) return Failure{2, "give a pod (NAMESPACE/NAME or NAME) or IP[:PORT]"};
-    ExplainInputs inputs;
-    for (const auto& [path, json] :
-         {std::pair{"/pods", &inputs.pods}, std::pair{"/kernel", &inputs.kernel},
-          std::pair{"/kernel/maps/enrolled_cgroups", &inputs.enrolled_cgroups},
-          std::pair{"/config", &inputs.config}, std::pair{"/connections", &inputs.connections}}) {
-      if (auto failure = Fetch(path, json)) return failure;
-    }
-    absl::StatusOr<AdminJson> explanation = Explain(Arg(0), inputs);
+    absl::StatusOr<ExplainInputs> inputs = FetchExplainInputs(agent_);
+    if (!inputs.ok()) return Failure{1, std::string(inputs.status().message())};
+    absl::StatusOr<AdminJson> explanation = Explain(Arg(0), *inputs);
     if (!explanation.ok()) return Failure{1, std::string(explanation.status().message())};
     Print(*explanation, RenderShellExplain);
     // As `meshctl check` does: a failing step is a non-zero exit, for scripts.
