@@ -20,6 +20,7 @@
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 #include "test/lib/aggregator_process.h"
 #include "test/lib/certificates.h"
+#include "test/lib/dashboard_process.h"
 #include "test/lib/fake_agent.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
@@ -60,17 +61,7 @@ std::string Rbac() {
 }
 
 v1::Pod Pod(const std::string& name, const std::string& deployment) {
-  v1::Pod pod;
-  v1::Identity& identity = *pod.mutable_identity();
-  identity.set_namespace_("emojivoto");
-  identity.set_pod(name);
-  identity.set_owner_kind("Deployment");
-  identity.set_owner_name(deployment);
-  identity.set_service_account(deployment);
-  identity.set_node("node-a");
-  pod.set_meshed(true);
-  pod.set_enrolled(true);
-  return pod;
+  return MeshedPod("emojivoto", name, deployment, "node-a");
 }
 
 // `count` tap events of `subscription`: POSTs from web-1 to voting-1, as node-a's agent reports
@@ -216,6 +207,30 @@ TEST_CASE("meshctl with only a kubeconfig: stat and tap through the API server, 
           "(API group nodemesh.io) in namespace emojivoto. Someone who may grant it runs:\n"
           "  kubectl create rolebinding alice-nodemesh-tap -n emojivoto "
           "--clusterrole=nodemesh-tap --user=alice\n");
+  }
+
+  SECTION("alice in meshctl dashboard: a refused tap answers 403 with meshctl tap's own line") {
+    const std::string kubeconfig = cluster.Kubeconfig("alice");
+    const CommandResult tap =
+        Meshctl(home, {"tap", "deploy/voting", "-n", "emojivoto"}, {{"KUBECONFIG", kubeconfig}});
+    REQUIRE(tap.exit_code == 1);
+    // No credentials of its own: the page's requests go as alice's, through the API server.
+    DashboardProcess dashboard(
+        {.binary = NODEMESH_MESHCTL_BINARY, .env = MeshctlEnv(home, {{"KUBECONFIG", kubeconfig}})});
+    INFO(dashboard.process().output());
+    DashboardProcess::BodyAndStatus(dashboard.Curl("/?token=" + dashboard.token()));
+    const auto [refused, status] = DashboardProcess::BodyAndStatus(
+        dashboard.Curl("/api/v1alpha1/namespaces/emojivoto/taps?watch=true"
+                       "&target.type=deployment&target.name=voting"));
+    INFO(refused);
+    CHECK(status == 403);
+    CHECK(json::parse(refused) == json{{"code", "PERMISSION_DENIED"},
+                                       {"message", tap.output.substr(0, tap.output.size() - 1)}});
+    const auto [info, info_status] =
+        DashboardProcess::BodyAndStatus(dashboard.Curl("/api/dashboard/info"));
+    CHECK(info_status == 200);
+    CHECK(json::parse(info)["apiPath"].get<std::string>().starts_with("the Kubernetes API server " +
+                                                                      cluster.api.url()));
   }
 
   SECTION("bob, bound to nodemesh-tap: tap --max-events 3 streams three events and ends") {

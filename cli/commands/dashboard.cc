@@ -112,12 +112,11 @@ int RunDashboard(const DashboardFlags& flags, const Invocation& invocation) {
       fmt::format("http://{}:{}/?token={}{}", listen->host, port, page.token(), *fragment);
   context.out << "Dashboard: " << url << std::endl;
   if (!flags.no_browser) {
-    const dashboard::BrowserStart browser = dashboard::OpenInBrowser(url, context.getenv);
-    if (!browser.problem.empty()) {
+    if (const std::string problem = dashboard::OpenInBrowser(url, context.getenv);
+        !problem.empty()) {
       context.err << fmt::format(
-          "meshctl: note: xdg-open could not start ({}): open the address "
-          "above yourself\n",
-          browser.problem);
+          "meshctl: note: xdg-open could not start ({}): open the address above yourself\n",
+          problem);
     }
   }
   context.err << "meshctl: serving the dashboard until Ctrl-C\n";

@@ -31,16 +31,16 @@ std::string FindOnPath(const std::string& program, const std::string& path) {
 
 }  // namespace
 
-BrowserStart OpenInBrowser(
+std::string OpenInBrowser(
     const std::string& url,
     const std::function<std::optional<std::string>(const std::string&)>& getenv) {
   const auto set = [&](const char* name) {
     const std::optional<std::string> value = getenv(name);
     return value.has_value() && !value->empty();
   };
-  if (!set("DISPLAY") && !set("WAYLAND_DISPLAY")) return {};
+  if (!set("DISPLAY") && !set("WAYLAND_DISPLAY")) return "";
   const std::string opener = FindOnPath("xdg-open", getenv("PATH").value_or(""));
-  if (opener.empty()) return {};
+  if (opener.empty()) return "";
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
@@ -62,11 +62,11 @@ BrowserStart OpenInBrowser(
   const int error = posix_spawn(&pid, opener.c_str(), &actions, &attributes, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attributes);
-  if (error != 0) return {.started = false, .problem = std::strerror(error)};
+  if (error != 0) return std::strerror(error);
   // xdg-open may last as long as the browser it starts: reaped whenever it ends, so that it
   // never lingers as a zombie while meshctl serves.
   std::thread([pid] { waitpid(pid, nullptr, 0); }).detach();
-  return {.started = true, .problem = ""};
+  return "";
 }
 
 }  // namespace nodemesh::cli::dashboard

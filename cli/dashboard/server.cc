@@ -43,10 +43,15 @@ bool SameSecret(std::string_view a, std::string_view b) {
   return !a.empty() && a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-HttpResponse Json(int status, const nlohmann::json& body) {
-  HttpResponse response(status, "application/json", body.dump() + "\n");
+// An answer of the API: never kept by the browser (it changes, and may be refused later).
+HttpResponse JsonText(int status, std::string text) {
+  HttpResponse response(status, "application/json", std::move(text));
   response.headers.emplace_back("Cache-Control", "no-store");
   return response;
+}
+
+HttpResponse Json(int status, const nlohmann::json& body) {
+  return JsonText(status, body.dump() + "\n");
 }
 
 nlohmann::json ErrorJson(const absl::Status& status) {
@@ -260,9 +265,7 @@ HttpResponse Dashboard::Relay(const HttpRequest& request) const {
   if (const auto* view = std::get_if<v1::ViewRequest>(&*call)) {
     absl::StatusOr<v1::ViewResponse> answer = api_.View(*view);
     if (!answer.ok()) return Error(answer.status());
-    HttpResponse response = Json(200, nullptr);
-    response.body = httpapi::MessageJson(*answer);
-    return response;
+    return JsonText(200, httpapi::MessageJson(*answer));
   }
   if (const auto* tap = std::get_if<v1::TapRequestSpec>(&*call)) return Tap(*tap);
   return Error(absl::NotFoundError(

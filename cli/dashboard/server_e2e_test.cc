@@ -6,6 +6,8 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <regex>
@@ -15,6 +17,7 @@
 
 #include "nodemesh/v1/nodemesh.pb.h"
 #include "test/lib/aggregator_process.h"
+#include "test/lib/dashboard_process.h"
 #include "test/lib/fake_agent.h"
 #include "test/lib/files.h"
 #include "test/lib/process.h"
@@ -25,65 +28,13 @@ namespace {
 using namespace std::chrono_literals;
 
 v1::Pod EmojivotoPod(const std::string& name, const std::string& deployment) {
-  v1::Pod pod;
-  v1::Identity& identity = *pod.mutable_identity();
-  identity.set_namespace_("emojivoto");
-  identity.set_pod(name);
-  identity.set_owner_kind("Deployment");
-  identity.set_owner_name(deployment);
-  identity.set_node("node-a");
-  pod.set_meshed(true);
-  pod.set_enrolled(true);
-  return pod;
+  return MeshedPod("emojivoto", name, deployment, "node-a");
 }
 
-// meshctl dashboard --no-browser against `aggregator`, and the address it printed.
-struct Dashboard {
-  explicit Dashboard(const std::string& aggregator)
-      : process({NODEMESH_MESHCTL_BINARY, "dashboard", "--aggregator", aggregator, "--no-browser",
-                 "#/graph?ns=emojivoto"},
-                {.env = {{"DISPLAY", ""}, {"WAYLAND_DISPLAY", ""}, {"KUBECONFIG", ""}}}) {
-    const std::regex printed(
-        R"(Dashboard: (http://127\.0\.0\.1:(\d+))/\?token=([0-9a-f]{32})(#\S*)\n)");
-    std::smatch match;
-    PollUntil(
-        [&] {
-          const std::string output = process.output();
-          return std::regex_search(output, match, printed) || !process.IsRunning();
-        },
-        15s);
-    const std::string output = process.output();
-    INFO(output);
-    REQUIRE(std::regex_search(output, match, printed));
-    origin = match[1];
-    token = match[3];
-    fragment = match[4];
-  }
-
-  // curl with the session's cookie jar; `args` after the URL.
-  CommandResult Curl(const std::string& path, std::vector<std::string> args = {}) {
-    std::vector<std::string> argv = {"curl",       "-sS",
-                                     "--max-time", "20",
-                                     "-c",         jar.path() + "/c",
-                                     "-b",         jar.path() + "/c",
-                                     "-w",         "\n%{http_code}",
-                                     origin + path};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return RunCommand(argv, 30s);
-  }
-
-  Process process;
-  TempDir jar;
-  std::string origin, token, fragment;
-};
-
-// The body and the status curl printed last (-w).
+// The body and the status of a request curl made.
 std::pair<std::string, int> BodyAndStatus(const CommandResult& result) {
   INFO(result.output);
-  REQUIRE(result.exit_code == 0);
-  const size_t newline = result.output.rfind('\n');
-  REQUIRE(newline != std::string::npos);
-  return {result.output.substr(0, newline), std::stoi(result.output.substr(newline + 1))};
+  return DashboardProcess::BodyAndStatus(result);
 }
 
 TEST_CASE("meshctl dashboard relays a graph view and a tap from a real aggregator",
@@ -92,9 +43,12 @@ TEST_CASE("meshctl dashboard relays a graph view and a tap from a real aggregato
   FakeAgent agent(aggregator.address(), "node-a",
                   {EmojivotoPod("web-1", "web"), EmojivotoPod("voting-1", "voting")});
   REQUIRE(aggregator.WaitForNode("node-a"));
-  Dashboard dashboard(aggregator.address());
-  CHECK(dashboard.fragment == "#/graph?ns=emojivoto");
-  INFO(dashboard.process.output());
+  DashboardProcess dashboard(
+      {.binary = NODEMESH_MESHCTL_BINARY,
+       .args = {"--aggregator", aggregator.address(), "#/graph?ns=emojivoto"},
+       .env = {{"DISPLAY", ""}, {"WAYLAND_DISPLAY", ""}, {"KUBECONFIG", ""}}});
+  CHECK(dashboard.fragment() == "#/graph?ns=emojivoto");
+  INFO(dashboard.process().output());
 
   // Without the cookie the API is closed; the page itself is not.
   auto [refused, refused_status] = BodyAndStatus(dashboard.Curl("/api/v1alpha1/views/namespaces"));
@@ -115,7 +69,7 @@ TEST_CASE("meshctl dashboard relays a graph view and a tap from a real aggregato
   CHECK(unchanged.empty());
 
   // The printed address sets the cookie and sends the browser to /.
-  auto [traded, traded_status] = BodyAndStatus(dashboard.Curl("/?token=" + dashboard.token));
+  auto [traded, traded_status] = BodyAndStatus(dashboard.Curl("/?token=" + dashboard.token()));
   CHECK(traded_status == 303);
 
   auto [graph, graph_status] =
@@ -131,8 +85,8 @@ TEST_CASE("meshctl dashboard relays a graph view and a tap from a real aggregato
   CHECK(nodes == std::set<std::string>{"voting", "web"});
 
   // A tap: curl keeps reading the stream until it is stopped.
-  Process tap({"curl", "-sS", "-N", "-b", dashboard.jar.path() + "/c",
-               dashboard.origin +
+  Process tap({"curl", "-sS", "-N", "-b", dashboard.cookie_jar(),
+               dashboard.origin() +
                    "/api/v1alpha1/namespaces/emojivoto/taps?watch=true&target.type=deployment"
                    "&target.name=voting"});
   REQUIRE(PollUntil([&] { return !agent.subscribed().empty(); }, 15s));
@@ -161,10 +115,43 @@ TEST_CASE("meshctl dashboard relays a graph view and a tap from a real aggregato
   CHECK(PollUntil([&] { return agent.cancelled().count(subscription) == 1; }, 15s));
 
   // Ctrl-C: meshctl stops serving and exits 0.
-  dashboard.process.Signal(SIGINT);
-  const std::optional<ExitStatus> ended = dashboard.process.Wait(15s);
+  dashboard.process().Signal(SIGINT);
+  const std::optional<ExitStatus> ended = dashboard.process().Wait(15s);
   REQUIRE(ended.has_value());
   CHECK(ended->ok());
+}
+
+// The children of process `pid` (every thread's), from /proc.
+std::string ChildrenOf(pid_t pid) {
+  std::string children;
+  for (const auto& task : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid))) {
+    children += ReadFile(task.path().string() + "/children");
+  }
+  return children;
+}
+
+TEST_CASE("meshctl dashboard opens the address with xdg-open when there is a display, and reaps it",
+          "[dashboard][e2e]") {
+  AggregatorProcess aggregator({.binary = NODEMESH_AGGREGATOR_BINARY});
+  const TempDir bin;
+  // An xdg-open that notes what it was asked to open.
+  WriteFile(bin.path() + "/xdg-open", fmt::format("#!/bin/sh\necho \"$1\" > {}/opened.tmp && "
+                                                  "mv {}/opened.tmp {}/opened\n",
+                                                  bin.path(), bin.path(), bin.path()));
+  std::filesystem::permissions(bin.path() + "/xdg-open", std::filesystem::perms::owner_all);
+  DashboardProcess dashboard({.binary = NODEMESH_MESHCTL_BINARY,
+                              .args = {"--aggregator", aggregator.address()},
+                              .no_browser = false,
+                              .env = {{"DISPLAY", ":0"},
+                                      {"WAYLAND_DISPLAY", ""},
+                                      {"KUBECONFIG", ""},
+                                      {"PATH", bin.path() + ":" + std::getenv("PATH")}}});
+  INFO(dashboard.process().output());
+  const std::string opened = bin.path() + "/opened";
+  REQUIRE(PollUntil([&] { return std::filesystem::exists(opened); }, 15s));
+  CHECK(ReadFile(opened) == dashboard.origin() + "/?token=" + dashboard.token() + "\n");
+  // Ended and reaped: no child left, not even a zombie.
+  CHECK(PollUntil([&] { return ChildrenOf(dashboard.process().pid()).empty(); }, 15s));
 }
 
 TEST_CASE("meshctl dashboard with an aggregator that does not answer fails at once",

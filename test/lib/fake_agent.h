@@ -20,6 +20,23 @@
 
 namespace nodemesh::testing {
 
+// A pod of Deployment `deployment` on `node`, meshed and enrolled, as its agent reports it
+// (its service account named as the Deployment).
+inline v1::Pod MeshedPod(const std::string& namespace_name, const std::string& name,
+                         const std::string& deployment, const std::string& node) {
+  v1::Pod pod;
+  v1::Identity& identity = *pod.mutable_identity();
+  identity.set_namespace_(namespace_name);
+  identity.set_pod(name);
+  identity.set_owner_kind("Deployment");
+  identity.set_owner_name(deployment);
+  identity.set_service_account(deployment);
+  identity.set_node(node);
+  pod.set_meshed(true);
+  pod.set_enrolled(true);
+  return pod;
+}
+
 // An agent's side of AgentService.Connect, over `credentials` (plaintext by default).
 class FakeAgent {
  public:
