@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <regex>
 #include <set>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "common/tls/tls.h"
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 #include "test/lib/aggregator_process.h"
+#include "test/lib/browser.h"
 #include "test/lib/certificates.h"
 #include "test/lib/dashboard_process.h"
 #include "test/lib/fake_agent.h"
@@ -293,6 +295,38 @@ TEST_CASE("meshctl with only a kubeconfig: stat and tap through the API server, 
                            "the API server cannot reach it") != std::string::npos);
   }
 }
+
+#if NODEMESH_DASHBOARD
+TEST_CASE("meshctl dashboard shows alice the tap she may not open, with the grant command",
+          "[meshctl][kube][dashboard]") {
+  AggregatedCluster cluster;
+  const TempDir home;
+  Process dashboard({NODEMESH_MESHCTL_BINARY, "dashboard", "--no-browser"},
+                    {.env = MeshctlEnv(home, {{"KUBECONFIG", cluster.Kubeconfig("alice")}})});
+  REQUIRE(PollUntil([&] { return dashboard.output().find("?token=") != std::string::npos; }, 30s,
+                    50ms));
+  std::smatch address;
+  const std::string printed = dashboard.output();
+  INFO(printed);
+  REQUIRE(std::regex_search(printed, address,
+                            std::regex(R"(http://127\.0\.0\.1:\d+/\?token=[^#\s]+)")));
+  const std::string screenshots = std::string(NODEMESH_BINARY_DIR) + "/test-artifacts/dashboard";
+  const BrowserRun run = RunBrowser({
+      {{"open", address.str() + "#/tap?target=emojivoto/deploy/voting"}},
+      {{"wait", "document.body.dataset.state === 'error'"}, {"timeout", 30}},
+      {{"eval", "document.querySelector('[data-error]').textContent"}},
+      {{"screenshot", screenshots + "/7-tap-forbidden.png"}},
+  });
+  INFO(run.output);
+  REQUIRE(run.ok);
+  CHECK(run.Value(2) ==
+        "meshctl: alice may not tap namespace emojivoto: that needs permission 'watch taps' (API "
+        "group "
+        "nodemesh.io) in namespace emojivoto. Someone who may grant it runs:\n"
+        "  kubectl create rolebinding alice-nodemesh-tap -n emojivoto "
+        "--clusterrole=nodemesh-tap --user=alice");
+}
+#endif  // NODEMESH_DASHBOARD
 
 }  // namespace
 }  // namespace nodemesh::testing

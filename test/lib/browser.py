@@ -180,9 +180,11 @@ def run_step(browser, step):
         return {'open': step['open']}
     if 'wait' in step:
         deadline = time.monotonic() + step.get('timeout', 20)
+        # Truthy as JavaScript says: an element comes back by value as {}, falsy in Python.
+        probe = f"(async () => {{ const v = await ({step['wait']}); return [!!v, v]; }})()"
         while True:
-            value = browser.evaluate(step['wait'])
-            if value:
+            truthy, value = browser.evaluate(probe)
+            if truthy:
                 return {'wait': step['wait'], 'value': value}
             if time.monotonic() > deadline:
                 state = browser.evaluate(

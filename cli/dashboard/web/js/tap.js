@@ -82,8 +82,13 @@
           .toISOString()
           .slice(11, 23);
         row.cells[1].textContent = event.direction === 'INBOUND' ? 'in' : event.direction === 'OUTBOUND' ? 'out' : '-';
-        row.cells[2].textContent = peer(event.source, event.sourceAddress);
-        row.cells[3].textContent = peer(event.destination, event.destinationAddress);
+        for (const [cell, text] of [
+          [row.cells[2], peer(event.source, event.sourceAddress)],
+          [row.cells[3], peer(event.destination, event.destinationAddress)],
+        ]) {
+          cell.textContent = text;
+          cell.title = text;
+        }
         while (rows.size > MAX_ROWS) {
           const [oldest, entry] = rows.entries().next().value;
           entry.tr.remove();
@@ -98,7 +103,8 @@
         tr.dataset.path = event.request.path || '';
         cells[4].textContent = event.request.method || '';
         cells[5].textContent = event.request.path || '';
-        cells[5].title = `${event.request.scheme || ''}://${event.request.authority || ''}`;
+        cells[5].title =
+          `${event.request.scheme || ''}://${event.request.authority || ''}${event.request.path || ''}`;
       } else if (event.response) {
         tr.dataset.status = String(event.response.status || 0);
         cells[6].textContent = String(event.response.status || 0);
