@@ -21,7 +21,6 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -34,8 +33,8 @@
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 #include "test/lib/aggregator_process.h"
 #include "test/lib/browser.h"
+#include "test/lib/dashboard_process.h"
 #include "test/lib/fake_agent.h"
-#include "test/lib/process.h"
 
 namespace nodemesh {
 namespace {
@@ -43,10 +42,8 @@ namespace {
 using aggregator::testing::DeltaBuilder;
 using aggregator::testing::MakePod;
 using testing::AggregatorProcess;
+using testing::DashboardProcess;
 using testing::FakeAgent;
-using testing::PollUntil;
-using testing::Process;
-using testing::Tail;
 
 struct Shape {
   int workloads = 1000;
@@ -142,24 +139,6 @@ struct Drawing {
   int64_t nodes = 0;
   int64_t edges = 0;
 };
-
-// The address meshctl dashboard prints, with its token.
-std::string DashboardAddress(Process& dashboard) {
-  const std::regex address(R"((http://127\.0\.0\.1:\d+/\?token=[^#\s]+))");
-  std::smatch match;
-  const bool printed = PollUntil(
-      [&] {
-        const std::string output = dashboard.output();
-        return std::regex_search(output, match, address) || !dashboard.IsRunning();
-      },
-      std::chrono::seconds(30));
-  // match referred into a string gone with the lambda's scope: search again.
-  const std::string output = dashboard.output();
-  if (!printed || !std::regex_search(output, match, address)) {
-    throw std::runtime_error("meshctl dashboard printed no address in 30 s:\n" + Tail(output));
-  }
-  return match[1];
-}
 
 Drawing Draw(const std::string& address, const Options& options) {
   std::string namespaces;
@@ -271,10 +250,10 @@ int Run(const Options& options) {
     return 0;
   }
 
-  Process dashboard({NODEMESH_MESHCTL_BINARY, "dashboard", "--no-browser"},
-                    {.env = {{"NODEMESH_AGGREGATOR", aggregator.address()}}});
+  const DashboardProcess dashboard(
+      {.binary = NODEMESH_MESHCTL_BINARY, .args = {"--aggregator", aggregator.address()}});
   const int views_before = GraphViewsAnswered(aggregator.output());
-  const Drawing drawing = Draw(DashboardAddress(dashboard), options);
+  const Drawing drawing = Draw(dashboard.origin() + "/?token=" + dashboard.token(), options);
   const int views = GraphViewsAnswered(aggregator.output(), drawing.drawn_at) - views_before;
   const int64_t total_ms = drawing.layout_ms + drawing.render_ms;
   std::printf(
