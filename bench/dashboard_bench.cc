@@ -4,8 +4,8 @@
 // the real `meshctl dashboard --no-browser`, and its page in headless Chromium
 // (test/lib/browser.py) opening the graph of the 20 namespaces, drawn anyway. Prints the
 // page's layout and render times (svg[data-layout-ms][data-render-ms]); fails when a node or
-// a call is not drawn, when the page's first refresh cost the aggregator more than one view
-// query (its debug log names each view it answered), or past the time budget.
+// a call is not drawn, when the page's first refresh cost the aggregator more than one graph
+// view query (its debug log names each view it answered), or past the time budget.
 //
 // --dump-view writes the aggregator's answer in the API's JSON (what the page is given)
 // instead, and exits.
@@ -21,7 +21,6 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -34,8 +33,8 @@
 #include "nodemesh/v1/nodemesh.grpc.pb.h"
 #include "test/lib/aggregator_process.h"
 #include "test/lib/browser.h"
+#include "test/lib/dashboard_process.h"
 #include "test/lib/fake_agent.h"
-#include "test/lib/process.h"
 
 namespace nodemesh {
 namespace {
@@ -43,10 +42,8 @@ namespace {
 using aggregator::testing::DeltaBuilder;
 using aggregator::testing::MakePod;
 using testing::AggregatorProcess;
+using testing::DashboardProcess;
 using testing::FakeAgent;
-using testing::PollUntil;
-using testing::Process;
-using testing::Tail;
 
 struct Shape {
   int workloads = 1000;
@@ -143,24 +140,6 @@ struct Drawing {
   int64_t edges = 0;
 };
 
-// The address meshctl dashboard prints, with its token.
-std::string DashboardAddress(Process& dashboard) {
-  const std::regex address(R"((http://127\.0\.0\.1:\d+/\?token=[^#\s]+))");
-  std::smatch match;
-  const bool printed = PollUntil(
-      [&] {
-        const std::string output = dashboard.output();
-        return std::regex_search(output, match, address) || !dashboard.IsRunning();
-      },
-      std::chrono::seconds(30));
-  // match referred into a string gone with the lambda's scope: search again.
-  const std::string output = dashboard.output();
-  if (!printed || !std::regex_search(output, match, address)) {
-    throw std::runtime_error("meshctl dashboard printed no address in 30 s:\n" + Tail(output));
-  }
-  return match[1];
-}
-
 Drawing Draw(const std::string& address, const Options& options) {
   std::string namespaces;
   for (int i = 0; i < options.shape.namespaces; ++i) {
@@ -186,13 +165,15 @@ Drawing Draw(const std::string& address, const Options& options) {
                  value.at("renderMs"), value.at("nodes"),   value.at("edges")};
 }
 
-// The views the aggregator logged answering, up to `until` when given (its log lines start
-// with the time, in the format of `until`).
-int ViewsAnswered(const std::string& log, const std::optional<std::string>& until = {}) {
+// The graph views the aggregator logged answering, up to `until` when given (its log lines
+// start with the time, in the format of `until`). The page asks for other views besides (the
+// namespaces, for its picker), once.
+int GraphViewsAnswered(const std::string& log, const std::optional<std::string>& until = {}) {
   int views = 0;
   std::istringstream lines(log);
   for (std::string line; std::getline(lines, line);) {
-    if (line.find(" view ") != std::string::npos && line.find(" answered ") != std::string::npos &&
+    if (line.find(" view GRAPH ") != std::string::npos &&
+        line.find(" answered ") != std::string::npos &&
         (!until || line.substr(0, until->size()) <= *until)) {
       ++views;
     }
@@ -269,16 +250,16 @@ int Run(const Options& options) {
     return 0;
   }
 
-  Process dashboard({NODEMESH_MESHCTL_BINARY, "dashboard", "--no-browser"},
-                    {.env = {{"NODEMESH_AGGREGATOR", aggregator.address()}}});
-  const int views_before = ViewsAnswered(aggregator.output());
-  const Drawing drawing = Draw(DashboardAddress(dashboard), options);
-  const int views = ViewsAnswered(aggregator.output(), drawing.drawn_at) - views_before;
+  const DashboardProcess dashboard(
+      {.binary = NODEMESH_MESHCTL_BINARY, .args = {"--aggregator", aggregator.address()}});
+  const int views_before = GraphViewsAnswered(aggregator.output());
+  const Drawing drawing = Draw(dashboard.origin() + "/?token=" + dashboard.token(), options);
+  const int views = GraphViewsAnswered(aggregator.output(), drawing.drawn_at) - views_before;
   const int64_t total_ms = drawing.layout_ms + drawing.render_ms;
   std::printf(
       "page: %s, %lld workloads and %lld calls drawn\n"
       "layout %lld ms + render %lld ms = %lld ms (aim 2000 ms, budget %lld ms)\n"
-      "view queries the aggregator answered for it: %d\n",
+      "graph view queries the aggregator answered for it: %d\n",
       drawing.state.c_str(), static_cast<long long>(drawing.nodes),
       static_cast<long long>(drawing.edges), static_cast<long long>(drawing.layout_ms),
       static_cast<long long>(drawing.render_ms), static_cast<long long>(total_ms),
@@ -293,7 +274,7 @@ int Run(const Options& options) {
     fail(fmt::format("drawn {} of {} workloads and {} of {} calls", drawing.nodes,
                      view.stats().rows_size(), drawing.edges, shape.calls));
   }
-  if (views != 1) fail(fmt::format("{} view queries for one drawing, not 1", views));
+  if (views != 1) fail(fmt::format("{} graph view queries for one drawing, not 1", views));
   if (total_ms > options.budget_ms) {
     fail(fmt::format("{} ms is past the budget of {} ms", total_ms, options.budget_ms));
   }

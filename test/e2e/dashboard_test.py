@@ -135,8 +135,10 @@ def main():
         web = "emojivoto/deploy/web"
         steps, errors, code = browse([
             {"open": entry + "#/graph?ns=emojivoto"},
+            # (A wait's value must be JSON truthy: an element comes back as {}.)
             {"wait": "document.body.dataset.state === 'ready' && document.querySelector("
-                     f"'path[data-edge=\"{web}>emojivoto/deploy/voting\"]')", "timeout": 30},
+                     f"'path[data-edge=\"{web}>emojivoto/deploy/voting\"]') !== null",
+             "timeout": 30},
             {"eval": health},
             shot("3-graph.png"),
             {"click": "g[data-workload='emojivoto/deploy/voting']"},

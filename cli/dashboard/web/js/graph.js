@@ -50,14 +50,15 @@
     'elk.spacing.nodeNode': '12',
     'elk.layered.spacing.nodeNodeBetweenLayers': '48',
   });
-  // The boxes, left to right by the calls between them; a long chain of boxes wraps into rows.
+  // The boxes, left to right by the calls between them.
   const BOXES_OPTIONS = Object.assign({}, FAST_LAYERED, {
-    'elk.layered.wrapping.strategy': 'MULTI_EDGE',
-    'elk.aspectRatio': '1.6',
     'elk.spacing.nodeNode': '40',
     'elk.spacing.componentComponent': '40',
     'elk.layered.spacing.nodeNodeBetweenLayers': '120',
   });
+  // Past this many boxes their chain wraps into rows (a few stay on one line, in call order).
+  const WRAP_FROM_BOXES = 7;
+  const WRAPPED = {'elk.layered.wrapping.strategy': 'MULTI_EDGE', 'elk.aspectRatio': '1.6'};
 
   const FLOW_EDGES_PER_BOX = 3;
 
@@ -240,9 +241,10 @@
           children: box.nodes.map((n) => ({id: n.id, width: NODE_WIDTH, height: NODE_HEIGHT})),
           edges: box.edges.map((e) => ({id: e.id, sources: [e.source.id], targets: [e.target.id]})),
         })));
+    const wrapped = boxes.length >= WRAP_FROM_BOXES;
     const top = await elk.layout({
       id: ':root',
-      layoutOptions: BOXES_OPTIONS,
+      layoutOptions: wrapped ? {...BOXES_OPTIONS, ...WRAPPED} : BOXES_OPTIONS,
       children: boxes.map((b) => ({id: b.id, width: b.width, height: b.height})),
       edges: flowBetweenBoxes(model).map(([source, target], i) =>
         ({id: `:flow${i}`, sources: [source], targets: [target]})),
@@ -414,6 +416,15 @@
         apply();
       },
     };
+  }
+
+  // The view of a graph smaller than its drawing area: at its natural size (one unit a
+  // pixel), centred at the top, rather than blown up to fill it.
+  function naturalSize(root, fit) {
+    const area = root.getBoundingClientRect();
+    if (area.width <= fit.width || area.height <= fit.height) return fit;
+    return {x: fit.x - (area.width - fit.width) / 2, y: fit.y, width: area.width,
+      height: area.height};
   }
 
   // The SVG of a laid out model; returns it with its elements by id.
@@ -676,10 +687,12 @@
     const layout = await layOut(model);
     const laidOut = performance.now();
     const drawn = drawGraph(model, layout, state);
+    stage.append(drawn.root);
+    const fit = naturalSize(drawn.root, drawn.fit);
     const viewKey = `${(state.ns || []).join(',')}|${state.type}`;
     const initial = keptView && keptView.key === viewKey && keptView.shape === layout.key ?
-        Object.assign({}, keptView.view, {fit: drawn.fit}) :
-        Object.assign({}, drawn.fit, {fit: drawn.fit});
+        Object.assign({}, keptView.view, {fit}) :
+        Object.assign({}, fit, {fit});
     const {x, y, width, height} = initial;
     drawn.root.setAttribute('viewBox', `${x} ${y} ${width} ${height}`);
     const zoom = panAndZoom(drawn.root, initial, (view) => {
@@ -728,13 +741,14 @@
         nm.state.navigate({view: 'workload', sel: nodeElement.dataset.workload, edge: null});
       }
     });
-    stage.append(drawn.root, controls, legend());
+    stage.append(controls);
     if (!model.nodes.size) {
       stage.append(html('p', {class: 'nm-graph-empty'},
           'No workloads or calls in the window for these namespaces and filters.'));
     }
     const panel = edgePanel(model, state);
     if (panel) main.append(panel);
+    host.append(legend());
     await twoFrames();
     const layoutMs = Math.round(laidOut - started);
     const renderMs = Math.round(performance.now() - laidOut);
