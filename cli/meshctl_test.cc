@@ -662,6 +662,56 @@ TEST_CASE("edges -A -o json", "[meshctl][edges]") {
   CHECK(request.selector().namespace_().empty());
 }
 
+TEST_CASE("Services in edges, routes, top and tap --to", "[meshctl][edges][routes][tap]") {
+  FakeAggregator aggregator;
+  aggregator.api.edges_response = ReadTextProto<v1::EdgesResponse>("edges_services.textproto");
+  aggregator.api.routes_response =
+      ReadTextProto<v1::TopRoutesResponse>("routes_services.textproto");
+  CannedTap(aggregator.api);
+
+  const Result edges = Run(With({"edges", "svc", "-n", "emojivoto"}, aggregator));
+  CHECK(edges.code == 0);
+  testing::CheckGolden("edges_services.golden", edges.out);
+  const v1::EdgesRequest& edges_request = aggregator.api.edges_requests.at(0);
+  CHECK(edges_request.selector().type() == "service");
+  CHECK(edges_request.selector().namespace_() == "emojivoto");
+  CHECK(edges_request.selector().name().empty());
+
+  const Result routes = Run(With({"routes", "svc/voting-svc", "-n", "emojivoto"}, aggregator));
+  CHECK(routes.code == 0);
+  testing::CheckGolden("routes_services.golden", routes.out);
+  const Result top = Run(With({"top", "service", "voting-svc", "-n", "emojivoto"}, aggregator));
+  CHECK(top.code == 0);
+  CHECK(top.out.find("service/voting-svc") != std::string::npos);
+  REQUIRE(aggregator.api.routes_requests.size() == 2);
+  for (const v1::TopRoutesRequest& request : aggregator.api.routes_requests) {
+    CHECK(request.selector().type() == "service");
+    CHECK(request.selector().namespace_() == "emojivoto");
+    CHECK(request.selector().name() == "voting-svc");
+  }
+  aggregator.api.routes_response.clear_routes();
+  const Result none = Run(With({"routes", "svc/idle-svc", "-n", "emojivoto"}, aggregator));
+  CHECK(none.err ==
+        "No routes with traffic to svc/idle-svc in namespace emojivoto in the last 1m.\n");
+
+  const Result tap = Run(
+      With({"tap", "deploy/web", "-n", "emojivoto", "--to", "svc/voting-svc", "--max-events", "11"},
+           aggregator));
+  CHECK(tap.code == 0);
+  const v1::TapRequestSpec& spec = aggregator.api.tap_requests.at(0);
+  CHECK(spec.target().type() == "deployment");
+  CHECK(spec.to().type() == "service");
+  CHECK(spec.to().namespace_() == "emojivoto");
+  CHECK(spec.to().name() == "voting-svc");
+  // A Service makes no requests itself: its callers are tapped with --to.
+  const Result target = Run(With({"tap", "svc/voting-svc", "-n", "emojivoto"}, aggregator));
+  CHECK(target.code == 2);
+  CHECK(target.err ==
+        "meshctl: a Service makes no requests and serves none itself: tap its callers' requests "
+        "to it with --to, e.g. meshctl tap deploy/web -n emojivoto --to svc/voting-svc\n");
+  CHECK(aggregator.api.tap_requests.size() == 1);
+}
+
 TEST_CASE("check: exit 0 when all is well, 1 with the problems", "[meshctl][check]") {
   FakeAggregator aggregator;
   aggregator.api.pods_response = ReadTextProto<v1::ListPodsResponse>("pods_healthy.textproto");

@@ -13,6 +13,7 @@ namespace {
 struct EdgesFlags {
   ScopeFlags scope{{.command = "edges",
                     .all_namespaces = true,
+                    .services = true,
                     .default_window = "1m",
                     .outputs = {OutputFormat::kTable, OutputFormat::kJson},
                     .output_help = "table or json"}};
@@ -32,7 +33,7 @@ int RunEdges(const EdgesFlags& flags, const Invocation& invocation) {
 
   const Context& context = invocation.context;
   if (response->edges().empty() && scope->output != OutputFormat::kJson) {
-    const std::string what = Label(scope->resource);
+    const std::string what = scope->What();
     context.err << fmt::format("No edges of {} found in the last {}.\n",
                                scope->all_namespaces ? what
                                                      : fmt::format("{} in namespace {}", what,
@@ -53,7 +54,10 @@ void AddEdgesCommand(CLI::App& app, Invocation& invocation) {
       "edges", "Who calls whom: callers and callees of resources, with service accounts");
   flags->scope.AddTarget(*command);
   flags->scope.AddAnswer(*command);
-  command->footer("Example:\n  meshctl edges deploy -n emojivoto");
+  command->footer(
+      "Examples:\n"
+      "  meshctl edges deploy -n emojivoto\n"
+      "  meshctl edges svc -n emojivoto     (callers -> Service -> the workloads behind it)");
   invocation.RunWhenChosen(*command, [flags, &invocation] { return RunEdges(*flags, invocation); });
 }
 

@@ -51,6 +51,11 @@ v1::Resource Scope::Selector() const {
   return ToApiResource(resource, in_namespace);
 }
 
+std::string Scope::What() const {
+  if (!service) return Label(resource);
+  return resource.name.empty() ? "svc" : "svc/" + resource.name;
+}
+
 absl::StatusOr<v1::Resource> Scope::Peer(const std::string& text, const std::string& peer_namespace,
                                          std::string_view flag) const {
   const absl::Status needs_namespace = absl::InvalidArgumentError(
@@ -75,9 +80,13 @@ absl::StatusOr<v1::Resource> Scope::Peer(const std::string& text, const std::str
 }
 
 void ScopeFlags::AddTarget(CLI::App& command) {
-  command.add_option("resource", words_,
-                     "TYPE[/NAME]: pod (po), deployment (deploy), statefulset (sts), "
-                     "daemonset (ds) or namespace (ns); e.g. deploy/web");
+  command.add_option(
+      "resource", words_,
+      spec_.services
+          ? "TYPE[/NAME]: pod (po), deployment (deploy), statefulset (sts), daemonset (ds), "
+            "namespace (ns) or service (svc); e.g. deploy/web, svc/web-svc"
+          : "TYPE[/NAME]: pod (po), deployment (deploy), statefulset (sts), daemonset (ds) or "
+            "namespace (ns); e.g. deploy/web");
   namespace_name_ = std::string(spec_.default_namespace);
   namespace_option_ =
       command.add_option("-n,--namespace", namespace_name_, std::string(spec_.namespace_help))

@@ -51,6 +51,8 @@ struct Scope {
 
   // The API's selector: the resource in its namespace, or in every namespace with -A.
   v1::Resource Selector() const;
+  // What the words name, for messages: "deploy/web", "deploy", "svc/web-svc", "svc".
+  std::string What() const;
   // --from or --to (`flag`: "from" or "to"): TYPE/NAME, or svc/NAME where the scope takes
   // Services, in `peer_namespace` (--from-namespace, --to-namespace), else in -n. With -A
   // there is no -n to fall back on: only a namespace needs none.
