@@ -712,6 +712,145 @@ TEST_CASE("Services in edges, routes, top and tap --to", "[meshctl][edges][route
   CHECK(aggregator.api.tap_requests.size() == 1);
 }
 
+// A View whose part is `part` (its stale nodes and window said once, by the view).
+template <typename Part>
+v1::ViewResponse ViewWith(Part part, Part* (v1::ViewResponse::*mutable_part)()) {
+  v1::ViewResponse view;
+  *view.mutable_stale_nodes() = part.stale_nodes();
+  view.set_window_seconds(part.window_seconds());
+  part.clear_stale_nodes();
+  part.clear_window_seconds();
+  *(view.*mutable_part)() = std::move(part);
+  return view;
+}
+
+TEST_CASE("stat -n a,b asks one View of the namespaces and prints it as stat -A",
+          "[meshctl][stat]") {
+  FakeAggregator aggregator;
+  aggregator.api.view_response =
+      ViewWith(ReadTextProto<v1::StatSummaryResponse>("stat_all_namespaces.textproto"),
+               &v1::ViewResponse::mutable_stats);
+  const Result result =
+      Run(With({"stat", "deploy", "-n", "emojivoto,books,emojivoto", "-o", "wide"}, aggregator));
+  CHECK(result.code == 0);
+  CHECK(result.out == ReadTestdata("stat_all_namespaces_wide.golden"));
+  CHECK(result.err == ReadTestdata("stale_warnings.golden"));
+  CHECK(aggregator.api.stat_requests.empty());
+  REQUIRE(aggregator.api.view_requests.size() == 1);
+  const v1::ViewRequest& request = aggregator.api.view_requests[0];
+  CHECK(request.kind() == v1::ViewRequest::WORKLOADS);
+  CHECK(std::vector<std::string>(request.namespaces().begin(), request.namespaces().end()) ==
+        std::vector<std::string>{"emojivoto", "books"});
+  CHECK(request.type() == "deployment");
+  CHECK(request.window_seconds() == 60);
+
+  // Services too; nothing found says where it looked.
+  aggregator.api.view_response.Clear();
+  const Result none = Run(With({"stat", "svc", "-n", "a,b", "-t", "5m"}, aggregator));
+  CHECK(none.code == 0);
+  CHECK(none.err == "No services found in namespaces a, b.\n");
+  CHECK(aggregator.api.view_requests.at(1).type() == "service");
+  // One namespace is StatSummary, as before.
+  CHECK(Run(With({"stat", "deploy", "-n", "a"}, aggregator)).code == 0);
+  CHECK(aggregator.api.stat_requests.size() == 1);
+  CHECK(aggregator.api.view_requests.size() == 2);
+}
+
+TEST_CASE("edges with several namespaces or a filter ask one View of the graph",
+          "[meshctl][edges]") {
+  FakeAggregator aggregator;
+  aggregator.api.view_response = ViewWith(ReadTextProto<v1::EdgesResponse>("edges.textproto"),
+                                          &v1::ViewResponse::mutable_edges);
+  const Result result =
+      Run(With({"edges", "deploy", "-n", "emojivoto,monitoring", "--failing", "--around",
+                "deploy/web", "--hide-namespace", "kube-system", "--hide-namespace", "linkerd",
+                "--hide-external", "--all", "-t", "5m", "-o", "json"},
+               aggregator));
+  CHECK(result.code == 0);
+  CHECK(result.out == ReadTestdata("edges_json.golden"));  // as the Edges answer prints
+  CHECK(aggregator.api.edges_requests.empty());
+  REQUIRE(aggregator.api.view_requests.size() == 1);
+  const v1::ViewRequest& request = aggregator.api.view_requests[0];
+  CHECK(request.kind() == v1::ViewRequest::GRAPH);
+  CHECK(std::vector<std::string>(request.namespaces().begin(), request.namespaces().end()) ==
+        std::vector<std::string>{"emojivoto", "monitoring"});
+  CHECK(request.type() == "deployment");
+  CHECK(request.window_seconds() == 300);
+  const v1::GraphFilter& filter = request.filter();
+  CHECK(filter.only_failing());
+  CHECK(filter.around().type() == "deployment");
+  CHECK(filter.around().namespace_() == "emojivoto");
+  CHECK(filter.around().name() == "web");
+  CHECK(
+      std::vector<std::string>(filter.hide_namespaces().begin(), filter.hide_namespaces().end()) ==
+      std::vector<std::string>{"kube-system", "linkerd"});
+  CHECK(filter.hide_external());
+  CHECK(filter.draw_anyway());
+
+  // One filter alone, in one namespace, is a View too; --around takes a Service.
+  const Result around =
+      Run(With({"edges", "svc", "-n", "emojivoto", "--around", "svc/web-svc"}, aggregator));
+  CHECK(around.code == 0);
+  const v1::ViewRequest& second = aggregator.api.view_requests.at(1);
+  CHECK(second.type() == "service");
+  CHECK(second.filter().around().type() == "service");
+  CHECK(second.filter().around().name() == "web-svc");
+  CHECK_FALSE(second.filter().only_failing());
+  CHECK_FALSE(second.filter().draw_anyway());
+
+  // Withheld: no edges, the size under each filter on stderr.
+  aggregator.api.view_response.Clear();
+  v1::GraphSize& size = *aggregator.api.view_response.mutable_size();
+  size.set_withheld(true);
+  size.set_nodes(412);
+  size.set_edges(2310);
+  size.set_failing_edges(37);
+  (*size.mutable_nodes_by_namespace())["kube-system"] = 120;
+  (*size.mutable_nodes_by_namespace())["emojivoto"] = 292;
+  const Result withheld = Run(With({"edges", "deploy", "-n", "emojivoto,kube-system"}, aggregator));
+  CHECK(withheld.code == 0);
+  CHECK(withheld.out.empty());
+  testing::CheckGolden("edges_withheld.golden", withheld.err);
+}
+
+TEST_CASE("namespace lists and graph filters where they make no sense: one line, exit 2",
+          "[meshctl][errors]") {
+  FakeAggregator aggregator;
+  for (const auto& [arguments, error] :
+       std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"stat", "deploy", "-n", "a,,b"},
+            "-n 'a,,b' has an empty namespace: write -n NAMESPACE or a comma list, -n "
+            "emojivoto,books"},
+           {{"stat", "deploy/web", "-n", "a,b"},
+            "deploy/web names one resource: give its one namespace with -n, or drop the name to "
+            "list every one of the namespaces"},
+           {{"stat", "deploy", "-n", "a,b", "--from", "deploy/web"},
+            "--from and --to take one namespace: give -n NAMESPACE, not a list"},
+           {{"stat", "ns", "-n", "a,b"},
+            "stat ns lists every namespace: give no -n (or stat ns/NAME for one)"},
+           {{"routes", "deploy/web", "-n", "a,b"},
+            "routes takes one namespace, not 'a,b': give -n NAMESPACE"},
+           {{"tap", "deploy/web", "-n", "a,b"},
+            "tap takes one namespace, not 'a,b': give -n NAMESPACE"},
+           {{"edges", "deploy", "-A", "--failing"},
+            "the graph's filters are for chosen namespaces: give -n NAMESPACE[,NAMESPACE...] "
+            "instead of -A"},
+           {{"edges", "deploy/web", "-n", "a", "--failing"},
+            "deploy/web names one resource, and a graph is of every deploy of its namespaces: "
+            "ask for its neighbours with --around deploy/web"},
+           {{"edges", "deploy", "-n", "a", "--around", "web"},
+            "--around: unknown resource type 'web': use pod (po), deployment (deploy), "
+            "statefulset (sts), daemonset (ds), namespace (ns)"},
+           {{"edges", "deploy", "-n", "a", "--hide-namespace", ""},
+            "--hide-namespace is empty: name the namespace to hide"}}) {
+    const Result result = Run(With(arguments, aggregator));
+    CAPTURE(arguments);
+    CHECK(result.code == 2);
+    CHECK(result.err == "meshctl: " + error + "\n");
+  }
+  CHECK(aggregator.api.calls == 0);
+}
+
 TEST_CASE("check: exit 0 when all is well, 1 with the problems", "[meshctl][check]") {
   FakeAggregator aggregator;
   aggregator.api.pods_response = ReadTextProto<v1::ListPodsResponse>("pods_healthy.textproto");
