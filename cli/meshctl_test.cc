@@ -444,6 +444,31 @@ TEST_CASE("the aggregator's refusals are passed on, one line", "[meshctl][errors
 TEST_CASE("argument errors: one line saying what to do, exit 2, no call", "[meshctl][errors]") {
   FakeAggregator aggregator;
   const std::map<std::vector<std::string>, std::string> cases = {
+      {{"stat", "deploy", "-n", "a,,b"},
+       "meshctl: -n 'a,,b' has an empty namespace: write -n NAMESPACE or a comma list, -n "
+       "emojivoto,books\n"},
+      {{"stat", "deploy/web", "-n", "a,b"},
+       "meshctl: deploy/web names one resource: give its one namespace with -n, or drop the name "
+       "to list every one of the namespaces\n"},
+      {{"stat", "deploy", "-n", "a,b", "--from", "deploy/web"},
+       "meshctl: --from and --to take one namespace: give -n NAMESPACE, not a list\n"},
+      {{"stat", "ns", "-n", "a,b"},
+       "meshctl: stat ns lists every namespace: give no -n (or stat ns/NAME for one)\n"},
+      {{"routes", "deploy/web", "-n", "a,b"},
+       "meshctl: routes takes one namespace, not 'a,b': give -n NAMESPACE\n"},
+      {{"tap", "deploy/web", "-n", "a,b"},
+       "meshctl: tap takes one namespace, not 'a,b': give -n NAMESPACE\n"},
+      {{"edges", "deploy", "-A", "--failing"},
+       "meshctl: the graph's filters are for chosen namespaces: give -n NAMESPACE[,NAMESPACE...] "
+       "instead of -A\n"},
+      {{"edges", "deploy/web", "-n", "a", "--failing"},
+       "meshctl: deploy/web names one resource, and a graph is of every deploy of its namespaces: "
+       "ask for its neighbours with --around deploy/web\n"},
+      {{"edges", "deploy", "-n", "a", "--around", "web"},
+       "meshctl: --around: unknown resource type 'web': use pod (po), deployment (deploy), "
+       "statefulset (sts), daemonset (ds), namespace (ns)\n"},
+      {{"edges", "deploy", "-n", "a", "--hide-namespace", ""},
+       "meshctl: --hide-namespace is empty: name the namespace to hide\n"},
       {{"stat", "rs/web"},
        "meshctl: unknown resource type 'rs': use pod (po), deployment (deploy), statefulset "
        "(sts), daemonset (ds), namespace (ns)\n"},
@@ -712,6 +737,10 @@ TEST_CASE("Services in edges, routes, top and tap --to", "[meshctl][edges][route
   CHECK(aggregator.api.tap_requests.size() == 1);
 }
 
+std::vector<std::string> Strings(const google::protobuf::RepeatedPtrField<std::string>& strings) {
+  return std::vector<std::string>(strings.begin(), strings.end());
+}
+
 // A View whose part is `part` (its stale nodes and window said once, by the view).
 template <typename Part>
 v1::ViewResponse ViewWith(Part part, Part* (v1::ViewResponse::*mutable_part)()) {
@@ -739,8 +768,7 @@ TEST_CASE("stat -n a,b asks one View of the namespaces and prints it as stat -A"
   REQUIRE(aggregator.api.view_requests.size() == 1);
   const v1::ViewRequest& request = aggregator.api.view_requests[0];
   CHECK(request.kind() == v1::ViewRequest::WORKLOADS);
-  CHECK(std::vector<std::string>(request.namespaces().begin(), request.namespaces().end()) ==
-        std::vector<std::string>{"emojivoto", "books"});
+  CHECK(Strings(request.namespaces()) == std::vector<std::string>{"emojivoto", "books"});
   CHECK(request.type() == "deployment");
   CHECK(request.window_seconds() == 60);
 
@@ -772,8 +800,7 @@ TEST_CASE("edges with several namespaces or a filter ask one View of the graph",
   REQUIRE(aggregator.api.view_requests.size() == 1);
   const v1::ViewRequest& request = aggregator.api.view_requests[0];
   CHECK(request.kind() == v1::ViewRequest::GRAPH);
-  CHECK(std::vector<std::string>(request.namespaces().begin(), request.namespaces().end()) ==
-        std::vector<std::string>{"emojivoto", "monitoring"});
+  CHECK(Strings(request.namespaces()) == std::vector<std::string>{"emojivoto", "monitoring"});
   CHECK(request.type() == "deployment");
   CHECK(request.window_seconds() == 300);
   const v1::GraphFilter& filter = request.filter();
@@ -781,9 +808,7 @@ TEST_CASE("edges with several namespaces or a filter ask one View of the graph",
   CHECK(filter.around().type() == "deployment");
   CHECK(filter.around().namespace_() == "emojivoto");
   CHECK(filter.around().name() == "web");
-  CHECK(
-      std::vector<std::string>(filter.hide_namespaces().begin(), filter.hide_namespaces().end()) ==
-      std::vector<std::string>{"kube-system", "linkerd"});
+  CHECK(Strings(filter.hide_namespaces()) == std::vector<std::string>{"kube-system", "linkerd"});
   CHECK(filter.hide_external());
   CHECK(filter.draw_anyway());
 
@@ -811,44 +836,6 @@ TEST_CASE("edges with several namespaces or a filter ask one View of the graph",
   CHECK(withheld.code == 0);
   CHECK(withheld.out.empty());
   testing::CheckGolden("edges_withheld.golden", withheld.err);
-}
-
-TEST_CASE("namespace lists and graph filters where they make no sense: one line, exit 2",
-          "[meshctl][errors]") {
-  FakeAggregator aggregator;
-  for (const auto& [arguments, error] :
-       std::vector<std::pair<std::vector<std::string>, std::string>>{
-           {{"stat", "deploy", "-n", "a,,b"},
-            "-n 'a,,b' has an empty namespace: write -n NAMESPACE or a comma list, -n "
-            "emojivoto,books"},
-           {{"stat", "deploy/web", "-n", "a,b"},
-            "deploy/web names one resource: give its one namespace with -n, or drop the name to "
-            "list every one of the namespaces"},
-           {{"stat", "deploy", "-n", "a,b", "--from", "deploy/web"},
-            "--from and --to take one namespace: give -n NAMESPACE, not a list"},
-           {{"stat", "ns", "-n", "a,b"},
-            "stat ns lists every namespace: give no -n (or stat ns/NAME for one)"},
-           {{"routes", "deploy/web", "-n", "a,b"},
-            "routes takes one namespace, not 'a,b': give -n NAMESPACE"},
-           {{"tap", "deploy/web", "-n", "a,b"},
-            "tap takes one namespace, not 'a,b': give -n NAMESPACE"},
-           {{"edges", "deploy", "-A", "--failing"},
-            "the graph's filters are for chosen namespaces: give -n NAMESPACE[,NAMESPACE...] "
-            "instead of -A"},
-           {{"edges", "deploy/web", "-n", "a", "--failing"},
-            "deploy/web names one resource, and a graph is of every deploy of its namespaces: "
-            "ask for its neighbours with --around deploy/web"},
-           {{"edges", "deploy", "-n", "a", "--around", "web"},
-            "--around: unknown resource type 'web': use pod (po), deployment (deploy), "
-            "statefulset (sts), daemonset (ds), namespace (ns)"},
-           {{"edges", "deploy", "-n", "a", "--hide-namespace", ""},
-            "--hide-namespace is empty: name the namespace to hide"}}) {
-    const Result result = Run(With(arguments, aggregator));
-    CAPTURE(arguments);
-    CHECK(result.code == 2);
-    CHECK(result.err == "meshctl: " + error + "\n");
-  }
-  CHECK(aggregator.api.calls == 0);
 }
 
 TEST_CASE("check: exit 0 when all is well, 1 with the problems", "[meshctl][check]") {
