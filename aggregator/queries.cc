@@ -232,6 +232,24 @@ EdgeEnd EdgeEndOf(const metrics::Identity& identity, ResourceType type) {
                  *ResourceOf(workload, ResourceType::kPod)};
 }
 
+// A pod's end as its owner names it (deployment, statefulset or daemonset), else the pod, else
+// "external": the ends around a Service, whatever their types.
+EdgeEnd OwnerEndOf(const metrics::Identity& identity) {
+  const Workload workload = WorkloadOf(identity);
+  for (const ResourceType type :
+       {ResourceType::kDeployment, ResourceType::kStatefulSet, ResourceType::kDaemonSet}) {
+    if (ResourceOf(workload, type)) return EdgeEndOf(identity, type);
+  }
+  return EdgeEndOf(identity, ResourceType::kPod);
+}
+
+// The Service a series was dialled to, when it is one `selector` (a ServiceSelector) matches.
+std::optional<ResourceKey> ServiceIn(const Selector& selector, const metrics::Identity* service) {
+  if (service == nullptr) return std::nullopt;
+  std::optional<ResourceKey> key = ServiceOf(WorkloadOf(*service));
+  return key && selector.Matches(*key) ? key : std::nullopt;
+}
+
 v1::Resource ToProto(const EdgeEnd& end) {
   v1::Resource resource;
   resource.set_type(end.type);
@@ -363,19 +381,12 @@ struct StatGrouping {
 StatGrouping GroupingOf(const StatQuery& query) {
   using Key = ResourceKey;
   const ResourceType type = query.selector.type;
-  // The Service a series was dialled to, when it is one `service_selector` matches.
-  const auto service_in = [](const Selector& service_selector,
-                             const metrics::Identity* service) -> std::optional<Key> {
-    if (service == nullptr) return std::nullopt;
-    std::optional<Key> key = ServiceOf(WorkloadOf(*service));
-    return key && service_selector.Matches(*key) ? key : std::nullopt;
-  };
   if (query.by_service) {
     return {metrics::Direction::kOutbound,
-            [&query, service_in](const metrics::Identity& source, const metrics::Identity&,
-                                 const metrics::Identity* service) -> std::optional<Key> {
+            [&query](const metrics::Identity& source, const metrics::Identity&,
+                     const metrics::Identity* service) -> std::optional<Key> {
               if (query.from && !query.from->Contains(WorkloadOf(source))) return std::nullopt;
-              return service_in(query.selector, service);
+              return ServiceIn(query.selector, service);
             }};
   }
   if (query.from) {
@@ -389,10 +400,9 @@ StatGrouping GroupingOf(const StatQuery& query) {
   }
   if (query.to) {
     return {metrics::Direction::kOutbound,
-            [&query, type, service_in](const metrics::Identity& source,
-                                       const metrics::Identity& destination,
-                                       const metrics::Identity* service) -> std::optional<Key> {
-              if (query.to_service ? !service_in(*query.to, service)
+            [&query, type](const metrics::Identity& source, const metrics::Identity& destination,
+                           const metrics::Identity* service) -> std::optional<Key> {
+              if (query.to_service ? !ServiceIn(*query.to, service)
                                    : !query.to->Contains(WorkloadOf(destination))) {
                 return std::nullopt;
               }
@@ -473,12 +483,75 @@ absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
   return response;
 }
 
+namespace {
+
+void AddEdge(const EdgeEnd& from, const EdgeEnd& to, const Totals& totals, const Window& window,
+             v1::EdgesResponse* response) {
+  v1::Edge& edge = *response->add_edges();
+  *edge.mutable_source() = ToProto(from);
+  *edge.mutable_destination() = ToProto(to);
+  edge.set_requests(totals.responses);
+  edge.set_success_rate(SuccessRate(totals));
+  edge.set_rps(PerSecond(totals.responses, window));
+  FillLatencies(totals, edge.mutable_latency());
+  edge.set_tcp_open_connections(totals.open_connections);
+  edge.set_source_service_account(JoinAccounts(totals.source_accounts));
+  edge.set_destination_service_account(JoinAccounts(totals.destination_accounts));
+}
+
+// Edges around the Services `selector` matches, from the OUTBOUND view (the only one that
+// knows the Service): caller -> Service, and Service -> the resource whose pod the node's NAT
+// chose, each end named by its owner (OwnerEndOf). A Service has no service account.
+void ServiceEdges(const QueryContext& context, const Selector& selector, const Window& window,
+                  v1::EdgesResponse* response) {
+  using Key = std::tuple<EdgeEnd, EdgeEnd, EdgeEnd>;  // caller, Service, backend
+  Aggregation<Key>::Classify classify =
+      [&](const metrics::Identity& source, const metrics::Identity& destination,
+          const metrics::Identity* service) -> std::optional<Key> {
+    std::optional<ResourceKey> key = ServiceIn(selector, service);
+    if (!key) return std::nullopt;
+    return Key{OwnerEndOf(source), EdgeEnd{std::string(kServiceTypeName), std::move(*key)},
+               OwnerEndOf(destination)};
+  };
+  const Aggregation<Key>::Groups groups =
+      Aggregation<Key>(context.store, metrics::Direction::kOutbound, std::move(classify), false)
+          .Run(window);
+  std::map<std::pair<EdgeEnd, EdgeEnd>, Totals> edges;
+  for (const auto& [key, totals] : groups) {
+    const auto& [caller, service, backend] = key.first;
+    Totals& called = edges[{caller, service}];
+    called.Merge(totals);
+    called.source_accounts.insert(totals.source_accounts.begin(), totals.source_accounts.end());
+    Totals& served = edges[{service, backend}];
+    served.Merge(totals);
+    served.destination_accounts.insert(totals.destination_accounts.begin(),
+                                       totals.destination_accounts.end());
+  }
+  for (const auto& [ends, totals] : edges) {
+    AddEdge(ends.first, ends.second, totals, window, response);
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<v1::EdgesResponse> Edges(const QueryContext& context,
                                         const v1::EdgesRequest& request) {
-  const absl::StatusOr<Selector> selector = ToSelector(request.selector(), "selector");
+  const bool services = IsServiceType(request.selector().type());
+  const absl::StatusOr<Selector> selector = services
+                                                ? ServiceSelector(request.selector(), "selector")
+                                                : ToSelector(request.selector(), "selector");
   if (!selector.ok()) return selector.status();
   const absl::StatusOr<int64_t> window_seconds = ValidateWindow(request.window_seconds());
   if (!window_seconds.ok()) return window_seconds.status();
+  const Window window =
+      WindowEndingAt(context.now_seconds, *window_seconds, context.history_start_second);
+  v1::EdgesResponse response;
+  response.set_window_seconds(window.seconds);
+  AddStaleNodes(context, &response);
+  if (services) {
+    ServiceEdges(context, *selector, window, &response);
+    return response;
+  }
 
   const ResourceType type = selector->type;
   using Key = std::pair<EdgeEnd, EdgeEnd>;
@@ -492,33 +565,21 @@ absl::StatusOr<v1::EdgesResponse> Edges(const QueryContext& context,
     if (!in_selector(from) && !in_selector(to)) return std::nullopt;
     return Key{std::move(from), std::move(to)};
   };
-  const Window window =
-      WindowEndingAt(context.now_seconds, *window_seconds, context.history_start_second);
   const Aggregation<Key>::Groups groups =
       Aggregation<Key>(context.store, metrics::Direction::kOutbound, std::move(classify), false)
           .Run(window);
-
-  v1::EdgesResponse response;
-  response.set_window_seconds(window.seconds);
   for (const auto& [key, totals] : groups) {
-    v1::Edge& edge = *response.add_edges();
-    *edge.mutable_source() = ToProto(key.first.first);
-    *edge.mutable_destination() = ToProto(key.first.second);
-    edge.set_requests(totals.responses);
-    edge.set_success_rate(SuccessRate(totals));
-    edge.set_rps(PerSecond(totals.responses, window));
-    FillLatencies(totals, edge.mutable_latency());
-    edge.set_tcp_open_connections(totals.open_connections);
-    edge.set_source_service_account(JoinAccounts(totals.source_accounts));
-    edge.set_destination_service_account(JoinAccounts(totals.destination_accounts));
+    AddEdge(key.first.first, key.first.second, totals, window, &response);
   }
-  AddStaleNodes(context, &response);
   return response;
 }
 
 absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const QueryContext& context,
                                                 const v1::TopRoutesRequest& request) {
-  const absl::StatusOr<Selector> selector = ToSelector(request.selector(), "selector");
+  const bool services = IsServiceType(request.selector().type());
+  const absl::StatusOr<Selector> selector = services
+                                                ? ServiceSelector(request.selector(), "selector")
+                                                : ToSelector(request.selector(), "selector");
   if (!selector.ok()) return selector.status();
   const absl::StatusOr<int64_t> window_seconds = ValidateWindow(request.window_seconds());
   if (!window_seconds.ok()) return window_seconds.status();
@@ -531,17 +592,20 @@ absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const QueryContext& context,
 
   const ResourceType type = selector->type;
   using Key = ResourceKey;
-  Aggregation<Key>::Classify classify = [&](const metrics::Identity& source,
-                                            const metrics::Identity& destination,
-                                            const metrics::Identity*) -> std::optional<Key> {
+  // Routes of a Service: what its callers dialled to it, from their side, the only one that
+  // knows the Service.
+  Aggregation<Key>::Classify classify =
+      [&](const metrics::Identity& source, const metrics::Identity& destination,
+          const metrics::Identity* service) -> std::optional<Key> {
     if (from && !from->Contains(WorkloadOf(source))) return std::nullopt;
+    if (services) return ServiceIn(*selector, service);
     std::optional<Key> key = ResourceOf(WorkloadOf(destination), type);
     return key && selector->Matches(*key) ? key : std::nullopt;
   };
   const Window window =
       WindowEndingAt(context.now_seconds, *window_seconds, context.history_start_second);
   const metrics::Direction side =
-      from ? metrics::Direction::kOutbound : metrics::Direction::kInbound;
+      from || services ? metrics::Direction::kOutbound : metrics::Direction::kInbound;
   const Aggregation<Key>::Groups groups =
       Aggregation<Key>(context.store, side, std::move(classify), true).Run(window);
 
@@ -569,6 +633,7 @@ absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const QueryContext& context,
     v1::RouteRow& row = *response.add_routes();
     row.set_route(route.name);
     *row.mutable_destination() = ToProto(type, *route.destination);
+    if (services) row.mutable_destination()->set_type(std::string(kServiceTypeName));
     row.set_requests(route.totals->responses);
     row.set_success_rate(SuccessRate(*route.totals));
     row.set_rps(PerSecond(route.totals->responses, window));
@@ -681,8 +746,10 @@ absl::StatusOr<Graph> GraphOf(const QueryContext& context, const std::vector<Pod
     graph.nodes.emplace(NodeKey(row.resource()), std::move(row));
   }
   // Far ends of the view's type in other namespaces get their rows as their namespace's
-  // StatSummary gives them; pods and external peers are rows of their resource only.
-  std::set<std::string> far_namespaces;
+  // StatSummary gives them; pods and external peers are rows of their resource only. In a
+  // graph of Services every caller and backend is such an end, of its owner's type.
+  const bool services = type == kServiceTypeName;
+  std::map<std::string, std::set<std::string>> far_namespaces;  // by type
   for (const std::string& namespace_name : namespaces) {
     v1::EdgesRequest request;
     *request.mutable_selector() = NamespacedSelector(type, namespace_name);
@@ -693,20 +760,24 @@ absl::StatusOr<Graph> GraphOf(const QueryContext& context, const std::vector<Pod
       for (const v1::Resource* end : {&edge.source(), &edge.destination()}) {
         v1::StatRow row;
         *row.mutable_resource() = *end;
-        if (graph.nodes.emplace(NodeKey(*end), std::move(row)).second && end->type() == type) {
-          far_namespaces.insert(end->namespace_());
+        const bool far =
+            end->type() == type || (services && end->type() != "pod" && end->type() != "external");
+        if (graph.nodes.emplace(NodeKey(*end), std::move(row)).second && far) {
+          far_namespaces[end->type()].insert(end->namespace_());
         }
       }
       std::pair<std::string, std::string> key{NodeKey(edge.source()), NodeKey(edge.destination())};
       graph.edges.emplace(std::move(key), std::move(edge));
     }
   }
-  absl::StatusOr<v1::StatSummaryResponse> far =
-      StatsOf(context, pods, {far_namespaces.begin(), far_namespaces.end()}, type, window_seconds);
-  if (!far.ok()) return far.status();
-  for (v1::StatRow& row : *far->mutable_rows()) {
-    if (auto node = graph.nodes.find(NodeKey(row.resource())); node != graph.nodes.end()) {
-      node->second = std::move(row);
+  for (const auto& [far_type, names] : far_namespaces) {
+    absl::StatusOr<v1::StatSummaryResponse> far =
+        StatsOf(context, pods, {names.begin(), names.end()}, far_type, window_seconds);
+    if (!far.ok()) return far.status();
+    for (v1::StatRow& row : *far->mutable_rows()) {
+      if (auto node = graph.nodes.find(NodeKey(row.resource())); node != graph.nodes.end()) {
+        node->second = std::move(row);
+      }
     }
   }
   return graph;
@@ -754,14 +825,18 @@ absl::StatusOr<GraphSelection> ParseGraphFilter(const v1::GraphFilter& filter,
     v1::Resource around = filter.around();
     if (around.type().empty()) around.set_type(std::string(type));
     if (around.namespace_().empty()) around.set_namespace_(first_namespace);
-    const absl::StatusOr<Selector> selector = ToSelector(around, "filter.around");
+    const bool service = IsServiceType(around.type());
+    const absl::StatusOr<Selector> selector =
+        service ? ServiceSelector(around, "filter.around") : ToSelector(around, "filter.around");
     if (!selector.ok()) return selector.status();
     if (selector->name.empty()) {
       return absl::InvalidArgumentError(
           "filter.around has no name: name the resource whose neighbours to show");
     }
-    selection.around = NodeKey(
-        aggregator::ToProto(selector->type, ResourceKey{selector->namespace_name, selector->name}));
+    v1::Resource node =
+        aggregator::ToProto(selector->type, ResourceKey{selector->namespace_name, selector->name});
+    if (service) node.set_type(std::string(kServiceTypeName));
+    selection.around = NodeKey(node);
   }
   selection.hidden_namespaces = {filter.hide_namespaces().begin(), filter.hide_namespaces().end()};
   selection.only_failing = filter.only_failing();
@@ -784,9 +859,12 @@ absl::Status GraphView(const QueryContext& context, const std::vector<PodEntry>&
   if (!namespaces.ok()) return namespaces.status();
   const std::string_view requested_type =
       request.type().empty() ? kDefaultViewType : request.type();
-  const std::optional<ResourceType> parsed_type = ParseResourceType(requested_type);
-  if (!parsed_type) return UnknownResourceTypeError("type", requested_type);
-  const std::string type(ResourceTypeName(*parsed_type));
+  std::string type(kServiceTypeName);
+  if (!IsServiceType(requested_type)) {
+    const std::optional<ResourceType> parsed_type = ParseResourceType(requested_type);
+    if (!parsed_type) return UnknownResourceTypeError("type", requested_type);
+    type = ResourceTypeName(*parsed_type);
+  }
   const absl::StatusOr<GraphSelection> selection =
       ParseGraphFilter(request.filter(), type, namespaces->front());
   if (!selection.ok()) return selection.status();
@@ -851,7 +929,10 @@ absl::Status WorkloadView(const QueryContext& context, const std::vector<PodEntr
     }
     resource.set_namespace_(request.namespaces(0));
   }
-  const absl::StatusOr<Selector> selector = ToSelector(resource, "resource");
+  // A Service has no pods of its own: its view has its row, edges and routes.
+  const bool service = IsServiceType(resource.type());
+  const absl::StatusOr<Selector> selector =
+      service ? ServiceSelector(resource, "resource") : ToSelector(resource, "resource");
   if (!selector.ok()) return selector.status();
   if (selector->name.empty() || selector->namespace_name.empty()) {
     return absl::InvalidArgumentError(
@@ -879,6 +960,7 @@ absl::Status WorkloadView(const QueryContext& context, const std::vector<PodEntr
   *response->mutable_stats() = *std::move(stats);
   *response->mutable_edges() = *std::move(edges);
   *response->mutable_routes() = *std::move(routes);
+  if (service) return absl::OkStatus();
   v1::ListPodsRequest pods_request;
   pods_request.set_namespace_(selector->namespace_name);
   v1::ListPodsResponse namespace_pods = ListPods(pods, {}, pods_request);

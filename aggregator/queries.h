@@ -74,10 +74,15 @@ absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
 // Who calls whom, per pair of resources of the selector's type, for pairs with either end in
 // the selector. A caller or callee that is no resource of the type appears as its pod
 // (type "pod"), or as type "external", name "external" for peers outside the inventory.
+// A selector of type "service": the Services it matches as nodes between their callers and
+// the resources behind them (caller -> Service, Service -> the owner of the pod the node's
+// NAT chose; each caller and backend as its owner, deployment, statefulset or daemonset,
+// else its pod), from the OUTBOUND view, the only one that knows the Service.
 absl::StatusOr<v1::EdgesResponse> Edges(const QueryContext& context,
                                         const v1::EdgesRequest& request);
 
-// Per route and destination resource, busiest first.
+// Per route and destination resource, busiest first. A selector of type "service": the
+// routes of the requests dialled to the Services it matches, from the OUTBOUND view.
 absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const QueryContext& context,
                                                 const v1::TopRoutesRequest& request);
 
@@ -89,13 +94,17 @@ v1::ListPodsResponse ListPods(const std::vector<PodEntry>& pods,
 // A whole view (see ViewRequest), composed of the queries above over the one context, so
 // that its parts agree with each other and with the same calls made apart.
 //   NAMESPACES: StatSummary of every namespace.
-//   WORKLOADS: StatSummary of `type` in each namespace, the rows together.
+//   WORKLOADS: StatSummary of `type` in each namespace, the rows together (with type
+//     service, the Services their callers dialled).
 //   GRAPH: Edges of `type` in each namespace (an edge between two of them once), and a node
 //     per resource of the namespaces' StatSummary and per end of an edge; the filter keeps
 //     edges (and the nodes at their ends) and hides namespaces and external peers. Past its
 //     thresholds after the filter the graph is withheld: only GraphSize is answered, with the
-//     size under each filter, so that the caller chooses one.
-//   WORKLOAD: StatSummary, Edges and TopRoutes of the resource, and its pods.
+//     size under each filter, so that the caller chooses one. With type service, the Services
+//     of the namespaces between their callers and backends (see Edges), whose rows are their
+//     own resources' StatSummary rows.
+//   WORKLOAD: StatSummary, Edges and TopRoutes of the resource, and its pods (a Service: no
+//     pods).
 // The parts carry no stale nodes: the view names them once.
 absl::StatusOr<v1::ViewResponse> View(const QueryContext& context,
                                       const std::vector<PodEntry>& pods,

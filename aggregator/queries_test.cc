@@ -364,34 +364,38 @@ TEST_CASE("Unmeshed servers are seen only outbound: the other side counts pair b
   CHECK(Row(fixture.Stat(Resource("deploy", "voting"), 30), "voting").requests() == 13);
 }
 
+// Traffic dialled to Services, at kNow - 1: web dials voting-svc (its NAT chose voting-1, or
+// the agent could not tell: External) and emoji-svc; it also calls voting-1 by its pod
+// address. voting's agent sees web's calls inbound, with no Service. vote-bot calls emoji-1
+// directly.
+struct ServiceScenario : Fixture {
+  ServiceScenario() {
+    AddPods("node-a", {cast.web_a, cast.emoji, cast.vote_bot});
+    AddPods("node-b", {cast.voting});
+    const v1::Identity voting_svc = testing::ServiceIdentity("emojivoto", "voting-svc");
+    const v1::Identity emoji_svc = testing::ServiceIdentity("emojivoto", "emoji-svc");
+    const v1::Identity& web = cast.web_a.identity();
+    Add(DeltaBuilder(kNow - 1)
+            .Via(voting_svc)
+            .Responses(web, cast.voting.identity(), v1::OUTBOUND, "POST /vote", 8, 2'000'000)
+            .Tcp(web, cast.voting.identity(), v1::OUTBOUND, 2, 100, 200)
+            .Responses(web, External(), v1::OUTBOUND, "POST /vote", 2, 2'000'000, 503, true)
+            .Via(emoji_svc)
+            .Responses(web, cast.emoji.identity(), v1::OUTBOUND, "GET /list", 5, 1'000'000)
+            .Direct()
+            .Responses(web, cast.voting.identity(), v1::OUTBOUND, "POST /vote", 3, 2'000'000)
+            .Responses(cast.vote_bot.identity(), cast.emoji.identity(), v1::OUTBOUND, "GET /", 7,
+                       1'000'000)
+            .delta());
+    Add(DeltaBuilder(kNow - 1)
+            .Responses(web, cast.voting.identity(), v1::INBOUND, "POST /vote", 11, 1'000'000)
+            .delta());
+  }
+};
+
 TEST_CASE("Stat svc: per Service, what its callers dialled to it: --to svc/NAME its callers",
           "[unit]") {
-  Fixture fixture;
-  const Cast& cast = fixture.cast;
-  fixture.AddPods("node-a", {cast.web_a, cast.emoji, cast.vote_bot});
-  fixture.AddPods("node-b", {cast.voting});
-  const v1::Identity voting_svc = testing::ServiceIdentity("emojivoto", "voting-svc");
-  const v1::Identity emoji_svc = testing::ServiceIdentity("emojivoto", "emoji-svc");
-  const v1::Identity& web = cast.web_a.identity();
-  // web dials voting-svc (its NAT chose voting-1, or the agent could not tell: External) and
-  // emoji-svc; it also calls voting-1 by its pod address. voting's agent sees web's calls
-  // inbound, with no Service.
-  fixture.Add(DeltaBuilder(kNow - 1)
-                  .Via(voting_svc)
-                  .Responses(web, cast.voting.identity(), v1::OUTBOUND, "POST /vote", 8, 2'000'000)
-                  .Tcp(web, cast.voting.identity(), v1::OUTBOUND, 2, 100, 200)
-                  .Responses(web, External(), v1::OUTBOUND, "POST /vote", 2, 2'000'000, 503, true)
-                  .Via(emoji_svc)
-                  .Responses(web, cast.emoji.identity(), v1::OUTBOUND, "GET /list", 5, 1'000'000)
-                  .Direct()
-                  .Responses(web, cast.voting.identity(), v1::OUTBOUND, "POST /vote", 3, 2'000'000)
-                  .Responses(cast.vote_bot.identity(), cast.emoji.identity(), v1::OUTBOUND, "GET /",
-                             7, 1'000'000)
-                  .delta());
-  fixture.Add(DeltaBuilder(kNow - 1)
-                  .Responses(web, cast.voting.identity(), v1::INBOUND, "POST /vote", 11, 1'000'000)
-                  .delta());
-
+  ServiceScenario fixture;
   const v1::StatSummaryResponse services = fixture.Stat(Resource("svc", ""));
   REQUIRE(services.rows_size() == 2);
   const v1::StatRow& voting = Row(services, "voting-svc");
@@ -441,9 +445,61 @@ TEST_CASE("Stat svc: per Service, what its callers dialled to it: --to svc/NAME 
   *svc_to.mutable_to() = Resource("deploy", "web");
   CHECK(StatSummary(fixture.Context(), fixture.pods, svc_to).status().code() ==
         absl::StatusCode::kInvalidArgument);
-  // Other queries know no such type.
-  CHECK(Edges(fixture.Context(), EdgesRequestFor(Resource("svc", ""))).status().code() ==
-        absl::StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("Edges svc: Services between their callers and the resources behind them", "[unit]") {
+  ServiceScenario fixture;
+  const v1::EdgesResponse edges = fixture.EdgesOf(Resource("svc", ""));
+  INFO(edges.DebugString());
+  REQUIRE(edges.edges_size() == 5);
+  const v1::Edge& called = EdgeOf(edges, "web", "voting-svc");
+  CHECK(called.source().type() == "deployment");
+  CHECK(called.destination().type() == "service");
+  CHECK(called.requests() == 10);  // as stat svc counts it: the caller's side only
+  CHECK(called.success_rate() == Approx(0.8));
+  CHECK(called.tcp_open_connections() == 2);
+  CHECK(called.source_service_account() == "web");
+  CHECK(called.destination_service_account().empty());  // a Service has none
+  const v1::Edge& served = EdgeOf(edges, "voting-svc", "voting");
+  CHECK(served.source().type() == "service");
+  CHECK(served.destination().type() == "deployment");
+  CHECK(served.requests() == 8);
+  CHECK(served.source_service_account().empty());
+  CHECK(served.destination_service_account() == "voting");
+  // Where the agent could not tell which pod its NAT chose.
+  CHECK(EdgeOf(edges, "voting-svc", "external").success_rate() == 0);
+  CHECK(EdgeOf(edges, "web", "emoji-svc").requests() == 5);
+  CHECK(EdgeOf(edges, "emoji-svc", "emoji").requests() == 5);
+  // Nothing dialled directly: web -> voting-1 by its address, vote-bot -> emoji-1.
+  CHECK(FindEdge(edges, "web", "voting") == nullptr);
+  CHECK(FindEdge(edges, "vote-bot", "emoji") == nullptr);
+
+  const v1::EdgesResponse one = fixture.EdgesOf(Resource("service", "emoji-svc"));
+  CHECK(one.edges_size() == 2);
+  CHECK(fixture.EdgesOf(Resource("svc", "", "elsewhere")).edges_size() == 0);
+  // Deployments' edges stay what they were: the pods reached, Service or not.
+  CHECK(EdgeOf(fixture.EdgesOf(Resource("deploy", "")), "web", "voting").requests() == 11);
+}
+
+TEST_CASE("Routes of a Service: what its callers dialled to it, from their side", "[unit]") {
+  ServiceScenario fixture;
+  const v1::TopRoutesResponse voting = fixture.Routes(RoutesRequest(Resource("svc", "voting-svc")));
+  REQUIRE(voting.routes_size() == 1);
+  CHECK(voting.routes(0).route() == "POST /vote");
+  CHECK(voting.routes(0).destination().type() == "service");
+  CHECK(voting.routes(0).destination().name() == "voting-svc");
+  CHECK(voting.routes(0).requests() == 10);
+  CHECK(voting.routes(0).success_rate() == Approx(0.8));
+  const v1::TopRoutesResponse all = fixture.Routes(RoutesRequest(Resource("svc", "")));
+  REQUIRE(all.routes_size() == 2);
+  CHECK(all.routes(0).destination().name() == "voting-svc");  // busiest first
+  CHECK(all.routes(1).route() == "GET /list");
+  v1::TopRoutesRequest from_bot = RoutesRequest(Resource("svc", ""));
+  *from_bot.mutable_from() = Resource("deploy", "vote-bot");
+  CHECK(fixture.Routes(from_bot).routes_size() == 0);
+  v1::TopRoutesRequest from_web = RoutesRequest(Resource("svc", "emoji-svc"));
+  *from_web.mutable_from() = Resource("deploy", "web");
+  CHECK(fixture.Routes(from_web).routes_size() == 1);
 }
 
 TEST_CASE("The store keeps the Service of a series apart, and old agents' series have none",
@@ -1171,6 +1227,51 @@ TEST_CASE("Views asked wrongly are INVALID_ARGUMENT saying what to give", "[unit
   v1::ViewRequest elsewhere = ViewOf(v1::ViewRequest::WORKLOAD);
   *elsewhere.mutable_resource() = Resource("deploy", "web", "books");
   CHECK_THAT(error(elsewhere), Catch::Contains("differs"));
+}
+
+TEST_CASE("Views of Services: their rows, and a graph with them between callers and backends",
+          "[unit]") {
+  ServiceScenario fixture;
+  v1::ViewRequest workloads = ViewOf(v1::ViewRequest::WORKLOADS);
+  workloads.set_type("svc");
+  CHECK(RowsByName(ViewFor(fixture, workloads).stats()) ==
+        RowsByName(fixture.Stat(Resource("svc", ""))));
+
+  v1::ViewRequest graph_request = ViewOf(v1::ViewRequest::GRAPH);
+  graph_request.set_type("service");
+  const v1::ViewResponse graph = ViewFor(fixture, graph_request);
+  CHECK(EdgesByName(graph.edges()) == EdgesByName(fixture.EdgesOf(Resource("svc", ""))));
+  // The Services with their rows; callers and backends with their own resources' rows.
+  std::map<std::string, std::string> rows = RowsByName(fixture.Stat(Resource("svc", "")));
+  const std::map<std::string, std::string> deployments =
+      RowsByName(fixture.Stat(Resource("deploy", "")));
+  for (const char* name : {"emojivoto/web", "emojivoto/voting", "emojivoto/emoji"}) {
+    rows[name] = deployments.at(name);
+  }
+  v1::StatRow external;
+  *external.mutable_resource() = Resource("external", "external", "");
+  rows["/external"] = external.SerializeAsString();
+  CHECK(RowsByName(graph.stats()) == rows);
+  CHECK(graph.size().nodes() == 6);
+  CHECK(graph.size().edges() == 5);
+  CHECK(graph.size().failing_edges() == 2);  // web -> voting-svc (80 %), voting-svc -> external
+
+  v1::ViewRequest around = graph_request;
+  *around.mutable_filter()->mutable_around() = Resource("", "voting-svc", "");
+  CHECK(EdgeNames(ViewFor(fixture, around)) ==
+        std::vector<std::string>{"voting-svc>external", "voting-svc>voting", "web>voting-svc"});
+  around.mutable_filter()->set_hide_external(true);
+  CHECK(EdgeNames(ViewFor(fixture, around)) ==
+        std::vector<std::string>{"voting-svc>voting", "web>voting-svc"});
+
+  v1::ViewRequest one = ViewOf(v1::ViewRequest::WORKLOAD);
+  *one.mutable_resource() = Resource("svc", "voting-svc", "");
+  const v1::ViewResponse voting = ViewFor(fixture, one);
+  CHECK(RowsByName(voting.stats()) == RowsByName(fixture.Stat(Resource("svc", "voting-svc"))));
+  CHECK(EdgesByName(voting.edges()) == EdgesByName(fixture.EdgesOf(Resource("svc", "voting-svc"))));
+  REQUIRE(voting.routes().routes_size() == 1);
+  CHECK(voting.routes().routes(0).requests() == 10);
+  CHECK(voting.pods().pods_size() == 0);  // a Service owns no pod
 }
 
 }  // namespace

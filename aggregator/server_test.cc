@@ -786,22 +786,26 @@ TEST_CASE("Tap with --to: one subscription per node of the target, rate split", 
   CHECK(updated[1].subscribe().max_rps() == Approx(10.0 / 3));
 }
 
-TEST_CASE("Tap with --to sees unenrolled targets' requests where they arrive", "[unit]") {
+// node-a runs web-a, node-b voting-1, node-c web-u: a web pod that is not enrolled.
+struct UnenrolledWeb {
   Harness harness;
   Cast cast;
   v1::Pod web_u = MakePod("emojivoto", "web-u", "Deployment", "web", "node-c", false);
-  auto node_a = harness.Connect("node-a", {cast.web_a});
-  auto node_b = harness.Connect("node-b", {cast.voting});
-  auto node_c = harness.Connect("node-c", {web_u});
+  std::unique_ptr<FakeAgent> node_a = harness.Connect("node-a", {cast.web_a});
+  std::unique_ptr<FakeAgent> node_b = harness.Connect("node-b", {cast.voting});
+  std::unique_ptr<FakeAgent> node_c = harness.Connect("node-c", {web_u});
+};
 
+TEST_CASE("Tap with --to sees unenrolled targets' requests where they arrive", "[unit]") {
+  UnenrolledWeb f;
   v1::TapRequestSpec spec;
   *spec.mutable_target() = Resource("deploy", "web");
   *spec.mutable_to() = Resource("deploy", "voting");
   spec.set_max_rps(30);
-  TapClient client(*harness.api, spec);
-  const std::vector<v1::AggregatorMessage> on_a = node_a->WaitForMessages(1);
-  const std::vector<v1::AggregatorMessage> on_b = node_b->WaitForMessages(1);
-  const std::vector<v1::AggregatorMessage> on_c = node_c->WaitForMessages(1);
+  TapClient client(*f.harness.api, spec);
+  const std::vector<v1::AggregatorMessage> on_a = f.node_a->WaitForMessages(1);
+  const std::vector<v1::AggregatorMessage> on_b = f.node_b->WaitForMessages(1);
+  const std::vector<v1::AggregatorMessage> on_c = f.node_c->WaitForMessages(1);
   REQUIRE(on_a.size() == 1);
   REQUIRE(on_b.size() == 1);
   REQUIRE(on_c.size() == 1);
@@ -814,6 +818,46 @@ TEST_CASE("Tap with --to sees unenrolled targets' requests where they arrive", "
         std::vector<std::string>{"emojivoto/voting-1"});
   for (const auto* message : {&on_a[0], &on_b[0], &on_c[0]}) {
     CHECK(message->subscribe().max_rps() == Approx(10.0));
+  }
+}
+
+TEST_CASE("Tap with --to a Service: the callers' agents match the Service dialled", "[unit]") {
+  UnenrolledWeb f;
+  v1::TapRequestSpec spec;
+  *spec.mutable_target() = Resource("deploy", "web");
+  *spec.mutable_to() = Resource("svc", "voting-svc");
+  TapClient client(*f.harness.api, spec);
+  // One subscription per node of the target, on the Service and on no pod: only the caller's
+  // agent knows the Service dialled, so the server's node (node-b) is not asked, and web-u,
+  // not enrolled, makes no request its own agent sees (node-c's share is for nothing).
+  const std::vector<v1::AggregatorMessage> on_a = f.node_a->WaitForMessages(1);
+  REQUIRE(on_a.size() == 1);
+  const v1::TapMatch& match = on_a[0].subscribe().match();
+  CHECK(Pods(match.source_pods()) == std::vector<std::string>{"emojivoto/web-a"});
+  CHECK(match.destination_pods_size() == 0);
+  CHECK(Pods(match.destination_services()) == std::vector<std::string>{"emojivoto/voting-svc"});
+  const std::vector<v1::AggregatorMessage> on_c = f.node_c->WaitForMessages(1);
+  REQUIRE(on_c.size() == 1);
+  CHECK(Pods(on_c[0].subscribe().match().destination_services()) ==
+        std::vector<std::string>{"emojivoto/voting-svc"});
+
+  v1::TapEvent event = Event(on_a[0].subscribe().id(), "node-a:1:1", f.cast.web_a, f.cast.voting);
+  event.mutable_destination_service()->set_namespace_("emojivoto");
+  event.mutable_destination_service()->set_owner_kind("Service");
+  event.mutable_destination_service()->set_owner_name("voting-svc");
+  f.node_a->SendTap({event});
+  REQUIRE(client.WaitUntil([](const TapClient& c) { return c.events().size() == 1; }));
+  CHECK(client.Read([](const TapClient& c) { return c.events()[0].request_id(); }) == "node-a:1:1");
+  CHECK(f.node_b->received().empty());
+
+  // A Service with no name, or no namespace, is refused, saying what to give.
+  for (const v1::Resource& to : {Resource("service", ""), Resource("svc", "voting-svc", "")}) {
+    v1::TapRequestSpec bad = spec;
+    *bad.mutable_to() = to;
+    TapClient refused(*f.harness.api, bad);
+    REQUIRE(refused.WaitUntil([](const TapClient& c) { return c.status().has_value(); }));
+    CHECK(refused.status()->error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK_THAT(refused.status()->error_message(), Catch::Contains("needs a name and a namespace"));
   }
 }
 

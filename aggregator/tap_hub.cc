@@ -128,7 +128,17 @@ absl::StatusOr<std::shared_ptr<TapSession>> TapHub::Open(const v1::TapRequestSpe
   absl::StatusOr<Selector> target = ToSelector(spec.target(), "target");
   if (!target.ok()) return target.status();
   std::optional<Selector> to;
-  if (IsSet(spec.to())) {
+  std::string to_service;
+  if (IsServiceType(spec.to().type())) {
+    absl::StatusOr<Selector> service = ServiceSelector(spec.to(), "to");
+    if (!service.ok()) return service.status();
+    if (service->name.empty() || service->namespace_name.empty()) {
+      return absl::InvalidArgumentError(
+          "the tap's 'to' Service needs a name and a namespace: name the Service whose callers' "
+          "requests to tap (e.g. to svc/web-svc)");
+    }
+    to_service = service->namespace_name + "/" + service->name;
+  } else if (IsSet(spec.to())) {
     absl::StatusOr<Selector> parsed = ToSelector(spec.to(), "to");
     if (!parsed.ok()) return parsed.status();
     to = *std::move(parsed);
@@ -194,8 +204,9 @@ absl::StatusOr<std::shared_ptr<TapSession>> TapHub::Open(const v1::TapRequestSpe
   tap.spec = spec;
   tap.target = *std::move(target);
   tap.to = std::move(to);
+  tap.to_service = std::move(to_service);
   tap.from_target_id = next_id_;
-  tap.to_target_id = tap.to ? 0 : next_id_ + 1;
+  tap.to_target_id = tap.to || !tap.to_service.empty() ? 0 : next_id_ + 1;
   std::map<std::string, Subscriptions> plan;
   PlanLocked(tap, &plan);
   if (plan.empty()) {
@@ -288,6 +299,7 @@ void TapHub::PlanLocked(Tap& tap, std::map<std::string, Subscriptions>* desired)
     v1::TapMatch& match = *out.mutable_match();
     for (const std::string& pod : sources) match.add_source_pods(pod);
     for (const std::string& pod : destinations) match.add_destination_pods(pod);
+    if (!tap.to_service.empty()) match.add_destination_services(tap.to_service);
     match.set_method(tap.spec.method());
     match.set_path_prefix(tap.spec.path_prefix());
     match.set_authority(tap.spec.authority());
@@ -298,7 +310,9 @@ void TapHub::PlanLocked(Tap& tap, std::map<std::string, Subscriptions>* desired)
   for (const std::string& node : involved) {
     const std::vector<std::string>& local = target_pods[node];
     Subscriptions& subscriptions = (*desired)[node];
-    if (tap.to) {
+    if (!tap.to_service.empty()) {
+      subscriptions[tap.from_target_id] = subscription(tap.from_target_id, local, {}, share);
+    } else if (tap.to) {
       // The local target pods' requests, and those of unenrolled target pods elsewhere, seen
       // arriving at `to` pods here.
       std::set<std::string> sources(local.begin(), local.end());

@@ -13,6 +13,10 @@
 // - with `to`: on each node hosting target pods, requests from them to the `to` pods.
 //   Target pods that are not enrolled make no outbound requests the mesh sees, so every node
 //   hosting `to` pods also watches for requests from those pods arriving there.
+// - with `to` a Service (type service): on each node hosting target pods, requests from them
+//   dialled to that Service (destination_services). Only the caller's agent knows which
+//   Service was dialled, so the requests of target pods that are not enrolled are not
+//   tapped: the server's side cannot tell them from requests to the pods themselves.
 // - without `to`, the requests of target pods that are not enrolled are not tapped: only
 //   their peers' agents see them, and which peers is not known in advance.
 // - max_rps (default 100) is the whole tap's: split evenly between the connected agents
@@ -108,8 +112,8 @@ class TapHub {
   void Deliver(const std::string& node, const v1::TapEvents& events);
 
   // Starts a tap for `caller`. INVALID_ARGUMENT for a bad spec, NOT_FOUND when the target
-  // (or `to`) has no pods, UNAVAILABLE when no agent of the nodes they run on is connected,
-  // RESOURCE_EXHAUSTED past the taps the hub or one caller may hold.
+  // (or `to`, unless a Service) has no pods, UNAVAILABLE when no agent of the nodes they run on is
+  // connected, RESOURCE_EXHAUSTED past the taps the hub or one caller may hold.
   absl::StatusOr<std::shared_ptr<TapSession>> Open(const v1::TapRequestSpec& spec,
                                                    const std::string& caller);
   // Ends a tap: its agents get cancels.
@@ -128,6 +132,7 @@ class TapHub {
     v1::TapRequestSpec spec;
     Selector target;
     std::optional<Selector> to;
+    std::string to_service;       // "namespace/name" of the Service `to` names; empty: none
     uint64_t from_target_id = 0;  // requests from the target's pods
     uint64_t to_target_id = 0;    // requests to them; 0 with `to`
     // Per node, the pods its from_target subscription lists: a request the node reports for

@@ -444,6 +444,31 @@ TEST_CASE("the aggregator's refusals are passed on, one line", "[meshctl][errors
 TEST_CASE("argument errors: one line saying what to do, exit 2, no call", "[meshctl][errors]") {
   FakeAggregator aggregator;
   const std::map<std::vector<std::string>, std::string> cases = {
+      {{"stat", "deploy", "-n", "a,,b"},
+       "meshctl: -n 'a,,b' has an empty namespace: write -n NAMESPACE or a comma list, -n "
+       "emojivoto,books\n"},
+      {{"stat", "deploy/web", "-n", "a,b"},
+       "meshctl: deploy/web names one resource: give its one namespace with -n, or drop the name "
+       "to list every one of the namespaces\n"},
+      {{"stat", "deploy", "-n", "a,b", "--from", "deploy/web"},
+       "meshctl: --from and --to take one namespace: give -n NAMESPACE, not a list\n"},
+      {{"stat", "ns", "-n", "a,b"},
+       "meshctl: stat ns lists every namespace: give no -n (or stat ns/NAME for one)\n"},
+      {{"routes", "deploy/web", "-n", "a,b"},
+       "meshctl: routes takes one namespace, not 'a,b': give -n NAMESPACE\n"},
+      {{"tap", "deploy/web", "-n", "a,b"},
+       "meshctl: tap takes one namespace, not 'a,b': give -n NAMESPACE\n"},
+      {{"edges", "deploy", "-A", "--failing"},
+       "meshctl: the graph's filters are for chosen namespaces: give -n NAMESPACE[,NAMESPACE...] "
+       "instead of -A\n"},
+      {{"edges", "deploy/web", "-n", "a", "--failing"},
+       "meshctl: deploy/web names one resource, and a graph is of every deploy of its namespaces: "
+       "ask for its neighbours with --around deploy/web\n"},
+      {{"edges", "deploy", "-n", "a", "--around", "web"},
+       "meshctl: --around: unknown resource type 'web': use pod (po), deployment (deploy), "
+       "statefulset (sts), daemonset (ds), namespace (ns)\n"},
+      {{"edges", "deploy", "-n", "a", "--hide-namespace", ""},
+       "meshctl: --hide-namespace is empty: name the namespace to hide\n"},
       {{"stat", "rs/web"},
        "meshctl: unknown resource type 'rs': use pod (po), deployment (deploy), statefulset "
        "(sts), daemonset (ds), namespace (ns)\n"},
@@ -660,6 +685,157 @@ TEST_CASE("edges -A -o json", "[meshctl][edges]") {
   const v1::EdgesRequest& request = aggregator.api.edges_requests.at(0);
   CHECK(request.selector().type() == "deployment");
   CHECK(request.selector().namespace_().empty());
+}
+
+TEST_CASE("Services in edges, routes, top and tap --to", "[meshctl][edges][routes][tap]") {
+  FakeAggregator aggregator;
+  aggregator.api.edges_response = ReadTextProto<v1::EdgesResponse>("edges_services.textproto");
+  aggregator.api.routes_response =
+      ReadTextProto<v1::TopRoutesResponse>("routes_services.textproto");
+  CannedTap(aggregator.api);
+
+  const Result edges = Run(With({"edges", "svc", "-n", "emojivoto"}, aggregator));
+  CHECK(edges.code == 0);
+  testing::CheckGolden("edges_services.golden", edges.out);
+  const v1::EdgesRequest& edges_request = aggregator.api.edges_requests.at(0);
+  CHECK(edges_request.selector().type() == "service");
+  CHECK(edges_request.selector().namespace_() == "emojivoto");
+  CHECK(edges_request.selector().name().empty());
+
+  const Result routes = Run(With({"routes", "svc/voting-svc", "-n", "emojivoto"}, aggregator));
+  CHECK(routes.code == 0);
+  testing::CheckGolden("routes_services.golden", routes.out);
+  const Result top = Run(With({"top", "service", "voting-svc", "-n", "emojivoto"}, aggregator));
+  CHECK(top.code == 0);
+  CHECK(top.out.find("service/voting-svc") != std::string::npos);
+  REQUIRE(aggregator.api.routes_requests.size() == 2);
+  for (const v1::TopRoutesRequest& request : aggregator.api.routes_requests) {
+    CHECK(request.selector().type() == "service");
+    CHECK(request.selector().namespace_() == "emojivoto");
+    CHECK(request.selector().name() == "voting-svc");
+  }
+  aggregator.api.routes_response.clear_routes();
+  const Result none = Run(With({"routes", "svc/idle-svc", "-n", "emojivoto"}, aggregator));
+  CHECK(none.err ==
+        "No routes with traffic to svc/idle-svc in namespace emojivoto in the last 1m.\n");
+
+  const Result tap = Run(
+      With({"tap", "deploy/web", "-n", "emojivoto", "--to", "svc/voting-svc", "--max-events", "11"},
+           aggregator));
+  CHECK(tap.code == 0);
+  const v1::TapRequestSpec& spec = aggregator.api.tap_requests.at(0);
+  CHECK(spec.target().type() == "deployment");
+  CHECK(spec.to().type() == "service");
+  CHECK(spec.to().namespace_() == "emojivoto");
+  CHECK(spec.to().name() == "voting-svc");
+  // A Service makes no requests itself: its callers are tapped with --to.
+  const Result target = Run(With({"tap", "svc/voting-svc", "-n", "emojivoto"}, aggregator));
+  CHECK(target.code == 2);
+  CHECK(target.err ==
+        "meshctl: a Service makes no requests and serves none itself: tap its callers' requests "
+        "to it with --to, e.g. meshctl tap deploy/web -n emojivoto --to svc/voting-svc\n");
+  CHECK(aggregator.api.tap_requests.size() == 1);
+}
+
+std::vector<std::string> Strings(const google::protobuf::RepeatedPtrField<std::string>& strings) {
+  return std::vector<std::string>(strings.begin(), strings.end());
+}
+
+// A View whose part is `part` (its stale nodes and window said once, by the view).
+template <typename Part>
+v1::ViewResponse ViewWith(Part part, Part* (v1::ViewResponse::*mutable_part)()) {
+  v1::ViewResponse view;
+  *view.mutable_stale_nodes() = part.stale_nodes();
+  view.set_window_seconds(part.window_seconds());
+  part.clear_stale_nodes();
+  part.clear_window_seconds();
+  *(view.*mutable_part)() = std::move(part);
+  return view;
+}
+
+TEST_CASE("stat -n a,b asks one View of the namespaces and prints it as stat -A",
+          "[meshctl][stat]") {
+  FakeAggregator aggregator;
+  aggregator.api.view_response =
+      ViewWith(ReadTextProto<v1::StatSummaryResponse>("stat_all_namespaces.textproto"),
+               &v1::ViewResponse::mutable_stats);
+  const Result result =
+      Run(With({"stat", "deploy", "-n", "emojivoto,books,emojivoto", "-o", "wide"}, aggregator));
+  CHECK(result.code == 0);
+  CHECK(result.out == ReadTestdata("stat_all_namespaces_wide.golden"));
+  CHECK(result.err == ReadTestdata("stale_warnings.golden"));
+  CHECK(aggregator.api.stat_requests.empty());
+  REQUIRE(aggregator.api.view_requests.size() == 1);
+  const v1::ViewRequest& request = aggregator.api.view_requests[0];
+  CHECK(request.kind() == v1::ViewRequest::WORKLOADS);
+  CHECK(Strings(request.namespaces()) == std::vector<std::string>{"emojivoto", "books"});
+  CHECK(request.type() == "deployment");
+  CHECK(request.window_seconds() == 60);
+
+  // Services too; nothing found says where it looked.
+  aggregator.api.view_response.Clear();
+  const Result none = Run(With({"stat", "svc", "-n", "a,b", "-t", "5m"}, aggregator));
+  CHECK(none.code == 0);
+  CHECK(none.err == "No services found in namespaces a, b.\n");
+  CHECK(aggregator.api.view_requests.at(1).type() == "service");
+  // One namespace is StatSummary, as before.
+  CHECK(Run(With({"stat", "deploy", "-n", "a"}, aggregator)).code == 0);
+  CHECK(aggregator.api.stat_requests.size() == 1);
+  CHECK(aggregator.api.view_requests.size() == 2);
+}
+
+TEST_CASE("edges with several namespaces or a filter ask one View of the graph",
+          "[meshctl][edges]") {
+  FakeAggregator aggregator;
+  aggregator.api.view_response = ViewWith(ReadTextProto<v1::EdgesResponse>("edges.textproto"),
+                                          &v1::ViewResponse::mutable_edges);
+  const Result result =
+      Run(With({"edges", "deploy", "-n", "emojivoto,monitoring", "--failing", "--around",
+                "deploy/web", "--hide-namespace", "kube-system", "--hide-namespace", "linkerd",
+                "--hide-external", "--all", "-t", "5m", "-o", "json"},
+               aggregator));
+  CHECK(result.code == 0);
+  CHECK(result.out == ReadTestdata("edges_json.golden"));  // as the Edges answer prints
+  CHECK(aggregator.api.edges_requests.empty());
+  REQUIRE(aggregator.api.view_requests.size() == 1);
+  const v1::ViewRequest& request = aggregator.api.view_requests[0];
+  CHECK(request.kind() == v1::ViewRequest::GRAPH);
+  CHECK(Strings(request.namespaces()) == std::vector<std::string>{"emojivoto", "monitoring"});
+  CHECK(request.type() == "deployment");
+  CHECK(request.window_seconds() == 300);
+  const v1::GraphFilter& filter = request.filter();
+  CHECK(filter.only_failing());
+  CHECK(filter.around().type() == "deployment");
+  CHECK(filter.around().namespace_() == "emojivoto");
+  CHECK(filter.around().name() == "web");
+  CHECK(Strings(filter.hide_namespaces()) == std::vector<std::string>{"kube-system", "linkerd"});
+  CHECK(filter.hide_external());
+  CHECK(filter.draw_anyway());
+
+  // One filter alone, in one namespace, is a View too; --around takes a Service.
+  const Result around =
+      Run(With({"edges", "svc", "-n", "emojivoto", "--around", "svc/web-svc"}, aggregator));
+  CHECK(around.code == 0);
+  const v1::ViewRequest& second = aggregator.api.view_requests.at(1);
+  CHECK(second.type() == "service");
+  CHECK(second.filter().around().type() == "service");
+  CHECK(second.filter().around().name() == "web-svc");
+  CHECK_FALSE(second.filter().only_failing());
+  CHECK_FALSE(second.filter().draw_anyway());
+
+  // Withheld: no edges, the size under each filter on stderr.
+  aggregator.api.view_response.Clear();
+  v1::GraphSize& size = *aggregator.api.view_response.mutable_size();
+  size.set_withheld(true);
+  size.set_nodes(412);
+  size.set_edges(2310);
+  size.set_failing_edges(37);
+  (*size.mutable_nodes_by_namespace())["kube-system"] = 120;
+  (*size.mutable_nodes_by_namespace())["emojivoto"] = 292;
+  const Result withheld = Run(With({"edges", "deploy", "-n", "emojivoto,kube-system"}, aggregator));
+  CHECK(withheld.code == 0);
+  CHECK(withheld.out.empty());
+  testing::CheckGolden("edges_withheld.golden", withheld.err);
 }
 
 TEST_CASE("check: exit 0 when all is well, 1 with the problems", "[meshctl][check]") {

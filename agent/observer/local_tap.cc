@@ -8,9 +8,9 @@ namespace nodemesh::agent {
 namespace {
 
 bool SameFilter(const TapFilter& a, const TapFilter& b) {
-  return a.sources == b.sources && a.destinations == b.destinations && a.either == b.either &&
-         a.method == b.method && a.path_prefix == b.path_prefix && a.authority == b.authority &&
-         a.scheme == b.scheme && a.max_rps == b.max_rps;
+  return a.sources == b.sources && a.destinations == b.destinations && a.services == b.services &&
+         a.either == b.either && a.method == b.method && a.path_prefix == b.path_prefix &&
+         a.authority == b.authority && a.scheme == b.scheme && a.max_rps == b.max_rps;
 }
 
 }  // namespace

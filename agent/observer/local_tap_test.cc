@@ -124,10 +124,30 @@ TEST_CASE("tap filter: either end may be the pod", "[tap]") {
   db.pod = "db-1";
   const metrics::Identity external{};
   parsers::RequestStart request;
-  CHECK(filter.Matches(web, db, request, "/"));
-  CHECK(filter.Matches(db, web, request, "/"));
-  CHECK(filter.Matches(external, web, request, "/"));
-  CHECK_FALSE(filter.Matches(db, external, request, "/"));
+  CHECK(filter.Matches(web, db, nullptr, request, "/"));
+  CHECK(filter.Matches(db, web, nullptr, request, "/"));
+  CHECK(filter.Matches(external, web, nullptr, request, "/"));
+  CHECK_FALSE(filter.Matches(db, external, nullptr, request, "/"));
+}
+
+TEST_CASE("tap filter: a Service matches only requests dialled to it", "[tap]") {
+  v1::TapSubscription subscription;
+  subscription.mutable_match()->add_destination_services("shop/web-svc");
+  const TapFilter filter = TapFilter::FromProto(subscription);
+  metrics::Identity web;
+  web.namespace_name = "shop";
+  web.pod = "web-1";
+  const metrics::Identity dialled = metrics::ServiceIdentity("shop", "web-svc");
+  const metrics::Identity other = metrics::ServiceIdentity("shop", "db-svc");
+  const metrics::Identity elsewhere = metrics::ServiceIdentity("books", "web-svc");
+  parsers::RequestStart request;
+  CHECK(filter.Matches(web, web, &dialled, request, "/"));
+  CHECK_FALSE(filter.Matches(web, web, nullptr, request, "/"));  // dialled to the pod itself
+  CHECK_FALSE(filter.Matches(web, web, &other, request, "/"));
+  CHECK_FALSE(filter.Matches(web, web, &elsewhere, request, "/"));
+  // No Service asked for: any request, dialled to a Service or not.
+  CHECK(TapFilter{}.Matches(web, web, &dialled, request, "/"));
+  CHECK(TapFilter{}.Matches(web, web, nullptr, request, "/"));
 }
 
 TEST_CASE("tap redaction: named headers and queries are hidden before an event is made", "[tap]") {
@@ -148,8 +168,9 @@ TEST_CASE("tap redaction: named headers and queries are hidden before an event i
   parsers::RequestStart request;
   request.path = "/login?token=s3cret";
   const metrics::Identity anyone;
-  CHECK(filter.Matches(anyone, anyone, request, request.path));
-  CHECK_FALSE(filter.Matches(anyone, anyone, request, TapPath(redaction, request.path, &storage)));
+  CHECK(filter.Matches(anyone, anyone, nullptr, request, request.path));
+  CHECK_FALSE(
+      filter.Matches(anyone, anyone, nullptr, request, TapPath(redaction, request.path, &storage)));
 }
 
 }  // namespace

@@ -260,6 +260,12 @@ const metrics::Identity& ConnectionObserver::DestinationIdentity() {
   return *destination_identity_;
 }
 
+const metrics::Identity* ConnectionObserver::DialledServiceIdentity() {
+  if (!dialled_service()) return nullptr;
+  if (!service_identity_) service_identity_ = context_.tables().identities.Get(traffic_.service);
+  return &*service_identity_;
+}
+
 const Endpoint& ConnectionObserver::SourceAddress() {
   if (!source_address_) source_address_ = find_source_address_();
   return *source_address_;
@@ -272,7 +278,10 @@ void ConnectionObserver::MaybeTap(const parsers::RequestStart& request) {
   const std::string_view path = TapPath(context_.options().tap_redaction, request.path, &stripped);
   std::vector<uint64_t> matched;
   for (const TapFilter& filter : *filters) {
-    if (!filter.Matches(SourceIdentity(), DestinationIdentity(), request, path)) continue;
+    if (!filter.Matches(SourceIdentity(), DestinationIdentity(), DialledServiceIdentity(), request,
+                        path)) {
+      continue;
+    }
     if (!context_.AllowTap(filter, request.at)) continue;
     matched.push_back(filter.id);
   }
@@ -299,9 +308,8 @@ void ConnectionObserver::EmitTap(uint32_t stream_id, const std::vector<uint64_t>
   event.set_request_id(fmt::format("{}:{}", tap_name_, stream_id));
   *event.mutable_source() = wire::ToProto(SourceIdentity());
   *event.mutable_destination() = wire::ToProto(DestinationIdentity());
-  if (dialled_service()) {
-    if (!service_identity_) service_identity_ = context_.tables().identities.Get(traffic_.service);
-    *event.mutable_destination_service() = wire::ToProto(*service_identity_);
+  if (const metrics::Identity* service = DialledServiceIdentity()) {
+    *event.mutable_destination_service() = wire::ToProto(*service);
   }
   event.set_source_address(SourceAddress().ToString());
   event.set_destination_address(destination_.ToString());

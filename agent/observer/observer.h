@@ -147,13 +147,14 @@ class ConnectionObserver final : public RelayObserver, private parsers::EventSin
   // For log lines (see observer.cc).
   ConnectionName Name() const;
 
-  // Tap: the subscriptions each tapped stream matched, and both ends' identities, looked up
-  // the first time a tap needs them.
+  // Tap: the subscriptions each tapped stream matched, and both ends' identities (and the
+  // Service dialled, null when none), looked up the first time a tap needs them.
   void MaybeTap(const parsers::RequestStart& request);
   void EmitTap(uint32_t stream_id, const std::vector<uint64_t>& subscriptions,
                const std::function<void(v1::TapEvent&)>& fill);
   const metrics::Identity& SourceIdentity();
   const metrics::Identity& DestinationIdentity();
+  const metrics::Identity* DialledServiceIdentity();
   const Endpoint& SourceAddress();
 
   ObserverContext& context_;

@@ -12,6 +12,13 @@ bool Listed(const std::vector<std::string>& pods, const metrics::Identity& ident
   return std::find(pods.begin(), pods.end(), key) != pods.end();
 }
 
+bool ListedService(const std::vector<std::string>& services, const metrics::Identity* service) {
+  if (services.empty()) return true;
+  if (service == nullptr) return false;
+  const std::string key = service->namespace_name + "/" + service->owner_name;
+  return std::find(services.begin(), services.end(), key) != services.end();
+}
+
 }  // namespace
 
 TapFilter TapFilter::FromProto(const v1::TapSubscription& subscription) {
@@ -20,6 +27,7 @@ TapFilter TapFilter::FromProto(const v1::TapSubscription& subscription) {
   const v1::TapMatch& match = subscription.match();
   filter.sources.assign(match.source_pods().begin(), match.source_pods().end());
   filter.destinations.assign(match.destination_pods().begin(), match.destination_pods().end());
+  filter.services.assign(match.destination_services().begin(), match.destination_services().end());
   filter.method = match.method();
   filter.path_prefix = match.path_prefix();
   filter.authority = match.authority();
@@ -29,8 +37,10 @@ TapFilter TapFilter::FromProto(const v1::TapSubscription& subscription) {
 }
 
 bool TapFilter::Matches(const metrics::Identity& source, const metrics::Identity& destination,
-                        const parsers::RequestStart& request, std::string_view path) const {
+                        const metrics::Identity* service, const parsers::RequestStart& request,
+                        std::string_view path) const {
   return Listed(sources, source) && Listed(destinations, destination) &&
+         ListedService(services, service) &&
          (either.empty() || Listed(either, source) || Listed(either, destination)) &&
          (method.empty() || method == request.method) &&
          (path_prefix.empty() || path.starts_with(path_prefix)) &&

@@ -22,6 +22,9 @@ struct TapFilter {
   uint64_t id = 0;
   std::vector<std::string> sources;       // "namespace/pod"; empty: any
   std::vector<std::string> destinations;  // "namespace/pod"; empty: any
+  // "namespace/name" of Services the request was dialled to; empty: any, dialled to a Service
+  // or not.
+  std::vector<std::string> services;
   // "namespace/pod", as the source or as the destination; empty: any. A local tap of one
   // pod's requests both ways, in one subscription (the aggregator's taps use two).
   std::vector<std::string> either;
@@ -32,10 +35,12 @@ struct TapFilter {
   double max_rps = 0;  // for the whole agent; 0: no limit
 
   static TapFilter FromProto(const v1::TapSubscription& subscription);
-  // `path` is the request's path as tap shows it (TapPath): a prefix cannot probe what the
-  // redaction hides.
+  // `service`: the Service the caller dialled, null when none (or not known: the server's
+  // side never knows it). `path` is the request's path as tap shows it (TapPath): a prefix
+  // cannot probe what the redaction hides.
   bool Matches(const metrics::Identity& source, const metrics::Identity& destination,
-               const parsers::RequestStart& request, std::string_view path) const;
+               const metrics::Identity* service, const parsers::RequestStart& request,
+               std::string_view path) const;
 };
 
 // Subscriptions of local taps (the admin API's, see local_tap.h) carry this bit in their id;

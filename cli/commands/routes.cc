@@ -12,6 +12,7 @@ namespace {
 
 struct RoutesFlags {
   ScopeFlags scope{{.command = "routes",
+                    .services = true,
                     .default_window = "1m",
                     .outputs = {OutputFormat::kTable, OutputFormat::kWide, OutputFormat::kJson},
                     .output_help = "table, wide or json"}};
@@ -38,8 +39,7 @@ int RunRoutes(const RoutesFlags& flags, const Invocation& invocation) {
   const Context& context = invocation.context;
   if (response->routes().empty() && scope->output != OutputFormat::kJson) {
     context.err << fmt::format("No routes with traffic to {} in namespace {} in the last {}.\n",
-                               Label(scope->resource), request.selector().namespace_(),
-                               scope->window);
+                               scope->What(), request.selector().namespace_(), scope->window);
   } else {
     context.out << RenderRoutes(*response, scope->output);
   }
@@ -60,7 +60,8 @@ void AddRoutesCommand(CLI::App& app, Invocation& invocation) {
   command->footer(
       "Examples:\n"
       "  meshctl routes deploy/voting -n emojivoto\n"
-      "  meshctl routes deploy/voting -n emojivoto --from deploy/web -o wide");
+      "  meshctl routes deploy/voting -n emojivoto --from deploy/web -o wide\n"
+      "  meshctl routes svc/voting-svc -n emojivoto   (what callers dialled to the Service)");
   invocation.RunWhenChosen(*command,
                            [flags, &invocation] { return RunRoutes(*flags, invocation); });
 }

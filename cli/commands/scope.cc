@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <optional>
+
+#include "absl/strings/str_split.h"
 
 namespace nodemesh::cli {
 namespace {
@@ -51,6 +54,20 @@ v1::Resource Scope::Selector() const {
   return ToApiResource(resource, in_namespace);
 }
 
+v1::ViewRequest Scope::View(v1::ViewRequest::Kind kind) const {
+  v1::ViewRequest request;
+  request.set_kind(kind);
+  for (const std::string& name : namespaces) request.add_namespaces(name);
+  request.set_type(Selector().type());
+  request.set_window_seconds(window_seconds);
+  return request;
+}
+
+std::string Scope::What() const {
+  if (!service) return Label(resource);
+  return resource.name.empty() ? "svc" : "svc/" + resource.name;
+}
+
 absl::StatusOr<v1::Resource> Scope::Peer(const std::string& text, const std::string& peer_namespace,
                                          std::string_view flag) const {
   const absl::Status needs_namespace = absl::InvalidArgumentError(
@@ -75,12 +92,20 @@ absl::StatusOr<v1::Resource> Scope::Peer(const std::string& text, const std::str
 }
 
 void ScopeFlags::AddTarget(CLI::App& command) {
-  command.add_option("resource", words_,
-                     "TYPE[/NAME]: pod (po), deployment (deploy), statefulset (sts), "
-                     "daemonset (ds) or namespace (ns); e.g. deploy/web");
+  command.add_option(
+      "resource", words_,
+      spec_.services
+          ? "TYPE[/NAME]: pod (po), deployment (deploy), statefulset (sts), daemonset (ds), "
+            "namespace (ns) or service (svc); e.g. deploy/web, svc/web-svc"
+          : "TYPE[/NAME]: pod (po), deployment (deploy), statefulset (sts), daemonset (ds) or "
+            "namespace (ns); e.g. deploy/web");
   namespace_name_ = std::string(spec_.default_namespace);
   namespace_option_ =
-      command.add_option("-n,--namespace", namespace_name_, std::string(spec_.namespace_help))
+      command
+          .add_option("-n,--namespace", namespace_name_,
+                      spec_.namespace_list
+                          ? fmt::format("{}; several as a comma list (a,b)", spec_.namespace_help)
+                          : std::string(spec_.namespace_help))
           ->capture_default_str();
   if (spec_.all_namespaces) {
     command.add_flag("-A,--all-namespaces", all_namespaces_, "Every namespace");
@@ -115,9 +140,27 @@ absl::StatusOr<Scope> ScopeFlags::Parse() const {
     if (!ref.ok()) return ref.status();
     scope.resource = *std::move(ref);
   }
-  scope.namespace_name = namespace_name_;
   scope.all_namespaces = all_namespaces_;
   if (all_namespaces_ && namespace_option_->count() > 0) return NamespaceOrAllError();
+  // An empty default (inject's) leaves the namespace to the command.
+  std::vector<std::string> names;
+  if (!namespace_name_.empty()) names = absl::StrSplit(namespace_name_, ',');
+  for (const std::string& name : names) {
+    if (name.empty()) {
+      return absl::InvalidArgumentError(
+          fmt::format("-n '{}' has an empty namespace: write -n NAMESPACE{}", namespace_name_,
+                      spec_.namespace_list ? " or a comma list, -n emojivoto,books" : ""));
+    }
+    if (std::find(scope.namespaces.begin(), scope.namespaces.end(), name) ==
+        scope.namespaces.end()) {
+      scope.namespaces.emplace_back(name);
+    }
+  }
+  if (scope.namespaces.size() > 1 && !spec_.namespace_list) {
+    return absl::InvalidArgumentError(fmt::format(
+        "{} takes one namespace, not '{}': give -n NAMESPACE", spec_.command, namespace_name_));
+  }
+  if (!scope.namespaces.empty()) scope.namespace_name = scope.namespaces.front();
 
   // An empty default (tap) is the command's own line format, whatever -o "" would be.
   if (!spec_.outputs.empty() && !(output_.empty() && spec_.default_output.empty())) {
@@ -132,6 +175,25 @@ absl::StatusOr<Scope> ScopeFlags::Parse() const {
     scope.window = window_;
   }
   return scope;
+}
+
+namespace {
+
+template <typename Part>
+Part PartOfView(Part part, const v1::ViewResponse& view) {
+  *part.mutable_stale_nodes() = view.stale_nodes();
+  part.set_window_seconds(view.window_seconds());
+  return part;
+}
+
+}  // namespace
+
+v1::StatSummaryResponse StatsOfView(const v1::ViewResponse& view) {
+  return PartOfView(view.stats(), view);
+}
+
+v1::EdgesResponse EdgesOfView(const v1::ViewResponse& view) {
+  return PartOfView(view.edges(), view);
 }
 
 CLI::Option* AddOutputOption(CLI::App& command, std::string& output, std::string_view formats) {

@@ -26,6 +26,8 @@ struct ScopeSpec {
   std::string_view namespace_help = "Namespace of the resource";
   std::string_view default_namespace = "default";
   bool all_namespaces = false;  // -A
+  // -n takes a comma list, "a,b" (stat, edges: answered by one View of those namespaces).
+  bool namespace_list = false;
   // A Service (svc or svc/NAME) too, beside the ResourceTypes (stat: see common/resource).
   bool services = false;
   std::string_view default_window{};  // -t's default; empty: no -t
@@ -42,7 +44,9 @@ struct Scope {
   // `resource.name` (its name, or empty for every Service) counts.
   ResourceRef resource;
   bool service = false;
-  std::string namespace_name;   // -n, else its default
+  std::string namespace_name;  // -n, else its default; the first of a list
+  // -n's namespaces, each once, in the order given: one, or more where the spec takes a list.
+  std::vector<std::string> namespaces;
   bool all_namespaces = false;  // -A
   int64_t window_seconds = 0;   // -t
   std::string window;           // -t as written, for messages ("in the last 1m")
@@ -51,6 +55,10 @@ struct Scope {
 
   // The API's selector: the resource in its namespace, or in every namespace with -A.
   v1::Resource Selector() const;
+  // A View of `kind` over -n's namespaces, of the words' type, over -t.
+  v1::ViewRequest View(v1::ViewRequest::Kind kind) const;
+  // What the words name, for messages: "deploy/web", "deploy", "svc/web-svc", "svc".
+  std::string What() const;
   // --from or --to (`flag`: "from" or "to"): TYPE/NAME, or svc/NAME where the scope takes
   // Services, in `peer_namespace` (--from-namespace, --to-namespace), else in -n. With -A
   // there is no -n to fall back on: only a namespace needs none.
@@ -81,6 +89,11 @@ class ScopeFlags {
   std::string window_;
   std::string output_;
 };
+
+// A View's rows (or edges) as StatSummary's (Edges') answer, with the view's stale nodes and
+// window, so that stat and edges print a view as their own answers.
+v1::StatSummaryResponse StatsOfView(const v1::ViewResponse& view);
+v1::EdgesResponse EdgesOfView(const v1::ViewResponse& view);
 
 // -o, for a command with no other scope (shell): "Output format: <formats>".
 CLI::Option* AddOutputOption(CLI::App& command, std::string& output, std::string_view formats);

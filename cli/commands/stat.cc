@@ -3,6 +3,7 @@
 
 #include <memory>
 
+#include "absl/strings/str_join.h"
 #include "cli/commands/command.h"
 #include "cli/commands/scope.h"
 #include "cli/views/views.h"
@@ -13,6 +14,7 @@ namespace {
 struct StatFlags {
   ScopeFlags scope{{.command = "stat",
                     .all_namespaces = true,
+                    .namespace_list = true,
                     .services = true,
                     .default_window = "1m",
                     .outputs = {OutputFormat::kTable, OutputFormat::kWide, OutputFormat::kJson},
@@ -26,6 +28,24 @@ int RunStat(const StatFlags& flags, const Invocation& invocation) {
   if (!flags.from.empty() && !flags.to.empty()) {
     return invocation.Fail(absl::InvalidArgumentError(
         "--from and --to cannot be combined: ask for the traffic from one resource, or to one"));
+  }
+
+  const bool several = scope->namespaces.size() > 1;
+  if (several) {
+    absl::Status refused = absl::OkStatus();
+    if (!flags.from.empty() || !flags.to.empty()) {
+      refused = absl::InvalidArgumentError(
+          "--from and --to take one namespace: give -n NAMESPACE, not a list");
+    } else if (!scope->resource.name.empty()) {
+      refused = absl::InvalidArgumentError(fmt::format(
+          "{} names one resource: give its one namespace with -n, or drop the name to list "
+          "every one of the namespaces",
+          scope->What()));
+    } else if (!scope->service && scope->resource.type == ResourceType::kNamespace) {
+      refused = absl::InvalidArgumentError(
+          "stat ns lists every namespace: give no -n (or stat ns/NAME for one)");
+    }
+    if (!refused.ok()) return invocation.Fail(refused);
   }
 
   v1::StatSummaryRequest request;
@@ -44,7 +64,16 @@ int RunStat(const StatFlags& flags, const Invocation& invocation) {
 
   absl::StatusOr<std::unique_ptr<AggregatorApi>> client = invocation.Client();
   if (!client.ok()) return invocation.Fail(client.status());
-  const absl::StatusOr<v1::StatSummaryResponse> response = (*client)->StatSummary(request);
+  absl::StatusOr<v1::StatSummaryResponse> response;
+  if (several) {
+    // One View of them all (the dashboard's call), its rows as stat's.
+    const absl::StatusOr<v1::ViewResponse> view =
+        (*client)->View(scope->View(v1::ViewRequest::WORKLOADS));
+    if (!view.ok()) return invocation.Fail(view.status());
+    response = StatsOfView(*view);
+  } else {
+    response = (*client)->StatSummary(request);
+  }
   if (!response.ok()) return invocation.Fail(response.status());
 
   const Context& context = invocation.context;
@@ -53,11 +82,12 @@ int RunStat(const StatFlags& flags, const Invocation& invocation) {
     context.err << fmt::format(
         "No {} found{}.\n",
         scope->service ? std::string_view("services") : PluralName(scope->resource.type),
-        namespaces || scope->all_namespaces
-            ? std::string()
-            : fmt::format(" in namespace {}", scope->namespace_name));
+        namespaces || scope->all_namespaces ? std::string()
+                                            : fmt::format(" in namespace{} {}", several ? "s" : "",
+                                                          absl::StrJoin(scope->namespaces, ", ")));
   } else {
-    context.out << RenderStat(*response, scope->output, scope->all_namespaces && !namespaces);
+    context.out << RenderStat(*response, scope->output,
+                              (scope->all_namespaces || several) && !namespaces);
   }
   context.err << RenderWindowNotes(*response, scope->window_seconds, context.now_unix_seconds());
   return 0;
@@ -81,6 +111,7 @@ void AddStatCommand(CLI::App& app, Invocation& invocation) {
       "Examples:\n"
       "  meshctl stat deploy -n emojivoto\n"
       "  meshctl stat deploy -n emojivoto --from deploy/web\n"
+      "  meshctl stat deploy -n emojivoto,books\n"
       "  meshctl stat svc -n emojivoto\n"
       "  meshctl stat deploy -n emojivoto --to svc/web-svc\n"
       "  meshctl stat pods -A -t 10m -o wide");

@@ -12,6 +12,7 @@ namespace {
 
 struct TapFlags {
   ScopeFlags scope{{.command = "tap",
+                    .services = true,
                     .outputs = {OutputFormat::kWide, OutputFormat::kJson},
                     .output_help = "wide or json (default: one line per event)",
                     .default_output = ""}};
@@ -24,6 +25,12 @@ struct TapFlags {
 int RunTap(const TapFlags& flags, const Invocation& invocation) {
   const absl::StatusOr<Scope> scope = flags.scope.Parse();
   if (!scope.ok()) return invocation.Fail(scope.status());
+  if (scope->service) {
+    return invocation.Fail(absl::InvalidArgumentError(fmt::format(
+        "a Service makes no requests and serves none itself: tap its callers' requests to it "
+        "with --to, e.g. meshctl tap deploy/web -n {} --to {}",
+        scope->namespace_name, scope->What())));
+  }
   if (!flags.path.empty() && flags.path[0] != '/') {
     return invocation.Fail(absl::InvalidArgumentError(
         fmt::format("--path '{}' must start with /: e.g. --path /api", flags.path)));
@@ -77,7 +84,8 @@ void AddTapCommand(CLI::App& app, Invocation& invocation) {
   CLI::App* command =
       app.add_subcommand("tap", "Watch requests to and from a resource live, until Ctrl-C");
   flags->scope.AddTarget(*command);
-  command->add_option("--to", flags->to, "Only requests to this resource (TYPE/NAME)");
+  command->add_option("--to", flags->to,
+                      "Only requests to this resource (TYPE/NAME; svc/NAME: dialled to a Service)");
   AddPeerNamespaceOption(*command, "to", flags->to_namespace);
   command->add_option("--method", flags->method, "Only requests with this method (e.g. POST)");
   command->add_option("--path", flags->path, "Only requests whose path starts with this prefix");
@@ -91,6 +99,7 @@ void AddTapCommand(CLI::App& app, Invocation& invocation) {
   command->footer(
       "Examples:\n"
       "  meshctl tap deploy/web -n emojivoto --to deploy/voting\n"
+      "  meshctl tap deploy/web -n emojivoto --to svc/voting-svc\n"
       "  meshctl tap deploy/voting -n emojivoto --path /emojivoto.v1.VotingService/ -o json");
   invocation.RunWhenChosen(*command, [flags, &invocation] { return RunTap(*flags, invocation); });
 }

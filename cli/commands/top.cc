@@ -14,7 +14,7 @@ namespace {
 constexpr std::chrono::seconds kTopRefresh{2};
 
 struct TopFlags {
-  ScopeFlags scope{{.command = "top", .default_window = "10s"}};
+  ScopeFlags scope{{.command = "top", .services = true, .default_window = "10s"}};
   uint32_t limit = 20;
 };
 
@@ -36,10 +36,10 @@ int RunTop(const TopFlags& flags, const Invocation& invocation) {
     context.err << RenderWindowNotes(*response, scope->window_seconds, context.now_unix_seconds());
     return 0;
   }
-  const std::string what = scope->resource.type == ResourceType::kNamespace
-                               ? fmt::format("in namespace {}", request.selector().namespace_())
-                               : fmt::format("of {} in namespace {}", Label(scope->resource),
-                                             request.selector().namespace_());
+  const std::string what =
+      !scope->service && scope->resource.type == ResourceType::kNamespace
+          ? fmt::format("in namespace {}", request.selector().namespace_())
+          : fmt::format("of {} in namespace {}", scope->What(), request.selector().namespace_());
   const std::string title =
       fmt::format("Busiest routes {} over the last {} (every {}s; Ctrl-C to quit)", what,
                   scope->window, kTopRefresh.count());
@@ -69,7 +69,10 @@ void AddTopCommand(CLI::App& app, Invocation& invocation) {
   flags->scope.AddAnswer(*command);
   command->add_option("--limit", flags->limit, "Most routes to show (0: all)")
       ->capture_default_str();
-  command->footer("Example:\n  meshctl top deploy/voting -n emojivoto");
+  command->footer(
+      "Examples:\n"
+      "  meshctl top deploy/voting -n emojivoto\n"
+      "  meshctl top svc/voting-svc -n emojivoto");
   invocation.RunWhenChosen(*command, [flags, &invocation] { return RunTop(*flags, invocation); });
 }
 

@@ -2,7 +2,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "cli/views/common.h"
 #include "cli/views/format.h"
@@ -53,6 +56,25 @@ std::string EdgesJson(const v1::EdgesResponse& response) {
 }
 
 }  // namespace
+
+std::string RenderWithheldGraph(const v1::GraphSize& size) {
+  std::string note = fmt::format(
+      "note: the graph is withheld ({} nodes, {} edges: more than the aggregator draws at once).\n"
+      "Narrow it with a filter, or draw it anyway with --all:\n",
+      size.nodes(), size.edges());
+  note += fmt::format("  --failing keeps {} edges\n", size.failing_edges());
+  // The namespaces holding most nodes first: hiding them helps most.
+  std::vector<std::pair<std::string, uint32_t>> namespaces(size.nodes_by_namespace().begin(),
+                                                           size.nodes_by_namespace().end());
+  std::sort(namespaces.begin(), namespaces.end(), [](const auto& a, const auto& b) {
+    return std::tie(b.second, a.first) < std::tie(a.second, b.first);
+  });
+  for (const auto& [name, nodes] : namespaces) {
+    note += fmt::format("  --hide-namespace {} hides {} nodes\n", name, nodes);
+  }
+  note += "  --around TYPE/NAME keeps one resource and its neighbours\n";
+  return note;
+}
 
 std::string RenderEdges(const v1::EdgesResponse& response, OutputFormat format) {
   if (format == OutputFormat::kJson) return EdgesJson(response);

@@ -56,6 +56,9 @@ std::string RenderRoutes(const v1::TopRoutesResponse& response, OutputFormat for
 
 // edges: by source namespace and name, then destination name and namespace.
 std::string RenderEdges(const v1::EdgesResponse& response, OutputFormat format);
+// "note: the graph is withheld: ..." with what each filter would leave, for stderr: the
+// aggregator answered a graph's size instead of a graph too large to draw.
+std::string RenderWithheldGraph(const v1::GraphSize& size);
 
 struct CheckReport {
   std::string text;

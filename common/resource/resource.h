@@ -82,7 +82,8 @@ struct Selector {
 // Kubernetes Services. A Service is no workload (no pod is owned by one) and never either
 // end of a connection: an agent names it as where an outbound connection was dialled (its
 // cluster IP), next to the pod the node's NAT chose. So it is a type apart from ResourceType,
-// which `stat` accepts as its selector and as `to` only.
+// accepted where the callers' side answers: as the selector of stat, edges, routes and top,
+// and as stat's and tap's `to`.
 inline constexpr std::string_view kServiceTypeName = "service";
 // The owner kind of the identity that stands for a Service (its pod empty).
 inline constexpr std::string_view kServiceOwnerKind = "Service";

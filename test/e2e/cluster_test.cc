@@ -166,7 +166,9 @@ TEST_CASE("meshctl sees two nodes' traffic through one aggregator, exactly") {
     CHECK(by_route["/nodemesh.test.Metrics/Fail"]["success_rate"] == 0.0);
   }
 
-  SECTION("edges: who calls whom, with service accounts") {
+  SECTION(
+      "edges: who calls whom, with service accounts; filtered, and stat and edges over "
+      "several namespaces, through one View") {
     const json edges = c.MeshctlJson({"edges", "deploy", "-n", "shop", "-o", "json"});
     INFO(edges.dump(1));
     std::set<std::string> pairs;
@@ -175,6 +177,43 @@ TEST_CASE("meshctl sees two nodes' traffic through one aggregator, exactly") {
                    edge["destination"]["name"].get<std::string>());
     }
     CHECK(pairs == std::set<std::string>{"load->api", "load->rpc"});
+
+    // Filtered, or over several namespaces: one View of the graph, printed as edges prints.
+    const auto pairs_of = [&](std::vector<std::string> filters) {
+      std::vector<std::string> arguments = {"edges", "deploy", "-n", "shop,default", "-o", "json"};
+      arguments.insert(arguments.end(), filters.begin(), filters.end());
+      const json view = c.MeshctlJson(arguments);
+      INFO(view.dump(1));
+      std::set<std::string> out;
+      for (const json& edge : view["edges"]) {
+        out.insert(edge["source"]["name"].get<std::string>() + "->" +
+                   edge["destination"]["name"].get<std::string>());
+      }
+      return out;
+    };
+    CHECK(pairs_of({}) == pairs);
+    CHECK(pairs_of({"--failing"}) == pairs);  // both at 80 %
+    CHECK(pairs_of({"--around", "deploy/rpc"}) == std::set<std::string>{"load->rpc"});
+    CHECK(pairs_of({"--hide-namespace", "shop"}).empty());
+    const CommandResult hidden =
+        c.Meshctl({"edges", "deploy", "-n", "shop", "--hide-namespace", "shop"});
+    INFO(hidden.output);
+    CHECK(hidden.exit_code == 0);
+    CHECK(hidden.output.find("No edges of deploy in namespace shop under these filters found in "
+                             "the last 1m.") != std::string::npos);
+
+    // stat of several namespaces: the View's rows, the same as stat of each.
+    const json several = c.MeshctlJson({"stat", "deploy", "-n", "shop,default", "-o", "json"});
+    INFO(several.dump(1));
+    std::map<std::string, json> by_name;
+    for (const json& row : several["rows"]) {
+      CHECK(row["namespace"] == "shop");
+      by_name[row["name"]] = row;
+    }
+    REQUIRE(by_name.count("api"));
+    CHECK(by_name["api"]["requests"] == 50);
+    CHECK(by_name["rpc"]["requests"] == 10);
+    CHECK(by_name.count("load"));
   }
 }
 

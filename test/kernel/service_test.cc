@@ -318,6 +318,86 @@ TEST_CASE("requests dialled to a Service are counted and tapped with the pod tha
     CHECK(Sum(exposition, "request_total", labels) == answered[pod->name + "\n"]);
   }
   CHECK(Sum(exposition, "response_total", {Label("dst_owner_kind", "External")}) == 0);
+
+  // tap --to svc/NAME: only the requests dialled to that Service, not those to its pods'
+  // own addresses, made meanwhile.
+  Process service_tap({NODEMESH_MESHCTL_BINARY, "--aggregator", c.aggregator.address(), "tap",
+                       "deploy/client", "-n", "shop", "--to", "svc/web-http", "--max-events", "9",
+                       "-o", "json"});
+  const std::string direct_url = "http://" + c.web_a.ip + ":" + std::to_string(kHttpPort) + "/who";
+  int direct_requests = 0;
+  const bool service_tapped = PollUntil(
+      [&] {
+        for (const std::string& each : {direct_url, url}) {
+          const CommandResult fetched =
+              c.client.RunCommand({"curl", "-sS", "--max-time", "5", each});
+          if (fetched.exit_code != 0) continue;
+          if (each == url) ++total;
+          if (each == direct_url) ++direct_requests;
+        }
+        return !service_tap.IsRunning();
+      },
+      45s, 200ms);
+  INFO(service_tap.output() << "\nagent:\n" << c.agent->output());
+  REQUIRE(service_tapped);
+  CHECK(direct_requests > 0);
+  int tapped_events = 0;
+  std::istringstream tap_lines(service_tap.output());
+  for (std::string line; std::getline(tap_lines, line);) {
+    if (!line.starts_with("{")) continue;
+    const json event = json::parse(line);
+    CAPTURE(line);
+    CHECK(event["destination_service"]["name"] == "web-http");
+    CHECK(event["destination_service"]["namespace"] == "shop");
+    ++tapped_events;
+  }
+  CHECK(tapped_events == 9);
+
+  // edges svc: client -> web-http -> web, every request dialled to the Service counted.
+  INFO(total << " requests through the Service");
+  json edges;
+  const bool edges_counted = PollUntil(
+      [&] {
+        edges = c.Meshctl({"edges", "svc", "-n", "shop", "-t", "5m", "-o", "json"});
+        return edges["edges"].size() == 2 && edges["edges"][0]["requests"] == total &&
+               edges["edges"][1]["requests"] == total;
+      },
+      20s, 500ms);
+  INFO(edges.dump(1));
+  CHECK(edges_counted);
+  std::set<std::string> hops;
+  for (const json& edge : edges["edges"]) {
+    hops.insert(edge["source"]["type"].get<std::string>() + "/" +
+                edge["source"]["name"].get<std::string>() + ">" +
+                edge["destination"]["type"].get<std::string>() + "/" +
+                edge["destination"]["name"].get<std::string>());
+  }
+  CHECK(hops == std::set<std::string>{"deployment/client>service/web-http",
+                                      "service/web-http>deployment/web"});
+
+  // routes and top of the Service: its one route, every request dialled to it.
+  const json routes = c.Meshctl({"routes", "svc/web-http", "-n", "shop", "-t", "5m", "-o", "json"});
+  INFO(routes.dump(1));
+  REQUIRE(routes["routes"].size() == 1);
+  CHECK(routes["routes"][0]["destination"]["type"] == "service");
+  CHECK(routes["routes"][0]["destination"]["name"] == "web-http");
+  CHECK(routes["routes"][0]["requests"] == total);
+  const std::string route = routes["routes"][0]["route"];
+  CHECK(route.find("/who") != std::string::npos);
+  const CommandResult top =
+      RunCommand({NODEMESH_MESHCTL_BINARY, "--aggregator", c.aggregator.address(), "top",
+                  "svc/web-http", "-n", "shop", "-t", "5m"},
+                 60s);
+  INFO(Describe(top));
+  REQUIRE(top.exit_code == 0);
+  // Piped, top prints one table: the route's row names the Service.
+  bool top_row = false;
+  std::istringstream top_lines(top.output);
+  for (std::string line; std::getline(top_lines, line);) {
+    top_row |=
+        line.starts_with(route + " ") && line.find(" service/web-http ") != std::string::npos;
+  }
+  CHECK(top_row);
 }
 
 }  // namespace
