@@ -367,6 +367,7 @@ class Cluster:
         say(f"""
 The cluster keeps running. Explore it:
   export PATH={bin_dir}:$PATH {env}
+  meshctl dashboard '#/graph?ns=emojivoto'        # the call graph, workloads and tap in a browser
   meshctl stat deploy -n emojivoto -t 10s          # -o wide adds bytes/s, -o json for scripts
   meshctl routes deploy/voting -n emojivoto        # per-route metrics, no profile needed
   meshctl edges deploy -n emojivoto                # who calls whom

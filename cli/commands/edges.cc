@@ -25,6 +25,7 @@ struct EdgesFlags {
   // one View of the call graph, the dashboard's.
   bool failing = false;
   std::string around;
+  std::string around_namespace;
   std::vector<std::string> hide_namespaces;
   bool hide_external = false;
   bool all = false;
@@ -51,7 +52,8 @@ absl::StatusOr<v1::ViewRequest> GraphRequest(const EdgesFlags& flags, const Scop
   v1::GraphFilter& filter = *request.mutable_filter();
   filter.set_only_failing(flags.failing);
   if (!flags.around.empty()) {
-    absl::StatusOr<v1::Resource> around = scope.Peer(flags.around, "", "around");
+    absl::StatusOr<v1::Resource> around =
+        scope.Peer(flags.around, flags.around_namespace, "around");
     if (!around.ok()) {
       return absl::Status(around.status().code(),
                           fmt::format("--around: {}", around.status().message()));
@@ -127,6 +129,7 @@ void AddEdgesCommand(CLI::App& app, Invocation& invocation) {
                     "Only edges whose success rate is below 95%, and their ends");
   command->add_option("--around", flags->around,
                       "Only edges with this resource at one end (TYPE/NAME, e.g. deploy/web)");
+  AddPeerNamespaceOption(*command, "around", flags->around_namespace);
   command->add_option("--hide-namespace", flags->hide_namespaces,
                       "Hide the resources of this namespace (repeatable)");
   command->add_flag("--hide-external", flags->hide_external, "Hide peers outside the cluster");

@@ -14,7 +14,9 @@ as the story test starts it, under a name, subnet and ports of its own), the rea
 
     /usr/bin/python3 test/e2e/dashboard_test.py --bin BUILD_DIR --artifacts DIR
 
-Screenshots of each step go to DIR. Needs root and chromium-headless-shell. Exit code 0 when
+Screenshots of each step go to DIR; with UPDATE_SCREENSHOT=1 the graph's also replaces the
+README's (docs/dashboard-emojivoto.png, reviewed before it is committed: CI never sets it).
+Needs root and chromium-headless-shell. Exit code 0 when
 every check passes; the cluster and the dashboard are gone in any case.
 """
 
@@ -23,6 +25,7 @@ import json
 import os
 import re
 import select
+import shutil
 import subprocess
 import sys
 import time
@@ -156,6 +159,9 @@ def main():
                   f"web -> emoji is healthy ({edges})")
             check("sel=emojivoto/deploy/voting" in opened,
                   f"clicking voting opens its workload ({opened})")
+            if os.environ.get("UPDATE_SCREENSHOT") == "1":
+                shutil.copyfile(artifacts / "3-graph.png",
+                                ROOT / "docs" / "dashboard-emojivoto.png")
 
         # The tap, paused and resumed.
         unknown = "document.querySelectorAll('tr[data-grpc-status=Unknown]').length > 0"

@@ -1,7 +1,8 @@
 // The meshctl commands that answer what a view shows, for the command box under every view:
-// one line per request meshctl makes. Only commands and flags meshctl has are printed
-// (cli/commands/*.cc); where meshctl has no exact equivalent (several namespaces in one
-// answer, the graph's filters) the lines are the closest it has, one per namespace.
+// one line per answer. Several namespaces and the graph's filters are one View for meshctl
+// too (`-n a,b`, `edges --failing ...`), so the workloads and the graph are one line each,
+// giving the same answer as the page. The one inexact line is a workload's pods: `stat po`
+// lists every pod of its namespace.
 (() => {
   'use strict';
   const nm = (window.nodemesh = window.nodemesh || {});
@@ -23,6 +24,19 @@
     return words;
   }
 
+  // The graph's filters as edges' flags (graph.js's requestParams, in meshctl's words).
+  function graphFilters(state) {
+    const words = [];
+    if (state.failing) words.push('--failing');
+    if (state.around) words.push(...peer(state.around, 'around', state.ns[0]));
+    for (const name of state.hide) {
+      if (name !== nm.state.HIDE_EXTERNAL) words.push('--hide-namespace', name);
+    }
+    if (state.hide.includes(nm.state.HIDE_EXTERNAL)) words.push('--hide-external');
+    if (state.all) words.push('--all');
+    return words;
+  }
+
   // The lines of a state's view.
   function forView(state) {
     const t = ['-t', state.t];
@@ -30,25 +44,23 @@
       case 'namespaces':
         return [line('stat', 'ns', ...t)];
       case 'workloads':
-        return state.ns.map((ns) => line('stat', state.type, '-n', ns, ...t));
+        return [line('stat', state.type, '-n', state.ns.join(','), ...t)];
       case 'workload': {
         const ref = nm.state.parseRef(state.sel);
         const self = `${ref.type}/${ref.name}`;
         const n = ['-n', ref.namespace];
-        const lines = [line('stat', self, ...n, ...t)];
-        // Its callers and (but for a Service, which calls nothing) its callees: stat's rows
-        // of the traffic to it and from it.
-        const rows = ref.type === 'svc' ? 'deploy' : ref.type;
-        lines.push(line('stat', rows, ...n, '--to', self, ...t));
-        if (ref.type !== 'svc') {
-          lines.push(line('stat', rows, ...n, '--from', self, ...t));
-          lines.push(line('routes', self, ...n, ...t));
-        }
-        lines.push(line('stat', 'po', ...n, ...t));
+        // Its row, its calls in and out, the routes it serves (a Service: the routes dialled
+        // to it), its pods (a Service has none of its own).
+        const lines = [
+          line('stat', self, ...n, ...t),
+          line('edges', ref.type, ...n, '--around', self, ...t),
+          line('routes', self, ...n, ...t),
+        ];
+        if (ref.type !== 'svc') lines.push(line('stat', 'po', ...n, ...t));
         return lines;
       }
       case 'graph':
-        return state.ns.map((ns) => line('edges', state.type, '-n', ns, ...t));
+        return [line('edges', state.type, '-n', state.ns.join(','), ...t, ...graphFilters(state))];
       case 'tap': {
         const tap = state.tap;
         if (!tap.target) return [];

@@ -25,9 +25,8 @@
   const MAX_EDGES = 1500;
   const DRAW_ANYWAY_MAX_NODES = 5000;
   const DRAW_ANYWAY_WARN_NODES = 1000;
-  // `hide` holds namespace names; this entry, which no namespace can be named, hides the
-  // peers outside the cluster.
-  const HIDE_EXTERNAL = ':external';
+  // The entry of `hide` that hides the peers outside the cluster (state.js).
+  const HIDE_EXTERNAL = nm.state.HIDE_EXTERNAL;
   const OUTSIDE_BOX = ':outside';
 
   const NODE_WIDTH = 180;

@@ -329,6 +329,7 @@
   window.addEventListener('hashchange', notifyIfChanged);
 
   nm.state = {
+    HIDE_EXTERNAL,
     LONG_TYPES,
     SHORT_TYPES,
     DEFAULT_TAP_RPS,
