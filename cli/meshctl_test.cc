@@ -824,10 +824,9 @@ TEST_CASE("edges with several namespaces or a filter ask one View of the graph",
   CHECK_FALSE(second.filter().draw_anyway());
 
   // --around in another of the chosen namespaces names it with --around-namespace.
-  const Result elsewhere =
-      Run(With({"edges", "deploy", "-n", "emojivoto,books", "--around", "deploy/authors",
-                "--around-namespace", "books"},
-               aggregator));
+  const Result elsewhere = Run(With({"edges", "deploy", "-n", "emojivoto,books", "--around",
+                                     "deploy/authors", "--around-namespace", "books"},
+                                    aggregator));
   CHECK(elsewhere.code == 0);
   CHECK(aggregator.api.view_requests.at(2).filter().around().namespace_() == "books");
 
