@@ -9,6 +9,10 @@
 //                  dialled explicitly on the pod's loopback, as the agent's outbound
 //                  listener is: the same hop through a well-tuned userspace proxy
 //   haproxy-http   as haproxy-l4 in mode http (parsing every request and response)
+//   nginx-l4       the second reference: nginx (one worker, the stream module's proxy_pass)
+//                  where HAProxy is, as HAProxy is run
+//   nginx-http     as nginx-l4 with the http module's proxy_pass to an upstream with
+//                  keep-alive, as nginx's documentation configures a reverse proxy
 //   relay          the floor: nodemesh-relay (a blocking recv/send thread per direction)
 //                  dialled as HAProxy is: what any userspace hop costs on the machine
 // Each scenario is measured at a fixed rate (open loop: latency) and at saturation (closed
@@ -18,13 +22,14 @@
 //
 // Needs root (netns, cgroups, eBPF). Run through `bash bench/run.sh proxy`; never a test.
 // Exits non-zero if any measurement had errors or the traffic did not take the expected
-// path through the agent. Everything it creates (network, pods, nginx, agents, temporary
-// files) is removed by the fixture's destructors, also on failure.
+// path through the agent. Everything it creates (network, pods, nginx, agents, HAProxy,
+// temporary files) is removed by the fixture's destructors, also on failure.
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -34,6 +39,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "test/lib/agent_process.h"
@@ -74,11 +80,12 @@ struct Scenario {
   bool server_meshed = false;
   bool l7 = true;
   std::string haproxy_mode{};  // "tcp" or "http": HAProxy instead of the agent
+  std::string nginx_mode{};    // "stream" or "http": nginx instead of the agent
   bool relay = false;          // nodemesh-relay instead of the agent
   int hops = 0;
 };
 
-// Where the client pod dials HAProxy or the relay.
+// Where the client pod dials HAProxy, nginx or the relay.
 constexpr std::string_view kBaselineListen = "127.0.0.1:15001";
 
 // One nodemesh-loadgen run, as it reported it.
@@ -89,8 +96,8 @@ struct LoadResult {
   double duration = 0;  // measured seconds, after the warm-up
   double p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
   double interference = 0;  // CPUs used by processes other than the benchmark's meanwhile
-  // CPU time per request of the proxy (the agent, all hops; HAProxy; the relay) and of nginx, over
-  // the whole run.
+  // CPU time per request of the proxy (the agent, all hops; HAProxy; nginx's master and worker;
+  // the relay) and of the server, over the whole run.
   double proxy_cpu_us = 0;
   double server_cpu_us = 0;
 };
@@ -163,10 +170,15 @@ double ProcessCpuUs(pid_t pid) { return ProcessCpuSeconds(pid) * 1e6; }
 struct CpuMeter {
   const Pod& client;
   const Pod& server;
-  pid_t proxy = 0;     // the agent, HAProxy or the relay (outside the pods' cgroups); 0 direct
+  // The agent, HAProxy, nginx's processes or the relay (outside the pods' cgroups); none direct.
+  std::vector<pid_t> proxy;
   std::string target;  // what the load generator dials
 
-  double ProxyUs() const { return proxy ? ProcessCpuUs(proxy) : 0; }
+  double ProxyUs() const {
+    double us = 0;
+    for (const pid_t pid : proxy) us += ProcessCpuUs(pid);
+    return us;
+  }
   // CPUs used by everything else between two calls.
   struct Mark {
     double machine_us, client_us, server_us, proxy_us;
@@ -256,7 +268,7 @@ LoadResult MeasureLoad(const CpuMeter& meter, const Settings& settings, bool sat
     load.server_cpu_us = (after.server_us - before.server_us) / requests;
     fmt::print(stderr,
                "    {} p50 {:.1f} p99 {:.1f} p99.9 {:.1f} us, {:.0f} req/s; CPU per request: "
-               "proxy {:.1f} us, nginx {:.1f} us; others {:.2f} CPUs\n",
+               "proxy {:.1f} us, server {:.1f} us; others {:.2f} CPUs\n",
                saturate ? "saturate" : "rate    ", load.p50, load.p99, load.p999, load.rps,
                load.proxy_cpu_us, load.server_cpu_us, load.interference);
     if (!best || load.interference < best->interference) best = load;
@@ -301,6 +313,84 @@ listen bench
   return haproxy;
 }
 
+// nginx as the second reference hop, run as HAProxy is (in the client pod's netns, outside its
+// cgroup), with one worker as HAProxy has one thread. Its conf, pid, error log and temporary
+// files are kept under `dir`.
+Process StartNginxProxy(const Pod& client, const Pod& server, const std::string& mode,
+                        const std::string& dir, const Settings& settings) {
+  const std::string root = dir + "/nginx-" + mode;
+  std::filesystem::create_directories(root + "/tmp");
+  // Debian ships the stream module apart from nginx (libnginx-mod-stream), loaded on demand.
+  constexpr std::string_view kStreamModule = "/usr/lib/nginx/modules/ngx_stream_module.so";
+  if (mode == "stream" && !std::filesystem::exists(kStreamModule)) {
+    throw std::runtime_error(
+        fmt::format("nginx-l4 needs {} (Debian's libnginx-mod-stream: bash test/install-deps.sh)",
+                    kStreamModule));
+  }
+  // Keep-alive as long as the server nginx's, so that neither end of the hop closes a
+  // connection during a run (nginx's default is 1,000 requests), as HAProxy does not. The
+  // upstream keeps as many idle connections as the load generator opens, so that no
+  // request waits for a connection to the server once all are open.
+  const std::string body =
+      mode == "stream"
+          ? fmt::format(R"(stream {{
+  server {{
+    listen {0};
+    proxy_pass {1}:{2};
+    proxy_timeout 300s;
+  }}
+}})",
+                        kBaselineListen, server.ip, kServerPort)
+          : fmt::format(R"(http {{
+  access_log off;
+  {3}
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  upstream server {{
+    server {1}:{2};
+    keepalive {4};
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+  }}
+  server {{
+    listen {0};
+    location / {{
+      proxy_pass http://server;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}})",
+                        kBaselineListen, server.ip, kServerPort, NginxTempPaths(root),
+                        std::max(settings.rate_connections, settings.saturate_connections));
+  WriteFile(
+      root + "/nginx.conf",
+      fmt::format(R"({0}
+master_process on;
+worker_processes 1;
+user root;
+error_log {1}/error.log warn;
+pid {1}/nginx.pid;
+events {{ worker_connections 4096; }}
+{2}
+)",
+                  mode == "stream" ? fmt::format("load_module {};", kStreamModule) : std::string(),
+                  root, body));
+  Process nginx(Pinned(settings.agent_cpus, {"nginx", "-p", root, "-e", root + "/error.log", "-c",
+                                             root + "/nginx.conf", "-g", "daemon off;"}),
+                {.netns_path = client.netns_path});
+  WaitUntilServing(client, nginx, "nginx");
+  return nginx;
+}
+
+// The processes nginx's master started (its worker), whose CPU is the proxy's with the master's.
+std::vector<pid_t> ChildrenOf(pid_t pid) {
+  std::istringstream children(ReadFile(fmt::format("/proc/{0}/task/{0}/children", pid)));
+  std::vector<pid_t> pids;
+  for (pid_t child = 0; children >> child;) pids.push_back(child);
+  return pids;
+}
+
 // The relay, the floor of a userspace hop, where HAProxy would be.
 Process StartRelay(const Pod& client, const Pod& server, const Settings& settings) {
   Process relay(
@@ -320,13 +410,26 @@ Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
   node.SetMeshed(client, scenario.client_meshed);
   node.SetMeshed(server, scenario.server_meshed);
   std::unique_ptr<AgentProcess> agent;
-  std::optional<Process> baseline;  // HAProxy or the relay
-  CpuMeter meter{client, server, 0, Target(server, kServerPort)};
-  if (!scenario.haproxy_mode.empty() || scenario.relay) {
-    baseline = scenario.relay
-                   ? StartRelay(client, server, settings)
-                   : StartHaproxy(client, server, scenario.haproxy_mode, scratch, settings);
-    meter.proxy = baseline->pid();
+  std::optional<Process> baseline;  // HAProxy, nginx or the relay
+  // nginx's worker, with its start time: it must be gone with its master at the end.
+  std::vector<std::pair<pid_t, std::optional<unsigned long long>>> workers;
+  CpuMeter meter{client, server, {}, Target(server, kServerPort)};
+  if (!scenario.haproxy_mode.empty() || !scenario.nginx_mode.empty() || scenario.relay) {
+    if (scenario.relay) {
+      baseline = StartRelay(client, server, settings);
+    } else if (!scenario.nginx_mode.empty()) {
+      baseline = StartNginxProxy(client, server, scenario.nginx_mode, scratch, settings);
+    } else {
+      baseline = StartHaproxy(client, server, scenario.haproxy_mode, scratch, settings);
+    }
+    meter.proxy = {baseline->pid()};
+    if (!scenario.nginx_mode.empty()) {
+      for (const pid_t worker : ChildrenOf(baseline->pid())) {
+        meter.proxy.push_back(worker);
+        workers.emplace_back(worker, ProcessStartTime(worker));
+      }
+      if (workers.empty()) throw std::runtime_error("nginx serves without a worker process");
+    }
     meter.target = kBaselineListen;
   } else if (scenario.hops > 0) {
     agent = std::make_unique<AgentProcess>(
@@ -342,7 +445,7 @@ Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
                                                std::to_string(agent->process().pid())});
       if (pinned.exit_code != 0) throw std::runtime_error("taskset: " + pinned.output);
     }
-    meter.proxy = agent->process().pid();
+    meter.proxy = {agent->process().pid()};
   }
   Measurement measurement;
   try {
@@ -375,6 +478,19 @@ Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
     if (!status || !status->ok()) {
       throw std::runtime_error("the agent did not stop cleanly:\n" + agent->output());
     }
+  }
+  if (!workers.empty()) {
+    // nginx's master ends its worker on SIGTERM and waits for it; a worker that outlived
+    // its master (killed after the grace) is ended here, by its pid.
+    baseline->Kill(5s);
+    bool orphaned = false;
+    for (const auto& [worker, started] : workers) {
+      if (started && ProcessStartTime(worker) == started) {
+        ::kill(worker, SIGKILL);
+        orphaned = true;
+      }
+    }
+    if (orphaned) throw std::runtime_error("nginx's worker outlived its master");
   }
   return measurement;
 }
@@ -426,6 +542,8 @@ int Run(const Settings& settings) {
       {.name = "outbound-l4", .client_meshed = true, .l7 = false, .hops = 1},
       {.name = "haproxy-l4", .haproxy_mode = "tcp", .hops = 1},
       {.name = "haproxy-http", .haproxy_mode = "http", .hops = 1},
+      {.name = "nginx-l4", .nginx_mode = "stream", .hops = 1},
+      {.name = "nginx-http", .nginx_mode = "http", .hops = 1},
       {.name = "relay", .relay = true, .hops = 1},
   };
   for (const std::string& name : settings.scenarios) {
@@ -443,7 +561,7 @@ int Run(const Settings& settings) {
   }
   fmt::print(
       "rate: {} req/s over {} connections; saturation: {} connections; {} each after 1 s of "
-      "warm-up; {} round(s); agent --workers {}; CPUs: loadgen {}, nginx {}, proxy {}\n",
+      "warm-up; {} round(s); agent --workers {}; CPUs: loadgen {}, server {}, proxy {}\n",
       settings.rate, settings.rate_connections, settings.saturate_connections, settings.duration,
       settings.rounds, settings.workers,
       settings.loadgen_cpus.empty() ? "any" : settings.loadgen_cpus,
@@ -474,7 +592,7 @@ int Run(const Settings& settings) {
   const Summary direct = Summarize(results[0]);
   fmt::print("{:<12} {:>8} {:>8} {:>9} {:>12} {:>12} {:>9} {:>7} {:>13} {:>10} {:>7}\n", "scenario",
              "p50 us", "p99 us", "p99.9 us", "+p50 us/hop", "+p99 us/hop", "sat. rps", "vs dir.",
-             "proxy CPU us", "nginx CPU", "others");
+             "proxy CPU us", "server CPU", "others");
   fmt::print("{:<12} {:>8} {:>8} {:>9} {:>12} {:>12} {:>9} {:>7} {:>13} {:>10} {:>7}\n", "", "", "",
              "", "", "", "", "", "per req/hop", "us/req", "CPUs");
   for (size_t i = 0; i < scenarios.size(); ++i) {
@@ -519,14 +637,14 @@ int main(int argc, char** argv) {
   app.add_option("--workers", settings.workers, "The agent's worker threads")
       ->check(CLI::Range(1, 16));
   app.add_option("--loadgen-cpus", settings.loadgen_cpus, "taskset CPU list of the load generator");
-  app.add_option("--nginx-cpus", settings.nginx_cpus, "taskset CPU list of nginx");
+  app.add_option("--nginx-cpus", settings.nginx_cpus, "taskset CPU list of the server nginx");
   app.add_option("--agent-cpus", settings.agent_cpus,
-                 "taskset CPU list of the agent (or HAProxy, or the relay)");
+                 "taskset CPU list of the agent (or HAProxy, nginx as proxy, or the relay)");
   app.add_option("--max-interference", settings.max_interference,
                  "CPUs other processes may use during a load before it is run again");
   app.add_option("--scenarios", settings.scenarios,
                  "Scenarios besides direct (always run): outbound, two-hop, outbound-l4, "
-                 "haproxy-l4, haproxy-http, relay; default all")
+                 "haproxy-l4, haproxy-http, nginx-l4, nginx-http, relay; default all")
       ->delimiter(',');
   app.add_option("--retries", settings.retries, "Runs again of a disturbed load")
       ->check(CLI::Range(0, 20));

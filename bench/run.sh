@@ -6,9 +6,9 @@
 #   bash bench/run.sh metrics     cost per request of recording metrics vs the bare loop
 #   bash bench/run.sh proxy [proxy_bench flags]
 #                                 added latency and throughput through the agent vs direct,
-#                                 with and without L7 parsing, and HAProxy and a bare relay
-#                                 in the same hop
-#                                 (root; about 16 minutes)
+#                                 with and without L7 parsing, and HAProxy, nginx and a bare
+#                                 relay in the same hop
+#                                 (root; about 20 minutes)
 #   bash bench/run.sh endurance [endurance_bench flags]
 #                                 10,000 connections at once, a 10-minute soak with connection
 #                                 churn, 1,000 pod enrol/release cycles: the agent's memory per
