@@ -327,10 +327,10 @@ Process StartNginxProxy(const Pod& client, const Pod& server, const std::string&
         fmt::format("nginx-l4 needs {} (Debian's libnginx-mod-stream: bash test/install-deps.sh)",
                     kStreamModule));
   }
-  // Keep-alive as long as the server nginx's, so that neither end of the hop closes a
-  // connection during a run (nginx's default is 1,000 requests), as HAProxy does not. The
-  // upstream keeps as many idle connections as the load generator opens, so that no
-  // request waits for a connection to the server once all are open.
+  // In http, keep-alive as long as the server nginx's on both sides of the hop, so that no
+  // connection is closed during a run (nginx closes one after 1,000 requests by default,
+  // HAProxy never). The upstream keeps as many idle connections as the load generator
+  // opens, so that no request waits for a new connection to the server once all are open.
   const std::string body =
       mode == "stream"
           ? fmt::format(R"(stream {{
@@ -346,7 +346,7 @@ Process StartNginxProxy(const Pod& client, const Pod& server, const std::string&
   {3}
   keepalive_requests 100000000;
   keepalive_timeout 300s;
-  upstream server {{
+  upstream backend {{
     server {1}:{2};
     keepalive {4};
     keepalive_requests 100000000;
@@ -355,7 +355,7 @@ Process StartNginxProxy(const Pod& client, const Pod& server, const std::string&
   server {{
     listen {0};
     location / {{
-      proxy_pass http://server;
+      proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }}
