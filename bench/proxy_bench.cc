@@ -113,31 +113,40 @@ std::vector<std::string> Pinned(const std::string& cpus, std::vector<std::string
   return argv;
 }
 
+// A whole nginx.conf for one nginx of the benchmark, the server or the proxy: one worker, its
+// files under `root`, `modules` (load_module lines) before and `body` (its http or stream
+// block) after the settings both share.
+std::string NginxConf(const std::string& root, std::string_view modules, std::string_view body) {
+  return fmt::format(R"({0}
+master_process on;
+worker_processes 1;
+user root;
+error_log {1}/error.log warn;
+pid {1}/nginx.pid;
+events {{ worker_connections 4096; }}
+{2}
+)",
+                     modules, root, body);
+}
+
 Process StartNginx(const Pod& server, const Pod& client, const std::string& dir,
                    const Settings& settings) {
   const std::string root = dir + "/nginx";
   // The smallest answer nginx can give, with keep-alive that outlasts every run: what is
   // measured is the path between the pods, not the server's work.
-  const std::string conf = fmt::format(R"(
-master_process on;
-worker_processes 1;
-user root;
-error_log {0}/error.log warn;
-pid {0}/nginx.pid;
-events {{ worker_connections 4096; }}
-http {{
+  const std::string conf = NginxConf(root, "",
+                                     fmt::format(R"(http {{
   access_log off;
   default_type text/plain;
-  {3}
+  {2}
   keepalive_requests 100000000;
   keepalive_timeout 300s;
   server {{
-    listen {1}:{2};
+    listen {0}:{1};
     location / {{ return 200 "ok\n"; }}
   }}
-}}
-)",
-                                       root, server.ip, kServerPort, NginxTempPaths(root));
+}})",
+                                                 server.ip, kServerPort, NginxTempPaths(root)));
   return testing::StartNginx(server, client, root, conf,
                              fmt::format("http://{}:{}/", server.ip, kServerPort),
                              Pinned(settings.nginx_cpus, {}));
@@ -365,17 +374,7 @@ Process StartNginxProxy(const Pod& client, const Pod& server, const std::string&
                         std::max(settings.rate_connections, settings.saturate_connections));
   WriteFile(
       root + "/nginx.conf",
-      fmt::format(R"({0}
-master_process on;
-worker_processes 1;
-user root;
-error_log {1}/error.log warn;
-pid {1}/nginx.pid;
-events {{ worker_connections 4096; }}
-{2}
-)",
-                  mode == "stream" ? fmt::format("load_module {};", kStreamModule) : std::string(),
-                  root, body));
+      NginxConf(root, mode == "stream" ? fmt::format("load_module {};", kStreamModule) : "", body));
   Process nginx(Pinned(settings.agent_cpus, {"nginx", "-p", root, "-e", root + "/error.log", "-c",
                                              root + "/nginx.conf", "-g", "daemon off;"}),
                 {.netns_path = client.netns_path});
