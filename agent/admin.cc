@@ -45,6 +45,7 @@ nlohmann::json ProxyTotals(const std::vector<WorkerCounters>& workers) {
     add("idle_timeouts", s.idle_timeouts);
     add("resets", s.resets);
     add("accept_errors", s.accept_errors);
+    add("same_node_direct", s.same_node_direct);
     const ObserverStats& o = worker.observer;
     add("bytes_to_upstream", o.bytes_to_upstream);
     add("bytes_to_client", o.bytes_to_client);
@@ -338,7 +339,8 @@ HttpResponse ServeConnections(const AgentView& agent, const HttpRequest&) {
                             {"protocol", c.protocol},
                             {"bytes_to_upstream", c.bytes_to_upstream},
                             {"bytes_to_client", c.bytes_to_client},
-                            {"requests", c.requests}};
+                            {"requests", c.requests},
+                            {"same_node_direct", c.same_node_direct}};
     };
     for (const ConnectionSummary& c : worker.live) {
       nlohmann::json connection = json(c);

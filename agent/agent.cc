@@ -2,6 +2,7 @@
 
 #include <poll.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/ascii.h"
@@ -87,8 +88,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& request
   const AgentTables tables{agent->identities_, agent->routes_, agent->directory_,
                            agent->services_,   agent->tap_,    agent->options_.node};
   for (int i = 0; i < options.workers; ++i) {
-    agent->workers_.push_back(
-        std::make_unique<Worker>(i, agent->options_, *agent->datapath_, *agent->home_, tables));
+    agent->workers_.push_back(std::make_unique<Worker>(
+        i, agent->options_, *agent->datapath_, *agent->home_, tables, agent->captured_endpoints_));
     if (absl::Status status = agent->workers_.back()->Start(); !status.ok()) return status;
   }
   agent->local_taps_ = std::make_unique<LocalTaps>(
@@ -158,8 +159,13 @@ absl::Status Agent::Run(InventorySource& inventory, int stop_fd) {
     CollectMetrics();
     {
       std::lock_guard lock(mutex_);
-      for (auto& [key, pod] : enrolled_) pod->RefreshCapturedPorts();
-      if (tick % kRetryEverySeconds == 0 && !not_enrolled_.empty()) EnrolWanted();
+      bool captured_changed = false;
+      for (auto& [key, pod] : enrolled_) captured_changed |= pod->RefreshCapturedPorts();
+      if (captured_changed) RebuildCapturedEndpoints();
+      if (tick % kRetryEverySeconds == 0 && !not_enrolled_.empty()) {
+        EnrolWanted();
+        RebuildCapturedEndpoints();
+      }
     }
     if (tick % kForgetEverySeconds == 0) ForgetUnusedIdentities();
     local_taps_->Expire(std::chrono::steady_clock::now());
@@ -213,6 +219,9 @@ absl::Status Agent::Apply(const Inventory& inventory) {
       to_release.push_back(key);
     }
   }
+  // Out of the workers' snapshot before the kernel's map: none of their new connections is
+  // dialled straight into a pod being released.
+  if (!to_release.empty()) RebuildCapturedEndpoints(to_release);
   for (const std::string& key : to_release) {
     enrolled_.erase(key);
     Log(LogLevel::kInfo, "released {}: its new connections go direct", key);
@@ -224,6 +233,7 @@ absl::Status Agent::Apply(const Inventory& inventory) {
     pod->runtime().set_view(PodView{info, identities_.Intern(IdentityOf(info))});
   }
   const std::vector<std::string> errors = EnrolWanted();
+  RebuildCapturedEndpoints();
   if (aggregator_) aggregator_->PodsChanged();
   if (!errors.empty()) return absl::InvalidArgumentError(absl::StrJoin(errors, "; "));
   return absl::OkStatus();
@@ -251,6 +261,15 @@ std::vector<std::string> Agent::EnrolWanted() {
     errors.push_back(fmt::format("pod {}: {}", pod.key(), reason));
   }
   return errors;
+}
+
+void Agent::RebuildCapturedEndpoints(const std::vector<std::string>& leaving) {
+  CapturedEndpoints::Map map;
+  for (const auto& [key, pod] : enrolled_) {
+    if (std::find(leaving.begin(), leaving.end(), key) != leaving.end()) continue;
+    for (const Endpoint& endpoint : pod->captured()) map.emplace(endpoint, pod->shared_runtime());
+  }
+  captured_endpoints_.Replace(std::move(map));
 }
 
 metrics::Identity Agent::IdentityOf(const PodInfo& pod) const {

@@ -110,6 +110,9 @@ class Agent final : private AgentView {
   // Pods of other nodes, from the aggregator: they name peers the inventory does not list.
   void SetClusterPods(const v1::PodList& pods);
   void RebuildDirectory();  // under mutex_; the Services' too
+  // Under mutex_, after the kernel's map changed or before it will: the workers' snapshot of
+  // the enrolled pods' captured endpoints, but those of the pods `leaving`.
+  void RebuildCapturedEndpoints(const std::vector<std::string>& leaving = {});
   // Moves every worker's queued tap events of one outbox (the aggregator's or the local
   // taps') into `out`; returns how many they dropped.
   uint64_t DrainTapOutboxes(TapOutbox& (Worker::*outbox)(), std::vector<v1::TapEvent>* out);
@@ -152,6 +155,7 @@ class Agent final : private AgentView {
   PeerDirectory directory_;
   ServiceDirectory services_;
   TapSubscriptions tap_;
+  CapturedEndpoints captured_endpoints_;  // where a same-node call may be dialled straight
   std::vector<std::unique_ptr<Worker>> workers_;
   // The admin API's taps (meshctl shell's `tap`); made once the workers are.
   std::unique_ptr<LocalTaps> local_taps_;

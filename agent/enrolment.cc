@@ -171,7 +171,7 @@ std::vector<std::string> PodEnrolment::CapturedPorts() const {
   return ports;
 }
 
-void PodEnrolment::RefreshCapturedPorts() {
+bool PodEnrolment::RefreshCapturedPorts() {
   const std::shared_ptr<const PodView> snapshot = runtime_->view();
   const PodInfo& info = snapshot->info;
   absl::flat_hash_set<Endpoint> wanted;
@@ -184,7 +184,7 @@ void PodEnrolment::RefreshCapturedPorts() {
     if (!listening.ok()) {
       Log(LogLevel::kWarning, "pod {}: listing its ports: {}", info.key(),
           listening.status().message());
-      return;
+      return false;
     }
     for (const Endpoint& endpoint : *listening) {
       if (endpoint.ip.is_loopback()) continue;  // unreachable from outside the pod anyway
@@ -197,10 +197,12 @@ void PodEnrolment::RefreshCapturedPorts() {
       }
     }
   }
+  bool changed = false;
   for (auto it = captured_.begin(); it != captured_.end();) {
     if (!wanted.contains(*it)) {
       context_.datapath.RemoveCapturedPort(*it);
       captured_.erase(it++);
+      changed = true;
     } else {
       ++it;
     }
@@ -214,8 +216,10 @@ void PodEnrolment::RefreshCapturedPorts() {
       continue;
     }
     captured_.insert(endpoint);
+    changed = true;
     Log(LogLevel::kDebug, "pod {}: capturing inbound {}", info.key(), endpoint.ToString());
   }
+  return changed;
 }
 
 }  // namespace nodemesh::agent

@@ -47,16 +47,20 @@ class PodEnrolment {
 
   PodRuntime& runtime() { return *runtime_; }
   const PodRuntime& runtime() const { return *runtime_; }
+  // Shared with what outlives the enrolment: its listeners' and its captured endpoints'.
+  std::shared_ptr<const PodRuntime> shared_runtime() const { return runtime_; }
   uint64_t cgroup_id() const { return cgroup_id_; }
   bool ipv6() const { return ipv6_; }
   // The sk_lookup link on the pod's netns; null until attached.
   const NetnsLink* inbound_link() const { return inbound_link_.get(); }
   // The pod's addresses and ports captured inbound, as "ip:port", sorted.
   std::vector<std::string> CapturedPorts() const;
+  // The same, as the kernel's meshed_ports map holds them.
+  const absl::flat_hash_set<Endpoint>& captured() const { return captured_; }
 
   // Captures inbound the ports the inventory lists for the pod, or (when it lists none)
-  // those the pod listens on now; stops capturing the others.
-  void RefreshCapturedPorts();
+  // those the pod listens on now; stops capturing the others. True if that changed any.
+  bool RefreshCapturedPorts();
 
  private:
   PodEnrolment(const Context& context, std::shared_ptr<PodRuntime> runtime, uint64_t cgroup_id)

@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
   std::string admin_socket = "/run/nodemesh/agent.sock";
   std::string metrics_address = "0.0.0.0:4191";
   std::string l7 = "on";
+  std::string same_node_direct = "on";
   nodemesh::agent::KubernetesOptions kubernetes;
   std::string watch_stall_timeout = "90s";
 
@@ -131,6 +132,12 @@ int main(int argc, char** argv) {
   app.add_option("--max-buffers", options.proxy.max_buffers,
                  "I/O buffers (64 KiB) per worker; connections wait for one beyond that")
       ->check(CLI::Range(16, 1 << 20));
+  app.add_option("--same-node-direct", same_node_direct,
+                 "on: a call between two meshed pods of this node goes straight to the server "
+                 "application, from the client pod's address (one hop through the agent); off: "
+                 "out through the agent's listener in the client pod and in through its listener "
+                 "in the server pod (two hops). Both record the same")
+      ->check(CLI::IsMember({"on", "off"}));
   app.add_option("--admin-socket", admin_socket,
                  "Unix socket of the admin API (root only): /stats, /pods, /connections");
   app.add_option("--metrics-address", metrics_address,
@@ -172,6 +179,7 @@ int main(int argc, char** argv) {
   options.proxy.idle_timeout_ns = Nanoseconds(idle_timeout);
   options.observer.retain_idle_ns = Nanoseconds(retain_idle);
   options.observer.l7 = l7 == "on";
+  options.proxy.same_node_direct = same_node_direct == "on";
   // Header names are compared as the parsers give them: lowercase.
   for (std::vector<std::string>* names : {&options.observer.parser_config.captured_headers,
                                           &options.observer.tap_redaction.headers}) {

@@ -27,6 +27,10 @@ struct ProxyOptions {
   size_t max_buffers = 4096;  // per worker: 256 MiB at most in flight with 64 KiB buffers
   int64_t connect_timeout_ns = 10'000'000'000;
   int64_t idle_timeout_ns = 3600'000'000'000;
+  // A call between two pods of this node, the server's port captured inbound, is dialled
+  // straight to the server application from the client pod's address (one hop through the
+  // agent); false: out of the client's listener and into the server's (two hops).
+  bool same_node_direct = true;
 };
 
 // What tap shows of a request, decided on the node before an event leaves it (for the

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <future>
 
+#include "agent/observer/observer_pair.h"
 #include "common/base/log.h"
 
 namespace nodemesh::agent {
@@ -61,9 +62,26 @@ void TurnAway(int fd) {
 
 // A relay and its observer, and the worker's bookkeeping of them: their deadlines, whether
 // they wait for a buffer, and the passthrough entry an inbound leg leaves in the kernel.
+// A call between two pods of the node dialled straight (one hop) has a second observer,
+// the server pod's inbound view, beside the caller's outbound one.
 struct Worker::Connection final : RelayHost {
+  // The server pod's inbound view of a call dialled straight, and the pair both observers
+  // hear the relay through.
+  struct ServerView {
+    ServerView(ObserverContext& context, std::shared_ptr<const PodView> pod, const Endpoint& caller,
+               const Endpoint& destination, RelayObserver& outbound, int64_t now_ns)
+        : observer(
+              context, std::move(pod), Direction::kInbound, caller, destination,
+              [caller] { return caller; }, now_ns),
+          both(outbound, observer) {}
+    ConnectionObserver observer;
+    ObserverPair both;
+  };
+
+  // `server`: the pod a same-node call was dialled straight into; null otherwise.
   Connection(Worker& owner, const Listener& listener, UniqueFd client_fd, UpstreamLeg upstream,
-             const Endpoint& client_address, const Endpoint& destination_address, int64_t now_ns)
+             const Endpoint& client_address, const Endpoint& destination_address,
+             const PodRuntime* server, int64_t now_ns)
       : worker(owner),
         direction(listener.direction),
         client(client_address),
@@ -72,7 +90,12 @@ struct Worker::Connection final : RelayHost {
         observer(
             owner.observers_, listener.pod->view(), listener.direction, client_address,
             destination_address, [this] { return SourceAddress(); }, now_ns),
-        relay(*this, observer, std::move(client_fd), std::move(upstream.socket), now_ns) {}
+        server_view(server ? std::make_unique<ServerView>(owner.observers_, server->view(),
+                                                          *bound_as_caller, destination_address,
+                                                          observer, now_ns)
+                           : nullptr),
+        relay(*this, server_view ? static_cast<RelayObserver&>(server_view->both) : observer,
+              std::move(client_fd), std::move(upstream.socket), now_ns) {}
 
   // The client as the server sees it. Outbound, the application's own socket sits on the
   // pod's loopback (it was redirected there); the address the server sees is the upstream
@@ -110,20 +133,22 @@ struct Worker::Connection final : RelayHost {
   const Direction direction;
   const Endpoint client;
   const Endpoint destination;
-  // Inbound: the upstream socket's transparent source address (the caller's), whose
-  // passthrough entry goes when the connection does.
+  // Inbound, and a same-node call dialled straight: the upstream socket's transparent source
+  // address (the caller's), whose passthrough entry goes when the connection does.
   const std::optional<Endpoint> bound_as_caller;
   RelayTimeouts::Entry timer;
   bool waiting_for_buffer = false;
-  ConnectionObserver observer;
+  ConnectionObserver observer;                    // the view of the pod whose listener accepted it
+  const std::unique_ptr<ServerView> server_view;  // null unless dialled straight
   Relay relay;
 };
 
 Worker::Worker(int index, const AgentOptions& options, Datapath& datapath, const Netns& home,
-               const AgentTables& tables)
+               const AgentTables& tables, const CapturedEndpoints& captured)
     : index_(index),
       options_(options),
       datapath_(datapath),
+      captured_(captured),
       dialer_(options.marks, datapath, home),
       buffers_(options.proxy.buffer_size, options.proxy.max_buffers),
       timeouts_(options.proxy.connect_timeout_ns, options.proxy.idle_timeout_ns),
@@ -352,8 +377,15 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
     destination = original->endpoint;
   }
 
-  // Inbound, the application sees the caller: the leg is bound to its address.
+  // Inbound, the application sees the caller: the leg is bound to its address. A call to a
+  // pod of this node captured inbound goes straight to the server application, bound to the
+  // client pod's address, as the inbound listener would have dialled it.
+  std::optional<IpAddress> caller;
+  std::shared_ptr<const PodRuntime> server;
+  if (listener.direction == Direction::kOutbound)
+    server = SameNodeServer(pod, destination, &caller);
   const auto dial = [&] {
+    if (server) return dialer_.DialInbound(server->netns(), Endpoint{*caller, 0}, destination);
     return listener.direction == Direction::kOutbound
                ? dialer_.DialOutbound(pod.netns(), destination)
                : dialer_.DialInbound(pod.netns(), *app, destination);
@@ -370,11 +402,12 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
     TurnAway(client.get());
     return turn_away();
   }
+  if (server) stats_.same_node_direct.Add();
   const int one = 1;
   setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
   auto owned = std::make_unique<Connection>(*this, listener, std::move(client), std::move(upstream),
-                                            *app, destination, now_ns);
+                                            *app, destination, server.get(), now_ns);
   Connection* connection = owned.get();
   connection->id = ++last_connection_id_;
   connections_.emplace(connection, std::move(owned));
@@ -387,17 +420,41 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
   Watch(connection->relay.fd(Side::kUpstream), tagged(kUpstreamTag), kEvents);
 }
 
-void Worker::Summarize(const Connection& connection, ConnectionSummary* summary) {
+std::shared_ptr<const PodRuntime> Worker::SameNodeServer(const PodRuntime& client,
+                                                         const Endpoint& destination,
+                                                         std::optional<IpAddress>* caller) const {
+  if (!options_.proxy.same_node_direct) return nullptr;
+  std::shared_ptr<const PodRuntime> server = captured_.Lookup(destination);
+  if (!server) return nullptr;
+  // The address the client pod's own upstream socket would have had: its address of the
+  // destination's family. sk_lookup lets a caller of the pod's very address through (a pod
+  // calling itself), and so does this.
+  for (const IpAddress& ip : client.view()->info.ips) {
+    if (ip.is_v4() != destination.ip.is_v4()) continue;
+    if (ip == destination.ip) return nullptr;
+    *caller = ip;
+    return server;
+  }
+  return nullptr;
+}
+
+int Worker::Views(const Connection& connection) { return connection.server_view ? 2 : 1; }
+
+void Worker::Summarize(const Connection& connection, int view, ConnectionSummary* summary) {
   const Relay& relay = connection.relay;
+  const bool server_side = view == 1;
+  const ConnectionObserver& observer =
+      server_side ? connection.server_view->observer : connection.observer;
   summary->id = connection.id;
-  summary->direction = connection.direction;
-  summary->pod = connection.observer.pod_key();
-  summary->client = connection.client;
+  summary->direction = server_side ? Direction::kInbound : connection.direction;
+  summary->pod = observer.pod_key();
+  summary->client = server_side ? *connection.bound_as_caller : connection.client;
   summary->destination = connection.destination;
-  summary->protocol = connection.observer.protocol_name();
+  summary->protocol = observer.protocol_name();
+  summary->same_node_direct = connection.server_view != nullptr;
   summary->bytes_to_upstream = relay.bytes_from(Side::kClient);
   summary->bytes_to_client = relay.bytes_from(Side::kUpstream);
-  summary->requests = connection.observer.requests();
+  summary->requests = observer.requests();
 }
 
 std::vector<ConnectionSummary> Worker::ListConnections() const {
@@ -405,11 +462,13 @@ std::vector<ConnectionSummary> Worker::ListConnections() const {
   const int64_t now = MonotonicNs();
   for (const auto& [raw, connection] : connections_) {
     const Relay& relay = connection->relay;
-    ConnectionSummary& summary = out.emplace_back();
-    Summarize(*connection, &summary);
-    summary.state = relay.state() == Relay::State::kConnecting ? "connecting" : "proxying";
-    summary.age_ns = now - relay.started_ns();
-    summary.idle_ns = now - relay.last_activity_ns();
+    for (int view = 0; view < Views(*connection); ++view) {
+      ConnectionSummary& summary = out.emplace_back();
+      Summarize(*connection, view, &summary);
+      summary.state = relay.state() == Relay::State::kConnecting ? "connecting" : "proxying";
+      summary.age_ns = now - relay.started_ns();
+      summary.idle_ns = now - relay.last_activity_ns();
+    }
   }
   return out;
 }
@@ -450,11 +509,14 @@ void Worker::Ended(Connection& connection, RelayEnd end) {
   if (connection.bound_as_caller) {
     dialer_.ForgetPassthrough(*connection.bound_as_caller, connection.destination);
   }
-  Closed& closed = recently_closed_[closed_count_++ % kRecentlyClosed];
-  Summarize(connection, &closed.summary);
-  closed.ended_ns = MonotonicNs();
-  closed.summary.state = RelayEndName(end);
-  closed.summary.age_ns = closed.ended_ns - connection.relay.started_ns();
+  const int64_t ended_ns = MonotonicNs();
+  for (int view = 0; view < Views(connection); ++view) {
+    Closed& closed = recently_closed_[closed_count_++ % kRecentlyClosed];
+    Summarize(connection, view, &closed.summary);
+    closed.ended_ns = ended_ns;
+    closed.summary.state = RelayEndName(end);
+    closed.summary.age_ns = ended_ns - connection.relay.started_ns();
+  }
   timeouts_.Remove(connection.timer);
   if (connection.waiting_for_buffer) waiting_for_buffers_.remove(&connection);
   auto node = connections_.extract(&connection);

@@ -14,6 +14,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -42,9 +43,13 @@ struct ProxyStats {
   Counter idle_timeouts;
   Counter resets;
   Counter accept_errors;
+  // Outbound connections to a pod of this node dialled straight to its application (one
+  // hop), not through the agent's inbound listener in it; among accepted[kOutbound].
+  Counter same_node_direct;
 };
 
-// A live connection, for the admin API.
+// A live connection, for the admin API. A same-node call dialled straight has two, with one
+// id: the caller pod's outbound view and the server pod's inbound one.
 struct ConnectionSummary {
   uint64_t id = 0;  // unique within its worker, from 1
   Direction direction;
@@ -58,14 +63,16 @@ struct ConnectionSummary {
   uint64_t bytes_to_upstream = 0;
   uint64_t bytes_to_client = 0;
   uint64_t requests = 0;
+  bool same_node_direct = false;  // one hop between two pods of the node
 };
 
 class Worker {
  public:
-  // `options`, `datapath` and `home` (the agent's own network namespace) outlive the worker.
-  // Start runs in `home`: its dialer's conntrack socket is opened there.
+  // `options`, `datapath`, `home` (the agent's own network namespace) and `captured` (where
+  // a same-node call may be dialled straight) outlive the worker. Start runs in `home`: its
+  // dialer's conntrack socket is opened there.
   Worker(int index, const AgentOptions& options, Datapath& datapath, const Netns& home,
-         const AgentTables& tables);
+         const AgentTables& tables, const CapturedEndpoints& captured);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -119,7 +126,17 @@ class Worker {
   };
   struct Connection;  // a relay, its observer, and where the worker keeps them
 
-  static void Summarize(const Connection& connection, ConnectionSummary* summary);
+  // How many summaries `connection` has (two for a same-node call dialled straight), and
+  // the one of `view`: 0 the accepting listener's pod's, 1 the server pod's.
+  static int Views(const Connection& connection);
+  static void Summarize(const Connection& connection, int view, ConnectionSummary* summary);
+  // The pod of this node captured inbound on `destination`, for an outbound connection of
+  // `client` to be dialled straight to, from `caller` (the client pod's address of the
+  // destination's family); null when the connection takes two hops (the option is off, or
+  // the destination is not such a pod's, or is the client's own address).
+  std::shared_ptr<const PodRuntime> SameNodeServer(const PodRuntime& client,
+                                                   const Endpoint& destination,
+                                                   std::optional<IpAddress>* caller) const;
   void Run();
   void DrainTasks();
   // Accepts what is waiting, up to a bound; true if it stopped at the bound.
@@ -140,6 +157,7 @@ class Worker {
   const int index_;
   const AgentOptions& options_;
   Datapath& datapath_;  // where outbound connections' original destinations are
+  const CapturedEndpoints& captured_;
   UpstreamDialer dialer_;
   BufferPool buffers_;
   RelayTimeouts timeouts_;

@@ -1,8 +1,10 @@
 // End-to-end tier for the agent: real clients and servers (curl and nginx, h2load and
 // nghttpd, python3-grpcio, a byte-stream peer, many concurrent connections) in two meshed
-// pods of one node, so that every connection crosses the agent twice: out of the client
-// pod and into the server pod. Each scenario runs direct first (before the agent starts)
-// and then through the agent, and the two runs must give the same results.
+// pods of one node, so that every connection crosses the agent, dialled straight from the
+// client pod's address into the server pod (one hop) and watched as both pods see it: the
+// client's outbound view and the server's inbound one. Each scenario runs direct first
+// (before the agent starts) and then through the agent, and the two runs must give the same
+// results.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -213,15 +215,17 @@ TEST_CASE("curl gets the same answers from nginx through the agent as direct") {
   CHECK(keep_alive_connections.size() == 1);
   CHECK(close_connections.size() == 5);
 
-  // Both legs of every connection went through the agent and were parsed as HTTP/1.
+  // Every connection went through the agent once and was parsed as HTTP/1 by both views.
   INFO(after_keep_alive.dump(2));
   CHECK(after_keep_alive["proxy"]["accepted_outbound"] == 1);
-  CHECK(after_keep_alive["proxy"]["accepted_inbound"] == 1);
+  CHECK(after_keep_alive["proxy"]["same_node_direct"] == 1);
+  CHECK(after_keep_alive["proxy"]["accepted_inbound"] == 0);
   CHECK(after_keep_alive["proxy"]["requests"] == 10);
   const nlohmann::json stats = agent->Get("/stats");
   INFO(stats.dump(2));
   CHECK(stats["proxy"]["accepted_outbound"] == 6);
-  CHECK(stats["proxy"]["accepted_inbound"] == 6);
+  CHECK(stats["proxy"]["same_node_direct"] == 6);
+  CHECK(stats["proxy"]["accepted_inbound"] == 0);
   CHECK(stats["proxy"]["http1"] == 12);
   CHECK(stats["proxy"]["requests"] == 20);
   CHECK(stats["proxy"]["parse_failures"] == 0);
@@ -285,9 +289,10 @@ TEST_CASE("h2load gets the same answers from an HTTP/2 server through the agent 
   const nlohmann::json stats = agent->Get("/stats");
   INFO(stats.dump(2));
   CHECK(stats["proxy"]["accepted_outbound"] == 4);
-  CHECK(stats["proxy"]["accepted_inbound"] == 4);
+  CHECK(stats["proxy"]["same_node_direct"] == 4);
+  CHECK(stats["proxy"]["accepted_inbound"] == 0);
   CHECK(stats["proxy"]["http2"] == 8);
-  CHECK(stats["proxy"]["requests"] == 4000);  // each request seen on both legs
+  CHECK(stats["proxy"]["requests"] == 4000);  // each request seen by both views
   CHECK(stats["proxy"]["parse_failures"] == 0);
   StopCleanly(*agent);
 }
@@ -329,7 +334,8 @@ TEST_CASE(
   const nlohmann::json stats = agent->Get("/stats");
   INFO(stats.dump(2));
   CHECK(stats["proxy"]["accepted_outbound"] == 1);  // one channel, one connection
-  CHECK(stats["proxy"]["accepted_inbound"] == 1);
+  CHECK(stats["proxy"]["same_node_direct"] == 1);
+  CHECK(stats["proxy"]["accepted_inbound"] == 0);
   CHECK(stats["proxy"]["http2"] == 2);
   CHECK(stats["proxy"]["requests"] == 2 * 10);
   CHECK(stats["proxy"]["parse_failures"] == 0);
@@ -422,9 +428,11 @@ TEST_CASE("1 GiB each way over opaque TCP with half-close arrives intact through
   const nlohmann::json stats = agent->Get("/stats");
   INFO(stats.dump(2));
   CHECK(stats["proxy"]["accepted_outbound"] == runs.size());
-  CHECK(stats["proxy"]["accepted_inbound"] == runs.size());
+  CHECK(stats["proxy"]["same_node_direct"] == runs.size());
+  CHECK(stats["proxy"]["accepted_inbound"] == 0);
   CHECK(stats["proxy"]["opaque"] == 2 * runs.size());
-  // Every byte crossed the agent twice (out of the client pod, into the server pod).
+  // Every byte crossed the agent once and was counted by both views (the client pod's
+  // outbound, the server pod's inbound).
   CHECK(stats["proxy"]["bytes_to_upstream"] == 2 * total);
   CHECK(stats["proxy"]["bytes_to_client"] == 2 * total);
   CHECK(stats["proxy"]["resets"] == 0);
@@ -520,14 +528,15 @@ TEST_CASE("1000 concurrent connections all succeed through the agent") {
 
   std::unique_ptr<AgentProcess> agent = scenario.StartAgent(kEchoPort);
   Process proxied = OpenMany(scenario, scenario.dir.path() + "/release-agent");
-  // All of them open at once, on both legs.
+  // All of them open at once, each one hop, listed for both pods.
   const nlohmann::json stats = agent->Get("/stats");
   INFO(stats.dump(2) << "\nagent:\n" << agent->output());
   CHECK(stats["proxy"]["accepted_outbound"] == kConnections);
-  CHECK(stats["proxy"]["accepted_inbound"] == kConnections);
-  CHECK(stats["proxy"]["active"] == 2 * kConnections);
+  CHECK(stats["proxy"]["same_node_direct"] == kConnections);
+  CHECK(stats["proxy"]["accepted_inbound"] == 0);
+  CHECK(stats["proxy"]["active"] == kConnections);
   CHECK(stats["kernel"]["redirected_ipv4"] == kConnections);
-  CHECK(stats["kernel"]["inbound_steered"] == kConnections);
+  CHECK(stats["kernel"]["inbound_steered"] == 0);
   CHECK(stats["proxy"]["origin_missing"] == 0);
   CHECK(agent->Get("/connections")["connections"].size() == 2 * kConnections);
   CloseMany(proxied, scenario.dir.path() + "/release-agent");

@@ -35,6 +35,15 @@ AgentProcessOptions AgentOptions() {
   return {.binary = NODEMESH_AGENT_BINARY, .log_level = "debug"};
 }
 
+// The agent as it runs by default (a call between two meshed pods of the node dialled
+// straight to the server: one hop) or with --same-node-direct=off (out of the client's
+// listener, into the server's: two hops).
+AgentProcessOptions AgentOptions(bool one_hop) {
+  AgentProcessOptions options = AgentOptions();
+  if (!one_hop) options.extra_args = {"--same-node-direct=off"};
+  return options;
+}
+
 using Cluster = KernelCluster;
 
 // Polls until the echo server has logged `count` connections in all.
@@ -75,10 +84,13 @@ TEST_CASE("an outbound connection is proxied and the server sees the client pod'
   REQUIRE(WaitForAccepted(meshed_server, 1));
   REQUIRE(WaitForAccepted(other_server, 1));
 
-  AgentProcess agent(cluster.node_a, AgentOptions());
+  const bool one_hop = GENERATE(true, false);
+  INFO((one_hop ? "one hop" : "two hops"));
+  AgentProcess agent(cluster.node_a, AgentOptions(one_hop));
   REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
   // The meshed server's side is proxied too: the caller is on the same node, so one
-  // connection goes out of web-1 and into emoji-1 through the agent.
+  // connection goes out of web-1 and into emoji-1 through the agent, straight (one hop)
+  // or through its inbound listener in emoji-1 (two).
   for (const std::string& target : {to_meshed, to_other}) {
     const CommandResult proxied = Dial(cluster.client, target);
     INFO(Describe(proxied) << "\nagent:\n" << agent.output());
@@ -95,11 +107,12 @@ TEST_CASE("an outbound connection is proxied and the server sees the client pod'
   const nlohmann::json stats = agent.Get("/stats");
   INFO(stats.dump(2));
   CHECK(stats["proxy"]["accepted_outbound"] == 2);
-  CHECK(stats["proxy"]["accepted_inbound"] == 1);
+  CHECK(stats["proxy"]["accepted_inbound"] == (one_hop ? 0 : 1));
+  CHECK(stats["proxy"]["same_node_direct"] == (one_hop ? 1 : 0));
   CHECK(stats["proxy"]["origin_missing"] == 0);
   CHECK(stats["proxy"]["upstream_refused"] == 0);
   CHECK(stats["kernel"]["redirected_ipv4"] == 2);
-  CHECK(stats["kernel"]["inbound_steered"] == 1);
+  CHECK(stats["kernel"]["inbound_steered"] == (one_hop ? 0 : 1));
   // "dial <i>\n" from each side: the bytes went through the agent, both ways.
   CHECK(stats["proxy"]["bytes_to_upstream"].get<uint64_t>() > 0);
   CHECK(stats["proxy"]["bytes_to_client"] == stats["proxy"]["bytes_to_upstream"]);
@@ -108,6 +121,102 @@ TEST_CASE("an outbound connection is proxied and the server sees the client pod'
 
 // "10.77.0.11:40312" -> "10.77.0.11", "::ffff:10.77.0.11:40312" -> "::ffff:10.77.0.11".
 std::string HostOf(const std::string& address) { return address.substr(0, address.rfind(':')); }
+
+TEST_CASE("a same-node call is dialled straight and listed for both pods; others keep their path") {
+  Cluster cluster;
+  Process meshed_server = StartEchoServer(cluster.server, kEchoPort);
+  Process plain_server = StartEchoServer(cluster.plain, kEchoPort);
+  AgentProcess agent(cluster.node_a, AgentOptions());
+  REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
+
+  // Held open, so that /connections shows it live.
+  Process held =
+      cluster.client.Run(TcpPeer("hold", {"--connect", Target(cluster.server, kEchoPort)}));
+  REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
+  // One accept, outbound in web-1, and none in emoji-1: the one hop.
+  CHECK(agent.ProxyCounter("accepted_outbound") == 1);
+  CHECK(agent.ProxyCounter("same_node_direct") == 1);
+  CHECK(agent.ProxyCounter("accepted_inbound") == 0);
+  CHECK(agent.KernelCounter("inbound_steered") == 0);
+  REQUIRE(WaitForAccepted(meshed_server, 1));
+  CHECK(AcceptedFrom(meshed_server) == std::vector<std::string>{cluster.client.ip});
+
+  // Listed once for each pod, as each sees it: web-1 dialled emoji-1; emoji-1 was called
+  // from web-1's address with the port its application sees.
+  const nlohmann::json connections = agent.Get("/connections")["connections"];
+  INFO(connections.dump(2));
+  REQUIRE(connections.size() == 2);
+  const auto of_pod = [&](const std::string& pod) {
+    for (const nlohmann::json& c : connections) {
+      if (c["pod"] == pod) return c;
+    }
+    return nlohmann::json();
+  };
+  const nlohmann::json out = of_pod("emojivoto/web-1"), in = of_pod("emojivoto/emoji-1");
+  REQUIRE(out.is_object());
+  REQUIRE(in.is_object());
+  CHECK(out["id"] == in["id"]);
+  CHECK(out["direction"] == "outbound");
+  CHECK(in["direction"] == "inbound");
+  CHECK(out["same_node_direct"] == true);
+  CHECK(in["same_node_direct"] == true);
+  CHECK(out["destination"] == Target(cluster.server, kEchoPort));
+  CHECK(in["destination"] == Target(cluster.server, kEchoPort));
+  CHECK(HostOf(in["client"].get<std::string>()) == cluster.client.ip);
+  CHECK(HostOf(out["client"].get<std::string>()) == "127.0.0.1");  // the redirected socket's
+
+  // A meshed pod calling an unmeshed one of the node: outbound only, as before.
+  const CommandResult to_plain = Dial(cluster.client, Target(cluster.plain, kEchoPort));
+  INFO(Describe(to_plain));
+  CHECK(to_plain.exit_code == 0);
+  REQUIRE(WaitForAccepted(plain_server, 1));
+  CHECK(AcceptedFrom(plain_server) == std::vector<std::string>{cluster.client.ip});
+  CHECK(agent.ProxyCounter("accepted_outbound") == 2);
+  CHECK(agent.ProxyCounter("same_node_direct") == 1);
+  CHECK(agent.ProxyCounter("accepted_inbound") == 0);
+  held.Kill();
+  StopCleanly(agent);
+}
+
+TEST_CASE(
+    "a same-node call dialled straight keeps its bytes while its server, then its client, "
+    "is released") {
+  Cluster cluster;
+  Process server = StartEchoServer(cluster.server, kEchoPort);
+  const std::string target = Target(cluster.server, kEchoPort);
+  AgentProcess agent(cluster.node_a, AgentOptions());
+  REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
+
+  Process held = cluster.client.Run(TcpPeer("hold", {"--connect", target}));
+  REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
+  REQUIRE(agent.ProxyCounter("same_node_direct") == 1);
+  const auto keeps_flowing = [&] {
+    const int pings = CountLines(held.output(), "ping ");
+    return PollUntil([&] { return CountLines(held.output(), "ping ") >= pings + 10; }, 20s);
+  };
+  for (const Pod* released : {&cluster.server, &cluster.client}) {
+    INFO("released " << released->name << "\nagent:\n" << agent.output());
+    cluster.node_a.SetMeshed(*released, false);
+    REQUIRE(agent.WaitUntilEnrolled(*released, false));
+    CHECK(keeps_flowing());
+    CHECK(held.IsRunning());
+    CHECK(held.output().find("error") == std::string::npos);
+  }
+  // New calls go direct now; the held one is still the agent's, one hop.
+  const CommandResult direct = Dial(cluster.client, target, 2);
+  INFO(Describe(direct));
+  CHECK(direct.exit_code == 0);
+  REQUIRE(WaitForAccepted(server, 3));
+  CHECK(AcceptedFrom(server) == std::vector<std::string>(3, cluster.client.ip));
+  const nlohmann::json stats = agent.Get("/stats");
+  INFO(stats.dump(2));
+  CHECK(stats["proxy"]["accepted_outbound"] == 1);
+  CHECK(stats["proxy"]["accepted_inbound"] == 0);
+  CHECK(stats["proxy"]["active"] == 1);
+  CHECK(agent.Get("/connections")["connections"].size() == 2);
+  held.Kill();
+  StopCleanly(agent);
+}
 
 TEST_CASE("the client's getpeername sees the address it dialled, getsockname the pod's own") {
   Cluster cluster;
@@ -174,7 +283,9 @@ TEST_CASE("an IPv6 connection is proxied out of one pod and into another, addres
   REQUIRE(HostOf(FieldOf(direct.output, "dial 0 ok", "local")) == client.ip6);
   REQUIRE(WaitForAccepted(echo, 1));
 
-  AgentProcess agent(node, AgentOptions());
+  const bool one_hop = GENERATE(true, false);
+  INFO((one_hop ? "one hop" : "two hops"));
+  AgentProcess agent(node, AgentOptions(one_hop));
   REQUIRE(agent.WaitForInboundPort(server, kEchoPort, 20s, /*ipv6=*/true));
   const CommandResult proxied = Dial(client, target);
   INFO(Describe(proxied) << "\nagent:\n" << agent.output());
@@ -182,15 +293,16 @@ TEST_CASE("an IPv6 connection is proxied out of one pod and into another, addres
   CHECK(FieldOf(proxied.output, "dial 0 ok", "peer") == target);
   CHECK(HostOf(FieldOf(proxied.output, "dial 0 ok", "local")) == client.ip6);
   REQUIRE(WaitForAccepted(echo, 2));
-  // Out through the agent and into the server pod through it again, and the server still
-  // sees the client pod's own IPv6 address.
+  // Out through the agent and into the server pod, straight or through it again, and the
+  // server still sees the client pod's own IPv6 address.
   CHECK(AcceptedFrom(echo) == std::vector<std::string>(2, client.ip6));
   const nlohmann::json stats = agent.Get("/stats");
   INFO(stats.dump(2));
   CHECK(stats["kernel"]["redirected_ipv6"] == 1);
-  CHECK(stats["kernel"]["inbound_steered"] == 1);
+  CHECK(stats["kernel"]["inbound_steered"] == (one_hop ? 0 : 1));
   CHECK(stats["proxy"]["accepted_outbound"] == 1);
-  CHECK(stats["proxy"]["accepted_inbound"] == 1);
+  CHECK(stats["proxy"]["accepted_inbound"] == (one_hop ? 0 : 1));
+  CHECK(stats["proxy"]["same_node_direct"] == (one_hop ? 1 : 0));
   CHECK(stats["proxy"]["origin_missing"] == 0);
   StopCleanly(agent);
 }
@@ -465,7 +577,7 @@ TEST_CASE("when the agent is killed new connections go direct") {
   INFO(Describe(again) << "\nagent:\n" << restarted.output());
   CHECK(again.exit_code == 0);
   CHECK(restarted.ProxyCounter("accepted_outbound") == 1);
-  CHECK(restarted.ProxyCounter("accepted_inbound") == 1);
+  CHECK(restarted.ProxyCounter("same_node_direct") == 1);
   REQUIRE(WaitForAccepted(meshed_server, 2));
   CHECK(AcceptedFrom(meshed_server).back() == cluster.client.ip);
   StopCleanly(restarted);
