@@ -22,10 +22,10 @@
 //   http      The admin API and /metrics servers, one thread each: their handlers take
 //             mutex_ or go through RunAndWait like the control thread.
 // Shared state: mutex_ guards the inventory, the enrolments and every interning of an
-// identity; the address and Service directories, pod views and tap subscriptions are
-// immutable snapshots swapped atomically and read without a lock by the workers; the
-// identity and route tables and the registry have their own locks, taken per connection or
-// per second, never per request.
+// identity; the address and Service directories, pod views, tap subscriptions and captured
+// endpoints are immutable snapshots swapped atomically and read without a lock by the
+// workers; the identity and route tables and the registry have their own locks, taken per
+// connection or per second, never per request.
 #pragma once
 
 #include <atomic>

@@ -3,7 +3,10 @@
 // measured in one run in these scenarios, back to back:
 //   direct         no proxy
 //   outbound       the client pod meshed: one hop through the agent
-//   two-hop        both pods meshed: out of the client pod and into the server pod
+//   same-node      both pods meshed, the agent as it runs by default: the call dialled
+//                  straight into the server pod, one hop, watched as both pods see it
+//   two-hop        both pods meshed, the agent with --same-node-direct=off: out of the
+//                  client pod and into the server pod
 //   outbound-l4    as outbound, with the agent's --l7 off (opaque TCP, no parsing)
 //   haproxy-l4     the reference: HAProxy (one thread, mode tcp) in the client pod's netns,
 //                  dialled explicitly on the pod's loopback, as the agent's outbound
@@ -83,6 +86,9 @@ struct Scenario {
   std::string nginx_mode{};    // "stream" or "http": nginx instead of the agent
   bool relay = false;          // nodemesh-relay instead of the agent
   int hops = 0;
+  // Both pods meshed: the agent dials the server straight (one hop) or, off, out of the
+  // client's listener and into the server's (two).
+  bool same_node_direct = true;
 };
 
 // Where the client pod dials HAProxy, nginx or the relay.
@@ -432,10 +438,12 @@ Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
     meter.target = kBaselineListen;
   } else if (scenario.hops > 0) {
     agent = std::make_unique<AgentProcess>(
-        node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY,
-                                  .log_level = "warning",
-                                  .workers = settings.workers,
-                                  .extra_args = {"--l7", scenario.l7 ? "on" : "off"}});
+        node,
+        AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY,
+                            .log_level = "warning",
+                            .workers = settings.workers,
+                            .extra_args = {"--l7", scenario.l7 ? "on" : "off", "--same-node-direct",
+                                           scenario.same_node_direct ? "on" : "off"}});
     if (scenario.server_meshed && !agent->WaitForInboundPort(server, kServerPort)) {
       throw std::runtime_error("the agent did not capture the server's port:\n" + agent->output());
     }
@@ -458,13 +466,17 @@ Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
   }
   if (agent) {
     // The traffic took the path the scenario names: every connection intercepted on the
-    // way out (and in), and parsed into requests only with L7 on.
+    // way out (and in, through the inbound listener or dialled straight into the server),
+    // and parsed into requests only with L7 on.
     const nlohmann::json proxy = agent->Get("/stats")["proxy"];
     fmt::print(stderr, "    agent: {}\n", proxy.dump());
     const uint64_t connections = settings.rate_connections + settings.saturate_connections;
+    const uint64_t inbound = proxy["accepted_inbound"], direct = proxy["same_node_direct"];
+    const bool into_server = !scenario.server_meshed ||
+                             (scenario.same_node_direct ? direct >= connections && inbound == 0
+                                                        : inbound >= connections && direct == 0);
     const bool intercepted =
-        proxy["accepted_outbound"].get<uint64_t>() >= connections &&
-        (!scenario.server_meshed || proxy["accepted_inbound"].get<uint64_t>() >= connections);
+        proxy["accepted_outbound"].get<uint64_t>() >= connections && into_server;
     const uint64_t parsed = proxy["requests"];
     const bool parsing_as_asked =
         scenario.l7 ? parsed >= measurement.rate.requests : parsed == 0 && proxy["http1"] == 0;
@@ -537,7 +549,12 @@ int Run(const Settings& settings) {
   std::vector<Scenario> scenarios = {
       {.name = "direct", .hops = 0},
       {.name = "outbound", .client_meshed = true, .hops = 1},
-      {.name = "two-hop", .client_meshed = true, .server_meshed = true, .hops = 2},
+      {.name = "same-node", .client_meshed = true, .server_meshed = true, .hops = 1},
+      {.name = "two-hop",
+       .client_meshed = true,
+       .server_meshed = true,
+       .hops = 2,
+       .same_node_direct = false},
       {.name = "outbound-l4", .client_meshed = true, .l7 = false, .hops = 1},
       {.name = "haproxy-l4", .haproxy_mode = "tcp", .hops = 1},
       {.name = "haproxy-http", .haproxy_mode = "http", .hops = 1},
@@ -641,9 +658,10 @@ int main(int argc, char** argv) {
                  "taskset CPU list of the agent (or HAProxy, nginx as proxy, or the relay)");
   app.add_option("--max-interference", settings.max_interference,
                  "CPUs other processes may use during a load before it is run again");
-  app.add_option("--scenarios", settings.scenarios,
-                 "Scenarios besides direct (always run): outbound, two-hop, outbound-l4, "
-                 "haproxy-l4, haproxy-http, nginx-l4, nginx-http, relay; default all")
+  app.add_option(
+         "--scenarios", settings.scenarios,
+         "Scenarios besides direct (always run): outbound, same-node, two-hop, outbound-l4, "
+         "haproxy-l4, haproxy-http, nginx-l4, nginx-http, relay; default all")
       ->delimiter(',');
   app.add_option("--retries", settings.retries, "Runs again of a disturbed load")
       ->check(CLI::Range(0, 20));

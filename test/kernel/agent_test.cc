@@ -122,7 +122,7 @@ TEST_CASE("an outbound connection is proxied and the server sees the client pod'
 // "10.77.0.11:40312" -> "10.77.0.11", "::ffff:10.77.0.11:40312" -> "::ffff:10.77.0.11".
 std::string HostOf(const std::string& address) { return address.substr(0, address.rfind(':')); }
 
-TEST_CASE("a same-node call is dialled straight and listed for both pods; others keep their path") {
+TEST_CASE("a same-node call is dialled straight and listed for both pods, others keep their path") {
   Cluster cluster;
   Process meshed_server = StartEchoServer(cluster.server, kEchoPort);
   Process plain_server = StartEchoServer(cluster.plain, kEchoPort);
