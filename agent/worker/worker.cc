@@ -382,8 +382,9 @@ void Worker::StartConnection(Listener& listener, UniqueFd client, int64_t now_ns
   // client pod's address, as the inbound listener would have dialled it.
   std::optional<IpAddress> caller;
   std::shared_ptr<const PodRuntime> server;
-  if (listener.direction == Direction::kOutbound)
+  if (listener.direction == Direction::kOutbound) {
     server = SameNodeServer(pod, destination, &caller);
+  }
   const auto dial = [&] {
     if (server) return dialer_.DialInbound(server->netns(), Endpoint{*caller, 0}, destination);
     return listener.direction == Direction::kOutbound

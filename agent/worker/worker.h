@@ -98,8 +98,9 @@ class Worker {
   void RemoveListeners(uint32_t pod_id);
   size_t listener_count() const { return listeners_.size(); }
   std::vector<ConnectionSummary> ListConnections() const;
-  // The last kRecentlyClosed connections that ended, the latest first: what `explain`
-  // shows of traffic that came and went.
+  // The summaries of the last connections that ended (kRecentlyClosed of them, two for a
+  // same-node call dialled straight), the latest first: what `explain` shows of traffic
+  // that came and went.
   std::vector<ConnectionSummary> RecentlyClosed() const;
   static constexpr size_t kRecentlyClosed = 32;
   // Hands over the metrics counted since the last call (see metrics::Shard::Collect).

@@ -122,6 +122,21 @@ TEST_CASE("an outbound connection is proxied and the server sees the client pod'
 // "10.77.0.11:40312" -> "10.77.0.11", "::ffff:10.77.0.11:40312" -> "::ffff:10.77.0.11".
 std::string HostOf(const std::string& address) { return address.substr(0, address.rfind(':')); }
 
+// A connection held open from `caller` to `target` (tcp_peer.py hold: a ping a second),
+// once its first pings are answered.
+Process HoldOpen(const Pod& caller, const std::string& target) {
+  Process held = caller.Run(TcpPeer("hold", {"--connect", target}));
+  REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
+  return held;
+}
+
+// The held connection still carries its bytes: ten more pings answered, and no error.
+bool KeepsFlowing(Process& held) {
+  const int pings = CountLines(held.output(), "ping ");
+  return PollUntil([&] { return CountLines(held.output(), "ping ") >= pings + 10; }, 20s) &&
+         held.IsRunning() && held.output().find("error") == std::string::npos;
+}
+
 TEST_CASE("a same-node call is dialled straight and listed for both pods, others keep their path") {
   Cluster cluster;
   Process meshed_server = StartEchoServer(cluster.server, kEchoPort);
@@ -130,9 +145,7 @@ TEST_CASE("a same-node call is dialled straight and listed for both pods, others
   REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
 
   // Held open, so that /connections shows it live.
-  Process held =
-      cluster.client.Run(TcpPeer("hold", {"--connect", Target(cluster.server, kEchoPort)}));
-  REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
+  Process held = HoldOpen(cluster.client, Target(cluster.server, kEchoPort));
   // One accept, outbound in web-1, and none in emoji-1: the one hop.
   CHECK(agent.ProxyCounter("accepted_outbound") == 1);
   CHECK(agent.ProxyCounter("same_node_direct") == 1);
@@ -187,20 +200,13 @@ TEST_CASE(
   AgentProcess agent(cluster.node_a, AgentOptions());
   REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
 
-  Process held = cluster.client.Run(TcpPeer("hold", {"--connect", target}));
-  REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
+  Process held = HoldOpen(cluster.client, target);
   REQUIRE(agent.ProxyCounter("same_node_direct") == 1);
-  const auto keeps_flowing = [&] {
-    const int pings = CountLines(held.output(), "ping ");
-    return PollUntil([&] { return CountLines(held.output(), "ping ") >= pings + 10; }, 20s);
-  };
   for (const Pod* released : {&cluster.server, &cluster.client}) {
     INFO("released " << released->name << "\nagent:\n" << agent.output());
     cluster.node_a.SetMeshed(*released, false);
     REQUIRE(agent.WaitUntilEnrolled(*released, false));
-    CHECK(keeps_flowing());
-    CHECK(held.IsRunning());
-    CHECK(held.output().find("error") == std::string::npos);
+    CHECK(KeepsFlowing(held));
   }
   // New calls go direct now; the held one is still the agent's, one hop.
   const CommandResult direct = Dial(cluster.client, target, 2);
@@ -589,8 +595,7 @@ TEST_CASE("a client pod released live goes direct while its open connection keep
   const std::string target = Target(cluster.remote, kEchoPort);
   AgentProcess agent(cluster.node_a, AgentOptions());
 
-  Process held = cluster.client.Run(TcpPeer("hold", {"--connect", target}));
-  REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
+  Process held = HoldOpen(cluster.client, target);
   REQUIRE(agent.ProxyCounter("accepted_outbound") == 1);
   REQUIRE(agent.Get("/connections")["connections"].size() == 1);
 
@@ -611,11 +616,7 @@ TEST_CASE("a client pod released live goes direct while its open connection keep
   CHECK(stats["kernel"]["redirected_ipv4"] == 1);
 
   // The connection opened before the release is still proxied, and still flows.
-  const int pings_at_release = CountLines(held.output(), "ping ");
-  CHECK(
-      PollUntil([&] { return CountLines(held.output(), "ping ") >= pings_at_release + 10; }, 20s));
-  CHECK(held.IsRunning());
-  CHECK(held.output().find("error") == std::string::npos);
+  CHECK(KeepsFlowing(held));
   const nlohmann::json connections = agent.Get("/connections")["connections"];
   INFO(connections.dump(2));
   REQUIRE(connections.size() == 1);
@@ -632,8 +633,7 @@ TEST_CASE("a server pod released live stops capturing while its open connection 
   REQUIRE(agent.WaitForInboundPort(cluster.server, kEchoPort));
 
   // From node-b, outside the agent's reach: only the inbound side is proxied.
-  Process held = cluster.remote.Run(TcpPeer("hold", {"--connect", target}));
-  REQUIRE(held.WaitForOutput("ping 3 ok", 20s));
+  Process held = HoldOpen(cluster.remote, target);
   REQUIRE(agent.ProxyCounter("accepted_inbound") == 1);
 
   cluster.node_a.SetMeshed(cluster.server, false);
@@ -646,11 +646,7 @@ TEST_CASE("a server pod released live stops capturing while its open connection 
   CHECK(agent.ProxyCounter("accepted_inbound") == 1);
   CHECK(agent.KernelCounter("inbound_steered") == 1);
 
-  const int pings_at_release = CountLines(held.output(), "ping ");
-  CHECK(
-      PollUntil([&] { return CountLines(held.output(), "ping ") >= pings_at_release + 10; }, 20s));
-  CHECK(held.IsRunning());
-  CHECK(held.output().find("error") == std::string::npos);
+  CHECK(KeepsFlowing(held));
   CHECK(agent.Get("/connections")["connections"].size() == 1);
   StopCleanly(agent);
 }
