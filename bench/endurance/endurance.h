@@ -15,6 +15,9 @@
 //                   (default 10 minutes), the agent's and the aggregator's memory and the
 //                   agent's descriptors sampled every 5 s; then the requests sent against the
 //                   requests the agent counted, and the growth after a warm-up.
+//   peers.cc        (only when asked for) the memory of a proxied connection, idle and
+//                   active, in the agent against HAProxy and nginx holding the same
+//                   connections in the same hop, for a few counts of connections.
 //   churn.cc        a pod enrolled and released (default 1,000 times) by rewriting the
 //                   inventory, as `meshctl inject` does on a local cluster, while it dials
 //                   out and is dialled; every connection must complete, proxied or direct;
@@ -67,6 +70,9 @@ struct Settings {
   double soak_rate = 500;
   int soak_requests_per_connection = 10;
   int soak_slots = 16;
+  // peers
+  std::vector<int> peer_connections = {1000, 5000};
+  int peer_workers = 1;  // as HAProxy runs one thread and nginx one worker
   // churn
   int churn_cycles = 1000;
   double churn_rate = 200;
@@ -78,6 +84,7 @@ struct Settings {
 void RunConcurrency(const Settings& settings);
 void RunSoak(const Settings& settings);
 void RunChurn(const Settings& settings);
+void RunPeers(const Settings& settings);
 
 // ---- the descriptor limit (descriptor_limit.cc) ----
 
