@@ -3,6 +3,7 @@
 // connections, the three proxies one after the other, each started afresh:
 //
 //   agent    the client pod meshed, one worker: client -> agent (outbound) -> server pod
+//   agent-l4 as agent with --l7 off (no protocol parser): what parsing adds to a connection
 //   haproxy  HAProxy `mode http`, one thread, in the client pod's netns on its loopback
 //   nginx    nginx `proxy_pass` to an upstream with keep-alive, one worker, as HAProxy is
 //
@@ -192,16 +193,19 @@ PeerRun MeasureProxy(ClientServerNode& bench, const std::string& proxy, uint64_t
                      const Settings& settings) {
   // The previous agent's inventory went with it: the node is pointed back at a file of ours.
   bench.node.WriteInventory(bench.scratch.path() + "/pods.json");
-  bench.node.SetMeshed(bench.client, proxy == "agent");
+  const bool is_agent = proxy.starts_with("agent");
+  bench.node.SetMeshed(bench.client, is_agent);
   std::unique_ptr<AgentProcess> agent;
   std::optional<Process> peer;
   std::vector<pid_t> pids;
   std::string target;
-  if (proxy == "agent") {
-    agent = std::make_unique<AgentProcess>(bench.node,
-                                           AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY,
-                                                               .log_level = "warning",
-                                                               .workers = settings.peer_workers});
+  if (is_agent) {
+    agent = std::make_unique<AgentProcess>(
+        bench.node,
+        AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY,
+                            .log_level = "warning",
+                            .workers = settings.peer_workers,
+                            .extra_args = {"--l7", proxy == "agent-l4" ? "off" : "on"}});
     pids = {agent->process().pid()};
     target = Target(bench.server, kServerPort);
     WaitUntilIdle(*agent);
@@ -259,22 +263,25 @@ void RunPeers(const Settings& settings) {
   ClientServerNode bench;
   std::vector<PeerRun> runs;
   for (const int n : settings.peer_connections) {
-    for (const std::string proxy : {"agent", "haproxy", "nginx"}) {
+    for (const std::string proxy : {"agent", "agent-l4", "haproxy", "nginx"}) {
       fmt::print(stderr, "peers: {} holding {} connections\n", proxy, n);
       runs.push_back(MeasureProxy(bench, proxy, static_cast<uint64_t>(n), settings));
     }
   }
-  fmt::print("\n{:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10} {:>10}\n", "proxy",
-             "connections", "RSS before", "idle RSS", "idle PSS", "active", "active", "kernel TCP",
+  fmt::print("\n{:>8} {:>11} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>11} {:>7} {:>7}\n", "proxy",
+             "connections", "RSS", "RSS", "idle RSS", "idle PSS", "active", "active", "kernel TCP",
              "fds", "fds");
-  fmt::print("{:>8} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>10} {:>10}\n", "", "",
-             "MiB", "KiB/conn", "KiB/conn", "RSS KiB/c", "HWM KiB/c", "KiB/conn idle", "before",
-             "idle");
+  fmt::print("{:>8} {:>11} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>11} {:>7} {:>7}\n", "", "",
+             "before", "idle", "KiB/conn", "KiB/conn", "RSS KiB/c", "HWM KiB/c", "KiB/c idle",
+             "before", "idle");
+  fmt::print("{:>8} {:>11} {:>8} {:>8}\n", "", "", "MiB", "MiB");
   for (const PeerRun& r : runs) {
     const uint64_t n = r.connections;
     fmt::print(
-        "{:>8} {:>12} {:>10.1f} {:>10.2f} {:>10.2f} {:>10.2f} {:>10.2f} {:>12.2f} {:>10} {:>10}\n",
-        r.proxy, n, MiB(r.before.rss_kib), PerConnection(r.idle.rss_kib, r.before.rss_kib, n),
+        "{:>8} {:>11} {:>8.1f} {:>8.1f} {:>10.2f} {:>10.2f} {:>10.2f} {:>10.2f} {:>11.2f} {:>7} "
+        "{:>7}\n",
+        r.proxy, n, MiB(r.before.rss_kib), MiB(r.idle.rss_kib),
+        PerConnection(r.idle.rss_kib, r.before.rss_kib, n),
         PerConnection(r.idle.pss_kib, r.before.pss_kib, n),
         PerConnection(r.active.rss_kib, r.before.rss_kib, n),
         PerConnection(r.active.hwm_kib, r.before.rss_kib, n),
@@ -287,6 +294,26 @@ void RunPeers(const Settings& settings) {
       "VmHWM, over the exchange). kernel TCP: the machine's TCP socket memory (sockstat), in "
       "no process's RSS.\n",
       settings.requests_per_connection - 1);
+  // What a proxy sets aside when started for more connections (nginx's connection and event
+  // arrays are sized by worker_connections) is in its RSS before the client: the difference
+  // between two counts' RSS with all open takes it in.
+  const auto [fewest, most] =
+      std::minmax_element(settings.peer_connections.begin(), settings.peer_connections.end());
+  if (*fewest == *most) return;
+  fmt::print("\nfrom {} to {} connections, per added connection (KiB):\n", *fewest, *most);
+  for (const PeerRun& small : runs) {
+    if (small.connections != static_cast<uint64_t>(*fewest)) continue;
+    for (const PeerRun& large : runs) {
+      if (large.proxy != small.proxy || large.connections != static_cast<uint64_t>(*most)) {
+        continue;
+      }
+      const uint64_t added = large.connections - small.connections;
+      fmt::print("{:>8}: idle RSS {:.2f}, idle PSS {:.2f}, active peak (HWM) {:.2f}\n", small.proxy,
+                 PerConnection(large.idle.rss_kib, small.idle.rss_kib, added),
+                 PerConnection(large.idle.pss_kib, small.idle.pss_kib, added),
+                 PerConnection(large.active.hwm_kib, small.active.hwm_kib, added));
+    }
+  }
 }
 
 }  // namespace nodemesh::testing::endurance
