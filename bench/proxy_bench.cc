@@ -5,6 +5,7 @@
 //   outbound       the client pod meshed: one hop through the agent
 //   two-hop        both pods meshed: out of the client pod and into the server pod
 //   outbound-l4    as outbound, with the agent's --l7 off (opaque TCP, no parsing)
+//   outbound-tap   as outbound, with a local tap of the agent polled throughout (100 events/s)
 //   haproxy-l4     the reference: HAProxy (one thread, mode tcp) in the client pod's netns,
 //                  dialled explicitly on the pod's loopback, as the agent's outbound
 //                  listener is: the same hop through a well-tuned userspace proxy
@@ -29,6 +30,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -83,6 +85,7 @@ struct Scenario {
   std::string haproxy_mode{};  // "tcp" or "http": HAProxy instead of the agent
   std::string nginx_mode{};    // "stream" or "http": nginx instead of the agent
   bool relay = false;          // nodemesh-relay instead of the agent
+  bool tap = false;            // a local tap of the agent's polled throughout (TapPoller)
   int hops = 0;
 };
 
@@ -409,6 +412,50 @@ Process StartRelay(const Pod& client, const Pod& server, const Settings& setting
   return relay;
 }
 
+// A local tap of the agent's, as `meshctl shell`'s tap takes one: its admin API's GET /tap of
+// every request, at most kTapRps events a second, polled five times a second on a thread of its
+// own from construction to destruction. What the agent spends on it (matching each request,
+// the rate limit, the events, the admin API's answers) is in the agent's CPU.
+class TapPoller {
+ public:
+  static constexpr double kTapRps = 100;
+
+  explicit TapPoller(const AgentProcess& agent)
+      : started_(std::chrono::steady_clock::now()), thread_([this, &agent] { Poll(agent); }) {}
+  ~TapPoller() {
+    stop_ = true;
+    thread_.join();
+  }
+  TapPoller(const TapPoller&) = delete;
+  TapPoller& operator=(const TapPoller&) = delete;
+
+  // Events taken, and how many a second since construction.
+  uint64_t events() const { return events_; }
+  double events_per_second() const {
+    return static_cast<double>(events_) /
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  }
+  uint64_t failed_polls() const { return failed_; }
+
+ private:
+  void Poll(const AgentProcess& agent) {
+    const std::string path = fmt::format("/tap?session=bench&max_rps={}", kTapRps);
+    while (!stop_) {
+      if (const std::optional<nlohmann::json> batch = agent.TryGet(path)) {
+        events_ += (*batch)["events"].size();
+      } else {
+        ++failed_;
+      }
+      std::this_thread::sleep_for(200ms);
+    }
+  }
+
+  const std::chrono::steady_clock::time_point started_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> events_{0}, failed_{0};
+  std::thread thread_;  // last: it reads the members above
+};
+
 // nginx's workers, each with its start time: they must be gone with their master at the end.
 using NginxWorkers = std::vector<std::pair<pid_t, std::optional<unsigned long long>>>;
 
@@ -474,8 +521,15 @@ Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
   }
   Measurement measurement;
   try {
+    std::optional<TapPoller> tap;
+    if (scenario.tap) tap.emplace(*agent);
     measurement.rate = MeasureLoad(meter, settings, /*saturate=*/false);
     measurement.saturate = MeasureLoad(meter, settings, /*saturate=*/true);
+    if (tap) {
+      fmt::print(stderr, "    tap: {} events, {:.1f} a second, {} failed polls\n", tap->events(),
+                 tap->events_per_second(), tap->failed_polls());
+      if (tap->events() == 0) throw std::runtime_error("the tap took no event");
+    }
   } catch (const std::exception& error) {
     if (!agent) throw;
     throw std::runtime_error(
@@ -808,6 +862,7 @@ int Run(const Settings& settings) {
       {.name = "outbound", .client_meshed = true, .hops = 1},
       {.name = "two-hop", .client_meshed = true, .server_meshed = true, .hops = 2},
       {.name = "outbound-l4", .client_meshed = true, .l7 = false, .hops = 1},
+      {.name = "outbound-tap", .client_meshed = true, .tap = true, .hops = 1},
       {.name = "haproxy-l4", .haproxy_mode = "tcp", .hops = 1},
       {.name = "haproxy-http", .haproxy_mode = "http", .hops = 1},
       {.name = "nginx-l4", .nginx_mode = "stream", .hops = 1},
@@ -910,9 +965,10 @@ int main(int argc, char** argv) {
                  "taskset CPU list of the agent (or HAProxy, nginx as proxy, or the relay)");
   app.add_option("--max-interference", settings.max_interference,
                  "CPUs other processes may use during a load before it is run again");
-  app.add_option("--scenarios", settings.scenarios,
-                 "Scenarios besides direct (always run): outbound, two-hop, outbound-l4, "
-                 "haproxy-l4, haproxy-http, nginx-l4, nginx-http, relay; default all")
+  app.add_option(
+         "--scenarios", settings.scenarios,
+         "Scenarios besides direct (always run): outbound, two-hop, outbound-l4, outbound-tap, "
+         "haproxy-l4, haproxy-http, nginx-l4, nginx-http, relay; default all")
       ->delimiter(',');
   app.add_flag("--grpc", settings.grpc,
                "Instead of the HTTP/1 scenarios, gRPC unary calls at the fixed rate (h2load): "
