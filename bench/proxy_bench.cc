@@ -456,6 +456,13 @@ class TapPoller {
   std::thread thread_;  // last: it reads the members above
 };
 
+void StopAgent(AgentProcess& agent) {
+  const std::optional<ExitStatus> status = agent.Stop();
+  if (!status || !status->ok()) {
+    throw std::runtime_error("the agent did not stop cleanly:\n" + agent.output());
+  }
+}
+
 // nginx's workers, each with its start time: they must be gone with their master at the end.
 using NginxWorkers = std::vector<std::pair<pid_t, std::optional<unsigned long long>>>;
 
@@ -553,10 +560,7 @@ Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
           fmt::format("{}: the traffic did not take the expected path through the agent: {}",
                       scenario.name, proxy.dump()));
     }
-    const std::optional<ExitStatus> status = agent->Stop();
-    if (!status || !status->ok()) {
-      throw std::runtime_error("the agent did not stop cleanly:\n" + agent->output());
-    }
+    StopAgent(*agent);
   }
   if (!workers.empty()) StopNginx(*baseline, workers);
   return measurement;
@@ -782,10 +786,7 @@ LoadResult RunGrpcScenario(TestNode& node, const Pod& client, const Pod& server,
       throw std::runtime_error(fmt::format("{}: the calls were not parsed by the agent: {}",
                                            scenario.name, proxy.dump()));
     }
-    const std::optional<ExitStatus> status = agent->Stop();
-    if (!status || !status->ok()) {
-      throw std::runtime_error("the agent did not stop cleanly:\n" + agent->output());
-    }
+    StopAgent(*agent);
   }
   if (!workers.empty()) StopNginx(*baseline, workers);
   return load;

@@ -34,10 +34,9 @@ using Clock = std::chrono::steady_clock;
 constexpr uint16_t kEchoPort = 9000;
 
 Endpoint EndpointOf(const std::string& text) {
-  const size_t colon = text.rfind(':');
-  const std::optional<IpAddress> ip = IpAddress::Parse(text.substr(0, colon));
-  if (colon == std::string::npos || !ip) throw std::runtime_error("not ip:port: " + text);
-  return Endpoint{*ip, static_cast<uint16_t>(std::stoi(text.substr(colon + 1)))};
+  const std::optional<Endpoint> endpoint = Endpoint::Parse(text);
+  if (!endpoint) throw std::runtime_error("not ip:port: " + text);
+  return *endpoint;
 }
 
 // A connection held from `client` to `target` by tcp_peer.py hold, and its local address.
@@ -173,11 +172,14 @@ void RunService(const Settings& settings) {
     runs.push_back(Churn(client, *agent, agent_pid, "Service", web.target(), settings));
     runs.push_back(Churn(client, *agent, agent_pid, "pod", Target(server, kServerPort), settings));
   }
-  fmt::print("\n{:>5} {:>8} {:>12} {:>14} {:>11}\n", "round", "to", "connections", "agent CPU us",
-             "translated");
-  fmt::print("{:>5} {:>8} {:>12} {:>14} {:>11}\n", "", "", "", "per connection", "lookups");
+  fmt::print("\n{:>5} {:>8} {:>12} {:>9} {:>14} {:>11}\n", "round", "to", "connections", "a second",
+             "agent CPU us", "translated");
+  fmt::print("{:>5} {:>8} {:>12} {:>9} {:>14} {:>11}\n", "", "", "", "", "per connection",
+             "lookups");
   for (size_t i = 0; i < runs.size(); ++i) {
-    fmt::print("{:>5} {:>8} {:>12} {:>14.1f} {:>11}\n", i / 2 + 1, runs[i].to, runs[i].connections,
+    fmt::print("{:>5} {:>8} {:>12} {:>9.0f} {:>14.1f} {:>11}\n", i / 2 + 1, runs[i].to,
+               runs[i].connections,
+               static_cast<double>(runs[i].connections) / settings.service_seconds,
                runs[i].agent_cpu_us_per_connection, runs[i].translated);
     Check(runs[i].translated == (runs[i].to == "Service" ? runs[i].connections : 0),
           fmt::format("service: {} connections to the {}, {} translated", runs[i].connections,
@@ -185,7 +187,9 @@ void RunService(const Settings& settings) {
   }
   fmt::print(
       "\nagent CPU per connection: its CPU over the load and until it holds no connection, "
-      "over the connections completed (one request each).\n");
+      "over the connections completed (one request each). A second: the rate the client "
+      "kept; below --service-rate, the machine could not keep it and the figure is not one "
+      "of that rate.\n");
   const std::optional<ExitStatus> status = agent->Stop();
   Check(status && status->ok(), "service: the agent did not stop cleanly");
 }
