@@ -596,6 +596,18 @@ Summary Summarize(const std::vector<Measurement>& rounds) {
           })};
 }
 
+// The simulated node of every scenario: a client and a server pod, unmeshed until a scenario
+// meshes them, and a scratch directory for the proxies' files.
+struct BenchNode {
+  PodNetwork network;
+  TestNode node{network, "bench"};
+  const Pod& client = node.AddPod(
+      {.namespace_name = "bench", .name = "client-1", .owner_name = "client", .meshed = false});
+  const Pod& server = node.AddPod(
+      {.namespace_name = "bench", .name = "server-1", .owner_name = "server", .meshed = false});
+  TempDir scratch;
+};
+
 std::string LoadAverage() {
   std::string text = ReadFile("/proc/loadavg");
   return text.substr(0, text.find(' ', text.find(' ', text.find(' ') + 1) + 1));
@@ -806,13 +818,11 @@ int RunGrpc(const Settings& settings) {
   fmt::print("load average before: {}\n", LoadAverage());
   std::fflush(stdout);
 
-  PodNetwork network;
-  TestNode node(network, "bench");
-  const Pod& client = node.AddPod(
-      {.namespace_name = "bench", .name = "client-1", .owner_name = "client", .meshed = false});
-  const Pod& server = node.AddPod(
-      {.namespace_name = "bench", .name = "server-1", .owner_name = "server", .meshed = false});
-  TempDir scratch;
+  BenchNode bench;
+  TestNode& node = bench.node;
+  const Pod& client = bench.client;
+  const Pod& server = bench.server;
+  const TempDir& scratch = bench.scratch;
   // One call: "hello, world!" behind gRPC's prefix (uncompressed, 13 bytes).
   const std::string body = scratch.path() + "/call.bin";
   WriteFile(body, std::string("\0\0\0\0\x0dhello, world!", 18));
@@ -894,13 +904,11 @@ int Run(const Settings& settings) {
   fmt::print("load average before: {}\n", LoadAverage());
   std::fflush(stdout);  // before the progress lines on stderr
 
-  PodNetwork network;
-  TestNode node(network, "bench");
-  const Pod& client = node.AddPod(
-      {.namespace_name = "bench", .name = "client-1", .owner_name = "client", .meshed = false});
-  const Pod& server = node.AddPod(
-      {.namespace_name = "bench", .name = "server-1", .owner_name = "server", .meshed = false});
-  TempDir scratch;
+  BenchNode bench;
+  TestNode& node = bench.node;
+  const Pod& client = bench.client;
+  const Pod& server = bench.server;
+  const TempDir& scratch = bench.scratch;
   Process nginx = StartNginx(server, client, scratch.path(), settings);
 
   std::vector<std::vector<Measurement>> results(scenarios.size());
