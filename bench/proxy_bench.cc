@@ -8,6 +8,7 @@
 //   two-hop        both pods meshed, the agent with --same-node-direct=off: out of the
 //                  client pod and into the server pod
 //   outbound-l4    as outbound, with the agent's --l7 off (opaque TCP, no parsing)
+//   outbound-tap   as outbound, with a local tap of the agent polled throughout (100 events/s)
 //   haproxy-l4     the reference: HAProxy (one thread, mode tcp) in the client pod's netns,
 //                  dialled explicitly on the pod's loopback, as the agent's outbound
 //                  listener is: the same hop through a well-tuned userspace proxy
@@ -32,6 +33,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -74,6 +76,7 @@ struct Settings {
   int retries = 2;
   // Scenarios to run besides "direct", the baseline, which always runs; empty: all.
   std::vector<std::string> scenarios;
+  bool grpc = false;           // the gRPC scenarios instead of the HTTP/1 ones
   int settle_timeout_s = 120;  // waiting for the machine to be quiet before each load
 };
 
@@ -85,6 +88,7 @@ struct Scenario {
   std::string haproxy_mode{};  // "tcp" or "http": HAProxy instead of the agent
   std::string nginx_mode{};    // "stream" or "http": nginx instead of the agent
   bool relay = false;          // nodemesh-relay instead of the agent
+  bool tap = false;            // a local tap of the agent's polled throughout (TapPoller)
   int hops = 0;
   // Both pods meshed: the agent dials the server straight (one hop) or, off, out of the
   // client's listener and into the server's (two).
@@ -268,13 +272,16 @@ LoadResult RunLoad(const Pod& client, const std::string& target, const Settings&
 }
 
 // A load, run again while other processes disturbed it (up to settings.retries times); the
-// least disturbed run is kept.
-LoadResult MeasureLoad(const CpuMeter& meter, const Settings& settings, bool saturate) {
+// least disturbed run is kept. `run` makes one load, after its warm-up of 1 s, and says how
+// many requests it answered and over how long; `label` names it in the progress lines.
+template <typename RunOnce>
+LoadResult MeasureWith(const CpuMeter& meter, const Settings& settings, std::string_view label,
+                       const RunOnce& run) {
   std::optional<LoadResult> best;
   for (int attempt = 0; attempt <= settings.retries; ++attempt) {
     Settle(meter, settings);
     const CpuMeter::Mark before = meter.Now();
-    LoadResult load = RunLoad(meter.client, meter.target, settings, saturate);
+    LoadResult load = run();
     const CpuMeter::Mark after = meter.Now();
     load.interference = CpuMeter::Others(before, after);
     // The loads run at the measured rate through their warm-up too.
@@ -284,12 +291,17 @@ LoadResult MeasureLoad(const CpuMeter& meter, const Settings& settings, bool sat
     fmt::print(stderr,
                "    {} p50 {:.1f} p99 {:.1f} p99.9 {:.1f} us, {:.0f} req/s; CPU per request: "
                "proxy {:.1f} us, server {:.1f} us; others {:.2f} CPUs\n",
-               saturate ? "saturate" : "rate    ", load.p50, load.p99, load.p999, load.rps,
-               load.proxy_cpu_us, load.server_cpu_us, load.interference);
+               label, load.p50, load.p99, load.p999, load.rps, load.proxy_cpu_us,
+               load.server_cpu_us, load.interference);
     if (!best || load.interference < best->interference) best = load;
     if (load.interference <= settings.max_interference) break;
   }
   return *best;
+}
+
+LoadResult MeasureLoad(const CpuMeter& meter, const Settings& settings, bool saturate) {
+  return MeasureWith(meter, settings, saturate ? "saturate" : "rate    ",
+                     [&] { return RunLoad(meter.client, meter.target, settings, saturate); });
 }
 
 // Waits until nginx answers through the baseline proxy the client pod dials.
@@ -406,6 +418,74 @@ Process StartRelay(const Pod& client, const Pod& server, const Settings& setting
   return relay;
 }
 
+// A local tap of the agent's, as `meshctl shell`'s tap takes one: its admin API's GET /tap of
+// every request, at most kTapRps events a second, polled five times a second on a thread of its
+// own from construction to destruction. What the agent spends on it (matching each request,
+// the rate limit, the events, the admin API's answers) is in the agent's CPU.
+class TapPoller {
+ public:
+  static constexpr double kTapRps = 100;
+
+  explicit TapPoller(const AgentProcess& agent)
+      : started_(std::chrono::steady_clock::now()), thread_([this, &agent] { Poll(agent); }) {}
+  ~TapPoller() {
+    stop_ = true;
+    thread_.join();
+  }
+  TapPoller(const TapPoller&) = delete;
+  TapPoller& operator=(const TapPoller&) = delete;
+
+  // Events taken, and how many a second since construction.
+  uint64_t events() const { return events_; }
+  double events_per_second() const {
+    return static_cast<double>(events_) /
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  }
+  uint64_t failed_polls() const { return failed_; }
+
+ private:
+  void Poll(const AgentProcess& agent) {
+    const std::string path = fmt::format("/tap?session=bench&max_rps={}", kTapRps);
+    while (!stop_) {
+      if (const std::optional<nlohmann::json> batch = agent.TryGet(path)) {
+        events_ += (*batch)["events"].size();
+      } else {
+        ++failed_;
+      }
+      std::this_thread::sleep_for(200ms);
+    }
+  }
+
+  const std::chrono::steady_clock::time_point started_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> events_{0}, failed_{0};
+  std::thread thread_;  // last: it reads the members above
+};
+
+void StopAgent(AgentProcess& agent) {
+  const std::optional<ExitStatus> status = agent.Stop();
+  if (!status || !status->ok()) {
+    throw std::runtime_error("the agent did not stop cleanly:\n" + agent.output());
+  }
+}
+
+// nginx's workers, each with its start time: they must be gone with their master at the end.
+using NginxWorkers = std::vector<std::pair<pid_t, std::optional<unsigned long long>>>;
+
+// nginx's master ends its worker on SIGTERM and waits for it; a worker that outlived its
+// master (killed after the grace) is ended here, by its pid.
+void StopNginx(Process& master, const NginxWorkers& workers) {
+  master.Kill(5s);
+  bool orphaned = false;
+  for (const auto& [worker, started] : workers) {
+    if (started && ProcessStartTime(worker) == started) {
+      ::kill(worker, SIGKILL);
+      orphaned = true;
+    }
+  }
+  if (orphaned) throw std::runtime_error("nginx's worker outlived its master");
+}
+
 Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
                         const Scenario& scenario, const Settings& settings,
                         const std::string& scratch) {
@@ -417,7 +497,7 @@ Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
   std::unique_ptr<AgentProcess> agent;
   std::optional<Process> baseline;  // HAProxy, nginx or the relay
   // nginx's worker, with its start time: it must be gone with its master at the end.
-  std::vector<std::pair<pid_t, std::optional<unsigned long long>>> workers;
+  NginxWorkers workers;
   CpuMeter meter{client, server, {}, Target(server, kServerPort)};
   if (!scenario.haproxy_mode.empty() || !scenario.nginx_mode.empty() || scenario.relay) {
     if (scenario.relay) {
@@ -456,8 +536,15 @@ Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
   }
   Measurement measurement;
   try {
+    std::optional<TapPoller> tap;
+    if (scenario.tap) tap.emplace(*agent);
     measurement.rate = MeasureLoad(meter, settings, /*saturate=*/false);
     measurement.saturate = MeasureLoad(meter, settings, /*saturate=*/true);
+    if (tap) {
+      fmt::print(stderr, "    tap: {} events, {:.1f} a second, {} failed polls\n", tap->events(),
+                 tap->events_per_second(), tap->failed_polls());
+      if (tap->events() == 0) throw std::runtime_error("the tap took no event");
+    }
   } catch (const std::exception& error) {
     if (!agent) throw;
     throw std::runtime_error(
@@ -485,24 +572,9 @@ Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
           fmt::format("{}: the traffic did not take the expected path through the agent: {}",
                       scenario.name, proxy.dump()));
     }
-    const std::optional<ExitStatus> status = agent->Stop();
-    if (!status || !status->ok()) {
-      throw std::runtime_error("the agent did not stop cleanly:\n" + agent->output());
-    }
+    StopAgent(*agent);
   }
-  if (!workers.empty()) {
-    // nginx's master ends its worker on SIGTERM and waits for it; a worker that outlived
-    // its master (killed after the grace) is ended here, by its pid.
-    baseline->Kill(5s);
-    bool orphaned = false;
-    for (const auto& [worker, started] : workers) {
-      if (started && ProcessStartTime(worker) == started) {
-        ::kill(worker, SIGKILL);
-        orphaned = true;
-      }
-    }
-    if (orphaned) throw std::runtime_error("nginx's worker outlived its master");
-  }
+  if (!workers.empty()) StopNginx(*baseline, workers);
   return measurement;
 }
 
@@ -536,9 +608,271 @@ Summary Summarize(const std::vector<Measurement>& rounds) {
           })};
 }
 
+// The simulated node of every scenario: a client and a server pod, unmeshed until a scenario
+// meshes them, and a scratch directory for the proxies' files.
+struct BenchNode {
+  PodNetwork network;
+  TestNode node{network, "bench"};
+  const Pod& client = node.AddPod(
+      {.namespace_name = "bench", .name = "client-1", .owner_name = "client", .meshed = false});
+  const Pod& server = node.AddPod(
+      {.namespace_name = "bench", .name = "server-1", .owner_name = "server", .meshed = false});
+  TempDir scratch;
+};
+
 std::string LoadAverage() {
   std::string text = ReadFile("/proc/loadavg");
   return text.substr(0, text.find(' ', text.find(' ', text.find(' ') + 1) + 1));
+}
+
+// ---- gRPC at the fixed rate (--grpc) ----
+//
+// Unary calls to test/e2e/grpc_peer.py's Echo service (python3-grpcio) in the server pod, made
+// by h2load (HTTP/2 without TLS, one call at a time on each connection) at the fixed rate over
+// --rate-connections connections, in these scenarios, interleaved over --rounds:
+//   grpc-direct    no proxy
+//   grpc-outbound  the client pod meshed: the agent parses HTTP/2 and gRPC
+//   grpc-haproxy   HAProxy `mode http` speaking HTTP/2 on both sides (`proto h2`), one thread
+//   grpc-nginx     nginx's grpc_pass to an upstream with keep-alive, one worker
+// HAProxy and nginx are dialled on the client pod's loopback as in the HTTP/1 scenarios. What
+// is compared is the proxy's CPU per call; h2load reports no latency percentiles.
+
+constexpr uint16_t kGrpcPort = 50051;
+constexpr std::string_view kGrpcPath = "/nodemesh.e2e.Echo/Unary";
+
+struct GrpcScenario {
+  std::string name;
+  enum class Proxy { kNone, kAgent, kHaproxy, kNginx } proxy = Proxy::kNone;
+};
+
+// h2load's command line for one load from the client pod to `target`, posting `body` (a gRPC
+// message with its 5-byte prefix) as the call.
+std::vector<std::string> H2load(const std::string& target, const std::string& body,
+                                std::vector<std::string> load) {
+  std::vector<std::string> argv = {
+      "h2load", "-m",          "1", "-d", body, "-H", "content-type: application/grpc",
+      "-H",     "te: trailers"};
+  argv.insert(argv.end(), load.begin(), load.end());
+  argv.push_back(fmt::format("http://{}{}", target, kGrpcPath));
+  return argv;
+}
+
+// The counts of h2load's "requests: T total, S started, D done, OK succeeded, F failed, E
+// errored, X timeout" line, or nullopt if it printed none.
+struct H2loadCounts {
+  uint64_t total = 0, succeeded = 0;
+};
+std::optional<H2loadCounts> H2loadCountsOf(const std::string& output) {
+  std::istringstream lines(output);
+  for (std::string line; std::getline(lines, line);) {
+    unsigned long long total = 0, started = 0, done = 0, succeeded = 0;
+    if (std::sscanf(line.c_str(), "requests: %llu total, %llu started, %llu done, %llu succeeded",
+                    &total, &started, &done, &succeeded) == 4) {
+      return H2loadCounts{total, succeeded};
+    }
+  }
+  return std::nullopt;
+}
+
+LoadResult RunGrpcLoad(const Pod& client, const std::string& target, const std::string& body,
+                       const Settings& settings) {
+  const int connections = settings.rate_connections;
+  const std::vector<std::string> argv = H2load(
+      target, body,
+      {"-c", std::to_string(connections), "--rps", fmt::format("{}", settings.rate / connections),
+       "-D", settings.duration, "--warm-up-time", "1s"});
+  const CommandResult result = client.RunCommand(Pinned(settings.loadgen_cpus, argv), 120s);
+  const std::optional<H2loadCounts> counts = H2loadCountsOf(result.output);
+  double finished_s = 0;
+  std::istringstream lines(result.output);
+  for (std::string line; std::getline(lines, line);) {
+    std::sscanf(line.c_str(), "finished in %lfs", &finished_s);
+  }
+  if (result.exit_code != 0 || !counts || finished_s <= 1) {
+    throw std::runtime_error(
+        fmt::format("h2load failed (exit {}):\n{}", result.exit_code, result.output));
+  }
+  if (counts->succeeded != counts->total) {
+    throw std::runtime_error(fmt::format("{} of {} gRPC calls failed:\n{}",
+                                         counts->total - counts->succeeded, counts->total,
+                                         result.output));
+  }
+  LoadResult load;
+  load.requests = counts->succeeded;
+  load.duration = finished_s - 1;  // h2load's time includes the warm-up
+  load.rps = static_cast<double>(load.requests) / load.duration;
+  return load;
+}
+
+// Waits until one call through `target` (the server, or a proxy dialled on the loopback)
+// succeeds.
+void WaitUntilServingGrpc(const Pod& client, const std::string& target, const std::string& body,
+                          Process& server, std::string_view name) {
+  const bool up = PollUntil(
+      [&] {
+        const std::optional<H2loadCounts> counts =
+            H2loadCountsOf(client.RunCommand(H2load(target, body, {"-n", "1"}), 10s).output);
+        return counts && counts->succeeded == 1;
+      },
+      30s, 200ms);
+  if (!up) throw std::runtime_error(fmt::format("{} does not serve: {}", name, server.output()));
+}
+
+Process StartGrpcHaproxy(const Pod& client, const Pod& server, const std::string& dir,
+                         const std::string& body, const Settings& settings) {
+  const std::string config = dir + "/haproxy-grpc.cfg";
+  WriteFile(config, fmt::format(R"(global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+listen bench
+  bind {0} proto h2
+  server grpc {1}:{2} proto h2
+)",
+                                kBaselineListen, server.ip, kGrpcPort));
+  Process haproxy(Pinned(settings.agent_cpus, {"haproxy", "-db", "-f", config}),
+                  {.netns_path = client.netns_path});
+  WaitUntilServingGrpc(client, std::string(kBaselineListen), body, haproxy, "haproxy");
+  return haproxy;
+}
+
+Process StartGrpcNginx(const Pod& client, const Pod& server, const std::string& dir,
+                       const std::string& body, const Settings& settings) {
+  const std::string root = dir + "/nginx-grpc";
+  std::filesystem::create_directories(root + "/tmp");
+  WriteFile(root + "/nginx.conf",
+            NginxConf(root, "",
+                      fmt::format(R"(http {{
+  access_log off;
+  {3}
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  upstream grpc_backend {{
+    server {1}:{2};
+    keepalive {4};
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+  }}
+  server {{
+    listen {0} http2;
+    location / {{ grpc_pass grpc://grpc_backend; }}
+  }}
+}})",
+                                  kBaselineListen, server.ip, kGrpcPort, NginxTempPaths(root),
+                                  settings.rate_connections)));
+  Process nginx(Pinned(settings.agent_cpus, {"nginx", "-p", root, "-e", root + "/error.log", "-c",
+                                             root + "/nginx.conf", "-g", "daemon off;"}),
+                {.netns_path = client.netns_path});
+  WaitUntilServingGrpc(client, std::string(kBaselineListen), body, nginx, "nginx");
+  return nginx;
+}
+
+LoadResult RunGrpcScenario(TestNode& node, const Pod& client, const Pod& server,
+                           const GrpcScenario& scenario, const std::string& body,
+                           const Settings& settings, const std::string& scratch) {
+  using Proxy = GrpcScenario::Proxy;
+  node.WriteInventory(scratch + "/pods.json");
+  node.SetMeshed(client, scenario.proxy == Proxy::kAgent);
+  std::unique_ptr<AgentProcess> agent;
+  std::optional<Process> baseline;
+  NginxWorkers workers;
+  CpuMeter meter{client, server, {}, Target(server, kGrpcPort)};
+  if (scenario.proxy == Proxy::kAgent) {
+    agent =
+        std::make_unique<AgentProcess>(node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY,
+                                                                 .log_level = "warning",
+                                                                 .workers = settings.workers});
+    meter.proxy = {agent->process().pid()};
+  } else if (scenario.proxy != Proxy::kNone) {
+    baseline = scenario.proxy == Proxy::kHaproxy
+                   ? StartGrpcHaproxy(client, server, scratch, body, settings)
+                   : StartGrpcNginx(client, server, scratch, body, settings);
+    meter.proxy = {baseline->pid()};
+    for (const pid_t worker : ChildrenOf(baseline->pid())) {
+      meter.proxy.push_back(worker);
+      workers.emplace_back(worker, ProcessStartTime(worker));
+    }
+    meter.target = kBaselineListen;
+  }
+  const LoadResult load = MeasureWith(meter, settings, "rate    ", [&] {
+    return RunGrpcLoad(client, meter.target, body, settings);
+  });
+  if (agent) {
+    // Every call went through the agent and was parsed as HTTP/2.
+    const nlohmann::json proxy = agent->Get("/stats")["proxy"];
+    fmt::print(stderr, "    agent: {}\n", proxy.dump());
+    if (proxy["http2"].get<uint64_t>() < static_cast<uint64_t>(settings.rate_connections) ||
+        proxy["requests"].get<uint64_t>() < load.requests) {
+      throw std::runtime_error(fmt::format("{}: the calls were not parsed by the agent: {}",
+                                           scenario.name, proxy.dump()));
+    }
+    StopAgent(*agent);
+  }
+  if (!workers.empty()) StopNginx(*baseline, workers);
+  return load;
+}
+
+int RunGrpc(const Settings& settings) {
+  using Proxy = GrpcScenario::Proxy;
+  const std::vector<GrpcScenario> scenarios = {{"grpc-direct", Proxy::kNone},
+                                               {"grpc-outbound", Proxy::kAgent},
+                                               {"grpc-haproxy", Proxy::kHaproxy},
+                                               {"grpc-nginx", Proxy::kNginx}};
+  fmt::print(
+      "gRPC unary calls at {} calls/s over {} connections (h2load), {} each after 1 s of "
+      "warm-up; {} round(s); agent --workers {}\n",
+      settings.rate, settings.rate_connections, settings.duration, settings.rounds,
+      settings.workers);
+  fmt::print("load average before: {}\n", LoadAverage());
+  std::fflush(stdout);
+
+  BenchNode bench;
+  TestNode& node = bench.node;
+  const Pod& client = bench.client;
+  const Pod& server = bench.server;
+  const TempDir& scratch = bench.scratch;
+  // One call: "hello, world!" behind gRPC's prefix (uncompressed, 13 bytes).
+  const std::string body = scratch.path() + "/call.bin";
+  WriteFile(body, std::string("\0\0\0\0\x0dhello, world!", 18));
+  Process grpc_server =
+      server.Run(Pinned(settings.nginx_cpus, {kPython, "-u", SourcePath("test/e2e/grpc_peer.py"),
+                                              "server", "--listen", Target(server, kGrpcPort)}));
+  WaitUntilServingGrpc(client, Target(server, kGrpcPort), body, grpc_server, "the gRPC server");
+
+  std::vector<std::vector<double>> cpu(scenarios.size()), rps(scenarios.size());
+  for (int round = 0; round < settings.rounds; ++round) {
+    for (size_t i = 0; i < scenarios.size(); ++i) {
+      fmt::print(stderr, "round {}: {}\n", round + 1, scenarios[i].name);
+      const LoadResult load =
+          RunGrpcScenario(node, client, server, scenarios[i], body, settings, scratch.path());
+      cpu[i].push_back(load.proxy_cpu_us);
+      rps[i].push_back(load.rps);
+    }
+  }
+  fmt::print("load average after: {}\n\n", LoadAverage());
+  const double haproxy = Median(cpu[2]), nginx = Median(cpu[3]);
+  fmt::print("{:<14} {:>10} {:>14} {:>16} {:>11} {:>9}\n", "scenario", "calls/s", "proxy CPU",
+             "vCPU per 1,000", "vs HAProxy", "vs nginx");
+  fmt::print("{:<14} {:>10} {:>14} {:>16} {:>11} {:>9}\n", "", "", "us/call", "calls/s", "", "");
+  for (size_t i = 0; i < scenarios.size(); ++i) {
+    const double us = Median(cpu[i]);
+    const bool proxied = scenarios[i].proxy != Proxy::kNone;
+    fmt::print("{:<14} {:>10.0f} {:>14} {:>16} {:>11} {:>9}\n", scenarios[i].name, Median(rps[i]),
+               proxied ? fmt::format("{:.1f}", us) : "",
+               proxied ? fmt::format("{:.4f}", us / 1000) : "",
+               proxied ? fmt::format("{:.2f}x", us / haproxy) : "",
+               proxied ? fmt::format("{:.2f}x", us / nginx) : "");
+  }
+  fmt::print(
+      "\nMedians over {} round(s), each load's figures on stderr. CPU per call: the proxy's "
+      "(the agent; HAProxy; nginx's master and worker) over the load, warm-up included; vCPU "
+      "per 1,000 calls/s = us/call / 1,000.\n",
+      settings.rounds);
+  return 0;
 }
 
 int Run(const Settings& settings) {
@@ -556,6 +890,7 @@ int Run(const Settings& settings) {
        .hops = 2,
        .same_node_direct = false},
       {.name = "outbound-l4", .client_meshed = true, .l7 = false, .hops = 1},
+      {.name = "outbound-tap", .client_meshed = true, .tap = true, .hops = 1},
       {.name = "haproxy-l4", .haproxy_mode = "tcp", .hops = 1},
       {.name = "haproxy-http", .haproxy_mode = "http", .hops = 1},
       {.name = "nginx-l4", .nginx_mode = "stream", .hops = 1},
@@ -586,13 +921,11 @@ int Run(const Settings& settings) {
   fmt::print("load average before: {}\n", LoadAverage());
   std::fflush(stdout);  // before the progress lines on stderr
 
-  PodNetwork network;
-  TestNode node(network, "bench");
-  const Pod& client = node.AddPod(
-      {.namespace_name = "bench", .name = "client-1", .owner_name = "client", .meshed = false});
-  const Pod& server = node.AddPod(
-      {.namespace_name = "bench", .name = "server-1", .owner_name = "server", .meshed = false});
-  TempDir scratch;
+  BenchNode bench;
+  TestNode& node = bench.node;
+  const Pod& client = bench.client;
+  const Pod& server = bench.server;
+  const TempDir& scratch = bench.scratch;
   Process nginx = StartNginx(server, client, scratch.path(), settings);
 
   std::vector<std::vector<Measurement>> results(scenarios.size());
@@ -661,8 +994,12 @@ int main(int argc, char** argv) {
   app.add_option(
          "--scenarios", settings.scenarios,
          "Scenarios besides direct (always run): outbound, same-node, two-hop, outbound-l4, "
-         "haproxy-l4, haproxy-http, nginx-l4, nginx-http, relay; default all")
+         "outbound-tap, haproxy-l4, haproxy-http, nginx-l4, nginx-http, relay; default all")
       ->delimiter(',');
+  app.add_flag("--grpc", settings.grpc,
+               "Instead of the HTTP/1 scenarios, gRPC unary calls at the fixed rate (h2load): "
+               "grpc-direct, grpc-outbound (the agent), grpc-haproxy (HTTP/2 mode), grpc-nginx "
+               "(grpc_pass); the proxy's CPU per call");
   app.add_option("--retries", settings.retries, "Runs again of a disturbed load")
       ->check(CLI::Range(0, 20));
   app.add_option("--settle-timeout", settings.settle_timeout_s,
@@ -670,7 +1007,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 3600));
   CLI11_PARSE(app, argc, argv);
   try {
-    return nodemesh::testing::Run(settings);
+    return settings.grpc ? nodemesh::testing::RunGrpc(settings) : nodemesh::testing::Run(settings);
   } catch (const std::exception& error) {
     fmt::print(stderr, "proxy_bench: {}\n", error.what());
     return 1;

@@ -8,12 +8,16 @@
 #                                 added latency and throughput through the agent vs direct,
 #                                 with and without L7 parsing, and HAProxy, nginx and a bare
 #                                 relay in the same hop
-#                                 (root; about 20 minutes)
+#                                 (root; about 20 minutes); --grpc: gRPC calls at a fixed
+#                                 rate through the agent, HAProxy (HTTP/2) and nginx grpc_pass
 #   bash bench/run.sh endurance [endurance_bench flags]
 #                                 10,000 connections at once, a 10-minute soak with connection
 #                                 churn, 1,000 pod enrol/release cycles: the agent's memory per
 #                                 connection and over time, sent vs counted, and what is left
-#                                 behind (root; about 15 minutes; --only and shorter flags)
+#                                 behind (root; about 15 minutes; --only and shorter flags);
+#                                 --only peers: memory per idle and active connection against
+#                                 HAProxy and nginx; --only service: the conntrack lookup of a
+#                                 connection to a Service, alone and at 1,000 new connections/s
 #   bash bench/run.sh dashboard [dashboard_bench flags]
 #                                 meshctl dashboard's call graph of 1,000 workloads and 5,000
 #                                 calls from a real aggregator, laid out and drawn in headless

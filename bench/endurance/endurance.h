@@ -15,6 +15,12 @@
 //                   (default 10 minutes), the agent's and the aggregator's memory and the
 //                   agent's descriptors sampled every 5 s; then the requests sent against the
 //                   requests the agent counted, and the growth after a warm-up.
+//   peers.cc        (only when asked for) the memory of a proxied connection, idle and
+//                   active, in the agent against HAProxy and nginx holding the same
+//                   connections in the same hop, for a few counts of connections.
+//   service.cc      (only when asked for) the conntrack lookup of a connection dialled to a
+//                   Service's cluster IP: its time alone, and the agent's CPU per new
+//                   connection to a Service against to its pod, at a fixed rate.
 //   churn.cc        a pod enrolled and released (default 1,000 times) by rewriting the
 //                   inventory, as `meshctl inject` does on a local cluster, while it dials
 //                   out and is dialled; every connection must complete, proxied or direct;
@@ -67,6 +73,14 @@ struct Settings {
   double soak_rate = 500;
   int soak_requests_per_connection = 10;
   int soak_slots = 16;
+  // peers
+  std::vector<int> peer_connections = {1000, 5000};
+  int peer_workers = 1;  // as HAProxy runs one thread and nginx one worker
+  // service
+  int service_lookups = 10000;
+  double service_rate = 1000;  // new connections per second
+  int service_seconds = 10;
+  int service_rounds = 2;
   // churn
   int churn_cycles = 1000;
   double churn_rate = 200;
@@ -78,6 +92,8 @@ struct Settings {
 void RunConcurrency(const Settings& settings);
 void RunSoak(const Settings& settings);
 void RunChurn(const Settings& settings);
+void RunPeers(const Settings& settings);
+void RunService(const Settings& settings);
 
 // ---- the descriptor limit (descriptor_limit.cc) ----
 

@@ -19,8 +19,9 @@
 namespace nodemesh::testing::endurance {
 namespace {
 
+// Every part but peers and service (which compare rather than check) when none is named.
 bool Wanted(const Settings& settings, std::string_view part) {
-  return settings.parts.empty() ||
+  return (settings.parts.empty() && part != "peers" && part != "service") ||
          std::find(settings.parts.begin(), settings.parts.end(), part) != settings.parts.end();
 }
 
@@ -30,13 +31,19 @@ int Run(const Settings& settings) {
     return 2;
   }
   for (const std::string& part : settings.parts) {
-    if (part != "concurrency" && part != "soak" && part != "churn") {
-      fmt::print(stderr, "endurance_bench: no part '{}': concurrency, soak or churn\n", part);
+    if (part != "concurrency" && part != "soak" && part != "churn" && part != "peers" &&
+        part != "service") {
+      fmt::print(stderr,
+                 "endurance_bench: no part '{}': concurrency, soak, churn, peers or service\n",
+                 part);
       return 2;
     }
   }
   // The client's descriptor, the agent's two, and room for the rest.
-  RaiseFileLimit(4 * static_cast<uint64_t>(settings.connections) + 65536);
+  const int most_peer_connections =
+      *std::max_element(settings.peer_connections.begin(), settings.peer_connections.end());
+  RaiseFileLimit(4 * static_cast<uint64_t>(std::max(settings.connections, most_peer_connections)) +
+                 65536);
   rlimit limit{};
   getrlimit(RLIMIT_NOFILE, &limit);
   fmt::print("open files limit of the benchmark and its children: {}; {} CPUs\n", limit.rlim_max,
@@ -45,6 +52,8 @@ int Run(const Settings& settings) {
   if (Wanted(settings, "concurrency")) RunConcurrency(settings);
   if (Wanted(settings, "soak")) RunSoak(settings);
   if (Wanted(settings, "churn")) RunChurn(settings);
+  if (Wanted(settings, "peers")) RunPeers(settings);
+  if (Wanted(settings, "service")) RunService(settings);
   if (!Failures().empty()) {
     fmt::print("\n{} check(s) failed:\n", Failures().size());
     for (const std::string& failure : Failures()) fmt::print("  {}\n", failure);
@@ -64,7 +73,9 @@ int main(int argc, char** argv) {
   CLI::App app{"Endurance of the nodemesh agent: many connections, a long soak, pod churn",
                "endurance_bench"};
   app.option_defaults()->always_capture_default();
-  app.add_option("--only", settings.parts, "Parts to run: concurrency, soak, churn; default all")
+  app.add_option("--only", settings.parts,
+                 "Parts to run: concurrency, soak, churn, peers, service; default all but peers "
+                 "and service")
       ->delimiter(',');
   app.add_option("--workers", settings.workers, "The agent's worker threads")
       ->check(CLI::Range(1, 16));
@@ -93,6 +104,23 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   app.add_option("--soak-slots", settings.soak_slots, "Soak: connections open at a time")
       ->check(CLI::Range(1, 10000));
+  app.add_option("--peer-connections", settings.peer_connections,
+                 "Peers: counts of connections held by each proxy in turn")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 50000));
+  app.add_option("--peer-workers", settings.peer_workers, "Peers: the agent's worker threads")
+      ->check(CLI::Range(1, 16));
+  app.add_option("--service-lookups", settings.service_lookups,
+                 "Service: conntrack lookups timed, of each kind")
+      ->check(CLI::Range(1, 10000000));
+  app.add_option("--service-rate", settings.service_rate,
+                 "Service: new connections per second through the agent")
+      ->check(CLI::Range(1.0, 20000.0));
+  app.add_option("--service-seconds", settings.service_seconds, "Service: duration of each load")
+      ->check(CLI::Range(1, 3600));
+  app.add_option("--service-rounds", settings.service_rounds,
+                 "Service: rounds of a load to the Service then one to its pod")
+      ->check(CLI::Range(1, 20));
   app.add_option("--churn-cycles", settings.churn_cycles, "Churn: enrol/release cycles")
       ->check(CLI::Range(1, 100000));
   app.add_option("--churn-rate", settings.churn_rate,
