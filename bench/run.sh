@@ -14,6 +14,11 @@
 #                                 churn, 1,000 pod enrol/release cycles: the agent's memory per
 #                                 connection and over time, sent vs counted, and what is left
 #                                 behind (root; about 15 minutes; --only and shorter flags)
+#   bash bench/run.sh rss [rss_bench flags]
+#                                 the agent's resident memory with 0, 100 and 500 idle pods
+#                                 enrolled, per library, against the 12 MiB budget and HAProxy
+#                                 and nginx idle; --agent label=binary twice for before/after
+#                                 (root; about 3 minutes a round)
 #   bash bench/run.sh dashboard [dashboard_bench flags]
 #                                 meshctl dashboard's call graph of 1,000 workloads and 5,000
 #                                 calls from a real aggregator, laid out and drawn in headless
@@ -22,11 +27,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: bash bench/run.sh parsers|metrics|proxy [flags]|endurance [flags]|dashboard [flags]" >&2
+  echo "usage: bash bench/run.sh parsers|metrics|proxy [flags]|endurance [flags]|rss [flags]|dashboard [flags]" >&2
   exit 2
 }
 [[ $# -ge 1 ]] || usage
-[[ $# -eq 1 || $1 == proxy || $1 == endurance || $1 == dashboard ]] || usage
+[[ $# -eq 1 || $1 == proxy || $1 == endurance || $1 == rss || $1 == dashboard ]] || usage
 
 build() {
   bash test/install-deps.sh >/dev/null
@@ -66,6 +71,14 @@ case "$1" in
     fi
     build endurance_bench nodemesh-agent nodemesh-aggregator
     ./build/release/bench/endurance_bench "${@:2}"
+    ;;
+  rss)
+    if [[ $EUID -ne 0 ]]; then
+      echo "bench/run.sh rss needs root (netns, cgroups, eBPF): run it with sudo" >&2
+      exit 2
+    fi
+    build rss_bench nodemesh-agent
+    ./build/release/bench/rss_bench "${@:2}"
     ;;
   dashboard)
     build dashboard_bench meshctl nodemesh-aggregator
