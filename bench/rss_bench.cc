@@ -170,6 +170,7 @@ class IdlePods {
 // Resident memory of one process, from /proc/PID/smaps: in KiB.
 struct Memory {
   uint64_t rss = 0;
+  uint64_t pss = 0;             // rss with each page shared with other processes divided
   uint64_t anonymous = 0;       // heap, stacks, anonymous maps, and copied pages of files
   uint64_t file_backed = 0;     // pages of files as they are on disk (rss - anonymous)
   uint64_t heap = 0;            // [heap] and anonymous maps (malloc arenas, thread stacks)
@@ -198,8 +199,12 @@ Memory ReadMemory(pid_t pid) {
       continue;
     }
     const std::string key = line.substr(0, colon);
-    if (key != "Rss" && key != "Anonymous") continue;
+    if (key != "Rss" && key != "Pss" && key != "Anonymous") continue;
     const uint64_t kib = std::stoull(line.substr(colon + 1));
+    if (key == "Pss") {
+      memory.pss += kib;
+      continue;
+    }
     const bool is_file = mapping.starts_with("/");
     const std::string name = is_file ? std::filesystem::path(mapping).filename().string()
                                      : (mapping.empty() ? "[anonymous]" : mapping);
@@ -354,14 +359,14 @@ void PrintLibraries(const std::string& label, int count, const Memory& memory, i
   uint64_t rest = 0, rest_copied = 0;
   for (size_t i = 0; i < files.size(); ++i) {
     if (static_cast<int>(i) < rows) {
-      fmt::print("  {:<40} {:>7} {:>7}\n", files[i].first, files[i].second.first,
+      fmt::print("  {:<46} {:>7} {:>7}\n", files[i].first, files[i].second.first,
                  files[i].second.second);
     } else {
       rest += files[i].second.first;
       rest_copied += files[i].second.second;
     }
   }
-  fmt::print("  {:<40} {:>7} {:>7}\n", fmt::format("({} more)", files.size() - rows), rest,
+  fmt::print("  {:<46} {:>7} {:>7}\n", fmt::format("({} more)", files.size() - rows), rest,
              rest_copied);
 }
 
@@ -404,8 +409,8 @@ int Run(const Settings& settings) {
 
   fmt::print("\nresident memory in MiB, medians of {} round(s); budget {:.0f} MiB\n",
              settings.rounds, kBudgetMiB);
-  fmt::print("{:<24} {:>5} {:>7} {:>8} {:>6} {:>7} {:>7} {:>8} {:>7}\n", "agent", "pods", "rss",
-             "/budget", "anon", "heap", "copied", "file", "threads");
+  fmt::print("{:<24} {:>5} {:>7} {:>8} {:>6} {:>6} {:>7} {:>7} {:>8} {:>7}\n", "agent", "pods",
+             "rss", "/budget", "pss", "anon", "heap", "copied", "file", "threads");
   for (const auto& [count, by_label] : results) {
     for (const AgentVariant& variant : variants) {
       const std::vector<Memory>& rounds = by_label.at(variant.label);
@@ -414,10 +419,11 @@ int Run(const Settings& settings) {
         for (const Memory& memory : rounds) values.push_back(memory.*field);
         return MiB(Median(values));
       };
-      fmt::print("{:<24} {:>5} {:>7.1f} {:>7.2f}x {:>6.1f} {:>7.1f} {:>7.1f} {:>8.1f} {:>7}\n",
-                 variant.label, count, median(&Memory::rss), median(&Memory::rss) / kBudgetMiB,
-                 median(&Memory::anonymous), median(&Memory::heap), median(&Memory::library_copies),
-                 median(&Memory::file_backed), rounds.back().threads);
+      fmt::print(
+          "{:<24} {:>5} {:>7.1f} {:>7.2f}x {:>6.1f} {:>6.1f} {:>7.1f} {:>7.1f} {:>8.1f} {:>7}\n",
+          variant.label, count, median(&Memory::rss), median(&Memory::rss) / kBudgetMiB,
+          median(&Memory::pss), median(&Memory::anonymous), median(&Memory::heap),
+          median(&Memory::library_copies), median(&Memory::file_backed), rounds.back().threads);
     }
   }
   for (size_t i = 0; i < peer_rounds.front().size(); ++i) {
@@ -426,7 +432,8 @@ int Run(const Settings& settings) {
     fmt::print("{:<44} {:>7.1f}\n", peer_rounds.front()[i].first, MiB(Median(values)));
   }
   fmt::print(
-      "\nanon: anonymous pages (heap + copied); heap: [heap], stacks and anonymous maps; "
+      "\npss: rss with pages shared with other processes divided among them; anon: anonymous "
+      "pages (heap + copied); heap: [heap], stacks and anonymous maps; "
       "copied: pages of libraries written to (relocations, their data); file: pages shared "
       "with the files\n");
 
