@@ -6,7 +6,8 @@
 // with its address) and a cgroup under the node's, as the fixture's pods are but without
 // a veth: nothing dials them, and a /24 holds fewer than 500 pods. Each agent asked for
 // (--agent label=binary: two binaries make a before/after in one run) is started on the node
-// with the first N of them in its local inventory, once all are enrolled and its memory has
+// with the first N of them in its local inventory, alone and reporting to a real aggregator
+// as in a cluster; once all are enrolled (and the aggregator holds them) and its memory has
 // settled it is read and stopped; the agents take turns within a round, in an order that
 // alternates between rounds, and the report gives medians over rounds.
 //
@@ -36,6 +37,7 @@
 #include <vector>
 
 #include "test/lib/agent_process.h"
+#include "test/lib/aggregator_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
 #include "test/lib/proc_stats.h"
@@ -56,6 +58,7 @@ struct AgentVariant {
   std::string label;
   std::string binary;
   std::vector<std::string> env;  // NAME=VALUE
+  bool reporting = false;        // to the aggregator (--aggregator), as in a cluster
 };
 
 struct Settings {
@@ -64,6 +67,8 @@ struct Settings {
   int rounds = 1;
   int workers = 2;
   int libraries = 25;  // rows of the per-library table
+  // Each agent alone (no aggregator: the agent's own floor) and reporting to one.
+  std::vector<std::string> modes{"alone", "reporting"};
 };
 
 AgentVariant ParseVariant(const std::string& spec) {
@@ -315,17 +320,23 @@ T Median(std::vector<T> values) {
 }
 
 // One agent with the first `count` idle pods enrolled: its settled memory.
+// Reporting, it is measured once `aggregator` holds its pods.
 Memory MeasureAgent(TestNode& node, const IdlePods& pods, int count, const AgentVariant& variant,
-                    const Settings& settings) {
+                    const Settings& settings, AggregatorProcess& aggregator) {
+  const int connected_before = aggregator.Connections(node.name());
   std::vector<std::string> launcher;
   if (!variant.env.empty()) {
     launcher.push_back("env");
     launcher.insert(launcher.end(), variant.env.begin(), variant.env.end());
   }
-  AgentProcess agent(node, {.binary = variant.binary,
-                            .log_level = "warning",
-                            .workers = settings.workers,
-                            .launcher = launcher});
+  AgentProcess agent(
+      node, {.binary = variant.binary,
+             .log_level = "warning",
+             .workers = settings.workers,
+             .extra_args = variant.reporting
+                               ? std::vector<std::string>{"--aggregator", aggregator.address()}
+                               : std::vector<std::string>{},
+             .launcher = launcher});
   const std::string temporary = agent.inventory_path() + ".tmp";
   WriteFile(temporary, pods.InventoryJson(count));
   std::filesystem::rename(temporary, agent.inventory_path());
@@ -343,6 +354,10 @@ Memory MeasureAgent(TestNode& node, const IdlePods& pods, int count, const Agent
   if (!enrolled) {
     throw std::runtime_error(fmt::format("{} did not enrol {} pods within 180 s:\n{}",
                                          variant.label, count, Tail(agent.output())));
+  }
+  if (variant.reporting && !aggregator.WaitForNode(node.name(), 30s, connected_before + 1)) {
+    throw std::runtime_error(fmt::format("{} did not report to the aggregator:\n{}", variant.label,
+                                         Tail(agent.output())));
   }
   Memory memory = SettledMemory(agent.process().pid());
   agent.Stop();
@@ -375,9 +390,21 @@ int Run(const Settings& settings) {
     fmt::print(stderr, "rss_bench needs root (netns, cgroups, eBPF): run it with sudo\n");
     return 2;
   }
+  std::vector<AgentVariant> binaries;
+  for (const std::string& spec : settings.agents) binaries.push_back(ParseVariant(spec));
+  if (binaries.empty()) binaries.push_back({"agent", NODEMESH_AGENT_BINARY, {}});
   std::vector<AgentVariant> variants;
-  for (const std::string& spec : settings.agents) variants.push_back(ParseVariant(spec));
-  if (variants.empty()) variants.push_back({"agent", NODEMESH_AGENT_BINARY, {}});
+  for (const std::string& mode : settings.modes) {
+    if (mode != "alone" && mode != "reporting") {
+      fmt::print(stderr, "rss_bench: no mode '{}': alone or reporting\n", mode);
+      return 2;
+    }
+    for (AgentVariant variant : binaries) {
+      variant.reporting = mode == "reporting";
+      if (variant.reporting) variant.label += " reporting";
+      variants.push_back(variant);
+    }
+  }
 
   PodNetwork network;
   TestNode node(network, "rss");
@@ -388,6 +415,7 @@ int Run(const Settings& settings) {
   fmt::print("creating {} idle pods\n", most);
   std::fflush(stdout);
   const IdlePods pods(node, most);
+  AggregatorProcess aggregator({.binary = NODEMESH_AGGREGATOR_BINARY});
 
   // results[count][label]: one Memory per round.
   std::map<int, std::map<std::string, std::vector<Memory>>> results;
@@ -397,7 +425,7 @@ int Run(const Settings& settings) {
     if (round % 2 == 1) std::reverse(order.begin(), order.end());
     for (const int count : settings.pods) {
       for (const AgentVariant& variant : order) {
-        const Memory memory = MeasureAgent(node, pods, count, variant, settings);
+        const Memory memory = MeasureAgent(node, pods, count, variant, settings, aggregator);
         fmt::print("round {}: {} with {} pods: {:.1f} MiB\n", round + 1, variant.label, count,
                    MiB(memory.rss));
         std::fflush(stdout);
@@ -463,6 +491,9 @@ int main(int argc, char** argv) {
                  "agent built with this benchmark");
   app.add_option("--rounds", settings.rounds, "Rounds; medians are reported")
       ->check(CLI::Range(1, 20));
+  app.add_option("--modes", settings.modes,
+                 "alone (no aggregator) and/or reporting (to a real aggregator)")
+      ->delimiter(',');
   app.add_option("--workers", settings.workers, "The agent's worker threads")
       ->check(CLI::Range(1, 16));
   app.add_option("--libraries", settings.libraries, "Rows of the per-library tables")

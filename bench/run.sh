@@ -77,7 +77,7 @@ case "$1" in
       echo "bench/run.sh rss needs root (netns, cgroups, eBPF): run it with sudo" >&2
       exit 2
     fi
-    build rss_bench nodemesh-agent
+    build rss_bench nodemesh-agent nodemesh-aggregator
     ./build/release/bench/rss_bench "${@:2}"
     ;;
   dashboard)
