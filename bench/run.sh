@@ -33,6 +33,13 @@ usage() {
 [[ $# -ge 1 ]] || usage
 [[ $# -eq 1 || $1 == proxy || $1 == endurance || $1 == rss || $1 == dashboard ]] || usage
 
+need_root() {
+  if [[ $EUID -ne 0 ]]; then
+    echo "bench/run.sh $1 needs root (netns, cgroups, eBPF): run it with sudo" >&2
+    exit 2
+  fi
+}
+
 build() {
   bash test/install-deps.sh >/dev/null
   cmake --preset release >/dev/null
@@ -55,28 +62,19 @@ case "$1" in
   parsers) google_benchmark parsers "parser throughput" ;;
   metrics) google_benchmark metrics "metrics recording cost" ;;
   proxy)
-    if [[ $EUID -ne 0 ]]; then
-      echo "bench/run.sh proxy needs root (netns, cgroups, eBPF): run it with sudo" >&2
-      exit 2
-    fi
+    need_root proxy
     build proxy_bench nodemesh-agent nodemesh-loadgen nodemesh-relay
     # Three interleaved rounds, medians: one busy spell of the machine cannot decide a
     # scenario. Pinning and workers are explained in bench/RESULTS.md.
     ./build/release/bench/proxy_bench --rounds 3 "${@:2}"
     ;;
   endurance)
-    if [[ $EUID -ne 0 ]]; then
-      echo "bench/run.sh endurance needs root (netns, cgroups, eBPF): run it with sudo" >&2
-      exit 2
-    fi
+    need_root endurance
     build endurance_bench nodemesh-agent nodemesh-aggregator
     ./build/release/bench/endurance_bench "${@:2}"
     ;;
   rss)
-    if [[ $EUID -ne 0 ]]; then
-      echo "bench/run.sh rss needs root (netns, cgroups, eBPF): run it with sudo" >&2
-      exit 2
-    fi
+    need_root rss
     build rss_bench nodemesh-agent nodemesh-aggregator
     ./build/release/bench/rss_bench "${@:2}"
     ;;

@@ -285,6 +285,11 @@ struct Exchange::State {
     return static_cast<long>(
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - started).count());
   }
+  absl::Status NoAnswer(Clock::time_point deadline) const {
+    return absl::DeadlineExceededError(
+        fmt::format("{}: no complete answer from the API server at {} within {} ms", what,
+                    config.server, TimeoutMs(deadline)));
+  }
   absl::Status Cut(const ErrorCode& error) const {
     return absl::UnavailableError(
         fmt::format("{}: the connection to the API server at {} was cut ({})", what, config.server,
@@ -523,11 +528,7 @@ absl::Status Exchange::Send(std::string_view method, std::string_view path, std:
         });
       },
       error, deadline);
-  if (ended != State::Ended::kDone) {
-    return absl::DeadlineExceededError(
-        fmt::format("{}: no complete answer from the API server at {} within {} ms", state.what,
-                    state.config.server, state.TimeoutMs(deadline)));
-  }
+  if (ended != State::Ended::kDone) return state.NoAnswer(deadline);
   if (error) return state.Cut(error);
   return absl::OkStatus();
 }
@@ -545,11 +546,7 @@ absl::StatusOr<Response> Exchange::Receive(Clock::time_point deadline) {
         });
       },
       error, deadline);
-  if (ended != State::Ended::kDone) {
-    return absl::DeadlineExceededError(
-        fmt::format("{}: no complete answer from the API server at {} within {} ms", state.what,
-                    state.config.server, state.TimeoutMs(deadline)));
-  }
+  if (ended != State::Ended::kDone) return state.NoAnswer(deadline);
   if (error == bhttp::error::body_limit) {
     return absl::ResourceExhaustedError(
         fmt::format("{}: the answer is larger than {} bytes", state.what, kMaxBody));
