@@ -285,6 +285,11 @@ struct Exchange::State {
     return static_cast<long>(
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - started).count());
   }
+  absl::Status NotConnected(Clock::time_point deadline) const {
+    return absl::DeadlineExceededError(
+        fmt::format("{}: cannot connect to the API server at {} within {} ms", what, Server(),
+                    TimeoutMs(deadline)));
+  }
   absl::Status NoAnswer(Clock::time_point deadline) const {
     return absl::DeadlineExceededError(
         fmt::format("{}: no complete answer from the API server at {} within {} ms", what,
@@ -318,11 +323,6 @@ absl::Status Exchange::State::Connect(const RequestCredentials& credentials,
   const Clock::time_point connect_deadline = std::min(deadline, started + kMaxConnectTimeout);
   const std::string& host = endpoint.proxy.empty() ? endpoint.host : endpoint.proxy_host;
   const std::string& port = endpoint.proxy.empty() ? endpoint.port : endpoint.proxy_port;
-  const auto timed_out = [&] {
-    return absl::DeadlineExceededError(
-        fmt::format("{}: cannot connect to the API server at {} within {} ms", what, Server(),
-                    TimeoutMs(connect_deadline)));
-  };
   ErrorCode error;
   tcp::resolver::results_type addresses;
   if (Run(
@@ -335,7 +335,7 @@ absl::Status Exchange::State::Connect(const RequestCredentials& credentials,
                 });
           },
           error, connect_deadline) != Ended::kDone) {
-    return timed_out();
+    return NotConnected(connect_deadline);
   }
   if (error) {
     return absl::UnavailableError(
@@ -350,7 +350,7 @@ absl::Status Exchange::State::Connect(const RequestCredentials& credentials,
                 [finish](ErrorCode result, const tcp::endpoint&) { finish(result); });
           },
           error, connect_deadline) != Ended::kDone) {
-    return timed_out();
+    return NotConnected(connect_deadline);
   }
   if (error) {
     return absl::UnavailableError(fmt::format("{}: cannot connect to the API server at {} ({})",
@@ -389,11 +389,7 @@ absl::Status Exchange::State::TunnelThroughProxy(Clock::time_point deadline) {
                                         [finish](ErrorCode result, size_t) { finish(result); });
                     },
                     error, deadline) == Ended::kDone);
-  if (!done) {
-    return absl::DeadlineExceededError(
-        fmt::format("{}: cannot connect to the API server at {} within {} ms", what, Server(),
-                    TimeoutMs(deadline)));
-  }
+  if (!done) return NotConnected(deadline);
   if (error) {
     return absl::UnavailableError(fmt::format("{}: the proxy {} cut the connection ({})", what,
                                               endpoint.proxy, error.message()));
