@@ -28,7 +28,7 @@ RUN rm -f /etc/apt/apt.conf.d/docker-clean \
       clang bpftool libbpf-dev libelf-dev zlib1g-dev linux-libc-dev \
       libabsl-dev libfmt-dev libnghttp2-dev node-llhttp nlohmann-json3-dev libcli11-dev \
       libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc \
-      libssl-dev libcurl4-openssl-dev libyaml-cpp-dev libnetfilter-conntrack-dev libedit-dev \
+      libssl-dev libyaml-cpp-dev libnetfilter-conntrack-dev libedit-dev \
       libboost-dev \
  && rm -rf /var/lib/apt/lists/*
 

@@ -18,6 +18,11 @@
 #                                 --only peers: memory per idle and active connection against
 #                                 HAProxy and nginx; --only service: the conntrack lookup of a
 #                                 connection to a Service, alone and at 1,000 new connections/s
+#   bash bench/run.sh rss [rss_bench flags]
+#                                 the agent's resident memory with 0, 100 and 500 idle pods
+#                                 enrolled, per library, against the 12 MiB budget and HAProxy
+#                                 and nginx idle; --agent label=binary twice for before/after
+#                                 (root; about 3 minutes a round)
 #   bash bench/run.sh dashboard [dashboard_bench flags]
 #                                 meshctl dashboard's call graph of 1,000 workloads and 5,000
 #                                 calls from a real aggregator, laid out and drawn in headless
@@ -26,11 +31,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: bash bench/run.sh parsers|metrics|proxy [flags]|endurance [flags]|dashboard [flags]" >&2
+  echo "usage: bash bench/run.sh parsers|metrics|proxy [flags]|endurance [flags]|rss [flags]|dashboard [flags]" >&2
   exit 2
 }
 [[ $# -ge 1 ]] || usage
-[[ $# -eq 1 || $1 == proxy || $1 == endurance || $1 == dashboard ]] || usage
+[[ $# -eq 1 || $1 == proxy || $1 == endurance || $1 == rss || $1 == dashboard ]] || usage
+
+need_root() {
+  if [[ $EUID -ne 0 ]]; then
+    echo "bench/run.sh $1 needs root (netns, cgroups, eBPF): run it with sudo" >&2
+    exit 2
+  fi
+}
 
 build() {
   bash test/install-deps.sh >/dev/null
@@ -54,22 +66,21 @@ case "$1" in
   parsers) google_benchmark parsers "parser throughput" ;;
   metrics) google_benchmark metrics "metrics recording cost" ;;
   proxy)
-    if [[ $EUID -ne 0 ]]; then
-      echo "bench/run.sh proxy needs root (netns, cgroups, eBPF): run it with sudo" >&2
-      exit 2
-    fi
+    need_root proxy
     build proxy_bench nodemesh-agent nodemesh-loadgen nodemesh-relay
     # Three interleaved rounds, medians: one busy spell of the machine cannot decide a
     # scenario. Pinning and workers are explained in bench/RESULTS.md.
     ./build/release/bench/proxy_bench --rounds 3 "${@:2}"
     ;;
   endurance)
-    if [[ $EUID -ne 0 ]]; then
-      echo "bench/run.sh endurance needs root (netns, cgroups, eBPF): run it with sudo" >&2
-      exit 2
-    fi
+    need_root endurance
     build endurance_bench nodemesh-agent nodemesh-aggregator
     ./build/release/bench/endurance_bench "${@:2}"
+    ;;
+  rss)
+    need_root rss
+    build rss_bench nodemesh-agent nodemesh-aggregator
+    ./build/release/bench/rss_bench "${@:2}"
     ;;
   dashboard)
     build dashboard_bench meshctl nodemesh-aggregator

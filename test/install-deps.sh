@@ -11,9 +11,10 @@ packages=(
   libbpf-dev libelf-dev zlib1g-dev bpftool linux-libc-dev
   libabsl-dev libfmt-dev libnghttp2-dev node-llhttp catch2 libbenchmark-dev
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc nlohmann-json3-dev libcli11-dev
-  libssl-dev libcurl4-openssl-dev libyaml-cpp-dev libnetfilter-conntrack-dev
+  libssl-dev libyaml-cpp-dev libnetfilter-conntrack-dev
+  libcurl4-openssl-dev  # the tests' own HTTP clients (test/); no binary of nodemesh loads it
   libedit-dev  # meshctl shell: line editing, history, completion
-  libboost-dev  # common/http's HTTPS server: Boost.Beast and Asio, header-only
+  libboost-dev  # common/http's HTTPS server and common/kube's client: Beast and Asio, header-only
   # real peers and tools for tests and benchmarks
   iproute2 procps curl jq nginx-light haproxy wrk nghttp2-client nghttp2-server
   libnginx-mod-stream  # nginx's stream module: nginx as the L4 peer of the proxy benchmark

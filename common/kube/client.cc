@@ -4,7 +4,7 @@
 #include <string>
 
 #include "common/base/format.h"
-#include "common/kube/libcurl.h"
+#include "common/kube/transport.h"
 
 namespace nodemesh::kube {
 namespace {
@@ -27,12 +27,10 @@ absl::StatusOr<nlohmann::json> ObjectOf(const absl::StatusOr<Response>& response
 
 Client::Client(Config config, ExecEnvironment environment)
     : config_(std::move(config)),
-      endpoint_((InitCurlOnce(), std::make_unique<const Endpoint>(config_))),
+      endpoint_(std::make_unique<const Endpoint>(config_)),
       credentials_(config_, std::move(environment), stats_.token_reloads, stats_.exec_runs) {}
 
-Client::~Client() {
-  for (void* easy : idle_handles_) curl_easy_cleanup(easy);
-}
+Client::~Client() = default;
 
 absl::StatusOr<RequestCredentials> Client::StartRequest(std::string_view what) {
   stats_.requests.fetch_add(1, std::memory_order_relaxed);
@@ -60,36 +58,6 @@ absl::StatusOr<std::optional<RequestCredentials>> Client::RenewAfterUnauthorized
   return *std::move(credentials);
 }
 
-void* Client::TakeHandle(uint64_t generation) {
-  {
-    std::lock_guard lock(handles_mutex_);
-    if (generation != idle_generation_) {
-      for (void* easy : idle_handles_) curl_easy_cleanup(easy);
-      idle_handles_.clear();
-      idle_generation_ = generation;
-    }
-    if (!idle_handles_.empty()) {
-      void* easy = idle_handles_.back();
-      idle_handles_.pop_back();
-      // Forgets every option but keeps the handle's open connections and TLS sessions.
-      curl_easy_reset(easy);
-      return easy;
-    }
-  }
-  return curl_easy_init();
-}
-
-void Client::ReturnHandle(void* easy, uint64_t generation) {
-  // A few idle handles are enough for the agent's few concurrent requests.
-  constexpr size_t kMaxIdleHandles = 4;
-  std::lock_guard lock(handles_mutex_);
-  if (generation == idle_generation_ && idle_handles_.size() < kMaxIdleHandles) {
-    idle_handles_.push_back(easy);
-  } else {
-    curl_easy_cleanup(easy);
-  }
-}
-
 absl::StatusOr<Response> Client::Request(std::string_view method, std::string_view path,
                                          std::string_view body, std::string_view content_type,
                                          std::chrono::milliseconds timeout) {
@@ -111,57 +79,13 @@ absl::StatusOr<Response> Client::Perform(std::string_view method, std::string_vi
                                          std::chrono::milliseconds timeout,
                                          const RequestCredentials& credentials,
                                          const std::string& what) {
-  CURL* easy = static_cast<CURL*>(TakeHandle(credentials.generation));
-  if (easy == nullptr) {
+  Exchange exchange(config_, *endpoint_, what);
+  const Exchange::Clock::time_point deadline = Exchange::Clock::now() + timeout;
+  const absl::Status sent = exchange.Send(method, path, body, content_type, credentials, deadline);
+  absl::StatusOr<Response> response = sent.ok() ? exchange.Receive(deadline) : sent;
+  if (!response.ok() || response->status >= 400) {
     stats_.failures.fetch_add(1, std::memory_order_relaxed);
-    return absl::ResourceExhaustedError(fmt::format("{}: curl_easy_init failed", what));
   }
-
-  curl_slist* raw_headers = BaseHeaders(credentials.authorization);
-  if (!body.empty()) {
-    raw_headers =
-        curl_slist_append(raw_headers, fmt::format("Content-Type: {}", content_type).c_str());
-  }
-  // No "Expect: 100-continue" round trip before a body.
-  raw_headers = curl_slist_append(raw_headers, "Expect:");
-  const Slist headers(raw_headers);
-
-  char error_buffer[CURL_ERROR_SIZE] = {};
-  Configure(easy, config_, *endpoint_, credentials, path, headers.get(), error_buffer);
-  curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
-  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
-                   static_cast<long>(std::min(timeout, kMaxConnectTimeout).count()));
-  const std::string method_string(method);
-  if (method == "GET") {
-    curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
-  } else {
-    curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method_string.c_str());
-  }
-  if (!body.empty()) {
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body.data());
-  }
-  Response response;
-  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, AppendToString);
-  curl_easy_setopt(easy, CURLOPT_WRITEDATA, &response.body);
-
-  const CURLcode code = curl_easy_perform(easy);
-  curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &response.status);
-  long os_errno = 0;
-  curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
-  // The handle keeps pointers to this frame's buffers until reset: detach them now.
-  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, nullptr);
-  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, nullptr);
-  ReturnHandle(easy, credentials.generation);
-  if (code != CURLE_OK) {
-    stats_.failures.fetch_add(1, std::memory_order_relaxed);
-    if (code == CURLE_WRITE_ERROR) {
-      return absl::ResourceExhaustedError(
-          fmt::format("{}: the answer is larger than {} bytes", what, kMaxBody));
-    }
-    return TransportError(config_, what, code, error_buffer, os_errno, timeout);
-  }
-  if (response.status >= 400) stats_.failures.fetch_add(1, std::memory_order_relaxed);
   return response;
 }
 

@@ -1,4 +1,4 @@
-// A client of the Kubernetes API server, on libcurl: HTTPS verified against the cluster's
+// A client of the Kubernetes API server: HTTPS verified against the cluster's
 // CA, with the credentials of credentials.h: a bearer token re-read from its file when the
 // file changes (the kubelet rotates projected service-account tokens), a client certificate,
 // or what the kubeconfig's exec plugin hands out. A request answered 401 Unauthorized makes
@@ -13,7 +13,7 @@
 // Where the configuration comes from is config.h; what the answers mean, errors.h. Errors
 // carry the API server's own words (errors.h); an unreachable server is UNAVAILABLE naming the
 // address, a TLS failure UNAVAILABLE saying which CA was used. Requests are client.cc, the
-// streaming watch watch.cc, and what both share of libcurl libcurl.h.
+// streaming watch watch.cc, and HTTP on Boost.Beast, with proxies and TLS, transport.h.
 #pragma once
 
 #include <atomic>
@@ -21,7 +21,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -37,7 +36,7 @@
 
 namespace nodemesh::kube {
 
-class Endpoint;  // libcurl.h
+class Endpoint;  // transport.h
 
 // Counters of one client, for the agent's /stats and for tests.
 struct ClientStats {
@@ -95,19 +94,11 @@ class Client {
                           const std::function<bool(std::string_view line)>& on_line,
                           const std::atomic<bool>& stop, const RequestCredentials& credentials,
                           const std::string& what);
-  // Easy handles (CURL*) kept between requests, so that their connections and TLS sessions
-  // are reused; one request uses a handle at a time. Handles of older credentials are not
-  // reused: a connection made with one client certificate must not carry another's requests.
-  void* TakeHandle(uint64_t generation);
-  void ReturnHandle(void* handle, uint64_t generation);
 
   const Config config_;
   const std::unique_ptr<const Endpoint> endpoint_;
   ClientStats stats_;
   Credentials credentials_;
-  std::mutex handles_mutex_;
-  std::vector<void*> idle_handles_;
-  uint64_t idle_generation_ = 0;  // of the credentials the idle handles were used with
 };
 
 }  // namespace nodemesh::kube

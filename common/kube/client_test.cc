@@ -17,6 +17,7 @@
 #include "common/kube/test_objects.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
+#include "test/lib/peers.h"
 #include "test/lib/process.h"
 #include "test/lib/scoped_env.h"
 
@@ -227,15 +228,90 @@ TEST_CASE(
             .ok());
 }
 
-TEST_CASE("proxy-url: requests go through the proxy") {
+// test/lib/connect_proxy.py, started; its port once it listens.
+struct ConnectProxy {
+  explicit ConnectProxy(std::vector<std::string> arguments = {})
+      : process([&] {
+          arguments.insert(arguments.begin(), {testing::kPython, "-u",
+                                               testing::SourcePath("test/lib/connect_proxy.py")});
+          return testing::Process(arguments);
+        }()) {
+    REQUIRE(process.WaitForOutput("listening ", 10s));
+    REQUIRE(
+        testing::PollUntil([&] { return process.output().find('\n') != std::string::npos; }, 10s));
+    port = std::stoi(process.output().substr(std::string_view("listening ").size()));
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port); }
+
+  testing::Process process;
+  int port = 0;
+};
+
+TEST_CASE("proxy-url: requests and watches go through the proxy, tunnelled with CONNECT") {
   KubeApiServer server;
   Config config = AdminConfigOf(server);
-  // Nothing listens on port 1: the failure names the proxy, not the server it was for.
-  config.proxy_url = "http://127.0.0.1:1";
-  const absl::StatusOr<json> refused = Client(config).Get("/api/v1/pods");
-  REQUIRE(absl::IsUnavailable(refused.status()));
-  CHECK_THAT(MessageOf(refused.status()),
-             Catch::Contains("through the proxy http://127.0.0.1:1 (Connection refused)"));
+  const std::string tunnel = "CONNECT 127.0.0.1:" + std::to_string(server.port());
+
+  SECTION("a tunnel for each request and watch") {
+    ConnectProxy proxy;
+    config.proxy_url = proxy.url();
+    Client client(config);
+    const absl::StatusOr<json> pods = client.Get("/api/v1/pods");
+    REQUIRE(pods.ok());
+    CHECK(server.Requests().back().user == "admin");
+    CHECK(proxy.process.WaitForOutput(tunnel, 5s));
+    const std::atomic<bool> stop{false};
+    CHECK(client
+              .Stream(
+                  "/api/v1/pods?watch=1&timeoutSeconds=1", 5s,
+                  [](std::string_view) { return true; }, stop)
+              .ok());
+    CHECK(testing::CountLines(proxy.process.output(), tunnel) == 2);
+  }
+  SECTION("with the proxy's credentials in its URL, as Basic Proxy-Authorization") {
+    ConnectProxy proxy({"--user", "squid:p@ss"});
+    config.proxy_url = "http://squid:p%40ss@127.0.0.1:" + std::to_string(proxy.port);
+    CHECK(Client(config).Get("/api/v1/pods").ok());
+    config.proxy_url = "http://squid:wrong@127.0.0.1:" + std::to_string(proxy.port);
+    const absl::StatusOr<json> refused = Client(config).Get("/api/v1/pods");
+    REQUIRE(absl::IsUnavailable(refused.status()));
+    CHECK_THAT(MessageOf(refused.status()),
+               Catch::Contains("refused to connect") && Catch::Contains("407"));
+  }
+  SECTION("nothing listening: the failure names the proxy, not the server it was for") {
+    config.proxy_url = "http://127.0.0.1:1";
+    const absl::StatusOr<json> refused = Client(config).Get("/api/v1/pods");
+    REQUIRE(absl::IsUnavailable(refused.status()));
+    CHECK_THAT(MessageOf(refused.status()),
+               Catch::Contains("through the proxy http://127.0.0.1:1 (Connection refused)"));
+  }
+  SECTION("a SOCKS proxy is refused, saying which proxies are") {
+    config.proxy_url = "socks5://127.0.0.1:1080";
+    const absl::StatusOr<json> refused = Client(config).Get("/api/v1/pods");
+    REQUIRE(absl::IsInvalidArgument(refused.status()));
+    CHECK_THAT(MessageOf(refused.status()),
+               Catch::Contains("socks5://127.0.0.1:1080") && Catch::Contains("HTTP proxies"));
+  }
+}
+
+TEST_CASE("https_proxy of the environment is used unless no_proxy names the server") {
+  KubeApiServer server;
+  const Config config = AdminConfigOf(server);  // https://127.0.0.1:PORT, no proxy-url
+  ConnectProxy proxy;
+  ScopedEnv https_proxy("https_proxy", proxy.url());
+  ScopedEnv upper("HTTPS_PROXY", std::nullopt);
+  ScopedEnv upper_no("NO_PROXY", std::nullopt);
+  const std::string tunnel = "CONNECT 127.0.0.1:" + std::to_string(server.port());
+  {
+    ScopedEnv no_proxy("no_proxy", std::nullopt);
+    CHECK(Client(config).Get("/api/v1/pods").ok());
+    CHECK(testing::CountLines(proxy.process.output(), tunnel) == 1);
+  }
+  for (const char* names : {"127.0.0.1", "example.com, 127.0.0.0/8", "*"}) {
+    ScopedEnv no_proxy("no_proxy", names);
+    CHECK(Client(config).Get("/api/v1/pods").ok());
+  }
+  CHECK(testing::CountLines(proxy.process.output(), tunnel) == 1);
 }
 
 TEST_CASE("API errors keep the server's message") {

@@ -377,7 +377,7 @@ std::string KeyPairProblem(const std::string& certificate_pem, const std::string
   } else if (X509_check_private_key(certificate.get(), key.get()) != 1) {
     problem = "tls: private key does not match public key";
   }
-  // Leave this thread's OpenSSL error queue empty for libcurl's next TLS handshake.
+  // Leave this thread's OpenSSL error queue empty for the next TLS handshake.
   ERR_clear_error();
   return problem;
 }
