@@ -131,6 +131,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-buffers", options.proxy.max_buffers,
                  "I/O buffers (64 KiB) per worker; connections wait for one beyond that")
       ->check(CLI::Range(16, 1 << 20));
+  app.add_option("--max-pipes", options.proxy.max_pipes,
+                 "pipes per worker (two descriptors each) to splice bytes that are not parsed "
+                 "(opaque, TLS, --l7 off) without copying them; beyond that they are copied, "
+                 "0 copies all")
+      ->check(CLI::Range(0, 1 << 16));
   app.add_option("--admin-socket", admin_socket,
                  "Unix socket of the admin API (root only): /stats, /pods, /connections");
   app.add_option("--metrics-address", metrics_address,

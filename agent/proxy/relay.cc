@@ -1,5 +1,6 @@
 #include "agent/proxy/relay.h"
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
@@ -7,6 +8,8 @@
 
 namespace nodemesh::agent {
 namespace {
+
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
 // Closing with SO_LINGER {1, 0} sends RST instead of FIN.
 void ArmReset(int fd) {
@@ -36,6 +39,8 @@ Relay::Relay(RelayHost& host, RelayObserver& observer, UniqueFd client, UniqueFd
 Relay::~Relay() {
   host_.ReleaseBuffer(std::move(to_upstream_.buffer));
   host_.ReleaseBuffer(std::move(to_client_.buffer));
+  host_.ReleasePipe(std::move(to_upstream_.pipe));
+  host_.ReleasePipe(std::move(to_client_.pipe));
 }
 
 void Relay::OnEvents(Side side, uint32_t events, int64_t now_ns) {
@@ -52,8 +57,7 @@ void Relay::OnEvents(Side side, uint32_t events, int64_t now_ns) {
   Flow& writing = FlowFrom(side == Side::kClient ? Side::kUpstream : Side::kClient);
   const bool readable = (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
   const bool ending = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
-  const bool can_write = (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0 && writing.buffer &&
-                         !writing.buffer->empty();
+  const bool can_write = (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0 && writing.pending();
   const uint64_t moved_before = to_upstream_.bytes + to_client_.bytes;
   const PumpResult read =
       readable ? Pump(reading, /*stop_at_short_read=*/!ending, now_ns) : PumpResult::kBlocked;
@@ -110,6 +114,8 @@ void Relay::FinishConnect(int64_t now_ns) {
 Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_ns) {
   bool drained = false;
   for (;;) {
+    // What was read goes on before anything more is read: copied bytes first, which a
+    // direction holds only before it starts splicing (or when no pipe was to be had).
     if (flow.buffer && !flow.buffer->empty()) {
       const ssize_t sent =
           ::send(flow.to_fd, flow.buffer->pending(), flow.buffer->pending_size(), MSG_NOSIGNAL);
@@ -123,7 +129,19 @@ Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_n
     }
     // Nothing pending: give the buffer back, so idle relays hold none.
     host_.ReleaseBuffer(std::move(flow.buffer));
+    if (flow.pipe && flow.pipe->held() > 0) {
+      const ssize_t sent = ::splice(flow.pipe->read_fd(), nullptr, flow.to_fd, nullptr,
+                                    flow.pipe->held(), kSpliceFlags);
+      if (sent > 0) {
+        flow.pipe->Drained(static_cast<size_t>(sent));
+        flow.bytes += static_cast<uint64_t>(sent);
+        continue;
+      }
+      if (sent < 0 && (errno == EAGAIN || errno == EINTR)) return PumpResult::kBlocked;
+      return PumpResult::kPeerReset;
+    }
     if (flow.eof) {
+      host_.ReleasePipe(std::move(flow.pipe));
       if (!flow.shut) {
         ::shutdown(flow.to_fd, SHUT_WR);
         flow.shut = true;
@@ -131,6 +149,28 @@ Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_n
       return PumpResult::kDone;
     }
     if (drained) return PumpResult::kBlocked;
+    const bool watched = observer_.Watching(flow.from);
+    if (!flow.pipe && !watched) flow.pipe = host_.AcquirePipe();
+    if (flow.pipe) {
+      // The pipe is empty: a splice that finds nothing means the socket has nothing.
+      const ssize_t received = ::splice(flow.from_fd, nullptr, flow.pipe->write_fd(), nullptr,
+                                        flow.pipe->capacity(), kSpliceFlags);
+      if (received > 0) {
+        flow.pipe->Filled(static_cast<size_t>(received));
+        observer_.OnBytesUnseen(flow.from, static_cast<uint64_t>(received), now_ns);
+        continue;
+      }
+      if (received == 0) {
+        flow.eof = true;
+        observer_.OnHalfClose(flow.from, now_ns);
+        continue;
+      }
+      if (errno == EAGAIN || errno == EINTR) {
+        host_.ReleasePipe(std::move(flow.pipe));  // idle relays hold no pipe either
+        return PumpResult::kBlocked;
+      }
+      return PumpResult::kPeerReset;
+    }
     flow.buffer = host_.AcquireBuffer();
     if (!flow.buffer) return PumpResult::kBlocked;  // the host calls back with one
     const size_t room = flow.buffer->space_size();
@@ -138,8 +178,13 @@ Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_n
     if (received > 0) {
       drained = stop_at_short_read && static_cast<size_t>(received) < room;
       flow.buffer->Filled(static_cast<size_t>(received));
-      observer_.OnBytes(
-          flow.from, std::string_view(flow.buffer->pending(), flow.buffer->pending_size()), now_ns);
+      if (watched) {
+        observer_.OnBytes(flow.from,
+                          std::string_view(flow.buffer->pending(), flow.buffer->pending_size()),
+                          now_ns);
+      } else {  // no pipe to be had: copied, but told as it would have been spliced
+        observer_.OnBytesUnseen(flow.from, static_cast<uint64_t>(received), now_ns);
+      }
       continue;
     }
     if (received == 0) {

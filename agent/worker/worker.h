@@ -26,6 +26,7 @@
 #include "agent/options.h"
 #include "agent/pod_runtime.h"
 #include "agent/proxy/buffer_pool.h"
+#include "agent/proxy/pipe_pool.h"
 #include "agent/proxy/relay.h"
 #include "agent/proxy/relay_timeouts.h"
 
@@ -142,6 +143,7 @@ class Worker {
   Datapath& datapath_;  // where outbound connections' original destinations are
   UpstreamDialer dialer_;
   BufferPool buffers_;
+  PipePool pipes_;
   RelayTimeouts timeouts_;
   ProxyStats stats_;
   ObserverContext observers_;
