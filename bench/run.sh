@@ -9,6 +9,10 @@
 #                                 with and without L7 parsing, and HAProxy, nginx and a bare
 #                                 relay in the same hop
 #                                 (root; about 20 minutes)
+#   bash bench/run.sh bulk [bulk_bench flags]
+#                                 iperf3 throughput, one stream and 16, direct vs through one
+#                                 hop and two, with the agent copying and splicing
+#                                 (root; about 4 minutes)
 #   bash bench/run.sh endurance [endurance_bench flags]
 #                                 10,000 connections at once, a 10-minute soak with connection
 #                                 churn, 1,000 pod enrol/release cycles: the agent's memory per
@@ -22,11 +26,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: bash bench/run.sh parsers|metrics|proxy [flags]|endurance [flags]|dashboard [flags]" >&2
+  echo "usage: bash bench/run.sh parsers|metrics|proxy [flags]|bulk [flags]|endurance [flags]|dashboard [flags]" >&2
   exit 2
 }
 [[ $# -ge 1 ]] || usage
-[[ $# -eq 1 || $1 == proxy || $1 == endurance || $1 == dashboard ]] || usage
+[[ $# -eq 1 || $1 == proxy || $1 == bulk || $1 == endurance || $1 == dashboard ]] || usage
 
 build() {
   bash test/install-deps.sh >/dev/null
@@ -58,6 +62,15 @@ case "$1" in
     # Three interleaved rounds, medians: one busy spell of the machine cannot decide a
     # scenario. Pinning and workers are explained in bench/RESULTS.md.
     ./build/release/bench/proxy_bench --rounds 3 "${@:2}"
+    ;;
+  bulk)
+    if [[ $EUID -ne 0 ]]; then
+      echo "bench/run.sh bulk needs root (netns, cgroups, eBPF): run it with sudo" >&2
+      exit 2
+    fi
+    build bulk_bench nodemesh-agent
+    # Three interleaved rounds, medians, as the proxy benchmark.
+    ./build/release/bench/bulk_bench --rounds 3 "${@:2}"
     ;;
   endurance)
     if [[ $EUID -ne 0 ]]; then

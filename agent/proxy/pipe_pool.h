@@ -40,9 +40,16 @@ class Pipe {
 
 class PipePool {
  public:
+  // What a pipe is asked to hold. A pipe has one slot per page (or part of one) spliced in,
+  // 16 at the kernel's default size: 1 MiB (256 slots) moves a burst of a bulk stream in one
+  // splice each way, which halved the agent's CPU per byte against 64 KiB (bench/RESULTS.md).
+  // Like a buffer, what is in it is only what the writer's socket has not taken yet.
+  static constexpr size_t kDefaultPipeSize = 1 << 20;
+
   // At most `max_pipes` in use and kept (0: never a pipe, every relay copies), each asked to
   // hold `pipe_size` bytes (F_SETPIPE_SZ; the kernel's default size when it refuses).
-  PipePool(size_t max_pipes, size_t pipe_size) : max_pipes_(max_pipes), pipe_size_(pipe_size) {}
+  explicit PipePool(size_t max_pipes, size_t pipe_size = kDefaultPipeSize)
+      : max_pipes_(max_pipes), pipe_size_(pipe_size) {}
 
   // A pipe, empty, or nullptr when max_pipes are in use or no pipe can be made.
   std::unique_ptr<Pipe> Acquire() {

@@ -114,13 +114,20 @@ void Relay::FinishConnect(int64_t now_ns) {
 Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_ns) {
   bool drained = false;
   for (;;) {
-    // What was read goes on before anything more is read: copied bytes first, which a
-    // direction holds only before it starts splicing (or when no pipe was to be had).
-    if (flow.buffer && !flow.buffer->empty()) {
-      const ssize_t sent =
-          ::send(flow.to_fd, flow.buffer->pending(), flow.buffer->pending_size(), MSG_NOSIGNAL);
+    // What was read goes on before anything more is read: copied bytes before spliced ones
+    // (a direction holds copied bytes only before it starts splicing, or without a pipe).
+    if (flow.pending()) {
+      const bool copied = flow.buffer && !flow.buffer->empty();
+      const ssize_t sent = copied ? ::send(flow.to_fd, flow.buffer->pending(),
+                                           flow.buffer->pending_size(), MSG_NOSIGNAL)
+                                  : ::splice(flow.pipe->read_fd(), nullptr, flow.to_fd, nullptr,
+                                             flow.pipe->held(), kSpliceFlags);
       if (sent > 0) {
-        flow.buffer->Drained(static_cast<size_t>(sent));
+        if (copied) {
+          flow.buffer->Drained(static_cast<size_t>(sent));
+        } else {
+          flow.pipe->Drained(static_cast<size_t>(sent));
+        }
         flow.bytes += static_cast<uint64_t>(sent);
         continue;
       }
@@ -129,17 +136,6 @@ Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_n
     }
     // Nothing pending: give the buffer back, so idle relays hold none.
     host_.ReleaseBuffer(std::move(flow.buffer));
-    if (flow.pipe && flow.pipe->held() > 0) {
-      const ssize_t sent = ::splice(flow.pipe->read_fd(), nullptr, flow.to_fd, nullptr,
-                                    flow.pipe->held(), kSpliceFlags);
-      if (sent > 0) {
-        flow.pipe->Drained(static_cast<size_t>(sent));
-        flow.bytes += static_cast<uint64_t>(sent);
-        continue;
-      }
-      if (sent < 0 && (errno == EAGAIN || errno == EINTR)) return PumpResult::kBlocked;
-      return PumpResult::kPeerReset;
-    }
     if (flow.eof) {
       host_.ReleasePipe(std::move(flow.pipe));
       if (!flow.shut) {
@@ -150,40 +146,35 @@ Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_n
     }
     if (drained) return PumpResult::kBlocked;
     const bool watched = observer_.Watching(flow.from);
-    if (!flow.pipe && !watched) flow.pipe = host_.AcquirePipe();
-    if (flow.pipe) {
-      // The pipe is empty: a splice that finds nothing means the socket has nothing.
-      const ssize_t received = ::splice(flow.from_fd, nullptr, flow.pipe->write_fd(), nullptr,
-                                        flow.pipe->capacity(), kSpliceFlags);
-      if (received > 0) {
-        flow.pipe->Filled(static_cast<size_t>(received));
-        observer_.OnBytesUnseen(flow.from, static_cast<uint64_t>(received), now_ns);
-        continue;
-      }
-      if (received == 0) {
-        flow.eof = true;
-        observer_.OnHalfClose(flow.from, now_ns);
-        continue;
-      }
-      if (errno == EAGAIN || errno == EINTR) {
-        host_.ReleasePipe(std::move(flow.pipe));  // idle relays hold no pipe either
-        return PumpResult::kBlocked;
-      }
-      return PumpResult::kPeerReset;
+    if (watched) {
+      host_.ReleasePipe(std::move(flow.pipe));  // it is empty: bytes the observer reads are copied
+    } else if (!flow.pipe) {
+      flow.pipe = host_.AcquirePipe();
     }
-    flow.buffer = host_.AcquireBuffer();
-    if (!flow.buffer) return PumpResult::kBlocked;  // the host calls back with one
-    const size_t room = flow.buffer->space_size();
-    const ssize_t received = ::recv(flow.from_fd, flow.buffer->space(), room, 0);
+    if (!flow.pipe) {
+      flow.buffer = host_.AcquireBuffer();
+      if (!flow.buffer) return PumpResult::kBlocked;  // the host calls back with one
+    }
+    // Into the pipe when there is one, else into the buffer; both are empty here, so a read
+    // that finds nothing means the socket has nothing.
+    const size_t room = flow.pipe ? flow.pipe->capacity() : flow.buffer->space_size();
+    const ssize_t received = flow.pipe ? ::splice(flow.from_fd, nullptr, flow.pipe->write_fd(),
+                                                  nullptr, room, kSpliceFlags)
+                                       : ::recv(flow.from_fd, flow.buffer->space(), room, 0);
     if (received > 0) {
-      drained = stop_at_short_read && static_cast<size_t>(received) < room;
-      flow.buffer->Filled(static_cast<size_t>(received));
+      const auto count = static_cast<size_t>(received);
+      if (flow.pipe) {
+        flow.pipe->Filled(count);
+      } else {
+        drained = stop_at_short_read && count < room;
+        flow.buffer->Filled(count);
+      }
       if (watched) {
         observer_.OnBytes(flow.from,
                           std::string_view(flow.buffer->pending(), flow.buffer->pending_size()),
                           now_ns);
-      } else {  // no pipe to be had: copied, but told as it would have been spliced
-        observer_.OnBytesUnseen(flow.from, static_cast<uint64_t>(received), now_ns);
+      } else {  // spliced, or copied for want of a pipe: counted either way
+        observer_.OnBytesUnseen(flow.from, count, now_ns);
       }
       continue;
     }
@@ -193,7 +184,9 @@ Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_n
       continue;
     }
     if (errno == EAGAIN || errno == EINTR) {
+      // Idle relays hold neither.
       host_.ReleaseBuffer(std::move(flow.buffer));
+      host_.ReleasePipe(std::move(flow.pipe));
       return PumpResult::kBlocked;
     }
     return PumpResult::kPeerReset;

@@ -128,7 +128,7 @@ Worker::Worker(int index, const AgentOptions& options, Datapath& datapath, const
       datapath_(datapath),
       dialer_(options.marks, datapath, home),
       buffers_(options.proxy.buffer_size, options.proxy.max_buffers),
-      pipes_(options.proxy.max_pipes, options.proxy.buffer_size),
+      pipes_(options.proxy.max_pipes),
       timeouts_(options.proxy.connect_timeout_ns, options.proxy.idle_timeout_ns),
       observers_(tables, options.observer, index, options.workers) {}
 
