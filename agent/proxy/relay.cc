@@ -113,10 +113,14 @@ void Relay::FinishConnect(int64_t now_ns) {
 
 Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_ns) {
   bool drained = false;
+  // The writer's socket is full while spliced bytes wait: the pipe's room is still read into
+  // (its size bounds what the relay holds, as a buffer's does), so that a hop does not stop
+  // reading for as long as the next socket takes to drain a whole pipe.
+  bool writer_full = false;
   for (;;) {
     // What was read goes on before anything more is read: copied bytes before spliced ones
     // (a direction holds copied bytes only before it starts splicing, or without a pipe).
-    if (flow.pending()) {
+    if (flow.pending() && !writer_full) {
       const bool copied = flow.buffer && !flow.buffer->empty();
       const ssize_t sent = copied ? ::send(flow.to_fd, flow.buffer->pending(),
                                            flow.buffer->pending_size(), MSG_NOSIGNAL)
@@ -131,12 +135,14 @@ Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_n
         flow.bytes += static_cast<uint64_t>(sent);
         continue;
       }
-      if (sent < 0 && (errno == EAGAIN || errno == EINTR)) return PumpResult::kBlocked;
-      return PumpResult::kPeerReset;
+      if (sent >= 0 || (errno != EAGAIN && errno != EINTR)) return PumpResult::kPeerReset;
+      if (copied) return PumpResult::kBlocked;
+      writer_full = true;  // its EPOLLOUT comes once it has room
     }
-    // Nothing pending: give the buffer back, so idle relays hold none.
+    // Nothing copied pending: give the buffer back, so idle relays hold none.
     host_.ReleaseBuffer(std::move(flow.buffer));
     if (flow.eof) {
+      if (writer_full) return PumpResult::kBlocked;  // the FIN goes after the bytes
       host_.ReleasePipe(std::move(flow.pipe));
       if (!flow.shut) {
         ::shutdown(flow.to_fd, SHUT_WR);
@@ -146,18 +152,17 @@ Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_n
     }
     if (drained) return PumpResult::kBlocked;
     const bool watched = observer_.Watching(flow.from);
-    if (watched) {
-      host_.ReleasePipe(std::move(flow.pipe));  // it is empty: bytes the observer reads are copied
-    } else if (!flow.pipe) {
-      flow.pipe = host_.AcquirePipe();
-    }
+    if (!flow.pipe && !watched) flow.pipe = host_.AcquirePipe();
     if (!flow.pipe) {
       flow.buffer = host_.AcquireBuffer();
       if (!flow.buffer) return PumpResult::kBlocked;  // the host calls back with one
     }
-    // Into the pipe when there is one, else into the buffer; both are empty here, so a read
-    // that finds nothing means the socket has nothing.
-    const size_t room = flow.pipe ? flow.pipe->capacity() : flow.buffer->space_size();
+    // Into the pipe's room when there is a pipe, else into the empty buffer. A read that finds
+    // nothing means the socket has nothing, or the pipe is full and its writer is too: then
+    // the writer's EPOLLOUT brings the relay back to send and read on.
+    const size_t room =
+        flow.pipe ? flow.pipe->capacity() - flow.pipe->held() : flow.buffer->space_size();
+    if (room == 0) return PumpResult::kBlocked;
     const ssize_t received = flow.pipe ? ::splice(flow.from_fd, nullptr, flow.pipe->write_fd(),
                                                   nullptr, room, kSpliceFlags)
                                        : ::recv(flow.from_fd, flow.buffer->space(), room, 0);
@@ -165,15 +170,16 @@ Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_n
       const auto count = static_cast<size_t>(received);
       if (flow.pipe) {
         flow.pipe->Filled(count);
-      } else {
-        drained = stop_at_short_read && count < room;
-        flow.buffer->Filled(count);
+        observer_.OnBytesUnseen(flow.from, count, now_ns);
+        continue;
       }
+      drained = stop_at_short_read && count < room;
+      flow.buffer->Filled(count);
       if (watched) {
         observer_.OnBytes(flow.from,
                           std::string_view(flow.buffer->pending(), flow.buffer->pending_size()),
                           now_ns);
-      } else {  // spliced, or copied for want of a pipe: counted either way
+      } else {  // copied for want of a pipe: counted as if spliced
         observer_.OnBytesUnseen(flow.from, count, now_ns);
       }
       continue;
@@ -186,7 +192,7 @@ Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_n
     if (errno == EAGAIN || errno == EINTR) {
       // Idle relays hold neither.
       host_.ReleaseBuffer(std::move(flow.buffer));
-      host_.ReleasePipe(std::move(flow.pipe));
+      if (!flow.pending()) host_.ReleasePipe(std::move(flow.pipe));
       return PumpResult::kBlocked;
     }
     return PumpResult::kPeerReset;

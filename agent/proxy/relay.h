@@ -9,8 +9,10 @@
 //   (an opaque or TLS connection, a parser that stopped, L7 off), counted (OnBytesUnseen) but
 //   never copied. Bytes a buffer already holds go on first. Without a pipe from the host (at
 //   its bound, or out of descriptors) the bytes are copied as before.
-// Either way a direction reads only once what it read before is sent on, so the order of
-// bytes, backpressure and the counts are the same on both paths.
+// Either way a direction holds at most what its buffer or pipe holds and reads only into
+// their room (a buffer once emptied, a pipe also while its writer is full, so that a hop keeps
+// reading while the next socket drains), so the order of bytes, backpressure and the counts
+// are the same on both paths.
 // A relay knows no protocol (its RelayObserver does) and no worker (its RelayHost does; both
 // in relay_interface.h): it is driven by edge-triggered epoll events and by the host's timers,
 // with the time passed in, so it runs over socketpairs and loopback in unit tests as it does
