@@ -43,7 +43,10 @@ class PipePool {
   // What a pipe is asked to hold. A pipe has one slot per page (or part of one) spliced in,
   // 16 at the kernel's default size: 1 MiB (256 slots) moves a burst of a bulk stream in one
   // splice each way, which halved the agent's CPU per byte against 64 KiB (bench/RESULTS.md).
-  // Like a buffer, what is in it is only what the writer's socket has not taken yet.
+  // Like a buffer, what is in it is only what the writer's socket has not taken yet. A
+  // process without CAP_SYS_RESOURCE whose user holds more pipe pages than
+  // /proc/sys/fs/pipe-user-pages-soft (64 MiB by default) is refused the size: its pipe keeps
+  // the smaller one the kernel gave it, slower but still correct.
   static constexpr size_t kDefaultPipeSize = 1 << 20;
 
   // At most `max_pipes` in use and kept (0: never a pipe, every relay copies), each asked to
