@@ -138,6 +138,11 @@ int main(int argc, char** argv) {
                  "out through the agent's listener in the client pod and in through its listener "
                  "in the server pod (two hops). Both record the same")
       ->check(CLI::IsMember({"on", "off"}));
+  app.add_option("--max-pipes", options.proxy.max_pipes,
+                 "pipes per worker (two descriptors each) to splice bytes that are not parsed "
+                 "(opaque, TLS, --l7 off) without copying them; beyond that they are copied, "
+                 "0 copies all")
+      ->check(CLI::Range(0, 1 << 16));
   app.add_option("--admin-socket", admin_socket,
                  "Unix socket of the admin API (root only): /stats, /pods, /connections");
   app.add_option("--metrics-address", metrics_address,

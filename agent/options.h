@@ -25,6 +25,9 @@ struct SocketMarks {
 struct ProxyOptions {
   size_t buffer_size = 64 * 1024;
   size_t max_buffers = 4096;  // per worker: 256 MiB at most in flight with 64 KiB buffers
+  // Per worker, pipes to splice the bytes no observer reads (two descriptors each while bytes
+  // are in one); 0: every byte is copied through a buffer.
+  size_t max_pipes = 256;
   int64_t connect_timeout_ns = 10'000'000'000;
   int64_t idle_timeout_ns = 3600'000'000'000;
   // A call between two pods of this node, the server's port captured inbound, is dialled

@@ -10,6 +10,10 @@
 #                                 relay in the same hop
 #                                 (root; about 20 minutes); --grpc: gRPC calls at a fixed
 #                                 rate through the agent, HAProxy (HTTP/2) and nginx grpc_pass
+#   bash bench/run.sh bulk [bulk_bench flags]
+#                                 iperf3 throughput, one stream and 16, direct vs through one
+#                                 hop and two, with the agent copying and splicing
+#                                 (root; about 4 minutes)
 #   bash bench/run.sh endurance [endurance_bench flags]
 #                                 10,000 connections at once, a 10-minute soak with connection
 #                                 churn, 1,000 pod enrol/release cycles: the agent's memory per
@@ -31,11 +35,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: bash bench/run.sh parsers|metrics|proxy [flags]|endurance [flags]|rss [flags]|dashboard [flags]" >&2
+  echo "usage: bash bench/run.sh parsers|metrics|proxy [flags]|bulk [flags]|endurance [flags]|rss [flags]|dashboard [flags]" >&2
   exit 2
 }
 [[ $# -ge 1 ]] || usage
-[[ $# -eq 1 || $1 == proxy || $1 == endurance || $1 == rss || $1 == dashboard ]] || usage
+[[ $# -eq 1 || $1 == proxy || $1 == bulk || $1 == endurance || $1 == rss || $1 == dashboard ]] || usage
 
 need_root() {
   if [[ $EUID -ne 0 ]]; then
@@ -71,6 +75,12 @@ case "$1" in
     # Three interleaved rounds, medians: one busy spell of the machine cannot decide a
     # scenario. Pinning and workers are explained in bench/RESULTS.md.
     ./build/release/bench/proxy_bench --rounds 3 "${@:2}"
+    ;;
+  bulk)
+    need_root bulk
+    build bulk_bench nodemesh-agent
+    # Three interleaved rounds, medians, as the proxy benchmark.
+    ./build/release/bench/bulk_bench --rounds 3 "${@:2}"
     ;;
   endurance)
     need_root endurance

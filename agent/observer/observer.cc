@@ -99,15 +99,25 @@ void ConnectionObserver::OnConnected(int64_t) {
   if (!context_.options().l7) SettleOpaque();  // opaque from the first byte
 }
 
-void ConnectionObserver::OnBytes(Side from, std::string_view bytes, int64_t now_ns) {
+bool ConnectionObserver::Watching(Side) const { return detecting_ || parser_ != nullptr; }
+
+void ConnectionObserver::CountBytes(Side from, uint64_t count) {
   ObserverStats& stats = context_.stats();
   if (from == Side::kClient) {
-    stats.bytes_to_upstream.Add(bytes.size());
-    tcp_series_->read_bytes += bytes.size();
+    stats.bytes_to_upstream.Add(count);
+    tcp_series_->read_bytes += count;
   } else {
-    stats.bytes_to_client.Add(bytes.size());
-    tcp_series_->write_bytes += bytes.size();
+    stats.bytes_to_client.Add(count);
+    tcp_series_->write_bytes += count;
   }
+}
+
+void ConnectionObserver::OnBytesUnseen(Side from, uint64_t count, int64_t) {
+  CountBytes(from, count);
+}
+
+void ConnectionObserver::OnBytes(Side from, std::string_view bytes, int64_t now_ns) {
+  CountBytes(from, bytes.size());
   if (detecting_) {
     Detect(PeerOf(from), bytes, now_ns);
   } else if (parser_) {

@@ -129,7 +129,11 @@ class ConnectionObserver final : public RelayObserver, private parsers::EventSin
 
   // RelayObserver
   void OnConnected(int64_t now_ns) override;
+  // While detecting or parsing, both sides; after that (opaque, TLS, a parser stopped, L7
+  // off), neither: what is left is only counted.
+  bool Watching(Side from) const override;
   void OnBytes(Side from, std::string_view bytes, int64_t now_ns) override;
+  void OnBytesUnseen(Side from, uint64_t count, int64_t now_ns) override;
   void OnHalfClose(Side from, int64_t now_ns) override;
   void OnClosed(RelayEnd end, int64_t now_ns) override;
 
@@ -144,6 +148,8 @@ class ConnectionObserver final : public RelayObserver, private parsers::EventSin
   // No protocol to find: every byte from here on is only counted.
   void SettleOpaque();
   void StopParser();
+  // Both kinds of bytes count alike in the connection's series and the worker's stats.
+  void CountBytes(Side from, uint64_t count);
   // For log lines (see observer.cc).
   ConnectionName Name() const;
 

@@ -6,6 +6,8 @@
 // see exactly what they saw when the call went out of one listener and into another.
 //
 // A plain forwarder: every RelayObserver call goes to the first observer, then the second.
+// The relay reads a side while either observer watches it; the one that stopped watching
+// then hears those bytes through OnBytes, which counts them as OnBytesUnseen would.
 // It owns neither (the worker's connection does, and asks each for its own summary). Called
 // on the relay's thread only.
 #pragma once
@@ -26,9 +28,16 @@ class ObserverPair final : public RelayObserver {
     first_.OnConnected(now_ns);
     second_.OnConnected(now_ns);
   }
+  bool Watching(Side from) const override {
+    return first_.Watching(from) || second_.Watching(from);
+  }
   void OnBytes(Side from, std::string_view bytes, int64_t now_ns) override {
     first_.OnBytes(from, bytes, now_ns);
     second_.OnBytes(from, bytes, now_ns);
+  }
+  void OnBytesUnseen(Side from, uint64_t count, int64_t now_ns) override {
+    first_.OnBytesUnseen(from, count, now_ns);
+    second_.OnBytesUnseen(from, count, now_ns);
   }
   void OnHalfClose(Side from, int64_t now_ns) override {
     first_.OnHalfClose(from, now_ns);

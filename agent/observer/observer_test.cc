@@ -215,6 +215,53 @@ TEST_CASE("observer: with L7 off every connection is opaque from its first byte"
   CHECK(delta.tcp[0].read_bytes == kVoteRequest.size());
 }
 
+TEST_CASE("observer: bytes it no longer reads are counted as the bytes it read", "[unit]") {
+  ObserverFixture f;
+  SECTION("L7 off: from the first byte") {
+    f.options.l7 = false;
+    std::unique_ptr<ConnectionObserver> observer = f.Outbound();
+    CHECK_FALSE(observer->Watching(Side::kClient));
+    CHECK_FALSE(observer->Watching(Side::kUpstream));
+    observer->OnBytesUnseen(Side::kClient, 1000, f.now);
+    observer->OnBytesUnseen(Side::kUpstream, 70000, f.now);
+    observer->OnClosed(RelayEnd::kClosed, f.now);
+  }
+  SECTION("TLS: once its ClientHello is seen") {
+    std::unique_ptr<ConnectionObserver> observer = f.Outbound();
+    CHECK(observer->Watching(Side::kClient));
+    CHECK(observer->Watching(Side::kUpstream));
+    // A handshake record holding an empty ClientHello: enough to tell TLS.
+    const std::string_view hello("\x16\x03\x01\x00\x04\x01\x00\x00\x00", 9);
+    observer->OnBytes(Side::kClient, hello, f.now);
+    CHECK(observer->protocol_name() == "tls");
+    CHECK_FALSE(observer->Watching(Side::kClient));
+    CHECK_FALSE(observer->Watching(Side::kUpstream));
+    observer->OnBytesUnseen(Side::kClient, 1000 - hello.size(), f.now);
+    observer->OnBytesUnseen(Side::kUpstream, 70000, f.now);
+    observer->OnClosed(RelayEnd::kClosed, f.now);
+  }
+  SECTION("a parser that stopped: what follows its failure") {
+    std::unique_ptr<ConnectionObserver> observer = f.Outbound();
+    const std::string_view response = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    observer->OnBytes(Side::kClient, kVoteRequest, f.now);
+    observer->OnBytes(Side::kUpstream, response, f.now);
+    CHECK(observer->Watching(Side::kClient));
+    observer->OnBytes(Side::kUpstream, response, f.now);  // a response to no request
+    CHECK(f.context->stats().parse_failures.value() == 1);
+    CHECK_FALSE(observer->Watching(Side::kClient));
+    CHECK_FALSE(observer->Watching(Side::kUpstream));
+    observer->OnBytesUnseen(Side::kClient, 1000 - kVoteRequest.size(), f.now);
+    observer->OnBytesUnseen(Side::kUpstream, 70000 - 2 * response.size(), f.now);
+    observer->OnClosed(RelayEnd::kClosed, f.now);
+  }
+  const metrics::Delta delta = f.Collect();
+  REQUIRE(delta.tcp.size() == 1);
+  CHECK(delta.tcp[0].read_bytes == 1000);
+  CHECK(delta.tcp[0].write_bytes == 70000);
+  CHECK(f.context->stats().bytes_to_upstream.value() == 1000);
+  CHECK(f.context->stats().bytes_to_client.value() == 70000);
+}
+
 TEST_CASE("observer: a tapped request gives request, response and end events, credentials hidden",
           "[unit]") {
   ObserverFixture f;

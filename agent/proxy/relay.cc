@@ -1,5 +1,6 @@
 #include "agent/proxy/relay.h"
 
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
@@ -7,6 +8,8 @@
 
 namespace nodemesh::agent {
 namespace {
+
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
 // Closing with SO_LINGER {1, 0} sends RST instead of FIN.
 void ArmReset(int fd) {
@@ -36,6 +39,8 @@ Relay::Relay(RelayHost& host, RelayObserver& observer, UniqueFd client, UniqueFd
 Relay::~Relay() {
   host_.ReleaseBuffer(std::move(to_upstream_.buffer));
   host_.ReleaseBuffer(std::move(to_client_.buffer));
+  host_.ReleasePipe(std::move(to_upstream_.pipe));
+  host_.ReleasePipe(std::move(to_client_.pipe));
 }
 
 void Relay::OnEvents(Side side, uint32_t events, int64_t now_ns) {
@@ -52,8 +57,7 @@ void Relay::OnEvents(Side side, uint32_t events, int64_t now_ns) {
   Flow& writing = FlowFrom(side == Side::kClient ? Side::kUpstream : Side::kClient);
   const bool readable = (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
   const bool ending = (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
-  const bool can_write = (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0 && writing.buffer &&
-                         !writing.buffer->empty();
+  const bool can_write = (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0 && writing.pending();
   const uint64_t moved_before = to_upstream_.bytes + to_client_.bytes;
   const PumpResult read =
       readable ? Pump(reading, /*stop_at_short_read=*/!ending, now_ns) : PumpResult::kBlocked;
@@ -109,21 +113,37 @@ void Relay::FinishConnect(int64_t now_ns) {
 
 Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_ns) {
   bool drained = false;
+  // The writer's socket is full while spliced bytes wait: the pipe's room is still read into
+  // (its size bounds what the relay holds, as a buffer's does), so that a hop does not stop
+  // reading for as long as the next socket takes to drain a whole pipe.
+  bool writer_full = false;
   for (;;) {
-    if (flow.buffer && !flow.buffer->empty()) {
-      const ssize_t sent =
-          ::send(flow.to_fd, flow.buffer->pending(), flow.buffer->pending_size(), MSG_NOSIGNAL);
+    // What was read goes on before anything more is read: copied bytes before spliced ones
+    // (a direction holds copied bytes only before it starts splicing, or without a pipe).
+    if (flow.pending() && !writer_full) {
+      const bool copied = flow.buffer && !flow.buffer->empty();
+      const ssize_t sent = copied ? ::send(flow.to_fd, flow.buffer->pending(),
+                                           flow.buffer->pending_size(), MSG_NOSIGNAL)
+                                  : ::splice(flow.pipe->read_fd(), nullptr, flow.to_fd, nullptr,
+                                             flow.pipe->held(), kSpliceFlags);
       if (sent > 0) {
-        flow.buffer->Drained(static_cast<size_t>(sent));
+        if (copied) {
+          flow.buffer->Drained(static_cast<size_t>(sent));
+        } else {
+          flow.pipe->Drained(static_cast<size_t>(sent));
+        }
         flow.bytes += static_cast<uint64_t>(sent);
         continue;
       }
-      if (sent < 0 && (errno == EAGAIN || errno == EINTR)) return PumpResult::kBlocked;
-      return PumpResult::kPeerReset;
+      if (sent >= 0 || (errno != EAGAIN && errno != EINTR)) return PumpResult::kPeerReset;
+      if (copied) return PumpResult::kBlocked;
+      writer_full = true;  // its EPOLLOUT comes once it has room
     }
-    // Nothing pending: give the buffer back, so idle relays hold none.
+    // Nothing copied pending: give the buffer back, so idle relays hold none.
     host_.ReleaseBuffer(std::move(flow.buffer));
     if (flow.eof) {
+      if (writer_full) return PumpResult::kBlocked;  // the FIN goes after the bytes
+      host_.ReleasePipe(std::move(flow.pipe));
       if (!flow.shut) {
         ::shutdown(flow.to_fd, SHUT_WR);
         flow.shut = true;
@@ -131,15 +151,37 @@ Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_n
       return PumpResult::kDone;
     }
     if (drained) return PumpResult::kBlocked;
-    flow.buffer = host_.AcquireBuffer();
-    if (!flow.buffer) return PumpResult::kBlocked;  // the host calls back with one
-    const size_t room = flow.buffer->space_size();
-    const ssize_t received = ::recv(flow.from_fd, flow.buffer->space(), room, 0);
+    const bool watched = observer_.Watching(flow.from);
+    if (!flow.pipe && !watched) flow.pipe = host_.AcquirePipe();
+    if (!flow.pipe) {
+      flow.buffer = host_.AcquireBuffer();
+      if (!flow.buffer) return PumpResult::kBlocked;  // the host calls back with one
+    }
+    // Into the pipe's room when there is a pipe, else into the empty buffer. A read that finds
+    // nothing means the socket has nothing, or the pipe is full and its writer is too: then
+    // the writer's EPOLLOUT brings the relay back to send and read on.
+    const size_t room =
+        flow.pipe ? flow.pipe->capacity() - flow.pipe->held() : flow.buffer->space_size();
+    if (room == 0) return PumpResult::kBlocked;
+    const ssize_t received = flow.pipe ? ::splice(flow.from_fd, nullptr, flow.pipe->write_fd(),
+                                                  nullptr, room, kSpliceFlags)
+                                       : ::recv(flow.from_fd, flow.buffer->space(), room, 0);
     if (received > 0) {
-      drained = stop_at_short_read && static_cast<size_t>(received) < room;
-      flow.buffer->Filled(static_cast<size_t>(received));
-      observer_.OnBytes(
-          flow.from, std::string_view(flow.buffer->pending(), flow.buffer->pending_size()), now_ns);
+      const auto count = static_cast<size_t>(received);
+      if (flow.pipe) {
+        flow.pipe->Filled(count);
+        observer_.OnBytesUnseen(flow.from, count, now_ns);
+        continue;
+      }
+      drained = stop_at_short_read && count < room;
+      flow.buffer->Filled(count);
+      if (watched) {
+        observer_.OnBytes(flow.from,
+                          std::string_view(flow.buffer->pending(), flow.buffer->pending_size()),
+                          now_ns);
+      } else {  // copied for want of a pipe: counted as if spliced
+        observer_.OnBytesUnseen(flow.from, count, now_ns);
+      }
       continue;
     }
     if (received == 0) {
@@ -148,7 +190,9 @@ Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_n
       continue;
     }
     if (errno == EAGAIN || errno == EINTR) {
+      // Idle relays hold neither.
       host_.ReleaseBuffer(std::move(flow.buffer));
+      if (!flow.pending()) host_.ReleasePipe(std::move(flow.pipe));
       return PumpResult::kBlocked;
     }
     return PumpResult::kPeerReset;

@@ -1,11 +1,23 @@
 // The bytes of one proxied TCP connection: the application's socket and the agent's
-// upstream socket, copied unchanged both ways, with half-close (a FIN from one side is passed
-// on while the other keeps sending), backpressure (a side is not read while its bytes cannot
-// be written on), bounded buffers, and the upstream's failure mirrored to the application.
+// upstream socket, passed on unchanged both ways, with half-close (a FIN from one side is
+// passed on while the other keeps sending), backpressure (a side is not read while its bytes
+// cannot be written on), bounded buffers, and the upstream's failure mirrored to the
+// application. Each direction moves its bytes one of two ways, decided before each read:
+// - copied through a buffer (recv, then send) while its RelayObserver watches that side, so
+//   the observer reads them (OnBytes);
+// - spliced socket -> pipe -> socket inside the kernel once the observer no longer watches
+//   (an opaque or TLS connection, a parser that stopped, L7 off), counted (OnBytesUnseen) but
+//   never copied. Bytes a buffer already holds go on first. Without a pipe from the host (at
+//   its bound, or out of descriptors) the bytes are copied as before.
+// Either way a direction holds at most what its buffer or pipe holds and reads only into
+// their room (a buffer once emptied, a pipe also while its writer is full, so that a hop keeps
+// reading while the next socket drains), so the order of bytes, backpressure and the counts
+// are the same on both paths.
 // A relay knows no protocol (its RelayObserver does) and no worker (its RelayHost does; both
 // in relay_interface.h): it is driven by edge-triggered epoll events and by the host's timers,
 // with the time passed in, so it runs over socketpairs and loopback in unit tests as it does
-// in the agent.
+// in the agent. One thread drives a relay. Splicing into a socket whose peer is gone raises
+// SIGPIPE (splice has no MSG_NOSIGNAL): a process with relays ignores SIGPIPE.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +44,7 @@ class Relay {
   int fd(Side side) const { return side == Side::kClient ? client_.get() : upstream_.get(); }
   int64_t started_ns() const { return started_ns_; }
   int64_t last_activity_ns() const { return last_activity_ns_; }
-  // Bytes received from `from` and sent on to the other side.
+  // Bytes received from `from` and sent on to the other side, copied or spliced.
   uint64_t bytes_from(Side from) const { return FlowFrom(from).bytes; }
 
   // Epoll reported `events` (edge-triggered) on the socket of `side`.
@@ -49,10 +61,13 @@ class Relay {
     Side from = Side::kClient;
     int from_fd = -1;
     int to_fd = -1;
-    std::unique_ptr<Buffer> buffer;
-    bool eof = false;   // `from` sent FIN
-    bool shut = false;  // FIN passed on
+    std::unique_ptr<Buffer> buffer;  // bytes copied, while some are in flight
+    std::unique_ptr<Pipe> pipe;      // bytes spliced, while some are in flight
+    bool eof = false;                // `from` sent FIN
+    bool shut = false;               // FIN passed on
     uint64_t bytes = 0;
+    // Bytes read and not yet sent on.
+    bool pending() const { return (buffer && !buffer->empty()) || (pipe && pipe->held() > 0); }
   };
   enum class PumpResult : uint8_t { kBlocked, kDone, kPeerReset };
 
@@ -63,7 +78,9 @@ class Relay {
   void FinishConnect(int64_t now_ns);
   // Moves what `flow.from_fd` has to `flow.to_fd` until one of them blocks. With
   // `stop_at_short_read`, a read that did not fill the buffer ends it too: the socket was
-  // drained, and the next bytes (or a FIN not yet reported) bring a new edge.
+  // drained, and the next bytes (or a FIN not yet reported) bring a new edge. (A splice
+  // that moved less than asked says nothing of the socket: it may have filled the pipe's
+  // slots, so spliced reads go on until the socket has nothing.)
   PumpResult Pump(Flow& flow, bool stop_at_short_read, int64_t now_ns);
   // Both directions, each until it blocks: when no edge says which one can move.
   void PumpBoth(int64_t now_ns);

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "agent/proxy/buffer_pool.h"
+#include "agent/proxy/pipe_pool.h"
 
 namespace nodemesh::agent {
 
@@ -48,21 +49,28 @@ inline bool IsFailedEnd(RelayEnd end) {
 }
 
 // Who watches the bytes go by (observer/): called on the relay's thread, before the bytes are
-// sent on. Watching never changes or holds back what is relayed.
+// sent on. Watching never changes or holds back what is relayed. Every byte a side sends is
+// told once, in order: by OnBytes while the observer watches that side, by OnBytesUnseen once
+// it does not (the relay then moves them in the kernel, without reading them).
 class RelayObserver {
  public:
   virtual ~RelayObserver() = default;
   // The upstream accepted the connection; bytes start to flow.
   virtual void OnConnected(int64_t now_ns) = 0;
+  // Whether the observer still reads what `from` sends. Asked before each read; once false
+  // it stays false for the rest of the connection.
+  virtual bool Watching(Side from) const = 0;
   // `from` sent `bytes`, which are passed on unchanged.
   virtual void OnBytes(Side from, std::string_view bytes, int64_t now_ns) = 0;
+  // `from` sent `count` bytes while not watched: passed on unchanged, counted, not read.
+  virtual void OnBytesUnseen(Side from, uint64_t count, int64_t now_ns) = 0;
   // `from` half-closed: it sends nothing more.
   virtual void OnHalfClose(Side from, int64_t now_ns) = 0;
   // The relay ended; its sockets are closed.
   virtual void OnClosed(RelayEnd end, int64_t now_ns) = 0;
 };
 
-// What a relay needs from where it lives (a worker): buffers, timers, and its end.
+// What a relay needs from where it lives (a worker): buffers, pipes, timers, and its end.
 class RelayHost {
  public:
   virtual ~RelayHost() = default;
@@ -70,6 +78,10 @@ class RelayHost {
   // Relay::OnBufferAvailable once one is back.
   virtual std::unique_ptr<Buffer> AcquireBuffer() = 0;
   virtual void ReleaseBuffer(std::unique_ptr<Buffer> buffer) = 0;
+  // A pipe to splice bytes its observer does not watch, or nullptr when none can be had: the
+  // relay then copies them through a buffer.
+  virtual std::unique_ptr<Pipe> AcquirePipe() = 0;
+  virtual void ReleasePipe(std::unique_ptr<Pipe> pipe) = 0;
   // The upstream connected: the connect deadline no longer applies, the idle one does.
   virtual void OnEstablished(int64_t now_ns) = 0;
   // Bytes moved: the idle deadline starts over.

@@ -1,6 +1,8 @@
 // The relay alone, without root, a worker or the kernel programs: real sockets (socketpairs
 // and loopback TCP), a real edge-triggered epoll loop, and a clock of the test's own for the
-// deadlines. Peers that need to block run on threads of their own.
+// deadlines. Peers that need to block run on threads of their own. The tests of what any
+// relay does run on both of its paths: copied (the observer watches every byte) and spliced
+// (the observer watches none, or only the first bytes of a side).
 #include "agent/proxy/relay.h"
 
 #include <arpa/inet.h>
@@ -8,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,6 +18,9 @@
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <chrono>
+#include <climits>
+#include <csignal>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -26,6 +32,7 @@
 #include <vector>
 
 #include "agent/proxy/buffer_pool.h"
+#include "agent/proxy/pipe_pool.h"
 #include "agent/proxy/relay_timeouts.h"
 
 namespace nodemesh::agent {
@@ -36,6 +43,13 @@ using namespace std::chrono_literals;
 constexpr int64_t kSecond = 1'000'000'000;
 constexpr int64_t kConnectTimeout = 10 * kSecond;
 constexpr int64_t kIdleTimeout = 60 * kSecond;
+
+// How the bytes of the relays under test move.
+enum class Path : uint8_t {
+  kCopy,    // the observer watches every byte: recv and send through a buffer
+  kSplice,  // the observer watches none (or up to Hosted::watch_limit): socket -> pipe -> socket
+};
+std::string_view PathName(Path path) { return path == Path::kCopy ? "copy" : "splice"; }
 
 void SetNonBlocking(int fd) { REQUIRE(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0); }
 
@@ -133,15 +147,26 @@ class Background {
   std::thread thread_;
 };
 
+// How much a loop's relays may hold: small, so that they run out.
+struct Pools {
+  size_t buffer_size = 16 * 1024;
+  size_t max_buffers = 64;
+  size_t max_pipes = 64;
+};
+
 // The worker, reduced to what relays need: a small shared buffer pool (so that it runs
-// out), the deadlines, an edge-triggered epoll loop, and the test's clock.
+// out), a pipe pool, the deadlines, an edge-triggered epoll loop, and the test's clock.
 class Loop {
  public:
-  explicit Loop(size_t buffer_size = 16 * 1024, size_t max_buffers = 64)
-      : buffers_(buffer_size, max_buffers),
-        max_buffers_(max_buffers),
+  explicit Loop(Path path, Pools pools = {})
+      : path_(path),
+        buffers_(pools.buffer_size, pools.max_buffers),
+        max_buffers_(pools.max_buffers),
+        pipes_(pools.max_pipes, pools.buffer_size),
         timeouts_(kConnectTimeout, kIdleTimeout) {
     REQUIRE(epoll_.valid());
+    // As the agent does: splicing into a socket whose peer is gone raises it.
+    signal(SIGPIPE, SIG_IGN);
   }
 
   // One relay with its host and an observer recording what it sees.
@@ -165,6 +190,8 @@ class Loop {
     void ReleaseBuffer(std::unique_ptr<Buffer> buffer) override {
       loop_.buffers_.Release(std::move(buffer));
     }
+    std::unique_ptr<Pipe> AcquirePipe() override { return loop_.pipes_.Acquire(); }
+    void ReleasePipe(std::unique_ptr<Pipe> pipe) override { loop_.pipes_.Release(std::move(pipe)); }
     void OnEstablished(int64_t) override { loop_.timeouts_.Active(timer_, relay); }
     void OnActivity(int64_t) override { loop_.timeouts_.Active(timer_, relay); }
     void OnEnded(RelayEnd end, int64_t) override {
@@ -174,14 +201,31 @@ class Loop {
 
     // RelayObserver
     void OnConnected(int64_t) override { connected = true; }
+    bool Watching(Side from) const override {
+      return loop_.path_ == Path::kCopy || seen[static_cast<size_t>(from)].size() < watch_limit;
+    }
     void OnBytes(Side from, std::string_view bytes, int64_t) override {
+      CHECK(Watching(from));
+      CHECK(unseen[static_cast<size_t>(from)] == 0);  // never a seen byte after unseen ones
       seen[static_cast<size_t>(from)].append(bytes);
+    }
+    void OnBytesUnseen(Side from, uint64_t count, int64_t) override {
+      CHECK_FALSE(Watching(from));
+      unseen[static_cast<size_t>(from)] += count;
     }
     void OnHalfClose(Side from, int64_t) override { half_closes.push_back(from); }
     void OnClosed(RelayEnd end, int64_t) override { closed = end; }
 
+    // Every byte `from` sent, as the observer was told of it.
+    uint64_t told(Side from) const {
+      return seen[static_cast<size_t>(from)].size() + unseen[static_cast<size_t>(from)];
+    }
+
+    // Spliced: the observer watches a side until it has seen this many of its bytes.
+    size_t watch_limit = 0;
     bool connected = false;
-    std::string seen[2];  // by Side
+    std::string seen[2];   // by Side
+    uint64_t unseen[2]{};  // by Side
     std::vector<Side> half_closes;
     std::optional<RelayEnd> closed;  // as the observer heard it
     std::optional<RelayEnd> ended;   // as the host heard it
@@ -223,6 +267,9 @@ class Loop {
     timeouts_.Expire(now);
   }
   size_t buffers_in_use() const { return buffers_.in_use(); }
+  size_t pipes_in_use() const { return pipes_.in_use(); }
+  // What holds bytes in flight on the loop's path: buffers copying, or pipes splicing.
+  size_t holders_in_use() const { return buffers_.in_use() + pipes_.in_use(); }
 
   int64_t now = 1'000 * kSecond;
 
@@ -249,13 +296,28 @@ class Loop {
     }
     timeouts_.Expire(now);
   }
+  const Path path_;
   UniqueFd epoll_{epoll_create1(EPOLL_CLOEXEC)};
   BufferPool buffers_;
   const size_t max_buffers_;
+  PipePool pipes_;
   RelayTimeouts timeouts_;
   std::vector<Hosted*> waiting_;
   std::vector<std::unique_ptr<Hosted>> hosted_;
 };
+
+// Runs `loop` until `relay` has sent something from `from` and then nothing more for a while
+// (its other side does not read, so that it stalls); what it sent.
+uint64_t RunUntilStalled(Loop& loop, const Relay& relay, Side from) {
+  uint64_t relayed = 0;
+  for (int stable = 0; stable < 5;) {
+    loop.RunFor(50ms);
+    const uint64_t now = relay.bytes_from(from);
+    stable = now == relayed && now > 0 ? stable + 1 : 0;
+    relayed = now;
+  }
+  return relayed;
+}
 
 // A proxied TCP connection over loopback: the application's socket, the relay between, and
 // the server's socket.
@@ -279,8 +341,10 @@ struct TcpHop {
   Loop::Hosted* hosted = nullptr;
 };
 
-TEST_CASE("relay: bytes pass unchanged both ways, as the observer saw them", "[unit]") {
-  Loop loop;
+TEST_CASE("relay: bytes pass unchanged both ways, as the observer was told of them", "[unit]") {
+  const Path path = GENERATE(Path::kCopy, Path::kSplice);
+  INFO(PathName(path));
+  Loop loop(path);
   int app_pair[2], server_pair[2];
   REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, app_pair) == 0);
   REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, server_pair) == 0);
@@ -313,15 +377,23 @@ TEST_CASE("relay: bytes pass unchanged both ways, as the observer saw them", "[u
   CHECK(at_app.error == 0);
   CHECK(at_server.bytes == request);
   CHECK(at_app.bytes == response);
-  CHECK(hosted.seen[static_cast<size_t>(Side::kClient)] == request);
-  CHECK(hosted.seen[static_cast<size_t>(Side::kUpstream)] == response);
+  // Copied, the observer saw every byte; spliced, it was told how many.
+  const std::string no_bytes;
+  CHECK(hosted.seen[static_cast<size_t>(Side::kClient)] ==
+        (path == Path::kCopy ? request : no_bytes));
+  CHECK(hosted.seen[static_cast<size_t>(Side::kUpstream)] ==
+        (path == Path::kCopy ? response : no_bytes));
+  CHECK(hosted.told(Side::kClient) == request.size());
+  CHECK(hosted.told(Side::kUpstream) == response.size());
   CHECK(hosted.relay.bytes_from(Side::kClient) == request.size());
   CHECK(hosted.relay.bytes_from(Side::kUpstream) == response.size());
-  CHECK(loop.buffers_in_use() == 0);  // an ended relay holds no buffer
+  CHECK(loop.holders_in_use() == 0);  // an ended relay holds no buffer and no pipe
 }
 
 TEST_CASE("relay: the client's half-close passes on while the server still answers", "[unit]") {
-  Loop loop;
+  const Path path = GENERATE(Path::kCopy, Path::kSplice);
+  INFO(PathName(path));
+  Loop loop(path);
   TcpHop hop(loop);
   SendAll(hop.app.get(), "request");
   REQUIRE(shutdown(hop.app.get(), SHUT_WR) == 0);
@@ -346,7 +418,9 @@ TEST_CASE("relay: the client's half-close passes on while the server still answe
 }
 
 TEST_CASE("relay: the server's half-close passes on while the client still sends", "[unit]") {
-  Loop loop;
+  const Path path = GENERATE(Path::kCopy, Path::kSplice);
+  INFO(PathName(path));
+  Loop loop(path);
   TcpHop hop(loop);
   SendAll(hop.server.get(), "banner");
   REQUIRE(shutdown(hop.server.get(), SHUT_WR) == 0);
@@ -366,7 +440,9 @@ TEST_CASE("relay: the server's half-close passes on while the client still sends
 }
 
 TEST_CASE("relay: a reader that does not read stops the relay reading its writer", "[unit]") {
-  Loop loop;
+  const Path path = GENERATE(Path::kCopy, Path::kSplice);
+  INFO(PathName(path));
+  Loop loop(path);
   // Socket buffers of a few segments (loopback segments are 64 KiB): what the sockets can
   // hold stays well below the stream.
   TcpHop hop(loop, /*buffer_bytes=*/256 << 10);
@@ -377,15 +453,9 @@ TEST_CASE("relay: a reader that does not read stops the relay reading its writer
   });
   // The server does not read: the relay may hold what the sockets and one buffer hold, no
   // more; the application's send blocks.
-  uint64_t relayed = 0;
-  for (int stable = 0; stable < 5;) {
-    loop.RunFor(50ms);
-    const uint64_t now = hop.hosted->relay.bytes_from(Side::kClient);
-    stable = now == relayed ? stable + 1 : 0;
-    relayed = now;
-  }
+  const uint64_t relayed = RunUntilStalled(loop, hop.hosted->relay, Side::kClient);
   CHECK(relayed < 8 << 20);
-  CHECK(loop.buffers_in_use() <= 1);
+  CHECK(loop.holders_in_use() <= 1);
   // Once the server reads, everything arrives, in order, and the FIN after it.
   Received at_server;
   {
@@ -400,28 +470,25 @@ TEST_CASE("relay: a reader that does not read stops the relay reading its writer
 }
 
 TEST_CASE("relay: bytes a relay ended before sending never reach the next connection", "[unit]") {
-  Loop loop;
+  const Path path = GENERATE(Path::kCopy, Path::kSplice);
+  INFO(PathName(path));
+  Loop loop(path);
   {
     TcpHop stalled(loop, /*buffer_bytes=*/256 << 10);
-    // The application never reads: the relay holds a buffer of the server's bytes it cannot
-    // send on, until the application vanishes with a reset.
+    // The application never reads: the relay holds a buffer (or a pipe) of the server's bytes
+    // it cannot send on, until the application vanishes with a reset.
     const Background server([&] { SendAll(stalled.server.get(), std::string(8 << 20, 'y')); });
-    uint64_t relayed = 0;
-    for (int stable = 0; stable < 5;) {
-      loop.RunFor(50ms);
-      const uint64_t now = stalled.hosted->relay.bytes_from(Side::kUpstream);
-      stable = now == relayed && now > 0 ? stable + 1 : 0;
-      relayed = now;
-    }
-    REQUIRE(loop.buffers_in_use() == 1);
+    RunUntilStalled(loop, stalled.hosted->relay, Side::kUpstream);
+    REQUIRE(loop.holders_in_use() == 1);
     const linger hard{.l_onoff = 1, .l_linger = 0};
     setsockopt(stalled.app.get(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
     stalled.app.Reset();
     REQUIRE(loop.RunUntil([&] { return stalled.hosted->ended.has_value() && server.done(); }));
     loop.Forget(*stalled.hosted);
   }
-  REQUIRE(loop.buffers_in_use() == 0);
-  // The next connection takes the buffer the ended one held: only its own bytes pass.
+  REQUIRE(loop.holders_in_use() == 0);
+  // The next connection takes the buffer the ended one held (a pipe that held bytes is
+  // closed, not kept): only its own bytes pass.
   TcpHop next(loop);
   SendAll(next.app.get(), "next request");
   REQUIRE(shutdown(next.app.get(), SHUT_WR) == 0);
@@ -434,7 +501,9 @@ TEST_CASE("relay: bytes a relay ended before sending never reach the next connec
 }
 
 TEST_CASE("relay: a reset from the server is mirrored to the application", "[unit]") {
-  Loop loop;
+  const Path path = GENERATE(Path::kCopy, Path::kSplice);
+  INFO(PathName(path));
+  Loop loop(path);
   TcpHop hop(loop);
   const linger hard{.l_onoff = 1, .l_linger = 0};
   setsockopt(hop.server.get(), SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
@@ -446,7 +515,9 @@ TEST_CASE("relay: a reset from the server is mirrored to the application", "[uni
 }
 
 TEST_CASE("relay: a refused connect reaches the application as a reset", "[unit]") {
-  Loop loop;
+  const Path path = GENERATE(Path::kCopy, Path::kSplice);
+  INFO(PathName(path));
+  Loop loop(path);
   const Listener front;
   UniqueFd app = Dial(front.port, false);
   UniqueFd accepted = front.Accept();
@@ -458,8 +529,9 @@ TEST_CASE("relay: a refused connect reaches the application as a reset", "[unit]
   CHECK(ReceiveAll(app.get()).error == ECONNRESET);
 }
 
+// Buffers are the copy's: out of pipes, a spliced relay copies (tested below).
 TEST_CASE("relay: out of buffers, a relay waits and goes on when one comes back", "[unit]") {
-  Loop loop(16 * 1024, /*max_buffers=*/1);
+  Loop loop(Path::kCopy, {.max_buffers = 1});
   TcpHop busy(loop, 256 << 10), waiting(loop, 256 << 10);
   // The busy relay takes the only buffer and keeps it: its server does not read.
   const Background flood([&] {
@@ -481,7 +553,9 @@ TEST_CASE("relay: out of buffers, a relay waits and goes on when one comes back"
 }
 
 TEST_CASE("relay: an upstream that does not answer in time resets the application", "[unit]") {
-  Loop loop;
+  const Path path = GENERATE(Path::kCopy, Path::kSplice);
+  INFO(PathName(path));
+  Loop loop(path);
   // A listener whose one-place queue is taken: the relay's SYN is dropped and its connect
   // stays in flight.
   const Listener silent(/*backlog=*/0);
@@ -503,7 +577,9 @@ TEST_CASE("relay: an upstream that does not answer in time resets the applicatio
 }
 
 TEST_CASE("relay: an idle connection is closed at its deadline: activity postpones it", "[unit]") {
-  Loop loop;
+  const Path path = GENERATE(Path::kCopy, Path::kSplice);
+  INFO(PathName(path));
+  Loop loop(path);
   TcpHop hop(loop);
   loop.Advance(kIdleTimeout * 6 / 10);
   SendAll(hop.app.get(), "still here");
@@ -519,6 +595,135 @@ TEST_CASE("relay: an idle connection is closed at its deadline: activity postpon
   CHECK(at_server.bytes == "still here");
   CHECK(at_server.error == 0);
   CHECK(ReceiveAll(hop.app.get()).error == 0);
+}
+
+TEST_CASE("relay: a side no longer watched mid-stream is spliced, after the bytes read before",
+          "[unit]") {
+  Loop loop(Path::kSplice);
+  TcpHop hop(loop, /*buffer_bytes=*/256 << 10);
+  hop.hosted->watch_limit = SIZE_MAX;  // watched, and so copied, to begin with
+  const std::string stream = RandomBytes(32 << 20, 5);
+  const Background app([&] {
+    SendAll(hop.app.get(), stream);
+    shutdown(hop.app.get(), SHUT_WR);
+  });
+  // The server does not read yet: the relay's buffer holds bytes it cannot send on.
+  RunUntilStalled(loop, hop.hosted->relay, Side::kClient);
+  REQUIRE(loop.buffers_in_use() == 1);
+  const size_t seen_before = hop.hosted->seen[static_cast<size_t>(Side::kClient)].size();
+  REQUIRE(seen_before > hop.hosted->relay.bytes_from(Side::kClient));  // bytes pending
+  // The observer stops watching: what the buffer holds goes first, then the rest, spliced.
+  hop.hosted->watch_limit = 0;
+  Received at_server;
+  {
+    const Background server([&] { at_server = ReceiveAll(hop.server.get()); });
+    REQUIRE(loop.RunUntil([&] { return server.done() && app.done(); }, 30s));
+  }
+  CHECK(at_server.bytes.size() == stream.size());
+  CHECK(at_server.bytes == stream);
+  CHECK(hop.hosted->seen[static_cast<size_t>(Side::kClient)] == stream.substr(0, seen_before));
+  CHECK(hop.hosted->unseen[static_cast<size_t>(Side::kClient)] == stream.size() - seen_before);
+  CHECK(hop.hosted->relay.bytes_from(Side::kClient) == stream.size());
+  hop.server.Reset();
+  REQUIRE(loop.RunUntil([&] { return hop.hosted->ended.has_value(); }));
+  CHECK(*hop.hosted->ended == RelayEnd::kClosed);
+  CHECK(loop.holders_in_use() == 0);
+}
+
+TEST_CASE("relay: a half-close after spliced bytes passes on after them", "[unit]") {
+  Loop loop(Path::kSplice);
+  TcpHop hop(loop);
+  const std::string request = RandomBytes(4 << 20, 6), response = RandomBytes(6 << 20, 7);
+  Received at_server;
+  {
+    const Background app([&] {
+      SendAll(hop.app.get(), request);
+      shutdown(hop.app.get(), SHUT_WR);
+    });
+    const Background server([&] { at_server = ReceiveAll(hop.server.get()); });
+    REQUIRE(loop.RunUntil([&] { return server.done() && app.done(); }, 30s));
+  }
+  CHECK(at_server.bytes == request);
+  CHECK(at_server.error == 0);
+  CHECK(hop.hosted->half_closes == std::vector<Side>{Side::kClient});
+  CHECK_FALSE(hop.hosted->ended);
+  // The server answers after the client's FIN, as much again, and closes.
+  Received at_app;
+  {
+    const Background app([&] { at_app = ReceiveAll(hop.app.get()); });
+    const Background server([&] {
+      SendAll(hop.server.get(), response);
+      hop.server.Reset();
+    });
+    REQUIRE(loop.RunUntil([&] { return app.done() && hop.hosted->ended.has_value(); }, 30s));
+  }
+  CHECK(at_app.bytes == response);
+  CHECK(at_app.error == 0);
+  CHECK(*hop.hosted->ended == RelayEnd::kClosed);
+  CHECK(hop.hosted->unseen[static_cast<size_t>(Side::kClient)] == request.size());
+  CHECK(hop.hosted->unseen[static_cast<size_t>(Side::kUpstream)] == response.size());
+}
+
+TEST_CASE("relay: out of pipes, a relay copies what it would splice, byte for byte", "[unit]") {
+  Loop loop(Path::kSplice, {.max_pipes = 1});
+  TcpHop busy(loop, 256 << 10), copying(loop);
+  // The busy relay takes the only pipe and keeps it: its server does not read.
+  const Background flood([&] {
+    SendAll(busy.app.get(), RandomBytes(16 << 20, 8));
+    shutdown(busy.app.get(), SHUT_WR);
+  });
+  RunUntilStalled(loop, busy.hosted->relay, Side::kClient);
+  REQUIRE(loop.pipes_in_use() == 1);
+  const std::string stream = RandomBytes(8 << 20, 9);
+  Received at_server;
+  {
+    const Background app([&] {
+      SendAll(copying.app.get(), stream);
+      shutdown(copying.app.get(), SHUT_WR);
+    });
+    const Background server([&] { at_server = ReceiveAll(copying.server.get()); });
+    REQUIRE(loop.RunUntil([&] { return server.done() && app.done(); }, 30s));
+  }
+  CHECK(loop.pipes_in_use() == 1);  // still the busy relay's
+  CHECK(at_server.bytes == stream);
+  // Not watched, so told as unseen, though copied.
+  CHECK(copying.hosted->seen[static_cast<size_t>(Side::kClient)].empty());
+  CHECK(copying.hosted->unseen[static_cast<size_t>(Side::kClient)] == stream.size());
+  const Background drain([&] { ReceiveAll(busy.server.get()); });
+  REQUIRE(loop.RunUntil([&] { return flood.done() && drain.done(); }, 30s));
+}
+
+TEST_CASE("pipe pool: out of descriptors, no pipe (the relay copies)", "[unit]") {
+  PipePool pool(/*max_pipes=*/4, /*pipe_size=*/64 << 10);
+  rlimit saved{};
+  REQUIRE(getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  // The lowest free descriptor becomes the limit: a pipe needs two below it.
+  const int lowest_free = dup(STDIN_FILENO);
+  REQUIRE(lowest_free >= 0);
+  close(lowest_free);
+  const rlimit low{.rlim_cur = static_cast<rlim_t>(lowest_free), .rlim_max = saved.rlim_max};
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
+  std::unique_ptr<Pipe> none = pool.Acquire();
+  const int error = errno;
+  REQUIRE(setrlimit(RLIMIT_NOFILE, &saved) == 0);
+  CHECK(none == nullptr);
+  CHECK(error == EMFILE);
+  CHECK(pool.in_use() == 0);
+  // With descriptors again, a pipe; given back empty, it is kept and taken again.
+  std::unique_ptr<Pipe> pipe = pool.Acquire();
+  REQUIRE(pipe != nullptr);
+  CHECK(pipe->capacity() == 64 << 10);
+  const Pipe* const first = pipe.get();
+  pool.Release(std::move(pipe));
+  CHECK(pool.kept() == 1);
+  pipe = pool.Acquire();
+  CHECK(pipe.get() == first);
+  // One given back holding bytes is closed.
+  REQUIRE(write(pipe->write_fd(), "x", 1) == 1);
+  pipe->Filled(1);
+  pool.Release(std::move(pipe));
+  CHECK(pool.kept() == 0);
+  CHECK(pool.in_use() == 0);
 }
 
 }  // namespace

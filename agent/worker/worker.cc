@@ -116,6 +116,8 @@ struct Worker::Connection final : RelayHost {
   void ReleaseBuffer(std::unique_ptr<Buffer> buffer) override {
     worker.buffers_.Release(std::move(buffer));
   }
+  std::unique_ptr<Pipe> AcquirePipe() override { return worker.pipes_.Acquire(); }
+  void ReleasePipe(std::unique_ptr<Pipe> pipe) override { worker.pipes_.Release(std::move(pipe)); }
   void OnEstablished(int64_t) override {
     worker.timeouts_.Active(timer, relay);
     // The NAT has chosen by now (at the SYN): the observer names the connection after it
@@ -151,6 +153,7 @@ Worker::Worker(int index, const AgentOptions& options, Datapath& datapath, const
       captured_(captured),
       dialer_(options.marks, datapath, home),
       buffers_(options.proxy.buffer_size, options.proxy.max_buffers),
+      pipes_(options.proxy.max_pipes),
       timeouts_(options.proxy.connect_timeout_ns, options.proxy.idle_timeout_ns),
       observers_(tables, options.observer, index, options.workers) {}
 

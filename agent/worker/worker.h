@@ -27,6 +27,7 @@
 #include "agent/options.h"
 #include "agent/pod_runtime.h"
 #include "agent/proxy/buffer_pool.h"
+#include "agent/proxy/pipe_pool.h"
 #include "agent/proxy/relay.h"
 #include "agent/proxy/relay_timeouts.h"
 
@@ -161,6 +162,7 @@ class Worker {
   const CapturedEndpoints& captured_;
   UpstreamDialer dialer_;
   BufferPool buffers_;
+  PipePool pipes_;
   RelayTimeouts timeouts_;
   ProxyStats stats_;
   ObserverContext observers_;
