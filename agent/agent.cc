@@ -15,7 +15,8 @@
 namespace nodemesh::agent {
 namespace {
 
-// How often the control thread retries pods that failed to enrol, and forgets identities.
+// How often the control thread retries pods that failed to enrol, and forgets identities and
+// routes.
 constexpr int kRetryEverySeconds = 5;
 constexpr int kForgetEverySeconds = 10;
 
@@ -161,7 +162,7 @@ absl::Status Agent::Run(InventorySource& inventory, int stop_fd) {
       for (auto& [key, pod] : enrolled_) pod->RefreshCapturedPorts();
       if (tick % kRetryEverySeconds == 0 && !not_enrolled_.empty()) EnrolWanted();
     }
-    if (tick % kForgetEverySeconds == 0) ForgetUnusedIdentities();
+    if (tick % kForgetEverySeconds == 0) ForgetUnused();
     local_taps_->Expire(std::chrono::steady_clock::now());
   }
   ready_.store(false, std::memory_order_release);
@@ -298,26 +299,39 @@ void Agent::CollectMetrics() {
   }
 }
 
-void Agent::ForgetUnusedIdentities() {
-  // Under mutex_, nothing is interned meanwhile: every identity in use is either held by
+void Agent::ForgetUnused() {
+  // Under mutex_, no identity is interned meanwhile: every identity in use is either held by
   // what is marked here or by a worker's series, marked worker by worker (a connection a
-  // worker opens after its turn names only identities of pods and the directories).
+  // worker opens after its turn names only identities of pods and the directories). Routes
+  // are interned by the workers themselves, unlocked; StartForgetting keeps those handed out
+  // during the pass, and each worker's turn leaves in its cache only routes it reports.
   std::lock_guard lock(mutex_);
-  absl::flat_hash_set<metrics::IdentityTable::Id> in_use;
-  for (const auto& [key, pod] : enrolled_) in_use.insert(pod->runtime().view()->identity);
-  directory_.AddReferencedIdentities(&in_use);
-  services_.AddReferencedIdentities(&in_use);
-  for (const auto& worker : workers_) {
-    worker->RunAndWait([&] { worker->AddReferencedIdentities(&in_use); });
+  metrics::InUse in_use;
+  for (const auto& [key, pod] : enrolled_) {
+    in_use.identities.insert(pod->runtime().view()->identity);
   }
-  const std::vector<metrics::IdentityTable::Id> forgotten = metrics::ForgetUnusedIdentities(
-      identities_, registry_, std::move(in_use),
-      UnixSeconds() - options_.observer.retain_idle_ns / 1'000'000'000);
-  if (forgotten.empty()) return;
+  directory_.AddReferencedIdentities(&in_use.identities);
+  services_.AddReferencedIdentities(&in_use.identities);
+  routes_.StartForgetting();
   for (const auto& worker : workers_) {
-    worker->RunAndWait([&] { worker->ForgetIdentities(forgotten); });
+    worker->RunAndWait([&] {
+      worker->AddReferencedIdentities(&in_use.identities);
+      worker->AddReferencedRoutes(&in_use.routes);
+    });
   }
-  Log(LogLevel::kDebug, "forgot {} identities no series or pod refers to", forgotten.size());
+  const metrics::Forgotten forgotten =
+      metrics::ForgetUnused(identities_, routes_, registry_, std::move(in_use),
+                            UnixSeconds() - options_.observer.retain_idle_ns / 1'000'000'000);
+  if (forgotten.routes > 0) {
+    Log(LogLevel::kDebug, "forgot {} routes no series, stream or cache refers to",
+        forgotten.routes);
+  }
+  if (forgotten.identities.empty()) return;
+  for (const auto& worker : workers_) {
+    worker->RunAndWait([&] { worker->ForgetIdentities(forgotten.identities); });
+  }
+  Log(LogLevel::kDebug, "forgot {} identities no series or pod refers to",
+      forgotten.identities.size());
 }
 
 void Agent::SetClusterPods(const v1::PodList& pods) {

@@ -85,8 +85,9 @@ class Agent final : private AgentView {
 
   // Gathers every worker's metrics into the registry (Run does it once a second).
   void CollectMetrics();
-  // Forgets the series idle past the retention, then the identities nothing refers to.
-  void ForgetUnusedIdentities();
+  // Forgets the series idle past the retention, then the identities and routes nothing
+  // refers to.
+  void ForgetUnused();
 
  private:
   explicit Agent(const AgentOptions& options);
@@ -132,6 +133,7 @@ class Agent final : private AgentView {
   uint64_t ListenerCount() const override;
   std::vector<WorkerConnections> Connections() const override;
   size_t identity_count() const override { return identities_.size(); }
+  size_t route_count() const override { return routes_.size(); }
   metrics::Identity LookupIdentity(metrics::IdentityTable::Id id) const override {
     return identities_.Get(id);
   }
