@@ -356,14 +356,34 @@ void Agent::RebuildDirectory() {
     for (const IpAddress& ip : pod.ips) directory[ip] = identity;
   }
   directory_.Replace(std::move(directory));
-  // Services by cluster IP: the connections dialled to one are named after it too.
-  ServiceDirectory::Map services;
-  for (const ServiceInfo& service : inventory_.services) {
-    const metrics::IdentityTable::Id identity =
-        identities_.Intern(metrics::ServiceIdentity(service.namespace_name, service.name));
-    for (const IpAddress& ip : service.cluster_ips) services[ip] = identity;
-  }
-  services_.Replace(std::move(services));
+  UpdateServiceDirectory();
+}
+
+void Agent::UpdateServiceDirectory() {
+  // Services by cluster IP: the connections dialled to one are named after it too. Only the
+  // Services that changed since the last version are looked at (the versions share the
+  // rest), so a Service event costs what it changed, not the size of the cluster.
+  const auto identity_of = [this](const ServiceInfo& service) {
+    return identities_.Intern(metrics::ServiceIdentity(service.namespace_name, service.name));
+  };
+  bool changed = false;
+  const auto update = [&](const std::string&, const ServiceInfo* before, const ServiceInfo* after) {
+    changed = true;
+    if (before != nullptr) {
+      // An address another Service holds now (it moved) stays that one's.
+      const metrics::IdentityTable::Id was = identity_of(*before);
+      for (const IpAddress& ip : before->cluster_ips) {
+        const metrics::IdentityTable::Id* id = service_ips_.Find(ip);
+        if (id != nullptr && *id == was) service_ips_.Erase(ip);
+      }
+    }
+    if (after == nullptr) return;
+    const metrics::IdentityTable::Id identity = identity_of(*after);
+    for (const IpAddress& ip : after->cluster_ips) service_ips_.Set(ip, identity);
+  };
+  ServiceMap::Diff(applied_services_, inventory_.services, update);
+  applied_services_ = inventory_.services;
+  if (changed) services_.Replace(service_ips_);
 }
 
 std::vector<v1::Pod> Agent::PodsForAggregator() {

@@ -111,6 +111,8 @@ class Agent final : private AgentView {
   // Pods of other nodes, from the aggregator: they name peers the inventory does not list.
   void SetClusterPods(const v1::PodList& pods);
   void RebuildDirectory();  // under mutex_; the Services' too
+  // Under mutex_: the Services of inventory_ that changed since the last call, into services_.
+  void UpdateServiceDirectory();
   // Moves every worker's queued tap events of one outbox (the aggregator's or the local
   // taps') into `out`; returns how many they dropped.
   uint64_t DrainTapOutboxes(TapOutbox& (Worker::*outbox)(), std::vector<v1::TapEvent>* out);
@@ -169,6 +171,10 @@ class Agent final : private AgentView {
   mutable std::mutex mutex_;  // the fields below, and interning (see the thread map above)
   Inventory inventory_;
   PeerDirectory::Map cluster_directory_;  // the cluster's pods by address, as last sent
+  // The Services as services_ last published them, and its cluster IPs' map, which the next
+  // version changes in place of building it again.
+  ServiceMap applied_services_;
+  ServiceDirectory::Map service_ips_;
   absl::flat_hash_map<std::string, std::unique_ptr<PodEnrolment>> enrolled_;
   // Pods that should be enrolled and are not, with the reason, until a retry succeeds.
   absl::flat_hash_map<std::string, std::string> not_enrolled_;

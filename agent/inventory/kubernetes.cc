@@ -133,7 +133,8 @@ absl::Status KubernetesInventory::Start(std::function<void(const Inventory&)> on
   }
   pods_ = std::make_unique<kube::Reflector>(*client_, std::move(pods), changed);
   namespaces_ = std::make_unique<kube::Reflector>(*client_, std::move(namespaces), changed);
-  services_ = std::make_unique<kube::Reflector>(*client_, std::move(services), changed);
+  services_ =
+      std::make_unique<kube::Reflector>(*client_, std::move(services), services_store_, changed);
   for (kube::Reflector* reflector : {pods_.get(), namespaces_.get(), services_.get()}) {
     reflector->Start();
   }
@@ -260,12 +261,45 @@ Inventory KubernetesInventory::Build() {
     }
   }
   absl::erase_if(located_, [&](const auto& entry) { return !present.contains(entry.first); });
-  for (const auto& [key, service] : *services_->Snapshot()) {
-    ServiceInfo info{StringAt(At(service, "metadata"), "namespace"),
-                     StringAt(At(service, "metadata"), "name"), ServiceIps(service)};
-    if (!info.cluster_ips.empty()) inventory.services.push_back(std::move(info));
-  }
+  inventory.services = services_store_.Snapshot();
   return inventory;
+}
+
+void ServiceStore::Replace(kube::Objects objects) {
+  // Applied as the events it stands for, so that the Services the list did not change stay
+  // shared with the version before it.
+  std::vector<std::string> gone;
+  {
+    std::lock_guard lock(mutex_);
+    services_.ForEach([&](const std::string& key, const ServiceInfo&) {
+      if (!objects.contains(key)) gone.push_back(key);
+    });
+  }
+  for (const std::string& key : gone) Remove(key);
+  for (const auto& [key, object] : objects) Put(key, object);
+}
+
+void ServiceStore::Put(const std::string& key, const json& object) {
+  ServiceInfo info{StringAt(At(object, "metadata"), "namespace"),
+                   StringAt(At(object, "metadata"), "name"), ServiceIps(object)};
+  std::lock_guard lock(mutex_);
+  if (info.cluster_ips.empty()) {
+    services_.Erase(key);  // headless (or made so): no address names it
+    return;
+  }
+  // A Service's other fields change more often than its addresses: nothing to copy then.
+  if (const ServiceInfo* held = services_.Find(key); held != nullptr && *held == info) return;
+  services_.Set(key, std::move(info));
+}
+
+bool ServiceStore::Remove(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  return services_.Erase(key);
+}
+
+ServiceMap ServiceStore::Snapshot() const {
+  std::lock_guard lock(mutex_);
+  return services_;
 }
 
 json KubernetesInventory::Status() const {

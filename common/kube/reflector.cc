@@ -54,11 +54,43 @@ std::string ObjectKey(const json& object) {
   return namespace_name + "/" + name;
 }
 
+void SnapshotStore::Publish(Objects objects) {
+  std::lock_guard lock(mutex_);
+  objects_ = std::make_shared<const Objects>(std::move(objects));
+}
+
+void SnapshotStore::Replace(Objects objects) { Publish(std::move(objects)); }
+
+void SnapshotStore::Put(const std::string& key, const json& object) {
+  // Only the reflector's thread changes the store: the snapshot is current until Publish.
+  Objects objects = *Snapshot();
+  objects.insert_or_assign(key, object);
+  Publish(std::move(objects));
+}
+
+bool SnapshotStore::Remove(const std::string& key) {
+  const std::shared_ptr<const Objects> current = Snapshot();
+  if (!current->contains(key)) return false;
+  Objects objects = *current;
+  objects.erase(key);
+  Publish(std::move(objects));
+  return true;
+}
+
+std::shared_ptr<const Objects> SnapshotStore::Snapshot() const {
+  std::lock_guard lock(mutex_);
+  return objects_;
+}
+
 Reflector::Reflector(Client& client, ReflectorOptions options, std::function<void()> on_change)
+    : Reflector(client, std::move(options), own_store_, std::move(on_change)) {}
+
+Reflector::Reflector(Client& client, ReflectorOptions options, ReflectorStore& store,
+                     std::function<void()> on_change)
     : client_(client),
       options_(std::move(options)),
       on_change_(std::move(on_change)),
-      objects_(std::make_shared<const Objects>()) {}
+      store_(store) {}
 
 Reflector::~Reflector() { Stop(); }
 
@@ -84,10 +116,7 @@ bool Reflector::WaitForSync(std::chrono::milliseconds timeout) {
   return synced_.load();
 }
 
-std::shared_ptr<const Reflector::Objects> Reflector::Snapshot() const {
-  std::lock_guard lock(mutex_);
-  return objects_;
-}
+std::shared_ptr<const Objects> Reflector::Snapshot() const { return own_store_.Snapshot(); }
 
 std::string Reflector::resource_version() const {
   std::lock_guard lock(mutex_);
@@ -99,10 +128,9 @@ std::string Reflector::last_error() const {
   return last_error_;
 }
 
-void Reflector::Publish(Objects objects, std::string resource_version) {
+void Reflector::Changed(std::string resource_version) {
   {
     std::lock_guard lock(mutex_);
-    objects_ = std::make_shared<const Objects>(std::move(objects));
     if (!resource_version.empty()) resource_version_ = std::move(resource_version);
     synced_.store(true);
   }
@@ -164,7 +192,8 @@ absl::Status Reflector::List() {
   stats_.lists.fetch_add(1, std::memory_order_relaxed);
   // Before the copy is published, so that whoever waits for it sees no stale error.
   Recovered();
-  Publish(std::move(objects), version);
+  store_.Replace(std::move(objects));
+  Changed(version);
   return absl::OkStatus();
 }
 
@@ -212,24 +241,25 @@ absl::Status Reflector::Watch() {
           type);
       return true;
     }
-    std::string key = ObjectKey(*object);
+    const std::string key = ObjectKey(*object);
     stats_.events.fetch_add(1, std::memory_order_relaxed);
-    // Only this thread replaces the copy, so the snapshot is current until Publish.
-    const std::shared_ptr<const Objects> current = Snapshot();
-    if (deleted && (key.empty() || !current->contains(key))) {
+    bool changed = false;
+    if (key.empty()) {
+      // Not an object with a name: nothing could refer to it.
+    } else if (deleted) {
+      changed = store_.Remove(key);
+    } else {
+      store_.Put(key, *object);
+      changed = true;
+    }
+    if (!changed) {
       if (!version.empty()) {
         std::lock_guard lock(mutex_);
         resource_version_ = std::move(version);
       }
       return true;
     }
-    Objects objects = *current;
-    if (deleted) {
-      objects.erase(key);
-    } else if (!key.empty()) {
-      objects.insert_or_assign(std::move(key), *object);
-    }
-    Publish(std::move(objects), std::move(version));
+    Changed(std::move(version));
     return true;
   };
   const absl::Status status =
