@@ -200,9 +200,13 @@ int64_t Agent::SecondsSinceHeartbeat() const {
 absl::Status Agent::Apply(const Inventory& inventory) {
   std::lock_guard lock(mutex_);
   LogNewlyPending(inventory_, inventory);
-  // Names first, so that the first connections of pods enrolled below are named right.
+  // Names first, so that the first connections of pods enrolled below are named right. The
+  // address directory holds every pod of the cluster: rebuilt only when the pods changed,
+  // not for a Service event.
+  const bool pods_changed = inventory_.pods != inventory.pods;
   inventory_ = inventory;
-  RebuildDirectory();
+  if (pods_changed) RebuildPeerDirectory();
+  UpdateServiceDirectory();
   absl::flat_hash_map<std::string, const PodInfo*> wanted;
   for (const PodInfo& pod : inventory_.pods) {
     if (Enrollable(pod)) wanted[pod.key()] = &pod;
@@ -344,10 +348,10 @@ void Agent::SetClusterPods(const v1::PodList& pods) {
     }
   }
   cluster_directory_ = std::move(directory);
-  RebuildDirectory();
+  RebuildPeerDirectory();
 }
 
-void Agent::RebuildDirectory() {
+void Agent::RebuildPeerDirectory() {
   // The cluster's pods first; the local inventory, which may be newer for this node's own
   // pods, has the last word.
   PeerDirectory::Map directory = cluster_directory_;
@@ -356,7 +360,6 @@ void Agent::RebuildDirectory() {
     for (const IpAddress& ip : pod.ips) directory[ip] = identity;
   }
   directory_.Replace(std::move(directory));
-  UpdateServiceDirectory();
 }
 
 void Agent::UpdateServiceDirectory() {

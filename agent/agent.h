@@ -110,7 +110,7 @@ class Agent final : private AgentView {
   std::vector<v1::Pod> PodsForAggregator();
   // Pods of other nodes, from the aggregator: they name peers the inventory does not list.
   void SetClusterPods(const v1::PodList& pods);
-  void RebuildDirectory();  // under mutex_; the Services' too
+  void RebuildPeerDirectory();  // under mutex_
   // Under mutex_: the Services of inventory_ that changed since the last call, into services_.
   void UpdateServiceDirectory();
   // Moves every worker's queued tap events of one outbox (the aggregator's or the local

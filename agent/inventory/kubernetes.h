@@ -99,7 +99,8 @@ class KubernetesInventory final : public InventorySource {
 
   std::mutex mutex_;
   std::condition_variable wake_;
-  bool dirty_ = true;
+  bool dirty_ = true;            // the pods or the namespaces changed
+  bool services_dirty_ = false;  // only the Services
   bool stop_ = false;
   std::thread resolver_;
 };

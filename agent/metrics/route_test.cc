@@ -65,17 +65,21 @@ size_t ForgetRoutes(RouteTable& table, std::vector<RouteCache*> workers,
   return table.Retain(series);
 }
 
+// Two workloads, a table with a cap of `cap` routes each, and one worker's cache.
 struct Workloads {
+  explicit Workloads(size_t cap = 100) : table(cap) {}
   IdentityTable identities;
   IdentityTable::Id web = identities.Intern({"emojivoto", "web-1", "Deployment", "web", "w", "n1"});
   IdentityTable::Id voting =
       identities.Intern({"emojivoto", "voting-1", "Deployment", "voting", "v", "n1"});
+  RouteTable table;
+  RouteCache worker{table, identities};
 };
 
 TEST_CASE("routes: forgotten once nothing refers to them, their ids then given out again") {
   Workloads w;
-  RouteTable table(100);
-  RouteCache worker(table, w.identities);
+  RouteTable& table = w.table;
+  RouteCache& worker = w.worker;
   const RouteTable::Id a = worker.Lookup(w.web, "GET /a");
   const RouteTable::Id b = worker.Lookup(w.voting, "GET /b");
   CHECK(table.size() == 2);
@@ -96,8 +100,9 @@ TEST_CASE("routes: forgotten once nothing refers to them, their ids then given o
 
 TEST_CASE("routes: one handed out while the references are gathered is kept") {
   Workloads w;
-  RouteTable table(100);
-  RouteCache worker_a(table, w.identities), worker_b(table, w.identities);
+  RouteTable& table = w.table;
+  RouteCache& worker_a = w.worker;
+  RouteCache worker_b(table, w.identities);
   const RouteTable::Id old = worker_b.Lookup(w.web, "GET /old");
   table.StartForgetting();
   absl::flat_hash_set<RouteTable::Id> in_use;
@@ -116,9 +121,9 @@ TEST_CASE("routes: one handed out while the references are gathered is kept") {
 }
 
 TEST_CASE("routes: a stream in flight keeps its route until it ends or its connection goes") {
-  Workloads w;
-  RouteTable table(100);
-  RouteCache worker(table, w.identities);
+  Workloads w(100);
+  RouteTable& table = w.table;
+  RouteCache& worker = w.worker;
   const RouteTable::Id watch = worker.Lookup(w.web, "GET /watch");
   const RouteTable::Id stream = worker.Lookup(w.web, "/pkg.Service/Stream");
   {
@@ -139,22 +144,20 @@ TEST_CASE("routes: a stream in flight keeps its route until it ends or its conne
 }
 
 TEST_CASE("routes: the cap bounds the routes a workload has at once") {
-  Workloads w;
-  RouteTable table(2);
-  RouteCache worker(table, w.identities);
-  const RouteTable::Id a = worker.Lookup(w.web, "GET /a");
-  const RouteTable::Id b = worker.Lookup(w.web, "GET /b");
-  const RouteTable::Id overflow = worker.Lookup(w.web, "GET /c");
-  CHECK(table.Get(overflow) == kOverflowRoute);
-  CHECK(worker.Lookup(w.web, "GET /c") == overflow);
+  Workloads w(2);
+  const RouteTable::Id a = w.worker.Lookup(w.web, "GET /a");
+  const RouteTable::Id b = w.worker.Lookup(w.web, "GET /b");
+  const RouteTable::Id overflow = w.worker.Lookup(w.web, "GET /c");
+  CHECK(w.table.Get(overflow) == kOverflowRoute);
+  CHECK(w.worker.Lookup(w.web, "GET /c") == overflow);
   // a is forgotten (b and the overflow route are still counted under): /c fits now, and
   // the worker asks again for what its cache had sent to overflow.
-  CHECK(ForgetRoutes(table, {&worker}, {b, overflow}) == 1);
-  const RouteTable::Id c = worker.Lookup(w.web, "GET /c");
-  CHECK(table.Get(c) == "GET /c");
+  CHECK(ForgetRoutes(w.table, {&w.worker}, {b, overflow}) == 1);
+  const RouteTable::Id c = w.worker.Lookup(w.web, "GET /c");
+  CHECK(w.table.Get(c) == "GET /c");
   CHECK(c == a);  // a's id, given out again
-  CHECK(table.Get(worker.Lookup(w.web, "GET /d")) == kOverflowRoute);
-  CHECK(table.overflowed() == 2);
+  CHECK(w.table.Get(w.worker.Lookup(w.web, "GET /d")) == kOverflowRoute);
+  CHECK(w.table.overflowed() == 2);
 }
 
 }  // namespace
