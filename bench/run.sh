@@ -14,6 +14,11 @@
 #                                 churn, 1,000 pod enrol/release cycles: the agent's memory per
 #                                 connection and over time, sent vs counted, and what is left
 #                                 behind (root; about 15 minutes; --only and shorter flags)
+#   bash bench/run.sh services [services_bench flags]
+#                                 10,000 Services in the test API server, then a stream of
+#                                 Service events: the agent's RSS and CPU per event; with
+#                                 --before AGENT, an older build's agent measured beside this
+#                                 one (root; a few minutes)
 #   bash bench/run.sh dashboard [dashboard_bench flags]
 #                                 meshctl dashboard's call graph of 1,000 workloads and 5,000
 #                                 calls from a real aggregator, laid out and drawn in headless
@@ -22,11 +27,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: bash bench/run.sh parsers|metrics|proxy [flags]|endurance [flags]|dashboard [flags]" >&2
+  echo "usage: bash bench/run.sh parsers|metrics|proxy [flags]|endurance [flags]|dashboard [flags]|services [flags]" >&2
   exit 2
 }
 [[ $# -ge 1 ]] || usage
-[[ $# -eq 1 || $1 == proxy || $1 == endurance || $1 == dashboard ]] || usage
+[[ $# -eq 1 || $1 == proxy || $1 == endurance || $1 == dashboard || $1 == services ]] || usage
 
 build() {
   bash test/install-deps.sh >/dev/null
@@ -70,6 +75,14 @@ case "$1" in
   dashboard)
     build dashboard_bench meshctl nodemesh-aggregator
     ./build/release/bench/dashboard_bench "${@:2}"
+    ;;
+  services)
+    if [[ $EUID -ne 0 ]]; then
+      echo "bench/run.sh services needs root (netns, cgroups, eBPF): run it with sudo" >&2
+      exit 2
+    fi
+    build services_bench nodemesh-agent
+    ./build/release/bench/services_bench "${@:2}"
     ;;
   *) usage ;;
 esac
