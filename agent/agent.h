@@ -6,7 +6,7 @@
 //   control   The thread that calls Run(). Once a second it collects every worker's metrics
 //             into the registry and the aggregator client's queue, refreshes the ports each
 //             pod is captured on and retries pods that failed to enrol; every few seconds it
-//             forgets identities nothing refers to any more.
+//             forgets identities and routes nothing refers to any more.
 //   inventory The source's own thread (inventory/local.h: the file watcher; kubernetes.h: a
 //             resolver woken by one reflector thread per watched collection) calls Apply()
 //             with every valid version of the inventory; the first one before Run goes on.
@@ -15,7 +15,8 @@
 //             dialer (kernel/upstream_dialer.h, with a conntrack socket opened in the agent's
 //             netns). Nothing else touches those: other threads hand a worker a task with
 //             RunAndWait() and wait for it to run there (add or remove listeners, collect
-//             metrics, list connections, forget identities).
+//             metrics, list connections, say which identities and routes they refer to,
+//             forget identities).
 //   aggregator The client's session threads (aggregator_client.h) read this node's pods
 //             through a hook (under mutex_), drain the workers' tap outboxes (each has its
 //             own lock), publish tap subscriptions and hand over the cluster's pods.
@@ -24,8 +25,9 @@
 // Shared state: mutex_ guards the inventory, the enrolments and every interning of an
 // identity; the address and Service directories, pod views and tap subscriptions are
 // immutable snapshots swapped atomically and read without a lock by the workers; the
-// identity and route tables and the registry have their own locks, taken per connection or
-// per second, never per request.
+// identity and route tables and the registry have their own locks, taken per connection, per
+// new route or per second, never per request (a route forgetting pass marks an epoch in the
+// route table instead of holding its lock across RunAndWait).
 #pragma once
 
 #include <atomic>
