@@ -279,6 +279,7 @@ HttpResponse ServeStats(const AgentView& agent, const HttpRequest&) {
   nlohmann::json proxy = ProxyTotals(agent.Counters());
   proxy["listeners"] = agent.ListenerCount();
   proxy["identities"] = agent.identity_count();
+  proxy["routes"] = agent.route_count();
   nlohmann::json response = {{"node", agent.options().node},
                              {"proxy", proxy},
                              {"kernel", KernelCounters(agent.datapath())}};

@@ -106,9 +106,10 @@ class AgentView {
   virtual uint64_t ListenerCount() const = 0;
   virtual std::vector<WorkerConnections> Connections() const = 0;
 
-  // Names and figures: identities interned, routes since the start, the registry as
-  // Prometheus reads it.
+  // Names and figures: identities and routes interned (and not forgotten), the routes'
+  // totals since the start, the registry as Prometheus reads it.
   virtual size_t identity_count() const = 0;
+  virtual size_t route_count() const = 0;
   virtual metrics::Identity LookupIdentity(metrics::IdentityTable::Id id) const = 0;
   virtual std::vector<metrics::Registry::RouteTotals> Routes() const = 0;
   virtual std::string PrometheusText() const = 0;

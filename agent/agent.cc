@@ -16,7 +16,8 @@
 namespace nodemesh::agent {
 namespace {
 
-// How often the control thread retries pods that failed to enrol, and forgets identities.
+// How often the control thread retries pods that failed to enrol, and forgets identities and
+// routes.
 constexpr int kRetryEverySeconds = 5;
 constexpr int kForgetEverySeconds = 10;
 
@@ -167,7 +168,7 @@ absl::Status Agent::Run(InventorySource& inventory, int stop_fd) {
         RebuildCapturedEndpoints();
       }
     }
-    if (tick % kForgetEverySeconds == 0) ForgetUnusedIdentities();
+    if (tick % kForgetEverySeconds == 0) ForgetUnused();
     local_taps_->Expire(std::chrono::steady_clock::now());
   }
   ready_.store(false, std::memory_order_release);
@@ -205,9 +206,13 @@ int64_t Agent::SecondsSinceHeartbeat() const {
 absl::Status Agent::Apply(const Inventory& inventory) {
   std::lock_guard lock(mutex_);
   LogNewlyPending(inventory_, inventory);
-  // Names first, so that the first connections of pods enrolled below are named right.
+  // Names first, so that the first connections of pods enrolled below are named right. The
+  // address directory holds every pod of the cluster: rebuilt only when the pods changed,
+  // not for a Service event.
+  const bool pods_changed = inventory_.pods != inventory.pods;
   inventory_ = inventory;
-  RebuildDirectory();
+  if (pods_changed) RebuildPeerDirectory();
+  UpdateServiceDirectory();
   absl::flat_hash_map<std::string, const PodInfo*> wanted;
   for (const PodInfo& pod : inventory_.pods) {
     if (Enrollable(pod)) wanted[pod.key()] = &pod;
@@ -317,26 +322,39 @@ void Agent::CollectMetrics() {
   }
 }
 
-void Agent::ForgetUnusedIdentities() {
-  // Under mutex_, nothing is interned meanwhile: every identity in use is either held by
+void Agent::ForgetUnused() {
+  // Under mutex_, no identity is interned meanwhile: every identity in use is either held by
   // what is marked here or by a worker's series, marked worker by worker (a connection a
-  // worker opens after its turn names only identities of pods and the directories).
+  // worker opens after its turn names only identities of pods and the directories). Routes
+  // are interned by the workers themselves, unlocked; StartForgetting keeps those handed out
+  // during the pass, and each worker's turn leaves in its cache only routes it reports.
   std::lock_guard lock(mutex_);
-  absl::flat_hash_set<metrics::IdentityTable::Id> in_use;
-  for (const auto& [key, pod] : enrolled_) in_use.insert(pod->runtime().view()->identity);
-  directory_.AddReferencedIdentities(&in_use);
-  services_.AddReferencedIdentities(&in_use);
-  for (const auto& worker : workers_) {
-    worker->RunAndWait([&] { worker->AddReferencedIdentities(&in_use); });
+  metrics::InUse in_use;
+  for (const auto& [key, pod] : enrolled_) {
+    in_use.identities.insert(pod->runtime().view()->identity);
   }
-  const std::vector<metrics::IdentityTable::Id> forgotten = metrics::ForgetUnusedIdentities(
-      identities_, registry_, std::move(in_use),
-      UnixSeconds() - options_.observer.retain_idle_ns / 1'000'000'000);
-  if (forgotten.empty()) return;
+  directory_.AddReferencedIdentities(&in_use.identities);
+  services_.AddReferencedIdentities(&in_use.identities);
+  routes_.StartForgetting();
   for (const auto& worker : workers_) {
-    worker->RunAndWait([&] { worker->ForgetIdentities(forgotten); });
+    worker->RunAndWait([&] {
+      worker->AddReferencedIdentities(&in_use.identities);
+      worker->AddReferencedRoutes(&in_use.routes);
+    });
   }
-  Log(LogLevel::kDebug, "forgot {} identities no series or pod refers to", forgotten.size());
+  const metrics::Forgotten forgotten =
+      metrics::ForgetUnused(identities_, routes_, registry_, std::move(in_use),
+                            UnixSeconds() - options_.observer.retain_idle_ns / 1'000'000'000);
+  if (forgotten.routes > 0) {
+    Log(LogLevel::kDebug, "forgot {} routes no series, stream or cache refers to",
+        forgotten.routes);
+  }
+  if (forgotten.identities.empty()) return;
+  for (const auto& worker : workers_) {
+    worker->RunAndWait([&] { worker->ForgetIdentities(forgotten.identities); });
+  }
+  Log(LogLevel::kDebug, "forgot {} identities no series or pod refers to",
+      forgotten.identities.size());
 }
 
 void Agent::SetClusterPods(const v1::PodList& pods) {
@@ -349,10 +367,10 @@ void Agent::SetClusterPods(const v1::PodList& pods) {
     }
   }
   cluster_directory_ = std::move(directory);
-  RebuildDirectory();
+  RebuildPeerDirectory();
 }
 
-void Agent::RebuildDirectory() {
+void Agent::RebuildPeerDirectory() {
   // The cluster's pods first; the local inventory, which may be newer for this node's own
   // pods, has the last word.
   PeerDirectory::Map directory = cluster_directory_;
@@ -361,14 +379,33 @@ void Agent::RebuildDirectory() {
     for (const IpAddress& ip : pod.ips) directory[ip] = identity;
   }
   directory_.Replace(std::move(directory));
-  // Services by cluster IP: the connections dialled to one are named after it too.
-  ServiceDirectory::Map services;
-  for (const ServiceInfo& service : inventory_.services) {
-    const metrics::IdentityTable::Id identity =
-        identities_.Intern(metrics::ServiceIdentity(service.namespace_name, service.name));
-    for (const IpAddress& ip : service.cluster_ips) services[ip] = identity;
-  }
-  services_.Replace(std::move(services));
+}
+
+void Agent::UpdateServiceDirectory() {
+  // Services by cluster IP: the connections dialled to one are named after it too. Only the
+  // Services that changed since the last version are looked at (the versions share the
+  // rest), so a Service event costs what it changed, not the size of the cluster.
+  const auto identity_of = [this](const ServiceInfo& service) {
+    return identities_.Intern(metrics::ServiceIdentity(service.namespace_name, service.name));
+  };
+  bool changed = false;
+  const auto update = [&](const std::string&, const ServiceInfo* before, const ServiceInfo* after) {
+    changed = true;
+    if (before != nullptr) {
+      // An address another Service holds now (it moved) stays that one's.
+      const metrics::IdentityTable::Id was = identity_of(*before);
+      for (const IpAddress& ip : before->cluster_ips) {
+        const metrics::IdentityTable::Id* id = service_ips_.Find(ip);
+        if (id != nullptr && *id == was) service_ips_.Erase(ip);
+      }
+    }
+    if (after == nullptr) return;
+    const metrics::IdentityTable::Id identity = identity_of(*after);
+    for (const IpAddress& ip : after->cluster_ips) service_ips_.Set(ip, identity);
+  };
+  ServiceMap::Diff(applied_services_, inventory_.services, update);
+  applied_services_ = inventory_.services;
+  if (changed) services_.Replace(service_ips_);
 }
 
 std::vector<v1::Pod> Agent::PodsForAggregator() {

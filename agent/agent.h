@@ -6,7 +6,7 @@
 //   control   The thread that calls Run(). Once a second it collects every worker's metrics
 //             into the registry and the aggregator client's queue, refreshes the ports each
 //             pod is captured on and retries pods that failed to enrol; every few seconds it
-//             forgets identities nothing refers to any more.
+//             forgets identities and routes nothing refers to any more.
 //   inventory The source's own thread (inventory/local.h: the file watcher; kubernetes.h: a
 //             resolver woken by one reflector thread per watched collection) calls Apply()
 //             with every valid version of the inventory; the first one before Run goes on.
@@ -15,7 +15,8 @@
 //             dialer (kernel/upstream_dialer.h, with a conntrack socket opened in the agent's
 //             netns). Nothing else touches those: other threads hand a worker a task with
 //             RunAndWait() and wait for it to run there (add or remove listeners, collect
-//             metrics, list connections, forget identities).
+//             metrics, list connections, say which identities and routes they refer to,
+//             forget identities).
 //   aggregator The client's session threads (aggregator_client.h) read this node's pods
 //             through a hook (under mutex_), drain the workers' tap outboxes (each has its
 //             own lock), publish tap subscriptions and hand over the cluster's pods.
@@ -25,7 +26,8 @@
 // identity; the address and Service directories, pod views, tap subscriptions and captured
 // endpoints are immutable snapshots swapped atomically and read without a lock by the
 // workers; the identity and route tables and the registry have their own locks, taken per
-// connection or per second, never per request.
+// connection, per new route or per second, never per request (a route forgetting pass marks
+// an epoch in the route table instead of holding its lock across RunAndWait).
 #pragma once
 
 #include <atomic>
@@ -85,8 +87,9 @@ class Agent final : private AgentView {
 
   // Gathers every worker's metrics into the registry (Run does it once a second).
   void CollectMetrics();
-  // Forgets the series idle past the retention, then the identities nothing refers to.
-  void ForgetUnusedIdentities();
+  // Forgets the series idle past the retention, then the identities and routes nothing
+  // refers to.
+  void ForgetUnused();
 
  private:
   explicit Agent(const AgentOptions& options);
@@ -109,7 +112,9 @@ class Agent final : private AgentView {
   std::vector<v1::Pod> PodsForAggregator();
   // Pods of other nodes, from the aggregator: they name peers the inventory does not list.
   void SetClusterPods(const v1::PodList& pods);
-  void RebuildDirectory();  // under mutex_; the Services' too
+  void RebuildPeerDirectory();  // under mutex_
+  // Under mutex_: the Services of inventory_ that changed since the last call, into services_.
+  void UpdateServiceDirectory();
   // Under mutex_, after the kernel's map changed or before it will: the workers' snapshot of
   // the enrolled pods' captured endpoints, but those of the pods `leaving`.
   void RebuildCapturedEndpoints(const std::vector<std::string>& leaving = {});
@@ -135,6 +140,7 @@ class Agent final : private AgentView {
   uint64_t ListenerCount() const override;
   std::vector<WorkerConnections> Connections() const override;
   size_t identity_count() const override { return identities_.size(); }
+  size_t route_count() const override { return routes_.size(); }
   metrics::Identity LookupIdentity(metrics::IdentityTable::Id id) const override {
     return identities_.Get(id);
   }
@@ -171,6 +177,10 @@ class Agent final : private AgentView {
   mutable std::mutex mutex_;  // the fields below, and interning (see the thread map above)
   Inventory inventory_;
   PeerDirectory::Map cluster_directory_;  // the cluster's pods by address, as last sent
+  // The Services as services_ last published them, and its cluster IPs' map, which the next
+  // version changes in place of building it again.
+  ServiceMap applied_services_;
+  ServiceDirectory::Map service_ips_;
   absl::flat_hash_map<std::string, std::unique_ptr<PodEnrolment>> enrolled_;
   // Pods that should be enrolled and are not, with the reason, until a retry succeeds.
   absl::flat_hash_map<std::string, std::string> not_enrolled_;

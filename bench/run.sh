@@ -27,6 +27,11 @@
 #                                 enrolled, per library, against the 12 MiB budget and HAProxy
 #                                 and nginx idle; --agent label=binary twice for before/after
 #                                 (root; about 3 minutes a round)
+#   bash bench/run.sh services [services_bench flags]
+#                                 10,000 Services in the test API server, then a stream of
+#                                 Service events: the agent's RSS and CPU per event; with
+#                                 --before AGENT, an older build's agent measured beside this
+#                                 one (root; a few minutes)
 #   bash bench/run.sh dashboard [dashboard_bench flags]
 #                                 meshctl dashboard's call graph of 1,000 workloads and 5,000
 #                                 calls from a real aggregator, laid out and drawn in headless
@@ -35,11 +40,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: bash bench/run.sh parsers|metrics|proxy [flags]|bulk [flags]|endurance [flags]|rss [flags]|dashboard [flags]" >&2
+  echo "usage: bash bench/run.sh parsers|metrics|proxy [flags]|bulk [flags]|endurance [flags]|rss [flags]|services [flags]|dashboard [flags]" >&2
   exit 2
 }
 [[ $# -ge 1 ]] || usage
-[[ $# -eq 1 || $1 == proxy || $1 == bulk || $1 == endurance || $1 == rss || $1 == dashboard ]] || usage
+[[ $# -eq 1 || $1 == proxy || $1 == bulk || $1 == endurance || $1 == rss || $1 == services || $1 == dashboard ]] || usage
 
 need_root() {
   if [[ $EUID -ne 0 ]]; then
@@ -95,6 +100,11 @@ case "$1" in
   dashboard)
     build dashboard_bench meshctl nodemesh-aggregator
     ./build/release/bench/dashboard_bench "${@:2}"
+    ;;
+  services)
+    need_root services
+    build services_bench nodemesh-agent
+    ./build/release/bench/services_bench "${@:2}"
     ;;
   *) usage ;;
 esac

@@ -110,12 +110,15 @@ absl::Status KubernetesInventory::Start(std::function<void(const Inventory&)> on
   Log(LogLevel::kInfo, "kubernetes: API server {} ({}), pods of node {}", client_->config().server,
       client_->config().source, options_.node);
 
-  const auto changed = [this] {
-    {
-      std::lock_guard lock(mutex_);
-      dirty_ = true;
-    }
-    wake_.notify_one();
+  // A Service event changes only the Services: the pods are not built again for it.
+  const auto changed = [this](bool KubernetesInventory::*flag) {
+    return [this, flag] {
+      {
+        std::lock_guard lock(mutex_);
+        this->*flag = true;
+      }
+      wake_.notify_one();
+    };
   };
   kube::ReflectorOptions pods;
   pods.path = "/api/v1/pods";
@@ -131,9 +134,12 @@ absl::Status KubernetesInventory::Start(std::function<void(const Inventory&)> on
   for (kube::ReflectorOptions* reflector : {&pods, &namespaces, &services}) {
     reflector->stall_timeout = options_.watch_stall_timeout;
   }
-  pods_ = std::make_unique<kube::Reflector>(*client_, std::move(pods), changed);
-  namespaces_ = std::make_unique<kube::Reflector>(*client_, std::move(namespaces), changed);
-  services_ = std::make_unique<kube::Reflector>(*client_, std::move(services), changed);
+  pods_ = std::make_unique<kube::Reflector>(*client_, std::move(pods),
+                                            changed(&KubernetesInventory::dirty_));
+  namespaces_ = std::make_unique<kube::Reflector>(*client_, std::move(namespaces),
+                                                  changed(&KubernetesInventory::dirty_));
+  services_ = std::make_unique<kube::Reflector>(*client_, std::move(services), services_store_,
+                                                changed(&KubernetesInventory::services_dirty_));
   for (kube::Reflector* reflector : {pods_.get(), namespaces_.get(), services_.get()}) {
     reflector->Start();
   }
@@ -154,7 +160,7 @@ absl::Status KubernetesInventory::Start(std::function<void(const Inventory&)> on
   }
   {
     std::lock_guard lock(mutex_);
-    dirty_ = false;
+    dirty_ = services_dirty_ = false;
   }
   last_ = Build();
   on_change_(last_);
@@ -177,21 +183,29 @@ void KubernetesInventory::Stop() {
 void KubernetesInventory::Resolve() {
   auto last_build = std::chrono::steady_clock::now();
   for (;;) {
-    bool dirty;
+    bool dirty, services_dirty;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait_for(lock, options_.recheck, [this] { return stop_ || dirty_; });
+      wake_.wait_for(lock, options_.recheck, [this] { return stop_ || dirty_ || services_dirty_; });
       if (stop_) return;
       dirty = std::exchange(dirty_, false);
+      services_dirty = std::exchange(services_dirty_, false);
     }
     // With nothing new from the API, only pods waiting to be enrolled need a new look, and
     // now and then the cached locations (a pod's process may have been replaced).
     const auto now = std::chrono::steady_clock::now();
     const bool waiting = std::any_of(last_.pods.begin(), last_.pods.end(),
                                      [](const PodInfo& pod) { return !pod.pending.empty(); });
-    if (!dirty && !waiting && now - last_build < kFullRecheck) continue;
-    last_build = now;
-    Inventory inventory = Build();
+    Inventory inventory;
+    if (dirty || waiting || now - last_build >= kFullRecheck) {
+      last_build = now;
+      inventory = Build();
+    } else if (services_dirty) {
+      inventory.pods = last_.pods;
+      inventory.services = services_store_.Snapshot();
+    } else {
+      continue;
+    }
     if (inventory.pods == last_.pods && inventory.services == last_.services) continue;
     last_ = std::move(inventory);
     on_change_(last_);
@@ -260,12 +274,45 @@ Inventory KubernetesInventory::Build() {
     }
   }
   absl::erase_if(located_, [&](const auto& entry) { return !present.contains(entry.first); });
-  for (const auto& [key, service] : *services_->Snapshot()) {
-    ServiceInfo info{StringAt(At(service, "metadata"), "namespace"),
-                     StringAt(At(service, "metadata"), "name"), ServiceIps(service)};
-    if (!info.cluster_ips.empty()) inventory.services.push_back(std::move(info));
-  }
+  inventory.services = services_store_.Snapshot();
   return inventory;
+}
+
+void ServiceStore::Replace(kube::Objects objects) {
+  // Applied as the events it stands for, so that the Services the list did not change stay
+  // shared with the version before it.
+  std::vector<std::string> gone;
+  {
+    std::lock_guard lock(mutex_);
+    services_.ForEach([&](const std::string& key, const ServiceInfo&) {
+      if (!objects.contains(key)) gone.push_back(key);
+    });
+  }
+  for (const std::string& key : gone) Remove(key);
+  for (const auto& [key, object] : objects) Put(key, object);
+}
+
+void ServiceStore::Put(const std::string& key, const json& object) {
+  ServiceInfo info{StringAt(At(object, "metadata"), "namespace"),
+                   StringAt(At(object, "metadata"), "name"), ServiceIps(object)};
+  std::lock_guard lock(mutex_);
+  if (info.cluster_ips.empty()) {
+    services_.Erase(key);  // headless (or made so): no address names it
+    return;
+  }
+  // A Service's other fields change more often than its addresses: nothing to copy then.
+  if (const ServiceInfo* held = services_.Find(key); held != nullptr && *held == info) return;
+  services_.Set(key, std::move(info));
+}
+
+bool ServiceStore::Remove(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  return services_.Erase(key);
+}
+
+ServiceMap ServiceStore::Snapshot() const {
+  std::lock_guard lock(mutex_);
+  return services_;
 }
 
 json KubernetesInventory::Status() const {

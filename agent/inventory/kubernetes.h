@@ -44,6 +44,23 @@ struct KubernetesOptions {
   std::chrono::milliseconds first_sync_timeout{std::chrono::seconds(10)};
 };
 
+// The cluster's Services as the agent needs them (name and cluster IPs), kept per event of
+// the Services watch: the Services' JSON is not kept, and each version of the map shares
+// with the one before it every Service the event did not change, so an event costs what it
+// changed however many Services the cluster has. Headless Services (no cluster IP) are left
+// out. Changed on the reflector's thread; Snapshot on any.
+class ServiceStore final : public kube::ReflectorStore {
+ public:
+  void Replace(kube::Objects objects) override;
+  void Put(const std::string& key, const nlohmann::json& object) override;
+  bool Remove(const std::string& key) override;
+  ServiceMap Snapshot() const;
+
+ private:
+  mutable std::mutex mutex_;
+  ServiceMap services_;
+};
+
 class KubernetesInventory final : public InventorySource {
  public:
   explicit KubernetesInventory(KubernetesOptions options);
@@ -62,6 +79,7 @@ class KubernetesInventory final : public InventorySource {
 
   const KubernetesOptions options_;
   std::unique_ptr<kube::Client> client_;
+  ServiceStore services_store_;  // the Services reflector's, outliving it
   std::unique_ptr<kube::Reflector> pods_;
   std::unique_ptr<kube::Reflector> namespaces_;
   std::unique_ptr<kube::Reflector> services_;
@@ -81,7 +99,8 @@ class KubernetesInventory final : public InventorySource {
 
   std::mutex mutex_;
   std::condition_variable wake_;
-  bool dirty_ = true;
+  bool dirty_ = true;            // the pods or the namespaces changed
+  bool services_dirty_ = false;  // only the Services
   bool stop_ = false;
   std::thread resolver_;
 };

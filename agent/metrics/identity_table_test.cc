@@ -49,9 +49,10 @@ TEST_CASE("identity table: 100,000 pods churned through leave it the size of the
   int64_t second = 1'000;
   const auto forget = [&] {
     // What the agent holds besides series: its pods (and the address directory of them).
-    absl::flat_hash_set<IdentityTable::Id> in_use(live.begin(), live.end());
-    shard.AddReferencedIdentities(&in_use);
-    ForgetUnusedIdentities(identities, registry, std::move(in_use), second - kRetainSeconds);
+    InUse in_use{.identities = {live.begin(), live.end()}, .routes = {}};
+    routes.StartForgetting();
+    shard.AddReferencedIdentities(&in_use.identities);
+    ForgetUnused(identities, routes, registry, std::move(in_use), second - kRetainSeconds);
   };
   for (int pod = 0; pod < kPods; ++pod) {
     const IdentityTable::Id id = identities.Intern(PodIdentity(pod));

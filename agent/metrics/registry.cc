@@ -100,6 +100,12 @@ void Registry::AddReferencedIdentities(absl::flat_hash_set<uint32_t>* ids) const
   for (const auto& [key, totals] : tcp_) AddIdentitiesOf(key, ids);
 }
 
+void Registry::AddReferencedRoutes(absl::flat_hash_set<uint32_t>* ids) const {
+  std::lock_guard lock(mutex_);
+  for (const auto& [key, totals] : requests_) ids->insert(key.route);
+  for (const auto& [key, totals] : responses_) ids->insert(key.request.route);
+}
+
 void Registry::SetInternal(const std::string& family, const std::string& help,
                            const std::string& labels, uint64_t value) {
   std::lock_guard lock(mutex_);
@@ -217,12 +223,12 @@ std::vector<Registry::RouteTotals> Registry::Routes() const {
   return out;
 }
 
-std::vector<IdentityTable::Id> ForgetUnusedIdentities(IdentityTable& identities, Registry& registry,
-                                                      absl::flat_hash_set<IdentityTable::Id> in_use,
-                                                      int64_t oldest_s) {
+Forgotten ForgetUnused(IdentityTable& identities, RouteTable& routes, Registry& registry,
+                       InUse in_use, int64_t oldest_s) {
   registry.ForgetIdle(oldest_s);
-  registry.AddReferencedIdentities(&in_use);
-  return identities.Retain(in_use);
+  registry.AddReferencedIdentities(&in_use.identities);
+  registry.AddReferencedRoutes(&in_use.routes);
+  return Forgotten{identities.Retain(in_use.identities), routes.Retain(in_use.routes)};
 }
 
 }  // namespace nodemesh::metrics

@@ -34,6 +34,8 @@ class Registry {
   void ForgetIdle(int64_t oldest_s);
   // Adds the identity ids the kept series refer to.
   void AddReferencedIdentities(absl::flat_hash_set<uint32_t>* ids) const;
+  // Adds the route ids the kept series refer to.
+  void AddReferencedRoutes(absl::flat_hash_set<uint32_t>* ids) const;
   // A counter the agent keeps about itself (parse failures, kernel events), exported with
   // the rest: `labels` is the inside of the braces, e.g. `protocol="http2",reason="hpack"`.
   void SetInternal(const std::string& family, const std::string& help, const std::string& labels,
@@ -88,12 +90,23 @@ class Registry {
   std::map<std::string, InternalCounter> internal_;
 };
 
+// What the agent holds besides the registry's series: the identities of its pods, its
+// address directories and its workers' series; the routes of its workers' series, streams
+// in flight and caches (RouteCache::KeepOnly).
+struct InUse {
+  absl::flat_hash_set<IdentityTable::Id> identities;
+  absl::flat_hash_set<RouteTable::Id> routes;
+};
+
+struct Forgotten {
+  std::vector<IdentityTable::Id> identities;  // may be given out again from now on
+  size_t routes = 0;
+};
+
 // Forgets what the agent no longer needs to name: the registry's series idle since
-// `oldest_s`, then every identity neither a remaining series nor `in_use` (what the caller
-// holds: pods, the address directory, the workers' shards) refers to. Returns the ids
-// forgotten, which may be given out again from now on.
-std::vector<IdentityTable::Id> ForgetUnusedIdentities(IdentityTable& identities, Registry& registry,
-                                                      absl::flat_hash_set<IdentityTable::Id> in_use,
-                                                      int64_t oldest_s);
+// `oldest_s`, then every identity and route neither a remaining series nor `in_use` refers
+// to. The routes' references were gathered after routes.StartForgetting().
+Forgotten ForgetUnused(IdentityTable& identities, RouteTable& routes, Registry& registry,
+                       InUse in_use, int64_t oldest_s);
 
 }  // namespace nodemesh::metrics

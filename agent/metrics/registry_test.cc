@@ -20,7 +20,7 @@ struct RegistryFixture {
 TEST_CASE("registry: shard deltas become cumulative Prometheus series") {
   RegistryFixture f;
   const RouteTable::Id vote =
-      f.routes.Intern("emojivoto/Deployment/voting", "/emojivoto.v1.VotingService/VoteDoughnut");
+      f.routes.Intern("emojivoto/Deployment/voting", "/emojivoto.v1.VotingService/VoteDoughnut").id;
   const TrafficKey traffic{f.web, f.voting, Direction::kOutbound};
   Shard shard;
   TcpSeries* tcp = shard.OpenConnection(traffic);

@@ -63,28 +63,41 @@ void TemplateRoute(const parsers::RequestStart& request, std::string* out) {
   }
 }
 
-RouteTable::Id RouteTable::Intern(const std::string& workload, const std::string& route) {
+RouteTable::Interned RouteTable::Intern(const std::string& workload, const std::string& route) {
   std::lock_guard lock(mutex_);
   Workload& entry = workloads_[workload];
-  if (const auto it = entry.routes.find(route); it != entry.routes.end()) return it->second;
-  if (entry.routes.size() >= max_per_workload_) {
+  Interned interned;
+  if (const auto it = entry.routes.find(route); it != entry.routes.end()) {
+    interned.id = it->second;
+  } else if (entry.routes.size() >= max_per_workload_) {
     ++overflowed_;
-    if (!entry.has_overflow) {
-      entry.overflow = static_cast<Id>(names_.size());
-      entry.has_overflow = true;
-      names_.emplace_back(kOverflowRoute);
-    }
-    return entry.overflow;
+    if (!entry.overflow) entry.overflow = Allocate(workload, std::string(kOverflowRoute));
+    interned = {*entry.overflow, true};
+  } else {
+    interned.id = Allocate(workload, route);
+    entry.routes.emplace(route, interned.id);
   }
-  const Id id = static_cast<Id>(names_.size());
-  names_.push_back(route);
-  entry.routes.emplace(route, id);
+  entries_[interned.id].epoch = epoch_;
+  return interned;
+}
+
+RouteTable::Id RouteTable::Allocate(const std::string& workload, const std::string& route) {
+  Id id;
+  if (free_.empty()) {
+    id = static_cast<Id>(entries_.size());
+    entries_.emplace_back();
+  } else {
+    id = free_.back();
+    free_.pop_back();
+  }
+  entries_[id] = Entry{workload, route, epoch_, true};
   return id;
 }
 
 std::string RouteTable::Get(Id id) const {
   std::lock_guard lock(mutex_);
-  return id < names_.size() ? names_[id] : std::string(kOverflowRoute);
+  return id < entries_.size() && entries_[id].live ? entries_[id].route
+                                                   : std::string(kOverflowRoute);
 }
 
 uint64_t RouteTable::overflowed() const {
@@ -92,18 +105,81 @@ uint64_t RouteTable::overflowed() const {
   return overflowed_;
 }
 
+size_t RouteTable::size() const {
+  std::lock_guard lock(mutex_);
+  return entries_.size() - free_.size();
+}
+
+void RouteTable::StartForgetting() {
+  std::lock_guard lock(mutex_);
+  ++epoch_;
+}
+
+size_t RouteTable::Retain(const absl::flat_hash_set<Id>& in_use) {
+  std::lock_guard lock(mutex_);
+  size_t forgotten = 0;
+  for (Id id = 0; id < entries_.size(); ++id) {
+    Entry& entry = entries_[id];
+    if (!entry.live || entry.epoch == epoch_ || in_use.contains(id)) continue;
+    const auto workload = workloads_.find(entry.workload);
+    if (workload->second.overflow == id) {
+      workload->second.overflow.reset();
+    } else {
+      workload->second.routes.erase(entry.route);
+    }
+    if (workload->second.routes.empty() && !workload->second.overflow) workloads_.erase(workload);
+    entry = Entry{};
+    free_.push_back(id);
+    ++forgotten;
+  }
+  return forgotten;
+}
+
 RouteTable::Id RouteCache::Lookup(IdentityTable::Id destination, const std::string& route) {
   auto& routes = cache_[destination];
-  if (const auto it = routes.find(route); it != routes.end()) return it->second;
+  if (const auto it = routes.find(route); it != routes.end()) return it->second.id;
   // The cap is per workload: every pod of a Deployment shares its routes.
   const Identity identity = identities_.Get(destination);
   const std::string workload =
       identity.namespace_name + "/" + identity.owner_kind + "/" + identity.owner_name;
-  const RouteTable::Id id = table_.Intern(workload, route);
+  const RouteTable::Interned interned = table_.Intern(workload, route);
   // Bounded: a flood of distinct paths (all overflowing) must not grow the cache forever;
   // past the bound they ask the table each time.
-  if (routes.size() < kMaxCachedPerWorkload) routes.emplace(route, id);
-  return id;
+  if (routes.size() < kMaxCachedPerWorkload) routes.emplace(route, interned);
+  return interned.id;
+}
+
+void RouteCache::KeepOnly(absl::flat_hash_set<RouteTable::Id>* in_use) {
+  absl::erase_if(in_flight_, [](const auto& entry) { return entry.second == 0; });
+  for (const auto& [route, streams] : in_flight_) in_use->insert(route);
+  for (auto it = cache_.begin(); it != cache_.end();) {
+    absl::erase_if(it->second, [&](const auto& entry) {
+      return entry.second.overflow || !in_use->contains(entry.second.id);
+    });
+    if (it->second.empty()) {
+      cache_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void StreamRoutes::Start(uint32_t stream, RouteTable::Id route) {
+  const auto [it, inserted] = routes_.try_emplace(stream, route);
+  if (!inserted) {  // a stream id used again before its end was reported
+    cache_.StreamEnded(it->second);
+    it->second = route;
+  }
+  cache_.StreamStarted(route);
+}
+
+std::optional<RouteTable::Id> StreamRoutes::End(uint32_t stream) {
+  const auto it = routes_.find(stream);
+  if (it == routes_.end()) return std::nullopt;
+  const RouteTable::Id route = it->second;
+  routes_.erase(it);
+  cache_.StreamEnded(route);
+  return route;
 }
 
 }  // namespace nodemesh::metrics

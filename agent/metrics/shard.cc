@@ -33,6 +33,11 @@ void Shard::AddReferencedIdentities(absl::flat_hash_set<uint32_t>* ids) const {
   for (const auto& [key, series] : tcp_) AddIdentitiesOf(key, ids);
 }
 
+void Shard::AddReferencedRoutes(absl::flat_hash_set<uint32_t>* ids) const {
+  for (const auto& [key, series] : requests_) ids->insert(key.route);
+  for (const auto& [key, series] : responses_) ids->insert(key.request.route);
+}
+
 void Shard::Collect(Delta* out, int evict_after) {
   for (auto& [key, series] : requests_) {
     if (series.requests == 0) continue;

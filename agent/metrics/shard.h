@@ -53,6 +53,8 @@ class Shard {
 
   // Adds the identity ids of every series kept, those of open connections among them.
   void AddReferencedIdentities(absl::flat_hash_set<uint32_t>* ids) const;
+  // Adds the route ids of every request and response series kept.
+  void AddReferencedRoutes(absl::flat_hash_set<uint32_t>* ids) const;
 
   // Moves everything counted since the last call into `out` and zeroes it. Series idle for
   // `evict_after` collections (and with no open connection) are dropped.

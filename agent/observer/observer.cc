@@ -63,7 +63,8 @@ ConnectionObserver::ConnectionObserver(ObserverContext& context,
       direction_(direction),
       destination_(destination),
       started_ns_(now_ns),
-      find_source_address_(std::move(source_address)) {
+      find_source_address_(std::move(source_address)),
+      stream_routes_(context.route_cache()) {
   // Outbound, the pod calls out to the destination; inbound, the client calls the pod.
   const metrics::IdentityTable::Id local = pod_->identity;
   const metrics::IdentityTable::Id remote = context_.tables().directory.Lookup(
@@ -210,7 +211,7 @@ void ConnectionObserver::OnRequestStart(const parsers::RequestStart& request) {
   ++requests_;
   context_.stats().requests.Add();
   const metrics::RouteTable::Id route = context_.RouteOf(request, traffic_.destination);
-  stream_routes_[request.stream_id] = route;
+  stream_routes_.Start(request.stream_id, route);
   context_.shard().CountRequest(metrics::RequestKey{traffic_, route});
   if (context_.tables().tap.active()) MaybeTap(request);
   Log(LogLevel::kDebug, "{}: request {} {} {}", Name(), request.stream_id, request.method,
@@ -233,12 +234,11 @@ void ConnectionObserver::OnResponseStart(const parsers::ResponseStart& response)
 
 void ConnectionObserver::OnStreamEnd(const parsers::StreamEnd& end) {
   context_.stats().stream_ends.Add();
-  const auto it = stream_routes_.find(end.stream_id);
-  if (it == stream_routes_.end()) return;  // the parser reports ends of started streams only
+  const std::optional<metrics::RouteTable::Id> route = stream_routes_.End(end.stream_id);
+  if (!route) return;  // the parser reports ends of started streams only
   const int grpc_status = end.grpc_status.value_or(-1);
-  const metrics::ResponseKey key = metrics::ResponseKeyOf(metrics::RequestKey{traffic_, it->second},
+  const metrics::ResponseKey key = metrics::ResponseKeyOf(metrics::RequestKey{traffic_, *route},
                                                           end.status, grpc_status, end.reason);
-  stream_routes_.erase(it);
   if (const auto tapped = tapped_.find(end.stream_id); tapped != tapped_.end()) {
     EmitTap(end.stream_id, tapped->second.subscriptions, [&](v1::TapEvent& event) {
       v1::TapEnd& out = *event.mutable_end();

@@ -86,6 +86,13 @@ class ObserverContext {
   void ForgetIdentities(const std::vector<metrics::IdentityTable::Id>& ids) {
     route_cache_.Forget(ids);
   }
+  // The routes this worker's series, streams in flight and cache refer to (the worker's
+  // part of forgetting routes: see metrics::RouteCache::KeepOnly).
+  void AddReferencedRoutes(absl::flat_hash_set<metrics::RouteTable::Id>* ids) {
+    shard_.AddReferencedRoutes(ids);
+    route_cache_.KeepOnly(ids);
+  }
+  metrics::RouteCache& route_cache() { return route_cache_; }
   // "node:worker-sequence", unique in the cluster for a connection's tap request ids.
   std::string NextConnectionName();
 
@@ -178,7 +185,7 @@ class ConnectionObserver final : public RelayObserver, private parsers::EventSin
   void OpenTcpSeries();
   metrics::TrafficKey traffic_;
   metrics::TcpSeries* tcp_series_ = nullptr;
-  absl::flat_hash_map<uint32_t, metrics::RouteTable::Id> stream_routes_;
+  metrics::StreamRoutes stream_routes_;
 
   struct TappedStream {
     std::vector<uint64_t> subscriptions;

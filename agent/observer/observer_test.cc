@@ -19,6 +19,13 @@ Endpoint At(const char* ip, uint16_t port) { return Endpoint{*IpAddress::Parse(i
 const Endpoint kWebAddress = At("10.77.0.11", 40000);
 const Endpoint kVotingAddress = At("10.77.0.12", 8080);
 
+ServiceDirectory::Map ServiceDirectoryOf(const IpAddress& cluster_ip,
+                                         metrics::IdentityTable::Id service) {
+  ServiceDirectory::Map map;
+  map.Set(cluster_ip, service);
+  return map;
+}
+
 // One worker's observation context, with web-1 as the enrolled pod and voting-1 as a peer
 // the address directory names.
 struct ObserverFixture {
@@ -309,7 +316,7 @@ TEST_CASE("observer: a connection dialled to a Service is named by the pod its N
   const Endpoint cluster_ip = At("10.96.0.20", 80);
   const metrics::IdentityTable::Id service =
       f.identities.Intern({"emojivoto", "", "Service", "voting-svc", "", ""});
-  f.services.Replace({{cluster_ip.ip, service}});
+  f.services.Replace(ServiceDirectoryOf(cluster_ip.ip, service));
   TapFilter filter;
   filter.id = 7;
   filter.destinations = {"emojivoto/voting-1"};
@@ -353,7 +360,7 @@ TEST_CASE("observer: a Service connection whose NAT is unknown stays the cluster
   const Endpoint cluster_ip = At("10.96.0.20", 80);
   const metrics::IdentityTable::Id service =
       f.identities.Intern({"emojivoto", "", "Service", "voting-svc", "", ""});
-  f.services.Replace({{cluster_ip.ip, service}});
+  f.services.Replace(ServiceDirectoryOf(cluster_ip.ip, service));
   const metrics::TrafficKey unknown{f.web, metrics::IdentityTable::kExternal, Direction::kOutbound,
                                     service};
 

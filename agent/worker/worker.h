@@ -118,6 +118,10 @@ class Worker {
   void ForgetIdentities(const std::vector<metrics::IdentityTable::Id>& ids) {
     observers_.ForgetIdentities(ids);
   }
+  // The route ids its series, streams in flight and route cache refer to.
+  void AddReferencedRoutes(absl::flat_hash_set<metrics::RouteTable::Id>* ids) {
+    observers_.AddReferencedRoutes(ids);
+  }
 
  private:
   struct Listener {

@@ -17,10 +17,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const nodemesh::PodInfo& pod : inventory->pods) {
     if (pod.namespace_name.empty() || pod.name.empty() || pod.ips.empty()) __builtin_trap();
   }
-  for (const nodemesh::ServiceInfo& service : inventory->services) {
+  inventory->services.ForEach([](const std::string&, const nodemesh::ServiceInfo& service) {
     if (service.namespace_name.empty() || service.name.empty() || service.cluster_ips.empty()) {
       __builtin_trap();
     }
-  }
+  });
   return 0;
 }

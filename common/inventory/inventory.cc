@@ -215,7 +215,8 @@ absl::StatusOr<Inventory> ParseInventory(std::string_view text) {
                         service->key(), ip.ToString(), owner->second));
       }
     }
-    inventory.services.push_back(*std::move(service));
+    const std::string key = service->key();
+    inventory.services.Set(key, *std::move(service));
   }
   return inventory;
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/base/bucketed_map.h"
 #include "common/net/address.h"
 
 namespace nodemesh {
@@ -52,11 +53,15 @@ struct ServiceInfo {
   bool operator==(const ServiceInfo&) const = default;
 };
 
+// The cluster's Services with a cluster IP, by key ("namespace/name"). A cluster may have
+// tens of thousands: versions of the inventory share the Services neither changed, so a
+// Service event costs the agent what it changed (see BucketedMap).
+using ServiceMap = BucketedMap<std::string, ServiceInfo>;
+
 struct Inventory {
   std::vector<PodInfo> pods;
-  // The cluster's Services with a cluster IP (from the Kubernetes API, or the local file's
-  // optional "services").
-  std::vector<ServiceInfo> services;
+  // From the Kubernetes API, or the local file's optional "services".
+  ServiceMap services;
 };
 
 // Parses the local inventory format:

@@ -1,5 +1,7 @@
 #include "common/kube/reflector.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <random>
 #include <utility>
@@ -54,11 +56,43 @@ std::string ObjectKey(const json& object) {
   return namespace_name + "/" + name;
 }
 
+void SnapshotStore::Publish(Objects objects) {
+  std::lock_guard lock(mutex_);
+  objects_ = std::make_shared<const Objects>(std::move(objects));
+}
+
+void SnapshotStore::Replace(Objects objects) { Publish(std::move(objects)); }
+
+void SnapshotStore::Put(const std::string& key, const json& object) {
+  // Only the reflector's thread changes the store: the snapshot is current until Publish.
+  Objects objects = *Snapshot();
+  objects.insert_or_assign(key, object);
+  Publish(std::move(objects));
+}
+
+bool SnapshotStore::Remove(const std::string& key) {
+  const std::shared_ptr<const Objects> current = Snapshot();
+  if (!current->contains(key)) return false;
+  Objects objects = *current;
+  objects.erase(key);
+  Publish(std::move(objects));
+  return true;
+}
+
+std::shared_ptr<const Objects> SnapshotStore::Snapshot() const {
+  std::lock_guard lock(mutex_);
+  return objects_;
+}
+
 Reflector::Reflector(Client& client, ReflectorOptions options, std::function<void()> on_change)
+    : Reflector(client, std::move(options), own_store_, std::move(on_change)) {}
+
+Reflector::Reflector(Client& client, ReflectorOptions options, ReflectorStore& store,
+                     std::function<void()> on_change)
     : client_(client),
       options_(std::move(options)),
       on_change_(std::move(on_change)),
-      objects_(std::make_shared<const Objects>()) {}
+      store_(store) {}
 
 Reflector::~Reflector() { Stop(); }
 
@@ -84,10 +118,7 @@ bool Reflector::WaitForSync(std::chrono::milliseconds timeout) {
   return synced_.load();
 }
 
-std::shared_ptr<const Reflector::Objects> Reflector::Snapshot() const {
-  std::lock_guard lock(mutex_);
-  return objects_;
-}
+std::shared_ptr<const Objects> Reflector::Snapshot() const { return own_store_.Snapshot(); }
 
 std::string Reflector::resource_version() const {
   std::lock_guard lock(mutex_);
@@ -99,10 +130,9 @@ std::string Reflector::last_error() const {
   return last_error_;
 }
 
-void Reflector::Publish(Objects objects, std::string resource_version) {
+void Reflector::Changed(std::string resource_version) {
   {
     std::lock_guard lock(mutex_);
-    objects_ = std::make_shared<const Objects>(std::move(objects));
     if (!resource_version.empty()) resource_version_ = std::move(resource_version);
     synced_.store(true);
   }
@@ -142,12 +172,13 @@ absl::Status Reflector::List() {
       },
       stop_);
   if (!status.ok()) return status;
-  const json list = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  const json* items = Find(list, "items");
+  json list = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  json* items = list.is_object() && list.contains("items") ? &list["items"] : nullptr;
   if (!list.is_object() || (items != nullptr && !items->is_array() && !items->is_null())) {
     return absl::InternalError(
         fmt::format("list {}: the answer is not a list: {}", options_.what, Shorten(body)));
   }
+  body = std::string();  // a large collection's answer is held once, not twice
   const std::string version = ResourceVersionOf(list);
   if (version.empty()) {
     return absl::InternalError(fmt::format(
@@ -155,16 +186,22 @@ absl::Status Reflector::List() {
   }
   Objects objects;
   if (items != nullptr && items->is_array()) {
-    for (const json& item : *items) {
+    for (json& item : *items) {
       std::string key = ObjectKey(item);
       if (key.empty()) continue;  // not an object with a name: nothing could refer to it
-      objects.insert_or_assign(std::move(key), item);
+      objects.insert_or_assign(std::move(key), std::move(item));
     }
   }
   stats_.lists.fetch_add(1, std::memory_order_relaxed);
   // Before the copy is published, so that whoever waits for it sees no stale error.
   Recovered();
-  Publish(std::move(objects), version);
+  store_.Replace(std::move(objects));
+  list = json();
+  // The answer and its parsed form, many times the size of what a store keeps of a large
+  // collection (10,000 Services: tens of MiB), were freed at once: give their pages back
+  // rather than keep them resident until the next list.
+  ::malloc_trim(0);
+  Changed(version);
   return absl::OkStatus();
 }
 
@@ -212,24 +249,25 @@ absl::Status Reflector::Watch() {
           type);
       return true;
     }
-    std::string key = ObjectKey(*object);
+    const std::string key = ObjectKey(*object);
     stats_.events.fetch_add(1, std::memory_order_relaxed);
-    // Only this thread replaces the copy, so the snapshot is current until Publish.
-    const std::shared_ptr<const Objects> current = Snapshot();
-    if (deleted && (key.empty() || !current->contains(key))) {
+    bool changed = false;
+    if (key.empty()) {
+      // Not an object with a name: nothing could refer to it.
+    } else if (deleted) {
+      changed = store_.Remove(key);
+    } else {
+      store_.Put(key, *object);
+      changed = true;
+    }
+    if (!changed) {
       if (!version.empty()) {
         std::lock_guard lock(mutex_);
         resource_version_ = std::move(version);
       }
       return true;
     }
-    Objects objects = *current;
-    if (deleted) {
-      objects.erase(key);
-    } else if (!key.empty()) {
-      objects.insert_or_assign(std::move(key), *object);
-    }
-    Publish(std::move(objects), std::move(version));
+    Changed(std::move(version));
     return true;
   };
   const absl::Status status =

@@ -53,14 +53,50 @@ struct ReflectorStats {
   std::atomic<uint64_t> errors{0};  // failed lists and watches (then backoff)
 };
 
+// Objects by "namespace/name" (or "name" for cluster-scoped ones), as the API gave them.
+using Objects = std::map<std::string, nlohmann::json>;
+
+// Where a reflector keeps its copy of the collection, changed per list and per event (as
+// client-go's Store). Its methods run on the reflector's thread, one at a time; how it shares
+// what it keeps with readers on other threads is its own affair.
+class ReflectorStore {
+ public:
+  virtual ~ReflectorStore() = default;
+  // A list's objects, in place of everything held.
+  virtual void Replace(Objects objects) = 0;
+  // An object ADDED or MODIFIED.
+  virtual void Put(const std::string& key, const nlohmann::json& object) = 0;
+  // An object DELETED; returns whether it was held (if not, nothing changed).
+  virtual bool Remove(const std::string& key) = 0;
+};
+
+// The store of a collection of a few hundred objects at most (a node's pods, namespaces, a
+// ConfigMap): every change publishes a whole new immutable copy.
+class SnapshotStore final : public ReflectorStore {
+ public:
+  void Replace(Objects objects) override;
+  void Put(const std::string& key, const nlohmann::json& object) override;
+  bool Remove(const std::string& key) override;
+  // The copy as of the last change; never changes once returned.
+  std::shared_ptr<const Objects> Snapshot() const;
+
+ private:
+  void Publish(Objects objects);
+  mutable std::mutex mutex_;
+  std::shared_ptr<const Objects> objects_ = std::make_shared<const Objects>();
+};
+
 class Reflector {
  public:
-  // Objects by "namespace/name" (or "name" for cluster-scoped ones), as the API gave them.
-  using Objects = std::map<std::string, nlohmann::json>;
+  using Objects = kube::Objects;
 
-  // `on_change` runs on the reflector's thread after every list and every event that
-  // changed the copy; it reads the copy with Snapshot().
+  // Keeps its copy in a SnapshotStore of its own. `on_change` runs on the reflector's thread
+  // after every list and every event that changed the copy; it reads it with Snapshot().
   Reflector(Client& client, ReflectorOptions options, std::function<void()> on_change);
+  // Keeps its copy in `store`, which outlives it (Snapshot() stays empty); `on_change` as
+  // above, after the store was changed.
+  Reflector(Client& client, ReflectorOptions options, ReflectorStore& store,
+            std::function<void()> on_change);
   ~Reflector();  // Stop()s
   Reflector(const Reflector&) = delete;
   Reflector& operator=(const Reflector&) = delete;
@@ -83,8 +119,8 @@ class Reflector {
   absl::Status List();
   // Watches from resource_version_ until the stream ends; FAILED_PRECONDITION on a 410.
   absl::Status Watch();
-  // Replaces the copy (and the resourceVersion, unless empty), then calls on_change_.
-  void Publish(Objects objects, std::string resource_version);
+  // The store changed: sets the resourceVersion (unless empty), then calls on_change_.
+  void Changed(std::string resource_version);
   // Sleeps about `delay` (or until Stop) and doubles it, up to max_backoff.
   void Backoff(std::chrono::milliseconds& delay);
   // "?fieldSelector=...": the list's query, or the watch's from resource_version_.
@@ -99,9 +135,11 @@ class Reflector {
   const std::function<void()> on_change_;
   ReflectorStats stats_;
 
+  SnapshotStore own_store_;  // the store, unless one was given
+  ReflectorStore& store_;
+
   mutable std::mutex mutex_;
   std::condition_variable changed_;
-  std::shared_ptr<const Objects> objects_;
   std::string resource_version_;
   std::string last_error_;
   std::atomic<bool> synced_{false};

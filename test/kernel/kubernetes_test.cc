@@ -267,7 +267,8 @@ TEST_CASE("kubernetes: host-network pods and nodemesh's own pods are never meshe
   CHECK(cluster.StateOf(host) == "unmeshed");
 }
 
-TEST_CASE("kubernetes: a pod deleted while enrolled is released and its identity forgotten") {
+TEST_CASE(
+    "kubernetes: a pod deleted while enrolled is released, its identity and routes forgotten") {
   KubeNode cluster;
   cluster.kubelet.CreateNamespace("shop", {{std::string(kMeshLabel), "enabled"}});
   ShopPods shop(cluster);
@@ -275,7 +276,13 @@ TEST_CASE("kubernetes: a pod deleted while enrolled is released and its identity
   INFO("agent:\n" << agent.output());
   REQUIRE(cluster.WaitForState(shop.client, "enrolled"));
   REQUIRE(cluster.WaitForState(shop.server, "enrolled"));
-  REQUIRE(Dial(*shop.client.pod, shop.target()).exit_code == 0);
+  // Bytes that read as an HTTP request: the agent names their route.
+  const std::string request = "GET /api/cart/42 HTTP/1.1\r\nHost: cart\r\n\r\n";
+  REQUIRE(shop.client.pod
+              ->RunCommand(TcpPeer("dial", {"--connect", shop.target(), "--message", request}))
+              .exit_code == 0);
+  const auto routes = [&] { return agent.Get("/stats")["proxy"]["routes"].get<uint64_t>(); };
+  REQUIRE(PollUntil([&] { return routes() > 0; }, 10s));
   const uint64_t identities = agent.Get("/stats")["proxy"]["identities"];
 
   cluster.kubelet.DeletePod(shop.server);
@@ -285,6 +292,8 @@ TEST_CASE("kubernetes: a pod deleted while enrolled is released and its identity
   CHECK(PollUntil(
       [&] { return agent.Get("/stats")["proxy"]["identities"].get<uint64_t>() < identities; },
       25s));
+  // Its routes too: nothing counts under them any more.
+  CHECK(PollUntil([&] { return routes() == 0; }, 25s));
 }
 
 TEST_CASE("kubernetes: in-cluster credentials work and a rotated token is used without a restart") {

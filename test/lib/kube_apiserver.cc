@@ -90,7 +90,12 @@ void KubeApiServer::Start() {
   std::vector<std::string> argv = {kPython, "-u", SourcePath("test/lib/kube_apiserver.py")};
   argv.insert(argv.end(), {"--port", std::to_string(port_), "--ready-file", ready_file});
   argv.insert(argv.end(), {"--cert", d + "/server.crt", "--key", d + "/server.key"});
-  argv.insert(argv.end(), {"--admin-token", admin_token_, "--state", d + "/state.json"});
+  argv.insert(argv.end(), {"--admin-token", admin_token_});
+  if (options_.seed_file.empty()) {
+    argv.insert(argv.end(), {"--state", d + "/state.json"});
+  } else {
+    argv.insert(argv.end(), {"--seed", options_.seed_file});
+  }
   argv.insert(argv.end(),
               {"--client-ca", ca_file(), "--front-proxy-ca", front_proxy_ca_file(),
                "--front-proxy-allowed-name", "front-proxy-client", "--front-proxy-client-cert",
@@ -125,6 +130,8 @@ void KubeApiServer::Stop() {
 }
 
 bool KubeApiServer::running() const { return process_ && process_->IsRunning(); }
+
+pid_t KubeApiServer::pid() const { return running() ? process_->pid() : 0; }
 
 std::string KubeApiServer::log() const {
   return earlier_log_ + (process_ ? process_->output() : std::string());

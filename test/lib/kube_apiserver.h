@@ -12,6 +12,8 @@
 // Start and Stop from one thread at a time, with no other call running.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <map>
 #include <memory>
@@ -33,6 +35,11 @@ struct KubeApiServerOptions {
   // A JSON list of ClusterRole, ClusterRoleBinding, Role and RoleBinding objects. Empty: no
   // RBAC, every valid token may do anything.
   std::string rbac_file{};
+  // Objects the server starts with (kube_apiserver.py --seed: {"objects": [{"group",
+  // "resource", "object"}]}), for a benchmark with thousands. Empty: none, and the server
+  // keeps its objects in a state file across Stop and Start; with a seed it keeps none (the
+  // file would be written whole at every change) and starts again from the seed.
+  std::string seed_file{};
 };
 
 // The audience of tokens for the API server itself: a token issued without audiences has it,
@@ -176,6 +183,8 @@ class KubeApiServer {
   // after a real API server's restart.
   void Start();
   bool running() const;
+  // The server's process id, for a benchmark's CPU figures; 0 when it is not running.
+  pid_t pid() const;
 
   // Every API request answered (control calls excluded) since construction, across Stop
   // and Start, oldest first. The server records a request before it answers it, so a

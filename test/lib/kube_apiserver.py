@@ -2,7 +2,7 @@
 """A Kubernetes API server for tests, speaking the real wire protocol over HTTPS.
 
     kube_apiserver.py --cert FILE --key FILE --admin-token TOKEN [--port N]
-        [--ready-file FILE] [--tokens FILE] [--rbac FILE] [--state FILE]
+        [--ready-file FILE] [--tokens FILE] [--rbac FILE] [--state FILE | --seed FILE]
         [--bookmark-interval SECONDS] [--max-watch-seconds SECONDS] [--client-ca FILE]
         [--front-proxy-ca FILE [--front-proxy-allowed-name NAME]...]
         [--front-proxy-client-cert FILE --front-proxy-client-key FILE]
@@ -82,6 +82,11 @@ matching as ADDED (both with the object's new state). A watch without resourceVe
 with "0", starts with a synthetic ADDED event per current object. After a restart from
 --state the history is empty: a watch from the stored resourceVersion resumes, one from an
 older version is too old (410), as with a freshly started server's watch cache.
+
+--seed FILE starts the server with the objects of FILE (the state file's form: {"objects":
+[{"group", "resource", "object"}]}), read once and never written: tens of thousands of
+objects (a benchmark's Services) at no cost per request, where --state would write them all
+at every change.
 
 Control endpoints, admin token only, JSON bodies:
   POST   /_test/expire-history   {"mode": "status"|"event"}  every resourceVersion up to
@@ -837,6 +842,15 @@ class Store:
         self.gone_mode = state.get("goneMode", "status")
         # The history did not survive: only the current version can be watched from.
         self.expired_at = self.rv - 1
+
+    def seed(self, path):
+        with open(path) as f:
+            for entry in json.load(f)["objects"]:
+                obj = entry["object"]
+                metadata = obj["metadata"]
+                metadata["resourceVersion"] = str(self.rv)
+                self.objects[(entry["group"], entry["resource"], metadata.get("namespace", ""),
+                              metadata["name"])] = obj
 
     def save(self):
         if not self.state_path:
@@ -2350,6 +2364,8 @@ def main():
     parser.add_argument("--tokens", help='JSON file {"token": "username"}, re-read on change')
     parser.add_argument("--rbac", help="JSON list of RBAC objects; without it, no authorization")
     parser.add_argument("--state", help="file the objects and tokens are kept in across restarts")
+    parser.add_argument("--seed", help="objects to start with, in the state file's form; "
+                        "never written")
     parser.add_argument("--ready-file", help="the port is written here once listening")
     parser.add_argument("--client-ca", help="the CA of client certificates (PEM), published as "
                         "client-ca-file")
@@ -2367,6 +2383,8 @@ def main():
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(options.cert, options.key)
     store = Store(options.state, options.bookmark_interval)
+    if options.seed:
+        store.seed(options.seed)
     if options.front_proxy_ca:
         publish_authentication_trust(store, options)
     server = Server(("127.0.0.1", options.port), context, store, options)
