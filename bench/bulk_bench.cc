@@ -5,7 +5,11 @@
 //                   through a userspace buffer (--max-pipes 0)
 //   outbound        as outbound-copy with the agent's default: iperf3's bytes are opaque to
 //                   the observer once detected, so the relay splices them in the kernel
-//   two-hop-copy    both pods meshed: out of the client pod and into the server pod, copied
+//   same-node-copy  both pods meshed, the agent as it runs by default: dialled straight into
+//                   the server pod (one hop, watched as both pods see it), copied
+//   same-node       as same-node-copy, spliced
+//   two-hop-copy    both pods meshed, the agent with --same-node-direct=off: out of the client
+//                   pod and into the server pod, copied
 //   two-hop         as two-hop-copy, spliced
 // With --rounds N the scenarios run N times, interleaved, and the medians are reported. Each
 // agent scenario also checks that the agent counted at least every byte iperf3 received (its
@@ -53,6 +57,9 @@ struct Scenario {
   bool client_meshed = false;
   bool server_meshed = false;
   bool splice = true;  // false: the agent with --max-pipes 0
+  // Both pods meshed: dialled straight into the server (one hop) or, off, out of the
+  // client's listener and into the server's (two).
+  bool same_node_direct = true;
 };
 
 struct Result {
@@ -87,8 +94,9 @@ Result RunScenario(TestNode& node, const Pod& client, const Pod& server, const S
   node.SetMeshed(server, scenario.server_meshed);
   std::unique_ptr<AgentProcess> agent;
   if (scenario.client_meshed) {
-    std::vector<std::string> args;
-    if (!scenario.splice) args = {"--max-pipes", "0"};
+    std::vector<std::string> args = {"--same-node-direct",
+                                     scenario.same_node_direct ? "on" : "off"};
+    if (!scenario.splice) args.insert(args.end(), {"--max-pipes", "0"});
     agent =
         std::make_unique<AgentProcess>(node, AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY,
                                                                  .log_level = "warning",
@@ -105,9 +113,17 @@ Result RunScenario(TestNode& node, const Pod& client, const Pod& server, const S
     const double cpu = ProcessCpuSeconds(agent->process().pid()) - cpu_before;
     const nlohmann::json proxy = agent->Get("/stats")["proxy"];
     // Every connection went through the agent, and it counted every byte that arrived (the
-    // control connection's too, and on two hops each byte twice: hence at least).
+    // control connection's too, and with both pods meshed each byte twice, once by each pod's
+    // view, whether in one hop or two: hence at least).
+    // With both pods meshed, into the server as the scenario says: dialled straight, or
+    // through the inbound listener.
     const auto counted = proxy["bytes_to_upstream"].get<double>();
-    if (proxy["accepted_outbound"].get<uint64_t>() < static_cast<uint64_t>(streams) + 1 ||
+    const auto connections = static_cast<uint64_t>(streams) + 1;
+    const uint64_t inbound = proxy["accepted_inbound"], direct = proxy["same_node_direct"];
+    const bool into_server = !scenario.server_meshed ||
+                             (scenario.same_node_direct ? direct >= connections && inbound == 0
+                                                        : inbound >= connections && direct == 0);
+    if (proxy["accepted_outbound"].get<uint64_t>() < connections || !into_server ||
         counted < iperf.bytes * (scenario.server_meshed ? 2 : 1)) {
       throw std::runtime_error(fmt::format(
           "{}: the traffic did not go through the agent as expected (iperf3 received {} bytes): {}",
@@ -139,8 +155,14 @@ int Run(const Settings& settings) {
       {.name = "direct"},
       {.name = "outbound-copy", .client_meshed = true, .splice = false},
       {.name = "outbound", .client_meshed = true},
-      {.name = "two-hop-copy", .client_meshed = true, .server_meshed = true, .splice = false},
-      {.name = "two-hop", .client_meshed = true, .server_meshed = true},
+      {.name = "same-node-copy", .client_meshed = true, .server_meshed = true, .splice = false},
+      {.name = "same-node", .client_meshed = true, .server_meshed = true},
+      {.name = "two-hop-copy",
+       .client_meshed = true,
+       .server_meshed = true,
+       .splice = false,
+       .same_node_direct = false},
+      {.name = "two-hop", .client_meshed = true, .server_meshed = true, .same_node_direct = false},
   };
   fmt::print("iperf3, {} s each; {} round(s), interleaved; agent --workers {}\n", settings.seconds,
              settings.rounds, settings.workers);
