@@ -152,7 +152,7 @@ Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_n
     }
     if (drained) return PumpResult::kBlocked;
     const bool watched = observer_.Watching(flow.from);
-    if (!flow.pipe && !watched) flow.pipe = host_.AcquirePipe();
+    if (!flow.pipe && flow.bulk) flow.pipe = host_.AcquirePipe();
     if (!flow.pipe) {
       flow.buffer = host_.AcquireBuffer();
       if (!flow.buffer) return PumpResult::kBlocked;  // the host calls back with one
@@ -179,8 +179,9 @@ Relay::PumpResult Relay::Pump(Flow& flow, bool stop_at_short_read, int64_t now_n
         observer_.OnBytes(flow.from,
                           std::string_view(flow.buffer->pending(), flow.buffer->pending_size()),
                           now_ns);
-      } else {  // copied for want of a pipe: counted as if spliced
+      } else {  // copied until it proves bulk, or for want of a pipe: counted as if spliced
         observer_.OnBytesUnseen(flow.from, count, now_ns);
+        flow.bulk = flow.bulk || count == room;
       }
       continue;
     }

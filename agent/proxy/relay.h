@@ -6,9 +6,11 @@
 // - copied through a buffer (recv, then send) while its RelayObserver watches that side, so
 //   the observer reads them (OnBytes);
 // - spliced socket -> pipe -> socket inside the kernel once the observer no longer watches
-//   (an opaque or TLS connection, a parser that stopped, L7 off), counted (OnBytesUnseen) but
-//   never copied. Bytes a buffer already holds go on first. Without a pipe from the host (at
-//   its bound, or out of descriptors) the bytes are copied as before.
+//   (an opaque or TLS connection, a parser that stopped, L7 off) and the side has shown it
+//   carries bulk (an unwatched read filled a whole buffer), counted (OnBytesUnseen) but
+//   never copied. Bytes a buffer already holds go on first. Until then, or without a pipe
+//   from the host (at its bound, or out of descriptors), unwatched bytes are copied, and
+//   counted the same way.
 // Either way a direction holds at most what its buffer or pipe holds and reads only into
 // their room (a buffer once emptied, a pipe also while its writer is full, so that a hop keeps
 // reading while the next socket drains), so the order of bytes, backpressure and the counts
@@ -65,6 +67,10 @@ class Relay {
     std::unique_ptr<Pipe> pipe;      // bytes spliced, while some are in flight
     bool eof = false;                // `from` sent FIN
     bool shut = false;               // FIN passed on
+    // Not watched, and a read filled a whole buffer: bulk, spliced from then on. A side that
+    // only ever sends a little (a small exchange, a connection's last bytes, its FIN) never
+    // takes a pipe: two descriptors and a megabyte's room are not worth a few bytes.
+    bool bulk = false;
     uint64_t bytes = 0;
     // Bytes read and not yet sent on.
     bool pending() const { return (buffer && !buffer->empty()) || (pipe && pipe->held() > 0); }

@@ -268,6 +268,7 @@ class Loop {
   }
   size_t buffers_in_use() const { return buffers_.in_use(); }
   size_t pipes_in_use() const { return pipes_.in_use(); }
+  size_t pipes_kept() const { return pipes_.kept(); }
   // What holds bytes in flight on the loop's path: buffers copying, or pipes splicing.
   size_t holders_in_use() const { return buffers_.in_use() + pipes_.in_use(); }
 
@@ -662,6 +663,40 @@ TEST_CASE("relay: a half-close after spliced bytes passes on after them", "[unit
   CHECK(*hop.hosted->ended == RelayEnd::kClosed);
   CHECK(hop.hosted->unseen[static_cast<size_t>(Side::kClient)] == request.size());
   CHECK(hop.hosted->unseen[static_cast<size_t>(Side::kUpstream)] == response.size());
+}
+
+TEST_CASE("relay: an unwatched side takes a pipe only once it carries bulk", "[unit]") {
+  Loop loop(Path::kSplice);
+  TcpHop hop(loop);
+  // A small exchange and a FIN: copied, told as unseen, and no pipe ever made.
+  Received at_server;
+  {
+    const Background app([&] { SendAll(hop.app.get(), "PING\r\n"); });
+    const Background server([&] {
+      char got[6];
+      if (::recv(hop.server.get(), got, sizeof got, MSG_WAITALL) == 6) {
+        at_server.bytes.assign(got, sizeof got);
+      }
+    });
+    REQUIRE(loop.RunUntil([&] { return server.done() && app.done(); }));
+  }
+  CHECK(at_server.bytes == "PING\r\n");
+  CHECK(hop.hosted->unseen[static_cast<size_t>(Side::kClient)] == 6);
+  CHECK(loop.pipes_in_use() + loop.pipes_kept() == 0);
+  // Then bulk: spliced through a pipe, which comes back to the pool empty once it is sent.
+  const std::string stream = RandomBytes(8 << 20, 10);
+  {
+    const Background app([&] {
+      SendAll(hop.app.get(), stream);
+      shutdown(hop.app.get(), SHUT_WR);
+    });
+    const Background server([&] { at_server = ReceiveAll(hop.server.get()); });
+    REQUIRE(loop.RunUntil([&] { return server.done() && app.done(); }, 30s));
+  }
+  CHECK(at_server.bytes == stream);
+  CHECK(hop.hosted->unseen[static_cast<size_t>(Side::kClient)] == 6 + stream.size());
+  CHECK(loop.pipes_in_use() == 0);
+  CHECK(loop.pipes_kept() == 1);
 }
 
 TEST_CASE("relay: out of pipes, a relay copies what it would splice, byte for byte", "[unit]") {
