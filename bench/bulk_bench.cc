@@ -34,6 +34,7 @@
 
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
+#include "test/lib/median.h"
 #include "test/lib/proc_stats.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
@@ -138,12 +139,6 @@ Result RunScenario(TestNode& node, const Pod& client, const Pod& server, const S
   fmt::print(stderr, "    {} x{}: {:.2f} Gbit/s, agent CPU {:.2f} s/GiB\n", scenario.name, streams,
              result.gbits, result.agent_cpu_s_per_gib);
   return result;
-}
-
-double Median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t n = values.size();
-  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
 }
 
 int Run(const Settings& settings) {

@@ -50,6 +50,7 @@
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
+#include "test/lib/median.h"
 #include "test/lib/proc_stats.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
@@ -576,12 +577,6 @@ Measurement RunScenario(TestNode& node, const Pod& client, const Pod& server,
   }
   if (!workers.empty()) StopNginx(*baseline, workers);
   return measurement;
-}
-
-double Median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t n = values.size();
-  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
 }
 
 // The medians over rounds of one scenario.

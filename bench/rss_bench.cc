@@ -40,6 +40,7 @@
 #include "test/lib/aggregator_process.h"
 #include "test/lib/files.h"
 #include "test/lib/peers.h"
+#include "test/lib/median.h"
 #include "test/lib/proc_stats.h"
 #include "test/lib/process.h"
 #include "test/lib/test_node.h"
@@ -311,12 +312,6 @@ http {{
     peers.emplace_back("nginx (master and 1 worker)", TreeRssKiB(nginx.pid()));
   }
   return peers;
-}
-
-template <typename T>
-T Median(std::vector<T> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
 }
 
 // One agent with the first `count` idle pods enrolled: its settled memory.

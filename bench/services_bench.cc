@@ -24,6 +24,7 @@
 #include "test/lib/agent_process.h"
 #include "test/lib/files.h"
 #include "test/lib/kube_apiserver.h"
+#include "test/lib/median.h"
 #include "test/lib/proc_stats.h"
 #include "test/lib/test_node.h"
 
@@ -195,11 +196,6 @@ class Cluster {
   TestNode node_{network_, "node-a"};
   int patches_ = 0;
 };
-
-double Median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
 
 int Run(const Settings& settings) {
   if (::geteuid() != 0) throw std::runtime_error("needs root (netns, cgroups, eBPF)");
