@@ -1,7 +1,6 @@
 #include "common/kube/transport.h"
 
 #include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -14,13 +13,14 @@
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
-#include <cctype>
 #include <cstdlib>
 #include <initializer_list>
 #include <limits>
 #include <optional>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "common/base/format.h"
 #include "common/base/log.h"
 #include "common/base/percent_encoding.h"
@@ -39,13 +39,6 @@ using Clock = std::chrono::steady_clock;
 // How often a stream looks at its stop flag.
 constexpr std::chrono::milliseconds kStreamPoll{100};
 
-std::string Lower(std::string_view text) {
-  std::string lower(text);
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return lower;
-}
-
 // A URL's parts as far as a client needs them; "" for a part it has none of.
 struct Url {
   std::string scheme, userinfo, host, port, path;  // host without brackets
@@ -55,7 +48,9 @@ std::optional<Url> ParseUrl(std::string_view text) {
   Url url;
   const size_t scheme_end = text.find("://");
   // Without a scheme, as curl and client-go read a proxy: http.
-  url.scheme = scheme_end == std::string_view::npos ? "http" : Lower(text.substr(0, scheme_end));
+  url.scheme = scheme_end == std::string_view::npos
+                   ? "http"
+                   : absl::AsciiStrToLower(std::string(text.substr(0, scheme_end)));
   if (scheme_end != std::string_view::npos) text.remove_prefix(scheme_end + 3);
   const size_t path_start = text.find_first_of("/?#");
   std::string_view authority = text.substr(0, path_start);
@@ -120,11 +115,11 @@ bool InCidr(std::string_view host, std::string_view cidr) {
 // Whether no_proxy (a comma-separated list of names, domains, addresses and CIDRs, or "*")
 // names `host`, as curl and Go read it: a name matches itself and its subdomains.
 bool NoProxyNames(std::string_view list, const std::string& host) {
-  const std::string lower_host = Lower(host);
+  const std::string lower_host = absl::AsciiStrToLower(host);
   size_t start = 0;
   while (start <= list.size()) {
     const size_t comma = std::min(list.find(',', start), list.size());
-    std::string entry = Lower(list.substr(start, comma - start));
+    std::string entry = absl::AsciiStrToLower(std::string(list.substr(start, comma - start)));
     start = comma + 1;
     entry.erase(0, entry.find_first_not_of(" \t"));
     entry.erase(entry.find_last_not_of(" \t") + 1);
@@ -148,15 +143,6 @@ std::string Environment(std::initializer_list<const char*> names) {
     if (value != nullptr && value[0] != '\0') return value;
   }
   return {};
-}
-
-std::string Base64(std::string_view data) {
-  std::string encoded(4 * ((data.size() + 2) / 3) + 1, '\0');
-  const int length = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(encoded.data()),
-                                     reinterpret_cast<const unsigned char*>(data.data()),
-                                     static_cast<int>(data.size()));
-  encoded.resize(static_cast<size_t>(length));
-  return encoded;
 }
 
 // Which CA the server's certificate was checked against, for TLS messages.
@@ -220,7 +206,7 @@ Endpoint::Endpoint(const Config& config) {
       parts->proxy_host = proxy->host;
       parts->proxy_port = proxy->port;
       if (!proxy->userinfo.empty()) {
-        parts->proxy_authorization = "Basic " + Base64(PercentDecode(proxy->userinfo));
+        parts->proxy_authorization = "Basic " + absl::Base64Escape(PercentDecode(proxy->userinfo));
       }
     }
   }
