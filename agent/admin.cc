@@ -219,6 +219,9 @@ HttpResponse ServeConfig(const AgentView& agent, const HttpRequest&) {
         {"redact_headers", options.observer.tap_redaction.headers},
         {"strip_query", options.observer.tap_redaction.strip_query}}},
       {"max_routes", options.observer.max_routes_per_workload},
+      {"metrics_export",
+       {{"latency_buckets", options.observer.metrics_export.latency_buckets},
+        {"dropped_labels", options.observer.metrics_export.dropped_labels}}},
       {"log_level", LogLevelName(CurrentLogLevel())},
   });
 }

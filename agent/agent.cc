@@ -60,7 +60,7 @@ int64_t UnixSeconds() {
 Agent::Agent(const AgentOptions& options)
     : options_(options),
       routes_(options.observer.max_routes_per_workload),
-      registry_(identities_, routes_) {}
+      registry_(identities_, routes_, options.observer.metrics_export) {}
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& requested) {
   AgentOptions options = requested;

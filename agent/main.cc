@@ -13,6 +13,7 @@
 #include "agent/agent.h"
 #include "agent/inventory/kubernetes.h"
 #include "agent/inventory/local.h"
+#include "agent/metrics/export_format.h"
 #include "common/base/log.h"
 #include "common/base/version.h"
 
@@ -150,6 +151,22 @@ int main(int argc, char** argv) {
   app.add_option("--max-routes", options.observer.max_routes_per_workload,
                  "Routes kept per destination workload; the rest share one overflow series")
       ->check(CLI::Range(1, 100000));
+  app.add_option("--metrics-latency-buckets", options.observer.metrics_export.latency_buckets,
+                 "Bounds of the latency histograms on /metrics: fine (28, from 100us to 50s) or "
+                 "coarse (11, from 5ms to 10s: fewer series, wider percentile error)")
+      ->check(CLI::IsMember({"fine", "coarse"}));
+  app.add_option("--metrics-drop-labels", options.observer.metrics_export.dropped_labels,
+                 "Labels left out of /metrics (comma-separated), e.g. src_pod,dst_pod: series "
+                 "that differ only in them are exported as one, summed. Allowed: src_pod, "
+                 "dst_pod, src_service_account, dst_service_account, dst_service (with "
+                 "dst_service_namespace), route, status_code, grpc_status")
+      ->delimiter(',')
+      ->check(CLI::Validator(
+          [](std::string& label) {
+            // Empty: --metrics-drop-labels= drops none.
+            return label.empty() ? std::string() : nodemesh::metrics::WhyLabelIsKept(label);
+          },
+          "LABEL", "droppable label"));
   app.add_option("--metrics-retain-idle", retain_idle,
                  "How long a metric series with no traffic stays in /metrics")
       ->check(DurationValidator());
@@ -186,6 +203,7 @@ int main(int argc, char** argv) {
   options.observer.l7 = l7 == "on";
   options.proxy.same_node_direct = same_node_direct == "on";
   // Header names are compared as the parsers give them: lowercase.
+  std::erase(options.observer.metrics_export.dropped_labels, "");
   for (std::vector<std::string>* names : {&options.observer.parser_config.captured_headers,
                                           &options.observer.tap_redaction.headers}) {
     std::erase(*names, "");

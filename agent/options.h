@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/metrics/export_format.h"
 #include "common/tls/tls.h"
 #include "parsers/parser.h"
 
@@ -54,6 +55,8 @@ struct ObserverOptions {
   parsers::ParserConfig parser_config;
   TapRedaction tap_redaction;
   size_t max_routes_per_workload = 100;
+  // How /metrics exports the series: their latency buckets, the labels left out.
+  metrics::ExportFormat metrics_export;
   // Series with no activity for this long leave /metrics (and free their identities).
   int64_t retain_idle_ns = 600'000'000'000;
 };

@@ -3,12 +3,14 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <span>
+#include <string_view>
 
 namespace nodemesh::metrics {
 namespace {
 
 // Prometheus label values escape backslash, double quote and newline.
-std::string Escape(const std::string& value) {
+std::string Escape(std::string_view value) {
   std::string out;
   out.reserve(value.size());
   for (char c : value) {
@@ -24,25 +26,71 @@ std::string Escape(const std::string& value) {
   return out;
 }
 
-void AppendIdentity(std::string* out, const char* prefix, const Identity& identity) {
-  *out += fmt::format(
-      "{0}_namespace=\"{1}\",{0}_pod=\"{2}\",{0}_owner_kind=\"{3}\",{0}_owner_name=\"{4}\","
-      "{0}_service_account=\"{5}\"",
-      prefix, Escape(identity.namespace_name), Escape(identity.pod), Escape(identity.owner_kind),
-      Escape(identity.owner_name), Escape(identity.service_account));
+// The label pairs of one series in exposition syntax, without those the format leaves out.
+class LabelText {
+ public:
+  // `text`: pairs already written, e.g. a series' traffic labels before its route.
+  explicit LabelText(const ExportFormat& format, std::string text = {})
+      : format_(format), text_(std::move(text)) {}
+
+  void Add(std::string_view name, std::string_view value) {
+    if (!format_.Keeps(name)) return;
+    if (!text_.empty()) text_ += ',';
+    text_ += fmt::format("{}=\"{}\"", name, Escape(value));
+  }
+  void AddIdentity(const std::string& prefix, const Identity& identity) {
+    Add(prefix + "_namespace", identity.namespace_name);
+    Add(prefix + "_pod", identity.pod);
+    Add(prefix + "_owner_kind", identity.owner_kind);
+    Add(prefix + "_owner_name", identity.owner_name);
+    Add(prefix + "_service_account", identity.service_account);
+  }
+  std::string Take() { return std::move(text_); }
+
+ private:
+  const ExportFormat& format_;
+  std::string text_;
+};
+
+// One family's exported series: their labels (the format's) to the sum of the registry's
+// series that have them. Ordered, so that /metrics lists series in a stable order.
+template <typename Value>
+using ExportedSeries = std::map<std::string, Value>;
+
+void AppendFamily(std::string* out, const std::string& name, const auto& series) {
+  for (const auto& [labels, value] : series) {
+    *out += fmt::format("{}{{{}}} {}\n", name, labels, value);
+  }
 }
 
-// Exposition lines of one histogram family member.
+// Exposition lines of one histogram family member: the sum of `histograms`, on `bounds`.
 void AppendHistogram(std::string* out, const std::string& name, const std::string& labels,
-                     const Histogram& histogram) {
-  for (double bound : kLatencyBoundsSeconds) {
+                     const std::vector<const Histogram*>& histograms,
+                     std::span<const double> bounds) {
+  const auto total = [&](auto count_of) {
+    uint64_t sum = 0;
+    for (const Histogram* histogram : histograms) sum += count_of(*histogram);
+    return sum;
+  };
+  for (double bound : bounds) {
     const auto limit_ns = static_cast<int64_t>(bound * 1e9);
     *out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", name, labels, bound,
-                        histogram.CountAtOrBelow(limit_ns));
+                        total([&](const Histogram& h) { return h.CountAtOrBelow(limit_ns); }));
   }
-  *out += fmt::format("{}_bucket{{{},le=\"+Inf\"}} {}\n", name, labels, histogram.count());
-  *out += fmt::format("{}_sum{{{}}} {:.9f}\n", name, labels, double(histogram.sum_ns()) / 1e9);
-  *out += fmt::format("{}_count{{{}}} {}\n", name, labels, histogram.count());
+  const uint64_t count = total([](const Histogram& h) { return h.count(); });
+  const uint64_t sum_ns =
+      total([](const Histogram& h) { return static_cast<uint64_t>(h.sum_ns()); });
+  *out += fmt::format("{}_bucket{{{},le=\"+Inf\"}} {}\n", name, labels, count);
+  *out += fmt::format("{}_sum{{{}}} {:.9f}\n", name, labels, double(sum_ns) / 1e9);
+  *out += fmt::format("{}_count{{{}}} {}\n", name, labels, count);
+}
+
+void AppendHistograms(std::string* out, const std::string& name,
+                      const ExportedSeries<std::vector<const Histogram*>>& series,
+                      std::span<const double> bounds) {
+  for (const auto& [labels, histograms] : series) {
+    AppendHistogram(out, name, labels, histograms, bounds);
+  }
 }
 
 void Header(std::string* out, const char* name, const char* type, const char* help) {
@@ -117,81 +165,85 @@ void Registry::SetInternal(const std::string& family, const std::string& help,
 std::string Registry::PrometheusText() const {
   std::lock_guard lock(mutex_);
   const auto traffic_labels = [&](const TrafficKey& key) {
-    std::string labels = fmt::format("direction=\"{}\",", DirectionName(key.direction));
-    AppendIdentity(&labels, "src", identities_.Get(key.source));
-    labels += ',';
-    AppendIdentity(&labels, "dst", identities_.Get(key.destination));
+    LabelText labels(format_);
+    labels.Add("direction", DirectionName(key.direction));
+    labels.AddIdentity("src", identities_.Get(key.source));
+    labels.AddIdentity("dst", identities_.Get(key.destination));
     if (key.service != IdentityTable::kExternal) {
       // The Service the caller dialled; its namespace too, so that two Services of one name
       // never make two series with the same labels.
       const Identity service = identities_.Get(key.service);
-      labels += fmt::format(",dst_service_namespace=\"{}\",dst_service=\"{}\"",
-                            Escape(service.namespace_name), Escape(service.owner_name));
+      labels.Add("dst_service_namespace", service.namespace_name);
+      labels.Add("dst_service", service.owner_name);
     }
-    return labels;
+    return labels.Take();
   };
-  const auto route_label = [&](uint32_t route) {
-    return fmt::format("route=\"{}\"", Escape(routes_.Get(route)));
+  const auto request_labels = [&](const RequestKey& key) {
+    LabelText labels(format_, traffic_labels(key.traffic));
+    labels.Add("route", routes_.Get(key.route));
+    return labels.Take();
   };
   const auto response_labels = [&](const ResponseKey& key) {
-    return fmt::format("{},{},status_code=\"{}\",grpc_status=\"{}\",classification=\"{}\"",
-                       traffic_labels(key.request.traffic), route_label(key.request.route),
-                       key.status == 0 ? std::string() : std::to_string(key.status),
-                       key.grpc_status < 0 ? std::string() : std::to_string(key.grpc_status),
-                       key.failure ? "failure" : "success");
+    LabelText labels(format_, request_labels(key.request));
+    labels.Add("status_code", key.status == 0 ? std::string() : std::to_string(key.status));
+    labels.Add("grpc_status",
+               key.grpc_status < 0 ? std::string() : std::to_string(key.grpc_status));
+    labels.Add("classification", key.failure ? "failure" : "success");
+    return labels.Take();
   };
 
+  ExportedSeries<uint64_t> requests, responses;
+  ExportedSeries<std::vector<const Histogram*>> latency, first_byte, duration;
+  for (const auto& [key, totals] : requests_) requests[request_labels(key)] += totals.requests;
+  for (const auto& [key, totals] : responses_) {
+    const std::string labels = response_labels(key);
+    responses[labels] += totals.responses;
+    latency[labels].push_back(&totals.latency);
+    if (!totals.first_byte.empty()) first_byte[labels].push_back(&totals.first_byte);
+  }
+  ExportedSeries<uint64_t> opened, closed_succeeded, closed_failed, read_bytes, write_bytes;
+  ExportedSeries<int64_t> open_now;
+  for (const auto& [key, totals] : tcp_) {
+    const std::string labels = traffic_labels(key);
+    opened[labels] += totals.opened;
+    closed_succeeded[labels] += totals.closed - totals.closed_failed;
+    closed_failed[labels] += totals.closed_failed;
+    open_now[labels] += totals.open_now;
+    read_bytes[labels] += totals.read_bytes;
+    write_bytes[labels] += totals.write_bytes;
+    if (!totals.duration.empty()) duration[labels].push_back(&totals.duration);
+  }
+
+  const std::span<const double> bounds = format_.latency_bounds();
   std::string out;
   Header(&out, "request_total", "counter", "Requests received, by route.");
-  for (const auto& [key, totals] : requests_) {
-    out += fmt::format("request_total{{{},{}}} {}\n", traffic_labels(key.traffic),
-                       route_label(key.route), totals.requests);
-  }
+  AppendFamily(&out, "request_total", requests);
   Header(&out, "response_total", "counter",
          "Responses (and streams ended without one), by status and classification.");
-  for (const auto& [key, totals] : responses_) {
-    out += fmt::format("response_total{{{}}} {}\n", response_labels(key), totals.responses);
-  }
+  AppendFamily(&out, "response_total", responses);
   Header(&out, "response_latency_seconds", "histogram",
          "From the first byte of the request to the end of the response.");
-  for (const auto& [key, totals] : responses_) {
-    AppendHistogram(&out, "response_latency_seconds", response_labels(key), totals.latency);
-  }
+  AppendHistograms(&out, "response_latency_seconds", latency, bounds);
   Header(&out, "response_first_byte_seconds", "histogram",
          "From the first byte of the request to the first byte of the response.");
-  for (const auto& [key, totals] : responses_) {
-    if (totals.first_byte.empty()) continue;
-    AppendHistogram(&out, "response_first_byte_seconds", response_labels(key), totals.first_byte);
-  }
+  AppendHistograms(&out, "response_first_byte_seconds", first_byte, bounds);
   Header(&out, "tcp_open_total", "counter", "TCP connections opened.");
-  for (const auto& [key, totals] : tcp_) {
-    out += fmt::format("tcp_open_total{{{}}} {}\n", traffic_labels(key), totals.opened);
-  }
+  AppendFamily(&out, "tcp_open_total", opened);
   Header(&out, "tcp_close_total", "counter",
          "TCP connections closed; failure: reset, refused or timed out.");
-  for (const auto& [key, totals] : tcp_) {
-    out += fmt::format("tcp_close_total{{{},classification=\"success\"}} {}\n", traffic_labels(key),
-                       totals.closed - totals.closed_failed);
-    out += fmt::format("tcp_close_total{{{},classification=\"failure\"}} {}\n", traffic_labels(key),
-                       totals.closed_failed);
+  for (const auto& [labels, succeeded] : closed_succeeded) {
+    out += fmt::format("tcp_close_total{{{},classification=\"success\"}} {}\n", labels, succeeded);
+    out += fmt::format("tcp_close_total{{{},classification=\"failure\"}} {}\n", labels,
+                       closed_failed.at(labels));
   }
   Header(&out, "tcp_open_connections", "gauge", "TCP connections open now.");
-  for (const auto& [key, totals] : tcp_) {
-    out += fmt::format("tcp_open_connections{{{}}} {}\n", traffic_labels(key), totals.open_now);
-  }
+  AppendFamily(&out, "tcp_open_connections", open_now);
   Header(&out, "tcp_read_bytes_total", "counter", "Bytes received from the client.");
-  for (const auto& [key, totals] : tcp_) {
-    out += fmt::format("tcp_read_bytes_total{{{}}} {}\n", traffic_labels(key), totals.read_bytes);
-  }
+  AppendFamily(&out, "tcp_read_bytes_total", read_bytes);
   Header(&out, "tcp_write_bytes_total", "counter", "Bytes sent to the client.");
-  for (const auto& [key, totals] : tcp_) {
-    out += fmt::format("tcp_write_bytes_total{{{}}} {}\n", traffic_labels(key), totals.write_bytes);
-  }
+  AppendFamily(&out, "tcp_write_bytes_total", write_bytes);
   Header(&out, "tcp_connection_duration_seconds", "histogram", "Lifetime of closed connections.");
-  for (const auto& [key, totals] : tcp_) {
-    if (totals.duration.empty()) continue;
-    AppendHistogram(&out, "tcp_connection_duration_seconds", traffic_labels(key), totals.duration);
-  }
+  AppendHistograms(&out, "tcp_connection_duration_seconds", duration, bounds);
   for (const auto& [family, counter] : internal_) {
     Header(&out, family.c_str(), "counter", counter.help.c_str());
     for (const auto& [labels, value] : counter.values) {

@@ -10,6 +10,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_map.h"
+#include "agent/metrics/export_format.h"
 #include "agent/metrics/identity_table.h"
 #include "agent/metrics/route.h"
 #include "common/metrics/histogram.h"
@@ -17,15 +18,10 @@
 
 namespace nodemesh::metrics {
 
-// Latency bucket bounds exported to Prometheus, in seconds: Linkerd's, plus sub-millisecond.
-inline constexpr double kLatencyBoundsSeconds[] = {
-    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.1,
-    0.2,    0.3,    0.4,    0.5,   1,     2,     3,     4,     5,    10,   20,   30,   40,   50};
-
 class Registry {
  public:
-  Registry(const IdentityTable& identities, const RouteTable& routes)
-      : identities_(identities), routes_(routes) {}
+  Registry(const IdentityTable& identities, const RouteTable& routes, ExportFormat format = {})
+      : identities_(identities), routes_(routes), format_(std::move(format)) {}
 
   // Merges the workers' delta of the second ending at `now_s`.
   void Add(const Delta& delta, int64_t now_s);
@@ -41,7 +37,7 @@ class Registry {
   void SetInternal(const std::string& family, const std::string& help, const std::string& labels,
                    uint64_t value);
 
-  // The Prometheus text exposition format (version 0.0.4).
+  // The Prometheus text exposition format (version 0.0.4), as the export format says.
   std::string PrometheusText() const;
 
   // Totals per (direction, source, destination, route) since the agent started, with
@@ -79,6 +75,7 @@ class Registry {
 
   const IdentityTable& identities_;
   const RouteTable& routes_;
+  const ExportFormat format_;
   mutable std::mutex mutex_;
   absl::flat_hash_map<RequestKey, RequestTotals> requests_;
   absl::node_hash_map<ResponseKey, ResponseTotals> responses_;
