@@ -55,6 +55,8 @@ const std::string kValidator = kSourceDir + "/test/k8s/validate.js";
 const std::string kCustomValues = kSourceDir + "/test/k8s/custom-values.yaml";
 // What Prometheus Operator's CRDs serve: the PodMonitor is rendered only where this is.
 const std::string kPodMonitorApi = "monitoring.coreos.com/v1/PodMonitor";
+// And the PrometheusRule of the recording rules.
+const std::string kPrometheusRuleApi = "monitoring.coreos.com/v1/PrometheusRule";
 
 // The Secret the chart generates for the aggregator (templates/aggregator-tls.yaml): Helm
 // makes a new CA, key and certificate at each render.
@@ -237,6 +239,8 @@ TEST_CASE("helm template with the default values matches golden/default.yaml") {
                                   "ServiceAccount/nodemesh-aggregator",
                                   "ServiceAccount/nodemesh-check",
                                   "Secret/nodemesh-aggregator-tls",
+                                  "ConfigMap/nodemesh-grafana-dashboards",
+                                  "ConfigMap/nodemesh-recording-rules",
                                   "ClusterRole/nodemesh-agent",
                                   "ClusterRole/nodemesh-read",
                                   "ClusterRole/nodemesh-tap",
@@ -258,7 +262,8 @@ TEST_CASE("helm template with the default values matches golden/default.yaml") {
 TEST_CASE("helm template with every value changed matches golden/custom.yaml") {
   Helm helm;
   const std::string manifests =
-      helm.Template(kChart, {"--values", kCustomValues, "--api-versions", kPodMonitorApi});
+      helm.Template(kChart, {"--values", kCustomValues, "--api-versions", kPodMonitorApi,
+                             "--api-versions", kPrometheusRuleApi});
   // No generated Secret (aggregator.tls.existingSecret), so nothing to mask: the
   // APIService's caBundle is aggregator.tls.caBundle's.
   CheckGolden("custom.yaml", manifests);
@@ -267,6 +272,7 @@ TEST_CASE("helm template with every value changed matches golden/custom.yaml") {
                                   "ServiceAccount/nodemesh-agent",
                                   "ServiceAccount/nodemesh-aggregator",
                                   "ConfigMap/nodemesh-client-ca",
+                                  "ConfigMap/nodemesh-grafana-dashboards",
                                   "ClusterRole/nodemesh-agent",
                                   "ClusterRole/nodemesh-read",
                                   "ClusterRole/nodemesh-tap",
@@ -281,6 +287,7 @@ TEST_CASE("helm template with every value changed matches golden/custom.yaml") {
                                   "Deployment/nodemesh-aggregator",
                                   "APIService/v1alpha1.nodemesh.io",
                                   "PodMonitor/nodemesh-agent",
+                                  "PrometheusRule/nodemesh-recording-rules",
                               });
 }
 
@@ -294,6 +301,8 @@ TEST_CASE("helm template with auth.mode certificates matches the certificates go
                                  "ServiceAccount/nodemesh-agent",
                                  "ServiceAccount/nodemesh-aggregator",
                                  "Secret/nodemesh-aggregator-tls",
+                                 "ConfigMap/nodemesh-grafana-dashboards",
+                                 "ConfigMap/nodemesh-recording-rules",
                                  "ClusterRole/nodemesh-agent",
                                  "ClusterRoleBinding/nodemesh-agent",
                                  "Service/nodemesh-aggregator",
@@ -301,21 +310,23 @@ TEST_CASE("helm template with auth.mode certificates matches the certificates go
                                  "Deployment/nodemesh-aggregator",
                                  "Pod/nodemesh-check",
                              });
-  const std::string custom =
-      helm.Template(kChart, {"--values", kCustomValues, "--api-versions", kPodMonitorApi, "--set",
-                             "auth.mode=certificates"});
+  const std::string custom = helm.Template(
+      kChart, {"--values", kCustomValues, "--api-versions", kPodMonitorApi, "--api-versions",
+               kPrometheusRuleApi, "--set", "auth.mode=certificates"});
   CheckGolden("certificates-custom.yaml", custom);
   CHECK(Objects(custom) == std::vector<std::string>{
                                "Namespace/nodemesh",
                                "ServiceAccount/nodemesh-agent",
                                "ServiceAccount/nodemesh-aggregator",
                                "ConfigMap/nodemesh-client-ca",
+                               "ConfigMap/nodemesh-grafana-dashboards",
                                "ClusterRole/nodemesh-agent",
                                "ClusterRoleBinding/nodemesh-agent",
                                "Service/nodemesh-aggregator",
                                "DaemonSet/nodemesh-agent",
                                "Deployment/nodemesh-aggregator",
                                "PodMonitor/nodemesh-agent",
+                               "PrometheusRule/nodemesh-recording-rules",
                            });
 }
 
@@ -763,7 +774,8 @@ TEST_CASE("every rendered object is valid for the Kubernetes API with unknown fi
   // the custom values leave out.
   const std::string manifests =
       helm.Template(kChart) + "---\n" +
-      helm.Template(kChart, {"--values", kCustomValues, "--api-versions", kPodMonitorApi}) +
+      helm.Template(kChart, {"--values", kCustomValues, "--api-versions", kPodMonitorApi,
+                             "--api-versions", kPrometheusRuleApi}) +
       "---\n" + helm.Template(kChart, {"--values", kCustomValues, "--set", "tests.enabled=true"}) +
       "---\n" +
       helm.Template(kChart, {"--values", kCustomValues, "--set", "tests.enabled=true", "--set",
@@ -771,7 +783,7 @@ TEST_CASE("every rendered object is valid for the Kubernetes API with unknown fi
   const CommandResult result = Validate(manifests);
   INFO(result.output);
   CHECK(result.exit_code == 0);
-  CHECK(result.output.find("67 objects, 0 problems") != std::string::npos);
+  CHECK(result.output.find("73 objects, 0 problems") != std::string::npos);
 }
 
 TEST_CASE("a misspelt field in the chart is refused by the validator though helm accepts it") {
@@ -802,7 +814,7 @@ TEST_CASE("a misspelt field in the chart is refused by the validator though helm
   CHECK(result.output.find("Deployment nodemesh/nodemesh-aggregator: data/spec/template/spec/"
                            "containers/0/securityContext/readOnlyRootFilesystem must be "
                            "boolean") != std::string::npos);
-  CHECK(result.output.find("19 objects, 4 problems") != std::string::npos);
+  CHECK(result.output.find("21 objects, 4 problems") != std::string::npos);
 }
 
 TEST_CASE("the values schema refuses wrong values and names the key") {
@@ -885,6 +897,77 @@ TEST_CASE("the values schema refuses wrong values and names the key") {
           std::string::npos);
     CHECK(result.output.find(c.message) != std::string::npos);
   }
+}
+
+TEST_CASE("the recording rules are a ConfigMap, and a PrometheusRule where the cluster serves it") {
+  Helm helm;
+  const std::string rules = ReadFile(kChart + "/files/recording-rules.yaml");
+  const nlohmann::json defaults = YamlDocuments(helm.Template(kChart));
+  CHECK(ObjectOf(defaults, "ConfigMap",
+                 "nodemesh-recording-rules")["data"]["recording-rules.yaml"] == rules);
+  CHECK_FALSE(ObjectOf(defaults, "PrometheusRule", "nodemesh-recording-rules").is_object());
+  const std::vector<std::string> enabled = {"--set",
+                                            "metrics.recordingRules.prometheusRule.enabled=true"};
+  CHECK_FALSE(ObjectOf(YamlDocuments(helm.Template(kChart, enabled)), "PrometheusRule",
+                       "nodemesh-recording-rules")
+                  .is_object());
+  std::vector<std::string> served = enabled;
+  served.insert(served.end(), {"--api-versions", kPrometheusRuleApi});
+  const nlohmann::json rule = ObjectOf(YamlDocuments(helm.Template(kChart, served)),
+                                       "PrometheusRule", "nodemesh-recording-rules");
+  // The same groups as the rules file promtool checks.
+  CHECK(rule["spec"] == YamlDocuments(rules)[0]);
+}
+
+TEST_CASE("the Grafana dashboards are a ConfigMap labelled for the dashboard sidecar") {
+  Helm helm;
+  const nlohmann::json config_map =
+      ObjectOf(YamlDocuments(helm.Template(kChart)), "ConfigMap", "nodemesh-grafana-dashboards");
+  CHECK(config_map["metadata"]["labels"]["grafana_dashboard"] == "1");
+  std::set<std::string> files;
+  for (const auto& [name, text] : config_map["data"].items()) {
+    files.insert(name);
+    CHECK(text == ReadFile(kChart + "/files/dashboards/" + name));
+    CHECK_FALSE(nlohmann::json::parse(text.get<std::string>(), nullptr, false).is_discarded());
+  }
+  CHECK(files == std::set<std::string>{"nodemesh-namespace.json", "nodemesh-route.json",
+                                       "nodemesh-workload.json"});
+  const nlohmann::json custom =
+      ObjectOf(YamlDocuments(helm.Template(kChart, {"--values", kCustomValues})), "ConfigMap",
+               "nodemesh-grafana-dashboards");
+  CHECK(custom["metadata"]["labels"]["grafana_dashboard_nodemesh"] == "yes");
+  CHECK(custom["metadata"]["annotations"]["grafana_folder"] == "nodemesh");
+  CHECK_FALSE(
+      ObjectOf(YamlDocuments(helm.Template(kChart, {"--set", "metrics.dashboards.enabled=false"})),
+               "ConfigMap", "nodemesh-grafana-dashboards")
+          .is_object());
+}
+
+// The export values become flags the real agent takes: it runs with the DaemonSet's and
+// says so in /config.
+TEST_CASE("the chart's metrics export values reach the agent") {
+  RequireRoot("k8s");
+  Helm helm;
+  const nlohmann::json daemonset =
+      ObjectOf(YamlDocuments(helm.Template(kChart, {"--values", kCustomValues})), "DaemonSet",
+               "nodemesh-agent");
+  std::vector<std::string> args;
+  for (const std::string arg : PodSpecOf(daemonset)["containers"][0]["args"]) {
+    if (arg.starts_with("--max-routes=") || arg.starts_with("--metrics-latency-buckets=") ||
+        arg.starts_with("--metrics-drop-labels=")) {
+      args.push_back(arg);
+    }
+  }
+  CHECK(args == std::vector<std::string>{"--max-routes=50", "--metrics-latency-buckets=coarse",
+                                         "--metrics-drop-labels=src_pod,dst_pod"});
+  PodNetwork network;
+  TestNode node{network, "node-a"};
+  AgentProcess agent(node, {.binary = NODEMESH_AGENT_BINARY, .extra_args = args});
+  const nlohmann::json options = agent.Get("/config");
+  INFO(options.dump());
+  CHECK(options["max_routes"] == 50);
+  CHECK(options["metrics_export"]["latency_buckets"] == "coarse");
+  CHECK(options["metrics_export"]["dropped_labels"] == nlohmann::json{"src_pod", "dst_pod"});
 }
 
 TEST_CASE("the PodMonitor is rendered only when asked for and served by the cluster") {
