@@ -211,6 +211,7 @@ HttpResponse ServeConfig(const AgentView& agent, const HttpRequest&) {
       {"timeouts_ms",
        {{"connect", Milliseconds(options.proxy.connect_timeout_ns)},
         {"idle", Milliseconds(options.proxy.idle_timeout_ns)},
+        {"quiet_after", Milliseconds(options.proxy.quiet_after_ns)},
         {"metrics_retain_idle", Milliseconds(options.observer.retain_idle_ns)}}},
       {"buffers", {{"size", options.proxy.buffer_size}, {"per_worker", options.proxy.max_buffers}}},
       {"l7", options.observer.l7 ? "on" : "off"},

@@ -20,7 +20,8 @@
 #                                 connection and over time, sent vs counted, and what is left
 #                                 behind (root; about 15 minutes; --only and shorter flags);
 #                                 --only peers: memory per idle and active connection against
-#                                 HAProxy and nginx; --only service: the conntrack lookup of a
+#                                 HAProxy and nginx (--peer-before AGENT: an older build's
+#                                 agent beside this one); --only service: the conntrack lookup of a
 #                                 connection to a Service, alone and at 1,000 new connections/s
 #   bash bench/run.sh rss [rss_bench flags]
 #                                 the agent's resident memory with 0, 100 and 500 idle pods

@@ -61,6 +61,31 @@ TEST_CASE("observer: HTTP/1 requests allocate nothing once their series exist", 
   CHECK(observer.requests() == 1010);
   CHECK(context.stats().parse_failures.value() == 0);
 
+  // A quiet connection gives its parser's scratch back: the next request takes it again (so
+  // allocates), is parsed and counted as any other, and the ones after it allocate nothing.
+  observer.OnQuiet();
+  const uint64_t quiet = testing::allocations.load();
+  exchange();
+  CHECK(testing::allocations.load() > quiet);
+  const uint64_t steady = testing::allocations.load();
+  for (int i = 0; i < 100; ++i) exchange();
+  CHECK(testing::allocations.load() == steady);
+  CHECK(observer.requests() == 1111);
+  CHECK(context.stats().requests.value() == 1111);
+  CHECK(context.stats().stream_ends.value() == 1111);
+  CHECK(context.stats().parse_failures.value() == 0);
+  metrics::Delta after_quiet;
+  context.shard().Collect(&after_quiet);
+  uint64_t requested = 0, answered = 0;
+  for (const metrics::RequestSample& sample : after_quiet.requests) requested += sample.requests;
+  for (const metrics::ResponseSample& sample : after_quiet.responses) {
+    CHECK(sample.key.status == 200);
+    answered += sample.responses;
+  }
+  // Every request since the last collection, each once.
+  CHECK(requested == 1101);
+  CHECK(answered == 1101);
+
   // The counter works: a route not seen before allocates (its name, its cache entry).
   const uint64_t probe = testing::allocations.load();
   observer.OnBytes(Side::kClient, "GET /a/path/never/seen/before HTTP/1.1\r\nHost: a\r\n\r\n",

@@ -56,6 +56,11 @@ class Relay {
   // The upstream did not answer in time: the application sees a reset, as from a dead peer.
   void ConnectTimedOut(int64_t now_ns) { End(RelayEnd::kConnectTimeout, now_ns); }
   void IdleTimedOut(int64_t now_ns) { End(RelayEnd::kIdleTimeout, now_ns); }
+  // Nothing moved for the host's quiet spell: the observer may give back what it keeps for
+  // the next bytes. A relay holds nothing of its own then (a buffer or pipe only while bytes
+  // are in it, which a quiet relay has not: they would be moving, or wait on a full socket,
+  // and stay).
+  void Quiet() { observer_.OnQuiet(); }
 
  private:
   // One direction of the copy.
