@@ -1,6 +1,5 @@
 #include "agent/admin.h"
 
-#include <google/protobuf/util/json_util.h>
 #include <sys/utsname.h>
 
 #include <algorithm>
@@ -403,18 +402,9 @@ HttpResponse ServeTap(const AgentView& agent, const HttpRequest& request) {
     const bool busy = absl::IsResourceExhausted(batch.status());
     return TextResponse(busy ? 503 : 409, std::string(batch.status().message()));
   }
-  nlohmann::json events = nlohmann::json::array();
-  google::protobuf::util::JsonPrintOptions print;
-  print.preserve_proto_field_names = true;
-  for (const v1::TapEvent& event : batch->events) {
-    std::string text;
-    if (google::protobuf::util::MessageToJsonString(event, &text, print).ok()) {
-      events.push_back(nlohmann::json::parse(text));
-    }
-  }
   return JsonResponse({{"node", agent.options().node},
                        {"session", session->second},
-                       {"events", events},
+                       {"events", TapEventsJson(batch->events)},
                        {"dropped", batch->dropped}});
 }
 
