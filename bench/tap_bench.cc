@@ -13,6 +13,7 @@
 
 #include "agent/observer/local_tap.h"
 #include "agent/observer/observer.h"
+#include "test/lib/observer_context.h"
 
 namespace nodemesh::agent {
 namespace {
@@ -23,40 +24,26 @@ const std::string kRequest =
 const std::string kResponse =
     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
 
-// One worker's observer context with a connection from vote-bot-1 to web-1, and the tap
-// subscriptions the benchmark sets.
-struct Fixture {
-  Fixture() {
-    const Endpoint web{*IpAddress::Parse("10.77.0.12"), 8080};
-    directory.Replace({{web.ip, identities.Intern({"emojivoto", "web-1", "Deployment", "web", "web",
-                                                   "node-2"})}});
-    PodInfo info;
-    info.namespace_name = "emojivoto";
-    info.name = "vote-bot-1";
-    pod = std::make_shared<const PodView>(
-        PodView{info, identities.Intern({"emojivoto", "vote-bot-1", "Deployment", "vote-bot",
-                                         "default", "node-1"})});
-    observer = std::make_unique<ConnectionObserver>(
-        context, pod, Direction::kOutbound, web, web, [web] { return web; }, 0);
-    observer->OnConnected(0);
-  }
+// A worker's observer on one connection, and the tap subscriptions the benchmark sets.
+struct Fixture : testing::ObserverContextFixture {
+  Fixture() : observer(Connect()) {}
   ~Fixture() { observer->OnClosed(RelayEnd::kClosed, now); }
 
   void Exchange() {
     observer->OnBytes(Side::kClient, kRequest, now += 1000);
     observer->OnBytes(Side::kUpstream, kResponse, now += 250'000);
   }
+  // A tap of every request (no rate limit), and the events of `exchanges` exchanges.
+  std::vector<v1::TapEvent> Tapped(int exchanges) {
+    TapFilter filter;
+    filter.id = kLocalTapBit | 1;
+    tap.Add(filter);
+    for (int i = 0; i < exchanges; ++i) Exchange();
+    std::vector<v1::TapEvent> events;
+    context.local_tap_outbox().Drain(&events);
+    return events;
+  }
 
-  metrics::IdentityTable identities;
-  metrics::RouteTable routes{100};
-  PeerDirectory directory;
-  ServiceDirectory services;
-  TapSubscriptions tap;
-  const std::string node = "node-1";
-  const ObserverOptions options;
-  const AgentTables tables{identities, routes, directory, services, tap, node};
-  ObserverContext context{tables, options, 0, 1};
-  std::shared_ptr<const PodView> pod;
   std::unique_ptr<ConnectionObserver> observer;
   int64_t now = 1'000'000'000;
 };
@@ -92,12 +79,7 @@ BENCHMARK(BM_Exchange)->Arg(kNoTap)->Arg(kTapNotMatching)->Arg(kTapEveryRequest)
 // 60 events (a tap of 100 requests a second polled five times a second: three events each).
 void BM_TapEventJson(benchmark::State& state) {
   Fixture fixture;
-  TapFilter filter;
-  filter.id = kLocalTapBit | 1;
-  fixture.tap.Add(filter);
-  for (int i = 0; i < 20; ++i) fixture.Exchange();
-  std::vector<v1::TapEvent> events;
-  fixture.context.local_tap_outbox().Drain(&events);
+  const std::vector<v1::TapEvent> events = fixture.Tapped(20);
   for (auto _ : state) benchmark::DoNotOptimize(TapEventsJson(events));
   state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(events.size()));
 }
@@ -106,12 +88,7 @@ BENCHMARK(BM_TapEventJson);
 // The baseline: each event through protobuf's JSON printer, read back into the answer's JSON.
 void BM_TapEventJsonByProtobufPrinter(benchmark::State& state) {
   Fixture fixture;
-  TapFilter filter;
-  filter.id = kLocalTapBit | 1;
-  fixture.tap.Add(filter);
-  for (int i = 0; i < 20; ++i) fixture.Exchange();
-  std::vector<v1::TapEvent> events;
-  fixture.context.local_tap_outbox().Drain(&events);
+  const std::vector<v1::TapEvent> events = fixture.Tapped(20);
   google::protobuf::util::JsonPrintOptions print;
   print.preserve_proto_field_names = true;
   for (auto _ : state) {

@@ -11,33 +11,17 @@
 
 #include "agent/observer/observer.h"
 #include "test/lib/allocation_counter.h"
+#include "test/lib/observer_context.h"
 
 namespace nodemesh::agent {
 namespace {
 
 #if NODEMESH_COUNT_ALLOCATIONS
 TEST_CASE("observer: HTTP/1 requests allocate nothing once their series exist", "[unit]") {
-  metrics::IdentityTable identities;
-  metrics::RouteTable routes{100};
-  PeerDirectory directory;
-  ServiceDirectory services;
-  TapSubscriptions tap;
-  const std::string node = "node-1";
-  const ObserverOptions options;  // captures content-type and user-agent
-  const AgentTables tables{identities, routes, directory, services, tap, node};
-  ObserverContext context(tables, options, 0, 1);
-  const Endpoint server{*IpAddress::Parse("10.77.0.12"), 8080};
-  directory.Replace({{server.ip, identities.Intern({"emojivoto", "web-1", "Deployment", "web",
-                                                    "web", "node-2"})}});
-  PodInfo info;
-  info.namespace_name = "emojivoto";
-  info.name = "vote-bot-1";
-  const auto pod = std::make_shared<const PodView>(
-      PodView{info, identities.Intern({"emojivoto", "vote-bot-1", "Deployment", "vote-bot",
-                                       "default", "node-1"})});
-  ConnectionObserver observer(
-      context, pod, Direction::kOutbound, server, server, [&] { return server; }, 0);
-  observer.OnConnected(0);
+  testing::ObserverContextFixture fixture;
+  ObserverContext& context = fixture.context;
+  const std::unique_ptr<ConnectionObserver> connection = fixture.Connect();
+  ConnectionObserver& observer = *connection;
 
   // Long paths, a numeric segment, captured headers longer than any small-string buffer.
   const std::string request =
@@ -97,23 +81,10 @@ TEST_CASE("observer: HTTP/1 requests allocate nothing once their series exist", 
   CHECK(testing::allocations.load() > probe);
   observer.OnClosed(RelayEnd::kClosed, now);
 }
+
 TEST_CASE("observer: quiet HTTP/1 connections give back their parsers' scratch", "[unit]") {
-  metrics::IdentityTable identities;
-  metrics::RouteTable routes{100};
-  PeerDirectory directory;
-  ServiceDirectory services;
-  TapSubscriptions tap;
-  const std::string node = "node-1";
-  const ObserverOptions options;
-  const AgentTables tables{identities, routes, directory, services, tap, node};
-  ObserverContext context(tables, options, 0, 1);
-  const Endpoint server{*IpAddress::Parse("10.77.0.12"), 8080};
-  PodInfo info;
-  info.namespace_name = "emojivoto";
-  info.name = "vote-bot-1";
-  const auto pod = std::make_shared<const PodView>(
-      PodView{info, identities.Intern({"emojivoto", "vote-bot-1", "Deployment", "vote-bot",
-                                       "default", "node-1"})});
+  testing::ObserverContextFixture fixture;
+  ObserverContext& context = fixture.context;
   const std::string request =
       "GET /api/users/123456/orders?expand=items HTTP/1.1\r\nHost: web.emojivoto.svc:8080\r\n"
       "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36\r\n\r\n";
@@ -127,9 +98,7 @@ TEST_CASE("observer: quiet HTTP/1 connections give back their parsers' scratch",
   observers.reserve(kConnections);
   const double before = in_use();
   for (int i = 0; i < kConnections; ++i) {
-    observers.push_back(std::make_unique<ConnectionObserver>(
-        context, pod, Direction::kOutbound, server, server, [&] { return server; }, 0));
-    observers.back()->OnConnected(0);
+    observers.push_back(fixture.Connect());
     observers.back()->OnBytes(Side::kClient, request, 1000);
     observers.back()->OnBytes(Side::kUpstream, response, 2000);
   }
