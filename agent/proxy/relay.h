@@ -57,9 +57,8 @@ class Relay {
   void ConnectTimedOut(int64_t now_ns) { End(RelayEnd::kConnectTimeout, now_ns); }
   void IdleTimedOut(int64_t now_ns) { End(RelayEnd::kIdleTimeout, now_ns); }
   // Nothing moved for the host's quiet spell: the observer may give back what it keeps for
-  // the next bytes. A relay holds nothing of its own then (a buffer or pipe only while bytes
-  // are in it, which a quiet relay has not: they would be moving, or wait on a full socket,
-  // and stay).
+  // the next bytes. The relay has nothing of its own to give back: it holds a buffer or a pipe
+  // only while bytes are in it, and bytes waiting on a reader that does not read stay.
   void Quiet() { observer_.OnQuiet(); }
 
  private:
