@@ -1,6 +1,5 @@
 #include "agent/admin.h"
 
-#include <google/protobuf/util/json_util.h>
 #include <sys/utsname.h>
 
 #include <algorithm>
@@ -211,6 +210,7 @@ HttpResponse ServeConfig(const AgentView& agent, const HttpRequest&) {
       {"timeouts_ms",
        {{"connect", Milliseconds(options.proxy.connect_timeout_ns)},
         {"idle", Milliseconds(options.proxy.idle_timeout_ns)},
+        {"quiet_after", Milliseconds(options.proxy.quiet_after_ns)},
         {"metrics_retain_idle", Milliseconds(options.observer.retain_idle_ns)}}},
       {"buffers", {{"size", options.proxy.buffer_size}, {"per_worker", options.proxy.max_buffers}}},
       {"l7", options.observer.l7 ? "on" : "off"},
@@ -405,18 +405,9 @@ HttpResponse ServeTap(const AgentView& agent, const HttpRequest& request) {
     const bool busy = absl::IsResourceExhausted(batch.status());
     return TextResponse(busy ? 503 : 409, std::string(batch.status().message()));
   }
-  nlohmann::json events = nlohmann::json::array();
-  google::protobuf::util::JsonPrintOptions print;
-  print.preserve_proto_field_names = true;
-  for (const v1::TapEvent& event : batch->events) {
-    std::string text;
-    if (google::protobuf::util::MessageToJsonString(event, &text, print).ok()) {
-      events.push_back(nlohmann::json::parse(text));
-    }
-  }
   return JsonResponse({{"node", agent.options().node},
                        {"session", session->second},
-                       {"events", events},
+                       {"events", TapEventsJson(batch->events)},
                        {"dropped", batch->dropped}});
 }
 

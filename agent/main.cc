@@ -58,7 +58,8 @@ void RaiseFileLimit() {
 
 int main(int argc, char** argv) {
   nodemesh::agent::AgentOptions options;
-  std::string connect_timeout = "10s", idle_timeout = "1h", retain_idle = "10m";
+  std::string connect_timeout = "10s", idle_timeout = "1h", quiet_after = "10s",
+              retain_idle = "10m";
   std::string log_level = "info";
   std::string admin_socket = "/run/nodemesh/agent.sock";
   std::string metrics_address = "0.0.0.0:4191";
@@ -130,6 +131,10 @@ int main(int argc, char** argv) {
       ->check(DurationValidator());
   app.add_option("--idle-timeout", idle_timeout, "Close connections idle this long")
       ->check(DurationValidator());
+  app.add_option("--quiet-after", quiet_after,
+                 "A connection idle this long gives back the memory it keeps for its next "
+                 "request (its parser's scratch), and takes it again when that comes")
+      ->check(DurationValidator());
   app.add_option("--max-buffers", options.proxy.max_buffers,
                  "I/O buffers (64 KiB) per worker; connections wait for one beyond that")
       ->check(CLI::Range(16, 1 << 20));
@@ -199,6 +204,7 @@ int main(int argc, char** argv) {
   nodemesh::SetLogLevel(level);
   options.proxy.connect_timeout_ns = Nanoseconds(connect_timeout);
   options.proxy.idle_timeout_ns = Nanoseconds(idle_timeout);
+  options.proxy.quiet_after_ns = Nanoseconds(quiet_after);
   options.observer.retain_idle_ns = Nanoseconds(retain_idle);
   options.observer.l7 = l7 == "on";
   options.proxy.same_node_direct = same_node_direct == "on";

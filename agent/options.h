@@ -31,6 +31,10 @@ struct ProxyOptions {
   size_t max_pipes = 256;
   int64_t connect_timeout_ns = 10'000'000'000;
   int64_t idle_timeout_ns = 3600'000'000'000;
+  // A connection on which nothing moved this long gives back what it keeps for its next
+  // request (its parser's scratch), and takes it again when that comes: memory per idle
+  // connection against an allocation per request after a quiet spell.
+  int64_t quiet_after_ns = 10'000'000'000;
   // A call between two pods of this node, the server's port captured inbound, is dialled
   // straight to the server application from the client pod's address (one hop through the
   // agent); false: out of the client's listener and into the server's (two hops).

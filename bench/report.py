@@ -38,6 +38,21 @@ def nanoseconds(run):
     return run["cpu_time"] * scale
 
 
+def tap(path):
+    rows = medians(path)
+    untapped = nanoseconds(rows["BM_Exchange/0"])
+    print(f"{'per exchange, on the worker':<36} {'ns':>8} {'above no tap':>13}")
+    for name, run in rows.items():
+        if name.startswith("BM_Exchange"):
+            ns = nanoseconds(run)
+            print(f"{run.get('label', name):<36} {ns:>8.0f} {ns - untapped:>13.0f}")
+    print()
+    print(f"{'GET /tap, per event':<36} {'ns':>8}")
+    for name, run in rows.items():
+        if name.startswith("BM_TapEventJson"):
+            print(f"{name:<36} {1e9 / run['items_per_second']:>8.0f}")
+
+
 def metrics(path):
     rows = medians(path)
     loop = nanoseconds(rows["BM_InputLoop"])
@@ -59,6 +74,6 @@ def metrics(path):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("parsers", "metrics"):
-        sys.exit("usage: report.py parsers|metrics RESULTS.json")
-    {"parsers": parsers, "metrics": metrics}[sys.argv[1]](sys.argv[2])
+    if len(sys.argv) != 3 or sys.argv[1] not in ("parsers", "metrics", "tap"):
+        sys.exit("usage: report.py parsers|metrics|tap RESULTS.json")
+    {"parsers": parsers, "metrics": metrics, "tap": tap}[sys.argv[1]](sys.argv[2])

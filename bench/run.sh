@@ -4,6 +4,8 @@
 #
 #   bash bench/run.sh parsers     parser throughput vs bare llhttp and bare HPACK decoding
 #   bash bench/run.sh metrics     cost per request of recording metrics vs the bare loop
+#   bash bench/run.sh tap         cost per request of a tap on the worker (none, not matching,
+#                                 every request), and per event of GET /tap's JSON
 #   bash bench/run.sh proxy [proxy_bench flags]
 #                                 added latency and throughput through the agent vs direct,
 #                                 with and without L7 parsing, and HAProxy, nginx and a bare
@@ -20,7 +22,8 @@
 #                                 connection and over time, sent vs counted, and what is left
 #                                 behind (root; about 15 minutes; --only and shorter flags);
 #                                 --only peers: memory per idle and active connection against
-#                                 HAProxy and nginx; --only service: the conntrack lookup of a
+#                                 HAProxy and nginx (--peer-before AGENT: an older build's
+#                                 agent beside this one); --only service: the conntrack lookup of a
 #                                 connection to a Service, alone and at 1,000 new connections/s
 #   bash bench/run.sh rss [rss_bench flags]
 #                                 the agent's resident memory with 0, 100 and 500 idle pods
@@ -40,7 +43,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: bash bench/run.sh parsers|metrics|proxy [flags]|bulk [flags]|endurance [flags]|rss [flags]|services [flags]|dashboard [flags]" >&2
+  echo "usage: bash bench/run.sh parsers|metrics|tap|proxy [flags]|bulk [flags]|endurance [flags]|rss [flags]|services [flags]|dashboard [flags]" >&2
   exit 2
 }
 [[ $# -ge 1 ]] || usage
@@ -74,6 +77,7 @@ google_benchmark() {
 case "$1" in
   parsers) google_benchmark parsers "parser throughput" ;;
   metrics) google_benchmark metrics "metrics recording cost" ;;
+  tap) google_benchmark tap "tapping cost" ;;
   proxy)
     need_root proxy
     build proxy_bench nodemesh-agent nodemesh-loadgen nodemesh-relay

@@ -12,10 +12,11 @@
 // short by the end of the input is fed as far as it goes; fewer than 3 bytes left are
 // ignored.
 //
-// Parsers promise that any split of the same bytes yields the same events (parser.h), so
-// every input is fed twice, in the pieces the flags ask for and a record at a time, and
-// the two runs must agree; a third run with small limits reaches the limit paths, where
-// the point at which a limit trips may depend on the split. Every run checks the
+// Parsers promise that any split of the same bytes yields the same events (parser.h), and
+// that giving back their idle memory changes none, so every input is fed twice, in the
+// pieces the flags ask for with ReleaseIdleMemory after each piece, and a record at a time
+// without it, and the two runs must agree; a third run with small limits reaches the limit
+// paths, where the point at which a limit trips may depend on the split. Every run checks the
 // protocol's event contract. Failures trap, so that libFuzzer keeps the input.
 #pragma once
 
@@ -76,6 +77,7 @@ inline void Feed(ConnectionParser& parser, const std::vector<Record>& records, S
     while (!bytes.empty()) {
       parser.Feed(record.from, bytes.substr(0, piece), now);
       bytes.remove_prefix(std::min(piece, bytes.size()));
+      if (split == Split::kFlagged) parser.ReleaseIdleMemory();
     }
     if (record.half_close) parser.EndOfInput(record.from, now);
   }

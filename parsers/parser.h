@@ -126,6 +126,10 @@ class ConnectionParser {
   virtual ParserState EndOfInput(Peer from, Timestamp now) = 0;
   // The connection is gone: every stream still open ends as kAborted.
   virtual void Close(Timestamp now) = 0;
+  // The connection has been quiet for a while: gives back the memory the parser keeps for
+  // the next message (its scratch) when no message is partly parsed, to be taken again by
+  // the next bytes. Nothing it reports afterwards differs from never calling it.
+  virtual void ReleaseIdleMemory() = 0;
   virtual ParserState state() const = 0;
   virtual ParseError error() const = 0;
   // Human-readable detail of error(), for logs.

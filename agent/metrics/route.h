@@ -127,6 +127,10 @@ class StreamRoutes {
   void Start(uint32_t stream, RouteTable::Id route);
   // The route of `stream`, which ends; nullopt for a stream that was not started.
   std::optional<RouteTable::Id> End(uint32_t stream);
+  // With no stream in flight, gives back the map's storage (its next stream takes it again).
+  void ReleaseIdleMemory() {
+    if (routes_.empty()) routes_ = {};
+  }
 
  private:
   RouteCache& cache_;

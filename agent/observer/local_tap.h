@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,10 @@ namespace nodemesh::agent {
 
 // Events a second a local tap takes unless asked otherwise, as meshctl tap's default.
 inline constexpr double kDefaultLocalTapRps = 100;
+
+// Polled events as GET /tap answers them: a JSON array of each event's proto3 JSON, fields
+// named as in the proto.
+nlohmann::json TapEventsJson(const std::vector<v1::TapEvent>& events);
 
 struct LocalTapOptions {
   size_t max_sessions = 8;

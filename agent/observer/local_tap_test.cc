@@ -3,7 +3,10 @@
 // polls them.
 #include "agent/observer/local_tap.h"
 
+#include <google/protobuf/util/json_util.h>
+
 #include <catch2/catch.hpp>
+#include <limits>
 
 namespace nodemesh::agent {
 namespace {
@@ -171,6 +174,47 @@ TEST_CASE("tap redaction: named headers and queries are hidden before an event i
   CHECK(filter.Matches(anyone, anyone, nullptr, request, request.path));
   CHECK_FALSE(
       filter.Matches(anyone, anyone, nullptr, request, TapPath(redaction, request.path, &storage)));
+}
+
+TEST_CASE("local taps: events in JSON read as protobuf's own JSON printer writes them") {
+  v1::TapEvent request;
+  request.set_subscription(kLocalTapBit | 7);  // above 2^63: a string
+  request.set_request_id("node-1:0-3:1");
+  request.mutable_source()->set_namespace_("emojivoto");
+  request.mutable_source()->set_pod("vote-bot-1");
+  request.mutable_destination()->set_owner_kind("External");
+  request.mutable_destination_service()->set_owner_name("web-svc");
+  request.set_source_address("10.77.0.11:40312");
+  request.set_direction(v1::OUTBOUND);
+  request.set_unix_micros(1'765'000'000'000'000);
+  v1::TapRequest& head = *request.mutable_request();
+  head.set_method("GET");
+  head.set_path("/api/vote?choice=\"\\\u00e9\n");  // escapes, and UTF-8
+  (*head.mutable_headers())["user-agent"] = "curl/8";
+  (*head.mutable_headers())["content-type"] = "";
+  v1::TapEvent response;
+  response.set_request_id("node-1:0-3:1");
+  response.mutable_response()->set_status(503);
+  response.mutable_response()->set_latency_ns(-1);
+  v1::TapEvent end;
+  end.mutable_end()->set_reason(v1::TapEnd::ABORTED);
+  end.mutable_end()->set_grpc_status(-1);
+  end.mutable_end()->set_response_bytes(std::numeric_limits<uint64_t>::max());
+  end.mutable_end()->set_duration_ns(std::numeric_limits<int64_t>::min());
+  v1::TapEvent empty_kinds;
+  empty_kinds.mutable_end();  // a oneof member set to its defaults is still there
+  const std::vector<v1::TapEvent> events = {request, response, end, empty_kinds, v1::TapEvent()};
+
+  const nlohmann::json ours = TapEventsJson(events);
+  REQUIRE(ours.size() == events.size());
+  google::protobuf::util::JsonPrintOptions print;
+  print.preserve_proto_field_names = true;
+  for (size_t i = 0; i < events.size(); ++i) {
+    std::string text;
+    REQUIRE(google::protobuf::util::MessageToJsonString(events[i], &text, print).ok());
+    CAPTURE(i, text);
+    CHECK(ours[i] == nlohmann::json::parse(text));
+  }
 }
 
 }  // namespace

@@ -84,7 +84,7 @@ void ConnectionObserver::OpenTcpSeries() {
 void ConnectionObserver::SetTranslatedDestination(const std::optional<Endpoint>& destination) {
   if (tcp_series_ != nullptr || !destination) return;
   traffic_.destination = context_.tables().directory.Lookup(destination->ip);
-  destination_identity_.reset();
+  if (tap_) tap_->destination_identity.reset();
 }
 
 std::string_view ConnectionObserver::protocol_name() const {
@@ -178,6 +178,12 @@ void ConnectionObserver::OnHalfClose(Side from, int64_t now_ns) {
   if (parser_->state() != parsers::ParserState::kParsing) StopParser();
 }
 
+void ConnectionObserver::OnQuiet() {
+  if (parser_) parser_->ReleaseIdleMemory();
+  stream_routes_.ReleaseIdleMemory();
+  if (tap_ && tap_->tapped.empty()) tap_->tapped = {};
+}
+
 void ConnectionObserver::OnClosed(RelayEnd end, int64_t now_ns) {
   // Dialled to a Service and never connected: no pod was reached, the cluster IP names it.
   if (tcp_series_ == nullptr) OpenTcpSeries();
@@ -219,8 +225,9 @@ void ConnectionObserver::OnRequestStart(const parsers::RequestStart& request) {
 }
 
 void ConnectionObserver::OnResponseStart(const parsers::ResponseStart& response) {
-  const auto tapped = tapped_.find(response.stream_id);
-  if (tapped == tapped_.end()) return;
+  if (!tap_) return;
+  const auto tapped = tap_->tapped.find(response.stream_id);
+  if (tapped == tap_->tapped.end()) return;
   EmitTap(response.stream_id, tapped->second.subscriptions, [&](v1::TapEvent& event) {
     v1::TapResponse& out = *event.mutable_response();
     out.set_status(static_cast<uint32_t>(response.status));
@@ -239,7 +246,8 @@ void ConnectionObserver::OnStreamEnd(const parsers::StreamEnd& end) {
   const int grpc_status = end.grpc_status.value_or(-1);
   const metrics::ResponseKey key = metrics::ResponseKeyOf(metrics::RequestKey{traffic_, *route},
                                                           end.status, grpc_status, end.reason);
-  if (const auto tapped = tapped_.find(end.stream_id); tapped != tapped_.end()) {
+  const auto tapped = tap_ ? tap_->tapped.find(end.stream_id) : TappedStreams::iterator();
+  if (tap_ && tapped != tap_->tapped.end()) {
     EmitTap(end.stream_id, tapped->second.subscriptions, [&](v1::TapEvent& event) {
       v1::TapEnd& out = *event.mutable_end();
       out.set_reason(wire::ToProto(end.reason));
@@ -252,33 +260,40 @@ void ConnectionObserver::OnStreamEnd(const parsers::StreamEnd& end) {
       out.set_request_messages(end.request_messages);
       out.set_response_messages(end.response_messages);
     });
-    tapped_.erase(tapped);
+    tap_->tapped.erase(tapped);
   }
   context_.shard().CountResponse(key, end.at - end.request_at,
                                  end.response_at != 0 ? end.response_at - end.request_at : -1);
 }
 
+ConnectionObserver::TapState& ConnectionObserver::Tap() {
+  if (!tap_) tap_ = std::make_unique<TapState>();
+  return *tap_;
+}
+
 const metrics::Identity& ConnectionObserver::SourceIdentity() {
-  if (!source_identity_) source_identity_ = context_.tables().identities.Get(traffic_.source);
-  return *source_identity_;
+  std::optional<metrics::Identity>& identity = Tap().source_identity;
+  if (!identity) identity = context_.tables().identities.Get(traffic_.source);
+  return *identity;
 }
 
 const metrics::Identity& ConnectionObserver::DestinationIdentity() {
-  if (!destination_identity_) {
-    destination_identity_ = context_.tables().identities.Get(traffic_.destination);
-  }
-  return *destination_identity_;
+  std::optional<metrics::Identity>& identity = Tap().destination_identity;
+  if (!identity) identity = context_.tables().identities.Get(traffic_.destination);
+  return *identity;
 }
 
 const metrics::Identity* ConnectionObserver::DialledServiceIdentity() {
   if (!dialled_service()) return nullptr;
-  if (!service_identity_) service_identity_ = context_.tables().identities.Get(traffic_.service);
-  return &*service_identity_;
+  std::optional<metrics::Identity>& identity = Tap().service_identity;
+  if (!identity) identity = context_.tables().identities.Get(traffic_.service);
+  return &*identity;
 }
 
 const Endpoint& ConnectionObserver::SourceAddress() {
-  if (!source_address_) source_address_ = find_source_address_();
-  return *source_address_;
+  std::optional<Endpoint>& address = Tap().source_address;
+  if (!address) address = find_source_address_();
+  return *address;
 }
 
 void ConnectionObserver::MaybeTap(const parsers::RequestStart& request) {
@@ -308,14 +323,15 @@ void ConnectionObserver::MaybeTap(const parsers::RequestStart& request) {
           TapHeaderValue(context_.options().tap_redaction, header);
     }
   });
-  tapped_[request.stream_id] = TappedStream{std::move(matched), request.at};
+  Tap().tapped[request.stream_id] = TappedStream{std::move(matched), request.at};
 }
 
 void ConnectionObserver::EmitTap(uint32_t stream_id, const std::vector<uint64_t>& subscriptions,
                                  const std::function<void(v1::TapEvent&)>& fill) {
-  if (tap_name_.empty()) tap_name_ = context_.NextConnectionName();
+  std::string& name = Tap().name;
+  if (name.empty()) name = context_.NextConnectionName();
   v1::TapEvent event;
-  event.set_request_id(fmt::format("{}:{}", tap_name_, stream_id));
+  event.set_request_id(fmt::format("{}:{}", name, stream_id));
   *event.mutable_source() = wire::ToProto(SourceIdentity());
   *event.mutable_destination() = wire::ToProto(DestinationIdentity());
   if (const metrics::Identity* service = DialledServiceIdentity()) {

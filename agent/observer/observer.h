@@ -142,6 +142,9 @@ class ConnectionObserver final : public RelayObserver, private parsers::EventSin
   void OnBytes(Side from, std::string_view bytes, int64_t now_ns) override;
   void OnBytesUnseen(Side from, uint64_t count, int64_t now_ns) override;
   void OnHalfClose(Side from, int64_t now_ns) override;
+  // The parser gives back its scratch between messages, and the connection its maps of
+  // streams in flight when none is: an idle connection keeps what counts, not what parses.
+  void OnQuiet() override;
   void OnClosed(RelayEnd end, int64_t now_ns) override;
 
  private:
@@ -187,16 +190,23 @@ class ConnectionObserver final : public RelayObserver, private parsers::EventSin
   metrics::TcpSeries* tcp_series_ = nullptr;
   metrics::StreamRoutes stream_routes_;
 
+  // What only a tapped connection needs, made the first time a tap does: most connections are
+  // never tapped, and three identities are most of an observer's size.
   struct TappedStream {
     std::vector<uint64_t> subscriptions;
     parsers::Timestamp request_at = 0;
   };
-  absl::flat_hash_map<uint32_t, TappedStream> tapped_;
-  std::string tap_name_;  // node:worker-sequence, given the first time a tap needs it
-  std::optional<metrics::Identity> source_identity_;
-  std::optional<metrics::Identity> destination_identity_;
-  std::optional<metrics::Identity> service_identity_;
-  std::optional<Endpoint> source_address_;
+  using TappedStreams = absl::flat_hash_map<uint32_t, TappedStream>;
+  struct TapState {
+    TappedStreams tapped;
+    std::string name;  // node:worker-sequence
+    std::optional<metrics::Identity> source_identity;
+    std::optional<metrics::Identity> destination_identity;
+    std::optional<metrics::Identity> service_identity;
+    std::optional<Endpoint> source_address;
+  };
+  TapState& Tap();
+  std::unique_ptr<TapState> tap_;
 
   // Protocol detection: the client's first bytes, until they decide. An HTTP/2 server sends
   // its preface (SETTINGS) without waiting for the client's, so what the server says

@@ -43,6 +43,10 @@ class ObserverPair final : public RelayObserver {
     first_.OnHalfClose(from, now_ns);
     second_.OnHalfClose(from, now_ns);
   }
+  void OnQuiet() override {
+    first_.OnQuiet();
+    second_.OnQuiet();
+  }
   void OnClosed(RelayEnd end, int64_t now_ns) override {
     first_.OnClosed(end, now_ns);
     second_.OnClosed(end, now_ns);

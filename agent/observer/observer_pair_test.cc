@@ -27,6 +27,7 @@ class CallLog final : public RelayObserver {
   void OnHalfClose(Side from, int64_t) override {
     log_.push_back(name_ + (from == Side::kClient ? " client" : " upstream") + " half-close");
   }
+  void OnQuiet() override { log_.push_back(name_ + " quiet"); }
   void OnClosed(RelayEnd end, int64_t) override {
     log_.push_back(name_ + " " + std::string(RelayEndName(end)));
   }
@@ -48,12 +49,13 @@ TEST_CASE("an observer pair tells both observers every call, the first before th
   relay_sees.OnBytes(Side::kUpstream, "200", 9);
   relay_sees.OnBytesUnseen(Side::kUpstream, 4096, 10);
   relay_sees.OnHalfClose(Side::kClient, 10);
+  relay_sees.OnQuiet();
   relay_sees.OnClosed(RelayEnd::kReset, 11);
   CHECK(log == std::vector<std::string>{"out connected 7", "in connected 7", "out client GET /",
                                         "in client GET /", "out upstream 200", "in upstream 200",
                                         "out upstream unseen 4096", "in upstream unseen 4096",
                                         "out client half-close", "in client half-close",
-                                        "out reset", "in reset"});
+                                        "out quiet", "in quiet", "out reset", "in reset"});
 }
 
 TEST_CASE("an observer pair is watching a side while either of its observers is") {

@@ -56,6 +56,10 @@ class Relay {
   // The upstream did not answer in time: the application sees a reset, as from a dead peer.
   void ConnectTimedOut(int64_t now_ns) { End(RelayEnd::kConnectTimeout, now_ns); }
   void IdleTimedOut(int64_t now_ns) { End(RelayEnd::kIdleTimeout, now_ns); }
+  // Nothing moved for the host's quiet spell: the observer may give back what it keeps for
+  // the next bytes. The relay has nothing of its own to give back: it holds a buffer or a pipe
+  // only while bytes are in it, and bytes waiting on a reader that does not read stay.
+  void Quiet() { observer_.OnQuiet(); }
 
  private:
   // One direction of the copy.

@@ -66,6 +66,9 @@ class RelayObserver {
   virtual void OnBytesUnseen(Side from, uint64_t count, int64_t now_ns) = 0;
   // `from` half-closed: it sends nothing more.
   virtual void OnHalfClose(Side from, int64_t now_ns) = 0;
+  // Nothing moved either way for a while: what the observer keeps only for the next bytes
+  // (a parser's scratch) may be given back, to be taken again when they come.
+  virtual void OnQuiet() = 0;
   // The relay ended; its sockets are closed.
   virtual void OnClosed(RelayEnd end, int64_t now_ns) = 0;
 };

@@ -43,6 +43,7 @@ using namespace std::chrono_literals;
 constexpr int64_t kSecond = 1'000'000'000;
 constexpr int64_t kConnectTimeout = 10 * kSecond;
 constexpr int64_t kIdleTimeout = 60 * kSecond;
+constexpr int64_t kQuietAfter = 10 * kSecond;
 
 // How the bytes of the relays under test move.
 enum class Path : uint8_t {
@@ -163,7 +164,7 @@ class Loop {
         buffers_(pools.buffer_size, pools.max_buffers),
         max_buffers_(pools.max_buffers),
         pipes_(pools.max_pipes, pools.buffer_size),
-        timeouts_(kConnectTimeout, kIdleTimeout) {
+        timeouts_(kConnectTimeout, kIdleTimeout, kQuietAfter) {
     REQUIRE(epoll_.valid());
     // As the agent does: splicing into a socket whose peer is gone raises it.
     signal(SIGPIPE, SIG_IGN);
@@ -214,6 +215,7 @@ class Loop {
       unseen[static_cast<size_t>(from)] += count;
     }
     void OnHalfClose(Side from, int64_t) override { half_closes.push_back(from); }
+    void OnQuiet() override { ++quiet; }
     void OnClosed(RelayEnd end, int64_t) override { closed = end; }
 
     // Every byte `from` sent, as the observer was told of it.
@@ -227,6 +229,7 @@ class Loop {
     std::string seen[2];   // by Side
     uint64_t unseen[2]{};  // by Side
     std::vector<Side> half_closes;
+    int quiet = 0;                   // times told the relay went quiet
     std::optional<RelayEnd> closed;  // as the observer heard it
     std::optional<RelayEnd> ended;   // as the host heard it
     Loop& loop_;
@@ -596,6 +599,33 @@ TEST_CASE("relay: an idle connection is closed at its deadline: activity postpon
   CHECK(at_server.bytes == "still here");
   CHECK(at_server.error == 0);
   CHECK(ReceiveAll(hop.app.get()).error == 0);
+}
+
+TEST_CASE("relay: an idle connection is told once it went quiet, again after new activity",
+          "[unit]") {
+  Loop loop(Path::kCopy);
+  TcpHop hop(loop);
+  loop.Advance(kQuietAfter);  // at the spell: not yet past it
+  CHECK(hop.hosted->quiet == 0);
+  loop.Advance(1);
+  CHECK(hop.hosted->quiet == 1);
+  loop.Advance(kQuietAfter);  // told once per quiet spell
+  CHECK(hop.hosted->quiet == 1);
+  // The next bytes pass as ever; the spell starts over with them.
+  SendAll(hop.app.get(), "next request");
+  REQUIRE(loop.RunUntil([&] { return hop.hosted->relay.bytes_from(Side::kClient) == 12; }));
+  char buffer[12];
+  REQUIRE(recv(hop.server.get(), buffer, sizeof buffer, MSG_WAITALL) == 12);
+  CHECK(std::string(buffer, 12) == "next request");
+  CHECK(hop.hosted->seen[static_cast<size_t>(Side::kClient)] == "next request");
+  loop.Advance(kQuietAfter + 1);
+  CHECK(hop.hosted->quiet == 2);
+  // A quiet connection keeps its idle deadline, counted from its last activity.
+  loop.Advance(kIdleTimeout - kQuietAfter - 1);
+  CHECK_FALSE(hop.hosted->ended);
+  loop.Advance(1);
+  REQUIRE(hop.hosted->ended);
+  CHECK(*hop.hosted->ended == RelayEnd::kIdleTimeout);
 }
 
 TEST_CASE("relay: a side no longer watched mid-stream is spliced, after the bytes read before",

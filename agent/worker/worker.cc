@@ -154,7 +154,8 @@ Worker::Worker(int index, const AgentOptions& options, Datapath& datapath, const
       dialer_(options.marks, datapath, home),
       buffers_(options.proxy.buffer_size, options.proxy.max_buffers),
       pipes_(options.proxy.max_pipes),
-      timeouts_(options.proxy.connect_timeout_ns, options.proxy.idle_timeout_ns),
+      timeouts_(options.proxy.connect_timeout_ns, options.proxy.idle_timeout_ns,
+                options.proxy.quiet_after_ns),
       observers_(tables, options.observer, index, options.workers) {}
 
 Worker::~Worker() { Stop(); }

@@ -76,6 +76,7 @@ struct Settings {
   // peers
   std::vector<int> peer_connections = {1000, 5000};
   int peer_workers = 1;  // as HAProxy runs one thread and nginx one worker
+  std::string peer_before;  // another agent binary, measured beside this build's ("before")
   // service
   int service_lookups = 10000;
   double service_rate = 1000;  // new connections per second

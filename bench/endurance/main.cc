@@ -110,6 +110,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 50000));
   app.add_option("--peer-workers", settings.peer_workers, "Peers: the agent's worker threads")
       ->check(CLI::Range(1, 16));
+  app.add_option("--peer-before", settings.peer_before,
+                 "Peers: another nodemesh-agent binary (an older build), measured as 'before' "
+                 "beside this build's agent")
+      ->check(CLI::ExistingFile);
   app.add_option("--service-lookups", settings.service_lookups,
                  "Service: conntrack lookups timed, of each kind")
       ->check(CLI::Range(1, 10000000));

@@ -3,6 +3,7 @@
 // connections, the three proxies one after the other, each started afresh:
 //
 //   agent    the client pod meshed, one worker: client -> agent (outbound) -> server pod
+//   before   as agent, with another agent binary (--peer-before: an older build), when given
 //   agent-l4 as agent with --l7 off (no protocol parser): what parsing adds to a connection
 //   haproxy  HAProxy `mode http`, one thread, in the client pod's netns on its loopback
 //   nginx    nginx `proxy_pass` to an upstream with keep-alive, one worker, as HAProxy is
@@ -13,7 +14,8 @@
 // proxy may hold a server connection per client connection as the agent does.
 //
 // The client (load_client.h) opens every connection with one request answered and holds them
-// idle ("idle": what the proxy holds then, against before the client started), then sends its
+// idle ("idle": what the proxy holds then, against before the client started, once every
+// connection has been idle longer than the agent's quiet spell), then sends its
 // remaining requests on all of them at once ("active": the proxy's peak, VmHWM, over that
 // exchange, as every connection then has a request in flight or just answered). RSS and PSS
 // are summed over the proxy's processes (nginx's master and worker); the kernel's socket
@@ -47,6 +49,10 @@ using namespace std::chrono_literals;
 
 // Where the client pod dials HAProxy and nginx: its loopback, as the agent's listener is.
 constexpr std::string_view kPeerListen = "127.0.0.1:15001";
+// How long every proxy holds the connections idle before its idle memory is read: past the
+// agent's quiet spell (--quiet-after, 10 s by default), after which an idle connection gives
+// back what it keeps for its next request.
+constexpr auto kIdleSpell = 11s;
 
 // A value in KiB of /proc/<pid>/smaps_rollup ("Pss": the process's share of the pages it
 // maps, each shared page divided among its mappers); 0 if it cannot be read.
@@ -193,7 +199,7 @@ PeerRun MeasureProxy(ClientServerNode& bench, const std::string& proxy, uint64_t
                      const Settings& settings) {
   // The previous agent's inventory went with it: the node is pointed back at a file of ours.
   bench.node.WriteInventory(bench.scratch.path() + "/pods.json");
-  const bool is_agent = proxy.starts_with("agent");
+  const bool is_agent = proxy.starts_with("agent") || proxy == "before";
   bench.node.SetMeshed(bench.client, is_agent);
   std::unique_ptr<AgentProcess> agent;
   std::optional<Process> peer;
@@ -201,11 +207,11 @@ PeerRun MeasureProxy(ClientServerNode& bench, const std::string& proxy, uint64_t
   std::string target;
   if (is_agent) {
     agent = std::make_unique<AgentProcess>(
-        bench.node,
-        AgentProcessOptions{.binary = NODEMESH_AGENT_BINARY,
-                            .log_level = "warning",
-                            .workers = settings.peer_workers,
-                            .extra_args = {"--l7", proxy == "agent-l4" ? "off" : "on"}});
+        bench.node, AgentProcessOptions{
+                        .binary = proxy == "before" ? settings.peer_before : NODEMESH_AGENT_BINARY,
+                        .log_level = "warning",
+                        .workers = settings.peer_workers,
+                        .extra_args = {"--l7", proxy == "agent-l4" ? "off" : "on"}});
     pids = {agent->process().pid()};
     target = Target(bench.server, kServerPort);
     WaitUntilIdle(*agent);
@@ -222,7 +228,8 @@ PeerRun MeasureProxy(ClientServerNode& bench, const std::string& proxy, uint64_t
                                    "--connections", std::to_string(n), "--requests",
                                    std::to_string(settings.requests_per_connection)});
   WaitForLine(load, "all-open", 900s);
-  std::this_thread::sleep_for(1s);  // what the proxy frees on its next turns is freed
+  // Past the quiet spell; also what the proxy frees on its next turns is freed by then.
+  std::this_thread::sleep_for(kIdleSpell);
   run.idle = ProxyMemoryOf(pids);
   load.Signal(SIGUSR1);
   WaitForLine(load, "exchanged", 900s);
@@ -263,7 +270,8 @@ void RunPeers(const Settings& settings) {
   ClientServerNode bench;
   std::vector<PeerRun> runs;
   for (const int n : settings.peer_connections) {
-    for (const std::string proxy : {"agent", "agent-l4", "haproxy", "nginx"}) {
+    for (const std::string proxy : {"agent", "before", "agent-l4", "haproxy", "nginx"}) {
+      if (proxy == "before" && settings.peer_before.empty()) continue;
       fmt::print(stderr, "peers: {} holding {} connections\n", proxy, n);
       runs.push_back(MeasureProxy(bench, proxy, static_cast<uint64_t>(n), settings));
     }

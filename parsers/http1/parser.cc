@@ -40,6 +40,7 @@ const llhttp_settings_t Parser::kRequestSettings = [] {
   s.on_header_value_complete = &Parser::OnHeaderValueComplete;
   s.on_headers_complete = &Parser::OnRequestHeadersComplete;
   s.on_body = &Parser::OnRequestBody;
+  s.on_message_complete = &Parser::OnRequestComplete;
   return s;
 }();
 
@@ -79,56 +80,77 @@ void Parser::PendingQueue::pop_front() {
 
 // --- feeding --------------------------------------------------------------------------
 
+Parser::Scratch::Scratch(Parser& parser) {
+  for (Side* side : {&client, &server}) {
+    side->parser = &parser;
+    side->request = side == &client;
+    side->http = side->request ? &parser.client_http_ : &parser.server_http_;
+    side->http->data = side;
+  }
+  client.headers = &request.headers;
+  server.headers = &response.headers;
+  request.scheme = "http";
+}
+
 Parser::Parser(const ParserConfig& config, EventSink& sink) : config_(config), sink_(sink) {
-  for (Side* side : {&client_, &server_}) {
-    side->parser = this;
-    side->request = side == &client_;
-    llhttp_init(&side->http, side->request ? HTTP_REQUEST : HTTP_RESPONSE,
-                side->request ? &kRequestSettings : &kResponseSettings);
-    side->http.data = side;
+  for (llhttp_t* http : {&client_http_, &server_http_}) {
+    const bool request = http == &client_http_;
+    llhttp_init(http, request ? HTTP_REQUEST : HTTP_RESPONSE,
+                request ? &kRequestSettings : &kResponseSettings);
     // An observer follows what the peers actually do: if a client keeps sending after
     // "Connection: close", the server decides, not the parser.
-    llhttp_set_lenient_keep_alive(&side->http, 1);
+    llhttp_set_lenient_keep_alive(http, 1);
   }
+  scratch_ = std::make_unique<Scratch>(*this);
   for (const std::string& name : config_.captured_headers) {
     longest_wanted_name_ = std::max(longest_wanted_name_, name.size());
   }
-  client_.headers = &request_.headers;
-  server_.headers = &response_.headers;
-  request_.scheme = "http";
+}
+
+void Parser::ReleaseIdleMemory() {
+  // Only between messages with nothing awaited: a request awaiting its response, a head or
+  // body partly read, or bytes held for an Upgrade's answer live in the scratch.
+  if (!scratch_ || state_ != ParserState::kParsing || client_awaits_upgrade_ ||
+      !scratch_->pending.empty() || scratch_->client.in_message || scratch_->server.in_message ||
+      !scratch_->held_client_bytes.empty()) {
+    return;
+  }
+  scratch_.reset();
 }
 
 ParserState Parser::Feed(Peer from, std::string_view bytes, Timestamp now) {
   if (state_ != ParserState::kParsing || bytes.empty()) return state_;
   now_ = now;
   if (from == Peer::kClient) return FeedClient(bytes);
-  Execute(server_, bytes);
-  if (state_ == ParserState::kParsing && !client_awaits_upgrade_ && !held_client_bytes_.empty()) {
+  Scratch& at = scratch();
+  Execute(at.server, bytes);
+  if (state_ == ParserState::kParsing && !client_awaits_upgrade_ && !at.held_client_bytes.empty()) {
     // The upgrade was refused: the client's held bytes are HTTP/1 after all.
-    std::string held = std::move(held_client_bytes_);
-    held_client_bytes_.clear();
+    std::string held = std::move(at.held_client_bytes);
+    at.held_client_bytes.clear();
     FeedClient(held);
   }
   return state_;
 }
 
 ParserState Parser::FeedClient(std::string_view bytes) {
+  Scratch& at = scratch();
   if (client_awaits_upgrade_) {
-    if (held_client_bytes_.size() + bytes.size() > config_.limits.max_buffered_client_bytes) {
+    if (at.held_client_bytes.size() + bytes.size() > config_.limits.max_buffered_client_bytes) {
       Fail(ParseError::kBufferedTooMuch, "client kept sending while its Upgrade was unanswered");
       return state_;
     }
-    held_client_bytes_.append(bytes);
+    at.held_client_bytes.append(bytes);
     return state_;
   }
-  Execute(client_, bytes);
+  Execute(at.client, bytes);
   return state_;
 }
 
 void Parser::Execute(Side& side, std::string_view bytes) {
   const llhttp_errno_t result = bytes.empty()
-                                    ? llhttp_finish(&side.http)
-                                    : llhttp_execute(&side.http, bytes.data(), bytes.size());
+                                    ? llhttp_finish(side.http)
+                                    : llhttp_execute(side.http, bytes.data(), bytes.size());
   if (state_ != ParserState::kParsing || result == HPE_OK) return;
   if (result == HPE_PAUSED_UPGRADE) {
     if (!side.request) {
@@ -138,14 +160,14 @@ void Parser::Execute(Side& side, std::string_view bytes) {
     // An Upgrade or CONNECT request: whether the bytes after it are still HTTP/1 depends
     // on the response.
     client_awaits_upgrade_ = true;
-    const char* stop = llhttp_get_error_pos(&side.http);
-    held_client_bytes_.assign(stop, bytes.data() + bytes.size() - stop);
+    const char* stop = llhttp_get_error_pos(side.http);
+    scratch_->held_client_bytes.assign(stop, bytes.data() + bytes.size() - stop);
     return;
   }
   if (error_ == ParseError::kNone) {
     Fail(ParseError::kMalformed,
          absl::StrCat(side.request ? "request: " : "response: ", llhttp_errno_name(result), ": ",
-                      llhttp_get_error_reason(&side.http)));
+                      llhttp_get_error_reason(side.http)));
   }
   state_ = ParserState::kFailed;
 }
@@ -153,22 +175,27 @@ void Parser::Execute(Side& side, std::string_view bytes) {
 ParserState Parser::EndOfInput(Peer from, Timestamp now) {
   if (state_ != ParserState::kParsing) return state_;
   now_ = now;
-  Side& side = from == Peer::kClient ? client_ : server_;
   // A peer ends once. llhttp_finish() would complete an EOF-delimited message again on a
   // second call, so a repeated end is ignored here.
-  if (side.ended) return state_;
-  side.ended = true;
+  bool& ended = from == Peer::kClient ? client_ended_ : server_ended_;
+  if (ended) return state_;
+  ended = true;
+  // Without its scratch the parser rests between messages: no message ends with the input.
+  if (!scratch_) return state_;
+  Side& side = from == Peer::kClient ? scratch_->client : scratch_->server;
   if (side.request && client_awaits_upgrade_) return state_;
   // Completes a body delimited by EOF; a message cut short is left for Close() to abort.
-  if (llhttp_message_needs_eof(&side.http)) Execute(side, {});
+  if (llhttp_message_needs_eof(side.http)) Execute(side, {});
   return state_;
 }
 
 void Parser::Close(Timestamp now) {
-  for (size_t i = 0; i < pending_.size(); ++i) {
-    if (pending_[i].started) EndStream(pending_[i], EndReason::kAborted, now);
+  if (!scratch_) return;  // nothing awaited
+  PendingQueue& pending = scratch_->pending;
+  for (size_t i = 0; i < pending.size(); ++i) {
+    if (pending[i].started) EndStream(pending[i], EndReason::kAborted, now);
   }
-  pending_.clear();
+  pending.clear();
 }
 
 int Parser::Fail(ParseError error, std::string detail) {
@@ -189,31 +216,34 @@ int Parser::HeadTooLarge(Side& side) {
 int Parser::OnRequestBegin(llhttp_t* http) {
   Side& side = SideOf(http);
   Parser& self = *side.parser;
-  if (self.pending_.size() >= self.config_.limits.max_pending_requests) {
+  Scratch& at = *self.scratch_;
+  side.in_message = true;
+  if (at.pending.size() >= self.config_.limits.max_pending_requests) {
     return self.Fail(ParseError::kTooManyStreams,
                      absl::StrCat("over ", self.config_.limits.max_pending_requests,
                                   " pipelined requests awaiting a response"));
   }
   self.client_stream_id_ = self.next_stream_id_++;
-  self.pending_.push_back(Pending{.stream_id = self.client_stream_id_, .request_at = self.now_});
+  at.pending.push_back(Pending{.stream_id = self.client_stream_id_, .request_at = self.now_});
   side.head_bytes = 0;
   side.captured = 0;
-  self.request_.authority.clear();
-  self.request_.path.clear();
-  self.request_.grpc = false;
+  at.request.authority.clear();
+  at.request.path.clear();
+  at.request.grpc = false;
   return HPE_OK;
 }
 
 int Parser::OnUrl(llhttp_t* http, const char* at, size_t length) {
   Side& side = SideOf(http);
-  side.parser->request_.path.append(at, length);
+  side.parser->scratch_->request.path.append(at, length);
   return side.parser->CountHeadBytes(side, length);
 }
 
 Parser::Pending* Parser::CurrentRequest() {
   // Absent once an early response has answered it and gone.
-  if (pending_.empty() || pending_.back().stream_id != client_stream_id_) return nullptr;
-  return &pending_.back();
+  PendingQueue& pending = scratch_->pending;
+  if (pending.empty() || pending.back().stream_id != client_stream_id_) return nullptr;
+  return &pending.back();
 }
 
 int Parser::OnRequestHeadersComplete(llhttp_t* http) {
@@ -227,12 +257,13 @@ int Parser::OnRequestHeadersComplete(llhttp_t* http) {
 }
 
 void Parser::StartRequest(Pending& pending) {
-  EndCapture(client_);
-  request_.stream_id = pending.stream_id;
-  request_.at = pending.request_at;
-  request_.method = llhttp_method_name(static_cast<llhttp_method_t>(pending.method));
+  EndCapture(scratch_->client);
+  RequestStart& request = scratch_->request;
+  request.stream_id = pending.stream_id;
+  request.at = pending.request_at;
+  request.method = llhttp_method_name(static_cast<llhttp_method_t>(pending.method));
   pending.started = true;
-  sink_.OnRequestStart(request_);
+  sink_.OnRequestStart(request);
 }
 
 int Parser::OnRequestBody(llhttp_t* http, const char*, size_t length) {
@@ -241,12 +272,18 @@ int Parser::OnRequestBody(llhttp_t* http, const char*, size_t length) {
   return HPE_OK;
 }
 
+int Parser::OnRequestComplete(llhttp_t* http) {
+  SideOf(http).in_message = false;
+  return HPE_OK;
+}
+
 // --- response side --------------------------------------------------------------------
 
 int Parser::OnResponseBegin(llhttp_t* http) {
   Side& side = SideOf(http);
   Parser& self = *side.parser;
-  if (self.pending_.empty()) {
+  side.in_message = true;
+  if (self.scratch_->pending.empty()) {
     return self.Fail(ParseError::kUnexpectedResponse, "response with no request to answer");
   }
   side.head_bytes = 0;
@@ -264,7 +301,8 @@ int Parser::OnStatus(llhttp_t* http, const char*, size_t length) {
 int Parser::OnResponseHeadersComplete(llhttp_t* http) {
   Side& side = SideOf(http);
   Parser& self = *side.parser;
-  Pending& pending = self.pending_.front();
+  Scratch& at = *self.scratch_;
+  Pending& pending = at.pending.front();
   const int status = llhttp_get_status_code(http);
   const bool connect = pending.method == HTTP_CONNECT;
   self.switching_ = status == 101 || (connect && status >= 200 && status < 300);
@@ -273,15 +311,15 @@ int Parser::OnResponseHeadersComplete(llhttp_t* http) {
   // A server may answer before the request head is complete (e.g. 431): report the request
   // with what is known of it.
   if (!pending.started) {
-    pending.method = llhttp_get_method(&self.client_.http);
+    pending.method = llhttp_get_method(at.client.http);
     self.StartRequest(pending);
   }
   EndCapture(side);
-  self.response_.stream_id = pending.stream_id;
-  self.response_.at = self.response_at_;
-  self.response_.status = status;
+  at.response.stream_id = pending.stream_id;
+  at.response.at = self.response_at_;
+  at.response.status = status;
   pending.responded = true;
-  self.sink_.OnResponseStart(self.response_);
+  self.sink_.OnResponseStart(at.response);
   if (self.switching_) return kNoBodyThenSwitch;
   // RFC 9110 6.4.1: whatever Content-Length says, these never carry a body.
   const bool bodiless = pending.method == HTTP_HEAD || status == 204 || status == 304;
@@ -294,16 +332,19 @@ int Parser::OnResponseBody(llhttp_t* http, const char*, size_t length) {
 }
 
 int Parser::OnResponseComplete(llhttp_t* http) {
-  Parser& self = *SideOf(http).parser;
+  Side& side = SideOf(http);
+  Parser& self = *side.parser;
+  side.in_message = false;
   if (!self.final_response_) return HPE_OK;
-  if (self.pending_.empty()) {
+  Scratch& at = *self.scratch_;
+  if (at.pending.empty()) {
     return self.Fail(ParseError::kUnexpectedResponse, "response ended with no request open");
   }
-  self.EndStream(self.pending_.front(), EndReason::kComplete, self.now_);
-  self.pending_.pop_front();
-  if (self.client_awaits_upgrade_ && self.pending_.empty()) {
+  self.EndStream(at.pending.front(), EndReason::kComplete, self.now_);
+  at.pending.pop_front();
+  if (self.client_awaits_upgrade_ && at.pending.empty()) {
     self.client_awaits_upgrade_ = false;
-    if (!self.switching_) llhttp_resume_after_upgrade(&self.client_.http);
+    if (!self.switching_) llhttp_resume_after_upgrade(at.client.http);
   }
   return HPE_OK;
 }
@@ -316,8 +357,8 @@ void Parser::EndStream(const Pending& pending, EndReason reason, Timestamp at) {
   end.at = at;
   end.request_bytes = pending.request_bytes;
   if (pending.responded) {
-    end.response_at = response_.at;
-    end.status = response_.status;
+    end.response_at = scratch_->response.at;
+    end.status = scratch_->response.status;
     end.response_bytes = response_bytes_;
   }
   sink_.OnStreamEnd(end);
@@ -374,9 +415,10 @@ int Parser::OnHeaderValueComplete(llhttp_t* http) {
 }
 
 void Parser::KeepHeader(Side& side) {
-  if (side.is_host) request_.authority = side.value;
+  RequestStart& request = scratch_->request;
+  if (side.is_host) request.authority = side.value;
   if (side.is_content_type) {
-    request_.grpc = absl::StartsWithIgnoreCase(side.value, "application/grpc");
+    request.grpc = absl::StartsWithIgnoreCase(side.value, "application/grpc");
   }
   if (side.captured_as == nullptr) return;
   std::vector<Header>& headers = *side.headers;

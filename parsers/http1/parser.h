@@ -3,6 +3,7 @@
 // no body, Upgrade and CONNECT switching the connection to another protocol.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,9 +22,13 @@ class Parser final : public ConnectionParser {
   ParserState Feed(Peer from, std::string_view bytes, Timestamp now) override;
   ParserState EndOfInput(Peer from, Timestamp now) override;
   void Close(Timestamp now) override;
+  void ReleaseIdleMemory() override;
   ParserState state() const override { return state_; }
   ParseError error() const override { return error_; }
   std::string_view error_detail() const override { return error_detail_; }
+  // Whether the parser holds its scratch (the last ReleaseIdleMemory gave it back and no
+  // bytes came since): what its tests check.
+  bool holds_scratch() const { return scratch_ != nullptr; }
 
  private:
   // A request seen on the client side and not yet answered.
@@ -59,7 +64,7 @@ class Parser final : public ConnectionParser {
   struct Side {
     Parser* parser = nullptr;
     bool request = false;
-    llhttp_t http;
+    llhttp_t* http = nullptr;  // the parser's, whose `data` points here
     size_t head_bytes = 0;  // start line plus headers so far, for max_header_bytes
     std::string field;      // the header name being parsed, unless longer than any wanted
     size_t field_length = 0;
@@ -72,7 +77,29 @@ class Parser final : public ConnectionParser {
     // vector keeps its elements between messages so their strings keep their storage.
     std::vector<Header>* headers = nullptr;
     size_t captured = 0;
-    bool ended = false;  // EndOfInput() seen
+    bool in_message = false;  // between a message's first byte and its end
+  };
+
+  // What parsing a message takes, and what reusing it between messages keeps (the strings
+  // and vectors keep their storage, so that a steady connection does not allocate per
+  // request): made with the parser, given back by ReleaseIdleMemory between messages, made
+  // again by the next bytes. The llhttp states stay with the parser: between messages they
+  // are not always their initial ones (after "Connection: close", say), and kept whole they
+  // parse on exactly as if nothing had been given back.
+  struct Scratch {
+    explicit Scratch(Parser& parser);
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+
+    Side client;
+    Side server;
+    PendingQueue pending;
+    // Scratch events.
+    RequestStart request;
+    ResponseStart response;
+    // The client side paused after an Upgrade or CONNECT request: its later bytes wait here
+    // until the response says whether the protocol switched.
+    std::string held_client_bytes;
   };
 
   static const llhttp_settings_t kRequestSettings;
@@ -83,6 +110,7 @@ class Parser final : public ConnectionParser {
   static int OnUrl(llhttp_t* http, const char* at, size_t length);
   static int OnRequestHeadersComplete(llhttp_t* http);
   static int OnRequestBody(llhttp_t* http, const char* at, size_t length);
+  static int OnRequestComplete(llhttp_t* http);
   static int OnResponseBegin(llhttp_t* http);
   static int OnStatus(llhttp_t* http, const char* at, size_t length);
   static int OnResponseHeadersComplete(llhttp_t* http);
@@ -95,6 +123,10 @@ class Parser final : public ConnectionParser {
 
   static Side& SideOf(llhttp_t* http) { return *static_cast<Side*>(http->data); }
 
+  Scratch& scratch() {
+    if (!scratch_) scratch_ = std::make_unique<Scratch>(*this);
+    return *scratch_;
+  }
   ParserState FeedClient(std::string_view bytes);
   void Execute(Side& side, std::string_view bytes);
   int CountHeadBytes(Side& side, size_t length) {
@@ -112,8 +144,9 @@ class Parser final : public ConnectionParser {
 
   const ParserConfig& config_;
   EventSink& sink_;
-  Side client_;
-  Side server_;
+  llhttp_t client_http_;
+  llhttp_t server_http_;
+  std::unique_ptr<Scratch> scratch_;
   size_t longest_wanted_name_ = std::string_view("content-type").size();
   Timestamp now_ = 0;
   ParserState state_ = ParserState::kParsing;
@@ -122,19 +155,14 @@ class Parser final : public ConnectionParser {
 
   uint32_t next_stream_id_ = 1;
   uint32_t client_stream_id_ = 0;  // the request the client side is parsing
-  PendingQueue pending_;
-  // Scratch events, reused so that a steady connection does not allocate per request.
-  RequestStart request_;
-  ResponseStart response_;
-  Timestamp response_at_ = 0;  // first byte of the response being parsed
+  Timestamp response_at_ = 0;      // first byte of the response being parsed
   uint64_t response_bytes_ = 0;
   bool final_response_ = false;  // the current response is not 1xx
   bool switching_ = false;       // the current response switches protocols
-
-  // The client side paused after an Upgrade or CONNECT request: its later bytes wait here
-  // until the response says whether the protocol switched.
+  bool client_ended_ = false;    // EndOfInput() seen, by peer
+  bool server_ended_ = false;
+  // The client's bytes after an Upgrade or CONNECT request wait in held_client_bytes.
   bool client_awaits_upgrade_ = false;
-  std::string held_client_bytes_;
 };
 
 }  // namespace nodemesh::parsers::http1

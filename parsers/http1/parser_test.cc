@@ -368,6 +368,81 @@ std::vector<std::vector<Segment>> Conversations() {
   };
 }
 
+TEST_CASE("http1: an idle parser gives back its scratch between messages, and parses on") {
+  const std::string request =
+      "GET /orders/1 HTTP/1.1\r\nHost: web:8080\r\nUser-Agent: a-client/1.0 (long enough)\r\n\r\n";
+  const std::string response =
+      "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+  Conversation kept;  // never released: what the released one must report alike
+  Conversation released;
+  const auto both = [&](bool client, std::string_view bytes) {
+    for (Conversation* c : {&kept, &released}) client ? c->Client(bytes) : c->Server(bytes);
+  };
+  both(true, request);
+  both(false, response);
+  REQUIRE(released.parser.holds_scratch());
+  released.parser.ReleaseIdleMemory();
+  CHECK_FALSE(released.parser.holds_scratch());
+  released.parser.ReleaseIdleMemory();  // twice: still nothing held, nothing reported
+
+  // Held while a request awaits its response, and while a head or a body is partly read.
+  both(true, request);
+  released.parser.ReleaseIdleMemory();
+  CHECK(released.parser.holds_scratch());
+  both(false, response.substr(0, 20));
+  released.parser.ReleaseIdleMemory();
+  CHECK(released.parser.holds_scratch());
+  both(false, response.substr(20, response.size() - 21));
+  released.parser.ReleaseIdleMemory();
+  CHECK(released.parser.holds_scratch());
+  both(false, response.substr(response.size() - 1));
+  released.parser.ReleaseIdleMemory();
+  CHECK_FALSE(released.parser.holds_scratch());
+  both(true, request.substr(0, 10));
+  released.parser.ReleaseIdleMemory();
+  CHECK(released.parser.holds_scratch());
+  both(true, request.substr(10));
+  both(false, response);
+  released.parser.ReleaseIdleMemory();
+  CHECK_FALSE(released.parser.holds_scratch());
+
+  // Connection: close with keep-alive after it, a HEAD, then the client's half-close and the
+  // connection's end with nothing open, each after a release.
+  both(true, "HEAD /h HTTP/1.0\r\nHost: web\r\n\r\n");
+  both(false, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 7\r\n\r\n");
+  released.parser.ReleaseIdleMemory();
+  CHECK_FALSE(released.parser.holds_scratch());
+  both(true, request);
+  both(false, response);
+  released.parser.ReleaseIdleMemory();
+  for (Conversation* c : {&kept, &released}) {
+    c->parser.EndOfInput(Peer::kClient, ++c->now);
+    c->parser.EndOfInput(Peer::kServer, ++c->now);
+    c->parser.Close(++c->now);
+  }
+  CHECK(released.sink.Dump() == kept.sink.Dump());
+  CHECK(released.sink.ends().size() == 5);
+  CHECK(released.sink.requests().back().stream_id == 5);
+  CHECK(released.sink.requests().back().headers ==
+        std::vector<Header>{{"user-agent", "a-client/1.0 (long enough)"}});
+  CHECK(released.parser.state() == ParserState::kParsing);
+}
+
+TEST_CASE("http1: an idle parser keeps its scratch while an Upgrade awaits its answer") {
+  Conversation c;
+  c.Client("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+  c.parser.ReleaseIdleMemory();
+  CHECK(c.parser.holds_scratch());
+  c.Server("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+  c.parser.ReleaseIdleMemory();
+  CHECK_FALSE(c.parser.holds_scratch());
+  c.Client("GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
+  c.Server("HTTP/1.1 204 No Content\r\n\r\n");
+  REQUIRE(c.sink.ends().size() == 2);
+  CHECK(c.sink.ends()[1].status == 204);
+  CHECK(c.sink.requests()[1].path == "/next");
+}
+
 TEST_CASE("http1: any split of the same bytes gives the same events") {
   std::mt19937 rng(Catch::rngSeed());
   int n = 0;

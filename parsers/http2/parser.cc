@@ -117,6 +117,21 @@ void Parser::Close(Timestamp now) {
   EndCollectedStreams(EndReason::kAborted, now, 0);
 }
 
+void Parser::ReleaseIdleMemory() {
+  if (state_ != ParserState::kParsing || !streams_.empty()) return;
+  for (const Direction* dir : {&client_, &server_}) {
+    if (dir->phase != Phase::kFrameHeader || dir->header_filled != 0 || dir->block_open) return;
+  }
+  client_.block = std::string();
+  server_.block = std::string();
+  decoded_ = DecodedBlock();
+  request_ = RequestStart();
+  response_ = ResponseStart();
+  end_ = StreamEnd();
+  streams_ = StreamMap();
+  ids_ = std::vector<uint32_t>();
+}
+
 void Parser::Fail(ParseError error, std::string detail) {
   if (state_ != ParserState::kParsing) return;
   state_ = ParserState::kFailed;

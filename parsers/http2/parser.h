@@ -52,6 +52,10 @@ class Parser final : public ConnectionParser {
   // HTTP/2 never delimits anything by EOF; streams left open end in Close().
   ParserState EndOfInput(Peer from, Timestamp now) override;
   void Close(Timestamp now) override;
+  // Between frames, with no stream open and no header block being put together: the
+  // blocks', decoded headers' and events' storage and the stream map's. The HPACK tables
+  // stay: they are the connection's state, which the next header block refers to.
+  void ReleaseIdleMemory() override;
   ParserState state() const override { return state_; }
   ParseError error() const override { return error_; }
   std::string_view error_detail() const override { return error_detail_; }
