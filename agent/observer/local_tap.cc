@@ -1,14 +1,11 @@
 #include "agent/observer/local_tap.h"
 
 #include <fmt/format.h>
-#include <google/protobuf/descriptor.h>
-#include <google/protobuf/reflection.h>
+#include <google/protobuf/util/json_util.h>
 
-#include <cmath>
 #include <string>
 #include <vector>
 
-#include "absl/strings/escaping.h"
 #include "common/base/log.h"
 
 namespace nodemesh::agent {
@@ -22,106 +19,20 @@ bool SameFilter(const TapFilter& a, const TapFilter& b) {
 
 }  // namespace
 
-namespace {
-
-// A protobuf field's value in the proto3 JSON mapping, as MessageToJsonString gives it with
-// proto field names: 64-bit integers as strings, enums by name, bytes in base64, NaN and the
-// infinities by name. Built straight from reflection: the library's printer serializes each
-// message and reads it back through a type resolver, twenty times the cost.
-nlohmann::json ProtoJson(const google::protobuf::Message& message);
-
-nlohmann::json FloatJson(double value) {
-  if (std::isnan(value)) return "NaN";
-  if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
-  return value;
-}
-
-nlohmann::json FieldJson(const google::protobuf::Message& message,
-                         const google::protobuf::FieldDescriptor& field, int index) {
-  using google::protobuf::FieldDescriptor;
-  const google::protobuf::Reflection& reflection = *message.GetReflection();
-  const bool repeated = index >= 0;
-  switch (field.cpp_type()) {
-    case FieldDescriptor::CPPTYPE_INT32:
-      return repeated ? reflection.GetRepeatedInt32(message, &field, index)
-                      : reflection.GetInt32(message, &field);
-    case FieldDescriptor::CPPTYPE_UINT32:
-      return repeated ? reflection.GetRepeatedUInt32(message, &field, index)
-                      : reflection.GetUInt32(message, &field);
-    case FieldDescriptor::CPPTYPE_INT64:
-      return std::to_string(repeated ? reflection.GetRepeatedInt64(message, &field, index)
-                                     : reflection.GetInt64(message, &field));
-    case FieldDescriptor::CPPTYPE_UINT64:
-      return std::to_string(repeated ? reflection.GetRepeatedUInt64(message, &field, index)
-                                     : reflection.GetUInt64(message, &field));
-    case FieldDescriptor::CPPTYPE_DOUBLE:
-      return FloatJson(repeated ? reflection.GetRepeatedDouble(message, &field, index)
-                                : reflection.GetDouble(message, &field));
-    case FieldDescriptor::CPPTYPE_FLOAT:
-      return FloatJson(repeated ? reflection.GetRepeatedFloat(message, &field, index)
-                                : reflection.GetFloat(message, &field));
-    case FieldDescriptor::CPPTYPE_BOOL:
-      return repeated ? reflection.GetRepeatedBool(message, &field, index)
-                      : reflection.GetBool(message, &field);
-    case FieldDescriptor::CPPTYPE_ENUM: {
-      const int number = repeated ? reflection.GetRepeatedEnumValue(message, &field, index)
-                                  : reflection.GetEnumValue(message, &field);
-      const google::protobuf::EnumValueDescriptor* value =
-          field.enum_type()->FindValueByNumber(number);
-      if (value == nullptr) return number;
-      return value->name();
-    }
-    case FieldDescriptor::CPPTYPE_STRING: {
-      std::string scratch;
-      const std::string& value =
-          repeated ? reflection.GetRepeatedStringReference(message, &field, index, &scratch)
-                   : reflection.GetStringReference(message, &field, &scratch);
-      if (field.type() == FieldDescriptor::TYPE_BYTES) return absl::Base64Escape(value);
-      return value;
-    }
-    case FieldDescriptor::CPPTYPE_MESSAGE:
-      return ProtoJson(repeated ? reflection.GetRepeatedMessage(message, &field, index)
-                                : reflection.GetMessage(message, &field));
-  }
-  return nullptr;
-}
-
-nlohmann::json ProtoJson(const google::protobuf::Message& message) {
-  const google::protobuf::Reflection& reflection = *message.GetReflection();
-  std::vector<const google::protobuf::FieldDescriptor*> fields;
-  reflection.ListFields(message, &fields);  // the fields set: proto3 defaults are not
-  nlohmann::json json = nlohmann::json::object();
-  for (const google::protobuf::FieldDescriptor* field : fields) {
-    nlohmann::json& out = json[field->name()];
-    if (field->is_map()) {
-      out = nlohmann::json::object();
-      const google::protobuf::FieldDescriptor& key = *field->message_type()->map_key();
-      const google::protobuf::FieldDescriptor& value = *field->message_type()->map_value();
-      for (int i = 0; i < reflection.FieldSize(message, field); ++i) {
-        const google::protobuf::Message& entry = reflection.GetRepeatedMessage(message, field, i);
-        nlohmann::json key_json = FieldJson(entry, key, -1);
-        const std::string name = key_json.is_string() ? key_json.get<std::string>()
-                                                      : key_json.dump();  // numbers, booleans
-        out[name] = FieldJson(entry, value, -1);
-      }
-    } else if (field->is_repeated()) {
-      out = nlohmann::json::array();
-      for (int i = 0; i < reflection.FieldSize(message, field); ++i) {
-        out.push_back(FieldJson(message, *field, i));
-      }
-    } else {
-      out = FieldJson(message, *field, -1);
-    }
-  }
-  return json;
-}
-
-}  // namespace
-
 nlohmann::json TapEventsJson(const std::vector<v1::TapEvent>& events) {
-  nlohmann::json json = nlohmann::json::array();
-  for (const v1::TapEvent& event : events) json.push_back(ProtoJson(event));
-  return json;
+  // One pass of protobuf's printer over the whole poll: its cost is mostly per call (the
+  // message serialized, then read back by type), so a batch costs little more than an event.
+  v1::TapEvents batch;
+  batch.mutable_events()->Reserve(static_cast<int>(events.size()));
+  for (const v1::TapEvent& event : events) *batch.add_events() = event;
+  google::protobuf::util::JsonPrintOptions print;
+  print.preserve_proto_field_names = true;
+  std::string text;
+  if (!google::protobuf::util::MessageToJsonString(batch, &text, print).ok()) {
+    return nlohmann::json::array();
+  }
+  nlohmann::json json = nlohmann::json::parse(text);
+  return json.contains("events") ? std::move(json["events"]) : nlohmann::json::array();
 }
 
 LocalTaps::LocalTaps(TapSubscriptions& subscriptions, Drain drain, LocalTapOptions options)
