@@ -14,7 +14,6 @@ namespace nodemesh::aggregator {
 namespace {
 
 constexpr int64_t kEmptySlot = std::numeric_limits<int64_t>::min();
-constexpr int64_t kSecondsPerMinute = 60;
 
 // Identities and routes stay interned for this long past the retention, so that a query
 // scanning the oldest retained second never meets an id that was just reused.
@@ -120,8 +119,8 @@ absl::Status AddOutcome(const StoreOptions& options, int64_t second, bool tables
 
 }  // namespace
 
-// One second's series, or one minute's summed (a rollup). The minute of a rollup is `second`,
-// its first second; its TCP gauges are each the one of the newest second that reported it.
+// One second's series, or a span's summed (a rollup). The span of a rollup starts at `second`;
+// its TCP gauges are each the one of the newest second that reported it.
 struct Store::Slot {
   mutable std::mutex mutex;
   int64_t second = kEmptySlot;
@@ -129,9 +128,9 @@ struct Store::Slot {
   absl::flat_hash_map<TrafficLabels, TcpCounts> tcp;
   // Rollups only: the second each TCP gauge was reported for.
   absl::flat_hash_map<TrafficLabels, int64_t> gauge_seconds;
-  // Rollups only: a second of the minute was dropped (aged out, evicted, or its ring slot
+  // Rollups only: a second of the span was dropped (aged out, evicted, or its ring slot
   // reused) while it held series, so the rollup no longer sums its seconds: it is emptied,
-  // takes no more deltas, and scans read the minute's remaining seconds instead.
+  // takes no more deltas, and scans read the span's remaining seconds instead.
   bool broken = false;
   size_t histogram_bytes = 0;  // packed histograms' heap memory
   size_t bytes = 0;            // as last accounted in memory_bytes_
@@ -168,13 +167,13 @@ struct Store::Slot {
     return responses_left_out + MergeTcp(delta.tcp, max_series);
   }
 
-  // With the lock held, into the rollup of `minute`: the series of `delta_second`, one of its
-  // seconds, as its own slot took them. A rollup taken over from an older minute starts whole;
-  // a broken one, or one the ring has moved past, is left alone.
-  void Roll(int64_t minute, int64_t delta_second, DeltaSeries& delta) {
-    if (second != minute) {
-      if (second > minute) return;
-      Reset(minute);
+  // With the lock held, into the rollup of the span starting at `start`: the series of
+  // `delta_second`, one of its seconds, as its own slot took them. A rollup taken over from an
+  // older span starts whole; a broken one, or one the ring has moved past, is left alone.
+  void Roll(int64_t start, int64_t delta_second, DeltaSeries& delta) {
+    if (second != start) {
+      if (second > start) return;
+      Reset(start);
     }
     if (broken) return;
     MergeResponses(delta.responses, std::numeric_limits<size_t>::max());
@@ -246,11 +245,10 @@ struct Store::Slot {
 };
 
 Store::Store(StoreOptions options)
-    : options_(options),
-      slots_(new Slot[static_cast<size_t>(options.retention_seconds)]),
-      // Two minutes more than the retention spans: a minute's rollup is never taken over
-      // while a delta for one of its seconds may still come.
-      minutes_(new Slot[MinuteSlots()]) {
+    : options_(options), slots_(new Slot[static_cast<size_t>(options.retention_seconds)]) {
+  for (size_t level = 0; level < kRollupSpans.size(); ++level) {
+    rollups_[level].reset(new Slot[RollupSlots(level)]);
+  }
   // External holds id 0 for good, as in the agents' tables, so that a Service id of 0 means
   // "no Service" (External is never one).
   identities_.Intern(metrics::ExternalIdentity(), std::numeric_limits<int64_t>::max());
@@ -263,18 +261,21 @@ Store::Slot& Store::SlotOf(int64_t second) const {
   return slots_[static_cast<size_t>(((second % size) + size) % size)];
 }
 
-size_t Store::MinuteSlots() const {
-  return static_cast<size_t>(options_.retention_seconds / kSecondsPerMinute + 2);
+size_t Store::RollupSlots(size_t level) const {
+  // Three spans more than the retention: a rollup is never taken over while a delta for one
+  // of its seconds may still come (up to max_future_seconds ahead).
+  return static_cast<size_t>(options_.retention_seconds / kRollupSpans[level] + 3);
 }
 
-int64_t Store::MinuteOf(int64_t second) {
-  return second - ((second % kSecondsPerMinute) + kSecondsPerMinute) % kSecondsPerMinute;
+int64_t Store::SpanStart(size_t level, int64_t second) {
+  const int64_t span = kRollupSpans[level];
+  return second - ((second % span) + span) % span;
 }
 
-Store::Slot& Store::RollupOf(int64_t second) const {
-  const auto size = static_cast<int64_t>(MinuteSlots());
-  const int64_t index = MinuteOf(second) / kSecondsPerMinute;
-  return minutes_[static_cast<size_t>(((index % size) + size) % size)];
+Store::Slot& Store::RollupOf(size_t level, int64_t second) const {
+  const auto size = static_cast<int64_t>(RollupSlots(level));
+  const int64_t index = SpanStart(level, second) / kRollupSpans[level];
+  return rollups_[level][static_cast<size_t>(((index % size) + size) % size)];
 }
 
 void Store::Drop(Slot& slot, int64_t new_second) {
@@ -283,12 +284,14 @@ void Store::Drop(Slot& slot, int64_t new_second) {
   slot.Reset(new_second);
   Account(slot);
   if (dropped == kEmptySlot || !held_series) return;
-  Slot& rollup = RollupOf(dropped);
-  std::lock_guard lock(rollup.mutex);
-  if (rollup.second != MinuteOf(dropped) || rollup.broken) return;
-  rollup.Reset(rollup.second);
-  rollup.broken = true;
-  Account(rollup);
+  for (size_t level = 0; level < kRollupSpans.size(); ++level) {
+    Slot& rollup = RollupOf(level, dropped);
+    std::lock_guard lock(rollup.mutex);
+    if (rollup.second != SpanStart(level, dropped) || rollup.broken) continue;
+    rollup.Reset(rollup.second);
+    rollup.broken = true;
+    Account(rollup);
+  }
 }
 
 absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
@@ -320,12 +323,14 @@ absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
     over_limit = slot.Merge(*second, series, options_.max_series_per_second);
     if (over_limit) {
       Account(slot);
-      // Under the second's lock, so that the rollup and its second never disagree for
+      // Under the second's lock, so that the rollups and their second never disagree for
       // longer than this.
-      Slot& rollup = RollupOf(*second);
-      std::lock_guard rollup_lock(rollup.mutex);
-      rollup.Roll(MinuteOf(*second), *second, series);
-      Account(rollup);
+      for (size_t level = 0; level < kRollupSpans.size(); ++level) {
+        Slot& rollup = RollupOf(level, *second);
+        std::lock_guard rollup_lock(rollup.mutex);
+        rollup.Roll(SpanStart(level, *second), *second, series);
+        Account(rollup);
+      }
     }
   }
   if (!over_limit) {
@@ -356,13 +361,18 @@ absl::StatusOr<int64_t> Store::SecondOf(const v1::MetricsDelta& delta, int64_t n
 void Store::Scan(int64_t first_second, int64_t last_second, StoreVisitor& visitor) const {
   const int64_t oldest = std::max(first_second, last_second - options_.retention_seconds + 1);
   for (int64_t second = last_second; second >= oldest;) {
-    // A whole minute in the range is read from its rollup, when it has a whole one.
-    const int64_t minute = MinuteOf(second);
-    if (second == minute + kSecondsPerMinute - 1 && minute >= oldest &&
-        Visit(RollupOf(minute), minute, visitor)) {
-      second = minute - 1;
-      continue;
+    // The longest whole span in the range that ends here is read from its rollup, when it has
+    // a whole one.
+    bool rolled = false;
+    for (size_t level = 0; level < kRollupSpans.size() && !rolled; ++level) {
+      const int64_t start = SpanStart(level, second);
+      if (second == start + kRollupSpans[level] - 1 && start >= oldest &&
+          Visit(RollupOf(level, start), start, visitor)) {
+        second = start - 1;
+        rolled = true;
+      }
     }
+    if (rolled) continue;
     Visit(SlotOf(second), second, visitor);
     --second;
   }

@@ -69,12 +69,13 @@ TEST_CASE("A scan visits exactly the seconds asked for, newest first", "[unit]")
                      kNow)
                 .ok());
   }
+  // kNow - 11 .. kNow - 2 holds no whole 10 s span (kNow - 20 starts a minute): no rollup.
   Recorder recorder;
-  store.Scan(kNow - 10, kNow - 1, recorder);
+  store.Scan(kNow - 11, kNow - 2, recorder);
   REQUIRE(recorder.responses.size() == 10);
   CHECK(recorder.total_responses() == 100);
-  CHECK(recorder.responses.front().second == kNow - 1);
-  CHECK(recorder.responses.back().second == kNow - 10);
+  CHECK(recorder.responses.front().second == kNow - 2);
+  CHECK(recorder.responses.back().second == kNow - 11);
   const metrics::Identity destination =
       *store.identity(recorder.responses[0].labels.traffic.destination);
   CHECK(destination.pod == "voting-1");
@@ -211,7 +212,7 @@ TEST_CASE("Old seconds age out, their identities and routes are forgotten later"
   Recorder recorder;
   store.Scan(kNow - 1, kNow + 59, recorder);
   REQUIRE(recorder.responses.size() == 1);
-  CHECK(recorder.responses[0].second == kNow + 59);
+  CHECK(*store.route(recorder.responses[0].labels.route) == "GET /new");
 
   store.Expire(kNow + 60 + 59);
   Recorder after_expiry;
@@ -310,7 +311,7 @@ Totals SecondBySecond(const Store& store, int64_t first, int64_t last) {
 // kNow - 20 starts a minute.
 constexpr int64_t kMinute = kNow - 20;
 
-TEST_CASE("Whole minutes are read from rollups that sum their seconds exactly", "[unit]") {
+TEST_CASE("Whole minutes and 10 s are read from rollups that sum their seconds exactly", "[unit]") {
   Store store;
   // Five minutes and a half of seconds, one to three deltas each (several workers, a timer
   // that ran twice), in shuffled order as agents catching up would send them: responses on
@@ -322,7 +323,8 @@ TEST_CASE("Whole minutes are read from rollups that sum their seconds exactly", 
     for (int i = 0; i < repeats; ++i) {
       DeltaBuilder builder(second);
       std::vector<int64_t> latencies;
-      for (uint32_t n = random() % 20; n > 0; --n) latencies.push_back(1000 + random() % 50'000'000);
+      for (uint32_t n = random() % 20; n > 0; --n)
+        latencies.push_back(1000 + random() % 50'000'000);
       builder.ResponsesWithLatencies(Web(), Voting(), v1::OUTBOUND, second % 2 ? "a" : "b",
                                      latencies);
       if (random() % 4 == 0) builder.Responses(Web(), Voting(), v1::OUTBOUND, "a", 1, 9, 503, true);
@@ -339,7 +341,8 @@ TEST_CASE("Whole minutes are read from rollups that sum their seconds exactly", 
            {kMinute - 299, kMinute - 1},   // a minute's seconds at the old end
            {kMinute - 241, kMinute - 61},  // partial minutes at both ends
            {kMinute - 120, kMinute - 61},  // one whole minute
-           {kMinute - 100, kMinute - 90},  // within a minute
+           {kMinute - 100, kMinute - 90},  // a whole 10 s and a second
+           {kMinute - 97, kMinute - 93},   // within 10 s
        }) {
     INFO("seconds " << first - kMinute << " .. " << last - kMinute << " from the minute");
     Totals scanned;
@@ -355,7 +358,7 @@ TEST_CASE("Whole minutes are read from rollups that sum their seconds exactly", 
   CHECK(hour.visits < seconds.visits / 30);
 }
 
-TEST_CASE("A rollup of a minute that lost a second is not read, even after late deltas", "[unit]") {
+TEST_CASE("A rollup that lost a second is not read, even after late deltas", "[unit]") {
   Store store(StoreOptions{.retention_seconds = 120});
   for (int64_t second = kMinute; second < kMinute + 60; ++second) {
     REQUIRE(store
@@ -384,10 +387,11 @@ TEST_CASE("A rollup of a minute that lost a second is not read, even after late 
                        .delta(),
                    kMinute + 121)
               .ok());
+  // The first 10 s from their nine remaining seconds, the other five 10 s from their rollups.
   Totals after;
   store.Scan(kMinute, kMinute + 59, after);
   CHECK(after == SecondBySecond(store, kMinute, kMinute + 59));
-  CHECK(after.visits == 59);
+  CHECK(after.visits == 9 + 5);
   CHECK(after.responses.begin()->second.responses == 595);
 }
 
