@@ -504,13 +504,16 @@ void MeasureTap(const std::string& binary, const Settings& settings) {
   Settings tap_settings = settings;
   tap_settings.shape = shape;
   AggregatorUnderTest aggregator(binary, tap_settings);
+  const auto connecting = SteadyClock::now();
   Fleet fleet(aggregator.process->address(), shape);
-  const auto deadline = SteadyClock::now() + std::chrono::seconds(settings.connect_timeout_seconds);
+  const auto deadline = connecting + std::chrono::seconds(settings.connect_timeout_seconds);
   for (const auto& agent : fleet.agents()) {
     if (!agent->WaitClusterPods(TotalPods(shape), deadline)) {
       throw std::runtime_error("tap: not every agent got the cluster's pods in time");
     }
   }
+  std::printf("  tap: %d agents connected and held the cluster's pods in %.1f s\n",
+              settings.tap_agents, SecondsSince(connecting));
   v1::TapRequestSpec spec;
   *spec.mutable_target() = Namespace(NamespaceOf(shape, 0));
   spec.set_max_rps(1e9);  // the hub, not the rate limit, is measured
@@ -663,6 +666,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 10'000));
   app.add_option("--tap-agents", settings.tap_agents, "agents of the tap fan-out (0: none)")
       ->check(CLI::Range(0, 100'000));
+  app.add_option("--tap-events-per-agent", settings.tap_events_per_agent,
+                 "tap events each agent sends a second")
+      ->check(CLI::Range(10, 100'000));
   app.add_option("--tap-seconds", settings.tap_seconds, "seconds of tap events")
       ->check(CLI::Range(1, 600));
   app.add_option("--max-memory-mb", settings.max_memory_mb, "the aggregator's memory budget");
