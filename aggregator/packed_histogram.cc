@@ -28,15 +28,36 @@ bool GetVarint(const std::string& in, size_t* position, uint64_t* value) {
   return false;
 }
 
+// The (bucket, count) pairs of packed bytes, in order, one at a time.
+class BucketReader {
+ public:
+  explicit BucketReader(const std::string& bytes) : bytes_(bytes) { Next(); }
+  bool done() const { return done_; }
+  uint16_t bucket() const { return static_cast<uint16_t>(bucket_); }
+  uint64_t count() const { return count_; }
+  void Next() {
+    uint64_t gap = 0;
+    if (!GetVarint(bytes_, &position_, &gap) || !GetVarint(bytes_, &position_, &count_)) {
+      done_ = true;
+      return;
+    }
+    bucket_ = first_ ? gap : bucket_ + gap;
+    first_ = false;
+  }
+
+ private:
+  const std::string& bytes_;
+  size_t position_ = 0;
+  uint64_t bucket_ = 0;
+  uint64_t count_ = 0;
+  bool first_ = true;
+  bool done_ = false;
+};
+
 template <typename Visit>
 void ForEachBucket(const std::string& bytes, Visit visit) {
-  size_t position = 0;
-  uint64_t bucket = 0, gap = 0, count = 0;
-  bool first = true;
-  while (GetVarint(bytes, &position, &gap) && GetVarint(bytes, &position, &count)) {
-    bucket = first ? gap : bucket + gap;
-    first = false;
-    visit(static_cast<uint16_t>(bucket), count);
+  for (BucketReader reader(bytes); !reader.done(); reader.Next()) {
+    visit(reader.bucket(), reader.count());
   }
 }
 
@@ -79,10 +100,37 @@ void PackedHistogram::Merge(const PackedHistogram& other) {
     bytes_ = other.bytes_;
     return;
   }
-  metrics::SparseBuckets both = Unpack();
-  ForEachBucket(other.bytes_,
-                [&](uint16_t bucket, uint64_t count) { both.emplace_back(bucket, count); });
-  *this = Pack(std::move(both));
+  // Both are ascending by bucket: one pass over the two, as a merge of sorted lists, with no
+  // unpacking and no sort (the store merges every series of every delta twice: into its
+  // second and its minute).
+  BucketReader mine(bytes_), theirs(other.bytes_);
+  std::string merged;
+  merged.reserve(bytes_.size() + other.bytes_.size());
+  uint16_t previous = 0;
+  bool first = true;
+  while (!mine.done() || !theirs.done()) {
+    uint16_t bucket;
+    uint64_t count = 0;
+    if (theirs.done() || (!mine.done() && mine.bucket() < theirs.bucket())) {
+      bucket = mine.bucket();
+      count = mine.count();
+      mine.Next();
+    } else if (mine.done() || theirs.bucket() < mine.bucket()) {
+      bucket = theirs.bucket();
+      count = theirs.count();
+      theirs.Next();
+    } else {
+      bucket = mine.bucket();
+      count = mine.count() + theirs.count();
+      mine.Next();
+      theirs.Next();
+    }
+    PutVarint(first ? bucket : bucket - previous, &merged);
+    PutVarint(count, &merged);
+    previous = bucket;
+    first = false;
+  }
+  bytes_ = std::move(merged);
 }
 
 }  // namespace nodemesh::aggregator

@@ -39,5 +39,23 @@ TEST_CASE("Packing sorts, sums duplicates and skips what the layout cannot hold"
   CHECK(empty.Unpack() == packed.Unpack());
 }
 
+TEST_CASE("Merging packs exactly the union: interleaved, shared and leading buckets", "[unit]") {
+  std::mt19937_64 random(11);
+  for (int round = 0; round < 200; ++round) {
+    metrics::SparseBuckets a, b;
+    for (int i = static_cast<int>(random() % 8); i > 0; --i) {
+      a.emplace_back(random() % metrics::Histogram::kBuckets, 1 + random() % 1000);
+    }
+    for (int i = static_cast<int>(random() % 8); i > 0; --i) {
+      b.emplace_back(random() % metrics::Histogram::kBuckets, 1 + random() % 100'000);
+    }
+    metrics::SparseBuckets both = a;
+    both.insert(both.end(), b.begin(), b.end());
+    PackedHistogram merged = PackedHistogram::Pack(a);
+    merged.Merge(PackedHistogram::Pack(b));
+    CHECK(merged.Unpack() == PackedHistogram::Pack(both).Unpack());
+  }
+}
+
 }  // namespace
 }  // namespace nodemesh::aggregator

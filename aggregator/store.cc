@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <limits>
 #include <optional>
 #include <utility>
@@ -118,31 +119,44 @@ absl::Status AddOutcome(const StoreOptions& options, int64_t second, bool tables
 
 }  // namespace
 
+// One second's series, or a span's summed (a rollup). The span of a rollup starts at `second`;
+// its TCP gauges are each the one of the newest second that reported it.
 struct Store::Slot {
   mutable std::mutex mutex;
   int64_t second = kEmptySlot;
   absl::flat_hash_map<ResponseLabels, ResponseCounts> responses;
   absl::flat_hash_map<TrafficLabels, TcpCounts> tcp;
+  // Rollups only: the second each TCP gauge was reported for.
+  absl::flat_hash_map<TrafficLabels, int64_t> gauge_seconds;
+  // Rollups only: a second of the span was dropped (aged out, evicted, or its ring slot
+  // reused) while it held series, so the rollup no longer sums its seconds: it is emptied,
+  // takes no more deltas, and scans read the span's remaining seconds instead.
+  bool broken = false;
   size_t histogram_bytes = 0;  // packed histograms' heap memory
   size_t bytes = 0;            // as last accounted in memory_bytes_
 
   void Reset(int64_t new_second) {
     second = new_second;
+    broken = false;
     // Swapping with empty maps gives their memory back; clear() would keep it.
     absl::flat_hash_map<ResponseLabels, ResponseCounts>().swap(responses);
     absl::flat_hash_map<TrafficLabels, TcpCounts>().swap(tcp);
+    absl::flat_hash_map<TrafficLabels, int64_t>().swap(gauge_seconds);
     histogram_bytes = 0;
   }
   size_t series() const { return responses.size() + tcp.size(); }
   // The maps' tables (an entry and a control byte per unit of capacity) and the histograms.
   size_t MemoryBytes() const {
     return responses.capacity() * (sizeof(decltype(responses)::value_type) + 1) +
-           tcp.capacity() * (sizeof(decltype(tcp)::value_type) + 1) + histogram_bytes;
+           tcp.capacity() * (sizeof(decltype(tcp)::value_type) + 1) +
+           gauge_seconds.capacity() * (sizeof(decltype(gauge_seconds)::value_type) + 1) +
+           histogram_bytes;
   }
 
   // With the lock held: a delta's series of `delta_second` merged in, the slot taken over
   // from an older second. nullopt when the ring has moved past `delta_second`; else the
-  // number of new series left out because the second held `max_series`.
+  // number of new series left out because the second held `max_series`, which are erased
+  // from `delta` (what stays is what the second took).
   std::optional<uint64_t> Merge(int64_t delta_second, DeltaSeries& delta, size_t max_series) {
     if (second != delta_second) {
       if (second > delta_second) return std::nullopt;
@@ -153,18 +167,44 @@ struct Store::Slot {
     return responses_left_out + MergeTcp(delta.tcp, max_series);
   }
 
+  // With the lock held, into the rollup of the span starting at `start`: the series of
+  // `delta_second`, one of its seconds, as its own slot took them. A rollup taken over from an
+  // older span starts whole; a broken one, or one the ring has moved past, is left alone.
+  void Roll(int64_t start, int64_t delta_second, DeltaSeries& delta) {
+    if (second != start) {
+      if (second > start) return;
+      Reset(start);
+    }
+    if (broken) return;
+    MergeResponses(delta.responses, std::numeric_limits<size_t>::max());
+    for (const auto& [labels, counts] : delta.tcp) {
+      auto [gauge_second, first] = gauge_seconds.try_emplace(labels, delta_second);
+      TcpCounts& into = tcp[labels];
+      into.read_bytes += counts.read_bytes;
+      into.write_bytes += counts.write_bytes;
+      // A later delta of the newest second replaces its gauge, as in the second's own slot.
+      if (first || delta_second >= gauge_second->second) {
+        into.open_now = counts.open_now;
+        gauge_second->second = delta_second;
+      }
+    }
+  }
+
   uint64_t MergeResponses(absl::flat_hash_map<ResponseLabels, ResponseCounts>& delta,
                           size_t max_series) {
     uint64_t over_limit = 0;
-    for (auto& [labels, counts] : delta) {
+    for (auto it = delta.begin(); it != delta.end();) {
+      const auto& [labels, counts] = *it;
       auto found = responses.find(labels);
       if (found == responses.end()) {
         if (series() >= max_series) {
           ++over_limit;
+          delta.erase(it++);
           continue;
         }
         histogram_bytes += counts.latency.memory_bytes();
-        responses.emplace(labels, std::move(counts));
+        responses.emplace(labels, counts);
+        ++it;
         continue;
       }
       ResponseCounts& into = found->second;
@@ -172,20 +212,24 @@ struct Store::Slot {
       histogram_bytes -= into.latency.memory_bytes();
       into.latency.Merge(counts.latency);
       histogram_bytes += into.latency.memory_bytes();
+      ++it;
     }
     return over_limit;
   }
 
-  uint64_t MergeTcp(const absl::flat_hash_map<TrafficLabels, TcpCounts>& delta, size_t max_series) {
+  uint64_t MergeTcp(absl::flat_hash_map<TrafficLabels, TcpCounts>& delta, size_t max_series) {
     uint64_t over_limit = 0;
-    for (const auto& [labels, counts] : delta) {
+    for (auto it = delta.begin(); it != delta.end();) {
+      const auto& [labels, counts] = *it;
       auto found = tcp.find(labels);
       if (found == tcp.end()) {
         if (series() >= max_series) {
           ++over_limit;
+          delta.erase(it++);
           continue;
         }
         tcp.emplace(labels, counts);
+        ++it;
         continue;
       }
       TcpCounts& into = found->second;
@@ -194,6 +238,7 @@ struct Store::Slot {
       // Identities carry the reporting node, so one key has one reporter: a second delta
       // for the same second (the agent's timer ran twice in it) holds the newer gauge.
       into.open_now = counts.open_now;
+      ++it;
     }
     return over_limit;
   }
@@ -201,6 +246,9 @@ struct Store::Slot {
 
 Store::Store(StoreOptions options)
     : options_(options), slots_(new Slot[static_cast<size_t>(options.retention_seconds)]) {
+  for (size_t level = 0; level < kRollupSpans.size(); ++level) {
+    rollups_[level].reset(new Slot[RollupSlots(level)]);
+  }
   // External holds id 0 for good, as in the agents' tables, so that a Service id of 0 means
   // "no Service" (External is never one).
   identities_.Intern(metrics::ExternalIdentity(), std::numeric_limits<int64_t>::max());
@@ -211,6 +259,39 @@ Store::~Store() = default;
 Store::Slot& Store::SlotOf(int64_t second) const {
   const int64_t size = options_.retention_seconds;
   return slots_[static_cast<size_t>(((second % size) + size) % size)];
+}
+
+size_t Store::RollupSlots(size_t level) const {
+  // Three spans more than the retention: a rollup is never taken over while a delta for one
+  // of its seconds may still come (up to max_future_seconds ahead).
+  return static_cast<size_t>(options_.retention_seconds / kRollupSpans[level] + 3);
+}
+
+int64_t Store::SpanStart(size_t level, int64_t second) {
+  const int64_t span = kRollupSpans[level];
+  return second - ((second % span) + span) % span;
+}
+
+Store::Slot& Store::RollupOf(size_t level, int64_t second) const {
+  const auto size = static_cast<int64_t>(RollupSlots(level));
+  const int64_t index = SpanStart(level, second) / kRollupSpans[level];
+  return rollups_[level][static_cast<size_t>(((index % size) + size) % size)];
+}
+
+void Store::Drop(Slot& slot, int64_t new_second) {
+  const int64_t dropped = slot.second;
+  const bool held_series = slot.series() != 0;
+  slot.Reset(new_second);
+  Account(slot);
+  if (dropped == kEmptySlot || !held_series) return;
+  for (size_t level = 0; level < kRollupSpans.size(); ++level) {
+    Slot& rollup = RollupOf(level, dropped);
+    std::lock_guard lock(rollup.mutex);
+    if (rollup.second != SpanStart(level, dropped) || rollup.broken) continue;
+    rollup.Reset(rollup.second);
+    rollup.broken = true;
+    Account(rollup);
+  }
 }
 
 absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
@@ -237,8 +318,20 @@ absl::Status Store::Add(const v1::MetricsDelta& delta, int64_t now_seconds) {
   {
     Slot& slot = SlotOf(*second);
     std::lock_guard lock(slot.mutex);
+    // A slot taken over from an older second drops that second (and breaks its rollup).
+    if (slot.second != kEmptySlot && slot.second < *second) Drop(slot, *second);
     over_limit = slot.Merge(*second, series, options_.max_series_per_second);
-    if (over_limit) Account(slot);
+    if (over_limit) {
+      Account(slot);
+      // Under the second's lock, so that the rollups and their second never disagree for
+      // longer than this.
+      for (size_t level = 0; level < kRollupSpans.size(); ++level) {
+        Slot& rollup = RollupOf(level, *second);
+        std::lock_guard rollup_lock(rollup.mutex);
+        rollup.Roll(SpanStart(level, *second), *second, series);
+        Account(rollup);
+      }
+    }
   }
   if (!over_limit) {
     dropped_too_old_.fetch_add(total_series, std::memory_order_relaxed);
@@ -266,14 +359,31 @@ absl::StatusOr<int64_t> Store::SecondOf(const v1::MetricsDelta& delta, int64_t n
 }
 
 void Store::Scan(int64_t first_second, int64_t last_second, StoreVisitor& visitor) const {
-  for (int64_t second = last_second;
-       second >= first_second && second > last_second - options_.retention_seconds; --second) {
-    const Slot& slot = SlotOf(second);
-    std::lock_guard lock(slot.mutex);
-    if (slot.second != second) continue;
-    for (const auto& [labels, counts] : slot.responses) visitor.Response(second, labels, counts);
-    for (const auto& [labels, counts] : slot.tcp) visitor.Tcp(second, labels, counts);
+  const int64_t oldest = std::max(first_second, last_second - options_.retention_seconds + 1);
+  for (int64_t second = last_second; second >= oldest;) {
+    // The longest whole span in the range that ends here is read from its rollup, when it has
+    // a whole one.
+    bool rolled = false;
+    for (size_t level = 0; level < kRollupSpans.size() && !rolled; ++level) {
+      const int64_t start = SpanStart(level, second);
+      if (second == start + kRollupSpans[level] - 1 && start >= oldest &&
+          Visit(RollupOf(level, start), start, visitor)) {
+        second = start - 1;
+        rolled = true;
+      }
+    }
+    if (rolled) continue;
+    Visit(SlotOf(second), second, visitor);
+    --second;
   }
+}
+
+bool Store::Visit(const Slot& slot, int64_t second, StoreVisitor& visitor) {
+  std::lock_guard lock(slot.mutex);
+  if (slot.second != second || slot.broken) return false;
+  for (const auto& [labels, counts] : slot.responses) visitor.Response(second, labels, counts);
+  for (const auto& [labels, counts] : slot.tcp) visitor.Tcp(second, labels, counts);
+  return true;
 }
 
 void Store::Account(Slot& slot) {
@@ -291,10 +401,7 @@ void Store::Expire(int64_t now_seconds) {
   for (int i = 0; i < options_.retention_seconds; ++i) {
     Slot& slot = slots_[static_cast<size_t>(i)];
     std::lock_guard lock(slot.mutex);
-    if (slot.second != kEmptySlot && slot.second < oldest_kept) {
-      slot.Reset(kEmptySlot);
-      Account(slot);
-    }
+    if (slot.second != kEmptySlot && slot.second < oldest_kept) Drop(slot, kEmptySlot);
   }
   // Over budget: the oldest seconds go first, but never the newest two, which agents are
   // still writing.
@@ -305,8 +412,7 @@ void Store::Expire(int64_t now_seconds) {
     Slot& slot = SlotOf(second);
     std::lock_guard lock(slot.mutex);
     if (slot.second != second) continue;
-    slot.Reset(kEmptySlot);
-    Account(slot);
+    Drop(slot, kEmptySlot);
     evicted_for_memory_.fetch_add(1, std::memory_order_relaxed);
   }
   identities_.ForgetUnusedBefore(oldest_kept - kForgetMarginSeconds);

@@ -5,8 +5,19 @@
 // routes are interned, and latency histograms kept packed; queries scan a range of seconds
 // and merge histograms themselves. Thread-safe: each slot has its own lock, so agents
 // writing the current second and queries reading the past rarely meet.
+//
+// Beside the seconds, rollups of each minute and of each 10 s (a ring each): the same series
+// summed over their seconds, merged as each delta is, so that a scan of an hour reads sixty
+// minute rollups rather than 3,600 seconds, a minute's window about a dozen slots rather
+// than sixty, and a scan's cost grows with the series rather than with the seconds. Exact: a
+// rollup holds the very sums (counts, bytes, histogram buckets) of its seconds, and for a
+// TCP gauge the value of the newest second that reported it, which is what a scan of the
+// seconds, newest first, would give. A rollup is used only while it sums every second of its
+// span: once one of them is dropped (aged out, evicted for memory), it is emptied and scans
+// read the remaining seconds. Locks: a second's slot, then its rollups'.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -76,8 +87,9 @@ struct TcpCounts {
   int64_t open_now = 0;
 };
 
-// What a scan hands out, one series of one second at a time. Called with that second's slot
-// locked: visitors must not call back into the store's scan.
+// What a scan hands out, one series of one second, or of one whole rolled-up span, at a time
+// (the span's first second then), newest first. Called with that slot locked: visitors must not
+// call back into the store's scan.
 class StoreVisitor {
  public:
   virtual ~StoreVisitor() = default;
@@ -100,8 +112,9 @@ class Store {
   // when the second's series limit was reached.
   absl::Status Add(const v1::MetricsDelta& delta, int64_t now_seconds);
 
-  // Visits the series of the seconds [first_second, last_second], newest second first. Seconds
-  // outside the retention are skipped.
+  // Visits the series of the seconds [first_second, last_second], newest second first, each
+  // whole minute or 10 s of the range with a whole rollup at once. Seconds outside the
+  // retention are skipped.
   void Scan(int64_t first_second, int64_t last_second, StoreVisitor& visitor) const;
 
   // nullopt only for an id that no retained second refers to.
@@ -132,6 +145,17 @@ class Store {
  private:
   struct Slot;
   Slot& SlotOf(int64_t second) const;
+  // The spans rolled up, longest first (a scan tries them in this order).
+  static constexpr std::array<int64_t, 2> kRollupSpans = {60, 10};
+  // A span's ring, the first second of the span `second` falls in, and its rollup's slot.
+  size_t RollupSlots(size_t level) const;
+  static int64_t SpanStart(size_t level, int64_t second);
+  Slot& RollupOf(size_t level, int64_t second) const;
+  // With `slot`'s lock held: its second dropped, the slot then holding `new_second` (or none),
+  // and its spans' rollups broken if the second held series.
+  void Drop(Slot& slot, int64_t new_second);
+  // Hands out `slot`'s series when it holds `second` (and is no broken rollup); false if not.
+  static bool Visit(const Slot& slot, int64_t second, StoreVisitor& visitor);
   // The second a delta is stored in: its own, or the present one for a delta further ahead
   // than max_future_seconds (counted); OUT_OF_RANGE for one older than the retention.
   absl::StatusOr<int64_t> SecondOf(const v1::MetricsDelta& delta, int64_t now_seconds);
@@ -140,6 +164,7 @@ class Store {
 
   const StoreOptions options_;
   std::unique_ptr<Slot[]> slots_;
+  std::array<std::unique_ptr<Slot[]>, kRollupSpans.size()> rollups_;
   Interner<metrics::Identity> identities_;
   Interner<std::string> routes_;
 

@@ -35,6 +35,12 @@
 #                                 Service events: the agent's RSS and CPU per event; with
 #                                 --before AGENT, an older build's agent measured beside this
 #                                 one (root; a few minutes)
+#   bash bench/run.sh aggregator [aggregator_bench flags]
+#                                 one aggregator fed by synthetic agents (--nodes,
+#                                 --pods-per-node, --routes, --peers, --retained-seconds): its
+#                                 memory, CPU per delta, stat/edges/routes/top latency over 1 min
+#                                 and 1 h, and with --tap-agents the tap fan-out; --before
+#                                 AGGREGATOR: an older build's measured first (minutes to an hour)
 #   bash bench/run.sh dashboard [dashboard_bench flags]
 #                                 meshctl dashboard's call graph of 1,000 workloads and 5,000
 #                                 calls from a real aggregator, laid out and drawn in headless
@@ -43,11 +49,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: bash bench/run.sh parsers|metrics|tap|proxy [flags]|bulk [flags]|endurance [flags]|rss [flags]|services [flags]|dashboard [flags]" >&2
+  echo "usage: bash bench/run.sh parsers|metrics|tap|proxy [flags]|bulk [flags]|endurance [flags]|rss [flags]|services [flags]|dashboard [flags]|aggregator [flags]" >&2
   exit 2
 }
 [[ $# -ge 1 ]] || usage
-[[ $# -eq 1 || $1 == proxy || $1 == bulk || $1 == endurance || $1 == rss || $1 == services || $1 == dashboard ]] || usage
+[[ $# -eq 1 || $1 == proxy || $1 == bulk || $1 == endurance || $1 == rss || $1 == services || $1 == dashboard || $1 == aggregator ]] || usage
 
 need_root() {
   if [[ $EUID -ne 0 ]]; then
@@ -104,6 +110,10 @@ case "$1" in
   dashboard)
     build dashboard_bench meshctl nodemesh-aggregator
     ./build/release/bench/dashboard_bench "${@:2}"
+    ;;
+  aggregator)
+    build aggregator_bench nodemesh-aggregator
+    ./build/release/bench/aggregator_bench "${@:2}"
     ;;
   services)
     need_root services

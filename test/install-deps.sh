@@ -19,6 +19,7 @@ packages=(
   iproute2 procps curl jq nginx-light haproxy wrk nghttp2-client nghttp2-server
   libnginx-mod-stream  # nginx's stream module: nginx as the L4 peer of the proxy benchmark
   iperf3  # bulk throughput in bench/bulk_bench.cc
+  faketime  # bench/aggregator_bench.cc: moves the aggregator's clock an hour on to backfill it
   python3 python3-grpcio
   prometheus  # scraping the agents in e2e tests; its promtool checks the chart's recording rules
   tmux  # meshctl shell's interactive test: a terminal to type keys into and read back

@@ -16,7 +16,7 @@ AggregatorProcess::AggregatorProcess(AggregatorProcessOptions options)
 void AggregatorProcess::Start() {
   std::vector<std::string> argv = {options_.binary, "--listen", options_.listen};
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
-  process_.emplace(std::move(argv));
+  process_.emplace(std::move(argv), ProcessOptions{.env = options_.env});
   // Logged once its gRPC server has bound the port: the real one, even for port 0.
   static const std::regex kServing(R"(serving agents and clients on \S+ \(port (\d+)\))");
   const std::string port = WaitForLogged(kServing);

@@ -18,6 +18,7 @@
 #include <regex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "test/lib/process.h"
@@ -29,6 +30,8 @@ struct AggregatorProcessOptions {
   // Its --listen address; port 0: a free port, read back from its log (address()).
   std::string listen = "127.0.0.1:0";
   std::vector<std::string> extra_args{};  // appended to the command line (TLS flags, ...)
+  // Added to its environment (a benchmark preloads a clock library this way).
+  std::vector<std::pair<std::string, std::string>> env{};
   // Bounds the wait for it to listen.
   std::chrono::milliseconds ready_timeout{std::chrono::seconds(10)};
 };
