@@ -77,10 +77,31 @@ int main(int argc, char** argv) {
                  "Agents connected at once, one per node; a new node's past it is refused, and "
                  "so are calls past the threads that these, 64 taps and 64 queries need")
       ->check(CLI::Range(size_t{1}, size_t{100'000}));
+  app.add_option("--peers", options.backfill.peers,
+                 "The other replicas of this aggregator, which every agent streams to as well: "
+                 "HOST:PORT, several separated by commas, or a name resolving to one address per "
+                 "replica (a headless Service; this replica among them is skipped). At start, "
+                 "the seconds before it are asked of one of them, so that windows reach back "
+                 "the whole hour; without, they start at this replica's start");
+  app.add_option("--peer-ca", options.backfill.tls.ca,
+                 "PEM file of the CA that issued the peers' certificates (with it, they are "
+                 "dialled with TLS; without, in plaintext on loopback only)");
+  app.add_option("--peer-cert", options.backfill.tls.cert,
+                 "PEM file of the certificate presented to the peers: where they have --tls-ca, "
+                 "one it issued, as for any caller that reads");
+  app.add_option("--peer-key", options.backfill.tls.key, "PEM file of its key");
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   CLI11_PARSE(app, argc, argv);
   options.store.max_memory_bytes = max_memory_mb << 20;
+  if (!options.backfill.peers.empty()) {
+    if (const absl::Status peers = nodemesh::CheckReplicaAddresses(
+            options.backfill.peers, "--peers", options.backfill.tls, "--peer-");
+        !peers.ok()) {
+      Log(LogLevel::kError, "{}", peers.message());
+      return EXIT_FAILURE;
+    }
+  }
 
   LogLevel level = LogLevel::kInfo;
   nodemesh::ParseLogLevel(log_level, &level);
