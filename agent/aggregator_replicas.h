@@ -30,9 +30,10 @@ class AggregatorReplicas {
   // `addresses`: --aggregator (checked: INVALID_ARGUMENT when it is no list of HOST:PORT, or
   // a replica given as an address may not be dialled with `tls`). `hooks.drain_tap` drains
   // the workers' outboxes, whoever's subscriptions the events are of.
-  static absl::StatusOr<std::unique_ptr<AggregatorReplicas>> Make(
-      std::string addresses, TlsFiles tls, std::string node, TapSubscriptions& tap,
-      AggregatorClient::Hooks hooks);
+  static absl::StatusOr<std::unique_ptr<AggregatorReplicas>> Make(std::string addresses,
+                                                                  TlsFiles tls, std::string node,
+                                                                  TapSubscriptions& tap,
+                                                                  AggregatorClient::Hooks hooks);
   ~AggregatorReplicas();
 
   void Start();

@@ -15,11 +15,14 @@ class AgentServiceImpl final : public v1::AgentService::Service {
   explicit AgentServiceImpl(ServerState& state) : state_(state) {}
 
   grpc::Status Connect(grpc::ServerContext* context, AgentStream* stream) override;
-  // Allowed to whoever may read aggregates (authorization.h): it gives what stat shows.
+  // Allowed to whoever may read aggregates (authorization.h): it gives what stat shows; and
+  // to a peer replica presenting a token of the replicas' ServiceAccount.
   grpc::Status Backfill(grpc::ServerContext* context, const v1::BackfillRequest* request,
                         grpc::ServerWriter<v1::BackfillReply>* writer) override;
 
  private:
+  absl::Status MayBackfill(const grpc::ServerContext& context) const;
+
   ServerState& state_;
 };
 

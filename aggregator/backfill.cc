@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include "absl/strings/ascii.h"
+#include "common/base/file.h"
 #include "common/base/log.h"
 
 namespace nodemesh::aggregator {
@@ -79,11 +81,22 @@ Backfill::Outcome Backfill::Ask(const ReplicaAddress& peer, bool take_catching_u
   arguments.SetMaxReceiveMessageSize(kMaxMessageBytes);
   const std::unique_ptr<v1::AgentService::Stub> stub =
       v1::AgentService::NewStub(dialer->Dial(arguments));
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+  if (!options_.token_file.empty()) {
+    const absl::StatusOr<std::string> token = ReadFile(options_.token_file);
+    if (!token.ok()) {
+      Log(LogLevel::kWarning, "cannot ask the peer replicas: --peer-token-file: {}",
+          token.status().message());
+      return Outcome::kFailed;
+    }
+    context->AddMetadata("authorization",
+                         fmt::format("Bearer {}", absl::StripAsciiWhitespace(*token)));
+  }
   {
     std::lock_guard lock(mutex_);
     if (stopping_) return Outcome::kFailed;
-    context_ = std::make_unique<grpc::ClientContext>();
-    context_->set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+    context_ = std::move(context);
   }
   v1::BackfillRequest request;
   request.set_first_second(want_from_);
@@ -110,7 +123,8 @@ Backfill::Outcome Backfill::Ask(const ReplicaAddress& peer, bool take_catching_u
         // Whole seconds, the newest first, all before filled_from_: each is ours from here.
         if (second >= filled_from_ || second < want_from_) continue;
         const absl::Status added = state_.store.Add(reply.second(), state_.NowSeconds());
-        if (!added.ok()) Log(LogLevel::kDebug, "backfill of second {}: {}", second, added.message());
+        if (!added.ok())
+          Log(LogLevel::kDebug, "backfill of second {}: {}", second, added.message());
         filled_from_ = second;
         state_.history_start_second.store(second);
         ++seconds;
@@ -150,8 +164,7 @@ Backfill::Outcome Backfill::Ask(const ReplicaAddress& peer, bool take_catching_u
 grpc::Status ServeBackfill(const ServerState& state, const v1::BackfillRequest& request,
                            grpc::ServerWriter<v1::BackfillReply>* writer) {
   if (!state.replica_id.empty() && request.replica() == state.replica_id) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        "that is this replica: ask another");
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "that is this replica: ask another");
   }
   if (request.first_second() > request.last_second()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,

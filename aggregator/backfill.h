@@ -37,6 +37,9 @@ struct BackfillOptions {
   std::string peers;
   // To dial them: their CA (--peer-ca) and the certificate presented (--peer-cert, --peer-key).
   TlsFiles tls;
+  // A file holding the pod's projected ServiceAccount token, read for each call and
+  // presented as `authorization: Bearer` (--peer-token-file); empty: none.
+  std::string token_file;
   // After the start, before asking: the agents' deltas for the seconds before it reach the
   // peers within it.
   std::chrono::milliseconds grace{std::chrono::seconds(5)};

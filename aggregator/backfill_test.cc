@@ -134,7 +134,8 @@ TEST_CASE("a replica started later takes the seconds before its start from its p
   REQUIRE(Within([&] { return first.server->store().stats().deltas == 110; }));
   const Held by_first = HeldBy(first.server->store(), kNow - 200, kNow + 19);
   CHECK(by_first.size() == 110);
-  REQUIRE(Within([&] { return HeldBy(second.server->store(), kNow - 200, kNow + 19) == by_first; }));
+  REQUIRE(
+      Within([&] { return HeldBy(second.server->store(), kNow - 200, kNow + 19) == by_first; }));
   // The seconds the agent sent both before the second's start are counted once.
   const auto once = by_first.find({kNow - 5, "web-a", "voting-1", "GET /vote", 200});
   REQUIRE(once != by_first.end());
@@ -174,8 +175,7 @@ TEST_CASE("a replica answers while catching up, saying so, and refuses a range t
   CHECK_FALSE(reader->Read(&reply));
   const grpc::Status status = reader->Finish();
   CHECK(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
-  CHECK(status.error_message() ==
-        "first_second 1700000000 is after last_second 1699999999");
+  CHECK(status.error_message() == "first_second 1700000000 is after last_second 1699999999");
 }
 
 }  // namespace

@@ -63,6 +63,10 @@ AggregatorServer::AggregatorServer(ServerOptions options)
                         ? std::make_unique<AgentTokenReviewer>(
                               *kube_client_, *options_.kubernetes.agent_tokens, options_.clock)
                         : nullptr),
+      peer_tokens_(kube_client_ && options_.kubernetes.peer_tokens
+                       ? std::make_unique<AgentTokenReviewer>(
+                             *kube_client_, *options_.kubernetes.peer_tokens, options_.clock)
+                       : nullptr),
       agents_(options_.max_nodes),
       state_{.clock = options_.clock,
              .history_start_second = NowSeconds(),
@@ -75,6 +79,7 @@ AggregatorServer::AggregatorServer(ServerOptions options)
              .admin_relay = admin_relay_,
              .authorizer = authorizer_,
              .agent_tokens = agent_tokens_.get(),
+             .peer_tokens = peer_tokens_.get(),
              .agents = agents_},
       api_calls_(state_, options_.tap_pacing),
       backfill_(options_.backfill.peers.empty()

@@ -51,6 +51,10 @@ struct KubernetesAuthOptions {
   // Agents known by their ServiceAccount tokens (agent_identity.h) besides certificates;
   // none: by certificates only.
   std::optional<AgentTokenOptions> agent_tokens;
+  // The replicas' own ServiceAccount: a peer replica presenting its pod's projected token of
+  // it (backfill.h, BackfillOptions::token_file) may ask for the seconds it missed. None:
+  // peers are let in as readers only (a certificate of --tls-ca, or anyone in open mode).
+  std::optional<AgentTokenOptions> peer_tokens;
   // HOST:PORT of the API nodemesh.io/v1alpha1 over HTTPS (http_api.h), with the certificate
   // and key of ServerOptions::tls, for the API server's aggregation layer; empty: none. With
   // it users are known through the API server, and gRPC clients only by certificates.
@@ -136,6 +140,7 @@ class AggregatorServer {
   const Authorizer authorizer_;
   std::unique_ptr<kube::Client> kube_client_;  // with options_.kubernetes.api_server
   std::unique_ptr<AgentTokenReviewer> agent_tokens_;
+  std::unique_ptr<AgentTokenReviewer> peer_tokens_;  // with options_.kubernetes.peer_tokens
   ConnectedAgents agents_;
   ServerState state_;         // the parts above, as the services use them
   const ApiCalls api_calls_;  // the clients' calls, for every transport

@@ -44,6 +44,8 @@ struct ServerState {
   const Authorizer& authorizer;
   // Null unless agents are known by their ServiceAccount tokens.
   AgentTokenReviewer* agent_tokens;
+  // Null unless peer replicas are known by their ServiceAccount tokens (backfill.h).
+  AgentTokenReviewer* peer_tokens;
   ConnectedAgents& agents;
 
   int64_t NowSeconds() const { return UnixSeconds(clock()); }

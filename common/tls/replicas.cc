@@ -77,9 +77,9 @@ absl::Status CheckReplicaAddresses(std::string_view addresses, std::string_view 
   }
   for (const std::string_view entry : entries) {
     if (!SplitHostPort(entry)) {
-      return absl::InvalidArgumentError(fmt::format(
-          "{}: '{}' is not HOST:PORT: give HOST:PORT, or several separated by commas", flag,
-          entry));
+      return absl::InvalidArgumentError(
+          fmt::format("{}: '{}' is not HOST:PORT: give HOST:PORT, or several separated by commas",
+                      flag, entry));
     }
     // As given, so that plaintext off loopback is refused now rather than at each dial.
     if (absl::StatusOr<AggregatorDialer> dialer =

@@ -10,16 +10,17 @@ namespace {
 
 TEST_CASE("a replica list is HOST:PORT entries separated by commas") {
   CHECK(CheckReplicaAddresses("127.0.0.1:8085", "--aggregator", TlsFiles{}, "--aggregator-").ok());
-  CHECK(CheckReplicaAddresses("127.0.0.1:1, [::1]:2,localhost:8085", "--peers", TlsFiles{},
-                              "--peer-")
-            .ok());
+  CHECK(
+      CheckReplicaAddresses("127.0.0.1:1, [::1]:2,localhost:8085", "--peers", TlsFiles{}, "--peer-")
+          .ok());
   const absl::Status plaintext =
       CheckReplicaAddresses("127.0.0.1:1,agg.ns.svc:8085", "--peers", TlsFiles{}, "--peer-");
-  CHECK(absl::StartsWith(plaintext.message(), "the aggregator at agg.ns.svc:8085 is not on loopback"));
+  CHECK(absl::StartsWith(plaintext.message(),
+                         "the aggregator at agg.ns.svc:8085 is not on loopback"));
   const absl::Status empty = CheckReplicaAddresses(" , ", "--peers", TlsFiles{}, "--peer-");
   CHECK(empty.message() == "--peers is empty: give HOST:PORT, or several separated by commas");
-  const absl::Status no_port = CheckReplicaAddresses("[::1]:1,agg.ns.svc", "--aggregator", TlsFiles{},
-                                                       "--aggregator-");
+  const absl::Status no_port =
+      CheckReplicaAddresses("[::1]:1,agg.ns.svc", "--aggregator", TlsFiles{}, "--aggregator-");
   CHECK(no_port.message() ==
         "--aggregator: 'agg.ns.svc' is not HOST:PORT: give HOST:PORT, or several separated by "
         "commas");
