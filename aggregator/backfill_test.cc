@@ -16,6 +16,7 @@
 #include "aggregator/server.h"
 #include "aggregator/test_util.h"
 #include "test/lib/fake_agent.h"
+#include "test/lib/process.h"
 
 namespace nodemesh::aggregator {
 namespace {
@@ -34,13 +35,9 @@ struct ReplicaClock {
   }
 };
 
-bool Within(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
+// Polls `condition` for up to 10 s.
+bool Within(const std::function<bool()>& condition) {
+  return nodemesh::testing::PollUntil(condition, 10s, 5ms);
 }
 
 // A replica serving on a free loopback port, started at the clock's second.
