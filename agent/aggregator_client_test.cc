@@ -44,13 +44,13 @@ class ScriptedAggregator final : public v1::AgentService::Service {
       std::lock_guard lock(mutex_);
       const auto& metadata = context->client_metadata();
       const auto authorization = metadata.find("authorization");
-      streams_.push_back(SeenStream{
-          message.hello().instance(),
-          {},
-          authorization == metadata.end()
-              ? ""
-              : std::string(authorization->second.data(), authorization->second.size()),
-          {}});
+      streams_.push_back(
+          SeenStream{message.hello().instance(),
+                     {},
+                     authorization == metadata.end()
+                         ? ""
+                         : std::string(authorization->second.data(), authorization->second.size()),
+                     {}});
       index = streams_.size() - 1;
       context_ = context;
     }
@@ -178,8 +178,9 @@ std::shared_ptr<const v1::MetricsDelta> Numbered(uint64_t sequence) {
 // events `drain_tap` hands out.
 std::unique_ptr<AggregatorReplicas> ReplicasOf(
     const std::string& addresses, TapSubscriptions& tap,
-    std::function<uint64_t(std::vector<v1::TapEvent>*)> drain_tap =
-        [](std::vector<v1::TapEvent>*) { return uint64_t{0}; }) {
+    std::function<uint64_t(std::vector<v1::TapEvent>*)> drain_tap = [](std::vector<v1::TapEvent>*) {
+      return uint64_t{0};
+    }) {
   AggregatorClient::Hooks hooks;
   hooks.pods = [] { return std::vector<v1::Pod>{}; };
   hooks.drain_tap = std::move(drain_tap);
@@ -304,7 +305,8 @@ TEST_CASE("each new stream presents the token as it is then, and none is opened 
   server->Shutdown();
 }
 
-TEST_CASE("every replica is sent every delta, each acknowledging on its own", "[aggregator_client]") {
+TEST_CASE("every replica is sent every delta, each acknowledging on its own",
+          "[aggregator_client]") {
   ScriptedAggregator first;
   ScriptedAggregator second;
   int first_port = 0;
@@ -354,17 +356,18 @@ TEST_CASE("a replica is sent the events of its own taps, and its stream ending e
   std::vector<v1::TapEvent> outbox;
   const auto queue_events = [&] {
     std::lock_guard lock(outbox_mutex);
-    for (const uint64_t subscription : {11, 22}) outbox.emplace_back().set_subscription(subscription);
+    for (const uint64_t subscription : {11, 22})
+      outbox.emplace_back().set_subscription(subscription);
   };
   TapSubscriptions tap;
-  const std::unique_ptr<AggregatorReplicas> owned = ReplicasOf(
-      fmt::format("127.0.0.1:{},127.0.0.1:{}", first_port, second_port), tap,
-      [&](std::vector<v1::TapEvent>* out) {
-        std::lock_guard lock(outbox_mutex);
-        for (v1::TapEvent& event : outbox) out->push_back(std::move(event));
-        outbox.clear();
-        return uint64_t{0};
-      });
+  const std::unique_ptr<AggregatorReplicas> owned =
+      ReplicasOf(fmt::format("127.0.0.1:{},127.0.0.1:{}", first_port, second_port), tap,
+                 [&](std::vector<v1::TapEvent>* out) {
+                   std::lock_guard lock(outbox_mutex);
+                   for (v1::TapEvent& event : outbox) out->push_back(std::move(event));
+                   outbox.clear();
+                   return uint64_t{0};
+                 });
   AggregatorReplicas& replicas = *owned;
   replicas.Start();
   REQUIRE(Eventually([&] { return tap.Current()->size() == 2; }));
@@ -391,7 +394,8 @@ TEST_CASE("an aggregator address that is no list of HOST:PORT is refused, saying
         "--aggregator: 'agg' is not HOST:PORT: give HOST:PORT, or several separated by commas");
   replicas = AggregatorReplicas::Make("127.0.0.1:1,10.0.0.1:1", TlsFiles{}, "node-a", tap, {});
   REQUIRE_FALSE(replicas.ok());
-  CHECK(absl::StartsWith(replicas.status().message(), "the aggregator at 10.0.0.1:1 is not on loopback"));
+  CHECK(absl::StartsWith(replicas.status().message(),
+                         "the aggregator at 10.0.0.1:1 is not on loopback"));
 }
 
 }  // namespace
