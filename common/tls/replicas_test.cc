@@ -26,7 +26,7 @@ TEST_CASE("a replica list is HOST:PORT entries separated by commas") {
         "commas");
 }
 
-TEST_CASE("addresses are replicas as given, sorted and once each; localhost is one replica") {
+TEST_CASE("addresses are replicas as given, sorted and once each, and localhost is one replica") {
   const std::vector<ReplicaAddress> replicas =
       ResolveReplicas("127.0.0.2:2,127.0.0.1:1,127.0.0.2:2,localhost:3");
   REQUIRE(replicas.size() == 3);
