@@ -288,6 +288,8 @@ HttpResponse ServeStats(const AgentView& agent, const HttpRequest&) {
                              {"kernel", KernelCounters(agent.datapath())}};
   if (const std::optional<AggregatorLinkStatus> link = agent.aggregator()) {
     response["aggregator"] = {{"connected", link->connected},
+                              {"replicas", link->replicas},
+                              {"connected_replicas", link->connected_replicas},
                               {"unacknowledged_deltas", link->unacknowledged_deltas},
                               {"dropped_deltas", link->dropped_deltas}};
   }

@@ -68,9 +68,11 @@ struct WorkerConnections {
   std::vector<ConnectionSummary> recently_closed;  // the latest first
 };
 
-// The agent's link to the aggregator, for /stats.
+// The agent's links to the aggregator's replicas, for /stats.
 struct AggregatorLinkStatus {
-  bool connected = false;
+  bool connected = false;  // to any replica
+  size_t replicas = 0;     // streamed to, as --aggregator resolves now
+  size_t connected_replicas = 0;
   size_t unacknowledged_deltas = 0;
   uint64_t dropped_deltas = 0;
 };

@@ -113,17 +113,18 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(const AgentOptions& request
       // mistake in the flags, not a rotation caught half-way.
       if (absl::StatusOr<std::string> token = hooks.token(); !token.ok()) return token.status();
     }
-    absl::StatusOr<AggregatorDialer> dialer =
-        AggregatorDialer::Make(options.aggregator_address, options.aggregator_tls, "--aggregator-");
-    if (!dialer.ok()) return dialer.status();
+    absl::StatusOr<std::unique_ptr<AggregatorReplicas>> replicas =
+        AggregatorReplicas::Make(options.aggregator_address, options.aggregator_tls, options.node,
+                                 agent->tap_, std::move(hooks));
+    if (!replicas.ok()) return replicas.status();
     Log(LogLevel::kInfo, "{}",
-        dialer->tls()
-            ? fmt::format("the aggregator at {} is dialled with TLS", options.aggregator_address)
-            : fmt::format("the aggregator at {} is dialled in plaintext: "
+        options.aggregator_tls.empty()
+            ? fmt::format("the aggregator's replicas at {} are dialled in plaintext: "
                           "a local cluster, on loopback only",
+                          options.aggregator_address)
+            : fmt::format("the aggregator's replicas at {} are dialled with TLS",
                           options.aggregator_address));
-    agent->aggregator_ = std::make_unique<AggregatorClient>(*std::move(dialer), options.node,
-                                                            agent->tap_, std::move(hooks));
+    agent->aggregator_ = *std::move(replicas);
   }
   Log(LogLevel::kInfo, "node {}: kernel programs attached to cgroup {}, {} workers", options.node,
       cgroup_dir, options.workers);
@@ -458,9 +459,12 @@ std::optional<nlohmann::json> Agent::InventoryStatus() const {
 
 std::optional<AggregatorLinkStatus> Agent::aggregator() const {
   if (!aggregator_) return std::nullopt;
-  return AggregatorLinkStatus{.connected = aggregator_->connected(),
-                              .unacknowledged_deltas = aggregator_->unacknowledged_deltas(),
-                              .dropped_deltas = aggregator_->dropped_deltas()};
+  const AggregatorReplicas::Status status = aggregator_->status();
+  return AggregatorLinkStatus{.connected = status.connected != 0,
+                              .replicas = status.replicas,
+                              .connected_replicas = status.connected,
+                              .unacknowledged_deltas = status.unacknowledged_deltas,
+                              .dropped_deltas = status.dropped_deltas};
 }
 
 std::vector<PodReport> Agent::Pods() const {

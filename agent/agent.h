@@ -17,7 +17,8 @@
 //             RunAndWait() and wait for it to run there (add or remove listeners, collect
 //             metrics, list connections, say which identities and routes they refer to,
 //             forget identities).
-//   aggregator The client's session threads (aggregator_client.h) read this node's pods
+//   aggregator The replicas' resolver thread (aggregator_replicas.h) and each replica's
+//             client's session threads (aggregator_client.h) read this node's pods
 //             through a hook (under mutex_), drain the workers' tap outboxes (each has its
 //             own lock), publish tap subscriptions and hand over the cluster's pods.
 //   http      The admin API and /metrics servers, one thread each: their handlers take
@@ -38,7 +39,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "agent/admin.h"
-#include "agent/aggregator_client.h"
+#include "agent/aggregator_replicas.h"
 #include "agent/enrolment.h"
 #include "agent/http_server.h"
 #include "agent/inventory/source.h"
@@ -168,7 +169,7 @@ class Agent final : private AgentView {
   http::HttpRoutes admin_routes_;                      // made by Create, before anything may ask
   std::string admin_address_, metrics_address_;  // set by ServeAdmin and ServeMetrics
   // Made before anything can call it (Apply tells it of pod changes); started by Run.
-  std::unique_ptr<AggregatorClient> aggregator_;
+  std::unique_ptr<AggregatorReplicas> aggregator_;
   // The source Run follows, for /stats; null outside Run.
   std::atomic<InventorySource*> source_{nullptr};
   std::atomic<bool> ready_{false};     // the first inventory applied, Run not ended

@@ -22,18 +22,13 @@ constexpr size_t kMaxRelayedBody = 3 << 20;
 constexpr auto kMinBackoff = std::chrono::milliseconds(500);
 constexpr auto kMaxBackoff = std::chrono::seconds(30);
 
-std::string RandomInstance() {
-  std::random_device random;
-  return fmt::format("{:08x}{:08x}", random(), random());
-}
-
 }  // namespace
 
-AggregatorClient::AggregatorClient(AggregatorDialer dialer, std::string node, TapSubscriptions& tap,
-                                   Hooks hooks)
+AggregatorClient::AggregatorClient(AggregatorDialer dialer, std::string node, std::string instance,
+                                   TapSubscriptions& tap, Hooks hooks)
     : dialer_(std::move(dialer)),
       node_(std::move(node)),
-      instance_(RandomInstance()),
+      instance_(std::move(instance)),
       tap_(tap),
       hooks_(std::move(hooks)) {}
 
@@ -54,10 +49,9 @@ void AggregatorClient::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void AggregatorClient::SendMetrics(v1::MetricsDelta delta) {
+void AggregatorClient::SendMetrics(std::shared_ptr<const v1::MetricsDelta> delta) {
   {
     std::lock_guard lock(mutex_);
-    delta.set_sequence(next_sequence_++);
     pending_metrics_.push_back(std::move(delta));
     TrimDeltasLocked();
   }
@@ -69,9 +63,9 @@ void AggregatorClient::TrimDeltasLocked() {
     (unacked_metrics_.empty() ? pending_metrics_ : unacked_metrics_).pop_front();
     if (dropped_metrics_++ == 0) {
       Log(LogLevel::kWarning,
-          "the aggregator has not acknowledged {} s of metrics: the oldest are given up from now "
-          "on (/stats counts them)",
-          kMaxPendingDeltas);
+          "the aggregator at {} has not acknowledged {} s of metrics: the oldest are given up "
+          "from now on (/stats counts them)",
+          dialer_.address(), kMaxPendingDeltas);
     }
   }
 }
@@ -87,6 +81,11 @@ void AggregatorClient::PodsChanged() {
 uint64_t AggregatorClient::dropped_deltas() const {
   std::lock_guard lock(mutex_);
   return dropped_metrics_;
+}
+
+bool AggregatorClient::subscribed(uint64_t id) const {
+  std::lock_guard lock(mutex_);
+  return subscriptions_.contains(id);
 }
 
 bool AggregatorClient::connected() const {
@@ -152,7 +151,7 @@ class AggregatorClient::Session {
   // What the session thread writes next, taken from the client's queues at once.
   struct Outgoing {
     std::deque<v1::AdminResponse> answers;
-    std::deque<v1::MetricsDelta> deltas;
+    std::deque<SharedDelta> deltas;
     bool pods = false;
   };
 
@@ -206,16 +205,22 @@ class AggregatorClient::Session {
 
   void Apply(const v1::AggregatorMessage& message) {
     if (message.has_subscribe()) {
+      {
+        std::lock_guard lock(client_.mutex_);
+        client_.subscriptions_.insert(message.subscribe().id());
+      }
       client_.tap_.Add(TapFilter::FromProto(message.subscribe()));
       Log(LogLevel::kInfo, "tap {} started", message.subscribe().id());
     } else if (message.has_cancel()) {
       client_.tap_.Remove(message.cancel().id());
+      std::lock_guard lock(client_.mutex_);
+      client_.subscriptions_.erase(message.cancel().id());
       Log(LogLevel::kInfo, "tap {} stopped", message.cancel().id());
     } else if (message.has_metrics_ack()) {
       acknowledged_ = true;
       std::lock_guard lock(client_.mutex_);
-      std::deque<v1::MetricsDelta>& unacked = client_.unacked_metrics_;
-      while (!unacked.empty() && unacked.front().sequence() <= message.metrics_ack().sequence()) {
+      std::deque<SharedDelta>& unacked = client_.unacked_metrics_;
+      while (!unacked.empty() && unacked.front()->sequence() <= message.metrics_ack().sequence()) {
         unacked.pop_front();
       }
     } else if (message.has_cluster_pods() && client_.hooks_.cluster_pods) {
@@ -280,15 +285,15 @@ class AggregatorClient::Session {
   }
 
   // Writes the deltas, oldest first, taking each from `deltas` as it goes.
-  bool WriteDeltas(std::deque<v1::MetricsDelta>* deltas) {
+  bool WriteDeltas(std::deque<SharedDelta>* deltas) {
     while (!deltas->empty()) {
       v1::AgentMessage message;
+      *message.mutable_metrics() = *deltas->front();
       {
         // Kept until acknowledged, from before the write: its acknowledgement can arrive
         // before Write returns, and a write that succeeded may still never be read.
         std::lock_guard lock(client_.mutex_);
         client_.unacked_metrics_.push_back(std::move(deltas->front()));
-        *message.mutable_metrics() = client_.unacked_metrics_.back();
         client_.TrimDeltasLocked();
       }
       deltas->pop_front();
@@ -330,8 +335,14 @@ class AggregatorClient::Session {
       client_.in_outage_ = true;
       client_.connected_ = false;
     }
-    // Subscriptions end with the stream; the aggregator sends them again on reconnect.
-    client_.tap_.ClearRemote();
+    // This stream's subscriptions end with it (another replica's stay); the aggregator sends
+    // them again on reconnect.
+    absl::flat_hash_set<uint64_t> ended;
+    {
+      std::lock_guard lock(client_.mutex_);
+      ended.swap(client_.subscriptions_);
+    }
+    for (const uint64_t id : ended) client_.tap_.Remove(id);
     std::lock_guard lock(client_.mutex_);
     client_.admin_answers_.clear();  // their callers were told the stream ended
     // Deltas this stream never saw acknowledged go first on the next, in their order. An

@@ -95,8 +95,10 @@ int main(int argc, char** argv) {
                  "An API watch silent for this long (not even a bookmark) is started again")
       ->check(DurationValidator());
   app.add_option("--aggregator", options.aggregator_address,
-                 "HOST:PORT of the aggregator to stream metrics and tap events to; in "
-                 "plaintext only on loopback, else with TLS (--aggregator-ca)");
+                 "HOST:PORT of the aggregator to stream metrics and tap events to, or of its "
+                 "replicas: several separated by commas, or a name resolving to one address "
+                 "per replica (resolved again every 10 s), each streamed to; in plaintext only "
+                 "on loopback, else with TLS (--aggregator-ca)");
   app.add_option("--aggregator-ca", options.aggregator_tls.ca,
                  "PEM file of the CA that issued the aggregator's certificate: dial it with TLS");
   app.add_option("--aggregator-cert", options.aggregator_tls.cert,

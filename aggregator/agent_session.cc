@@ -134,8 +134,11 @@ void AgentSession::OnMetrics(const v1::MetricsDelta& delta) {
   // Numbered deltas are filed once (one the agent sent again is skipped) and acknowledged
   // either way, so that the agent stops keeping them.
   const uint64_t sequence = delta.sequence();
+  // A second before this replica's start is a peer's to give (backfill.h): acknowledged, so
+  // that the agent lets it go, and not filed.
   const bool first =
-      sequence == 0 || state_.cluster.FirstDelivery(node, hello_.instance(), sequence);
+      delta.unix_seconds() >= state_.first_agent_second &&
+      (sequence == 0 || state_.cluster.FirstDelivery(node, hello_.instance(), sequence));
   const absl::Status added = first ? state_.store.Add(delta, now) : absl::OkStatus();
   if (sequence != 0) link_->Send(MetricsAck(sequence));
   if (!added.ok() && ErrorLogDue()) Log(LogLevel::kWarning, "node {}: {}", node, added.message());

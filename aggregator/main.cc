@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   size_t max_memory_mb = options.store.max_memory_bytes >> 20;
   std::string agent_service_account;
+  std::string peer_service_account;
   nodemesh::aggregator::AgentTokenOptions agent_tokens;
   std::string kubeconfig;
   std::string kube_context;
@@ -77,20 +78,59 @@ int main(int argc, char** argv) {
                  "Agents connected at once, one per node; a new node's past it is refused, and "
                  "so are calls past the threads that these, 64 taps and 64 queries need")
       ->check(CLI::Range(size_t{1}, size_t{100'000}));
+  app.add_option("--peers", options.backfill.peers,
+                 "The other replicas of this aggregator, which every agent streams to as well: "
+                 "HOST:PORT, several separated by commas, or a name resolving to one address per "
+                 "replica (a headless Service; this replica among them is skipped). At start, "
+                 "the seconds before it are asked of one of them, so that windows reach back "
+                 "the whole hour; without, they start at this replica's start");
+  app.add_option("--peer-ca", options.backfill.tls.ca,
+                 "PEM file of the CA that issued the peers' certificates (with it, they are "
+                 "dialled with TLS; without, in plaintext on loopback only)");
+  app.add_option("--peer-cert", options.backfill.tls.cert,
+                 "PEM file of the certificate presented to the peers: where they have --tls-ca, "
+                 "one it issued, as for any caller that reads");
+  app.add_option("--peer-key", options.backfill.tls.key, "PEM file of its key");
+  app.add_option("--peer-server-name", options.backfill.tls.server_name,
+                 "Name the peers' certificates must carry, when it is not the name in --peers");
+  app.add_option("--peer-token-file", options.backfill.token_file,
+                 "A file holding this pod's projected ServiceAccount token (audience "
+                 "--agent-token-audience), presented to the peers, read anew for each call");
+  app.add_option("--peer-service-account", peer_service_account,
+                 "NAMESPACE/NAME of the replicas' ServiceAccount: a peer presenting its pod's "
+                 "projected token of it (reviewed by the API server) may ask for the seconds "
+                 "it missed");
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   CLI11_PARSE(app, argc, argv);
   options.store.max_memory_bytes = max_memory_mb << 20;
+  if (!options.backfill.peers.empty()) {
+    if (const absl::Status peers = nodemesh::CheckReplicaAddresses(
+            options.backfill.peers, "--peers", options.backfill.tls, "--peer-");
+        !peers.ok()) {
+      Log(LogLevel::kError, "{}", peers.message());
+      return EXIT_FAILURE;
+    }
+  }
 
   LogLevel level = LogLevel::kInfo;
   nodemesh::ParseLogLevel(log_level, &level);
   nodemesh::SetLogLevel(level);
 
-  if (!agent_service_account.empty() || !options.kubernetes.api_listen.empty()) {
-    const absl::Status parsed =
+  if (!agent_service_account.empty() || !peer_service_account.empty() ||
+      !options.kubernetes.api_listen.empty()) {
+    nodemesh::aggregator::AgentTokenOptions peer_tokens = agent_tokens;
+    absl::Status parsed =
         agent_service_account.empty()
             ? absl::OkStatus()
             : nodemesh::aggregator::ParseAgentServiceAccount(agent_service_account, &agent_tokens);
+    if (parsed.ok() && !peer_service_account.empty() &&
+        !nodemesh::aggregator::ParseAgentServiceAccount(peer_service_account, &peer_tokens).ok()) {
+      parsed = absl::InvalidArgumentError(
+          fmt::format("--peer-service-account '{}' is not NAMESPACE/NAME: give the replicas' "
+                      "ServiceAccount, e.g. nodemesh/nodemesh-aggregator",
+                      peer_service_account));
+    }
     const absl::StatusOr<nodemesh::kube::Config> api_server =
         kubeconfig.empty() ? nodemesh::kube::InClusterConfig()
                            : nodemesh::kube::LoadKubeconfig(kubeconfig, kube_context);
@@ -101,6 +141,7 @@ int main(int argc, char** argv) {
     }
     options.kubernetes.api_server = *api_server;
     if (!agent_service_account.empty()) options.kubernetes.agent_tokens = agent_tokens;
+    if (!peer_service_account.empty()) options.kubernetes.peer_tokens = peer_tokens;
   }
 
   sigset_t signals;

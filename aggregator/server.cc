@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <random>
 #include <utility>
 #include <vector>
 
@@ -39,6 +40,11 @@ absl::Status CannotListen(const std::string& address) {
                   address));
 }
 
+std::string ReplicaId() {
+  std::random_device random;
+  return fmt::format("{:08x}{:08x}", random(), random());
+}
+
 }  // namespace
 
 AggregatorServer::AggregatorServer(ServerOptions options)
@@ -57,17 +63,29 @@ AggregatorServer::AggregatorServer(ServerOptions options)
                         ? std::make_unique<AgentTokenReviewer>(
                               *kube_client_, *options_.kubernetes.agent_tokens, options_.clock)
                         : nullptr),
+      peer_tokens_(kube_client_ && options_.kubernetes.peer_tokens
+                       ? std::make_unique<AgentTokenReviewer>(
+                             *kube_client_, *options_.kubernetes.peer_tokens, options_.clock)
+                       : nullptr),
       agents_(options_.max_nodes),
       state_{.clock = options_.clock,
              .history_start_second = NowSeconds(),
+             .first_agent_second = options_.backfill.peers.empty() ? 0 : NowSeconds(),
+             .catching_up = false,
+             .replica_id = ReplicaId(),
              .store = store_,
              .cluster = cluster_,
              .tap_hub = tap_hub_,
              .admin_relay = admin_relay_,
              .authorizer = authorizer_,
              .agent_tokens = agent_tokens_.get(),
+             .peer_tokens = peer_tokens_.get(),
              .agents = agents_},
       api_calls_(state_, options_.tap_pacing),
+      backfill_(options_.backfill.peers.empty()
+                    ? nullptr
+                    : std::make_unique<Backfill>(options_.backfill, state_,
+                                                 options_.store.retention_seconds)),
       agent_service_(std::make_unique<AgentServiceImpl>(state_)),
       api_service_(std::make_unique<ApiServiceImpl>(authorizer_, api_calls_)) {}
 
@@ -122,6 +140,7 @@ absl::StatusOr<int> AggregatorServer::Start() {
   if (options_.housekeeping_interval.count() > 0) {
     housekeeping_ = std::thread([this] { HousekeepingLoop(); });
   }
+  if (backfill_) backfill_->Start();
   return port;
 }
 
@@ -166,6 +185,7 @@ void AggregatorServer::Shutdown() {
   }
   housekeeping_wake_.notify_all();
   if (housekeeping_.joinable()) housekeeping_.join();
+  if (backfill_) backfill_->Stop();
   if (!server_) return;
   tap_hub_.Shutdown();
   // Its taps end with the hub; then its connections, and nothing more asks the API server.

@@ -22,6 +22,7 @@
 #include "aggregator/api_calls.h"
 #include "aggregator/agent_identity.h"
 #include "aggregator/authorization.h"
+#include "aggregator/backfill.h"
 #include "aggregator/clock.h"
 #include "aggregator/cluster.h"
 #include "aggregator/connected_agents.h"
@@ -50,6 +51,10 @@ struct KubernetesAuthOptions {
   // Agents known by their ServiceAccount tokens (agent_identity.h) besides certificates;
   // none: by certificates only.
   std::optional<AgentTokenOptions> agent_tokens;
+  // The replicas' own ServiceAccount: a peer replica presenting its pod's projected token of
+  // it (backfill.h, BackfillOptions::token_file) may ask for the seconds it missed. None:
+  // peers are let in as readers only (a certificate of --tls-ca, or anyone in open mode).
+  std::optional<AgentTokenOptions> peer_tokens;
   // HOST:PORT of the API nodemesh.io/v1alpha1 over HTTPS (http_api.h), with the certificate
   // and key of ServerOptions::tls, for the API server's aggregation layer; empty: none. With
   // it users are known through the API server, and gRPC clients only by certificates.
@@ -80,6 +85,9 @@ struct ServerOptions {
   int stale_after_seconds = 5;
   // How often a tap's client hears of dropped events, and that a quiet tap is alive.
   TapPacing tap_pacing;
+  // The other replicas of this aggregator, which give it the seconds before its start
+  // (backfill.h); no peers: its windows start at its start.
+  BackfillOptions backfill;
   // Expiry of old data and stale-node notices run this often on their own thread; zero: no
   // thread, the owner calls Housekeep().
   std::chrono::milliseconds housekeeping_interval{1000};
@@ -104,6 +112,10 @@ class AggregatorServer {
   void Housekeep();
 
   const Store& store() const { return store_; }
+  // The first second the store holds whole (server_state.h), and whether a peer is still
+  // giving it the seconds before its start (backfill.h).
+  int64_t history_start_second() const { return state_.history_start_second.load(); }
+  bool catching_up() const { return state_.catching_up.load(); }
   // Streams of new nodes refused because max_nodes were connected.
   uint64_t refused_nodes() const { return agents_.refused(); }
   const Cluster& cluster() const { return cluster_; }
@@ -128,9 +140,11 @@ class AggregatorServer {
   const Authorizer authorizer_;
   std::unique_ptr<kube::Client> kube_client_;  // with options_.kubernetes.api_server
   std::unique_ptr<AgentTokenReviewer> agent_tokens_;
+  std::unique_ptr<AgentTokenReviewer> peer_tokens_;  // with options_.kubernetes.peer_tokens
   ConnectedAgents agents_;
   ServerState state_;         // the parts above, as the services use them
   const ApiCalls api_calls_;  // the clients' calls, for every transport
+  std::unique_ptr<Backfill> backfill_;  // with options_.backfill.peers
   std::unique_ptr<AgentServiceImpl> agent_service_;
   std::unique_ptr<ApiServiceImpl> api_service_;
   std::unique_ptr<grpc::Server> server_;

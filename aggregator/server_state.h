@@ -5,6 +5,7 @@
 
 #include <grpcpp/support/status.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -22,9 +23,20 @@ namespace nodemesh::aggregator {
 
 struct ServerState {
   Clock clock;
-  // The second the aggregator started in: no window reaches before it
+  // The first second the store holds whole: the one the aggregator started in, or earlier
+  // ones a peer replica gave it (backfill.h). No window reaches before it
   // (QueryContext::history_start_second).
-  int64_t history_start_second = 0;
+  std::atomic<int64_t> history_start_second = 0;
+  // Deltas stamped before this second are acknowledged but not filed: with peer replicas,
+  // the seconds before this one's start come whole from a peer (backfill.h), and an agent's
+  // copy would count them twice. 0: every delta is filed.
+  int64_t first_agent_second = 0;
+  // While this replica fills the seconds before its start from a peer; a peer asking it then
+  // is told so (BackfillReply.catching_up).
+  std::atomic<bool> catching_up = false;
+  // This replica among its peers, drawn at start: a replica that finds itself among them
+  // (a headless Service names every replica) does not ask itself.
+  std::string replica_id;
   Store& store;
   Cluster& cluster;
   TapHub& tap_hub;
@@ -32,6 +44,8 @@ struct ServerState {
   const Authorizer& authorizer;
   // Null unless agents are known by their ServiceAccount tokens.
   AgentTokenReviewer* agent_tokens;
+  // Null unless peer replicas are known by their ServiceAccount tokens (backfill.h).
+  AgentTokenReviewer* peer_tokens;
   ConnectedAgents& agents;
 
   int64_t NowSeconds() const { return UnixSeconds(clock()); }

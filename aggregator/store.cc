@@ -386,6 +386,51 @@ bool Store::Visit(const Slot& slot, int64_t second, StoreVisitor& visitor) {
   return true;
 }
 
+std::optional<v1::MetricsDelta> Store::ExportSecond(int64_t second) const {
+  v1::MetricsDelta delta;
+  delta.set_unix_seconds(second);
+  // The delta's own tables: index by the store's id, filled as the series name them.
+  absl::flat_hash_map<IdentityId, uint32_t> identity_index;
+  absl::flat_hash_map<RouteId, uint32_t> route_index;
+  const auto identity = [&](IdentityId id) {
+    const auto [it, added] = identity_index.try_emplace(id, delta.identities_size());
+    if (added) {
+      *delta.add_identities() = wire::ToProto(identities_.Get(id).value_or(metrics::Identity{}));
+    }
+    return it->second;
+  };
+  const auto traffic = [&](const TrafficLabels& labels, v1::TrafficKey* key) {
+    key->set_source(identity(labels.source));
+    key->set_destination(identity(labels.destination));
+    key->set_direction(wire::ToProto(labels.direction));
+    if (labels.service != kNoService) key->set_service(identity(labels.service));
+  };
+  const Slot& slot = SlotOf(second);
+  std::lock_guard lock(slot.mutex);
+  if (slot.second != second) return std::nullopt;
+  for (const auto& [labels, counts] : slot.responses) {
+    v1::ResponseSeries& series = *delta.add_responses();
+    traffic(labels.traffic, series.mutable_traffic());
+    const auto [route, added] = route_index.try_emplace(labels.route, delta.routes_size());
+    if (added) delta.add_routes(routes_.Get(labels.route).value_or(""));
+    series.set_route(route->second);
+    series.set_status_code(labels.status_code);
+    series.set_grpc_status(labels.grpc_status);
+    series.set_failure(labels.failure);
+    series.set_responses(counts.responses);
+    *series.mutable_latency() =
+        wire::ToProto(metrics::SparseHistogram{.buckets = counts.latency.Unpack()});
+  }
+  for (const auto& [labels, counts] : slot.tcp) {
+    v1::TcpSeries& series = *delta.add_tcp();
+    traffic(labels, series.mutable_traffic());
+    series.set_read_bytes(counts.read_bytes);
+    series.set_write_bytes(counts.write_bytes);
+    series.set_open_now(counts.open_now);
+  }
+  return delta;
+}
+
 void Store::Account(Slot& slot) {
   const size_t bytes = slot.MemoryBytes();
   if (bytes >= slot.bytes) {

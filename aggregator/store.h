@@ -117,6 +117,12 @@ class Store {
   // retention are skipped.
   void Scan(int64_t first_second, int64_t last_second, StoreVisitor& visitor) const;
 
+  // One whole second as a delta of its merged series (identities and routes as tables of
+  // its own, latency buckets without their sum, which the store does not keep), for a
+  // replica that missed it (Backfill, backfill.h); Add merges it back. nullopt for a
+  // second the store does not hold.
+  std::optional<v1::MetricsDelta> ExportSecond(int64_t second) const;
+
   // nullopt only for an id that no retained second refers to.
   std::optional<metrics::Identity> identity(IdentityId id) const { return identities_.Get(id); }
   std::optional<std::string> route(RouteId id) const { return routes_.Get(id); }

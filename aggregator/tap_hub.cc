@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <random>
 #include <tuple>
 #include <utility>
 
@@ -73,6 +74,12 @@ void TapSession::Close() {
     closed_ = true;
   }
   ready_.notify_all();
+}
+
+uint64_t TapHub::FirstSubscriptionId() {
+  std::random_device random;
+  const uint64_t drawn = (uint64_t{random()} << 32) | random();
+  return (drawn >> 2) | 1;  // below 2^62, never 0
 }
 
 void TapHub::AttachAgent(const std::string& node, std::shared_ptr<AgentLink> link) {

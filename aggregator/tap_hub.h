@@ -141,6 +141,7 @@ class TapHub {
   };
   using Subscriptions = std::map<uint64_t, v1::TapSubscription>;
 
+  static uint64_t FirstSubscriptionId();
   // Sends each connected agent what it should have and not yet has, and cancels the rest.
   void ReconcileLocked();
   void PlanLocked(Tap& tap, std::map<std::string, Subscriptions>* desired);
@@ -148,7 +149,9 @@ class TapHub {
   const PodSource pods_source_;
   const TapHubOptions options_;
   mutable std::mutex mutex_;
-  uint64_t next_id_ = 1;
+  // Subscription ids start at random below 2^62, so that the replicas of one aggregator,
+  // each subscribing on the same agents, never give two taps one id (nor a local tap's).
+  uint64_t next_id_ = FirstSubscriptionId();
   bool shut_down_ = false;
   std::map<uint64_t, Tap> taps_;                      // by session id
   absl::flat_hash_map<uint64_t, uint64_t> owner_of_;  // subscription id -> session id

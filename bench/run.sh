@@ -45,15 +45,19 @@
 #                                 meshctl dashboard's call graph of 1,000 workloads and 5,000
 #                                 calls from a real aggregator, laid out and drawn in headless
 #                                 Chromium: layout and render times against the 2 s aim
+#   bash bench/run.sh replicas [replicas_bench flags]
+#                                 what an extra aggregator replica costs an agent, and a
+#                                 restarted replica's catch-up of an hour from its peer
+#                                 (in process; seconds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: bash bench/run.sh parsers|metrics|tap|proxy [flags]|bulk [flags]|endurance [flags]|rss [flags]|services [flags]|dashboard [flags]|aggregator [flags]" >&2
+  echo "usage: bash bench/run.sh parsers|metrics|tap|proxy [flags]|bulk [flags]|endurance [flags]|rss [flags]|services [flags]|dashboard [flags]|aggregator [flags]|replicas [flags]" >&2
   exit 2
 }
 [[ $# -ge 1 ]] || usage
-[[ $# -eq 1 || $1 == proxy || $1 == bulk || $1 == endurance || $1 == rss || $1 == services || $1 == dashboard || $1 == aggregator ]] || usage
+[[ $# -eq 1 || $1 == proxy || $1 == bulk || $1 == endurance || $1 == rss || $1 == services || $1 == dashboard || $1 == aggregator || $1 == replicas ]] || usage
 
 need_root() {
   if [[ $EUID -ne 0 ]]; then
@@ -114,6 +118,10 @@ case "$1" in
   aggregator)
     build aggregator_bench nodemesh-aggregator
     ./build/release/bench/aggregator_bench "${@:2}"
+    ;;
+  replicas)
+    build replicas_bench
+    ./build/release/bench/replicas_bench "${@:2}"
     ;;
   services)
     need_root services

@@ -109,7 +109,7 @@ TEST_CASE("local taps: a session nobody polls ends and its subscription goes", "
   CHECK(f.taps.sessions() == 1);
   CHECK(f.SubscriptionOf("/a") == 0);
   CHECK(f.SubscriptionOf("/b") != 0);
-  f.subscriptions.ClearRemote();  // the aggregator's stream ended
+  f.subscriptions.Remove(7);  // the aggregator's stream ended
   REQUIRE(f.subscriptions.Current()->size() == 1);
   CHECK(IsLocalTap(f.subscriptions.Current()->front().id));
   f.taps.Expire(f.now + 20s);

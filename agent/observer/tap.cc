@@ -63,13 +63,6 @@ void TapSubscriptions::Remove(uint64_t id) {
   Publish(std::move(list));
 }
 
-void TapSubscriptions::ClearRemote() {
-  std::lock_guard lock(mutex_);
-  List list = *Current();
-  std::erase_if(list, [](const TapFilter& f) { return !IsLocalTap(f.id); });
-  Publish(std::move(list));
-}
-
 void TapSubscriptions::Publish(List list) {
   const bool any = !list.empty();
   list_.store(std::make_shared<const List>(std::move(list)), std::memory_order_release);

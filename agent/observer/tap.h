@@ -57,8 +57,6 @@ class TapSubscriptions {
   std::shared_ptr<const List> Current() const { return list_.load(std::memory_order_acquire); }
   void Add(TapFilter filter);
   void Remove(uint64_t id);
-  // Removes the aggregator's subscriptions (its stream ended); local taps stay.
-  void ClearRemote();
 
  private:
   void Publish(List list);

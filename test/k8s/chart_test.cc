@@ -252,6 +252,7 @@ TEST_CASE("helm template with the default values matches golden/default.yaml") {
                                   "RoleBinding/nodemesh-aggregator-auth-reader",
                                   "RoleBinding/nodemesh-aggregator",
                                   "Service/nodemesh-aggregator",
+                                  "Service/nodemesh-aggregator-replicas",
                                   "DaemonSet/nodemesh-agent",
                                   "Deployment/nodemesh-aggregator",
                                   "APIService/v1alpha1.nodemesh.io",
@@ -269,6 +270,7 @@ TEST_CASE("helm template with every value changed matches golden/custom.yaml") {
   CheckGolden("custom.yaml", manifests);
   CHECK(Objects(manifests) == std::vector<std::string>{
                                   "Namespace/nodemesh",
+                                  "PodDisruptionBudget/nodemesh-aggregator",
                                   "ServiceAccount/nodemesh-agent",
                                   "ServiceAccount/nodemesh-aggregator",
                                   "ConfigMap/nodemesh-client-ca",
@@ -283,6 +285,7 @@ TEST_CASE("helm template with every value changed matches golden/custom.yaml") {
                                   "RoleBinding/nodemesh-aggregator-auth-reader",
                                   "RoleBinding/nodemesh-aggregator",
                                   "Service/nodemesh-aggregator",
+                                  "Service/nodemesh-aggregator-replicas",
                                   "DaemonSet/nodemesh-agent",
                                   "Deployment/nodemesh-aggregator",
                                   "APIService/v1alpha1.nodemesh.io",
@@ -306,6 +309,7 @@ TEST_CASE("helm template with auth.mode certificates matches the certificates go
                                  "ClusterRole/nodemesh-agent",
                                  "ClusterRoleBinding/nodemesh-agent",
                                  "Service/nodemesh-aggregator",
+                                 "Service/nodemesh-aggregator-replicas",
                                  "DaemonSet/nodemesh-agent",
                                  "Deployment/nodemesh-aggregator",
                                  "Pod/nodemesh-check",
@@ -316,6 +320,7 @@ TEST_CASE("helm template with auth.mode certificates matches the certificates go
   CheckGolden("certificates-custom.yaml", custom);
   CHECK(Objects(custom) == std::vector<std::string>{
                                "Namespace/nodemesh",
+                               "PodDisruptionBudget/nodemesh-aggregator",
                                "ServiceAccount/nodemesh-agent",
                                "ServiceAccount/nodemesh-aggregator",
                                "ConfigMap/nodemesh-client-ca",
@@ -323,6 +328,7 @@ TEST_CASE("helm template with auth.mode certificates matches the certificates go
                                "ClusterRole/nodemesh-agent",
                                "ClusterRoleBinding/nodemesh-agent",
                                "Service/nodemesh-aggregator",
+                               "Service/nodemesh-aggregator-replicas",
                                "DaemonSet/nodemesh-agent",
                                "Deployment/nodemesh-aggregator",
                                "PodMonitor/nodemesh-agent",
@@ -783,7 +789,7 @@ TEST_CASE("every rendered object is valid for the Kubernetes API with unknown fi
   const CommandResult result = Validate(manifests);
   INFO(result.output);
   CHECK(result.exit_code == 0);
-  CHECK(result.output.find("73 objects, 0 problems") != std::string::npos);
+  CHECK(result.output.find("80 objects, 0 problems") != std::string::npos);
 }
 
 TEST_CASE("a misspelt field in the chart is refused by the validator though helm accepts it") {
@@ -814,7 +820,7 @@ TEST_CASE("a misspelt field in the chart is refused by the validator though helm
   CHECK(result.output.find("Deployment nodemesh/nodemesh-aggregator: data/spec/template/spec/"
                            "containers/0/securityContext/readOnlyRootFilesystem must be "
                            "boolean") != std::string::npos);
-  CHECK(result.output.find("21 objects, 4 problems") != std::string::npos);
+  CHECK(result.output.find("22 objects, 4 problems") != std::string::npos);
 }
 
 TEST_CASE("the values schema refuses wrong values and names the key") {

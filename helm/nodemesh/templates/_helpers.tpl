@@ -46,6 +46,19 @@ nodemesh-aggregator.{{ .Release.Namespace }}.svc:{{ .Values.aggregator.port }}
 {{- end }}
 
 {{/*
+The aggregator's replicas, one address each: the headless Service's name. Agents stream to
+every one, and replicas ask one another for what they missed. Their certificate names the
+Service (nodemesh.aggregatorServerName), which they are verified as.
+*/}}
+{{- define "nodemesh.aggregatorReplicas" -}}
+nodemesh-aggregator-replicas.{{ .Release.Namespace }}.svc:{{ .Values.aggregator.port }}
+{{- end }}
+
+{{- define "nodemesh.aggregatorServerName" -}}
+nodemesh-aggregator.{{ .Release.Namespace }}.svc
+{{- end }}
+
+{{/*
 The pod-security.kubernetes.io/enforce label of the release's namespace as the cluster has
 it now; empty when the label is not set, and with `helm template` or --dry-run, which see no
 cluster.
