@@ -58,9 +58,12 @@ AggregatorServer::AggregatorServer(ServerOptions options)
                               *kube_client_, *options_.kubernetes.agent_tokens, options_.clock)
                         : nullptr),
       agents_(options_.max_nodes),
+      prometheus_(options_.prometheus ? std::make_unique<PrometheusClient>(*options_.prometheus)
+                                      : nullptr),
       state_{.clock = options_.clock,
              .history_start_second = NowSeconds(),
              .store = store_,
+             .prometheus = prometheus_.get(),
              .cluster = cluster_,
              .tap_hub = tap_hub_,
              .admin_relay = admin_relay_,

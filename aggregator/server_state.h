@@ -15,6 +15,7 @@
 #include "aggregator/clock.h"
 #include "aggregator/cluster.h"
 #include "aggregator/connected_agents.h"
+#include "aggregator/prometheus_source.h"
 #include "aggregator/store.h"
 #include "aggregator/tap_hub.h"
 
@@ -26,6 +27,8 @@ struct ServerState {
   // (QueryContext::history_start_second).
   int64_t history_start_second = 0;
   Store& store;
+  // The store that answers windows longer than the Store's; null without one.
+  const PrometheusClient* prometheus;
   Cluster& cluster;
   TapHub& tap_hub;
   AdminRelay& admin_relay;
