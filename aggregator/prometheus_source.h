@@ -42,12 +42,12 @@
 namespace nodemesh::aggregator {
 
 struct PrometheusOptions {
-  std::string url;  // http(s)://HOST:PORT[/PATH], the prefix under which /api/v1 is served
+  std::string url{};  // http(s)://HOST:PORT[/PATH], the prefix under which /api/v1 is served
   // A file holding a bearer token, read again whenever it changes (a projected token).
-  std::string bearer_token_file;
+  std::string bearer_token_file{};
   // A file holding USER:PASSWORD for basic authentication, read for every query.
-  std::string basic_auth_file;
-  std::string ca_file;  // PEM CA of an https store; empty: the system's
+  std::string basic_auth_file{};
+  std::string ca_file{};  // PEM CA of an https store; empty: the system's
   // Each query's deadline, connecting included; the store is told it too, to give up.
   std::chrono::milliseconds timeout{10'000};
 };
