@@ -129,35 +129,22 @@ struct StoreCluster : TwoNodeCluster {
     return {bounds.begin(), bounds.end()};
   }
 
+  // `request` asked of `source` through the Api stub's `method`, answered within 20 s.
+  template <typename Request, typename Response>
+  Response Ask(grpc::Status (v1::Api::Stub::*method)(grpc::ClientContext*, const Request&,
+                                                     Response*),
+               Request request, v1::AnswerSource source) const {
+    request.set_source(source);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 20s);
+    Response response;
+    const grpc::Status status = (api_stub.get()->*method)(&context, request, &response);
+    INFO(status.error_message());
+    REQUIRE(status.ok());
+    return response;
+  }
   v1::StatSummaryResponse Stat(v1::StatSummaryRequest request, v1::AnswerSource source) const {
-    request.set_source(source);
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + 20s);
-    v1::StatSummaryResponse response;
-    const grpc::Status status = api_stub->StatSummary(&context, request, &response);
-    INFO(status.error_message());
-    REQUIRE(status.ok());
-    return response;
-  }
-  v1::TopRoutesResponse Routes(v1::TopRoutesRequest request, v1::AnswerSource source) const {
-    request.set_source(source);
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + 20s);
-    v1::TopRoutesResponse response;
-    const grpc::Status status = api_stub->TopRoutes(&context, request, &response);
-    INFO(status.error_message());
-    REQUIRE(status.ok());
-    return response;
-  }
-  v1::EdgesResponse EdgesOf(v1::EdgesRequest request, v1::AnswerSource source) const {
-    request.set_source(source);
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + 20s);
-    v1::EdgesResponse response;
-    const grpc::Status status = api_stub->Edges(&context, request, &response);
-    INFO(status.error_message());
-    REQUIRE(status.ok());
-    return response;
+    return Ask(&v1::Api::Stub::StatSummary, std::move(request), source);
   }
 };
 
@@ -290,8 +277,10 @@ void QueriesAgree(const StoreKind& kind) {
   v1::TopRoutesRequest routes;
   *routes.mutable_selector() = Deployments("api");
   routes.set_window_seconds(300);
-  const v1::TopRoutesResponse memory_routes = cluster.Routes(routes, v1::ANSWER_SOURCE_MEMORY);
-  const v1::TopRoutesResponse stored_routes = cluster.Routes(routes, v1::ANSWER_SOURCE_PROMETHEUS);
+  const v1::TopRoutesResponse memory_routes =
+      cluster.Ask(&v1::Api::Stub::TopRoutes, routes, v1::ANSWER_SOURCE_MEMORY);
+  const v1::TopRoutesResponse stored_routes =
+      cluster.Ask(&v1::Api::Stub::TopRoutes, routes, v1::ANSWER_SOURCE_PROMETHEUS);
   CHECK(stored_routes.source() == v1::ANSWER_SOURCE_PROMETHEUS);
   REQUIRE(memory_routes.routes_size() == 1);  // GET /status/{id}
   REQUIRE(stored_routes.routes_size() == memory_routes.routes_size());
@@ -306,8 +295,10 @@ void QueriesAgree(const StoreKind& kind) {
   v1::EdgesRequest edges;
   *edges.mutable_selector() = Deployments();
   edges.set_window_seconds(300);
-  const v1::EdgesResponse memory_edges = cluster.EdgesOf(edges, v1::ANSWER_SOURCE_MEMORY);
-  const v1::EdgesResponse stored_edges = cluster.EdgesOf(edges, v1::ANSWER_SOURCE_PROMETHEUS);
+  const v1::EdgesResponse memory_edges =
+      cluster.Ask(&v1::Api::Stub::Edges, edges, v1::ANSWER_SOURCE_MEMORY);
+  const v1::EdgesResponse stored_edges =
+      cluster.Ask(&v1::Api::Stub::Edges, edges, v1::ANSWER_SOURCE_PROMETHEUS);
   CHECK(stored_edges.source() == v1::ANSWER_SOURCE_PROMETHEUS);
   REQUIRE(memory_edges.edges_size() == 1);
   REQUIRE(stored_edges.edges_size() == 1);
