@@ -302,7 +302,7 @@ TEST_CASE("A store that is down, slow, refusing or answering garbage is a clear 
 TEST_CASE("The store's auth: a bearer token file read again when it changes, or basic auth",
           "[unit]") {
   CannedStore store(ShopStore);
-  testing::TempDir dir;
+  nodemesh::testing::TempDir dir;
   const std::string token = dir.path() + "/token";
   std::ofstream(token) << "first\n";
   {
