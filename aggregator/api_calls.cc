@@ -152,7 +152,8 @@ absl::Status ApiCalls::StreamTap(std::shared_ptr<TapSession> session,
 QueryContext ApiCalls::Context() const {
   const int64_t now = state_.NowSeconds();
   return QueryContext{state_.store, state_.cluster.StaleNodes(now), now,
-                      state_.history_start_second.load(std::memory_order_relaxed)};
+                      state_.history_start_second.load(std::memory_order_relaxed),
+                      state_.prometheus};
 }
 
 }  // namespace nodemesh::aggregator

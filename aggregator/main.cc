@@ -38,6 +38,8 @@ int main(int argc, char** argv) {
   nodemesh::aggregator::AgentTokenOptions agent_tokens;
   std::string kubeconfig;
   std::string kube_context;
+  nodemesh::aggregator::PrometheusOptions prometheus;
+  double prometheus_timeout_seconds = 10;
 
   CLI::App app{
       "nodemesh aggregator: merges the node agents' metrics into an hour of per-second "
@@ -100,6 +102,19 @@ int main(int argc, char** argv) {
                  "NAMESPACE/NAME of the replicas' ServiceAccount: a peer presenting its pod's "
                  "projected token of it (reviewed by the API server) may ask for the seconds "
                  "it missed");
+  app.add_option("--prometheus", prometheus.url,
+                 "http(s)://HOST:PORT[/PATH] of a Prometheus-compatible store (Prometheus, Thanos, "
+                 "Mimir, VictoriaMetrics) that scrapes the agents' /metrics: it answers stat, "
+                 "edges and routes over windows longer than the hour held in memory (up to 31d)");
+  app.add_option("--prometheus-bearer-token-file", prometheus.bearer_token_file,
+                 "A file with the bearer token the store wants; read again when it changes");
+  app.add_option("--prometheus-basic-auth-file", prometheus.basic_auth_file,
+                 "A file with USER:PASSWORD for the store's basic authentication");
+  app.add_option("--prometheus-ca-file", prometheus.ca_file,
+                 "PEM file of the CA of an https store's certificate (default: the system's)");
+  app.add_option("--prometheus-timeout", prometheus_timeout_seconds,
+                 "Seconds a query to the store may take, connecting included")
+      ->check(CLI::Range(0.1, 600.0));
   app.add_option("--log-level", log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
   CLI11_PARSE(app, argc, argv);
@@ -111,6 +126,16 @@ int main(int argc, char** argv) {
       Log(LogLevel::kError, "{}", peers.message());
       return EXIT_FAILURE;
     }
+  }
+  if (!prometheus.url.empty()) {
+    prometheus.timeout = std::chrono::milliseconds(
+        static_cast<int64_t>(prometheus_timeout_seconds * 1000));
+    options.prometheus = prometheus;
+  } else if (!prometheus.bearer_token_file.empty() || !prometheus.basic_auth_file.empty() ||
+             !prometheus.ca_file.empty()) {
+    Log(LogLevel::kError,
+        "--prometheus-* options without --prometheus: give the store's URL, or drop them");
+    return EXIT_FAILURE;
   }
 
   LogLevel level = LogLevel::kInfo;
@@ -174,6 +199,11 @@ int main(int argc, char** argv) {
         "serving nodemesh.io/v1alpha1 on {} for the API server at {}: users are known through "
         "its front proxy, and RBAC decides what they may read and tap",
         server.api_address(), options.kubernetes.api_server->server);
+  }
+  if (options.prometheus) {
+    Log(LogLevel::kInfo,
+        "windows longer than {} s are answered from the Prometheus-compatible store at {}",
+        options.store.retention_seconds, options.prometheus->url);
   }
   if (options.kubernetes.agent_tokens) {
     Log(LogLevel::kInfo,

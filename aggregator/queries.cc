@@ -39,7 +39,9 @@ struct PairId {
 struct Totals {
   uint64_t responses = 0;
   uint64_t successes = 0;
+  // Latencies as the source has them: exact from memory, the export's buckets from a store.
   std::unique_ptr<metrics::Histogram> latency;  // 8 KiB: only for groups with responses
+  LatencyBuckets latency_buckets;
   absl::flat_hash_set<TrafficLabels> gauges_seen;
   int64_t open_connections = 0;
   uint64_t read_bytes = 0;
@@ -47,13 +49,14 @@ struct Totals {
   std::set<std::string> source_accounts;
   std::set<std::string> destination_accounts;
 
-  void AddResponse(const ResponseLabels& labels, const ResponseCounts& counts,
+  void AddResponse(const ResponseLabels& labels, const ResponseFigures& figures,
                    metrics::SparseBuckets* scratch) {
-    responses += counts.responses;
-    if (!labels.failure) successes += counts.responses;
-    if (counts.latency.empty()) return;
+    responses += figures.responses;
+    if (!labels.failure) successes += figures.responses;
+    if (figures.latency_buckets != nullptr) latency_buckets.Merge(*figures.latency_buckets);
+    if (figures.exact_latency == nullptr || figures.exact_latency->empty()) return;
     if (!latency) latency = std::make_unique<metrics::Histogram>();
-    counts.latency.AddTo(latency.get(), scratch);
+    figures.exact_latency->AddTo(latency.get(), scratch);
   }
   // Scans run newest second first, so the first gauge of a series is its latest.
   void AddTcp(const TrafficLabels& labels, const TcpCounts& counts) {
@@ -69,6 +72,7 @@ struct Totals {
       if (!latency) latency = std::make_unique<metrics::Histogram>();
       latency->Merge(*other.latency);
     }
+    latency_buckets.Merge(other.latency_buckets);
     gauges_seen.insert(other.gauges_seen.begin(), other.gauges_seen.end());
     open_connections += other.open_connections;
     read_bytes += other.read_bytes;
@@ -81,10 +85,15 @@ double SuccessRate(const Totals& totals) {
 }
 
 void FillLatencies(const Totals& totals, v1::Latencies* out) {
-  if (!totals.latency || totals.latency->empty()) return;
-  out->set_p50_ns(totals.latency->Quantile(0.50));
-  out->set_p95_ns(totals.latency->Quantile(0.95));
-  out->set_p99_ns(totals.latency->Quantile(0.99));
+  if (totals.latency && !totals.latency->empty()) {
+    out->set_p50_ns(totals.latency->Quantile(0.50));
+    out->set_p95_ns(totals.latency->Quantile(0.95));
+    out->set_p99_ns(totals.latency->Quantile(0.99));
+  } else if (!totals.latency_buckets.empty()) {
+    out->set_p50_ns(totals.latency_buckets.QuantileNs(0.50));
+    out->set_p95_ns(totals.latency_buckets.QuantileNs(0.95));
+    out->set_p99_ns(totals.latency_buckets.QuantileNs(0.99));
+  }
 }
 
 std::string JoinAccounts(const std::set<std::string>& accounts) {
@@ -104,7 +113,7 @@ std::string JoinAccounts(const std::set<std::string>& accounts) {
 // totalled apart and merged at the end for the pairs found unreported, so that a second
 // arriving between two scans cannot make a pair count twice.
 template <typename Key>
-class Aggregation : public StoreVisitor {
+class Aggregation : public TrafficVisitor {
  public:
   // `service` is null for series dialled to no Service (inbound ones among them).
   using Classify = std::function<std::optional<Key>(const metrics::Identity& source,
@@ -112,11 +121,13 @@ class Aggregation : public StoreVisitor {
                                                     const metrics::Identity* service)>;
   using Groups = std::map<std::pair<Key, RouteId>, Totals>;
 
-  Aggregation(const Store& store, metrics::Direction side, Classify classify, bool by_route)
-      : store_(store), side_(side), classify_(std::move(classify)), by_route_(by_route) {}
+  Aggregation(TrafficSource& source, metrics::Direction side, Classify classify, bool by_route)
+      : source_(source), side_(side), classify_(std::move(classify)), by_route_(by_route) {}
 
-  Groups Run(const Window& window) {
-    store_.Scan(window.first_second, window.last_second, *this);
+  absl::StatusOr<Groups> Run(const Window& window) {
+    if (absl::Status scanned = source_.Scan(window, by_route_, *this); !scanned.ok()) {
+      return scanned;
+    }
     for (const auto& [pair, totals] : other_side_) {
       if (reported_.contains(PairId{pair.source, pair.destination})) continue;
       if (Totals* group = GroupOf(pair)) group->Merge(totals);
@@ -124,12 +135,12 @@ class Aggregation : public StoreVisitor {
     return std::move(groups_);
   }
 
-  void Response(int64_t, const ResponseLabels& labels, const ResponseCounts& counts) override {
+  void Response(const ResponseLabels& labels, const ResponseFigures& figures) override {
     if (Totals* totals = TotalsOf(labels.traffic, by_route_ ? labels.route : 0)) {
-      totals->AddResponse(labels, counts, &scratch_);
+      totals->AddResponse(labels, figures, &scratch_);
     }
   }
-  void Tcp(int64_t, const TrafficLabels& labels, const TcpCounts& counts) override {
+  void Tcp(const TrafficLabels& labels, const TcpCounts& counts) override {
     if (!by_route_) {
       if (Totals* totals = TotalsOf(labels, 0)) totals->AddTcp(labels, counts);
     } else if (labels.direction == side_) {
@@ -152,7 +163,7 @@ class Aggregation : public StoreVisitor {
 
   const metrics::Identity* IdentityOf(IdentityId id) {
     auto [it, inserted] = identities_.try_emplace(id);
-    if (inserted) it->second = store_.identity(id);
+    if (inserted) it->second = source_.identity(id);
     return it->second ? &*it->second : nullptr;
   }
 
@@ -177,7 +188,7 @@ class Aggregation : public StoreVisitor {
     return totals;
   }
 
-  const Store& store_;
+  TrafficSource& source_;
   const metrics::Direction side_;
   const Classify classify_;
   const bool by_route_;
@@ -269,12 +280,21 @@ double PerSecond(uint64_t count, const Window& window) {
   return window.seconds == 0 ? 0.0 : double(count) / double(window.seconds);
 }
 
-absl::StatusOr<int64_t> ValidateWindow(int64_t window_seconds) {
+absl::StatusOr<int64_t> ValidateWindow(int64_t window_seconds, bool store_configured) {
   if (window_seconds == 0) return kDefaultWindowSeconds;
+  if (store_configured) {
+    if (window_seconds < kMinWindowSeconds || window_seconds > kMaxStoreWindowSeconds) {
+      return absl::InvalidArgumentError(fmt::format(
+          "window_seconds {} is out of range: ask for {} seconds to {} days (e.g. 10s, 1h, 7d)",
+          window_seconds, kMinWindowSeconds, kMaxStoreWindowSeconds / 86400));
+    }
+    return window_seconds;
+  }
   if (window_seconds < kMinWindowSeconds || window_seconds > kMaxWindowSeconds) {
     return absl::InvalidArgumentError(
         fmt::format("window_seconds {} is out of range: the aggregator keeps one hour of "
-                    "per-second data, so ask for {} to {} seconds (e.g. 10s, 1m, 1h)",
+                    "per-second data, so ask for {} to {} seconds (e.g. 10s, 1m, 1h); for "
+                    "longer windows, point it at a Prometheus-compatible store (--prometheus)",
                     window_seconds, kMinWindowSeconds, kMaxWindowSeconds));
   }
   return window_seconds;
@@ -315,6 +335,37 @@ v1::Resource ToProto(ResourceType type, const ResourceKey& key) {
 
 namespace {
 
+// The source that answers a window of `window_seconds` (validated), and the window as it
+// covers it: memory's is cut at its history's start, a store's is whole.
+struct Answering {
+  std::unique_ptr<TrafficSource> source;
+  Window window;
+};
+
+absl::StatusOr<Answering> SourceFor(const QueryContext& context, int64_t window_seconds,
+                                    v1::AnswerSource asked) {
+  const bool fits_memory = window_seconds <= context.store.retention_seconds();
+  if (asked == v1::ANSWER_SOURCE_PROMETHEUS ||
+      (asked == v1::ANSWER_SOURCE_UNSPECIFIED && !fits_memory)) {
+    if (context.prometheus == nullptr) {
+      return absl::FailedPreconditionError(
+          "no Prometheus-compatible store to answer from: start the aggregator with "
+          "--prometheus URL, or ask for a window of at most an hour from its memory");
+    }
+    return Answering{std::make_unique<PrometheusSource>(*context.prometheus),
+                     WindowEndingAt(context.now_seconds, window_seconds)};
+  }
+  if (!fits_memory) {
+    return absl::InvalidArgumentError(fmt::format(
+        "the aggregator's memory holds {} seconds, not {}: ask the store for longer windows "
+        "(or leave the source unset)",
+        context.store.retention_seconds(), window_seconds));
+  }
+  return Answering{std::make_unique<MemorySource>(context.store),
+                   WindowEndingAt(context.now_seconds, window_seconds,
+                                  context.history_start_second)};
+}
+
 // A StatSummaryRequest, checked: the rows asked for, the window, and what the traffic is
 // narrowed to.
 struct StatQuery {
@@ -329,7 +380,8 @@ struct StatQuery {
   bool to_service = false;
 };
 
-absl::StatusOr<StatQuery> ParseStatQuery(const v1::StatSummaryRequest& request) {
+absl::StatusOr<StatQuery> ParseStatQuery(const v1::StatSummaryRequest& request,
+                                         bool store_configured) {
   StatQuery query;
   query.by_service = IsServiceType(request.selector().type());
   absl::StatusOr<Selector> selector = query.by_service
@@ -337,7 +389,8 @@ absl::StatusOr<StatQuery> ParseStatQuery(const v1::StatSummaryRequest& request) 
                                           : ToSelector(request.selector(), "selector");
   if (!selector.ok()) return selector.status();
   query.selector = *std::move(selector);
-  const absl::StatusOr<int64_t> window_seconds = ValidateWindow(request.window_seconds());
+  const absl::StatusOr<int64_t> window_seconds =
+      ValidateWindow(request.window_seconds(), store_configured);
   if (!window_seconds.ok()) return window_seconds.status();
   query.window_seconds = *window_seconds;
   const bool has_from = IsSet(request.from()), has_to = IsSet(request.to());
@@ -452,14 +505,19 @@ void FillTraffic(const Totals& totals, const Window& window, v1::StatRow* row) {
 absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
                                                     const std::vector<PodEntry>& cluster_pods,
                                                     const v1::StatSummaryRequest& request) {
-  const absl::StatusOr<StatQuery> query = ParseStatQuery(request);
+  const absl::StatusOr<StatQuery> query =
+      ParseStatQuery(request, context.prometheus != nullptr);
   if (!query.ok()) return query.status();
-  const Window window =
-      WindowEndingAt(context.now_seconds, query->window_seconds, context.history_start_second);
+  absl::StatusOr<Answering> answering =
+      SourceFor(context, query->window_seconds, request.source());
+  if (!answering.ok()) return answering.status();
+  const Window& window = answering->window;
   StatGrouping grouping = GroupingOf(*query);
-  const Aggregation<ResourceKey>::Groups groups =
-      Aggregation<ResourceKey>(context.store, grouping.side, std::move(grouping.classify), false)
+  const absl::StatusOr<Aggregation<ResourceKey>::Groups> groups =
+      Aggregation<ResourceKey>(*answering->source, grouping.side, std::move(grouping.classify),
+                               false)
           .Run(window);
+  if (!groups.ok()) return groups.status();
   // No pod belongs to a Service by owner: service rows count none.
   const std::map<ResourceKey, PodCounts> pods = query->by_service
                                                     ? std::map<ResourceKey, PodCounts>()
@@ -467,7 +525,7 @@ absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
 
   v1::StatSummaryResponse response;
   response.set_window_seconds(window.seconds);
-  for (const ResourceKey& key : StatRows(*query, groups, pods)) {
+  for (const ResourceKey& key : StatRows(*query, *groups, pods)) {
     v1::StatRow& row = *response.add_rows();
     *row.mutable_resource() = ToProto(query->selector.type, key);
     if (query->by_service) row.mutable_resource()->set_type(std::string(kServiceTypeName));
@@ -475,11 +533,12 @@ absl::StatusOr<v1::StatSummaryResponse> StatSummary(const QueryContext& context,
       row.set_meshed_pods(found->second.meshed);
       row.set_running_pods(found->second.running);
     }
-    if (const auto group = groups.find({key, 0}); group != groups.end()) {
+    if (const auto group = groups->find({key, 0}); group != groups->end()) {
       FillTraffic(group->second, window, &row);
     }
   }
   AddStaleNodes(context, &response);
+  response.set_source(answering->source->kind());
   return response;
 }
 
@@ -502,8 +561,8 @@ void AddEdge(const EdgeEnd& from, const EdgeEnd& to, const Totals& totals, const
 // Edges around the Services `selector` matches, from the OUTBOUND view (the only one that
 // knows the Service): caller -> Service, and Service -> the resource whose pod the node's NAT
 // chose, each end named by its owner (OwnerEndOf). A Service has no service account.
-void ServiceEdges(const QueryContext& context, const Selector& selector, const Window& window,
-                  v1::EdgesResponse* response) {
+absl::Status ServiceEdges(TrafficSource& traffic, const Selector& selector, const Window& window,
+                          v1::EdgesResponse* response) {
   using Key = std::tuple<EdgeEnd, EdgeEnd, EdgeEnd>;  // caller, Service, backend
   Aggregation<Key>::Classify classify =
       [&](const metrics::Identity& source, const metrics::Identity& destination,
@@ -513,11 +572,12 @@ void ServiceEdges(const QueryContext& context, const Selector& selector, const W
     return Key{OwnerEndOf(source), EdgeEnd{std::string(kServiceTypeName), std::move(*key)},
                OwnerEndOf(destination)};
   };
-  const Aggregation<Key>::Groups groups =
-      Aggregation<Key>(context.store, metrics::Direction::kOutbound, std::move(classify), false)
+  const absl::StatusOr<Aggregation<Key>::Groups> groups =
+      Aggregation<Key>(traffic, metrics::Direction::kOutbound, std::move(classify), false)
           .Run(window);
+  if (!groups.ok()) return groups.status();
   std::map<std::pair<EdgeEnd, EdgeEnd>, Totals> edges;
-  for (const auto& [key, totals] : groups) {
+  for (const auto& [key, totals] : *groups) {
     const auto& [caller, service, backend] = key.first;
     Totals& called = edges[{caller, service}];
     called.Merge(totals);
@@ -530,6 +590,7 @@ void ServiceEdges(const QueryContext& context, const Selector& selector, const W
   for (const auto& [ends, totals] : edges) {
     AddEdge(ends.first, ends.second, totals, window, response);
   }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -541,15 +602,21 @@ absl::StatusOr<v1::EdgesResponse> Edges(const QueryContext& context,
                                                 ? ServiceSelector(request.selector(), "selector")
                                                 : ToSelector(request.selector(), "selector");
   if (!selector.ok()) return selector.status();
-  const absl::StatusOr<int64_t> window_seconds = ValidateWindow(request.window_seconds());
+  const absl::StatusOr<int64_t> window_seconds =
+      ValidateWindow(request.window_seconds(), context.prometheus != nullptr);
   if (!window_seconds.ok()) return window_seconds.status();
-  const Window window =
-      WindowEndingAt(context.now_seconds, *window_seconds, context.history_start_second);
+  absl::StatusOr<Answering> answering = SourceFor(context, *window_seconds, request.source());
+  if (!answering.ok()) return answering.status();
+  const Window& window = answering->window;
   v1::EdgesResponse response;
   response.set_window_seconds(window.seconds);
   AddStaleNodes(context, &response);
+  response.set_source(answering->source->kind());
   if (services) {
-    ServiceEdges(context, *selector, window, &response);
+    if (absl::Status status = ServiceEdges(*answering->source, *selector, window, &response);
+        !status.ok()) {
+      return status;
+    }
     return response;
   }
 
@@ -565,10 +632,12 @@ absl::StatusOr<v1::EdgesResponse> Edges(const QueryContext& context,
     if (!in_selector(from) && !in_selector(to)) return std::nullopt;
     return Key{std::move(from), std::move(to)};
   };
-  const Aggregation<Key>::Groups groups =
-      Aggregation<Key>(context.store, metrics::Direction::kOutbound, std::move(classify), false)
+  const absl::StatusOr<Aggregation<Key>::Groups> groups =
+      Aggregation<Key>(*answering->source, metrics::Direction::kOutbound, std::move(classify),
+                       false)
           .Run(window);
-  for (const auto& [key, totals] : groups) {
+  if (!groups.ok()) return groups.status();
+  for (const auto& [key, totals] : *groups) {
     AddEdge(key.first.first, key.first.second, totals, window, &response);
   }
   return response;
@@ -581,7 +650,8 @@ absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const QueryContext& context,
                                                 ? ServiceSelector(request.selector(), "selector")
                                                 : ToSelector(request.selector(), "selector");
   if (!selector.ok()) return selector.status();
-  const absl::StatusOr<int64_t> window_seconds = ValidateWindow(request.window_seconds());
+  const absl::StatusOr<int64_t> window_seconds =
+      ValidateWindow(request.window_seconds(), context.prometheus != nullptr);
   if (!window_seconds.ok()) return window_seconds.status();
   std::optional<Selector> from;
   if (IsSet(request.from())) {
@@ -602,12 +672,14 @@ absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const QueryContext& context,
     std::optional<Key> key = ResourceOf(WorkloadOf(destination), type);
     return key && selector->Matches(*key) ? key : std::nullopt;
   };
-  const Window window =
-      WindowEndingAt(context.now_seconds, *window_seconds, context.history_start_second);
+  absl::StatusOr<Answering> answering = SourceFor(context, *window_seconds, request.source());
+  if (!answering.ok()) return answering.status();
+  const Window& window = answering->window;
   const metrics::Direction side =
       from || services ? metrics::Direction::kOutbound : metrics::Direction::kInbound;
-  const Aggregation<Key>::Groups groups =
-      Aggregation<Key>(context.store, side, std::move(classify), true).Run(window);
+  const absl::StatusOr<Aggregation<Key>::Groups> groups =
+      Aggregation<Key>(*answering->source, side, std::move(classify), true).Run(window);
+  if (!groups.ok()) return groups.status();
 
   struct Route {
     std::string name;
@@ -615,11 +687,11 @@ absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const QueryContext& context,
     const Totals* totals;
   };
   std::vector<Route> routes;
-  routes.reserve(groups.size());
-  for (const auto& [key, totals] : groups) {
+  routes.reserve(groups->size());
+  for (const auto& [key, totals] : *groups) {
     if (totals.responses == 0) continue;
     routes.push_back(
-        Route{context.store.route(key.second).value_or("[unknown]"), &key.first, &totals});
+        Route{answering->source->route(key.second).value_or("[unknown]"), &key.first, &totals});
   }
   std::sort(routes.begin(), routes.end(), [](const Route& a, const Route& b) {
     return std::tie(b.totals->responses, a.name, *a.destination) <
@@ -640,6 +712,7 @@ absl::StatusOr<v1::TopRoutesResponse> TopRoutes(const QueryContext& context,
     FillLatencies(*route.totals, row.mutable_latency());
   }
   AddStaleNodes(context, &response);
+  response.set_source(answering->source->kind());
   return response;
 }
 
@@ -977,7 +1050,8 @@ absl::Status WorkloadView(const QueryContext& context, const std::vector<PodEntr
 absl::StatusOr<v1::ViewResponse> View(const QueryContext& context,
                                       const std::vector<PodEntry>& pods,
                                       const v1::ViewRequest& request) {
-  const absl::StatusOr<int64_t> window_seconds = ValidateWindow(request.window_seconds());
+  const absl::StatusOr<int64_t> window_seconds =
+      ValidateWindow(request.window_seconds(), context.prometheus != nullptr);
   if (!window_seconds.ok()) return window_seconds.status();
   v1::ViewResponse response;
   response.set_unix_seconds(context.now_seconds);

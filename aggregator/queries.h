@@ -11,6 +11,11 @@
 //
 // Windows: a window of W seconds at time `now` covers the W complete seconds before the
 // current one, [now - W, now - 1]; rates divide by W.
+//
+// Sources (traffic_source.h): windows the memory holds (its retention, an hour) are answered
+// from it, longer ones from the Prometheus-compatible store when one is configured; a request
+// may name either. The same code groups, classifies and counts what either hands out, and the
+// answer names the source that gave it.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +24,9 @@
 
 #include "absl/status/statusor.h"
 #include "aggregator/cluster.h"
+#include "aggregator/prometheus_source.h"
 #include "aggregator/store.h"
+#include "aggregator/traffic_source.h"
 #include "common/resource/resource.h"
 #include "nodemesh/v1/nodemesh.pb.h"
 
@@ -36,21 +43,19 @@ struct QueryContext {
   // further back is cut here, and its rates are over the seconds it holds rather than
   // diluted by seconds it cannot know.
   int64_t history_start_second = 0;
+  // The store that answers longer windows; null without one (--prometheus).
+  const PrometheusClient* prometheus = nullptr;
 };
 
 // The `seconds` whole seconds before `now_seconds`, but none before `history_start_second`
 // (`seconds` then says how many are left, possibly 0).
-struct Window {
-  int64_t first_second = 0;
-  int64_t last_second = 0;
-  int64_t seconds = 0;
-};
 Window WindowEndingAt(int64_t now_seconds, int64_t seconds, int64_t history_start_second = 0);
 // Per second over the window: 0 for a window of no seconds.
 double PerSecond(uint64_t count, const Window& window);
 
-// 0 gives the default; anything else outside 10..3600 is INVALID_ARGUMENT.
-absl::StatusOr<int64_t> ValidateWindow(int64_t window_seconds);
+// 0 gives the default; anything else outside 10..3600 (10 s to 31 days with a store) is
+// INVALID_ARGUMENT.
+absl::StatusOr<int64_t> ValidateWindow(int64_t window_seconds, bool store_configured = false);
 
 // A request's resource as a selector. `field` names it in errors ("selector", "from").
 absl::StatusOr<Selector> ToSelector(const v1::Resource& resource, std::string_view field);

@@ -68,12 +68,15 @@ AggregatorServer::AggregatorServer(ServerOptions options)
                              *kube_client_, *options_.kubernetes.peer_tokens, options_.clock)
                        : nullptr),
       agents_(options_.max_nodes),
+      prometheus_(options_.prometheus ? std::make_unique<PrometheusClient>(*options_.prometheus)
+                                      : nullptr),
       state_{.clock = options_.clock,
              .history_start_second = NowSeconds(),
              .first_agent_second = options_.backfill.peers.empty() ? 0 : NowSeconds(),
              .catching_up = false,
              .replica_id = ReplicaId(),
              .store = store_,
+             .prometheus = prometheus_.get(),
              .cluster = cluster_,
              .tap_hub = tap_hub_,
              .admin_relay = admin_relay_,

@@ -28,6 +28,7 @@
 #include "aggregator/connected_agents.h"
 #include "aggregator/front_proxy.h"
 #include "aggregator/kube_authorizer.h"
+#include "aggregator/prometheus_source.h"
 #include "aggregator/server_state.h"
 #include "aggregator/store.h"
 #include "aggregator/tap_hub.h"
@@ -69,6 +70,8 @@ struct ServerOptions {
   KubernetesAuthOptions kubernetes;
   Clock clock = SystemClock();
   StoreOptions store;
+  // The Prometheus-compatible store that answers windows longer than the Store's retention.
+  std::optional<PrometheusOptions> prometheus;
   TapHubOptions tap;
   AdminRelayOptions admin_relay;
   // Agents connected at once, one per node (Kubernetes itself supports 5,000 nodes). A new
@@ -142,6 +145,7 @@ class AggregatorServer {
   std::unique_ptr<AgentTokenReviewer> agent_tokens_;
   std::unique_ptr<AgentTokenReviewer> peer_tokens_;  // with options_.kubernetes.peer_tokens
   ConnectedAgents agents_;
+  std::unique_ptr<PrometheusClient> prometheus_;  // with options_.prometheus
   ServerState state_;         // the parts above, as the services use them
   const ApiCalls api_calls_;  // the clients' calls, for every transport
   std::unique_ptr<Backfill> backfill_;  // with options_.backfill.peers

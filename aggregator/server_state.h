@@ -16,6 +16,7 @@
 #include "aggregator/clock.h"
 #include "aggregator/cluster.h"
 #include "aggregator/connected_agents.h"
+#include "aggregator/prometheus_source.h"
 #include "aggregator/store.h"
 #include "aggregator/tap_hub.h"
 
@@ -38,6 +39,8 @@ struct ServerState {
   // (a headless Service names every replica) does not ask itself.
   std::string replica_id;
   Store& store;
+  // The store that answers windows longer than the Store's; null without one.
+  const PrometheusClient* prometheus;
   Cluster& cluster;
   TapHub& tap_hub;
   AdminRelay& admin_relay;

@@ -473,9 +473,11 @@ TEST_CASE("argument errors: one line saying what to do, exit 2, no call", "[mesh
        "meshctl: unknown resource type 'rs': use pod (po), deployment (deploy), statefulset "
        "(sts), daemonset (ds), namespace (ns)\n"},
       {{"stat", "deploy", "-t", "5s"},
-       "meshctl: bad time window '5s': use 10s to 1h, written like 10s, 90s, 1m30s, 5m or 1h\n"},
-      {{"routes", "deploy/web", "-t", "2h"},
-       "meshctl: bad time window '2h': use 10s to 1h, written like 10s, 90s, 1m30s, 5m or 1h\n"},
+       "meshctl: bad time window '5s': use 10s to 31d, written like 10s, 90s, 1m30s, 1h, 24h or "
+       "7d (past 1h the aggregator asks its Prometheus-compatible store)\n"},
+      {{"routes", "deploy/web", "-t", "32d"},
+       "meshctl: bad time window '32d': use 10s to 31d, written like 10s, 90s, 1m30s, 1h, 24h or "
+       "7d (past 1h the aggregator asks its Prometheus-compatible store)\n"},
       {{"stat"},
        "meshctl: stat needs a resource, e.g. deploy, deploy/web or ns/emojivoto: see 'meshctl "
        "stat --help'\n"},

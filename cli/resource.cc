@@ -128,7 +128,9 @@ std::string WorkloadLabel(const v1::Identity& identity) {
 absl::StatusOr<int64_t> ParseWindow(std::string_view text) {
   const auto bad = [&] {
     return absl::InvalidArgumentError(fmt::format(
-        "bad time window '{}': use 10s to 1h, written like 10s, 90s, 1m30s, 5m or 1h", text));
+        "bad time window '{}': use 10s to 31d, written like 10s, 90s, 1m30s, 1h, 24h or 7d (past "
+        "1h the aggregator asks its Prometheus-compatible store)",
+        text));
   };
   int64_t seconds = 0;
   size_t i = 0;
@@ -142,6 +144,9 @@ absl::StatusOr<int64_t> ParseWindow(std::string_view text) {
     }
     if (i == digits_start || i == text.size()) return bad();
     switch (text[i++]) {
+      case 'd':
+        seconds += number * 86400;
+        break;
       case 'h':
         seconds += number * 3600;
         break;
@@ -155,7 +160,7 @@ absl::StatusOr<int64_t> ParseWindow(std::string_view text) {
         return bad();
     }
   }
-  if (seconds < kMinWindowSeconds || seconds > kMaxWindowSeconds) return bad();
+  if (seconds < kMinWindowSeconds || seconds > kMaxStoreWindowSeconds) return bad();
   return seconds;
 }
 

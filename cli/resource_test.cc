@@ -95,21 +95,25 @@ TEST_CASE("the workload of a pod", "[resource]") {
   CHECK(WorkloadLabel(identity).empty());
 }
 
-TEST_CASE("windows from 10 s to 1 h", "[resource]") {
+TEST_CASE("windows from 10 s to 31 d", "[resource]") {
   CHECK(*ParseWindow("10s") == 10);
   CHECK(*ParseWindow("1m") == 60);
   CHECK(*ParseWindow("90s") == 90);
   CHECK(*ParseWindow("1m30s") == 90);
   CHECK(*ParseWindow("1h") == 3600);
   CHECK(*ParseWindow("60m") == 3600);
+  CHECK(*ParseWindow("24h") == 86400);
+  CHECK(*ParseWindow("7d") == 7 * 86400);
+  CHECK(*ParseWindow("31d") == 31 * 86400);
   for (const char* bad :
-       {"", "9s", "61m", "2h", "10", "s", "1d", "-10s", "10 s", "1.5m", "m1", "99999999999s"}) {
+       {"", "9s", "32d", "745h", "10", "s", "1w", "-10s", "10 s", "1.5m", "m1", "99999999999s"}) {
     INFO(bad);
     const absl::StatusOr<int64_t> window = ParseWindow(bad);
     REQUIRE_FALSE(window.ok());
     CHECK(ErrorOf(window.status()) ==
-          fmt::format("bad time window '{}': use 10s to 1h, written like 10s, 90s, 1m30s, 5m or 1h",
-                      bad));
+          fmt::format("bad time window '{}': {}", bad,
+                      "use 10s to 31d, written like 10s, 90s, 1m30s, 1h, 24h or 7d (past 1h the "
+                      "aggregator asks its Prometheus-compatible store)"));
   }
 }
 

@@ -22,6 +22,7 @@ packages=(
   faketime  # bench/aggregator_bench.cc: moves the aggregator's clock an hour on to backfill it
   python3 python3-grpcio
   prometheus  # scraping the agents in e2e tests; its promtool checks the chart's recording rules
+  victoria-metrics  # the aggregator's answers from a store, against VictoriaMetrics (test/e2e/store_test.cc)
   tmux  # meshctl shell's interactive test: a terminal to type keys into and read back
   # the dashboard's browser tests (test/lib/browser.py): headless Chromium and a font
   chromium-headless-shell fonts-dejavu-core
@@ -43,7 +44,7 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian starts these services on install; tests start their own instances.
-for svc in nginx haproxy prometheus; do
+for svc in nginx haproxy prometheus victoria-metrics; do
   if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi

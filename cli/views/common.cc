@@ -103,6 +103,24 @@ std::string RenderStaleWarnings(const google::protobuf::RepeatedPtrField<v1::Nod
   return text;
 }
 
+std::string RenderSourceNote(v1::AnswerSource source) {
+  if (source != v1::ANSWER_SOURCE_PROMETHEUS) return "";
+  return "note: answered from the Prometheus-compatible store (a window longer than the "
+         "aggregator's hour): latency percentiles are interpolated within the agents' "
+         "histogram buckets\n";
+}
+
+std::string SourceName(v1::AnswerSource source) {
+  switch (source) {
+    case v1::ANSWER_SOURCE_MEMORY:
+      return "memory";
+    case v1::ANSWER_SOURCE_PROMETHEUS:
+      return "prometheus";
+    default:
+      return "";
+  }
+}
+
 std::string RenderShortWindow(int64_t asked_seconds, int64_t covered_seconds) {
   if (covered_seconds >= asked_seconds) return "";
   return fmt::format(

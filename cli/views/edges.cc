@@ -52,6 +52,10 @@ std::string EdgesJson(const v1::EdgesResponse& response) {
   document["window_seconds"] = response.window_seconds();
   document["edges"] = std::move(edges);
   document["stale_nodes"] = views::NodesJson(response.stale_nodes());
+  // Which source answered; absent from an aggregator that does not say.
+  if (const std::string source = SourceName(response.source()); !source.empty()) {
+    document["source"] = source;
+  }
   return views::Document(document);
 }
 

@@ -44,6 +44,10 @@ std::string RoutesJson(const v1::TopRoutesResponse& response) {
   document["window_seconds"] = response.window_seconds();
   document["routes"] = std::move(routes);
   document["stale_nodes"] = views::NodesJson(response.stale_nodes());
+  // Which source answered; absent from an aggregator that does not say.
+  if (const std::string source = SourceName(response.source()); !source.empty()) {
+    document["source"] = source;
+  }
   return views::Document(document);
 }
 

@@ -49,6 +49,10 @@ std::string StatJson(const v1::StatSummaryResponse& response) {
   document["window_seconds"] = response.window_seconds();
   document["rows"] = std::move(rows);
   document["stale_nodes"] = views::NodesJson(response.stale_nodes());
+  // Which source answered; absent from an aggregator that does not say.
+  if (const std::string source = SourceName(response.source()); !source.empty()) {
+    document["source"] = source;
+  }
   return views::Document(document);
 }
 

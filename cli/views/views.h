@@ -27,13 +27,20 @@ std::string RenderStaleWarnings(const google::protobuf::RepeatedPtrField<v1::Nod
 // seconds than asked (it started within the window); nothing otherwise.
 std::string RenderShortWindow(int64_t asked_seconds, int64_t covered_seconds);
 
-// Both of the above for an answer over a window (stat, edges, routes): what a person reading
+// "note: answered from the Prometheus-compatible store ..." for an answer from the store;
+// nothing for one from the aggregator's memory.
+std::string RenderSourceNote(v1::AnswerSource source);
+// "prometheus" or "memory" for -o json; "" for an aggregator that does not say.
+std::string SourceName(v1::AnswerSource source);
+
+// All of the above for an answer over a window (stat, edges, routes): what a person reading
 // it should know, for stderr.
 template <typename WindowResponse>
 std::string RenderWindowNotes(const WindowResponse& response, int64_t asked_seconds,
                               int64_t now_unix_seconds) {
   return RenderStaleWarnings(response.stale_nodes(), now_unix_seconds) +
-         RenderShortWindow(asked_seconds, response.window_seconds());
+         RenderShortWindow(asked_seconds, response.window_seconds()) +
+         RenderSourceNote(response.source());
 }
 
 // stat: rows by namespace and name. `namespace_column` adds NAMESPACE first (-A).

@@ -63,6 +63,9 @@ struct Config {
   // Where the configuration came from, for messages: "in-cluster", "kubeconfig ~/.kube/config
   // (context kind-dev)".
   std::string source;
+  // What the server is, for messages: the transport (transport.h) also reaches servers that
+  // are no API server ("the Prometheus-compatible store").
+  std::string server_role = "the API server";
 };
 
 // client-go's in-cluster configuration: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT,

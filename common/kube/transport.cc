@@ -172,8 +172,8 @@ Endpoint::Endpoint(const Config& config) {
   const std::optional<Url> server = ParseUrl(config.server);
   if (!server || (server->scheme != "https" && server->scheme != "http")) {
     parts->usable = absl::InvalidArgumentError(fmt::format(
-        "the API server address {} is not a usable URL (https://HOST[:PORT][/PATH] expected)",
-        config.server));
+        "{} address {} is not a usable URL (https://HOST[:PORT][/PATH] expected)",
+        config.server_role, config.server));
     parts_ = std::move(parts);
     return;
   }
@@ -199,9 +199,9 @@ Endpoint::Endpoint(const Config& config) {
           "the proxy {} is not a usable URL (http://HOST:PORT expected)", parts->proxy));
     } else if (proxy->scheme != "http") {
       parts->usable = absl::InvalidArgumentError(
-          fmt::format("the proxy {} is a {} proxy; the API server is reached through HTTP proxies "
+          fmt::format("the proxy {} is a {} proxy; {} is reached through HTTP proxies "
                       "(http://HOST:PORT, tunnelling with CONNECT) only",
-                      parts->proxy, proxy->scheme));
+                      parts->proxy, proxy->scheme, config.server_role));
     } else {
       parts->proxy_host = proxy->host;
       parts->proxy_port = proxy->port;
@@ -273,18 +273,18 @@ struct Exchange::State {
   }
   absl::Status NotConnected(Clock::time_point deadline) const {
     return absl::DeadlineExceededError(
-        fmt::format("{}: cannot connect to the API server at {} within {} ms", what, Server(),
-                    TimeoutMs(deadline)));
+        fmt::format("{}: cannot connect to {} at {} within {} ms", what, config.server_role,
+                    Server(), TimeoutMs(deadline)));
   }
   absl::Status NoAnswer(Clock::time_point deadline) const {
     return absl::DeadlineExceededError(
-        fmt::format("{}: no complete answer from the API server at {} within {} ms", what,
-                    config.server, TimeoutMs(deadline)));
+        fmt::format("{}: no complete answer from {} at {} within {} ms", what,
+                    config.server_role, config.server, TimeoutMs(deadline)));
   }
   absl::Status Cut(const ErrorCode& error) const {
     return absl::UnavailableError(
-        fmt::format("{}: the connection to the API server at {} was cut ({})", what, config.server,
-                    error.message()));
+        fmt::format("{}: the connection to {} at {} was cut ({})", what, config.server_role,
+                    config.server, error.message()));
   }
 
   absl::Status Connect(const RequestCredentials& credentials, Clock::time_point deadline);
@@ -325,8 +325,8 @@ absl::Status Exchange::State::Connect(const RequestCredentials& credentials,
   }
   if (error) {
     return absl::UnavailableError(
-        fmt::format("{}: cannot resolve the {} name in {} ({})", what,
-                    endpoint.proxy.empty() ? "API server's" : "proxy's",
+        fmt::format("{}: cannot resolve the name of {} in {} ({})", what,
+                    endpoint.proxy.empty() ? config.server_role : "the proxy",
                     endpoint.proxy.empty() ? config.server : endpoint.proxy, error.message()));
   }
   if (Run(
@@ -339,8 +339,8 @@ absl::Status Exchange::State::Connect(const RequestCredentials& credentials,
     return NotConnected(connect_deadline);
   }
   if (error) {
-    return absl::UnavailableError(fmt::format("{}: cannot connect to the API server at {} ({})",
-                                              what, Server(), error.message()));
+    return absl::UnavailableError(fmt::format("{}: cannot connect to {} at {} ({})", what,
+                                              config.server_role, Server(), error.message()));
   }
   socket.set_option(asio::socket_base::keep_alive(true), error);
   if (!endpoint.proxy.empty()) {
@@ -397,9 +397,9 @@ absl::Status Exchange::State::StartTls(const RequestCredentials& credentials,
   if (config.insecure_skip_tls_verify) {
     context.set_verify_mode(asio::ssl::verify_none);
     Log(LogLevel::kWarning,
-        "kube: {} does not verify the API server's certificate (insecure-skip-tls-verify): "
+        "kube: {} does not verify the certificate of {} (insecure-skip-tls-verify): "
         "anyone on the path can read and change this request",
-        config.source.empty() ? config.server : config.source);
+        config.source.empty() ? config.server : config.source, config.server_role);
   } else {
     context.set_verify_mode(asio::ssl::verify_peer);
     if (!config.ca_data.empty()) {
@@ -447,17 +447,17 @@ absl::Status Exchange::State::StartTls(const RequestCredentials& credentials,
       error, deadline);
   if (ended != Ended::kDone) {
     return absl::DeadlineExceededError(
-        fmt::format("{}: no TLS handshake with the API server at {} within {} ms", what, Server(),
-                    TimeoutMs(deadline)));
+        fmt::format("{}: no TLS handshake with {} at {} within {} ms", what, config.server_role,
+                    Server(), TimeoutMs(deadline)));
   }
   if (!error) return absl::OkStatus();
   const long verified = SSL_get_verify_result(ssl);
   ERR_clear_error();
   if (verified != X509_V_OK && !config.insecure_skip_tls_verify) {
     return absl::UnavailableError(fmt::format(
-        "{}: TLS: the API server's certificate at {}{} did not verify against {}: {}; check "
+        "{}: TLS: the certificate of {} at {}{} did not verify against {}: {}; check "
         "that this CA signed the server's certificate and that the server name matches",
-        what, config.server,
+        what, config.server_role, config.server,
         config.tls_server_name.empty()
             ? std::string()
             : fmt::format(" (as {}, the cluster's tls-server-name)", config.tls_server_name),
@@ -577,8 +577,8 @@ absl::Status Exchange::ReceiveStream(const std::function<bool(std::string_view d
     }
     if (ended == State::Ended::kDeadline) {
       return absl::DeadlineExceededError(
-          fmt::format("{}: not a byte from the API server at {} for {} ms", state.what,
-                      state.config.server, stall_timeout.count()));
+          fmt::format("{}: not a byte from {} at {} for {} ms", state.what,
+                      state.config.server_role, state.config.server, stall_timeout.count()));
     }
     if (bytes > 0) last_byte = Clock::now();
     const size_t received = piece.size() - parser.get().body().size;

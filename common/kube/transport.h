@@ -1,8 +1,9 @@
 // HTTP/1.1 to the API server, on Boost.Beast over Boost.Asio and OpenSSL, for the client's
-// requests (client.cc) and watches (watch.cc): the server's address parsed once, a connection
-// per request (through an HTTP proxy when one is configured), TLS verified as the Config
-// says, deadlines on every step, and a failed step as a status that says what to check.
-// Internal to common/kube. Boost and OpenSSL stay inside transport.cc.
+// requests (client.cc) and watches (watch.cc), and to the other HTTP servers the binaries ask
+// (the aggregator's Prometheus-compatible store, named by Config::server_role): the server's
+// address parsed once, a connection per request (through an HTTP proxy when one is
+// configured), TLS verified as the Config says, deadlines on every step, and a failed step as
+// a status that says what to check. Boost and OpenSSL stay inside transport.cc.
 //
 // Threads: an Endpoint is immutable and shared; an Exchange belongs to the thread using it.
 #pragma once

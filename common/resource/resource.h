@@ -95,6 +95,9 @@ std::optional<ResourceKey> ServiceOf(const Workload& workload);
 // The time windows stat, edges and routes accept, in seconds.
 inline constexpr int64_t kMinWindowSeconds = 10;
 inline constexpr int64_t kMaxWindowSeconds = 3600;
+// With a Prometheus-compatible store behind the aggregator, windows up to a month (the store
+// answers what it still keeps).
+inline constexpr int64_t kMaxStoreWindowSeconds = 31 * 86400;
 // What a request that leaves the window unset gets, as Linkerd's default.
 inline constexpr int64_t kDefaultWindowSeconds = 60;
 
