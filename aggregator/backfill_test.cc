@@ -87,7 +87,10 @@ Held HeldBy(const Store& store, int64_t first_second, int64_t last_second) {
   };
   Held held;
   Collect collect(store, held);
-  store.Scan(first_second, last_second, collect);
+  // One second at a time: a scan of a longer range hands out whole rollups, not their seconds.
+  for (int64_t second = first_second; second <= last_second; ++second) {
+    store.Scan(second, second, collect);
+  }
   return held;
 }
 
