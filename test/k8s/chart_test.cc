@@ -522,7 +522,10 @@ TEST_CASE("each TLS and token flag names a file mounted read-only into its conta
                                             "--aggregator-token-file",
                                             "--ca",
                                             "--cert",
-                                            "--key"};
+                                            "--key",
+                                            "--prometheus-bearer-token-file",
+                                            "--prometheus-basic-auth-file",
+                                            "--prometheus-ca-file"};
   struct Case {
     std::vector<std::string> values;
     // Flags each object's container must have, "Kind/name": flags.
@@ -534,7 +537,9 @@ TEST_CASE("each TLS and token flag names a file mounted read-only into its conta
         {"DaemonSet/nodemesh-agent", {"--aggregator-ca", "--aggregator-token-file"}},
         {"Pod/nodemesh-check", {}}}},
       {{"--values", kCustomValues, "--set", "tests.enabled=true"},
-       {{"Deployment/nodemesh-aggregator", {"--tls-cert", "--tls-key", "--tls-ca"}},
+       {{"Deployment/nodemesh-aggregator",
+         {"--tls-cert", "--tls-key", "--tls-ca", "--prometheus-bearer-token-file",
+          "--prometheus-ca-file"}},
         {"DaemonSet/nodemesh-agent",
          {"--aggregator-ca", "--aggregator-token-file", "--aggregator-cert", "--aggregator-key"}},
         {"Pod/nodemesh-check", {}}}},
@@ -544,7 +549,9 @@ TEST_CASE("each TLS and token flag names a file mounted read-only into its conta
         {"Pod/nodemesh-check", {"--ca"}}}},
       {{"--values", kCustomValues, "--set", "tests.enabled=true", "--set",
         "auth.mode=certificates"},
-       {{"Deployment/nodemesh-aggregator", {"--tls-cert", "--tls-key", "--tls-ca"}},
+       {{"Deployment/nodemesh-aggregator",
+         {"--tls-cert", "--tls-key", "--tls-ca", "--prometheus-bearer-token-file",
+          "--prometheus-ca-file"}},
         {"DaemonSet/nodemesh-agent", {"--aggregator-ca", "--aggregator-cert", "--aggregator-key"}},
         {"Pod/nodemesh-check", {"--ca", "--cert", "--key"}}}},
   };
@@ -556,6 +563,8 @@ TEST_CASE("each TLS and token flag names a file mounted read-only into its conta
       const nlohmann::json object = ObjectOf(documents, kind, name);
       if (object.is_object()) {
         for (const auto& [key, value] : object["data"].items()) keys.insert(key);
+      } else if (kind == "Secret" && name == "prometheus-reader") {
+        keys = {"reader-token", "monitoring-ca.pem"};  // custom-values.yaml's store credentials
       } else if (kind == "Secret") {
         // An operator's Secret (aggregator.tls.existingSecret, tests.clientCertificateSecret):
         // of type kubernetes.io/tls, with ca.crt added for the aggregator's.
@@ -623,6 +632,41 @@ TEST_CASE("each TLS and token flag names a file mounted read-only into its conta
       CHECK(found == expected);
     }
   }
+}
+
+TEST_CASE("the store's credentials render only whole: a URL, a Secret, one way to authenticate") {
+  Helm helm;
+  const std::vector<std::pair<std::vector<std::string>, std::string>> refused = {
+      {{"--set", "aggregator.prometheus.url=http://p:9090", "--set",
+        "aggregator.prometheus.secret=s", "--set", "aggregator.prometheus.bearerTokenKey=t",
+        "--set", "aggregator.prometheus.basicAuthKey=b"},
+       "bearerTokenKey and basicAuthKey are two ways to authenticate to the store: give one"},
+      {{"--set", "aggregator.prometheus.url=http://p:9090", "--set",
+        "aggregator.prometheus.caKey=ca"},
+       "are keys of aggregator.prometheus.secret: name the Secret too"},
+      {{"--set", "aggregator.prometheus.secret=s"},
+       "credentials without a store: set aggregator.prometheus.url too"},
+      {{"--set", "aggregator.prometheus.url=prometheus:9090"}, "aggregator.prometheus.url"},
+  };
+  for (const auto& [values, message] : refused) {
+    std::vector<std::string> args = {"template", "nodemesh",       kChart,      "--namespace",
+                                     "nodemesh", "--kube-version", kKubeVersion};
+    args.insert(args.end(), values.begin(), values.end());
+    const CommandResult result = helm.Run(args);
+    INFO(Join(values) << "\n" << result.output);
+    CHECK(result.exit_code != 0);
+    CHECK(result.output.find(message) != std::string::npos);
+  }
+  // Without credentials: the URL and the timeout alone, no volume.
+  const nlohmann::json documents = YamlDocuments(
+      helm.Template(kChart, {"--set", "aggregator.prometheus.url=http://prometheus:9090"}));
+  const nlohmann::json aggregator = ObjectOf(documents, "Deployment", "nodemesh-aggregator");
+  REQUIRE(aggregator.is_object());
+  const nlohmann::json& pod = PodSpecOf(aggregator);
+  const nlohmann::json& args = pod["containers"][0]["args"];
+  CHECK(std::count(args.begin(), args.end(), "--prometheus=http://prometheus:9090") == 1);
+  CHECK(std::count(args.begin(), args.end(), "--prometheus-timeout=10") == 1);
+  CHECK(VolumeOf(pod, "prometheus").is_null());
 }
 
 TEST_CASE("auth.clientCA needs the agents' certificate and the test Pod's in certificates mode") {
