@@ -139,7 +139,7 @@ TEST_CASE("a bad parameter is named, with the parameters the call takes") {
   const std::string unknown = ErrorOf("/namespaces/a/stats/pod?window=60");
   CHECK(unknown ==
         "unknown parameter 'window' for stats: it takes selector.name, from.type, "
-        "from.namespace, from.name, to.type, to.namespace, to.name, windowSeconds");
+        "from.namespace, from.name, to.type, to.namespace, to.name, windowSeconds, source");
   CHECK(ErrorOf("/taps?watch=true&resourceVersion=1")
             .starts_with("unknown parameter 'resourceVersion' for taps: it takes watch, "
                          "target.type, target.name, to.type"));

@@ -19,13 +19,17 @@
   const DEFAULT_WINDOW = '1m';
   const DEFAULT_TAP_RPS = 10;
   const MIN_WINDOW_SECONDS = 10;
-  const MAX_WINDOW_SECONDS = 3600;
+  // Past an hour (kMaxWindowSeconds) the aggregator asks its store, when it has one.
+  const MAX_WINDOW_SECONDS = 31 * 86400;
 
-  // cli::ParseWindow (cli/resource.cc): numbers of at most 6 digits, each followed by h, m or
-  // s, summing to 10 s .. 1 h. Returns the seconds, or throws with meshctl's own message.
+  // cli::ParseWindow (cli/resource.cc): numbers of at most 6 digits, each followed by d, h, m
+  // or s, summing to 10 s .. 31 d. Returns the seconds, or throws with meshctl's own message.
   function parseWindow(text) {
     const bad = () =>
-      new Error(`bad time window '${text}': use 10s to 1h, written like 10s, 90s, 1m30s, 5m or 1h`);
+      new Error(
+        `bad time window '${text}': use 10s to 31d, written like 10s, 90s, 1m30s, 1h, 24h or 7d ` +
+          '(past 1h the aggregator asks its Prometheus-compatible store)',
+      );
     if (typeof text !== 'string' || text === '') throw bad();
     let seconds = 0;
     let i = 0;
@@ -37,7 +41,8 @@
       }
       if (i === start || i === text.length) throw bad();
       const unit = text[i++];
-      if (unit === 'h') seconds += number * 3600;
+      if (unit === 'd') seconds += number * 86400;
+      else if (unit === 'h') seconds += number * 3600;
       else if (unit === 'm') seconds += number * 60;
       else if (unit === 's') seconds += number;
       else throw bad();
